@@ -1,0 +1,1 @@
+"""The running service: config, SMTP front, HTTP front, storage, audit and the CLI."""

@@ -1,0 +1,38 @@
+"""Options every command shares, and the one place the CLI turns them into an App."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from gateway.config import ConfigError
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one sentence, exit code 2."""
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="config file (TOML)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="data directory (default: the config's data_dir, else $CASEGATE_DATA, "
+        "else ./casegate-data)",
+    )
+
+
+def open_app(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Build the App (config, data directory, policy, stores) from the common options."""
+    from gateway.app import App
+
+    env_data = os.environ.get("CASEGATE_DATA")
+    try:
+        return App.open(
+            config_path=args.config,
+            data_dir=args.data or (Path(env_data) if env_data else None),
+        )
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None

@@ -1,0 +1,142 @@
+"""Configuration: one TOML file, validated on load, every default in this module.
+
+The CLI (the composition root) calls `load_config` once and passes the result down; no other
+module reads the config file or the environment. Each section is a frozen dataclass whose field
+defaults are the defaults the README's config reference lists.
+
+A bad file is a `ConfigError` whose message names the file, the key and what is wrong.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+DEFAULT_DATA_DIR = Path("casegate-data")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str = "127.0.0.1"
+    port: int = 2525  # submission with STARTTLS
+    tls_port: int = 2465  # implicit TLS submission; 0 disables
+    hostname: str = "casegate.localhost"
+    max_message_size: int = 35 * 1024 * 1024
+    max_recipients: int = 100
+    idle_timeout: float = 300.0
+    relay_from: tuple[str, ...] = ()  # trusted relay peers (CIDR), e.g. an Exchange connector
+    relay_client_cert_fingerprints: tuple[str, ...] = ()  # optional: sha256 hex of peer certs
+    auth_max_failures: int = 5  # per client address, then locked
+    auth_lockout_seconds: float = 900.0
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: int = 8025
+    public_url: str = ""  # base URL used in links sent to recipients; default http://host:port
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    host: str = ""  # empty: deliver into the outbox directory (Maildir) in the data directory
+    port: int = 25
+    tls: str = "starttls"  # "starttls", "implicit" or "none" (only for loopback test sinks)
+    verify_certificate: bool = True
+    ca_file: str = ""  # extra CA bundle for a private smarthost
+    username: str = ""
+    password: str = ""
+    timeout: float = 60.0
+    pool_size: int = 4
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    # Extra TOML files that override or extend policies/data/policy.toml, applied in order.
+    files: tuple[str, ...] = ()
+    # What to do with protected mail to several external recipients: "split" or "refuse".
+    multiple_external: str = "split"
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str = "<defaults>"
+    data_dir: str = str(DEFAULT_DATA_DIR)
+    organisation: str = "Cafcass"
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+
+def load_config(path: Path | None) -> Config:
+    """Read and validate the config file; no file means every default."""
+    if path is None:
+        return Config()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: the config file does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.__class__.__name__})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: is not valid TOML ({exc})") from None
+    config = _build(Config, raw, str(path), "")
+    return replace(config, source=str(path))
+
+
+def _build(cls: type, raw: dict[str, Any], source: str, prefix: str) -> Any:
+    """Build dataclass `cls` from a TOML table, naming the file and key in every error."""
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls) if f.name != "source"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}'")
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in raw:
+            continue
+        value = raw[f.name]
+        key = f"{prefix}{f.name}"
+        hint = hints[f.name]
+        if is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: '{key}' must be a table")
+            values[f.name] = _build(hint, value, source, f"{key}.")  # type: ignore[arg-type]
+        else:
+            values[f.name] = _coerce(value, hint, source, key)
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: '{key}' must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: '{key}' must be a whole number")
+        if value < 0:
+            raise ConfigError(f"{source}: '{key}' must not be negative")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: '{key}' must be a number")
+        if value < 0:
+            raise ConfigError(f"{source}: '{key}' must not be negative")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: '{key}' must be a string")
+        return value
+    if hint == tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{source}: '{key}' must be a list of strings")
+        return tuple(value)
+    raise ConfigError(f"{source}: '{key}' has a type casegate cannot read")  # pragma: no cover

@@ -1,0 +1,204 @@
+"""The vocabulary of a decision: frozen values, no behaviour beyond small derived properties.
+
+Everything the engine returns is built from these types, and every entry point (SMTP front,
+`casegate check`, replay, HTTP API) reads them. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    """What happens to one recipient's copy."""
+
+    PLAIN = "plain"  # delivered as it is (internal or secure government address)
+    ENCRYPT = "encrypt"  # delivered through the secure portal (as Egress does)
+    BLOCK = "block"  # not delivered
+
+
+class Category(StrEnum):
+    """What kind of address a recipient is."""
+
+    INTERNAL = "internal"
+    SECURE = "secure"
+    NON_SECURE = "non_secure"
+    PERSONAL = "personal"
+    FAX = "fax"
+    INVALID = "invalid"
+    LOOKALIKE = "lookalike"
+
+
+class Stage(StrEnum):
+    """When a decision was taken: on the address alone (RCPT) or on the whole message (DATA)."""
+
+    RCPT = "rcpt"
+    DATA = "data"
+
+
+class Verdict(StrEnum):
+    DELIVER = "deliver"
+    REFUSE = "refuse"
+
+
+class Role(StrEnum):
+    """Who a verified recipient is to the case."""
+
+    PARTY = "party"
+    PROFESSIONAL = "professional"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of the policy, as governance reads it in policies/data/policy.toml."""
+
+    id: str  # kebab-case, reused in logs, tests and replies, e.g. "personal-address"
+    citation: str  # the paragraph, e.g. "IA 3.2; RRP 6.1"
+    sentence: str  # what the sender reads: why, and what to do instead
+    overridable: bool = False  # DESIGN ruling 6: only some rules accept a justified override
+    grade: str = "low"  # breach grade for governance: low, medium, high
+    smtp_code: str = "5.7.1"  # enhanced status code used when this rule refuses
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """An envelope recipient after classification."""
+
+    address: str  # as given in the envelope
+    normalised: str  # local@ascii-domain, lower-cased domain; "" when invalid
+    category: Category
+    suggestion: str | None = None  # "did you mean" address for lookalikes
+    detail: str = ""  # short machine-oriented explanation (e.g. which secure suffix matched)
+
+    @property
+    def domain(self) -> str:
+        return self.normalised.rpartition("@")[2]
+
+
+@dataclass(frozen=True)
+class RecipientDecision:
+    recipient: Recipient
+    verified: bool
+    action: Action
+    rule: Rule
+    stage: Stage
+
+    @property
+    def reason(self) -> str:
+        """The sentence the sender reads, with the suggestion for a lookalike."""
+        if self.recipient.suggestion:
+            return f"{self.rule.sentence} Did you mean {self.recipient.suggestion}?"
+        return self.rule.sentence
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A message-level refusal: the whole message is refused, nothing leaves."""
+
+    rule: Rule
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Override:
+    """A sender's justified variation (RRP 1.2), read from the override header."""
+
+    rule_id: str
+    justification: str
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """What classification learned about one attachment (never its name or content)."""
+
+    declared_type: str  # the Content-Type the sender's client claimed
+    detected_type: str  # what the bytes are: "pdf", "docx", "doc", "text", "zip", "unknown", ...
+    size: int
+    readable: bool  # text could be extracted within budget
+    editable: bool  # an editable office document (RRP 4.3)
+    encrypted: bool = False
+
+
+@dataclass(frozen=True)
+class MessageFacts:
+    """The result of classifying one message's content. Metadata only."""
+
+    information_type: str  # an id from policy.toml [information_types], e.g. "court-report"
+    protected: bool
+    protected_reasons: tuple[str, ...]  # e.g. ("case-number", "unreadable-attachment")
+    case_numbers: tuple[str, ...]
+    identifiers: tuple[str, ...]  # kinds found: "date-of-birth", "nhs-number", "ni-number", "pnc-id"
+    attachments: tuple[Attachment, ...]
+    labels: tuple[str, ...]  # explicit markings seen (classification header, Sensitivity, Purview)
+    auto_forwarded: bool
+    overrides: tuple[Override, ...]
+    sender_display_name: str
+    size: int
+    malformed: tuple[str, ...] = ()  # structural problems found (fail closed: protected)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """One verified address, as the registry hands it to the engine."""
+
+    address: str  # normalised, lower-case
+    case_number: str | None  # None: organisation-wide (DESIGN ruling 3)
+    role: Role
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the engine needs to know of the world, taken by the caller before deciding.
+
+    The engine does no I/O: the registry, the staff directory and the clock come in here.
+    """
+
+    now: datetime
+    verified: tuple[Verification, ...] = ()
+    # staff member's work address -> their known personal addresses
+    staff_personal: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def is_verified(self, address: str, case_numbers: tuple[str, ...]) -> bool:
+        """Verified for every case the message names, or organisation-wide."""
+        address = address.lower()
+        entries = [v for v in self.verified if v.address == address]
+        if any(v.case_number is None for v in entries):
+            return True
+        if not case_numbers:
+            return bool(entries)
+        cases = {v.case_number for v in entries}
+        return all(c in cases for c in case_numbers)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The engine's answer for one message: one decision per envelope recipient."""
+
+    facts: MessageFacts
+    sender: str
+    recipients: tuple[RecipientDecision, ...]
+    refusals: tuple[Refusal, ...]
+    split: bool
+    overrides_applied: tuple[Override, ...] = ()
+
+    @property
+    def verdict(self) -> Verdict:
+        if self.refusals or any(r.action is Action.BLOCK for r in self.recipients):
+            return Verdict.REFUSE
+        return Verdict.DELIVER
+
+    def reasons(self) -> list[str]:
+        """Every sentence the sender must read, message-level first, without repeats."""
+        out: list[str] = []
+        for refusal in self.refusals:
+            if refusal.rule.sentence not in out:
+                out.append(refusal.rule.sentence)
+        for rd in self.recipients:
+            if rd.action is Action.BLOCK:
+                line = f"{rd.recipient.address}: {rd.reason}"
+                if line not in out:
+                    out.append(line)
+        return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TextIO
 
 from gateway.config import ConfigError
 
@@ -24,8 +25,11 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def open_app(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """Build the App (config, data directory, policy, stores) from the common options."""
+def open_app(args: argparse.Namespace, event_stream: TextIO | None = None):  # type: ignore[no-untyped-def]
+    """Build the App (config, data directory, policy, stores) from the common options.
+
+    Audit events stream to `event_stream` (default stderr; `serve` passes stdout).
+    """
     from gateway.app import App
 
     env_data = os.environ.get("CASEGATE_DATA")
@@ -33,6 +37,7 @@ def open_app(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         return App.open(
             config_path=args.config,
             data_dir=args.data or (Path(env_data) if env_data else None),
+            event_stream=event_stream,
         )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None

@@ -1,0 +1,116 @@
+"""How a Decision is shown: the JSON contract and the practitioner's table.
+
+`casegate check`, `casegate replay` and the HTTP API all print decisions through here, so the
+JSON shape (documented in the README; keys may be added, never renamed) has one definition.
+"""
+
+from __future__ import annotations
+
+from email import message_from_bytes, policy
+from email.headerregistry import AddressHeader
+from typing import Any
+
+from policies.model import Action, Decision
+
+
+def decision_json(decision: Decision) -> dict[str, Any]:
+    """The `casegate check --json` shape."""
+    facts = decision.facts
+    return {
+        "verdict": decision.verdict.value,
+        "information_type": facts.information_type,
+        "protected": facts.protected,
+        "protected_reasons": list(facts.protected_reasons),
+        "case_numbers": list(facts.case_numbers),
+        "split": decision.split,
+        "recipients": [
+            {
+                "address": rd.recipient.address,
+                "category": rd.recipient.category.value,
+                "verified": rd.verified,
+                "action": rd.action.value,
+                "rule": rd.rule.id,
+                "citation": rd.rule.citation,
+                "reason": rd.reason,
+                "stage": rd.stage.value,
+                **({"suggestion": rd.recipient.suggestion} if rd.recipient.suggestion else {}),
+            }
+            for rd in decision.recipients
+        ],
+        "refusals": [
+            {"rule": r.rule.id, "citation": r.rule.citation, "reason": r.rule.sentence}
+            for r in decision.refusals
+        ],
+        "overrides": [
+            {"rule": o.rule_id, "justification": o.justification}
+            for o in decision.overrides_applied
+        ],
+    }
+
+
+_ACTION_WORDS = {
+    Action.PLAIN: "send",
+    Action.ENCRYPT: "send encrypted",
+    Action.BLOCK: "REFUSED",
+}
+
+
+def decision_table(decision: Decision) -> str:
+    """A short table a practitioner understands, then the sentences to act on."""
+    facts = decision.facts
+    verdict = "would be delivered" if decision.verdict.value == "deliver" else "would be REFUSED"
+    lines = [
+        f"This message {verdict}.",
+        f"Information type: {facts.information_type.replace('-', ' ')}"
+        f"{' (protected)' if facts.protected else ' (not protected)'}",
+    ]
+    if facts.case_numbers:
+        lines.append(f"Case numbers: {', '.join(facts.case_numbers)}")
+    if decision.split:
+        lines.append("Each external recipient gets a separate copy showing only their address.")
+    lines.append("")
+    width = max([len(rd.recipient.address) for rd in decision.recipients] + [9])
+    lines.append(f"{'Recipient':<{width}}  {'Kind':<10}  {'Action':<14}  Rule")
+    for rd in decision.recipients:
+        lines.append(
+            f"{rd.recipient.address:<{width}}  {rd.recipient.category.value:<10}  "
+            f"{_ACTION_WORDS[rd.action]:<14}  {rd.rule.id} ({rd.rule.citation})"
+        )
+    reasons = decision.reasons()
+    if reasons:
+        lines.append("")
+        lines.append("What to do:")
+        lines.extend(f"- {reason}" for reason in reasons)
+    for refusal in decision.refusals:
+        lines.append(f"  [{refusal.rule.id}: {refusal.rule.citation}]")
+    for override in decision.overrides_applied:
+        lines.append(f"Override recorded for {override.rule_id}: {override.justification}")
+    return "\n".join(lines)
+
+
+def header_envelope(raw: bytes) -> tuple[str, list[str]]:
+    """Sender (From) and recipients (To, Cc, Bcc) read from the headers, for dry runs.
+
+    Uses the modern header parser (email.headerregistry), never `email.utils.parseaddr` or
+    `getaddresses` (CVE-2023-27043). Every address it yields is still classified by the policy
+    engine, which refuses anything malformed.
+    """
+    msg = message_from_bytes(raw, policy=policy.default)
+    sender = ""
+    recipients: list[str] = []
+    for name in ("From", "To", "Cc", "Bcc"):
+        for header in msg.get_all(name, []) or []:
+            if not isinstance(header, AddressHeader):
+                continue
+            try:
+                addresses = header.addresses
+            except Exception:  # noqa: S112 - a defective header yields no address
+                continue
+            for address in addresses:
+                if not address.addr_spec or address.addr_spec == "<>":
+                    continue
+                if name == "From":
+                    sender = sender or address.addr_spec
+                elif address.addr_spec not in recipients:
+                    recipients.append(address.addr_spec)
+    return sender, recipients

@@ -1,0 +1,332 @@
+"""Paper moving between offices (RRP 4.9, 4.10): dispatches recorded, receipts confirmed.
+
+The sending office records a dispatch (file, from office, to office, method, tracking reference,
+expected arrival); the receiving office confirms receipt and records where the file now is.
+Until then the sending office stays responsible for the file, and a dispatch past its expected
+arrival is overdue. Every step is an audit event, written in the same transaction as the row:
+when the audit trail cannot be written, nothing is recorded (fail closed).
+
+The method must be one the post options allow for a case file between offices (so DX only
+from Bloomsbury, and only to an office that receives DX). The clock is always passed in.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from policies.post import (
+    DX_METHOD,
+    PostAction,
+    PostInputError,
+    PostItem,
+    PostOptions,
+    decide_post,
+)
+
+if TYPE_CHECKING:
+    from gateway.audit import AuditLog
+
+DISPATCH_DB_FILE = "offices.sqlite3"
+TRANSFER_RULE = "case-file-transfer"
+CITATION = "RRP 4.9; RRP 4.10"
+MAX_TEXT = {"file_reference": 64, "office": 80, "tracking_reference": 64, "by": 254,
+            "location": 200}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dispatches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    file_reference TEXT NOT NULL,
+    from_office TEXT NOT NULL,
+    to_office TEXT NOT NULL,
+    method TEXT NOT NULL,
+    tracking_reference TEXT NOT NULL,
+    expected_at TEXT NOT NULL,
+    dispatched_at TEXT NOT NULL,
+    dispatched_by TEXT NOT NULL,
+    received_at TEXT,
+    received_by TEXT,
+    location TEXT
+);
+CREATE INDEX IF NOT EXISTS dispatches_open ON dispatches (received_at, expected_at);
+"""
+
+
+class DispatchError(ValueError):
+    """A dispatch step cannot be taken; the message is one sentence, `.field` names the input."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """One movement of paper between offices."""
+
+    id: int
+    file_reference: str
+    from_office: str
+    to_office: str
+    method: str
+    tracking_reference: str
+    expected_at: datetime
+    dispatched_at: datetime
+    dispatched_by: str
+    received_at: datetime | None = None
+    received_by: str = ""
+    location: str = ""
+
+    @property
+    def received(self) -> bool:
+        return self.received_at is not None
+
+    @property
+    def responsible_office(self) -> str:
+        """RRP 4.9: the sender is responsible until the receiving office signs for it."""
+        return self.to_office if self.received else self.from_office
+
+    def is_overdue(self, now: datetime) -> bool:
+        return not self.received and now > self.expected_at
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "file_reference": self.file_reference,
+            "from_office": self.from_office,
+            "to_office": self.to_office,
+            "method": self.method,
+            "tracking_reference": self.tracking_reference,
+            "expected_at": _iso(self.expected_at),
+            "dispatched_at": _iso(self.dispatched_at),
+            "dispatched_by": self.dispatched_by,
+            "received_at": _iso(self.received_at) if self.received_at else None,
+            "received_by": self.received_by,
+            "location": self.location,
+            "responsible_office": self.responsible_office,
+        }
+
+
+class DispatchStore:
+    """The dispatches, in SQLite; every change is also an audit event."""
+
+    def __init__(self, path: Path, options: PostOptions, audit: AuditLog) -> None:
+        self.options = options
+        self.audit = audit
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    @classmethod
+    def open(cls, data_dir: Path, options: PostOptions, audit: AuditLog) -> DispatchStore:
+        return cls(data_dir / DISPATCH_DB_FILE, options, audit)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def record(
+        self,
+        *,
+        file_reference: str,
+        from_office: str,
+        to_office: str,
+        method: str,
+        tracking_reference: str = "",
+        expected_at: datetime,
+        by: str,
+        now: datetime,
+    ) -> Dispatch:
+        """Record paper leaving `from_office`; raises DispatchError for bad input."""
+        file_reference = _text("file_reference", file_reference, MAX_TEXT["file_reference"])
+        from_office = _text("from_office", from_office, MAX_TEXT["office"])
+        to_office = _text("to_office", to_office, MAX_TEXT["office"])
+        tracking_reference = _text(
+            "tracking_reference", tracking_reference, MAX_TEXT["tracking_reference"], required=False
+        )
+        by = _text("by", by, MAX_TEXT["by"])
+        if from_office.casefold() == to_office.casefold():
+            raise DispatchError("to_office", "The receiving office must differ from the sender.")
+        self._check_method(method, from_office, to_office)
+        if self.options.methods[method].tracked and not tracking_reference:
+            raise DispatchError(
+                "tracking_reference",
+                f"{self.options.methods[method].label} is tracked: give its tracking reference.",
+            )
+        expected_at = _aware("expected_at", expected_at)
+        now = _aware("now", now)
+        if expected_at < now:
+            raise DispatchError("expected_at", "The expected arrival must not be in the past.")
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO dispatches (file_reference, from_office, to_office, method, "
+                "tracking_reference, expected_at, dispatched_at, dispatched_by) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (file_reference, from_office, to_office, method, tracking_reference,
+                 _iso(expected_at), _iso(now), by),
+            )
+            dispatch = self._get(db, int(cursor.lastrowid or 0))
+            self._audit("dispatch-recorded", dispatch)
+        return dispatch
+
+    def receive(
+        self, dispatch_id: int, *, office: str, by: str, location: str, now: datetime
+    ) -> Dispatch:
+        """The receiving office signs for the file and records where it is now (RRP 4.10)."""
+        office = _text("office", office, MAX_TEXT["office"])
+        by = _text("by", by, MAX_TEXT["by"])
+        location = _text("location", location, MAX_TEXT["location"])
+        now = _aware("now", now)
+        with self._transaction() as db:
+            dispatch = self._get(db, dispatch_id)
+            if dispatch.received:
+                raise DispatchError("id", f"Dispatch {dispatch_id} was already received.")
+            if office.casefold() != dispatch.to_office.casefold():
+                raise DispatchError(
+                    "office", f"Only the receiving office ({dispatch.to_office}) can sign for it."
+                )
+            db.execute(
+                "UPDATE dispatches SET received_at = ?, received_by = ?, location = ? "
+                "WHERE id = ?",
+                (_iso(now), by, location, dispatch_id),
+            )
+            dispatch = self._get(db, dispatch_id)
+            self._audit("dispatch-received", dispatch)
+        return dispatch
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def get(self, dispatch_id: int) -> Dispatch:
+        with self._lock:
+            return self._get(self._db, dispatch_id)
+
+    def dispatches(self, *, open_only: bool = False, office: str = "") -> list[Dispatch]:
+        """Dispatches, newest first; `office` matches either end; `open_only`: not received."""
+        query = "SELECT * FROM dispatches"
+        clauses: list[str] = []
+        params: list[str] = []
+        if open_only:
+            clauses.append("received_at IS NULL")
+        if office:
+            clauses.append("(from_office = ? COLLATE NOCASE OR to_office = ? COLLATE NOCASE)")
+            params += [office.strip(), office.strip()]
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY id DESC", params).fetchall()
+        return [_row(r) for r in rows]
+
+    def overdue(self, now: datetime) -> list[Dispatch]:
+        """Not received and past the expected arrival, the most overdue first."""
+        now = _aware("now", now)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM dispatches WHERE received_at IS NULL AND expected_at < ? "
+                "ORDER BY expected_at, id",
+                (_iso(now),),
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _check_method(self, method: str, from_office: str, to_office: str) -> None:
+        if method == "internal-transfer":
+            raise DispatchError(
+                "method", "A transfer between teams moves no paper: there is nothing to record."
+            )
+        item = PostItem(
+            item="case-file", office_transfer=True, from_office=from_office, method=method
+        )
+        try:
+            decision = decide_post(item, self.options)
+        except PostInputError as exc:
+            raise DispatchError(exc.field, str(exc)) from None
+        if decision.decision is not PostAction.SEND:
+            raise DispatchError("method", decision.reason)
+        if method == DX_METHOD and not self.options.dx_receives_at(to_office):
+            raise DispatchError("to_office", f"{to_office} does not receive DX.")
+
+    def _get(self, db: sqlite3.Connection, dispatch_id: int) -> Dispatch:
+        row = db.execute("SELECT * FROM dispatches WHERE id = ?", (dispatch_id,)).fetchone()
+        if row is None:
+            raise DispatchError("id", f"There is no dispatch {dispatch_id}.")
+        return _row(row)
+
+    def _audit(self, kind: str, dispatch: Dispatch) -> None:
+        self.audit.record(
+            kind,
+            rule=TRANSFER_RULE,
+            citation=CITATION,
+            sender=dispatch.received_by if dispatch.received else dispatch.dispatched_by,
+            dispatch_id=dispatch.id,
+            file_reference=dispatch.file_reference,
+            from_office=dispatch.from_office,
+            to_office=dispatch.to_office,
+            method=dispatch.method,
+            tracking_reference=dispatch.tracking_reference,
+            expected_at=_iso(dispatch.expected_at),
+            responsible_office=dispatch.responsible_office,
+            location=dispatch.location,
+        )
+
+
+def _text(name: str, value: str, limit: int, *, required: bool = True) -> str:
+    cleaned = value.strip()
+    if required and not cleaned:
+        raise DispatchError(name, f"'{name}' must not be empty.")
+    if len(cleaned) > limit or any(not ch.isprintable() for ch in cleaned):
+        raise DispatchError(name, f"'{name}' must be one line of at most {limit} characters.")
+    return cleaned
+
+
+def _aware(name: str, moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise DispatchError(name, f"'{name}' must say its time zone.")
+    return moment.astimezone(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _row(row: tuple[object, ...]) -> Dispatch:
+    (did, file_reference, from_office, to_office, method, tracking, expected, dispatched,
+     dispatched_by, received, received_by, location) = row
+    return Dispatch(
+        id=int(str(did)),
+        file_reference=str(file_reference),
+        from_office=str(from_office),
+        to_office=str(to_office),
+        method=str(method),
+        tracking_reference=str(tracking),
+        expected_at=_parse(str(expected)),
+        dispatched_at=_parse(str(dispatched)),
+        dispatched_by=str(dispatched_by),
+        received_at=_parse(str(received)) if received is not None else None,
+        received_by=str(received_by or ""),
+        location=str(location or ""),
+    )

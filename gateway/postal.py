@@ -1,0 +1,54 @@
+"""Postal decisions as the gateway takes them: the policy's answer, recorded as an audit event.
+
+The CLI (`casegate post`), the staff API (`POST /api/post`) and the business-services form all
+call `decide_and_record`, so they give the same answer and leave the same trail. Bad input
+raises `PostInputError` before anything is recorded.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gateway.offices import DispatchStore
+from policies.post import PostDecision, PostItem, PostOptions, decide_post
+
+if TYPE_CHECKING:
+    from gateway.app import App
+    from gateway.audit import AuditLog
+
+AUDIT_KIND = "post-decision"
+
+
+class PostUnavailable(RuntimeError):
+    """The loaded policy has no [post] table: no postal answer can be given (fail closed)."""
+
+
+def post_options(app: App) -> PostOptions:
+    """The post options of the loaded policy."""
+    options = app.policy.post
+    if options is None:
+        raise PostUnavailable("the policy has no [post] table (policies/data/post.toml)")
+    return options
+
+
+def decide_and_record(
+    options: PostOptions, audit: AuditLog, item: PostItem, *, sender: str = ""
+) -> PostDecision:
+    """Decide for `item` and record the decision (facts as metadata, no content)."""
+    decision = decide_post(item, options)
+    audit.record(
+        AUDIT_KIND,
+        rule=decision.rule,
+        citation=decision.citation,
+        sender=sender,
+        decision=decision.decision.value,
+        methods=list(decision.methods),
+        applied=list(decision.applied),
+        **item.summary(),
+    )
+    return decision
+
+
+def open_dispatches(app: App) -> DispatchStore:
+    """The store of paper movements between offices, in the app's data directory."""
+    return DispatchStore.open(app.data_dir, post_options(app), app.audit)

@@ -1,0 +1,293 @@
+"""Postal decisions over HTTP: the staff API `POST /api/post` and a form at `/post`.
+
+- `POST /api/post`: HTTP Basic authentication against the staff accounts (failures are audit
+  events and lock the client and the account out like the sign-in page does); a JSON object
+  with the facts of `casegate post` (`item`, `verified_email`, `address`, `sensitivity`,
+  `urgent`, `weight_kg`, `third_party`, `office_transfer`, `from_office`, `method`); the answer
+  is the same JSON as `casegate post --json`. Bad input is 400 with `{"error", "field"}`.
+- `GET|POST /post`: a server-rendered form for signed-in staff (business services), protected
+  by the session and CSRF token of `gateway.web.auth` ("gateway.web" must be installed first).
+
+Every answer is a "post-decision" audit event naming the member of staff; bad input records
+nothing. Handlers never show internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gateway.postal import decide_and_record, post_options
+from gateway.ratelimit import AuthThrottle, Throttle
+from gateway.web import Markup, escape, fill, join, render
+from gateway.web.auth import StaffSession, csrf_field, require_user, user_nav
+from policies.post import (
+    AddressStatus,
+    PostAction,
+    PostDecision,
+    PostInputError,
+    PostItem,
+    PostOptions,
+    Sensitivity,
+)
+
+if TYPE_CHECKING:
+    from gateway.audit import AuditLog
+    from gateway.users import User, UserStore
+
+MAX_BODY = 16 * 1024
+MAX_AUTH_HEADER = 4096
+REALM = 'Basic realm="casegate", charset="UTF-8"'
+FLAGS = ("verified_email", "urgent", "third_party", "office_transfer")
+FLAG_LABELS = {
+    "verified_email": "A verified email address exists",
+    "urgent": "Short timescales apply",
+    "third_party": "Holds personal information provided by a third party",
+    "office_transfer": "Paper moving between Cafcass offices",
+}
+HEADINGS = {
+    PostAction.SEND: "Send it",
+    PostAction.USE_EMAIL: "Use email instead",
+    PostAction.REFUSE: "Do not send it",
+}
+
+
+@dataclass(frozen=True)
+class PostDeps:
+    """What the postal pages need from the running gateway."""
+
+    options: PostOptions
+    audit: AuditLog
+    users: UserStore
+
+
+@dataclass(frozen=True)
+class _State:
+    deps: PostDeps
+    throttle: AuthThrottle
+
+
+POST_STATE: web.AppKey[_State] = web.AppKey("casegate-post", _State)
+
+
+def install(
+    web_app: web.Application, deps: PostDeps, *, throttle: AuthThrottle | None = None
+) -> None:
+    """Add `POST /api/post` and the `/post` form to `web_app`."""
+    web_app[POST_STATE] = _State(
+        deps=deps,
+        throttle=throttle or AuthThrottle(max_failures=5, free_failures=5, delay_step=0.0),
+    )
+    web_app.router.add_post("/api/post", api_post)
+    web_app.router.add_get("/post", form_page)
+    web_app.router.add_post("/post", form_submit)
+
+
+def add_routes(web_app: web.Application, ctx: Any) -> None:
+    """The `ROUTE_MODULES` entry point: `ctx` is the gateway's `Services`."""
+    app = ctx.app
+    install(web_app, PostDeps(options=post_options(app), audit=app.audit, users=ctx.users))
+
+
+# -- the staff API -------------------------------------------------------------------------
+
+
+async def api_post(request: web.Request) -> web.Response:
+    """The postal decision for the JSON facts in the body."""
+    state = request.app[POST_STATE]
+    user = await _basic_user(request, state)
+    if (request.content_length or 0) > MAX_BODY:
+        return _json_error(413, "body", "The request body is too large.")
+    raw = await request.read()  # bounded by the application's client_max_size
+    if len(raw) > MAX_BODY:
+        return _json_error(413, "body", "The request body is too large.")
+    try:
+        facts = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return _json_error(400, "body", "The request body must be a JSON object.")
+    if not isinstance(facts, dict):
+        return _json_error(400, "body", "The request body must be a JSON object.")
+    try:
+        item = PostItem.from_mapping(facts)
+        decision = decide_and_record(
+            state.deps.options, state.deps.audit, item, sender=user.address
+        )
+    except PostInputError as exc:
+        return _json_error(400, exc.field, str(exc))
+    return web.json_response(decision.to_json())
+
+
+async def _basic_user(request: web.Request, state: _State) -> User:
+    """The staff member named by HTTP Basic credentials; 401 or 429 otherwise."""
+    client = request.remote or "unknown"
+    credentials = basic_credentials(request.headers.get("Authorization", ""))
+    if credentials is None:
+        raise _unauthorised()
+    login, password = credentials
+    address = login.strip().lower()[:320]
+    keys = (f"api-client:{client}", f"api-account:{address}")
+    audit = state.deps.audit
+    if any(state.throttle.is_locked(k) for k in keys):
+        audit.record("login-refused", sender=address, client=client, channel="api",
+                     reason="locked")
+        raise web.HTTPTooManyRequests(
+            text=json.dumps({"error": "Too many failed sign-ins; wait and try again."}),
+            content_type="application/json",
+        )
+    user = await asyncio.to_thread(state.deps.users.authenticate, address, password)
+    if user is None:
+        locked = [state.throttle.failure(k).throttle is Throttle.LOCK for k in keys]
+        audit.record("login-failure", sender=address, client=client, channel="api")
+        if any(locked):
+            audit.record("login-lockout", sender=address, client=client, channel="api")
+        raise _unauthorised()
+    for key in keys:
+        state.throttle.success(key)
+    return user
+
+
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    """(login, password) from an RFC 7617 Basic Authorization header (UTF-8), else None."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded or len(header) > MAX_AUTH_HEADER:
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    login, colon, password = decoded.partition(":")
+    return (login, password) if colon and login else None
+
+
+def _unauthorised() -> web.HTTPUnauthorized:
+    return web.HTTPUnauthorized(
+        headers={"WWW-Authenticate": REALM},
+        text=json.dumps({"error": "Sign in with your staff address and password."}),
+        content_type="application/json",
+    )
+
+
+def _json_error(status: int, field_name: str, message: str) -> web.Response:
+    return web.json_response({"error": message, "field": field_name}, status=status)
+
+
+# -- the form ------------------------------------------------------------------------------
+
+
+async def form_page(request: web.Request) -> web.Response:
+    """The empty form."""
+    staff = await require_user(request)
+    options = request.app[POST_STATE].deps.options
+    return _page(staff, options, {}, result=Markup(""), error="")
+
+
+async def form_submit(request: web.Request) -> web.Response:
+    """The form's answer (CSRF already checked by require_user), shown under the form."""
+    staff = await require_user(request)
+    deps = request.app[POST_STATE].deps
+    form = await request.post()
+    values = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
+    try:
+        item = PostItem.from_mapping(_facts(values))
+        decision = decide_and_record(deps.options, deps.audit, item, sender=staff.address)
+    except PostInputError as exc:
+        return _page(staff, deps.options, values, result=Markup(""), error=str(exc), status=400)
+    return _page(staff, deps.options, values, result=_result(decision, deps.options), error="")
+
+
+def _facts(values: dict[str, str]) -> dict[str, Any]:
+    """The form's strings as the API's JSON facts; a weight that is not a number is bad input."""
+    text = values.get("weight_kg", "").strip() or "0"
+    try:
+        weight = float(text)
+    except ValueError:
+        raise PostInputError("weight_kg", "The weight must be a number of kilograms.") from None
+    facts: dict[str, Any] = {"item": values.get("item", "").strip(), "weight_kg": weight}
+    for name in ("address", "sensitivity", "from_office", "method"):
+        if values.get(name, "").strip():  # left empty: the API's default
+            facts[name] = values[name].strip()
+    facts.update({flag: values.get(flag) == "on" for flag in FLAGS})
+    return facts
+
+
+def _page(
+    staff: StaffSession,
+    options: PostOptions,
+    values: dict[str, str],
+    *,
+    result: Markup,
+    error: str,
+    status: int = 200,
+) -> web.Response:
+    return render(
+        "post.html",
+        title="Which postal method?",
+        status=status,
+        nav=user_nav(staff),
+        csrf=csrf_field(staff),
+        fields=_fields(options, values),
+        error=fill("error.html", text=error) if error else Markup(""),
+        result=result,
+    )
+
+
+def _fields(options: PostOptions, values: dict[str, str]) -> Markup:
+    items = [(i.id, f"{i.label} ({i.id})") for i in options.items.values()]
+    methods = [("", "any permitted method")] + [
+        (m.id, f"{m.label} ({m.id})") for m in options.methods.values()
+    ]
+    parts = [
+        _select("item", "Item", items, values.get("item", "")),
+        _select("address", "Physical address", [(a.value, a.value) for a in AddressStatus],
+                values.get("address", "none")),
+        _select("sensitivity", "Sensitivity", [(s.value, s.value) for s in Sensitivity],
+                values.get("sensitivity", "none")),
+        _text("weight_kg", "Weight in kg", values.get("weight_kg", "0")),
+        _text("from_office", "Sending office", values.get("from_office", "")),
+        _select("method", "Ask about one method", methods, values.get("method", "")),
+    ]
+    parts += [_checkbox(flag, FLAG_LABELS[flag], values.get(flag) == "on") for flag in FLAGS]
+    return join(parts, "\n")
+
+
+def _select(name: str, label: str, choices: list[tuple[str, str]], chosen: str) -> Markup:
+    options = join([
+        Markup(f'<option value="{escape(value)}"{" selected" if value == chosen else ""}>'
+               f"{escape(text)}</option>")
+        for value, text in choices
+    ])
+    return Markup(f'<p><label for="{name}">{escape(label)}</label>'
+                  f'<select id="{name}" name="{name}">{options}</select></p>')
+
+
+def _text(name: str, label: str, value: str) -> Markup:
+    return Markup(f'<p><label for="{name}">{escape(label)}</label>'
+                  f'<input id="{name}" name="{name}" value="{escape(value[:100])}"></p>')
+
+
+def _checkbox(name: str, label: str, checked: bool) -> Markup:
+    return Markup(f'<p><label><input type="checkbox" name="{name}"'
+                  f'{" checked" if checked else ""}> {escape(label)}</label></p>')
+
+
+def _result(decision: PostDecision, options: PostOptions) -> Markup:
+    methods = join([
+        Markup(f"<li>{escape(options.methods[m].label)} (<code>{escape(m)}</code>)</li>")
+        for m in decision.methods
+    ])
+    instructions = join([Markup(f"<li>{escape(text)}</li>") for text in decision.instructions])
+    return fill(
+        "post-result.html",
+        heading=HEADINGS[decision.decision],
+        reason=decision.reason,
+        methods=Markup(f"<ol>{methods}</ol>") if decision.methods else Markup(""),
+        instructions=Markup(f"<ul>{instructions}</ul>") if decision.instructions else Markup(""),
+        rule=decision.rule,
+        citation=decision.citation,
+    )

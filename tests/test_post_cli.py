@@ -1,0 +1,172 @@
+"""`casegate post` and `casegate dispatch`: the contract's output, exit codes and audit trail."""
+
+from __future__ import annotations
+
+import io
+import json
+import tomllib
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from gateway.audit import AuditLog, EventFilter, StoredEvent
+from gateway.cli import main
+from gateway.offices import DispatchStore
+from policies.post import PostOptions
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+def events(data: Path, prefix: str) -> list[StoredEvent]:
+    """The audit events of `data` whose kind starts with `prefix`, oldest first."""
+    audit = AuditLog.open(data, stream=io.StringIO())
+    try:
+        return [e for e in audit.iterate(EventFilter()) if e.kind.startswith(prefix)]
+    finally:
+        audit.close()
+
+
+def post_json(capsys: pytest.CaptureFixture[str], data: Path, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    code = main(["post", "--data", str(data), "--json", *args])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_send_prints_the_exact_json_and_records_it(
+        data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A permitted item: exit 0, the contract's JSON alone on stdout, one post-decision event."""
+    code, out = post_json(capsys, data, "--item", "court-report", "--address", "confirmed-wafh",
+                          "--sensitivity", "particular", "--weight-kg", "1.5")
+    assert code == 0
+    assert set(out) == {"decision", "methods", "instructions", "rule", "citation", "reason"}
+    assert out["decision"] == "send"
+    assert out["methods"] == ["special-delivery-guaranteed", "collect-in-person"]
+    assert any("double envelope" in line for line in out["instructions"])
+    [event] = events(data, "post-")
+    assert event.kind == "post-decision" and event.rule == "particularly-sensitive"
+    assert event.metadata["item"] == "court-report"
+    assert event.metadata["decision"] == "send"
+    assert event.citation == out["citation"]
+
+
+def test_refusal_exits_1_with_a_plain_answer(
+        data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A refusal: exit 1, a short plain-English answer that says why and cites the policy."""
+    code = main(["post", "--data", str(data), "--item", "safeguarding-letter",
+                 "--address", "unconfirmed"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert out.startswith("Do not send it. A safeguarding letter must not be posted")
+    assert "Rule: safeguarding-unconfirmed-address (App. 2, Family correspondence (2)" in out
+    assert [e.metadata["decision"] for e in events(data, "post-")] == ["refuse"]
+
+
+def test_verified_email_exits_0_with_use_email(
+        data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A verified address makes email the route: use-email, exit 0."""
+    code, out = post_json(capsys, data, "--item", "welcome-pack", "--verified-email")
+    assert code == 0
+    assert out["decision"] == "use-email" and out["methods"] == ["egress-email"]
+
+
+def test_human_answer_lists_methods_best_first(
+        data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --json the methods are numbered best first with their labels."""
+    code = main(["post", "--data", str(data), "--item", "case-file", "--office-transfer",
+                 "--from-office", "Bloomsbury"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "  1. transfer between teams on the case record (internal-transfer)" in out
+    assert "  4. DX (Document Exchange) (dx)" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--item", "birthday-card"], "--item"),
+        (["--item", "welcome-pack", "--weight-kg", "-1"], "--weight-kg"),
+        (["--item", "welcome-pack", "--weight-kg", "heavy"], "--weight-kg"),
+        (["--item", "welcome-pack", "--weight-kg", "nan"], "--weight-kg"),
+        (["--item", "welcome-pack", "--office-transfer"], "--office-transfer"),
+        (["--item", "case-file", "--from-office", "Warrington", "--method", "dx"], "--from-office"),
+        (["--item", "welcome-pack", "--address", "maybe"], "--address"),
+        (["--item", "welcome-pack", "--sensitivity", "high"], "--sensitivity"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_option_and_records_nothing(
+        data: Path, capsys: pytest.CaptureFixture[str], args: list[str], option: str) -> None:
+    """Bad input: exit 2, one line on stderr naming the option, nothing on stdout, no event."""
+    code = main(["post", "--data", str(data), *args])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    [line] = [ln for ln in captured.err.splitlines() if ln.startswith("casegate:")]
+    assert line.startswith(f"casegate: {option}: ")
+    assert events(data, "post-") == []
+
+
+def test_dispatch_record_receive_list(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Record, list and receive a dispatch through the CLI; each step is an audit event."""
+    expected = (datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    code = main(["dispatch", "record", "--data", str(data), "--json", "--file", "ZC12C00123",
+                 "--from", "Bloomsbury", "--to", "Warrington", "--method", "dx",
+                 "--expected", expected, "--by", "bs.bloomsbury@cafcass.gov.uk"])
+    sent = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert sent["responsible_office"] == "Bloomsbury" and sent["received_at"] is None
+    assert main(["dispatch", "list", "--data", str(data), "--open"]) == 0
+    listing = capsys.readouterr().out
+    assert "ZC12C00123" in listing and "Bloomsbury" in listing
+    code = main(["dispatch", "receive", str(sent["id"]), "--data", str(data),
+                 "--office", "Warrington", "--by", "bs.warrington@cafcass.gov.uk",
+                 "--location", "Registry shelf 4"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Warrington is now responsible for it" in out
+    assert main(["dispatch", "list", "--data", str(data), "--open", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    kinds = [e.kind for e in events(data, "dispatch-")]
+    assert kinds == ["dispatch-recorded", "dispatch-received"]
+
+
+def test_dispatch_refused_by_policy_exits_2(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """DX from an office other than Bloomsbury is refused, naming --from; nothing is recorded."""
+    code = main(["dispatch", "record", "--data", str(data), "--file", "ZC12C00123",
+                 "--from", "Coventry", "--to", "Warrington", "--method", "dx",
+                 "--expected", "2099-01-01", "--by", "a@cafcass.gov.uk"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert "casegate: --from: DX is outgoing only from Bloomsbury" in captured.err
+    assert events(data, "dispatch-") == []
+
+
+def test_dispatch_overdue_lists_what_is_late(
+        data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`dispatch overdue` lists a dispatch whose expected arrival has passed, and no other."""
+    assert main(["dispatch", "list", "--data", str(data)]) == 0  # creates the data directory
+    assert capsys.readouterr().out == "No dispatches.\n"
+    audit = AuditLog.open(data, stream=io.StringIO())
+    options = _options()
+    store = DispatchStore.open(data, options, audit)
+    past = datetime(2020, 1, 6, 9, 0, tzinfo=UTC)
+    late = store.record(file_reference="ZC12C00001", from_office="Leeds", to_office="York",
+                        method="hand-delivery", expected_at=past + timedelta(hours=3),
+                        by="a@cafcass.gov.uk", now=past)
+    store.record(file_reference="ZC12C00002", from_office="Leeds", to_office="York",
+                 method="hand-delivery", expected_at=datetime(2999, 1, 1, tzinfo=UTC),
+                 by="a@cafcass.gov.uk", now=past)
+    store.close()
+    audit.close()
+    assert main(["dispatch", "overdue", "--data", str(data), "--json"]) == 0
+    overdue = json.loads(capsys.readouterr().out)
+    assert [d["id"] for d in overdue] == [late.id]
+    assert overdue[0]["responsible_office"] == "Leeds"
+
+
+def _options() -> PostOptions:
+    text = resources.files("policies").joinpath("data/post.toml").read_text("utf-8")
+    return PostOptions.from_table(tomllib.loads(text)["post"], "post.toml")

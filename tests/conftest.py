@@ -1,0 +1,31 @@
+"""Fixtures shared by the test files: real servers on 127.0.0.1, port 0, stopped at the end."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.certs import ServerCert, make_server_cert
+from tests.sink import Sink
+
+
+@pytest.fixture
+def server_cert(tmp_path: Path) -> ServerCert:
+    """A fresh private CA and a certificate for localhost and 127.0.0.1 that it signed."""
+    return make_server_cert(tmp_path / "pki")
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    """A plain (no TLS) upstream SMTP sink with fault injection; see tests/sink.py."""
+    async with Sink() as upstream:
+        yield upstream
+
+
+@pytest.fixture
+async def tls_sink(server_cert: ServerCert) -> AsyncIterator[Sink]:
+    """An upstream SMTP sink that requires STARTTLS with `server_cert`."""
+    async with Sink(tls=server_cert.server_context()) as upstream:
+        yield upstream

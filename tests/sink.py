@@ -1,0 +1,344 @@
+"""An upstream SMTP sink for tests: a real aiosmtpd server on 127.0.0.1, port 0.
+
+It stores every message it accepts (envelope sender, recipients, the exact bytes) and can be told
+to misbehave at a given step, the way a real smarthost does on a bad day:
+
+    async with Sink() as sink:
+        sink.fail(Step.RCPT, "451 4.3.0 try later", times=1)
+        ...                                 # deliver to ("127.0.0.1", sink.port)
+        assert sink.messages[0].rcpt_tos == ("a@example.org",)
+
+Faults: a reply (421/451/550/...) at connect, MAIL, RCPT or DATA; a dropped connection (at
+DATA: after the bytes arrived, before the reply; those bytes go to `unanswered`); a hang (never
+reply, released when `stop()` closes the connection); each optionally only the first N times, or
+only for one recipient. `stop_listening()` makes new connections be refused. Nothing here
+sleeps: a test that must act while a fault is in effect awaits `fault.struck.wait()`.
+
+The threaded `aiosmtpd.controller.Controller` cannot bind port 0, so the server is started with
+`loop.create_server` in the test's own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import TracebackType
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+
+class Step(StrEnum):
+    """Where in the SMTP conversation a fault strikes."""
+
+    CONNECT = "CONNECT"  # instead of the 220 greeting
+    MAIL = "MAIL"
+    RCPT = "RCPT"
+    DATA = "DATA"  # after the message bytes arrived, instead of the final reply
+
+
+class Action(StrEnum):
+    """What the sink does when a fault strikes."""
+
+    REPLY = "reply"  # answer with the fault's reply line
+    DROP = "drop"  # close the connection without a reply
+    HANG = "hang"  # never answer (until the sink stops)
+
+
+@dataclass
+class Fault:
+    """One injected fault; `times` None means every time, else it wears off after N hits."""
+
+    step: Step
+    action: Action
+    reply: str = ""
+    times: int | None = None
+    recipient: str | None = None  # RCPT, DATA: strike only for (a message to) this address
+    hits: int = 0
+    struck: asyncio.Event = field(default_factory=asyncio.Event)  # set at the first hit
+
+    def applies(self, step: Step, recipients: tuple[str, ...] = ()) -> bool:
+        if self.step is not step or (self.times is not None and self.hits >= self.times):
+            return False
+        return self.recipient is None or self.recipient.lower() in {r.lower() for r in recipients}
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message as the sink received it."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes  # exactly what arrived, after dot-unstuffing
+    connection: int  # which connection (1-based) carried it
+    tls: bool  # whether that connection had switched to TLS
+
+
+@dataclass
+class _Stats:
+    connections: int = 0
+    transactions: int = 0  # MAIL commands accepted
+    resets: int = 0  # RSET commands seen
+    auth_logins: list[str] = field(default_factory=list)
+
+
+class _Refuser(asyncio.Protocol):
+    """A connection answered at once by a fault: a reply line and close, or a drop."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if self.reply:
+            transport.write(self.reply.encode("ascii") + b"\r\n")
+        transport.close()
+
+
+class _Silent(asyncio.Protocol):
+    """A connection that never gets a greeting; closed by the sink when it stops."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.sink._silent.append(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+
+class _SinkSMTP(SMTP):
+    """aiosmtpd's server, remembering which connection it is."""
+
+    def __init__(self, handler: _Handler, number: int, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.number = number
+
+
+class _Handler:
+    """aiosmtpd hooks: each hook's return value is the reply, after the faults had their say."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        reply = await self.sink._strike(Step.MAIL, server)
+        if reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        self.sink.stats.transactions += 1
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        reply = await self.sink._strike(Step.RCPT, server, address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        assert isinstance(server, _SinkSMTP)
+        received = Received(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            data=bytes(envelope.original_content or b""),
+            connection=server.number,
+            tls=session.ssl is not None,
+        )
+        reply = await self.sink._strike(Step.DATA, server, received=received)
+        if reply:
+            return reply
+        self.sink.messages.append(received)
+        return "250 2.0.0 OK queued"
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.sink.stats.resets += 1
+        return "250 2.0.0 OK"
+
+    async def handle_exception(self, error: Exception) -> str:
+        return "451 4.3.0 sink error"
+
+
+class Sink:
+    """The upstream smarthost of a test. Use as `async with Sink(...) as sink`."""
+
+    def __init__(
+        self,
+        *,
+        tls: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
+        credentials: tuple[str, str] | None = None,
+        hostname: str = "sink.test",
+        timeout: float = 30.0,
+    ) -> None:
+        """`tls`: server context; STARTTLS is offered, or with `implicit_tls` the whole
+        connection is TLS. `credentials`: (user, password) to require AUTH (over TLS)."""
+        self.tls = tls
+        self.implicit_tls = implicit_tls
+        self.credentials = credentials
+        self.hostname = hostname
+        self.timeout = timeout
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.messages: list[Received] = []  # accepted with 250
+        self.unanswered: list[Received] = []  # bytes arrived, then dropped or hung: no reply
+        self.faults: list[Fault] = []
+        self.stats = _Stats()
+        self._server: asyncio.Server | None = None
+        self._sessions: list[_SinkSMTP] = []
+        self._silent: list[_Silent] = []
+
+    # ---- fault injection -------------------------------------------------------------
+    def fail(
+        self, step: Step, reply: str, *, times: int | None = None, recipient: str | None = None
+    ) -> Fault:
+        """Answer `reply` (e.g. "451 4.3.0 try later") at `step`."""
+        return self._add(Fault(step, Action.REPLY, reply, times, recipient))
+
+    def drop(self, step: Step, *, times: int | None = None, recipient: str | None = None) -> Fault:
+        """Close the connection at `step` without replying (at DATA: after the bytes arrive)."""
+        return self._add(Fault(step, Action.DROP, "", times, recipient))
+
+    def hang(self, step: Step, *, times: int | None = None) -> Fault:
+        """Never reply at `step` (until the sink stops)."""
+        return self._add(Fault(step, Action.HANG, "", times))
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def _add(self, fault: Fault) -> Fault:
+        self.faults.append(fault)
+        return fault
+
+    def _take(self, step: Step, recipients: tuple[str, ...] = ()) -> Fault | None:
+        for fault in self.faults:
+            if fault.applies(step, recipients):
+                fault.hits += 1
+                fault.struck.set()
+                return fault
+        return None
+
+    async def _strike(
+        self,
+        step: Step,
+        server: SMTP,
+        recipient: str | None = None,
+        received: Received | None = None,
+    ) -> str:
+        """Apply the first matching fault: return its reply, or never return (drop, hang)."""
+        if received is not None:
+            recipients = received.rcpt_tos
+        else:
+            recipients = (recipient,) if recipient else ()
+        fault = self._take(step, recipients)
+        if fault is None:
+            return ""
+        if fault.action is Action.REPLY:
+            return fault.reply
+        if received is not None:
+            self.unanswered.append(received)
+        if fault.action is Action.DROP:
+            transport = server.transport
+            assert isinstance(transport, asyncio.Transport)
+            transport.abort()
+        # Never returns: connection_lost() cancels this coroutine, after the drop above or
+        # when stop() closes the connection.
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ---- what happened ---------------------------------------------------------------
+    @property
+    def connections(self) -> int:
+        """How many TCP connections the sink has accepted so far."""
+        return self.stats.connections
+
+    # ---- lifecycle -------------------------------------------------------------------
+    def _protocol(self) -> asyncio.BaseProtocol:
+        self.stats.connections += 1
+        fault = self._take(Step.CONNECT)
+        if fault is not None and fault.action is Action.HANG:
+            return _Silent(self)
+        if fault is not None:
+            return _Refuser(fault.reply)
+        session = _SinkSMTP(
+            _Handler(self),
+            self.stats.connections,
+            hostname=self.hostname,
+            tls_context=None if self.implicit_tls else self.tls,
+            require_starttls=self.tls is not None and not self.implicit_tls,
+            timeout=self.timeout,
+            authenticator=self._authenticate if self.credentials else None,
+            auth_required=self.credentials is not None,
+            auth_require_tls=True,
+            loop=asyncio.get_running_loop(),
+        )
+        self._sessions.append(session)
+        return session
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        assert self.credentials is not None
+        if isinstance(data, LoginPassword):
+            user, password = data.login.decode(), data.password.decode()
+            if (user, password) == self.credentials:
+                self.stats.auth_logins.append(user)
+                return AuthResult(success=True)
+        return AuthResult(success=False, handled=False)
+
+    async def start(self) -> Sink:
+        loop = asyncio.get_running_loop()
+        factory: Callable[[], asyncio.BaseProtocol] = self._protocol
+        self._server = await loop.create_server(
+            factory, self.host, 0, ssl=self.tls if self.implicit_tls else None
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop_listening(self) -> None:
+        """Close the listening socket: new connections to `port` are refused."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def stop(self) -> None:
+        """Stop listening, close every connection (releasing every hang) and wait for them."""
+        await self.stop_listening()
+        self._server = None
+        for silent in self._silent:
+            if isinstance(silent.transport, asyncio.Transport):
+                silent.transport.abort()
+        tasks = []
+        for session in self._sessions:
+            # Cut the TCP connection itself: a TLS close would wait on a half-done handshake.
+            socket_transport = session._original_transport or session.transport
+            if isinstance(socket_transport, asyncio.Transport):
+                socket_transport.abort()
+            if session._handler_coroutine is not None:
+                # aiosmtpd cancels it on connection_lost(), which a session caught in a TLS
+                # handshake never gets: cancel it here too.
+                session._handler_coroutine.cancel()
+                tasks.append(session._handler_coroutine)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> Sink:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,96 @@
+"""The way out when no upstream is configured: a local Maildir that shows what would have left.
+
+A newcomer running `casegate serve` with no configuration sees every copy the gateway would have
+sent as one file in `<data>/outbox/new/`, with its envelope in two headers added on top:
+`X-Casegate-Envelope-From` and `X-Casegate-Envelope-To`. Each file is written atomically (the
+stdlib `mailbox.Maildir` writes into tmp/ and then moves it into new/), and the same checks as
+for the SMTP relay apply first: nothing with a bare CR, bare LF or NUL, no unsafe address.
+
+Disk trouble is TEMPORARY (the client keeps the message and retries); the ledger keeps a retried
+message from being written twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mailbox
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+
+from transports.base import Copy, DeliveryResult, Outcome
+from transports.ledger import Ledger, LedgerError, deliver_once
+from transports.smtp_relay import unsafe_copy_reason
+
+log = structlog.get_logger("casegate.outbox")
+
+ENVELOPE_FROM = "X-Casegate-Envelope-From"
+ENVELOPE_TO = "X-Casegate-Envelope-To"
+
+
+def envelope_headers(mail_from: str, recipients: Sequence[str]) -> bytes:
+    """The header lines recording the envelope (addresses already checked: no CR, LF, NUL)."""
+    to = ", ".join(f"<{r}>" for r in recipients)
+    return f"{ENVELOPE_FROM}: <{mail_from}>\r\n{ENVELOPE_TO}: {to}\r\n".encode("ascii")
+
+
+class MaildirOutbox:
+    """A `Transport` that files each copy into a Maildir instead of sending it."""
+
+    def __init__(
+        self,
+        path: Path,
+        ledger: Ledger | None = None,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        """`ledger`: the idempotency ledger to share; by default one in a file beside the
+        Maildir (`<path>-ledger.sqlite3`), opened at the first delivery."""
+        self.path = path
+        self._ledger = ledger
+        self._own_ledger = ledger is None
+        self._clock = clock
+
+    async def deliver(self, copies: Sequence[Copy]) -> DeliveryResult:
+        """File every copy not already filed; stop at the first that cannot be written."""
+        reason = unsafe_copy_reason(copies)
+        if reason:
+            log.error("outbox.refused_copy", reason=reason)
+            return DeliveryResult(Outcome.PERMANENT, reason)
+        try:
+            ledger = self._open_ledger()
+        except LedgerError as exc:
+            return DeliveryResult(Outcome.TEMPORARY, str(exc))
+        return await deliver_once(ledger, copies, self._file, self._clock)
+
+    async def close(self) -> None:
+        """Close the ledger if this outbox opened it."""
+        if self._own_ledger and self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    def _open_ledger(self) -> Ledger:
+        if self._ledger is None:
+            self._ledger = Ledger(self.path.with_name(f"{self.path.name}-ledger.sqlite3"))
+        return self._ledger
+
+    async def _file(self, copy: Copy, recipients: tuple[str, ...]) -> DeliveryResult:
+        """Write one copy for `recipients`; disk trouble is TEMPORARY."""
+        try:
+            name = await asyncio.to_thread(self._write, copy, recipients)
+        except OSError as exc:
+            log.error("outbox.write_failed", key=copy.key, error=exc.__class__.__name__)
+            detail = f"cannot write to the outbox ({exc.__class__.__name__})"
+            return DeliveryResult(Outcome.TEMPORARY, detail)
+        log.info("outbox.copy", key=copy.key, recipients=len(recipients), file=name)
+        return DeliveryResult(Outcome.DELIVERED, accepted=recipients)
+
+    def _write(self, copy: Copy, recipients: tuple[str, ...]) -> str:
+        """One file in new/, written atomically and readable by the owner only; returns its
+        Maildir key."""
+        box = mailbox.Maildir(self.path, factory=None, create=True)
+        key = box.add(envelope_headers(copy.mail_from, recipients) + copy.data)
+        (self.path / "new" / key).chmod(0o600)
+        return key

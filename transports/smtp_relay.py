@@ -1,0 +1,359 @@
+"""The way out to the upstream smarthost: SMTP over verified TLS, with reused connections.
+
+`SmtpRelay.deliver(copies)` hands each copy to the upstream and answers with one
+`DeliveryResult`: DELIVERED only when every recipient of every copy was accepted; any connection
+trouble, timeout, 4xx or drop mid-DATA is TEMPORARY (the client keeps the message and retries);
+a 5xx to MAIL, RCPT or DATA is PERMANENT. It never raises for delivery trouble.
+
+Before anything is sent, every copy is checked: no bare CR, bare LF or NUL in the data, and
+envelope addresses that go on the command line unchanged (SECURITY.md 2; the interpreter's
+`email.utils` is not trusted). A copy is all-or-nothing: if the upstream refuses one of its
+recipients at RCPT, the transaction is reset and no DATA is sent.
+
+Recipients already accepted for a copy's key (the ledger remembers them) are skipped, so a
+client's retry after a partial success does not send anything twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Protocol
+
+import aiosmtplib
+import structlog
+from aiosmtplib.email import quote_address
+
+from transports.base import Copy, DeliveryResult, Outcome
+from transports.ledger import Ledger, deliver_once
+
+log = structlog.get_logger("casegate.relay")
+
+# A dot-atom local part at an ASCII domain: what may appear on a MAIL or RCPT line. Anything else
+# (quoted local parts, source routes, "%" and "!" routing, address literals, non-ASCII, spaces,
+# controls) is refused (SECURITY.md 8, as defence in depth behind the policy's own checks).
+_ADDRESS = re.compile(r"[A-Za-z0-9#$&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}")
+# A CR not followed by LF, an LF not preceded by CR, or a NUL.
+_UNSAFE_BYTES = re.compile(rb"\r(?!\n)|(?<!\r)\n|\x00")
+
+
+class TlsMode(StrEnum):
+    STARTTLS = "starttls"
+    IMPLICIT = "implicit"
+    NONE = "none"  # only for a loopback test sink
+
+
+class UpstreamSettings(Protocol):
+    """What the relay reads of its configuration (gateway.config.UpstreamConfig fits)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def tls(self) -> str: ...
+    @property
+    def verify_certificate(self) -> bool: ...
+    @property
+    def ca_file(self) -> str: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def password(self) -> str: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def pool_size(self) -> int: ...
+
+
+def unsafe_copy_reason(copies: Sequence[Copy]) -> str:
+    """Why these copies must not leave as they are ("" when they may)."""
+    for index, copy in enumerate(copies):
+        if not copy.recipients:
+            return f"copy {index} has no recipients"
+        if copy.mail_from and not _safe_address(copy.mail_from):
+            return f"copy {index} has an envelope sender that cannot be sent safely"
+        if not all(_safe_address(r) for r in copy.recipients):
+            return f"copy {index} has a recipient address that cannot be sent safely"
+        if _UNSAFE_BYTES.search(copy.data):
+            return f"copy {index} contains a bare CR, a bare LF or a NUL"
+    return ""
+
+
+def _safe_address(address: str) -> bool:
+    """A plain address that aiosmtplib will put on the command line exactly as given."""
+    if not _ADDRESS.fullmatch(address):
+        return False
+    try:
+        return quote_address(address) == f"<{address}>"
+    except ValueError:
+        return False
+
+
+def tls_context_for(settings: UpstreamSettings) -> ssl.SSLContext | None:
+    """The client TLS context the settings ask for: verifying against the system's CAs plus an
+    optional extra CA file (a private smarthost's); None when TLS is off."""
+    if TlsMode(settings.tls) is TlsMode.NONE:
+        return None
+    context = ssl.create_default_context()
+    try:
+        if settings.ca_file:
+            context.load_verify_locations(cafile=settings.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"upstream ca_file cannot be used: {settings.ca_file} ({exc})") from None
+    if not settings.verify_certificate:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class SmtpRelay:
+    """A `Transport` to one upstream smarthost."""
+
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        ledger: Ledger,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        local_hostname: str = "casegate.localhost",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        """Check the settings (a `ValueError` names what is wrong); connect lazily."""
+        try:
+            mode = TlsMode(settings.tls)
+        except ValueError:
+            raise ValueError("upstream tls must be 'starttls', 'implicit' or 'none'") from None
+        if mode is TlsMode.NONE and not _is_loopback(settings.host):
+            raise ValueError("upstream tls = 'none' is only allowed for a loopback test sink")
+        if mode is TlsMode.NONE and settings.username:
+            raise ValueError("upstream credentials are only sent over TLS")
+        if settings.pool_size < 1:
+            raise ValueError("upstream pool_size must be at least 1")
+        if mode is not TlsMode.NONE and not settings.verify_certificate:
+            log.warning("relay.tls_unverified", host=settings.host)
+        self._settings = settings
+        self._mode = mode
+        self._ledger = ledger
+        self._clock = clock
+        self._tls = ssl_context if ssl_context is not None else tls_context_for(settings)
+        self._local_hostname = local_hostname
+        self._pool = _Pool(self._connect, settings.pool_size, settings.timeout)
+
+    @property
+    def connections_opened(self) -> int:
+        """How many upstream connections this relay has opened (for metrics and tests)."""
+        return self._pool.opened
+
+    async def deliver(self, copies: Sequence[Copy]) -> DeliveryResult:
+        """Hand every copy over; stop at the first one that is not accepted."""
+        reason = unsafe_copy_reason(copies)
+        if reason:
+            log.error("relay.refused_copy", reason=reason)
+            return DeliveryResult(Outcome.PERMANENT, reason)
+        return await deliver_once(self._ledger, copies, self._hand_over, self._clock)
+
+    async def close(self) -> None:
+        """Say QUIT on every idle connection and close them."""
+        await self._pool.close()
+
+    async def _hand_over(self, copy: Copy, recipients: tuple[str, ...]) -> DeliveryResult:
+        """One SMTP transaction for one copy, logged without its content."""
+        result = await self._transact(copy, recipients)
+        log.info(
+            "relay.copy",
+            key=copy.key,
+            recipients=len(recipients),
+            size=len(copy.data),
+            outcome=str(result.outcome),
+            detail=result.detail,
+        )
+        return result
+
+    async def _transact(self, copy: Copy, recipients: tuple[str, ...]) -> DeliveryResult:
+        """Borrow a connection and run the transaction; every failure becomes a result."""
+        try:
+            async with self._pool.connection() as smtp:
+                return await _transaction(smtp, copy, recipients)
+        except aiosmtplib.SMTPResponseException as exc:
+            # Replies outside MAIL/RCPT/DATA (greeting, EHLO, STARTTLS, AUTH) say nothing about
+            # this message: a misconfigured or unwell upstream is always worth a retry.
+            return _temporary(f"upstream answered {exc.code} while connecting")
+        except aiosmtplib.SMTPTimeoutError:
+            return _temporary("upstream timed out")
+        except TimeoutError:
+            return _temporary("no upstream connection free in time")
+        except aiosmtplib.SMTPServerDisconnected:
+            return _temporary("upstream closed the connection")
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return _temporary(_connection_trouble(exc))
+        except Exception as exc:  # fail closed: never raise for delivery trouble
+            log.exception("relay.unexpected_error", key=copy.key)
+            return _temporary(f"unexpected {exc.__class__.__name__}")
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        """A new connection: TLS as configured, then AUTH when credentials are set."""
+        settings = self._settings
+        smtp = aiosmtplib.SMTP(
+            hostname=settings.host,
+            port=settings.port,
+            local_hostname=self._local_hostname,
+            timeout=settings.timeout,
+            use_tls=self._mode is TlsMode.IMPLICIT,
+            start_tls=self._mode is TlsMode.STARTTLS,
+            tls_context=self._tls,
+            validate_certs=settings.verify_certificate,
+        )
+        try:
+            await smtp.connect()
+            if settings.username:
+                await smtp.login(settings.username, settings.password)
+        except BaseException:
+            smtp.close()  # aiosmtplib leaves the socket open when STARTTLS fails
+            raise
+        return smtp
+
+
+async def _transaction(
+    smtp: aiosmtplib.SMTP, copy: Copy, recipients: tuple[str, ...]
+) -> DeliveryResult:
+    """MAIL, every RCPT, then DATA only if every recipient was accepted."""
+    try:
+        await smtp.mail(copy.mail_from, options=_mail_options(smtp, copy.data))
+    except aiosmtplib.SMTPSenderRefused as exc:
+        return _refused(exc.code, f"upstream refused the sender with {exc.code}")
+    refused: list[tuple[str, int]] = []
+    for recipient in recipients:
+        try:
+            await smtp.rcpt(recipient)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            refused.append((recipient, exc.code))
+    if refused:
+        await _reset_quietly(smtp)
+        listing = ", ".join(f"{r} ({code})" for r, code in refused)
+        detail = f"upstream refused {len(refused)} recipient(s): {listing}"
+        # Permanent only when every refusal was: one 4xx makes the whole copy worth a retry.
+        if all(500 <= code < 600 for _, code in refused):
+            return DeliveryResult(Outcome.PERMANENT, detail)
+        return _temporary(detail)
+    try:
+        await smtp.data(copy.data)
+    except aiosmtplib.SMTPDataError as exc:
+        return _refused(exc.code, f"upstream refused the data with {exc.code}")
+    return DeliveryResult(Outcome.DELIVERED, accepted=recipients)
+
+
+def _mail_options(smtp: aiosmtplib.SMTP, data: bytes) -> list[str]:
+    """SIZE (so the upstream can refuse early) and BODY=8BITMIME when the data needs it."""
+    options: list[str] = []
+    if smtp.supports_extension("size"):
+        options.append(f"SIZE={len(data)}")
+    if smtp.supports_extension("8bitmime") and not data.isascii():
+        options.append("BODY=8BITMIME")
+    return options
+
+
+async def _reset_quietly(smtp: aiosmtplib.SMTP) -> None:
+    """Abort the transaction; a connection that cannot even RSET is closed."""
+    try:
+        await smtp.rset()
+    except (aiosmtplib.SMTPException, OSError):
+        smtp.close()
+
+
+def _refused(code: int, detail: str) -> DeliveryResult:
+    """A reply to MAIL, RCPT or DATA: 5xx is permanent; 4xx and anything odd are temporary."""
+    return DeliveryResult(Outcome.PERMANENT if 500 <= code < 600 else Outcome.TEMPORARY, detail)
+
+
+def _temporary(detail: str) -> DeliveryResult:
+    return DeliveryResult(Outcome.TEMPORARY, detail)
+
+
+def _connection_trouble(exc: BaseException) -> str:
+    """A short, operator-facing description of why the connection failed."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"upstream TLS certificate rejected: {seen.verify_message}"
+        if isinstance(seen, ssl.SSLError):
+            return f"upstream TLS failed: {seen.reason or seen.__class__.__name__}"
+        if isinstance(seen, aiosmtplib.SMTPNotSupported):
+            return "upstream does not offer STARTTLS"
+        seen = seen.__cause__ or seen.__context__
+    return f"cannot reach the upstream ({exc.__class__.__name__})"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Pool:
+    """At most `size` connections in use; idle ones are RSET and reused, broken ones dropped."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[aiosmtplib.SMTP]],
+        size: int,
+        timeout: float,
+    ) -> None:
+        self._connect = connect
+        self._slots = asyncio.Semaphore(size)
+        self._timeout = timeout
+        self._idle: list[aiosmtplib.SMTP] = []
+        self.opened = 0
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[aiosmtplib.SMTP]:
+        """Lend a ready connection; it goes back to the pool only if the caller finished with
+        it still connected."""
+        async with asyncio.timeout(self._timeout):
+            await self._slots.acquire()
+        smtp: aiosmtplib.SMTP | None = None
+        finished = False
+        try:
+            smtp = await self._ready()
+            yield smtp
+            finished = True
+        finally:
+            if smtp is not None:
+                if finished and smtp.is_connected:
+                    self._idle.append(smtp)
+                else:
+                    smtp.close()
+            self._slots.release()
+
+    async def _ready(self) -> aiosmtplib.SMTP:
+        while self._idle:
+            smtp = self._idle.pop()
+            if not smtp.is_connected:
+                continue
+            try:
+                await smtp.rset()  # between messages, and proof the connection still works
+                return smtp
+            except (aiosmtplib.SMTPException, OSError):
+                smtp.close()
+        smtp = await self._connect()
+        self.opened += 1
+        return smtp
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for smtp in idle:
+            try:
+                await smtp.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                pass
+            finally:
+                smtp.close()

@@ -1,0 +1,314 @@
+"""`casegate verify`: keep the registry of verified recipients by hand.
+
+Business services use it to import the agency directory (organisation-wide professionals) and
+to record an address verified for a case. Practitioners ask the recipient to confirm their own
+address with `verify request` (the workflow of issue 4, verification/workflow.py).
+
+    casegate verify add ADDRESS (--case NUMBER | --organisation) --role party|professional
+                        --by STAFF-ADDRESS [--name NAME]
+    casegate verify request ADDRESS --case NUMBER --name "FULL NAME" --role party|professional
+                            --by STAFF-ADDRESS [--json]
+    casegate verify list [--case NUMBER] [--json]
+    casegate verify bounced ADDRESS
+    casegate verify revoke ADDRESS [--case NUMBER | --organisation] --by STAFF-ADDRESS
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.cli.common import UsageError, add_common, open_app
+from policies.model import Category, Role, Snapshot
+from policies.recipients import classify_recipient
+from verification.registry import AlreadyVerified, RegistryEntry, RequestState, VerificationRequest
+from verification.workflow import Ask, RequestResult
+
+# What each refused category tells the user, instead of verifying the address.
+_NOT_VERIFIABLE: dict[Category, str] = {
+    Category.INVALID: "is not a valid, plain email address",
+    Category.FAX: "is a fax address, and Cafcass does not send by fax",
+    Category.PERSONAL: "is a staff member's personal address, which never receives Cafcass mail",
+    Category.INTERNAL: "is a Cafcass address, which needs no verification",
+}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "verify",
+        help="maintain the registry of verified recipients",
+        description="Record, list and revoke verified recipient addresses.",
+    )
+    commands = parser.add_subparsers(dest="verify_command", metavar="ACTION", required=True)
+
+    add = commands.add_parser("add", help="record an address as verified")
+    add.add_argument("address", metavar="ADDRESS")
+    scope = add.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--case", metavar="NUMBER", help="verified for this case only")
+    scope.add_argument("--organisation", action="store_true",
+                       help="verified organisation-wide (agency directory)")
+    add.add_argument("--role", required=True, choices=[r.value for r in Role])
+    add.add_argument("--by", required=True, metavar="STAFF-ADDRESS",
+                     help="the member of staff who verified it")
+    add.add_argument("--name", default="", help="the recipient's name")
+    add_common(add)
+    add.set_defaults(func=run_add)
+
+    request = commands.add_parser(
+        "request", help="ask the recipient to confirm their address (prints the code)")
+    request.add_argument("address", metavar="ADDRESS")
+    request.add_argument("--case", required=True, metavar="NUMBER")
+    request.add_argument("--name", required=True, help="the recipient's full name")
+    request.add_argument("--role", required=True, choices=[r.value for r in Role])
+    request.add_argument("--by", required=True, metavar="STAFF-ADDRESS",
+                         help="the practitioner asking")
+    request.add_argument("--json", action="store_true", help="the result as one JSON object")
+    add_common(request)
+    request.set_defaults(func=run_request)
+
+    bounced = commands.add_parser("bounced", help="revoke an address whose mail bounced")
+    bounced.add_argument("address", metavar="ADDRESS")
+    add_common(bounced)
+    bounced.set_defaults(func=run_bounced)
+
+    listing = commands.add_parser("list", help="show verified addresses and requests")
+    listing.add_argument("--case", metavar="NUMBER", help="only this case")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_common(listing)
+    listing.set_defaults(func=run_list)
+
+    revoke = commands.add_parser("revoke", help="revoke an address's verification")
+    revoke.add_argument("address", metavar="ADDRESS")
+    revoke_scope = revoke.add_mutually_exclusive_group()
+    revoke_scope.add_argument("--case", metavar="NUMBER", help="only for this case")
+    revoke_scope.add_argument("--organisation", action="store_true",
+                              help="only the organisation-wide verification")
+    revoke.add_argument("--by", required=True, metavar="STAFF-ADDRESS")
+    add_common(revoke)
+    revoke.set_defaults(func=run_revoke)
+
+
+def run_add(args: argparse.Namespace) -> int:
+    app = open_app(args)
+    try:
+        now = datetime.now(UTC)
+        snapshot = app.snapshot(now)
+        staff = _staff_address(args.by, app.policy, snapshot)
+        address = _verifiable_address(args.address, staff, app.policy, snapshot)
+        case = _case_number(args.case, app.policy) if args.case else None
+        try:
+            entry = app.registry.add(address, case_number=case, role=Role(args.role),
+                                     verified_by=staff, now=now, name=args.name)
+        except AlreadyVerified as exc:
+            print(f"{exc}; nothing changed.")
+            return 0
+        app.audit.record("verification-added", sender=staff, recipients=[entry.address],
+                         case_numbers=[case] if case else [], role=entry.role.value,
+                         method=entry.method, scope="case" if case else "organisation")
+    finally:
+        app.close()
+    print(f"{entry.address} is verified for {_scope_text(entry)} as {entry.role.value}.")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    app = open_app(args)
+    try:
+        case = _case_number(args.case, app.policy) if args.case else None
+        now = datetime.now(UTC)
+        entries = app.registry.entries(case_number=case, now=now)
+        requests = [r for r in app.registry.requests(case_number=case)
+                    if r.state is not RequestState.VERIFIED]
+    finally:
+        app.close()
+    if args.json:
+        for entry in entries:
+            print(json.dumps(entry_json(entry), sort_keys=True))
+        for req in requests:
+            print(json.dumps(request_json(req, now), sort_keys=True))
+    else:
+        print(entries_table(entries, requests, now))
+    return 0
+
+
+def run_request(args: argparse.Namespace) -> int:
+    """Check the address, mail the recipient, print the out-of-band code (exit 0); a refusal
+    exits 1, a DNS or upstream problem 75 (try again later)."""
+    from gateway.server import build_transport
+    from gateway.verification import build_workflow
+
+    app = open_app(args)
+    try:
+        _case_number(args.case, app.policy)
+        transport = build_transport(app)
+        workflow = build_workflow(app, transport)
+        ask = Ask(address=args.address, case_number=args.case, name=args.name,
+                  role=Role(args.role), requested_by=args.by, channel="cli")
+
+        async def run() -> RequestResult:
+            try:
+                return await workflow.request(ask)
+            finally:
+                await transport.close()
+
+        result = asyncio.run(run())
+    finally:
+        app.close()
+    if args.json:
+        print(json.dumps(result.to_json(), sort_keys=True))
+    else:
+        print(result.sentence)
+        if result.code:
+            print(f"Code: {result.code}")
+    if result.ok:
+        return 0
+    return 75 if result.temporary else 1
+
+
+def run_bounced(args: argparse.Namespace) -> int:
+    """Mail to the address bounced: every verification of it is revoked."""
+    app = open_app(args)
+    try:
+        count = app.registry.mark_bounced(args.address, now=datetime.now(UTC))
+        if count:
+            app.audit.record("verification-revoked", recipients=[args.address.strip().lower()],
+                             count=count, reason="bounced")
+    finally:
+        app.close()
+    print(f"Revoked {count} verification{'s' if count != 1 else ''} of {args.address} "
+          "(bounced).")
+    return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    app = open_app(args)
+    try:
+        now = datetime.now(UTC)
+        staff = _staff_address(args.by, app.policy, app.snapshot(now))
+        case = _case_number(args.case, app.policy) if args.case else None
+        count = app.registry.revoke(args.address, by=staff, now=now, case_number=case,
+                                    organisation=args.organisation)
+        withdrawn = [] if args.organisation else app.registry.revoke_requests(
+            args.address, now=now, case_number=case)
+        if count == 0 and withdrawn:
+            app.audit.record("verification-revoked", sender=staff,
+                             recipients=[args.address.strip().lower()],
+                             case_numbers=[case] if case else [], requests=len(withdrawn))
+            print(f"Withdrew {len(withdrawn)} pending verification request"
+                  f"{'s' if len(withdrawn) != 1 else ''} of {args.address}.")
+            return 0
+        if count == 0:
+            raise UsageError(f"{args.address} has no verification in force to revoke"
+                             + (f" for case {case}" if case else ""))
+        app.audit.record("verification-revoked", sender=staff,
+                         recipients=[args.address.strip().lower()],
+                         case_numbers=[case] if case else [], count=count)
+    finally:
+        app.close()
+    print(f"Revoked {count} verification{'s' if count != 1 else ''} of {args.address}.")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Input checks: one plain sentence each (exit 2)
+# ----------------------------------------------------------------------------------------------
+
+
+def _staff_address(address: str, policy: Any, snapshot: Snapshot) -> str:
+    recipient = classify_recipient(address, policy, snapshot, sender=address)
+    if recipient.category is not Category.INTERNAL:
+        raise UsageError(f"--by must be a Cafcass staff address, not {address!r}")
+    return recipient.normalised.lower()
+
+
+def _verifiable_address(address: str, staff: str, policy: Any, snapshot: Snapshot) -> str:
+    recipient = classify_recipient(address, policy, snapshot, sender=staff)
+    if recipient.category is Category.LOOKALIKE:
+        raise UsageError(f"{address} looks like a known address but is not the same; "
+                         f"did you mean {recipient.suggestion}?")
+    problem = _NOT_VERIFIABLE.get(recipient.category)
+    if problem is not None:
+        raise UsageError(f"{address} {problem}")
+    return recipient.normalised.lower()
+
+
+def _case_number(text: str, policy: Any) -> str:
+    case = text.strip().upper()
+    if not policy.content.case_number_regex.fullmatch(case):
+        raise UsageError(f"{text!r} is not a case number (like ZC12C00123)")
+    return case
+
+
+# ----------------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------------
+
+
+def _scope_text(entry: RegistryEntry) -> str:
+    return f"case {entry.case_number}" if entry.case_number else "the whole organisation"
+
+
+def entry_json(entry: RegistryEntry) -> dict[str, Any]:
+    """One registry row as `verify list --json` prints it."""
+    return {
+        "address": entry.address,
+        "case_number": entry.case_number,
+        "organisation_wide": entry.case_number is None,
+        "role": entry.role.value,
+        "name": entry.name,
+        "state": entry.state.value,
+        "verified_by": entry.verified_by,
+        "verified_at": entry.verified_at.isoformat(),
+        "method": entry.method,
+        "expires_at": entry.expires_at.isoformat() if entry.expires_at else None,
+        "revoked_at": entry.revoked_at.isoformat() if entry.revoked_at else None,
+        "revoked_by": entry.revoked_by,
+    }
+
+
+def request_json(request: VerificationRequest, now: datetime) -> dict[str, Any]:
+    """One unanswered or refused request as `verify list --json` prints it."""
+    state = request.state
+    if state is RequestState.PENDING and request.link_expires_at <= now:
+        state = RequestState.EXPIRED
+    return {
+        "address": request.address,
+        "case_number": request.case_number,
+        "organisation_wide": request.case_number is None,
+        "role": request.role.value,
+        "name": request.name,
+        "state": state.value,
+        "requested_by": request.requested_by,
+        "requested_at": request.requested_at.isoformat(),
+        "link_expires_at": request.link_expires_at.isoformat(),
+        "answered_at": request.decided_at.isoformat() if request.decided_at else None,
+        "attempts": request.attempts,
+        "channel": request.channel,
+    }
+
+
+def entries_table(entries: list[RegistryEntry], requests: Sequence[VerificationRequest] = (),
+                  now: datetime | None = None) -> str:
+    if not entries and not requests:
+        return "No verified addresses."
+    header = ("ADDRESS", "FOR", "ROLE", "STATE", "VERIFIED BY", "VERIFIED AT")
+    rows = [
+        (e.address, e.scope, e.role.value, e.state.value, e.verified_by,
+         e.verified_at.strftime("%Y-%m-%d %H:%M"))
+        for e in entries
+    ]
+    moment = now or datetime.now(UTC)
+    rows += [
+        (r.address, r.scope, r.role.value, request_json(r, moment)["state"],
+         f"(asked by {r.requested_by})", r.requested_at.strftime("%Y-%m-%d %H:%M"))
+        for r in requests
+    ]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )

@@ -1,0 +1,263 @@
+"""The decision: per envelope recipient plain, encrypt or block; and message-level refusals.
+
+Every entry point (SMTP front, `casegate check`, replay, HTTP API) calls these functions, so the
+dry run says what the gateway does. Pure: the registry, staff directory and clock come in as
+arguments (`Snapshot`, `clock`).
+
+* `decide_at_rcpt` answers from the address alone (DESIGN ruling 15).
+* `decide` takes the message's classified content (`MessageFacts`).
+* `evaluate` classifies raw bytes first, then decides.
+
+The per-recipient questions (`_decide_recipient`) and the message-level ones (`_REFUSAL_CHECKS`,
+an ordered table) are small functions that each name the rule they apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from policies.content import classify_message
+from policies.loader import Policy
+from policies.model import (
+    Action,
+    Category,
+    Decision,
+    MessageFacts,
+    Override,
+    Recipient,
+    RecipientDecision,
+    Refusal,
+    Snapshot,
+    Stage,
+)
+from policies.recipients import classify_recipient
+
+# Address-only categories that are refused whatever the message holds, and the rule for each.
+_ADDRESS_BLOCKS: dict[Category, str] = {
+    Category.INVALID: "invalid-address",
+    Category.FAX: "fax",
+    Category.PERSONAL: "personal-address",
+    Category.LOOKALIKE: "lookalike-domain",
+}
+
+MULTIPLE_EXTERNAL_CHOICES: tuple[str, ...] = ("split", "refuse")
+
+
+def decide_at_rcpt(
+    sender: str, address: str, policy: Policy, snapshot: Snapshot, sender_display_name: str = ""
+) -> RecipientDecision | None:
+    """A block when the address alone settles it (invalid, fax, personal, lookalike), else None."""
+    recipient = classify_recipient(address, policy, snapshot, sender, sender_display_name)
+    rule_id = _ADDRESS_BLOCKS.get(recipient.category)
+    if rule_id is None:
+        return None
+    return RecipientDecision(recipient=recipient, verified=False, action=Action.BLOCK,
+                             rule=policy.rule(rule_id), stage=Stage.RCPT)
+
+
+def evaluate(
+    raw: bytes,
+    sender: str,
+    recipients: Sequence[str],
+    policy: Policy,
+    snapshot: Snapshot,
+    clock: Callable[[], float],
+    multiple_external: str = "split",
+) -> Decision:
+    """Classify the message's content, then decide for every recipient."""
+    facts = classify_message(raw, policy.content, clock)
+    return decide(facts, sender, recipients, policy, snapshot, multiple_external)
+
+
+def decide(
+    facts: MessageFacts,
+    sender: str,
+    recipients: Sequence[str],
+    policy: Policy,
+    snapshot: Snapshot,
+    multiple_external: str = "split",
+) -> Decision:
+    """One decision per envelope recipient, in order, plus the message-level refusals."""
+    if multiple_external not in MULTIPLE_EXTERNAL_CHOICES:
+        raise ValueError(f"multiple_external must be one of {MULTIPLE_EXTERNAL_CHOICES}")
+    message = _Message(
+        facts=facts,
+        policy=policy,
+        protected=_is_protected(facts, policy),
+        recipients=tuple(
+            classify_recipient(address, policy, snapshot, sender, facts.sender_display_name)
+            for address in recipients
+        ),
+    )
+    decisions = tuple(_decide_recipient(r, message, snapshot) for r in message.recipients)
+    split = message.protected and message.external_count > 1
+    refusals = [
+        Refusal(rule=policy.rule(rule_id), detail=detail)
+        for check in _REFUSAL_CHECKS
+        for rule_id, detail in check(message, multiple_external)
+    ]
+    remaining, applied = _apply_overrides(refusals, facts.overrides, policy)
+    return Decision(
+        facts=facts,
+        sender=sender,
+        recipients=decisions,
+        refusals=tuple(remaining),
+        split=split and multiple_external == "split",
+        overrides_applied=tuple(applied),
+    )
+
+
+@dataclass(frozen=True)
+class _Message:
+    """What the checks share about one message."""
+
+    facts: MessageFacts
+    policy: Policy
+    protected: bool
+    recipients: tuple[Recipient, ...]
+
+    @property
+    def external_count(self) -> int:
+        """Distinct outside addresses (the same address twice is still one person)."""
+        return len({
+            (r.normalised or r.address).lower()
+            for r in self.recipients
+            if r.category is not Category.INTERNAL
+        })
+
+    @property
+    def has_external(self) -> bool:
+        return self.external_count > 0
+
+
+def _is_protected(facts: MessageFacts, policy: Policy) -> bool:
+    """Protected when the content or its type says so, or when it is malformed (fail closed)."""
+    return (
+        facts.protected
+        or bool(facts.malformed)
+        or policy.information_type(facts.information_type).protected
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Per recipient
+# ----------------------------------------------------------------------------------------------
+
+
+def _decide_recipient(
+    recipient: Recipient, message: _Message, snapshot: Snapshot
+) -> RecipientDecision:
+    policy = message.policy
+    verified = bool(recipient.normalised) and snapshot.is_verified(
+        recipient.normalised, message.facts.case_numbers
+    )
+
+    def decision(action: Action, rule_id: str, stage: Stage = Stage.DATA) -> RecipientDecision:
+        return RecipientDecision(recipient=recipient, verified=verified, action=action,
+                                 rule=policy.rule(rule_id), stage=stage)
+
+    blocking_rule = _ADDRESS_BLOCKS.get(recipient.category)
+    if blocking_rule is not None:
+        return decision(Action.BLOCK, blocking_rule, Stage.RCPT)
+    if recipient.category is Category.INTERNAL:
+        return decision(Action.PLAIN, "internal")
+    if not message.protected:
+        rule_id = "secure-domain" if recipient.category is Category.SECURE else "not-protected"
+        return decision(Action.PLAIN, rule_id)
+    if not verified:  # DESIGN rulings 3 and 10: secure professionals too
+        return decision(Action.BLOCK, "unverified-recipient")
+    if recipient.category is Category.SECURE:
+        return decision(Action.PLAIN, "secure-domain")
+    return decision(Action.ENCRYPT, "encrypt-non-secure")
+
+
+# ----------------------------------------------------------------------------------------------
+# Message-level refusals: an ordered table of checks, each yielding (rule id, detail) pairs
+# ----------------------------------------------------------------------------------------------
+
+_Check = Callable[[_Message, str], list[tuple[str, str]]]
+
+
+def _malformed(message: _Message, _mode: str) -> list[tuple[str, str]]:
+    """Structure casegate could not read safely: refused for every recipient (fail closed)."""
+    if message.facts.malformed:
+        return [("malformed-message", ", ".join(message.facts.malformed))]
+    return []
+
+
+def _auto_forwarded(message: _Message, _mode: str) -> list[tuple[str, str]]:
+    """DESIGN ruling 4: mail forwarded by a mailbox rule never goes outside the agency."""
+    if message.facts.auto_forwarded and message.has_external:
+        return [("auto-forward", "")]
+    return []
+
+
+def _never_leaves(message: _Message, _mode: str) -> list[tuple[str, str]]:
+    """DESIGN ruling 13 (and the case file row): types that move only inside the agency."""
+    kind = message.policy.information_type(message.facts.information_type)
+    if kind.never_leaves_agency and message.has_external:
+        return [(kind.refusal_rule, kind.id)]
+    return []
+
+
+def _other_cases(message: _Message, _mode: str) -> list[tuple[str, str]]:
+    """DESIGN ruling 6 (IA 3.10): more than one case named in mail that leaves the agency."""
+    if len(message.facts.case_numbers) > 1 and message.has_external:
+        return [("other-case-information", f"{len(message.facts.case_numbers)} case numbers")]
+    return []
+
+
+def _editable_documents(message: _Message, _mode: str) -> list[tuple[str, str]]:
+    """DESIGN ruling 7 (RRP 4.3): protected editable documents never go outside."""
+    editable = [
+        a.detected_type for a in message.facts.attachments
+        if a.editable or a.detected_type.lower() in message.policy.editable_types
+    ]
+    if editable and message.protected and message.has_external:
+        return [("editable-document", ", ".join(sorted(set(editable))))]
+    return []
+
+
+def _multiple_external(message: _Message, mode: str) -> list[tuple[str, str]]:
+    """DESIGN ruling 5, when configured to refuse rather than split."""
+    if mode == "refuse" and message.protected and message.external_count > 1:
+        return [("multiple-external", f"{message.external_count} external recipients")]
+    return []
+
+
+_REFUSAL_CHECKS: tuple[_Check, ...] = (
+    _malformed,
+    _auto_forwarded,
+    _never_leaves,
+    _other_cases,
+    _editable_documents,
+    _multiple_external,
+)
+
+
+def _apply_overrides(
+    refusals: Sequence[Refusal], overrides: Sequence[Override], policy: Policy
+) -> tuple[list[Refusal], list[Override]]:
+    """Lift refusals whose rule is overridable and which the sender justified (RRP 1.2).
+
+    Overrides naming a rule that is not overridable, did not refuse, or whose justification is
+    too short are ignored: the refusal stands.
+    """
+    remaining: list[Refusal] = []
+    applied: list[Override] = []
+    for refusal in refusals:
+        override = next(
+            (
+                o for o in overrides
+                if o.rule_id == refusal.rule.id
+                and refusal.rule.overridable
+                and len(o.justification.strip()) >= policy.min_justification_chars
+            ),
+            None,
+        )
+        if override is None:
+            remaining.append(refusal)
+        elif override not in applied:
+            applied.append(override)
+    return remaining, applied

@@ -1,0 +1,574 @@
+"""The registry of verified recipients and the staff personal-address directory (SQLite).
+
+One connection per registry, shared by the threads of an asyncio server under a lock; the
+database runs in WAL mode so readers do not block the writer. The schema is created on open and
+carries a version (table `schema_version`), so later issues (the verification workflow) add
+migrations to `_MIGRATIONS` rather than editing the tables in place.
+
+The engine never reads this module: the caller takes `active(now)` and `staff_personal()` into a
+`policies.model.Snapshot` before deciding.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+
+from policies.model import Role, Verification
+
+COMPONENT = "registry"
+
+# Each entry moves the schema one version up; never edit one that has shipped, add another.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE verified_recipients (
+        id INTEGER PRIMARY KEY,
+        address TEXT NOT NULL,                -- normalised, lower-case
+        case_number TEXT,                     -- NULL: organisation-wide (DESIGN ruling 3)
+        role TEXT NOT NULL CHECK (role IN ('party', 'professional')),
+        name TEXT NOT NULL DEFAULT '',
+        verified_by TEXT NOT NULL,            -- the member of staff who verified it
+        verified_at TEXT NOT NULL,            -- ISO 8601, UTC
+        method TEXT NOT NULL,                 -- how: 'manual' (casegate verify add), ...
+        state TEXT NOT NULL CHECK (state IN ('verified', 'revoked', 'expired')),
+        expires_at TEXT,                      -- ISO 8601, UTC; NULL: does not lapse
+        revoked_at TEXT,
+        revoked_by TEXT
+    );
+    CREATE INDEX verified_recipients_address ON verified_recipients (address);
+    CREATE INDEX verified_recipients_case ON verified_recipients (case_number);
+    CREATE UNIQUE INDEX verified_recipients_one_active
+        ON verified_recipients (address, COALESCE(case_number, ''))
+        WHERE state = 'verified';
+    CREATE TABLE staff_personal (
+        staff TEXT NOT NULL,                  -- work address, lower-case
+        personal TEXT NOT NULL,               -- personal address, lower-case
+        added_at TEXT NOT NULL,
+        PRIMARY KEY (staff, personal)
+    );
+    """,
+    # 2: the recipient-verification workflow (issue 4): one row per request, its state and the
+    # HMAC of its out-of-band code (never the code itself).
+    """
+    CREATE TABLE verification_requests (
+        id INTEGER PRIMARY KEY,
+        address TEXT NOT NULL,                -- normalised, lower-case
+        case_number TEXT,                     -- NULL: organisation-wide
+        role TEXT NOT NULL CHECK (role IN ('party', 'professional')),
+        name TEXT NOT NULL,                   -- the person the practitioner named
+        requested_by TEXT NOT NULL,           -- the member of staff asking
+        requested_at TEXT NOT NULL,
+        channel TEXT NOT NULL,                -- 'smtp', 'http' or 'cli'
+        token_id TEXT NOT NULL UNIQUE,        -- the random id inside the signed link
+        code_digest TEXT NOT NULL,            -- HMAC of the out-of-band code
+        attempts INTEGER NOT NULL DEFAULT 0,  -- wrong codes so far
+        state TEXT NOT NULL CHECK (state IN
+            ('pending', 'verified', 'declined', 'locked', 'expired', 'revoked')),
+        link_expires_at TEXT NOT NULL,
+        decided_at TEXT,
+        entry_id INTEGER REFERENCES verified_recipients (id)
+    );
+    CREATE INDEX verification_requests_address ON verification_requests (address);
+    CREATE INDEX verification_requests_case ON verification_requests (case_number);
+    CREATE UNIQUE INDEX verification_requests_one_pending
+        ON verification_requests (address, COALESCE(case_number, ''))
+        WHERE state = 'pending';
+    """,
+)
+
+
+class State(StrEnum):
+    VERIFIED = "verified"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+class RequestState(StrEnum):
+    """Where one verification request stands (issue 4)."""
+
+    PENDING = "pending"  # the link is out; waiting for the recipient
+    VERIFIED = "verified"  # the recipient confirmed with the code and their name
+    DECLINED = "declined"  # the recipient said "this is not me"
+    LOCKED = "locked"  # too many wrong codes
+    EXPIRED = "expired"  # the link ran out before anyone answered
+    REVOKED = "revoked"  # withdrawn by staff before an answer
+
+
+class RegistryError(Exception):
+    """A registry operation cannot be done as asked; the message is one plain sentence."""
+
+
+class AlreadyVerified(RegistryError):
+    """The address is already verified for that case (or organisation-wide)."""
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One row of the registry, as `casegate verify list` shows it."""
+
+    id: int
+    address: str
+    case_number: str | None
+    role: Role
+    name: str
+    verified_by: str
+    verified_at: datetime
+    method: str
+    state: State
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+
+    @property
+    def scope(self) -> str:
+        return self.case_number or "organisation-wide"
+
+
+class AlreadyPending(RegistryError):
+    """A request for the address (and case) is already waiting for the recipient."""
+
+
+@dataclass(frozen=True)
+class VerificationRequest:
+    """One row of `verification_requests`."""
+
+    id: int
+    address: str
+    case_number: str | None
+    role: Role
+    name: str
+    requested_by: str
+    requested_at: datetime
+    channel: str
+    token_id: str
+    code_digest: str
+    attempts: int
+    state: RequestState
+    link_expires_at: datetime
+    decided_at: datetime | None = None
+    entry_id: int | None = None
+
+    @property
+    def scope(self) -> str:
+        return self.case_number or "organisation-wide"
+
+
+def normalise_address(address: str) -> str:
+    return address.strip().lower()
+
+
+def normalise_case(case_number: str) -> str:
+    return case_number.strip().upper()
+
+
+class Registry:
+    """Verified recipients and staff personal addresses in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                   timeout=10.0)
+        self._db.row_factory = sqlite3.Row
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+            )
+            row = self._db.execute(
+                "SELECT version FROM schema_version WHERE component = ?", (COMPONENT,)
+            ).fetchone()
+            version = row["version"] if row else 0
+            if version > len(_MIGRATIONS):
+                raise RegistryError(f"{self.path} was written by a newer casegate "
+                                    f"(registry schema {version})")
+            for script in _MIGRATIONS[version:]:
+                for statement in _statements(script):
+                    self._db.execute(statement)
+            self._db.execute(
+                "INSERT INTO schema_version (component, version) VALUES (?, ?) "
+                "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                (COMPONENT, len(_MIGRATIONS)),
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def schema_version(self) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT version FROM schema_version WHERE component = ?", (COMPONENT,)
+            ).fetchone()
+        return int(row["version"])
+
+    # -- verified recipients -------------------------------------------------------------------
+
+    def add(
+        self,
+        address: str,
+        *,
+        case_number: str | None,
+        role: Role,
+        verified_by: str,
+        now: datetime,
+        name: str = "",
+        method: str = "manual",
+        expires_at: datetime | None = None,
+    ) -> RegistryEntry:
+        """Record a verified address for a case, or organisation-wide when case_number is None."""
+        address = normalise_address(address)
+        case = normalise_case(case_number) if case_number is not None else None
+        with self._lock:
+            try:
+                cursor = self._db.execute(
+                    "INSERT INTO verified_recipients (address, case_number, role, name, "
+                    "verified_by, verified_at, method, state, expires_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'verified', ?)",
+                    (address, case, Role(role).value, name.strip(),
+                     normalise_address(verified_by), _iso(now), method, _iso_or_none(expires_at)),
+                )
+            except sqlite3.IntegrityError:
+                scope = f"case {case}" if case else "the whole organisation"
+                raise AlreadyVerified(f"{address} is already verified for {scope}") from None
+            row = self._db.execute(
+                "SELECT * FROM verified_recipients WHERE id = ?", (cursor.lastrowid,)
+            ).fetchone()
+        return _entry(row)
+
+    def revoke(
+        self,
+        address: str,
+        *,
+        by: str,
+        now: datetime,
+        case_number: str | None = None,
+        organisation: bool = False,
+    ) -> int:
+        """Revoke active verifications of an address: for one case, organisation-wide, or all.
+
+        Returns how many were revoked.
+        """
+        address = normalise_address(address)
+        query = ("UPDATE verified_recipients SET state = 'revoked', revoked_at = ?, "
+                 "revoked_by = ? WHERE address = ? AND state = 'verified'")
+        params: list[object] = [_iso(now), normalise_address(by), address]
+        if case_number is not None:
+            query += " AND case_number = ?"
+            params.append(normalise_case(case_number))
+        elif organisation:
+            query += " AND case_number IS NULL"
+        with self._lock:
+            return self._db.execute(query, params).rowcount
+
+    def entries(
+        self, case_number: str | None = None, now: datetime | None = None
+    ) -> list[RegistryEntry]:
+        """Every row (for one case when given), oldest first; past their expiry read as expired."""
+        query = "SELECT * FROM verified_recipients"
+        params: tuple[object, ...] = ()
+        if case_number is not None:
+            query += " WHERE case_number = ?"
+            params = (normalise_case(case_number),)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY id", params).fetchall()
+        entries = [_entry(row) for row in rows]
+        if now is None:
+            return entries
+        return [_as_of(entry, now) for entry in entries]
+
+    def active(self, now: datetime) -> tuple[Verification, ...]:
+        """What the engine needs: every verification in force at `now`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT address, case_number, role FROM verified_recipients "
+                "WHERE state = 'verified' AND (expires_at IS NULL OR expires_at > ?) ORDER BY id",
+                (_iso(now),),
+            ).fetchall()
+        return tuple(
+            Verification(address=row["address"], case_number=row["case_number"],
+                         role=Role(row["role"]))
+            for row in rows
+        )
+
+    def lapse_due(self, now: datetime) -> list[RegistryEntry]:
+        """Mark verifications past their `expires_at` as expired; returns those just marked."""
+        with self._lock:
+            rows = self._db.execute(
+                "UPDATE verified_recipients SET state = 'expired' WHERE state = 'verified' "
+                "AND expires_at IS NOT NULL AND expires_at <= ? RETURNING *",
+                (_iso(now),),
+            ).fetchall()
+        return [_entry(row) for row in rows]
+
+    def mark_bounced(self, address: str, *, now: datetime) -> int:
+        """Revoke every verification of an address whose mail bounced; returns how many."""
+        return self.revoke(address, by="bounce@casegate.invalid", now=now)
+
+    # -- verification requests (issue 4) -------------------------------------------------------
+
+    def create_request(
+        self,
+        address: str,
+        *,
+        case_number: str | None,
+        role: Role,
+        name: str,
+        requested_by: str,
+        channel: str,
+        token_id: str,
+        code_digest: str,
+        now: datetime,
+        link_expires_at: datetime,
+    ) -> VerificationRequest:
+        """A new pending request; `AlreadyPending` when one is waiting for the same scope."""
+        address = normalise_address(address)
+        case = normalise_case(case_number) if case_number is not None else None
+        with self._lock:
+            try:
+                row = self._db.execute(
+                    "INSERT INTO verification_requests (address, case_number, role, name, "
+                    "requested_by, requested_at, channel, token_id, code_digest, state, "
+                    "link_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?) "
+                    "RETURNING *",
+                    (address, case, Role(role).value, name.strip(),
+                     normalise_address(requested_by), _iso(now), channel, token_id,
+                     code_digest, _iso(link_expires_at)),
+                ).fetchone()
+            except sqlite3.IntegrityError:
+                scope = f"case {case}" if case else "the whole organisation"
+                raise AlreadyPending(
+                    f"a verification request for {address} ({scope}) is already waiting "
+                    "for the recipient") from None
+        return _request(row)
+
+    def request_by_token(self, token_id: str) -> VerificationRequest | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM verification_requests WHERE token_id = ?", (token_id,)
+            ).fetchone()
+        return None if row is None else _request(row)
+
+    def requests(self, case_number: str | None = None) -> list[VerificationRequest]:
+        """Every request (for one case when given), oldest first."""
+        query = "SELECT * FROM verification_requests"
+        params: tuple[object, ...] = ()
+        if case_number is not None:
+            query += " WHERE case_number = ?"
+            params = (normalise_case(case_number),)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY id", params).fetchall()
+        return [_request(row) for row in rows]
+
+    def count_wrong_code(
+        self, request_id: int, *, max_attempts: int, now: datetime
+    ) -> VerificationRequest | None:
+        """One more wrong code on a pending request, locking it at `max_attempts`.
+
+        Returns the updated request, or None when it was no longer pending.
+        """
+        with self._lock:
+            row = self._db.execute(
+                "UPDATE verification_requests SET attempts = attempts + 1, "
+                "state = CASE WHEN attempts + 1 >= ? THEN 'locked' ELSE state END, "
+                "decided_at = CASE WHEN attempts + 1 >= ? THEN ? ELSE decided_at END "
+                "WHERE id = ? AND state = 'pending' RETURNING *",
+                (max_attempts, max_attempts, _iso(now), request_id),
+            ).fetchone()
+        return None if row is None else _request(row)
+
+    def close_request(
+        self, request_id: int, state: RequestState, *, now: datetime
+    ) -> VerificationRequest | None:
+        """Move a pending request to `state` (declined, expired, revoked); None if not pending."""
+        if state in (RequestState.PENDING, RequestState.VERIFIED):
+            raise ValueError("close_request only ends a request without verifying it")
+        with self._lock:
+            row = self._db.execute(
+                "UPDATE verification_requests SET state = ?, decided_at = ? "
+                "WHERE id = ? AND state = 'pending' RETURNING *",
+                (state.value, _iso(now), request_id),
+            ).fetchone()
+        return None if row is None else _request(row)
+
+    def expire_requests(self, now: datetime) -> list[VerificationRequest]:
+        """Mark pending requests whose link has run out as expired; returns those just marked."""
+        with self._lock:
+            rows = self._db.execute(
+                "UPDATE verification_requests SET state = 'expired', decided_at = ? "
+                "WHERE state = 'pending' AND link_expires_at <= ? RETURNING *",
+                (_iso(now), _iso(now)),
+            ).fetchall()
+        return [_request(row) for row in rows]
+
+    def revoke_requests(self, address: str, *, now: datetime,
+                        case_number: str | None = None) -> list[VerificationRequest]:
+        """Withdraw pending requests for an address (one case, or all); returns them."""
+        query = ("UPDATE verification_requests SET state = 'revoked', decided_at = ? "
+                 "WHERE address = ? AND state = 'pending'")
+        params: list[object] = [_iso(now), normalise_address(address)]
+        if case_number is not None:
+            query += " AND case_number = ?"
+            params.append(normalise_case(case_number))
+        with self._lock:
+            rows = self._db.execute(query + " RETURNING *", params).fetchall()
+        return [_request(row) for row in rows]
+
+    def confirm_request(
+        self,
+        request_id: int,
+        *,
+        now: datetime,
+        method: str,
+        expires_at: datetime | None,
+    ) -> RegistryEntry | None:
+        """Verify a pending, unexpired request and record the address, in one transaction.
+
+        The state check inside `BEGIN IMMEDIATE` means two confirmations (threads or processes)
+        cannot both succeed: the second finds the request no longer pending and gets None.
+        An address verified meanwhile by other means is `AlreadyVerified` (nothing changes).
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                request = self._db.execute(
+                    "SELECT * FROM verification_requests WHERE id = ? AND state = 'pending' "
+                    "AND link_expires_at > ?", (request_id, _iso(now)),
+                ).fetchone()
+                if request is None:
+                    self._db.execute("ROLLBACK")
+                    return None
+                cursor = self._db.execute(
+                    "INSERT INTO verified_recipients (address, case_number, role, name, "
+                    "verified_by, verified_at, method, state, expires_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'verified', ?)",
+                    (request["address"], request["case_number"], request["role"],
+                     request["name"], request["requested_by"], _iso(now), method,
+                     _iso_or_none(expires_at)),
+                )
+                self._db.execute(
+                    "UPDATE verification_requests SET state = 'verified', decided_at = ?, "
+                    "entry_id = ? WHERE id = ?", (_iso(now), cursor.lastrowid, request_id),
+                )
+                row = self._db.execute(
+                    "SELECT * FROM verified_recipients WHERE id = ?", (cursor.lastrowid,)
+                ).fetchone()
+                self._db.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                self._db.execute("ROLLBACK")
+                raise AlreadyVerified(f"{request['address']} is already verified") from None
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return _entry(row)
+
+    # -- staff personal addresses (DESIGN ruling 4) --------------------------------------------
+
+    def add_staff_personal(self, staff: str, personal: str, now: datetime | None = None) -> bool:
+        """Record a staff member's personal address; False when it was already recorded."""
+        moment = now or datetime.now(UTC)
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO staff_personal (staff, personal, added_at) VALUES (?, ?, ?)",
+                (normalise_address(staff), normalise_address(personal), _iso(moment)),
+            )
+            return cursor.rowcount == 1
+
+    def staff_personal(self) -> Mapping[str, tuple[str, ...]]:
+        """Work address -> known personal addresses."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT staff, personal FROM staff_personal ORDER BY staff, personal"
+            ).fetchall()
+        directory: dict[str, tuple[str, ...]] = {}
+        for row in rows:
+            directory[row["staff"]] = (*directory.get(row["staff"], ()), row["personal"])
+        return MappingProxyType(directory)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (no semicolons inside our DDL's strings)."""
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError("registry times must be timezone-aware")
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _iso_or_none(moment: datetime | None) -> str | None:
+    return None if moment is None else _iso(moment)
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _entry(row: sqlite3.Row) -> RegistryEntry:
+    verified_at = _time(row["verified_at"])
+    assert verified_at is not None  # NOT NULL in the schema
+    return RegistryEntry(
+        id=row["id"],
+        address=row["address"],
+        case_number=row["case_number"],
+        role=Role(row["role"]),
+        name=row["name"],
+        verified_by=row["verified_by"],
+        verified_at=verified_at,
+        method=row["method"],
+        state=State(row["state"]),
+        expires_at=_time(row["expires_at"]),
+        revoked_at=_time(row["revoked_at"]),
+        revoked_by=row["revoked_by"],
+    )
+
+
+def _request(row: sqlite3.Row) -> VerificationRequest:
+    requested_at = _time(row["requested_at"])
+    link_expires_at = _time(row["link_expires_at"])
+    assert requested_at is not None and link_expires_at is not None  # NOT NULL in the schema
+    return VerificationRequest(
+        id=row["id"],
+        address=row["address"],
+        case_number=row["case_number"],
+        role=Role(row["role"]),
+        name=row["name"],
+        requested_by=row["requested_by"],
+        requested_at=requested_at,
+        channel=row["channel"],
+        token_id=row["token_id"],
+        code_digest=row["code_digest"],
+        attempts=row["attempts"],
+        state=RequestState(row["state"]),
+        link_expires_at=link_expires_at,
+        decided_at=_time(row["decided_at"]),
+        entry_id=row["entry_id"],
+    )
+
+
+def _as_of(entry: RegistryEntry, now: datetime) -> RegistryEntry:
+    if entry.state is State.VERIFIED and entry.expires_at is not None and entry.expires_at <= now:
+        return replace(entry, state=State.EXPIRED)
+    return entry

@@ -1,0 +1,264 @@
+"""Message classification: from raw bytes to `MessageFacts`, pure and bounded.
+
+The message is parsed once with the stdlib (policy.default). Every MIME part is read: text and
+HTML bodies as text, attachments by their real type (policies.filetypes) with their text
+extracted within budget (policies.extract). The text is searched for case numbers and personal
+identifiers (policies.identifiers) and for the cues of an information type; the headers are read
+for an explicit classification, protective markings, auto-forwarding and overrides
+(policies.header_signals). Anything that cannot be read, or is structurally wrong, makes the
+message protected (DESIGN ruling 2). No input bytes make this raise, except empty input.
+"""
+
+from __future__ import annotations
+
+import email
+import email.parser
+import email.policy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+
+from policies import extract, filetypes, header_signals, identifiers, mime
+from policies.content_rules import (
+    ContentRules,
+    HeaderSignal,
+    InformationTypeCues,
+    Limits,
+    Markings,
+    normalise_words,
+)
+from policies.errors import MessageError
+from policies.model import Attachment, MessageFacts
+
+__all__ = [
+    "ContentRules",
+    "HeaderSignal",
+    "InformationTypeCues",
+    "Limits",
+    "Markings",
+    "classify_message",
+]
+
+Clock = Callable[[], float]
+GENERAL = "general"
+
+# protected_reasons, always in this order.
+CASE_NUMBER = "case-number"
+LABEL = "label"
+CASE_DOCUMENT = "case-document"
+UNREADABLE_ATTACHMENT = "unreadable-attachment"
+MALFORMED = "malformed"
+_REASON_ORDER = (CASE_NUMBER, LABEL, CASE_DOCUMENT, identifiers.DATE_OF_BIRTH,
+                 identifiers.NHS_NUMBER, identifiers.NI_NUMBER, identifiers.PNC_ID,
+                 UNREADABLE_ATTACHMENT, MALFORMED)
+_IDENTIFIER_ORDER = (identifiers.DATE_OF_BIRTH, identifiers.NHS_NUMBER, identifiers.NI_NUMBER,
+                     identifiers.PNC_ID)
+
+
+class _Source:
+    """Where a piece of text came from; it decides which cues apply and the reason given."""
+
+    SUBJECT = "subject"
+    BODY = "body"
+    ATTACHMENT_NAME = "attachment-name"
+    ATTACHMENT_TEXT = "attachment-text"
+
+
+@dataclass(frozen=True)
+class _Text:
+    source: str
+    text: str
+
+
+@dataclass
+class _Reading:
+    """What has been read of one message so far."""
+
+    texts: list[_Text] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    malformed: list[str] = field(default_factory=list)
+
+
+def classify_message(raw: bytes, rules: ContentRules, clock: Clock) -> MessageFacts:
+    """Classify one message. Raises MessageError only for empty input; never otherwise."""
+    if not raw:
+        raise MessageError("the message is empty")
+    try:
+        return _classify(raw, rules, clock)
+    except Exception:
+        # The stdlib parser and header registry have raised on hostile input before; whatever
+        # happens, the answer is a protected, malformed message (fail closed).
+        return _unparseable(raw)
+
+
+def _classify(raw: bytes, rules: ContentRules, clock: Clock) -> MessageFacts:
+    too_large = len(raw) > rules.limits.max_message_bytes
+    parser = email.parser.BytesParser(policy=email.policy.default)
+    message = parser.parsebytes(raw, headersonly=too_large)
+    if not isinstance(message, EmailMessage):  # policy.default always builds EmailMessage
+        return _unparseable(raw)
+    reading = _Reading()
+    if too_large:
+        reading.malformed.append("too-large")
+    else:
+        _read_parts(message, rules, clock, reading)
+    return _facts(message, raw, rules, reading)
+
+
+def _unparseable(raw: bytes) -> MessageFacts:
+    return MessageFacts(
+        information_type=GENERAL, protected=True, protected_reasons=(MALFORMED,),
+        case_numbers=(), identifiers=(), attachments=(), labels=(), auto_forwarded=False,
+        overrides=(), sender_display_name="", size=len(raw), malformed=("unparseable",),
+    )
+
+
+# --- reading the parts ---------------------------------------------------------------------
+
+def _read_parts(message: EmailMessage, rules: ContentRules, clock: Clock,
+                reading: _Reading) -> None:
+    tree = mime.walk(message, rules.limits)
+    reading.malformed.extend(tree.malformed)
+    for inner in tree.forwarded:
+        reading.texts.append(_Text(_Source.BODY, str(inner.get("Subject", ""))))
+    not_after = clock() + rules.limits.message_seconds
+    for part in tree.leaves:
+        payload = part.get_payload(decode=True)
+        reading.malformed.extend(mime.defect_codes(part))  # decoding records base64 defects
+        data = payload if isinstance(payload, bytes) else b""
+        if payload is None or not isinstance(payload, bytes):
+            reading.malformed.append("undecodable-part")
+        if _is_body(part):
+            reading.texts.extend(_body_texts(part, data))
+        else:
+            _read_attachment(part, data, rules, clock, not_after, reading)
+
+
+def _is_body(part: EmailMessage) -> bool:
+    return (part.get_content_type() in ("text/plain", "text/html")
+            and part.get_content_disposition() != "attachment"
+            and not part.get_filename())
+
+
+def _body_texts(part: EmailMessage, data: bytes) -> Iterator[_Text]:
+    text = _decode(data, part.get_content_charset())
+    if part.get_content_type() == "text/html":
+        yield _Text(_Source.BODY, extract.html_to_text(text))
+    yield _Text(_Source.BODY, text)  # HTML markup too: attribute values and hidden text leave
+
+
+def _decode(data: bytes, charset: str | None) -> str:
+    try:
+        return data.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # an unknown charset name: read what we can
+        return data.decode("utf-8", errors="replace")
+
+
+def _read_attachment(part: EmailMessage, data: bytes, rules: ContentRules, clock: Clock,
+                     not_after: float, reading: _Reading) -> None:
+    name = part.get_filename() or ""
+    kind = filetypes.detect_type(data, name)
+    extraction = extract.extract_text(kind, data, rules.limits, clock,
+                                      images_are_unreadable=rules.images_are_unreadable,
+                                      not_after=not_after)
+    reading.attachments.append(Attachment(
+        declared_type=part.get_content_type(),
+        detected_type=kind,
+        size=len(data),
+        readable=extraction.readable,
+        editable=kind in rules.editable_types,
+        encrypted=extraction.encrypted,
+    ))
+    if name:
+        reading.texts.append(_Text(_Source.ATTACHMENT_NAME, name))
+    if extraction.text:
+        reading.texts.append(_Text(_Source.ATTACHMENT_TEXT, extraction.text))
+
+
+# --- from what was read to facts --------------------------------------------------------
+
+def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
+           reading: _Reading) -> MessageFacts:
+    headers = header_signals.Headers.of(message)
+    texts = [_Text(_Source.SUBJECT, " ".join(headers.get("Subject"))), *reading.texts]
+    malformed = list(reading.malformed)
+    if headers.has_line_break():
+        malformed.append("header-line-break")
+    if not headers.get("From"):
+        malformed.append("missing-from")
+    malformed = list(dict.fromkeys(malformed))
+
+    explicit = header_signals.explicit_classification(headers, rules)
+    markings = header_signals.protective_labels(headers, rules.markings)
+    information_type, cue_reason = _information_type(rules, explicit.information_type, texts)
+    case_numbers = _case_numbers(texts, rules)
+    kinds = _identifier_kinds(texts, rules)
+
+    reasons: set[str] = set(kinds)
+    if case_numbers:
+        reasons.add(CASE_NUMBER)
+    if markings or "classification:unknown" in explicit.labels:
+        reasons.add(LABEL)
+    if cue_reason:
+        reasons.add(cue_reason)
+    if any(not a.readable for a in reading.attachments):
+        reasons.add(UNREADABLE_ATTACHMENT)
+    if malformed:
+        reasons.add(MALFORMED)
+    protected_reasons = tuple(r for r in _REASON_ORDER if r in reasons)
+    return MessageFacts(
+        information_type=information_type,
+        protected=bool(protected_reasons),
+        protected_reasons=protected_reasons,
+        case_numbers=case_numbers,
+        identifiers=tuple(k for k in _IDENTIFIER_ORDER if k in kinds),
+        attachments=tuple(reading.attachments),
+        labels=tuple(dict.fromkeys((*explicit.labels, *markings))),
+        auto_forwarded=header_signals.is_auto_forwarded(headers, rules.auto_forward),
+        overrides=header_signals.overrides(headers, rules.override_header),
+        sender_display_name=headers.display_name,
+        size=len(raw),
+        malformed=tuple(malformed),
+    )
+
+
+def _case_numbers(texts: list[_Text], rules: ContentRules) -> tuple[str, ...]:
+    found: dict[str, None] = {}
+    for piece in texts:
+        for number in identifiers.find_case_numbers(piece.text, rules.case_number_regex):
+            found.setdefault(number)
+    return tuple(found)
+
+
+def _identifier_kinds(texts: list[_Text], rules: ContentRules) -> set[str]:
+    kinds: set[str] = set()
+    for piece in texts:
+        kinds |= identifiers.identifier_kinds(piece.text, rules.date_of_birth_regex)
+    return kinds
+
+
+# Which cues apply to which text, in order of precedence, and the reason a match gives.
+_CUE_STAGES = (
+    (_Source.SUBJECT, "labels", LABEL),
+    (_Source.ATTACHMENT_NAME, "labels", CASE_DOCUMENT),
+    (_Source.ATTACHMENT_TEXT, "keywords", CASE_DOCUMENT),
+    (_Source.BODY, "keywords", LABEL),
+)
+
+
+def _information_type(rules: ContentRules, explicit: str | None,
+                      texts: list[_Text]) -> tuple[str, str | None]:
+    """The information type and the protected reason it gives (None: not protected by it).
+
+    The explicit header wins; then labels in the subject, attachment names, then content
+    keywords in attachments, then in the body; the first type in table order that matches.
+    """
+    by_id = {t.id: t for t in rules.information_types}
+    if explicit is not None:
+        return explicit, LABEL if by_id[explicit].protected else None
+    for source, cue, reason in _CUE_STAGES:
+        matcher = rules.label_matcher if cue == "labels" else rules.keyword_matcher
+        found = matcher.first_type(normalise_words(t.text) for t in texts if t.source == source)
+        if found is not None:
+            return found, reason if by_id[found].protected else None
+    return GENERAL, None

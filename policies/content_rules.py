@@ -1,0 +1,342 @@
+"""Everything configurable about reading a message's content, validated from a `[content]` table.
+
+The defaults live in `policies/data/content.toml`, where governance can read them; the loader
+reads that file (and an organisation's overrides) and calls `ContentRules.from_table`. A bad
+table is a `PolicyError` naming the source, the dotted key and the problem.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, TypeVar
+
+from policies.errors import PolicyError
+from policies.identifiers import compile_case_number_pattern, compile_cues
+
+DEFAULT_CASE_NUMBER_PATTERN = r"[A-Z]{2}\d{2}[A-Z]\d{5}"
+_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+_NON_WORD = re.compile(r"[^a-z0-9]+")
+_HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 field name: printable ASCII except ":"
+
+
+def _is_header_name(value: str) -> bool:
+    return _HEADER_NAME.fullmatch(value) is not None
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on the work one message may cost; anything beyond them fails closed."""
+
+    max_message_bytes: int = 36_700_160  # 35 MiB, the SMTP front's SIZE
+    max_parts: int = 200  # MIME parts, multipart containers included
+    max_depth: int = 8  # multipart / message nesting
+    attachment_bytes: int = 26_214_400  # per attachment: raw size and decompressed text parts
+    attachment_seconds: float = 2.0  # per attachment, measured with the injected clock
+    message_seconds: float = 10.0  # all attachments of one message together
+    max_pdf_pages: int = 300
+    max_text_chars: int = 2_000_000  # extracted text kept per attachment
+
+
+@dataclass(frozen=True)
+class InformationTypeCues:
+    """How one information type (an Appendix 2 row) is recognised."""
+
+    id: str
+    labels: tuple[str, ...] = ()  # phrases in the subject or an attachment's name
+    keywords: tuple[str, ...] = ()  # phrases in the body or an attachment's text
+    protected: bool = True  # a match makes the message protected (DESIGN ruling 2)
+
+
+def normalise_words(text: str) -> str:
+    """Lower-case words separated by single spaces: "Court_Report-v2.PDF" -> "court report v2 pdf".
+    """
+    return _NON_WORD.sub(" ", text.lower()).strip()
+
+
+def _alternatives(phrases: tuple[str, ...]) -> str:
+    words = sorted(filter(None, (normalise_words(p) for p in phrases)), key=len, reverse=True)
+    return "|".join(re.escape(w) for w in words)
+
+
+@dataclass(frozen=True)
+class CueMatcher:
+    """One pass over a text finds which information types' phrases occur in it."""
+
+    type_ids: tuple[str, ...]
+    pattern: re.Pattern[str] | None
+
+    @classmethod
+    def build(cls, types: tuple[InformationTypeCues, ...], kind: str) -> CueMatcher:
+        groups = [(t.id, _alternatives(getattr(t, kind))) for t in types]
+        groups = [(type_id, alt) for type_id, alt in groups if alt]
+        if not groups:
+            return cls((), None)
+        body = "|".join(f"(?P<t{i}>{alt})" for i, (_, alt) in enumerate(groups))
+        return cls(tuple(type_id for type_id, _ in groups),
+                   # A lookahead, so that overlapping phrases are all seen.
+                   re.compile(rf"(?<![a-z0-9])(?=(?:{body})(?![a-z0-9]))"))
+
+    def first_type(self, texts: Iterable[str]) -> str | None:
+        """The type, first in table order, whose phrase occurs in any of the texts."""
+        if self.pattern is None:
+            return None
+        best: int | None = None
+        for text in texts:
+            for match in self.pattern.finditer(text):
+                index = int((match.lastgroup or "t0")[1:])
+                best = index if best is None else min(best, index)
+                if best == 0:
+                    return self.type_ids[0]
+        return None if best is None else self.type_ids[best]
+
+
+@dataclass(frozen=True)
+class HeaderSignal:
+    """A header whose presence (empty `contains`) or value marks something, e.g. auto-forward."""
+
+    header: str
+    contains: str = ""
+
+
+@dataclass(frozen=True)
+class Markings:
+    """Protective markings: they can raise protection, never lower it (DESIGN ruling 11)."""
+
+    protective: tuple[str, ...] = ("OFFICIAL-SENSITIVE", "SECRET", "CONFIDENTIAL")
+    sensitivity_header: str = "Sensitivity"
+    protective_sensitivity: tuple[str, ...] = ("private", "company-confidential", "personal")
+    label_headers: tuple[str, ...] = ("msip_labels",)  # Microsoft Purview: ..._Name=<label>;
+    marking_headers: tuple[str, ...] = ("X-Protective-Marking",)
+    subject_markings: bool = True  # "[OFFICIAL-SENSITIVE] ..." in the subject counts too
+
+
+@dataclass(frozen=True)
+class ContentRules:
+    """The configuration of `classify_message`."""
+
+    case_number_pattern: str = DEFAULT_CASE_NUMBER_PATTERN
+    information_types: tuple[InformationTypeCues, ...] = ()
+    classification_headers: tuple[str, ...] = ("X-Casegate-Classification",)
+    override_header: str = "X-Casegate-Override"
+    date_of_birth_cues: tuple[str, ...] = ("DOB", "D.O.B", "date of birth", "born", "birth date")
+    editable_types: tuple[str, ...] = ("doc", "docx", "odt", "rtf", "xls", "xlsx", "ods",
+                                       "ppt", "pptx", "odp")
+    images_are_unreadable: bool = True
+    markings: Markings = field(default_factory=Markings)
+    auto_forward: tuple[HeaderSignal, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    case_number_regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    date_of_birth_regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    label_matcher: CueMatcher = field(init=False, repr=False, compare=False)
+    keyword_matcher: CueMatcher = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label_matcher",
+                           CueMatcher.build(self.information_types, "labels"))
+        object.__setattr__(self, "keyword_matcher",
+                           CueMatcher.build(self.information_types, "keywords"))
+        object.__setattr__(self, "case_number_regex",
+                           compile_case_number_pattern(self.case_number_pattern))
+        object.__setattr__(self, "date_of_birth_regex", compile_cues(self.date_of_birth_cues))
+
+    @property
+    def information_type_ids(self) -> tuple[str, ...]:
+        return tuple(t.id for t in self.information_types)
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any], source: str,
+                   base: ContentRules | None = None) -> ContentRules:
+        """Validate a `[content]` table; with `base`, keys left out keep the base's values.
+
+        Without `base` every key must be present (the packaged defaults file has them all).
+        """
+        return _TableReader(source, "content").rules(table, base)
+
+
+class _TableReader:
+    """Reads one TOML table, turning every problem into a PolicyError with the dotted key."""
+
+    def __init__(self, source: str, prefix: str) -> None:
+        self.source = source
+        self.prefix = prefix
+
+    def fail(self, key: str, problem: str) -> PolicyError:
+        dotted = f"{self.prefix}.{key}" if key else self.prefix
+        return PolicyError(f"{self.source}: {dotted}: {problem}")
+
+    def child(self, key: str) -> _TableReader:
+        return _TableReader(self.source, f"{self.prefix}.{key}")
+
+    def table(self, value: object, key: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(key, "must be a table")
+        return value
+
+    def check_keys(self, table: Mapping[str, Any], allowed: set[str],
+                   required: bool) -> None:
+        for key in table:
+            if key not in allowed:
+                raise self.fail(str(key), "unknown key")
+        if required:
+            for key in sorted(allowed - set(table)):
+                raise self.fail(key, "missing")
+
+    def typed(self, table: Mapping[str, Any], key: str, kind: type[T], default: T) -> T:
+        if key not in table:
+            return default
+        value = table[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise self.fail(key, f"must be {_KIND_NAMES[kind]}")
+        return value
+
+    def positive(self, table: Mapping[str, Any], key: str, kind: type[T], default: T) -> T:
+        value = self.typed(table, key, kind, default)
+        if value <= 0:  # type: ignore[operator]
+            raise self.fail(key, "must be greater than zero")
+        return value
+
+    def strings(self, table: Mapping[str, Any], key: str, default: tuple[str, ...],
+                check: Callable[[str], bool] | None = None,
+                what: str = "") -> tuple[str, ...]:
+        if key not in table:
+            return default
+        value = table[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(key, "must be a list of non-empty strings")
+        for item in value:
+            if check is not None and not check(item):
+                raise self.fail(key, f"{item!r} is not {what}")
+        return tuple(value)
+
+    def header(self, table: Mapping[str, Any], key: str, default: str) -> str:
+        value = self.typed(table, key, str, default)
+        if not _is_header_name(value):
+            raise self.fail(key, f"{value!r} is not a header name")
+        return value
+
+    # -- the sections ---------------------------------------------------------------------
+
+    def rules(self, table: Mapping[str, Any], base: ContentRules | None) -> ContentRules:
+        table = self.table(table, "")
+        start = base or ContentRules()
+        allowed = {f.name for f in fields(ContentRules) if f.init}
+        self.check_keys(table, allowed, required=base is None)
+        pattern = self.typed(table, "case_number_pattern", str, start.case_number_pattern)
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise self.fail("case_number_pattern", f"not a regular expression ({exc})") from None
+        if compiled.search("") is not None:
+            raise self.fail("case_number_pattern", "matches the empty string")
+        return replace(
+            start,
+            case_number_pattern=pattern,
+            information_types=self.information_types(table, start),
+            classification_headers=self.strings(
+                table, "classification_headers", start.classification_headers,
+                _is_header_name, "a header name"),
+            override_header=self.header(table, "override_header", start.override_header),
+            date_of_birth_cues=self.strings(table, "date_of_birth_cues",
+                                            start.date_of_birth_cues),
+            editable_types=self.strings(table, "editable_types", start.editable_types),
+            images_are_unreadable=self.typed(table, "images_are_unreadable", bool,
+                                             start.images_are_unreadable),
+            markings=self.child("markings").markings(table.get("markings"), start.markings,
+                                                     required=base is None),
+            auto_forward=self.auto_forward(table, start.auto_forward),
+            limits=self.child("limits").limits(table.get("limits"), start.limits,
+                                               required=base is None),
+        )
+
+    def information_types(self, table: Mapping[str, Any],
+                          start: ContentRules) -> tuple[InformationTypeCues, ...]:
+        if "information_types" not in table:
+            return start.information_types
+        types = self.table(table["information_types"], "information_types")
+        merged = {t.id: t for t in start.information_types}
+        reader = self.child("information_types")
+        for type_id, entry in types.items():
+            if not _ID.fullmatch(type_id):
+                raise reader.fail(type_id, "an information type id must be kebab-case")
+            merged[type_id] = reader.child(type_id).cues(type_id, entry, merged.get(type_id))
+        if "general" not in merged:
+            raise self.fail("information_types", "the 'general' type must be defined")
+        return tuple(merged.values())
+
+    def cues(self, type_id: str, entry: object,
+             previous: InformationTypeCues | None) -> InformationTypeCues:
+        entry = self.table(entry, "")
+        start = previous or InformationTypeCues(id=type_id)
+        self.check_keys(entry, {"labels", "keywords", "protected"}, required=False)
+        return InformationTypeCues(
+            id=type_id,
+            labels=self.strings(entry, "labels", start.labels),
+            keywords=self.strings(entry, "keywords", start.keywords),
+            protected=self.typed(entry, "protected", bool, start.protected),
+        )
+
+    def markings(self, value: object, start: Markings, required: bool) -> Markings:
+        if value is None and not required:
+            return start
+        table = self.table(value, "")
+        self.check_keys(table, {f.name for f in fields(Markings)}, required)
+        return Markings(
+            protective=self.strings(table, "protective", start.protective),
+            sensitivity_header=self.header(table, "sensitivity_header",
+                                           start.sensitivity_header),
+            protective_sensitivity=self.strings(table, "protective_sensitivity",
+                                                start.protective_sensitivity),
+            label_headers=self.strings(table, "label_headers", start.label_headers,
+                                       _is_header_name, "a header name"),
+            marking_headers=self.strings(table, "marking_headers", start.marking_headers,
+                                         _is_header_name, "a header name"),
+            subject_markings=self.typed(table, "subject_markings", bool, start.subject_markings),
+        )
+
+    def auto_forward(self, table: Mapping[str, Any],
+                     default: tuple[HeaderSignal, ...]) -> tuple[HeaderSignal, ...]:
+        if "auto_forward" not in table:
+            return default
+        entries = table["auto_forward"]
+        if not isinstance(entries, list):
+            raise self.fail("auto_forward", "must be an array of tables ([[content.auto_forward]])")
+        signals = []
+        for index, entry in enumerate(entries):
+            reader = self.child(f"auto_forward[{index}]")
+            entry = reader.table(entry, "")
+            reader.check_keys(entry, {"header", "contains"}, required=False)
+            if "header" not in entry:
+                raise reader.fail("header", "missing")
+            signals.append(HeaderSignal(header=reader.header(entry, "header", ""),
+                                        contains=reader.typed(entry, "contains", str, "")))
+        return tuple(signals)
+
+    def limits(self, value: object, start: Limits, required: bool) -> Limits:
+        if value is None and not required:
+            return start
+        table = self.table(value, "")
+        self.check_keys(table, {f.name for f in fields(Limits)}, required)
+        return Limits(
+            max_message_bytes=self.positive(table, "max_message_bytes", int,
+                                             start.max_message_bytes),
+            max_parts=self.positive(table, "max_parts", int, start.max_parts),
+            max_depth=self.positive(table, "max_depth", int, start.max_depth),
+            attachment_bytes=self.positive(table, "attachment_bytes", int,
+                                           start.attachment_bytes),
+            attachment_seconds=self.positive(table, "attachment_seconds", float,
+                                             start.attachment_seconds),
+            message_seconds=self.positive(table, "message_seconds", float,
+                                          start.message_seconds),
+            max_pdf_pages=self.positive(table, "max_pdf_pages", int, start.max_pdf_pages),
+            max_text_chars=self.positive(table, "max_text_chars", int, start.max_text_chars),
+        )
+
+
+_KIND_NAMES: dict[type, str] = {str: "a string", int: "an integer", float: "a number",
+                                bool: "true or false"}

@@ -1,0 +1,277 @@
+"""Text out of attachments, within a budget of bytes, pages, characters and time.
+
+Whatever cannot be read completely within its budget is reported unreadable, and the caller
+counts it as protected (DESIGN ruling 2: fail closed). Time is measured with the injected clock
+between units of work (PDF pages, XML parts, batches of XML elements); a single unit is bounded
+by the byte and parsing limits instead.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import re
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from xml.etree.ElementTree import Element
+
+import pypdf
+from defusedxml.ElementTree import iterparse
+
+from policies import filetypes
+from policies.content_rules import Limits
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """The text read from one attachment, and whether all of it could be read."""
+
+    text: str
+    readable: bool
+    encrypted: bool = False
+
+
+UNREADABLE = Extraction("", readable=False)
+ENCRYPTED = Extraction("", readable=False, encrypted=True)
+
+
+class _OverBudget(Exception):
+    """Raised inside extraction when a byte, character or time budget runs out."""
+
+
+@dataclass
+class _Budget:
+    """What one attachment may still spend: time until `deadline`, and characters."""
+
+    limits: Limits
+    clock: Clock
+    deadline: float
+    chars: int = 0
+
+    @classmethod
+    def start(cls, limits: Limits, clock: Clock, not_after: float) -> _Budget:
+        return cls(limits, clock, min(clock() + limits.attachment_seconds, not_after))
+
+    def tick(self) -> None:
+        if self.clock() > self.deadline:
+            raise _OverBudget("time")
+
+    def take(self, text: str) -> str:
+        self.chars += len(text)
+        if self.chars > self.limits.max_text_chars:
+            raise _OverBudget("characters")
+        return text
+
+
+def extract_text(kind: str, data: bytes, limits: Limits, clock: Clock, *,
+                 images_are_unreadable: bool = True, not_after: float = math.inf) -> Extraction:
+    """Read the text of an attachment whose real type is `kind` (see policies.filetypes).
+
+    `not_after` is the message's own deadline: an attachment never gets more time than is left.
+    """
+    if kind == filetypes.EMPTY:
+        return Extraction("", readable=True)
+    if len(data) > limits.attachment_bytes or clock() > not_after:
+        return UNREADABLE
+    reader = _READERS.get(kind)
+    if reader is None:
+        if filetypes.is_image(kind) and not images_are_unreadable:
+            return Extraction("", readable=True)
+        return ENCRYPTED if kind in _OLE2_KINDS and _ole2_encrypted(data) else UNREADABLE
+    budget = _Budget.start(limits, clock, not_after)
+    try:
+        return reader(kind, data, budget)
+    except _OverBudget:
+        return UNREADABLE
+    except Exception:
+        # Damaged or hostile content makes the parsers raise almost anything (pypdf, zipfile,
+        # expat, defusedxml): whatever cannot be read counts as protected.
+        return UNREADABLE
+
+
+# --- plain text and HTML ------------------------------------------------------------------
+
+def _text(_kind: str, data: bytes, budget: _Budget) -> Extraction:
+    return Extraction(budget.take(data.decode("utf-8", errors="replace")), readable=True)
+
+
+def _html(_kind: str, data: bytes, budget: _Budget) -> Extraction:
+    return Extraction(budget.take(html_to_text(data.decode("utf-8", errors="replace"))), True)
+
+
+_TAG = re.compile(r"<\s*(/?)\s*([a-zA-Z0-9]*)[^<>]*>")  # never spans a "<": linear
+_COMMENT_MARKS = re.compile(r"<!--|-->")
+_BLOCK_TAGS = frozenset({"p", "div", "br", "li", "tr", "td", "th", "table", "h1", "h2", "h3",
+                         "h4", "h5", "h6", "blockquote", "pre", "hr", "title", "body"})
+
+
+def _tag_break(match: re.Match[str]) -> str:
+    """A block tag separates words; an inline one (b, span, a) does not: "ZC12<b>C00123"."""
+    return "\n" if match.group(2).lower() in _BLOCK_TAGS else ""
+
+
+def html_to_text(markup: str) -> str:
+    """The text of an HTML document, comments included (they are sent too), tags removed.
+
+    Deliberately not a full parser: linear on hostile input. The caller scans the markup as
+    well, so attribute values are not missed.
+    """
+    without_comment_marks = _COMMENT_MARKS.sub(" ", markup)
+    return html.unescape(_TAG.sub(_tag_break, without_comment_marks))
+
+
+# --- RTF ----------------------------------------------------------------------------------
+
+_RTF_HEX = re.compile(r"\\'([0-9a-fA-F]{2})")
+_RTF_CONTROL = re.compile(r"\\[a-zA-Z]+-?\d* ?|\\[^a-zA-Z']|[{}]")
+
+
+def _rtf(_kind: str, data: bytes, budget: _Budget) -> Extraction:
+    source = data.decode("latin-1")
+    if "\\object" in source or "\\objdata" in source:
+        return UNREADABLE  # an embedded OLE object: a document inside the document
+    text = _RTF_CONTROL.sub("", _RTF_HEX.sub(lambda m: chr(int(m.group(1), 16)), source))
+    return Extraction(budget.take(text), readable=True)
+
+
+# --- PDF ----------------------------------------------------------------------------------
+
+# The clock is only read between pages, so one page's work is bounded by its size instead:
+# pypdf refuses a content stream of more tokens than this (a dense page of text has a few
+# thousand; this many take pypdf about two seconds to lay out), and the PDF is unreadable.
+PDF_TOKENS_PER_STREAM = 50_000
+
+def _pdf(_kind: str, data: bytes, budget: _Budget) -> Extraction:
+    limits = budget.limits
+    with pypdf.apply_configuration(
+        maximum_declared_stream_length=limits.attachment_bytes,
+        zlib_maximum_output_length=limits.attachment_bytes,
+        lzw_maximum_output_length=limits.attachment_bytes,
+        run_length_maximum_output_length=limits.attachment_bytes,
+        brotli_maximum_output_length=limits.attachment_bytes,
+        stream_decoding_work_maximum_length=4 * limits.attachment_bytes,
+        stream_parsing_work_maximum_count=PDF_TOKENS_PER_STREAM,
+        jbig2dec_binary=None,  # never start a helper program
+        disable_legacy_handling=True,
+    ):
+        reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted:
+            return ENCRYPTED
+        budget.tick()
+        if _has_embedded_files(reader):
+            return UNREADABLE  # files inside the PDF: documents we have not read
+        pages = reader.pages
+        if len(pages) > limits.max_pdf_pages:
+            return UNREADABLE
+        texts = []
+        for page in pages:
+            budget.tick()
+            texts.append(budget.take(page.extract_text() or ""))
+        budget.tick()
+    text = "\n".join(texts)
+    if not text.strip():
+        return UNREADABLE  # pages without text: a scan, which only a person can read
+    return Extraction(text, readable=True)
+
+
+def _has_embedded_files(reader: pypdf.PdfReader) -> bool:
+    names = reader.root_object.get("/Names")
+    return names is not None and "/EmbeddedFiles" in names.get_object()
+
+
+# --- OOXML and ODF (ZIP containers of XML) -----------------------------------------------
+
+_XML_PARTS = {
+    filetypes.DOCX: re.compile(
+        r"word/(document|header\d*|footer\d*|footnotes|endnotes|comments)\.xml|docProps/core\.xml"),
+    filetypes.XLSX: re.compile(r"xl/(sharedStrings|worksheets/sheet\d+)\.xml|docProps/core\.xml"),
+    filetypes.PPTX: re.compile(
+        r"ppt/(slides/slide\d+|notesSlides/notesSlide\d+)\.xml|docProps/core\.xml"),
+    filetypes.ODT: re.compile(r"content\.xml|styles\.xml|meta\.xml"),
+}
+_XML_PARTS[filetypes.ODS] = _XML_PARTS[filetypes.ODP] = _XML_PARTS[filetypes.ODT]
+MAX_ZIP_ENTRIES = 5_000
+# Documents inside the document (OLE objects, packages, alternative-format chunks), unread.
+_EMBEDDED_PARTS = re.compile(r"(word|xl|ppt)/embeddings/.*|word/afchunk.*|Object \d+/.*",
+                             re.IGNORECASE)
+_PICTURE_PARTS = re.compile(r"(word|xl|ppt)/media/.*|Pictures/.*")
+_ENCRYPTED_ENTRY = 0x1
+# Elements whose text is one run of words: paragraphs, cells, shared strings, titles.
+_BLOCK_ELEMENTS = frozenset({"p", "h", "si", "c", "tc", "title", "subject", "description",
+                             "keywords", "creator"})
+_ELEMENTS_PER_TICK = 2_000
+
+
+def _office(kind: str, data: bytes, budget: _Budget) -> Extraction:
+    wanted = _XML_PARTS[kind]
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        entries = archive.infolist()
+        if len(entries) > MAX_ZIP_ENTRIES:
+            return UNREADABLE
+        if any(info.flag_bits & _ENCRYPTED_ENTRY for info in entries):
+            return ENCRYPTED
+        if any(_EMBEDDED_PARTS.fullmatch(info.filename) for info in entries):
+            return UNREADABLE
+        remaining = budget.limits.attachment_bytes
+        texts: list[str] = []
+        for info in entries:
+            if not wanted.fullmatch(info.filename):
+                continue
+            budget.tick()
+            with archive.open(info) as stream:
+                xml = stream.read(remaining + 1)  # never trust the declared size: zip bombs
+            remaining -= len(xml)
+            if remaining < 0:
+                return UNREADABLE
+            texts.extend(_xml_text(xml, budget))
+        has_pictures = any(_PICTURE_PARTS.fullmatch(info.filename) for info in entries)
+    text = "\n".join(texts)
+    if has_pictures and not text.strip():
+        return UNREADABLE  # only pictures: a scan pasted into a document
+    return Extraction(text, readable=True)
+
+
+def _xml_text(xml: bytes, budget: _Budget) -> Iterator[str]:
+    """The text of one XML part, a line per block element; DTDs and entities are refused."""
+    count = 0
+    for _event, element in iterparse(io.BytesIO(xml), events=("end",), forbid_dtd=True,
+                                     forbid_entities=True, forbid_external=True):
+        count += 1
+        if count % _ELEMENTS_PER_TICK == 0:
+            budget.tick()
+        if _local_name(element) in _BLOCK_ELEMENTS:
+            yield budget.take("".join(element.itertext()))
+            element.clear()
+
+
+def _local_name(element: Element) -> str:
+    tag = element.tag
+    return tag.rpartition("}")[2] if isinstance(tag, str) else ""
+
+
+# --- OLE2 (legacy Office): not read; an encrypted OOXML file is one of these ---------------
+
+_OLE2_KINDS = frozenset({"doc", "xls", "ppt", "msg"})
+_ENCRYPTED_PACKAGE = "EncryptedPackage".encode("utf-16-le")
+
+
+def _ole2_encrypted(data: bytes) -> bool:
+    return _ENCRYPTED_PACKAGE in data
+
+
+_READERS: dict[str, Callable[[str, bytes, _Budget], Extraction]] = {
+    filetypes.TEXT: _text,
+    filetypes.HTML: _html,
+    filetypes.RTF: _rtf,
+    filetypes.PDF: _pdf,
+    filetypes.DOCX: _office,
+    filetypes.XLSX: _office,
+    filetypes.PPTX: _office,
+    filetypes.ODT: _office,
+    filetypes.ODS: _office,
+    filetypes.ODP: _office,
+}

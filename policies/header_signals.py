@@ -1,0 +1,130 @@
+"""What a message's headers say about it: explicit classification, protective markings,
+auto-forwarding, the sender's overrides and display name, and header values with line breaks.
+
+Header values are read through the stdlib's header registry (policy.default), never through
+`email.utils` parsing (SECURITY.md: the interpreter predates CVE-2023-27043).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+from policies.content_rules import ContentRules, HeaderSignal, Markings
+from policies.model import Override
+
+_OVERRIDE = re.compile(r"\s*([a-z0-9]+(?:-[a-z0-9]+)*)\s*;\s*(\S.*?)\s*", re.DOTALL | re.I)
+MIN_JUSTIFICATION = 10  # characters: "ok" is not an explanation (RRP 1.2)
+MAX_JUSTIFICATION = 500  # characters kept for the audit trail
+_PURVIEW_NAME = re.compile(r"MSIP_Label_[^;=]*_Name=([^;]*)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Headers:
+    """A message's top-level headers, decoded once: lower-cased name -> values, in order."""
+
+    values: Mapping[str, tuple[str, ...]]
+    display_name: str  # of the first From address, or ""
+
+    @classmethod
+    def of(cls, message: EmailMessage) -> Headers:
+        collected: dict[str, list[str]] = {}
+        display_name = ""
+        for name, value in message.items():
+            collected.setdefault(name.lower(), []).append(str(value))
+            addresses = getattr(value, "addresses", ())
+            if name.lower() == "from" and addresses and not display_name:
+                display_name = addresses[0].display_name
+        return cls({k: tuple(v) for k, v in collected.items()}, display_name)
+
+    def get(self, name: str) -> tuple[str, ...]:
+        """Every value of a header, decoded, as text."""
+        return self.values.get(name.lower(), ())
+
+    def has_line_break(self) -> bool:
+        """Whether a decoded value carries CR or LF (CVE-2024-6923: refuse, never relay)."""
+        return any("\r" in v or "\n" in v for vs in self.values.values() for v in vs)
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The explicit classification header: a known information type, or unknown values."""
+
+    information_type: str | None
+    labels: tuple[str, ...]
+
+
+def explicit_classification(headers: Headers, rules: ContentRules) -> Classification:
+    """The first known information type named by a classification header."""
+    known = set(rules.information_type_ids)
+    found: str | None = None
+    labels: list[str] = []
+    for name in rules.classification_headers:
+        for value in headers.get(name):
+            type_id = value.strip().lower()
+            if type_id in known:
+                labels.append(f"classification:{type_id}")
+                found = found or type_id
+            else:
+                labels.append("classification:unknown")
+    return Classification(found, tuple(dict.fromkeys(labels)))
+
+
+def _squash(text: str) -> str:
+    """Upper-case letters and digits only, so "Official Sensitive" == "OFFICIAL-SENSITIVE"."""
+    return re.sub(r"[^A-Z0-9]", "", text.upper())
+
+
+def _marking_label(text: str, markings: Markings) -> str | None:
+    squashed = _squash(text)
+    for marking in markings.protective:
+        if _squash(marking) in squashed:
+            return marking.lower().replace(" ", "-")
+    return None
+
+
+def protective_labels(headers: Headers, markings: Markings) -> tuple[str, ...]:
+    """Protective markings present: Sensitivity, Purview labels, marking headers, subject."""
+    labels: list[str] = []
+    for value in headers.get(markings.sensitivity_header):
+        sensitivity = value.strip().lower()
+        if sensitivity in markings.protective_sensitivity:
+            labels.append(f"sensitivity:{sensitivity}")
+    for name in markings.label_headers:
+        for value in headers.get(name):
+            names = _PURVIEW_NAME.findall(value) or [value]
+            for purview in filter(None, (_marking_label(n, markings) for n in names)):
+                labels.append(f"purview:{purview}")
+    for name in markings.marking_headers:
+        for value in headers.get(name):
+            marking = _marking_label(value, markings)
+            if marking:
+                labels.append(f"marking:{marking}")
+    if markings.subject_markings:
+        for value in headers.get("Subject"):
+            marking = _marking_label(value, markings)
+            if marking:
+                labels.append(f"subject:{marking}")
+    return tuple(dict.fromkeys(labels))
+
+
+def is_auto_forwarded(headers: Headers, signals: tuple[HeaderSignal, ...]) -> bool:
+    """Whether a header shows the message was forwarded by a rule rather than by a person."""
+    for signal in signals:
+        for value in headers.get(signal.header):
+            if signal.contains.lower() in value.lower():
+                return True
+    return False
+
+
+def overrides(headers: Headers, header: str) -> tuple[Override, ...]:
+    """Overrides the sender recorded: `RULE-ID; justification`. Malformed ones are ignored."""
+    found = []
+    for value in headers.get(header):
+        match = _OVERRIDE.fullmatch(value)
+        if match and len(match.group(2)) >= MIN_JUSTIFICATION:
+            justification = match.group(2)[:MAX_JUSTIFICATION]
+            found.append(Override(rule_id=match.group(1).lower(), justification=justification))
+    return tuple(dict.fromkeys(found))

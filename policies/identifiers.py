@@ -1,0 +1,206 @@
+"""Detectors for the personal identifiers that make a message protected (DESIGN ruling 2).
+
+Each detector answers one question about a piece of text: does it hold a case number, a date of
+birth, an NHS number, a National Insurance number or a PNC id? Checksums are verified where the
+identifier has one, so that an arbitrary ten-digit number is not taken for an NHS number.
+Callers keep the kinds found, never the values (DESIGN ruling 8), except case numbers, which the
+engine needs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from datetime import date
+
+# Kinds, as they appear in MessageFacts.identifiers and protected_reasons.
+DATE_OF_BIRTH = "date-of-birth"
+NHS_NUMBER = "nhs-number"
+NI_NUMBER = "ni-number"
+PNC_ID = "pnc-id"
+
+# Neither a letter nor a digit on either side: "ZC12C00123_report" still matches, "XZC12..." not.
+_BEFORE = r"(?<![A-Za-z0-9])"
+_AFTER = r"(?![A-Za-z0-9])"
+
+
+def compile_case_number_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile a configured case-number pattern, anchored so it never matches inside a word."""
+    return re.compile(f"{_BEFORE}(?:{pattern}){_AFTER}", re.IGNORECASE)
+
+
+def find_case_numbers(text: str, pattern: re.Pattern[str]) -> Iterator[str]:
+    """Case numbers in the text, upper-cased with any spaces removed, in order of appearance."""
+    for match in pattern.finditer(text):
+        yield re.sub(r"\s+", "", match.group(0)).upper()
+
+
+# A text with more candidates than this (numbers that fail their check) is a data dump, not a
+# letter: it counts as holding the identifier, which keeps the work per text bounded.
+MAX_CANDIDATES = 10_000
+
+
+def _any_valid(matches: Iterator[re.Match[str]], valid: Callable[[re.Match[str]], bool]) -> bool:
+    """Whether a candidate passes its check; past MAX_CANDIDATES, yes (fail closed)."""
+    for count, match in enumerate(matches):
+        if count >= MAX_CANDIDATES or valid(match):
+            return True
+    return False
+
+
+# --- NHS number: ten digits, 3-3-4, modulus 11 check digit --------------------------------
+
+_NHS = re.compile(r"(?<![\d-])(\d{3})([ -]?)(\d{3})\2(\d{4})(?![\d-])")
+
+
+def nhs_number_valid(digits: str) -> bool:
+    """Whether ten digits form an NHS number: weights 10..2, check = 11 - sum mod 11."""
+    if len(digits) != 10 or not digits.isascii() or not digits.isdigit():
+        return False
+    if len(set(digits)) == 1:  # 0000000000 passes the arithmetic but is never issued
+        return False
+    total = sum(int(d) * w for d, w in zip(digits[:9], range(10, 1, -1), strict=True))
+    check = 11 - total % 11
+    if check == 11:
+        check = 0
+    return check != 10 and check == int(digits[9])
+
+
+def has_nhs_number(text: str) -> bool:
+    """Whether the text holds a valid NHS number, spaced 3-3-4 (space or hyphen) or not."""
+    return _any_valid(_NHS.finditer(text),
+                      lambda m: nhs_number_valid(m.group(1) + m.group(3) + m.group(4)))
+
+
+# --- National Insurance number: HMRC prefix rules ---------------------------------------
+
+# First letter never D, F, I, Q, U, V; second never D, F, I, O, Q, U, V; suffix A-D.
+_NINO = re.compile(
+    _BEFORE
+    + r"([A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]) ?(\d{2}) ?(\d{2}) ?(\d{2}) ?([A-D])"
+    + _AFTER,
+    re.IGNORECASE,
+)
+_NINO_UNALLOCATED_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
+
+
+def ni_number_valid(value: str) -> bool:
+    """Whether a value is a National Insurance number under HMRC's allocation rules."""
+    match = _NINO.fullmatch(value.strip())
+    return match is not None and match.group(1).upper() not in _NINO_UNALLOCATED_PREFIXES
+
+
+def has_ni_number(text: str) -> bool:
+    """Whether the text holds a National Insurance number (spaced in pairs or not)."""
+    return any(m.group(1).upper() not in _NINO_UNALLOCATED_PREFIXES for m in _NINO.finditer(text))
+
+
+# --- PNC id: YY/NNNNNNN + check letter ---------------------------------------------------
+
+_PNC = re.compile(r"(?<![\w/])(\d{2}|\d{4})/(\d{1,7})([A-Za-z])(?![\w/])")
+_PNC_CHECK_LETTERS = "ZABCDEFGHJKLMNPQRTUVWXY"  # 23 letters: no I, O or S
+
+
+def pnc_check_letter(year: str, serial: str) -> str:
+    """The PNC check letter: (two-digit year, serial padded to seven digits) modulo 23."""
+    return _PNC_CHECK_LETTERS[int(year[-2:] + serial.zfill(7)) % 23]
+
+
+def pnc_id_valid(value: str) -> bool:
+    """Whether a value such as 2001/0012345Z or 01/12345Z is a PNC id with a correct check."""
+    match = _PNC.fullmatch(value.strip())
+    return match is not None and _pnc_match_valid(match)
+
+
+def _pnc_match_valid(match: re.Match[str]) -> bool:
+    year, serial, letter = match.groups()
+    return pnc_check_letter(year, serial) == letter.upper()
+
+
+def has_pnc_id(text: str) -> bool:
+    """Whether the text holds a PNC id whose check letter is right."""
+    return _any_valid(_PNC.finditer(text), _pnc_match_valid)
+
+
+# --- Date of birth: a real date close after a cue -----------------------------------------
+
+_MONTHS = {
+    name: number
+    for number, names in enumerate(
+        (
+            ("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"),
+            ("may",), ("jun", "june"), ("jul", "july"), ("aug", "august"),
+            ("sep", "sept", "september"), ("oct", "october"), ("nov", "november"),
+            ("dec", "december"),
+        ),
+        start=1,
+    )
+    for name in names
+}
+_MONTH_NAME = "|".join(sorted(_MONTHS, key=len, reverse=True))
+_ORDINAL = r"(?:st|nd|rd|th)?"
+_DATE = (
+    rf"(?P<d1>\d{{1,2}})[/.-](?P<m1>\d{{1,2}})[/.-](?P<y1>\d{{4}}|\d{{2}})(?!\d)"  # 03/04/2015
+    rf"|(?P<y2>\d{{4}})-(?P<m2>\d{{1,2}})-(?P<d2>\d{{1,2}})(?!\d)"  # 2015-04-03
+    rf"|(?P<d3>\d{{1,2}}){_ORDINAL}\s+(?P<m3>{_MONTH_NAME})\.?,?\s+(?P<y3>\d{{4}})"  # 3rd Apr 2015
+    rf"|(?P<m4>{_MONTH_NAME})\.?\s+(?P<d4>\d{{1,2}}){_ORDINAL},?\s+(?P<y4>\d{{4}})"  # Apr 3, 2015
+)
+DOB_WINDOW = 40  # characters after a cue in which the date must start
+
+
+_DATE_PATTERN = re.compile(rf"(?<![A-Za-z0-9])(?=[0-9JFMASONDjfmasond])(?:{_DATE})", re.I)
+
+
+def compile_cues(cues: Iterable[str]) -> re.Pattern[str]:
+    """One pattern for the configured date-of-birth cues, matched as whole words."""
+    alternatives = "|".join(re.escape(c).replace(r"\ ", r"\s+") for c in cues)
+    return re.compile(rf"{_BEFORE}(?:{alternatives})(?![A-Za-z0-9])", re.IGNORECASE)
+
+
+def _is_real_date(match: re.Match[str]) -> bool:
+    """Whether a date the date pattern found exists in the calendar."""
+    form = next(i for i in "1234" if match.group(f"y{i}") is not None)
+    day, month_text, year_text = (match.group(f"{k}{form}") for k in "dmy")
+    month = _MONTHS.get(month_text.lower(), 0) if month_text.isalpha() else int(month_text)
+    year = int(year_text)
+    if len(year_text) == 2:
+        year += 2000 if year < 50 else 1900  # two-digit years: a child or a parent
+    try:
+        date(year, month, int(day))
+    except ValueError:
+        return False
+    return True
+
+
+def _cue_before(text: str, start: int, cues: re.Pattern[str]) -> bool:
+    """Whether a cue ends at most DOB_WINDOW characters before `start`."""
+    window_start = max(0, start - DOB_WINDOW - _LONGEST_CUE)
+    return any(start - DOB_WINDOW <= cue.end() <= start
+               for cue in cues.finditer(text, window_start, start))
+
+
+_LONGEST_CUE = 40  # characters: a cue longer than this is not looked for in full
+
+
+def has_date_of_birth(text: str, cues: re.Pattern[str]) -> bool:
+    """Whether a real date follows a cue such as "DOB", "date of birth" or "born" closely.
+
+    A date on its own is not a date of birth: hearing dates and letter dates are everywhere.
+    Dates are found first (few, in most text), then a cue is looked for just before each.
+    """
+    return _any_valid(_DATE_PATTERN.finditer(text),
+                      lambda m: _is_real_date(m) and _cue_before(text, m.start(), cues))
+
+
+def identifier_kinds(text: str, dob_cues: re.Pattern[str]) -> set[str]:
+    """The kinds of personal identifier present in the text (values are never returned)."""
+    kinds: set[str] = set()
+    if has_date_of_birth(text, dob_cues):
+        kinds.add(DATE_OF_BIRTH)
+    if has_nhs_number(text):
+        kinds.add(NHS_NUMBER)
+    if has_ni_number(text):
+        kinds.add(NI_NUMBER)
+    if has_pnc_id(text):
+        kinds.add(PNC_ID)
+    return kinds

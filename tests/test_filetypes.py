@@ -1,0 +1,206 @@
+"""Real-type detection from content, and extraction within budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from policies import filetypes
+from policies.extract import PDF_TOKENS_PER_STREAM, extract_text, html_to_text
+from tests.fixtures_content import (
+    OLE2_HEADER,
+    PNG_HEADER,
+    SteppingClock,
+    default_rules,
+    make_docx,
+    make_odt,
+    make_pdf,
+    make_zip_bomb_docx,
+)
+
+
+@pytest.mark.parametrize(("data", "name", "expected"), [
+    (make_pdf(["hello"]), "notes.txt", "pdf"),
+    (make_docx([["hello"]]), "report.pdf", "docx"),
+    (make_odt("hello"), "letter.pdf", "odt"),
+    (OLE2_HEADER, "old.doc", "doc"),
+    (OLE2_HEADER, "sheet.XLS", "xls"),
+    (OLE2_HEADER, "mail.msg", "msg"),
+    (OLE2_HEADER, "disguised.pdf", "doc"),
+    (b"{\\rtf1\\ansi hello}", "letter.txt", "rtf"),
+    (PNG_HEADER, "scan.pdf", "png"),
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF", "", "jpeg"),
+    (b"plain words\r\nand more", "data.bin", "text"),
+    (b"<!DOCTYPE html><html><body>hi</body></html>", "", "html"),
+    (b"PK\x05\x06" + b"\x00" * 18, "", "zip"),
+    (b"\x7fELF\x02\x01\x01" + b"\x00" * 50, "report.pdf", "unknown"),
+    (bytes(range(256)) * 4, "", "unknown"),
+    (b"", "empty.pdf", "empty"),
+])
+def test_detect_type_reads_the_bytes_not_the_name(data: bytes, name: str, expected: str) -> None:
+    """The type comes from the bytes; the name only picks among OLE2's formats."""
+    assert filetypes.detect_type(data, name) == expected
+
+
+def test_pdf_text_is_extracted() -> None:
+    """A PDF's text is read page by page."""
+    pdf = make_pdf(["Case ZC12C00123", "Second page"])
+    result = extract_text("pdf", pdf, default_rules().limits, SteppingClock())
+    assert result.readable and "ZC12C00123" in result.text and "Second page" in result.text
+
+
+def test_encrypted_pdf_is_unreadable() -> None:
+    """An encrypted PDF cannot be read and says it is encrypted."""
+    pdf = make_pdf(["secret"], password="pw")
+    result = extract_text("pdf", pdf, default_rules().limits, SteppingClock())
+    assert (result.readable, result.encrypted, result.text) == (False, True, "")
+
+
+def test_pdf_with_too_many_pages_is_unreadable() -> None:
+    """A PDF longer than the page limit is not read (fail closed)."""
+    pdf = make_pdf(["page"] * 6)
+    limits = default_rules(max_pdf_pages=5).limits
+    assert not extract_text("pdf", pdf, limits, SteppingClock()).readable
+
+
+def test_pdf_over_time_budget_is_unreadable() -> None:
+    """Reading stops when the injected clock passes the per-attachment budget."""
+    pdf = make_pdf(["page"] * 4)
+    limits = default_rules(attachment_seconds=2.5).limits
+    assert not extract_text("pdf", pdf, limits, SteppingClock(step=1.0)).readable
+    assert extract_text("pdf", pdf, limits, SteppingClock(step=0.0)).readable
+
+
+def test_message_deadline_caps_attachment_time() -> None:
+    """An attachment gets no time once the message's own deadline has passed."""
+    clock = SteppingClock()
+    result = extract_text("pdf", make_pdf(["x"]), default_rules().limits, clock,
+                          not_after=clock.now - 1)
+    assert not result.readable
+
+
+def test_pdf_larger_than_byte_budget_is_unreadable() -> None:
+    """An attachment larger than the byte budget is not parsed at all."""
+    pdf = make_pdf(["x"], padding=4000)
+    limits = default_rules(attachment_bytes=len(pdf) - 1).limits
+    assert not extract_text("pdf", pdf, limits, SteppingClock()).readable
+
+
+def test_damaged_pdf_is_unreadable() -> None:
+    """A truncated PDF is unreadable rather than an error."""
+    pdf = make_pdf(["hello"])
+    assert not extract_text("pdf", pdf[:200], default_rules().limits, SteppingClock()).readable
+
+
+def test_docx_runs_are_joined_within_a_paragraph() -> None:
+    """A case number split across runs (spell-check does this) is still one word."""
+    docx = make_docx([["Case ZC12", "C00123"], ["next paragraph"]])
+    result = extract_text("docx", docx, default_rules().limits, SteppingClock())
+    assert result.readable and "ZC12C00123" in result.text and "next paragraph" in result.text
+
+
+def test_zip_bomb_docx_is_unreadable() -> None:
+    """A document part that inflates beyond the byte budget is not read (zip bomb)."""
+    bomb = make_zip_bomb_docx(8 * 1024 * 1024)
+    assert len(bomb) < 64 * 1024
+    limits = default_rules(attachment_bytes=1024 * 1024).limits
+    assert not extract_text("docx", bomb, limits, SteppingClock()).readable
+
+
+@pytest.mark.parametrize("xml", [
+    '<?xml version="1.0"?><!DOCTYPE w [<!ENTITY a "aaaa">]><w:document '
+    'xmlns:w="urn:w"><w:p><w:t>&a;</w:t></w:p></w:document>',
+    '<?xml version="1.0"?><!DOCTYPE w SYSTEM "file:///etc/passwd"><w:document/>',
+])
+def test_docx_with_dtd_is_refused(xml: str) -> None:
+    """DOCX XML has no DTD; one with a DOCTYPE or ENTITY is unreadable."""
+    docx = make_docx(document_xml=xml)
+    assert not extract_text("docx", docx, default_rules().limits, SteppingClock()).readable
+
+
+def test_docx_with_broken_xml_is_unreadable() -> None:
+    """Malformed XML inside a DOCX makes it unreadable."""
+    docx = make_docx(document_xml="<w:document><w:p>")
+    assert not extract_text("docx", docx, default_rules().limits, SteppingClock()).readable
+
+
+def test_text_over_character_budget_is_unreadable() -> None:
+    """Extracted text beyond the character budget makes the attachment unreadable."""
+    docx = make_docx([["word " * 100]])
+    limits = default_rules(max_text_chars=100).limits
+    assert not extract_text("docx", docx, limits, SteppingClock()).readable
+    assert extract_text("docx", make_docx([["short"]]), limits, SteppingClock()).readable
+
+
+def test_odt_text_is_extracted() -> None:
+    """OpenDocument text is read from content.xml."""
+    result = extract_text("odt", make_odt("DOB 01/02/2014"), default_rules().limits,
+                          SteppingClock())
+    assert result.readable and "01/02/2014" in result.text
+
+
+@pytest.mark.parametrize("kind", ["unknown", "zip", "doc", "png"])
+def test_unreadable_kinds(kind: str) -> None:
+    """Unknown binaries, archives, legacy Office files and pictures cannot be read."""
+    data = {"doc": OLE2_HEADER, "png": PNG_HEADER}.get(kind, b"\x00\x01\x02")
+    assert not extract_text(kind, data, default_rules().limits, SteppingClock()).readable
+
+
+def test_encrypted_ooxml_is_reported_encrypted() -> None:
+    """A password-protected Office file is an OLE2 container with an EncryptedPackage stream."""
+    data = OLE2_HEADER + "EncryptedPackage".encode("utf-16-le")
+    result = extract_text("doc", data, default_rules().limits, SteppingClock())
+    assert result.encrypted and not result.readable
+
+
+def test_images_can_be_configured_readable() -> None:
+    """An organisation may decide pictures do not protect a message."""
+    result = extract_text("png", PNG_HEADER, default_rules().limits, SteppingClock(),
+                          images_are_unreadable=False)
+    assert result.readable
+
+
+def test_rtf_text_is_extracted() -> None:
+    """RTF control words are dropped and the words kept."""
+    result = extract_text("rtf", rb"{\rtf1\ansi{\b Case} ZC12C00123\par DOB 01/02/2014}",
+                          default_rules().limits, SteppingClock())
+    assert result.readable and "ZC12C00123" in result.text
+
+
+def test_html_to_text_keeps_comment_text_and_entities() -> None:
+    """Tags go, entities are decoded, and text hidden in comments is still read."""
+    text = html_to_text("<p>Case <b>ZC12</b>C00123</p><p>next</p><!-- DOB 01/02/2014 -->&#90;X")
+    assert text.split() == ["Case", "ZC12C00123", "next", "DOB", "01/02/2014", "ZX"]
+
+
+def test_pdf_without_text_is_a_scan_and_unreadable() -> None:
+    """A PDF whose pages hold no text is a scan: only a person can read it."""
+    result = extract_text("pdf", make_pdf(["", ""]), default_rules().limits, SteppingClock())
+    assert not result.readable
+
+
+def test_pdf_with_embedded_file_is_unreadable() -> None:
+    """Files attached inside a PDF are documents casegate has not read."""
+    pdf = make_pdf(["cover note"], embedded=make_docx([["ZC12C00123"]]))
+    assert not extract_text("pdf", pdf, default_rules().limits, SteppingClock()).readable
+
+
+@pytest.mark.parametrize(("paragraphs", "parts", "readable"), [
+    ([["Letter text"]], {"word/media/image1.png": PNG_HEADER}, True),  # a logo
+    ([[""]], {"word/media/image1.png": PNG_HEADER}, False),  # only a picture: a scan
+    ([["Letter text"]], {"word/embeddings/oleObject1.bin": OLE2_HEADER}, False),
+    ([["Letter text"]], {"word/afchunk.mht": b"MIME-Version: 1.0"}, False),
+])
+def test_docx_pictures_and_embedded_documents(paragraphs: list[list[str]],
+                                              parts: dict[str, bytes], readable: bool) -> None:
+    """A logo does not stop a DOCX being read; an embedded document or a lone picture does."""
+    docx = make_docx(paragraphs, extra_parts=parts)
+    assert extract_text("docx", docx, default_rules().limits, SteppingClock()).readable is readable
+
+
+def test_pdf_page_over_token_budget_is_unreadable() -> None:
+    """One page too big to lay out within budget is not read (the clock cannot interrupt it)."""
+    lines = PDF_TOKENS_PER_STREAM // 4 + 100  # about four tokens a line
+    pdf = make_pdf(["\n".join(["x"] * lines)])
+    assert not extract_text("pdf", pdf, default_rules().limits, SteppingClock()).readable
+    small = make_pdf(["\n".join(["x"] * 1000)])
+    assert extract_text("pdf", small, default_rules().limits, SteppingClock()).readable

@@ -154,13 +154,23 @@ def _decode(data: bytes, charset: str | None) -> str:
         return data.decode("utf-8", errors="replace")
 
 
+def _decorative(part: EmailMessage, kind: str, data: bytes, rules: ContentRules) -> bool:
+    """A small inline image the HTML body refers to (Content-ID): a signature logo, not a scan."""
+    return (filetypes.is_image(kind)
+            and part.get("Content-ID") is not None
+            and part.get_content_disposition() != "attachment"
+            and len(data) <= rules.decorative_image_bytes)
+
+
 def _read_attachment(part: EmailMessage, data: bytes, rules: ContentRules, clock: Clock,
                      not_after: float, reading: _Reading) -> None:
     name = part.get_filename() or ""
     kind = filetypes.detect_type(data, name)
-    extraction = extract.extract_text(kind, data, rules.limits, clock,
-                                      images_are_unreadable=rules.images_are_unreadable,
-                                      not_after=not_after)
+    extraction = extract.extract_text(
+        kind, data, rules.limits, clock,
+        images_are_unreadable=rules.images_are_unreadable and not _decorative(part, kind, data,
+                                                                              rules),
+        not_after=not_after)
     reading.attachments.append(Attachment(
         declared_type=part.get_content_type(),
         detected_type=kind,

@@ -126,6 +126,7 @@ class ContentRules:
     editable_types: tuple[str, ...] = ("doc", "docx", "odt", "rtf", "xls", "xlsx", "ods",
                                        "ppt", "pptx", "odp")
     images_are_unreadable: bool = True
+    decorative_image_bytes: int = 65536  # inline images up to this size are signature logos
     markings: Markings = field(default_factory=Markings)
     auto_forward: tuple[HeaderSignal, ...] = ()
     limits: Limits = field(default_factory=Limits)
@@ -247,6 +248,8 @@ class _TableReader:
             editable_types=self.strings(table, "editable_types", start.editable_types),
             images_are_unreadable=self.typed(table, "images_are_unreadable", bool,
                                              start.images_are_unreadable),
+            decorative_image_bytes=self.typed(table, "decorative_image_bytes", int,
+                                              start.decorative_image_bytes),
             markings=self.child("markings").markings(table.get("markings"), start.markings,
                                                      required=base is None),
             auto_forward=self.auto_forward(table, start.auto_forward),

@@ -320,3 +320,35 @@ def test_facts_hold_no_names_or_subjects() -> None:
                                       make_pdf(["x"]))])
     facts = classify(raw)
     assert "Amy" not in repr(facts) and "Secret subject" not in repr(facts)
+
+
+def _with_inline_logo(size: int, disposition: str = "inline") -> bytes:
+    """An HTML message whose body shows an image by Content-ID, as an Outlook signature does."""
+    from email.message import EmailMessage
+    from email.policy import SMTP
+
+    message = EmailMessage(policy=SMTP)
+    message["From"] = "Jo Bloggs <jo.bloggs@cafcass.gov.uk>"
+    message["To"] = "someone@example.org"
+    message["Subject"] = "Room booking"
+    message.set_content("The room is booked.")
+    message.add_alternative('<p>The room is booked.</p><img src="cid:logo1">', subtype="html")
+    html_part = message.get_payload()[1]
+    html_part.add_related(PNG_HEADER + b"\x00" * (size - len(PNG_HEADER)), maintype="image",
+                          subtype="png", cid="<logo1>", disposition=disposition)
+    return message.as_bytes()
+
+
+def test_small_inline_signature_logo_does_not_protect_the_message() -> None:
+    """A small inline image shown by Content-ID is a logo, not an unreadable scan."""
+    facts = classify(_with_inline_logo(4_000))
+    assert facts.protected is False
+    assert all(a.readable for a in facts.attachments)
+
+
+@pytest.mark.parametrize(("size", "disposition"), [(200_000, "inline"), (4_000, "attachment")])
+def test_large_or_attached_images_still_count_as_unreadable(size: int, disposition: str) -> None:
+    """A big inline image or an attached picture may be a scanned letter: protected."""
+    facts = classify(_with_inline_logo(size, disposition))
+    assert facts.protected is True
+    assert "unreadable-attachment" in facts.protected_reasons

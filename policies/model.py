@@ -130,7 +130,7 @@ class MessageFacts:
     protected: bool
     protected_reasons: tuple[str, ...]  # e.g. ("case-number", "unreadable-attachment")
     case_numbers: tuple[str, ...]
-    identifiers: tuple[str, ...]  # kinds found: "date-of-birth", "nhs-number", "ni-number", "pnc-id"
+    identifiers: tuple[str, ...]  # kinds: "date-of-birth", "nhs-number", "ni-number", "pnc-id"
     attachments: tuple[Attachment, ...]
     labels: tuple[str, ...]  # explicit markings seen (classification header, Sensitivity, Purview)
     auto_forwarded: bool

@@ -1,0 +1,169 @@
+"""Recipient verification over HTTP: the recipient's pages and the staff API (issue 4).
+
+- `GET /v/{token}`: the page the verification email links to: a form for the out-of-band code
+  and the recipient's name, and a "This is not me" button. No JavaScript, labelled fields.
+- `POST /v/{token}`: the answer (`answer=confirm` with `code` and `name`, or `answer=decline`).
+  Protected by a double-submit CSRF token: the hidden field must equal the `__Host-` cookie the
+  form page set (SameSite=Strict, Secure, HttpOnly).
+- `POST /api/verify`: staff ask for a verification with HTTP Basic (the helper and lock-out of
+  `gateway.web.post`); JSON `{"address", "case", "name", "role"}`; the answer is
+  `RequestResult.to_json()` (with the out-of-band code when the email was sent).
+
+Every step's audit event is recorded by the workflow. Handlers never show internals.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from gateway.verification import build_workflow
+from gateway.web import PAGE_HEADERS, Markup, fill
+from gateway.web.post import MAX_BODY, POST_STATE, _basic_user, _json_error
+from policies.model import Role
+from verification.texts import Html, Texts
+from verification.workflow import Ask, LinkAnswer, LinkState, Outcome, Workflow, practitioner_name
+
+CSRF_COOKIE = "__Host-casegate-verify"
+CSRF_FIELD = "csrf_token"
+MAX_FIELD = 300
+
+PAGES: dict[LinkState, tuple[str, str]] = {
+    LinkState.CONFIRMED: ("page-confirmed.html", "Address confirmed"),
+    LinkState.DECLINED: ("page-declined.html", "Thank you for telling us"),
+    LinkState.LOCKED: ("page-locked.html", "Link locked"),
+    LinkState.UNAVAILABLE: ("page-unavailable.html", "Link cannot be used"),
+}
+STATUS: dict[Outcome, int] = {
+    Outcome.SENT: 200,
+    Outcome.ALREADY_VERIFIED: 200,
+    Outcome.ALREADY_PENDING: 409,
+    Outcome.REFUSED: 422,
+    Outcome.UNDELIVERABLE: 422,
+    Outcome.DNS_FAILURE: 503,
+    Outcome.NOT_SENT: 503,
+}
+
+WORKFLOW: web.AppKey[Any] = web.AppKey("casegate-verify-workflow")  # () -> Workflow
+
+
+def add_routes(web_app: web.Application, ctx: Any) -> None:
+    """The `ROUTE_MODULES` entry point: `ctx` is the gateway's `Services`."""
+    web_app[WORKFLOW] = lambda: build_workflow(ctx.app, ctx.transport, clock=ctx.clock)
+    web_app.router.add_get("/v/{token}", link_page)
+    web_app.router.add_post("/v/{token}", link_answer)
+    web_app.router.add_post("/api/verify", api_verify)
+
+
+def _workflow(request: web.Request) -> Workflow:
+    workflow: Workflow = request.app[WORKFLOW]()
+    return workflow
+
+
+# -- the recipient's pages -----------------------------------------------------------------
+
+
+async def link_page(request: web.Request) -> web.Response:
+    """The form, or why the link cannot be used."""
+    workflow = _workflow(request)
+    answer = workflow.open_link(request.match_info["token"])
+    return _page(request, workflow, answer)
+
+
+async def link_answer(request: web.Request) -> web.Response:
+    """Confirm (code and name) or decline, after the CSRF check."""
+    workflow = _workflow(request)
+    form = await request.post()
+    given = _field(form, CSRF_FIELD)
+    expected = request.cookies.get(CSRF_COOKIE, "")
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        answer = workflow.open_link(request.match_info["token"])
+        return _page(request, workflow, answer, status=403,
+                     error="This form has expired. Please enter the code and your name again.")
+    token = request.match_info["token"]
+    if _field(form, "answer") == "decline":
+        answer = await workflow.decline(token)
+    else:
+        answer = await workflow.confirm(token, _field(form, "code"), _field(form, "name"))
+    error = ""
+    if answer.state is LinkState.OPEN and answer.wrong:
+        tries = "try" if answer.attempts_left == 1 else "tries"
+        error = (f"The code or the name does not match. You have {answer.attempts_left} "
+                 f"{tries} left. Check the code with the person who gave it to you.")
+    return _page(request, workflow, answer, error=error,
+                 status=400 if error else 200)
+
+
+def _page(request: web.Request, workflow: Workflow, answer: LinkAnswer, *, error: str = "",
+          status: int = 200) -> web.Response:
+    texts: Texts = workflow.texts
+    organisation = workflow.settings.organisation
+    csrf = ""
+    if answer.state is LinkState.OPEN and answer.request is not None:
+        csrf = secrets.token_urlsafe(32)
+        body = texts.page(
+            "page-confirm.html",
+            practitioner_name=_practitioner(answer),
+            organisation=organisation,
+            action=request.path,
+            csrf=Html(f'<input type="hidden" name="{CSRF_FIELD}" value="{csrf}">'),
+            error=texts.page("page-error.html", text=error) if error else Html(""),
+        )
+        title = "Confirm your email address"
+    else:
+        name, title = PAGES[answer.state]
+        body = texts.page(name, organisation=organisation)
+    page = fill("layout.html", title=title, nav=Markup(""), body=Markup(body))
+    response = web.Response(text=page, status=status, content_type="text/html",
+                            charset="utf-8", headers=PAGE_HEADERS)
+    if csrf:
+        response.set_cookie(CSRF_COOKIE, csrf, path="/", secure=True, httponly=True,
+                            samesite="Strict")
+    return response
+
+
+def _practitioner(answer: LinkAnswer) -> str:
+    assert answer.request is not None
+    return practitioner_name(answer.request.requested_by)
+
+
+def _field(form: Any, name: str) -> str:
+    value = form.get(name, "")
+    return value[:MAX_FIELD] if isinstance(value, str) else ""
+
+
+# -- the staff API -------------------------------------------------------------------------
+
+
+async def api_verify(request: web.Request) -> web.Response:
+    """Ask for a verification; the JSON answer carries the code when the email went."""
+    user = await _basic_user(request, request.app[POST_STATE])
+    facts = await _json_object(request)
+    if not isinstance(facts, dict):
+        return _json_error(400, "body", "The request body must be a JSON object of at most "
+                           f"{MAX_BODY} bytes.")
+    for key in ("address", "case", "name", "role"):
+        if not isinstance(facts.get(key), str) or not facts[key].strip():
+            return _json_error(400, key, f"'{key}' is required (a string).")
+    if facts["role"] not in {r.value for r in Role}:
+        return _json_error(400, "role", "'role' must be party or professional.")
+    result = await _workflow(request).request(Ask(
+        address=facts["address"][:MAX_FIELD], case_number=facts["case"][:MAX_FIELD],
+        name=facts["name"][:MAX_FIELD], role=Role(facts["role"]), requested_by=user.address,
+        channel="http"))
+    return web.json_response(result.to_json(), status=STATUS[result.outcome])
+
+
+async def _json_object(request: web.Request) -> object:
+    """The body as JSON; None when too large or not JSON."""
+    if (request.content_length or 0) > MAX_BODY:
+        return None
+    raw = await request.content.read(MAX_BODY + 1)
+    try:
+        return None if len(raw) > MAX_BODY else json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None

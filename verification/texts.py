@@ -1,0 +1,90 @@
+"""The words of the workflow: email and page texts from templates an organisation can change.
+
+Templates are `string.Template` files in `verification/templates/`; an organisation puts its
+own copy of any of them in `[verification] templates_dir` and that one is used instead. A mail
+template starts with a `Subject:` line and a blank line. Page templates are HTML fragments whose
+values are HTML-escaped here; the web front puts them inside the site layout.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+from importlib import resources
+from pathlib import Path
+from string import Template
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+class Html(str):
+    """HTML built here from escaped parts (passes through `fill_page` unescaped)."""
+
+    __slots__ = ()
+
+
+def one_line(value: str, limit: int = 300) -> str:
+    """A value safe for a header or a single line: no control characters, bounded."""
+    return _UNSAFE.sub(" ", value).strip()[:limit]
+
+
+def when(moment: datetime) -> str:
+    """A time as the texts show it, e.g. '25 November 2026 at 14:05 UTC'."""
+    return moment.strftime("%d %B %Y at %H:%M UTC").lstrip("0")
+
+
+@dataclass(frozen=True)
+class Mail:
+    """One message the workflow sends."""
+
+    sender: str
+    to: str
+    subject: str
+    body: str
+
+    def as_bytes(self, now: datetime) -> bytes:
+        """Plain text, CRLF line endings, every header value on one line."""
+        message = EmailMessage(policy=SMTP)
+        message["From"] = one_line(self.sender)
+        message["To"] = one_line(self.to)
+        message["Subject"] = one_line(self.subject)
+        message["Date"] = format_datetime(now)
+        message["Message-ID"] = make_msgid("casegate-verify", self.sender.rpartition("@")[2])
+        message["Auto-Submitted"] = "auto-generated"
+        message.set_content(self.body)
+        return message.as_bytes()
+
+
+class Texts:
+    """Reads templates: the organisation's directory first, then the built-in ones."""
+
+    def __init__(self, override_dir: Path | None = None) -> None:
+        self.override_dir = override_dir
+
+    def template(self, name: str) -> Template:
+        if self.override_dir is not None:
+            own = self.override_dir / name
+            if own.is_file():
+                return Template(own.read_text(encoding="utf-8"))
+        builtin = resources.files("verification").joinpath("templates", name)
+        return Template(builtin.read_text("utf-8"))
+
+    def mail(self, template: str, /, *, sender: str, to: str, **values: object) -> Mail:
+        """A mail from `template` (a missing value is a bug: KeyError)."""
+        text = self.template(template).substitute({k: str(v) for k, v in values.items()})
+        first, _, body = text.partition("\n")
+        if not first.startswith("Subject:"):
+            raise ValueError(f"mail template {template} must start with a Subject: line")
+        return Mail(sender=sender, to=to, subject=first.removeprefix("Subject:").strip(),
+                    body=body.lstrip("\n"))
+
+    def page(self, template: str, /, **values: object) -> Html:
+        """An HTML fragment from `template`, every value escaped unless it is `Html`."""
+        escaped = {k: v if isinstance(v, Html) else html.escape(str(v), quote=True)
+                   for k, v in values.items()}
+        return Html(self.template(template).substitute(escaped))

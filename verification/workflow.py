@@ -1,0 +1,517 @@
+"""The recipient-verification workflow (IA 3.4; issue 4) as named steps.
+
+    request      check_staff -> check_address -> already verified? -> check_domain (DNS)
+                 -> open the request -> send the invitation (no case information, ruling 16)
+    the link     open_link   -> the confirm page, or why the link cannot be used
+                 confirm     -> code (constant time) and name -> the registry; or a wrong code,
+                                and at `max_attempts` wrong codes the request locks
+                 decline     -> "this is not me": a high-grade breach-attempt event (governance
+                                is mailed by gateway.alerts) and the practitioner is told at once
+    upkeep       expire_due  -> unanswered links and lapsed verifications become expired
+                 revoke      -> staff withdraw a verification or a pending request
+
+The address checks are pure functions of the policy and a Snapshot. `Workflow` holds the ports
+it acts through, all injected: the registry, an audit recorder, the outbound transport, the
+link signer, the DNS resolver and the clock. Every step records an audit event (metadata only:
+never the code, the token or a name). Nothing here reads the config or the environment.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+import dns.asyncresolver
+
+from policies.loader import Policy
+from policies.model import Category, Role, Snapshot
+from policies.recipients import classify_recipient
+from transports.base import Copy, Transport
+from verification.dns import Deliverability, DomainCheck, check_domain
+from verification.registry import (
+    AlreadyPending,
+    AlreadyVerified,
+    Registry,
+    RequestState,
+    VerificationRequest,
+)
+from verification.texts import Mail, Texts, one_line, when
+from verification.tokens import LinkSigner, TokenStatus
+
+MAX_NAME = 200
+METHOD = "recipient-confirmed"  # how, in the registry's `method` column
+
+# Why an address cannot be verified, by category (a lookalike also gets "did you mean").
+NOT_VERIFIABLE: dict[Category, str] = {
+    Category.INVALID: "is not a valid, plain email address. Check it with the recipient.",
+    Category.FAX: "is a fax address, and Cafcass does not send by fax (IA 3.4).",
+    Category.PERSONAL: "is a staff member's personal address, which never receives Cafcass "
+                       "mail (IA 3.2).",
+    Category.INTERNAL: "is a Cafcass address, which needs no verification.",
+    Category.LOOKALIKE: "looks like a known address but is not the same.",
+}
+
+
+class Recorder(Protocol):
+    """The audit log (gateway.audit.AuditLog) as the workflow uses it."""
+
+    def record(self, kind: str, **fields: Any) -> int: ...
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The `[verification]` section as the workflow uses it (defaults: gateway.config)."""
+
+    organisation: str  # "Cafcass"
+    sender: str  # the verification address: From of every mail the workflow sends
+    public_url: str  # base of the recipient's link, e.g. https://casegate.example.org
+    link_lifetime: timedelta
+    valid_for: timedelta | None  # None: a verification never lapses
+    max_attempts: int
+    dns_timeout: float
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A practitioner's request, from any entry point (SMTP, HTTP, CLI)."""
+
+    address: str
+    case_number: str | None
+    name: str
+    role: Role
+    requested_by: str
+    channel: str  # "smtp", "http" or "cli"
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    ALREADY_VERIFIED = "already-verified"
+    ALREADY_PENDING = "already-pending"
+    REFUSED = "refused"  # bad input or an address that may not be verified
+    UNDELIVERABLE = "undeliverable"  # DNS says the domain takes no mail
+    DNS_FAILURE = "dns-failure"  # DNS could not say: try later
+    NOT_SENT = "not-sent"  # the upstream did not take the invitation: try later
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    outcome: Outcome
+    sentence: str  # what the practitioner reads
+    address: str
+    case_number: str | None = None
+    code: str = ""  # the out-of-band code, only when SENT
+    expires_at: datetime | None = None
+    suggestion: str | None = None  # for a lookalike: the likely intended address
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (Outcome.SENT, Outcome.ALREADY_VERIFIED)
+
+    @property
+    def temporary(self) -> bool:
+        return self.outcome in (Outcome.DNS_FAILURE, Outcome.NOT_SENT)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome.value,
+            "message": self.sentence,
+            "address": self.address,
+            "case_number": self.case_number,
+            "code": self.code or None,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "suggestion": self.suggestion,
+        }
+
+
+class LinkState(StrEnum):
+    OPEN = "open"  # show the form
+    CONFIRMED = "confirmed"
+    DECLINED = "declined"
+    LOCKED = "locked"
+    UNAVAILABLE = "unavailable"  # tampered, expired, already used or withdrawn
+
+
+@dataclass(frozen=True)
+class LinkAnswer:
+    """What the recipient's page shows next."""
+
+    state: LinkState
+    request: VerificationRequest | None = None
+    wrong: bool = False  # OPEN again after a wrong code or name
+    attempts_left: int = 0
+
+
+# ---- pure steps -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AddressCheck:
+    normalised: str  # "" when refused
+    sentence: str = ""
+    suggestion: str | None = None
+    rule: str = ""
+
+
+def check_staff(address: str, policy: Policy, snapshot: Snapshot) -> str | None:
+    """The requesting member of staff's normalised address, or None if not a Cafcass one."""
+    recipient = classify_recipient(address, policy, snapshot, sender=address)
+    return recipient.normalised.lower() if recipient.category is Category.INTERNAL else None
+
+
+def check_address(address: str, requested_by: str, policy: Policy,
+                  snapshot: Snapshot) -> AddressCheck:
+    """Syntax, fax, personal, internal and lookalike checks of the address to verify."""
+    recipient = classify_recipient(address, policy, snapshot, sender=requested_by)
+    problem = NOT_VERIFIABLE.get(recipient.category)
+    shown = one_line(address, 254)
+    if problem is None:
+        return AddressCheck(normalised=recipient.normalised.lower())
+    sentence = f"{shown} {problem}"
+    if recipient.suggestion:
+        sentence += f" Did you mean {recipient.suggestion}?"
+    return AddressCheck(normalised="", sentence=sentence, suggestion=recipient.suggestion,
+                        rule=recipient.category.value)
+
+
+def check_name(name: str) -> str | None:
+    """The person's name, cleaned; None when empty, too long or holding control characters."""
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name):
+        return None
+    cleaned = " ".join(name.split())
+    return cleaned if 0 < len(cleaned) <= MAX_NAME else None
+
+
+def check_case(text: str, policy: Policy) -> str | None:
+    case = text.strip().upper()
+    return case if policy.content.case_number_regex.fullmatch(case) else None
+
+
+def check_ask(ask: Ask, policy: Policy,
+              snapshot: Snapshot) -> tuple[str, str, str | None] | str:
+    """(staff address, cleaned name, case number) from a request, or why it is refused."""
+    staff = check_staff(ask.requested_by, policy, snapshot)
+    if staff is None:
+        return (f"{one_line(ask.requested_by)} is not a Cafcass staff address, so it cannot ask "
+                "for a verification.")
+    name = check_name(ask.name)
+    if name is None:
+        return "Give the recipient's full name (up to 200 characters)."
+    case = check_case(ask.case_number, policy) if ask.case_number else None
+    if ask.case_number and case is None:
+        return f"{one_line(ask.case_number, 40)} is not a case number (like ZC12C00123)."
+    return staff, name, case
+
+
+def already_verified(snapshot: Snapshot, address: str, case_number: str | None) -> bool:
+    """Verified for that case, or organisation-wide."""
+    if case_number is None:
+        return any(v.address == address and v.case_number is None for v in snapshot.verified)
+    return snapshot.is_verified(address, (case_number,))
+
+
+def _name_key(name: str) -> str:
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return " ".join(re.sub(r"[^\w\s]", " ", folded).split())
+
+
+def names_match(expected: str, given: str) -> bool:
+    """The name typed matches the name the practitioner gave (case, spacing, punctuation and
+    middle names aside: first and last names must agree)."""
+    want, got = _name_key(expected).split(), _name_key(given).split()
+    if not want or not got:
+        return False
+    return hmac.compare_digest(" ".join((want[0], want[-1])).encode(),
+                               " ".join((got[0], got[-1])).encode())
+
+
+def practitioner_name(address: str) -> str:
+    """A readable name from a staff address: jo.smith@... -> Jo Smith."""
+    local = address.partition("@")[0]
+    words = [w for w in re.split(r"[._-]+", local) if w and not w.isdigit()]
+    return " ".join(w.capitalize() for w in words) or address
+
+
+def scope_text(case_number: str | None) -> str:
+    return f"case {case_number}" if case_number else "the whole organisation"
+
+
+# ---- the workflow -----------------------------------------------------------------------
+
+
+class Workflow:
+    """Runs the steps against the registry, the audit log, the transport and DNS."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        policy: Policy,
+        audit: Recorder,
+        transport: Transport,
+        signer: LinkSigner,
+        resolver: dns.asyncresolver.Resolver,
+        settings: Settings,
+        clock: Callable[[], datetime],
+        snapshot: Callable[[datetime], Snapshot],
+        texts: Texts | None = None,
+    ) -> None:
+        self.registry = registry
+        self.policy = policy
+        self.audit = audit
+        self.transport = transport
+        self.signer = signer
+        self.resolver = resolver
+        self.settings = settings
+        self.clock = clock
+        self.snapshot = snapshot
+        self.texts = texts or Texts()
+
+    # -- request ------------------------------------------------------------------------
+
+    async def request(self, ask: Ask) -> RequestResult:
+        """Check the address, then mail the recipient; the code goes back to the caller."""
+        now = self.clock()
+        self.expire_due(now)
+        snapshot = self.snapshot(now)
+        inputs = check_ask(ask, self.policy, snapshot)
+        if isinstance(inputs, str):
+            return RequestResult(Outcome.REFUSED, inputs, ask.address)
+        staff, name, case = inputs
+        checked = check_address(ask.address, staff, self.policy, snapshot)
+        if not checked.normalised:
+            self.audit.record("verification-refused", sender=staff, recipients=[ask.address],
+                              case_numbers=_cases(case), reason=checked.rule, channel=ask.channel)
+            return RequestResult(Outcome.REFUSED, checked.sentence, ask.address, case,
+                                 suggestion=checked.suggestion)
+        address = checked.normalised
+        if already_verified(snapshot, address, case):
+            return RequestResult(Outcome.ALREADY_VERIFIED,
+                                 f"{address} is already verified for {scope_text(case)}; "
+                                 "no verification email was sent.", address, case)
+        declined = self._declined(address, case)
+        if declined is not None:
+            return RequestResult(
+                Outcome.REFUSED,
+                f"The owner of {address} said on {when(declined)} that it is not the address "
+                f"you meant, so it is not mailed again for {scope_text(case)}. Check the right "
+                "address with the person by telephone.", address, case)
+        domain = await check_domain(address.rpartition("@")[2], self.resolver,
+                                    self.settings.dns_timeout)
+        if not domain.ok:
+            return self._undeliverable(ask, staff, address, case, domain)
+        return await self._open_and_send(ask, staff, name, address, case, now)
+
+    async def _open_and_send(self, ask: Ask, staff: str, name: str, address: str,
+                             case: str | None, now: datetime) -> RequestResult:
+        expires_at = (now + self.settings.link_lifetime).replace(microsecond=0)
+        link = self.signer.issue(expires_at)
+        code = self.signer.new_code()
+        try:
+            request = self.registry.create_request(
+                address, case_number=case, role=ask.role, name=name, requested_by=staff,
+                channel=ask.channel, token_id=link.token_id,
+                code_digest=self.signer.code_digest(link.token_id, code), now=now,
+                link_expires_at=expires_at)
+        except AlreadyPending as exc:
+            return RequestResult(Outcome.ALREADY_PENDING,
+                                 f"{str(exc).capitalize()}. Ask them to use the link they were "
+                                 "sent, or revoke it (casegate verify revoke) and ask again.",
+                                 address, case)
+        self._event("verification-requested", request, channel=ask.channel)
+        invitation = self.texts.mail(
+            "invitation.txt", sender=self.settings.sender, to=address,
+            organisation=self.settings.organisation,
+            practitioner_name=practitioner_name(staff),
+            link=f"{self.settings.public_url.rstrip('/')}/v/{link.token}",
+            expires=when(expires_at))
+        if not await self._send(f"verify-{request.id}-invitation", invitation):
+            self.registry.close_request(request.id, RequestState.REVOKED, now=self.clock())
+            self._event("verification-revoked", request, reason="not-sent")
+            return RequestResult(Outcome.NOT_SENT, "The verification email could not be sent "
+                                 "just now; nothing was sent. Please try again later.",
+                                 address, case)
+        self._event("verification-sent", request)
+        return RequestResult(
+            Outcome.SENT,
+            f"The verification email was sent to {address} for {scope_text(case)}. Give the "
+            f"recipient the code {code} by telephone or in person.",
+            address, case, code=code, expires_at=expires_at)
+
+    def _declined(self, address: str, case: str | None) -> datetime | None:
+        """When the address's owner said "this is not me" for this scope, if they did."""
+        for request in self.registry.requests(case_number=case):
+            if (request.address == address and request.case_number == case
+                    and request.state is RequestState.DECLINED):
+                return request.decided_at or request.requested_at
+        return None
+
+    def _undeliverable(self, ask: Ask, staff: str, address: str, case: str | None,
+                       domain: DomainCheck) -> RequestResult:
+        self.audit.record("verification-refused", sender=staff, recipients=[address],
+                          case_numbers=_cases(case), reason=domain.result.value,
+                          channel=ask.channel)
+        outcome = (Outcome.DNS_FAILURE if domain.result is Deliverability.DNS_FAILURE
+                   else Outcome.UNDELIVERABLE)
+        return RequestResult(outcome, domain.sentence(), address, case)
+
+    def practitioner_mail(self, result: RequestResult, to: str) -> Mail | None:
+        """The reply that tells a practitioner (who asked by email) what happened."""
+        values = {"address": result.address, "scope": scope_text(result.case_number)}
+        if result.outcome is Outcome.SENT and result.expires_at is not None:
+            return self.texts.mail("practitioner-sent.txt", sender=self.settings.sender, to=to,
+                                   code=result.code, expires=when(result.expires_at), **values)
+        if result.outcome is Outcome.ALREADY_VERIFIED:
+            return self.texts.mail("practitioner-already.txt", sender=self.settings.sender,
+                                   to=to, **values)
+        return None
+
+    async def tell(self, key: str, mail: Mail) -> bool:
+        """Send one of the workflow's mails; False when the upstream did not take it."""
+        return await self._send(key, mail)
+
+    # -- the recipient's link -----------------------------------------------------------
+
+    def open_link(self, token: str) -> LinkAnswer:
+        """What the link shows now: the form, or why it cannot be used."""
+        self.expire_due()
+        request = self._pending(token)
+        if request is None:
+            return LinkAnswer(LinkState.UNAVAILABLE)
+        return LinkAnswer(LinkState.OPEN, request,
+                          attempts_left=self.settings.max_attempts - request.attempts)
+
+    async def confirm(self, token: str, code: str, name: str) -> LinkAnswer:
+        """The recipient's code and name: verified, a wrong try, or locked."""
+        request = self._pending(token)
+        if request is None:
+            return LinkAnswer(LinkState.UNAVAILABLE)
+        now = self.clock()
+        right = self.signer.code_matches(request.token_id, code, request.code_digest)
+        if not (right and names_match(request.name, name[:MAX_NAME])):
+            return await self._wrong(request, now)
+        valid_for = self.settings.valid_for
+        try:
+            entry = self.registry.confirm_request(
+                request.id, now=now, method=METHOD,
+                expires_at=now + valid_for if valid_for else None)
+        except AlreadyVerified:
+            entry = None
+        if entry is None:  # answered meanwhile (a second confirmation), or verified otherwise
+            return LinkAnswer(LinkState.UNAVAILABLE)
+        self._event("verification-confirmed", request, method=METHOD,
+                    valid_until=entry.expires_at.isoformat() if entry.expires_at else "never")
+        await self._tell_practitioner(request, "practitioner-confirmed.txt", "confirmed",
+                                      name=request.name, when=when(now),
+                                      valid_until=when(entry.expires_at) if entry.expires_at
+                                      else "it is revoked")
+        return LinkAnswer(LinkState.CONFIRMED, request)
+
+    async def _wrong(self, request: VerificationRequest, now: datetime) -> LinkAnswer:
+        updated = self.registry.count_wrong_code(request.id,
+                                                 max_attempts=self.settings.max_attempts, now=now)
+        if updated is None:
+            return LinkAnswer(LinkState.UNAVAILABLE)
+        self._event("verification-code-wrong", updated, attempts=updated.attempts)
+        if updated.state is RequestState.LOCKED:
+            self._event("verification-locked", updated, attempts=updated.attempts)
+            await self._tell_practitioner(updated, "practitioner-locked.txt", "locked",
+                                          attempts=updated.attempts, when=when(now))
+            return LinkAnswer(LinkState.LOCKED, updated)
+        return LinkAnswer(LinkState.OPEN, updated, wrong=True,
+                          attempts_left=self.settings.max_attempts - updated.attempts)
+
+    async def decline(self, token: str) -> LinkAnswer:
+        """"This is not me": a breach attempt caught; the practitioner is told at once."""
+        request = self._pending(token)
+        if request is None:
+            return LinkAnswer(LinkState.UNAVAILABLE)
+        now = self.clock()
+        closed = self.registry.close_request(request.id, RequestState.DECLINED, now=now)
+        if closed is None:
+            return LinkAnswer(LinkState.UNAVAILABLE)
+        # High grade (policy [grades]): gateway.alerts mails governance at once.
+        self._event("verification-declined", closed, rule="", citation="IA 3.4; IA 2.2")
+        await self._tell_practitioner(closed, "practitioner-declined.txt", "declined",
+                                      when=when(now))
+        return LinkAnswer(LinkState.DECLINED, closed)
+
+    def _pending(self, token: str) -> VerificationRequest | None:
+        """The pending request a token names; an expired link expires its request."""
+        now = self.clock()
+        checked = self.signer.check(token, now)
+        if checked.status is TokenStatus.TAMPERED:
+            self.audit.record("verification-link-refused", reason="tampered")
+            return None
+        request = self.registry.request_by_token(checked.token_id)
+        if request is None or request.state is not RequestState.PENDING:
+            self.audit.record("verification-link-refused", reason="used",
+                              request_id=request.id if request else 0)
+            return None
+        if checked.status is TokenStatus.EXPIRED or request.link_expires_at <= now:
+            self._expire(request, now)
+            return None
+        return request
+
+    # -- upkeep -------------------------------------------------------------------------
+
+    def expire_due(self, now: datetime | None = None) -> int:
+        """Expire unanswered requests and lapsed verifications; returns how many."""
+        moment = now or self.clock()
+        requests = self.registry.expire_requests(moment)
+        for request in requests:
+            self._event("verification-expired", request, what="link")
+        lapsed = self.registry.lapse_due(moment)
+        for entry in lapsed:
+            self.audit.record("verification-expired", recipients=[entry.address],
+                              case_numbers=_cases(entry.case_number), what="verification")
+        return len(requests) + len(lapsed)
+
+    def _expire(self, request: VerificationRequest, now: datetime) -> None:
+        closed = self.registry.close_request(request.id, RequestState.EXPIRED, now=now)
+        if closed is not None:
+            self._event("verification-expired", closed, what="link")
+
+    def revoke(self, address: str, *, by: str, case_number: str | None = None,
+               organisation: bool = False) -> int:
+        """Withdraw verifications and pending requests of an address; returns how many."""
+        now = self.clock()
+        count = self.registry.revoke(address, by=by, now=now, case_number=case_number,
+                                     organisation=organisation)
+        withdrawn = [] if organisation else self.registry.revoke_requests(
+            address, now=now, case_number=case_number)
+        if count or withdrawn:
+            self.audit.record("verification-revoked", sender=by, recipients=[address.lower()],
+                              case_numbers=_cases(case_number), count=count,
+                              requests=len(withdrawn))
+        return count + len(withdrawn)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    async def _tell_practitioner(self, request: VerificationRequest, template: str, what: str,
+                                 **values: object) -> None:
+        mail = self.texts.mail(template, sender=self.settings.sender, to=request.requested_by,
+                               address=request.address, scope=scope_text(request.case_number),
+                               **values)
+        if not await self._send(f"verify-{request.id}-{what}", mail):
+            self._event("verification-notice-failed", request, notice=what)
+
+    async def _send(self, key: str, mail: Mail) -> bool:
+        copy = Copy(key=key, mail_from=mail.sender, recipients=(mail.to,),
+                    data=mail.as_bytes(self.clock()))
+        result = await self.transport.deliver([copy])
+        return result.ok
+
+    def _event(self, kind: str, request: VerificationRequest, **metadata: Any) -> None:
+        self.audit.record(kind, sender=request.requested_by, recipients=[request.address],
+                          case_numbers=_cases(request.case_number), request_id=request.id,
+                          role=request.role.value, **metadata)
+
+
+def _cases(case_number: str | None) -> list[str]:
+    return [case_number] if case_number else []

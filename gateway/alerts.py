@@ -1,0 +1,306 @@
+"""Breach attempts mailed to the governance mailbox (IA 2.2): at once, or in a daily digest.
+
+Events whose grade is in `[audit] alert_grades` (default: high) are mailed as soon as they are
+recorded; those in `digest_grades` (default: low, medium) are listed in one digest a day at
+`digest_time` (UTC). Both go through the normal outbound `Transport` (the SMTP relay, or the
+outbox when no upstream is configured), with an idempotency key so a retried hand-over is not
+delivered twice.
+
+Progress is two cursors (the last sequence number alerted, the last digested) kept in
+`alerts.sqlite3` in the data directory, advanced only after the transport accepted the mail: an
+upstream outage delays alerts, it never loses them. On first start both cursors begin at the
+trail's current head (history is not mailed). The mail carries metadata only, like the trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway.audit import GRADES, AuditLog
+from gateway.auditstore import StoredEvent
+from gateway.config import Config, ConfigError
+from policies.model import Rule
+from transports.base import Copy, Transport
+
+log = structlog.get_logger("casegate.alerts")
+
+STATE_FILE = "alerts.sqlite3"
+MAX_EVENTS_PER_MAIL = 200
+MAX_EVENTS_PER_DIGEST = 50_000  # counted by rule; beyond this the governance view has them
+POLL_SECONDS = 60.0  # also catches events that other processes (the CLI) recorded
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_TIME = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """The `[audit]` section, checked."""
+
+    governance_address: str
+    sender: str
+    alert_grades: frozenset[str]
+    digest_grades: frozenset[str]
+    digest_time: time
+    public_url: str = ""
+
+    @classmethod
+    def from_config(cls, config: Config) -> AlertSettings | None:
+        """The settings, or None when no governance address is configured (no mail)."""
+        section = config.audit
+        if not section.governance_address:
+            return None
+        for key in ("alert_grades", "digest_grades"):
+            for grade in getattr(section, key):
+                if grade not in GRADES or grade == "none":
+                    raise ConfigError(f"{config.source}: 'audit.{key}' has '{grade}'; "
+                                      "use low, medium or high")
+        match = _TIME.fullmatch(section.digest_time)
+        if match is None:
+            raise ConfigError(f"{config.source}: 'audit.digest_time' must be HH:MM (UTC)")
+        public = config.http.public_url or f"https://{config.http.host}:{config.http.port}"
+        return cls(
+            governance_address=section.governance_address,
+            sender=section.alert_from or f"casegate@{config.smtp.hostname}",
+            alert_grades=frozenset(section.alert_grades),
+            digest_grades=frozenset(section.digest_grades) - frozenset(section.alert_grades),
+            digest_time=time(int(match.group(1)), int(match.group(2)), tzinfo=UTC),
+            public_url=public.rstrip("/"),
+        )
+
+
+class Cursors:
+    """The two progress markers in `alerts.sqlite3`."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
+        with self._lock, self._db:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS alert_cursor (name TEXT PRIMARY KEY, seq INTEGER)"
+            )
+
+    def get(self, name: str, default: int) -> int:
+        with self._lock, self._db:
+            row = self._db.execute("SELECT seq FROM alert_cursor WHERE name = ?",
+                                   (name,)).fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO alert_cursor VALUES (?, ?)", (name, default))
+                return default
+            return int(row[0])
+
+    def set(self, name: str, seq: int) -> None:
+        with self._lock, self._db:
+            self._db.execute("UPDATE alert_cursor SET seq = ? WHERE name = ?", (seq, name))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _safe(value: str, limit: int = 300) -> str:
+    """A value safe in a header or a line of text: no control characters, bounded."""
+    return _UNSAFE.sub("?", value)[:limit]
+
+
+def _event_lines(event: StoredEvent, rules: dict[str, Rule], public_url: str) -> list[str]:
+    rule = rules.get(event.rule)
+    lines = [
+        f"Event {event.seq}, {event.time[:19].replace('T', ' ')} UTC",
+        f"  Grade:        {event.grade}",
+        f"  Kind:         {_safe(event.kind)}",
+        f"  Rule:         {_safe(event.rule or 'none')}"
+        + (f" ({_safe(event.citation)})" if event.citation else ""),
+        f"  Sender:       {_safe(event.sender or 'none')}",
+        f"  Recipients:   {_safe(', '.join(event.recipients) or 'none', 2000)}",
+        f"  Case numbers: {_safe(', '.join(event.case_numbers) or 'none')}",
+    ]
+    if rule is not None:
+        lines.append(f"  Policy:       {_safe(rule.sentence, 1000)}")
+    if public_url:
+        lines.append(f"  Review:       {public_url}/governance/events/{event.seq}")
+    return [*lines, ""]
+
+
+def compose(settings: AlertSettings, subject: str, intro: list[str], body: list[str],
+            now: datetime) -> bytes:
+    """One plain-text message, CRLF line endings, every header value sanitised."""
+    message = EmailMessage(policy=SMTP)
+    message["From"] = _safe(settings.sender)
+    message["To"] = _safe(settings.governance_address)
+    message["Subject"] = _safe(subject)
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = make_msgid("casegate", settings.sender.rpartition("@")[2])
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content("\n".join([*intro, "", *body]))
+    return message.as_bytes()
+
+
+class Alerter:
+    """Sends alerts and digests; `run()` is the background loop `casegate serve` starts."""
+
+    def __init__(
+        self,
+        audit: AuditLog,
+        transport: Transport,
+        settings: AlertSettings,
+        state_path: Path,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        self.audit = audit
+        self.transport = transport
+        self.settings = settings
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._poll = poll_seconds
+        self._cursors = Cursors(state_path)
+        head = audit.store.head()[0]
+        self.alerted = self._cursors.get("alert", head)
+        self.digested = self._cursors.get("digest", head)
+        self._wake = asyncio.Event()
+        self._sent = asyncio.Condition()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        audit.listeners.append(self._notice)
+
+    def _notice(self, event: StoredEvent) -> None:
+        """Audit listener: wake the loop for an alert-grade event (from any thread)."""
+        if event.grade in self.settings.alert_grades and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def send_alerts(self) -> int:
+        """Mail every alert-grade event not yet mailed; the number mailed (0 on failure)."""
+        events = self.audit.graded_after(self.alerted, self.settings.alert_grades,
+                                         MAX_EVENTS_PER_MAIL)
+        if not events:
+            return 0
+        grade = max((e.grade for e in events), key=GRADES.index)
+        count = len(events)
+        noun = "attempt" if count == 1 else "attempts"
+        subject = f"casegate alert: {count} {grade}-grade breach {noun}"
+        intro = [f"casegate recorded {count} breach {noun} that governance asked to hear "
+                 "about at once (IA 2.2).", ""]
+        body = [line for e in events for line in _event_lines(e, dict(self.audit.rules),
+                                                                self.settings.public_url)]
+        key = f"alert-{events[0].seq}-{events[-1].seq}"
+        if not await self._deliver(key, subject, intro, body):
+            return 0
+        self.alerted = events[-1].seq
+        self._cursors.set("alert", self.alerted)
+        async with self._sent:
+            self._sent.notify_all()
+        return count
+
+    async def send_digest(self) -> bool:
+        """Mail the digest of digest-grade events since the last one; False on failure."""
+        head = self.audit.store.head()[0]
+        limit = min(head - self.digested, MAX_EVENTS_PER_DIGEST)
+        events = [e for e in self.audit.graded_after(self.digested, self.settings.digest_grades,
+                                                     limit) if e.seq <= head]
+        now = self._clock()
+        day = now.date().isoformat()
+        subject = f"casegate daily digest {day}: {len(events)} breach attempts"
+        by_rule = Counter(e.rule or e.kind for e in events)
+        intro = [f"Breach attempts recorded since the last digest: {len(events)}."]
+        intro += [f"  {_safe(name)}: {n}" for name, n in sorted(by_rule.items())]
+        shown = events[-MAX_EVENTS_PER_MAIL:]
+        if len(shown) < len(events):
+            intro.append(f"The latest {len(shown)} are listed; see the governance view for all.")
+        body = [line for e in shown for line in _event_lines(e, dict(self.audit.rules),
+                                                               self.settings.public_url)]
+        if not await self._deliver(f"digest-{self.digested}-{head}", subject, intro, body):
+            return False
+        self.digested = head
+        self._cursors.set("digest", head)
+        return True
+
+    async def _deliver(self, key: str, subject: str, intro: list[str], body: list[str]) -> bool:
+        data = compose(self.settings, subject, intro, body, self._clock())
+        copy = Copy(key=key, mail_from=self.settings.sender,
+                    recipients=(self.settings.governance_address,), data=data)
+        result = await self.transport.deliver([copy])
+        if not result.ok:
+            log.warning("alert-not-delivered", key=key, outcome=result.outcome.value)
+        return result.ok
+
+    async def wait_alerted(self, seq: int) -> None:
+        """Return once every alert-grade event up to `seq` has been mailed."""
+        async with self._sent:
+            await self._sent.wait_for(lambda: self.alerted >= seq)
+
+    def next_digest(self, after: datetime) -> datetime:
+        today = datetime.combine(after.date(), self.settings.digest_time)
+        return today if today > after else today + timedelta(days=1)
+
+    async def run(self) -> None:
+        """Alerts at once, the digest daily, until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        due = self.next_digest(self._clock())
+        while True:
+            self._wake.clear()
+            now = self._clock()
+            try:
+                await self.send_alerts()
+                if now >= due and await self.send_digest():
+                    due = self.next_digest(now)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a store or transport bug: log it, try again next round
+                log.exception("alerts-failed")
+            wait = max(0.0, min(self._poll, (due - now).total_seconds()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait or self._poll)
+
+    def close(self) -> None:
+        if self._notice in self.audit.listeners:
+            self.audit.listeners.remove(self._notice)
+        self._cursors.close()
+
+
+@dataclass
+class RunningAlerter:
+    """Where the HTTP front keeps its alerter while it runs (None before start and after)."""
+
+    alerter: Alerter | None = None
+
+
+ALERTS: web.AppKey[RunningAlerter] = web.AppKey("casegate-alerts", RunningAlerter)
+
+
+def attach(web_app: web.Application, ctx: Any) -> None:
+    """Run the alerter while the HTTP front runs (`ctx` is the gateway's `Services`); it is
+    reachable as `web_app[ALERTS].alerter` while running."""
+    settings = AlertSettings.from_config(ctx.app.config)
+    if settings is None:
+        return
+    running = RunningAlerter()
+    web_app[ALERTS] = running
+
+    async def alerting(_: web.Application) -> AsyncIterator[None]:
+        alerter = Alerter(ctx.app.audit, ctx.transport, settings,
+                          ctx.app.data_dir / STATE_FILE)
+        running.alerter = alerter
+        task = asyncio.create_task(alerter.run(), name="casegate-alerts")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        running.alerter = None
+        alerter.close()
+
+    web_app.cleanup_ctx.append(alerting)

@@ -1,0 +1,338 @@
+"""The audit trail: one event model for everything casegate decides or sees.
+
+Every entry point calls `AuditLog.record(kind, ...)`. The event is
+
+- graded: an explicit grade, else (refusals and overrides) the grade of the policy rule it names,
+  else the grade of its kind from the policy's `[grades]` table, else "none",
+- written as one JSON line through structlog to the event stream (stdout under `casegate serve`,
+  for a SIEM; JSON escaping makes it safe against log injection: a CR or LF in a value can never
+  start a new line), and
+- appended to the tamper-evident store (`gateway.auditstore`), whose HMAC chain
+  `casegate audit verify` checks, with a signed checkpoint every `checkpoint_every` events.
+
+Events carry metadata, never content (DESIGN ruling 8): no subject, body, attachment name or
+credential. `record` refuses metadata keys that name such things and values that are not plain
+scalars or lists of strings. When the store cannot be written, `record` raises: callers fail
+closed (a 4xx at the SMTP front, a 500 page on the web).
+
+    audit = AuditLog.open(data_dir)
+    seq = audit.record("refusal", rule="personal-address", sender="a@cafcass.gov.uk",
+                       recipients=["x@gmail.com"], decision_id="d-1", stage="rcpt")
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway import auditkeys
+from gateway.auditstore import AuditStore, Checkpoint, EventFilter, StoredEvent
+from policies.model import Rule
+
+AUDIT_DB_FILE = "audit.sqlite3"
+GRADES: tuple[str, ...] = ("none", "low", "medium", "high")
+
+# Kinds whose grade is the grade of the policy rule they name (policies/data/policy.toml).
+RULE_GRADED_KINDS = frozenset({"refusal", "override"})
+
+# Metadata keys that would name content or secrets; `record` refuses them (DESIGN ruling 8).
+FORBIDDEN_METADATA = frozenset(
+    {
+        "subject", "body", "content", "text", "html", "filename", "file_name",
+        "attachment_name", "attachment_names", "password", "secret", "token", "otp",
+        "one_time_code", "cookie", "justification_text",
+    }
+)
+MAX_VALUE_LENGTH = 1000
+_KIND = re.compile(r"[a-z][a-z0-9-]{0,62}")
+_METADATA_KEY = re.compile(r"[a-z][a-z0-9_]{0,62}")
+
+_problems = structlog.get_logger("casegate.audit")
+
+Clock = Callable[[], datetime]
+MetadataValue = str | int | float | bool | list[str]
+
+
+class AuditError(ValueError):
+    """A call to `record` that would store something it must not (a programming error)."""
+
+
+def format_time(moment: datetime) -> str:
+    """The stored form: UTC, microseconds, 'Z'; fixed width so it sorts as text."""
+    if moment.tzinfo is None:
+        raise AuditError("audit times must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def normalise_time(text: str) -> str:
+    """A user's ISO-8601 date or time (UTC unless it says otherwise) in the stored form.
+
+    Raises ValueError with a plain sentence when it cannot be read.
+    """
+    cleaned = text.strip()
+    if cleaned.endswith(("Z", "z")):
+        cleaned = cleaned[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(cleaned)
+    except ValueError:
+        raise ValueError(f"'{text}' is not an ISO-8601 date or time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return format_time(moment)
+
+
+def _clean_str(value: str) -> str:
+    return value[:MAX_VALUE_LENGTH]
+
+
+def _clean_metadata(metadata: Mapping[str, Any]) -> dict[str, MetadataValue]:
+    out: dict[str, MetadataValue] = {}
+    for key, value in metadata.items():
+        if not _METADATA_KEY.fullmatch(key):
+            raise AuditError(f"metadata key {key!r} must be snake_case")
+        if key in FORBIDDEN_METADATA:
+            raise AuditError(f"metadata key {key!r} would log content or a secret")
+        if isinstance(value, bool | int):
+            out[key] = value
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise AuditError(f"metadata {key!r} must be a finite number")
+            out[key] = value
+        elif isinstance(value, str):
+            out[key] = _clean_str(value)
+        elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            out[key] = [_clean_str(v) for v in value]
+        else:
+            raise AuditError(
+                f"metadata {key!r} must be a string, number, boolean or list of strings"
+            )
+    return out
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].strip().lower()
+
+
+class _Stdout:
+    """Writes to whatever sys.stdout is at the time (pytest and daemons replace it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+class AuditLog:
+    """Records events; reads them back for the CLI and the governance view."""
+
+    def __init__(
+        self,
+        store: AuditStore,
+        signing_key: Ed25519PrivateKey,
+        *,
+        rules: Mapping[str, Rule] | None = None,
+        kind_grades: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+        stream: TextIO | None = None,
+        checkpoint_every: int = 1000,
+    ) -> None:
+        self.store = store
+        self._signing_key = signing_key
+        self.rules: Mapping[str, Rule] = dict(rules or {})
+        self.kind_grades: Mapping[str, str] = dict(kind_grades or {})
+        self._clock: Clock = clock or (lambda: datetime.now(UTC))
+        self._checkpoint_every = checkpoint_every
+        # Called with each stored event (e.g. gateway.alerts wakes up); must not block.
+        self.listeners: list[Callable[[StoredEvent], None]] = []
+        self._log = structlog.wrap_logger(
+            structlog.WriteLogger(stream or _Stdout()),  # type: ignore[arg-type]
+            processors=[structlog.processors.JSONRenderer(sort_keys=True)],
+        )
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: Path,
+        *,
+        key: bytes | None = None,
+        rules: Mapping[str, Rule] | None = None,
+        kind_grades: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+        stream: TextIO | None = None,
+        checkpoint_every: int = 1000,
+    ) -> AuditLog:
+        """Open (creating when absent) the keys and the store in `data_dir`.
+
+        `key` replaces the HMAC key file (e.g. a key held in a secrets manager). `rules` and
+        `kind_grades` come from the policy (`Policy.rules`, its `[grades]` table): they grade
+        events and supply citations. Creating a key is itself an audit event.
+        """
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        created: list[str] = []
+        if key is None:
+            key, made = auditkeys.load_or_create_hmac_key(data_dir)
+            if made:
+                created.append(auditkeys.HMAC_KEY_FILE)
+        elif len(key) < 16:
+            raise auditkeys.AuditKeyError("the audit key must be at least 16 bytes")
+        signing_key, made = auditkeys.load_or_create_signing_key(data_dir)
+        if made:
+            created.append(auditkeys.SIGNING_KEY_FILE)
+        log = cls(
+            AuditStore(data_dir / AUDIT_DB_FILE, key),
+            signing_key,
+            rules=rules,
+            kind_grades=kind_grades,
+            clock=clock,
+            stream=stream,
+            checkpoint_every=checkpoint_every,
+        )
+        for name in created:
+            log.record("key-created", file=name, key_id=log.key_id)
+        return log
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def grade_for(self, kind: str, rule: str) -> str:
+        """The breach grade of an event: for a refusal or override the grade of the rule it
+        names, else the grade of its kind, else "none" (not a breach attempt)."""
+        known = self.rules.get(rule)
+        if known is not None and kind in RULE_GRADED_KINDS:
+            return known.grade
+        return self.kind_grades.get(kind, "none")
+
+    def record(
+        self,
+        kind: str,
+        *,
+        grade: str | None = None,
+        rule: str = "",
+        sender: str = "",
+        recipients: Sequence[str] = (),
+        case_numbers: Sequence[str] = (),
+        decision_id: str = "",
+        citation: str = "",
+        **metadata: Any,
+    ) -> int:
+        """Store one event and write it to stdout; returns its sequence number.
+
+        Raises `AuditError` for metadata that could hold content, and whatever SQLite raises
+        when the store cannot be written (callers fail closed).
+        """
+        if not _KIND.fullmatch(kind):
+            raise AuditError(f"event kind {kind!r} must be kebab-case")
+        resolved = grade if grade is not None else self.grade_for(kind, rule)
+        if resolved not in GRADES:
+            raise AuditError(f"grade {resolved!r} must be one of {', '.join(GRADES)}")
+        known = self.rules.get(rule)
+        recipient_list = [_clean_str(r) for r in recipients]
+        event = {
+            "time": format_time(self._clock()),
+            "kind": kind,
+            "grade": resolved,
+            "rule": _clean_str(rule),
+            "citation": _clean_str(citation or (known.citation if known else "")),
+            "sender": _clean_str(sender.strip().lower()),
+            "recipients": recipient_list,
+            "recipient_domains": sorted({_domain(r) for r in recipient_list if "@" in r}),
+            "case_numbers": sorted({_clean_str(c) for c in case_numbers}),
+            "decision_id": _clean_str(decision_id),
+            "metadata": _clean_metadata(metadata),
+        }
+        stored, mac = self.store.append(event)
+        self._log.info("audit", audit_mac=mac.hex(), **stored.as_dict())
+        if self._checkpoint_every and stored.seq % self._checkpoint_every == 0:
+            self._sign(stored.seq, mac)
+        for listener in self.listeners:
+            try:
+                listener(stored)
+            except Exception:  # a listener's bug must not undo a stored event
+                _problems.exception("audit-listener-failed", seq=stored.seq)
+        return stored.seq
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    @property
+    def public_key_pem(self) -> str:
+        return auditkeys.public_pem(self._signing_key.public_key())
+
+    @property
+    def key_id(self) -> str:
+        return auditkeys.key_id(self._signing_key.public_key())
+
+    def _sign(self, seq: int, mac: bytes) -> Checkpoint:
+        unsigned = Checkpoint(
+            seq=seq, time=format_time(self._clock()), mac=mac, key_id=self.key_id, signature=b""
+        )
+        signature = self._signing_key.sign(unsigned.statement())
+        checkpoint = Checkpoint(
+            seq=seq, time=unsigned.time, mac=mac, key_id=self.key_id, signature=signature
+        )
+        self.store.add_checkpoint(checkpoint)
+        return checkpoint
+
+    def checkpoint(self) -> Checkpoint:
+        """Sign the chain's head now (on demand; also done every `checkpoint_every` events)."""
+        seq, mac = self.store.head()
+        return self._sign(seq, mac)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def verify(self) -> int | None:
+        """The first broken sequence number, or None when the trail is intact.
+
+        Besides the chain, every stored checkpoint must carry a valid signature and match the
+        row it names (a chain rebuilt with a stolen HMAC key still disagrees with them).
+        """
+        broken = self.store.verify()
+        public = self._signing_key.public_key()
+        for cp in self.store.checkpoints():
+            valid = auditkeys.signature_valid(public, cp.signature, cp.statement())
+            if not valid or self.store.mac_at(cp.seq) != cp.mac:
+                if cp.seq == 0 and valid:
+                    continue
+                broken = cp.seq if broken is None else min(broken, cp.seq)
+        return broken
+
+    def get(self, seq: int) -> StoredEvent | None:
+        return self.store.get(seq)
+
+    def page(
+        self, flt: EventFilter, *, before: int | None = None, limit: int = 50
+    ) -> list[StoredEvent]:
+        return self.store.page(flt, before=before, limit=limit)
+
+    def iterate(self, flt: EventFilter) -> Iterator[StoredEvent]:
+        return self.store.iterate(flt)
+
+    def counts_by_day_and_rule(self, flt: EventFilter) -> list[tuple[str, str, int]]:
+        return self.store.counts_by_day_and_rule(flt)
+
+    def graded_after(self, seq: int, grades: Collection[str], limit: int) -> list[StoredEvent]:
+        """Events after `seq` with one of `grades`, oldest first (for alerts and digests)."""
+        return self.store.graded_after(seq, grades, limit)
+
+
+__all__ = [
+    "AUDIT_DB_FILE",
+    "GRADES",
+    "AuditError",
+    "AuditLog",
+    "Checkpoint",
+    "EventFilter",
+    "StoredEvent",
+    "format_time",
+    "normalise_time",
+]

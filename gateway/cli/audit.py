@@ -1,0 +1,223 @@
+"""`casegate audit`: verify the tamper-evident trail, list events, make and check checkpoints.
+
+    casegate audit verify [--data DIR]            exit 0 intact, 1 broken (first broken seq)
+    casegate audit list [filters] [--json|--csv]  a table by default
+    casegate audit checkpoint [--export FILE]     sign the chain's head now
+    casegate audit checkpoint --verify FILE --public-key PEM
+
+The audit commands open only the audit trail, never the policy: an auditor can verify a trail
+even when the policy files are broken or missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from gateway.audit import AUDIT_DB_FILE, GRADES, AuditLog, EventFilter, normalise_time
+from gateway.auditexport import (
+    CheckpointError,
+    checkpoint_document,
+    csv_chunks,
+    json_line,
+    read_checkpoint_document,
+    table,
+)
+from gateway.auditkeys import AuditKeyError
+from gateway.auditstore import StoredEvent
+from gateway.cli.common import UsageError, add_common
+from gateway.config import DEFAULT_DATA_DIR, ConfigError, load_config
+
+MAX_DOCUMENT = 1024 * 1024
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "audit",
+        help="verify and review the tamper-evident audit trail",
+        description="Verify, list and checkpoint the audit trail.",
+    )
+    actions = parser.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+
+    verify = actions.add_parser(
+        "verify",
+        help="check the hash chain; exit 1 and the first broken sequence number if broken",
+    )
+    add_common(verify)
+    verify.set_defaults(func=run_verify)
+
+    listing = actions.add_parser("list", help="list events, filtered")
+    add_common(listing)
+    listing.add_argument("--since", help="from this UTC date or time (ISO-8601), inclusive")
+    listing.add_argument("--until", help="before this UTC date or time (ISO-8601)")
+    listing.add_argument("--sender", default="", help="sender address")
+    listing.add_argument("--domain", default="", help="recipient domain")
+    listing.add_argument("--case", default="", help="case number")
+    listing.add_argument("--rule", default="", help="policy rule id, e.g. personal-address")
+    listing.add_argument("--grade", default="", choices=("", *GRADES), help="breach grade")
+    listing.add_argument("--kind", default="", help="event kind, e.g. refusal")
+    listing.add_argument("--limit", type=int, default=0, help="only the newest N events")
+    shape = listing.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="one JSON object per line")
+    shape.add_argument("--csv", action="store_true", help="CSV with a header row")
+    listing.set_defaults(func=run_list)
+
+    checkpoint = actions.add_parser(
+        "checkpoint", help="sign the chain's head now, export it, or verify an export"
+    )
+    add_common(checkpoint)
+    checkpoint.add_argument("--export", type=Path, metavar="FILE",
+                            help="write the new signed checkpoint as JSON to FILE")
+    checkpoint.add_argument("--verify", type=Path, metavar="FILE",
+                            help="verify an exported checkpoint (needs --public-key)")
+    checkpoint.add_argument("--public-key", type=Path, metavar="PEM",
+                            help="the audit signing public key, kept apart from the box")
+    checkpoint.set_defaults(func=run_checkpoint)
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    """The data directory, by the same rules as `App.open`, without loading the policy."""
+    env_data = os.environ.get("CASEGATE_DATA")
+    explicit = args.data or (Path(env_data) if env_data else None)
+    if explicit is not None:
+        return Path(explicit)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    root = Path(config.data_dir or DEFAULT_DATA_DIR)
+    if args.config is not None and not root.is_absolute():
+        root = args.config.parent / root
+    return root
+
+
+def open_existing(args: argparse.Namespace) -> AuditLog:
+    """The audit log of an existing data directory; never creates a new trail."""
+    root = data_dir(args)
+    if not (root / AUDIT_DB_FILE).is_file():
+        raise UsageError(f"{root}: holds no audit trail ({AUDIT_DB_FILE} is missing)")
+    try:
+        return AuditLog.open(root, stream=sys.stderr)
+    except AuditKeyError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    audit = open_existing(args)
+    try:
+        broken = audit.verify()
+        last, _ = audit.store.head()
+    finally:
+        audit.close()
+    if broken is not None:
+        print("The audit trail has been tampered with.")
+        print(f"first broken sequence number: {broken}")
+        return 1
+    print(f"The audit trail is intact: {last} events, chain verified.")
+    return 0
+
+
+def _filter(args: argparse.Namespace) -> EventFilter:
+    try:
+        since = normalise_time(args.since) if args.since else ""
+        until = normalise_time(args.until) if args.until else ""
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return EventFilter(
+        since=since,
+        until=until,
+        sender=args.sender,
+        domain=args.domain,
+        case_number=args.case,
+        rule=args.rule,
+        grade=args.grade,
+        kind=args.kind,
+    )
+
+
+def run_list(args: argparse.Namespace) -> int:
+    flt = _filter(args)
+    if args.limit < 0:
+        raise UsageError("--limit must not be negative")
+    audit = open_existing(args)
+    try:
+        events: Iterable[StoredEvent] = (
+            reversed(audit.page(flt, limit=args.limit)) if args.limit else audit.iterate(flt)
+        )
+        if args.json:
+            for event in events:  # streamed: a million events never sit in memory
+                sys.stdout.write(json_line(event) + "\n")
+        elif args.csv:
+            for chunk in csv_chunks(events):
+                sys.stdout.write(chunk)
+        else:
+            rows = list(events)
+            print(table(rows) if rows else "No events match.")
+    finally:
+        audit.close()
+    return 0
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        with path.open("r", encoding="utf-8") as handle:
+            text = handle.read(MAX_DOCUMENT + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: the {what} cannot be read ({exc.__class__.__name__})") from None
+    if len(text) > MAX_DOCUMENT:
+        raise UsageError(f"{path}: the {what} is too large")
+    return text
+
+
+def verify_export(args: argparse.Namespace) -> int:
+    if args.public_key is None:
+        raise UsageError("--verify needs --public-key: the key kept apart from this box")
+    try:
+        document = json.loads(_read_text(args.verify, "checkpoint"))
+    except json.JSONDecodeError:
+        raise UsageError(f"{args.verify}: is not JSON") from None
+    try:
+        checkpoint = read_checkpoint_document(document, _read_text(args.public_key, "key"))
+    except CheckpointError as exc:
+        print(f"The checkpoint is not valid: {exc}.")
+        return 1
+    print(f"The checkpoint is validly signed: sequence number {checkpoint.seq}, "
+          f"{checkpoint.time}.")
+    root = data_dir(args)
+    if not (root / AUDIT_DB_FILE).is_file():
+        return 0
+    audit = open_existing(args)
+    try:
+        stored = audit.store.mac_at(checkpoint.seq)
+    finally:
+        audit.close()
+    if stored != checkpoint.mac:
+        print("The audit trail in the data directory disagrees with it: "
+              f"first broken sequence number: {checkpoint.seq}")
+        return 1
+    print("The audit trail in the data directory agrees with it.")
+    return 0
+
+
+def run_checkpoint(args: argparse.Namespace) -> int:
+    if args.verify is not None:
+        return verify_export(args)
+    audit = open_existing(args)
+    try:
+        checkpoint = audit.checkpoint()
+        document = checkpoint_document(checkpoint, audit.public_key_pem)
+    finally:
+        audit.close()
+    if args.export is not None:
+        try:
+            args.export.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"{args.export}: cannot be written ({exc.strerror})") from None
+        print(f"Checkpoint at sequence number {checkpoint.seq} written to {args.export}.")
+    else:
+        print(json.dumps(document, indent=2))
+    return 0

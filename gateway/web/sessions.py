@@ -1,0 +1,121 @@
+"""Server-side staff sessions in SQLite (`web-sessions.sqlite3` in the data directory).
+
+The browser holds only a random token; the table holds its SHA-256, so a copy of the database
+does not let anyone log in. A session ends at logout, after `idle_seconds` without use, or
+`lifetime_seconds` after login, whichever comes first. Each session has its own CSRF token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+SESSIONS_FILE = "web-sessions.sqlite3"
+TOKEN_BYTES = 32
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS web_session (
+    token_hash TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    csrf_token TEXT NOT NULL,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    idle_until REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS web_session_expires ON web_session (expires);
+"""
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Session:
+    """A live session: who, and the CSRF token their forms must echo."""
+
+    address: str
+    csrf_token: str
+
+
+class SessionStore:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        idle_seconds: float = 30 * 60,
+        lifetime_seconds: float = 8 * 3600,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.idle_seconds = idle_seconds
+        self.lifetime_seconds = lifetime_seconds
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
+        with self._lock, self._db:
+            self._db.executescript(_SCHEMA)
+
+    def _now(self) -> float:
+        return self._clock().timestamp()
+
+    def create(self, address: str) -> str:
+        """A new session for `address`; returns the token for the cookie (never stored)."""
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        now = self._now()
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM web_session WHERE expires <= ? OR idle_until <= ?",
+                             (now, now))
+            self._db.execute(
+                "INSERT INTO web_session VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    _hash(token),
+                    address,
+                    secrets.token_urlsafe(TOKEN_BYTES),
+                    now,
+                    now + self.lifetime_seconds,
+                    now + self.idle_seconds,
+                ),
+            )
+        return token
+
+    def get(self, token: str) -> Session | None:
+        """The live session for `token` (its idle timer restarts), else None."""
+        if not token or len(token) > 200:
+            return None
+        now = self._now()
+        key = _hash(token)
+        with self._lock, self._db:
+            row = self._db.execute(
+                "SELECT address, csrf_token, expires, idle_until FROM web_session "
+                "WHERE token_hash = ?",
+                (key,),
+            ).fetchone()
+            if row is None:
+                return None
+            if row[2] <= now or row[3] <= now:
+                self._db.execute("DELETE FROM web_session WHERE token_hash = ?", (key,))
+                return None
+            self._db.execute(
+                "UPDATE web_session SET idle_until = ? WHERE token_hash = ?",
+                (min(row[2], now + self.idle_seconds), key),
+            )
+        return Session(address=row[0], csrf_token=row[1])
+
+    def delete(self, token: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM web_session WHERE token_hash = ?", (_hash(token),))
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM web_session").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+

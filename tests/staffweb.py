@@ -1,0 +1,96 @@
+"""The staff web pages on a real TLS socket (127.0.0.1, port 0) for the web tests.
+
+`StaffWeb` runs an aiohttp application with the login and governance pages, a real AuditLog and
+UserStore in a temporary data directory, and makes HTTPS clients that trust the test CA.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import aiohttp
+from aiohttp import web
+
+from gateway.app import read_policy
+from gateway.audit import AuditLog
+from gateway.config import Config
+from gateway.users import UserRole, UserStore
+from gateway.web import WebDeps, install
+from tests.certs import ServerCert
+
+PASSWORD = "correct horse battery"
+GOVERNANCE = "gov.lead@cafcass.gov.uk"
+PRACTITIONER = "jo.bloggs@cafcass.gov.uk"
+POLICY = read_policy(Config(), Path("."))  # the real policy data: rules, citations, grades
+
+
+@dataclass
+class StaffWeb:
+    data_dir: Path
+    cert: ServerCert
+    audit: AuditLog = field(init=False)
+    users: UserStore = field(init=False)
+    base: str = field(init=False, default="")
+    _runner: web.AppRunner | None = field(init=False, default=None)
+
+    async def __aenter__(self) -> StaffWeb:
+        self.audit = AuditLog.open(self.data_dir, rules=POLICY.rules,
+                                   kind_grades=POLICY.grades, stream=io.StringIO())
+        self.users = UserStore(self.data_dir / "users.sqlite3")
+        self.users.add(GOVERNANCE, PASSWORD, roles=(UserRole.STAFF, UserRole.GOVERNANCE))
+        self.users.add(PRACTITIONER, PASSWORD, roles=(UserRole.STAFF,))
+        app = web.Application()
+        install(app, WebDeps(audit=self.audit, users=self.users, data_dir=self.data_dir))
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.cert.server_context())
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base = f"https://localhost:{port}"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.users.close()
+        self.audit.close()
+
+    def client(self) -> aiohttp.ClientSession:
+        """An HTTPS client trusting the test CA, keeping cookies, not following redirects."""
+        connector = aiohttp.TCPConnector(ssl=self.cert.client_context())
+        return aiohttp.ClientSession(
+            base_url=self.base,
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=20),
+        )
+
+    async def sign_in(
+        self, client: aiohttp.ClientSession, address: str, password: str = PASSWORD
+    ) -> aiohttp.ClientResponse:
+        """Load the form, post it with its token; returns the (unfollowed) answer."""
+        async with client.get("/login") as form:
+            token = hidden(await form.text(), "signin_token")
+        async with client.post(
+            "/login",
+            data={"address": address, "password": password, "signin_token": token,
+                  "next": "/governance"},
+            allow_redirects=False,
+        ) as answer:
+            await answer.read()
+            return answer
+
+
+def hidden(page: str, name: str) -> str:
+    """The value of the hidden input `name` in an HTML page."""
+    found = re.search(rf'name="{name}" value="([^"]*)"', page)
+    assert found, f"no hidden field {name}"
+    return found.group(1)

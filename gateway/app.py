@@ -7,23 +7,29 @@ needs them; nothing below reads the config or the environment on its own.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import TextIO
 
 from gateway.audit import AuditLog
 from gateway.config import DEFAULT_DATA_DIR, Config, ConfigError, load_config
-from policies.loader import Policy, PolicyError, parse_policy
+from gateway.portalstore import PORTAL_DB_FILE, PortalStore
+from gateway.users import UserStore
+from policies.loader import EMBEDDED_FILES, Policy, PolicyError, parse_policy
 from policies.model import Snapshot
+from transports.crypto import KEYS_FILE, CryptoError, Keyring
 from verification.registry import Registry
 
 
 def read_policy(config: Config, base_dir: Path) -> Policy:
     """The embedded policy plus the organisation's override files, validated."""
+    data = resources.files("policies").joinpath("data")
     documents = [
-        ("policies/data/policy.toml",
-         resources.files("policies").joinpath("data/policy.toml").read_text("utf-8")),
+        (f"policies/data/{name}", data.joinpath(name).read_text("utf-8"))
+        for name in EMBEDDED_FILES
     ]
     for name in config.policy.files:
         path = Path(name)
@@ -32,10 +38,21 @@ def read_policy(config: Config, base_dir: Path) -> Policy:
         try:
             documents.append((str(path), path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: policy file cannot be read ({exc.__class__.__name__})")
+            reason = exc.__class__.__name__
+            raise ConfigError(f"{path}: policy file cannot be read ({reason})") from None
     try:
         return parse_policy(documents)
     except PolicyError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def open_keyring(data_dir: Path, text: str | None) -> Keyring:
+    """The portal keyring: from `text` (the environment, via the CLI) or the data directory."""
+    try:
+        if text:
+            return Keyring.from_text(text, "$CASEGATE_PORTAL_KEYS")
+        return Keyring.load_or_create(data_dir / KEYS_FILE, datetime.now(UTC))
+    except CryptoError as exc:
         raise ConfigError(str(exc)) from None
 
 
@@ -46,9 +63,18 @@ class App:
     policy: Policy
     registry: Registry
     audit: AuditLog
+    users: UserStore
+    portal: PortalStore | None = None  # encrypted copies (issue 5)
+    keyring: Keyring | None = None  # the portal's master keys
 
     @classmethod
-    def open(cls, config_path: Path | None, data_dir: Path | None) -> App:
+    def open(cls, config_path: Path | None, data_dir: Path | None,
+             event_stream: TextIO | None = None, portal_keys: str | None = None) -> App:
+        """Build everything; audit events go to `event_stream` as JSON lines.
+
+        `casegate serve` streams events to stdout for a SIEM; the other commands pass stderr
+        (the default) so their own output on stdout stays clean for scripts.
+        """
         config = load_config(config_path)
         if data_dir is not None:
             config = replace(config, data_dir=str(data_dir))
@@ -60,8 +86,13 @@ class App:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(root, 0o700)
         registry = Registry(root / "casegate.sqlite3")
-        audit = AuditLog.open(root)
-        return cls(config=config, data_dir=root, policy=policy, registry=registry, audit=audit)
+        audit = AuditLog.open(root, rules=policy.rules, kind_grades=policy.grades,
+                              checkpoint_every=config.audit.checkpoint_every,
+                              stream=event_stream or sys.stderr)
+        users = UserStore(root / "casegate.sqlite3")
+        keyring = open_keyring(root, portal_keys)
+        return cls(config=config, data_dir=root, policy=policy, registry=registry, audit=audit,
+                   users=users, portal=PortalStore(root / PORTAL_DB_FILE), keyring=keyring)
 
     def snapshot(self, now: datetime | None = None) -> Snapshot:
         """What the engine needs of the stores, read now."""
@@ -75,3 +106,6 @@ class App:
     def close(self) -> None:
         self.registry.close()
         self.audit.close()
+        self.users.close()
+        if self.portal is not None:
+            self.portal.close()

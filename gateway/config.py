@@ -32,8 +32,11 @@ class SmtpConfig:
     idle_timeout: float = 300.0
     relay_from: tuple[str, ...] = ()  # trusted relay peers (CIDR), e.g. an Exchange connector
     relay_client_cert_fingerprints: tuple[str, ...] = ()  # optional: sha256 hex of peer certs
+    relay_client_ca_file: str = ""  # CAs for relay peers' client certs (default: the system's)
     auth_max_failures: int = 5  # per client address, then locked
     auth_lockout_seconds: float = 900.0
+    auth_failure_delay: float = 1.0  # extra seconds before each 535 after the first two failures
+    drain_seconds: float = 30.0  # on SIGTERM: how long messages in DATA may take to finish
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class HttpConfig:
     host: str = "127.0.0.1"
     port: int = 8025
     public_url: str = ""  # base URL used in links sent to recipients; default http://host:port
+    tls: bool = True  # serve HTTPS with the data directory's certificate
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class UpstreamConfig:
     password: str = ""
     timeout: float = 60.0
     pool_size: int = 4
+    remember_days: float = 7.0  # how long accepted copies are remembered, so retries never resend
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,35 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    governance_address: str = ""  # mailbox for breach alerts and the digest; empty: no mail
+    alert_grades: tuple[str, ...] = ("high",)  # mailed at once
+    digest_grades: tuple[str, ...] = ("low", "medium")  # listed in the daily digest
+    digest_time: str = "07:00"  # UTC, HH:MM
+    alert_from: str = ""  # sender of alert mail; default casegate@<smtp.hostname>
+    checkpoint_every: int = 1000  # sign a checkpoint of the chain every N events; 0: on demand
+
+
+@dataclass(frozen=True)
+class VerificationConfig:
+    address: str = ""  # where staff send verification requests; default verify@<smtp.hostname>
+    valid_days: float = 365.0  # a confirmed verification lapses after this many days; 0: never
+    link_hours: float = 72.0  # how long the recipient's link and out-of-band code work
+    max_attempts: int = 5  # wrong codes before the request locks
+    dns_servers: tuple[str, ...] = ()  # resolvers for the deliverability check; empty: system
+    dns_port: int = 53
+    dns_timeout: float = 3.0  # seconds for the whole MX, A and AAAA lookup
+    templates_dir: str = ""  # the organisation's own email and page texts; empty: built-in
+
+
+@dataclass(frozen=True)
+class PortalConfig:
+    expiry_days: float = 30.0  # portal copies are destroyed, with their keys, after this
+    notify_subject: bool = False  # put the original subject in the notification email
+    from_address: str = ""  # sender of codes and secure replies; default casegate@<smtp.hostname>
+
+
+@dataclass(frozen=True)
 class Config:
     source: str = "<defaults>"
     data_dir: str = str(DEFAULT_DATA_DIR)
@@ -73,6 +107,9 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    portal: PortalConfig = field(default_factory=PortalConfig)
+    verification: VerificationConfig = field(default_factory=VerificationConfig)
 
 
 def load_config(path: Path | None) -> Config:
@@ -88,7 +125,24 @@ def load_config(path: Path | None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: is not valid TOML ({exc})") from None
     config = _build(Config, raw, str(path), "")
+    _check_choices(config, str(path))
     return replace(config, source=str(path))
+
+
+# Keys whose value must be one of a few words.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "upstream.tls": ("starttls", "implicit", "none"),
+    "policy.multiple_external": ("split", "refuse"),
+}
+
+
+def _check_choices(config: Config, source: str) -> None:
+    for key, allowed in CHOICES.items():
+        section, _, name = key.partition(".")
+        value = getattr(getattr(config, section), name)
+        if value not in allowed:
+            raise ConfigError(
+                f"{source}: '{key}' must be one of {', '.join(allowed)} (not {value!r})")
 
 
 def _build(cls: type, raw: dict[str, Any], source: str, prefix: str) -> Any:

@@ -19,6 +19,15 @@ COMMANDS: tuple[str, ...] = (
     "check",
     "replay",
     "verify",
+    "staff",
+    "audit",
+    "serve",
+    "init",
+    "users",
+    "post",
+    "dispatch",
+    "keys",
+    "messages",
 )
 
 

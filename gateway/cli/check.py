@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("no recipients: the message has no To, Cc or Bcc; give them with --rcpt")
     app = open_app(args)
     try:
-        decision = evaluate(raw, sender, recipients, app.policy, app.snapshot(), time.monotonic)
+        decision = evaluate(raw, sender, recipients, app.policy, app.snapshot(), time.monotonic,
+                            multiple_external=app.config.policy.multiple_external)
     except MessageError as exc:
         raise UsageError(f"{args.message}: {exc}") from None
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 from pathlib import Path
 from typing import TextIO
@@ -12,6 +13,13 @@ from gateway.config import ConfigError
 
 class UsageError(Exception):
     """Bad input from the user: printed as one sentence, exit code 2."""
+
+
+class _Quiet(io.StringIO):
+    """An event stream that keeps nothing: the CLI's events go to the store only."""
+
+    def write(self, text: str) -> int:
+        return len(text)
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +36,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 def open_app(args: argparse.Namespace, event_stream: TextIO | None = None):  # type: ignore[no-untyped-def]
     """Build the App (config, data directory, policy, stores) from the common options.
 
-    Audit events stream to `event_stream` (default stderr; `serve` passes stdout).
+    Audit events are always stored; they also stream as JSON lines to `event_stream`.
+    `serve` passes stdout (for a SIEM); other commands keep their own output clean by default.
     """
     from gateway.app import App
 
@@ -37,7 +46,8 @@ def open_app(args: argparse.Namespace, event_stream: TextIO | None = None):  # t
         return App.open(
             config_path=args.config,
             data_dir=args.data or (Path(env_data) if env_data else None),
-            event_stream=event_stream,
+            event_stream=event_stream or _Quiet(),
+            portal_keys=os.environ.get("CASEGATE_PORTAL_KEYS") or None,
         )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None

@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
                 continue
             try:
                 decision = evaluate(raw, sender, recipients, app.policy, snapshot,
-                                    time.monotonic)
+                                    time.monotonic,
+                                    multiple_external=app.config.policy.multiple_external)
             except MessageError:
                 verdicts["unreadable"] += 1
                 continue

@@ -1,0 +1,124 @@
+"""`casegate serve`: run the SMTP and HTTP fronts until SIGTERM or SIGINT, then drain and stop.
+
+With no config it runs on the embedded default: a data directory (SQLite, a self-signed
+certificate), loopback ports, and an outbox Maildir when no upstream is configured. Logs are JSON
+lines on stdout; the first ones (`"event": "listening"`, then `"event": "files"`) say where it
+listens and where its files are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import replace
+
+import structlog
+
+from gateway.app import App
+from gateway.cli.common import UsageError, add_common, open_app
+from gateway.config import Config
+from gateway.server import OUTBOX_DIR, relay_networks, start_gateway
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="run the SMTP and HTTP fronts",
+        description="Run the gateway. Flags override the config file; port 0 picks a free "
+        "port. SIGTERM drains messages in flight and stops.",
+    )
+    add_common(parser)
+    parser.add_argument("--smtp-port", type=int, metavar="N",
+                        help="submission port (STARTTLS)")
+    parser.add_argument("--tls-port", type=int, metavar="N",
+                        help="implicit-TLS submission port (0: any free port)")
+    parser.add_argument("--http-port", type=int, metavar="N", help="HTTP(S) port")
+    parser.add_argument("--upstream", metavar="HOST:PORT",
+                        help="upstream smarthost (default: deliver into the outbox)")
+    parser.add_argument("--relay-from", action="append", default=[], metavar="CIDR",
+                        help="trusted relay peer that needs no AUTH, repeatable")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    app = open_app(args, event_stream=sys.stdout)
+    try:
+        app.config = _with_flags(app, args)
+        relay_networks(app.config.smtp.relay_from)  # a bad range is a usage error, before binding
+    except ValueError as exc:
+        app.close()
+        raise UsageError(str(exc)) from None
+    configure_logging()
+    try:
+        asyncio.run(serve(app, args.tls_port))
+    finally:
+        app.close()
+    return 0
+
+
+def configure_logging() -> None:
+    """JSON lines on stdout, UTC timestamps; aiosmtpd's own chatter only when it is an error."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(sort_keys=True),
+        ],
+    )
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
+
+
+def _with_flags(app: App, args: argparse.Namespace) -> Config:
+    config = app.config
+    smtp, http, upstream = config.smtp, config.http, config.upstream
+    for value in (args.smtp_port, args.tls_port, args.http_port):
+        if value is not None and not 0 <= value <= 65535:
+            raise ValueError(f"{value} is not a port number")
+    if args.smtp_port is not None:
+        smtp = replace(smtp, port=args.smtp_port)
+    if args.relay_from:
+        smtp = replace(smtp, relay_from=(*smtp.relay_from, *args.relay_from))
+    if args.http_port is not None:
+        http = replace(http, port=args.http_port)
+    if args.upstream:
+        host, colon, port = args.upstream.rpartition(":")
+        if not colon or not host or not port.isdigit():
+            raise ValueError(f"--upstream {args.upstream!r} must be HOST:PORT")
+        upstream = replace(upstream, host=host.strip("[]"), port=int(port))
+    return replace(config, smtp=smtp, http=http, upstream=upstream)
+
+
+async def serve(app: App, tls_port: int | None) -> None:
+    """Start, print where everything is, wait for a stop signal, drain."""
+    gateway = await start_gateway(app, implicit_tls_port=tls_port)
+    config = app.config
+    log = structlog.get_logger("casegate.serve")
+    log.info("listening", service="smtp", host=config.smtp.host, port=gateway.smtp_port,
+             tls="starttls")
+    if gateway.tls_port is not None:
+        log.info("listening", service="smtps", host=config.smtp.host, port=gateway.tls_port,
+                 tls="implicit")
+    log.info("listening", service="http", host=config.http.host, port=gateway.http_port,
+             tls="implicit" if config.http.tls else "none")
+    log.info(
+        "files",
+        data=str(app.data_dir.resolve()),
+        certificate=str(gateway.certificate.cert_file.resolve()),
+        outbox="" if config.upstream.host else str((app.data_dir / OUTBOX_DIR).resolve()),
+        upstream=f"{config.upstream.host}:{config.upstream.port}" if config.upstream.host else "",
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+        log.info("stopping", in_flight=gateway.services.in_flight)
+    finally:
+        await gateway.stop(config.smtp.drain_seconds)
+    log.info("stopped")

@@ -1,0 +1,95 @@
+"""`casegate users add|list|disable`: the staff accounts that may submit mail.
+
+`users add` reads the password from standard input when it is not a terminal (one line), and
+asks twice with getpass otherwise. Passwords are never echoed, logged or taken as arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from gateway.cli.common import UsageError, add_common, open_app
+from gateway.users import User, UserError, UserRole
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("users", help="manage the staff accounts that may send mail")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    add = actions.add_parser("add", help="add an account (password from stdin or a prompt)")
+    add.add_argument("address")
+    add.add_argument("--role", action="append", default=[], metavar="ROLE",
+                     choices=[r.value for r in UserRole],
+                     help="staff (default), governance or business-services; repeatable")
+    add.add_argument("--send-as", action="append", default=[], metavar="ADDR",
+                     help="another address this user may send as; repeatable")
+    add_common(add)
+    add.set_defaults(func=run_add)
+
+    listing = actions.add_parser("list", help="list the accounts")
+    add_common(listing)
+    listing.set_defaults(func=run_list)
+
+    disable = actions.add_parser("disable", help="stop an account from sending")
+    disable.add_argument("address")
+    add_common(disable)
+    disable.set_defaults(func=run_disable)
+
+
+def read_password() -> str:
+    """One line from stdin when it is not a terminal, else asked twice without echo."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != first:
+        raise UsageError("the two passwords differ")
+    return first
+
+
+def describe(user: User) -> str:
+    roles = ",".join(r.value for r in user.roles)
+    send_as = ",".join(user.send_as) or "-"
+    state = "disabled" if user.disabled else "enabled"
+    return f"{user.address}\t{roles}\t{send_as}\t{state}"
+
+
+def run_add(args: argparse.Namespace) -> int:
+    password = read_password()
+    roles = tuple(UserRole(r) for r in args.role) or (UserRole.STAFF,)
+    app = open_app(args)
+    try:
+        user = app.users.add(args.address, password, roles=roles, send_as=tuple(args.send_as))
+        app.audit.record("user-added", sender=user.address,
+                         roles=[r.value for r in user.roles], send_as=list(user.send_as))
+    except UserError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        app.close()
+    print(f"added {describe(user)}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    app = open_app(args)
+    try:
+        users = app.users.list()
+    finally:
+        app.close()
+    for user in users:
+        print(describe(user))
+    return 0
+
+
+def run_disable(args: argparse.Namespace) -> int:
+    app = open_app(args)
+    try:
+        user = app.users.disable(args.address)
+        app.audit.record("user-disabled", sender=user.address)
+    except UserError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        app.close()
+    print(f"disabled {user.address}")
+    return 0

@@ -1,0 +1,364 @@
+"""The stages of one message, from the envelope to the reply the client reads.
+
+    at MAIL   check_sender       bound to the login (or a trusted relay peer)
+    at RCPT   check_recipient    address-only rules: that recipient alone is refused
+    at DATA   process            line endings -> header From -> decide -> refuse / hold /
+                                 deliver (plain copies upstream, encrypt copies to the portal)
+
+Each stage returns a `Reply` (a value), so the SMTP adapter (gateway.smtp) only translates. Any
+error while deciding or delivering is a 451: the client keeps the message and retries (fail
+closed). Logs and audit events carry metadata only, never the subject or the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import time
+import traceback
+import unicodedata
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.errors import HeaderParseError
+from email.policy import default as default_policy
+from typing import Any
+
+import structlog
+
+from gateway import verification
+from gateway.app import App
+from gateway.copies import (
+    HeaderError,
+    RawMessage,
+    build_copies,
+    encrypted_copies,
+    field_name,
+)
+from gateway.metrics import Metrics
+from gateway.ratelimit import AuthThrottle
+from gateway.users import User, UserStore
+from policies import engine
+from policies.model import Action, Decision, Verdict
+from transports.base import Copy, DeliveryResult, Outcome, Transport
+from transports.portal import PortalDelivery
+
+log = structlog.get_logger("casegate.smtp")
+
+REPLY_LINE_WIDTH = 200  # well under RFC 5321's 512-octet reply line limit
+MAX_REPLY_LINES = 20
+
+_TYPOGRAPHY = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "–": "-", "—": "-",
+                             "…": "..."})
+
+
+def _ascii(text: str) -> str:
+    """Reply text as plain printable ASCII on one line."""
+    folded = unicodedata.normalize("NFKD", text.translate(_TYPOGRAPHY))
+    return "".join(ch if " " <= ch <= "~" else " " for ch in folded.encode("ascii", "ignore")
+                   .decode("ascii")).strip()
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An SMTP reply: the code, the enhanced status code and one or more lines of text."""
+
+    code: int
+    status: str
+    lines: tuple[str, ...]
+
+    @classmethod
+    def of(cls, code: int, status: str, *texts: str) -> Reply:
+        """A reply whose texts are made ASCII, single-line and wrapped to a safe width."""
+        lines: list[str] = []
+        for text in texts:
+            lines.extend(textwrap.wrap(_ascii(text), REPLY_LINE_WIDTH) or [""])
+        return cls(code, status, tuple(lines[:MAX_REPLY_LINES]))
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 300
+
+    def render(self) -> str:
+        """The reply as aiosmtpd pushes it: continuation lines joined by CRLF."""
+        last = len(self.lines) - 1
+        return "\r\n".join(
+            f"{self.code}{' ' if i == last else '-'}{self.status} {line}"
+            for i, line in enumerate(self.lines)
+        )
+
+
+TRY_LATER = Reply.of(451, "4.3.0", "Temporary problem at the mail gateway; please try again later.")
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One message as the SMTP front received it."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    raw: bytes  # CRLF line endings, dot-unstuffed: exactly what gets classified
+    user: User | None  # None: a trusted relay peer submitted it
+    peer: str
+
+
+@dataclass
+class Services:
+    """What the stages need, built once by the server from the App."""
+
+    app: App
+    users: UserStore
+    transport: Transport  # plain copies: the upstream smarthost or the outbox
+    encrypted: Transport | None = None  # encrypt copies (the portal); None: held with a 451
+    metrics: Metrics = field(default_factory=Metrics)
+    throttle: AuthThrottle = field(default_factory=AuthThrottle)
+    readiness: Callable[[], Awaitable[list[str]]] | None = None
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    in_flight: int = 0  # messages between end of DATA and their reply
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set when in_flight == 0
+    busy: asyncio.Event = field(default_factory=asyncio.Event)  # set when in_flight > 0
+
+    @property
+    def portal(self) -> PortalDelivery | None:
+        """The portal delivery, when encrypt copies go through it (its pages need it)."""
+        return self.encrypted if isinstance(self.encrypted, PortalDelivery) else None
+
+    async def readiness_problems(self) -> list[str]:
+        """What stops the gateway from taking mail now; empty when ready."""
+        return await self.readiness() if self.readiness is not None else []
+
+
+# ---- MAIL ---------------------------------------------------------------------------------
+
+
+async def check_sender(services: Services, user: User | None, trusted_peer: bool, tls: bool,
+                       sender: str, peer: str) -> Reply | None:
+    """Whether this client may use `sender` as the envelope sender; None means yes."""
+    if user is None and not trusted_peer:
+        if not tls:
+            return Reply.of(530, "5.7.0", "Must issue a STARTTLS command first.")
+        return Reply.of(530, "5.7.0", "Authentication required.")
+    if user is not None and not user.may_send_as(sender):
+        await audit(services, "refusal", rule="sender-binding", sender=user.address,
+                    envelope_sender=sender, peer=peer, stage="mail")
+        return Reply.of(553, "5.7.1", "You may not send as that address with this login.")
+    return None
+
+
+# ---- RCPT ---------------------------------------------------------------------------------
+
+
+async def check_recipient(services: Services, sender: str, address: str,
+                          peer: str) -> Reply | None:
+    """Address-only rules (personal, fax, invalid, lookalike): refuse this recipient alone."""
+    app = services.app
+    if verification.is_request_address(app.config, address):  # consumed at DATA (issue 4)
+        return None
+    snapshot = await asyncio.to_thread(app.snapshot, services.clock())
+    decision = engine.decide_at_rcpt(sender, address, app.policy, snapshot)
+    if decision is None or decision.action is not Action.BLOCK:
+        return None
+    services.metrics.inc("casegate_rcpt_refused_total")
+    await audit(services, "refusal", rule=decision.rule.id, sender=sender, recipients=[address],
+                stage="rcpt", category=decision.recipient.category.value, peer=peer)
+    return Reply.of(550, decision.rule.smtp_code, decision.reason)
+
+
+# ---- DATA ---------------------------------------------------------------------------------
+
+
+async def process(services: Services, submission: Submission) -> Reply:
+    """Every DATA stage in order; the first that answers decides the reply."""
+    services.in_flight += 1
+    services.idle.clear()
+    services.busy.set()
+    try:
+        return await _stages(services, submission)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error("message-failed", sender=submission.sender, peer=submission.peer,
+                  size=len(submission.raw), **describe_error(exc))
+        services.metrics.inc("casegate_messages_tempfailed_total")
+        return TRY_LATER
+    finally:
+        services.in_flight -= 1
+        if services.in_flight == 0:
+            services.busy.clear()
+            services.idle.set()
+
+
+async def _stages(services: Services, submission: Submission) -> Reply:
+    reply = check_line_endings(submission.raw) or check_header_from(submission)
+    if reply is not None:
+        await audit(services, "refusal", rule="message-format", sender=submission.sender,
+                    recipients=list(submission.recipients), stage="data", peer=submission.peer)
+        services.metrics.inc("casegate_messages_refused_total")
+        return reply
+    reply = await verification.intake(services, submission)  # a request to verify@ (issue 4)
+    if reply is not None:
+        return reply
+    decision_id = uuid.uuid4().hex
+    decision = await decide(services, submission)
+    await record_decision(services, decision, decision_id, submission.peer)
+    reply = refusal_reply(decision)
+    if reply is None and services.encrypted is None:
+        reply = held_for_encryption_reply(decision)
+    if reply is not None:
+        name = "refused" if reply.code >= 500 else "tempfailed"
+        services.metrics.inc(f"casegate_messages_{name}_total")
+        return reply
+    override = services.app.policy.content.override_header
+    try:
+        plain = build_copies(submission.raw, decision, decision_id, override)
+        sealed = encrypted_copies(submission.raw, decision, decision_id, override)
+    except HeaderError:
+        services.metrics.inc("casegate_messages_refused_total")
+        return Reply.of(554, "5.6.0", "A recipient address cannot be written into a header.")
+    result = await deliver(services, plain, sealed)
+    await audit(services, "relay", sender=decision.sender, recipients=list(submission.recipients),
+                decision_id=decision_id, outcome=result.outcome.value,
+                copies=len(plain) + len(sealed))
+    return delivery_reply(services, result, decision_id)
+
+
+async def deliver(services: Services, plain: tuple[Copy, ...],
+                  sealed: tuple[Copy, ...]) -> DeliveryResult:
+    """Plain copies to the upstream, then encrypt copies to the portal: all, or a retry.
+
+    Each transport remembers what it accepted, so the client's retry after a partial success
+    sends only what is missing.
+    """
+    result = DeliveryResult(Outcome.DELIVERED)
+    if plain:
+        result = await services.transport.deliver(plain)
+    if result.ok and sealed and services.encrypted is not None:
+        result = await services.encrypted.deliver(sealed)
+    return result
+
+
+def check_line_endings(raw: bytes) -> Reply | None:
+    """Bare CR, bare LF and NUL are refused (SMTP smuggling; SECURITY.md items 1 and 2)."""
+    if not raw.strip():
+        return Reply.of(554, "5.6.0", "Message refused: it is empty.")
+    crlf = raw.count(b"\r\n")
+    if b"\x00" in raw or raw.count(b"\r") != crlf or raw.count(b"\n") != crlf:
+        return Reply.of(554, "5.6.0", "Message refused: bare CR or LF line endings, or NUL "
+                        "characters. Lines must end with CRLF.")
+    return None
+
+
+def check_header_from(submission: Submission) -> Reply | None:
+    """The header From, like MAIL FROM, must be the login's own address or a send-as one."""
+    if submission.user is None:
+        return None  # a trusted relay peer has done its own sender checks
+    values = [f for f in RawMessage.split_head(submission.raw) if field_name(f) == "from"]
+    address = _single_address(values[0]) if len(values) == 1 else None
+    if address is None or not submission.user.may_send_as(address):
+        return Reply.of(550, "5.7.1", "The From header must be your own address or one you may "
+                        "send as.")
+    return None
+
+
+async def decide(services: Services, submission: Submission) -> Decision:
+    """The policy decision, computed in a worker thread so the event loop stays responsive."""
+    app = services.app
+    now = services.clock()
+
+    def snapshot_and_evaluate() -> Decision:
+        return engine.evaluate(
+            submission.raw, submission.sender, submission.recipients, app.policy,
+            app.snapshot(now), time.monotonic, app.config.policy.multiple_external,
+        )
+
+    return await asyncio.to_thread(snapshot_and_evaluate)
+
+
+async def record_decision(services: Services, decision: Decision, decision_id: str,
+                          peer: str) -> None:
+    """One audit event for the decision, and one per override the sender recorded."""
+    facts = decision.facts
+    first = decision.refusals[0].rule.id if decision.refusals else ""
+    blocked = [rd.rule.id for rd in decision.recipients if rd.action is Action.BLOCK]
+    kind = "refusal" if decision.verdict is Verdict.REFUSE else "decision"
+    await audit(
+        services, kind, rule=first or (blocked[0] if blocked else ""),
+        sender=decision.sender,
+        recipients=[rd.recipient.address for rd in decision.recipients],
+        case_numbers=list(facts.case_numbers), decision_id=decision_id, stage="data", peer=peer,
+        information_type=facts.information_type, protected=facts.protected, size=facts.size,
+        split=decision.split, actions=[rd.action.value for rd in decision.recipients],
+    )
+    for override in decision.overrides_applied:
+        await audit(services, "override", rule=override.rule_id, sender=decision.sender,
+                    case_numbers=list(facts.case_numbers), decision_id=decision_id)
+    for rd in decision.recipients:
+        services.metrics.inc("casegate_recipients_total", rd.action.value)
+
+
+def refusal_reply(decision: Decision) -> Reply | None:
+    """Any block refuses the whole message: 550, one line per reason, nothing leaves."""
+    if decision.verdict is not Verdict.REFUSE:
+        return None
+    codes = [r.rule.smtp_code for r in decision.refusals] + [
+        rd.rule.smtp_code for rd in decision.recipients if rd.action is Action.BLOCK
+    ]
+    reasons = decision.reasons() or ["The message breaks the transfer policy."]
+    return Reply.of(550, codes[0] if codes else "5.7.1", *reasons)
+
+
+def held_for_encryption_reply(decision: Decision) -> Reply | None:
+    """With no encrypted transport (the portal has no keys), fail closed with a 451."""
+    encrypt = [rd.recipient.address for rd in decision.recipients if rd.action is Action.ENCRYPT]
+    if not encrypt:
+        return None
+    return Reply.of(
+        451, "4.7.0",
+        "Encrypted delivery is not yet available, and this message must be encrypted for "
+        + ", ".join(encrypt) + ". Nothing was sent; send it by an approved secure route.",
+    )
+
+
+def delivery_reply(services: Services, result: DeliveryResult, decision_id: str) -> Reply:
+    """250 only when every copy was accepted; temporary trouble 451, permanent 554."""
+    if result.outcome is Outcome.DELIVERED:
+        services.metrics.inc("casegate_messages_accepted_total")
+        return Reply.of(250, "2.0.0", f"Delivered, decision {decision_id}")
+    if result.outcome is Outcome.PERMANENT:
+        services.metrics.inc("casegate_messages_refused_total")
+        return Reply.of(554, "5.0.0", "The onward mail server refused the message.")
+    services.metrics.inc("casegate_messages_tempfailed_total")
+    return Reply.of(451, "4.4.0", "The onward mail server is not available; please try again "
+                    "later.")
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def describe_error(exc: BaseException) -> dict[str, str]:
+    """Where an error happened, for the log, without its message (which may quote content)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+    return {"error": exc.__class__.__name__, "where": where}
+
+
+async def audit(services: Services, kind: str, **event: Any) -> None:
+    """One audit event, written in a worker thread (the store fsyncs) so the loop keeps serving.
+
+    When the store cannot be written this raises, and the caller fails closed (451).
+    """
+    await asyncio.to_thread(services.app.audit.record, kind, **event)
+
+
+def _single_address(raw_field: bytes) -> str | None:
+    """The one address of a From field, or None when there is not exactly one."""
+    value = raw_field.partition(b":")[2].decode("utf-8", "replace").replace("\r\n", "")
+    try:
+        header: Any = default_policy.header_factory("from", value.strip())
+        addresses, groups = tuple(header.addresses), tuple(header.groups)
+    except (HeaderParseError, ValueError, IndexError, TypeError, AttributeError):
+        return None
+    if len(addresses) != 1 or header.defects or groups[0].display_name is not None:
+        return None  # none, several, a named group, or anything the parser found odd
+    return str(addresses[0].addr_spec).lower()

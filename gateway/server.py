@@ -1,0 +1,237 @@
+"""Starting and stopping the gateway's servers: SMTP (STARTTLS and implicit TLS) and HTTP(S).
+
+`start_gateway(app)` binds every listener (port 0 picks a free port; the bound ports are on the
+returned `Gateway`) and `Gateway.stop()` drains: it stops accepting, lets messages already in
+DATA finish (up to `drain_seconds`), then closes every connection and the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import ssl
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from gateway.app import App
+from gateway.config import Config
+from gateway.http import build_web_app
+from gateway.pipeline import Services
+from gateway.ratelimit import AuthThrottle
+from gateway.smtp import GatewaySMTP, IPNetwork, SubmissionHandler
+from gateway.tls import CertificatePair, ensure_certificate, normalise_fingerprint
+from transports.base import Transport
+
+log = structlog.get_logger("casegate.server")
+
+UPSTREAM_PROBE_TIMEOUT = 3.0
+DEFAULT_DRAIN_SECONDS = 30.0
+LEDGER_FILE = "relay-ledger.sqlite3"
+OUTBOX_DIR = "outbox"
+
+
+@dataclass
+class Gateway:
+    """The running servers and what they share."""
+
+    services: Services
+    smtp_port: int
+    tls_port: int | None
+    http_port: int | None
+    certificate: CertificatePair
+    _servers: list[asyncio.Server] = field(default_factory=list)
+    _sessions: weakref.WeakSet[GatewaySMTP] = field(default_factory=weakref.WeakSet)
+    _runner: web.AppRunner | None = None
+    _stopped: bool = False
+
+    async def stop(self, drain_seconds: float = DEFAULT_DRAIN_SECONDS) -> None:
+        """Stop accepting, let messages in flight finish, close connections and the transport."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for server in self._servers:
+            server.close()
+        services = self.services
+        if services.in_flight:
+            log.info("draining", in_flight=services.in_flight)
+            try:
+                await asyncio.wait_for(services.idle.wait(), drain_seconds)
+            except TimeoutError:
+                log.warning("drain-timeout", in_flight=services.in_flight)
+        handlers = []
+        for session in list(self._sessions):
+            if session.transport is not None:
+                session.transport.close()
+            if session._handler_coroutine is not None:
+                handlers.append(session._handler_coroutine)
+        await asyncio.gather(*handlers, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if services.encrypted is not None:
+            await services.encrypted.close()
+        await services.transport.close()
+
+
+def build_transport(app: App) -> Transport:
+    """The way out: the upstream smarthost when one is configured, else the outbox Maildir."""
+    upstream = app.config.upstream
+    if upstream.host:
+        from transports.ledger import Ledger
+        from transports.smtp_relay import SmtpRelay
+
+        return SmtpRelay(upstream, Ledger(app.data_dir / LEDGER_FILE),
+                         local_hostname=app.config.smtp.hostname)
+    from transports.outbox import MaildirOutbox
+
+    return MaildirOutbox(app.data_dir / OUTBOX_DIR)
+
+
+def build_portal(app: App, gateway: Gateway) -> Transport:
+    """Encrypted delivery through the portal; its links use the HTTP port once it is bound."""
+    from gateway.web.portal import build_delivery, public_base
+
+    services = gateway.services
+    return build_delivery(app, services.transport,
+                          lambda: public_base(app.config, gateway.http_port),
+                          lambda: services.clock())  # the services' clock, even if replaced
+
+
+def relay_networks(cidrs: Sequence[str]) -> tuple[IPNetwork, ...]:
+    """Parse the trusted relay peers; a bad entry is a ValueError naming it."""
+    networks = []
+    for cidr in cidrs:
+        try:
+            networks.append(ipaddress.ip_network(cidr.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"'{cidr}' is not an address range (CIDR)") from None
+    return tuple(networks)
+
+
+async def start_gateway(
+    app: App,
+    transport: Transport | None = None,
+    *,
+    encrypted: Transport | None = None,
+    implicit_tls_port: int | None = None,
+    http: bool = True,
+) -> Gateway:
+    """Bind and start every listener the config asks for.
+
+    `implicit_tls_port` overrides `smtp.tls_port` (where 0 means disabled): here 0 means any
+    free port. `transport` overrides the one the config names (tests, the benchmark).
+    `encrypted` carries the copies for `encrypt` recipients (the portal); without it they are
+    held with a 451 (fail closed).
+    """
+    config = app.config
+    tls_port = config.smtp.tls_port if implicit_tls_port is None else implicit_tls_port
+    serve_implicit = implicit_tls_port is not None or config.smtp.tls_port > 0
+    certificate = ensure_certificate(app.data_dir, config.smtp.hostname)
+    pinned = tuple(normalise_fingerprint(f) for f in config.smtp.relay_client_cert_fingerprints)
+    context = certificate.server_context(client_certs=bool(pinned),
+                                         client_ca_file=config.smtp.relay_client_ca_file)
+    services = Services(
+        app=app,
+        users=app.users,
+        transport=transport or build_transport(app),
+        encrypted=encrypted,
+        throttle=AuthThrottle(
+            max_failures=config.smtp.auth_max_failures,
+            lockout_seconds=config.smtp.auth_lockout_seconds,
+            delay_step=config.smtp.auth_failure_delay,
+        ),
+    )
+    services.idle.set()
+    services.readiness = lambda: readiness_problems(services)
+    handler = SubmissionHandler(services, relay_networks(config.smtp.relay_from),
+                                config.smtp.max_recipients, pinned)
+    gateway = Gateway(services=services, smtp_port=0, tls_port=None, http_port=None,
+                      certificate=certificate)
+    if services.encrypted is None and app.portal is not None and app.keyring is not None:
+        services.encrypted = build_portal(app, gateway)
+    try:
+        gateway.smtp_port = await _listen_smtp(gateway, handler, config, context,
+                                               config.smtp.port, implicit=False)
+        if serve_implicit:
+            gateway.tls_port = await _listen_smtp(gateway, handler, config, context, tls_port,
+                                                  implicit=True)
+        if http:
+            gateway.http_port = await _listen_http(gateway, config, context)
+    except BaseException:
+        await gateway.stop(drain_seconds=0)
+        raise
+    return gateway
+
+
+async def _listen_smtp(gateway: Gateway, handler: SubmissionHandler, config: Config,
+                       context: ssl.SSLContext, port: int, *, implicit: bool) -> int:
+    loop = asyncio.get_running_loop()
+    smtp = config.smtp
+
+    def factory() -> GatewaySMTP:
+        session = GatewaySMTP(
+            handler,
+            implicit_tls=implicit,
+            hostname=smtp.hostname,
+            ident="casegate",
+            tls_context=None if implicit else context,
+            data_size_limit=smtp.max_message_size,
+            timeout=smtp.idle_timeout,
+            auth_exclude_mechanism=["CRAM-MD5"],
+            loop=loop,
+        )
+        gateway._sessions.add(session)
+        return session
+
+    server = await loop.create_server(factory, smtp.host, port,
+                                      ssl=context if implicit else None)
+    gateway._servers.append(server)
+    return int(server.sockets[0].getsockname()[1])
+
+
+async def _listen_http(gateway: Gateway, config: Config, context: ssl.SSLContext) -> int:
+    runner = web.AppRunner(build_web_app(gateway.services), access_log=None,
+                           shutdown_timeout=5.0)
+    await runner.setup()
+    gateway._runner = runner
+    site = web.TCPSite(runner, config.http.host, config.http.port,
+                       ssl_context=context if config.http.tls else None)
+    await site.start()
+    return int(runner.addresses[0][1])
+
+
+async def readiness_problems(services: Services) -> list[str]:
+    """Stores open, and the upstream reachable or the outbox writable."""
+    problems: list[str] = []
+    try:
+        services.users.ping()
+    except Exception:
+        problems.append("user store")
+    app = services.app
+    upstream = app.config.upstream
+    if upstream.host:
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(upstream.host, upstream.port), UPSTREAM_PROBE_TIMEOUT
+            )
+            writer.close()
+            await writer.wait_closed()
+        except (OSError, TimeoutError):
+            problems.append("upstream unreachable")
+    else:
+        outbox = app.data_dir / OUTBOX_DIR
+        if not _writable(outbox):
+            problems.append("outbox not writable")
+    return problems
+
+
+def _writable(directory: Path) -> bool:
+    target = directory if directory.exists() else directory.parent
+    return os.access(target, os.W_OK)

@@ -1,0 +1,232 @@
+"""The SMTP front: a thin aiosmtpd adapter that turns SMTP verbs into calls of gateway.pipeline.
+
+`GatewaySMTP` is aiosmtpd's server with the rules aiosmtpd leaves to its user:
+- a second STARTTLS, or commands pipelined after STARTTLS, are refused (SECURITY.md item 5);
+- AUTH (PLAIN, LOGIN; only inside TLS) is checked in a worker thread, every failure answered
+  with one uniform 535, throttled per client address and locked after repeated failures
+  (SECURITY.md item 7: an aiosmtpd `AuthResult(success=False)` must still get a reply);
+- exceptions are logged and answered 451 with nothing internal.
+
+`SubmissionHandler` holds the hooks: MAIL (sender binding, no open relay), RCPT (address-only
+rules, recipient limit) and DATA (the whole pipeline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
+
+from gateway import pipeline
+from gateway.pipeline import Reply, Services, Submission
+from gateway.ratelimit import Throttle
+from gateway.smtp_data import read_data
+from gateway.tls import certificate_fingerprint
+from gateway.users import User
+
+log = structlog.get_logger("casegate.smtp")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
+AUTH_LOCKED = "421 4.7.0 Too many failed logins from your address; try again later"
+DEFAULT_SIZE_LIMIT = 35 * 1024 * 1024
+
+
+class GatewaySMTP(SMTP):
+    """One SMTP connection. `implicit_tls`: the listening socket is TLS from the first byte."""
+
+    def __init__(self, handler: SubmissionHandler, *, implicit_tls: bool, **kwargs: Any) -> None:
+        # On the implicit-TLS port the transport is always TLS, which aiosmtpd's
+        # `auth_require_tls` check (it looks for a STARTTLS layer) cannot see.
+        super().__init__(handler, auth_require_tls=not implicit_tls, **kwargs)
+        self.implicit_tls = implicit_tls
+        self.handler = handler
+
+    @property
+    def is_tls(self) -> bool:
+        """Whether this connection is encrypted now (implicit TLS or after STARTTLS)."""
+        return self.implicit_tls or self._tls_protocol is not None
+
+    @property
+    def peer_ip(self) -> str:
+        peer = self.session.peer if self.session is not None else None
+        return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+    @property
+    def peer_certificate_fingerprint(self) -> str:
+        """SHA-256 of the client's verified certificate, "" when it presented none."""
+        if not self.is_tls or self.transport is None:
+            return ""
+        return certificate_fingerprint(self.transport.get_extra_info("ssl_object"))
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self.is_tls:
+            await self.push("554 5.5.1 Error: TLS already active")
+            return
+        if self._reader._buffer:  # type: ignore[attr-defined]  # aiosmtpd's own buffer
+            await self.push("554 5.5.1 Error: commands pipelined after STARTTLS")
+            assert self.transport is not None
+            self.transport.close()
+            return
+        await super().smtp_STARTTLS(arg)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, reading the message in large blocks (gateway.smtp_data)."""
+        if await self.check_helo_needed():
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        received = await read_data(self._reader, self.data_size_limit or DEFAULT_SIZE_LIMIT,
+                                   self.line_length_limit)
+        if received.error:
+            self._set_post_data_state()
+            await self.push(received.error)
+            return
+        self.envelope.original_content = self.envelope.content = received.content
+        try:
+            status = await self._call_handler_hook("DATA")
+        finally:
+            self._set_post_data_state()  # whatever happened, the next MAIL starts afresh
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        if self.handler.services.throttle.is_locked(self.peer_ip):
+            await self._lock_out()
+            return
+        await super().smtp_AUTH(arg)
+
+    def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
+        # Credentials collected by aiosmtpd's PLAIN/LOGIN parsing; the slow password check
+        # happens in `_check_credentials`, off the event loop.
+        return AuthResult(success=False, handled=False, auth_data=auth_data)
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._check_credentials(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._check_credentials(await super().auth_LOGIN(_, args))
+
+    async def _check_credentials(self, collected: AuthResult) -> AuthResult:
+        credentials = collected.auth_data
+        if not isinstance(credentials, LoginPassword):
+            return collected  # malformed exchange: aiosmtpd has answered or answers 535
+        services = self.handler.services
+        user = await asyncio.to_thread(
+            services.users.authenticate, credentials.login, credentials.password
+        )
+        if user is not None:
+            services.throttle.success(self.peer_ip)
+            log.info("auth-success", user=user.address, peer=self.peer_ip)
+            return AuthResult(success=True, auth_data=user)
+        return await self._auth_failed(credentials.login)
+
+    async def _auth_failed(self, login: bytes) -> AuthResult:
+        services = self.handler.services
+        verdict = services.throttle.failure(self.peer_ip)
+        services.metrics.inc("casegate_auth_failures_total")
+        await pipeline.audit(
+            services, "auth-failure", sender=login.decode("utf-8", "replace")[:200],
+            peer=self.peer_ip,
+        )
+        if verdict.throttle is Throttle.LOCK:
+            services.metrics.inc("casegate_auth_lockouts_total")
+            await pipeline.audit(services, "auth-lockout", peer=self.peer_ip)
+            await self._lock_out()
+            return AuthResult(success=False, handled=True)
+        if verdict.delay:
+            await asyncio.sleep(verdict.delay)  # throttle: slow down guessing
+        return AuthResult(success=False, handled=False, message=AUTH_INVALID)
+
+    async def _lock_out(self) -> None:
+        await self.push(AUTH_LOCKED)
+        if self.transport is not None:
+            self.transport.close()
+
+
+class SubmissionHandler:
+    """aiosmtpd hooks; each returns the reply line(s) for its verb."""
+
+    def __init__(self, services: Services, relay_from: Sequence[IPNetwork],
+                 max_recipients: int, relay_fingerprints: Sequence[str] = ()) -> None:
+        self.services = services
+        self.relay_from = tuple(relay_from)
+        self.max_recipients = max_recipients
+        self.relay_fingerprints = frozenset(relay_fingerprints)
+
+    def is_trusted_peer(self, server: GatewaySMTP) -> bool:
+        """A trusted relay peer (e.g. an Exchange connector) needs no AUTH.
+
+        It connects from inside `smtp.relay_from`; when certificate fingerprints are pinned it
+        must also have presented one of those certificates (then `relay_from` may be empty:
+        the certificate alone identifies it).
+        """
+        if self.relay_fingerprints:
+            if server.peer_certificate_fingerprint not in self.relay_fingerprints:
+                return False
+            if not self.relay_from:
+                return True
+        try:
+            address = ipaddress.ip_address(server.peer_ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self.relay_from)
+
+    async def handle_MAIL(self, server: GatewaySMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        user = session.auth_data if isinstance(session.auth_data, User) else None
+        reply = await pipeline.check_sender(
+            self.services, user, self.is_trusted_peer(server), server.is_tls,
+            address, server.peer_ip,
+        )
+        if reply is not None:
+            return reply.render()
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Sender OK"
+
+    async def handle_RCPT(self, server: GatewaySMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        try:
+            reply = await pipeline.check_recipient(
+                self.services, envelope.mail_from or "", address, server.peer_ip
+            )
+        except Exception as exc:
+            log.error("rcpt-failed", peer=server.peer_ip, **pipeline.describe_error(exc))
+            return pipeline.TRY_LATER.render()
+        if reply is not None:
+            return reply.render()
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Recipient OK"
+
+    async def handle_DATA(self, server: GatewaySMTP, session: Session,
+                          envelope: Envelope) -> str:
+        submission = Submission(
+            sender=envelope.mail_from or "",
+            recipients=tuple(envelope.rcpt_tos),
+            raw=bytes(envelope.original_content or b""),
+            user=session.auth_data if isinstance(session.auth_data, User) else None,
+            peer=server.peer_ip,
+        )
+        envelope.original_content = envelope.content = None  # hold one copy, not three
+        reply: Reply = await pipeline.process(self.services, submission)
+        log.info("message", code=reply.code, sender=submission.sender, peer=submission.peer,
+                 recipients=len(submission.recipients), size=len(submission.raw))
+        return reply.render()
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("smtp-error", **pipeline.describe_error(error))
+        return pipeline.TRY_LATER.render()

@@ -1,0 +1,228 @@
+"""Staff accounts that may submit mail: a slow salted hash, roles, send-as addresses.
+
+Passwords are kept as scrypt hashes (memory-hard, stdlib `hashlib.scrypt`) with a random salt per
+account. `authenticate` takes the same time whether the address is unknown, disabled or the
+password wrong, and answers only "this user" or `None`, so nothing about accounts leaks through it.
+
+The store is one SQLite table in the data directory's database. It is safe to call from worker
+threads (`asyncio.to_thread`): every database access holds a lock, and the slow hash runs outside
+it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from email_validator import EmailNotValidError, validate_email
+
+# scrypt cost: 2**14 * 8 * 128 bytes = 16 MiB of memory and ~50 ms per check on one core.
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+SCRYPT_MAXMEM = 64 * 1024 * 1024
+HASH_LENGTH = 32
+SALT_LENGTH = 16
+MAX_PASSWORD_BYTES = 1024  # longer input is refused before hashing (no hash-time amplification)
+MIN_PASSWORD_CHARS = 12
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS staff_user (
+    address TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    send_as TEXT NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    created TEXT NOT NULL
+);
+"""
+
+
+class UserRole(StrEnum):
+    """What a staff member may do beyond sending mail."""
+
+    STAFF = "staff"
+    GOVERNANCE = "governance"
+    BUSINESS_SERVICES = "business-services"
+
+
+class UserError(ValueError):
+    """A user cannot be added or changed; the message says why, in one sentence."""
+
+
+@dataclass(frozen=True)
+class User:
+    """One staff account as the gateway sees it (never the hash)."""
+
+    address: str
+    roles: tuple[UserRole, ...]
+    send_as: tuple[str, ...]
+    disabled: bool = False
+
+    def may_send_as(self, address: str) -> bool:
+        """The envelope or header sender is this user's own address or one they may send as."""
+        wanted = address.strip().lower()
+        return wanted == self.address or wanted in self.send_as
+
+
+def normalise_address(address: str) -> str:
+    """The address in the form accounts are stored under: syntax-checked, lower-case."""
+    try:
+        valid = validate_email(address, check_deliverability=False)
+    except EmailNotValidError:
+        raise UserError(f"'{address}' is not a valid email address") from None
+    return valid.normalized.lower()
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    """The stored form: scrypt$n$r$p$salt$hash, salt and hash in base64."""
+    salt = salt if salt is not None else secrets.token_bytes(SALT_LENGTH)
+    digest = _scrypt(password.encode("utf-8"), salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    return "$".join(
+        ("scrypt", str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(digest))
+    )
+
+
+def verify_password(password: bytes, stored: str) -> bool:
+    """Whether `password` matches the stored hash, compared in constant time."""
+    try:
+        scheme, n, r, p, salt, expected = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        digest = _scrypt(password, base64.b64decode(salt), int(n), int(r), int(p))
+        return hmac.compare_digest(digest, base64.b64decode(expected))
+    except (ValueError, TypeError):
+        return False
+
+
+def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(
+        password, salt=salt, n=n, r=r, p=p, maxmem=SCRYPT_MAXMEM, dklen=HASH_LENGTH
+    )
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+# Checked when the address is unknown or disabled, so every failure costs one full hash.
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(24))
+
+
+class UserStore:
+    """Staff accounts in SQLite."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
+        with self._lock, self._db:
+            self._db.executescript(_SCHEMA)
+
+    def add(
+        self,
+        address: str,
+        password: str,
+        roles: tuple[UserRole, ...] = (UserRole.STAFF,),
+        send_as: tuple[str, ...] = (),
+    ) -> User:
+        """Create an account; the password must be at least MIN_PASSWORD_CHARS characters."""
+        normalised = normalise_address(address)
+        if len(password) < MIN_PASSWORD_CHARS:
+            raise UserError(f"the password must be at least {MIN_PASSWORD_CHARS} characters")
+        if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
+            raise UserError(f"the password must be at most {MAX_PASSWORD_BYTES} bytes")
+        aliases = tuple(sorted({normalise_address(a) for a in send_as} - {normalised}))
+        user = User(address=normalised, roles=tuple(dict.fromkeys(roles)), send_as=aliases)
+        row = (
+            user.address,
+            hash_password(password),
+            json.dumps([r.value for r in user.roles]),
+            json.dumps(list(user.send_as)),
+            datetime.now(UTC).isoformat(),
+        )
+        try:
+            with self._lock, self._db:
+                self._db.execute(
+                    "INSERT INTO staff_user (address, password_hash, roles, send_as, created)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    row,
+                )
+        except sqlite3.IntegrityError:
+            raise UserError(f"{user.address} already has an account") from None
+        return user
+
+    def disable(self, address: str) -> User:
+        """Stop an account from authenticating; its history stays."""
+        normalised = normalise_address(address)
+        with self._lock, self._db:
+            changed = self._db.execute(
+                "UPDATE staff_user SET disabled = 1 WHERE address = ?", (normalised,)
+            ).rowcount
+        if not changed:
+            raise UserError(f"{normalised} has no account")
+        found = self.get(normalised)
+        assert found is not None
+        return found
+
+    def get(self, address: str) -> User | None:
+        """The account for `address`, disabled or not."""
+        row = self._row(address.strip().lower())
+        return None if row is None else _user(row)
+
+    def list(self) -> tuple[User, ...]:
+        """Every account, by address."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT address, password_hash, roles, send_as, disabled"
+                " FROM staff_user ORDER BY address"
+            ).fetchall()
+        return tuple(_user(row) for row in rows)
+
+    def authenticate(self, address: str | bytes, password: str | bytes) -> User | None:
+        """The enabled user whose password this is, else None; one full hash either way."""
+        login = address.decode("utf-8", "replace") if isinstance(address, bytes) else address
+        secret = password if isinstance(password, bytes) else password.encode("utf-8")
+        if len(secret) > MAX_PASSWORD_BYTES:
+            secret = b""  # still hashed below, so the answer takes the usual time
+        row = self._row(login.strip().lower())
+        usable = row is not None and not row[4]
+        matched = verify_password(secret, row[1] if usable and row else _DUMMY_HASH)
+        if usable and matched and row is not None:
+            return _user(row)
+        return None
+
+    def ping(self) -> None:
+        """Raise if the store cannot be read (readiness check)."""
+        with self._lock:
+            self._db.execute("SELECT 1 FROM staff_user LIMIT 1").fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _row(self, address: str) -> tuple[str, str, str, str, int] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT address, password_hash, roles, send_as, disabled"
+                " FROM staff_user WHERE address = ?",
+                (address,),
+            ).fetchone()
+        return row
+
+
+def _user(row: tuple[str, str, str, str, int]) -> User:
+    return User(
+        address=row[0],
+        roles=tuple(UserRole(r) for r in json.loads(row[2])),
+        send_as=tuple(json.loads(row[3])),
+        disabled=bool(row[4]),
+    )

@@ -16,7 +16,7 @@ from policies.model import Verdict
 MAX_INPUT = 64 * 1024 * 1024  # refuse to read more than this from one file
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "check",
         help="show what the gateway would do with a message (dry run)",

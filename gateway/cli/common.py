@@ -6,9 +6,12 @@ import argparse
 import io
 import os
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from gateway.config import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.app import App
 
 
 class UsageError(Exception):
@@ -33,7 +36,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def open_app(args: argparse.Namespace, event_stream: TextIO | None = None):  # type: ignore[no-untyped-def]
+def open_app(args: argparse.Namespace, event_stream: TextIO | None = None) -> App:
     """Build the App (config, data directory, policy, stores) from the common options.
 
     Audit events are always stored; they also stream as JSON lines to `event_stream`.

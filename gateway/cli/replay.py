@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from gateway.cli.common import UsageError, add_common, open_app
 from gateway.decisions import decision_json, header_envelope
@@ -26,7 +26,7 @@ from policies.model import Verdict
 MAX_MESSAGE = 64 * 1024 * 1024
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "replay",
         help="preview what the policy would have done with past mail (mbox or Maildir)",
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.set_defaults(func=run)
 
 
-def open_mailbox(path: Path) -> mailbox.Mailbox:  # type: ignore[type-arg]
+def open_mailbox(path: Path) -> mailbox.Mailbox:
     if path.is_dir():
         if not (path / "cur").is_dir() or not (path / "new").is_dir():
             raise UsageError(f"{path}: is a directory but not a Maildir (no cur/ and new/)")
@@ -53,7 +53,7 @@ def open_mailbox(path: Path) -> mailbox.Mailbox:  # type: ignore[type-arg]
     raise UsageError(f"{path}: no such mailbox")
 
 
-def messages(box: mailbox.Mailbox) -> Iterator[tuple[int, bytes | None]]:  # type: ignore[type-arg]
+def messages(box: mailbox.Mailbox) -> Iterator[tuple[int, bytes | None]]:
     """Each message's bytes in mailbox order; None for one that cannot be read."""
     for index, key in enumerate(sorted(box.iterkeys(), key=str)):
         try:
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(summary: dict) -> None:  # type: ignore[type-arg]
+def print_summary(summary: dict[str, Any]) -> None:
     verdicts = summary["verdicts"]
     print(f"{summary['messages']} messages: "
           f"{verdicts.get(Verdict.DELIVER.value, 0)} would be delivered, "

@@ -23,26 +23,26 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class SmtpConfig:
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # address to listen on; loopback by default
     port: int = 2525  # submission with STARTTLS
     tls_port: int = 2465  # implicit TLS submission; 0 disables
-    hostname: str = "casegate.localhost"
-    max_message_size: int = 35 * 1024 * 1024
-    max_recipients: int = 100
-    idle_timeout: float = 300.0
+    hostname: str = "casegate.localhost"  # name in the greeting and on the generated certificate
+    max_message_size: int = 35 * 1024 * 1024  # bytes; announced in EHLO, enforced while reading
+    max_recipients: int = 100  # per message; more get 452
+    idle_timeout: float = 300.0  # seconds a client may stay silent
     relay_from: tuple[str, ...] = ()  # trusted relay peers (CIDR), e.g. an Exchange connector
     relay_client_cert_fingerprints: tuple[str, ...] = ()  # optional: sha256 hex of peer certs
     relay_client_ca_file: str = ""  # CAs for relay peers' client certs (default: the system's)
     auth_max_failures: int = 5  # per client address, then locked
-    auth_lockout_seconds: float = 900.0
+    auth_lockout_seconds: float = 900.0  # how long a locked client address stays locked
     auth_failure_delay: float = 1.0  # extra seconds before each 535 after the first two failures
     drain_seconds: float = 30.0  # on SIGTERM: how long messages in DATA may take to finish
 
 
 @dataclass(frozen=True)
 class HttpConfig:
-    host: str = "127.0.0.1"
-    port: int = 8025
+    host: str = "127.0.0.1"  # address to listen on; loopback by default
+    port: int = 8025  # staff pages, API, portal and verification pages
     public_url: str = ""  # base URL used in links sent to recipients; default http://host:port
     tls: bool = True  # serve HTTPS with the data directory's certificate
 
@@ -50,14 +50,14 @@ class HttpConfig:
 @dataclass(frozen=True)
 class UpstreamConfig:
     host: str = ""  # empty: deliver into the outbox directory (Maildir) in the data directory
-    port: int = 25
+    port: int = 25  # the smarthost's port
     tls: str = "starttls"  # "starttls", "implicit" or "none" (only for loopback test sinks)
-    verify_certificate: bool = True
+    verify_certificate: bool = True  # check the smarthost's certificate and name
     ca_file: str = ""  # extra CA bundle for a private smarthost
-    username: str = ""
-    password: str = ""
-    timeout: float = 60.0
-    pool_size: int = 4
+    username: str = ""  # AUTH to the smarthost (only over TLS); empty: no AUTH
+    password: str = ""  # keep this file readable by casegate only
+    timeout: float = 60.0  # seconds for connecting and for each SMTP command
+    pool_size: int = 4  # connections kept open and reused
     remember_days: float = 7.0  # how long accepted copies are remembered, so retries never resend
 
 
@@ -101,8 +101,8 @@ class PortalConfig:
 @dataclass(frozen=True)
 class Config:
     source: str = "<defaults>"
-    data_dir: str = str(DEFAULT_DATA_DIR)
-    organisation: str = "Cafcass"
+    data_dir: str = str(DEFAULT_DATA_DIR)  # SQLite files, keys, certificate, outbox
+    organisation: str = "Cafcass"  # the agency's name in emails and pages
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)

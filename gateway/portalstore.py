@@ -1,0 +1,463 @@
+"""The secure portal's storage (SQLite `portal.sqlite3` in the data directory).
+
+What it keeps, per copy (one copy = one message for one recipient):
+
+- the sealed message (`transports.crypto.Sealed`: key id, wrapped data key, ciphertext), never
+  the master key and never the plaintext;
+- the SHA-256 of the link token (the link itself is only in the notification email);
+- its state (pending until the notification was accepted, active, revoked, expired), its
+  expiry, and its read status: first and last opened, views, downloads, replies;
+- opaque attachment ids (random, mapped to a MIME part number; names stay encrypted);
+- at most one live one-time code: salted HMAC-SHA256 of the code, expiry, failed tries;
+- code requests (for the per-copy throttle) and portal sessions (token hashes only).
+
+When a copy expires or is revoked its sessions and code go; when it expires (or is destroyed)
+its ciphertext and wrapped key are deleted too. Times are passed in by the caller (an injected
+clock): this module never reads the clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from transports.crypto import Sealed
+
+if TYPE_CHECKING:
+    from gateway.audit import AuditLog
+
+PORTAL_DB_FILE = "portal.sqlite3"
+CODE_DIGITS = 6
+CODE_LIFETIME_SECONDS = 10 * 60
+CODE_MAX_TRIES = 5
+TOKEN_BYTES = 32
+PENDING_GRACE = timedelta(hours=1)  # a delivery still pending after this was interrupted
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS portal_copy (
+    id TEXT PRIMARY KEY,
+    link_hash TEXT NOT NULL UNIQUE,
+    copy_key TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    decision_id TEXT NOT NULL,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    state TEXT NOT NULL,
+    revoked_at REAL,
+    first_opened REAL,
+    last_opened REAL,
+    views INTEGER NOT NULL DEFAULT 0,
+    downloads INTEGER NOT NULL DEFAULT 0,
+    replies INTEGER NOT NULL DEFAULT 0,
+    size INTEGER NOT NULL,
+    key_id TEXT,
+    wrapped_key BLOB,
+    ciphertext BLOB
+);
+CREATE INDEX IF NOT EXISTS portal_copy_key ON portal_copy (copy_key);
+CREATE INDEX IF NOT EXISTS portal_copy_sender ON portal_copy (sender);
+CREATE TABLE IF NOT EXISTS portal_attachment (
+    id TEXT PRIMARY KEY,
+    copy_id TEXT NOT NULL,
+    part INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS portal_code (
+    copy_id TEXT PRIMARY KEY,
+    salt BLOB NOT NULL,
+    code_hash BLOB NOT NULL,
+    expires REAL NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS portal_code_request (copy_id TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS portal_session (
+    token_hash TEXT PRIMARY KEY,
+    copy_id TEXT NOT NULL,
+    csrf_token TEXT NOT NULL,
+    signed_in INTEGER NOT NULL,
+    expires REAL NOT NULL
+);
+"""
+
+
+class CopyState(StrEnum):
+    PENDING = "pending"  # stored, notification not yet accepted upstream
+    ACTIVE = "active"
+    REVOKED = "revoked"  # withdrawn by the sender: the recipient is told so
+    EXPIRED = "expired"  # past its expiry: ciphertext and wrapped key destroyed
+
+
+class CodeCheck(StrEnum):
+    """The answer to one code entry."""
+
+    ACCEPTED = "accepted"  # right code: it is now used up
+    WRONG = "wrong"  # wrong code, tries remain
+    LOCKED = "locked"  # wrong code, and that was the last try: the code is burnt
+    NO_CODE = "no-code"  # no live code (never asked, used, burnt or out of date)
+
+
+@dataclass(frozen=True)
+class PortalCopy:
+    """A copy's metadata and read status (never its content)."""
+
+    id: str
+    sender: str
+    recipient: str
+    decision_id: str
+    created: datetime
+    expires: datetime
+    state: CopyState
+    size: int
+    revoked_at: datetime | None = None
+    first_opened: datetime | None = None
+    last_opened: datetime | None = None
+    views: int = 0
+    downloads: int = 0
+    replies: int = 0
+    key_id: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """The read status as the staff API and `casegate messages show --json` give it."""
+        def stamp(moment: datetime | None) -> str | None:
+            return moment.isoformat() if moment is not None else None
+
+        return {
+            "id": self.id, "sender": self.sender, "recipient": self.recipient,
+            "decision_id": self.decision_id, "state": self.state.value,
+            "created": stamp(self.created), "expires": stamp(self.expires),
+            "revoked_at": stamp(self.revoked_at), "first_opened": stamp(self.first_opened),
+            "last_opened": stamp(self.last_opened), "views": self.views,
+            "downloads": self.downloads, "replies": self.replies, "size": self.size,
+        }
+
+
+@dataclass(frozen=True)
+class PortalSession:
+    token_hash: str
+    copy_id: str
+    csrf_token: str
+    signed_in: bool
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _ts(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+_COPY_COLUMNS = ("id, sender, recipient, decision_id, created, expires, state, size, revoked_at, "
+                 "first_opened, last_opened, views, downloads, replies, key_id")
+
+
+def _copy(row: tuple) -> PortalCopy:
+    created, expires = _dt(row[4]), _dt(row[5])
+    assert created is not None and expires is not None
+    return PortalCopy(
+        id=row[0], sender=row[1], recipient=row[2], decision_id=row[3], created=created,
+        expires=expires, state=CopyState(row[6]), size=row[7], revoked_at=_dt(row[8]),
+        first_opened=_dt(row[9]), last_opened=_dt(row[10]), views=row[11], downloads=row[12],
+        replies=row[13], key_id=row[14],
+    )
+
+
+class PortalStore:
+    """Thread-safe (one lock); call heavy writes through `asyncio.to_thread`."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
+        # WAL: one fsync per commit; FULL: a copy whose notification went out is never lost.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        with self._lock, self._db:
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- copies ------------------------------------------------------------------------
+
+    def add_copy(self, *, copy_id: str, link_token: str, copy_key: str, sender: str,
+                 recipient: str, decision_id: str, sealed: Sealed, size: int,
+                 attachment_parts: Iterable[int], now: datetime, expires: datetime) -> None:
+        """Store a sealed copy as PENDING, with an opaque id for each attachment part."""
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT INTO portal_copy (id, link_hash, copy_key, sender, recipient, "
+                "decision_id, created, expires, state, size, key_id, wrapped_key, ciphertext) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (copy_id, token_hash(link_token), copy_key, sender.lower(), recipient.lower(),
+                 decision_id, _ts(now), _ts(expires), CopyState.PENDING.value, size,
+                 sealed.key_id, sealed.wrapped_key, sealed.ciphertext),
+            )
+            self._db.executemany(
+                "INSERT INTO portal_attachment VALUES (?, ?, ?)",
+                [(secrets.token_urlsafe(16), copy_id, part) for part in attachment_parts],
+            )
+
+    def activate(self, copy_id: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("UPDATE portal_copy SET state = ? WHERE id = ? AND state = ?",
+                             (CopyState.ACTIVE.value, copy_id, CopyState.PENDING.value))
+
+    def discard(self, copy_id: str) -> None:
+        """Delete a copy entirely (a pending copy whose notification was not accepted)."""
+        with self._lock, self._db:
+            for table, column in (("portal_attachment", "copy_id"), ("portal_code", "copy_id"),
+                                  ("portal_session", "copy_id"), ("portal_copy", "id")):
+                self._db.execute(f"DELETE FROM {table} WHERE {column} = ?",  # noqa: S608
+                                 (copy_id,))
+
+    def delivered_key(self, copy_key: str, recipient: str) -> PortalCopy | None:
+        """An already delivered (non-pending) copy for this submission and recipient."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_COPY_COLUMNS} FROM portal_copy WHERE copy_key = ? AND recipient = ? "  # noqa: S608
+                "AND state != ?", (copy_key, recipient.lower(), CopyState.PENDING.value),
+            ).fetchone()
+        return _copy(row) if row else None
+
+    def get(self, copy_id: str) -> PortalCopy | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_COPY_COLUMNS} FROM portal_copy WHERE id = ?", (copy_id,)  # noqa: S608
+            ).fetchone()
+        return _copy(row) if row else None
+
+    def by_link(self, link_token: str) -> PortalCopy | None:
+        """The (non-pending) copy a link opens, or None."""
+        if not link_token or len(link_token) > 200:
+            return None
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_COPY_COLUMNS} FROM portal_copy WHERE link_hash = ? AND state != ?",  # noqa: S608
+                (token_hash(link_token), CopyState.PENDING.value),
+            ).fetchone()
+        return _copy(row) if row else None
+
+    def list(self, sender: str | None = None) -> tuple[PortalCopy, ...]:
+        query = f"SELECT {_COPY_COLUMNS} FROM portal_copy WHERE state != ?"  # noqa: S608
+        params: tuple[str, ...] = (CopyState.PENDING.value,)
+        if sender is not None:
+            query += " AND sender = ?"
+            params += (sender.lower(),)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY created, id", params).fetchall()
+        return tuple(_copy(r) for r in rows)
+
+    def sealed(self, copy_id: str) -> Sealed | None:
+        """The sealed message of a live copy (None once destroyed)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT key_id, wrapped_key, ciphertext FROM portal_copy WHERE id = ?",
+                (copy_id,)).fetchone()
+        if row is None or row[2] is None:
+            return None
+        return Sealed(key_id=row[0], wrapped_key=bytes(row[1]), ciphertext=bytes(row[2]))
+
+    def attachment_ids(self, copy_id: str) -> dict[int, str]:
+        """MIME part number -> opaque attachment id."""
+        with self._lock:
+            rows = self._db.execute("SELECT part, id FROM portal_attachment WHERE copy_id = ?",
+                                    (copy_id,)).fetchall()
+        return {int(part): str(ident) for part, ident in rows}
+
+    def attachment_part(self, copy_id: str, attachment_id: str) -> int | None:
+        """The MIME part of an attachment id, only if it belongs to `copy_id`."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT part FROM portal_attachment WHERE id = ? AND copy_id = ?",
+                (attachment_id, copy_id)).fetchone()
+        return int(row[0]) if row else None
+
+    # -- read status -------------------------------------------------------------------
+
+    def record_view(self, copy_id: str, now: datetime) -> None:
+        with self._lock, self._db:
+            self._db.execute(
+                "UPDATE portal_copy SET views = views + 1, last_opened = ?, "
+                "first_opened = COALESCE(first_opened, ?) WHERE id = ?",
+                (_ts(now), _ts(now), copy_id))
+
+    def record_download(self, copy_id: str) -> None:
+        self._bump(copy_id, "downloads")
+
+    def record_reply(self, copy_id: str) -> None:
+        self._bump(copy_id, "replies")
+
+    def _bump(self, copy_id: str, column: str) -> None:
+        with self._lock, self._db:
+            self._db.execute(f"UPDATE portal_copy SET {column} = {column} + 1 WHERE id = ?",  # noqa: S608
+                             (copy_id,))
+
+    # -- revocation and expiry ---------------------------------------------------------
+
+    def revoke(self, copy_id: str, now: datetime) -> bool:
+        """Withdraw an active copy; False when it was not active. Its sessions end."""
+        with self._lock, self._db:
+            changed = self._db.execute(
+                "UPDATE portal_copy SET state = ?, revoked_at = ? WHERE id = ? AND state = ?",
+                (CopyState.REVOKED.value, _ts(now), copy_id, CopyState.ACTIVE.value),
+            ).rowcount
+            self._forget_access(copy_id)
+        return bool(changed)
+
+    def destroy(self, copy_id: str) -> bool:
+        """Expire a copy now: ciphertext, wrapped key, attachments, code, sessions deleted."""
+        with self._lock, self._db:
+            changed = self._db.execute(
+                "UPDATE portal_copy SET state = ?, key_id = NULL, wrapped_key = NULL, "
+                "ciphertext = NULL WHERE id = ? AND state IN (?, ?)",
+                (CopyState.EXPIRED.value, copy_id, CopyState.ACTIVE.value,
+                 CopyState.REVOKED.value),
+            ).rowcount
+            self._db.execute("DELETE FROM portal_attachment WHERE copy_id = ?", (copy_id,))
+            self._forget_access(copy_id)
+        return bool(changed)
+
+    def due_for_expiry(self, now: datetime) -> tuple[str, ...]:
+        """Delivered copies past their expiry that still hold content."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM portal_copy WHERE expires <= ? AND state IN (?, ?)",
+                (_ts(now), CopyState.ACTIVE.value, CopyState.REVOKED.value)).fetchall()
+        return tuple(r[0] for r in rows)
+
+    def stale_pending(self, before: datetime) -> tuple[str, ...]:
+        """Pending copies made before `before`: their delivery never finished (a crash)."""
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM portal_copy WHERE state = ? AND created < ?",
+                                    (CopyState.PENDING.value, _ts(before))).fetchall()
+        return tuple(r[0] for r in rows)
+
+    def _forget_access(self, copy_id: str) -> None:
+        self._db.execute("DELETE FROM portal_code WHERE copy_id = ?", (copy_id,))
+        self._db.execute("DELETE FROM portal_session WHERE copy_id = ?", (copy_id,))
+
+    # -- one-time codes ----------------------------------------------------------------
+
+    def issue_code(self, copy_id: str, now: datetime) -> str:
+        """A fresh six-digit code (CSPRNG) replacing any other; only its salted hash is kept."""
+        code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+        salt = secrets.token_bytes(16)
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO portal_code VALUES (?, ?, ?, ?, 0)",
+                (copy_id, salt, _code_hash(salt, code), _ts(now) + CODE_LIFETIME_SECONDS))
+            self._db.execute("INSERT INTO portal_code_request VALUES (?, ?)",
+                             (copy_id, _ts(now)))
+        return code
+
+    def code_requests_since(self, copy_id: str, since: datetime) -> int:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM portal_code_request WHERE at < ?", (_ts(since),))
+            return int(self._db.execute(
+                "SELECT COUNT(*) FROM portal_code_request WHERE copy_id = ? AND at >= ?",
+                (copy_id, _ts(since))).fetchone()[0])
+
+    def check_code(self, copy_id: str, code: str, now: datetime) -> CodeCheck:
+        """Compare in constant time; the right code is used up, the fifth wrong one burns it."""
+        with self._lock, self._db:
+            row = self._db.execute(
+                "SELECT salt, code_hash, expires, failures FROM portal_code WHERE copy_id = ?",
+                (copy_id,)).fetchone()
+            if row is None:
+                return CodeCheck.NO_CODE
+            salt, stored, expires, failures = bytes(row[0]), bytes(row[1]), row[2], row[3]
+            if expires <= _ts(now):
+                self._db.execute("DELETE FROM portal_code WHERE copy_id = ?", (copy_id,))
+                return CodeCheck.NO_CODE
+            if hmac.compare_digest(_code_hash(salt, code), stored):
+                self._db.execute("DELETE FROM portal_code WHERE copy_id = ?", (copy_id,))
+                return CodeCheck.ACCEPTED
+            if failures + 1 >= CODE_MAX_TRIES:
+                self._db.execute("DELETE FROM portal_code WHERE copy_id = ?", (copy_id,))
+                return CodeCheck.LOCKED
+            self._db.execute("UPDATE portal_code SET failures = failures + 1 WHERE copy_id = ?",
+                             (copy_id,))
+            return CodeCheck.WRONG
+
+    # -- sessions ----------------------------------------------------------------------
+
+    def create_session(self, copy_id: str, *, signed_in: bool, now: datetime,
+                       lifetime_seconds: float) -> tuple[str, PortalSession]:
+        """A new session for one copy; returns the cookie token (only its hash is kept)."""
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        session = PortalSession(token_hash=token_hash(token), copy_id=copy_id,
+                                csrf_token=secrets.token_urlsafe(TOKEN_BYTES),
+                                signed_in=signed_in)
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM portal_session WHERE expires <= ?", (_ts(now),))
+            self._db.execute("INSERT INTO portal_session VALUES (?, ?, ?, ?, ?)",
+                             (session.token_hash, copy_id, session.csrf_token, int(signed_in),
+                              _ts(now) + lifetime_seconds))
+        return token, session
+
+    def session(self, token: str, now: datetime) -> PortalSession | None:
+        if not token or len(token) > 200:
+            return None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT token_hash, copy_id, csrf_token, signed_in, expires FROM portal_session "
+                "WHERE token_hash = ?", (token_hash(token),)).fetchone()
+        if row is None or row[4] <= _ts(now):
+            return None
+        return PortalSession(token_hash=row[0], copy_id=row[1], csrf_token=row[2],
+                             signed_in=bool(row[3]))
+
+    def end_session(self, token: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM portal_session WHERE token_hash = ?",
+                             (token_hash(token),))
+
+
+def _code_hash(salt: bytes, code: str) -> bytes:
+    return hmac.new(salt, code.encode("ascii", "replace"), hashlib.sha256).digest()
+
+
+# -- the sender's controls, shared by the staff API and `casegate messages` -----------------
+
+
+def revoke_copy(store: PortalStore, audit: AuditLog, copy_id: str, *, by: str,
+                now: datetime) -> bool:
+    """Withdraw a copy (an audit event "portal-revoke"); False when it was not active."""
+    copy = store.get(copy_id)
+    if copy is None or not store.revoke(copy_id, now):
+        return False
+    audit.record("portal-revoke", sender=copy.sender, recipients=[copy.recipient],
+                 decision_id=copy.decision_id, copy_id=copy_id, by=by)
+    return True
+
+
+def expire_copy(store: PortalStore, audit: AuditLog, copy_id: str, *, reason: str) -> bool:
+    """Destroy a copy's content and key now (an audit event "portal-expiry")."""
+    copy = store.get(copy_id)
+    if copy is None or not store.destroy(copy_id):
+        return False
+    audit.record("portal-expiry", sender=copy.sender, recipients=[copy.recipient],
+                 decision_id=copy.decision_id, copy_id=copy_id, reason=reason)
+    return True
+
+
+def sweep_expired(store: PortalStore, audit: AuditLog, now: datetime) -> tuple[str, ...]:
+    """Destroy every copy past its expiry (returns their ids) and drop unfinished deliveries."""
+    for copy_id in store.stale_pending(now - PENDING_GRACE):
+        store.discard(copy_id)
+    return tuple(copy_id for copy_id in store.due_for_expiry(now)
+                 if expire_copy(store, audit, copy_id, reason="expired"))

@@ -1,0 +1,588 @@
+"""The secure portal's pages for recipients, and the staff API `/api/messages`.
+
+Recipient pages (server-rendered, no JavaScript, work on a phone browser), all under the link
+token from the notification, `/portal/{token}`:
+
+    GET  /portal/{token}                       ask for a code / enter it; once in, the message
+    POST /portal/{token}/code                  email a fresh one-time code to the recipient
+    POST /portal/{token}/verify                check the code; on success a new session
+    GET  /portal/{token}/attachments/{id}      one attachment, by opaque id, real name and type
+    POST /portal/{token}/reply                 secure reply (multipart, with files) to the sender
+    POST /portal/{token}/signout
+
+- A session (cookie `__Host-casegate-portal`: Secure, HttpOnly, SameSite=Strict, Path=/) is
+  bound to one copy; the cookie is replaced by a fresh token when the code is accepted. Every
+  form carries the session's CSRF token. A copy is opened only by its own link, its own code
+  and a session made for it.
+- Codes: see `gateway.portalstore` (six digits, ten minutes, single use, five tries).
+- Rate limits: requests per client address per minute, and code requests per copy per hour.
+- Withdrawn and expired copies say so (410); an expired copy is destroyed on first sight.
+- Every view, download, reply, lockout, revocation and expiry is an audit event.
+
+Staff API (HTTP Basic with a staff account, like `/api/post`, or a signed-in staff session
+with the CSRF token in `X-CSRF-Token` for the POST): `GET /api/messages` (the caller's copies;
+governance sees all), `GET /api/messages/{id}` (read status), `POST /api/messages/{id}/revoke`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import nh3
+import structlog
+from aiohttp import BodyPartReader, web
+
+from gateway.app import App
+from gateway.audit import AuditLog
+from gateway.config import Config
+from gateway.portalstore import (
+    CodeCheck,
+    CopyState,
+    PortalCopy,
+    PortalSession,
+    PortalStore,
+    expire_copy,
+    revoke_copy,
+    sweep_expired,
+)
+from gateway.users import UserRole
+from gateway.web import PAGE_HEADERS, Markup, escape, fill, join, render
+from transports.base import Transport
+from transports.crypto import CryptoError, Keyring, unseal
+from transports.portal import (
+    PortalDelivery,
+    PortalSettings,
+    Upload,
+    attachment,
+    code_email,
+    read_message,
+    reply_email,
+)
+
+log = structlog.get_logger("casegate.portal")
+
+COOKIE = "__Host-casegate-portal"
+CSRF_FIELD = "csrf_token"
+SESSION_SECONDS = 30 * 60
+REQUESTS_PER_MINUTE = 60  # per client address, every portal page
+CODES_PER_HOUR = 5  # per copy
+SWEEP_SECONDS = 600.0  # how often expired copies are destroyed in the background
+MAX_REPLY_TEXT = 100 * 1024
+MAX_REPLY_BYTES = 20 * 1024 * 1024
+MAX_REPLY_FILES = 10
+HTML_TAGS = {
+    "a", "b", "i", "u", "em", "strong", "p", "br", "div", "span", "ul", "ol", "li", "table",
+    "thead", "tbody", "tr", "td", "th", "h1", "h2", "h3", "h4", "blockquote", "pre", "code",
+    "hr", "small", "sub", "sup",
+}
+DOWNLOAD_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+class WindowLimit:
+    """At most `limit` events per key in each `window` seconds (fixed windows, bounded table)."""
+
+    def __init__(self, limit: int, window: float,
+                 clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
+        self.limit, self.window, self._clock, self._max_keys = limit, window, clock, max_keys
+        self._counts: dict[str, tuple[float, int]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = self._clock()
+        start, count = self._counts.get(key, (now, 0))
+        if now - start >= self.window:
+            start, count = now, 0
+        if len(self._counts) >= self._max_keys and key not in self._counts:
+            self._counts.clear()  # a flood of addresses: start afresh rather than grow
+        self._counts[key] = (start, count + 1)
+        return count < self.limit
+
+
+@dataclass
+class PortalDeps:
+    """What the portal pages need from the running gateway."""
+
+    store: PortalStore
+    keyring: Keyring
+    upstream: Transport
+    audit: AuditLog
+    settings: PortalSettings
+    clock: Callable[[], datetime]
+    per_client: WindowLimit = field(
+        default_factory=lambda: WindowLimit(REQUESTS_PER_MINUTE, 60.0))
+
+
+PORTAL: web.AppKey[PortalDeps] = web.AppKey("casegate-portal", PortalDeps)
+
+
+def install(web_app: web.Application, deps: PortalDeps) -> None:
+    web_app[PORTAL] = deps
+    web_app.router.add_get("/portal/{token}", open_copy)
+    web_app.router.add_post("/portal/{token}/code", request_code)
+    web_app.router.add_post("/portal/{token}/verify", verify_code)
+    web_app.router.add_get("/portal/{token}/attachments/{attachment}", download)
+    web_app.router.add_post("/portal/{token}/reply", reply)
+    web_app.router.add_post("/portal/{token}/signout", sign_out)
+    web_app.router.add_get("/api/messages", api_list)
+    web_app.router.add_get("/api/messages/{id}", api_show)
+    web_app.router.add_post("/api/messages/{id}/revoke", api_revoke)
+
+
+def add_routes(web_app: web.Application, ctx: Any) -> None:
+    """The `ROUTE_MODULES` entry point: `ctx` is the gateway's `Services`.
+
+    Also runs the expiry sweep every `SWEEP_SECONDS` while the HTTP front runs.
+    """
+    delivery: PortalDelivery | None = getattr(ctx, "portal", None)
+    if delivery is None:
+        return
+    store = delivery.store
+    assert isinstance(store, PortalStore)
+    deps = PortalDeps(store=store, keyring=delivery.keyring, upstream=delivery.upstream,
+                      audit=ctx.app.audit, settings=delivery.settings,
+                      clock=lambda: delivery.clock())
+    install(web_app, deps)
+
+    async def sweeper(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(_sweep_forever(deps))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    web_app.cleanup_ctx.append(sweeper)
+
+
+async def _sweep_forever(deps: PortalDeps) -> None:
+    """Destroy expired copies now and then (they are also destroyed when next opened)."""
+    while True:
+        try:
+            await asyncio.to_thread(sweep_expired, deps.store, deps.audit, deps.clock())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("portal-sweep-failed")
+        await asyncio.sleep(SWEEP_SECONDS)
+
+
+def public_base(config: Config, http_port: int | None) -> str:
+    """The base of portal links: `http.public_url`, else this server's own address."""
+    if config.http.public_url:
+        return config.http.public_url.rstrip("/")
+    scheme = "https" if config.http.tls else "http"
+    host = config.http.host
+    if host in ("127.0.0.1", "::1", "0.0.0.0", "::", ""):  # noqa: S104 - a name, not a bind
+        host = "localhost"
+    return f"{scheme}://{host}:{http_port or config.http.port}"
+
+
+def build_delivery(app: App, upstream: Transport, base_url: Callable[[], str],
+                   clock: Callable[[], datetime]) -> PortalDelivery:
+    """The portal delivery for the gateway, from the config's [portal] section."""
+    assert app.portal is not None and app.keyring is not None
+    portal = app.config.portal
+    settings = PortalSettings(
+        organisation=app.config.organisation,
+        from_address=portal.from_address or f"casegate@{app.config.smtp.hostname}",
+        expiry=timedelta(days=portal.expiry_days), notify_subject=portal.notify_subject)
+    return PortalDelivery(store=app.portal, keyring=app.keyring, upstream=upstream,
+                          links=lambda token: f"{base_url()}/portal/{token}",
+                          settings=settings, clock=clock, audit=app.audit.record)
+
+
+# -- finding the copy and the session ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Visit:
+    deps: PortalDeps
+    copy: PortalCopy
+    session: PortalSession | None
+    token: str
+
+    @property
+    def base(self) -> str:
+        return f"/portal/{quote(self.token, safe='')}"
+
+    @property
+    def signed_in(self) -> bool:
+        return self.session is not None and self.session.signed_in
+
+
+def _client(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+def _page(heading: str, text: str, status: int) -> web.Response:
+    return render("message.html", title=heading, status=status, heading=heading, text=text)
+
+
+async def _visit(request: web.Request) -> _Visit:
+    """The copy this link opens, after the rate limit; withdrawn/expired/unknown end here."""
+    deps = request.app[PORTAL]
+    if not deps.per_client.allow(_client(request)):
+        raise _Raised(_page("Too many requests", "Please wait a minute and try again.", 429))
+    token = request.match_info["token"]
+    copy = await asyncio.to_thread(deps.store.by_link, token)
+    if copy is None:
+        raise _Raised(_page("This link does not work",
+                              "Check that you copied the whole link from the email.", 404))
+    now = deps.clock()
+    if copy.state is not CopyState.EXPIRED and copy.expires <= now:
+        await asyncio.to_thread(expire_copy, deps.store, deps.audit, copy.id, reason="expired")
+        copy = await asyncio.to_thread(deps.store.get, copy.id) or copy
+    if copy.state is CopyState.REVOKED:
+        raise _Raised(_page("This message was withdrawn",
+                              f"{copy.sender} withdrew this message. Contact them if you "
+                              "still need the information.", 410))
+    if copy.state is CopyState.EXPIRED:
+        raise _Raised(_page("This message has expired",
+                              "Secure messages can be read for a limited time only. Contact "
+                              f"{copy.sender} if you still need the information.", 410))
+    session = deps.store.session(request.cookies.get(COOKIE, ""), now)
+    if session is not None and session.copy_id != copy.id:
+        session = None  # a session for another copy never opens this one
+    return _Visit(deps=deps, copy=copy, session=session, token=token)
+
+
+class _Raised(web.HTTPException):
+    """Raise a rendered page as the answer (status and headers from the page)."""
+
+    def __init__(self, response: web.Response) -> None:
+        self.status_code = response.status
+        super().__init__(text=response.text, content_type="text/html", headers=PAGE_HEADERS)
+
+
+def _csrf_ok(visit: _Visit, given: object) -> bool:
+    return (visit.session is not None and isinstance(given, str) and bool(given)
+            and hmac.compare_digest(given.encode(), visit.session.csrf_token.encode()))
+
+
+def _csrf_field(session: PortalSession) -> Markup:
+    return Markup(f'<input type="hidden" name="{CSRF_FIELD}" '
+                  f'value="{escape(session.csrf_token)}">')
+
+
+def _set_cookie(response: web.StreamResponse, token: str) -> None:
+    response.set_cookie(COOKIE, token, path="/", secure=True, httponly=True,
+                        samesite="Strict", max_age=SESSION_SECONDS)
+
+
+def _audit(visit: _Visit, kind: str, request: web.Request, **extra: Any) -> None:
+    visit.deps.audit.record(kind, sender=visit.copy.sender, recipients=[visit.copy.recipient],
+                            decision_id=visit.copy.decision_id, copy_id=visit.copy.id,
+                            client=_client(request), **extra)
+
+
+# -- the recipient's pages ---------------------------------------------------------------
+
+
+async def open_copy(request: web.Request) -> web.Response:
+    """The message for a signed-in session; otherwise the code page (with a fresh session)."""
+    visit = await _visit(request)
+    if visit.signed_in:
+        return await _message_page(request, visit)
+    notice = Markup("")
+    if request.query.get("sent") == "1":
+        notice = Markup(f'<p role="status">We emailed a code to {escape(_mask(visit.copy))}. '
+                        "It works once, for 10 minutes.</p>")
+    return await _landing(visit, notice, 200)
+
+
+async def _landing(visit: _Visit, notice: Markup, status: int) -> web.Response:
+    session: PortalSession | None = visit.session
+    token = None
+    if session is None:
+        token, session = await asyncio.to_thread(
+            visit.deps.store.create_session, visit.copy.id, signed_in=False,
+            now=visit.deps.clock(), lifetime_seconds=SESSION_SECONDS)
+    assert session is not None
+    response = render("portal-landing.html", title="Secure message", status=status,
+                      sender=visit.copy.sender, organisation=visit.deps.settings.organisation,
+                      masked=_mask(visit.copy), notice=notice, base=visit.base,
+                      csrf=_csrf_field(session))
+    if token is not None:
+        _set_cookie(response, token)
+    return response
+
+
+def _mask(copy: PortalCopy) -> str:
+    local, _, domain = copy.recipient.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+async def request_code(request: web.Request) -> web.Response:
+    """Email a fresh code to the copy's own recipient (throttled per copy)."""
+    visit = await _visit(request)
+    form = await request.post()
+    if not _csrf_ok(visit, form.get(CSRF_FIELD)):
+        return await _landing(visit, _error("The form expired. Please try again."), 403)
+    deps, now = visit.deps, visit.deps.clock()
+    recent = await asyncio.to_thread(deps.store.code_requests_since, visit.copy.id,
+                                     now - timedelta(hours=1))
+    if recent >= CODES_PER_HOUR:
+        _audit(visit, "portal-refused", request, reason="code-requests")
+        return await _landing(visit, _error("Too many codes were asked for. Wait an hour and "
+                                            "try again."), 429)
+    code = await asyncio.to_thread(deps.store.issue_code, visit.copy.id, now)
+    result = await deps.upstream.deliver(
+        [code_email(deps.settings, visit.copy.recipient, visit.copy.sender, code, now)])
+    if not result.ok:
+        log.warning("portal-code-not-sent", outcome=result.outcome.value)
+        return await _landing(visit, _error("The code could not be sent just now. Please try "
+                                            "again in a few minutes."), 503)
+    _audit(visit, "portal-code-sent", request)
+    raise web.HTTPSeeOther(location=f"{visit.base}?sent=1")
+
+
+async def verify_code(request: web.Request) -> web.Response:
+    """Check the code; on success replace the session with a signed-in one."""
+    visit = await _visit(request)
+    form = await request.post()
+    if not _csrf_ok(visit, form.get(CSRF_FIELD)):
+        return await _landing(visit, _error("The form expired. Please try again."), 403)
+    given = form.get("code")
+    code = given.strip()[:6] if isinstance(given, str) else ""
+    deps = visit.deps
+    check = await asyncio.to_thread(deps.store.check_code, visit.copy.id, code, deps.clock())
+    if check is CodeCheck.ACCEPTED:
+        deps.store.end_session(request.cookies.get(COOKIE, ""))
+        token, _ = await asyncio.to_thread(deps.store.create_session, visit.copy.id,
+                                           signed_in=True, now=deps.clock(),
+                                           lifetime_seconds=SESSION_SECONDS)
+        _audit(visit, "portal-login", request)
+        response = web.HTTPSeeOther(location=visit.base)
+        _set_cookie(response, token)
+        raise response
+    if check is CodeCheck.LOCKED:
+        _audit(visit, "portal-lockout", request)
+        text = "That code was wrong too many times and no longer works. Ask for a new code."
+    elif check is CodeCheck.WRONG:
+        _audit(visit, "portal-code-failure", request)
+        text = "That code is not right. Check the latest email and try again."
+    else:
+        _audit(visit, "portal-code-failure", request, reason="no-live-code")
+        text = "That code has expired or was already used. Ask for a new code."
+    return await _landing(visit, _error(text), 401)
+
+
+def _error(text: str) -> Markup:
+    return fill("error.html", text=text)
+
+
+async def _plaintext(visit: _Visit) -> bytes:
+    """The decrypted copy; a wrong or missing key is a plain error page, never garbage."""
+    sealed = await asyncio.to_thread(visit.deps.store.sealed, visit.copy.id)
+    try:
+        if sealed is None:
+            raise CryptoError("no content")
+        return await asyncio.to_thread(unseal, visit.deps.keyring, sealed,
+                                       copy_id=visit.copy.id, recipient=visit.copy.recipient)
+    except CryptoError as exc:
+        log.error("portal-unseal-failed", copy_id=visit.copy.id, problem=str(exc))
+        raise _Raised(_page("This message cannot be opened",
+                            "Something is wrong with the stored message. Contact "
+                            f"{visit.copy.sender} and ask them to send it again.", 500)) from None
+
+
+async def _message_page(request: web.Request, visit: _Visit) -> web.Response:
+    assert visit.session is not None
+    data = await _plaintext(visit)
+    message = await asyncio.to_thread(read_message, data)
+    ids = await asyncio.to_thread(visit.deps.store.attachment_ids, visit.copy.id)
+    items = [
+        Markup(f'<li><a href="{visit.base}/attachments/{escape(quote(ids[a.part], safe=""))}" '
+               f'download>{escape(a.filename)}</a> '
+               f'<span class="muted">({escape(a.content_type)}, {_size(a.size)})</span></li>')
+        for a in message.attachments if a.part in ids
+    ]
+    listing = Markup(f"<ul>{join(items)}</ul>") if items else Markup("<p>None.</p>")
+    await asyncio.to_thread(visit.deps.store.record_view, visit.copy.id, visit.deps.clock())
+    _audit(visit, "portal-view", request)
+    return render("portal-message.html", title="Secure message", sender=visit.copy.sender,
+                  recipient=visit.copy.recipient, sent=message.sent or "not stated",
+                  subject=message.subject or "(no subject)",
+                  expires=visit.copy.expires.strftime("%d %B %Y %H:%M"),
+                  body=_body(message.text, message.html), attachments=listing,
+                  base=visit.base, csrf=_csrf_field(visit.session))
+
+
+def _body(text: str, html: str) -> Markup:
+    """Sanitised HTML (no scripts, styles, images or other remote content), else the text."""
+    if html.strip():
+        cleaned = nh3.clean(html, tags=HTML_TAGS, attributes={"a": {"href", "title"}},
+                            url_schemes={"https", "http", "mailto"}, strip_comments=True)
+        return Markup(f'<div class="mail-html">{cleaned}</div>')
+    paragraphs = [p for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
+    return join([Markup(f"<p>{join([escape(line) for line in p.split(chr(10))], '<br>')}</p>")
+                 for p in paragraphs]) or Markup("<p>(no text)</p>")
+
+
+def _size(size: int) -> str:
+    return f"{size} bytes" if size < 1024 else f"{size / 1024:.0f} KB" if size < 1024**2 \
+        else f"{size / 1024**2:.1f} MB"
+
+
+def _require_signed_in(visit: _Visit) -> None:
+    if not visit.signed_in:
+        raise _Raised(_page("Please enter your code first",
+                            "Open the link from your email again and enter a one-time code.",
+                            403))
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    """One attachment of this copy, by its opaque id, with its real name and type."""
+    visit = await _visit(request)
+    _require_signed_in(visit)
+    part = await asyncio.to_thread(visit.deps.store.attachment_part, visit.copy.id,
+                                   request.match_info["attachment"])
+    data = await _plaintext(visit) if part is not None else b""
+    found = await asyncio.to_thread(attachment, data, part) if part is not None else None
+    if found is None:
+        return _page("No such attachment", "That attachment is not part of this message.", 404)
+    info, content = found
+    await asyncio.to_thread(visit.deps.store.record_download, visit.copy.id)
+    _audit(visit, "portal-download", request, attachment_type=info.content_type,
+           size=len(content))
+    headers = {**DOWNLOAD_HEADERS, "Content-Disposition":
+               f"attachment; filename*=UTF-8''{quote(info.filename, safe='')}"}
+    return web.Response(body=content, content_type=info.content_type, headers=headers)
+
+
+async def reply(request: web.Request) -> web.Response:
+    """Send the recipient's reply, with files, to the sender's mailbox through the upstream."""
+    visit = await _visit(request)
+    _require_signed_in(visit)
+    if request.content_type != "multipart/form-data":  # not our form: never a server error
+        return _page("Your reply was not sent", "The form was not understood.", 400)
+    try:
+        fields, uploads = await _read_reply(request)
+    except ValueError as exc:
+        return _page("Your reply was not sent", str(exc), 413)
+    if not _csrf_ok(visit, fields.get(CSRF_FIELD)):
+        return _page("This form has expired", "Go back, reload the page and try again.", 403)
+    text = fields.get("text", "").strip()
+    if not text and not uploads:
+        return _page("Your reply was not sent", "Write a reply or attach a file.", 400)
+    deps = visit.deps
+    mail = reply_email(deps.settings, recipient=visit.copy.recipient, sender=visit.copy.sender,
+                       decision_id=visit.copy.decision_id, text=text, uploads=uploads,
+                       now=deps.clock())
+    result = await deps.upstream.deliver([mail])
+    if not result.ok:
+        log.warning("portal-reply-not-sent", outcome=result.outcome.value)
+        return _page("Your reply was not sent", "It could not be delivered just now. Go back "
+                     "and try again in a few minutes.", 503)
+    await asyncio.to_thread(deps.store.record_reply, visit.copy.id)
+    _audit(visit, "portal-reply", request, attachments=len(uploads),
+           size=sum(len(u.data) for u in uploads) + len(text))
+    return _page("Your reply was sent", f"{visit.copy.sender} will receive it in their "
+                 "mailbox. You can close this page.", 200)
+
+
+async def _read_reply(request: web.Request) -> tuple[dict[str, str], list[Upload]]:
+    """The reply form's fields and files, within size limits (ValueError with a sentence)."""
+    fields: dict[str, str] = {}
+    uploads: list[Upload] = []
+    total = 0
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise ValueError("The form was not understood.")
+        if part.filename is None:
+            raw = await part.read(decode=True)
+            if len(raw) > MAX_REPLY_TEXT:
+                raise ValueError("The reply text is too long.")
+            fields[part.name or ""] = raw.decode("utf-8", "replace")
+            continue
+        if not part.filename:
+            await part.read()  # an empty file input
+            continue
+        if len(uploads) >= MAX_REPLY_FILES:
+            raise ValueError(f"Attach at most {MAX_REPLY_FILES} files.")
+        chunks: list[bytes] = []
+        while chunk := await part.read_chunk():
+            total += len(chunk)
+            if total > MAX_REPLY_BYTES:
+                raise ValueError("The attachments are too large (20 MB at most).")
+            chunks.append(chunk)
+        uploads.append(Upload(filename=part.filename,
+                              content_type=part.headers.get("Content-Type",
+                                                            "application/octet-stream"),
+                              data=b"".join(chunks)))
+    return fields, uploads
+
+
+async def sign_out(request: web.Request) -> web.StreamResponse:
+    visit = await _visit(request)
+    form = await request.post()
+    if _csrf_ok(visit, form.get(CSRF_FIELD)):
+        visit.deps.store.end_session(request.cookies.get(COOKIE, ""))
+    response = web.HTTPSeeOther(location=visit.base)
+    response.del_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="Strict")
+    raise response
+
+
+# -- the staff API -----------------------------------------------------------------------
+
+
+async def _staff(request: web.Request) -> tuple[str, bool]:
+    """(address, is governance) of the caller: HTTP Basic, else a signed-in session."""
+    if request.headers.get("Authorization"):
+        from gateway.web.post import POST_STATE, _basic_user
+
+        user = await _basic_user(request, request.app[POST_STATE])
+        return user.address, UserRole.GOVERNANCE.value in user.roles
+    from gateway.web.auth import require_user
+
+    staff = await require_user(request)
+    return staff.address, staff.has_role(UserRole.GOVERNANCE.value)
+
+
+async def _owned(request: web.Request) -> tuple[PortalDeps, PortalCopy, str]:
+    deps = request.app[PORTAL]
+    address, governance = await _staff(request)
+    copy = await asyncio.to_thread(deps.store.get, request.match_info["id"][:64])
+    if copy is None or copy.state is CopyState.PENDING or (
+            copy.sender != address and not governance):
+        raise web.HTTPNotFound(text='{"error": "No such message."}',
+                               content_type="application/json")
+    return deps, copy, address
+
+
+async def api_list(request: web.Request) -> web.Response:
+    """The caller's portal copies with their read status (governance: everyone's)."""
+    deps = request.app[PORTAL]
+    address, governance = await _staff(request)
+    copies = await asyncio.to_thread(deps.store.list, None if governance else address)
+    return web.json_response({"messages": [c.to_json() for c in copies]})
+
+
+async def api_show(request: web.Request) -> web.Response:
+    """One copy's read status: opened when, views, downloads, replies, state."""
+    _, copy, _ = await _owned(request)
+    return web.json_response(copy.to_json())
+
+
+async def api_revoke(request: web.Request) -> web.Response:
+    """Withdraw a copy: the recipient then sees that it was withdrawn."""
+    deps, copy, address = await _owned(request)
+    if not await asyncio.to_thread(revoke_copy, deps.store, deps.audit, copy.id, by=address,
+                                   now=deps.clock()):
+        return web.json_response({"error": f"The message is {copy.state.value}, not active."},
+                                 status=409)
+    updated = await asyncio.to_thread(deps.store.get, copy.id)
+    assert updated is not None
+    return web.json_response(updated.to_json())

@@ -1,0 +1,320 @@
+"""Encrypted delivery, as Egress does: store the copy sealed, notify the recipient by email.
+
+`PortalDelivery` is a Transport for the recipients whose action is `encrypt`. For each copy
+and recipient it
+
+1. seals the whole MIME message (`transports.crypto`: its own data key, bound to the copy id
+   and the recipient) and stores it PENDING with an opaque id for each attachment;
+2. sends a notification through the normal upstream Transport: who sent it, a link, the
+   expiry; by default neither the subject nor any content (the subject often names a child);
+3. marks the copy ACTIVE only when the upstream accepted the notification; otherwise the copy
+   is deleted and the result (temporary or permanent) is returned, so the client retries.
+
+A retried submission (same copy key) whose copy is already delivered is not sent twice.
+
+This module also builds the other mails the portal sends (the one-time code, the secure reply)
+and reads a decrypted copy for display (`read_message`, `attachment`). It imports nothing from
+`gateway`: the store is any object with the `CopyStore` methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import secrets
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from email.headerregistry import Address
+from email.message import EmailMessage, Message
+from email.policy import SMTP as SMTP_POLICY
+from email.policy import default as default_policy
+from email.utils import format_datetime, make_msgid
+from functools import cache
+from importlib import resources
+from string import Template
+from typing import Any, Protocol
+
+import structlog
+
+from transports.base import Copy, DeliveryResult, Outcome, Transport
+from transports.crypto import Keyring, Sealed, seal
+
+log = structlog.get_logger("casegate.portal")
+
+DEFAULT_EXPIRY = timedelta(days=30)
+TRACE_HEADER = b"x-casegate-decision"
+MAX_FILENAME = 150
+_UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+
+
+class CopyStore(Protocol):
+    """What delivery needs of the portal store (gateway.portalstore.PortalStore)."""
+
+    def add_copy(self, *, copy_id: str, link_token: str, copy_key: str, sender: str,
+                 recipient: str, decision_id: str, sealed: Sealed, size: int,
+                 attachment_parts: Sequence[int], now: datetime, expires: datetime) -> None: ...
+
+    def activate(self, copy_id: str) -> None: ...
+
+    def discard(self, copy_id: str) -> None: ...
+
+    def delivered_key(self, copy_key: str, recipient: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class PortalSettings:
+    organisation: str = "Cafcass"
+    from_address: str = "casegate@casegate.localhost"  # sender of codes and secure replies
+    expiry: timedelta = DEFAULT_EXPIRY
+    notify_subject: bool = False  # put the original subject in the notification
+
+
+@dataclass
+class PortalDelivery:
+    """The Transport-like way out for `encrypt` recipients (see the module docstring)."""
+
+    store: CopyStore
+    keyring: Keyring
+    upstream: Transport
+    links: Callable[[str], str]  # link token -> the URL the recipient opens
+    settings: PortalSettings = field(default_factory=PortalSettings)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    audit: Callable[..., object] | None = None  # AuditLog.record, for "portal-stored" events
+
+    async def deliver(self, copies: Sequence[Copy]) -> DeliveryResult:
+        accepted: list[str] = []
+        for copy in copies:
+            for recipient in copy.recipients:
+                result = await self._deliver_one(copy, recipient)
+                if not result.ok:
+                    return DeliveryResult(result.outcome, result.detail, tuple(accepted))
+                accepted.append(recipient)
+        return DeliveryResult(Outcome.DELIVERED, "stored and notified", tuple(accepted))
+
+    async def close(self) -> None:
+        """Nothing of its own to close: the upstream belongs to whoever built it."""
+
+    async def _deliver_one(self, copy: Copy, recipient: str) -> DeliveryResult:
+        if await asyncio.to_thread(self.store.delivered_key, copy.key, recipient) is not None:
+            return DeliveryResult(Outcome.DELIVERED, "already delivered")
+        copy_id = secrets.token_hex(16)
+        link_token = secrets.token_urlsafe(32)
+        now = self.clock()
+        expires = now + self.settings.expiry
+        decision_id = decision_of(copy.data)
+        try:
+            sealed = await asyncio.to_thread(seal, self.keyring, copy.data, copy_id=copy_id,
+                                             recipient=recipient)
+            await asyncio.to_thread(
+                self.store.add_copy, copy_id=copy_id, link_token=link_token, copy_key=copy.key,
+                sender=copy.mail_from, recipient=recipient, decision_id=decision_id,
+                sealed=sealed, size=len(copy.data),
+                attachment_parts=read_message(copy.data).attachment_parts(), now=now,
+                expires=expires)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("portal-store-failed", recipient=recipient)
+            return DeliveryResult(Outcome.TEMPORARY, f"portal store: {exc.__class__.__name__}")
+        notice = self.notification(copy, recipient, link_token, expires, copy_id)
+        result = await self.upstream.deliver([notice])
+        if not result.ok:
+            await asyncio.to_thread(self.store.discard, copy_id)
+            return result
+        await asyncio.to_thread(self.store.activate, copy_id)
+        if self.audit is not None:
+            self.audit("portal-stored", sender=copy.mail_from, recipients=[recipient],
+                       decision_id=decision_id, copy_id=copy_id, key_id=sealed.key_id,
+                       size=len(copy.data), expires=expires.isoformat())
+        return result
+
+    def notification(self, copy: Copy, recipient: str, link_token: str, expires: datetime,
+                     copy_id: str) -> Copy:
+        """The email that says a secure message is waiting (no content by default).
+
+        Its key names the stored copy, so a copy stored again after an interrupted delivery
+        gets its own notification (with its own link) rather than being taken as sent.
+        """
+        subject = f"Secure message from {copy.mail_from}"
+        if self.settings.notify_subject:
+            original = read_message(copy.data).subject
+            if original:
+                subject = f"{subject}: {original}"
+        body = _template("notification.txt").substitute(
+            sender=copy.mail_from, organisation=self.settings.organisation,
+            link=self.links(link_token), expires=expires.strftime("%d %B %Y %H:%M"))
+        mail = _mail(copy.mail_from, recipient, subject, body, self.clock())
+        return Copy(key=_derived_key(copy.key, recipient, f"notification {copy_id}"),
+                    mail_from=copy.mail_from, recipients=(recipient,), data=mail.as_bytes())
+
+
+# -- the other mails the portal sends -----------------------------------------------------
+
+
+def code_email(settings: PortalSettings, recipient: str, sender: str, code: str,
+               now: datetime) -> Copy:
+    """The one-time code, sent only to the copy's own recipient."""
+    body = _template("code.txt").substitute(sender=sender, code=code)
+    mail = _mail(settings.from_address, recipient, "Your one-time code", body, now)
+    return Copy(key=secrets.token_hex(16), mail_from=settings.from_address,
+                recipients=(recipient,), data=mail.as_bytes())
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One file a recipient attached to a secure reply."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+def reply_email(settings: PortalSettings, *, recipient: str, sender: str, decision_id: str,
+                text: str, uploads: Sequence[Upload], now: datetime) -> Copy:
+    """A recipient's secure reply, with attachments, to the sender's internal mailbox."""
+    body = _template("reply.txt").substitute(recipient=recipient, decision_id=decision_id,
+                                            organisation=settings.organisation, text=text)
+    mail = _mail(settings.from_address, sender, f"Secure reply from {recipient}", body, now)
+    for upload in uploads:
+        maintype, _, subtype = upload.content_type.partition("/")
+        if not (maintype and subtype) or not _token(maintype) or not _token(subtype):
+            maintype, subtype = "application", "octet-stream"
+        mail.add_attachment(upload.data, maintype=maintype, subtype=subtype,
+                            filename=safe_filename(upload.filename))
+    return Copy(key=secrets.token_hex(16), mail_from=settings.from_address, recipients=(sender,),
+                data=mail.as_bytes())
+
+
+def safe_filename(name: str) -> str:
+    """A file name without control characters, path separators or quotes; never empty."""
+    cleaned = _UNSAFE_NAME.sub("_", unicodedata.normalize("NFC", name)).strip(" .")
+    return cleaned[:MAX_FILENAME] or "attachment"
+
+
+def _token(text: str) -> bool:
+    return re.fullmatch(r"[A-Za-z0-9!#$&^_.+-]{1,64}", text) is not None
+
+
+def _mail(from_address: str, to: str, subject: str, body: str, now: datetime) -> EmailMessage:
+    for value in (from_address, to, subject):
+        if any(ch in value for ch in "\r\n\x00"):
+            raise ValueError("refusing a header value with a line break")
+    mail = EmailMessage(policy=SMTP_POLICY)
+    mail["From"] = Address(addr_spec=from_address)
+    mail["To"] = Address(addr_spec=to)
+    mail["Subject"] = subject
+    mail["Date"] = format_datetime(now)
+    mail["Message-ID"] = make_msgid(domain=from_address.rpartition("@")[2] or None)
+    mail["Auto-Submitted"] = "auto-generated"
+    mail.set_content(body)
+    return mail
+
+
+def _derived_key(key: str, recipient: str, purpose: str) -> str:
+    return hashlib.sha256(f"{key}\x00{recipient.lower()}\x00{purpose}".encode()).hexdigest()
+
+
+@cache
+def _template(name: str) -> Template:
+    return Template(resources.files("transports").joinpath("templates", name).read_text("utf-8"))
+
+
+def decision_of(data: bytes) -> str:
+    """The decision id from the copy's trace header ("" when there is none)."""
+    head = data[: data.find(b"\r\n\r\n") + 2] if b"\r\n\r\n" in data else data
+    for line in head.split(b"\r\n"):
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() == TRACE_HEADER:
+            return value.strip().decode("ascii", "replace")[:64]
+    return ""
+
+
+# -- reading a decrypted copy for display -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttachmentInfo:
+    part: int  # the part's number in walk order: what the opaque id maps to
+    filename: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ReadableMessage:
+    """What the portal shows of a copy: headers, text and HTML bodies, attachments."""
+
+    subject: str
+    sent: str
+    text: str
+    html: str
+    attachments: tuple[AttachmentInfo, ...]
+
+    def attachment_parts(self) -> list[int]:
+        return [a.part for a in self.attachments]
+
+
+def read_message(data: bytes) -> ReadableMessage:
+    """Parse a copy once; malformed parts are shown as attachments, never executed."""
+    message = message_from_bytes(data, policy=default_policy)
+    text_part = _body(message, "plain")
+    html_part = _body(message, "html")
+    attachments: list[AttachmentInfo] = []
+    for number, part in enumerate(message.walk()):
+        if part.is_multipart() or part is text_part or part is html_part:
+            continue
+        payload = part.get_payload(decode=True)
+        size = len(payload) if isinstance(payload, bytes) else 0
+        attachments.append(AttachmentInfo(
+            part=number, filename=safe_filename(_header(part.get_filename, f"part-{number}")),
+            content_type=part.get_content_type(), size=size))
+    return ReadableMessage(
+        subject=_header(lambda: str(message.get("subject", "")), ""),
+        sent=_header(lambda: str(message.get("date", "")), ""),
+        text=_content(text_part), html=_content(html_part), attachments=tuple(attachments))
+
+
+def attachment(data: bytes, part: int) -> tuple[AttachmentInfo, bytes] | None:
+    """The attachment at MIME part `part` (as numbered by `read_message`), with its bytes."""
+    info = next((a for a in read_message(data).attachments if a.part == part), None)
+    if info is None:
+        return None
+    message = message_from_bytes(data, policy=default_policy)
+    for number, leaf in enumerate(message.walk()):
+        if number == part:
+            payload = leaf.get_payload(decode=True)
+            return info, payload if isinstance(payload, bytes) else b""
+    return None  # pragma: no cover - read_message found it
+
+
+def _body(message: Message, kind: str) -> Message | None:
+    try:
+        found = message.get_body(preferencelist=(kind,))  # type: ignore[attr-defined]
+    except (AttributeError, KeyError, ValueError):
+        return None
+    if found is None or found.is_attachment():
+        return None
+    return found
+
+
+def _content(part: Message | None) -> str:
+    if part is None:
+        return ""
+    try:
+        return str(part.get_content())  # type: ignore[attr-defined]
+    except (LookupError, ValueError, AttributeError):
+        payload = part.get_payload(decode=True)
+        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+
+
+def _header(getter: Callable[[], str | None], fallback: str) -> str:
+    try:
+        value = getter()
+    except (ValueError, IndexError, TypeError, AttributeError, LookupError):
+        return fallback
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in (value or ""))
+    return cleaned.strip() or fallback

@@ -92,19 +92,29 @@ def header_envelope(raw: bytes) -> tuple[str, list[str]]:
     """Sender (From) and recipients (To, Cc, Bcc) read from the headers, for dry runs.
 
     Uses the modern header parser (email.headerregistry), never `email.utils.parseaddr` or
-    `getaddresses` (CVE-2023-27043). Every address it yields is still classified by the policy
-    engine, which refuses anything malformed.
+    `getaddresses` (CVE-2023-27043). That parser misreads such lists too
+    (`jo@nhs.net)<x@evil.example>` gives jo@nhs.net), so a recipient field it finds defective
+    is kept whole, as one address the policy engine refuses as invalid (fail closed), and a
+    defective From gives no sender. Every address is still classified by the engine.
     """
     msg = message_from_bytes(raw, policy=policy.default)
     sender = ""
     recipients: list[str] = []
     for name in ("From", "To", "Cc", "Bcc"):
-        for header in msg.get_all(name, []) or []:
+        written_values = [str(v) for k, v in msg.raw_items() if k.lower() == name.lower()]
+        for header, written_value in zip(msg.get_all(name, []) or [], written_values,
+                                         strict=True):
             if not isinstance(header, AddressHeader):
                 continue
             try:
                 addresses = header.addresses
+                defective = bool(getattr(header, "defects", ()))  # BaseHeader.defects
             except Exception:  # noqa: S112 - a defective header yields no address
+                continue
+            if defective:
+                written = " ".join(written_value.split())
+                if name != "From" and written and written not in recipients:
+                    recipients.append(written)
                 continue
             for address in addresses:
                 if not address.addr_spec or address.addr_spec == "<>":

@@ -80,6 +80,8 @@ async def _errors_hidden(
         return await handler(request)
     except web.HTTPException:
         raise
+    except UnicodeDecodeError:  # a form or query that is not UTF-8: the client's mistake
+        return web.Response(status=400, text="bad request\n")
     except Exception as exc:
         log.error("http-error", path=request.path, **describe_error(exc))
         return web.Response(status=500, text="internal error\n")

@@ -5,6 +5,8 @@
 - AUTH (PLAIN, LOGIN; only inside TLS) is checked in a worker thread, every failure answered
   with one uniform 535, throttled per client address and locked after repeated failures
   (SECURITY.md item 7: an aiosmtpd `AuthResult(success=False)` must still get a reply);
+- a MAIL or RCPT path with a source route, a comment or spaces is refused 553, not quietly
+  simplified (SECURITY.md item 8);
 - exceptions are logged and answered 451 with nothing internal.
 
 `SubmissionHandler` holds the hooks: MAIL (sender binding, no open relay), RCPT (address-only
@@ -90,7 +92,13 @@ class GatewaySMTP(SMTP):
         received = await read_data(self._reader, self.data_size_limit or DEFAULT_SIZE_LIMIT,
                                    self.line_length_limit)
         if received.error:
+            refused = self.envelope
             self._set_post_data_state()
+            await pipeline.audit(  # SECURITY.md item 14: every refusal is an event
+                self.handler.services, "refusal", rule="message-format",
+                sender=refused.mail_from or "", recipients=list(refused.rcpt_tos),
+                stage="data", peer=self.peer_ip, reply=received.error[:3],
+            )
             await self.push(received.error)
             return
         self.envelope.original_content = self.envelope.content = received.content
@@ -99,6 +107,20 @@ class GatewaySMTP(SMTP):
         finally:
             self._set_post_data_state()  # whatever happened, the next MAIL starts afresh
         await self.push("250 OK" if status is MISSING else status)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's path parsing, refusing any path not written plainly as `<local@domain>`.
+
+        aiosmtpd's parser quietly drops source routes (`<@a.example:jo@b.example>`) and
+        comments (`<jo(@nhs.net)@b.example>`), so the classifier would never see them;
+        SECURITY.md item 8 says they fail closed. None makes aiosmtpd answer 553 5.1.3.
+        """
+        address, rest = super()._getaddr(arg)
+        if address and rest is not None:
+            written = arg[: len(arg) - len(rest)].strip()
+            if written not in (address, f"<{address}>"):
+                return None, None
+        return address, rest
 
     async def smtp_AUTH(self, arg: str) -> None:
         if self.handler.services.throttle.is_locked(self.peer_ip):

@@ -5,6 +5,8 @@
   with the facts of `casegate post` (`item`, `verified_email`, `address`, `sensitivity`,
   `urgent`, `weight_kg`, `third_party`, `office_transfer`, `from_office`, `method`); the answer
   is the same JSON as `casegate post --json`. Bad input is 400 with `{"error", "field"}`.
+  A browser request that another site caused (`Sec-Fetch-Site` cross-site or same-site) is
+  403 before any credential check: cached Basic credentials are no way round CSRF.
 - `GET|POST /post`: a server-rendered form for signed-in staff (business services), protected
   by the session and CSRF token of `gateway.web.auth` ("gateway.web" must be installed first).
 
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 MAX_BODY = 16 * 1024
 MAX_AUTH_HEADER = 4096
 REALM = 'Basic realm="casegate", charset="UTF-8"'
+SAME_ORIGIN = frozenset({"same-origin", "none"})  # Fetch Metadata `Sec-Fetch-Site` values
 FLAGS = ("verified_email", "urgent", "third_party", "office_transfer")
 FLAG_LABELS = {
     "verified_email": "A verified email address exists",
@@ -124,7 +127,14 @@ async def api_post(request: web.Request) -> web.Response:
 
 
 async def _basic_user(request: web.Request, state: _State) -> User:
-    """The staff member named by HTTP Basic credentials; 401 or 429 otherwise."""
+    """The staff member named by HTTP Basic credentials; 401, 403 or 429 otherwise."""
+    if request.headers.get("Sec-Fetch-Site", "none") not in SAME_ORIGIN:
+        # Another site made a browser send this, with Basic credentials the browser cached:
+        # cross-site request forgery (SECURITY.md item 13). Scripts send no such header.
+        raise web.HTTPForbidden(
+            text=json.dumps({"error": "Cross-site requests are not accepted."}),
+            content_type="application/json",
+        )
     client = request.remote or "unknown"
     credentials = basic_credentials(request.headers.get("Authorization", ""))
     if credentials is None:

@@ -43,7 +43,7 @@ class SmtpConfig:
 class HttpConfig:
     host: str = "127.0.0.1"  # address to listen on; loopback by default
     port: int = 8025  # staff pages, API, portal and verification pages
-    public_url: str = ""  # base URL used in links sent to recipients; default http://host:port
+    public_url: str = ""  # base URL of links in emails to recipients; default https://host:port
     tls: bool = True  # serve HTTPS with the data directory's certificate
 
 
@@ -86,7 +86,7 @@ class VerificationConfig:
     link_hours: float = 72.0  # how long the recipient's link and out-of-band code work
     max_attempts: int = 5  # wrong codes before the request locks
     dns_servers: tuple[str, ...] = ()  # resolvers for the deliverability check; empty: system
-    dns_port: int = 53
+    dns_port: int = 53  # port of the resolvers in dns_servers
     dns_timeout: float = 3.0  # seconds for the whole MX, A and AAAA lookup
     templates_dir: str = ""  # the organisation's own email and page texts; empty: built-in
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
+
+import structlog
 
 from gateway.config import ConfigError
 
@@ -31,7 +34,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         "--data",
         type=Path,
         default=None,
-        help="data directory (default: the config's data_dir, else $CASEGATE_DATA, "
+        help="data directory (default: $CASEGATE_DATA, else the config's data_dir, "
         "else ./casegate-data)",
     )
 
@@ -44,6 +47,8 @@ def open_app(args: argparse.Namespace, event_stream: TextIO | None = None) -> Ap
     """
     from gateway.app import App
 
+    if event_stream is None:
+        _log_to_stderr()
     env_data = os.environ.get("CASEGATE_DATA")
     try:
         return App.open(
@@ -54,3 +59,11 @@ def open_app(args: argparse.Namespace, event_stream: TextIO | None = None) -> Ap
         )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _log_to_stderr() -> None:
+    """Send log lines to stderr, so a command's own output on stdout (and --json) stays clean.
+
+    The logger is made at each call, so it writes to whatever `sys.stderr` is at that moment.
+    """
+    structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(sys.stderr))

@@ -66,7 +66,7 @@ def decision_table(decision: Decision) -> str:
     ]
     if facts.case_numbers:
         lines.append(f"Case numbers: {', '.join(facts.case_numbers)}")
-    if decision.split:
+    if decision.split and decision.verdict.value == "deliver":
         lines.append("Each external recipient gets a separate copy showing only their address.")
     lines.append("")
     width = max([len(rd.recipient.address) for rd in decision.recipients] + [9])
@@ -76,13 +76,16 @@ def decision_table(decision: Decision) -> str:
             f"{rd.recipient.address:<{width}}  {rd.recipient.category.value:<10}  "
             f"{_ACTION_WORDS[rd.action]:<14}  {rd.rule.id} ({rd.rule.citation})"
         )
-    reasons = decision.reasons()
-    if reasons:
+    if decision.refusals:
         lines.append("")
-        lines.append("What to do:")
-        lines.extend(f"- {reason}" for reason in reasons)
-    for refusal in decision.refusals:
-        lines.append(f"  [{refusal.rule.id}: {refusal.rule.citation}]")
+        lines.append("The whole message is refused because:")
+        lines.extend(f"- {r.rule.sentence} [{r.rule.id}: {r.rule.citation}]"
+                     for r in decision.refusals)
+    blocked = [rd for rd in decision.recipients if rd.action is Action.BLOCK]
+    if blocked:
+        lines.append("")
+        lines.append("Refused recipients, and what to do:")
+        lines.extend(f"- {rd.recipient.address}: {rd.reason}" for rd in blocked)
     for override in decision.overrides_applied:
         lines.append(f"Override recorded for {override.rule_id}: {override.justification}")
     return "\n".join(lines)

@@ -136,7 +136,20 @@ def test_human_output_names_rule_and_what_to_do(
     assert code == 1
     assert "REFUSED" in out
     assert "fax" in out
-    assert "What to do:" in out
+    assert "Refused recipients, and what to do:" in out
+    assert "IMCEAFAX-+4420123456@cafcass.gov.uk: " in out
+
+
+def test_human_output_puts_message_refusals_with_their_citation(
+        tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A message-level refusal is listed with its own rule and citation, apart from recipients."""
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(make_message("clerk@court.cjsm.net", "Cases ZC12C00123 and ZC12C00124."))
+    assert main(["check", str(eml), "--data", str(data)]) == 1
+    out = capsys.readouterr().out
+    refused = out.split("The whole message is refused because:")[1]
+    first = refused.strip().splitlines()[0]
+    assert "[other-case-information: " in first
 
 
 @pytest.mark.parametrize(

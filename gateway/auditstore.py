@@ -201,13 +201,26 @@ def _row_to_event(row: Sequence[Any]) -> StoredEvent:
     )
 
 
+@dataclass(eq=False)
+class _Pending:
+    """An event waiting for its group commit, and what became of it."""
+
+    event: dict[str, Any]
+    done: bool = False
+    stored: StoredEvent | None = None
+    mac: bytes = b""
+    error: BaseException | None = None
+
+
 class AuditStore:
     """The SQLite file `audit.sqlite3`: append, verify, query, count, checkpoints."""
 
     def __init__(self, path: Path, key: bytes) -> None:
         self.path = path
         self._key = key
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection, and the order of the chain
+        self._queue_lock = threading.Lock()  # events waiting for the next group commit
+        self._queue: list[_Pending] = []
         self._db = sqlite3.connect(
             path, timeout=30.0, isolation_level=None, check_same_thread=False
         )
@@ -227,23 +240,52 @@ class AuditStore:
         """Give `event` the next sequence number, chain it and store it; atomic across processes.
 
         `event` holds every field of `StoredEvent.as_dict()` except `seq`. Returns the stored
-        event and its mac.
+        event and its mac once the transaction that holds it is committed (durable).
+
+        Group commit: threads that append while another thread's transaction is being committed
+        queue their events, and the next of them to get the lock writes them all, in the order
+        they queued, in one transaction (one fsync). Each caller still returns only after its
+        own event is committed, and raises if that transaction failed.
         """
+        pending = _Pending(event)
+        with self._queue_lock:
+            self._queue.append(pending)
         with self._lock:
+            if not pending.done:
+                self._commit_queued()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.stored is not None
+        return pending.stored, pending.mac
+
+    def _commit_queued(self) -> None:
+        """Chain and store every queued event in one transaction (called holding the lock)."""
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 head = self._db.execute(
                     "SELECT seq, mac FROM audit_event ORDER BY seq DESC LIMIT 1"
                 ).fetchone()
-                seq, previous = (head[0] + 1, head[1]) if head else (1, GENESIS_MAC)
-                full = {"seq": seq, **event}
-                mac = chain_mac(self._key, previous, full)
-                self._insert(full, mac)
+                seq, previous = (head[0], head[1]) if head else (0, GENESIS_MAC)
+                for pending in batch:
+                    seq += 1
+                    full = {"seq": seq, **pending.event}
+                    previous = chain_mac(self._key, previous, full)
+                    self._insert(full, previous)
+                    pending.stored, pending.mac = _row_to_event(_event_row(full)), previous
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return _row_to_event(_event_row(full)), mac
+        except BaseException as exc:
+            for pending in batch:
+                pending.stored, pending.error = None, exc
+            raise
+        finally:
+            for pending in batch:
+                pending.done = True
 
     def _insert(self, event: dict[str, Any], mac: bytes) -> None:
         self._db.execute(

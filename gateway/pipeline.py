@@ -118,6 +118,9 @@ class Services:
     in_flight: int = 0  # messages between end of DATA and their reply
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # set when in_flight == 0
     busy: asyncio.Event = field(default_factory=asyncio.Event)  # set when in_flight > 0
+    # One policy evaluation at a time: they hold the GIL, so running several at once finishes
+    # none sooner, makes them fight the event loop for it, and multiplies their peak memory.
+    evaluations: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
     @property
     def portal(self) -> PortalDelivery | None:
@@ -262,7 +265,8 @@ def check_header_from(submission: Submission) -> Reply | None:
 
 
 async def decide(services: Services, submission: Submission) -> Decision:
-    """The policy decision, computed in a worker thread so the event loop stays responsive."""
+    """The policy decision, computed in a worker thread so the event loop stays responsive,
+    one message at a time (`Services.evaluations`)."""
     app = services.app
     now = services.clock()
 
@@ -272,7 +276,8 @@ async def decide(services: Services, submission: Submission) -> Decision:
             app.snapshot(now), time.monotonic, app.config.policy.multiple_external,
         )
 
-    return await asyncio.to_thread(snapshot_and_evaluate)
+    async with services.evaluations:
+        return await asyncio.to_thread(snapshot_and_evaluate)
 
 
 async def record_decision(services: Services, decision: Decision, decision_id: str,

@@ -48,9 +48,22 @@ def _any_valid(matches: Iterator[re.Match[str]], valid: Callable[[re.Match[str]]
     return False
 
 
+_DIGIT = re.compile(r"\d")
+_ASCII_DIGITS = "0123456789"
+
+
+def has_digit(text: str) -> bool:
+    """Whether the text holds a decimal digit (what `\\d` matches), found at C speed for ASCII."""
+    if text.isascii():
+        return any(digit in text for digit in _ASCII_DIGITS)
+    return _DIGIT.search(text) is not None
+
+
 # --- NHS number: ten digits, 3-3-4, modulus 11 check digit --------------------------------
 
-_NHS = re.compile(r"(?<![\d-])(\d{3})([ -]?)(\d{3})\2(\d{4})(?![\d-])")
+# The lookbehind sits after the first digit, so that the pattern starts with a digit class and
+# the regex engine skips ahead to the next digit instead of trying every position (same matches).
+_NHS = re.compile(r"(\d(?<![\d-]\d)\d\d)([ -]?)(\d{3})\2(\d{4})(?![\d-])")
 
 
 def nhs_number_valid(digits: str) -> bool:
@@ -97,7 +110,8 @@ def has_ni_number(text: str) -> bool:
 
 # --- PNC id: YY/NNNNNNN + check letter ---------------------------------------------------
 
-_PNC = re.compile(r"(?<![\w/])(\d{2}|\d{4})/(\d{1,7})([A-Za-z])(?![\w/])")
+# (?<![\w/])(\d{2}|\d{4}), written to start with a digit class as _NHS is.
+_PNC = re.compile(r"(\d(?<![\w/]\d)(?:\d|\d{3}))/(\d{1,7})([A-Za-z])(?![\w/])")
 _PNC_CHECK_LETTERS = "ZABCDEFGHJKLMNPQRTUVWXY"  # 23 letters: no I, O or S
 
 
@@ -195,6 +209,8 @@ def has_date_of_birth(text: str, cues: re.Pattern[str]) -> bool:
 def identifier_kinds(text: str, dob_cues: re.Pattern[str]) -> set[str]:
     """The kinds of personal identifier present in the text (values are never returned)."""
     kinds: set[str] = set()
+    if not has_digit(text):  # every identifier, and every date, holds at least one digit
+        return kinds
     if has_date_of_birth(text, dob_cues):
         kinds.add(DATE_OF_BIRTH)
     if has_nhs_number(text):

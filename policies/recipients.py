@@ -112,6 +112,12 @@ def classify_recipient(
 # ----------------------------------------------------------------------------------------------
 
 
+# Pure functions of their strings, asked about the same addresses and domains again and again
+# (at RCPT, then at DATA, message after message): remembered, a bounded number of them.
+_REMEMBERED = 4096
+
+
+@lru_cache(maxsize=_REMEMBERED)
 def _parse(address: str) -> _Address:
     """Accept only a plain, normalised address; raise `_Invalid` with the reason otherwise."""
     if not address or len(address) > _MAX_ADDRESS:
@@ -290,6 +296,7 @@ def _near_policy_domain(domain: str, policy: Policy) -> str | None:
     return None
 
 
+@lru_cache(maxsize=_REMEMBERED)
 def _resembles(domain: str, known: str) -> bool:
     """A near miss of an agency or secure domain: embedded, edited, or under another suffix."""
     if domain == known:

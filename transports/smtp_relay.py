@@ -39,8 +39,6 @@ log = structlog.get_logger("casegate.relay")
 # (quoted local parts, source routes, "%" and "!" routing, address literals, non-ASCII, spaces,
 # controls) is refused (SECURITY.md 8, as defence in depth behind the policy's own checks).
 _ADDRESS = re.compile(r"[A-Za-z0-9#$&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}")
-# A CR not followed by LF, an LF not preceded by CR, or a NUL.
-_UNSAFE_BYTES = re.compile(rb"\r(?!\n)|(?<!\r)\n|\x00")
 
 
 class TlsMode(StrEnum):
@@ -81,9 +79,15 @@ def unsafe_copy_reason(copies: Sequence[Copy]) -> str:
             return f"copy {index} has an envelope sender that cannot be sent safely"
         if not all(_safe_address(r) for r in copy.recipients):
             return f"copy {index} has a recipient address that cannot be sent safely"
-        if _UNSAFE_BYTES.search(copy.data):
+        if _has_unsafe_bytes(copy.data):
             return f"copy {index} contains a bare CR, a bare LF or a NUL"
     return ""
+
+
+def _has_unsafe_bytes(data: bytes) -> bool:
+    """A CR not followed by LF, an LF not preceded by CR, or a NUL (counted at C speed)."""
+    crlf = data.count(b"\r\n")
+    return b"\x00" in data or data.count(b"\r") != crlf or data.count(b"\n") != crlf
 
 
 def _safe_address(address: str) -> bool:

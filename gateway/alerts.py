@@ -35,6 +35,7 @@ from aiohttp import web
 from gateway.audit import GRADES, AuditLog
 from gateway.auditstore import StoredEvent
 from gateway.config import Config, ConfigError
+from gateway.links import public_url
 from policies.model import Rule
 from transports.base import Copy, Transport
 
@@ -73,14 +74,13 @@ class AlertSettings:
         match = _TIME.fullmatch(section.digest_time)
         if match is None:
             raise ConfigError(f"{config.source}: 'audit.digest_time' must be HH:MM (UTC)")
-        public = config.http.public_url or f"https://{config.http.host}:{config.http.port}"
         return cls(
             governance_address=section.governance_address,
             sender=section.alert_from or f"casegate@{config.smtp.hostname}",
             alert_grades=frozenset(section.alert_grades),
             digest_grades=frozenset(section.digest_grades) - frozenset(section.alert_grades),
             digest_time=time(int(match.group(1)), int(match.group(2)), tzinfo=UTC),
-            public_url=public.rstrip("/"),
+            public_url=public_url(config),
         )
 
 

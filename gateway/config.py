@@ -43,7 +43,7 @@ class SmtpConfig:
 class HttpConfig:
     host: str = "127.0.0.1"  # address to listen on; loopback by default
     port: int = 8025  # staff pages, API, portal and verification pages
-    public_url: str = ""  # base URL of links in emails to recipients; default https://host:port
+    public_url: str = ""  # base URL of links in emails; default http(s)://host:port by tls
     tls: bool = True  # serve HTTPS with the data directory's certificate
 
 

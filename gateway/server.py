@@ -96,11 +96,12 @@ def build_transport(app: App) -> Transport:
 
 def build_portal(app: App, gateway: Gateway) -> Transport:
     """Encrypted delivery through the portal; its links use the HTTP port once it is bound."""
-    from gateway.web.portal import build_delivery, public_base
+    from gateway.links import public_url
+    from gateway.web.portal import build_delivery
 
     services = gateway.services
     return build_delivery(app, services.transport,
-                          lambda: public_base(app.config, gateway.http_port),
+                          lambda: public_url(app.config, gateway.http_port),
                           lambda: services.clock())  # the services' clock, even if replaced
 
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import dns.asyncresolver
 
 from gateway.config import Config
+from gateway.links import public_url
 from policies.model import Role
 from transports.base import Transport
 from verification.dns import make_resolver
@@ -63,11 +64,10 @@ def is_request_address(config: Config, address: str) -> bool:
 
 def settings_from(config: Config) -> Settings:
     section = config.verification
-    public = config.http.public_url or f"https://{config.http.host}:{config.http.port}"
     return Settings(
         organisation=config.organisation,
         sender=verification_address(config),
-        public_url=public,
+        public_url=public_url(config),
         link_lifetime=timedelta(hours=section.link_hours),
         valid_for=timedelta(days=section.valid_days) if section.valid_days else None,
         max_attempts=max(1, section.max_attempts),

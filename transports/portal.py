@@ -42,6 +42,7 @@ import structlog
 
 from transports.base import Copy, DeliveryResult, Outcome, Transport
 from transports.crypto import Keyring, Sealed, seal
+from transports.plaintext import fill_and_flow
 
 log = structlog.get_logger("casegate.portal")
 
@@ -144,9 +145,9 @@ class PortalDelivery:
             original = read_message(copy.data).subject
             if original:
                 subject = f"{subject}: {original}"
-        body = _template("notification.txt").substitute(
-            sender=copy.mail_from, organisation=self.settings.organisation,
-            link=self.links(link_token), expires=expires.strftime("%d %B %Y %H:%M"))
+        body = fill_and_flow(_template("notification.txt"), {
+            "sender": copy.mail_from, "organisation": self.settings.organisation,
+            "link": self.links(link_token), "expires": expires.strftime("%d %B %Y %H:%M")})
         mail = _mail(copy.mail_from, recipient, subject, body, self.clock())
         return Copy(key=_derived_key(copy.key, recipient, f"notification {copy_id}"),
                     mail_from=copy.mail_from, recipients=(recipient,), data=mail.as_bytes())
@@ -158,7 +159,7 @@ class PortalDelivery:
 def code_email(settings: PortalSettings, recipient: str, sender: str, code: str,
                now: datetime) -> Copy:
     """The one-time code, sent only to the copy's own recipient."""
-    body = _template("code.txt").substitute(sender=sender, code=code)
+    body = fill_and_flow(_template("code.txt"), {"sender": sender, "code": code})
     mail = _mail(settings.from_address, recipient, "Your one-time code", body, now)
     return Copy(key=secrets.token_hex(16), mail_from=settings.from_address,
                 recipients=(recipient,), data=mail.as_bytes())
@@ -176,8 +177,9 @@ class Upload:
 def reply_email(settings: PortalSettings, *, recipient: str, sender: str, decision_id: str,
                 text: str, uploads: Sequence[Upload], now: datetime) -> Copy:
     """A recipient's secure reply, with attachments, to the sender's internal mailbox."""
-    body = _template("reply.txt").substitute(recipient=recipient, decision_id=decision_id,
-                                            organisation=settings.organisation, text=text)
+    body = fill_and_flow(_template("reply.txt"), {
+        "recipient": recipient, "decision_id": decision_id,
+        "organisation": settings.organisation, "text": text})
     mail = _mail(settings.from_address, sender, f"Secure reply from {recipient}", body, now)
     for upload in uploads:
         maintype, _, subtype = upload.content_type.partition("/")

@@ -2,7 +2,9 @@
 
 Templates are `string.Template` files in `verification/templates/`; an organisation puts its
 own copy of any of them in `[verification] templates_dir` and that one is used instead. A mail
-template starts with a `Subject:` line and a blank line. Page templates are HTML fragments whose
+template starts with a `Subject:` line and a blank line; its paragraphs are re-wrapped after
+filling (`transports.plaintext`), so they may be written on one line or wrapped anywhere. Page
+templates are HTML fragments whose
 values are HTML-escaped here; the web front puts them inside the site layout.
 """
 
@@ -18,6 +20,8 @@ from email.utils import format_datetime, make_msgid
 from importlib import resources
 from pathlib import Path
 from string import Template
+
+from transports.plaintext import fill_and_flow
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
@@ -76,12 +80,13 @@ class Texts:
 
     def mail(self, template: str, /, *, sender: str, to: str, **values: object) -> Mail:
         """A mail from `template` (a missing value is a bug: KeyError)."""
-        text = self.template(template).substitute({k: str(v) for k, v in values.items()})
-        first, _, body = text.partition("\n")
+        strings = {k: str(v) for k, v in values.items()}
+        first, _, rest = self.template(template).template.partition("\n")
         if not first.startswith("Subject:"):
             raise ValueError(f"mail template {template} must start with a Subject: line")
-        return Mail(sender=sender, to=to, subject=first.removeprefix("Subject:").strip(),
-                    body=body.lstrip("\n"))
+        subject = Template(first.removeprefix("Subject:")).substitute(strings).strip()
+        body = fill_and_flow(Template(rest.lstrip("\n")), strings)
+        return Mail(sender=sender, to=to, subject=subject, body=body)
 
     def page(self, template: str, /, **values: object) -> Html:
         """An HTML fragment from `template`, every value escaped unless it is `Html`."""

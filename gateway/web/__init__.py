@@ -1,11 +1,12 @@
 """Staff web pages: server-rendered HTML, no JavaScript, no external assets.
 
-- `render(template, title=..., **values)`: a page from `gateway/templates/`, every value
+- `render(template, title=..., brand=..., **values)`: a page from `gateway/templates/`, every value
   HTML-escaped unless it is `Markup` (HTML this package built itself, already escaped).
-- `add_routes(web_app, ctx)` (listed in `gateway.http.ROUTE_MODULES` as "gateway.web"): the
-  login/logout pages, the governance view and the stylesheet; it also runs the breach alerter
-  (`gateway.alerts`) for as long as the HTTP front runs. `install(web_app, deps)` does the
-  same from explicit parts (tests build one from a real AuditLog and UserStore).
+- `add_routes(web_app, ctx)` (listed in `gateway.http.ROUTE_MODULES` as "gateway.web"): a
+  redirect from `/` to the sign-in page, the login/logout pages, the governance view and the
+  stylesheet; it also runs the breach alerter (`gateway.alerts`) for as long as the HTTP front
+  runs. `install(web_app, deps)` does the same from explicit parts (tests build one from a real
+  AuditLog and UserStore).
 - Every page of ours carries a strict Content-Security-Policy (no inline script, no framing, no
   referrer).
 
@@ -43,6 +44,7 @@ PAGE_HEADERS = {
 }
 STYLESHEET = "casegate.css"
 OUR_PREFIXES = ("/login", "/logout", "/governance", f"/static/{STYLESHEET}")
+HOME = "/login"  # where the site's root sends a browser
 
 
 class Markup(str):
@@ -74,14 +76,29 @@ def fill(name: str, **values: object) -> Markup:
 
 
 def render(
-    name: str, *, title: str, status: int = 200, nav: Markup | None = None, **values: object
+    name: str,
+    *,
+    title: str,
+    status: int = 200,
+    nav: Markup | None = None,
+    brand: str = "casegate",
+    **values: object,
 ) -> web.Response:
-    """A full page: `name` inside the layout, with our security headers."""
+    """A full page: `name` inside the layout, with our security headers.
+
+    `brand` heads the page and ends its title: "casegate" on staff pages, the organisation's
+    name on the pages families and other recipients see.
+    """
     body = fill(name, **values)
-    page = fill("layout.html", title=title, nav=nav or Markup(""), body=body)
+    page = fill("layout.html", title=title, nav=nav or Markup(""), brand=brand, body=body)
     return web.Response(
         text=page, status=status, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS
     )
+
+
+async def root(request: web.Request) -> web.Response:
+    """The site's root has no page of its own: send the browser to the staff sign-in."""
+    raise web.HTTPFound(HOME)
 
 
 async def stylesheet(request: web.Request) -> web.Response:
@@ -101,7 +118,7 @@ def _stylesheet_text() -> str:
 
 async def _our_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Our pages' headers also on redirects and error pages of our paths."""
-    if request.path.startswith(OUR_PREFIXES):
+    if request.path == "/" or request.path.startswith(OUR_PREFIXES):
         for header, value in PAGE_HEADERS.items():
             if header == "Cache-Control" and request.path.startswith("/static/"):
                 continue
@@ -118,9 +135,10 @@ class WebDeps:
 
 
 def install(web_app: web.Application, deps: WebDeps) -> None:
-    """Add the staff pages to `web_app` (the stylesheet, login/logout, governance)."""
+    """Add the staff pages to `web_app` (the root, the stylesheet, login/logout, governance)."""
     from gateway.web import auth, governance
 
+    web_app.router.add_get("/", root)
     web_app.router.add_get(f"/static/{STYLESHEET}", stylesheet)
     auth.install(web_app, deps)
     governance.install(web_app, deps)

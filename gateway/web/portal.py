@@ -42,7 +42,6 @@ from aiohttp import BodyPartReader, web
 
 from gateway.app import App
 from gateway.audit import AuditLog
-from gateway.config import Config
 from gateway.portalstore import (
     CodeCheck,
     CopyState,
@@ -177,17 +176,6 @@ async def _sweep_forever(deps: PortalDeps) -> None:
         await asyncio.sleep(SWEEP_SECONDS)
 
 
-def public_base(config: Config, http_port: int | None) -> str:
-    """The base of portal links: `http.public_url`, else this server's own address."""
-    if config.http.public_url:
-        return config.http.public_url.rstrip("/")
-    scheme = "https" if config.http.tls else "http"
-    host = config.http.host
-    if host in ("127.0.0.1", "::1", "0.0.0.0", "::", ""):  # noqa: S104 - a name, not a bind
-        host = "localhost"
-    return f"{scheme}://{host}:{http_port or config.http.port}"
-
-
 def build_delivery(app: App, upstream: Transport, base_url: Callable[[], str],
                    clock: Callable[[], datetime]) -> PortalDelivery:
     """The portal delivery for the gateway, from the config's [portal] section."""
@@ -225,32 +213,35 @@ def _client(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-def _page(heading: str, text: str, status: int) -> web.Response:
-    return render("message.html", title=heading, status=status, heading=heading, text=text)
+def _page(deps: PortalDeps, heading: str, text: str, status: int) -> web.Response:
+    """A short page with a heading and one sentence, under the organisation's name."""
+    return render("message.html", title=heading, status=status, heading=heading, text=text,
+                  brand=deps.settings.organisation)
 
 
 async def _visit(request: web.Request) -> _Visit:
     """The copy this link opens, after the rate limit; withdrawn/expired/unknown end here."""
     deps = request.app[PORTAL]
     if not deps.per_client.allow(_client(request)):
-        raise _Raised(_page("Too many requests", "Please wait a minute and try again.", 429))
+        raise _Raised(_page(deps, "Too many requests", "Please wait a minute and try again.",
+                            429))
     token = request.match_info["token"]
     copy = await asyncio.to_thread(deps.store.by_link, token)
     if copy is None:
-        raise _Raised(_page("This link does not work",
-                              "Check that you copied the whole link from the email.", 404))
+        raise _Raised(_page(deps, "This link does not work",
+                            "Check that you copied the whole link from the email.", 404))
     now = deps.clock()
     if copy.state is not CopyState.EXPIRED and copy.expires <= now:
         await asyncio.to_thread(expire_copy, deps.store, deps.audit, copy.id, reason="expired")
         copy = await asyncio.to_thread(deps.store.get, copy.id) or copy
     if copy.state is CopyState.REVOKED:
-        raise _Raised(_page("This message was withdrawn",
-                              f"{copy.sender} withdrew this message. Contact them if you "
-                              "still need the information.", 410))
+        raise _Raised(_page(deps, "This message was withdrawn",
+                            f"{copy.sender} withdrew this message. Contact them if you "
+                            "still need the information.", 410))
     if copy.state is CopyState.EXPIRED:
-        raise _Raised(_page("This message has expired",
-                              "Secure messages can be read for a limited time only. Contact "
-                              f"{copy.sender} if you still need the information.", 410))
+        raise _Raised(_page(deps, "This message has expired",
+                            "Secure messages can be read for a limited time only. Contact "
+                            f"{copy.sender} if you still need the information.", 410))
     session = deps.store.session(request.cookies.get(COOKIE, ""), now)
     if session is not None and session.copy_id != copy.id:
         session = None  # a session for another copy never opens this one
@@ -310,6 +301,7 @@ async def _landing(visit: _Visit, notice: Markup, status: int) -> web.Response:
             now=visit.deps.clock(), lifetime_seconds=SESSION_SECONDS)
     assert session is not None
     response = render("portal-landing.html", title="Secure message", status=status,
+                      brand=visit.deps.settings.organisation,
                       sender=visit.copy.sender, organisation=visit.deps.settings.organisation,
                       masked=_mask(visit.copy), notice=notice, base=visit.base,
                       csrf=_csrf_field(session))
@@ -392,7 +384,7 @@ async def _plaintext(visit: _Visit) -> bytes:
                                        copy_id=visit.copy.id, recipient=visit.copy.recipient)
     except CryptoError as exc:
         log.error("portal-unseal-failed", copy_id=visit.copy.id, problem=str(exc))
-        raise _Raised(_page("This message cannot be opened",
+        raise _Raised(_page(visit.deps, "This message cannot be opened",
                             "Something is wrong with the stored message. Contact "
                             f"{visit.copy.sender} and ask them to send it again.", 500)) from None
 
@@ -412,6 +404,7 @@ async def _message_page(request: web.Request, visit: _Visit) -> web.Response:
     await asyncio.to_thread(visit.deps.store.record_view, visit.copy.id, visit.deps.clock())
     _audit(visit, "portal-view", request)
     return render("portal-message.html", title="Secure message", sender=visit.copy.sender,
+                  brand=visit.deps.settings.organisation,
                   recipient=visit.copy.recipient, sent=message.sent or "not stated",
                   subject=message.subject or "(no subject)",
                   expires=visit.copy.expires.strftime("%d %B %Y %H:%M"),
@@ -437,7 +430,7 @@ def _size(size: int) -> str:
 
 def _require_signed_in(visit: _Visit) -> None:
     if not visit.signed_in:
-        raise _Raised(_page("Please enter your code first",
+        raise _Raised(_page(visit.deps, "Please enter your code first",
                             "Open the link from your email again and enter a one-time code.",
                             403))
 
@@ -451,7 +444,8 @@ async def download(request: web.Request) -> web.StreamResponse:
     data = await _plaintext(visit) if part is not None else b""
     found = await asyncio.to_thread(attachment, data, part) if part is not None else None
     if found is None:
-        return _page("No such attachment", "That attachment is not part of this message.", 404)
+        return _page(visit.deps, "No such attachment",
+                     "That attachment is not part of this message.", 404)
     info, content = found
     await asyncio.to_thread(visit.deps.store.record_download, visit.copy.id)
     _audit(visit, "portal-download", request, attachment_type=info.content_type,
@@ -466,16 +460,17 @@ async def reply(request: web.Request) -> web.Response:
     visit = await _visit(request)
     _require_signed_in(visit)
     if request.content_type != "multipart/form-data":  # not our form: never a server error
-        return _page("Your reply was not sent", "The form was not understood.", 400)
+        return _page(visit.deps, "Your reply was not sent", "The form was not understood.", 400)
     try:
         fields, uploads = await _read_reply(request)
     except ValueError as exc:
-        return _page("Your reply was not sent", str(exc), 413)
+        return _page(visit.deps, "Your reply was not sent", str(exc), 413)
     if not _csrf_ok(visit, fields.get(CSRF_FIELD)):
-        return _page("This form has expired", "Go back, reload the page and try again.", 403)
+        return _page(visit.deps, "This form has expired",
+                     "Go back, reload the page and try again.", 403)
     text = fields.get("text", "").strip()
     if not text and not uploads:
-        return _page("Your reply was not sent", "Write a reply or attach a file.", 400)
+        return _page(visit.deps, "Your reply was not sent", "Write a reply or attach a file.", 400)
     deps = visit.deps
     mail = reply_email(deps.settings, recipient=visit.copy.recipient, sender=visit.copy.sender,
                        decision_id=visit.copy.decision_id, text=text, uploads=uploads,
@@ -483,12 +478,14 @@ async def reply(request: web.Request) -> web.Response:
     result = await deps.upstream.deliver([mail])
     if not result.ok:
         log.warning("portal-reply-not-sent", outcome=result.outcome.value)
-        return _page("Your reply was not sent", "It could not be delivered just now. Go back "
+        return _page(visit.deps, "Your reply was not sent",
+                     "It could not be delivered just now. Go back "
                      "and try again in a few minutes.", 503)
     await asyncio.to_thread(deps.store.record_reply, visit.copy.id)
     _audit(visit, "portal-reply", request, attachments=len(uploads),
            size=sum(len(u.data) for u in uploads) + len(text))
-    return _page("Your reply was sent", f"{visit.copy.sender} will receive it in their "
+    return _page(visit.deps, "Your reply was sent",
+                 f"{visit.copy.sender} will receive it in their "
                  "mailbox. You can close this page.", 200)
 
 

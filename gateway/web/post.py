@@ -54,6 +54,18 @@ FLAG_LABELS = {
     "third_party": "Holds personal information provided by a third party",
     "office_transfer": "Paper moving between Cafcass offices",
 }
+ADDRESS_LABELS = {  # the form shows these; it submits the AddressStatus values
+    AddressStatus.NONE: "No physical address",
+    AddressStatus.UNCONFIRMED: "Address not confirmed",
+    AddressStatus.CONFIRMED_EIT: "Confirmed by the EIT FCA",
+    AddressStatus.CONFIRMED_WAFH:
+        "Confirmed by the allocated WAFH FCA and recorded on the contact log",
+}
+SENSITIVITY_LABELS = {  # the form shows these; it submits the Sensitivity values
+    Sensitivity.NONE: "No particular concern",
+    Sensitivity.CONCERN: "A concern has been raised over the sensitivity of the contents",
+    Sensitivity.PARTICULAR: "Particularly sensitive information",
+}
 HEADINGS = {
     PostAction.SEND: "Send it",
     PostAction.USE_EMAIL: "Use email instead",
@@ -212,13 +224,18 @@ async def form_submit(request: web.Request) -> web.Response:
 
 
 def _facts(values: dict[str, str]) -> dict[str, Any]:
-    """The form's strings as the API's JSON facts; a weight that is not a number is bad input."""
-    text = values.get("weight_kg", "").strip() or "0"
-    try:
-        weight = float(text)
-    except ValueError:
-        raise PostInputError("weight_kg", "The weight must be a number of kilograms.") from None
-    facts: dict[str, Any] = {"item": values.get("item", "").strip(), "weight_kg": weight}
+    """The form's strings as the API's JSON facts; a weight that is not a number is bad input.
+
+    A weight left empty is not given (the API's default); any other text must be a number.
+    """
+    facts: dict[str, Any] = {"item": values.get("item", "").strip()}
+    text = values.get("weight_kg", "").strip()
+    if text:
+        try:
+            facts["weight_kg"] = float(text)
+        except ValueError:
+            raise PostInputError("weight_kg",
+                                 "The weight must be a number of kilograms.") from None
     for name in ("address", "sensitivity", "from_office", "method"):
         if values.get(name, "").strip():  # left empty: the API's default
             facts[name] = values[name].strip()
@@ -254,11 +271,14 @@ def _fields(options: PostOptions, values: dict[str, str]) -> Markup:
     ]
     parts = [
         _select("item", "Item", items, values.get("item", "")),
-        _select("address", "Physical address", [(a.value, a.value) for a in AddressStatus],
-                values.get("address", "none")),
-        _select("sensitivity", "Sensitivity", [(s.value, s.value) for s in Sensitivity],
-                values.get("sensitivity", "none")),
-        _text("weight_kg", "Weight in kg", values.get("weight_kg", "0")),
+        _select("address", "Physical address",
+                [(a.value, label) for a, label in ADDRESS_LABELS.items()],
+                values.get("address", AddressStatus.NONE.value)),
+        _select("sensitivity", "Sensitivity",
+                [(s.value, label) for s, label in SENSITIVITY_LABELS.items()],
+                values.get("sensitivity", Sensitivity.NONE.value)),
+        _text("weight_kg", "Weight in kg (leave empty if not known)",
+              values.get("weight_kg", "")),
         _text("from_office", "Sending office", values.get("from_office", "")),
         _select("method", "Ask about one method", methods, values.get("method", "")),
     ]

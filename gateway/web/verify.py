@@ -117,7 +117,8 @@ def _page(request: web.Request, workflow: Workflow, answer: LinkAnswer, *, error
     else:
         name, title = PAGES[answer.state]
         body = texts.page(name, organisation=organisation)
-    page = fill("layout.html", title=title, nav=Markup(""), body=Markup(body))
+    page = fill("layout.html", title=title, nav=Markup(""), brand=organisation,
+                body=Markup(body))
     response = web.Response(text=page, status=status, content_type="text/html",
                             charset="utf-8", headers=PAGE_HEADERS)
     if csrf:

@@ -538,9 +538,9 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
 async def _staff(request: web.Request) -> tuple[str, bool]:
     """(address, is governance) of the caller: HTTP Basic, else a signed-in session."""
     if request.headers.get("Authorization"):
-        from gateway.web.post import POST_STATE, _basic_user
+        from gateway.web.post import POST_STATE, basic_user
 
-        user = await _basic_user(request, request.app[POST_STATE])
+        user = await basic_user(request, request.app[POST_STATE])
         return user.address, UserRole.GOVERNANCE.value in user.roles
     from gateway.web.auth import require_user
 

@@ -116,29 +116,29 @@ def add_routes(web_app: web.Application, ctx: Any) -> None:
 async def api_post(request: web.Request) -> web.Response:
     """The postal decision for the JSON facts in the body."""
     state = request.app[POST_STATE]
-    user = await _basic_user(request, state)
+    user = await basic_user(request, state)
     if (request.content_length or 0) > MAX_BODY:
-        return _json_error(413, "body", "The request body is too large.")
+        return json_error(413, "body", "The request body is too large.")
     raw = await request.read()  # bounded by the application's client_max_size
     if len(raw) > MAX_BODY:
-        return _json_error(413, "body", "The request body is too large.")
+        return json_error(413, "body", "The request body is too large.")
     try:
         facts = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        return _json_error(400, "body", "The request body must be a JSON object.")
+        return json_error(400, "body", "The request body must be a JSON object.")
     if not isinstance(facts, dict):
-        return _json_error(400, "body", "The request body must be a JSON object.")
+        return json_error(400, "body", "The request body must be a JSON object.")
     try:
         item = PostItem.from_mapping(facts)
         decision = decide_and_record(
             state.deps.options, state.deps.audit, item, sender=user.address
         )
     except PostInputError as exc:
-        return _json_error(400, exc.field, str(exc))
+        return json_error(400, exc.field, str(exc))
     return web.json_response(decision.to_json())
 
 
-async def _basic_user(request: web.Request, state: _State) -> User:
+async def basic_user(request: web.Request, state: _State) -> User:
     """The staff member named by HTTP Basic credentials; 401, 403 or 429 otherwise."""
     if request.headers.get("Sec-Fetch-Site", "none") not in SAME_ORIGIN:
         # Another site made a browser send this, with Basic credentials the browser cached:
@@ -195,7 +195,7 @@ def _unauthorised() -> web.HTTPUnauthorized:
     )
 
 
-def _json_error(status: int, field_name: str, message: str) -> web.Response:
+def json_error(status: int, field_name: str, message: str) -> web.Response:
     return web.json_response({"error": message, "field": field_name}, status=status)
 
 

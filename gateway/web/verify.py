@@ -23,7 +23,7 @@ from aiohttp import web
 
 from gateway.verification import build_workflow
 from gateway.web import PAGE_HEADERS, Markup, fill
-from gateway.web.post import MAX_BODY, POST_STATE, _basic_user, _json_error
+from gateway.web.post import MAX_BODY, POST_STATE, basic_user, json_error
 from policies.model import Role
 from verification.texts import Html, Texts
 from verification.workflow import Ask, LinkAnswer, LinkState, Outcome, Workflow, practitioner_name
@@ -142,16 +142,16 @@ def _field(form: Any, name: str) -> str:
 
 async def api_verify(request: web.Request) -> web.Response:
     """Ask for a verification; the JSON answer carries the code when the email went."""
-    user = await _basic_user(request, request.app[POST_STATE])
+    user = await basic_user(request, request.app[POST_STATE])
     facts = await _json_object(request)
     if not isinstance(facts, dict):
-        return _json_error(400, "body", "The request body must be a JSON object of at most "
+        return json_error(400, "body", "The request body must be a JSON object of at most "
                            f"{MAX_BODY} bytes.")
     for key in ("address", "case", "name", "role"):
         if not isinstance(facts.get(key), str) or not facts[key].strip():
-            return _json_error(400, key, f"'{key}' is required (a string).")
+            return json_error(400, key, f"'{key}' is required (a string).")
     if facts["role"] not in {r.value for r in Role}:
-        return _json_error(400, "role", "'role' must be party or professional.")
+        return json_error(400, "role", "'role' must be party or professional.")
     result = await _workflow(request).request(Ask(
         address=facts["address"][:MAX_FIELD], case_number=facts["case"][:MAX_FIELD],
         name=facts["name"][:MAX_FIELD], role=Role(facts["role"]), requested_by=user.address,

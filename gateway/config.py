@@ -76,6 +76,7 @@ class AuditConfig:
     digest_grades: tuple[str, ...] = ("low", "medium")  # listed in the daily digest
     digest_time: str = "07:00"  # UTC, HH:MM
     alert_from: str = ""  # sender of alert mail; default casegate@<smtp.hostname>
+    notify_overrides: bool = False  # copy override notices to governance_address (RRP 1.2)
     checkpoint_every: int = 1000  # sign a checkpoint of the chain every N events; 0: on demand
 
 

@@ -5,7 +5,10 @@ fields are dropped and a few are added, and the body goes out as exactly the byt
 classified. (The email package's generator did not quote newlines in headers, CVE-2024-6923;
 this interpreter is treated as unpatched, so no decoded value is ever written back.)
 
-- `Bcc` and `Resent-Bcc` never leave; the override headers are consumed and stripped.
+- `Bcc` and `Resent-Bcc` never leave; the override headers are consumed and stripped, and so
+  are override tags in the Subject (`[override RULE-ID: why]`): the rest of the Subject keeps its
+  exact bytes, unless the tag was inside an RFC 2047 encoded word, when the Subject is decoded,
+  the tag removed and the rest re-encoded as UTF-8 encoded words.
 - Every copy carries `X-Casegate-Decision: <decision id>`, the trace header.
 - A split (DESIGN ruling 5) gives each external recipient a copy on which only their own address
   appears (`To:` rewritten, `Cc:` removed); internal recipients share one copy of the original.
@@ -15,14 +18,19 @@ this interpreter is treated as unpatched, so no decoded value is ever written ba
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from email.header import Header
+from email.policy import default as default_policy
 
+from policies import header_signals
 from policies.model import Action, Category, Decision
 from transports.base import Copy
 
 TRACE_HEADER = "X-Casegate-Decision"
 DEFAULT_OVERRIDE_HEADER = "X-Casegate-Override"  # policy.content.override_header
+DEFAULT_SUBJECT_TAG = "override"  # policy.content.override_subject_tag
+MAX_LINE = 998  # octets per header line (RFC 5322 2.1.1)
 # Never in an outgoing copy: blind copies, and a trace header a client tried to forge.
 NEVER_LEAVE = frozenset({"bcc", "resent-bcc", TRACE_HEADER.lower()})
 # Fields that could show another recipient's address on a split copy.
@@ -67,6 +75,13 @@ class RawMessage:
             fields=tuple(f for f in self.fields if field_name(f) not in drop), body=self.body
         )
 
+    def replacing(self, name: str, change: Callable[[bytes], bytes]) -> RawMessage:
+        """The message with every field called `name` (lower-case) passed through `change`."""
+        return RawMessage(
+            fields=tuple(change(f) if field_name(f) == name else f for f in self.fields),
+            body=self.body,
+        )
+
     def with_fields(self, *new: bytes) -> RawMessage:
         """The message with `new` fields put first (trace fields go at the top)."""
         return RawMessage(fields=(*new, *self.fields), body=self.body)
@@ -101,6 +116,7 @@ def build_copies(
     decision: Decision,
     decision_id: str,
     override_header: str = DEFAULT_OVERRIDE_HEADER,
+    subject_tag: str = DEFAULT_SUBJECT_TAG,
 ) -> tuple[Copy, ...]:
     """The copies that carry out `decision`: one or more, each with its envelope and bytes.
 
@@ -108,7 +124,7 @@ def build_copies(
     the message before this when any recipient is blocked. `override_header` (consumed by the
     engine) is stripped.
     """
-    message = _outgoing(raw, override_header)
+    message = _outgoing(raw, override_header, subject_tag)
     trace = header_field(TRACE_HEADER, decision_id)
     plain = [rd for rd in decision.recipients if rd.action is Action.PLAIN]
     if not decision.split:
@@ -133,12 +149,13 @@ def encrypted_copies(
     decision: Decision,
     decision_id: str,
     override_header: str = DEFAULT_OVERRIDE_HEADER,
+    subject_tag: str = DEFAULT_SUBJECT_TAG,
 ) -> tuple[Copy, ...]:
     """One copy per ENCRYPT recipient, for the encrypted (portal) transport.
 
     On a split message each shows only its own recipient, as the plain copies do.
     """
-    message = _outgoing(raw, override_header)
+    message = _outgoing(raw, override_header, subject_tag)
     trace = header_field(TRACE_HEADER, decision_id)
     copies = []
     for rd in decision.recipients:
@@ -150,9 +167,55 @@ def encrypted_copies(
     return tuple(copies)
 
 
-def _outgoing(raw: bytes, override_header: str) -> RawMessage:
+def _outgoing(raw: bytes, override_header: str, subject_tag: str) -> RawMessage:
     """The submitted message minus what never leaves (Bcc, overrides, a forged trace)."""
-    return RawMessage.split(raw).without(NEVER_LEAVE | {override_header.lower()})
+    message = RawMessage.split(raw).without(NEVER_LEAVE | {override_header.lower()})
+    if not subject_tag:
+        return message
+    return message.replacing("subject", lambda f: without_override_tags(f, subject_tag))
+
+
+def without_override_tags(raw_field: bytes, tag: str) -> bytes:
+    """A raw Subject field with its override tags removed (see the module docstring).
+
+    Raises `HeaderError` when a tag would still be visible in the decoded Subject.
+    """
+    name, _, rest = raw_field.partition(b":")
+    value = rest[:-2] if rest.endswith(b"\r\n") else rest
+    text = value.decode("utf-8", "surrogateescape")
+    lead = text[: len(text) - len(text.lstrip(" \t"))]
+    body = header_signals.strip_subject_tags(text[len(lead):], tag)
+    if "=?" not in body or not _decoded_tags(body, tag):  # no encoded word can hide a tag
+        if body == text[len(lead):]:
+            return raw_field  # no tag: the field leaves exactly as it came
+        return _field(name, (lead or " ") + body if body else "")
+    # The tag is inside encoded words: decode, remove, re-encode.
+    decoded = header_signals.strip_subject_tags(_decoded(body), tag)
+    if any(ch in decoded for ch in "\r\n\x00"):
+        raise HeaderError("refusing to rewrite the Subject: it contains a line break")
+    encoded = Header(decoded, "utf-8", header_name="Subject").encode(linesep="\r\n")
+    if _decoded_tags(encoded, tag):
+        raise HeaderError("refusing to send an override tag in the Subject")
+    return _field(name, " " + encoded if encoded else "")
+
+
+def _decoded(value: str) -> str:
+    """A Subject value as a reader sees it: unfolded and its encoded words decoded."""
+    return str(default_policy.header_factory("subject", value.replace("\r\n", "")))
+
+
+def _decoded_tags(value: str, tag: str) -> bool:
+    """Whether a Subject value still shows an override tag once decoded."""
+    return bool(header_signals.subject_overrides(_decoded(value), tag))
+
+
+def _field(name: bytes, value: str) -> bytes:
+    """A rewritten Subject field; refused if removing a tag joined lines into one too long."""
+    data = value.encode("utf-8", "surrogateescape")
+    lines = data.split(b"\r\n")
+    if any(len(line) > MAX_LINE - len(name) - 1 for line in lines):
+        raise HeaderError("refusing to write a Subject line longer than RFC 5322 allows")
+    return name + b":" + data + b"\r\n"
 
 
 def _own(message: RawMessage, trace: bytes, address: str) -> RawMessage:

@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from gateway import verification
+from gateway import overrides, verification
 from gateway.app import App
 from gateway.copies import (
     HeaderError,
@@ -212,13 +212,18 @@ async def _stages(services: Services, submission: Submission) -> Reply:
         name = "refused" if reply.code >= 500 else "tempfailed"
         services.metrics.inc(f"casegate_messages_{name}_total")
         return reply
-    override = services.app.policy.content.override_header
+    content = services.app.policy.content
+    tag = content.override_subject_tag
     try:
-        plain = build_copies(submission.raw, decision, decision_id, override)
-        sealed = encrypted_copies(submission.raw, decision, decision_id, override)
+        plain = build_copies(submission.raw, decision, decision_id, content.override_header, tag)
+        sealed = encrypted_copies(submission.raw, decision, decision_id, content.override_header,
+                                  tag)
     except HeaderError:
         services.metrics.inc("casegate_messages_refused_total")
-        return Reply.of(554, "5.6.0", "A recipient address cannot be written into a header.")
+        return Reply.of(554, "5.6.0", "A header cannot be written safely into the outgoing copy.")
+    reply = await overrides.notify(services, submission, decision, decision_id)  # RRP 1.2
+    if reply is not None:
+        return reply
     result = await deliver(services, plain, sealed)
     await audit(services, "relay", sender=decision.sender, recipients=list(submission.recipients),
                 decision_id=decision_id, outcome=result.outcome.value,
@@ -296,8 +301,11 @@ async def record_decision(services: Services, decision: Decision, decision_id: s
         split=decision.split, actions=[rd.action.value for rd in decision.recipients],
     )
     for override in decision.overrides_applied:
+        # Governance reviews overrides with their justification (issue 6; RRP 1.2): it is the
+        # sender's own explanation, capped in length by the classifier, never message content.
         await audit(services, "override", rule=override.rule_id, sender=decision.sender,
-                    case_numbers=list(facts.case_numbers), decision_id=decision_id)
+                    case_numbers=list(facts.case_numbers), decision_id=decision_id,
+                    justification=override.justification)
     for rd in decision.recipients:
         services.metrics.inc("casegate_recipients_total", rd.action.value)
 

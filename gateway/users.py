@@ -42,9 +42,13 @@ CREATE TABLE IF NOT EXISTS staff_user (
     roles TEXT NOT NULL,
     send_as TEXT NOT NULL,
     disabled INTEGER NOT NULL DEFAULT 0,
-    created TEXT NOT NULL
+    created TEXT NOT NULL,
+    manager TEXT NOT NULL DEFAULT ''
 );
 """
+# Columns added after the first release: a store made before gains them on opening.
+_ADDED_COLUMNS = {"manager": "ALTER TABLE staff_user ADD COLUMN manager TEXT NOT NULL DEFAULT ''"}
+_SELECT = "SELECT address, password_hash, roles, send_as, disabled, manager FROM staff_user"
 
 
 class UserRole(StrEnum):
@@ -67,6 +71,7 @@ class User:
     roles: tuple[UserRole, ...]
     send_as: tuple[str, ...]
     disabled: bool = False
+    manager: str = ""  # told when this user delivers a message under an override (RRP 1.2)
 
     def may_send_as(self, address: str) -> bool:
         """The envelope or header sender is this user's own address or one they may send as."""
@@ -126,6 +131,10 @@ class UserStore:
         self._db = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
         with self._lock, self._db:
             self._db.executescript(_SCHEMA)
+            present = {row[1] for row in self._db.execute("PRAGMA table_info(staff_user)")}
+            for column, statement in _ADDED_COLUMNS.items():
+                if column not in present:
+                    self._db.execute(statement)
 
     def add(
         self,
@@ -133,27 +142,32 @@ class UserStore:
         password: str,
         roles: tuple[UserRole, ...] = (UserRole.STAFF,),
         send_as: tuple[str, ...] = (),
+        manager: str = "",
     ) -> User:
         """Create an account; the password must be at least MIN_PASSWORD_CHARS characters."""
         normalised = normalise_address(address)
+        manager = _manager_of(normalised, manager) if manager else ""
         if len(password) < MIN_PASSWORD_CHARS:
             raise UserError(f"the password must be at least {MIN_PASSWORD_CHARS} characters")
         if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
             raise UserError(f"the password must be at most {MAX_PASSWORD_BYTES} bytes")
         aliases = tuple(sorted({normalise_address(a) for a in send_as} - {normalised}))
-        user = User(address=normalised, roles=tuple(dict.fromkeys(roles)), send_as=aliases)
+        user = User(address=normalised, roles=tuple(dict.fromkeys(roles)), send_as=aliases,
+                    manager=manager)
         row = (
             user.address,
             hash_password(password),
             json.dumps([r.value for r in user.roles]),
             json.dumps(list(user.send_as)),
             datetime.now(UTC).isoformat(),
+            user.manager,
         )
         try:
             with self._lock, self._db:
                 self._db.execute(
-                    "INSERT INTO staff_user (address, password_hash, roles, send_as, created)"
-                    " VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO staff_user"
+                    " (address, password_hash, roles, send_as, created, manager)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
                     row,
                 )
         except sqlite3.IntegrityError:
@@ -173,6 +187,20 @@ class UserStore:
         assert found is not None
         return found
 
+    def set_manager(self, address: str, manager: str) -> User:
+        """Record (or, with "", clear) the manager told of this user's overrides."""
+        normalised = normalise_address(address)
+        value = _manager_of(normalised, manager) if manager else ""
+        with self._lock, self._db:
+            changed = self._db.execute(
+                "UPDATE staff_user SET manager = ? WHERE address = ?", (value, normalised)
+            ).rowcount
+        if not changed:
+            raise UserError(f"{normalised} has no account")
+        found = self.get(normalised)
+        assert found is not None
+        return found
+
     def get(self, address: str) -> User | None:
         """The account for `address`, disabled or not."""
         row = self._row(address.strip().lower())
@@ -182,8 +210,7 @@ class UserStore:
         """Every account, by address."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT address, password_hash, roles, send_as, disabled"
-                " FROM staff_user ORDER BY address"
+                _SELECT + " ORDER BY address"
             ).fetchall()
         return tuple(_user(row) for row in rows)
 
@@ -209,20 +236,28 @@ class UserStore:
         with self._lock:
             self._db.close()
 
-    def _row(self, address: str) -> tuple[str, str, str, str, int] | None:
+    def _row(self, address: str) -> tuple[str, str, str, str, int, str] | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT address, password_hash, roles, send_as, disabled"
-                " FROM staff_user WHERE address = ?",
+                _SELECT + " WHERE address = ?",
                 (address,),
             ).fetchone()
         return row
 
 
-def _user(row: tuple[str, str, str, str, int]) -> User:
+def _user(row: tuple[str, str, str, str, int, str]) -> User:
     return User(
         address=row[0],
         roles=tuple(UserRole(r) for r in json.loads(row[2])),
         send_as=tuple(json.loads(row[3])),
         disabled=bool(row[4]),
+        manager=row[5],
     )
+
+
+def _manager_of(address: str, manager: str) -> str:
+    """A manager address, checked: valid, and not the user's own."""
+    normalised = normalise_address(manager)
+    if normalised == address:
+        raise UserError("a user cannot be their own manager")
+    return normalised

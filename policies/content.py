@@ -1,12 +1,13 @@
 """Message classification: from raw bytes to `MessageFacts`, pure and bounded.
 
-The message is parsed once with the stdlib (policy.default). Every MIME part is read: text and
-HTML bodies as text, attachments by their real type (policies.filetypes) with their text
-extracted within budget (policies.extract). The text is searched for case numbers and personal
-identifiers (policies.identifiers) and for the cues of an information type; the headers are read
-for an explicit classification, protective markings, auto-forwarding and overrides
-(policies.header_signals). Anything that cannot be read, or is structurally wrong, makes the
-message protected (DESIGN ruling 2). No input bytes make this raise, except empty input.
+The message is parsed once with the stdlib (policy.default; see policies.email_policy). Every
+MIME part is read: text and HTML bodies as text, attachments by their real type
+(policies.filetypes) with their text extracted within budget (policies.extract). The text is
+searched for case numbers and personal identifiers (policies.identifiers) and for the cues of an
+information type; the headers are read for an explicit classification, protective markings,
+auto-forwarding and overrides (policies.header_signals). Anything that cannot be read, or is
+structurally wrong, makes the message protected (DESIGN ruling 2). No input bytes make this
+raise, except empty input.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 
-from policies import extract, filetypes, header_signals, identifiers, mime
+from policies import email_policy, extract, filetypes, header_signals, identifiers, mime
 from policies.content_rules import (
     ContentRules,
     HeaderSignal,
@@ -96,7 +97,7 @@ def _classify(raw: bytes, rules: ContentRules, clock: Clock) -> MessageFacts:
     too_large = len(raw) > rules.limits.max_message_bytes
     message: Message
     if too_large:
-        message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
+        message = email.parser.BytesParser(policy=email_policy.for_one_message()).parsebytes(
             raw, headersonly=True)
     else:
         message = _parse(raw)
@@ -119,7 +120,7 @@ def _parse(raw: bytes) -> Message:
     The same parser `BytesParser.parsebytes` drives, but without its copy of the whole message
     as a str in a StringIO (four bytes a character): the parse peaks near 3x the message, not 8x.
     """
-    parser = email.feedparser.BytesFeedParser(policy=email.policy.default)
+    parser = email.feedparser.BytesFeedParser(policy=email_policy.for_one_message())
     with memoryview(raw) as view:
         for start in range(0, len(raw), _FEED_BYTES):
             parser.feed(bytes(view[start:start + _FEED_BYTES]))
@@ -247,7 +248,8 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
         attachments=tuple(reading.attachments),
         labels=tuple(dict.fromkeys((*explicit.labels, *markings))),
         auto_forwarded=header_signals.is_auto_forwarded(headers, rules.auto_forward),
-        overrides=header_signals.overrides(headers, rules.override_header),
+        overrides=header_signals.overrides(headers, rules.override_header,
+                                           rules.override_subject_tag),
         sender_display_name=headers.display_name,
         size=len(raw),
         malformed=tuple(malformed),

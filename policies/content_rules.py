@@ -137,6 +137,7 @@ class ContentRules:
     information_types: tuple[InformationTypeCues, ...] = ()
     classification_headers: tuple[str, ...] = ("X-Casegate-Classification",)
     override_header: str = "X-Casegate-Override"
+    override_subject_tag: str = "override"  # "[override RULE-ID: why]" in the Subject
     date_of_birth_cues: tuple[str, ...] = ("DOB", "D.O.B", "date of birth", "born", "birth date")
     editable_types: tuple[str, ...] = ("doc", "docx", "odt", "rtf", "xls", "xlsx", "ods",
                                        "ppt", "pptx", "odp")
@@ -236,6 +237,14 @@ class _TableReader:
             raise self.fail(key, f"{value!r} is not a header name")
         return value
 
+    def subject_tag(self, table: Mapping[str, Any], default: str) -> str:
+        """The word that opens an override tag in the Subject: letters, digits and hyphens."""
+        value = self.typed(table, "override_subject_tag", str, default)
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{0,30}", value):
+            raise self.fail("override_subject_tag", f"{value!r} is not a word of letters, "
+                            "digits and hyphens")
+        return value
+
     # -- the sections ---------------------------------------------------------------------
 
     def rules(self, table: Mapping[str, Any], base: ContentRules | None) -> ContentRules:
@@ -258,6 +267,7 @@ class _TableReader:
                 table, "classification_headers", start.classification_headers,
                 _is_header_name, "a header name"),
             override_header=self.header(table, "override_header", start.override_header),
+            override_subject_tag=self.subject_tag(table, start.override_subject_tag),
             date_of_birth_cues=self.strings(table, "date_of_birth_cues",
                                             start.date_of_birth_cues),
             editable_types=self.strings(table, "editable_types", start.editable_types),

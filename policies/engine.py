@@ -25,6 +25,7 @@ from policies.model import (
     Decision,
     MessageFacts,
     Override,
+    OverrideNotApplied,
     Recipient,
     RecipientDecision,
     Refusal,
@@ -98,6 +99,7 @@ def decide(
         for rule_id, detail in check(message, multiple_external)
     ]
     remaining, applied = _apply_overrides(refusals, facts.overrides, policy)
+    refused = bool(remaining) or any(d.action is Action.BLOCK for d in decisions)
     return Decision(
         facts=facts,
         sender=sender,
@@ -105,6 +107,7 @@ def decide(
         refusals=tuple(remaining),
         split=split and multiple_external == "split",
         overrides_applied=tuple(applied),
+        overrides_not_applied=_not_applied(facts.overrides, applied, policy) if refused else (),
     )
 
 
@@ -234,6 +237,27 @@ _REFUSAL_CHECKS: tuple[_Check, ...] = (
     _editable_documents,
     _multiple_external,
 )
+
+
+def _not_applied(
+    overrides: Sequence[Override], applied: Sequence[Override], policy: Policy
+) -> tuple[OverrideNotApplied, ...]:
+    """Why each override the sender recorded did not help a refused message."""
+    found: list[OverrideNotApplied] = []
+    for override in overrides:
+        if override in applied:
+            continue
+        rule = policy.rules.get(override.rule_id)
+        if rule is None or not rule.overridable:
+            why = "that rule cannot be overridden."
+        elif len(override.justification.strip()) < policy.min_justification_chars:
+            why = (f"the justification must be at least {policy.min_justification_chars} "
+                   "characters.")
+        else:
+            continue  # overridable and justified, but that rule did not refuse this message
+        found.append(OverrideNotApplied(
+            override, f"The override for {override.rule_id} was not applied: {why}"))
+    return tuple(found)
 
 
 def _apply_overrides(

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
+from functools import lru_cache
 
 from policies.content_rules import ContentRules, HeaderSignal, Markings
 from policies.model import Override
@@ -119,12 +120,58 @@ def is_auto_forwarded(headers: Headers, signals: tuple[HeaderSignal, ...]) -> bo
     return False
 
 
-def overrides(headers: Headers, header: str) -> tuple[Override, ...]:
-    """Overrides the sender recorded: `RULE-ID; justification`. Malformed ones are ignored."""
+def overrides(headers: Headers, header: str, subject_tag: str = "") -> tuple[Override, ...]:
+    """Overrides the sender recorded: `RULE-ID; justification` in the override header, and
+    `[TAG RULE-ID: justification]` in the Subject when `subject_tag` is set (plain Outlook
+    cannot add a header). Malformed ones are ignored; the engine checks the rule and length.
+    """
     found = []
     for value in headers.get(header):
         match = _OVERRIDE.fullmatch(value)
         if match and len(match.group(2)) >= MIN_JUSTIFICATION:
             justification = match.group(2)[:MAX_JUSTIFICATION]
             found.append(Override(rule_id=match.group(1).lower(), justification=justification))
+    if subject_tag:
+        for value in headers.get("Subject"):
+            found.extend(subject_overrides(value, subject_tag))
     return tuple(dict.fromkeys(found))
+
+
+@lru_cache(maxsize=8)
+def _tag_pattern(tag: str) -> re.Pattern[str]:
+    """`[TAG RULE-ID: justification]`, any case, any whitespace (folds included) around parts.
+
+    The justification runs to the first `]`. A tag with a short or empty justification still
+    matches, so it is removed from the Subject and the engine can say why it was not applied.
+    """
+    return re.compile(
+        r"\[\s*" + re.escape(tag) + r"\s+([a-z0-9]+(?:-[a-z0-9]+)*)\s*:([^\[\]]*)\]",
+        re.IGNORECASE,
+    )
+
+
+def subject_overrides(subject: str, tag: str) -> tuple[Override, ...]:
+    """The overrides tagged in one decoded Subject value, in order, without repeats."""
+    found = []
+    for match in _tag_pattern(tag).finditer(subject):
+        justification = " ".join(match.group(2).split())[:MAX_JUSTIFICATION]
+        found.append(Override(rule_id=match.group(1).lower(), justification=justification))
+    return tuple(dict.fromkeys(found))
+
+
+def strip_subject_tags(subject: str, tag: str) -> str:
+    """`subject` without its override tags; everything else is kept exactly.
+
+    The whitespace around a tag becomes one space between the words it separated, or nothing
+    at either end, so no fold is left without the text it continued.
+    """
+    pattern = re.compile(r"\s*" + _tag_pattern(tag).pattern + r"\s*", re.IGNORECASE)
+    pieces: list[str] = []
+    last = 0
+    for match in pattern.finditer(subject):
+        pieces.append(subject[last:match.start()])
+        at_edge = match.start() == 0 or match.end() == len(subject)
+        pieces.append("" if at_edge else " ")
+        last = match.end()
+    pieces.append(subject[last:])
+    return "".join(pieces)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 
 class Action(StrEnum):
@@ -111,6 +112,14 @@ class Override:
 
 
 @dataclass(frozen=True)
+class OverrideNotApplied:
+    """An override the sender recorded that did not lift a refusal, and the sentence saying why."""
+
+    override: Override
+    sentence: str
+
+
+@dataclass(frozen=True)
 class Attachment:
     """What classification learned about one attachment (never its name or content)."""
 
@@ -163,14 +172,29 @@ class Snapshot:
 
     def is_verified(self, address: str, case_numbers: tuple[str, ...]) -> bool:
         """Verified for every case the message names, or organisation-wide."""
-        address = address.lower()
-        entries = [v for v in self.verified if v.address == address]
+        entries = _by_address(self.verified).get(address.lower(), ())
         if any(v.case_number is None for v in entries):
             return True
         if not case_numbers:
             return bool(entries)
         cases = {v.case_number for v in entries}
         return all(c in cases for c in case_numbers)
+
+
+def _by_address(verified: tuple[Verification, ...]) -> Mapping[str, tuple[Verification, ...]]:
+    """The verifications of each address, in order (remembered for the last tuple seen: the
+    registry hands out the same tuple until it changes, and holding it here keeps it alive)."""
+    last_verified, last_index = _LAST_INDEX
+    if last_verified is verified:
+        return last_index
+    index: dict[str, tuple[Verification, ...]] = {}
+    for entry in verified:
+        index[entry.address] = (*index.get(entry.address, ()), entry)
+    _LAST_INDEX[:] = [verified, index]
+    return index
+
+
+_LAST_INDEX: list[Any] = [None, {}]
 
 
 @dataclass(frozen=True)
@@ -183,6 +207,7 @@ class Decision:
     refusals: tuple[Refusal, ...]
     split: bool
     overrides_applied: tuple[Override, ...] = ()
+    overrides_not_applied: tuple[OverrideNotApplied, ...] = ()  # only on a refused message
 
     @property
     def verdict(self) -> Verdict:
@@ -201,4 +226,7 @@ class Decision:
                 line = f"{rd.recipient.address}: {rd.reason}"
                 if line not in out:
                     out.append(line)
+        for not_applied in self.overrides_not_applied:
+            if not_applied.sentence not in out:
+                out.append(not_applied.sentence)
         return out

@@ -142,16 +142,20 @@ async def test_override_is_consumed_recorded_and_stripped(gw: Harness) -> None:
     """A justified override lets an overridable refusal through, is audited and never leaves."""
     gw.verify("officer@cjsm.net", CASE)
     gw.verify("officer@cjsm.net", "FD24P09999")
+    gw.app.users.set_manager(STAFF, "manager@cafcass.gov.uk")  # told of the override (RRP 1.2)
     override = ("X-Casegate-Override: other-case-information; siblings' cases are heard "
                 "together, agreed with my manager")
     data = message(to=["officer@cjsm.net"], extra_headers=[override],
                    body=f"Cases {CASE} and FD24P09999 are heard together.")
     refused = await gw.run(gw.send, STAFF, ["officer@cjsm.net"], data)
     assert refused == {}
-    (received,) = gw.sink.messages
+    notice, received = gw.sink.messages
+    assert notice.rcpt_tos == ("manager@cafcass.gov.uk",)
     assert "x-casegate-override" not in _header_names(received.data)
-    kinds = [e.kind for e in gw.app.audit.iterate(_filter())]
-    assert "override" in kinds
+    [event] = [e for e in gw.app.audit.iterate(_filter()) if e.kind == "override"]
+    assert event.rule == "other-case-information"
+    assert event.metadata["justification"] == (
+        "siblings' cases are heard together, agreed with my manager")
 
 
 def _filter() -> EventFilter:

@@ -1,4 +1,4 @@
-"""`casegate users add|list|disable`: the staff accounts that may submit mail.
+"""`casegate users add|list|disable|set-manager`: the staff accounts that may submit mail.
 
 `users add` reads the password from standard input when it is not a terminal (one line), and
 asks twice with getpass otherwise. Passwords are never echoed, logged or taken as arguments.
@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="staff (default), governance or business-services; repeatable")
     add.add_argument("--send-as", action="append", default=[], metavar="ADDR",
                      help="another address this user may send as; repeatable")
+    add.add_argument("--manager", default="", metavar="ADDR",
+                     help="the manager told when this user sends under an override (RRP 1.2)")
     add_common(add)
     add.set_defaults(func=run_add)
 
@@ -36,6 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     disable.add_argument("address")
     add_common(disable)
     disable.set_defaults(func=run_disable)
+
+    manager = actions.add_parser("set-manager",
+                                 help="record the manager told of this user's overrides")
+    manager.add_argument("address")
+    manager.add_argument("manager", help="the manager's address; \"\" clears it")
+    add_common(manager)
+    manager.set_defaults(func=run_set_manager)
 
 
 def read_password() -> str:
@@ -52,7 +61,8 @@ def describe(user: User) -> str:
     roles = ",".join(r.value for r in user.roles)
     send_as = ",".join(user.send_as) or "-"
     state = "disabled" if user.disabled else "enabled"
-    return f"{user.address}\t{roles}\t{send_as}\t{state}"
+    manager = f"\tmanager={user.manager}" if user.manager else ""
+    return f"{user.address}\t{roles}\t{send_as}\t{state}{manager}"
 
 
 def run_add(args: argparse.Namespace) -> int:
@@ -60,9 +70,11 @@ def run_add(args: argparse.Namespace) -> int:
     roles = tuple(UserRole(r) for r in args.role) or (UserRole.STAFF,)
     app = open_app(args)
     try:
-        user = app.users.add(args.address, password, roles=roles, send_as=tuple(args.send_as))
+        user = app.users.add(args.address, password, roles=roles, send_as=tuple(args.send_as),
+                             manager=args.manager)
         app.audit.record("user-added", sender=user.address,
-                         roles=[r.value for r in user.roles], send_as=list(user.send_as))
+                         roles=[r.value for r in user.roles], send_as=list(user.send_as),
+                         manager=user.manager)
     except UserError as exc:
         raise UsageError(str(exc)) from None
     finally:
@@ -92,4 +104,17 @@ def run_disable(args: argparse.Namespace) -> int:
     finally:
         app.close()
     print(f"disabled {user.address}")
+    return 0
+
+
+def run_set_manager(args: argparse.Namespace) -> int:
+    app = open_app(args)
+    try:
+        user = app.users.set_manager(args.address, args.manager)
+        app.audit.record("user-manager-set", sender=user.address, manager=user.manager)
+    except UserError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        app.close()
+    print(f"{user.address}: manager {user.manager or 'cleared'}")
     return 0

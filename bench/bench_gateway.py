@@ -25,10 +25,15 @@ import time
 import tracemalloc
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+if TYPE_CHECKING:
+    from verification.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,6 +42,7 @@ CONCURRENCY = 8
 SIZES = {"10 KB": 10 * 1024, "100 KB": 100 * 1024, "2 MB": 2 * 1024 * 1024}
 COUNTS = {"10 KB": 400, "100 KB": 200, "2 MB": 24}
 BIG = 20 * 1024 * 1024
+REGISTRY_ENTRIES = 2000  # verified recipients in casegate's registry while it is measured
 # Ordinary prose wrapped at 72 columns, as mail clients send text/plain.
 PROSE = textwrap.fill(
     "The office moves to the third floor next week. Please clear your desks by Thursday "
@@ -96,8 +102,10 @@ async def _serve_aiosmtpd(handler: object) -> None:
 
 async def _serve_gateway(upstream_port: int, data_dir: str) -> None:
     from gateway.app import App
+    from gateway.cli.serve import configure_logging
     from gateway.server import start_gateway
 
+    configure_logging()  # JSON lines, as `casegate serve` writes them
     config = Path(data_dir) / "casegate.toml"
     config.write_text(
         "[smtp]\nport = 0\ntls_port = 0\nrelay_from = [\"127.0.0.1/32\"]\n"
@@ -105,10 +113,25 @@ async def _serve_gateway(upstream_port: int, data_dir: str) -> None:
         f"[upstream]\nhost = \"127.0.0.1\"\nport = {upstream_port}\ntls = \"none\"\n"
         "pool_size = 8\n", encoding="utf-8")
     app = App.open(config, Path(data_dir) / "data")
+    seed_registry(app.registry)
     gateway = await start_gateway(app, http=False)
     await _announce_and_wait(gateway.smtp_port)
     await gateway.stop(drain_seconds=5)
     app.close()
+
+
+def seed_registry(registry: Registry) -> None:
+    """A registry the size of a busy office's: REGISTRY_ENTRIES verified recipients (none of them
+    the benchmark's recipients) and a tenth as many staff personal addresses."""
+    from policies.model import Role
+
+    now = datetime.now(UTC)
+    for i in range(REGISTRY_ENTRIES):
+        registry.add(f"parent{i}@family{i % 400}.example.net",
+                     case_number=f"ZC{i % 90 + 10}C{i:05d}", role=Role.PARTY, verified_by=SENDER,
+                     now=now)
+    for i in range(REGISTRY_ENTRIES // 10):
+        registry.add_staff_personal(f"worker{i}@cafcass.gov.uk", f"worker{i}@example.com", now)
 
 
 async def _announce_and_wait(port: int) -> None:

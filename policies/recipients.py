@@ -181,7 +181,15 @@ def is_fax(local: str, domain: str, policy: Policy) -> bool:
 
 
 def _staff_personal_addresses(snapshot: Snapshot) -> frozenset[str]:
-    return frozenset(p.lower() for addresses in snapshot.staff_personal.values() for p in addresses)
+    """Every known personal address of staff (remembered for the last directory seen: the
+    registry hands out the same mapping until it changes)."""
+    last_directory, last_addresses = _LAST_PERSONAL
+    if last_directory is snapshot.staff_personal:
+        return last_addresses
+    addresses = frozenset(
+        p.lower() for personal in snapshot.staff_personal.values() for p in personal)
+    _LAST_PERSONAL[:] = [snapshot.staff_personal, addresses]
+    return addresses
 
 
 def _verified_domains(snapshot: Snapshot) -> frozenset[str]:
@@ -196,6 +204,7 @@ def _verified_domains(snapshot: Snapshot) -> frozenset[str]:
 
 
 _LAST_VERIFIED: list[Any] = [None, frozenset()]
+_LAST_PERSONAL: list[Any] = [None, frozenset()]
 
 
 # ----------------------------------------------------------------------------------------------

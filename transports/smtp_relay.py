@@ -32,6 +32,7 @@ from aiosmtplib.email import quote_address
 
 from transports.base import Copy, DeliveryResult, Outcome
 from transports.ledger import Ledger, deliver_once
+from transports.smtp_data_writer import has_unsafe_bytes, send_data
 
 log = structlog.get_logger("casegate.relay")
 
@@ -79,15 +80,9 @@ def unsafe_copy_reason(copies: Sequence[Copy]) -> str:
             return f"copy {index} has an envelope sender that cannot be sent safely"
         if not all(_safe_address(r) for r in copy.recipients):
             return f"copy {index} has a recipient address that cannot be sent safely"
-        if _has_unsafe_bytes(copy.data):
+        if has_unsafe_bytes(copy.data):
             return f"copy {index} contains a bare CR, a bare LF or a NUL"
     return ""
-
-
-def _has_unsafe_bytes(data: bytes) -> bool:
-    """A CR not followed by LF, an LF not preceded by CR, or a NUL (counted at C speed)."""
-    crlf = data.count(b"\r\n")
-    return b"\x00" in data or data.count(b"\r") != crlf or data.count(b"\n") != crlf
 
 
 def _safe_address(address: str) -> bool:
@@ -247,7 +242,7 @@ async def _transaction(
             return DeliveryResult(Outcome.PERMANENT, detail)
         return _temporary(detail)
     try:
-        await smtp.data(copy.data)
+        await send_data(smtp, copy.data)
     except aiosmtplib.SMTPDataError as exc:
         return _refused(exc.code, f"upstream refused the data with {exc.code}")
     return DeliveryResult(Outcome.DELIVERED, accepted=recipients)

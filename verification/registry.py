@@ -167,6 +167,28 @@ def normalise_case(case_number: str) -> str:
     return case_number.strip().upper()
 
 
+class _ActiveCache:
+    """The verified rows as of one database version, and the last answer taken from them."""
+
+    def __init__(self, version: tuple[int, int],
+                 rows: tuple[tuple[str | None, Verification], ...]) -> None:
+        self.version = version
+        self.rows = rows  # (expires_at as stored, or None; the verification), in id order
+        self._answer: tuple[Verification, ...] = ()
+        self._from: str | None = None  # the answer holds from this moment (ISO, UTC) ...
+        self._until: str | None = None  # ... until the first expiry after it (None: no end)
+
+    def at(self, moment: str) -> tuple[Verification, ...]:
+        """The verifications in force at `moment`, compared as SQL compared the stored text."""
+        if self._from is not None and self._from <= moment and (
+                self._until is None or moment < self._until):
+            return self._answer
+        self._answer = tuple(v for expires, v in self.rows if expires is None or expires > moment)
+        self._from = moment
+        self._until = min((e for e, _ in self.rows if e is not None and e > moment), default=None)
+        return self._answer
+
+
 class Registry:
     """Verified recipients and staff personal addresses in one SQLite file."""
 
@@ -176,6 +198,8 @@ class Registry:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
                                    timeout=10.0)
         self._db.row_factory = sqlite3.Row
+        self._active_cache: _ActiveCache | None = None
+        self._staff_cache: tuple[tuple[int, int], Mapping[str, tuple[str, ...]]] | None = None
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA busy_timeout=10000")
@@ -294,18 +318,29 @@ class Registry:
         return [_as_of(entry, now) for entry in entries]
 
     def active(self, now: datetime) -> tuple[Verification, ...]:
-        """What the engine needs: every verification in force at `now`."""
+        """What the engine needs: every verification in force at `now`.
+
+        Read on every RCPT and every message, so the rows are kept between calls while the
+        database is unchanged (`_version`), and the answer itself while `now` stays before the
+        next expiry: the same tuple object comes back, which the engine's caches key on.
+        """
+        moment = _iso(now)
         with self._lock:
-            rows = self._db.execute(
-                "SELECT address, case_number, role FROM verified_recipients "
-                "WHERE state = 'verified' AND (expires_at IS NULL OR expires_at > ?) ORDER BY id",
-                (_iso(now),),
-            ).fetchall()
-        return tuple(
-            Verification(address=row["address"], case_number=row["case_number"],
-                         role=Role(row["role"]))
-            for row in rows
-        )
+            version = self._version()
+            cache = self._active_cache
+            if cache is None or cache.version != version:
+                rows = self._db.execute(
+                    "SELECT address, case_number, role, expires_at FROM verified_recipients "
+                    "WHERE state = 'verified' ORDER BY id"
+                ).fetchall()
+                cache = _ActiveCache(version, tuple(
+                    (row["expires_at"], Verification(address=row["address"],
+                                                     case_number=row["case_number"],
+                                                     role=Role(row["role"])))
+                    for row in rows
+                ))
+                self._active_cache = cache
+            return cache.at(moment)
 
     def lapse_due(self, now: datetime) -> list[RegistryEntry]:
         """Mark verifications past their `expires_at` as expired; returns those just marked."""
@@ -491,15 +526,27 @@ class Registry:
             return cursor.rowcount == 1
 
     def staff_personal(self) -> Mapping[str, tuple[str, ...]]:
-        """Work address -> known personal addresses."""
+        """Work address -> known personal addresses (kept while the database is unchanged)."""
         with self._lock:
+            version = self._version()
+            if self._staff_cache is not None and self._staff_cache[0] == version:
+                return self._staff_cache[1]
             rows = self._db.execute(
                 "SELECT staff, personal FROM staff_personal ORDER BY staff, personal"
             ).fetchall()
-        directory: dict[str, tuple[str, ...]] = {}
-        for row in rows:
-            directory[row["staff"]] = (*directory.get(row["staff"], ()), row["personal"])
-        return MappingProxyType(directory)
+            directory: dict[str, tuple[str, ...]] = {}
+            for row in rows:
+                directory[row["staff"]] = (*directory.get(row["staff"], ()), row["personal"])
+            answer = MappingProxyType(directory)
+            self._staff_cache = (version, answer)
+            return answer
+
+    def _version(self) -> tuple[int, int]:
+        """Changes whenever anything was written: `PRAGMA data_version` moves when another
+        connection (another process, `casegate verify` say) commits, `total_changes` when this
+        one writes. Call with the lock held."""
+        data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        return int(data_version), self._db.total_changes
 
     def close(self) -> None:
         with self._lock:

@@ -37,6 +37,11 @@ class SmtpConfig:
     auth_lockout_seconds: float = 900.0  # how long a locked client address stays locked
     auth_failure_delay: float = 1.0  # extra seconds before each 535 after the first two failures
     drain_seconds: float = 30.0  # on SIGTERM: how long messages in DATA may take to finish
+    # Open SMTP connections (both ports); one more is answered 421 4.7.0 and closed at once.
+    max_connections: int = 200  # open SMTP connections in total; 0: no limit
+    max_connections_per_client: int = 20  # open SMTP connections per client address; 0: no limit
+    # An Exchange connector carries a whole office's mail: addresses inside relay_from get this.
+    max_connections_per_relay_peer: int = 200  # per address inside relay_from; 0: no limit
 
 
 @dataclass(frozen=True)

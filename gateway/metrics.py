@@ -17,6 +17,7 @@ COUNTERS: dict[str, str] = {
     "casegate_rcpt_refused_total": "Recipients refused at RCPT on the address alone.",
     "casegate_auth_failures_total": "Failed SMTP AUTH attempts.",
     "casegate_auth_lockouts_total": "Client addresses locked after repeated AUTH failures.",
+    "casegate_smtp_connections_refused_total": "SMTP connections refused over a connection limit.",
 }
 
 

@@ -19,6 +19,7 @@ import traceback
 import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
@@ -360,8 +361,16 @@ async def audit(services: Services, kind: str, **event: Any) -> None:
     """One audit event, written in a worker thread (the store fsyncs) so the loop keeps serving.
 
     When the store cannot be written this raises, and the caller fails closed (451).
+    Marks the current task (one SMTP connection) as having recorded an event (`EVENT_RECORDED`).
     """
     await asyncio.to_thread(services.app.audit.record, kind, **event)
+    EVENT_RECORDED.set(True)
+
+
+# True once `audit` has recorded an event in the current task (each SMTP connection is one task)
+# since the SMTP front last cleared it: a refusal reply sent then has been audited already, so
+# `gateway.smtp.GatewaySMTP.push` does not record it a second time as a protocol refusal.
+EVENT_RECORDED: ContextVar[bool] = ContextVar("casegate_event_recorded", default=False)
 
 
 def _single_address(raw_field: bytes) -> str | None:

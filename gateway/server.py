@@ -25,6 +25,7 @@ from gateway.http import build_web_app
 from gateway.pipeline import Services
 from gateway.ratelimit import AuthThrottle
 from gateway.smtp import GatewaySMTP, IPNetwork, SubmissionHandler
+from gateway.smtp_limits import ConnectionLimiter, ConnectionLimits
 from gateway.tls import CertificatePair, ensure_certificate, normalise_fingerprint
 from transports.base import Transport
 
@@ -48,6 +49,7 @@ class Gateway:
     _servers: list[asyncio.Server] = field(default_factory=list)
     _sessions: weakref.WeakSet[GatewaySMTP] = field(default_factory=weakref.WeakSet)
     _runner: web.AppRunner | None = None
+    _handler: SubmissionHandler | None = None
     _stopped: bool = False
 
     async def stop(self, drain_seconds: float = DEFAULT_DRAIN_SECONDS) -> None:
@@ -71,6 +73,8 @@ class Gateway:
             if session._handler_coroutine is not None:
                 handlers.append(session._handler_coroutine)
         await asyncio.gather(*handlers, return_exceptions=True)
+        if self._handler is not None:  # audit events written after a disconnect
+            await asyncio.gather(*self._handler.pending_events, return_exceptions=True)
         for server in self._servers:
             await server.wait_closed()
         if self._runner is not None:
@@ -154,15 +158,20 @@ async def start_gateway(
     handler = SubmissionHandler(services, relay_networks(config.smtp.relay_from),
                                 config.smtp.max_recipients, pinned)
     gateway = Gateway(services=services, smtp_port=0, tls_port=None, http_port=None,
-                      certificate=certificate)
+                      certificate=certificate, _handler=handler)
     if services.encrypted is None and app.portal is not None and app.keyring is not None:
         services.encrypted = build_portal(app, gateway)
+    limiter = ConnectionLimiter(ConnectionLimits(
+        total=config.smtp.max_connections,
+        per_client=config.smtp.max_connections_per_client,
+        per_relay_peer=config.smtp.max_connections_per_relay_peer,
+    ))  # one for both SMTP ports
     try:
-        gateway.smtp_port = await _listen_smtp(gateway, handler, config, context,
+        gateway.smtp_port = await _listen_smtp(gateway, handler, limiter, config, context,
                                                config.smtp.port, implicit=False)
         if serve_implicit:
-            gateway.tls_port = await _listen_smtp(gateway, handler, config, context, tls_port,
-                                                  implicit=True)
+            gateway.tls_port = await _listen_smtp(gateway, handler, limiter, config, context,
+                                                  tls_port, implicit=True)
         if http:
             gateway.http_port = await _listen_http(gateway, config, context)
     except BaseException:
@@ -171,8 +180,9 @@ async def start_gateway(
     return gateway
 
 
-async def _listen_smtp(gateway: Gateway, handler: SubmissionHandler, config: Config,
-                       context: ssl.SSLContext, port: int, *, implicit: bool) -> int:
+async def _listen_smtp(gateway: Gateway, handler: SubmissionHandler, limiter: ConnectionLimiter,
+                       config: Config, context: ssl.SSLContext, port: int, *,
+                       implicit: bool) -> int:
     loop = asyncio.get_running_loop()
     smtp = config.smtp
 
@@ -180,6 +190,7 @@ async def _listen_smtp(gateway: Gateway, handler: SubmissionHandler, config: Con
         session = GatewaySMTP(
             handler,
             implicit_tls=implicit,
+            limiter=limiter,
             hostname=smtp.hostname,
             ident="casegate",
             tls_context=None if implicit else context,

@@ -7,7 +7,12 @@
   (SECURITY.md item 7: an aiosmtpd `AuthResult(success=False)` must still get a reply);
 - a MAIL or RCPT path with a source route, a comment or spaces is refused 553, not quietly
   simplified (SECURITY.md item 8);
-- exceptions are logged and answered 451 with nothing internal.
+- exceptions are logged and answered 451 with nothing internal;
+- every 4xx/5xx reply that no pipeline step has audited (aiosmtpd's own 500/501/503/530/538,
+  the 553 for a disguised path, ...) is recorded as a `protocol-refusal` event, thinned per
+  connection by `gateway.smtp_limits.RefusalBudget` (SECURITY.md item 14);
+- connections over `smtp.max_connections` or `smtp.max_connections_per_client` are answered
+  421 and closed at once, an audit event thinned per client (SECURITY.md item 12).
 
 `SubmissionHandler` holds the hooks: MAIL (sender binding, no open relay), RCPT (address-only
 rules, recipient limit) and DATA (the whole pipeline).
@@ -16,9 +21,10 @@ rules, recipient limit) and DATA (the whole pipeline).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, AnyStr
 
 import structlog
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
@@ -27,6 +33,14 @@ from gateway import pipeline
 from gateway.pipeline import Reply, Services, Submission
 from gateway.ratelimit import Throttle
 from gateway.smtp_data import read_data
+from gateway.smtp_limits import (
+    TOO_MANY_CONNECTIONS,
+    Admission,
+    ConnectionLimiter,
+    RefusalBudget,
+    reply_codes,
+    worth_an_event,
+)
 from gateway.tls import certificate_fingerprint
 from gateway.users import User
 
@@ -41,12 +55,113 @@ DEFAULT_SIZE_LIMIT = 35 * 1024 * 1024
 class GatewaySMTP(SMTP):
     """One SMTP connection. `implicit_tls`: the listening socket is TLS from the first byte."""
 
-    def __init__(self, handler: SubmissionHandler, *, implicit_tls: bool, **kwargs: Any) -> None:
+    def __init__(self, handler: SubmissionHandler, *, implicit_tls: bool,
+                 limiter: ConnectionLimiter | None = None, **kwargs: Any) -> None:
         # On the implicit-TLS port the transport is always TLS, which aiosmtpd's
         # `auth_require_tls` check (it looks for a STARTTLS layer) cannot see.
         super().__init__(handler, auth_require_tls=not implicit_tls, **kwargs)
         self.implicit_tls = implicit_tls
         self.handler = handler
+        self.limiter = limiter
+        self.admission = Admission.ADMITTED  # decided when the connection is made
+        self._counted = False  # whether the limiter counts this connection as open
+        self._verb = ""  # the command being answered, for protocol-refusal events
+        self._refusals = RefusalBudget()
+        self._smtp_methods = {verb: self._tracking_verb(verb, method)
+                              for verb, method in self._smtp_methods.items()}
+
+    def _tracking_verb(self, verb: str, method: Callable[[str | None], Awaitable[None]]
+                       ) -> Callable[[str | None], Awaitable[None]]:
+        """`method`, noting while it runs which verb the replies it sends answer."""
+
+        @functools.wraps(method)  # keeps aiosmtpd's syntax attributes for HELP
+        async def run(arg: str | None) -> None:
+            self._verb = verb
+            try:
+                await method(arg)
+            finally:
+                self._verb = ""
+
+        return run
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None  # not the TLS layer that STARTTLS puts on top
+        super().connection_made(transport)
+        if first and self.limiter is not None:
+            relay_peer = self.handler.is_relay_address(self.peer_ip)
+            self.admission = self.limiter.admit(self.peer_ip, relay_peer=relay_peer)
+            self._counted = self.admission is Admission.ADMITTED
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted and self.limiter is not None:
+            self._counted = False
+            self.limiter.release(self.peer_ip)
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if self.admission is not Admission.ADMITTED:
+            await self._refuse_connection()
+            return
+        try:
+            await super()._handle_client()
+        finally:
+            await self._audit_suppressed_refusals()
+
+    async def push(self, status: AnyStr) -> None:
+        """Send a reply; a 4xx/5xx no pipeline step has audited becomes a protocol refusal."""
+        text = status if isinstance(status, str) else status.decode("ascii", "replace")
+        code, enhanced = reply_codes(text)
+        audited = pipeline.EVENT_RECORDED.get()
+        recorded = True
+        if code >= 400 and not audited and self._refusals.take():
+            recorded = await self._audit_safely(
+                "protocol-refusal", verb=self._verb or "unknown", reply=str(code),
+                enhanced=enhanced, tls=self.is_tls,
+            )
+        pipeline.EVENT_RECORDED.set(False)  # the next reply needs its own event
+        await super().push(status)
+        if not recorded:  # fail closed: a refusal that cannot be audited ends the connection
+            self._close()
+
+    async def _audit_safely(self, kind: str, **event: Any) -> bool:
+        """Record an event about this connection; False (and logged) when the store fails."""
+        try:
+            await pipeline.audit(self.handler.services, kind, peer=self.peer_ip, **event)
+        except Exception as exc:
+            log.error("audit-failed", kind=kind, peer=self.peer_ip,
+                      **pipeline.describe_error(exc))
+            return False
+        return True
+
+    async def _audit_suppressed_refusals(self) -> None:
+        """At disconnect: one event summing up the protocol refusals that were not events."""
+        if not self._refusals.suppressed:
+            return
+        # The disconnect cancels this task (QUIT even twice): write the event in its own task,
+        # which `Gateway.stop` waits for too.
+        summary = asyncio.ensure_future(self._audit_safely(
+            "protocol-refusal", verb="*", reply="", enhanced="",
+            suppressed=self._refusals.suppressed))
+        pending = self.handler.pending_events
+        pending.add(summary)
+        summary.add_done_callback(pending.discard)
+        await asyncio.shield(summary)
+
+    async def _refuse_connection(self) -> None:
+        """Over a connection limit: audit (thinned per client), answer 421 and close."""
+        assert self.limiter is not None
+        refused = self.limiter.refused_so_far(self.peer_ip)
+        log.warning("connection-refused", peer=self.peer_ip, limit=self.admission.value)
+        self.handler.services.metrics.inc("casegate_smtp_connections_refused_total")
+        if worth_an_event(refused):
+            await self._audit_safely("connection-limit", limit=self.admission.value,
+                                     refused_so_far=refused, reply="421", enhanced="4.7.0")
+        await super().push(TOO_MANY_CONNECTIONS)
+        self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
     @property
     def is_tls(self) -> bool:
@@ -172,8 +287,7 @@ class GatewaySMTP(SMTP):
 
     async def _lock_out(self) -> None:
         await self.push(AUTH_LOCKED)
-        if self.transport is not None:
-            self.transport.close()
+        self._close()
 
 
 class SubmissionHandler:
@@ -185,6 +299,7 @@ class SubmissionHandler:
         self.relay_from = tuple(relay_from)
         self.max_recipients = max_recipients
         self.relay_fingerprints = frozenset(relay_fingerprints)
+        self.pending_events: set[asyncio.Future[bool]] = set()  # audits outliving a connection
 
     def is_trusted_peer(self, server: GatewaySMTP) -> bool:
         """A trusted relay peer (e.g. an Exchange connector) needs no AUTH.
@@ -198,8 +313,12 @@ class SubmissionHandler:
                 return False
             if not self.relay_from:
                 return True
+        return self.is_relay_address(server.peer_ip)
+
+    def is_relay_address(self, peer_ip: str) -> bool:
+        """Whether `peer_ip` is inside `smtp.relay_from` (its certificate is not checked)."""
         try:
-            address = ipaddress.ip_address(server.peer_ip)
+            address = ipaddress.ip_address(peer_ip)
         except ValueError:
             return False
         return any(address in network for network in self.relay_from)

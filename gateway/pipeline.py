@@ -144,7 +144,7 @@ async def check_sender(services: Services, user: User | None, trusted_peer: bool
             return Reply.of(530, "5.7.0", "Must issue a STARTTLS command first.")
         return Reply.of(530, "5.7.0", "Authentication required.")
     if user is not None and not user.may_send_as(sender):
-        await audit(services, "refusal", rule="sender-binding", sender=user.address,
+        await audit(services, "refusal", rule="sender-identity", sender=user.address,
                     envelope_sender=sender, peer=peer, stage="mail")
         return Reply.of(553, "5.7.1", "You may not send as that address with this login.")
     return None
@@ -194,9 +194,11 @@ async def process(services: Services, submission: Submission) -> Reply:
 
 
 async def _stages(services: Services, submission: Submission) -> Reply:
-    reply = check_line_endings(submission.raw) or check_header_from(submission)
+    reply, rule = check_line_endings(submission.raw), "message-format"
+    if reply is None:
+        reply, rule = check_header_from(submission), "sender-identity"
     if reply is not None:
-        await audit(services, "refusal", rule="message-format", sender=submission.sender,
+        await audit(services, "refusal", rule=rule, sender=submission.sender,
                     recipients=list(submission.recipients), stage="data", peer=submission.peer)
         services.metrics.inc("casegate_messages_refused_total")
         return reply

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.certs import ServerCert, make_server_cert
 from tests.sink import Sink
+
+# Property tests: no wall-clock deadline (a shared 2-core CI machine is noisy), and in CI a
+# fixed derandomised search, so a run is repeatable; locally the search varies run to run.
+settings.register_profile(
+    "casegate", deadline=None, suppress_health_check=[HealthCheck.too_slow],
+    derandomize=bool(os.environ.get("CI")),
+)
+settings.load_profile("casegate")
 
 
 @pytest.fixture

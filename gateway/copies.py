@@ -111,6 +111,23 @@ def header_field(name: str, value: str) -> bytes:
     return f"{name}: {value}\r\n".encode()
 
 
+def outgoing_copies(
+    raw: bytes,
+    decision: Decision,
+    decision_id: str,
+    override_header: str = DEFAULT_OVERRIDE_HEADER,
+    subject_tag: str = DEFAULT_SUBJECT_TAG,
+) -> tuple[tuple[Copy, ...], tuple[Copy, ...]]:
+    """The plain copies and the encrypted (portal) copies that carry out `decision`.
+
+    The submitted message is split and cleaned once for both; `override_header` (consumed by
+    the engine) is stripped.
+    """
+    message = _outgoing(raw, override_header, subject_tag)
+    trace = header_field(TRACE_HEADER, decision_id)
+    return _plain(raw, decision, message, trace), _sealed(raw, decision, message, trace)
+
+
 def build_copies(
     raw: bytes,
     decision: Decision,
@@ -118,14 +135,15 @@ def build_copies(
     override_header: str = DEFAULT_OVERRIDE_HEADER,
     subject_tag: str = DEFAULT_SUBJECT_TAG,
 ) -> tuple[Copy, ...]:
-    """The copies that carry out `decision`: one or more, each with its envelope and bytes.
+    """The plain copies alone (see `outgoing_copies`)."""
+    return outgoing_copies(raw, decision, decision_id, override_header, subject_tag)[0]
 
-    Only PLAIN recipients get a copy (`encrypted_copies` builds the others); the caller refuses
-    the message before this when any recipient is blocked. `override_header` (consumed by the
-    engine) is stripped.
+
+def _plain(raw: bytes, decision: Decision, message: RawMessage, trace: bytes) -> tuple[Copy, ...]:
+    """The copies for PLAIN recipients: one or more, each with its envelope and bytes.
+
+    The caller refuses the message before this when any recipient is blocked.
     """
-    message = _outgoing(raw, override_header, subject_tag)
-    trace = header_field(TRACE_HEADER, decision_id)
     plain = [rd for rd in decision.recipients if rd.action is Action.PLAIN]
     if not decision.split:
         envelope = tuple(rd.recipient.address for rd in plain)
@@ -144,19 +162,11 @@ def build_copies(
     return tuple(copies)
 
 
-def encrypted_copies(
-    raw: bytes,
-    decision: Decision,
-    decision_id: str,
-    override_header: str = DEFAULT_OVERRIDE_HEADER,
-    subject_tag: str = DEFAULT_SUBJECT_TAG,
-) -> tuple[Copy, ...]:
+def _sealed(raw: bytes, decision: Decision, message: RawMessage, trace: bytes) -> tuple[Copy, ...]:
     """One copy per ENCRYPT recipient, for the encrypted (portal) transport.
 
     On a split message each shows only its own recipient, as the plain copies do.
     """
-    message = _outgoing(raw, override_header, subject_tag)
-    trace = header_field(TRACE_HEADER, decision_id)
     copies = []
     for rd in decision.recipients:
         if rd.action is not Action.ENCRYPT:

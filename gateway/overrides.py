@@ -137,7 +137,8 @@ async def notify(services: Services, submission: Submission, decision: Decision,
     await _not_notified(services, decision, decision_id, outcome.value)
     if outcome is Outcome.PERMANENT:
         return Reply.of(550, "5.7.1", "Your manager could not be told of this override (their "
-                        "address was refused), so the message was not sent.")
+                        "address was refused), so the message was not sent. Ask IT to check "
+                        "your manager's address, or remove the override.")
     return Reply.of(451, "4.4.0", "Your manager could not be told of this override just now, "
                     "so nothing was sent; please try again later.")
 

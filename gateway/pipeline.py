@@ -33,9 +33,8 @@ from gateway.app import App
 from gateway.copies import (
     HeaderError,
     RawMessage,
-    build_copies,
-    encrypted_copies,
     field_name,
+    outgoing_copies,
 )
 from gateway.metrics import Metrics
 from gateway.ratelimit import AuthThrottle
@@ -146,7 +145,8 @@ async def check_sender(services: Services, user: User | None, trusted_peer: bool
     if user is not None and not user.may_send_as(sender):
         await audit(services, "refusal", rule="sender-identity", sender=user.address,
                     envelope_sender=sender, peer=peer, stage="mail")
-        return Reply.of(553, "5.7.1", "You may not send as that address with this login.")
+        return Reply.of(553, "5.7.1", "You may not send as that address with this login.",
+                        services.app.policy.rule("sender-identity").sentence)
     return None
 
 
@@ -216,14 +216,16 @@ async def _stages(services: Services, submission: Submission) -> Reply:
         services.metrics.inc(f"casegate_messages_{name}_total")
         return reply
     content = services.app.policy.content
-    tag = content.override_subject_tag
     try:
-        plain = build_copies(submission.raw, decision, decision_id, content.override_header, tag)
-        sealed = encrypted_copies(submission.raw, decision, decision_id, content.override_header,
-                                  tag)
+        plain, sealed = outgoing_copies(submission.raw, decision, decision_id,
+                                        content.override_header, content.override_subject_tag)
     except HeaderError:
+        await audit(services, "refusal", rule="malformed-message", sender=decision.sender,
+                    recipients=list(submission.recipients), decision_id=decision_id,
+                    stage="data", peer=submission.peer)
         services.metrics.inc("casegate_messages_refused_total")
-        return Reply.of(554, "5.6.0", "A header cannot be written safely into the outgoing copy.")
+        return Reply.of(554, "5.6.0", "A header cannot be written safely into the outgoing copy.",
+                        services.app.policy.rule("malformed-message").sentence)
     reply = await overrides.notify(services, submission, decision, decision_id)  # RRP 1.2
     if reply is not None:
         return reply
@@ -343,7 +345,9 @@ def delivery_reply(services: Services, result: DeliveryResult, decision_id: str)
         return Reply.of(250, "2.0.0", f"Delivered, decision {decision_id}")
     if result.outcome is Outcome.PERMANENT:
         services.metrics.inc("casegate_messages_refused_total")
-        return Reply.of(554, "5.0.0", "The onward mail server refused the message.")
+        return Reply.of(554, "5.0.0", f"The onward mail server refused the message (decision "
+                        f"{decision_id}). Check the recipient addresses; if they are right, give "
+                        "the decision number to the IT service desk.")
     services.metrics.inc("casegate_messages_tempfailed_total")
     return Reply.of(451, "4.4.0", "The onward mail server is not available; please try again "
                     "later.")

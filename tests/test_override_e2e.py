@@ -134,3 +134,19 @@ async def test_governance_is_copied_when_configured(gw: Harness) -> None:
     data = _tagged(f"[override other-case-information: {REASON}]")
     assert await gw.run(gw.send, STAFF, RECIPIENTS, data) == {}
     assert gw.sink.messages[0].rcpt_tos == (MANAGER, "governance@cafcass.gov.uk")
+
+
+async def test_subject_that_cannot_be_rewritten_safely_is_refused_and_audited(
+    gw: Harness,
+) -> None:
+    """Removing the tag would join lines past 998 octets: 554 with the policy's sentence."""
+    gw.app.users.set_manager(STAFF, MANAGER)
+    tag = f"[override other-case-information: {REASON}]"
+    data = _tagged(tag).replace(f"Reports {tag} for Monday".encode(),
+                                b"a" * 600 + b"\r\n " + tag.encode() + b"\r\n " + b"c" * 600)
+    refused = await _refused(gw, data)
+    assert refused.smtp_code == 554 and "cannot be written safely" in _text(refused)
+    assert "Send it again from Outlook" in _text(refused)
+    assert gw.sink.messages == []
+    (event,) = [e for e in _events(gw, "refusal") if e.rule == "malformed-message"]
+    assert event.metadata["stage"] == "data"

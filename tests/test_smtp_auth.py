@@ -115,7 +115,9 @@ async def test_mail_from_is_bound_to_the_login(gw: Harness) -> None:
 
     def talk() -> list[int]:
         with gw.connect() as client:
-            codes = [client.mail(OTHER_STAFF)[0]]
+            code, text = client.mail(OTHER_STAFF)
+            assert b"Send the message from that address." in text  # the policy's sentence
+            codes = [code]
             client.rset()
             codes.append(client.mail(SEND_AS)[0])
             client.rset()

@@ -64,6 +64,7 @@ async def test_upstream_permanent_refusal_is_554(gw: Harness) -> None:
         await gw.run(gw.send, STAFF, [COLLEAGUE], message())
     except smtplib.SMTPDataError as exc:
         assert exc.smtp_code == 554 and b"no such user" not in exc.smtp_error
+        assert b"IT service desk" in exc.smtp_error  # what the sender can do next
     else:
         raise AssertionError("expected a 554")
     assert gw.sink.messages == []

@@ -103,6 +103,12 @@ class App:
             staff_personal=self.registry.staff_personal(),
         )
 
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.registry.close()
         self.audit.close()

@@ -35,8 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def list_keys(args: argparse.Namespace) -> int:
-    app = open_app(args)
-    try:
+    with open_app(args) as app:
         assert app.keyring is not None and app.portal is not None
         in_use: dict[str, int] = {}
         for copy in app.portal.list():
@@ -45,8 +44,6 @@ def list_keys(args: argparse.Namespace) -> int:
         rows = [{"id": k.key_id, "created": k.created, "current": k.key_id ==
                  app.keyring.current_id, "copies": in_use.get(k.key_id, 0)}
                 for k in app.keyring.keys]
-    finally:
-        app.close()
     if args.json:
         print(json.dumps({"keys": rows}, indent=2))
         return 0
@@ -58,8 +55,7 @@ def list_keys(args: argparse.Namespace) -> int:
 
 
 def rotate_keys(args: argparse.Namespace) -> int:
-    app = open_app(args)
-    try:
+    with open_app(args) as app:
         assert app.keyring is not None
         rotated = app.keyring.rotated(datetime.now(UTC))
         from_env = bool(os.environ.get("CASEGATE_PORTAL_KEYS"))
@@ -67,8 +63,6 @@ def rotate_keys(args: argparse.Namespace) -> int:
             rotated.save(app.data_dir / KEYS_FILE)
         app.audit.record("key-rotated", key_id=rotated.current_id,
                          previous_key_id=app.keyring.current_id)
-    finally:
-        app.close()
     if from_env:
         print("casegate: the keys come from $CASEGATE_PORTAL_KEYS: store this keyring there",
               file=sys.stderr)

@@ -57,11 +57,8 @@ def _line(copy: PortalCopy) -> str:
 
 
 def list_messages(args: argparse.Namespace) -> int:
-    app = open_app(args)
-    try:
+    with open_app(args) as app:
         copies = _store(app).list(args.sender)
-    finally:
-        app.close()
     if args.json:
         print(json.dumps({"messages": [c.to_json() for c in copies]}, indent=2))
     else:
@@ -78,30 +75,23 @@ def _known(store: PortalStore, copy_id: str) -> PortalCopy:
 
 
 def show_message(args: argparse.Namespace) -> int:
-    app = open_app(args)
-    try:
+    with open_app(args) as app:
         copy = _known(_store(app), args.id)
-    finally:
-        app.close()
     print(json.dumps(copy.to_json(), indent=2) if args.json else _line(copy))
     return 0
 
 
 def revoke_message(args: argparse.Namespace) -> int:
-    app = open_app(args)
-    try:
+    with open_app(args) as app:
         store = _store(app)
         copy = _known(store, args.id)
         done = revoke_copy(store, app.audit, copy.id, by=args.by, now=datetime.now(UTC))
-    finally:
-        app.close()
     print(f"{copy.id} withdrawn" if done else f"{copy.id} is {copy.state.value}: not withdrawn")
     return 0 if done else 1
 
 
 def expire_messages(args: argparse.Namespace) -> int:
-    app = open_app(args)
-    try:
+    with open_app(args) as app:
         store = _store(app)
         if args.id is None:
             done = sweep_expired(store, app.audit, datetime.now(UTC))
@@ -109,8 +99,6 @@ def expire_messages(args: argparse.Namespace) -> int:
             copy = _known(store, args.id)
             done = (copy.id,) if expire_copy(store, app.audit, copy.id, reason="by-request") \
                 else ()
-    finally:
-        app.close()
     for copy_id in done:
         print(f"{copy_id} destroyed")
     if not done:

@@ -38,8 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_add_personal(args: argparse.Namespace) -> int:
-    app = open_app(args)
-    try:
+    with open_app(args) as app:
         now = datetime.now(UTC)
         snapshot = app.snapshot(now)
         staff = classify_recipient(args.staff, app.policy, snapshot, sender=args.staff)
@@ -53,8 +52,6 @@ def run_add_personal(args: argparse.Namespace) -> int:
         added = app.registry.add_staff_personal(staff.normalised, personal.normalised, now)
         if added:
             app.audit.record("staff-personal-added", sender=staff.normalised.lower())
-    finally:
-        app.close()
     if added:
         print(f"{personal.normalised.lower()} is recorded as a personal address of "
               f"{staff.normalised.lower()}.")
@@ -64,11 +61,8 @@ def run_add_personal(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    app = open_app(args)
-    try:
+    with open_app(args) as app:
         directory = app.registry.staff_personal()
-    finally:
-        app.close()
     if args.json:
         print(json.dumps({staff: list(p) for staff, p in directory.items()}, indent=2,
                          sort_keys=True))

@@ -84,11 +84,8 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    app = open_app(args)
-    try:
+    with open_app(args) as app:
         users = app.users.list()
-    finally:
-        app.close()
     for user in users:
         print(describe(user))
     return 0

@@ -93,8 +93,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    app = open_app(args)
-    try:
+    with open_app(args) as app:
         now = datetime.now(UTC)
         snapshot = app.snapshot(now)
         staff = _staff_address(args.by, app.policy, snapshot)
@@ -109,22 +108,17 @@ def run_add(args: argparse.Namespace) -> int:
         app.audit.record("verification-added", sender=staff, recipients=[entry.address],
                          case_numbers=[case] if case else [], role=entry.role.value,
                          method=entry.method, scope="case" if case else "organisation")
-    finally:
-        app.close()
     print(f"{entry.address} is verified for {_scope_text(entry)} as {entry.role.value}.")
     return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
-    app = open_app(args)
-    try:
+    with open_app(args) as app:
         case = _case_number(args.case, app.policy) if args.case else None
         now = datetime.now(UTC)
         entries = app.registry.entries(case_number=case, now=now)
         requests = [r for r in app.registry.requests(case_number=case)
                     if r.state is not RequestState.VERIFIED]
-    finally:
-        app.close()
     if args.json:
         for entry in entries:
             print(json.dumps(entry_json(entry), sort_keys=True))
@@ -141,8 +135,7 @@ def run_request(args: argparse.Namespace) -> int:
     from gateway.server import build_transport
     from gateway.verification import build_workflow
 
-    app = open_app(args)
-    try:
+    with open_app(args) as app:
         _case_number(args.case, app.policy)
         transport = build_transport(app)
         workflow = build_workflow(app, transport)
@@ -156,8 +149,6 @@ def run_request(args: argparse.Namespace) -> int:
                 await transport.close()
 
         result = asyncio.run(run())
-    finally:
-        app.close()
     if args.json:
         print(json.dumps(result.to_json(), sort_keys=True))
     else:
@@ -171,22 +162,18 @@ def run_request(args: argparse.Namespace) -> int:
 
 def run_bounced(args: argparse.Namespace) -> int:
     """Mail to the address bounced: every verification of it is revoked."""
-    app = open_app(args)
-    try:
+    with open_app(args) as app:
         count = app.registry.mark_bounced(args.address, now=datetime.now(UTC))
         if count:
             app.audit.record("verification-revoked", recipients=[args.address.strip().lower()],
                              count=count, reason="bounced")
-    finally:
-        app.close()
     print(f"Revoked {count} verification{'s' if count != 1 else ''} of {args.address} "
           "(bounced).")
     return 0
 
 
 def run_revoke(args: argparse.Namespace) -> int:
-    app = open_app(args)
-    try:
+    with open_app(args) as app:
         now = datetime.now(UTC)
         staff = _staff_address(args.by, app.policy, app.snapshot(now))
         case = _case_number(args.case, app.policy) if args.case else None
@@ -207,8 +194,6 @@ def run_revoke(args: argparse.Namespace) -> int:
         app.audit.record("verification-revoked", sender=staff,
                          recipients=[args.address.strip().lower()],
                          case_numbers=[case] if case else [], count=count)
-    finally:
-        app.close()
     print(f"Revoked {count} verification{'s' if count != 1 else ''} of {args.address}.")
     return 0
 

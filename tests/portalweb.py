@@ -37,6 +37,7 @@ from gateway.web.portal import install as install_portal
 from gateway.web.post import PostDeps
 from gateway.web.post import install as install_post
 from tests.certs import ServerCert
+from tests.https import https_client, serve_https
 from tests.sink import Received, Sink
 from transports.base import Copy
 from transports.ledger import Ledger
@@ -134,12 +135,7 @@ class PortalWeb:
         install_post(web_app, PostDeps(options=post_options(self.app), audit=self.app.audit,
                                        users=users))
         install_portal(web_app, self.deps)
-        self._runner = web.AppRunner(web_app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.cert.server_context())
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base = f"https://localhost:{port}"
+        self._runner, self.base = await serve_https(web_app, self.cert)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -151,9 +147,7 @@ class PortalWeb:
 
     def client(self) -> aiohttp.ClientSession:
         """An HTTPS client trusting the test CA, keeping cookies, not following redirects."""
-        return aiohttp.ClientSession(base_url=self.base,
-                                     connector=aiohttp.TCPConnector(ssl=self.cert.client_context()),
-                                     timeout=aiohttp.ClientTimeout(total=20))
+        return https_client(self.base, self.cert.client_context())
 
     async def deliver(self, data: bytes, recipient: str = RECIPIENT, key: str = "k1") -> str:
         """Deliver one copy to the portal; returns the link token from the notification."""

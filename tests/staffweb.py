@@ -21,6 +21,7 @@ from gateway.config import Config
 from gateway.users import UserRole, UserStore
 from gateway.web import WebDeps, install
 from tests.certs import ServerCert
+from tests.https import https_client, serve_https
 
 PASSWORD = "correct horse battery"
 GOVERNANCE = "gov.lead@cafcass.gov.uk"
@@ -45,12 +46,7 @@ class StaffWeb:
         self.users.add(PRACTITIONER, PASSWORD, roles=(UserRole.STAFF,))
         app = web.Application()
         install(app, WebDeps(audit=self.audit, users=self.users, data_dir=self.data_dir))
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.cert.server_context())
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base = f"https://localhost:{port}"
+        self._runner, self.base = await serve_https(app, self.cert)
         return self
 
     async def __aexit__(
@@ -66,12 +62,7 @@ class StaffWeb:
 
     def client(self) -> aiohttp.ClientSession:
         """An HTTPS client trusting the test CA, keeping cookies, not following redirects."""
-        connector = aiohttp.TCPConnector(ssl=self.cert.client_context())
-        return aiohttp.ClientSession(
-            base_url=self.base,
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=20),
-        )
+        return https_client(self.base, self.cert.client_context())
 
     async def sign_in(
         self, client: aiohttp.ClientSession, address: str, password: str = PASSWORD

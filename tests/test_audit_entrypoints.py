@@ -22,6 +22,7 @@ from gateway.audit import EventFilter
 from gateway.cli import main
 from gateway.server import Gateway, start_gateway
 from tests.gateway_harness import OTHER_STAFF, PASSWORD, STAFF, Harness, message, write_config
+from tests.https import https_client
 from tests.sink import Sink
 
 GOVERNANCE_BOX = "governance@cafcass.gov.uk"
@@ -43,11 +44,7 @@ class Running:
     def web(self) -> aiohttp.ClientSession:
         """An HTTPS client that trusts the gateway's own certificate."""
         context = ssl.create_default_context(cafile=str(self.gateway.certificate.cert_file))
-        return aiohttp.ClientSession(
-            base_url=f"https://localhost:{self.gateway.http_port}",
-            connector=aiohttp.TCPConnector(ssl=context),
-            timeout=aiohttp.ClientTimeout(total=20),
-        )
+        return https_client(f"https://localhost:{self.gateway.http_port}", context)
 
 
 @pytest.fixture

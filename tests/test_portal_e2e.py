@@ -15,8 +15,10 @@ import pytest
 
 from gateway.auditstore import EventFilter
 from tests.gateway_harness import PASSWORD, STAFF, Harness, running_gateway
+from tests.https import https_client
 from tests.portalweb import ATTACHMENT, SECRET_BODY, protected_message, text_of
 from tests.sink import Sink, Step
+from tests.staffweb import hidden
 
 CASE = "FD24P01234"
 MUM = "mum@example.org"
@@ -33,16 +35,7 @@ async def gw(tmp_path: Path, sink: Sink) -> AsyncIterator[Harness]:
 
 
 def _client(gw: Harness) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        base_url=f"https://localhost:{gw.gateway.http_port}",
-        connector=aiohttp.TCPConnector(ssl=gw.client_context()),
-        timeout=aiohttp.ClientTimeout(total=20))
-
-
-def _hidden(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]*)"', page)
-    assert found
-    return found.group(1)
+    return https_client(f"https://localhost:{gw.gateway.http_port}", gw.client_context())
 
 
 async def _submit(gw: Harness, recipients: list[str]) -> str:
@@ -57,7 +50,7 @@ async def _submit(gw: Harness, recipients: list[str]) -> str:
 
 async def _sign_in(gw: Harness, client: aiohttp.ClientSession, path: str) -> None:
     async with client.get(path) as page:
-        csrf = _hidden(await page.text())
+        csrf = hidden(await page.text(), "csrf_token")
     async with client.post(f"{path}/code", data={"csrf_token": csrf}, allow_redirects=False):
         pass
     found = CODE.search(text_of(gw.sink.messages[-1]))
@@ -86,7 +79,7 @@ async def test_protected_mail_goes_by_portal_and_is_read_downloaded_and_answered
         async with client.get(html[start:html.index('"', start)]) as download:
             assert await download.read() == ATTACHMENT
         form = aiohttp.FormData()
-        form.add_field("csrf_token", _hidden(html))
+        form.add_field("csrf_token", hidden(html, "csrf_token"))
         form.add_field("text", "Received, thank you.")
         form.add_field("files", b"reply file bytes", filename="note.txt",
                        content_type="text/plain")

@@ -22,6 +22,7 @@ from policies.post import PostOptions
 from tests.certs import ServerCert
 from tests.gateway_harness import PASSWORD as HARNESS_PASSWORD
 from tests.gateway_harness import STAFF, running_gateway
+from tests.https import https_client, serve_https
 from tests.sink import Sink
 from tests.staffweb import hidden
 
@@ -47,12 +48,7 @@ class PostWeb:
         install_staff_pages(app, WebDeps(audit=self.audit, users=self.users,
                                          data_dir=self.data_dir))
         install_post(app, PostDeps(options=options, audit=self.audit, users=self.users))
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.cert.server_context())
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base = f"https://localhost:{port}"
+        self.runner, self.base = await serve_https(app, self.cert)
 
     async def stop(self) -> None:
         await self.runner.cleanup()
@@ -60,11 +56,7 @@ class PostWeb:
         self.audit.close()
 
     def client(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(
-            base_url=self.base,
-            connector=aiohttp.TCPConnector(ssl=self.cert.client_context()),
-            timeout=aiohttp.ClientTimeout(total=20),
-        )
+        return https_client(self.base, self.cert.client_context())
 
     def events(self, kind: str) -> list[StoredEvent]:
         return list(self.audit.iterate(EventFilter(kind=kind)))

@@ -19,8 +19,10 @@ from gateway.auditstore import EventFilter
 from gateway.server import start_gateway
 from gateway.web import PAGE_HEADERS
 from tests.gateway_harness import PASSWORD, STAFF, Harness, write_config
+from tests.https import https_client
 from tests.portalweb import protected_message, text_of
 from tests.sink import Sink
+from tests.staffweb import hidden
 
 ORGANISATION = "Family Court Advisers"
 MUM = "mum@example.org"
@@ -45,16 +47,7 @@ async def gw(tmp_path: Path, sink: Sink) -> AsyncIterator[Harness]:
 
 
 def _client(gw: Harness) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        base_url=f"https://localhost:{gw.gateway.http_port}",
-        connector=aiohttp.TCPConnector(ssl=gw.client_context()),
-        timeout=aiohttp.ClientTimeout(total=20))
-
-
-def _hidden(page: str, name: str) -> str:
-    found = re.search(rf'name="{name}" value="([^"]*)"', page)
-    assert found, f"no hidden field {name}"
-    return found.group(1)
+    return https_client(f"https://localhost:{gw.gateway.http_port}", gw.client_context())
 
 
 def _brand_and_title(page: str) -> tuple[str, str]:
@@ -82,7 +75,7 @@ async def test_the_post_form_shows_labels_and_no_weight(gw: Harness) -> None:
     """The form shows plain-English choices, submits the same ids, and an empty weight is fine."""
     async with _client(gw) as client:
         async with client.get("/login") as form:
-            token = _hidden(await form.text(), "signin_token")
+            token = hidden(await form.text(), "signin_token")
         async with client.post("/login", data={"address": STAFF, "password": PASSWORD,
                                                "signin_token": token, "next": "/post"}) as page:
             assert page.status == 200
@@ -94,7 +87,7 @@ async def test_the_post_form_shows_labels_and_no_weight(gw: Harness) -> None:
         assert '>confirmed-eit<' not in text and '>concern<' not in text
         assert re.search(r'<input id="weight_kg" name="weight_kg" value="">', text)
         async with client.post("/post", data={
-            "csrf_token": _hidden(text, "csrf_token"), "item": "safeguarding-letter",
+            "csrf_token": hidden(text, "csrf_token"), "item": "safeguarding-letter",
             "address": "confirmed-eit", "sensitivity": "concern", "weight_kg": "",
         }) as answer:
             assert answer.status == 200

@@ -92,9 +92,6 @@ class Dispatch:
         """RRP 4.9: the sender is responsible until the receiving office signs for it."""
         return self.to_office if self.received else self.from_office
 
-    def is_overdue(self, now: datetime) -> bool:
-        return not self.received and now > self.expected_at
-
     def to_json(self) -> dict[str, object]:
         return {
             "id": self.id,

@@ -23,18 +23,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.cli.common import UsageError, add_common, open_app
-from policies.model import Category, Role, Snapshot
-from policies.recipients import classify_recipient
+from policies.model import Role, Snapshot
 from verification.registry import AlreadyVerified, RegistryEntry, RequestState, VerificationRequest
-from verification.workflow import Ask, RequestResult
+from verification.workflow import Ask, RequestResult, check_address, check_case, check_staff
 
 # What each refused category tells the user, instead of verifying the address.
-_NOT_VERIFIABLE: dict[Category, str] = {
-    Category.INVALID: "is not a valid, plain email address",
-    Category.FAX: "is a fax address, and Cafcass does not send by fax",
-    Category.PERSONAL: "is a staff member's personal address, which never receives Cafcass mail",
-    Category.INTERNAL: "is a Cafcass address, which needs no verification",
-}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -204,26 +197,26 @@ def run_revoke(args: argparse.Namespace) -> int:
 
 
 def _staff_address(address: str, policy: Any, snapshot: Snapshot) -> str:
-    recipient = classify_recipient(address, policy, snapshot, sender=address)
-    if recipient.category is not Category.INTERNAL:
+    staff = check_staff(address, policy, snapshot)
+    if staff is None:
         raise UsageError(f"--by must be a Cafcass staff address, not {address!r}")
-    return recipient.normalised.lower()
+    return staff
 
 
 def _verifiable_address(address: str, staff: str, policy: Any, snapshot: Snapshot) -> str:
-    recipient = classify_recipient(address, policy, snapshot, sender=staff)
-    if recipient.category is Category.LOOKALIKE:
+    """The same checks as a verification request (verification.workflow.check_address)."""
+    checked = check_address(address, staff, policy, snapshot)
+    if checked.suggestion:
         raise UsageError(f"{address} looks like a known address but is not the same; "
-                         f"did you mean {recipient.suggestion}?")
-    problem = _NOT_VERIFIABLE.get(recipient.category)
-    if problem is not None:
-        raise UsageError(f"{address} {problem}")
-    return recipient.normalised.lower()
+                         f"did you mean {checked.suggestion}?")
+    if not checked.normalised:
+        raise UsageError(checked.sentence)
+    return checked.normalised
 
 
 def _case_number(text: str, policy: Any) -> str:
-    case = text.strip().upper()
-    if not policy.content.case_number_regex.fullmatch(case):
+    case = check_case(text, policy)
+    if case is None:
         raise UsageError(f"{text!r} is not a case number (like ZC12C00123)")
     return case
 

@@ -27,8 +27,6 @@ from policies.model import Role, Snapshot
 from verification.registry import AlreadyVerified, RegistryEntry, RequestState, VerificationRequest
 from verification.workflow import Ask, RequestResult, check_address, check_case, check_staff
 
-# What each refused category tells the user, instead of verifying the address.
-
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(

@@ -11,11 +11,10 @@ from string import Template
 import pytest
 
 from tests.certs import ServerCert
-from tests.dnsstub import DnsStub
 from tests.portalweb import PortalWeb, protected_message
 from tests.portalweb import text_of as portal_text
 from tests.sink import Sink
-from tests.verifykit import RECIPIENT, VerifyKit, serve_example_domains, text_of
+from tests.verifykit import RECIPIENT, VerifyKit, text_of
 from transports.plaintext import WIDTH, fill_and_flow
 from verification.texts import Texts
 from verification.workflow import Outcome
@@ -95,13 +94,8 @@ def test_an_organisations_one_line_paragraphs_are_wrapped(tmp_path: Path) -> Non
 
 @pytest.fixture
 async def kit(tmp_path: Path) -> AsyncIterator[VerifyKit]:
-    async with Sink() as sink, DnsStub() as stub:
-        serve_example_domains(stub)
-        opened = VerifyKit.open(tmp_path, sink, stub)
-        try:
-            yield opened
-        finally:
-            await opened.close()
+    async with VerifyKit.running(tmp_path) as opened:
+        yield opened
 
 
 async def test_the_invitation_received_upstream_is_wrapped(kit: VerifyKit) -> None:

@@ -32,13 +32,8 @@ from verification.workflow import LinkState, Outcome
 
 @pytest.fixture
 async def kit(tmp_path: Path) -> AsyncIterator[VerifyKit]:
-    async with Sink() as sink, DnsStub() as stub:
-        serve_example_domains(stub)
-        opened = VerifyKit.open(tmp_path, sink, stub)
-        try:
-            yield opened
-        finally:
-            await opened.close()
+    async with VerifyKit.running(tmp_path) as opened:
+        yield opened
 
 
 async def sent(kit: VerifyKit) -> tuple[str, str]:

@@ -14,9 +14,10 @@ The clock is a `Clock` the test moves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
@@ -139,6 +140,18 @@ class VerifyKit:
     async def close(self) -> None:
         await self.transport.close()
         self.app.close()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(cls, tmp_path: Path) -> AsyncIterator[VerifyKit]:
+        """A kit with its own upstream sink and DNS stub (serving the example domains)."""
+        async with Sink() as sink, DnsStub() as stub:
+            serve_example_domains(stub)
+            opened = cls.open(tmp_path, sink, stub)
+            try:
+                yield opened
+            finally:
+                await opened.close()
 
     def ask(self, address: str = RECIPIENT, *, name: str = RECIPIENT_NAME,
             case: str | None = CASE, role: Role = Role.PARTY, by: str = STAFF) -> Ask:

@@ -181,11 +181,7 @@ class UserStore:
             changed = self._db.execute(
                 "UPDATE staff_user SET disabled = 1 WHERE address = ?", (normalised,)
             ).rowcount
-        if not changed:
-            raise UserError(f"{normalised} has no account")
-        found = self.get(normalised)
-        assert found is not None
-        return found
+        return self._changed(normalised, changed)
 
     def set_manager(self, address: str, manager: str) -> User:
         """Record (or, with "", clear) the manager told of this user's overrides."""
@@ -195,10 +191,13 @@ class UserStore:
             changed = self._db.execute(
                 "UPDATE staff_user SET manager = ? WHERE address = ?", (value, normalised)
             ).rowcount
-        if not changed:
+        return self._changed(normalised, changed)
+
+    def _changed(self, normalised: str, rows: int) -> User:
+        """The account an UPDATE just changed; UserError when there was no such account."""
+        found = self.get(normalised) if rows else None
+        if found is None:
             raise UserError(f"{normalised} has no account")
-        found = self.get(normalised)
-        assert found is not None
         return found
 
     def get(self, address: str) -> User | None:

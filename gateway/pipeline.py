@@ -201,7 +201,9 @@ async def _stages(services: Services, submission: Submission) -> Reply:
         await audit(services, "refusal", rule=rule, sender=submission.sender,
                     recipients=list(submission.recipients), stage="data", peer=submission.peer)
         services.metrics.inc("casegate_messages_refused_total")
-        return reply
+        # The reply names the exact problem; the rule's sentence says what to do instead.
+        return Reply.of(reply.code, reply.status, *reply.lines,
+                        services.app.policy.rule(rule).sentence)
     reply = await verification.intake(services, submission)  # a request to verify@ (issue 4)
     if reply is not None:
         return reply

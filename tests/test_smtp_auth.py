@@ -136,6 +136,16 @@ async def test_header_from_must_match_the_login(gw: Harness) -> None:
     assert gw.sink.messages == []
 
 
+async def test_header_from_refusal_says_what_to_do(gw: Harness) -> None:
+    """The DATA refusal for a foreign header From ends with the policy rule's sentence."""
+    data = message(sender=OTHER_STAFF, to=[COLLEAGUE])
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        await gw.run(gw.send, STAFF, [COLLEAGUE], data)
+    sentence = gw.app.policy.rule("sender-identity").sentence
+    text = b" ".join(refused.value.smtp_error.split()).decode()
+    assert " ".join(sentence.split()) in text
+
+
 async def test_send_as_address_may_send(gw: Harness) -> None:
     """A send-as address in envelope and header From is delivered."""
     assert await gw.run(gw.send, SEND_AS, [COLLEAGUE], message(sender=SEND_AS)) == {}

@@ -8,7 +8,7 @@ table is a `PolicyError` naming the source, the dotted key and the problem.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
@@ -67,6 +67,30 @@ def normalise_words(text: str) -> str:
     return _NON_WORD.sub(" ", text.lower()).strip()
 
 
+NORMALISE_SLICE = 1 << 20  # characters of text normalised at a time
+_SPACE = re.compile(r"\s")
+
+
+def normalised_slices(text: str, overlap_words: int,
+                      size: int = NORMALISE_SLICE) -> Iterator[str]:
+    """`normalise_words(text)` in pieces, so that a long text is never copied whole.
+
+    The text is cut at a whitespace character (a word separator however it is lower-cased)
+    about every `size` characters; each piece after the first begins with the last
+    `overlap_words` words of the piece before, so a phrase of up to `overlap_words + 1` words
+    lies whole in some piece. A text shorter than `size` is one piece.
+    """
+    start, carry = 0, ""
+    while start < len(text):
+        cut = _SPACE.search(text, start + size) if len(text) - start > size else None
+        end = cut.start() if cut is not None else len(text)
+        words = normalise_words(text[start:end])
+        piece = f"{carry} {words}".strip() if carry else words
+        yield piece
+        carry = " ".join(piece.rsplit(" ", overlap_words)[1:]) if overlap_words > 0 else ""
+        start = end
+
+
 def _phrase_pattern(phrase: str) -> re.Pattern[str]:
     """A normalised phrase as a whole-word pattern that starts with its literal text.
 
@@ -83,6 +107,7 @@ class CueMatcher:
 
     type_ids: tuple[str, ...]
     phrases: tuple[tuple[re.Pattern[str], ...], ...]  # per type, in the order of type_ids
+    max_words: int = 1  # words in the longest phrase
 
     @classmethod
     def build(cls, types: tuple[InformationTypeCues, ...], kind: str) -> CueMatcher:
@@ -90,7 +115,13 @@ class CueMatcher:
                   for t in types]
         groups = [(type_id, phrases) for type_id, phrases in groups if phrases]
         return cls(tuple(type_id for type_id, _ in groups),
-                   tuple(tuple(map(_phrase_pattern, phrases)) for _, phrases in groups))
+                   tuple(tuple(map(_phrase_pattern, phrases)) for _, phrases in groups),
+                   max((len(p.split()) for _, phrases in groups for p in phrases), default=1))
+
+    def first_type_in(self, texts: Iterable[str]) -> str | None:
+        """`first_type` of texts not yet normalised, each read in slices (`normalised_slices`)."""
+        return self.first_type(piece for text in texts
+                               for piece in normalised_slices(text, self.max_words - 1))
 
     def first_type(self, texts: Iterable[str]) -> str | None:
         """The type, first in table order, whose phrase occurs in any of the (normalised) texts.

@@ -1,0 +1,89 @@
+"""Searching only near digits finds exactly what searching the whole text finds."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from policies.content_rules import DEFAULT_CASE_NUMBER_PATTERN
+from policies.identifiers import (
+    compile_case_number_pattern,
+    digit_anchored,
+    find_case_numbers,
+    near_digits,
+)
+
+# Configured patterns an organisation might write; None: searched in full, not near digits.
+PATTERNS = {
+    DEFAULT_CASE_NUMBER_PATTERN: 10,
+    r"\d{4}-\d{6}": 11,
+    r"[A-Z]{2} ?\d{2} ?[A-Z] ?\d{5}": 13,
+    r"(?:ZC|LV)\d{2}[A-Z]\d{5}|FD\d{2}P\d{5}": 10,
+    r"CASE-[0-9]+": None,  # unbounded width
+    r"[A-Z]{3}-[A-Z]{4}": None,  # no digit needed
+    r"ZC\d{2}(?=C)C\d{5}": None,  # a lookaround of its own
+    r"(?:\d{2}|XX)[A-Z]\d?": None,  # one branch needs no digit
+    r"[^A-Z]{2}\d{3}": 5,  # a negated class is not a digit, but \d{3} is
+    r"٣\d": 2,  # a non-ASCII digit literal
+}
+
+
+def naive(text: str, pattern: re.Pattern[str]) -> list[str]:
+    return [re.sub(r"\s+", "", m.group(0)).upper() for m in pattern.finditer(text)]
+
+
+@pytest.mark.parametrize(("configured", "width"), PATTERNS.items())
+def test_width_is_decided_from_the_pattern(configured: str, width: int | None) -> None:
+    """Near-digit search is used only where every match holds a digit within a known width."""
+    assert digit_anchored(compile_case_number_pattern(configured)) == width
+
+
+def test_a_pattern_not_from_the_compiler_is_searched_in_full() -> None:
+    """Only patterns with the compiler's own lookarounds are searched near digits."""
+    assert digit_anchored(re.compile(r"\d{4}")) is None
+
+
+# Text made of the characters that matter: letters, digits (ASCII and not), spaces, line ends.
+TEXT = st.text(alphabet="ZCLVFDPXAzc0123456789٣ -\r\n_.", max_size=400)
+
+
+@given(TEXT, st.sampled_from(sorted(PATTERNS)))
+def test_same_matches_as_a_full_search(text: str, configured: str) -> None:
+    """For any text and configured pattern, the case numbers and their order are unchanged."""
+    pattern = compile_case_number_pattern(configured)
+    assert list(find_case_numbers(text, pattern)) == naive(text, pattern)
+
+
+@given(st.lists(st.sampled_from(["ZC12C00123", "zc99x12345", "XZC12C00123", "1", "22", " ",
+                                 "\r\n", "ab", "ZC12C0012", "ZC12C001234", "LV21P00456_x"]),
+                max_size=60),
+       st.integers(min_value=0, max_value=3))
+def test_same_matches_around_slice_boundaries(pieces: list[str], pad: int) -> None:
+    """Matches that straddle the megabyte slices of the digit scan are still found once."""
+    pattern = compile_case_number_pattern(DEFAULT_CASE_NUMBER_PATTERN)
+    filler = "x" * ((1 << 20) - 6 - pad)  # puts the pieces across the first slice boundary
+    text = filler + " " + "".join(pieces)
+    found = [m.group(0) for m in near_digits(text, pattern, 10)]
+    assert found == [m.group(0) for m in pattern.finditer(text)]
+
+
+def test_a_text_without_digits_is_not_searched_at_all() -> None:
+    """Prose with no digit yields nothing, as the full search does."""
+    pattern = compile_case_number_pattern(DEFAULT_CASE_NUMBER_PATTERN)
+    assert list(find_case_numbers("No case numbers here. " * 1000, pattern)) == []
+
+
+NINO_TEXT = st.text(alphabet="ABCEGHJKTWZab0123456789 D-\r\n", max_size=300)
+
+
+@given(NINO_TEXT)
+def test_ni_numbers_found_as_by_a_full_search(text: str) -> None:
+    """The NI number search, near digits, answers as a search of the whole text."""
+    from policies import identifiers
+
+    full = any(m.group(1).upper() not in identifiers._NINO_UNALLOCATED_PREFIXES
+               for m in identifiers._NINO.finditer(text))
+    assert identifiers.has_ni_number(text) == full

@@ -12,6 +12,7 @@ raise, except empty input.
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.feedparser
 import email.parser
@@ -27,7 +28,6 @@ from policies.content_rules import (
     InformationTypeCues,
     Limits,
     Markings,
-    normalise_words,
 )
 from policies.errors import MessageError
 from policies.model import Attachment, MessageFacts
@@ -93,21 +93,23 @@ def classify_message(raw: bytes, rules: ContentRules, clock: Clock) -> MessageFa
         return _unparseable(raw)
 
 
-def _classify(raw: bytes, rules: ContentRules, clock: Clock) -> MessageFacts:
-    too_large = len(raw) > rules.limits.max_message_bytes
-    message: Message
-    if too_large:
-        message = email.parser.BytesParser(policy=email_policy.for_one_message()).parsebytes(
-            raw, headersonly=True)
+def _classify(raw: bytes, rules: ContentRules, clock: Clock, *,
+              single_part: bool = True) -> MessageFacts:
+    """`single_part=False` turns the single-part path off (tests compare the two paths)."""
+    reading = _Reading()
+    if len(raw) > rules.limits.max_message_bytes:
+        message: Message = email.parser.BytesParser(
+            policy=email_policy.for_one_message()).parsebytes(raw, headersonly=True)
+        reading.malformed.append("too-large")
+    elif single_part and (body := _single_text_part(raw)) is not None:
+        message = body.message
+        reading.texts.extend(_body_texts(body.message, body.data))
     else:
         message = _parse(raw)
+        if isinstance(message, EmailMessage):
+            _read_parts(message, rules, clock, reading)
     if not isinstance(message, EmailMessage):  # policy.default always builds EmailMessage
         return _unparseable(raw)
-    reading = _Reading()
-    if too_large:
-        reading.malformed.append("too-large")
-    else:
-        _read_parts(message, rules, clock, reading)
     return _facts(message, raw, rules, reading)
 
 
@@ -125,6 +127,53 @@ def _parse(raw: bytes) -> Message:
         for start in range(0, len(raw), _FEED_BYTES):
             parser.feed(bytes(view[start:start + _FEED_BYTES]))
     return parser.close()
+
+
+@dataclass(frozen=True)
+class _SinglePart:
+    """A message whose whole content is one text body, and that body, decoded."""
+
+    message: EmailMessage  # the headers; the stdlib parse of the message minus its body
+    data: bytes | memoryview  # the body after its transfer encoding is undone
+
+
+# Transfer encodings the single-part path undoes itself, as `Message.get_payload(decode=True)`
+# does; anything else (base64, uuencode, unknown) goes through the stdlib's own decoding.
+_PLAIN_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
+
+
+def _single_text_part(raw: bytes) -> _SinglePart | None:
+    """A text/plain or text/html message that is not multipart, read without parsing its body.
+
+    Most mail is such a message, and for it the stdlib parser does nothing but split the body
+    into lines and join them again (about three times the body in memory, and most of the time
+    of a large message). The header block (up to the first empty line, CRLF throughout) is
+    parsed by the stdlib alone; the body is the bytes after it. The answer is the same as the
+    full parse's, which the tests check on generated and hostile messages: anything the header
+    parse finds odd (a defect, a line that is not a header, a multipart or message/* type, a
+    body that the stdlib would decode with defects) returns None and takes the full parse.
+    """
+    end = raw.find(b"\r\n\r\n")
+    if end == -1 or raw.startswith(b"\r\n"):
+        return None
+    head = raw[: end + 4]
+    if head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\r\n"):
+        return None  # bare CR or LF: the stdlib would find the header block's end elsewhere
+    parser = email.feedparser.BytesFeedParser(policy=email_policy.for_one_message())
+    parser.feed(head)
+    message = parser.close()
+    if (not isinstance(message, EmailMessage) or message.defects or message.get_payload()
+            or message.get_content_maintype() in ("multipart", "message")
+            or not _is_body(message)):
+        return None
+    body = memoryview(raw)[end + 4:]
+    # The same expression `Message.get_payload(decode=True)` uses to choose the decoding.
+    encoding = str(message.get("content-transfer-encoding", "")).lower()
+    if encoding.strip() in _PLAIN_ENCODINGS and encoding == encoding.strip():
+        return _SinglePart(message, body)
+    if encoding == "quoted-printable":
+        return _SinglePart(message, binascii.a2b_qp(body))  # what quopri.decodestring calls
+    return None
 
 
 def _unparseable(raw: bytes) -> MessageFacts:
@@ -163,18 +212,18 @@ def _is_body(part: EmailMessage) -> bool:
             and not part.get_filename())
 
 
-def _body_texts(part: EmailMessage, data: bytes) -> Iterator[_Text]:
+def _body_texts(part: EmailMessage, data: bytes | memoryview) -> Iterator[_Text]:
     text = _decode(data, part.get_content_charset())
     if part.get_content_type() == "text/html":
         yield _Text(_Source.BODY, extract.html_to_text(text))
     yield _Text(_Source.BODY, text)  # HTML markup too: attribute values and hidden text leave
 
 
-def _decode(data: bytes, charset: str | None) -> str:
+def _decode(data: bytes | memoryview, charset: str | None) -> str:
     try:
-        return data.decode(charset or "utf-8", errors="replace")
+        return str(data, charset or "utf-8", errors="replace")
     except LookupError:  # an unknown charset name: read what we can
-        return data.decode("utf-8", errors="replace")
+        return str(data, "utf-8", errors="replace")
 
 
 def _decorative(part: EmailMessage, kind: str, data: bytes, rules: ContentRules) -> bool:
@@ -292,7 +341,7 @@ def _information_type(rules: ContentRules, explicit: str | None,
         return explicit, LABEL if by_id[explicit].protected else None
     for source, cue, reason in _CUE_STAGES:
         matcher = rules.label_matcher if cue == "labels" else rules.keyword_matcher
-        found = matcher.first_type(normalise_words(t.text) for t in texts if t.source == source)
+        found = matcher.first_type_in(t.text for t in texts if t.source == source)
         if found is not None:
             return found, reason if by_id[found].protected else None
     return GENERAL, None

@@ -1,0 +1,115 @@
+"""The single-part path of the classifier answers exactly as the full stdlib parse does.
+
+Most mail is one text/plain or text/html body; `policies.content` reads such a message's body
+without the stdlib's line-by-line parse. These properties compare the two paths on generated
+messages, hostile ones included, and the sliced normalisation with the whole one.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from policies.content import _classify, _single_text_part
+from policies.content_rules import (
+    CueMatcher,
+    InformationTypeCues,
+    normalise_words,
+    normalised_slices,
+)
+from tests.fixtures_content import SteppingClock, default_rules
+
+RULES = default_rules()
+SETTINGS = settings(max_examples=400, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+HEADER_LINES = [
+    b"From: Jo Smith <jo.smith@cafcass.gov.uk>",
+    b"To: parent@example.org",
+    b"Subject: Court report ZC12C00123",
+    b"Subject: =?utf-8?q?Care_plan?=",
+    b"Content-Type: text/plain; charset=utf-8",
+    b"Content-Type: text/plain; charset=iso-8859-1",
+    b"Content-Type: text/plain; charset=no-such-charset",
+    b"Content-Type: text/html; charset=us-ascii",
+    b"Content-Type: text",
+    b"Content-Type: application/pdf",
+    b"Content-Type: multipart/mixed; boundary=x",
+    b"Content-Type: message/rfc822",
+    b"Content-Disposition: attachment; filename=a.txt",
+    b"Content-Transfer-Encoding: quoted-printable",
+    b"Content-Transfer-Encoding: 7bit",
+    b"Content-Transfer-Encoding: 8bit",
+    b"Content-Transfer-Encoding: base64",
+    b"Content-Transfer-Encoding:  7bit ",
+    b"Content-Transfer-Encoding: x-unknown",
+    b"Sensitivity: Private",
+    b"X-Casegate-Override: rule-id; because of x y z",
+    b" folded continuation",
+    b"not a header line",
+    b"From nobody Mon Jan  1 00:00:00 2024",
+    b"Bad Name: x",
+    b"",
+]
+BODY_PIECES = [
+    b"Dear parent,", b"Case ZC12C00123 is listed.", b"DOB 01/02/2014", b"care plan",
+    b"=\r\n", b"=3D", b"=C3=A9", b"caf\xc3\xa9", b"\xff\xfe", b".", b"<p>Court <b>report</b></p>",
+    b"Call 020 7946 0018", b"AB 12 34 56 C", b"", b"\r", b"\n", b"\x00", b"--x", b"--x--",
+]
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> bytes:
+    """A header block and a body from pieces that matter, with CRLF or hostile line ends."""
+    head = draw(st.lists(st.sampled_from(HEADER_LINES), min_size=0, max_size=8))
+    body = draw(st.lists(st.sampled_from(BODY_PIECES), max_size=20))
+    end = draw(st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r"]))
+    raw = b"\r\n".join(head) + end + b"\r\n" + b"\r\n".join(body)
+    if draw(st.booleans()):
+        raw += b"\r\n"
+    return raw
+
+
+@SETTINGS
+@given(messages())
+def test_single_part_path_gives_the_full_parse_answer(raw: bytes) -> None:
+    """Same facts, whichever path a message takes."""
+    fast = _classify(raw, RULES, SteppingClock())
+    full = _classify(raw, RULES, SteppingClock(), single_part=False)
+    assert fast == full
+
+
+def test_plain_and_quoted_printable_bodies_take_the_single_part_path() -> None:
+    """The common shapes really are read without the full parse (the property above is not
+    vacuous), and a multipart message is not."""
+    head = b"From: a@cafcass.gov.uk\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    assert _single_text_part(head + b"\r\nhello\r\n") is not None
+    qp = head + b"Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9 =\r\nplan\r\n"
+    part = _single_text_part(qp)
+    assert part is not None and bytes(part.data) == "café plan\r\n".encode()
+    multipart = b"From: a@cafcass.gov.uk\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n"
+    assert _single_text_part(multipart + b"--x\r\n\r\nhi\r\n--x--\r\n") is None
+    assert _single_text_part(b"From: a@cafcass.gov.uk\nSubject: bare LF\n\nhi\n") is None
+
+
+MATCHER = CueMatcher.build((
+    InformationTypeCues("court-report", keywords=("court report", "report to the court")),
+    InformationTypeCues("care-plan", keywords=("care plan",)),
+    InformationTypeCues("letter", keywords=("letter",)),
+), "keywords")
+WORDS = st.text(alphabet="abcdeflnoprtu _-.\r\n\tCÉΣ", max_size=300)
+
+
+@given(WORDS, st.integers(min_value=1, max_value=40))
+def test_sliced_normalisation_finds_the_same_type(text: str, size: int) -> None:
+    """Cutting the text into slices never loses or invents a phrase."""
+    whole = MATCHER.first_type([normalise_words(text)])
+    sliced = MATCHER.first_type(normalised_slices(text, MATCHER.max_words - 1, size))
+    assert sliced == whole
+
+
+@given(WORDS, st.integers(min_value=1, max_value=40))
+def test_slices_hold_every_word_in_order(text: str, size: int) -> None:
+    """The slices, without their carried-over words, are the whole normalised text."""
+    pieces = list(normalised_slices(text, 0, size))
+    assert " ".join(p for p in pieces if p) == normalise_words(text)

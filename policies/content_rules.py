@@ -67,7 +67,7 @@ def normalise_words(text: str) -> str:
     return _NON_WORD.sub(" ", text.lower()).strip()
 
 
-NORMALISE_SLICE = 1 << 20  # characters of text normalised at a time
+NORMALISE_SLICE = 1 << 18  # characters of text normalised at a time
 _SPACE = re.compile(r"\s")
 
 

@@ -76,9 +76,9 @@ def has_digit(text: str) -> bool:
 # digit, and digits are rare in prose, so a pattern whose every match holds a digit and spans at
 # most `width` characters is searched only in the stretches within `width` of a digit. The
 # stretches are found at C speed (`bytes.translate`, then a regex with a literal first byte),
-# a megabyte of text at a time so that the copies stay small.
+# 256 KiB of text at a time so that the copies stay small.
 
-_SCAN_SLICE = 1 << 20
+_SCAN_SLICE = 1 << 18
 _ASCII_DIGIT_MAP = bytes.maketrans(
     bytes(range(256)), bytes(0x30 if 0x30 <= c <= 0x39 else 0x2E for c in range(256)))
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from policies import identifiers
 from policies.content_rules import DEFAULT_CASE_NUMBER_PATTERN
 from policies.identifiers import (
     compile_case_number_pattern,
@@ -62,9 +63,9 @@ def test_same_matches_as_a_full_search(text: str, configured: str) -> None:
                 max_size=60),
        st.integers(min_value=0, max_value=3))
 def test_same_matches_around_slice_boundaries(pieces: list[str], pad: int) -> None:
-    """Matches that straddle the megabyte slices of the digit scan are still found once."""
+    """Matches that straddle the slices of the digit scan are still found once."""
     pattern = compile_case_number_pattern(DEFAULT_CASE_NUMBER_PATTERN)
-    filler = "x" * ((1 << 20) - 6 - pad)  # puts the pieces across the first slice boundary
+    filler = "x" * (identifiers._SCAN_SLICE - 6 - pad)  # the pieces straddle a slice boundary
     text = filler + " " + "".join(pieces)
     found = [m.group(0) for m in near_digits(text, pattern, 10)]
     assert found == [m.group(0) for m in pattern.finditer(text)]
@@ -82,8 +83,6 @@ NINO_TEXT = st.text(alphabet="ABCEGHJKTWZab0123456789 D-\r\n", max_size=300)
 @given(NINO_TEXT)
 def test_ni_numbers_found_as_by_a_full_search(text: str) -> None:
     """The NI number search, near digits, answers as a search of the whole text."""
-    from policies import identifiers
-
     full = any(m.group(1).upper() not in identifiers._NINO_UNALLOCATED_PREFIXES
                for m in identifiers._NINO.finditer(text))
     assert identifiers.has_ni_number(text) == full

@@ -1,6 +1,7 @@
 """The audit trail: one event model for everything casegate decides or sees.
 
-Every entry point calls `AuditLog.record(kind, ...)`. The event is
+Every entry point calls `AuditLog.record(kind, ...)` (or, on the event loop, `await
+AuditLog.record_async(kind, ...)`, which needs no worker thread). The event is
 
 - graded: an explicit grade, else (refusals and overrides) the grade of the policy rule it names,
   else the grade of its kind from the policy's `[grades]` table, else "none",
@@ -151,12 +152,14 @@ class AuditLog:
         self.kind_grades: Mapping[str, str] = dict(kind_grades or {})
         self._clock: Clock = clock or (lambda: datetime.now(UTC))
         self._checkpoint_every = checkpoint_every
-        # Called with each stored event (e.g. gateway.alerts wakes up); must not block.
+        # Called with each stored event (e.g. gateway.alerts wakes up), from the store's writer
+        # thread: must not block and must not record events itself.
         self.listeners: list[Callable[[StoredEvent], None]] = []
         self._log = structlog.wrap_logger(
             structlog.WriteLogger(stream or _Stdout()),  # type: ignore[arg-type]
             processors=[structlog.processors.JSONRenderer(sort_keys=True)],
         )
+        store.after_commit = self._published
 
     @classmethod
     def open(
@@ -228,9 +231,47 @@ class AuditLog:
     ) -> int:
         """Store one event and write it to stdout; returns its sequence number.
 
-        Raises `AuditError` for metadata that could hold content, and whatever SQLite raises
-        when the store cannot be written (callers fail closed).
+        Returns once the transaction holding the event is committed. Raises `AuditError` for
+        metadata that could hold content, and whatever SQLite raises when the store cannot be
+        written (callers fail closed).
         """
+        event = self._event(kind, grade, rule, sender, recipients, case_numbers, decision_id,
+                            citation, metadata)
+        stored, _ = self.store.append(event)
+        return stored.seq
+
+    async def record_async(
+        self,
+        kind: str,
+        *,
+        grade: str | None = None,
+        rule: str = "",
+        sender: str = "",
+        recipients: Sequence[str] = (),
+        case_numbers: Sequence[str] = (),
+        decision_id: str = "",
+        citation: str = "",
+        **metadata: Any,
+    ) -> int:
+        """`record` for the event loop: awaits the commit without blocking the loop or a thread."""
+        event = self._event(kind, grade, rule, sender, recipients, case_numbers, decision_id,
+                            citation, metadata)
+        stored, _ = await self.store.append_async(event)
+        return stored.seq
+
+    def _event(
+        self,
+        kind: str,
+        grade: str | None,
+        rule: str,
+        sender: str,
+        recipients: Sequence[str],
+        case_numbers: Sequence[str],
+        decision_id: str,
+        citation: str,
+        metadata: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """The event to store (every field but `seq`), graded and checked for content."""
         if not _KIND.fullmatch(kind):
             raise AuditError(f"event kind {kind!r} must be kebab-case")
         resolved = grade if grade is not None else self.grade_for(kind, rule)
@@ -238,7 +279,7 @@ class AuditLog:
             raise AuditError(f"grade {resolved!r} must be one of {', '.join(GRADES)}")
         known = self.rules.get(rule)
         recipient_list = [_clean_str(r) for r in recipients]
-        event = {
+        return {
             "time": format_time(self._clock()),
             "kind": kind,
             "grade": resolved,
@@ -251,16 +292,19 @@ class AuditLog:
             "decision_id": _clean_str(decision_id),
             "metadata": _clean_metadata(metadata),
         }
-        stored, mac = self.store.append(event)
-        self._log.info("audit", audit_mac=mac.hex(), **stored.as_dict())
-        if self._checkpoint_every and stored.seq % self._checkpoint_every == 0:
-            self._sign(stored.seq, mac)
-        for listener in self.listeners:
-            try:
-                listener(stored)
-            except Exception:  # a listener's bug must not undo a stored event
-                _problems.exception("audit-listener-failed", seq=stored.seq)
-        return stored.seq
+
+    def _published(self, appended: Sequence[tuple[StoredEvent, bytes]]) -> None:
+        """After each commit (in the store's writer thread, in chain order): the SIEM line,
+        a signed checkpoint every `checkpoint_every` events, then the listeners."""
+        for stored, mac in appended:
+            self._log.info("audit", audit_mac=mac.hex(), **stored.as_dict())
+            if self._checkpoint_every and stored.seq % self._checkpoint_every == 0:
+                self._sign(stored.seq, mac)
+            for listener in self.listeners:
+                try:
+                    listener(stored)
+                except Exception:  # a listener's bug must not undo a stored event
+                    _problems.exception("audit-listener-failed", seq=stored.seq)
 
     # -- checkpoints -----------------------------------------------------------------------
 

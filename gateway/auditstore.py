@@ -3,8 +3,10 @@
 Each row n carries `mac_n = HMAC(key, mac_{n-1} || canonical JSON of event n)` (mac_0 is 32 zero
 bytes). Someone who can write the database file but does not hold the audit key cannot alter,
 delete, insert or reorder a row without `verify()` naming the first sequence number that no
-longer fits. Writes run inside `BEGIN IMMEDIATE`, so appenders in several processes (and several
-threads, under a lock) take turns and cannot fork the chain.
+longer fits. Writes run inside `BEGIN IMMEDIATE` and read the chain's head inside it, so
+appenders in several processes take turns and cannot fork the chain. Within one process a single
+writer thread appends: callers queue events and wait (`append`) or await (`append_async`) until
+the transaction holding theirs is committed, and events queued together share one transaction.
 
 Two side tables (`audit_domain`, `audit_case`) index recipient domains and case numbers so that
 filtered queries over millions of events stay fast; `verify()` checks them against the chained
@@ -13,12 +15,15 @@ rows too, so that an event cannot be hidden from a filter without being noticed.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import hashlib
 import hmac
 import json
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,26 +206,61 @@ def _row_to_event(row: Sequence[Any]) -> StoredEvent:
     )
 
 
-@dataclass(eq=False)
+def _dict_to_event(event: dict[str, Any]) -> StoredEvent:
+    """The stored form of a chained event dict (what `_row_to_event` reads back from its row)."""
+    return StoredEvent(
+        seq=event["seq"],
+        time=event["time"],
+        kind=event["kind"],
+        grade=event["grade"],
+        rule=event["rule"],
+        citation=event["citation"],
+        sender=event["sender"],
+        recipients=tuple(event["recipients"]),
+        recipient_domains=tuple(event["recipient_domains"]),
+        case_numbers=tuple(event["case_numbers"]),
+        decision_id=event["decision_id"],
+        metadata=event["metadata"],
+    )
+
+
+# Post-commit work for one batch, run by the writer thread (see `AuditStore.after_commit`).
+AfterCommit = Callable[[Sequence[tuple[StoredEvent, bytes]]], None]
+_Outcome = tuple[StoredEvent, bytes] | BaseException
+_Waiter = concurrent.futures.Future[tuple[StoredEvent, bytes]] | asyncio.Future[
+    tuple[StoredEvent, bytes]
+]
+
+
+@dataclass(frozen=True, eq=False)
 class _Pending:
-    """An event waiting for its group commit, and what became of it."""
+    """An event waiting for the writer thread, and who waits for it (a thread or a loop)."""
 
     event: dict[str, Any]
-    done: bool = False
-    stored: StoredEvent | None = None
-    mac: bytes = b""
-    error: BaseException | None = None
+    waiter: _Waiter
+    loop: asyncio.AbstractEventLoop | None = None  # None: a thread blocks on `waiter`
 
 
 class AuditStore:
-    """The SQLite file `audit.sqlite3`: append, verify, query, count, checkpoints."""
+    """The SQLite file `audit.sqlite3`: append, verify, query, count, checkpoints.
+
+    One writer thread (started by the first append, stopped by `close`) appends every event:
+    it takes whatever has been queued since its last commit and stores it in one transaction,
+    so concurrent callers share an fsync but never the chain. Reads use the same connection
+    under a lock from the caller's thread.
+    """
 
     def __init__(self, path: Path, key: bytes) -> None:
         self.path = path
         self._key = key
         self._lock = threading.Lock()  # the connection, and the order of the chain
-        self._queue_lock = threading.Lock()  # events waiting for the next group commit
+        self._queued = threading.Condition()  # guards the three fields below
         self._queue: list[_Pending] = []
+        self._writer: threading.Thread | None = None
+        self._closed = False
+        # Called by the writer with each committed batch, in chain order, before any of its
+        # callers returns; if it raises, every caller of the batch gets the exception.
+        self.after_commit: AfterCommit | None = None
         self._db = sqlite3.connect(
             path, timeout=30.0, isolation_level=None, check_same_thread=False
         )
@@ -231,6 +271,13 @@ class AuditStore:
             self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
+        """Commit what is queued, stop the writer thread, close the connection."""
+        with self._queued:
+            self._closed = True
+            writer = self._writer
+            self._queued.notify()
+        if writer is not None and writer is not threading.current_thread():
+            writer.join()
         with self._lock:
             self._db.close()
 
@@ -240,66 +287,100 @@ class AuditStore:
         """Give `event` the next sequence number, chain it and store it; atomic across processes.
 
         `event` holds every field of `StoredEvent.as_dict()` except `seq`. Returns the stored
-        event and its mac once the transaction that holds it is committed (durable).
-
-        Group commit: threads that append while another thread's transaction is being committed
-        queue their events, and the next of them to get the lock writes them all, in the order
-        they queued, in one transaction (one fsync). Each caller still returns only after its
-        own event is committed, and raises if that transaction failed.
+        event and its mac once the transaction that holds it is committed (durable) and
+        `after_commit` has run; raises what the commit (or `after_commit`) raised.
         """
-        pending = _Pending(event)
-        with self._queue_lock:
+        if threading.current_thread() is self._writer:
+            raise RuntimeError("audit listeners must not record events themselves")
+        waiter: concurrent.futures.Future[tuple[StoredEvent, bytes]] = concurrent.futures.Future()
+        self._enqueue(_Pending(event, waiter))
+        return waiter.result()
+
+    async def append_async(self, event: dict[str, Any]) -> tuple[StoredEvent, bytes]:
+        """`append` for the event loop: awaits the commit without blocking the loop or a thread."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[tuple[StoredEvent, bytes]] = loop.create_future()
+        self._enqueue(_Pending(event, waiter, loop))
+        return await waiter
+
+    def _enqueue(self, pending: _Pending) -> None:
+        with self._queued:
+            if self._closed:
+                raise sqlite3.ProgrammingError("the audit store is closed")
+            if self._writer is None:  # set only once started: else nothing would serve the queue
+                writer = threading.Thread(
+                    target=self._write_queued, name="casegate-audit-writer", daemon=True
+                )
+                writer.start()
+                self._writer = writer
             self._queue.append(pending)
-        with self._lock:
-            if not pending.done:
-                self._commit_queued()
-        if pending.error is not None:
-            raise pending.error
-        assert pending.stored is not None
-        return pending.stored, pending.mac
+            self._queued.notify()
 
-    def _commit_queued(self) -> None:
-        """Chain and store every queued event in one transaction (called holding the lock)."""
-        with self._queue_lock:
-            batch, self._queue = self._queue, []
+    def _write_queued(self) -> None:
+        """The writer thread: commit each batch queued meanwhile; drain and stop on close."""
+        while True:
+            with self._queued:
+                while not self._queue and not self._closed:
+                    self._queued.wait()
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+            _settle(batch, self._commit_batch(batch))
+
+    def _commit_batch(self, batch: Sequence[_Pending]) -> list[_Outcome]:
+        """Store `batch` in one transaction and run `after_commit`; one outcome per event."""
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                head = self._db.execute(
-                    "SELECT seq, mac FROM audit_event ORDER BY seq DESC LIMIT 1"
-                ).fetchone()
-                seq, previous = (head[0], head[1]) if head else (0, GENESIS_MAC)
-                for pending in batch:
-                    seq += 1
-                    full = {"seq": seq, **pending.event}
-                    previous = chain_mac(self._key, previous, full)
-                    self._insert(full, previous)
-                    pending.stored, pending.mac = _row_to_event(_event_row(full)), previous
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        except BaseException as exc:
-            for pending in batch:
-                pending.stored, pending.error = None, exc
-            raise
-        finally:
-            for pending in batch:
-                pending.done = True
+            with self._lock:
+                appended = self._store_batch([pending.event for pending in batch])
+            if self.after_commit is not None:
+                self.after_commit(appended)
+        except BaseException as exc:  # every waiter of the batch gets it and fails closed
+            return [exc] * len(batch)
+        return list(appended)
 
-    def _insert(self, event: dict[str, Any], mac: bytes) -> None:
-        self._db.execute(
+    def _store_batch(self, events: Sequence[dict[str, Any]]) -> list[tuple[StoredEvent, bytes]]:
+        """Chain and insert `events` in one BEGIN IMMEDIATE transaction (holding the lock)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            head = self._db.execute(
+                "SELECT seq, mac FROM audit_event ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            seq, previous = (head[0], head[1]) if head else (0, GENESIS_MAC)
+            appended: list[tuple[StoredEvent, bytes]] = []
+            rows: list[tuple[Any, ...]] = []
+            domains: list[tuple[str, int]] = []
+            cases: list[tuple[str, int]] = []
+            for event in events:
+                seq += 1
+                full = {"seq": seq, **event}
+                previous = chain_mac(self._key, previous, full)
+                rows.append((*_event_row(full), previous))
+                domains.extend((domain, seq) for domain in full["recipient_domains"])
+                cases.extend((case, seq) for case in full["case_numbers"])
+                appended.append((_dict_to_event(full), previous))
+            self._insert(rows, domains, cases)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:  # a failed COMMIT may have ended it already
+                self._db.execute("ROLLBACK")
+            raise
+        return appended
+
+    def _insert(
+        self,
+        rows: Sequence[tuple[Any, ...]],
+        domains: Sequence[tuple[str, int]],
+        cases: Sequence[tuple[str, int]],
+    ) -> None:
+        self._db.executemany(
             f"INSERT INTO audit_event ({_COLUMNS}, mac) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
-            (*_event_row(event), mac),
-        )
-        seq = event["seq"]
-        self._db.executemany(
-            "INSERT OR IGNORE INTO audit_domain (domain, seq) VALUES (?, ?)",
-            [(d, seq) for d in event["recipient_domains"]],
+            rows,
         )
         self._db.executemany(
-            "INSERT OR IGNORE INTO audit_case (case_number, seq) VALUES (?, ?)",
-            [(c, seq) for c in event["case_numbers"]],
+            "INSERT OR IGNORE INTO audit_domain (domain, seq) VALUES (?, ?)", domains
+        )
+        self._db.executemany(
+            "INSERT OR IGNORE INTO audit_case (case_number, seq) VALUES (?, ?)", cases
         )
 
     def head(self) -> tuple[int, bytes]:
@@ -484,3 +565,30 @@ def _event_row(event: dict[str, Any]) -> tuple[Any, ...]:
         event["decision_id"],
         canonical_json(event["metadata"]).decode("utf-8"),
     )
+
+
+def _settle(batch: Sequence[_Pending], outcomes: Sequence[_Outcome]) -> None:
+    """Hand each waiter its outcome: blocked threads at once, each event loop in one callback."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Waiter, _Outcome]]] = {}
+    for pending, outcome in zip(batch, outcomes, strict=True):
+        if pending.loop is None:
+            _resolve(pending.waiter, outcome)
+        else:
+            by_loop.setdefault(pending.loop, []).append((pending.waiter, outcome))
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(_resolve_all, settled)
+
+
+def _resolve_all(settled: Sequence[tuple[_Waiter, _Outcome]]) -> None:
+    for waiter, outcome in settled:
+        _resolve(waiter, outcome)
+
+
+def _resolve(waiter: _Waiter, outcome: _Outcome) -> None:
+    if waiter.done():  # an awaiting task was cancelled; its event is stored all the same
+        return
+    if isinstance(outcome, BaseException):
+        waiter.set_exception(outcome)
+    else:
+        waiter.set_result(outcome)

@@ -1,0 +1,206 @@
+"""The audit store's writer thread: events awaited from the event loop, committed in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from gateway.audit import AUDIT_DB_FILE, AuditLog, EventFilter, StoredEvent
+from gateway.cli import main
+
+TASKS = 8
+EACH = 20
+WRITER_THREAD = "casegate-audit-writer"
+
+
+def writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == WRITER_THREAD]
+
+
+async def record_from_tasks(log: AuditLog) -> dict[str, int]:
+    """TASKS tasks each awaiting EACH events; decision id -> the seq its caller was given."""
+    returned: dict[str, int] = {}
+
+    async def one(task: int) -> None:
+        for i in range(EACH):
+            decision_id = f"t{task}-{i}"
+            returned[decision_id] = await log.record_async(
+                "relay", sender="a@cafcass.gov.uk", recipients=[f"p{task}@example.org"],
+                case_numbers=["ZE26C00001"], decision_id=decision_id, stage="data",
+            )
+
+    await asyncio.gather(*(one(t) for t in range(TASKS)))
+    return returned
+
+
+async def test_awaited_events_survive_reopening_and_audit_verify_passes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every awaited event is in the file after close and reopen; `audit verify` exits 0."""
+    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    start = log.store.head()[0]
+    returned = await record_from_tasks(log)
+    log.close()
+
+    assert sorted(returned.values()) == list(range(start + 1, start + TASKS * EACH + 1))
+    reopened = AuditLog.open(tmp_path, stream=io.StringIO())
+    for decision_id, seq in returned.items():
+        stored = reopened.get(seq)
+        assert stored is not None and stored.decision_id == decision_id
+        assert stored.recipient_domains == ("example.org",)
+    assert len(reopened.page(EventFilter(domain="example.org"), limit=1000)) == TASKS * EACH
+    assert len(reopened.page(EventFilter(case_number="ZE26C00001"), limit=1000)) == TASKS * EACH
+    reopened.close()
+    assert main(["audit", "verify", "--data", str(tmp_path)]) == 0
+    assert "broken" not in capsys.readouterr().out
+
+
+async def test_siem_lines_listeners_and_checkpoints_follow_the_chain_order(
+    tmp_path: Path,
+) -> None:
+    """One SIEM line per event in sequence order, each listener call, a checkpoint every N."""
+    stream = io.StringIO()
+    log = AuditLog.open(tmp_path, stream=stream, checkpoint_every=16)
+    heard: list[int] = []
+    log.listeners.append(lambda event: heard.append(event.seq))
+    returned = await record_from_tasks(log)
+
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    relays = [line for line in lines if line["kind"] == "relay"]
+    assert [line["seq"] for line in relays] == sorted(returned.values()) == heard
+    assert {line["decision_id"]: line["seq"] for line in relays} == returned
+    head = log.store.head()[0]
+    assert [cp.seq for cp in log.store.checkpoints()] == list(range(16, head + 1, 16))
+    assert log.verify() is None
+    log.close()
+
+
+class WriterHold:
+    """Keeps the writer thread inside a listener, so that events recorded meanwhile queue up
+    and are committed together as the next batch once `release_soon` lets it go."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self._log = log
+        self._holding, self._release = threading.Event(), threading.Event()
+        log.listeners.append(self._listen)
+
+    def _listen(self, event: StoredEvent) -> None:
+        if event.kind == "hold":
+            self._holding.set()
+            self._release.wait(timeout=30)
+
+    async def hold(self) -> asyncio.Future[int]:
+        """Records a "hold" event and returns once the writer is held (its seq to await)."""
+        held = asyncio.ensure_future(self._log.record_async("hold"))
+        assert await asyncio.to_thread(self._holding.wait, 30)
+        return held
+
+    def release_soon(self) -> None:
+        """Lets the writer go after every task created so far has run up to its first await."""
+        asyncio.get_running_loop().call_soon(self._release.set)
+
+
+async def test_a_failed_commit_fails_every_caller_of_its_batch_and_stores_none(
+    tmp_path: Path,
+) -> None:
+    """A batch the database refuses raises in each of its callers; nothing of it is stored."""
+    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    writer = WriterHold(log)
+    held = await writer.hold()
+    before = log.store.head()[0]
+
+    other = sqlite3.connect(tmp_path / AUDIT_DB_FILE)  # another process refuses one event
+    other.execute(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_event "
+        "WHEN NEW.decision_id = 'poison' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    other.commit()
+    names = ["innocent-1", "poison", "innocent-2", "innocent-3"]
+    batch = [asyncio.ensure_future(log.record_async("relay", decision_id=n)) for n in names]
+    writer.release_soon()
+    outcomes = await asyncio.gather(*batch, return_exceptions=True)
+
+    assert await held == before
+    assert all(isinstance(o, sqlite3.IntegrityError) for o in outcomes), outcomes
+    assert log.store.head()[0] == before
+    other.execute("DROP TRIGGER refuse_poison")
+    other.commit()
+    other.close()
+    assert await log.record_async("relay", decision_id="after") == before + 1
+    assert log.verify() is None
+    log.close()
+
+
+async def test_a_cancelled_caller_leaves_the_rest_of_its_batch_answered(tmp_path: Path) -> None:
+    """A task cancelled while waiting does not disturb the others; its event is still stored."""
+    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    writer = WriterHold(log)
+    held = await writer.hold()
+    batch = [asyncio.ensure_future(log.record_async("relay", decision_id=f"d-{i}"))
+             for i in range(3)]
+    asyncio.get_running_loop().call_soon(batch[1].cancel)  # once it has queued its event
+    writer.release_soon()  # the answers reach the loop only after the cancel
+    outcomes = await asyncio.gather(*batch, return_exceptions=True)
+
+    first = await held
+    assert outcomes[0] == first + 1 and outcomes[2] == first + 3
+    assert isinstance(outcomes[1], asyncio.CancelledError)
+    stored = log.get(first + 2)
+    assert stored is not None and stored.decision_id == "d-1"
+    assert log.verify() is None
+    log.close()
+
+
+async def test_an_event_stream_that_cannot_be_written_fails_the_callers(tmp_path: Path) -> None:
+    """When the SIEM line cannot be written the awaiting caller raises (fails closed)."""
+    stream = io.StringIO()
+    log = AuditLog.open(tmp_path, stream=stream)
+    stream.close()
+    with pytest.raises(ValueError, match="closed file"):
+        await log.record_async("relay", decision_id="d-1")
+    log.close()
+
+
+async def test_close_commits_what_is_queued_then_stops_the_writer(tmp_path: Path) -> None:
+    """close() stores events already queued, answers their callers and leaves no thread."""
+    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    assert len(writer_threads()) == 1  # started by the first append (the key-created events)
+    pending = [asyncio.ensure_future(log.record_async("relay", decision_id=f"d-{i}"))
+               for i in range(5)]
+    asyncio.get_running_loop().call_soon(log.close)  # after every task above has queued
+    seqs = await asyncio.gather(*pending)
+
+    assert writer_threads() == []
+    with pytest.raises(sqlite3.ProgrammingError):
+        await log.record_async("relay")
+    with pytest.raises(sqlite3.ProgrammingError):
+        log.record("relay")
+    reopened = AuditLog.open(tmp_path, stream=io.StringIO())
+    assert [reopened.get(s).decision_id for s in seqs] == [f"d-{i}" for i in range(5)]  # type: ignore[union-attr]
+    reopened.close()
+
+
+def test_sync_record_and_a_listener_that_records_is_refused(tmp_path: Path) -> None:
+    """record() still returns a committed seq; a listener may not record (it would deadlock)."""
+    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    refused: list[Exception] = []
+
+    def records(event: StoredEvent) -> None:
+        if event.kind == "relay":
+            try:
+                log.record("nested")
+            except RuntimeError as exc:
+                refused.append(exc)
+
+    log.listeners.append(records)
+    seq = log.record("relay", decision_id="d-1")
+    assert log.get(seq) is not None and log.get(seq).decision_id == "d-1"  # type: ignore[union-attr]
+    assert len(refused) == 1 and log.store.head()[0] == seq
+    log.close()
+    assert writer_threads() == []

@@ -38,23 +38,30 @@ class Received:
 
 
 async def read_data(reader: asyncio.StreamReader, size_limit: int, line_limit: int) -> Received:
-    """Read up to and including the end-of-data line; never more from the stream."""
+    """Read up to and including the end-of-data line; never more from the stream.
+
+    A 20 MB message is held at most twice at any moment (issue 3): the data as read and one
+    copy being made of it (the "." line and a leading dot left out, then the unstuffed text),
+    each copy replacing the one before.
+    """
     # StreamReader.readuntil refuses to buffer more than its limit, which aiosmtpd sets to one
     # command line; raise it for the length of the data and put it back afterwards.
     saved = reader._limit  # type: ignore[attr-defined]
     reader._limit = size_limit + len(END_OF_DATA)  # type: ignore[attr-defined]
     try:
-        chunks, size = await _read_chunks(reader, size_limit)
+        stuffed = await _read_stuffed(reader, size_limit)
     finally:
         reader._limit = saved  # type: ignore[attr-defined]
-    if size > size_limit:
+    if stuffed is None:
         return Received(error=TOO_MUCH)
-    stuffed = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    chunks.clear()
-    stuffed = stuffed[: -len(_CHUNK_END)]  # the "." line; its CRLF before ends the last line
-    if _has_long_line(stuffed, line_limit):
+    end = len(stuffed) - len(_CHUNK_END)  # the "." line; its CRLF before ends the last line
+    if _has_long_line(stuffed, line_limit, end):
         return Received(error=TOO_LONG)
-    content = _unstuff(stuffed)
+    start = 1 if end > 0 and stuffed.startswith(b".") else 0  # the first line's first "."
+    with memoryview(stuffed) as view:
+        content = bytes(view[start:end])
+    del stuffed  # before the next copy
+    content = content.replace(b"\r\n.", b"\r\n")  # the same object when no line needs it
     if header_too_large(content):
         return Received(error=HEADER_TOO_LARGE)
     return Received(content=content)
@@ -67,9 +74,15 @@ def header_too_large(content: bytes, limit: int = MAX_HEADER_BYTES) -> bool:
     return content.find(b"\r\n\r\n", 0, limit + 4) == -1
 
 
-async def _read_chunks(reader: asyncio.StreamReader, size_limit: int) -> tuple[list[bytes], int]:
-    """The pieces of the data, each ending in ".\\r\\n", and the total size seen."""
-    chunks: list[bytes] = []
+async def _read_stuffed(reader: asyncio.StreamReader,
+                        size_limit: int) -> bytes | bytearray | None:
+    """The data as sent, ending in the "." line; None when it was over `size_limit` octets.
+
+    The stream is read up to each ".\\r\\n" in turn. The first piece (often the whole message) is
+    kept as it is; later pieces are added to one buffer, never kept as a list of small objects
+    (a message whose lines end in "." arrives as one piece per line).
+    """
+    stuffed: bytes | bytearray = b""
     size = 0
     tail = b"\r\n"  # the last bytes consumed so far: at first, the DATA command's CRLF
     while True:
@@ -78,51 +91,50 @@ async def _read_chunks(reader: asyncio.StreamReader, size_limit: int) -> tuple[l
         except asyncio.LimitOverrunError as exc:
             # Over the size limit with no end in sight: drop everything, keep reading.
             chunk = await reader.read(exc.consumed)
-            chunks.clear()
+            stuffed = b""
             size = max(size, size_limit) + len(chunk)
             tail = (tail + chunk[-4:])[-4:]
             continue
         except asyncio.IncompleteReadError:
             raise ConnectionResetError("connection closed during DATA") from None
         size += len(chunk)
-        if size <= size_limit:
-            chunks.append(chunk)
+        if size > size_limit:
+            stuffed = b""
+        elif not stuffed:
+            stuffed = chunk
         else:
-            chunks.clear()
+            if isinstance(stuffed, bytes):
+                stuffed = bytearray(stuffed)
+            stuffed += chunk
         window = (tail + chunk[-5:])[-5:]
         tail = window[-4:]
         if window == END_OF_DATA:
-            return chunks, size
+            return stuffed if size <= size_limit else None
 
 
-def _has_long_line(data: bytes, line_limit: int) -> bool:
-    """Whether a CRLF-delimited line, with its CRLF, is longer than `line_limit` octets.
+def _has_long_line(data: bytes | bytearray, line_limit: int, length: int) -> bool:
+    """Whether a CRLF-delimited line of `data[:length]`, with its CRLF, is longer than
+    `line_limit` octets.
 
     Such a line holds, whole, at least one block of `(line_limit - 1) // 2` octets (counted from
     the start) in which no CRLF begins; when every block has one, no line is long, and only a
     block without one sends us through the message line by line.
     """
     block = max(1, (line_limit - 1) // 2)
-    if all(data.find(b"\r\n", start, start + block + 1) != -1
-           for start in range(0, len(data) - block + 1, block)):
+    if all(data.find(b"\r\n", start, min(start + block + 1, length)) != -1
+           for start in range(0, length - block + 1, block)):
         return False
-    return _has_long_line_exact(data, line_limit)
+    return _has_long_line_exact(data, line_limit, length)
 
 
-def _has_long_line_exact(data: bytes, line_limit: int) -> bool:
+def _has_long_line_exact(data: bytes | bytearray, line_limit: int, length: int) -> bool:
     """`_has_long_line`, one line at a time."""
-    start, length = 0, len(data)
+    start = 0
     while start < length:
-        end = data.find(b"\r\n", start)
+        end = data.find(b"\r\n", start, length)
         end = length if end == -1 else end + 2
         if end - start > line_limit:
             return True
         start = end
     return False
 
-
-def _unstuff(data: bytes) -> bytes:
-    """Remove the first "." of every line (transparency, RFC 5321 section 4.5.2)."""
-    if data.startswith(b"."):
-        data = data[1:]
-    return data.replace(b"\r\n.", b"\r\n")

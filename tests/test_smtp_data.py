@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -64,6 +65,36 @@ async def test_oversize_is_dropped_while_streaming() -> None:
     assert received == Received(error=TOO_MUCH)
     assert reader._limit == 1001
     assert await reader.read() == NEXT
+
+
+@pytest.mark.parametrize("line", [
+    b"a sentence that ends with a full stop.\r\n",  # one piece per line off the stream
+    b".a line that starts with a dot, to be unstuffed\r\n",
+])
+async def test_reading_holds_the_message_at_most_twice(line: bytes) -> None:
+    """Reading 4 MB of DATA peaks at about twice the message (the data and one copy of it),
+    however many pieces it arrives in and whether or not it needs unstuffing."""
+    message = b"Subject: big\r\n\r\n" + line * (4 * 1024 * 1024 // len(line))
+    wire = message.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    reader = asyncio.StreamReader(limit=1001)
+
+    async def feed() -> None:
+        with memoryview(wire) as view:  # as a socket delivers it, copying nothing itself
+            for i in range(0, len(wire), 256 * 1024):
+                reader.feed_data(view[i:i + 256 * 1024])
+                await asyncio.sleep(0)  # let the reader run between pieces
+        reader.feed_eof()
+
+    tracemalloc.start()
+    try:
+        feeding = asyncio.create_task(feed())
+        received = await read_data(reader, 8 * 1024 * 1024, 1001)
+        await feeding
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert received.content == message
+    assert peak < 2.3 * len(message)
 
 
 # ---- differential: the block reader against stock aiosmtpd, over a real socket -------------

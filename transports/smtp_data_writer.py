@@ -8,17 +8,35 @@ normalising, and dot-stuffing (RFC 5321 section 4.5.2) is one `bytes.replace`, w
 message itself when no line starts with a dot. The bytes on the wire are exactly those
 `SMTP.data()` would send.
 
-`send_data` uses aiosmtplib's public interface only: `execute_command` for DATA and its 354, then
-the protocol's `write` and `read_response` for the content and the final reply. The caller must
-hold the connection alone for the transaction (the relay's pool lends each to one copy at a time).
+The content goes out in slices of `SLICE` octets, each written only when the transport has room
+for it again (asyncio's flow control: its buffer back under the low-water mark). The transport
+copies whatever the socket does not take at once into a buffer of its own, which would otherwise
+hold up to another copy of the message while a slow upstream reads it.
+
+`send_data` uses aiosmtplib's `execute_command` for DATA and its 354, then the protocol's `write`
+and `read_response` for the content and the final reply, and the protocol's flow control
+(`_drain_helper`, the waiter behind `StreamWriter.drain`) between slices. The caller must hold
+the connection alone for the transaction (the relay's pool lends each to one copy at a time).
+
+The upstream's reply cannot be missed: aiosmtplib drops what arrives while no reply is expected,
+and `read_response` marks a reply as expected when it starts; it is started before the first
+octet of the content is written, and its first step runs before the loop next polls the socket.
+A reply that comes while the content is still going out (an upstream refusing early, or closing)
+ends the transaction at once: the rest is not written, because the upstream would read it as
+commands, and the connection is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import aiosmtplib
+from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
 END_OF_DATA = b".\r\n"  # after the content's own final CRLF
+SLICE = 256 * 1024  # octets handed to the transport at a time
 
 
 def has_unsafe_bytes(data: bytes) -> bool:
@@ -40,10 +58,12 @@ async def send_data(smtp: aiosmtplib.SMTP, data: bytes) -> SMTPResponse:
     """DATA, the dot-stuffed content and the end-of-data line; the upstream's final reply.
 
     Raises like `SMTP.data()`: `SMTPDataError` when DATA is not answered 354 or the content not
-    250, `ValueError` for content that is not strictly CRLF-delimited (it would need the
-    normalising this module leaves out), and aiosmtplib's disconnection and timeout errors
-    (the connection is then closed, so it is never reused half-way through a transaction).
-    Each wait for a reply is bounded by the connection's own timeout, as in aiosmtplib.
+    250 (and for any reply that comes before the content was all sent), `ValueError` for
+    content that is not strictly CRLF-delimited (it would need the normalising this module
+    leaves out), and aiosmtplib's disconnection and timeout errors. After anything but a reply
+    to the whole content the connection is closed, so it is never reused half-way through a
+    transaction. Each wait (for the upstream to take a slice, for a reply) is bounded by the
+    connection's own timeout, as in aiosmtplib.
     """
     timeout = smtp.timeout
     if has_unsafe_bytes(data):
@@ -55,16 +75,62 @@ async def send_data(smtp: aiosmtplib.SMTP, data: bytes) -> SMTPResponse:
     protocol = smtp.protocol
     if protocol is None:
         raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    # Started before the first write: see the module's docstring.
+    reply = asyncio.ensure_future(protocol.read_response())
+    finished = False
     try:
-        # No await between the writes and read_response, which marks a reply as expected
-        # before anything can arrive: the upstream's reply cannot be missed.
-        protocol.write(stuffed)
-        protocol.write(END_OF_DATA)
+        sent_all = await _write_content(protocol, stuffed, reply, timeout)
         del stuffed
-        response = await protocol.read_response(timeout=timeout)
-    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
-        smtp.close()
-        raise
-    if response.code != aiosmtplib.SMTPStatus.completed:
+        try:
+            response = await asyncio.wait_for(reply, timeout)
+        except TimeoutError:
+            raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from None
+        finished = sent_all
+    finally:
+        if not finished:
+            _forget(reply)
+            smtp.close()
+    if response.code != aiosmtplib.SMTPStatus.completed or not sent_all:
         raise aiosmtplib.SMTPDataError(response.code, response.message)
     return response
+
+
+def _forget(reply: asyncio.Future[SMTPResponse]) -> None:
+    """Stop waiting for a reply nobody will read (its error, if any, counts as seen)."""
+    if reply.done():
+        if not reply.cancelled():
+            reply.exception()
+    else:
+        reply.cancel()
+
+
+async def _write_content(protocol: SMTPProtocol, stuffed: bytes,
+                         reply: asyncio.Future[SMTPResponse], seconds: float | None) -> bool:
+    """Write the content and the end-of-data line a slice at a time; False when the upstream
+    replied before all of it was written (the rest is then left unwritten)."""
+    for offset in range(0, len(stuffed), SLICE):
+        if offset and not await _taken(protocol, reply, seconds):
+            return False
+        protocol.write(stuffed[offset:offset + SLICE])  # the content itself when it is small
+    protocol.write(END_OF_DATA)
+    return True
+
+
+async def _taken(protocol: SMTPProtocol, reply: asyncio.Future[SMTPResponse],
+                 seconds: float | None) -> bool:
+    """Wait until the transport has room again; False when a reply came first."""
+    if reply.done():
+        return False
+    room = asyncio.ensure_future(protocol._drain_helper())  # done at once when not paused
+    waiters: set[asyncio.Future[Any]] = {room, reply}
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        room.cancel()
+    if not done:
+        raise aiosmtplib.SMTPTimeoutError("Timed out sending the message content")
+    if reply.done():
+        return False
+    if room.exception() is not None:  # the connection was lost
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    return True

@@ -113,6 +113,16 @@ async def test_mail_from_with_a_source_route_is_refused(gw: Harness) -> None:
     assert await gw.run(talk) == 553
 
 
+async def test_unreadable_paths_are_refused_not_deferred(gw: Harness) -> None:
+    """A path the parser cannot read at all (a lone "<") is a 553, not a "try later"."""
+
+    def talk() -> tuple[int, int]:
+        with gw.connect() as client:
+            return client.docmd("MAIL FROM:<")[0], client.docmd("MAIL FROM:<<>")[0]
+
+    assert await gw.run(talk) == (553, 553)
+
+
 async def test_header_only_addresses_never_become_recipients(gw: Harness) -> None:
     """To, Cc, Bcc and Resent-* addresses that are not in the envelope receive nothing."""
     outsiders = ["mum@example.org", "dad@example.net", "judge@nhs.net", "hidden@example.com",

@@ -103,6 +103,15 @@ class App:
             staff_personal=self.registry.staff_personal(),
         )
 
+    def snapshot_at_once(self, now: datetime) -> Snapshot | None:
+        """`snapshot(now)` when the registry can answer from memory without waiting
+        (`Registry.cached`), else None: then call `snapshot` in a worker thread."""
+        cached = self.registry.cached(now)
+        if cached is None:
+            return None
+        verified, staff_personal = cached
+        return Snapshot(now=now, verified=verified, staff_personal=staff_personal)
+
     def __enter__(self) -> App:
         return self
 

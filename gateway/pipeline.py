@@ -40,7 +40,7 @@ from gateway.metrics import Metrics
 from gateway.ratelimit import AuthThrottle
 from gateway.users import User, UserStore
 from policies import engine
-from policies.model import Action, Decision, Verdict
+from policies.model import Action, Decision, Snapshot, Verdict
 from transports.base import Copy, DeliveryResult, Outcome, Transport
 from transports.portal import PortalDelivery
 
@@ -159,7 +159,12 @@ async def check_recipient(services: Services, sender: str, address: str,
     app = services.app
     if verification.is_request_address(app.config, address):  # consumed at DATA (issue 4)
         return None
-    snapshot = await asyncio.to_thread(app.snapshot, services.clock())
+    now = services.clock()
+    # The registry's cached answer on the loop when it still holds; a worker thread to read
+    # the tables (or wait for a writer) only when it does not.
+    snapshot = app.snapshot_at_once(now)
+    if snapshot is None:
+        snapshot = await asyncio.to_thread(app.snapshot, now)
     decision = engine.decide_at_rcpt(sender, address, app.policy, snapshot)
     if decision is None or decision.action is not Action.BLOCK:
         return None
@@ -276,20 +281,44 @@ def check_header_from(submission: Submission) -> Reply | None:
     return None
 
 
+# A plain-text message up to this size is decided on the event loop: its classification is a
+# header parse and a few scans of at most this much text (well under a millisecond), less than
+# handing it to a worker thread costs. Anything else may hold attachments, whose reading can
+# take up to the content budget's seconds, so it is decided in a worker thread.
+INLINE_DECISION_BYTES = 64 * 1024
+
+
 async def decide(services: Services, submission: Submission) -> Decision:
-    """The policy decision, computed in a worker thread so the event loop stays responsive,
-    one message at a time (`Services.evaluations`)."""
+    """The policy decision: on the loop for a small plain-text message when the registry's
+    answer is in memory, else in a worker thread so the event loop stays responsive, one
+    message at a time (`Services.evaluations`)."""
     app = services.app
     now = services.clock()
 
-    def snapshot_and_evaluate() -> Decision:
+    def evaluate(snapshot: Snapshot) -> Decision:
         return engine.evaluate(
             submission.raw, submission.sender, submission.recipients, app.policy,
-            app.snapshot(now), time.monotonic, app.config.policy.multiple_external,
+            snapshot, time.monotonic, app.config.policy.multiple_external,
         )
 
+    if is_small_plain_text(submission.raw):
+        snapshot = app.snapshot_at_once(now)
+        if snapshot is not None:
+            return evaluate(snapshot)
     async with services.evaluations:
-        return await asyncio.to_thread(snapshot_and_evaluate)
+        return await asyncio.to_thread(lambda: evaluate(app.snapshot(now)))
+
+
+def is_small_plain_text(raw: bytes) -> bool:
+    """Whether `raw` is at most INLINE_DECISION_BYTES with one top-level Content-Type, and that
+    text/plain (or none, which means text/plain): nothing in it but text to read."""
+    if len(raw) > INLINE_DECISION_BYTES:
+        return False
+    types = [f for f in RawMessage.split_head(raw) if field_name(f) == "content-type"]
+    if len(types) > 1:
+        return False
+    return not types or types[0].partition(b":")[2].partition(b";")[0].strip().lower() \
+        == b"text/plain"
 
 
 async def record_decision(services: Services, decision: Decision, decision_id: str,
@@ -366,12 +395,13 @@ def describe_error(exc: BaseException) -> dict[str, str]:
 
 
 async def audit(services: Services, kind: str, **event: Any) -> None:
-    """One audit event, written in a worker thread (the store fsyncs) so the loop keeps serving.
+    """One audit event, awaited until it is committed (the store's writer thread fsyncs, so the
+    loop keeps serving; events recorded meanwhile share one commit).
 
     When the store cannot be written this raises, and the caller fails closed (451).
     Marks the current task (one SMTP connection) as having recorded an event (`EVENT_RECORDED`).
     """
-    await asyncio.to_thread(services.app.audit.record, kind, **event)
+    await services.app.audit.record_async(kind, **event)
     EVENT_RECORDED.set(True)
 
 

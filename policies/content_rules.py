@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
+import ahocorasick
+
 from policies.errors import PolicyError
 from policies.identifiers import compile_case_number_pattern, compile_cues
 
@@ -91,23 +93,32 @@ def normalised_slices(text: str, overlap_words: int,
         start = end
 
 
-def _phrase_pattern(phrase: str) -> re.Pattern[str]:
-    """A normalised phrase as a whole-word pattern that starts with its literal text.
-
-    The lookbehind follows the phrase (it looks back over the phrase and one character more), so
-    the regex engine searches for the literal at C speed instead of trying every position.
-    """
-    literal = re.escape(phrase)
-    return re.compile(rf"{literal}(?<![a-z0-9]{literal})(?![a-z0-9])")
+_WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 
 
 @dataclass(frozen=True)
 class CueMatcher:
-    """Which information types' phrases occur in a text, first in table order."""
+    """Which information types' phrases occur in a text, first in table order.
+
+    Every phrase is looked for in one pass over the text (Aho-Corasick, with pyahocorasick), so
+    the cost is the text's length however many phrases an organisation adds. A phrase counts
+    only as whole words: neither a letter nor a digit right before or after it.
+    """
 
     type_ids: tuple[str, ...]
-    phrases: tuple[tuple[re.Pattern[str], ...], ...]  # per type, in the order of type_ids
+    phrases: tuple[tuple[str, ...], ...]  # normalised, per type, in the order of type_ids
     max_words: int = 1  # words in the longest phrase
+    _automaton: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        automaton = ahocorasick.Automaton()
+        for index, phrases in enumerate(self.phrases):
+            for phrase in phrases:
+                if not automaton.exists(phrase):  # listed under two types: the first counts
+                    automaton.add_word(phrase, (index, len(phrase)))
+        if len(automaton):
+            automaton.make_automaton()
+        object.__setattr__(self, "_automaton", automaton)
 
     @classmethod
     def build(cls, types: tuple[InformationTypeCues, ...], kind: str) -> CueMatcher:
@@ -115,7 +126,7 @@ class CueMatcher:
                   for t in types]
         groups = [(type_id, phrases) for type_id, phrases in groups if phrases]
         return cls(tuple(type_id for type_id, _ in groups),
-                   tuple(tuple(map(_phrase_pattern, phrases)) for _, phrases in groups),
+                   tuple(phrases for _, phrases in groups),
                    max((len(p.split()) for _, phrases in groups for p in phrases), default=1))
 
     def first_type_in(self, texts: Iterable[str]) -> str | None:
@@ -126,17 +137,20 @@ class CueMatcher:
     def first_type(self, texts: Iterable[str]) -> str | None:
         """The type, first in table order, whose phrase occurs in any of the (normalised) texts.
 
-        Texts are read one at a time; in each, only types before the best found so far are
-        looked for, each phrase with one literal search.
+        Texts are read one at a time, each in one pass, stopping once the first type is found.
         """
         best = len(self.type_ids)
+        if not best:
+            return None
         for text in texts:
-            for index in range(best):
-                if any(pattern.search(text) for pattern in self.phrases[index]):
+            last = len(text) - 1
+            for end, (index, length) in self._automaton.iter(text):
+                start = end - length + 1
+                if index < best and (start == 0 or text[start - 1] not in _WORD_CHARS) and (
+                        end == last or text[end + 1] not in _WORD_CHARS):
                     best = index
-                    break
-            if best == 0:
-                break
+                    if best == 0:
+                        return self.type_ids[0]
         return self.type_ids[best] if best < len(self.type_ids) else None
 
 

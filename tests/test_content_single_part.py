@@ -7,6 +7,8 @@ messages, hostile ones included, and the sliced normalisation with the whole one
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -113,3 +115,39 @@ def test_slices_hold_every_word_in_order(text: str, size: int) -> None:
     """The slices, without their carried-over words, are the whole normalised text."""
     pieces = list(normalised_slices(text, 0, size))
     assert " ".join(p for p in pieces if p) == normalise_words(text)
+
+
+def reference_first_type(matcher: CueMatcher, texts: list[str]) -> str | None:
+    """The information type as one whole-word regex per phrase finds it, in table order."""
+    for type_id, phrases in zip(matcher.type_ids, matcher.phrases, strict=True):
+        for phrase in phrases:
+            pattern = re.compile(rf"(?<![a-z0-9]){re.escape(phrase)}(?![a-z0-9])")
+            if any(pattern.search(text) for text in texts):
+                return type_id
+    return None
+
+
+PHRASE_TEXT = st.lists(st.sampled_from(["court", "report", "reports", "to", "the", "care",
+                                        "plan", "letter", "newsletter", "letters", " ", "x1",
+                                        "courtreport", "caf\u00e9"]),
+                       max_size=30).map(" ".join)
+
+
+@given(st.lists(PHRASE_TEXT, max_size=3))
+def test_one_pass_phrase_search_agrees_with_a_regex_per_phrase(texts: list[str]) -> None:
+    """The Aho-Corasick search finds the same first type as a whole-word regex per phrase."""
+    normalised = [normalise_words(t) for t in texts]
+    assert MATCHER.first_type(normalised) == reference_first_type(MATCHER, normalised)
+    raw = [t.replace(" ", "-") for t in texts]  # whole-word rules hold on texts not normalised
+    assert MATCHER.first_type(raw) == reference_first_type(MATCHER, raw)
+
+
+def test_packaged_phrases_are_found_in_table_order() -> None:
+    """With the packaged tables, each type's own first phrase finds that type or an earlier one
+    (a phrase may also belong to an earlier type), and the search agrees with the reference."""
+    for matcher in (RULES.keyword_matcher, RULES.label_matcher):
+        for index, phrases in enumerate(matcher.phrases):
+            text = f"see the {phrases[0]} today"
+            found = matcher.first_type([text])
+            assert found == reference_first_type(matcher, [text])
+            assert found is not None and matcher.type_ids.index(found) <= index

@@ -151,6 +151,12 @@ def child(role: str, args: list[str]) -> None:
     if "--trace" in args:
         tracemalloc.start()
         args = [a for a in args if a != "--trace"]
+    if os.environ.get("CASEGATE_BENCH_PROFILE"):  # a cProfile dump of this process, on exit
+        import atexit
+        import cProfile
+        profiler = cProfile.Profile(time.process_time)
+        profiler.enable()
+        atexit.register(profiler.dump_stats, f"{os.environ['CASEGATE_BENCH_PROFILE']}.{role}")
     if role == "sink":
         asyncio.run(_serve_aiosmtpd(_Discard()))
     elif role == "bare":

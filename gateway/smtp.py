@@ -209,6 +209,7 @@ class GatewaySMTP(SMTP):
             return ""
         return certificate_fingerprint(self.transport.get_extra_info("ssl_object"))
 
+    @syntax("STARTTLS", when="tls_context")  # aiosmtpd's HELP lists only marked commands
     async def smtp_STARTTLS(self, arg: str) -> None:
         if self.is_tls:
             await self.push("554 5.5.1 Error: TLS already active")
@@ -279,6 +280,7 @@ class GatewaySMTP(SMTP):
                 return None, None
         return address, rest
 
+    @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
         if self.handler.services.throttle.is_locked(self.peer_ip):
             await self._lock_out()

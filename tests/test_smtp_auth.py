@@ -49,6 +49,21 @@ async def test_no_auth_and_no_mail_before_tls(gw: Harness) -> None:
     assert mail[0] == 530 and b"STARTTLS" in mail[1]
 
 
+async def test_help_lists_starttls_and_auth(gw: Harness) -> None:
+    """HELP names STARTTLS and AUTH with the other commands, and gives their syntax."""
+
+    def talk() -> tuple[tuple[int, bytes], tuple[int, bytes], tuple[int, bytes]]:
+        with gw.connect(tls=False, login=None) as client:
+            return client.docmd("HELP"), client.docmd("HELP", "AUTH"), client.docmd("HELP",
+                                                                                    "STARTTLS")
+
+    listing, auth, starttls = await gw.run(talk)
+    assert listing[0] == 250
+    assert {"AUTH", "STARTTLS", "DATA", "MAIL", "RCPT"} <= set(listing[1].decode().split())
+    assert auth == (250, b"Syntax: AUTH <mechanism>")
+    assert starttls == (250, b"Syntax: STARTTLS")
+
+
 async def test_tls_without_auth_is_not_a_relay(gw: Harness) -> None:
     """Inside TLS but without AUTH, a stranger cannot send: 530 at MAIL, nothing relayed."""
 

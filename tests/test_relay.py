@@ -132,14 +132,56 @@ async def test_auth_over_tls(server_cert: ServerCert, ledger: Ledger) -> None:
     assert refused.outcome is Outcome.TEMPORARY and len(sink.messages) == 1
 
 
-async def test_reuses_one_connection_with_rset(sink: Sink, relay: SmtpRelay) -> None:
-    """Several deliveries in a row travel over one connection, with RSET between them."""
+async def test_reuses_one_connection_without_rset_while_fresh(sink: Sink,
+                                                             relay: SmtpRelay) -> None:
+    """Deliveries in a row travel over one connection, one round trip each fewer: no RSET."""
     for n in range(5):
         result = await relay.deliver([copy(f"d{n}:0", f"r{n}@example.org")])
         assert result.ok
     assert len(sink.messages) == 5
     assert sink.connections == 1 and relay.connections_opened == 1
-    assert sink.stats.resets == 4
+    assert sink.stats.resets == 0
+
+
+async def test_connection_idle_longer_is_proved_alive_with_rset(sink: Sink,
+                                                               ledger: Ledger) -> None:
+    """Past `recheck_after` an idle connection gets an RSET before it is used again."""
+    relay = SmtpRelay(settings(sink), ledger, recheck_after=0.0)
+    for n in range(5):
+        assert (await relay.deliver([copy(f"d{n}:0", f"r{n}@example.org")])).ok
+    await relay.close()
+    assert sink.connections == 1 and sink.stats.resets == 4
+
+
+async def test_reused_connection_dead_at_mail_is_replaced_once(sink: Sink,
+                                                               relay: SmtpRelay) -> None:
+    """A pooled connection that died unnoticed fails at MAIL, before anything of the copy was
+    sent: the copy goes once, over a new connection, and is delivered."""
+    assert (await relay.deliver([copy("d1:0", "a@example.org")])).ok
+    sink.drop(Step.MAIL, times=1)
+    second = await relay.deliver([copy("d2:0", "b@example.org")])
+    assert second.ok
+    assert [m.rcpt_tos for m in sink.messages] == [("a@example.org",), ("b@example.org",)]
+    assert sink.connections == 2
+
+
+async def test_new_connection_dropped_at_mail_is_not_retried(sink: Sink,
+                                                             relay: SmtpRelay) -> None:
+    """On a connection just opened, a drop is the upstream's answer: TEMPORARY, no second try."""
+    sink.drop(Step.MAIL, times=1)
+    result = await relay.deliver([copy("d1:0", "a@example.org")])
+    assert result.outcome is Outcome.TEMPORARY and sink.messages == []
+    assert sink.connections == 1
+
+
+async def test_refused_data_leaves_the_connection_ready(sink: Sink, relay: SmtpRelay) -> None:
+    """After DATA is refused the transaction is reset, and the next copy uses the connection."""
+    sink.fail(Step.DATA, "451 4.3.0 try later", times=1)
+    first = await relay.deliver([copy("d1:0", "a@example.org")])
+    second = await relay.deliver([copy("d2:0", "b@example.org")])
+    assert first.outcome is Outcome.TEMPORARY and second.ok
+    assert sink.connections == 1 and sink.stats.resets == 1
+    assert [m.rcpt_tos for m in sink.messages] == [("b@example.org",)]
 
 
 async def test_pool_is_bounded(sink: Sink, ledger: Ledger) -> None:

@@ -20,8 +20,10 @@ import asyncio
 import ipaddress
 import re
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
@@ -40,6 +42,13 @@ log = structlog.get_logger("casegate.relay")
 # (quoted local parts, source routes, "%" and "!" routing, address literals, non-ASCII, spaces,
 # controls) is refused (SECURITY.md 8, as defence in depth behind the policy's own checks).
 _ADDRESS = re.compile(r"[A-Za-z0-9#$&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}")
+
+
+# A pooled connection idle for less than this is reused without an RSET first: the last
+# transaction on it ended cleanly, and an upstream that closed it meanwhile is noticed at MAIL,
+# before anything is sent (`SmtpRelay._transact` then uses another). One round trip less per
+# message; longer idle connections are still proved alive with an RSET.
+RECHECK_AFTER = 2.0
 
 
 class TlsMode(StrEnum):
@@ -123,8 +132,13 @@ class SmtpRelay:
         *,
         local_hostname: str = "casegate.localhost",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        recheck_after: float = RECHECK_AFTER,
     ) -> None:
-        """Check the settings (a `ValueError` names what is wrong); connect lazily."""
+        """Check the settings (a `ValueError` names what is wrong); connect lazily.
+
+        A pooled connection idle for less than `recheck_after` seconds is reused as it is; one
+        idle for longer is first proved alive with an RSET (see `_Pool`).
+        """
         try:
             mode = TlsMode(settings.tls)
         except ValueError:
@@ -143,7 +157,7 @@ class SmtpRelay:
         self._clock = clock
         self._tls = ssl_context if ssl_context is not None else tls_context_for(settings)
         self._local_hostname = local_hostname
-        self._pool = _Pool(self._connect, settings.pool_size, settings.timeout)
+        self._pool = _Pool(self._connect, settings.pool_size, settings.timeout, recheck_after)
 
     @property
     def connections_opened(self) -> int:
@@ -176,10 +190,22 @@ class SmtpRelay:
         return result
 
     async def _transact(self, copy: Copy, recipients: tuple[str, ...]) -> DeliveryResult:
-        """Borrow a connection and run the transaction; every failure becomes a result."""
+        """Borrow a connection and run the transaction; every failure becomes a result.
+
+        A connection reused without an RSET may have been closed by the upstream while it was
+        idle; if it fails before DATA (nothing of the copy was sent), the copy goes once more
+        over a connection that is proved alive.
+        """
         try:
-            async with self._pool.connection() as smtp:
-                return await _transaction(smtp, copy, recipients)
+            try:
+                async with self._pool.connection() as lease:
+                    return await _transaction(lease.smtp, copy, recipients)
+            except _NothingSent:
+                if not lease.unchecked:
+                    raise
+                log.info("relay.stale_connection", key=copy.key)
+                async with self._pool.connection(check=True) as lease:
+                    return await _transaction(lease.smtp, copy, recipients)
         except aiosmtplib.SMTPResponseException as exc:
             # Replies outside MAIL/RCPT/DATA (greeting, EHLO, STARTTLS, AUTH) say nothing about
             # this message: a misconfigured or unwell upstream is always worth a retry.
@@ -219,20 +245,24 @@ class SmtpRelay:
         return smtp
 
 
+class _NothingSent(aiosmtplib.SMTPServerDisconnected):
+    """The connection was lost at MAIL or RCPT: nothing of the copy reached the upstream."""
+
+
 async def _transaction(
     smtp: aiosmtplib.SMTP, copy: Copy, recipients: tuple[str, ...]
 ) -> DeliveryResult:
-    """MAIL, every RCPT, then DATA only if every recipient was accepted."""
+    """MAIL, every RCPT, then DATA only if every recipient was accepted.
+
+    However it ends without raising, no transaction is left open on the connection (a refusal
+    at RCPT or DATA is followed by RSET), so the pool may lend it again as it is.
+    """
     try:
-        await smtp.mail(copy.mail_from, options=_mail_options(smtp, copy.data))
-    except aiosmtplib.SMTPSenderRefused as exc:
-        return _refused(exc.code, f"upstream refused the sender with {exc.code}")
-    refused: list[tuple[str, int]] = []
-    for recipient in recipients:
-        try:
-            await smtp.rcpt(recipient)
-        except aiosmtplib.SMTPRecipientRefused as exc:
-            refused.append((recipient, exc.code))
+        refused = await _envelope(smtp, copy, recipients)
+    except aiosmtplib.SMTPServerDisconnected as exc:
+        raise _NothingSent(str(exc)) from exc
+    if isinstance(refused, DeliveryResult):
+        return refused
     if refused:
         await _reset_quietly(smtp)
         listing = ", ".join(f"{r} ({code})" for r, code in refused)
@@ -244,8 +274,25 @@ async def _transaction(
     try:
         await send_data(smtp, copy.data)
     except aiosmtplib.SMTPDataError as exc:
+        await _reset_quietly(smtp)  # DATA itself may have been refused, the envelope still open
         return _refused(exc.code, f"upstream refused the data with {exc.code}")
     return DeliveryResult(Outcome.DELIVERED, accepted=recipients)
+
+
+async def _envelope(smtp: aiosmtplib.SMTP, copy: Copy,
+                    recipients: tuple[str, ...]) -> DeliveryResult | list[tuple[str, int]]:
+    """MAIL and every RCPT: the sender's refusal as a result, else the refused recipients."""
+    try:
+        await smtp.mail(copy.mail_from, options=_mail_options(smtp, copy.data))
+    except aiosmtplib.SMTPSenderRefused as exc:
+        return _refused(exc.code, f"upstream refused the sender with {exc.code}")
+    refused: list[tuple[str, int]] = []
+    for recipient in recipients:
+        try:
+            await smtp.rcpt(recipient)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            refused.append((recipient, exc.code))
+    return refused
 
 
 def _mail_options(smtp: aiosmtplib.SMTP, data: bytes) -> list[str]:
@@ -298,58 +345,70 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class _Lease:
+    """A connection lent by the pool, and whether it was reused without proof it is alive."""
+
+    smtp: aiosmtplib.SMTP
+    unchecked: bool
+
+
 class _Pool:
-    """At most `size` connections in use; idle ones are RSET and reused, broken ones dropped."""
+    """At most `size` connections in use; idle ones are reused, broken ones dropped."""
 
     def __init__(
         self,
         connect: Callable[[], Awaitable[aiosmtplib.SMTP]],
         size: int,
         timeout: float,
+        recheck_after: float = RECHECK_AFTER,
     ) -> None:
         self._connect = connect
         self._slots = asyncio.Semaphore(size)
         self._timeout = timeout
-        self._idle: list[aiosmtplib.SMTP] = []
+        self._recheck_after = recheck_after
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []  # with when each was given back
         self.opened = 0
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[aiosmtplib.SMTP]:
-        """Lend a ready connection; it goes back to the pool only if the caller finished with
-        it still connected."""
+    async def connection(self, *, check: bool = False) -> AsyncIterator[_Lease]:
+        """Lend a ready connection (`check`: proved alive, or new); it goes back to the pool
+        only if the caller finished with it still connected."""
         async with asyncio.timeout(self._timeout):
             await self._slots.acquire()
-        smtp: aiosmtplib.SMTP | None = None
+        lease: _Lease | None = None
         finished = False
         try:
-            smtp = await self._ready()
-            yield smtp
+            lease = await self._ready(check)
+            yield lease
             finished = True
         finally:
-            if smtp is not None:
-                if finished and smtp.is_connected:
-                    self._idle.append(smtp)
+            if lease is not None:
+                if finished and lease.smtp.is_connected:
+                    self._idle.append((lease.smtp, time.monotonic()))
                 else:
-                    smtp.close()
+                    lease.smtp.close()
             self._slots.release()
 
-    async def _ready(self) -> aiosmtplib.SMTP:
+    async def _ready(self, check: bool) -> _Lease:
         while self._idle:
-            smtp = self._idle.pop()
+            smtp, since = self._idle.pop()
             if not smtp.is_connected:
                 continue
+            if not check and time.monotonic() - since < self._recheck_after:
+                return _Lease(smtp, unchecked=True)
             try:
-                await smtp.rset()  # between messages, and proof the connection still works
-                return smtp
+                await smtp.rset()  # proof the connection still works
+                return _Lease(smtp, unchecked=False)
             except (aiosmtplib.SMTPException, OSError):
                 smtp.close()
         smtp = await self._connect()
         self.opened += 1
-        return smtp
+        return _Lease(smtp, unchecked=False)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
-        for smtp in idle:
+        for smtp, _ in idle:
             try:
                 await smtp.quit()
             except (aiosmtplib.SMTPException, OSError):

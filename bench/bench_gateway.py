@@ -102,7 +102,7 @@ async def _serve_aiosmtpd(handler: object) -> None:
 
 async def _serve_gateway(upstream_port: int, data_dir: str) -> None:
     from gateway.app import App
-    from gateway.cli.serve import configure_logging
+    from gateway.cli.serve import configure_logging, settle_heap
     from gateway.server import start_gateway
 
     configure_logging()  # JSON lines, as `casegate serve` writes them
@@ -115,6 +115,7 @@ async def _serve_gateway(upstream_port: int, data_dir: str) -> None:
     app = App.open(config, Path(data_dir) / "data")
     seed_registry(app.registry)
     gateway = await start_gateway(app, http=False)
+    settle_heap()  # as `casegate serve` does
     await _announce_and_wait(gateway.smtp_port)
     await gateway.stop(drain_seconds=5)
     app.close()

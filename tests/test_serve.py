@@ -111,3 +111,16 @@ def test_init_writes_a_config_that_loads_as_the_defaults(tmp_path: Path) -> None
     assert load_config(path).smtp == Config().smtp
     again = _casegate("init", "casegate.toml", cwd=tmp_path)
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_settle_heap_freezes_what_start_up_built() -> None:
+    """After start-up the long-lived objects are frozen out of full collections."""
+    import gc
+
+    from gateway.cli.serve import settle_heap
+
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # the rest of the test run collects as usual

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -73,6 +74,14 @@ def configure_logging() -> None:
     logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
+def settle_heap() -> None:
+    """Move what start-up built (policy, patterns, keys, caches) out of the garbage collector's
+    way: it lives as long as the process, and each full collection would scan it again (tens of
+    milliseconds of pause with a large registry)."""
+    gc.collect()
+    gc.freeze()
+
+
 def _with_flags(app: App, args: argparse.Namespace) -> Config:
     config = app.config
     smtp, http, upstream = config.smtp, config.http, config.upstream
@@ -96,6 +105,7 @@ def _with_flags(app: App, args: argparse.Namespace) -> Config:
 async def serve(app: App, tls_port: int | None) -> None:
     """Start, print where everything is, wait for a stop signal, drain."""
     gateway = await start_gateway(app, implicit_tls_port=tls_port)
+    settle_heap()
     config = app.config
     log = structlog.get_logger("casegate.serve")
     log.info("listening", service="smtp", host=config.smtp.host, port=gateway.smtp_port,

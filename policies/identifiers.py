@@ -345,13 +345,57 @@ def _cue_before(text: str, start: int, cues: re.Pattern[str]) -> bool:
 _LONGEST_CUE = 40  # characters: a cue longer than this is not looked for in full
 
 
+# The last three letters of each month name, and the names ending in them (lower case).
+_MONTHS_BY_ENDING: dict[str, tuple[str, ...]] = {}
+for _name in _MONTHS:
+    _MONTHS_BY_ENDING[_name[-3:]] = (*_MONTHS_BY_ENDING.get(_name[-3:], ()), _name)
+
+
+def find_dates(text: str) -> Iterator[re.Match[str]]:
+    """`_DATE_PATTERN.finditer(text)`, trying the pattern only where a date can start.
+
+    In ASCII text a date starts either at the first digit of a run of digits (the day or the
+    year), or at a month name that is followed, through an optional "." and white space, by a
+    run of digits; the pattern is matched at those places only, in order, each after the end
+    of the date before, which is what `finditer` does with every position. Other text is
+    searched in full.
+    """
+    if not text.isascii():
+        yield from _DATE_PATTERN.finditer(text)
+        return
+    end = 0
+    for start in sorted(_date_starts(text)):
+        if start < end:
+            continue
+        match = _DATE_PATTERN.match(text, start)  # its lookbehind sees the text before `start`
+        if match is not None:
+            yield match
+            end = match.end()
+
+
+def _date_starts(text: str) -> Iterator[int]:
+    """Where a date may start in ASCII text: every run of digits, and before some, a month."""
+    for first, _ in _digit_runs(text, 0):
+        yield first
+        word_end = first
+        while word_end > 0 and text[word_end - 1].isspace():
+            word_end -= 1
+        if word_end == first:
+            continue  # no white space before the digits: no month name can lead to them
+        if word_end > 0 and text[word_end - 1] == ".":
+            word_end -= 1
+        for name in _MONTHS_BY_ENDING.get(text[max(0, word_end - 3):word_end].lower(), ()):
+            if word_end >= len(name):
+                yield word_end - len(name)
+
+
 def has_date_of_birth(text: str, cues: re.Pattern[str]) -> bool:
     """Whether a real date follows a cue such as "DOB", "date of birth" or "born" closely.
 
     A date on its own is not a date of birth: hearing dates and letter dates are everywhere.
     Dates are found first (few, in most text), then a cue is looked for just before each.
     """
-    return _any_valid(_DATE_PATTERN.finditer(text),
+    return _any_valid(find_dates(text),
                       lambda m: _is_real_date(m) and _cue_before(text, m.start(), cues))
 
 

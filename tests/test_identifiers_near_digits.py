@@ -86,3 +86,36 @@ def test_ni_numbers_found_as_by_a_full_search(text: str) -> None:
     full = any(m.group(1).upper() not in identifiers._NINO_UNALLOCATED_PREFIXES
                for m in identifiers._NINO.finditer(text))
     assert identifiers.has_ni_number(text) == full
+
+
+DATE_PIECES = ["3", "03", "14", "2015", "15", "123", "/", "-", ".", ",", " ", "  ", "\t", "\r\n",
+               "\x0b", "\x1c", "st", "nd", "th", "Jan", "january", "SEPT", "Sep", "september",
+               "Mar.", "may", "Dec", "x", "ref", "DOB", "born", "(", "o"]
+
+
+@given(st.lists(st.sampled_from(DATE_PIECES), max_size=40).map("".join))
+def test_dates_found_where_they_can_start_are_those_of_a_full_search(text: str) -> None:
+    """Dates tried only at digit runs and month names before them: the same matches."""
+    found = [(m.span(), m.group(0)) for m in identifiers.find_dates(text)]
+    assert found == [(m.span(), m.group(0)) for m in identifiers._DATE_PATTERN.finditer(text)]
+
+
+@given(st.lists(st.sampled_from([*DATE_PIECES, "\u00e9", "\u0663", "\u017fept"]), max_size=30)
+       .map("".join))
+def test_dates_in_non_ascii_text_are_searched_in_full(text: str) -> None:
+    """Text that is not ASCII (other digits, letters that match month names) gets the full
+    search, with the same answer."""
+    found = [m.span() for m in identifiers.find_dates(text)]
+    assert found == [m.span() for m in identifiers._DATE_PATTERN.finditer(text)]
+
+
+@pytest.mark.parametrize("text", [
+    "born Sept. 3rd, 2015 in Leeds", "DOB: 3 September 2015", "on Mar.\t14,  2015 at 10",
+    "x3 May 2015", "Jan 3 2015 and 2015-01-03 and 03/01/15", "ref 123/04/2015",
+    "december\x1c1, 1999", "Sep  31 2015", "2015-1-3.", "1st jan\r\n2020",
+])
+def test_month_and_number_forms_found_as_by_a_full_search(text: str) -> None:
+    """Each written form of a date: the same matches, at the same places."""
+    found = [m.span() for m in identifiers.find_dates(text)]
+    expected = [m.span() for m in identifiers._DATE_PATTERN.finditer(text)]
+    assert found == expected and (expected or text.startswith(("x3", "ref")))

@@ -364,7 +364,7 @@ def find_dates(text: str) -> Iterator[re.Match[str]]:
         yield from _DATE_PATTERN.finditer(text)
         return
     end = 0
-    for start in sorted(_date_starts(text)):
+    for start in _date_starts(text):
         if start < end:
             continue
         match = _DATE_PATTERN.match(text, start)  # its lookbehind sees the text before `start`
@@ -374,19 +374,19 @@ def find_dates(text: str) -> Iterator[re.Match[str]]:
 
 
 def _date_starts(text: str) -> Iterator[int]:
-    """Where a date may start in ASCII text: every run of digits, and before some, a month."""
+    """Where a date may start in ASCII text, in increasing order: before each run of digits
+    the month names that could lead to it, then the run itself. (A month name before a run
+    lies after the run before it: digits are neither letters nor white space.)"""
     for first, _ in _digit_runs(text, 0):
-        yield first
         word_end = first
         while word_end > 0 and text[word_end - 1].isspace():
             word_end -= 1
-        if word_end == first:
-            continue  # no white space before the digits: no month name can lead to them
-        if word_end > 0 and text[word_end - 1] == ".":
-            word_end -= 1
-        for name in _MONTHS_BY_ENDING.get(text[max(0, word_end - 3):word_end].lower(), ()):
-            if word_end >= len(name):
-                yield word_end - len(name)
+        if word_end < first:  # white space before the digits: a month name may lead to them
+            if word_end > 0 and text[word_end - 1] == ".":
+                word_end -= 1
+            names = _MONTHS_BY_ENDING.get(text[max(0, word_end - 3):word_end].lower(), ())
+            yield from sorted({word_end - len(n) for n in names if len(n) <= word_end})
+        yield first
 
 
 def has_date_of_birth(text: str, cues: re.Pattern[str]) -> bool:

@@ -117,13 +117,16 @@ def outgoing_copies(
     decision_id: str,
     override_header: str = DEFAULT_OVERRIDE_HEADER,
     subject_tag: str = DEFAULT_SUBJECT_TAG,
+    *,
+    split: RawMessage | None = None,
 ) -> tuple[tuple[Copy, ...], tuple[Copy, ...]]:
     """The plain copies and the encrypted (portal) copies that carry out `decision`.
 
-    The submitted message is split and cleaned once for both; `override_header` (consumed by
-    the engine) is stripped.
+    The submitted message is split (unless the caller has: `split`, of these same bytes) and
+    cleaned once for both; `override_header` (consumed by the engine) is stripped.
     """
-    message = _outgoing(raw, override_header, subject_tag)
+    message = _outgoing(split if split is not None else RawMessage.split(raw), override_header,
+                        subject_tag)
     trace = header_field(TRACE_HEADER, decision_id)
     return _plain(raw, decision, message, trace), _sealed(raw, decision, message, trace)
 
@@ -177,9 +180,9 @@ def _sealed(raw: bytes, decision: Decision, message: RawMessage, trace: bytes) -
     return tuple(copies)
 
 
-def _outgoing(raw: bytes, override_header: str, subject_tag: str) -> RawMessage:
+def _outgoing(submitted: RawMessage, override_header: str, subject_tag: str) -> RawMessage:
     """The submitted message minus what never leaves (Bcc, overrides, a forged trace)."""
-    message = RawMessage.split(raw).without(NEVER_LEAVE | {override_header.lower()})
+    message = submitted.without(NEVER_LEAVE | {override_header.lower()})
     if not subject_tag:
         return message
     return message.replacing("subject", lambda f: without_override_tags(f, subject_tag))

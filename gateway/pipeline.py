@@ -13,6 +13,7 @@ closed). Logs and audit events carry metadata only, never the subject or the bod
 from __future__ import annotations
 
 import asyncio
+import functools
 import textwrap
 import time
 import traceback
@@ -101,6 +102,15 @@ class Submission:
     raw: bytes  # CRLF line endings, dot-unstuffed: exactly what gets classified
     user: User | None  # None: a trusted relay peer submitted it
     peer: str
+
+    @functools.cached_property
+    def split(self) -> RawMessage:
+        """The raw header fields and the body, cut once for every stage that reads them."""
+        return RawMessage.split(self.raw)
+
+    def fields_named(self, name: str) -> list[bytes]:
+        """The raw header fields called `name` (lower-case)."""
+        return [f for f in self.split.fields if field_name(f) == name]
 
 
 @dataclass
@@ -225,7 +235,8 @@ async def _stages(services: Services, submission: Submission) -> Reply:
     content = services.app.policy.content
     try:
         plain, sealed = outgoing_copies(submission.raw, decision, decision_id,
-                                        content.override_header, content.override_subject_tag)
+                                        content.override_header, content.override_subject_tag,
+                                        split=submission.split)
     except HeaderError:
         await audit(services, "refusal", rule="malformed-message", sender=decision.sender,
                     recipients=list(submission.recipients), decision_id=decision_id,
@@ -273,7 +284,7 @@ def check_header_from(submission: Submission) -> Reply | None:
     """The header From, like MAIL FROM, must be the login's own address or a send-as one."""
     if submission.user is None:
         return None  # a trusted relay peer has done its own sender checks
-    values = [f for f in RawMessage.split_head(submission.raw) if field_name(f) == "from"]
+    values = submission.fields_named("from")
     address = _single_address(values[0]) if len(values) == 1 else None
     if address is None or not submission.user.may_send_as(address):
         return Reply.of(550, "5.7.1", "The From header must be your own address or one you may "
@@ -301,7 +312,7 @@ async def decide(services: Services, submission: Submission) -> Decision:
             snapshot, time.monotonic, app.config.policy.multiple_external,
         )
 
-    if is_small_plain_text(submission.raw):
+    if is_small_plain_text(submission):
         snapshot = app.snapshot_at_once(now)
         if snapshot is not None:
             return evaluate(snapshot)
@@ -309,12 +320,12 @@ async def decide(services: Services, submission: Submission) -> Decision:
         return await asyncio.to_thread(lambda: evaluate(app.snapshot(now)))
 
 
-def is_small_plain_text(raw: bytes) -> bool:
-    """Whether `raw` is at most INLINE_DECISION_BYTES with one top-level Content-Type, and that
-    text/plain (or none, which means text/plain): nothing in it but text to read."""
-    if len(raw) > INLINE_DECISION_BYTES:
+def is_small_plain_text(submission: Submission) -> bool:
+    """Whether the message is at most INLINE_DECISION_BYTES with one top-level Content-Type, and
+    that text/plain (or none, which means text/plain): nothing in it but text to read."""
+    if len(submission.raw) > INLINE_DECISION_BYTES:
         return False
-    types = [f for f in RawMessage.split_head(raw) if field_name(f) == "content-type"]
+    types = submission.fields_named("content-type")
     if len(types) > 1:
         return False
     return not types or types[0].partition(b":")[2].partition(b";")[0].strip().lower() \

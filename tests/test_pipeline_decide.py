@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.pipeline import INLINE_DECISION_BYTES, is_small_plain_text
+from gateway.pipeline import INLINE_DECISION_BYTES, Submission, is_small_plain_text
 from policies.model import Role
 from tests.gateway_harness import STAFF, Harness, message, running_gateway
 from tests.sink import Sink
@@ -21,6 +21,11 @@ from verification.registry import Registry
 
 CASE = "FD24P01234"
 HEAD = b"From: a@cafcass.gov.uk\r\nSubject: x\r\n"
+
+
+def submitted(raw: bytes) -> Submission:
+    return Submission(sender=STAFF, recipients=("a@cafcass.gov.uk",), raw=raw, user=None,
+                      peer="127.0.0.1")
 
 
 @pytest.mark.parametrize(("raw", "small_plain"), [
@@ -36,7 +41,7 @@ HEAD = b"From: a@cafcass.gov.uk\r\nSubject: x\r\n"
 ])
 def test_which_messages_are_decided_on_the_loop(raw: bytes, small_plain: bool) -> None:
     """Only one text/plain part within the size limit; anything else goes to a thread."""
-    assert is_small_plain_text(raw) is small_plain
+    assert is_small_plain_text(submitted(raw)) is small_plain
 
 
 @pytest.fixture
@@ -49,7 +54,7 @@ async def test_a_decision_on_the_loop_sees_another_process_verify(gw: Harness) -
     """Refused while unverified; verified by another connection (as the CLI does); sent."""
     rcpts = ["officer@cjsm.net"]
     data = message(to=rcpts, body=f"About case {CASE}: the hearing is on Monday.")
-    assert is_small_plain_text(data)
+    assert is_small_plain_text(submitted(data))
     with pytest.raises(smtplib.SMTPDataError) as refused:
         await gw.run(gw.send, STAFF, rcpts, data)
     assert refused.value.smtp_code == 550 and gw.sink.messages == []

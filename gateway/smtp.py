@@ -81,6 +81,15 @@ def plain_path(arg: str, local_part_limit: int) -> tuple[str | None, str | None]
     return address, rest
 
 
+# aiosmtpd's own refusals that a policy rule explains: (what was wrong, the rule whose sentence
+# tells the sender what to do instead). A path `_getaddr` will not read plainly is one.
+EXPLAINED_BY_RULE: dict[str, tuple[str, str]] = {
+    "553 5.1.3 Error: malformed address": (
+        "The address is not written plainly as <name@domain> (a route, a comment or broken "
+        "syntax).", "invalid-address"),
+}
+
+
 class GatewaySMTP(SMTP):
     """One SMTP connection. `implicit_tls`: the listening socket is TLS from the first byte."""
 
@@ -137,18 +146,31 @@ class GatewaySMTP(SMTP):
             await self._audit_suppressed_refusals()
 
     async def push(self, status: AnyStr) -> None:
-        """Send a reply; a 4xx/5xx no pipeline step has audited becomes a protocol refusal."""
+        """Send a reply; a 4xx/5xx no pipeline step has audited becomes a protocol refusal.
+
+        A refusal of aiosmtpd's own that a policy rule explains (`EXPLAINED_BY_RULE`) goes out
+        with the rule's sentence, and its event names the rule.
+        """
         text = status if isinstance(status, str) else status.decode("ascii", "replace")
         code, enhanced = reply_codes(text)
+        explained = EXPLAINED_BY_RULE.get(text)
+        if explained is not None:
+            problem, rule_id = explained
+            rule = self.handler.services.app.policy.rule(rule_id)
+            text = Reply.of(code, enhanced, problem, rule.sentence).render()
         audited = pipeline.EVENT_RECORDED.get()
         recorded = True
         if code >= 400 and not audited and self._refusals.take():
             recorded = await self._audit_safely(
                 "protocol-refusal", verb=self._verb or "unknown", reply=str(code),
                 enhanced=enhanced, tls=self.is_tls,
+                **({"rule": explained[1]} if explained is not None else {}),
             )
         pipeline.EVENT_RECORDED.set(False)  # the next reply needs its own event
-        await super().push(status)
+        if explained is not None:
+            await super().push(text)
+        else:
+            await super().push(status)
         if not recorded:  # fail closed: a refusal that cannot be audited ends the connection
             self._close()
 

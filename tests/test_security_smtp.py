@@ -123,6 +123,23 @@ async def test_unreadable_paths_are_refused_not_deferred(gw: Harness) -> None:
     assert await gw.run(talk) == (553, 553)
 
 
+async def test_malformed_path_refusal_says_what_to_do_and_names_the_rule(gw: Harness) -> None:
+    """The 553 for a disguised path carries the invalid-address rule's sentence, and its audit
+    event names the rule (with the rule's citation)."""
+
+    def talk() -> tuple[int, bytes]:
+        with gw.connect() as client:
+            return client.docmd(f"MAIL FROM:<@evil.example:{STAFF}>")
+
+    code, text = await gw.run(talk)
+    rule = gw.app.policy.rule("invalid-address")
+    assert code == 553 and text.startswith(b"5.1.3 ")
+    assert rule.sentence.split(".")[0].encode() in text.replace(b"\n5.1.3 ", b" ")
+    events = [e for e in gw.app.audit.iterate(EventFilter()) if e.kind == "protocol-refusal"]
+    assert events and events[-1].rule == "invalid-address"
+    assert events[-1].citation == rule.citation
+
+
 async def test_header_only_addresses_never_become_recipients(gw: Harness) -> None:
     """To, Cc, Bcc and Resent-* addresses that are not in the envelope receive nothing."""
     outsiders = ["mum@example.org", "dad@example.net", "judge@nhs.net", "hidden@example.com",

@@ -39,9 +39,7 @@ def find_case_numbers(text: str, pattern: re.Pattern[str]) -> Iterator[str]:
     does), only the stretches of text around digits are searched (`digit_anchored`); the
     matches are the same as `pattern.finditer(text)`'s.
     """
-    width = digit_anchored(pattern)
-    matches = pattern.finditer(text) if width is None else near_digits(text, pattern, width)
-    for match in matches:
+    for match in anchored_finditer(text, pattern):
         yield re.sub(r"\s+", "", match.group(0)).upper()
 
 
@@ -81,6 +79,12 @@ def has_digit(text: str) -> bool:
 _SCAN_SLICE = 1 << 18
 _ASCII_DIGIT_MAP = bytes.maketrans(
     bytes(range(256)), bytes(0x30 if 0x30 <= c <= 0x39 else 0x2E for c in range(256)))
+
+
+def anchored_finditer(text: str, pattern: re.Pattern[str]) -> Iterator[re.Match[str]]:
+    """`pattern.finditer(text)`, near digits only when `digit_anchored` allows it."""
+    width = digit_anchored(pattern)
+    return pattern.finditer(text) if width is None else near_digits(text, pattern, width)
 
 
 def near_digits(text: str, pattern: re.Pattern[str], width: int) -> Iterator[re.Match[str]]:
@@ -252,9 +256,8 @@ def ni_number_valid(value: str) -> bool:
 
 def has_ni_number(text: str) -> bool:
     """Whether the text holds a National Insurance number (spaced in pairs or not)."""
-    width = digit_anchored(_NINO)
-    matches = _NINO.finditer(text) if width is None else near_digits(text, _NINO, width)
-    return any(m.group(1).upper() not in _NINO_UNALLOCATED_PREFIXES for m in matches)
+    return any(m.group(1).upper() not in _NINO_UNALLOCATED_PREFIXES
+               for m in anchored_finditer(text, _NINO))
 
 
 # --- PNC id: YY/NNNNNNN + check letter ---------------------------------------------------

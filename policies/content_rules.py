@@ -107,10 +107,12 @@ class CueMatcher:
 
     type_ids: tuple[str, ...]
     phrases: tuple[tuple[str, ...], ...]  # normalised, per type, in the order of type_ids
-    max_words: int = 1  # words in the longest phrase
+    max_words: int = field(init=False, compare=False)  # words in the longest phrase
     _automaton: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "max_words", max(
+            (len(p.split()) for phrases in self.phrases for p in phrases), default=1))
         automaton = ahocorasick.Automaton()
         for index, phrases in enumerate(self.phrases):
             for phrase in phrases:
@@ -126,8 +128,7 @@ class CueMatcher:
                   for t in types]
         groups = [(type_id, phrases) for type_id, phrases in groups if phrases]
         return cls(tuple(type_id for type_id, _ in groups),
-                   tuple(phrases for _, phrases in groups),
-                   max((len(p.split()) for _, phrases in groups for p in phrases), default=1))
+                   tuple(phrases for _, phrases in groups))
 
     def first_type_in(self, texts: Iterable[str]) -> str | None:
         """`first_type` of texts not yet normalised, each read in slices (`normalised_slices`)."""

@@ -9,9 +9,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from gateway.cli.common import UsageError, add_common, open_app
 from gateway.users import User, UserError, UserRole
+
+if TYPE_CHECKING:
+    from gateway.app import App
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,20 +71,25 @@ def describe(user: User) -> str:
     return f"{user.address}\t{roles}\t{send_as}\t{state}{manager}"
 
 
+@contextmanager
+def changing_users(args: argparse.Namespace) -> Iterator[App]:
+    """The App for one change to the accounts; a refused change is a usage error (exit 2)."""
+    with open_app(args) as app:
+        try:
+            yield app
+        except UserError as exc:
+            raise UsageError(str(exc)) from None
+
+
 def run_add(args: argparse.Namespace) -> int:
     password = read_password()
     roles = tuple(UserRole(r) for r in args.role) or (UserRole.STAFF,)
-    app = open_app(args)
-    try:
+    with changing_users(args) as app:
         user = app.users.add(args.address, password, roles=roles, send_as=tuple(args.send_as),
                              manager=args.manager)
         app.audit.record("user-added", sender=user.address,
                          roles=[r.value for r in user.roles], send_as=list(user.send_as),
                          manager=user.manager)
-    except UserError as exc:
-        raise UsageError(str(exc)) from None
-    finally:
-        app.close()
     print(f"added {describe(user)}")
     return 0
 
@@ -92,26 +103,16 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_disable(args: argparse.Namespace) -> int:
-    app = open_app(args)
-    try:
+    with changing_users(args) as app:
         user = app.users.disable(args.address)
         app.audit.record("user-disabled", sender=user.address)
-    except UserError as exc:
-        raise UsageError(str(exc)) from None
-    finally:
-        app.close()
     print(f"disabled {user.address}")
     return 0
 
 
 def run_set_manager(args: argparse.Namespace) -> int:
-    app = open_app(args)
-    try:
+    with changing_users(args) as app:
         user = app.users.set_manager(args.address, args.manager)
         app.audit.record("user-manager-set", sender=user.address, manager=user.manager)
-    except UserError as exc:
-        raise UsageError(str(exc)) from None
-    finally:
-        app.close()
     print(f"{user.address}: manager {user.manager or 'cleared'}")
     return 0

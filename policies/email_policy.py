@@ -19,6 +19,10 @@ from typing import Any
 
 MAX_REMEMBERED_VALUE = 998  # RFC 5322's line length limit, without the CRLF
 
+# The class HeaderRegistry makes for each header type: the stdlib makes a new one (with
+# `type()`) on every parse, which cost as much as parsing a short header.
+_CLASSES: dict[tuple[type, type], type] = {}
+
 
 class _RememberingRegistry(HeaderRegistry):
     """The default header registry, remembering each (name, value) it parsed."""
@@ -26,6 +30,13 @@ class _RememberingRegistry(HeaderRegistry):
     def __init__(self) -> None:
         super().__init__()
         self._parsed: dict[tuple[str, str], BaseHeader] = {}
+
+    def __getitem__(self, name: str) -> type:
+        specific = self.registry.get(name.lower(), self.default_class)
+        made = _CLASSES.get((specific, self.base_class))
+        if made is None:
+            made = _CLASSES[specific, self.base_class] = super().__getitem__(name)
+        return made
 
     def __call__(self, name: str, value: str) -> Any:
         if len(value) > MAX_REMEMBERED_VALUE:

@@ -261,7 +261,7 @@ def _read_attachment(part: EmailMessage, data: bytes, rules: ContentRules, clock
 
 def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
            reading: _Reading) -> MessageFacts:
-    headers = header_signals.Headers.of(message)
+    headers = header_signals.Headers.of(message, rules.read_headers)
     texts = [_Text(_Source.SUBJECT, " ".join(headers.get("Subject"))), *reading.texts]
     malformed = list(reading.malformed)
     if headers.has_line_break():

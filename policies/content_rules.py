@@ -196,8 +196,13 @@ class ContentRules:
     date_of_birth_regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
     label_matcher: CueMatcher = field(init=False, repr=False, compare=False)
     keyword_matcher: CueMatcher = field(init=False, repr=False, compare=False)
+    read_headers: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "read_headers", frozenset(name.lower() for name in (
+            "Subject", "From", *self.classification_headers, self.override_header,
+            self.markings.sensitivity_header, *self.markings.label_headers,
+            *self.markings.marking_headers, *(signal.header for signal in self.auto_forward))))
         object.__setattr__(self, "label_matcher",
                            CueMatcher.build(self.information_types, "labels"))
         object.__setattr__(self, "keyword_matcher",

@@ -8,7 +8,7 @@ Header values are read through the stdlib's header registry (policy.default), ne
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from functools import lru_cache
@@ -24,29 +24,54 @@ _PURVIEW_NAME = re.compile(r"MSIP_Label_[^;=]*_Name=([^;]*)", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Headers:
-    """A message's top-level headers, decoded once: lower-cased name -> values, in order."""
+    """The top-level headers the classifier reads, decoded once: lower-cased name -> values,
+    in order; and whether any header at all decodes to a value with a line break."""
 
     values: Mapping[str, tuple[str, ...]]
     display_name: str  # of the first From address, or ""
+    line_break: bool
 
     @classmethod
-    def of(cls, message: EmailMessage) -> Headers:
+    def of(cls, message: EmailMessage, read: Collection[str]) -> Headers:
+        """The headers named in `read` (lower-cased), decoded. Every other header is decoded
+        only when its value could decode to something with a line break in it (parsing an
+        address list costs more than the rest of classifying a short message)."""
         collected: dict[str, list[str]] = {}
         display_name = ""
-        for name, value in message.items():
-            collected.setdefault(name.lower(), []).append(str(value))
+        line_break = False
+        for name, raw in message.raw_items():
+            key = name.lower()
+            if key not in read and not may_decode_to_line_break(raw):
+                continue
+            value = message.policy.header_fetch_parse(name, raw)
+            text = str(value)
+            line_break = line_break or "\r" in text or "\n" in text
+            if key not in read:
+                continue
+            collected.setdefault(key, []).append(text)
             addresses = getattr(value, "addresses", ())
-            if name.lower() == "from" and addresses and not display_name:
+            if key == "from" and addresses and not display_name:
                 display_name = addresses[0].display_name
-        return cls({k: tuple(v) for k, v in collected.items()}, display_name)
+        return cls({k: tuple(v) for k, v in collected.items()}, display_name, line_break)
 
     def get(self, name: str) -> tuple[str, ...]:
-        """Every value of a header, decoded, as text."""
+        """Every value of a header, decoded, as text (only the headers this was made to read)."""
         return self.values.get(name.lower(), ())
 
     def has_line_break(self) -> bool:
         """Whether a decoded value carries CR or LF (CVE-2024-6923: refuse, never relay)."""
-        return any("\r" in v or "\n" in v for vs in self.values.values() for v in vs)
+        return self.line_break
+
+
+def may_decode_to_line_break(raw: str) -> bool:
+    """Whether the header registry could decode this raw value to text with CR or LF in it.
+
+    Folding is undone before decoding (every CR and LF of the raw value is dropped), so a line
+    break can only come from decoding: an RFC 2047 encoded word ("=?"), or an RFC 2231
+    parameter ("name*=", percent-escapes, or a charset such as UTF-7 that spells CR in plain
+    letters). A value with none of these three marks cannot decode to a line break.
+    """
+    return "=?" in raw or "*" in raw or "%" in raw
 
 
 @dataclass(frozen=True)

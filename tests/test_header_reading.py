@@ -10,13 +10,14 @@ import pytest
 from policies import email_policy
 from policies.content import classify_message
 from policies.header_signals import may_decode_to_line_break
+from policies.model import MessageFacts
 from tests.fixtures_content import SteppingClock, default_rules
 
 RULES = default_rules()
 HEAD = b"From: Jo Bloggs <jo.bloggs@cafcass.gov.uk>\r\nSubject: Update\r\nMIME-Version: 1.0\r\n"
 
 
-def classify(extra: bytes):  # type: ignore[no-untyped-def]
+def classify(extra: bytes) -> MessageFacts:
     raw = HEAD + extra + b"Content-Type: text/plain\r\n\r\nTeam meeting moved to 3pm.\r\n"
     return classify_message(raw, RULES, SteppingClock())
 

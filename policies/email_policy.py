@@ -24,12 +24,8 @@ MAX_REMEMBERED_VALUE = 998  # RFC 5322's line length limit, without the CRLF
 _CLASSES: dict[tuple[type, type], type] = {}
 
 
-class _RememberingRegistry(HeaderRegistry):
-    """The default header registry, remembering each (name, value) it parsed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._parsed: dict[tuple[str, str], BaseHeader] = {}
+class _Registry(HeaderRegistry):
+    """The default header registry, making each header type's class once."""
 
     def __getitem__(self, name: str) -> type:
         specific = self.registry.get(name.lower(), self.default_class)
@@ -37,6 +33,14 @@ class _RememberingRegistry(HeaderRegistry):
         if made is None:
             made = _CLASSES[specific, self.base_class] = super().__getitem__(name)
         return made
+
+
+class _RememberingRegistry(_Registry):
+    """The default header registry, remembering each (name, value) it parsed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parsed: dict[tuple[str, str], BaseHeader] = {}
 
     def __call__(self, name: str, value: str) -> Any:
         if len(value) > MAX_REMEMBERED_VALUE:
@@ -46,6 +50,10 @@ class _RememberingRegistry(HeaderRegistry):
         if header is None:
             header = self._parsed[key] = super().__call__(name, value)
         return header
+
+
+# `email.policy.default` for decoding a header outside any one message's parse.
+DECODING = email.policy.default.clone(header_factory=_Registry())
 
 
 def for_one_message() -> email.policy.EmailPolicy[EmailMessage]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from functools import lru_cache
 
+from policies import email_policy
 from policies.content_rules import ContentRules, HeaderSignal, Markings
 from policies.model import Override
 
@@ -43,15 +44,13 @@ class Headers:
             key = name.lower()
             if key not in read and not may_decode_to_line_break(raw):
                 continue
-            value = message.policy.header_fetch_parse(name, raw)
-            text = str(value)
+            text, first_name = decoded(name, raw)
             line_break = line_break or "\r" in text or "\n" in text
             if key not in read:
                 continue
             collected.setdefault(key, []).append(text)
-            addresses = getattr(value, "addresses", ())
-            if key == "from" and addresses and not display_name:
-                display_name = addresses[0].display_name
+            if key == "from" and not display_name:
+                display_name = first_name
         return cls({k: tuple(v) for k, v in collected.items()}, display_name, line_break)
 
     def get(self, name: str) -> tuple[str, ...]:
@@ -61,6 +60,27 @@ class Headers:
     def has_line_break(self) -> bool:
         """Whether a decoded value carries CR or LF (CVE-2024-6923: refuse, never relay)."""
         return self.line_break
+
+
+def decoded(name: str, raw: str) -> tuple[str, str]:
+    """A header's value decoded to text by the header registry, and the display name of its
+    first address (empty for a header that holds no addresses). Raises what the registry
+    raises on hostile input."""
+    if len(raw) > email_policy.MAX_REMEMBERED_VALUE:
+        return _decode(name, raw)
+    return _remembered_decode(name, raw)
+
+
+def _decode(name: str, raw: str) -> tuple[str, str]:
+    value = email_policy.DECODING.header_fetch_parse(name, raw)
+    addresses = getattr(value, "addresses", ())
+    return str(value), addresses[0].display_name if addresses else ""
+
+
+# The same values come again and again: each sender's From, "MIME-Version: 1.0", a thread's
+# Subject. Parsing one From costs as much as the rest of deciding on a short message, so a
+# bounded number of short values are remembered (only the strings, not the parse trees).
+_remembered_decode = lru_cache(maxsize=4096)(_decode)
 
 
 def may_decode_to_line_break(raw: str) -> bool:

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from policies import email_policy
+from policies import email_policy, header_signals
 from policies.content import classify_message
 from policies.header_signals import may_decode_to_line_break
 from policies.model import MessageFacts
@@ -80,3 +80,16 @@ def test_a_value_without_the_three_marks_never_decodes_to_a_line_break() -> None
         except Exception:  # the stdlib raising is another matter (see above)
             continue
         assert "\r" not in text and "\n" not in text, value
+
+
+def test_short_values_are_remembered_and_long_ones_are_not() -> None:
+    """Each sender's From comes again and again; a folded value longer than a line does not."""
+    header_signals._remembered_decode.cache_clear()
+    sender = "Jo Bloggs <jo.bloggs@cafcass.gov.uk>"
+    assert header_signals.decoded("From", sender) == (sender, "Jo Bloggs")
+    assert header_signals.decoded("From", sender) == (sender, "Jo Bloggs")
+    long_list = ",\r\n ".join(f"person{i}@example.org" for i in range(60))
+    text, first = header_signals.decoded("To", long_list)
+    assert text.count("@") == 60 and first == ""
+    info = header_signals._remembered_decode.cache_info()
+    assert (info.hits, info.currsize) == (1, 1)

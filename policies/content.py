@@ -17,6 +17,7 @@ import email
 import email.feedparser
 import email.parser
 import email.policy
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
@@ -159,11 +160,8 @@ def _single_text_part(raw: bytes) -> _SinglePart | None:
     head = raw[: end + 4]
     if head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\r\n"):
         return None  # bare CR or LF: the stdlib would find the header block's end elsewhere
-    parser = email.feedparser.BytesFeedParser(policy=email_policy.for_one_message())
-    parser.feed(head)
-    message = parser.close()
-    if (not isinstance(message, EmailMessage) or message.defects or message.get_payload()
-            or message.get_content_maintype() in ("multipart", "message")
+    message = _header_block(head)
+    if (message is None or message.get_content_maintype() in ("multipart", "message")
             or not _is_body(message)):
         return None
     body = memoryview(raw)[end + 4:]
@@ -174,6 +172,39 @@ def _single_text_part(raw: bytes) -> _SinglePart | None:
     if encoding == "quoted-printable":
         return _SinglePart(message, binascii.a2b_qp(body))  # what quopri.decodestring calls
     return None
+
+
+# A header field's first line: its name (printable ASCII but the colon) and the colon.
+_FIELD_START = re.compile(r"[\x21-\x39\x3b-\x7e]+:")
+
+
+def _header_block(head: bytes) -> EmailMessage | None:
+    """The header block (CRLF throughout, ending in its empty line) as the stdlib's parser
+    stores it, or None for anything it would treat specially or record a defect for: a line
+    that starts no field and continues none, a continuation first, an mbox "From " line.
+
+    Each field is kept raw, as `email.feedparser` keeps it (`set_raw` of the policy's
+    `header_source_parse` of its lines), so reading a header later parses it just as after
+    the stdlib's parse; only the line-by-line machinery is left out (most of the cost of
+    classifying a short message).
+    """
+    policy = email_policy.for_one_message()
+    message = EmailMessage(policy=policy)
+    current: list[str] = []
+    for line in head.decode("ascii", "surrogateescape").split("\r\n")[:-2]:
+        if line[:1] in (" ", "\t"):
+            if not current:
+                return None
+            current.append(line + "\r\n")
+            continue
+        if not _FIELD_START.match(line):
+            return None
+        if current:
+            message.set_raw(*policy.header_source_parse(current))
+        current = [line + "\r\n"]
+    if current:
+        message.set_raw(*policy.header_source_parse(current))
+    return message
 
 
 def _unparseable(raw: bytes) -> MessageFacts:

@@ -51,6 +51,12 @@ HEADER_LINES = [
     b"not a header line",
     b"From nobody Mon Jan  1 00:00:00 2024",
     b"Bad Name: x",
+    b": no field name",
+    b"Subject:no space",
+    b"X-\xff: eight-bit name",
+    b"Subject: caf\xc3\xa9 eight-bit value",
+    b"\tfolded with a tab",
+    b"Comments: x: y: z",
     b"",
 ]
 BODY_PIECES = [

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 GENESIS_MAC = bytes(32)
+# How long the writer waits for other callers' events when they are about to record some.
+GROUP_COMMIT_DELAY = 0.001  # seconds
 LIST_FIELDS = ("recipients", "recipient_domains", "case_numbers")
 
 _SCHEMA = """
@@ -261,6 +263,8 @@ class AuditStore:
         # Called by the writer with each committed batch, in chain order, before any of its
         # callers returns; if it raises, every caller of the batch gets the exception.
         self.after_commit: AfterCommit | None = None
+        self._companions: Callable[[], int] | None = None  # see group_commits
+        self._delay = 0.0
         self._db = sqlite3.connect(
             path, timeout=30.0, isolation_level=None, check_same_thread=False
         )
@@ -316,6 +320,22 @@ class AuditStore:
             self._queue.append(pending)
             self._queued.notify()
 
+    def group_commits(self, companions: Callable[[], int] | None,
+                      delay: float = GROUP_COMMIT_DELAY) -> None:
+        """Let one commit serve several callers when others are about to record too.
+
+        `companions()` says how many other callers will record an event soon (the gateway: the
+        messages in flight besides this one). When it is above zero the writer, having found an
+        event queued, waits up to `delay` seconds for theirs (or until that many more are
+        queued) before committing: PostgreSQL's `commit_delay` and `commit_siblings`. Each
+        commit writes about a dozen pages and an fsync whatever it holds, so under load this
+        nearly halves the trail's CPU per event; alone, a caller is never delayed, nor is one
+        blocked in `append` (it may be holding up an event loop). None: off.
+        """
+        with self._queued:
+            self._companions = companions
+            self._delay = delay
+
     def _write_queued(self) -> None:
         """The writer thread: commit each batch queued meanwhile; drain and stop on close."""
         while True:
@@ -324,6 +344,14 @@ class AuditStore:
                     self._queued.wait()
                 if not self._queue:
                     return
+                # A caller blocked in `append` (a thread, perhaps an event loop's own) is
+                # never kept waiting: only events awaited from a loop wait for companions.
+                awaited = not self._closed and all(p.loop is not None for p in self._queue)
+                expected = 1 + _count(self._companions) if awaited else 0
+                if expected > len(self._queue):
+                    self._queued.wait_for(
+                        lambda expected=expected: self._closed or len(self._queue) >= expected,
+                        self._delay)
                 batch, self._queue = self._queue, []
             _settle(batch, self._commit_batch(batch))
 
@@ -565,6 +593,14 @@ def _event_row(event: dict[str, Any]) -> tuple[Any, ...]:
         event["decision_id"],
         canonical_json(event["metadata"]).decode("utf-8"),
     )
+
+
+def _count(companions: Callable[[], int] | None) -> int:
+    """`companions()`, or 0 when there is no hook or it fails (then commit at once)."""
+    try:
+        return max(0, companions()) if companions is not None else 0
+    except Exception:
+        return 0
 
 
 def _settle(batch: Sequence[_Pending], outcomes: Sequence[_Outcome]) -> None:

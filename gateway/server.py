@@ -82,6 +82,7 @@ class Gateway:
         if services.encrypted is not None:
             await services.encrypted.close()
         await services.transport.close()
+        services.app.audit.store.group_commits(None)
 
 
 def build_transport(app: App) -> Transport:
@@ -155,6 +156,8 @@ async def start_gateway(
     )
     services.idle.set()
     services.readiness = lambda: readiness_problems(services)
+    # Messages in flight besides the one recording: the audit writer waits for their events.
+    app.audit.store.group_commits(lambda: services.in_flight - 1)
     handler = SubmissionHandler(services, relay_networks(config.smtp.relay_from),
                                 config.smtp.max_recipients, pinned)
     gateway = Gateway(services=services, smtp_port=0, tls_port=None, http_port=None,

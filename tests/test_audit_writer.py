@@ -204,3 +204,88 @@ def test_sync_record_and_a_listener_that_records_is_refused(tmp_path: Path) -> N
     assert len(refused) == 1 and log.store.head()[0] == seq
     log.close()
     assert writer_threads() == []
+
+
+# ---- group commits --------------------------------------------------------------------------
+
+LONG = 60.0  # a commit delay no test waits out: each returns when the events it expects are in
+
+
+class Companions:
+    """A `group_commits` hook that answers `count` and says when the writer has asked it."""
+
+    def __init__(self, count: int | Exception) -> None:
+        self.count = count
+        self.asked = threading.Event()
+
+    def __call__(self) -> int:
+        self.asked.set()
+        if isinstance(self.count, Exception):
+            raise self.count
+        return self.count
+
+
+def batches_of(log: AuditLog) -> list[list[str]]:
+    """The decision ids of each committed batch, as the writer commits them."""
+    batches: list[list[str]] = []
+    published = log.store.after_commit
+    assert published is not None
+
+    def after_commit(appended: list[tuple[StoredEvent, bytes]]) -> None:
+        batches.append([event.decision_id for event, _ in appended])
+        published(appended)
+
+    log.store.after_commit = after_commit
+    return batches
+
+
+async def test_with_companions_in_flight_one_commit_serves_their_events(tmp_path: Path) -> None:
+    """The writer waits for the event a companion is about to record and commits both."""
+    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    batches = batches_of(log)
+    hook = Companions(1)
+    log.store.group_commits(hook, delay=LONG)
+    first = asyncio.ensure_future(log.record_async("relay", decision_id="first"))
+    assert await asyncio.to_thread(hook.asked.wait, 30)  # the writer holds "first" back
+    assert not first.done()
+    second = await asyncio.wait_for(log.record_async("relay", decision_id="second"), 30)
+
+    assert await first == second - 1
+    assert batches == [["first", "second"]]
+    log.close()
+
+
+@pytest.mark.parametrize("hook", [Companions(0), Companions(-3), Companions(RuntimeError("x")),
+                                  None])
+async def test_alone_an_event_is_committed_at_once(tmp_path: Path,
+                                                   hook: Companions | None) -> None:
+    """No companion (or a hook that fails, or none): nothing to wait for."""
+    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    batches = batches_of(log)
+    log.store.group_commits(hook, delay=LONG)
+    await asyncio.wait_for(log.record_async("relay", decision_id="alone"), 30)
+    assert batches == [["alone"]]
+    log.close()
+
+
+async def test_close_commits_an_event_held_for_companions_at_once(tmp_path: Path) -> None:
+    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    hook = Companions(5)
+    log.store.group_commits(hook, delay=LONG)
+    held = asyncio.ensure_future(log.record_async("relay", decision_id="held"))
+    assert await asyncio.to_thread(hook.asked.wait, 30)
+    await asyncio.wait_for(asyncio.to_thread(log.close), 30)
+    seq = await held
+    reopened = AuditLog.open(tmp_path, stream=io.StringIO())
+    assert reopened.get(seq).decision_id == "held"  # type: ignore[union-attr]
+    reopened.close()
+
+
+async def test_a_caller_blocked_in_record_is_not_kept_waiting(tmp_path: Path) -> None:
+    """`record` blocks its thread (a web handler's may be the event loop's): no delay."""
+    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    batches = batches_of(log)
+    log.store.group_commits(Companions(3), delay=LONG)
+    await asyncio.wait_for(asyncio.to_thread(log.record, "relay", decision_id="blocked"), 30)
+    assert batches == [["blocked"]]
+    log.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -349,11 +350,14 @@ class AuditStore:
                 awaited = not self._closed and all(p.loop is not None for p in self._queue)
                 expected = 1 + _count(self._companions) if awaited else 0
                 if expected > len(self._queue):
-                    self._queued.wait_for(
-                        lambda expected=expected: self._closed or len(self._queue) >= expected,
-                        self._delay)
+                    self._queued.wait_for(functools.partial(self._gathered, expected),
+                                          self._delay)
                 batch, self._queue = self._queue, []
             _settle(batch, self._commit_batch(batch))
+
+    def _gathered(self, expected: int) -> bool:
+        """Whether the writer may stop waiting: `expected` events queued, or closing."""
+        return self._closed or len(self._queue) >= expected
 
     def _commit_batch(self, batch: Sequence[_Pending]) -> list[_Outcome]:
         """Store `batch` in one transaction and run `after_commit`; one outcome per event."""

@@ -347,6 +347,17 @@ async def test_unsafe_envelope_addresses_never_leave(
     assert result.outcome is Outcome.PERMANENT and sink.connections == 0
 
 
+@pytest.mark.parametrize("address", ["o'neil+court/2026@example.org", "a=b?c{d}@example.org",
+                                     "x.y_z-1@sub.example.org"])
+async def test_plain_addresses_go_on_the_command_line_verbatim(
+    sink: Sink, relay: SmtpRelay, address: str
+) -> None:
+    """The envelope is the one the policy decided on, character for character."""
+    result = await relay.deliver([copy("d1:0", address)])
+    assert result.ok
+    assert (sink.messages[0].mail_from, sink.messages[0].rcpt_tos) == (SENDER, (address,))
+
+
 async def test_eight_bit_data_arrives_intact(sink: Sink, relay: SmtpRelay) -> None:
     """UTF-8 body bytes are relayed unchanged (BODY=8BITMIME when the upstream offers it)."""
     data = message("a@example.org", body="Grüße, Zoë").replace(b"Subject: s", b"Subject: t")

@@ -160,24 +160,31 @@ def is_under(domain: str, suffix: str) -> bool:
     return domain == suffix or domain.endswith("." + suffix)
 
 
+@lru_cache(maxsize=_REMEMBERED)
+def _parents(domain: str) -> frozenset[str]:
+    """`domain` and every domain above it, label by label: "a.b.c" -> a.b.c, b.c, c. A suffix
+    is among them exactly when `is_under(domain, suffix)`."""
+    labels = domain.split(".")
+    return frozenset(".".join(labels[start:]) for start in range(len(labels)))
+
+
 def _under_any(domain: str, suffixes: Iterable[str]) -> bool:
-    return any(is_under(domain, s) for s in suffixes)
+    return not _parents(domain).isdisjoint(suffixes)
 
 
 def secure_suffix(domain: str, policy: Policy) -> str | None:
     """The secure suffix an ASCII, lower-case domain falls under, if any (DESIGN ruling 1)."""
+    parents = _parents(domain)
     for suffix in policy.secure_suffixes:
-        if is_under(domain, suffix):
+        if suffix in parents:
             return suffix
     return None
 
 
 def is_fax(local: str, domain: str, policy: Policy) -> bool:
     """An email-to-fax gateway domain, or a fax number wrapped in an address (IMCEAFAX-...)."""
-    upper = local.upper()
-    return _under_any(domain, policy.fax_domains) or any(
-        upper.startswith(prefix) for prefix in policy.fax_local_prefixes
-    )
+    return (_under_any(domain, policy.fax_domains)
+            or local.upper().startswith(policy.fax_local_prefixes))
 
 
 def _staff_personal_addresses(snapshot: Snapshot) -> frozenset[str]:

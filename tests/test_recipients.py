@@ -12,9 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from policies import recipients
 from policies.loader import EMBEDDED_FILES, Policy, parse_policy
 from policies.model import Category, Role, Snapshot, Verification
-from policies.recipients import _distance, _edit_limit, _VerifiedIndex, classify_recipient
+from policies.recipients import (
+    _distance,
+    _edit_limit,
+    _VerifiedIndex,
+    classify_recipient,
+    is_under,
+)
 
 CASES = tomllib.loads((Path(__file__).parent / "cases" / "recipients.toml").read_text("utf-8"))
 DEFAULTS: dict[str, Any] = CASES["defaults"]
@@ -158,3 +165,15 @@ def test_verified_index_agrees_with_brute_force(known: list[str], query: str, su
     expected = any(0 < _distance(query, label) <= _edit_limit(label) for label in known)
     found = index.near(f"{query}.{suffix}")
     assert (found is not None) == expected
+
+
+LABELS = st.sampled_from(["", "a", "b", "gov", "uk", "gsi", "nhs", "x-y", "."])
+
+
+@given(st.lists(LABELS, min_size=1, max_size=5).map(".".join),
+       st.lists(LABELS, min_size=1, max_size=3).map(".".join))
+@settings(max_examples=500, deadline=None)
+def test_a_domain_is_under_a_suffix_exactly_when_the_suffix_is_one_of_its_parents(
+        domain: str, suffix: str) -> None:
+    """The set lookup the categories use agrees with `is_under`, odd labels included."""
+    assert recipients._under_any(domain, (suffix,)) == is_under(domain, suffix)

@@ -7,7 +7,8 @@ which was more than half the cost of classifying a 10 KB message. The parse is a
 the header's name and value, and the classifier only reads the parsed objects, so each message
 gets a policy whose registry remembers what it parsed. It lives as long as that message's parse
 tree, and a value longer than one SMTP line is parsed every time (a hostile header block does not
-make the memory grow beyond what the stdlib builds anyway).
+make the memory grow beyond what the stdlib builds anyway). Short values of the MIME headers,
+which take few values across all mail, are remembered for every message (a bounded number).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import email.policy
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
+from functools import lru_cache
 from typing import Any
 
 MAX_REMEMBERED_VALUE = 998  # RFC 5322's line length limit, without the CRLF
@@ -45,11 +47,27 @@ class _RememberingRegistry(_Registry):
     def __call__(self, name: str, value: str) -> Any:
         if len(value) > MAX_REMEMBERED_VALUE:
             return super().__call__(name, value)
+        if len(value) <= MAX_SHARED_VALUE and name.lower() in SHARED_NAMES:
+            return _shared_parse(name, value)
         key = (name, value)
         header = self._parsed.get(key)
         if header is None:
             header = self._parsed[key] = super().__call__(name, value)
         return header
+
+
+# The MIME headers take few values across all mail ("text/plain; charset=utf-8", "7bit"...),
+# and each message's classification reads them several times: a bounded number of short ones
+# are kept parsed for every message (about 15 KiB each; the parsed headers are never changed).
+SHARED_NAMES = frozenset({"content-type", "content-transfer-encoding", "content-disposition",
+                          "mime-version"})
+MAX_SHARED_VALUE = 128
+_SHARED_REGISTRY = _Registry()
+
+
+@lru_cache(maxsize=256)
+def _shared_parse(name: str, value: str) -> BaseHeader:
+    return _SHARED_REGISTRY(name, value)
 
 
 # `email.policy.default` for decoding a header outside any one message's parse.

@@ -8,7 +8,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from policies.email_policy import MAX_REMEMBERED_VALUE, for_one_message
+from policies.email_policy import MAX_REMEMBERED_VALUE, MAX_SHARED_VALUE, for_one_message
 
 TRICKY = [
     b"From: =?utf-8?q?Jo_Sm=C3=AFth?= <jo@cafcass.gov.uk>\r\n",
@@ -47,11 +47,24 @@ def test_headers_read_as_with_the_default_policy(header: bytes) -> None:
 
 def test_a_header_is_parsed_once_per_message_and_not_shared() -> None:
     """Reading a header twice gives the same object; another message's policy parses anew."""
+    raw = b"Subject: Court report\r\n\r\nbody\r\n"
+    first, second = parse(raw, for_one_message()), parse(raw, for_one_message())
+    assert first["Subject"] is first["Subject"]
+    assert second["Subject"] is not first["Subject"]
+    assert str(second["Subject"]) == str(first["Subject"])
+
+
+def test_short_mime_headers_are_parsed_once_for_every_message() -> None:
+    """"text/plain; charset=us-ascii" is parsed once however many messages carry it; a long
+    value (a multipart boundary of 200 characters) is parsed per message."""
     raw = b"Content-Type: text/plain; charset=us-ascii\r\n\r\nbody\r\n"
     first, second = parse(raw, for_one_message()), parse(raw, for_one_message())
+    assert second["Content-Type"] is first["Content-Type"]
+    assert second.get_param("charset") == "us-ascii"
+    long = b'Content-Type: multipart/mixed; boundary="' + b"b" * MAX_SHARED_VALUE + b'"\r\n\r\n'
+    first, second = parse(long, for_one_message()), parse(long, for_one_message())
     assert first["Content-Type"] is first["Content-Type"]
     assert second["Content-Type"] is not first["Content-Type"]
-    assert str(second["Content-Type"]) == str(first["Content-Type"])
 
 
 def test_long_values_are_not_remembered() -> None:

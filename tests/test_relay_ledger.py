@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from transports.ledger import Ledger, LedgerError
+from transports.ledger import PRUNE_EVERY, Ledger, LedgerError
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -60,6 +60,19 @@ def test_recording_prunes_past_retention(tmp_path: Path) -> None:
     ledger.record("today:0", ["c@example.org"], NOW)
     assert ledger.accepted("week-old:0") == set()
     assert ledger.accepted("recent:0") == {"b@example.org"}
+    ledger.close()
+
+
+def test_recording_prunes_at_most_once_a_minute(tmp_path: Path) -> None:
+    """Not a DELETE for every message: what expires in between goes with the next prune."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3", retention=timedelta(days=7))
+    ledger.record("expiring:0", ["a@example.org"], NOW - timedelta(days=7) + timedelta(seconds=10))
+    ledger.record("first:0", ["b@example.org"], NOW)  # prunes: the first record
+    ledger.record("soon:0", ["c@example.org"], NOW + PRUNE_EVERY / 2)  # does not
+    assert ledger.accepted("expiring:0") == {"a@example.org"}
+    ledger.record("later:0", ["d@example.org"], NOW + PRUNE_EVERY)  # prunes again
+    assert ledger.accepted("expiring:0") == set()
+    assert ledger.accepted("soon:0") == {"c@example.org"}
     ledger.close()
 
 

@@ -21,6 +21,7 @@ import structlog
 from transports.base import Copy, DeliveryResult, Outcome
 
 DEFAULT_RETENTION = timedelta(days=7)
+PRUNE_EVERY = timedelta(minutes=1)  # expired entries may outlive their retention by this much
 
 log = structlog.get_logger("casegate.ledger")
 
@@ -51,6 +52,7 @@ class Ledger:
         self.path = path
         self.retention = retention
         self._in_flight: set[str] = set()  # copy keys being handed over right now
+        self._pruned_at: float | None = None  # when `record` last pruned (UTC seconds)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
@@ -71,9 +73,11 @@ class Ledger:
         return {recipient for (recipient,) in rows}
 
     def record(self, key: str, recipients: Iterable[str], now: datetime) -> None:
-        """Remember that `recipients` of copy `key` were accepted at `now` (and prune)."""
+        """Remember that `recipients` of copy `key` were accepted at `now`; prune what has
+        expired at most once every PRUNE_EVERY (the first record prunes)."""
         moment = _seconds(now)
         rows = [(key, recipient, moment) for recipient in recipients]
+        prune = self._pruned_at is None or moment - self._pruned_at >= PRUNE_EVERY.total_seconds()
         try:
             with self._transaction():
                 self._db.executemany(
@@ -81,12 +85,15 @@ class Ledger:
                     "VALUES (?, ?, ?)",
                     rows,
                 )
-                self._db.execute(
-                    "DELETE FROM accepted WHERE accepted_at < ?",
-                    (moment - self.retention.total_seconds(),),
-                )
+                if prune:
+                    self._db.execute(
+                        "DELETE FROM accepted WHERE accepted_at < ?",
+                        (moment - self.retention.total_seconds(),),
+                    )
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot write the ledger: {exc}") from exc
+        if prune:
+            self._pruned_at = moment
 
     def prune(self, older_than: datetime) -> int:
         """Forget entries accepted before `older_than`; returns how many were removed."""

@@ -2,8 +2,8 @@
 
 aiosmtpd reads DATA one line at a time and keeps a list of lines; that, not the policy, was the
 gateway's biggest cost in time and memory (issue 3's benchmark). `read_data` asks the stream for
-everything up to the next ".\\r\\n" (usually the whole message in one piece) and keeps the
-semantics of aiosmtpd >= 1.4.5 exactly:
+everything up to the end line, CRLF "." CRLF (usually the whole message in one piece), and keeps
+the semantics of aiosmtpd >= 1.4.5 exactly:
 
 - the data ends only at CRLF "." CRLF (the CRLF of the DATA command itself counts, so an empty
   message is just ".\\r\\n"); bare CR or LF never end it (SMTP smuggling, SECURITY.md item 1);
@@ -78,38 +78,52 @@ async def _read_stuffed(reader: asyncio.StreamReader,
                         size_limit: int) -> bytes | bytearray | None:
     """The data as sent, ending in the "." line; None when it was over `size_limit` octets.
 
-    The stream is read up to each ".\\r\\n" in turn. The first piece (often the whole message) is
-    kept as it is; later pieces are added to one buffer, never kept as a list of small objects
-    (a message whose lines end in "." arrives as one piece per line).
+    The data ends at the first CRLF "." CRLF, counting the DATA command's own CRLF. While what
+    was read so far ends in part of that (at first, and after a piece dropped for the size
+    limit) the stream is read a byte at a time until the part is completed or broken; then
+    the rest is asked for in one piece up to the whole end line, which cannot straddle what
+    was read before. The first piece (usually the whole message) is kept as it is; later
+    pieces are added to one buffer.
     """
     stuffed: bytes | bytearray = b""
     size = 0
-    tail = b"\r\n"  # the last bytes consumed so far: at first, the DATA command's CRLF
+    partial = b"\r\n"  # the end line's part already read: at first, the DATA command's CRLF
     while True:
         try:
-            chunk = await reader.readuntil(_CHUNK_END)
+            if partial:
+                piece = await reader.readexactly(1)
+                partial = _end_line_part(partial + piece)
+            else:
+                piece = await reader.readuntil(END_OF_DATA)
+                partial = END_OF_DATA
         except asyncio.LimitOverrunError as exc:
             # Over the size limit with no end in sight: drop everything, keep reading.
-            chunk = await reader.read(exc.consumed)
+            piece = await reader.read(exc.consumed)
             stuffed = b""
-            size = max(size, size_limit) + len(chunk)
-            tail = (tail + chunk[-4:])[-4:]
+            size = max(size, size_limit) + len(piece)
+            partial = _end_line_part(piece[-len(END_OF_DATA):])
             continue
         except asyncio.IncompleteReadError:
             raise ConnectionResetError("connection closed during DATA") from None
-        size += len(chunk)
+        size += len(piece)
         if size > size_limit:
             stuffed = b""
         elif not stuffed:
-            stuffed = chunk
+            stuffed = piece
         else:
             if isinstance(stuffed, bytes):
                 stuffed = bytearray(stuffed)
-            stuffed += chunk
-        window = (tail + chunk[-5:])[-5:]
-        tail = window[-4:]
-        if window == END_OF_DATA:
+            stuffed += piece
+        if partial == END_OF_DATA:
             return stuffed if size <= size_limit else None
+
+
+def _end_line_part(seen: bytes) -> bytes:
+    """The longest end of `seen` that begins END_OF_DATA (all of it when `seen` ends with it)."""
+    for length in range(len(END_OF_DATA), 0, -1):
+        if seen.endswith(END_OF_DATA[:length]):
+            return END_OF_DATA[:length]
+    return b""
 
 
 def _has_long_line(data: bytes | bytearray, line_limit: int, length: int) -> bool:

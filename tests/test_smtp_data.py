@@ -146,3 +146,19 @@ async def test_block_reader_agrees_with_stock_aiosmtpd(parts: list[bytes]) -> No
     assert received.content == await _stock_aiosmtpd(wire)
     end = (b"\r\n" + wire).find(b"\r\n.\r\n") + len(b".\r\n")  # the first end, in `wire`
     assert rest == wire[end:] + NEXT  # whatever follows it is left for the command loop
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=16), st.sampled_from([1, 3, 7]),
+       st.integers(min_value=1, max_value=12))
+async def test_the_end_is_found_where_it_is_after_data_dropped_for_size(
+        parts: list[bytes], piece: int, size_limit: int) -> None:
+    """Over a small size limit, data is dropped piece by piece: the end line may straddle what
+    was dropped and what comes next, and is found all the same, leaving the next command."""
+    wire = b"".join(parts) + b"\r\n.\r\n"
+    end = (b"\r\n" + wire).find(b"\r\n.\r\n") + len(b".\r\n")
+    received, rest = await _read(wire, piece, size_limit)
+    assert rest == wire[end:] + NEXT
+    assert received.error in ("", TOO_MUCH, TOO_LONG)
+    if received.error == TOO_MUCH:
+        assert end > size_limit

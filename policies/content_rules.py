@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
+from itertools import islice
 from typing import Any, TypeVar
 
 import ahocorasick
@@ -94,6 +95,14 @@ def normalised_slices(text: str, overlap_words: int,
 
 
 _WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def spaced_words(text: str) -> str:
+    """The words of `normalise_words(text)` in the same places, every other character a space
+    (not squeezed: that costs more than the rest of looking for cues in a short body)."""
+    lowered = text if text.isascii() else text.lower()  # "K" (Kelvin) lower-cases to ASCII "k"
+    return lowered.encode("ascii", "replace").lower().translate(_ASCII_WORD_BYTES).decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -103,24 +112,42 @@ class CueMatcher:
     Every phrase is looked for in one pass over the text (Aho-Corasick, with pyahocorasick), so
     the cost is the text's length however many phrases an organisation adds. A phrase counts
     only as whole words: neither a letter nor a digit right before or after it.
+
+    A text read whole (up to NORMALISE_SLICE characters) is searched as `spaced_words` for each
+    phrase's longest word; where one is found, the words around it are compared with the
+    phrases it anchors. A longer text is normalised a slice at a time and searched for whole
+    phrases. Both give `first_type`'s answer (the tests compare them).
     """
 
     type_ids: tuple[str, ...]
     phrases: tuple[tuple[str, ...], ...]  # normalised, per type, in the order of type_ids
     max_words: int = field(init=False, compare=False)  # words in the longest phrase
     _automaton: Any = field(init=False, repr=False, compare=False)
+    _anchors: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_words", max(
             (len(p.split()) for phrases in self.phrases for p in phrases), default=1))
         automaton = ahocorasick.Automaton()
+        # Each phrase is anchored at its longest word (the least common, as a rule): anchor ->
+        # (type index, the words before it, the words after it), in type order.
+        anchored: dict[str, list[tuple[int, tuple[str, ...], tuple[str, ...]]]] = {}
         for index, phrases in enumerate(self.phrases):
             for phrase in phrases:
                 if not automaton.exists(phrase):  # listed under two types: the first counts
                     automaton.add_word(phrase, (index, len(phrase)))
-        if len(automaton):
-            automaton.make_automaton()
+                    words = phrase.split()
+                    at = words.index(max(words, key=len))
+                    anchored.setdefault(words[at], []).append(
+                        (index, tuple(words[:at]), tuple(words[at + 1:])))
+        anchors = ahocorasick.Automaton()  # " word ": whole words only, found as such
+        for word, uses in anchored.items():
+            anchors.add_word(f" {word} ", (len(word), tuple(sorted(uses))))
+        for built in (automaton, anchors):
+            if len(built):
+                built.make_automaton()
         object.__setattr__(self, "_automaton", automaton)
+        object.__setattr__(self, "_anchors", anchors)
 
     @classmethod
     def build(cls, types: tuple[InformationTypeCues, ...], kind: str) -> CueMatcher:
@@ -131,19 +158,30 @@ class CueMatcher:
                    tuple(phrases for _, phrases in groups))
 
     def first_type_in(self, texts: Iterable[str]) -> str | None:
-        """`first_type` of texts not yet normalised, each read in slices (`normalised_slices`)."""
-        return self.first_type(piece for text in texts
-                               for piece in normalised_slices(text, self.max_words - 1))
+        """`first_type` of texts not yet normalised."""
+        best = len(self.type_ids)
+        for text in texts:
+            if not best:
+                break
+            if len(text) <= NORMALISE_SLICE:
+                best = self._best_by_anchors(spaced_words(text), best)
+            else:
+                best = self._best(normalised_slices(text, self.max_words - 1), best)
+        return self.type_ids[best] if best < len(self.type_ids) else None
 
     def first_type(self, texts: Iterable[str]) -> str | None:
         """The type, first in table order, whose phrase occurs in any of the (normalised) texts.
 
         Texts are read one at a time, each in one pass, stopping once the first type is found.
         """
-        best = len(self.type_ids)
-        if not best:
-            return None
+        best = self._best(texts, len(self.type_ids))
+        return self.type_ids[best] if best < len(self.type_ids) else None
+
+    def _best(self, texts: Iterable[str], best: int) -> int:
+        """The lowest type index below `best` with a phrase in the normalised texts, or `best`."""
         for text in texts:
+            if not best:
+                break
             last = len(text) - 1
             for end, (index, length) in self._automaton.iter(text):
                 start = end - length + 1
@@ -151,8 +189,31 @@ class CueMatcher:
                         end == last or text[end + 1] not in _WORD_CHARS):
                     best = index
                     if best == 0:
-                        return self.type_ids[0]
-        return self.type_ids[best] if best < len(self.type_ids) else None
+                        break
+        return best
+
+    def _best_by_anchors(self, spaced: str, best: int) -> int:
+        """`_best` of one text given as `spaced_words`, found from the phrases' anchor words."""
+        padded = f" {spaced} "
+        backwards: str | None = None  # the text reversed, once a phrase needs words before
+        for end, (length, uses) in self._anchors.iter(padded):  # `end`: the space after it
+            start = end - length
+            for index, before, after in uses:  # in type order
+                if index >= best:
+                    break
+                if after and tuple(m.group() for m in islice(
+                        _WORD.finditer(padded, end), len(after))) != after:
+                    continue
+                if before:
+                    backwards = backwards or padded[::-1]
+                    found = islice(_WORD.finditer(backwards, len(padded) - start), len(before))
+                    if tuple(m.group()[::-1] for m in found)[::-1] != before:
+                        continue
+                best = index
+                if best == 0:
+                    return 0
+                break
+        return best
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from policies.content_rules import (
     InformationTypeCues,
     normalise_words,
     normalised_slices,
+    spaced_words,
 )
 from tests.fixtures_content import SteppingClock, default_rules
 
@@ -157,3 +158,29 @@ def test_packaged_phrases_are_found_in_table_order() -> None:
             found = matcher.first_type([text])
             assert found == reference_first_type(matcher, [text])
             assert found is not None and matcher.type_ids.index(found) <= index
+
+
+PACKAGED_WORDS = sorted({word for matcher in (RULES.keyword_matcher, RULES.label_matcher)
+                         for phrases in matcher.phrases for phrase in phrases
+                         for word in phrase.split()})
+MIXED_TEXT = st.lists(st.sampled_from(["court", "Court", "REPORT", "report", "to", "the", "care",
+                                       "plan", "letter", "newsletter", "x1", "caf\u00e9", "\u212a",
+                                       "\u0130", "-", ".", "  ", "\r\n", "\t", "report-to"])
+                      | st.sampled_from(PACKAGED_WORDS).map(str.upper)
+                      | st.sampled_from(PACKAGED_WORDS), max_size=30).map(" ".join)
+
+
+@SETTINGS
+@given(st.lists(MIXED_TEXT, max_size=3))
+def test_search_by_first_words_agrees_with_the_normalised_search(texts: list[str]) -> None:
+    """`first_type_in` (first words, on the text as `spaced_words`) finds the type the search
+    of the normalised text finds, upper case, other scripts and runs of separators included."""
+    for matcher in (MATCHER, RULES.keyword_matcher, RULES.label_matcher):
+        expected = matcher.first_type([normalise_words(t) for t in texts])
+        assert matcher.first_type_in(texts) == expected
+
+
+def test_spaced_words_are_the_normalised_words() -> None:
+    text = "Court_Report-v2.PDF \u212a\u0130 caf\u00e9  \r\n x"
+    assert spaced_words(text).split() == normalise_words(text).split()
+    assert len(spaced_words("Court report")) == len("Court report")

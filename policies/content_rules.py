@@ -163,8 +163,11 @@ class CueMatcher:
         for text in texts:
             if not best:
                 break
+            anchored = None
             if len(text) <= NORMALISE_SLICE:
-                best = self._best_by_anchors(spaced_words(text), best)
+                anchored = self._best_by_anchors(spaced_words(text), best)
+            if anchored is not None:
+                best = anchored
             else:
                 best = self._best(normalised_slices(text, self.max_words - 1), best)
         return self.type_ids[best] if best < len(self.type_ids) else None
@@ -192,11 +195,17 @@ class CueMatcher:
                         break
         return best
 
-    def _best_by_anchors(self, spaced: str, best: int) -> int:
-        """`_best` of one text given as `spaced_words`, found from the phrases' anchor words."""
+    def _best_by_anchors(self, spaced: str, best: int) -> int | None:
+        """`_best` of one text given as `spaced_words`, found from the phrases' anchor words;
+        None when anchors come so thick (a text made of cue words) that the whole-phrase
+        search of the normalised text costs less."""
         padded = f" {spaced} "
         backwards: str | None = None  # the text reversed, once a phrase needs words before
+        hits_left = 16 + len(spaced) // 1024
         for end, (length, uses) in self._anchors.iter(padded):  # `end`: the space after it
+            hits_left -= 1
+            if hits_left < 0:
+                return None
             start = end - length
             for index, before, after in uses:  # in type order
                 if index >= best:

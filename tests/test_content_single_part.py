@@ -184,3 +184,12 @@ def test_spaced_words_are_the_normalised_words() -> None:
     text = "Court_Report-v2.PDF \u212a\u0130 caf\u00e9  \r\n x"
     assert spaced_words(text).split() == normalise_words(text).split()
     assert len(spaced_words("Court report")) == len("Court report")
+
+
+def test_a_text_made_of_cue_words_is_searched_whole_phrase_at_a_time() -> None:
+    """Anchors found at every other word: the search gives up on them (bounded work) and the
+    normalised search answers, the same answer."""
+    text = " ".join(reversed(PACKAGED_WORDS)) * 20 + " court report"
+    for matcher in (RULES.keyword_matcher, RULES.label_matcher):
+        assert matcher._best_by_anchors(spaced_words(text), len(matcher.type_ids)) is None
+        assert matcher.first_type_in([text]) == matcher.first_type([normalise_words(text)])

@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -257,8 +258,9 @@ class AuditStore:
         self.path = path
         self._key = key
         self._lock = threading.Lock()  # the connection, and the order of the chain
-        self._queued = threading.Condition()  # guards the three fields below
+        self._queued = threading.Condition()  # guards the four fields below
         self._queue: list[_Pending] = []
+        self._wake_at = 1  # the queue's length at which `_enqueue` wakes the writer
         self._writer: threading.Thread | None = None
         self._closed = False
         # Called by the writer with each committed batch, in chain order, before any of its
@@ -319,7 +321,8 @@ class AuditStore:
                 writer.start()
                 self._writer = writer
             self._queue.append(pending)
-            self._queued.notify()
+            if len(self._queue) >= self._wake_at or pending.loop is None:
+                self._queued.notify()
 
     def group_commits(self, companions: Callable[[], int] | None,
                       delay: float = GROUP_COMMIT_DELAY) -> None:
@@ -341,23 +344,29 @@ class AuditStore:
         """The writer thread: commit each batch queued meanwhile; drain and stop on close."""
         while True:
             with self._queued:
+                self._wake_at = 1
                 while not self._queue and not self._closed:
                     self._queued.wait()
                 if not self._queue:
                     return
-                # A caller blocked in `append` (a thread, perhaps an event loop's own) is
-                # never kept waiting: only events awaited from a loop wait for companions.
-                awaited = not self._closed and all(p.loop is not None for p in self._queue)
-                expected = 1 + _count(self._companions) if awaited else 0
-                if expected > len(self._queue):
+                expected = 1 + _count(self._companions) if not self._closed else 0
+                if expected > len(self._queue) and not self._blocked():
+                    self._wake_at = expected
                     self._queued.wait_for(functools.partial(self._gathered, expected),
                                           self._delay)
+                self._wake_at = sys.maxsize  # committing: the queue is looked at afterwards
                 batch, self._queue = self._queue, []
             _settle(batch, self._commit_batch(batch))
 
+    def _blocked(self) -> bool:
+        """Whether a caller blocked in `append` (a thread, perhaps an event loop's own) waits
+        on the queue: it is never kept waiting for companions."""
+        return any(pending.loop is None for pending in self._queue)
+
     def _gathered(self, expected: int) -> bool:
-        """Whether the writer may stop waiting: `expected` events queued, or closing."""
-        return self._closed or len(self._queue) >= expected
+        """Whether the writer may stop waiting: `expected` events queued, a blocked caller,
+        or closing."""
+        return self._closed or len(self._queue) >= expected or self._blocked()
 
     def _commit_batch(self, batch: Sequence[_Pending]) -> list[_Outcome]:
         """Store `batch` in one transaction and run `after_commit`; one outcome per event."""

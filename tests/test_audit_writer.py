@@ -289,3 +289,17 @@ async def test_a_caller_blocked_in_record_is_not_kept_waiting(tmp_path: Path) ->
     await asyncio.wait_for(asyncio.to_thread(log.record, "relay", decision_id="blocked"), 30)
     assert batches == [["blocked"]]
     log.close()
+
+
+async def test_a_blocked_caller_arriving_while_the_writer_waits_ends_the_wait(
+        tmp_path: Path) -> None:
+    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    batches = batches_of(log)
+    hook = Companions(5)
+    log.store.group_commits(hook, delay=LONG)
+    held = asyncio.ensure_future(log.record_async("relay", decision_id="held"))
+    assert await asyncio.to_thread(hook.asked.wait, 30)
+    await asyncio.wait_for(asyncio.to_thread(log.record, "relay", decision_id="blocked"), 30)
+    await held
+    assert batches == [["held", "blocked"]]
+    log.close()

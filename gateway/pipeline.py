@@ -56,6 +56,12 @@ _TYPOGRAPHY = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "�
 
 def _ascii(text: str) -> str:
     """Reply text as plain printable ASCII on one line."""
+    if text.isascii() and text.isprintable():  # already so (most replies): nothing to fold
+        return text.strip()
+    return _fold_to_ascii(text)
+
+
+def _fold_to_ascii(text: str) -> str:
     folded = unicodedata.normalize("NFKD", text.translate(_TYPOGRAPHY))
     return "".join(ch if " " <= ch <= "~" else " " for ch in folded.encode("ascii", "ignore")
                    .decode("ascii")).strip()

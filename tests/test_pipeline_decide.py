@@ -12,7 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from gateway import pipeline
 from gateway.pipeline import INLINE_DECISION_BYTES, Submission, is_small_plain_text
 from policies.model import Role
 from tests.gateway_harness import STAFF, Harness, message, running_gateway
@@ -67,3 +70,10 @@ async def test_a_decision_on_the_loop_sees_another_process_verify(gw: Harness) -
     assert await gw.run(gw.send, STAFF, rcpts, data) == {}
     (received,) = gw.sink.messages
     assert received.rcpt_tos == ("officer@cjsm.net",)
+
+
+@given(st.text(max_size=80)
+       | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80))
+def test_reply_text_is_folded_to_printable_ascii_either_way(text: str) -> None:
+    """Reply text already printable ASCII skips the folding, with the folding's answer."""
+    assert pipeline._ascii(text) == pipeline._fold_to_ascii(text)

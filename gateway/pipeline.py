@@ -19,13 +19,13 @@ import time
 import traceback
 import unicodedata
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
 from email.policy import default as default_policy
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -46,6 +46,7 @@ from transports.base import Copy, DeliveryResult, Outcome, Transport
 from transports.portal import PortalDelivery
 
 log = structlog.get_logger("casegate.smtp")
+T = TypeVar("T")
 
 REPLY_LINE_WIDTH = 200  # well under RFC 5321's 512-octet reply line limit
 MAX_REPLY_LINES = 20
@@ -137,6 +138,16 @@ class Services:
     # One policy evaluation at a time: they hold the GIL, so running several at once finishes
     # none sooner, makes them fight the event loop for it, and multiplies their peak memory.
     evaluations: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    background: set[asyncio.Task[Any]] = field(default_factory=set)  # see in_background
+
+    def in_background(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """`work` as a task of its own, kept until done (`stop` waits for them): it goes on
+        when the connection that started it is cancelled, and its failure is always seen."""
+        task = asyncio.ensure_future(work)
+        self.background.add(task)
+        task.add_done_callback(_settled)
+        task.add_done_callback(self.background.discard)
+        return task
 
     @property
     def portal(self) -> PortalDelivery | None:
@@ -146,6 +157,12 @@ class Services:
     async def readiness_problems(self) -> list[str]:
         """What stops the gateway from taking mail now; empty when ready."""
         return await self.readiness() if self.readiness is not None else []
+
+
+def _settled(task: asyncio.Task[Any]) -> None:
+    """Mark a background task's failure as seen (its awaiter raises it; else it is logged)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("background-task-failed", error=str(task.exception()))
 
 
 # ---- MAIL ---------------------------------------------------------------------------------
@@ -230,48 +247,59 @@ async def _stages(services: Services, submission: Submission) -> Reply:
         return reply
     decision_id = uuid.uuid4().hex
     decision = await decide(services, submission)
-    await record_decision(services, decision, decision_id, submission.peer)
     reply = refusal_reply(decision)
     if reply is None and services.encrypted is None:
         reply = held_for_encryption_reply(decision)
     if reply is not None:
+        await record_decision(services, decision, decision_id, submission.peer)
         name = "refused" if reply.code >= 500 else "tempfailed"
         services.metrics.inc(f"casegate_messages_{name}_total")
         return reply
+    # The decision's events are committed while the copies are made and handed over: no
+    # transport passes its point of no return (the upstream's end of data) before they are,
+    # and when they cannot be, nothing leaves and the reply is 451 (fail closed).
+    recorded = services.in_background(
+        record_decision(services, decision, decision_id, submission.peer))
     content = services.app.policy.content
     try:
         plain, sealed = outgoing_copies(submission.raw, decision, decision_id,
                                         content.override_header, content.override_subject_tag,
                                         split=submission.split)
     except HeaderError:
+        await asyncio.shield(recorded)
         await audit(services, "refusal", rule="malformed-message", sender=decision.sender,
                     recipients=list(submission.recipients), decision_id=decision_id,
                     stage="data", peer=submission.peer)
         services.metrics.inc("casegate_messages_refused_total")
         return Reply.of(554, "5.6.0", "A header cannot be written safely into the outgoing copy.",
                         services.app.policy.rule("malformed-message").sentence)
-    reply = await overrides.notify(services, submission, decision, decision_id)  # RRP 1.2
+    if decision.overrides_applied:
+        await asyncio.shield(recorded)  # before the sender's manager is told (RRP 1.2)
+    reply = await overrides.notify(services, submission, decision, decision_id)
     if reply is not None:
+        await asyncio.shield(recorded)
         return reply
-    result = await deliver(services, plain, sealed)
+    result = await deliver(services, plain, sealed, recorded)
+    await asyncio.shield(recorded)  # its failure, even when no copy needed handing over
     await audit(services, "relay", sender=decision.sender, recipients=list(submission.recipients),
                 decision_id=decision_id, outcome=result.outcome.value,
                 copies=len(plain) + len(sealed))
     return delivery_reply(services, result, decision_id)
 
 
-async def deliver(services: Services, plain: tuple[Copy, ...],
-                  sealed: tuple[Copy, ...]) -> DeliveryResult:
+async def deliver(services: Services, plain: tuple[Copy, ...], sealed: tuple[Copy, ...],
+                  ready: asyncio.Future[Any] | None = None) -> DeliveryResult:
     """Plain copies to the upstream, then encrypt copies to the portal: all, or a retry.
 
     Each transport remembers what it accepted, so the client's retry after a partial success
-    sends only what is missing.
+    sends only what is missing. Nothing passes a transport's point of no return before
+    `ready` is done (see `transports.base.Transport`).
     """
     result = DeliveryResult(Outcome.DELIVERED)
     if plain:
-        result = await services.transport.deliver(plain)
+        result = await services.transport.deliver(plain, ready)
     if result.ok and sealed and services.encrypted is not None:
-        result = await services.encrypted.deliver(sealed)
+        result = await services.encrypted.deliver(sealed, ready)
     return result
 
 

@@ -75,6 +75,7 @@ class Gateway:
         await asyncio.gather(*handlers, return_exceptions=True)
         if self._handler is not None:  # audit events written after a disconnect
             await asyncio.gather(*self._handler.pending_events, return_exceptions=True)
+        await asyncio.gather(*services.background, return_exceptions=True)
         for server in self._servers:
             await server.wait_closed()
         if self._runner is not None:

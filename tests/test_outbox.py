@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import os
@@ -55,6 +56,19 @@ async def test_retry_does_not_file_twice(tmp_path: Path, ledger: Ledger) -> None
     second = await box.deliver(copies)
     assert first.ok and second.ok and second.accepted == ("a@example.org",)
     assert len(files(tmp_path / "outbox")) == 1
+
+
+async def test_nothing_is_filed_before_ready_and_nothing_when_it_fails(tmp_path: Path,
+                                                                        ledger: Ledger) -> None:
+    outbox = MaildirOutbox(tmp_path / "outbox", ledger)
+    failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    failed.set_exception(RuntimeError("the audit trail cannot be written"))
+    result = await outbox.deliver([Copy("d1:0", SENDER, ("a@example.org",), DATA)], failed)
+    assert result.outcome is Outcome.TEMPORARY and not (tmp_path / "outbox").exists()
+    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(ready.set_result, None)
+    result = await outbox.deliver([Copy("d1:0", SENDER, ("a@example.org",), DATA)], ready)
+    assert result.ok and len(files(tmp_path / "outbox")) == 1
 
 
 async def test_unwritable_directory_is_temporary(tmp_path: Path, ledger: Ledger) -> None:

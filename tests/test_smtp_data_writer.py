@@ -14,6 +14,7 @@ from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from tests.certs import ServerCert
 from tests.sink import Sink, Step
+from transports.base import NotReady
 from transports.smtp_data_writer import SLICE, dot_stuff, has_unsafe_bytes, send_data
 
 DOTTY = [
@@ -92,6 +93,34 @@ async def test_drop_after_content_closes_the_connection(
         await transaction(client, DOTTY[0])
     assert not client.is_connected
     assert sink.messages == [] and [m.data for m in sink.unanswered] == [DOTTY[0]]
+
+
+async def test_end_of_data_waits_for_ready(sink: Sink, client: aiosmtplib.SMTP) -> None:
+    """The content goes out at once; the end-of-data line only once `ready` is done."""
+    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(ready.set_result, None)
+    await client.mail("jo.smith@cafcass.gov.uk")
+    await client.rcpt("a@example.org")
+    assert (await send_data(client, DOTTY[2], ready)).code == 250
+    assert [m.data for m in sink.messages] == [DOTTY[2]]
+
+
+@pytest.mark.parametrize("already", [True, False])
+async def test_a_failed_ready_ends_the_connection_before_the_end_of_data(
+        sink: Sink, client: aiosmtplib.SMTP, already: bool) -> None:
+    """Nothing is accepted: the connection is closed with the data unfinished."""
+    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    failure = RuntimeError("the audit trail cannot be written")
+    if already:
+        ready.set_exception(failure)
+    else:
+        asyncio.get_running_loop().call_soon(ready.set_exception, failure)
+    await client.mail("jo.smith@cafcass.gov.uk")
+    await client.rcpt("a@example.org")
+    with pytest.raises(NotReady):
+        await send_data(client, DOTTY[0], ready)
+    assert not client.is_connected and sink.messages == []
+    assert ready.exception() is failure  # looked at, never replaced
 
 
 async def test_unsafe_content_is_refused_before_data(sink: Sink, client: aiosmtplib.SMTP) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import smtplib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from gateway.audit import AUDIT_DB_FILE
 from gateway.auditstore import EventFilter
 from gateway.copies import TRACE_HEADER, RawMessage, field_name
 from tests.gateway_harness import STAFF, Harness, message, running_gateway
@@ -39,6 +41,29 @@ async def test_internal_message_is_relayed_with_trace_header(gw: Harness) -> Non
              if field_name(f) == TRACE_HEADER.lower()]
     assert len(trace) == 1 and len(trace[0].split(b":")[1].strip()) == 32
     assert received.data.endswith(data[data.index(b"\r\n\r\n"):])
+
+
+async def test_a_decision_that_cannot_be_recorded_never_leaves(gw: Harness) -> None:
+    """The copy is handed over while the decision's event is committed, but its end of data
+    waits for that commit: when the audit trail refuses it, the upstream connection is closed
+    with the data unfinished, the client gets 451 and keeps the message, and its retry goes
+    once the trail can be written again."""
+    other = sqlite3.connect(gw.app.data_dir / AUDIT_DB_FILE)  # as another process could
+    other.execute("CREATE TRIGGER refuse_decisions BEFORE INSERT ON audit_event "
+                  "WHEN NEW.kind = 'decision' BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    other.commit()
+    data = message(to=["colleague@cafcass.gov.uk"])
+    with pytest.raises(smtplib.SMTPDataError) as later:
+        await gw.run(gw.send, STAFF, ["colleague@cafcass.gov.uk"], data)
+    assert later.value.smtp_code == 451
+    assert gw.sink.messages == []
+    other.execute("DROP TRIGGER refuse_decisions")
+    other.commit()
+    other.close()
+    assert await gw.run(gw.send, STAFF, ["colleague@cafcass.gov.uk"], data) == {}
+    assert len(gw.sink.messages) == 1
+    decisions = gw.app.audit.page(EventFilter(kind="decision"), limit=10)
+    assert len(decisions) == 1
 
 
 async def test_unprotected_mail_to_secure_and_ordinary_addresses_goes_plain(gw: Harness) -> None:

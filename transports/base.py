@@ -7,10 +7,11 @@ unless every copy's result is DELIVERED.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Outcome(StrEnum):
@@ -40,9 +41,39 @@ class DeliveryResult:
         return self.outcome is Outcome.DELIVERED
 
 
-class Transport(Protocol):
-    """A way out. Implementations never raise for delivery trouble: they return a result."""
+# What a delivery waits for before its point of no return (the gateway: the decision's audit
+# event being committed), so that the two can go on at once.
+Ready = asyncio.Future[Any]
 
-    async def deliver(self, copies: Sequence[Copy]) -> DeliveryResult: ...
+
+class NotReady(Exception):
+    """What the delivery waited for failed: nothing passed the point of no return."""
+
+
+class Transport(Protocol):
+    """A way out. Implementations never raise for delivery trouble: they return a result.
+
+    With `ready`, nothing passes the point of no return (the upstream's end of data, a file
+    in the outbox, a copy in the portal) before `ready` is done; when it fails, nothing is
+    handed over and the result is TEMPORARY.
+    """
+
+    async def deliver(self, copies: Sequence[Copy],
+                      ready: Ready | None = None) -> DeliveryResult: ...
 
     async def close(self) -> None: ...
+
+
+async def wait_ready(ready: Ready | None) -> DeliveryResult | None:
+    """Wait for `ready` (never cancelling it); a TEMPORARY result when it failed, else None."""
+    if ready is None:
+        return None
+    try:
+        await asyncio.shield(ready)
+    except asyncio.CancelledError:
+        if not ready.cancelled():
+            raise  # the caller itself was cancelled
+        return DeliveryResult(Outcome.TEMPORARY, "not ready to deliver: cancelled")
+    except Exception as exc:
+        return DeliveryResult(Outcome.TEMPORARY, f"not ready to deliver: {exc}")
+    return None

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from transports.base import Copy, DeliveryResult, Outcome
+from transports.base import Copy, DeliveryResult, Outcome, Ready, wait_ready
 from transports.ledger import Ledger, LedgerError, deliver_once
 from transports.smtp_relay import unsafe_copy_reason
 
@@ -53,12 +53,16 @@ class MaildirOutbox:
         self._own_ledger = ledger is None
         self._clock = clock
 
-    async def deliver(self, copies: Sequence[Copy]) -> DeliveryResult:
+    async def deliver(self, copies: Sequence[Copy],
+                      ready: Ready | None = None) -> DeliveryResult:
         """File every copy not already filed; stop at the first that cannot be written."""
         reason = unsafe_copy_reason(copies)
         if reason:
             log.error("outbox.refused_copy", reason=reason)
             return DeliveryResult(Outcome.PERMANENT, reason)
+        not_ready = await wait_ready(ready)
+        if not_ready is not None:
+            return not_ready
         try:
             ledger = self._open_ledger()
         except LedgerError as exc:

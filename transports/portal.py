@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from transports.base import Copy, DeliveryResult, Outcome, Transport
+from transports.base import Copy, DeliveryResult, Outcome, Ready, Transport, wait_ready
 from transports.crypto import Keyring, Sealed, seal
 from transports.plaintext import fill_and_flow
 
@@ -86,7 +86,11 @@ class PortalDelivery:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     audit: Callable[..., object] | None = None  # AuditLog.record, for "portal-stored" events
 
-    async def deliver(self, copies: Sequence[Copy]) -> DeliveryResult:
+    async def deliver(self, copies: Sequence[Copy],
+                      ready: Ready | None = None) -> DeliveryResult:
+        not_ready = await wait_ready(ready)
+        if not_ready is not None:
+            return not_ready
         accepted: list[str] = []
         for copy in copies:
             for recipient in copy.recipients:

@@ -35,6 +35,8 @@ import aiosmtplib
 from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
+from transports.base import NotReady
+
 END_OF_DATA = b".\r\n"  # after the content's own final CRLF
 SLICE = 256 * 1024  # octets handed to the transport at a time
 
@@ -54,7 +56,8 @@ def dot_stuff(data: bytes) -> bytes:
     return stuffed if stuffed.endswith(b"\r\n") else stuffed + b"\r\n"
 
 
-async def send_data(smtp: aiosmtplib.SMTP, data: bytes) -> SMTPResponse:
+async def send_data(smtp: aiosmtplib.SMTP, data: bytes,
+                    ready: asyncio.Future[Any] | None = None) -> SMTPResponse:
     """DATA, the dot-stuffed content and the end-of-data line; the upstream's final reply.
 
     Raises like `SMTP.data()`: `SMTPDataError` when DATA is not answered 354 or the content not
@@ -64,6 +67,10 @@ async def send_data(smtp: aiosmtplib.SMTP, data: bytes) -> SMTPResponse:
     to the whole content the connection is closed, so it is never reused half-way through a
     transaction. Each wait (for the upstream to take a slice, for a reply) is bounded by the
     connection's own timeout, as in aiosmtplib.
+
+    With `ready`, the end-of-data line is written only once `ready` is done; when it fails
+    (`NotReady`) or does not finish within the timeout, the connection is closed instead, and
+    the upstream drops the unfinished message.
     """
     timeout = smtp.timeout
     if has_unsafe_bytes(data):
@@ -79,7 +86,7 @@ async def send_data(smtp: aiosmtplib.SMTP, data: bytes) -> SMTPResponse:
     reply = asyncio.ensure_future(protocol.read_response())
     finished = False
     try:
-        sent_all = await _write_content(protocol, stuffed, reply, timeout)
+        sent_all = await _write_content(protocol, stuffed, reply, timeout, ready)
         del stuffed
         try:
             response = await asyncio.wait_for(reply, timeout)
@@ -105,14 +112,40 @@ def _forget(reply: asyncio.Future[SMTPResponse]) -> None:
 
 
 async def _write_content(protocol: SMTPProtocol, stuffed: bytes,
-                         reply: asyncio.Future[SMTPResponse], seconds: float | None) -> bool:
+                         reply: asyncio.Future[SMTPResponse], seconds: float | None,
+                         ready: asyncio.Future[Any] | None = None) -> bool:
     """Write the content and the end-of-data line a slice at a time; False when the upstream
     replied before all of it was written (the rest is then left unwritten)."""
+    if len(stuffed) <= SLICE and (ready is None or _succeeded(ready)):
+        protocol.write(stuffed + END_OF_DATA)  # one write for a short message
+        return True
     for offset in range(0, len(stuffed), SLICE):
         if offset and not await _taken(protocol, reply, seconds):
             return False
         protocol.write(stuffed[offset:offset + SLICE])  # the content itself when it is small
+    if ready is not None and not await _until_ready(ready, reply, seconds):
+        return False
     protocol.write(END_OF_DATA)
+    return True
+
+
+def _succeeded(ready: asyncio.Future[Any]) -> bool:
+    return ready.done() and not ready.cancelled() and ready.exception() is None
+
+
+async def _until_ready(ready: asyncio.Future[Any], reply: asyncio.Future[SMTPResponse],
+                       seconds: float | None) -> bool:
+    """Wait for `ready` (never cancelling it); False when a reply came first. Raises
+    `NotReady` when it failed and aiosmtplib's timeout error when it took too long."""
+    if not ready.done():
+        done, _ = await asyncio.wait({ready, reply}, timeout=seconds,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            raise aiosmtplib.SMTPTimeoutError("Timed out waiting to end the message data")
+        if not ready.done():
+            return False
+    if not _succeeded(ready):
+        raise NotReady("not ready to deliver: what the end of data waited for failed")
     return True
 
 

@@ -26,13 +26,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from typing import Protocol
 
 import aiosmtplib
 import structlog
 from aiosmtplib import SMTPStatus
 
-from transports.base import Copy, DeliveryResult, Outcome
+from transports.base import Copy, DeliveryResult, NotReady, Outcome, Ready
 from transports.ledger import Ledger, deliver_once
 from transports.smtp_data_writer import has_unsafe_bytes, send_data
 
@@ -159,21 +160,25 @@ class SmtpRelay:
         """How many upstream connections this relay has opened (for metrics and tests)."""
         return self._pool.opened
 
-    async def deliver(self, copies: Sequence[Copy]) -> DeliveryResult:
-        """Hand every copy over; stop at the first one that is not accepted."""
+    async def deliver(self, copies: Sequence[Copy],
+                      ready: Ready | None = None) -> DeliveryResult:
+        """Hand every copy over; stop at the first one that is not accepted. With `ready`,
+        each transaction goes as far as the end of its data and waits for it there."""
         reason = unsafe_copy_reason(copies)
         if reason:
             log.error("relay.refused_copy", reason=reason)
             return DeliveryResult(Outcome.PERMANENT, reason)
-        return await deliver_once(self._ledger, copies, self._hand_over, self._clock)
+        return await deliver_once(self._ledger, copies, partial(self._hand_over, ready=ready),
+                                  self._clock)
 
     async def close(self) -> None:
         """Say QUIT on every idle connection and close them."""
         await self._pool.close()
 
-    async def _hand_over(self, copy: Copy, recipients: tuple[str, ...]) -> DeliveryResult:
+    async def _hand_over(self, copy: Copy, recipients: tuple[str, ...], *,
+                         ready: Ready | None = None) -> DeliveryResult:
         """One SMTP transaction for one copy, logged without its content."""
-        result = await self._transact(copy, recipients)
+        result = await self._transact(copy, recipients, ready)
         log.info(
             "relay.copy",
             key=copy.key,
@@ -184,7 +189,8 @@ class SmtpRelay:
         )
         return result
 
-    async def _transact(self, copy: Copy, recipients: tuple[str, ...]) -> DeliveryResult:
+    async def _transact(self, copy: Copy, recipients: tuple[str, ...],
+                        ready: Ready | None = None) -> DeliveryResult:
         """Borrow a connection and run the transaction; every failure becomes a result.
 
         A connection reused without an RSET may have been closed by the upstream while it was
@@ -194,13 +200,15 @@ class SmtpRelay:
         try:
             try:
                 async with self._pool.connection() as lease:
-                    return await _transaction(lease.smtp, copy, recipients)
+                    return await _transaction(lease.smtp, copy, recipients, ready)
             except _NothingSent:
                 if not lease.unchecked:
                     raise
                 log.info("relay.stale_connection", key=copy.key)
                 async with self._pool.connection(check=True) as lease:
-                    return await _transaction(lease.smtp, copy, recipients)
+                    return await _transaction(lease.smtp, copy, recipients, ready)
+        except NotReady as exc:
+            return _temporary(str(exc))  # the connection was closed before the end of data
         except aiosmtplib.SMTPResponseException as exc:
             # Replies outside MAIL/RCPT/DATA (greeting, EHLO, STARTTLS, AUTH) say nothing about
             # this message: a misconfigured or unwell upstream is always worth a retry.
@@ -250,7 +258,7 @@ class _NothingSent(aiosmtplib.SMTPServerDisconnected):
 
 
 async def _transaction(
-    smtp: aiosmtplib.SMTP, copy: Copy, recipients: tuple[str, ...]
+    smtp: aiosmtplib.SMTP, copy: Copy, recipients: tuple[str, ...], ready: Ready | None = None
 ) -> DeliveryResult:
     """MAIL, every RCPT, then DATA only if every recipient was accepted.
 
@@ -272,7 +280,7 @@ async def _transaction(
             return DeliveryResult(Outcome.PERMANENT, detail)
         return _temporary(detail)
     try:
-        await send_data(smtp, copy.data)
+        await send_data(smtp, copy.data, ready)
     except aiosmtplib.SMTPDataError as exc:
         await _reset_quietly(smtp)  # DATA itself may have been refused, the envelope still open
         return _refused(exc.code, f"upstream refused the data with {exc.code}")

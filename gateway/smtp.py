@@ -152,8 +152,12 @@ class GatewaySMTP(SMTP):
         with the rule's sentence, and its event names the rule.
         """
         text = status if isinstance(status, str) else status.decode("ascii", "replace")
-        code, enhanced = reply_codes(text)
         explained = EXPLAINED_BY_RULE.get(text)
+        if explained is None and text[:1] in ("2", "3"):  # no refusal: nothing to audit
+            pipeline.EVENT_RECORDED.set(False)
+            await super().push(status)
+            return
+        code, enhanced = reply_codes(text)
         if explained is not None:
             problem, rule_id = explained
             rule = self.handler.services.app.policy.rule(rule_id)

@@ -62,16 +62,15 @@ class _RememberingRegistry(_Registry):
 SHARED_NAMES = frozenset({"content-type", "content-transfer-encoding", "content-disposition",
                           "mime-version"})
 MAX_SHARED_VALUE = 128
-_SHARED_REGISTRY = _Registry()
+_SHARED = _Registry()  # parses what is not one message's: no memory of its own
+
+# `email.policy.default` for decoding a header outside any one message's parse.
+DECODING = email.policy.default.clone(header_factory=_SHARED)
 
 
 @lru_cache(maxsize=256)
 def _shared_parse(name: str, value: str) -> BaseHeader:
-    return _SHARED_REGISTRY(name, value)
-
-
-# `email.policy.default` for decoding a header outside any one message's parse.
-DECODING = email.policy.default.clone(header_factory=_Registry())
+    return _SHARED(name, value)
 
 
 def for_one_message() -> email.policy.EmailPolicy[EmailMessage]:

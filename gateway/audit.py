@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -155,10 +155,8 @@ class AuditLog:
         # Called with each stored event (e.g. gateway.alerts wakes up), from the store's writer
         # thread: must not block and must not record events itself.
         self.listeners: list[Callable[[StoredEvent], None]] = []
-        self._log = structlog.wrap_logger(
-            structlog.WriteLogger(stream or _Stdout()),  # type: ignore[arg-type]
-            processors=[structlog.processors.JSONRenderer(sort_keys=True)],
-        )
+        self._stream: TextIO = stream or _Stdout()  # type: ignore[assignment]
+        self._render = structlog.processors.JSONRenderer(sort_keys=True)
         store.after_commit = self._published
 
     @classmethod
@@ -294,10 +292,15 @@ class AuditLog:
         }
 
     def _published(self, appended: Sequence[tuple[StoredEvent, bytes]]) -> None:
-        """After each commit (in the store's writer thread, in chain order): the SIEM line,
-        a signed checkpoint every `checkpoint_every` events, then the listeners."""
+        """After each commit (in the store's writer thread, in chain order): the SIEM lines
+        (one write for the batch: each write lets the event loop's thread in before the writer
+        can go on), a signed checkpoint every `checkpoint_every` events, then the listeners."""
+        self._stream.write("".join(
+            cast(str, self._render(None, "info", {"event": "audit", "audit_mac": mac.hex(),
+                                                  **stored.as_dict()})) + "\n"
+            for stored, mac in appended))
+        self._stream.flush()
         for stored, mac in appended:
-            self._log.info("audit", audit_mac=mac.hex(), **stored.as_dict())
             if self._checkpoint_every and stored.seq % self._checkpoint_every == 0:
                 self._sign(stored.seq, mac)
             for listener in self.listeners:

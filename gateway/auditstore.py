@@ -417,12 +417,14 @@ class AuditStore:
             f"INSERT INTO audit_event ({_COLUMNS}, mac) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
             rows,
         )
-        self._db.executemany(
-            "INSERT OR IGNORE INTO audit_domain (domain, seq) VALUES (?, ?)", domains
-        )
-        self._db.executemany(
-            "INSERT OR IGNORE INTO audit_case (case_number, seq) VALUES (?, ?)", cases
-        )
+        if domains:  # each call lets the event loop's thread in before the writer goes on
+            self._db.executemany(
+                "INSERT OR IGNORE INTO audit_domain (domain, seq) VALUES (?, ?)", domains
+            )
+        if cases:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO audit_case (case_number, seq) VALUES (?, ?)", cases
+            )
 
     def head(self) -> tuple[int, bytes]:
         """The last sequence number and its mac ((0, genesis) when empty)."""

@@ -42,7 +42,7 @@ from gateway.ratelimit import AuthThrottle
 from gateway.users import User, UserStore
 from policies import engine
 from policies.model import Action, Decision, Snapshot, Verdict
-from transports.base import Copy, DeliveryResult, Outcome, Transport
+from transports.base import Copy, DeliveryResult, Outcome, Ready, Transport
 from transports.portal import PortalDelivery
 
 log = structlog.get_logger("casegate.smtp")
@@ -288,7 +288,7 @@ async def _stages(services: Services, submission: Submission) -> Reply:
 
 
 async def deliver(services: Services, plain: tuple[Copy, ...], sealed: tuple[Copy, ...],
-                  ready: asyncio.Future[Any] | None = None) -> DeliveryResult:
+                  ready: Ready | None = None) -> DeliveryResult:
     """Plain copies to the upstream, then encrypt copies to the portal: all, or a retry.
 
     Each transport remembers what it accepted, so the client's retry after a partial success

@@ -35,7 +35,7 @@ import aiosmtplib
 from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
-from transports.base import NotReady
+from transports.base import NotReady, Ready
 
 END_OF_DATA = b".\r\n"  # after the content's own final CRLF
 SLICE = 256 * 1024  # octets handed to the transport at a time
@@ -57,7 +57,7 @@ def dot_stuff(data: bytes) -> bytes:
 
 
 async def send_data(smtp: aiosmtplib.SMTP, data: bytes,
-                    ready: asyncio.Future[Any] | None = None) -> SMTPResponse:
+                    ready: Ready | None = None) -> SMTPResponse:
     """DATA, the dot-stuffed content and the end-of-data line; the upstream's final reply.
 
     Raises like `SMTP.data()`: `SMTPDataError` when DATA is not answered 354 or the content not
@@ -113,7 +113,7 @@ def _forget(reply: asyncio.Future[SMTPResponse]) -> None:
 
 async def _write_content(protocol: SMTPProtocol, stuffed: bytes,
                          reply: asyncio.Future[SMTPResponse], seconds: float | None,
-                         ready: asyncio.Future[Any] | None = None) -> bool:
+                         ready: Ready | None = None) -> bool:
     """Write the content and the end-of-data line a slice at a time; False when the upstream
     replied before all of it was written (the rest is then left unwritten)."""
     if len(stuffed) <= SLICE and (ready is None or _succeeded(ready)):
@@ -129,11 +129,11 @@ async def _write_content(protocol: SMTPProtocol, stuffed: bytes,
     return True
 
 
-def _succeeded(ready: asyncio.Future[Any]) -> bool:
+def _succeeded(ready: Ready) -> bool:
     return ready.done() and not ready.cancelled() and ready.exception() is None
 
 
-async def _until_ready(ready: asyncio.Future[Any], reply: asyncio.Future[SMTPResponse],
+async def _until_ready(ready: Ready, reply: asyncio.Future[SMTPResponse],
                        seconds: float | None) -> bool:
     """Wait for `ready` (never cancelling it); False when a reply came first. Raises
     `NotReady` when it failed and aiosmtplib's timeout error when it took too long."""

@@ -273,12 +273,11 @@ async def _stages(services: Services, submission: Submission) -> Reply:
         services.metrics.inc("casegate_messages_refused_total")
         return Reply.of(554, "5.6.0", "A header cannot be written safely into the outgoing copy.",
                         services.app.policy.rule("malformed-message").sentence)
-    if decision.overrides_applied:
-        await asyncio.shield(recorded)  # before the sender's manager is told (RRP 1.2)
-    reply = await overrides.notify(services, submission, decision, decision_id)
-    if reply is not None:
-        await asyncio.shield(recorded)
-        return reply
+    if decision.overrides_applied:  # the sender's manager is told first (RRP 1.2)
+        await asyncio.shield(recorded)  # and only of a decision on record
+        reply = await overrides.notify(services, submission, decision, decision_id)
+        if reply is not None:
+            return reply
     result = await deliver(services, plain, sealed, recorded)
     await asyncio.shield(recorded)  # its failure, even when no copy needed handing over
     await audit(services, "relay", sender=decision.sender, recipients=list(submission.recipients),

@@ -26,6 +26,7 @@ from gateway.auditstore import EventFilter
 from gateway.cli import main
 from gateway.server import start_gateway
 from gateway.verification import parse_request
+from gateway.web import breakable
 from tests.dnsstub import DnsStub
 from tests.gateway_harness import PASSWORD, STAFF, Harness, message
 from tests.sink import Sink
@@ -205,14 +206,72 @@ async def test_forms_need_the_csrf_token_and_wrong_codes_lock(tmp_path: Path) ->
 
 
 async def test_an_expired_link_shows_it_cannot_be_used(tmp_path: Path) -> None:
-    """The gateway's clock past the link's expiry: the page says so and the request expires."""
+    """The gateway's clock past the link's expiry: 410 Gone, the page says so, and the request
+    expires."""
     async with running(tmp_path) as gw, gw.web() as client:
         expires = (await ask_api(client))[1]["expires_at"]
         token = token_in((await gw.inbox.wait_for(RECIPIENT))[0])
         gw.harness.gateway.services.clock = lambda: datetime.fromisoformat(expires)
         async with client.get(f"/v/{token}") as page:
-            assert page.status == 200 and "cannot be used" in await page.text()
+            assert page.status == 410 and "cannot be used" in await page.text()
         assert [r.state.value for r in gw.app.registry.requests()] == ["expired"]
+
+
+async def test_a_forged_link_is_404_and_a_used_one_410(tmp_path: Path) -> None:
+    """A token we never issued is 404, an answered one 410; neither page names an address."""
+    async with running(tmp_path) as gw, gw.web() as client:
+        await ask_api(client)
+        token = token_in((await gw.inbox.wait_for(RECIPIENT))[0])
+        forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+        for bad in (forged, "not-a-token", "A" * 24 + ".1999999999." + "B" * 43):
+            async with client.get(f"/v/{bad}") as page:
+                text = await page.text()
+                assert page.status == 404, bad
+                assert "Copy the whole link" in text and RECIPIENT not in text
+        csrf = await open_form(client, token)
+        async with client.post(f"/v/{token}", data={"csrf_token": csrf,
+                                                      "answer": "decline"}) as declined:
+            assert declined.status == 200
+        async with client.get(f"/v/{token}") as page:
+            text = await page.text()
+            assert page.status == 410 and "already been used" in text
+            assert RECIPIENT not in text
+        async with client.post(f"/v/{forged}", data={"csrf_token": csrf,
+                                                       "answer": "decline"}) as posted:
+            assert posted.status == 404
+
+
+async def test_staff_see_only_their_own_verification_requests(tmp_path: Path) -> None:
+    """/verifications lists the signed-in member of staff's requests, and nobody else's."""
+    other = "al.jones@cafcass.gov.uk"
+    async with running(tmp_path) as gw:
+        gw.app.users.add(other, PASSWORD)
+        async with gw.web() as client:
+            assert (await ask_api(client))[0] == 200
+        async with gw.web() as mine:
+            await sign_in(mine, STAFF)
+            async with mine.get("/verifications") as page:
+                text = await page.text()
+                assert page.status == 200
+                assert str(breakable(RECIPIENT)) in text
+                assert CASE in text and "waiting for the recipient" in text
+                assert 'aria-current="page"' in text and 'href="/verifications"' in text
+        async with gw.web() as theirs:
+            await sign_in(theirs, other)
+            async with theirs.get("/verifications") as page:
+                text = await page.text()
+                assert page.status == 200 and "have not asked for any" in text
+                assert CASE not in text and str(breakable(RECIPIENT)) not in text
+
+
+async def sign_in(client: aiohttp.ClientSession, address: str) -> None:
+    """Sign in on the staff pages (the session cookie stays in the client's jar)."""
+    async with client.get("/login") as form:
+        token = hidden(await form.text(), "signin_token")
+    async with client.post("/login", data={"address": address, "password": PASSWORD,
+                                           "signin_token": token, "next": "/home"},
+                           allow_redirects=False) as answer:
+        assert answer.status == 303 and answer.headers["Location"] == "/home"
 
 
 async def test_requests_to_the_verification_address_are_checked(tmp_path: Path) -> None:

@@ -133,12 +133,12 @@ async def test_a_used_link_cannot_be_replayed(kit: VerifyKit) -> None:
     assert len(kit.app.registry.entries()) == 1 and kit.events("verification-declined") == []
 
 
-async def test_a_tampered_token_is_unavailable(kit: VerifyKit) -> None:
-    """A token with one character changed is refused and recorded."""
+async def test_a_tampered_token_is_unknown(kit: VerifyKit) -> None:
+    """A token with one character changed is not one of ours: refused and recorded."""
     token, code = await sent(kit)
     forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     assert (await kit.workflow.confirm(forged, code, RECIPIENT_NAME)).state is \
-        LinkState.UNAVAILABLE
+        LinkState.UNKNOWN
     assert kit.events("verification-link-refused")[0].metadata["reason"] == "tampered"
     assert kit.app.registry.entries() == []
 

@@ -168,12 +168,12 @@ def test_sessions_end_when_idle_or_too_old(tmp_path: Path) -> None:
     ("given", "expected"),
     [
         ("/governance?grade=high", "/governance?grade=high"),
-        ("//evil.example/", "/governance"),
-        ("/\\evil.example", "/governance"),
-        ("https://evil.example/", "/governance"),
-        ("/x\r\nSet-Cookie: a=b", "/governance"),
-        ("/governance\n", "/governance"),
-        ("/static/casegate.css\n", "/governance"),
+        ("//evil.example/", "/home"),
+        ("/\\evil.example", "/home"),
+        ("https://evil.example/", "/home"),
+        ("/x\r\nSet-Cookie: a=b", "/home"),
+        ("/governance\n", "/home"),
+        ("/static/casegate.css\n", "/home"),
     ],
 )
 def test_next_only_goes_to_our_own_paths(given: str, expected: str) -> None:

@@ -49,6 +49,8 @@ log = structlog.get_logger("casegate.portal")
 DEFAULT_EXPIRY = timedelta(days=30)
 TRACE_HEADER = b"x-casegate-decision"
 MAX_FILENAME = 150
+MAX_SUBJECT = 200
+_MESSAGE_ID = re.compile(r"<[!-;=?-~]{1,250}>")  # RFC 5322 msg-id: printable, no <, > or space
 _UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 
 
@@ -179,12 +181,22 @@ class Upload:
 
 
 def reply_email(settings: PortalSettings, *, recipient: str, sender: str, decision_id: str,
-                text: str, uploads: Sequence[Upload], now: datetime) -> Copy:
-    """A recipient's secure reply, with attachments, to the sender's internal mailbox."""
+                text: str, uploads: Sequence[Upload], now: datetime,
+                original_subject: str = "", original_id: str = "") -> Copy:
+    """A recipient's secure reply, with attachments, to the sender's internal mailbox.
+
+    It answers the original message as a mail client would (RFC 5322 3.6.4): "Re: <subject>"
+    when the copy had a subject, and In-Reply-To/References naming its Message-ID when it had
+    a well-formed one, so the sender's mail client threads the reply with what they sent.
+    """
     body = fill_and_flow(_template("reply.txt"), {
         "recipient": recipient, "decision_id": decision_id,
         "organisation": settings.organisation, "text": text})
-    mail = _mail(settings.from_address, sender, f"Secure reply from {recipient}", body, now)
+    mail = _mail(settings.from_address, sender, reply_subject(original_subject, recipient),
+                 body, now)
+    if _MESSAGE_ID.fullmatch(original_id):
+        mail["In-Reply-To"] = original_id
+        mail["References"] = original_id
     for upload in uploads:
         maintype, _, subtype = upload.content_type.partition("/")
         if not (maintype and subtype) or not _token(maintype) or not _token(subtype):
@@ -193,6 +205,14 @@ def reply_email(settings: PortalSettings, *, recipient: str, sender: str, decisi
                             filename=safe_filename(upload.filename))
     return Copy(key=secrets.token_hex(16), mail_from=settings.from_address, recipients=(sender,),
                 data=mail.as_bytes())
+
+
+def reply_subject(original: str, recipient: str) -> str:
+    """'Re: <original subject>' (one 'Re:' only), else 'Secure reply from <recipient>'."""
+    subject = " ".join(original.split())[:MAX_SUBJECT]
+    if not subject:
+        return f"Secure reply from {recipient}"
+    return subject if subject[:3].lower() == "re:" else f"Re: {subject}"
 
 
 def safe_filename(name: str) -> str:
@@ -256,6 +276,7 @@ class ReadableMessage:
 
     subject: str
     sent: str
+    message_id: str
     text: str
     html: str
     attachments: tuple[AttachmentInfo, ...]
@@ -281,6 +302,7 @@ def read_message(data: bytes) -> ReadableMessage:
     return ReadableMessage(
         subject=_header(lambda: str(message.get("subject", "")), ""),
         sent=_header(lambda: str(message.get("date", "")), ""),
+        message_id=_header(lambda: str(message.get("message-id", "")), ""),
         text=_content(text_part), html=_content(html_part), attachments=tuple(attachments))
 
 

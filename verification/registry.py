@@ -411,6 +411,14 @@ class Registry:
             rows = self._db.execute(query + " ORDER BY id", params).fetchall()
         return [_request(row) for row in rows]
 
+    def requests_by(self, requested_by: str, limit: int = 200) -> list[VerificationRequest]:
+        """The requests one member of staff made, newest first (at most `limit`)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM verification_requests WHERE requested_by = ? "
+                "ORDER BY id DESC LIMIT ?", (normalise_address(requested_by), limit)).fetchall()
+        return [_request(row) for row in rows]
+
     def count_wrong_code(
         self, request_id: int, *, max_attempts: int, now: datetime
     ) -> VerificationRequest | None:

@@ -1,16 +1,15 @@
 """The words of the workflow: email and page texts from templates an organisation can change.
 
-Templates are `string.Template` files in `verification/templates/`; an organisation puts its
-own copy of any of them in `[verification] templates_dir` and that one is used instead. A mail
-template starts with a `Subject:` line and a blank line; its paragraphs are re-wrapped after
-filling (`transports.plaintext`), so they may be written on one line or wrapped anywhere. Page
-templates are HTML fragments whose
-values are HTML-escaped here; the web front puts them inside the site layout.
+Templates are files in `verification/templates/`; an organisation puts its own copy of any of
+them in `[verification] templates_dir` and that one is used instead. Mail templates (`.txt`) are
+plain text in `string.Template` form (`$name`): one starts with a `Subject:` line and a blank
+line; its paragraphs are re-wrapped after filling (`transports.plaintext`), so they may be
+written on one line or wrapped anywhere. Page templates (`page-*.html`) are Jinja2 HTML
+fragments (`{{ name }}`), auto-escaped; the web front puts them inside the site layout.
 """
 
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,15 +20,12 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
+import jinja2
+from markupsafe import Markup
+
 from transports.plaintext import fill_and_flow
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
-
-
-class Html(str):
-    """HTML built here from escaped parts (passes through `fill_page` unescaped)."""
-
-    __slots__ = ()
 
 
 def one_line(value: str, limit: int = 300) -> str:
@@ -69,6 +65,12 @@ class Texts:
 
     def __init__(self, override_dir: Path | None = None) -> None:
         self.override_dir = override_dir
+        loaders: list[jinja2.BaseLoader] = [jinja2.PackageLoader("verification", "templates")]
+        if override_dir is not None:
+            loaders.insert(0, jinja2.FileSystemLoader(override_dir))
+        self._pages = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(loaders), autoescape=True,
+            undefined=jinja2.StrictUndefined)  # a value the page needs and nobody gave: a bug
 
     def template(self, name: str) -> Template:
         if self.override_dir is not None:
@@ -88,8 +90,7 @@ class Texts:
         body = fill_and_flow(Template(rest.lstrip("\n")), strings)
         return Mail(sender=sender, to=to, subject=subject, body=body)
 
-    def page(self, template: str, /, **values: object) -> Html:
-        """An HTML fragment from `template`, every value escaped unless it is `Html`."""
-        escaped = {k: v if isinstance(v, Html) else html.escape(str(v), quote=True)
-                   for k, v in values.items()}
-        return Html(self.template(template).substitute(escaped))
+    def page(self, template: str, /, **values: object) -> Markup:
+        """An HTML fragment from `template`, every value escaped unless it is `Markup`."""
+        # The text comes from an auto-escaping environment (S704), so it is safe HTML.
+        return Markup(self._pages.get_template(template).render(values))  # noqa: S704

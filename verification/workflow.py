@@ -134,7 +134,8 @@ class LinkState(StrEnum):
     CONFIRMED = "confirmed"
     DECLINED = "declined"
     LOCKED = "locked"
-    UNAVAILABLE = "unavailable"  # tampered, expired, already used or withdrawn
+    UNAVAILABLE = "unavailable"  # a link we issued that expired, was used or was withdrawn
+    UNKNOWN = "unknown"  # not a link we issued: tampered, or no request behind it
 
 
 @dataclass(frozen=True)
@@ -381,16 +382,16 @@ class Workflow:
         """What the link shows now: the form, or why it cannot be used."""
         self.expire_due()
         request = self._pending(token)
-        if request is None:
-            return LinkAnswer(LinkState.UNAVAILABLE)
+        if isinstance(request, LinkState):
+            return LinkAnswer(request)
         return LinkAnswer(LinkState.OPEN, request,
                           attempts_left=self.settings.max_attempts - request.attempts)
 
     async def confirm(self, token: str, code: str, name: str) -> LinkAnswer:
         """The recipient's code and name: verified, a wrong try, or locked."""
         request = self._pending(token)
-        if request is None:
-            return LinkAnswer(LinkState.UNAVAILABLE)
+        if isinstance(request, LinkState):
+            return LinkAnswer(request)
         now = self.clock()
         right = self.signer.code_matches(request.token_id, code, request.code_digest)
         if not (right and names_match(request.name, name[:MAX_NAME])):
@@ -429,8 +430,8 @@ class Workflow:
     async def decline(self, token: str) -> LinkAnswer:
         """"This is not me": a breach attempt caught; the practitioner is told at once."""
         request = self._pending(token)
-        if request is None:
-            return LinkAnswer(LinkState.UNAVAILABLE)
+        if isinstance(request, LinkState):
+            return LinkAnswer(request)
         now = self.clock()
         closed = self.registry.close_request(request.id, RequestState.DECLINED, now=now)
         if closed is None:
@@ -441,21 +442,24 @@ class Workflow:
                                       when=when(now))
         return LinkAnswer(LinkState.DECLINED, closed)
 
-    def _pending(self, token: str) -> VerificationRequest | None:
-        """The pending request a token names; an expired link expires its request."""
+    def _pending(self, token: str) -> VerificationRequest | LinkState:
+        """The pending request a token names, else why not: UNKNOWN (not a link we issued) or
+        UNAVAILABLE (used, withdrawn or expired; an expired link expires its request)."""
         now = self.clock()
         checked = self.signer.check(token, now)
         if checked.status is TokenStatus.TAMPERED:
             self.audit.record("verification-link-refused", reason="tampered")
-            return None
+            return LinkState.UNKNOWN
         request = self.registry.request_by_token(checked.token_id)
-        if request is None or request.state is not RequestState.PENDING:
-            self.audit.record("verification-link-refused", reason="used",
-                              request_id=request.id if request else 0)
-            return None
+        if request is None:
+            self.audit.record("verification-link-refused", reason="unknown")
+            return LinkState.UNKNOWN
+        if request.state is not RequestState.PENDING:
+            self.audit.record("verification-link-refused", reason="used", request_id=request.id)
+            return LinkState.UNAVAILABLE
         if checked.status is TokenStatus.EXPIRED or request.link_expires_at <= now:
             self._expire(request, now)
-            return None
+            return LinkState.UNAVAILABLE
         return request
 
     # -- upkeep -------------------------------------------------------------------------

@@ -1,34 +1,45 @@
 """Staff web pages: server-rendered HTML, no JavaScript, no external assets.
 
-- `render(template, title=..., brand=..., **values)`: a page from `gateway/templates/`, every value
-  HTML-escaped unless it is `Markup` (HTML this package built itself, already escaped).
-- `add_routes(web_app, ctx)` (listed in `gateway.http.ROUTE_MODULES` as "gateway.web"): a
-  redirect from `/` to the sign-in page, the login/logout pages, the governance view and the
-  stylesheet; it also runs the breach alerter (`gateway.alerts`) for as long as the HTTP front
-  runs. `install(web_app, deps)` does the same from explicit parts (tests build one from a real
-  AuditLog and UserStore).
+- Pages are Jinja2 templates in `gateway/templates/` (through aiohttp-jinja2), auto-escaped:
+  every value is HTML-escaped unless it is `markupsafe.Markup` (HTML a sanitiser or a template
+  made). `render(request, template, title=..., staff=..., **values)` answers with one of them
+  inside the layout and our security headers; `use_templates(web_app)` sets the engine up once
+  (each module's `install` calls it).
+- Staff pages register themselves with `add_staff_page(web_app, StaffPage(...))`: the home page
+  and the navigation bar list the registered pages whose roles the signed-in user holds, so a
+  page that is not installed is never offered.
+- `add_routes(web_app, ctx)` (listed in `gateway.http.ROUTE_MODULES` as "gateway.web"): `/`
+  (to the home page when signed in, else to the sign-in page), `/home`, the login/logout pages,
+  the governance view and the stylesheet; it also runs the breach alerter (`gateway.alerts`)
+  for as long as the HTTP front runs. `install(web_app, deps)` does the same from explicit parts
+  (tests build one from a real AuditLog and UserStore).
 - Every page of ours carries a strict Content-Security-Policy (no inline script, no framing, no
   referrer).
 
-Other modules protect their pages with `gateway.web.auth.require_user` and put
-`gateway.web.auth.csrf_field(session)` in every form; see that module.
+Other modules protect their pages with `gateway.web.auth.require_user`; every form of a signed-in
+page carries `<input type="hidden" name="csrf_token" value="{{ csrf_token }}">` (`render` puts
+the session's token in the context when given `staff`).
 """
 
 from __future__ import annotations
 
-import html
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from string import Template
 from typing import TYPE_CHECKING, Any
 
+import aiohttp_jinja2
+import jinja2
 from aiohttp import web
+from markupsafe import Markup, escape
 
 if TYPE_CHECKING:
     from gateway.audit import AuditLog
     from gateway.users import UserStore
+    from gateway.web.auth import StaffSession
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -43,62 +54,136 @@ PAGE_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 STYLESHEET = "casegate.css"
-OUR_PREFIXES = ("/login", "/logout", "/governance", f"/static/{STYLESHEET}")
-HOME = "/login"  # where the site's root sends a browser
+HOME = "/home"  # the signed-in staff member's home page
+SIGN_IN = "/login"
+OUR_PREFIXES = ("/login", "/logout", HOME, "/governance", "/verifications",
+                f"/static/{STYLESHEET}")
+_BREAK_AFTER = re.compile(r"([@.,])")
 
 
-class Markup(str):
-    """HTML that is already safe: built by our code from escaped parts."""
+@dataclass(frozen=True)
+class StaffPage:
+    """A page staff can open from the home page and the navigation bar."""
 
-    __slots__ = ()
+    path: str
+    label: str  # the navigation's link text
+    description: str  # one sentence on the home page
+    roles: tuple[str, ...] = ()  # any of these; empty: every signed-in member of staff
 
+    def allows(self, staff: StaffSession) -> bool:
+        return not self.roles or staff.has_role(*self.roles)
 
-def escape(value: object) -> Markup:
-    """`value` as HTML text (Markup passes through unchanged)."""
-    if isinstance(value, Markup):
-        return value
-    return Markup(html.escape(str(value), quote=True))
-
-
-def join(parts: list[Markup], separator: str = "") -> Markup:
-    return Markup(separator.join(parts))
-
-
-@cache
-def _template(name: str) -> Template:
-    text = resources.files("gateway").joinpath("templates", name).read_text("utf-8")
-    return Template(text)
+    def covers(self, path: str) -> bool:
+        """Whether `path` is this page or one below it (/governance/events/7)."""
+        return path == self.path or path.startswith(self.path + "/")
 
 
-def fill(name: str, **values: object) -> Markup:
-    """A template with its values escaped (a missing value is a bug: KeyError)."""
-    return Markup(_template(name).substitute({k: escape(v) for k, v in values.items()}))
+STAFF_PAGES: web.AppKey[list[StaffPage]] = web.AppKey("casegate-staff-pages")
+HOME_PAGE = StaffPage(HOME, "Home", "The pages you can use.")
+
+
+def add_staff_page(web_app: web.Application, page: StaffPage) -> None:
+    """Offer `page` on the home page and in the navigation bar (to the roles it names)."""
+    web_app.setdefault(STAFF_PAGES, [HOME_PAGE]).append(page)
+
+
+def staff_pages(app: web.Application, staff: StaffSession) -> list[StaffPage]:
+    """The registered pages `staff` may use, in the order they were added."""
+    return [page for page in app.get(STAFF_PAGES, [HOME_PAGE]) if page.allows(staff)]
+
+
+def may_open(app: web.Application, staff: StaffSession, path: str) -> bool:
+    """Whether `path` is a staff page `staff` may use (unknown paths: no)."""
+    return any(page.covers(path) for page in staff_pages(app, staff))
+
+
+def breakable(value: object) -> Markup:
+    """`value` escaped, with a line-break opportunity after each @ . and , (addresses, lists),
+    so a narrow screen wraps an address there rather than in the middle of a word."""
+    pieces = _BREAK_AFTER.split(str(value))  # text, separator, text, separator, ...
+    joined = [escape(text) + escape(sep) for text, sep in zip(pieces[::2], [*pieces[1::2], ""],
+                                                               strict=True)]
+    return Markup("<wbr>").join(part for part in joined if part)
+
+
+def plural(count: int, word: str, many: str = "") -> str:
+    """'1 event', '2 events' ('many' for irregular plurals)."""
+    return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
+def yes_no(value: object) -> str:
+    """How a page shows a recorded value: booleans as yes/no, lists comma-separated."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(yes_no(v) for v in value)
+    return str(value)
+
+
+FILTERS: dict[str, Callable[..., str]] = {
+    "breakable": breakable, "plural": plural, "yes_no": yes_no}
+
+
+def use_templates(web_app: web.Application) -> jinja2.Environment:
+    """The Jinja2 environment of `web_app`, set up on first call (auto-escaping on for .html)."""
+    if aiohttp_jinja2.APP_KEY in web_app:
+        return web_app[aiohttp_jinja2.APP_KEY]
+    return aiohttp_jinja2.setup(
+        web_app,
+        loader=jinja2.PackageLoader("gateway", "templates"),
+        autoescape=jinja2.select_autoescape(["html"], default_for_string=True, default=True),
+        undefined=jinja2.StrictUndefined,  # a value the template needs and nobody gave: a bug
+        trim_blocks=True,
+        lstrip_blocks=True,
+        default_helpers=False,
+        filters=FILTERS,
+    )
 
 
 def render(
+    request: web.Request,
     name: str,
     *,
     title: str,
     status: int = 200,
-    nav: Markup | None = None,
+    staff: StaffSession | None = None,
     brand: str = "casegate",
-    **values: object,
+    **values: Any,
 ) -> web.Response:
-    """A full page: `name` inside the layout, with our security headers.
+    """A full page from template `name` (which extends the layout), with our security headers.
 
-    `brand` heads the page and ends its title: "casegate" on staff pages, the organisation's
-    name on the pages families and other recipients see.
+    `staff`, when given, puts the navigation bar of the signed-in user in the header. `brand`
+    heads the page and ends its title: "casegate" on staff pages, the organisation's name on the
+    pages families and other recipients see.
     """
-    body = fill(name, **values)
-    page = fill("layout.html", title=title, nav=nav or Markup(""), brand=brand, body=body)
-    return web.Response(
-        text=page, status=status, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS
-    )
+    nav = _nav(request, staff) if staff is not None else None
+    context = {"title": title, "brand": brand, "nav": nav,
+               "csrf_token": staff.csrf_token if staff is not None else "", **values}
+    response = aiohttp_jinja2.render_template(name, request, context, status=status)
+    response.headers.update(PAGE_HEADERS)
+    return response
 
 
-async def root(request: web.Request) -> web.Response:
-    """The site's root has no page of its own: send the browser to the staff sign-in."""
-    raise web.HTTPFound(HOME)
+@dataclass(frozen=True)
+class NavLink:
+    path: str
+    label: str
+    current: bool
+
+
+@dataclass(frozen=True)
+class Nav:
+    """What the header's navigation bar shows for one request."""
+
+    address: str
+    csrf_token: str
+    links: tuple[NavLink, ...]
+
+
+def _nav(request: web.Request, staff: StaffSession) -> Nav:
+    links = tuple(NavLink(page.path, page.label, page.covers(request.path))
+                  for page in staff_pages(request.app, staff))
+    return Nav(address=staff.address, csrf_token=staff.csrf_token, links=links)
 
 
 async def stylesheet(request: web.Request) -> web.Response:
@@ -135,10 +220,12 @@ class WebDeps:
 
 
 def install(web_app: web.Application, deps: WebDeps) -> None:
-    """Add the staff pages to `web_app` (the root, the stylesheet, login/logout, governance)."""
-    from gateway.web import auth, governance
+    """Add the staff pages to `web_app` (root, home, stylesheet, login/logout, governance)."""
+    from gateway.web import auth, governance, home
 
-    web_app.router.add_get("/", root)
+    use_templates(web_app)
+    web_app.setdefault(STAFF_PAGES, [HOME_PAGE])
+    home.install(web_app)
     web_app.router.add_get(f"/static/{STYLESHEET}", stylesheet)
     auth.install(web_app, deps)
     governance.install(web_app, deps)
@@ -151,3 +238,4 @@ def add_routes(web_app: web.Application, ctx: Any) -> None:
 
     install(web_app, WebDeps(audit=ctx.app.audit, users=ctx.users, data_dir=ctx.app.data_dir))
     alerts.attach(web_app, ctx)
+

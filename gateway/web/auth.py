@@ -2,12 +2,12 @@
 
 The API other modules use:
 
-    from gateway.web.auth import csrf_field, require_user
+    from gateway.web.auth import require_user
 
     async def handler(request: web.Request) -> web.Response:
         staff = await require_user(request, "business-services")   # any of the roles
         ...  # on POST/PUT/PATCH/DELETE the CSRF token has already been checked
-        return render("my-form.html", title="...", csrf=csrf_field(staff))
+        return render(request, "my-form.html", title="...", staff=staff)
 
 `require_user` redirects to the sign-in page when there is no live session, answers 403 when
 the user has none of the roles, and for state-changing methods checks the form field
@@ -33,7 +33,7 @@ from aiohttp import web
 
 from gateway.ratelimit import AuthThrottle, Throttle
 from gateway.users import User
-from gateway.web import PAGE_HEADERS, Markup, escape, fill, render
+from gateway.web import HOME, PAGE_HEADERS, may_open, render
 from gateway.web.sessions import SESSIONS_FILE, SessionStore
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ SESSION_COOKIE = "__Host-casegate"
 SIGNIN_COOKIE = "__Host-casegate-signin"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
-DEFAULT_NEXT = "/governance"
+DEFAULT_NEXT = HOME
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_FIELD = 1024
 _SAFE_NEXT = re.compile(r"/(?![/\\])[A-Za-z0-9/_.~%?&=+\-]*")
@@ -97,18 +97,6 @@ def install(web_app: web.Application, deps: WebDeps) -> None:
     web_app.on_cleanup.append(close_sessions)
 
 
-def csrf_field(session: StaffSession) -> Markup:
-    """The hidden input every form of a signed-in page must carry."""
-    return Markup(
-        f'<input type="hidden" name="{CSRF_FIELD}" value="{escape(session.csrf_token)}">'
-    )
-
-
-def user_nav(session: StaffSession) -> Markup:
-    """The header's "signed in as ... / Sign out" form."""
-    return fill("nav.html", address=session.address, csrf=csrf_field(session))
-
-
 def _client(request: web.Request) -> str:
     return request.remote or "unknown"
 
@@ -142,6 +130,7 @@ async def require_user(request: web.Request, *roles: str) -> StaffSession:
                                        client=_client(request), path=request.path[:200],
                                        roles_needed=list(roles))
         raise _forbidden(
+            request,
             "You do not have access to this page",
             "Your account does not have the role this page needs. "
             "Ask your line manager or IT if you think it should.",
@@ -149,6 +138,7 @@ async def require_user(request: web.Request, *roles: str) -> StaffSession:
         )
     if request.method in UNSAFE_METHODS and not await _csrf_ok(request, staff.csrf_token):
         raise _forbidden(
+            request,
             "This form has expired",
             "Go back, reload the page and try again.",
             staff,
@@ -168,15 +158,11 @@ async def _csrf_ok(request: web.Request, expected: str) -> bool:
     return bool(given) and hmac.compare_digest(given.encode(), expected.encode())
 
 
-def _forbidden(heading: str, text: str, staff: StaffSession | None) -> web.HTTPForbidden:
-    page = render(
-        "message.html",
-        title=heading,
-        status=403,
-        nav=user_nav(staff) if staff else None,
-        heading=heading,
-        text=text,
-    )
+def _forbidden(
+    request: web.Request, heading: str, text: str, staff: StaffSession
+) -> web.HTTPForbidden:
+    page = render(request, "message.html", title=heading, status=403, staff=staff,
+                  heading=heading, text=text)
     return web.HTTPForbidden(
         text=page.text, content_type="text/html", headers=PAGE_HEADERS
     )
@@ -190,17 +176,16 @@ def safe_next(value: str) -> str:
 
 
 def _signin_page(
-    next_path: str, token: str, *, error: str = "", address: str = "", status: int = 200
+    request: web.Request,
+    next_path: str,
+    token: str,
+    *,
+    error: str = "",
+    address: str = "",
+    status: int = 200,
 ) -> web.Response:
-    response = render(
-        "login.html",
-        title="Sign in",
-        status=status,
-        next=next_path,
-        token=token,
-        address=address,
-        error=fill("error.html", text=error) if error else Markup(""),
-    )
+    response = render(request, "login.html", title="Sign in", status=status, next=next_path,
+                      token=token, address=address, error=error)
     response.set_cookie(
         SIGNIN_COOKIE, token, path="/", secure=True, httponly=True, samesite="Strict"
     )
@@ -209,7 +194,8 @@ def _signin_page(
 
 async def login_form(request: web.Request) -> web.Response:
     """The sign-in form, with a fresh double-submit token."""
-    return _signin_page(safe_next(request.query.get("next", "")), secrets.token_urlsafe(32))
+    return _signin_page(request, safe_next(request.query.get("next", "")),
+                        secrets.token_urlsafe(32))
 
 
 async def login_submit(request: web.Request) -> web.StreamResponse:
@@ -223,13 +209,13 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     given = _field(form, "signin_token")
     fresh = secrets.token_urlsafe(32)
     if not cookie_token or not hmac.compare_digest(given.encode(), cookie_token.encode()):
-        return _signin_page(next_path, fresh, status=403, address=address,
+        return _signin_page(request, next_path, fresh, status=403, address=address,
                             error="The sign-in form expired. Please try again.")
     client = _client(request)
     keys = (f"client:{client}", f"account:{address}")
     if any(auth.throttle.is_locked(k) for k in keys):
         auth.audit.record("login-refused", sender=address, client=client, reason="locked")
-        return _signin_page(next_path, fresh, status=429, address=address,
+        return _signin_page(request, next_path, fresh, status=429, address=address,
                             error="Too many failed sign-ins. Wait 15 minutes and try again.")
     user = await asyncio.to_thread(auth.users.authenticate, address, password)
     if user is None:
@@ -237,7 +223,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         auth.audit.record("login-failure", sender=address, client=client)
         if any(locked):
             auth.audit.record("login-lockout", sender=address, client=client)
-        return _signin_page(next_path, fresh, status=401, address=address,
+        return _signin_page(request, next_path, fresh, status=401, address=address,
                             error="The address or password is not right.")
     for key in keys:
         auth.throttle.success(key)
@@ -246,7 +232,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         auth.sessions.delete(old)
     token = auth.sessions.create(user.address)
     auth.audit.record("login", sender=user.address, client=client)
-    response = web.HTTPSeeOther(location=next_path)
+    response = web.HTTPSeeOther(location=_landing(request, user, next_path))
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -269,6 +255,13 @@ async def logout(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther(location="/login")
     response.del_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="Strict")
     raise response
+
+
+def _landing(request: web.Request, user: User, next_path: str) -> str:
+    """Where a fresh sign-in goes: the page asked for if the user may use it, else home."""
+    staff = StaffSession(user=user, csrf_token="")
+    path = next_path.partition("?")[0]
+    return next_path if may_open(request.app, staff, path) else HOME
 
 
 def _field(form: object, name: str) -> str:

@@ -1,15 +1,17 @@
 """Counts per day by rule as a stacked bar chart: server-side SVG, no script, no styles.
 
-The figure carries a text alternative and the same numbers as a table (inside <details>), so it
-reads without sight and without JavaScript.
+`bar_chart` computes the figure; `templates/chart.html` draws it. The figure carries a text
+alternative and the same numbers as a table (inside <details>), so it reads without sight and
+without JavaScript.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import date, timedelta
 
-from gateway.web import Markup, escape, join
+from gateway.web import plural
 
 # Distinguishable colours with at least 3:1 contrast against white (WCAG non-text contrast).
 PALETTE = (
@@ -22,15 +24,48 @@ BOTTOM = 30
 TOP = 10
 
 
+@dataclass(frozen=True)
+class Bar:
+    """One rule's part of one day's bar."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    colour: str
+    day: str
+    rule: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Chart:
+    """What the template draws: bars, axis labels, legend, summary and the numbers."""
+
+    bars: tuple[Bar, ...]
+    legend: tuple[tuple[str, str], ...]  # (rule, colour)
+    peak: int
+    first: str
+    last: str
+    summary: str
+    counts: tuple[tuple[str, str, int], ...]
+    width: int = WIDTH
+    height: int = HEIGHT
+    left: int = LEFT
+    top: int = TOP
+    baseline: int = HEIGHT - BOTTOM
+
+
 def days_between(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def bar_chart(counts: list[tuple[str, str, int]], first: date, last: date) -> Markup:
-    """The figure for `counts` ((YYYY-MM-DD, rule, n) rows) from `first` to `last` inclusive."""
-    days = days_between(first, last)
+def bar_chart(counts: list[tuple[str, str, int]], first: date, last: date) -> Chart | None:
+    """The figure for `counts` ((YYYY-MM-DD, rule, n) rows) from `first` to `last` inclusive;
+    None when there is nothing to draw."""
     if not counts:
-        return Markup('<p class="muted">No events with a rule in this period.</p>')
+        return None
+    days = days_between(first, last)
     per_day: dict[str, dict[str, int]] = defaultdict(dict)
     for day_text, rule, n in counts:
         per_day[day_text][rule] = n
@@ -40,7 +75,7 @@ def bar_chart(counts: list[tuple[str, str, int]], first: date, last: date) -> Ma
     plot_h = HEIGHT - BOTTOM - TOP
     slot = (WIDTH - LEFT) / len(days)
     bar_w = max(1.0, slot * 0.8)
-    shapes: list[Markup] = []
+    bars: list[Bar] = []
     for i, day in enumerate(days):
         key = day.isoformat()
         y = float(HEIGHT - BOTTOM)
@@ -50,53 +85,13 @@ def bar_chart(counts: list[tuple[str, str, int]], first: date, last: date) -> Ma
                 continue
             h = plot_h * n / peak
             y -= h
-            shapes.append(Markup(
-                f'<rect x="{LEFT + i * slot:.1f}" y="{y:.1f}" width="{bar_w:.1f}" '
-                f'height="{h:.1f}" fill="{colour[rule]}"><title>{escape(key)}: '
-                f'{escape(rule)} {n}</title></rect>'
-            ))
-    axis = Markup(
-        f'<line x1="{LEFT}" y1="{HEIGHT - BOTTOM}" x2="{WIDTH}" y2="{HEIGHT - BOTTOM}" '
-        f'stroke="#0b0c0c"/>'
-        f'<text x="{LEFT - 6}" y="{TOP + 12}" text-anchor="end" font-size="12" '
-        f'fill="#0b0c0c">{peak}</text>'
-        f'<text x="{LEFT - 6}" y="{HEIGHT - BOTTOM}" text-anchor="end" font-size="12" '
-        f'fill="#0b0c0c">0</text>'
-        f'<text x="{LEFT}" y="{HEIGHT - 8}" font-size="12" fill="#0b0c0c">'
-        f'{escape(first.isoformat())}</text>'
-        f'<text x="{WIDTH}" y="{HEIGHT - 8}" text-anchor="end" font-size="12" '
-        f'fill="#0b0c0c">{escape(last.isoformat())}</text>'
-    )
+            bars.append(Bar(x=LEFT + i * slot, y=y, width=bar_w, height=h, colour=colour[rule],
+                            day=key, rule=rule, count=n))
     total = sum(n for _, _, n in counts)
     summary = (
-        f"Stacked bar chart: {total} events with a rule from {first.isoformat()} to "
-        f"{last.isoformat()}, at most {peak} on one day, across {len(rules)} rules."
+        f"Stacked bar chart: {plural(total, 'event')} with a rule from {first.isoformat()} to "
+        f"{last.isoformat()}, at most {peak} on one day, across {plural(len(rules), 'rule')}."
     )
-    svg = Markup(
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
-        f'width="{WIDTH}" height="{HEIGHT}" role="img" aria-labelledby="chart-title">'
-        f'<title id="chart-title">{escape(summary)}</title>{axis}{join(shapes)}</svg>'
-    )
-    legend = join([
-        Markup(
-            f'<li><svg width="14" height="14" aria-hidden="true"><rect width="14" height="14" '
-            f'fill="{colour[rule]}"/></svg>{escape(rule)}</li>'
-        )
-        for rule in rules
-    ])
-    return Markup(
-        f'<figure class="chart">{svg}<figcaption>{escape(summary)}</figcaption>'
-        f'<ul class="legend">{legend}</ul></figure>{_table(counts)}'
-    )
-
-
-def _table(counts: list[tuple[str, str, int]]) -> Markup:
-    rows = join([
-        Markup(f"<tr><td>{escape(day)}</td><td>{escape(rule)}</td><td>{n}</td></tr>")
-        for day, rule, n in counts
-    ])
-    return Markup(
-        "<details><summary>The chart's numbers as a table</summary><table>"
-        "<thead><tr><th scope=\"col\">Day</th><th scope=\"col\">Rule</th>"
-        f"<th scope=\"col\">Events</th></tr></thead><tbody>{rows}</tbody></table></details>"
-    )
+    return Chart(bars=tuple(bars), legend=tuple((r, colour[r]) for r in rules), peak=peak,
+                 first=first.isoformat(), last=last.isoformat(), summary=summary,
+                 counts=tuple(counts))

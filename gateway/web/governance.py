@@ -11,7 +11,7 @@ state, so no form needs a CSRF token.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
@@ -21,8 +21,8 @@ from aiohttp import web
 from gateway.audit import GRADES, EventFilter, normalise_time
 from gateway.auditexport import csv_chunks
 from gateway.auditstore import StoredEvent
-from gateway.web import Markup, escape, fill, join, render
-from gateway.web.auth import require_user, user_nav
+from gateway.web import StaffPage, add_staff_page, render
+from gateway.web.auth import require_user
 from gateway.web.chart import bar_chart
 
 if TYPE_CHECKING:
@@ -41,6 +41,9 @@ AUDIT: web.AppKey[AuditLog] = web.AppKey("casegate-governance-audit")
 
 def install(web_app: web.Application, deps: WebDeps) -> None:
     web_app[AUDIT] = deps.audit
+    add_staff_page(web_app, StaffPage(
+        "/governance", "Audit trail",
+        "Every decision casegate took, with filters, a chart and a CSV export.", (ROLE,)))
     web_app.router.add_get("/governance", trail)
     web_app.router.add_get("/governance/events/{seq}", event_detail)
     web_app.router.add_get("/governance/export.csv", export_csv)
@@ -104,51 +107,34 @@ def _href(path: str, values: dict[str, str], **extra: str) -> str:
     return f"{path}?{query}" if query else path
 
 
-def _options(selected: str) -> Markup:
-    choices = [("", "Any grade"), *((g, g) for g in GRADES)]
-    return join([
-        Markup(
-            f'<option value="{escape(v)}"{" selected" if v == selected else ""}>'
-            f"{escape(label)}</option>"
-        )
-        for v, label in choices
-    ])
-
-
-def _events_table(events: list[StoredEvent], values: dict[str, str]) -> Markup:
-    if not events:
-        return Markup('<p class="muted">No events match these filters.</p>')
-    back = urlencode(values)
-    rows = []
-    for e in events:
-        link = f"/governance/events/{e.seq}" + (f"?{back}" if back else "")
-        rows.append(Markup(
-            f'<tr><td><a href="{escape(link)}">{e.seq}</a></td>'
-            f"<td>{escape(e.time[:19].replace('T', ' '))}</td><td>{escape(e.kind)}</td>"
-            f'<td><span class="grade grade-{escape(e.grade)}">{escape(e.grade)}</span></td>'
-            f"<td>{escape(e.rule or '-')}</td><td>{escape(e.sender or '-')}</td>"
-            f"<td>{escape(', '.join(e.recipients) or '-')}</td>"
-            f"<td>{escape(', '.join(e.case_numbers) or '-')}</td></tr>"
-        ))
-    head = "".join(
-        f'<th scope="col">{h}</th>'
-        for h in ("Event", "Time (UTC)", "Kind", "Grade", "Rule", "Sender", "Recipients",
+EVENT_HEADINGS = ("Event", "Time (UTC)", "Kind", "Grade", "Rule", "Sender", "Recipients",
                   "Case numbers")
-    )
-    return Markup(
-        f"<table><caption>Events, newest first</caption><thead><tr>{head}</tr></thead>"
-        f"<tbody>{join(rows)}</tbody></table>"
-    )
 
 
-def _pages(events: list[StoredEvent], values: dict[str, str], before: int | None) -> Markup:
-    links: list[Markup] = []
-    if before is not None:
-        links.append(Markup(f'<a href="{escape(_href("/governance", values))}">Newest events</a>'))
-    if len(events) == PAGE_SIZE:
-        older = _href("/governance", values, before=str(events[-1].seq))
-        links.append(Markup(f'<a href="{escape(older)}" rel="next">Older events</a>'))
-    return join(links)
+@dataclass(frozen=True)
+class EventRow:
+    """One row of the events table."""
+
+    seq: int
+    href: str
+    time: str
+    kind: str
+    grade: str
+    rule: str
+    sender: str
+    recipients: list[str]
+    case_numbers: list[str]
+
+
+def _rows(events: list[StoredEvent], values: dict[str, str]) -> list[EventRow]:
+    back = urlencode(values)
+    return [
+        EventRow(seq=e.seq, href=f"/governance/events/{e.seq}" + (f"?{back}" if back else ""),
+                 time=e.time[:19].replace("T", " "), kind=e.kind, grade=e.grade, rule=e.rule,
+                 sender=e.sender, recipients=list(e.recipients),
+                 case_numbers=list(e.case_numbers))
+        for e in events
+    ]
 
 
 def _before(request: web.Request) -> int | None:
@@ -162,11 +148,11 @@ async def trail(request: web.Request) -> web.Response:
     audit = request.app[AUDIT]
     values = _query(request)
     before = _before(request)
-    problem = Markup("")
+    problem = ""
     try:
         flt = _filter(values)
     except FilterProblem as exc:
-        problem = fill("error.html", text=str(exc))
+        problem = str(exc)
         flt = EventFilter()
     events = audit.page(flt, before=before, limit=PAGE_SIZE)
     first, last = _chart_period(flt, datetime.now(UTC).date())
@@ -175,7 +161,6 @@ async def trail(request: web.Request) -> web.Response:
         since=normalise_time(first.isoformat()),
         until=normalise_time((last + timedelta(days=1)).isoformat()),
     )
-    chart = bar_chart(audit.counts_by_day_and_rule(chart_flt), first, last)
     checkpoint = audit.store.latest_checkpoint()
     integrity = (
         f"The trail was last signed at event {checkpoint.seq} "
@@ -183,50 +168,42 @@ async def trail(request: web.Request) -> web.Response:
         if checkpoint is not None
         else "The trail has not been signed yet."
     )
-    rule_options = join([Markup(f'<option value="{escape(r)}">') for r in sorted(audit.rules)])
+    older = (_href("/governance", values, before=str(events[-1].seq))
+             if len(events) == PAGE_SIZE else "")
     return render(
+        request,
         "governance.html",
         title="Audit trail",
-        nav=user_nav(staff),
-        since=values.get("since", ""),
-        until=values.get("until", ""),
-        sender=values.get("sender", ""),
-        domain=values.get("domain", ""),
-        case=values.get("case", ""),
-        rule=values.get("rule", ""),
-        kind=values.get("kind", ""),
-        grade_options=_options(values.get("grade", "")),
-        rule_options=rule_options,
-        problem=problem,
+        staff=staff,
+        values={name: values.get(name, "") for name in FILTER_FIELDS},
+        grades=[("", "Any grade"), *((g, g) for g in GRADES)],
+        rules=sorted(audit.rules),
+        error=problem,
         integrity=integrity,
-        chart_range=f", {first.isoformat()} to {last.isoformat()}",
-        chart=chart,
+        chart_first=first.isoformat(),
+        chart_last=last.isoformat(),
+        chart=bar_chart(audit.counts_by_day_and_rule(chart_flt), first, last),
         export_href=_href("/governance/export.csv", values),
-        events=_events_table(events, values),
-        pages=_pages(events, values, before),
+        event_headings=EVENT_HEADINGS,
+        events=_rows(events, values),
+        newest_href=_href("/governance", values) if before is not None else "",
+        older_href=older,
     )
 
 
-def _policy_text(audit: AuditLog, event: StoredEvent) -> Markup:
+@dataclass(frozen=True)
+class PolicyText:
+    sentence: str
+    citation: str
+
+
+def _policy_text(audit: AuditLog, event: StoredEvent) -> PolicyText | None:
     rule = audit.rules.get(event.rule)
     if rule is not None:
-        return fill("policy.html", sentence=rule.sentence, citation=rule.citation)
+        return PolicyText(rule.sentence, rule.citation)
     if event.citation:
-        return fill("policy.html", sentence=f"Rule {event.rule}.", citation=event.citation)
-    return Markup('<p class="muted">This event names no policy rule.</p>')
-
-
-def _metadata_table(event: StoredEvent) -> Markup:
-    if not event.metadata:
-        return Markup('<p class="muted">Nothing else was recorded.</p>')
-    rows = []
-    for key, value in sorted(event.metadata.items()):
-        text = ", ".join(value) if isinstance(value, list) else str(value)
-        rows.append(Markup(
-            f'<tr><th scope="row">{escape(key.replace("_", " "))}</th>'
-            f"<td>{escape(text)}</td></tr>"
-        ))
-    return Markup(f'<table class="meta"><tbody>{join(rows)}</tbody></table>')
+        return PolicyText(f"Rule {event.rule}.", event.citation)
+    return None
 
 
 async def event_detail(request: web.Request) -> web.Response:
@@ -236,25 +213,19 @@ async def event_detail(request: web.Request) -> web.Response:
     raw = request.match_info["seq"]
     event = audit.get(int(raw)) if raw.isdigit() and len(raw) < 19 else None
     if event is None:
-        return render("message.html", title="No such event", status=404, nav=user_nav(staff),
+        return render(request, "message.html", title="No such event", status=404, staff=staff,
                       heading="No such event",
                       text="There is no event with that number in the audit trail.")
     return render(
+        request,
         "event.html",
         title=f"Event {event.seq}",
-        nav=user_nav(staff),
+        staff=staff,
         back_href=_href("/governance", _query(request)),
-        seq=event.seq,
+        event=event,
         time=event.time.replace("T", " ").rstrip("Z") + " UTC",
-        kind=event.kind,
-        grade=event.grade,
-        rule=event.rule or "none",
-        sender=event.sender or "none",
-        recipients=", ".join(event.recipients) or "none",
-        case_numbers=", ".join(event.case_numbers) or "none",
-        decision_id=event.decision_id or "none",
         policy=_policy_text(audit, event),
-        metadata=_metadata_table(event),
+        metadata=[(key.replace("_", " "), value) for key, value in sorted(event.metadata.items())],
     )
 
 
@@ -266,7 +237,7 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
     try:
         flt = _filter(values)
     except FilterProblem as exc:
-        return render("message.html", title="Cannot export", status=400, nav=user_nav(staff),
+        return render(request, "message.html", title="Cannot export", status=400, staff=staff,
                       heading="Cannot export", text=str(exc))
     audit.record("audit-export", sender=staff.address,
                  filters=[f"{k}={v}" for k, v in sorted(values.items())])

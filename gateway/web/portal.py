@@ -53,7 +53,7 @@ from gateway.portalstore import (
     sweep_expired,
 )
 from gateway.users import UserRole
-from gateway.web import PAGE_HEADERS, Markup, escape, fill, join, render
+from gateway.web import PAGE_HEADERS, Markup, render, use_templates
 from transports.base import Transport
 from transports.crypto import CryptoError, Keyring, unseal
 from transports.portal import (
@@ -127,6 +127,7 @@ PORTAL: web.AppKey[PortalDeps] = web.AppKey("casegate-portal", PortalDeps)
 
 
 def install(web_app: web.Application, deps: PortalDeps) -> None:
+    use_templates(web_app)
     web_app[PORTAL] = deps
     web_app.router.add_get("/portal/{token}", open_copy)
     web_app.router.add_post("/portal/{token}/code", request_code)
@@ -213,33 +214,33 @@ def _client(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-def _page(deps: PortalDeps, heading: str, text: str, status: int) -> web.Response:
+def _page(request: web.Request, heading: str, text: str, status: int) -> web.Response:
     """A short page with a heading and one sentence, under the organisation's name."""
-    return render("message.html", title=heading, status=status, heading=heading, text=text,
-                  brand=deps.settings.organisation)
+    return render(request, "message.html", title=heading, status=status, heading=heading,
+                  text=text, brand=request.app[PORTAL].settings.organisation)
 
 
 async def _visit(request: web.Request) -> _Visit:
     """The copy this link opens, after the rate limit; withdrawn/expired/unknown end here."""
     deps = request.app[PORTAL]
     if not deps.per_client.allow(_client(request)):
-        raise _Raised(_page(deps, "Too many requests", "Please wait a minute and try again.",
+        raise _Raised(_page(request, "Too many requests", "Please wait a minute and try again.",
                             429))
     token = request.match_info["token"]
     copy = await asyncio.to_thread(deps.store.by_link, token)
     if copy is None:
-        raise _Raised(_page(deps, "This link does not work",
+        raise _Raised(_page(request, "This link does not work",
                             "Check that you copied the whole link from the email.", 404))
     now = deps.clock()
     if copy.state is not CopyState.EXPIRED and copy.expires <= now:
         await asyncio.to_thread(expire_copy, deps.store, deps.audit, copy.id, reason="expired")
         copy = await asyncio.to_thread(deps.store.get, copy.id) or copy
     if copy.state is CopyState.REVOKED:
-        raise _Raised(_page(deps, "This message was withdrawn",
+        raise _Raised(_page(request, "This message was withdrawn",
                             f"{copy.sender} withdrew this message. Contact them if you "
                             "still need the information.", 410))
     if copy.state is CopyState.EXPIRED:
-        raise _Raised(_page(deps, "This message has expired",
+        raise _Raised(_page(request, "This message has expired",
                             "Secure messages can be read for a limited time only. Contact "
                             f"{copy.sender} if you still need the information.", 410))
     session = deps.store.session(request.cookies.get(COOKIE, ""), now)
@@ -261,11 +262,6 @@ def _csrf_ok(visit: _Visit, given: object) -> bool:
             and hmac.compare_digest(given.encode(), visit.session.csrf_token.encode()))
 
 
-def _csrf_field(session: PortalSession) -> Markup:
-    return Markup(f'<input type="hidden" name="{CSRF_FIELD}" '
-                  f'value="{escape(session.csrf_token)}">')
-
-
 def _set_cookie(response: web.StreamResponse, token: str) -> None:
     response.set_cookie(COOKIE, token, path="/", secure=True, httponly=True,
                         samesite="Strict", max_age=SESSION_SECONDS)
@@ -285,14 +281,11 @@ async def open_copy(request: web.Request) -> web.Response:
     visit = await _visit(request)
     if visit.signed_in:
         return await _message_page(request, visit)
-    notice = Markup("")
-    if request.query.get("sent") == "1":
-        notice = Markup(f'<p role="status">We emailed a code to {escape(_mask(visit.copy))}. '
-                        "It works once, for 10 minutes.</p>")
-    return await _landing(visit, notice, 200)
+    return await _landing(request, visit, "", 200, sent=request.query.get("sent") == "1")
 
 
-async def _landing(visit: _Visit, notice: Markup, status: int) -> web.Response:
+async def _landing(request: web.Request, visit: _Visit, error: str, status: int, *,
+                   sent: bool = False) -> web.Response:
     session: PortalSession | None = visit.session
     token = None
     if session is None:
@@ -300,11 +293,11 @@ async def _landing(visit: _Visit, notice: Markup, status: int) -> web.Response:
             visit.deps.store.create_session, visit.copy.id, signed_in=False,
             now=visit.deps.clock(), lifetime_seconds=SESSION_SECONDS)
     assert session is not None
-    response = render("portal-landing.html", title="Secure message", status=status,
+    response = render(request, "portal-landing.html", title="Secure message", status=status,
                       brand=visit.deps.settings.organisation,
                       sender=visit.copy.sender, organisation=visit.deps.settings.organisation,
-                      masked=_mask(visit.copy), notice=notice, base=visit.base,
-                      csrf=_csrf_field(session))
+                      masked=_mask(visit.copy), sent=sent, error=error, base=visit.base,
+                      csrf_token=session.csrf_token)
     if token is not None:
         _set_cookie(response, token)
     return response
@@ -320,21 +313,21 @@ async def request_code(request: web.Request) -> web.Response:
     visit = await _visit(request)
     form = await request.post()
     if not _csrf_ok(visit, form.get(CSRF_FIELD)):
-        return await _landing(visit, _error("The form expired. Please try again."), 403)
+        return await _landing(request, visit, "The form expired. Please try again.", 403)
     deps, now = visit.deps, visit.deps.clock()
     recent = await asyncio.to_thread(deps.store.code_requests_since, visit.copy.id,
                                      now - timedelta(hours=1))
     if recent >= CODES_PER_HOUR:
         _audit(visit, "portal-refused", request, reason="code-requests")
-        return await _landing(visit, _error("Too many codes were asked for. Wait an hour and "
-                                            "try again."), 429)
+        return await _landing(request, visit, "Too many codes were asked for. Wait an hour "
+                              "and try again.", 429)
     code = await asyncio.to_thread(deps.store.issue_code, visit.copy.id, now)
     result = await deps.upstream.deliver(
         [code_email(deps.settings, visit.copy.recipient, visit.copy.sender, code, now)])
     if not result.ok:
         log.warning("portal-code-not-sent", outcome=result.outcome.value)
-        return await _landing(visit, _error("The code could not be sent just now. Please try "
-                                            "again in a few minutes."), 503)
+        return await _landing(request, visit, "The code could not be sent just now. Please "
+                              "try again in a few minutes.", 503)
     _audit(visit, "portal-code-sent", request)
     raise web.HTTPSeeOther(location=f"{visit.base}?sent=1")
 
@@ -344,7 +337,7 @@ async def verify_code(request: web.Request) -> web.Response:
     visit = await _visit(request)
     form = await request.post()
     if not _csrf_ok(visit, form.get(CSRF_FIELD)):
-        return await _landing(visit, _error("The form expired. Please try again."), 403)
+        return await _landing(request, visit, "The form expired. Please try again.", 403)
     given = form.get("code")
     code = given.strip()[:6] if isinstance(given, str) else ""
     deps = visit.deps
@@ -364,17 +357,18 @@ async def verify_code(request: web.Request) -> web.Response:
     elif check is CodeCheck.WRONG:
         _audit(visit, "portal-code-failure", request)
         text = "That code is not right. Check the latest email and try again."
-    else:
+    elif await asyncio.to_thread(deps.store.code_requests_since, visit.copy.id,
+                                 deps.clock() - timedelta(hours=1)):
         _audit(visit, "portal-code-failure", request, reason="no-live-code")
         text = "That code has expired or was already used. Ask for a new code."
-    return await _landing(visit, _error(text), 401)
+    else:  # no code asked for in the last hour, so none can be live (codes last 10 minutes)
+        _audit(visit, "portal-code-failure", request, reason="no-code-requested")
+        text = ("Request a code first: press \u201cEmail me a code\u201d, then enter the code "
+                "from the email.")
+    return await _landing(request, visit, text, 401)
 
 
-def _error(text: str) -> Markup:
-    return fill("error.html", text=text)
-
-
-async def _plaintext(visit: _Visit) -> bytes:
+async def _plaintext(request: web.Request, visit: _Visit) -> bytes:
     """The decrypted copy; a wrong or missing key is a plain error page, never garbage."""
     sealed = await asyncio.to_thread(visit.deps.store.sealed, visit.copy.id)
     try:
@@ -384,43 +378,52 @@ async def _plaintext(visit: _Visit) -> bytes:
                                        copy_id=visit.copy.id, recipient=visit.copy.recipient)
     except CryptoError as exc:
         log.error("portal-unseal-failed", copy_id=visit.copy.id, problem=str(exc))
-        raise _Raised(_page(visit.deps, "This message cannot be opened",
+        raise _Raised(_page(request, "This message cannot be opened",
                             "Something is wrong with the stored message. Contact "
                             f"{visit.copy.sender} and ask them to send it again.", 500)) from None
 
 
+@dataclass(frozen=True)
+class _Listed:
+    """One attachment as the message page lists it."""
+
+    id: str
+    filename: str
+    content_type: str
+    size: str
+
+
 async def _message_page(request: web.Request, visit: _Visit) -> web.Response:
     assert visit.session is not None
-    data = await _plaintext(visit)
+    data = await _plaintext(request, visit)
     message = await asyncio.to_thread(read_message, data)
     ids = await asyncio.to_thread(visit.deps.store.attachment_ids, visit.copy.id)
-    items = [
-        Markup(f'<li><a href="{visit.base}/attachments/{escape(quote(ids[a.part], safe=""))}" '
-               f'download>{escape(a.filename)}</a> '
-               f'<span class="muted">({escape(a.content_type)}, {_size(a.size)})</span></li>')
-        for a in message.attachments if a.part in ids
-    ]
-    listing = Markup(f"<ul>{join(items)}</ul>") if items else Markup("<p>None.</p>")
+    listed = [_Listed(id=quote(ids[a.part], safe=""), filename=a.filename,
+                      content_type=a.content_type, size=_size(a.size))
+              for a in message.attachments if a.part in ids]
     await asyncio.to_thread(visit.deps.store.record_view, visit.copy.id, visit.deps.clock())
     _audit(visit, "portal-view", request)
-    return render("portal-message.html", title="Secure message", sender=visit.copy.sender,
-                  brand=visit.deps.settings.organisation,
+    return render(request, "portal-message.html", title="Secure message",
+                  sender=visit.copy.sender, brand=visit.deps.settings.organisation,
                   recipient=visit.copy.recipient, sent=message.sent or "not stated",
                   subject=message.subject or "(no subject)",
                   expires=visit.copy.expires.strftime("%d %B %Y %H:%M"),
-                  body=_body(message.text, message.html), attachments=listing,
-                  base=visit.base, csrf=_csrf_field(visit.session))
+                  html=_clean_html(message.html), paragraphs=_paragraphs(message.text),
+                  attachments=listed, base=visit.base, csrf_token=visit.session.csrf_token)
 
 
-def _body(text: str, html: str) -> Markup:
-    """Sanitised HTML (no scripts, styles, images or other remote content), else the text."""
-    if html.strip():
-        cleaned = nh3.clean(html, tags=HTML_TAGS, attributes={"a": {"href", "title"}},
-                            url_schemes={"https", "http", "mailto"}, strip_comments=True)
-        return Markup(f'<div class="mail-html">{cleaned}</div>')
-    paragraphs = [p for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
-    return join([Markup(f"<p>{join([escape(line) for line in p.split(chr(10))], '<br>')}</p>")
-                 for p in paragraphs]) or Markup("<p>(no text)</p>")
+def _clean_html(html: str) -> Markup:
+    """The HTML body sanitised (no scripts, styles, images or other remote content); "" if none."""
+    if not html.strip():
+        return Markup("")
+    return Markup(nh3.clean(html, tags=HTML_TAGS, attributes={"a": {"href", "title"}},
+                            url_schemes={"https", "http", "mailto"}, strip_comments=True))
+
+
+def _paragraphs(text: str) -> list[list[str]]:
+    """The plain-text body as paragraphs of lines (the template escapes them)."""
+    blocks = text.replace("\r\n", "\n").split("\n\n")
+    return [block.split("\n") for block in blocks if block.strip()]
 
 
 def _size(size: int) -> str:
@@ -428,9 +431,9 @@ def _size(size: int) -> str:
         else f"{size / 1024**2:.1f} MB"
 
 
-def _require_signed_in(visit: _Visit) -> None:
+def _require_signed_in(request: web.Request, visit: _Visit) -> None:
     if not visit.signed_in:
-        raise _Raised(_page(visit.deps, "Please enter your code first",
+        raise _Raised(_page(request, "Please enter your code first",
                             "Open the link from your email again and enter a one-time code.",
                             403))
 
@@ -438,13 +441,13 @@ def _require_signed_in(visit: _Visit) -> None:
 async def download(request: web.Request) -> web.StreamResponse:
     """One attachment of this copy, by its opaque id, with its real name and type."""
     visit = await _visit(request)
-    _require_signed_in(visit)
+    _require_signed_in(request, visit)
     part = await asyncio.to_thread(visit.deps.store.attachment_part, visit.copy.id,
                                    request.match_info["attachment"])
-    data = await _plaintext(visit) if part is not None else b""
+    data = await _plaintext(request, visit) if part is not None else b""
     found = await asyncio.to_thread(attachment, data, part) if part is not None else None
     if found is None:
-        return _page(visit.deps, "No such attachment",
+        return _page(request, "No such attachment",
                      "That attachment is not part of this message.", 404)
     info, content = found
     await asyncio.to_thread(visit.deps.store.record_download, visit.copy.id)
@@ -458,33 +461,35 @@ async def download(request: web.Request) -> web.StreamResponse:
 async def reply(request: web.Request) -> web.Response:
     """Send the recipient's reply, with files, to the sender's mailbox through the upstream."""
     visit = await _visit(request)
-    _require_signed_in(visit)
+    _require_signed_in(request, visit)
     if request.content_type != "multipart/form-data":  # not our form: never a server error
-        return _page(visit.deps, "Your reply was not sent", "The form was not understood.", 400)
+        return _page(request, "Your reply was not sent", "The form was not understood.", 400)
     try:
         fields, uploads = await _read_reply(request)
     except ValueError as exc:
-        return _page(visit.deps, "Your reply was not sent", str(exc), 413)
+        return _page(request, "Your reply was not sent", str(exc), 413)
     if not _csrf_ok(visit, fields.get(CSRF_FIELD)):
-        return _page(visit.deps, "This form has expired",
+        return _page(request, "This form has expired",
                      "Go back, reload the page and try again.", 403)
     text = fields.get("text", "").strip()
     if not text and not uploads:
-        return _page(visit.deps, "Your reply was not sent", "Write a reply or attach a file.", 400)
+        return _page(request, "Your reply was not sent", "Write a reply or attach a file.", 400)
     deps = visit.deps
+    original = await asyncio.to_thread(read_message, await _plaintext(request, visit))
     mail = reply_email(deps.settings, recipient=visit.copy.recipient, sender=visit.copy.sender,
                        decision_id=visit.copy.decision_id, text=text, uploads=uploads,
-                       now=deps.clock())
+                       now=deps.clock(), original_subject=original.subject,
+                       original_id=original.message_id)
     result = await deps.upstream.deliver([mail])
     if not result.ok:
         log.warning("portal-reply-not-sent", outcome=result.outcome.value)
-        return _page(visit.deps, "Your reply was not sent",
+        return _page(request, "Your reply was not sent",
                      "It could not be delivered just now. Go back "
                      "and try again in a few minutes.", 503)
     await asyncio.to_thread(deps.store.record_reply, visit.copy.id)
     _audit(visit, "portal-reply", request, attachments=len(uploads),
            size=sum(len(u.data) for u in uploads) + len(text))
-    return _page(visit.deps, "Your reply was sent",
+    return _page(request, "Your reply was sent",
                  f"{visit.copy.sender} will receive it in their "
                  "mailbox. You can close this page.", 200)
 

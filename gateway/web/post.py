@@ -27,14 +27,15 @@ from aiohttp import web
 
 from gateway.postal import decide_and_record, post_options
 from gateway.ratelimit import AuthThrottle, Throttle
-from gateway.web import Markup, escape, fill, join, render
-from gateway.web.auth import StaffSession, csrf_field, require_user, user_nav
+from gateway.web import StaffPage, add_staff_page, render, use_templates
+from gateway.web.auth import StaffSession, require_user
 from policies.post import (
     AddressStatus,
     PostAction,
     PostDecision,
     PostInputError,
     PostItem,
+    PostMethod,
     PostOptions,
     Sensitivity,
 )
@@ -65,6 +66,9 @@ SENSITIVITY_LABELS = {  # the form shows these; it submits the Sensitivity value
     Sensitivity.NONE: "No particular concern",
     Sensitivity.CONCERN: "A concern has been raised over the sensitivity of the contents",
     Sensitivity.PARTICULAR: "Particularly sensitive information",
+}
+DISPLAY_LABELS = {  # method id -> what the form shows instead of the policy data's label
+    "egress-email": "secure email (casegate's encrypted portal) to one verified address",
 }
 HEADINGS = {
     PostAction.SEND: "Send it",
@@ -99,6 +103,9 @@ def install(
         deps=deps,
         throttle=throttle or AuthThrottle(max_failures=5, free_failures=5, delay_step=0.0),
     )
+    use_templates(web_app)
+    add_staff_page(web_app, StaffPage(
+        "/post", "Post", "Which postal method a printed item may go by, from the post options."))
     web_app.router.add_post("/api/post", api_post)
     web_app.router.add_get("/post", form_page)
     web_app.router.add_post("/post", form_submit)
@@ -206,7 +213,7 @@ async def form_page(request: web.Request) -> web.Response:
     """The empty form."""
     staff = await require_user(request)
     options = request.app[POST_STATE].deps.options
-    return _page(staff, options, {}, result=Markup(""), error="")
+    return _page(request, staff, options, {})
 
 
 async def form_submit(request: web.Request) -> web.Response:
@@ -219,8 +226,8 @@ async def form_submit(request: web.Request) -> web.Response:
         item = PostItem.from_mapping(_facts(values))
         decision = decide_and_record(deps.options, deps.audit, item, sender=staff.address)
     except PostInputError as exc:
-        return _page(staff, deps.options, values, result=Markup(""), error=str(exc), status=400)
-    return _page(staff, deps.options, values, result=_result(decision, deps.options), error="")
+        return _page(request, staff, deps.options, values, error=str(exc), status=400)
+    return _page(request, staff, deps.options, values, decision=decision)
 
 
 def _facts(values: dict[str, str]) -> dict[str, Any]:
@@ -243,81 +250,39 @@ def _facts(values: dict[str, str]) -> dict[str, Any]:
     return facts
 
 
+def method_label(method: PostMethod) -> str:
+    """How the form names a method: its label from the policy data, except that casegate's
+    own secure portal is called what it is (the data keeps the policy's wording, "Egress")."""
+    return DISPLAY_LABELS.get(method.id, method.label)
+
+
 def _page(
+    request: web.Request,
     staff: StaffSession,
     options: PostOptions,
     values: dict[str, str],
     *,
-    result: Markup,
-    error: str,
+    decision: PostDecision | None = None,
+    error: str = "",
     status: int = 200,
 ) -> web.Response:
+    labels = {m.id: method_label(m) for m in options.methods.values()}
     return render(
+        request,
         "post.html",
         title="Which postal method?",
         status=status,
-        nav=user_nav(staff),
-        csrf=csrf_field(staff),
-        fields=_fields(options, values),
-        error=fill("error.html", text=error) if error else Markup(""),
-        result=result,
-    )
-
-
-def _fields(options: PostOptions, values: dict[str, str]) -> Markup:
-    items = [(i.id, f"{i.label} ({i.id})") for i in options.items.values()]
-    methods = [("", "any permitted method")] + [
-        (m.id, f"{m.label} ({m.id})") for m in options.methods.values()
-    ]
-    parts = [
-        _select("item", "Item", items, values.get("item", "")),
-        _select("address", "Physical address",
-                [(a.value, label) for a, label in ADDRESS_LABELS.items()],
-                values.get("address", AddressStatus.NONE.value)),
-        _select("sensitivity", "Sensitivity",
-                [(s.value, label) for s, label in SENSITIVITY_LABELS.items()],
-                values.get("sensitivity", Sensitivity.NONE.value)),
-        _text("weight_kg", "Weight in kg (leave empty if not known)",
-              values.get("weight_kg", "")),
-        _text("from_office", "Sending office", values.get("from_office", "")),
-        _select("method", "Ask about one method", methods, values.get("method", "")),
-    ]
-    parts += [_checkbox(flag, FLAG_LABELS[flag], values.get(flag) == "on") for flag in FLAGS]
-    return join(parts, "\n")
-
-
-def _select(name: str, label: str, choices: list[tuple[str, str]], chosen: str) -> Markup:
-    options = join([
-        Markup(f'<option value="{escape(value)}"{" selected" if value == chosen else ""}>'
-               f"{escape(text)}</option>")
-        for value, text in choices
-    ])
-    return Markup(f'<p><label for="{name}">{escape(label)}</label>'
-                  f'<select id="{name}" name="{name}">{options}</select></p>')
-
-
-def _text(name: str, label: str, value: str) -> Markup:
-    return Markup(f'<p><label for="{name}">{escape(label)}</label>'
-                  f'<input id="{name}" name="{name}" value="{escape(value[:100])}"></p>')
-
-
-def _checkbox(name: str, label: str, checked: bool) -> Markup:
-    return Markup(f'<p><label><input type="checkbox" name="{name}"'
-                  f'{" checked" if checked else ""}> {escape(label)}</label></p>')
-
-
-def _result(decision: PostDecision, options: PostOptions) -> Markup:
-    methods = join([
-        Markup(f"<li>{escape(options.methods[m].label)} (<code>{escape(m)}</code>)</li>")
-        for m in decision.methods
-    ])
-    instructions = join([Markup(f"<li>{escape(text)}</li>") for text in decision.instructions])
-    return fill(
-        "post-result.html",
-        heading=HEADINGS[decision.decision],
-        reason=decision.reason,
-        methods=Markup(f"<ol>{methods}</ol>") if decision.methods else Markup(""),
-        instructions=Markup(f"<ul>{instructions}</ul>") if decision.instructions else Markup(""),
-        rule=decision.rule,
-        citation=decision.citation,
+        staff=staff,
+        values=values,
+        error=error,
+        items=[(i.id, i.label) for i in options.items.values()],
+        addresses=[(a.value, label) for a, label in ADDRESS_LABELS.items()],
+        default_address=AddressStatus.NONE.value,
+        sensitivities=[(v.value, label) for v, label in SENSITIVITY_LABELS.items()],
+        default_sensitivity=Sensitivity.NONE.value,
+        methods=[("", "any permitted method"), *labels.items()],
+        flags=[(flag, FLAG_LABELS[flag]) for flag in FLAGS],
+        decision=decision,
+        heading=HEADINGS[decision.decision] if decision else "",
+        method_labels=labels,
     )

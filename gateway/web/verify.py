@@ -5,6 +5,8 @@
 - `POST /v/{token}`: the answer (`answer=confirm` with `code` and `name`, or `answer=decline`).
   Protected by a double-submit CSRF token: the hidden field must equal the `__Host-` cookie the
   form page set (SameSite=Strict, Secure, HttpOnly).
+- `GET /verifications`: the signed-in member of staff's own verification requests (read only;
+  only the requests they made, never anyone else's).
 - `POST /api/verify`: staff ask for a verification with HTTP Basic (the helper and lock-out of
   `gateway.web.post`); JSON `{"address", "case", "name", "role"}`; the answer is
   `RequestResult.to_json()` (with the out-of-band code when the email was sent).
@@ -14,29 +16,42 @@ Every step's audit event is recorded by the workflow. Handlers never show intern
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from gateway.verification import build_workflow
-from gateway.web import PAGE_HEADERS, Markup, fill
+from gateway.web import StaffPage, add_staff_page, render, use_templates
+from gateway.web.auth import require_user
 from gateway.web.post import MAX_BODY, POST_STATE, basic_user, json_error
 from policies.model import Role
-from verification.texts import Html, Texts
+from verification.registry import RequestState, VerificationRequest
+from verification.texts import Texts
 from verification.workflow import Ask, LinkAnswer, LinkState, Outcome, Workflow, practitioner_name
 
 CSRF_COOKIE = "__Host-casegate-verify"
 CSRF_FIELD = "csrf_token"
 MAX_FIELD = 300
 
-PAGES: dict[LinkState, tuple[str, str]] = {
-    LinkState.CONFIRMED: ("page-confirmed.html", "Address confirmed"),
-    LinkState.DECLINED: ("page-declined.html", "Thank you for telling us"),
-    LinkState.LOCKED: ("page-locked.html", "Link locked"),
-    LinkState.UNAVAILABLE: ("page-unavailable.html", "Link cannot be used"),
+PAGES: dict[LinkState, tuple[str, str, int]] = {  # template, title, HTTP status
+    LinkState.CONFIRMED: ("page-confirmed.html", "Address confirmed", 200),
+    LinkState.DECLINED: ("page-declined.html", "Thank you for telling us", 200),
+    LinkState.LOCKED: ("page-locked.html", "Link locked", 200),
+    LinkState.UNAVAILABLE: ("page-unavailable.html", "Link cannot be used", 410),  # used/expired
+    LinkState.UNKNOWN: ("page-unknown.html", "Link cannot be used", 404),  # not one of ours
+}
+STATE_TEXT = {
+    RequestState.PENDING: "waiting for the recipient",
+    RequestState.VERIFIED: "confirmed",
+    RequestState.DECLINED: "the recipient said it is not them",
+    RequestState.LOCKED: "locked after wrong codes",
+    RequestState.EXPIRED: "link expired unanswered",
+    RequestState.REVOKED: "withdrawn",
 }
 STATUS: dict[Outcome, int] = {
     Outcome.SENT: 200,
@@ -53,7 +68,12 @@ WORKFLOW: web.AppKey[Any] = web.AppKey("casegate-verify-workflow")  # () -> Work
 
 def add_routes(web_app: web.Application, ctx: Any) -> None:
     """The `ROUTE_MODULES` entry point: `ctx` is the gateway's `Services`."""
+    use_templates(web_app)
     web_app[WORKFLOW] = lambda: build_workflow(ctx.app, ctx.transport, clock=ctx.clock)
+    add_staff_page(web_app, StaffPage(
+        "/verifications", "My verifications",
+        "The recipient verifications you asked for, and where each one stands."))
+    web_app.router.add_get("/verifications", my_requests)
     web_app.router.add_get("/v/{token}", link_page)
     web_app.router.add_post("/v/{token}", link_answer)
     web_app.router.add_post("/api/verify", api_verify)
@@ -94,33 +114,26 @@ async def link_answer(request: web.Request) -> web.Response:
         tries = "try" if answer.attempts_left == 1 else "tries"
         error = (f"The code or the name does not match. You have {answer.attempts_left} "
                  f"{tries} left. Check the code with the person who gave it to you.")
-    return _page(request, workflow, answer, error=error,
-                 status=400 if error else 200)
+    return _page(request, workflow, answer, error=error, status=400 if error else None)
 
 
 def _page(request: web.Request, workflow: Workflow, answer: LinkAnswer, *, error: str = "",
-          status: int = 200) -> web.Response:
+          status: int | None = None) -> web.Response:
+    """The form (OPEN) or the page saying what became of the link, in the site layout."""
     texts: Texts = workflow.texts
     organisation = workflow.settings.organisation
     csrf = ""
     if answer.state is LinkState.OPEN and answer.request is not None:
         csrf = secrets.token_urlsafe(32)
-        body = texts.page(
-            "page-confirm.html",
-            practitioner_name=_practitioner(answer),
-            organisation=organisation,
-            action=request.path,
-            csrf=Html(f'<input type="hidden" name="{CSRF_FIELD}" value="{csrf}">'),
-            error=texts.page("page-error.html", text=error) if error else Html(""),
-        )
-        title = "Confirm your email address"
+        body = texts.page("page-confirm.html", practitioner_name=_practitioner(answer),
+                          organisation=organisation, action=request.path, csrf_token=csrf,
+                          error=error)
+        title, default_status = "Confirm your email address", 200
     else:
-        name, title = PAGES[answer.state]
+        name, title, default_status = PAGES[answer.state]
         body = texts.page(name, organisation=organisation)
-    page = fill("layout.html", title=title, nav=Markup(""), brand=organisation,
-                body=Markup(body))
-    response = web.Response(text=page, status=status, content_type="text/html",
-                            charset="utf-8", headers=PAGE_HEADERS)
+    response = render(request, "fragment.html", title=title, brand=organisation, body=body,
+                      status=default_status if status is None else status)
     if csrf:
         response.set_cookie(CSRF_COOKIE, csrf, path="/", secure=True, httponly=True,
                             samesite="Strict")
@@ -135,6 +148,38 @@ def _practitioner(answer: LinkAnswer) -> str:
 def _field(form: Any, name: str) -> str:
     value = form.get(name, "")
     return value[:MAX_FIELD] if isinstance(value, str) else ""
+
+
+# -- the staff page ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    """One of the member of staff's requests, as the page lists it."""
+
+    address: str
+    scope: str
+    name: str
+    requested: str
+    state: str
+    decided: str
+
+
+def _row(request: VerificationRequest) -> RequestRow:
+    return RequestRow(
+        address=request.address, scope=request.scope, name=request.name,
+        requested=request.requested_at.strftime("%Y-%m-%d %H:%M"),
+        state=STATE_TEXT.get(request.state, request.state.value),
+        decided=request.decided_at.strftime("%Y-%m-%d %H:%M") if request.decided_at else "-")
+
+
+async def my_requests(request: web.Request) -> web.Response:
+    """The signed-in member of staff's own verification requests, newest first (read only)."""
+    staff = await require_user(request)
+    registry = _workflow(request).registry
+    mine = await asyncio.to_thread(registry.requests_by, staff.address)
+    return render(request, "verifications.html", title="My verifications", staff=staff,
+                  requests=[_row(r) for r in mine])
 
 
 # -- the staff API -------------------------------------------------------------------------

@@ -211,6 +211,36 @@ async def test_secure_reply_with_attachment_reaches_the_sender(portal: PortalWeb
     assert attached.get_payload(decode=True) == b"my statement bytes"
     assert "portal-reply" in _kinds(portal)
     assert portal.store.list()[0].replies == 1
+    # It answers the original as a mail client would, so the sender's client threads it.
+    assert parsed["Subject"] == "Re: Poppy Example FD24P01234 report"
+    assert parsed["In-Reply-To"] == "<portal-test@cafcass.gov.uk>"
+    assert parsed["References"] == "<portal-test@cafcass.gov.uk>"
+
+
+async def test_reply_and_sign_out_are_distinct_buttons(portal: PortalWeb) -> None:
+    """The message page's reply is the primary button; sign-out is a separate, secondary one."""
+    token = await portal.deliver(protected_message())
+    async with portal.client() as client:
+        await portal.sign_in(client, token)
+        async with client.get(f"/portal/{token}") as page:
+            text = await page.text()
+    reply_form, _, rest = text.partition('class="signout-end"')
+    assert '<button type="submit">Send secure reply</button>' in reply_form
+    assert '<button type="submit" class="secondary">Sign out</button>' in rest
+    assert "Finished reading?" in rest  # a sentence between the two: not adjacent
+
+
+async def test_a_code_before_any_was_asked_for_says_ask_first(portal: PortalWeb) -> None:
+    """Entering a code before asking for one says to request a code first, not 'expired'."""
+    token = await portal.deliver(protected_message())
+    async with portal.client() as client:
+        async with client.get(f"/portal/{token}") as page:
+            csrf = hidden(await page.text(), "csrf_token")
+        async with client.post(f"/portal/{token}/verify",
+                               data={"csrf_token": csrf, "code": "123456"}) as answer:
+            text = await answer.text()
+            assert answer.status == 401
+            assert "Request a code first" in text and "expired" not in text
 
 
 async def test_sender_revokes_through_the_api(portal: PortalWeb) -> None:

@@ -1,0 +1,101 @@
+"""The staff pages in a real headless Chromium at phone (390x844) and desktop (1280x800) sizes.
+
+A practitioner and a governance lead sign in; each lands on the home page listing the pages
+their roles allow, and no page (home, governance, an event, post with its answer) is wider
+than the screen at either size.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.app import App
+from gateway.server import start_gateway
+from gateway.users import UserRole
+from tests.gateway_harness import PASSWORD, STAFF, Harness, write_config
+from tests.sink import Sink
+from tests.test_governance_browser import CHROMIUM, CHROMIUM_ARGS
+
+GOVERNANCE = "gov.lead@cafcass.gov.uk"
+SIZES = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "height": 800}}
+LONG_ADDRESS = "firstname.middlename.lastname-family@children-services.example-county.gov.uk"
+FITS = "document.documentElement.scrollWidth <= window.innerWidth"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                       reason=f"Debian's chromium is not installed at {CHROMIUM}"),
+]
+
+
+@pytest.fixture
+async def gw(tmp_path: Path, sink: Sink) -> AsyncIterator[Harness]:
+    """The whole gateway, two staff accounts, and events with long addresses in the trail."""
+    app = App.open(write_config(tmp_path / "casegate.toml", sink), tmp_path / "data",
+                   event_stream=io.StringIO())
+    try:
+        app.users.add(STAFF, PASSWORD)
+        app.users.add(GOVERNANCE, PASSWORD, roles=(UserRole.STAFF, UserRole.GOVERNANCE))
+        for i in range(3):
+            app.audit.record("refusal", rule="personal-address", sender=STAFF,
+                             recipients=[LONG_ADDRESS, f"parent{i}@gmail.com"],
+                             case_numbers=["ZE26C00001", "ZE26C00002"], urgent=True)
+        gateway = await start_gateway(app)
+        try:
+            yield Harness(app=app, gateway=gateway, sink=sink)
+        finally:
+            await gateway.stop(drain_seconds=5)
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize(("who", "pages"), [
+    (STAFF, ["Post", "My verifications"]),
+    (GOVERNANCE, ["Audit trail", "Post", "My verifications"]),
+])
+async def test_staff_pages_fit_phone_and_desktop(gw: Harness, who: str,
+                                                 pages: list[str]) -> None:
+    """Sign in, land on home with the right pages, and no page overflows at either size."""
+    from playwright.async_api import async_playwright
+
+    base = f"https://localhost:{gw.gateway.http_port}"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(ignore_https_errors=True,
+                                                java_script_enabled=False,
+                                                viewport=SIZES["phone"])
+            page = await context.new_page()
+            await page.goto(f"{base}/", timeout=20_000)
+            assert "/login" in page.url
+            await page.get_by_label("Email address").fill(who)
+            await page.get_by_label("Password").fill(PASSWORD)
+            await page.get_by_role("button", name="Sign in").click()
+            await page.wait_for_url("**/home")
+            cards = page.locator("ul.cards li > a")
+            assert await cards.all_inner_texts() == pages
+            current = page.locator('nav.staff a[aria-current="page"]')
+            assert await current.all_inner_texts() == ["Home"]
+
+            paths = ["/home", "/post"]
+            if who == GOVERNANCE:
+                paths += ["/governance", "/governance/events/1"]
+            for size, viewport in SIZES.items():
+                await page.set_viewport_size(viewport)
+                for path in paths:
+                    await page.goto(f"{base}{path}", timeout=20_000)
+                    assert await page.evaluate(FITS), f"{path} overflows at {size}"
+                await page.goto(f"{base}/post", timeout=20_000)
+                await page.get_by_label("Item").select_option(label="a court report")
+                await page.get_by_label("A verified email address exists").check()
+                await page.get_by_role("button", name="Ask").click()
+                await page.wait_for_load_state()
+                assert await page.locator("section.post-answer").is_visible()
+                assert await page.evaluate(FITS), f"the post answer overflows at {size}"
+        finally:
+            await browser.close()

@@ -38,7 +38,7 @@ from markupsafe import Markup, escape
 
 if TYPE_CHECKING:
     from gateway.audit import AuditLog
-    from gateway.users import UserStore
+    from gateway.users import User, UserStore
     from gateway.web.auth import StaffSession
 
 CONTENT_SECURITY_POLICY = (
@@ -70,8 +70,8 @@ class StaffPage:
     description: str  # one sentence on the home page
     roles: tuple[str, ...] = ()  # any of these; empty: every signed-in member of staff
 
-    def allows(self, staff: StaffSession) -> bool:
-        return not self.roles or staff.has_role(*self.roles)
+    def allows(self, user: User) -> bool:
+        return not self.roles or any(role in user.roles for role in self.roles)
 
     def covers(self, path: str) -> bool:
         """Whether `path` is this page or one below it (/governance/events/7)."""
@@ -87,14 +87,14 @@ def add_staff_page(web_app: web.Application, page: StaffPage) -> None:
     web_app.setdefault(STAFF_PAGES, [HOME_PAGE]).append(page)
 
 
-def staff_pages(app: web.Application, staff: StaffSession) -> list[StaffPage]:
-    """The registered pages `staff` may use, in the order they were added."""
-    return [page for page in app.get(STAFF_PAGES, [HOME_PAGE]) if page.allows(staff)]
+def staff_pages(app: web.Application, user: User) -> list[StaffPage]:
+    """The registered pages `user` may use, in the order they were added."""
+    return [page for page in app.get(STAFF_PAGES, [HOME_PAGE]) if page.allows(user)]
 
 
-def may_open(app: web.Application, staff: StaffSession, path: str) -> bool:
-    """Whether `path` is a staff page `staff` may use (unknown paths: no)."""
-    return any(page.covers(path) for page in staff_pages(app, staff))
+def may_open(app: web.Application, user: User, path: str) -> bool:
+    """Whether `path` is a staff page `user` may use (unknown paths: no)."""
+    return any(page.covers(path) for page in staff_pages(app, user))
 
 
 def breakable(value: object) -> Markup:
@@ -182,7 +182,7 @@ class Nav:
 
 def _nav(request: web.Request, staff: StaffSession) -> Nav:
     links = tuple(NavLink(page.path, page.label, page.covers(request.path))
-                  for page in staff_pages(request.app, staff))
+                  for page in staff_pages(request.app, staff.user))
     return Nav(address=staff.address, csrf_token=staff.csrf_token, links=links)
 
 

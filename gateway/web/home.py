@@ -25,5 +25,5 @@ async def root(request: web.Request) -> web.Response:
 async def home(request: web.Request) -> web.Response:
     """The pages the signed-in member of staff may use, each with one sentence."""
     staff = await require_user(request)
-    pages = [page for page in staff_pages(request.app, staff) if page.path != HOME]
+    pages = [page for page in staff_pages(request.app, staff.user) if page.path != HOME]
     return render(request, "home.html", title="Home", staff=staff, pages=pages)

@@ -59,7 +59,8 @@ class MetricsConfig:
     enabled: bool = True  # serve /metrics, /healthz and /readyz on a listener of their own
     host: str = "127.0.0.1"  # any address but loopback needs bearer_token_file
     port: int = 9025  # plain HTTP; 0 picks a free port
-    # A file holding the token scrapers must send (Authorization: Bearer); empty: no token
+    # file holding the token scrapers must send (Authorization: Bearer); relative to the
+    # config file's folder; empty: no token
     bearer_token_file: str = ""
 
 
@@ -182,13 +183,16 @@ def _check_metrics(metrics: MetricsConfig, source: str) -> None:
             "'metrics.bearer_token_file' so that only authorised scrapers read the metrics")
 
 
-def read_bearer_token(metrics: MetricsConfig) -> bytes | None:
+def read_bearer_token(config: Config) -> bytes | None:
     """The metrics listener's token from `bearer_token_file` (None when there is none); a
     listener off loopback without one is a ConfigError."""
-    _check_metrics(metrics, "the config")
+    metrics = config.metrics
+    _check_metrics(metrics, config.source)
     if not metrics.bearer_token_file:
         return None
     path = Path(metrics.bearer_token_file)
+    if not path.is_absolute() and config.source != Config.source:
+        path = Path(config.source).parent / path
     try:
         token = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:

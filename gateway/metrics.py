@@ -11,7 +11,7 @@ outcome. No label ever holds an address, a subject or any other content.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
@@ -89,6 +89,19 @@ class Metrics:
             "casegate_audit_commit_seconds",
             "Seconds the audit writer took to store and commit one batch of events.",
             registry=registry, buckets=COMMIT_BUCKETS)
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
+        """Show every known label combination from the start, so a rate over the first
+        scrapes (and an alert on "no delivery succeeded") has a series to work on."""
+        for transport in get_args(TransportKind):
+            self._delivery_seconds.labels(transport)
+            for outcome in Outcome:
+                self._relays.labels(transport, outcome.value)
+        for reply in ("2xx", "4xx", "5xx"):
+            self._message_seconds.labels(reply)
+        for view in get_args(PortalView):
+            self._portal_views.labels(view)
 
     def inc(self, name: str, amount: int = 1) -> None:
         """Count one of the unlabelled `COUNTERS`."""

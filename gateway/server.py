@@ -144,7 +144,7 @@ async def start_gateway(
     """
     config = app.config
     serve_metrics = http and config.metrics.enabled
-    bearer_token = read_bearer_token(config.metrics) if serve_metrics else None
+    bearer_token = read_bearer_token(config) if serve_metrics else None
     tls_port = config.smtp.tls_port if implicit_tls_port is None else implicit_tls_port
     serve_implicit = implicit_tls_port is not None or config.smtp.tls_port > 0
     certificate = ensure_certificate(app.data_dir, config.smtp.hostname)

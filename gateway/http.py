@@ -18,7 +18,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 import structlog
-from aiohttp import web
+from aiohttp import web, web_response
 
 from gateway.metrics import CONTENT_TYPE
 from gateway.pipeline import describe_error
@@ -41,6 +41,12 @@ ROUTE_MODULES: tuple[str, ...] = (
 SERVICES: web.AppKey[Services] = web.AppKey("services")
 
 SERVER = "casegate"  # the Server header of both fronts: no software version for a scanner to match
+
+# `_security_headers` sets Server on every response a handler (or a route miss) makes, but
+# aiohttp answers a request it cannot parse (a scanner's probe) before any application code
+# runs, with its default Server naming Python's and aiohttp's versions; it offers no setting
+# for that (aio-libs/aiohttp#3607, #8870), so its default is replaced here, once.
+web_response.SERVER_SOFTWARE = SERVER
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

@@ -3,7 +3,9 @@ the metrics listener (loopback, optionally behind a bearer token), no version in
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -167,6 +169,30 @@ def test_each_gateway_counts_in_its_own_registry() -> None:
     assert second.value("casegate_smtp_replies_total", code="250") == 0
     second.reply_sent("garbage")
     assert second.value("casegate_smtp_replies_total", code="other") == 1
+
+
+async def _raw_reply(port: int, request: bytes, context: ssl.SSLContext | None) -> bytes:
+    """Send `request` as it is and read the whole answer (the server closes after an error)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+async def test_unparseable_request_gets_no_version_either(gw: Harness) -> None:
+    """A request aiohttp cannot parse (answered before our code runs) still says only
+    `Server: casegate`, on both fronts."""
+    garbage = b"NOT-HTTP \x01\x02\r\n\r\n"
+    public = await _raw_reply(gw.gateway.http_port or 0, garbage, gw.client_context())
+    private = await _raw_reply(gw.gateway.metrics_port or 0, garbage, None)
+    for answer in (public, private):
+        head = answer.split(b"\r\n\r\n")[0].lower()
+        assert head.startswith(b"http/1.") and b" 400 " in head.split(b"\r\n")[0]
+        assert b"\r\nserver: casegate" in head and b"aiohttp" not in head
+        assert b"python" not in head
 
 
 async def test_unknown_path_is_404_without_internals(gw: Harness) -> None:

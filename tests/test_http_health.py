@@ -121,12 +121,12 @@ async def test_metrics_listener_serves_health(gw: Harness) -> None:
 
 
 async def test_bearer_token_guards_the_metrics_listener(tmp_path: Path, sink: Sink) -> None:
-    """With a token file, the metrics listener answers 401 without the token or with a wrong
-    one, and 200 with the right one; the public front is unaffected."""
-    token_file = tmp_path / "metrics.token"
-    token_file.write_text(TOKEN + "\n", encoding="utf-8")
+    """With a token file (named relative to the config file), the metrics listener answers 401
+    without the token or with a wrong one, and 200 with the right one; the public front is
+    unaffected."""
+    (tmp_path / "metrics.token").write_text(TOKEN + "\n", encoding="utf-8")
     async with running_gateway(tmp_path, sink,
-                               metrics={"bearer_token_file": str(token_file)}) as gw:
+                               metrics={"bearer_token_file": "metrics.token"}) as gw:
         status, _, headers = await _private(gw, "/metrics")
         assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
         assert (await _private(gw, "/metrics", token=TOKEN[:-1] + "x"))[0] == 401

@@ -98,6 +98,16 @@ def test_bad_relay_range_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and "not an address range" in result.stderr
 
 
+def test_unreadable_metrics_token_is_a_usage_error(tmp_path: Path) -> None:
+    """A metrics token file that cannot be read stops serve before it binds anything (exit 2)."""
+    (tmp_path / "casegate.toml").write_text('[metrics]\nbearer_token_file = "missing.token"\n',
+                                            encoding="utf-8")
+    result = _casegate("serve", "--config", "casegate.toml", "--data", "data", "--smtp-port", "0",
+                       "--http-port", "0", "--metrics-port", "0", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "'metrics.bearer_token_file'" in result.stderr and "cannot be read" in result.stderr
+
+
 def test_init_writes_a_config_that_loads_as_the_defaults(tmp_path: Path) -> None:
     """`casegate init` writes commented TOML that loads to exactly the default config."""
     result = _casegate("init", "casegate.toml", cwd=tmp_path)

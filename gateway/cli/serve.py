@@ -20,7 +20,7 @@ import structlog
 
 from gateway.app import App
 from gateway.cli.common import UsageError, add_common, open_app
-from gateway.config import Config
+from gateway.config import Config, read_bearer_token
 from gateway.server import OUTBOX_DIR, relay_networks, start_gateway
 
 
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         app.config = _with_flags(app, args)
         relay_networks(app.config.smtp.relay_from)  # a bad range is a usage error, before binding
+        read_bearer_token(app.config)  # so is an unreadable or guessable metrics token file
     except ValueError as exc:
         app.close()
         raise UsageError(str(exc)) from None

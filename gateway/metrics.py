@@ -107,9 +107,14 @@ class Metrics:
         """Count one of the unlabelled `COUNTERS`."""
         self._counters[name].inc(amount)
 
-    def reply_sent(self, reply: str) -> None:
-        """An SMTP reply went out: counted by its 3-digit code (anything else: "other")."""
-        code = reply[:3]
+    def reply_sent(self, text: str) -> None:
+        """Lines of an SMTP reply went out: counted once the reply is complete (its last line
+        is "NNN text", not a "NNN-" continuation, which aiosmtpd pushes apart for EHLO), by
+        its 3-digit code (anything else: "other")."""
+        last = text.rpartition("\r\n")[2]
+        if last[3:4] == "-":
+            return
+        code = last[:3]
         self._replies.labels(code if code.isdigit() and code[0] in "2345" else "other").inc()
 
     def decided(self, stage: Stage, action: Action, rule: str) -> None:

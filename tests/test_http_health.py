@@ -101,7 +101,11 @@ async def test_metrics_listener_counts_a_real_message(gw: Harness) -> None:
     assert _value(samples, "casegate_smtp_replies_total", code="235") == 1
     assert _value(samples, "casegate_smtp_replies_total", code="535") == 1
     assert _value(samples, "casegate_smtp_replies_total", code="354") == 1
-    assert _value(samples, "casegate_smtp_replies_total", code="250") >= 4  # EHLO, MAIL, ...
+    # Each session: greeting 220, EHLO 250 (one reply of several lines), STARTTLS 220, EHLO
+    # 250; then MAIL, RCPT and the end of DATA 250 and QUIT 221 in the first.
+    assert _value(samples, "casegate_smtp_replies_total", code="220") == 4
+    assert _value(samples, "casegate_smtp_replies_total", code="250") == 7
+    assert _value(samples, "casegate_smtp_replies_total", code="221") == 1
     decisions = {dict(labels)["rule"]: value for (name, labels), value in samples.items()
                  if name == "casegate_decisions_total"
                  and ("action", "plain") in labels and ("stage", "data") in labels}
@@ -160,7 +164,8 @@ async def test_guessable_token_stops_start_up(tmp_path: Path) -> None:
 
 
 def test_each_gateway_counts_in_its_own_registry() -> None:
-    """Two Metrics in one process never count into each other (no global registry)."""
+    """Two Metrics in one process never count into each other (no global registry), and a
+    reply of several lines counts once."""
     first, second = Metrics(), Metrics()
     first.inc("casegate_messages_accepted_total")
     first.reply_sent("250 OK")
@@ -169,6 +174,10 @@ def test_each_gateway_counts_in_its_own_registry() -> None:
     assert second.value("casegate_smtp_replies_total", code="250") == 0
     second.reply_sent("garbage")
     assert second.value("casegate_smtp_replies_total", code="other") == 1
+    second.reply_sent("250-casegate.localhost")  # a continuation line: the reply goes on
+    second.reply_sent("550-5.7.1 First reason.\r\n550 5.7.1 Second reason.")
+    assert second.value("casegate_smtp_replies_total", code="250") == 0
+    assert second.value("casegate_smtp_replies_total", code="550") == 1
 
 
 async def _raw_reply(port: int, request: bytes, context: ssl.SSLContext | None) -> bytes:

@@ -118,6 +118,26 @@ async def test_metrics_listener_counts_a_real_message(gw: Harness) -> None:
     assert "jo.smith" not in body and "cafcass.gov.uk" not in body  # no address in a label
 
 
+async def test_metrics_count_a_refusal_by_rule(gw: Harness) -> None:
+    """A message the policy refuses counts as a block by its rule, a 550 and a 5xx latency."""
+    data = message(to=["mum@example.com"], subject="Report",
+                   body="Case ZC12C00123: the court report.")
+    with pytest.raises(smtplib.SMTPException):
+        await gw.run(gw.send, STAFF, ["mum@example.com"], data)
+    samples = _samples((await _private(gw, "/metrics"))[1])
+    blocks = {dict(labels)["rule"]: value for (name, labels), value in samples.items()
+              if name == "casegate_decisions_total" and ("action", "block") in labels}
+    assert sum(blocks.values()) == 1
+    (rule,) = blocks
+    assert gw.app.policy.rule(rule).id == rule  # a rule id of the policy, nothing else
+    assert _value(samples, "casegate_smtp_replies_total", code="550") == 1
+    assert _value(samples, "casegate_messages_refused_total") == 1
+    assert _value(samples, "casegate_message_seconds_count", reply="5xx") == 1
+    assert _value(samples, "casegate_relay_outcomes_total", transport="upstream",
+                  outcome="delivered") == 0
+    assert gw.sink.messages == []
+
+
 async def test_metrics_listener_serves_health(gw: Harness) -> None:
     """/healthz is on the metrics listener too, for a load balancer or a local probe."""
     status, body, headers = await _private(gw, "/healthz")

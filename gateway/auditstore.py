@@ -25,6 +25,7 @@ import json
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,6 +267,8 @@ class AuditStore:
         # Called by the writer with each committed batch, in chain order, before any of its
         # callers returns; if it raises, every caller of the batch gets the exception.
         self.after_commit: AfterCommit | None = None
+        # Called by the writer with the seconds each batch's transaction took (the metrics).
+        self.commit_timer: Callable[[float], None] | None = None
         self._companions: Callable[[], int] | None = None  # see group_commits
         self._delay = 0.0
         self._db = sqlite3.connect(
@@ -372,7 +375,11 @@ class AuditStore:
         """Store `batch` in one transaction and run `after_commit`; one outcome per event."""
         try:
             with self._lock:
+                started = time.perf_counter()
                 appended = self._store_batch([pending.event for pending in batch])
+                took = time.perf_counter() - started
+            if self.commit_timer is not None:
+                self.commit_timer(took)
             if self.after_commit is not None:
                 self.after_commit(appended)
         except BaseException as exc:  # every waiter of the batch gets it and fails closed

@@ -9,12 +9,14 @@ A bad file is a `ConfigError` whose message names the file, the key and what is 
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
 DEFAULT_DATA_DIR = Path("casegate-data")
+MIN_TOKEN_LENGTH = 16  # a metrics bearer token shorter than this is refused as guessable
 
 
 class ConfigError(ValueError):
@@ -50,6 +52,16 @@ class HttpConfig:
     port: int = 8025  # staff pages, API, portal and verification pages
     public_url: str = ""  # base URL of links in emails; default http(s)://host:port by tls
     tls: bool = True  # serve HTTPS with the data directory's certificate
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = True  # serve /metrics, /healthz and /readyz on a listener of their own
+    host: str = "127.0.0.1"  # any address but loopback needs bearer_token_file
+    port: int = 9025  # plain HTTP; 0 picks a free port
+    # file holding the token scrapers must send (Authorization: Bearer); relative to the
+    # config file's folder; empty: no token
+    bearer_token_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,7 @@ class Config:
     organisation: str = "Cafcass"  # the agency's name in emails and pages
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
@@ -132,6 +145,7 @@ def load_config(path: Path | None) -> Config:
         raise ConfigError(f"{path}: is not valid TOML ({exc})") from None
     config = _build(Config, raw, str(path), "")
     _check_choices(config, str(path))
+    _check_metrics(config.metrics, str(path))
     return replace(config, source=str(path))
 
 
@@ -149,6 +163,45 @@ def _check_choices(config: Config, source: str) -> None:
         if value not in allowed:
             raise ConfigError(
                 f"{source}: '{key}' must be one of {', '.join(allowed)} (not {value!r})")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is a loopback address (or "localhost"); any name else is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_metrics(metrics: MetricsConfig, source: str) -> None:
+    """Metrics reveal traffic and policy hits: off loopback, only to scrapers with the token."""
+    if metrics.enabled and not metrics.bearer_token_file and not is_loopback(metrics.host):
+        raise ConfigError(
+            f"{source}: 'metrics.host' {metrics.host!r} is not a loopback address; set "
+            "'metrics.bearer_token_file' so that only authorised scrapers read the metrics")
+
+
+def read_bearer_token(config: Config) -> bytes | None:
+    """The metrics listener's token from `bearer_token_file` (None when there is none); a
+    listener off loopback without one is a ConfigError."""
+    metrics = config.metrics
+    _check_metrics(metrics, config.source)
+    if not metrics.bearer_token_file:
+        return None
+    path = Path(metrics.bearer_token_file)
+    if not path.is_absolute() and config.source != Config.source:
+        path = Path(config.source).parent / path
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"'metrics.bearer_token_file' {path} cannot be read "
+                          f"({exc.__class__.__name__})") from None
+    if len(token) < MIN_TOKEN_LENGTH or any(c.isspace() for c in token):
+        raise ConfigError(f"'metrics.bearer_token_file' {path} must hold one token of at least "
+                          f"{MIN_TOKEN_LENGTH} characters, without spaces")
+    return token.encode()
 
 
 def _build(cls: type, raw: dict[str, Any], source: str, prefix: str) -> Any:

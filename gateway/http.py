@@ -1,22 +1,31 @@
-"""The HTTP front (aiohttp): health, readiness and metrics; other modules add their pages.
+"""The HTTP fronts (aiohttp): the public one with its pages, and the metrics listener.
 
-Each module named in `ROUTE_MODULES` exposes `add_routes(web_app, ctx) -> None`, where `ctx` is
-the gateway's `Services` (gateway.pipeline). Handlers never show internals: an unexpected error
-is a plain 500 page, logged without content.
+The public front (`build_web_app`) serves /healthz, /readyz (only "ready" or "not ready") and
+the pages of each module named in `ROUTE_MODULES`, which exposes `add_routes(web_app, ctx) ->
+None`, where `ctx` is the gateway's `Services` (gateway.pipeline). The metrics listener
+(`build_metrics_app`, loopback by default, optionally behind a bearer token) serves /metrics,
+/healthz and /readyz with the list of what is not ready. Handlers never show internals: an
+unexpected error is a plain 500 page, logged without content. Neither front names its software
+version in `Server`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Awaitable, Callable
 from importlib import import_module
 from typing import TYPE_CHECKING
 
 import structlog
-from aiohttp import web
+from aiohttp import web, web_response
 
+from gateway.metrics import CONTENT_TYPE
 from gateway.pipeline import describe_error
 
 if TYPE_CHECKING:
+    from aiohttp.typedefs import Middleware
+
     from gateway.pipeline import Services
 
 log = structlog.get_logger("casegate.http")
@@ -30,6 +39,14 @@ ROUTE_MODULES: tuple[str, ...] = (
 )
 
 SERVICES: web.AppKey[Services] = web.AppKey("services")
+
+SERVER = "casegate"  # the Server header of both fronts: no software version for a scanner to match
+
+# `_security_headers` sets Server on every response a handler (or a route miss) makes, but
+# aiohttp answers a request it cannot parse (a scanner's probe) before any application code
+# runs, with its default Server naming Python's and aiohttp's versions; it offers no setting
+# for that (aio-libs/aiohttp#3607, #8870), so its default is replaced here, once.
+web_response.SERVER_SOFTWARE = SERVER
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -45,9 +62,23 @@ def build_web_app(ctx: Services, route_modules: tuple[str, ...] = ROUTE_MODULES)
     web_app[SERVICES] = ctx
     web_app.router.add_get("/healthz", healthz)
     web_app.router.add_get("/readyz", readyz)
-    web_app.router.add_get("/metrics", metrics)
     for name in route_modules:
         import_module(name).add_routes(web_app, ctx)
+    web_app.on_response_prepare.append(_security_headers)
+    return web_app
+
+
+def build_metrics_app(ctx: Services, bearer_token: bytes | None) -> web.Application:
+    """The metrics listener: /metrics, /healthz and /readyz with its problems; with a token,
+    every request must carry it (`Authorization: Bearer <token>`)."""
+    middlewares: list[Middleware] = [_errors_hidden]
+    if bearer_token is not None:
+        middlewares.insert(0, _bearer_required(bearer_token))
+    web_app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
+    web_app[SERVICES] = ctx
+    web_app.router.add_get("/metrics", metrics)
+    web_app.router.add_get("/healthz", healthz)
+    web_app.router.add_get("/readyz", readyz_detailed)
     web_app.on_response_prepare.append(_security_headers)
     return web_app
 
@@ -58,7 +89,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready to take mail: stores open, upstream reachable or outbox writable."""
+    """Ready to take mail: stores open, upstream reachable or outbox writable. The public
+    front says only whether; the metrics listener's /readyz says what is wrong."""
+    if await request.app[SERVICES].readiness_problems():
+        return web.Response(status=503, text="not ready\n")
+    return web.Response(text="ready\n")
+
+
+async def readyz_detailed(request: web.Request) -> web.Response:
+    """/readyz with the list of what is not ready (the metrics listener only)."""
     problems = await request.app[SERVICES].readiness_problems()
     if problems:
         return web.Response(status=503, text="not ready: " + ", ".join(problems) + "\n")
@@ -66,10 +105,32 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Counters in the Prometheus text format."""
-    body = request.app[SERVICES].metrics.render()
-    return web.Response(text=body, content_type="text/plain", charset="utf-8",
-                        headers={"X-Prometheus-Format": "0.0.4"})
+    """Counters and histograms in the Prometheus text format."""
+    response = web.Response(body=request.app[SERVICES].metrics.render())
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
+
+
+def _bearer_required(token: bytes) -> Middleware:
+    """A middleware that answers 401 unless the request carries `token` as its bearer token.
+
+    Both sides are hashed before the constant-time comparison, so not even the token's length
+    leaks through timing.
+    """
+    expected = hashlib.sha256(token).digest()
+
+    @web.middleware
+    async def check(request: web.Request,
+                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                    ) -> web.StreamResponse:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        offered = hashlib.sha256(given.strip().encode("utf-8", "replace")).digest()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(offered, expected):
+            return web.Response(status=401, text="unauthorised\n",
+                                headers={"WWW-Authenticate": 'Bearer realm="casegate-metrics"'})
+        return await handler(request)
+
+    return check
 
 
 @web.middleware
@@ -88,6 +149,8 @@ async def _errors_hidden(
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp adds its own Server (with its version) only when the response has none.
+    response.headers["Server"] = SERVER
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     if request.secure:

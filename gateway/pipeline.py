@@ -37,7 +37,7 @@ from gateway.copies import (
     field_name,
     outgoing_copies,
 )
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, TransportKind
 from gateway.ratelimit import AuthThrottle
 from gateway.users import User, UserStore
 from policies import engine
@@ -202,6 +202,7 @@ async def check_recipient(services: Services, sender: str, address: str,
     if decision is None or decision.action is not Action.BLOCK:
         return None
     services.metrics.inc("casegate_rcpt_refused_total")
+    services.metrics.decided("rcpt", decision.action, decision.rule.id)
     await audit(services, "refusal", rule=decision.rule.id, sender=sender, recipients=[address],
                 stage="rcpt", category=decision.recipient.category.value, peer=peer)
     return Reply.of(550, decision.rule.smtp_code, decision.reason)
@@ -215,20 +216,23 @@ async def process(services: Services, submission: Submission) -> Reply:
     services.in_flight += 1
     services.idle.clear()
     services.busy.set()
+    started = time.perf_counter()
     try:
-        return await _stages(services, submission)
+        reply = await _stages(services, submission)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
         log.error("message-failed", sender=submission.sender, peer=submission.peer,
                   size=len(submission.raw), **describe_error(exc))
         services.metrics.inc("casegate_messages_tempfailed_total")
-        return TRY_LATER
+        reply = TRY_LATER
     finally:
         services.in_flight -= 1
         if services.in_flight == 0:
             services.busy.clear()
             services.idle.set()
+    services.metrics.message_done(reply.code, time.perf_counter() - started)
+    return reply
 
 
 async def _stages(services: Services, submission: Submission) -> Reply:
@@ -296,9 +300,18 @@ async def deliver(services: Services, plain: tuple[Copy, ...], sealed: tuple[Cop
     """
     result = DeliveryResult(Outcome.DELIVERED)
     if plain:
-        result = await services.transport.deliver(plain, ready)
+        result = await _timed(services, "upstream", services.transport, plain, ready)
     if result.ok and sealed and services.encrypted is not None:
-        result = await services.encrypted.deliver(sealed, ready)
+        result = await _timed(services, "portal", services.encrypted, sealed, ready)
+    return result
+
+
+async def _timed(services: Services, kind: TransportKind, transport: Transport,
+                 copies: tuple[Copy, ...], ready: Ready | None) -> DeliveryResult:
+    """`transport.deliver`, its outcome and time counted in the metrics."""
+    started = time.perf_counter()
+    result = await transport.deliver(copies, ready)
+    services.metrics.relayed(kind, result.outcome, time.perf_counter() - started)
     return result
 
 
@@ -387,7 +400,7 @@ async def record_decision(services: Services, decision: Decision, decision_id: s
                     case_numbers=list(facts.case_numbers), decision_id=decision_id,
                     justification=override.justification)
     for rd in decision.recipients:
-        services.metrics.inc("casegate_recipients_total", rd.action.value)
+        services.metrics.decided("data", rd.action, rd.rule.id)
 
 
 def refusal_reply(decision: Decision) -> Reply | None:

@@ -1,4 +1,5 @@
-"""Starting and stopping the gateway's servers: SMTP (STARTTLS and implicit TLS) and HTTP(S).
+"""Starting and stopping the gateway's servers: SMTP (STARTTLS and implicit TLS), HTTP(S) and
+the metrics listener (plain HTTP, loopback by default).
 
 `start_gateway(app)` binds every listener (port 0 picks a free port; the bound ports are on the
 returned `Gateway`) and `Gateway.stop()` drains: it stops accepting, lets messages already in
@@ -20,8 +21,8 @@ import structlog
 from aiohttp import web
 
 from gateway.app import App
-from gateway.config import Config
-from gateway.http import build_web_app
+from gateway.config import Config, read_bearer_token
+from gateway.http import build_metrics_app, build_web_app
 from gateway.pipeline import Services
 from gateway.ratelimit import AuthThrottle
 from gateway.smtp import GatewaySMTP, IPNetwork, SubmissionHandler
@@ -46,9 +47,11 @@ class Gateway:
     tls_port: int | None
     http_port: int | None
     certificate: CertificatePair
+    metrics_port: int | None = None
     _servers: list[asyncio.Server] = field(default_factory=list)
     _sessions: weakref.WeakSet[GatewaySMTP] = field(default_factory=weakref.WeakSet)
     _runner: web.AppRunner | None = None
+    _metrics_runner: web.AppRunner | None = None
     _handler: SubmissionHandler | None = None
     _stopped: bool = False
 
@@ -78,12 +81,14 @@ class Gateway:
         await asyncio.gather(*services.background, return_exceptions=True)
         for server in self._servers:
             await server.wait_closed()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        for runner in (self._runner, self._metrics_runner):
+            if runner is not None:
+                await runner.cleanup()
         if services.encrypted is not None:
             await services.encrypted.close()
         await services.transport.close()
         services.app.audit.store.group_commits(None)
+        services.app.audit.store.commit_timer = None
 
 
 def build_transport(app: App) -> Transport:
@@ -135,9 +140,11 @@ async def start_gateway(
     `implicit_tls_port` overrides `smtp.tls_port` (where 0 means disabled): here 0 means any
     free port. `transport` overrides the one the config names (tests, the benchmark).
     `encrypted` carries the copies for `encrypt` recipients (the portal); without it they are
-    held with a 451 (fail closed).
+    held with a 451 (fail closed). `http=False` starts neither HTTP listener.
     """
     config = app.config
+    serve_metrics = http and config.metrics.enabled
+    bearer_token = read_bearer_token(config) if serve_metrics else None
     tls_port = config.smtp.tls_port if implicit_tls_port is None else implicit_tls_port
     serve_implicit = implicit_tls_port is not None or config.smtp.tls_port > 0
     certificate = ensure_certificate(app.data_dir, config.smtp.hostname)
@@ -159,6 +166,7 @@ async def start_gateway(
     services.readiness = lambda: readiness_problems(services)
     # Messages in flight besides the one recording: the audit writer waits for their events.
     app.audit.store.group_commits(lambda: services.in_flight - 1)
+    app.audit.store.commit_timer = services.metrics.audit_committed
     handler = SubmissionHandler(services, relay_networks(config.smtp.relay_from),
                                 config.smtp.max_recipients, pinned)
     gateway = Gateway(services=services, smtp_port=0, tls_port=None, http_port=None,
@@ -178,6 +186,8 @@ async def start_gateway(
                                                   tls_port, implicit=True)
         if http:
             gateway.http_port = await _listen_http(gateway, config, context)
+        if serve_metrics:
+            gateway.metrics_port = await _listen_metrics(gateway, config, bearer_token)
     except BaseException:
         await gateway.stop(drain_seconds=0)
         raise
@@ -219,6 +229,16 @@ async def _listen_http(gateway: Gateway, config: Config, context: ssl.SSLContext
     gateway._runner = runner
     site = web.TCPSite(runner, config.http.host, config.http.port,
                        ssl_context=context if config.http.tls else None)
+    await site.start()
+    return int(runner.addresses[0][1])
+
+
+async def _listen_metrics(gateway: Gateway, config: Config, bearer_token: bytes | None) -> int:
+    runner = web.AppRunner(build_metrics_app(gateway.services, bearer_token), access_log=None,
+                           shutdown_timeout=5.0)
+    await runner.setup()
+    gateway._metrics_runner = runner
+    site = web.TCPSite(runner, config.metrics.host, config.metrics.port)
     await site.start()
     return int(runner.addresses[0][1])
 

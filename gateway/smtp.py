@@ -152,6 +152,7 @@ class GatewaySMTP(SMTP):
         with the rule's sentence, and its event names the rule.
         """
         text = status if isinstance(status, str) else status.decode("ascii", "replace")
+        self.handler.services.metrics.reply_sent(text)
         explained = EXPLAINED_BY_RULE.get(text)
         if explained is None and text[:1] in ("2", "3"):  # no refusal: nothing to audit
             pipeline.EVENT_RECORDED.set(False)

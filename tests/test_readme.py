@@ -1,4 +1,4 @@
-"""The README stays true: its config reference and command list match the code."""
+"""The README stays true: its config reference, command list and metrics match the code."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 from gateway.cli import COMMANDS
 from gateway.configref import END, START, reference
+from gateway.metrics import Metrics
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 
@@ -20,3 +21,10 @@ def test_every_command_is_documented() -> None:
     """Each `casegate` subcommand appears in the README's command table."""
     for name in COMMANDS:
         assert f"`casegate {name}" in README, name
+
+
+def test_every_metric_is_documented() -> None:
+    """Each metric casegate exposes appears, with its type, in the README's Monitoring table."""
+    for family in Metrics().registry.collect():
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        assert f"| `{name}` | {family.type} |" in README, name

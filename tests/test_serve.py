@@ -61,7 +61,7 @@ async def test_serve_runs_on_the_embedded_default_and_stops_on_sigterm(tmp_path:
     assert added.returncode == 0, added.stderr
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "serve", "--data", "data", "--smtp-port", "0",
-        "--tls-port", "0", "--http-port", "0", cwd=tmp_path,
+        "--tls-port", "0", "--http-port", "0", "--metrics-port", "0", cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env=ENV,
     )
@@ -69,6 +69,7 @@ async def test_serve_runs_on_the_embedded_default_and_stops_on_sigterm(tmp_path:
         banner = await _read_banner(process)
         smtp_port = banner["smtp"]["port"]
         assert banner["http"]["port"] > 0 and banner["smtps"]["port"] > 0
+        assert banner["metrics"]["port"] > 0 and banner["metrics"]["host"] == "127.0.0.1"
         cert_file = banner["files"]["certificate"]
         assert (os.stat(cert_file).st_mode & 0o777) == 0o600
         assert (os.stat(Path(cert_file).with_name("tls.key")).st_mode & 0o777) == 0o600
@@ -95,6 +96,16 @@ def test_bad_relay_range_is_a_usage_error(tmp_path: Path) -> None:
     result = _casegate("serve", "--data", "data", "--smtp-port", "0", "--http-port", "0",
                        "--relay-from", "not-a-range", cwd=tmp_path)
     assert result.returncode == 2 and "not an address range" in result.stderr
+
+
+def test_unreadable_metrics_token_is_a_usage_error(tmp_path: Path) -> None:
+    """A metrics token file that cannot be read stops serve before it binds anything (exit 2)."""
+    (tmp_path / "casegate.toml").write_text('[metrics]\nbearer_token_file = "missing.token"\n',
+                                            encoding="utf-8")
+    result = _casegate("serve", "--config", "casegate.toml", "--data", "data", "--smtp-port", "0",
+                       "--http-port", "0", "--metrics-port", "0", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "'metrics.bearer_token_file'" in result.stderr and "cannot be read" in result.stderr
 
 
 def test_init_writes_a_config_that_loads_as_the_defaults(tmp_path: Path) -> None:

@@ -23,7 +23,10 @@ SECTION_NOTES: dict[str, str] = {
     "smtp": "The SMTP front: submission with STARTTLS on `port`, implicit TLS on `tls_port`\n"
             "(0 disables it). `relay_from` lists trusted relay peers (CIDR), such as an\n"
             "Exchange or Microsoft 365 outbound connector, which need no AUTH.",
-    "http": "The HTTP front: health, readiness, metrics and the web pages.",
+    "http": "The HTTP front: health, readiness and the web pages.",
+    "metrics": "The metrics listener: /metrics (Prometheus), /healthz and /readyz, plain HTTP.\n"
+               "Any host but loopback needs `bearer_token_file` (a file holding the token\n"
+               "scrapers send as `Authorization: Bearer <token>`).",
     "upstream": "Where mail goes. With no `host`, copies are written to the outbox Maildir\n"
                 "in the data directory instead. `tls` is starttls, implicit or none.",
     "policy": "Extra policy files applied over the built-in policy, and what to do with\n"

@@ -20,7 +20,7 @@ import structlog
 
 from gateway.app import App
 from gateway.cli.common import UsageError, add_common, open_app
-from gateway.config import Config
+from gateway.config import Config, read_bearer_token
 from gateway.server import OUTBOX_DIR, relay_networks, start_gateway
 
 
@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--tls-port", type=int, metavar="N",
                         help="implicit-TLS submission port (0: any free port)")
     parser.add_argument("--http-port", type=int, metavar="N", help="HTTP(S) port")
+    parser.add_argument("--metrics-port", type=int, metavar="N",
+                        help="metrics listener's port (/metrics, /healthz, /readyz)")
     parser.add_argument("--upstream", metavar="HOST:PORT",
                         help="upstream smarthost (default: deliver into the outbox)")
     parser.add_argument("--relay-from", action="append", default=[], metavar="CIDR",
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         app.config = _with_flags(app, args)
         relay_networks(app.config.smtp.relay_from)  # a bad range is a usage error, before binding
+        read_bearer_token(app.config)  # so is an unreadable or guessable metrics token file
     except ValueError as exc:
         app.close()
         raise UsageError(str(exc)) from None
@@ -85,7 +88,8 @@ def settle_heap() -> None:
 def _with_flags(app: App, args: argparse.Namespace) -> Config:
     config = app.config
     smtp, http, upstream = config.smtp, config.http, config.upstream
-    for value in (args.smtp_port, args.tls_port, args.http_port):
+    metrics = config.metrics
+    for value in (args.smtp_port, args.tls_port, args.http_port, args.metrics_port):
         if value is not None and not 0 <= value <= 65535:
             raise ValueError(f"{value} is not a port number")
     if args.smtp_port is not None:
@@ -94,12 +98,14 @@ def _with_flags(app: App, args: argparse.Namespace) -> Config:
         smtp = replace(smtp, relay_from=(*smtp.relay_from, *args.relay_from))
     if args.http_port is not None:
         http = replace(http, port=args.http_port)
+    if args.metrics_port is not None:
+        metrics = replace(metrics, port=args.metrics_port)
     if args.upstream:
         host, colon, port = args.upstream.rpartition(":")
         if not colon or not host or not port.isdigit():
             raise ValueError(f"--upstream {args.upstream!r} must be HOST:PORT")
         upstream = replace(upstream, host=host.strip("[]"), port=int(port))
-    return replace(config, smtp=smtp, http=http, upstream=upstream)
+    return replace(config, smtp=smtp, http=http, upstream=upstream, metrics=metrics)
 
 
 async def serve(app: App, tls_port: int | None) -> None:
@@ -115,6 +121,10 @@ async def serve(app: App, tls_port: int | None) -> None:
                  tls="implicit")
     log.info("listening", service="http", host=config.http.host, port=gateway.http_port,
              tls="implicit" if config.http.tls else "none")
+    if gateway.metrics_port is not None:
+        log.info("listening", service="metrics", host=config.metrics.host,
+                 port=gateway.metrics_port, tls="none",
+                 token=bool(config.metrics.bearer_token_file))
     log.info(
         "files",
         data=str(app.data_dir.resolve()),

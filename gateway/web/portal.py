@@ -42,6 +42,7 @@ from aiohttp import BodyPartReader, web
 
 from gateway.app import App
 from gateway.audit import AuditLog
+from gateway.metrics import Metrics, PortalView
 from gateway.portalstore import (
     CodeCheck,
     CopyState,
@@ -121,6 +122,7 @@ class PortalDeps:
     clock: Callable[[], datetime]
     per_client: WindowLimit = field(
         default_factory=lambda: WindowLimit(REQUESTS_PER_MINUTE, 60.0))
+    metrics: Metrics = field(default_factory=Metrics)  # the gateway's, for portal views
 
 
 PORTAL: web.AppKey[PortalDeps] = web.AppKey("casegate-portal", PortalDeps)
@@ -152,7 +154,7 @@ def add_routes(web_app: web.Application, ctx: Any) -> None:
     assert isinstance(store, PortalStore)
     deps = PortalDeps(store=store, keyring=delivery.keyring, upstream=delivery.upstream,
                       audit=ctx.app.audit, settings=delivery.settings,
-                      clock=lambda: delivery.clock())
+                      clock=lambda: delivery.clock(), metrics=ctx.metrics)
     install(web_app, deps)
 
     async def sweeper(_: web.Application) -> AsyncIterator[None]:
@@ -276,9 +278,19 @@ def _audit(visit: _Visit, kind: str, request: web.Request, **extra: Any) -> None
 # -- the recipient's pages ---------------------------------------------------------------
 
 
+# What a refusal of `_visit` showed, by its status, for the portal views metric.
+REFUSED_VIEWS: dict[int, PortalView] = {429: "rate-limited", 404: "unknown-link", 410: "gone"}
+
+
 async def open_copy(request: web.Request) -> web.Response:
     """The message for a signed-in session; otherwise the code page (with a fresh session)."""
-    visit = await _visit(request)
+    metrics = request.app[PORTAL].metrics
+    try:
+        visit = await _visit(request)
+    except _Raised as refused:
+        metrics.portal_viewed(REFUSED_VIEWS.get(refused.status_code, "refused"))
+        raise
+    metrics.portal_viewed("message" if visit.signed_in else "landing")
     if visit.signed_in:
         return await _message_page(request, visit)
     return await _landing(request, visit, "", 200, sent=request.query.get("sent") == "1")

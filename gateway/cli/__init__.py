@@ -14,6 +14,7 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 
 from gateway.cli.common import UsageError
+from gateway.config import StartupError
 
 # The order is the order `casegate --help` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -78,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"casegate: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"casegate: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return code

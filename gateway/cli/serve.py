@@ -20,7 +20,7 @@ import structlog
 
 from gateway.app import App
 from gateway.cli.common import UsageError, add_common, open_app
-from gateway.config import Config
+from gateway.config import Config, check_values
 from gateway.server import OUTBOX_DIR, relay_networks, start_gateway
 
 
@@ -99,7 +99,9 @@ def _with_flags(app: App, args: argparse.Namespace) -> Config:
         if not colon or not host or not port.isdigit():
             raise ValueError(f"--upstream {args.upstream!r} must be HOST:PORT")
         upstream = replace(upstream, host=host.strip("[]"), port=int(port))
-    return replace(config, smtp=smtp, http=http, upstream=upstream)
+    flagged = replace(config, smtp=smtp, http=http, upstream=upstream)
+    check_values(flagged, "the command line")  # the same ranges as the config file's
+    return flagged
 
 
 async def serve(app: App, tls_port: int | None) -> None:

@@ -57,6 +57,17 @@ def open_keyring(data_dir: Path, text: str | None) -> Keyring:
         raise ConfigError(str(exc)) from None
 
 
+def resolve_data_dir(config: Config, config_path: Path | None, data_dir: Path | None) -> Path:
+    """The data directory: `data_dir` (the --data flag) as given, else the config's `data_dir`,
+    which when relative is taken from the config file's folder."""
+    if data_dir is not None:
+        return data_dir
+    root = Path(config.data_dir or DEFAULT_DATA_DIR)
+    if config_path is not None and not root.is_absolute():
+        return config_path.parent / root
+    return root
+
+
 @dataclass
 class App:
     config: Config
@@ -79,10 +90,8 @@ class App:
         config = load_config(config_path)
         if data_dir is not None:
             config = replace(config, data_dir=str(data_dir))
-        root = Path(config.data_dir or DEFAULT_DATA_DIR)
+        root = resolve_data_dir(config, config_path, data_dir)
         base_dir = config_path.parent if config_path is not None else Path.cwd()
-        if config_path is not None and not root.is_absolute() and data_dir is None:
-            root = base_dir / root
         policy = read_policy(config, base_dir)
         try:
             root.mkdir(parents=True, exist_ok=True, mode=0o700)

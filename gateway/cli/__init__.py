@@ -25,6 +25,7 @@ COMMANDS: tuple[str, ...] = (
     "audit",
     "serve",
     "init",
+    "service",
     "users",
     "post",
     "dispatch",

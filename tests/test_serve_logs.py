@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -51,3 +52,23 @@ async def test_every_line_of_a_real_run_has_time_and_level(tmp_path: Path) -> No
         assert set(event) >= {"time", "level", "event"}, event
         assert TIME.fullmatch(event["time"]) and event["level"] in ("info", "warning", "error")
         assert "timestamp" not in event
+
+
+LIBRARY_LINE = """
+import logging
+from gateway.cli.serve import configure_logging
+configure_logging()
+logging.getLogger("aiohttp.server").error("Error handling request")
+logging.getLogger("mail.log").info("aiosmtpd chatter below ERROR is not printed")
+"""
+
+
+def test_library_log_lines_have_the_same_shape(tmp_path: Path) -> None:
+    """A line an underlying library logs (aiohttp here) comes out as the same JSON shape."""
+    done = subprocess.run([sys.executable, "-c", LIBRARY_LINE], cwd=tmp_path, env=ENV,
+                          capture_output=True, text=True, timeout=60, check=True)
+    (line,) = done.stdout.splitlines()
+    event = json.loads(line)
+    assert (event["event"], event["level"], event["logger"]) == (
+        "Error handling request", "error", "aiohttp.server")
+    assert TIME.fullmatch(event["time"]) and done.stderr == ""

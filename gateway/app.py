@@ -7,6 +7,7 @@ needs them; nothing below reads the config or the environment on its own.
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from gateway.audit import AuditLog
-from gateway.config import DEFAULT_DATA_DIR, Config, ConfigError, load_config
+from gateway.config import DEFAULT_DATA_DIR, Config, ConfigError, load_config, os_reason
 from gateway.portalstore import PORTAL_DB_FILE, PortalStore
 from gateway.users import UserStore
 from policies.loader import EMBEDDED_FILES, Policy, PolicyError, parse_policy
@@ -56,6 +57,17 @@ def open_keyring(data_dir: Path, text: str | None) -> Keyring:
         raise ConfigError(str(exc)) from None
 
 
+def resolve_data_dir(config: Config, config_path: Path | None, data_dir: Path | None) -> Path:
+    """The data directory: `data_dir` (the --data flag) as given, else the config's `data_dir`,
+    which when relative is taken from the config file's folder."""
+    if data_dir is not None:
+        return data_dir
+    root = Path(config.data_dir or DEFAULT_DATA_DIR)
+    if config_path is not None and not root.is_absolute():
+        return config_path.parent / root
+    return root
+
+
 @dataclass
 class App:
     config: Config
@@ -78,21 +90,25 @@ class App:
         config = load_config(config_path)
         if data_dir is not None:
             config = replace(config, data_dir=str(data_dir))
-        root = Path(config.data_dir or DEFAULT_DATA_DIR)
+        root = resolve_data_dir(config, config_path, data_dir)
         base_dir = config_path.parent if config_path is not None else Path.cwd()
-        if config_path is not None and not root.is_absolute() and data_dir is None:
-            root = base_dir / root
         policy = read_policy(config, base_dir)
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(root, 0o700)
-        registry = Registry(root / "casegate.sqlite3")
-        audit = AuditLog.open(root, rules=policy.rules, kind_grades=policy.grades,
-                              checkpoint_every=config.audit.checkpoint_every,
-                              stream=event_stream or sys.stderr)
-        users = UserStore(root / "casegate.sqlite3")
-        keyring = open_keyring(root, portal_keys)
+        try:
+            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(root, 0o700)
+            registry = Registry(root / "casegate.sqlite3")
+            audit = AuditLog.open(root, rules=policy.rules, kind_grades=policy.grades,
+                                  checkpoint_every=config.audit.checkpoint_every,
+                                  stream=event_stream or sys.stderr)
+            users = UserStore(root / "casegate.sqlite3")
+            keyring = open_keyring(root, portal_keys)
+            portal = PortalStore(root / PORTAL_DB_FILE)
+        except (OSError, sqlite3.Error) as exc:
+            reason = os_reason(exc) if isinstance(exc, OSError) else str(exc)
+            raise ConfigError(f"{root}: the data directory cannot be used ({reason}); it must "
+                              "be a directory casegate can write") from None
         return cls(config=config, data_dir=root, policy=policy, registry=registry, audit=audit,
-                   users=users, portal=PortalStore(root / PORTAL_DB_FILE), keyring=keyring)
+                   users=users, portal=portal, keyring=keyring)
 
     def snapshot(self, now: datetime | None = None) -> Snapshot:
         """What the engine needs of the stores, read now."""

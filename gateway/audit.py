@@ -5,7 +5,8 @@ AuditLog.record_async(kind, ...)`, which needs no worker thread). The event is
 
 - graded: an explicit grade, else (refusals and overrides) the grade of the policy rule it names,
   else the grade of its kind from the policy's `[grades]` table, else "none",
-- written as one JSON line through structlog to the event stream (stdout under `casegate serve`,
+- written as one JSON line through structlog, `"event": "audit"` with `time` and `level` like every
+  log line, to the event stream (stdout under `casegate serve`,
   for a SIEM; JSON escaping makes it safe against log injection: a CR or LF in a value can never
   start a new line), and
 - appended to the tamper-evident store (`gateway.auditstore`), whose HMAC chain
@@ -296,7 +297,8 @@ class AuditLog:
         (one write for the batch: each write lets the event loop's thread in before the writer
         can go on), a signed checkpoint every `checkpoint_every` events, then the listeners."""
         self._stream.write("".join(
-            cast(str, self._render(None, "info", {"event": "audit", "audit_mac": mac.hex(),
+            cast(str, self._render(None, "info", {"event": "audit", "level": "info",
+                                                  "audit_mac": mac.hex(),
                                                   **stored.as_dict()})) + "\n"
             for stored, mac in appended))
         self._stream.flush()

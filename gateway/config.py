@@ -4,16 +4,23 @@ The CLI (the composition root) calls `load_config` once and passes the result do
 module reads the config file or the environment. Each section is a frozen dataclass whose field
 defaults are the defaults the README's config reference lists.
 
-A bad file is a `ConfigError` whose message names the file, the key and what is wrong.
+A bad file is a `ConfigError` whose message names the file, the key and what is wrong: its type
+when it is read, then its range or syntax (`CHECKS`), so a mistake stops `casegate serve` before
+it binds a port, with one sentence.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, get_type_hints
+
+from policies.loader import GRADES
 
 DEFAULT_DATA_DIR = Path("casegate-data")
 MIN_TOKEN_LENGTH = 16  # a metrics bearer token shorter than this is refused as guessable
@@ -21,6 +28,18 @@ MIN_TOKEN_LENGTH = 16  # a metrics bearer token shorter than this is refused as 
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message says where and why."""
+
+
+class StartupError(Exception):
+    """Something the config names cannot be used when the gateway starts (a port taken, a
+    certificate that does not load): one sentence for the operator, never a traceback."""
+
+
+def os_reason(exc: OSError) -> str:
+    """The plain reason of an OS error, e.g. "address already in use", "permission denied"."""
+    if exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno).lower()
+    return (exc.strerror or exc.__class__.__name__).lower()
 
 
 @dataclass(frozen=True)
@@ -145,6 +164,7 @@ def load_config(path: Path | None) -> Config:
         raise ConfigError(f"{path}: is not valid TOML ({exc})") from None
     config = _build(Config, raw, str(path), "")
     _check_choices(config, str(path))
+    check_values(config, str(path))
     _check_metrics(config.metrics, str(path))
     return replace(config, source=str(path))
 
@@ -202,6 +222,153 @@ def read_bearer_token(config: Config) -> bytes | None:
         raise ConfigError(f"'metrics.bearer_token_file' {path} must hold one token of at least "
                           f"{MIN_TOKEN_LENGTH} characters, without spaces")
     return token.encode()
+
+
+# -- ranges and syntax ------------------------------------------------------------------------
+# Each check returns what is wrong with a value ("" when it is right), as the end of a sentence
+# that starts with the file and the key.
+
+Check = Callable[[Any], str]
+
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+_HH_MM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+
+
+def port(*, zero: str = "") -> Check:
+    """A TCP port, 1-65535; 0 too when `zero` says what it means."""
+    low = 0 if zero else 1
+
+    def check(value: int) -> str:
+        if low <= value <= 65535:
+            return ""
+        return (f"must be a port number from 1 to 65535 (0: {zero})" if zero
+                else "must be a port number from 1 to 65535")
+    return check
+
+
+def positive(value: float) -> str:
+    return "" if value > 0 else "must be more than 0"
+
+
+def hostname(value: str) -> str:
+    return "" if _is_host(value, ip=False) else f"{value!r} is not a host name"
+
+
+def listen_address(value: str) -> str:
+    return "" if _is_host(value) else f"{value!r} is not an IP address or host name"
+
+
+def host_or_empty(value: str) -> str:
+    return "" if not value or _is_host(value) else f"{value!r} is not a host name or IP address"
+
+
+def address_or_empty(value: str) -> str:
+    """An email address (local@domain, no spaces or angle brackets), or "" for the default."""
+    local, at, domain = value.rpartition("@")
+    if not value or (at and local and not re.search(r"[\s<>@]", local)
+                     and _is_host(domain, ip=False)):
+        return ""
+    return f"{value!r} is not an email address"
+
+
+def cidr_list(values: tuple[str, ...]) -> str:
+    for value in values:
+        try:
+            ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            return f"has {value!r}, which is not an address range (CIDR)"
+    return ""
+
+
+def fingerprint_list(values: tuple[str, ...]) -> str:
+    for value in values:
+        if not _FINGERPRINT.fullmatch(value.replace(":", "").replace(" ", "").lower()):
+            return f"has {value!r}, which is not a SHA-256 fingerprint (64 hex digits)"
+    return ""
+
+
+def grade_list(values: tuple[str, ...]) -> str:
+    for value in values:
+        if value not in GRADES:
+            return f"has {value!r}; use {', '.join(GRADES)}"
+    return ""
+
+
+def ip_list(values: tuple[str, ...]) -> str:
+    for value in values:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            return f"has {value!r}, which is not an IP address"
+    return ""
+
+
+def hh_mm(value: str) -> str:
+    return "" if _HH_MM.fullmatch(value) else f"must be HH:MM, 24-hour UTC (not {value!r})"
+
+
+def url_or_empty(value: str) -> str:
+    if not value or re.fullmatch(r"https?://[^\s/?#]+(/\S*)?", value):
+        return ""
+    return f"{value!r} must be an http:// or https:// URL"
+
+
+def _is_host(value: str, *, ip: bool = True) -> bool:
+    if ip:
+        try:
+            ipaddress.ip_address(value)
+            return True
+        except ValueError:
+            pass
+    return _HOSTNAME.fullmatch(value) is not None
+
+
+CHECKS: dict[str, Check] = {
+    "smtp.host": listen_address,
+    "smtp.port": port(zero="any free port"),
+    "smtp.tls_port": port(zero="no implicit-TLS port"),
+    "smtp.hostname": hostname,
+    "smtp.max_message_size": positive,
+    "smtp.max_recipients": positive,
+    "smtp.idle_timeout": positive,
+    "smtp.relay_from": cidr_list,
+    "smtp.relay_client_cert_fingerprints": fingerprint_list,
+    "smtp.auth_max_failures": positive,
+    "http.host": listen_address,
+    "http.port": port(zero="any free port"),
+    "http.public_url": url_or_empty,
+    "upstream.host": host_or_empty,
+    "upstream.port": port(),
+    "upstream.timeout": positive,
+    "upstream.pool_size": positive,
+    "upstream.remember_days": positive,
+    "audit.governance_address": address_or_empty,
+    "audit.alert_grades": grade_list,
+    "audit.digest_grades": grade_list,
+    "audit.digest_time": hh_mm,
+    "audit.alert_from": address_or_empty,
+    "verification.address": address_or_empty,
+    "verification.link_hours": positive,
+    "verification.max_attempts": positive,
+    "verification.dns_servers": ip_list,
+    "verification.dns_port": port(),
+    "verification.dns_timeout": positive,
+    "portal.expiry_days": positive,
+    "portal.from_address": address_or_empty,
+    "metrics.host": listen_address,
+    "metrics.port": port(zero="any free port"),
+}
+
+
+def check_values(config: Config, source: str) -> None:
+    """Range and syntax of every key in `CHECKS`; the first problem is a ConfigError."""
+    for key, check in CHECKS.items():
+        section, _, name = key.partition(".")
+        problem = check(getattr(getattr(config, section), name))
+        if problem:
+            raise ConfigError(f"{source}: '{key}' {problem}")
 
 
 def _build(cls: type, raw: dict[str, Any], source: str, prefix: str) -> Any:

@@ -9,11 +9,13 @@ DATA finish (up to `drain_seconds`), then closes every connection and the transp
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import os
 import ssl
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import structlog
 from aiohttp import web
 
 from gateway.app import App
-from gateway.config import Config, read_bearer_token
+from gateway.config import Config, StartupError, os_reason, read_bearer_token
 from gateway.http import build_metrics_app, build_web_app
 from gateway.pipeline import Services
 from gateway.ratelimit import AuthThrottle
@@ -98,8 +100,11 @@ def build_transport(app: App) -> Transport:
         from transports.ledger import Ledger
         from transports.smtp_relay import SmtpRelay
 
-        return SmtpRelay(upstream, Ledger(app.data_dir / LEDGER_FILE),
-                         local_hostname=app.config.smtp.hostname)
+        try:
+            return SmtpRelay(upstream, Ledger(app.data_dir / LEDGER_FILE),
+                             local_hostname=app.config.smtp.hostname)
+        except ValueError as exc:  # the CA file the config names does not load
+            raise StartupError(str(exc)) from None
     from transports.outbox import MaildirOutbox
 
     return MaildirOutbox(app.data_dir / OUTBOX_DIR)
@@ -216,8 +221,9 @@ async def _listen_smtp(gateway: Gateway, handler: SubmissionHandler, limiter: Co
         gateway._sessions.add(session)
         return session
 
-    server = await loop.create_server(factory, smtp.host, port,
-                                      ssl=context if implicit else None)
+    with listening("smtp.tls_port" if implicit else "smtp.port", smtp.host, port):
+        server = await loop.create_server(factory, smtp.host, port,
+                                          ssl=context if implicit else None)
     gateway._servers.append(server)
     return int(server.sockets[0].getsockname()[1])
 
@@ -229,7 +235,8 @@ async def _listen_http(gateway: Gateway, config: Config, context: ssl.SSLContext
     gateway._runner = runner
     site = web.TCPSite(runner, config.http.host, config.http.port,
                        ssl_context=context if config.http.tls else None)
-    await site.start()
+    with listening("http.port", config.http.host, config.http.port):
+        await site.start()
     return int(runner.addresses[0][1])
 
 
@@ -239,8 +246,21 @@ async def _listen_metrics(gateway: Gateway, config: Config, bearer_token: bytes 
     await runner.setup()
     gateway._metrics_runner = runner
     site = web.TCPSite(runner, config.metrics.host, config.metrics.port)
-    await site.start()
+    with listening("metrics.port", config.metrics.host, config.metrics.port):
+        await site.start()
     return int(runner.addresses[0][1])
+
+
+@contextmanager
+def listening(key: str, host: str, port: int) -> Iterator[None]:
+    """Turn a failure to bind `host`:`port` (the config's `key`) into one sentence."""
+    try:
+        yield
+    except OSError as exc:
+        hint = " (another program, or another casegate, is using it)" \
+            if exc.errno == errno.EADDRINUSE else ""
+        raise StartupError(f"cannot listen on {host}:{port} ('{key}'): {os_reason(exc)}"
+                           f"{hint}") from None
 
 
 async def readiness_problems(services: Services) -> list[str]:

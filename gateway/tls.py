@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.config import StartupError, os_reason
+
 CERT_FILE = "tls.crt"
 KEY_FILE = "tls.key"
 VALID_DAYS = 825  # the longest lifetime clients accept for a server certificate
@@ -43,14 +45,31 @@ class CertificatePair:
         """
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.cert_file, self.key_file)
+        try:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(
+                f"the certificate {self.cert_file} or its key {self.key_file} cannot be used "
+                f"({_reason(exc)}); fix them, or remove both to have casegate make new ones"
+            ) from None
         if client_certs:
             context.verify_mode = ssl.CERT_OPTIONAL
             if client_ca_file:
-                context.load_verify_locations(cafile=client_ca_file)
+                try:
+                    context.load_verify_locations(cafile=client_ca_file)
+                except (OSError, ssl.SSLError) as exc:
+                    raise StartupError(f"'smtp.relay_client_ca_file' {client_ca_file} cannot "
+                                       f"be used ({_reason(exc)})") from None
             else:
                 context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
         return context
+
+
+def _reason(exc: OSError | ssl.SSLError) -> str:
+    """Why a certificate file did not load, in a few words."""
+    if isinstance(exc, ssl.SSLError):
+        return "not a PEM certificate and its matching key"
+    return os_reason(exc)
 
 
 def certificate_fingerprint(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str:

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, settings
 
 from tests.certs import ServerCert, make_server_cert
 from tests.sink import Sink
+from tests.tools import CHROMIUM, require_tool
 
 # Property tests: no wall-clock deadline (a shared 2-core CI machine is noisy), and in CI a
 # fixed derandomised search, so a run is repeatable; locally the search varies run to run.
@@ -19,6 +20,12 @@ settings.register_profile(
     derandomize=bool(os.environ.get("CI")),
 )
 settings.load_profile("casegate")
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's Chromium for the browser tests: skipped when missing, failed under CI."""
+    return require_tool(CHROMIUM, "chromium")
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from gateway.app import read_policy
 from gateway.audit import AUDIT_DB_FILE, AuditError, AuditLog, EventFilter, normalise_time
 from gateway.cli import main
 from gateway.config import Config
+from tests.tools import require_tool
 
 POLICY = read_policy(Config(), Path("."))  # the real policy data: rules, citations, grades
 
@@ -321,6 +322,31 @@ def test_checkpoint_export_verifies_elsewhere_and_fails_when_altered(
     code, out = cli(capsys, "audit", "checkpoint", "--data", str(elsewhere), "--verify",
                     str(export), "--public-key", str(public))
     assert code == 1 and "altered" in out
+
+
+def test_checkpoint_verify_with_the_private_key_says_which_key_it_wants(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given the private signing key, --verify says so (exit 2); the command it suggests works."""
+    data = tmp_path / "data"
+    log = AuditLog.open(data, stream=io.StringIO())
+    fill(log, 1)
+    log.close()
+    export = tmp_path / "checkpoint.json"
+    assert cli(capsys, "audit", "checkpoint", "--data", str(data), "--export", str(export))[0] == 0
+    private = data / "audit-signing.pem"
+    code = main(["audit", "checkpoint", "--data", str(data), "--verify", str(export),
+                 "--public-key", str(private)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "is the private signing key" in err and '"public_key"' in err
+    public = tmp_path / "audit.pub"
+    openssl = require_tool("openssl", "openssl")
+    public.write_bytes(subprocess.run([openssl, "pkey", "-pubout", "-in", str(private)],
+                                      capture_output=True, check=True, timeout=30).stdout)
+    code, out = cli(capsys, "audit", "checkpoint", "--data", str(data), "--verify", str(export),
+                    "--public-key", str(public))
+    assert code == 0 and "validly signed" in out
 
 
 def test_normalise_time_reads_dates_and_offsets() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.app import App
 from gateway.cli import main
 
 STAFF = "jane.smith@cafcass.gov.uk"
@@ -32,6 +33,9 @@ def make_message(to: str, body: str, *, subject: str = "Hello", cc: str = "",
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
+    """A data directory where STAFF has an account (`verify add --by` names one)."""
+    with App.open(None, tmp_path / "data") as app:
+        app.users.add(STAFF, "a long passphrase")
     return tmp_path / "data"
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,17 +11,11 @@ import pytest
 
 from tests.certs import ServerCert
 from tests.staffweb import GOVERNANCE, PASSWORD, PRACTITIONER, StaffWeb
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
+from tests.tools import CHROMIUM, CHROMIUM_ARGS  # one launch recipe
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason=f"Debian's chromium is not installed at {CHROMIUM}"),
+    pytest.mark.usefixtures("chromium"),  # skipped without Chromium, failed under CI
 ]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,12 +10,11 @@ import pytest
 from tests.certs import ServerCert
 from tests.portalweb import ATTACHMENT, SECRET_BODY, STAFF, PortalWeb, protected_message, text_of
 from tests.sink import Sink
-from tests.test_governance_browser import CHROMIUM, CHROMIUM_ARGS  # one launch recipe
+from tests.tools import CHROMIUM, CHROMIUM_ARGS  # one launch recipe
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason=f"Debian's chromium is not installed at {CHROMIUM}"),
+    pytest.mark.usefixtures("chromium"),  # skipped without Chromium, failed under CI
 ]
 
 

@@ -27,9 +27,16 @@ def _without_audit(text: str) -> str:
     return "".join(f"{line}\n" for line in kept)
 
 
+def staff_account(data: Path, address: str = STAFF) -> None:
+    """A staff account for `address`: `verify add --by` names one."""
+    with App.open(None, data) as app:
+        app.users.add(address, "a long passphrase")
+
+
 def test_verify_add_list_revoke_round_trip(tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     """Add for a case and organisation-wide, list as JSON, revoke, and see the states."""
+    staff_account(tmp_path)
     code, out, _ = run(capsys, tmp_path, "verify", "add", "Mum@Gmail.com", "--case",
                        "zc12c00123", "--role", "party", "--by", STAFF, "--name", "Mary Smith")
     assert code == 0
@@ -63,6 +70,7 @@ def test_verify_list_table_on_an_empty_registry(tmp_path: Path,
 def test_adding_twice_says_already_verified(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """A second add for the same case changes nothing and says why."""
+    staff_account(tmp_path)
     args = ("verify", "add", "mum@gmail.com", "--case", "ZC12C00123", "--role", "party",
             "--by", STAFF)
     run(capsys, tmp_path, *args)
@@ -88,6 +96,8 @@ def test_adding_twice_says_already_verified(tmp_path: Path,
           "--by", STAFF), "is not a case number"),
         (("verify", "add", "mum@gmail.com", "--case", "ZC12C00123", "--role", "party",
           "--by", "someone@gmail.com"), "--by must be a Cafcass staff address"),
+        (("verify", "add", "mum@gmail.com", "--case", "ZC12C00123", "--role", "party",
+          "--by", "no.account@cafcass.gov.uk"), "has no staff account"),
         (("verify", "revoke", "nobody@gmail.com", "--by", STAFF), "no verification in force"),
         (("staff", "add-personal", "someone@gmail.com", "x@gmail.com"),
          "is not a Cafcass staff address"),
@@ -97,6 +107,7 @@ def test_adding_twice_says_already_verified(tmp_path: Path,
 def test_bad_input_is_one_sentence_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                               argv: tuple[str, ...], message: str) -> None:
     """Each kind of bad input exits 2 with one clear sentence and no traceback."""
+    staff_account(tmp_path)
     code, _, err = run(capsys, tmp_path, *argv)
     assert code == 2
     assert err.startswith("casegate: ") and message in err

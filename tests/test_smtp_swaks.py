@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,8 +10,7 @@ import pytest
 
 from tests.gateway_harness import PASSWORD, STAFF, Harness, running_gateway
 from tests.sink import Sink
-
-SWAKS = shutil.which("swaks")  # Debian package swaks, installed by .ci/run
+from tests.tools import require_tool
 
 
 @pytest.fixture
@@ -22,9 +20,9 @@ async def gw(tmp_path: Path, sink: Sink) -> AsyncIterator[Harness]:
 
 
 async def _swaks(gw: Harness, *rcpts: str) -> tuple[int, str]:
-    assert SWAKS is not None, "swaks is not installed: apt-get install swaks"
+    swaks = require_tool("swaks", "swaks libnet-ssleay-perl libio-socket-ssl-perl")
     process = await asyncio.create_subprocess_exec(
-        SWAKS, "--server", gw.host, "--port", str(gw.gateway.smtp_port),
+        swaks, "--server", gw.host, "--port", str(gw.gateway.smtp_port),
         "--tls", "--tls-verify", "--tls-ca-path", str(gw.gateway.certificate.cert_file),
         "--auth", "PLAIN", "--auth-user", STAFF, "--auth-password", PASSWORD,
         "--from", STAFF, "--to", ",".join(rcpts), "--ehlo", "client.test",

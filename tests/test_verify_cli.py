@@ -64,6 +64,8 @@ def test_revoke_withdraws_a_pending_request(tmp_path: Path,
 def test_bounced_revokes_every_verification_of_the_address(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An address whose mail bounced is no longer verified for any case."""
+    with App.open(None, tmp_path) as app:
+        app.users.add(STAFF, "a long passphrase")  # `verify add --by` names a staff account
     for case in (CASE, "ZC12C00999"):
         assert run(capsys, tmp_path, "verify", "add", RECIPIENT, "--case", case, "--role",
                    "party", "--by", STAFF)[0] == 0

@@ -110,7 +110,9 @@ def tls_context_for(settings: UpstreamSettings) -> ssl.SSLContext | None:
         if settings.ca_file:
             context.load_verify_locations(cafile=settings.ca_file)
     except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"upstream ca_file cannot be used: {settings.ca_file} ({exc})") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"'upstream.ca_file' {settings.ca_file} cannot be used "
+                         f"({reason.lower()})") from None
     if not settings.verify_certificate:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

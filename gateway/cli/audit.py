@@ -180,8 +180,14 @@ def verify_export(args: argparse.Namespace) -> int:
         document = json.loads(_read_text(args.verify, "checkpoint"))
     except json.JSONDecodeError:
         raise UsageError(f"{args.verify}: is not JSON") from None
+    public_key = _read_text(args.public_key, "key")
+    if "PRIVATE KEY-----" in public_key:
+        raise UsageError(
+            f"{args.public_key} is the private signing key, but --public-key wants the public "
+            "key: take the \"public_key\" of an exported checkpoint (casegate audit checkpoint "
+            "--export FILE), or run `openssl pkey -pubout -in audit-signing.pem`")
     try:
-        checkpoint = read_checkpoint_document(document, _read_text(args.public_key, "key"))
+        checkpoint = read_checkpoint_document(document, public_key)
     except CheckpointError as exc:
         print(f"The checkpoint is not valid: {exc}.")
         return 1

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import mailbox
+import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -65,21 +66,44 @@ def messages(box: mailbox.Mailbox) -> Iterator[tuple[int, bytes | None]]:
 
 
 class Progress:
-    """A one-line progress bar on a terminal; silent otherwise."""
+    """A one-line progress bar on a terminal, with the rate and the time left; silent otherwise.
 
-    def __init__(self, total: int, stream: TextIO) -> None:
+    It redraws at most every `REDRAW_SECONDS` (and at the last message), so a fast replay does
+    not spend its time writing to the terminal.
+    """
+
+    REDRAW_SECONDS = 0.2
+    WIDTH = 30
+
+    def __init__(self, total: int, stream: TextIO,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.total = max(total, 1)
         self.stream = stream
         self.enabled = stream.isatty()
+        self._clock = clock
+        self._started = clock()
+        self._drawn = -math.inf
 
     def update(self, done: int) -> None:
         if not self.enabled:
             return
-        width = 30
-        filled = width * done // self.total
-        bar = "#" * filled + "-" * (width - filled)
-        self.stream.write(f"\r[{bar}] {done}/{self.total}")
+        now = self._clock()
+        if now - self._drawn < self.REDRAW_SECONDS and done < self.total:
+            return
+        self._drawn = now
+        self.stream.write(f"\r{self.line(done, now - self._started)}\x1b[K")
         self.stream.flush()
+
+    def line(self, done: int, elapsed: float) -> str:
+        """E.g. "[###-----] 120/1000  85 messages/s  2:43 left"."""
+        filled = self.WIDTH * done // self.total
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        text = f"[{bar}] {done}/{self.total}"
+        if done and elapsed > 0:
+            rate = done / elapsed
+            left = round((self.total - done) / rate)
+            text += f"  {rate:,.0f} messages/s  {left // 60}:{left % 60:02d} left"
+        return text
 
     def finish(self) -> None:
         if self.enabled:

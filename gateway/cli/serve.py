@@ -20,8 +20,10 @@ import structlog
 
 from gateway.app import App
 from gateway.cli.common import UsageError, add_common, open_app
-from gateway.config import Config, read_bearer_token
+from gateway.config import Config, check_values, read_bearer_token
 from gateway.server import OUTBOX_DIR, relay_networks, start_gateway
+
+LOG_TIME_KEY = "time"  # the audit events' name for it (gateway.audit), so every line has one
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,16 +66,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def configure_logging() -> None:
-    """JSON lines on stdout, UTC timestamps; aiosmtpd's own chatter only when it is an error."""
+    """One JSON shape for every line on stdout: `time` (UTC, as in audit events), `level`,
+    `event`. Our own lines go through structlog; the libraries' (aiohttp, asyncio, aiosmtpd's
+    own chatter only when it is an error) through the standard library's logging, rendered the
+    same way. Audit events (gateway.audit) carry the same two fields."""
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True, key=LOG_TIME_KEY)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            stamp,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
     )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
+                           stamp],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    structlog.processors.JSONRenderer(sort_keys=True)],
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
     logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
@@ -105,7 +122,9 @@ def _with_flags(app: App, args: argparse.Namespace) -> Config:
         if not colon or not host or not port.isdigit():
             raise ValueError(f"--upstream {args.upstream!r} must be HOST:PORT")
         upstream = replace(upstream, host=host.strip("[]"), port=int(port))
-    return replace(config, smtp=smtp, http=http, upstream=upstream, metrics=metrics)
+    flagged = replace(config, smtp=smtp, http=http, upstream=upstream, metrics=metrics)
+    check_values(flagged, "the command line")  # the same ranges as the config file's
+    return flagged
 
 
 async def serve(app: App, tls_port: int | None) -> None:

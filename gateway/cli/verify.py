@@ -20,12 +20,15 @@ import asyncio
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.cli.common import UsageError, add_common, open_app
 from policies.model import Role, Snapshot
 from verification.registry import AlreadyVerified, RegistryEntry, RequestState, VerificationRequest
 from verification.workflow import Ask, RequestResult, check_address, check_case, check_staff
+
+if TYPE_CHECKING:
+    from gateway.app import App
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,7 +90,7 @@ def run_add(args: argparse.Namespace) -> int:
     with open_app(args) as app:
         now = datetime.now(UTC)
         snapshot = app.snapshot(now)
-        staff = _staff_address(args.by, app.policy, snapshot)
+        staff = _staff_account(app, _staff_address(args.by, app.policy, snapshot))
         address = _verifiable_address(args.address, staff, app.policy, snapshot)
         case = _case_number(args.case, app.policy) if args.case else None
         try:
@@ -199,6 +202,17 @@ def _staff_address(address: str, policy: Any, snapshot: Snapshot) -> str:
     if staff is None:
         raise UsageError(f"--by must be a Cafcass staff address, not {address!r}")
     return staff
+
+
+def _staff_account(app: App, address: str) -> str:
+    """`address` when it is an enabled staff account: a verification names who vouched for it."""
+    user = app.users.get(address)
+    if user is None:
+        raise UsageError(f"--by {address} has no staff account; a verification must name the "
+                         f"staff member who made it (add them with `casegate users add {address}`)")
+    if user.disabled:
+        raise UsageError(f"--by {address} is a disabled account; name a current staff member")
+    return user.address
 
 
 def _verifiable_address(address: str, staff: str, policy: Any, snapshot: Snapshot) -> str:

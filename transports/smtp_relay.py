@@ -33,7 +33,7 @@ import aiosmtplib
 import structlog
 from aiosmtplib import SMTPStatus
 
-from transports.base import Copy, DeliveryResult, NotReady, Outcome, Ready
+from transports.base import Copy, DeliveryResult, NotReady, Outcome, Problem, Ready
 from transports.ledger import Ledger, deliver_once
 from transports.smtp_data_writer import has_unsafe_bytes, send_data
 
@@ -167,7 +167,7 @@ class SmtpRelay:
         reason = unsafe_copy_reason(copies)
         if reason:
             log.error("relay.refused_copy", reason=reason)
-            return DeliveryResult(Outcome.PERMANENT, reason)
+            return DeliveryResult(Outcome.PERMANENT, reason, problem=Problem.UNSENDABLE)
         return await deliver_once(self._ledger, copies, partial(self._hand_over, ready=ready),
                                   self._clock)
 
@@ -207,8 +207,8 @@ class SmtpRelay:
                 log.info("relay.stale_connection", key=copy.key)
                 async with self._pool.connection(check=True) as lease:
                     return await _transaction(lease.smtp, copy, recipients, ready)
-        except NotReady as exc:
-            return _temporary(str(exc))  # the connection was closed before the end of data
+        except NotReady as exc:  # the connection was closed before the end of data
+            return DeliveryResult(Outcome.TEMPORARY, str(exc), problem=Problem.GATEWAY)
         except aiosmtplib.SMTPResponseException as exc:
             # Replies outside MAIL/RCPT/DATA (greeting, EHLO, STARTTLS, AUTH) say nothing about
             # this message: a misconfigured or unwell upstream is always worth a retry.
@@ -223,7 +223,8 @@ class SmtpRelay:
             return _temporary(_connection_trouble(exc))
         except Exception as exc:  # fail closed: never raise for delivery trouble
             log.exception("relay.unexpected_error", key=copy.key)
-            return _temporary(f"unexpected {exc.__class__.__name__}")
+            return DeliveryResult(Outcome.TEMPORARY, f"unexpected {exc.__class__.__name__}",
+                                  problem=Problem.GATEWAY)
 
     async def _connect(self) -> aiosmtplib.SMTP:
         """A new connection: TLS as configured, then AUTH when credentials are set."""
@@ -275,10 +276,13 @@ async def _transaction(
         await _reset_quietly(smtp)
         listing = ", ".join(f"{r} ({code})" for r, code in refused)
         detail = f"upstream refused {len(refused)} recipient(s): {listing}"
-        # Permanent only when every refusal was: one 4xx makes the whole copy worth a retry.
+        # Permanent only when every refusal was: one 4xx makes the whole copy worth a retry,
+        # and the reply names the recipients that were refused for now.
         if all(500 <= code < 600 for _, code in refused):
-            return DeliveryResult(Outcome.PERMANENT, detail)
-        return _temporary(detail)
+            return DeliveryResult(Outcome.PERMANENT, detail, problem=Problem.RECIPIENTS,
+                                  refused=tuple(r for r, _ in refused))
+        return DeliveryResult(Outcome.TEMPORARY, detail, problem=Problem.RECIPIENTS,
+                              refused=tuple(r for r, code in refused if code < 500))
     try:
         await send_data(smtp, copy.data, ready)
     except aiosmtplib.SMTPDataError as exc:
@@ -292,31 +296,61 @@ async def _envelope(smtp: aiosmtplib.SMTP, copy: Copy,
     """MAIL and every RCPT: the sender's refusal as a result, else the refused recipients.
 
     Each address goes on the command line exactly as the policy decided on it (a plain one:
-    `unsafe_copy_reason` checked). aiosmtplib's `mail` and `rcpt` would first re-parse it with
-    `email.utils.parseaddr`, which can rewrite an address (CVE-2023-27043) and was the
-    costliest step of relaying a short message.
+    `unsafe_copy_reason` checked; "" is the null reverse-path, `MAIL FROM:<>`). aiosmtplib's
+    `mail` and `rcpt` would first re-parse it with `email.utils.parseaddr`, which can rewrite
+    an address (CVE-2023-27043) and was the costliest step of relaying a short message.
     """
-    options = [option.encode("ascii") for option in _mail_options(smtp, copy.data)]
+    if copy.smtputf8 and not smtp.supports_extension("smtputf8") \
+            and not _head(copy.data).isascii():
+        # RFC 6531 3.4: a message that needs SMTPUTF8 must not go to a server without it.
+        return DeliveryResult(Outcome.PERMANENT, "upstream does not offer SMTPUTF8",
+                              problem=Problem.SMTPUTF8)
+    dsn = smtp.supports_extension("dsn")
+    options = [option.encode("ascii") for option in _mail_options(smtp, copy)]
     reply = await smtp.execute_command(b"MAIL", b"FROM:<%s>" % copy.mail_from.encode("ascii"),
                                        *options)
     if reply.code != SMTPStatus.completed:
         return _refused(reply.code, f"upstream refused the sender with {reply.code}")
     refused: list[tuple[str, int]] = []
     for recipient in recipients:
-        reply = await smtp.execute_command(b"RCPT", b"TO:<%s>" % recipient.encode("ascii"))
+        params = [p.encode("ascii") for p in _rcpt_options(copy, recipient)] if dsn else []
+        reply = await smtp.execute_command(b"RCPT", b"TO:<%s>" % recipient.encode("ascii"),
+                                           *params)
         if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
             refused.append((recipient, reply.code))
     return refused
 
 
-def _mail_options(smtp: aiosmtplib.SMTP, data: bytes) -> list[str]:
-    """SIZE (so the upstream can refuse early) and BODY=8BITMIME when the data needs it."""
+def _mail_options(smtp: aiosmtplib.SMTP, copy: Copy) -> list[str]:
+    """SIZE (so the upstream can refuse early), BODY=8BITMIME when the data needs it, SMTPUTF8
+    when the client asked for it, and the DSN request's RET and ENVID (RFC 3461) when the
+    upstream offers each; an extension it does not offer is left out (see README, DSN)."""
     options: list[str] = []
+    data = copy.data
     if smtp.supports_extension("size"):
         options.append(f"SIZE={len(data)}")
     if smtp.supports_extension("8bitmime") and not data.isascii():
         options.append("BODY=8BITMIME")
+    if copy.smtputf8 and smtp.supports_extension("smtputf8"):
+        options.append("SMTPUTF8")
+    if smtp.supports_extension("dsn"):
+        if copy.dsn.ret:
+            options.append(f"RET={copy.dsn.ret}")
+        if copy.dsn.envid:
+            options.append(f"ENVID={copy.dsn.envid}")
     return options
+
+
+def _rcpt_options(copy: Copy, recipient: str) -> list[str]:
+    """The NOTIFY and ORCPT the client gave for `recipient` (to an upstream offering DSN)."""
+    notify, orcpt = copy.dsn.for_recipient(recipient)
+    return ([f"NOTIFY={notify}"] if notify else []) + ([f"ORCPT={orcpt}"] if orcpt else [])
+
+
+def _head(data: bytes) -> bytes:
+    """The header block of a message (everything before the first empty line)."""
+    end = data.find(b"\r\n\r\n")
+    return data if end == -1 else data[:end]
 
 
 async def _reset_quietly(smtp: aiosmtplib.SMTP) -> None:
@@ -328,12 +362,14 @@ async def _reset_quietly(smtp: aiosmtplib.SMTP) -> None:
 
 
 def _refused(code: int, detail: str) -> DeliveryResult:
-    """A reply to MAIL, RCPT or DATA: 5xx is permanent; 4xx and anything odd are temporary."""
-    return DeliveryResult(Outcome.PERMANENT if 500 <= code < 600 else Outcome.TEMPORARY, detail)
+    """A reply to MAIL or DATA: 5xx is permanent; 4xx and anything odd are temporary."""
+    return DeliveryResult(Outcome.PERMANENT if 500 <= code < 600 else Outcome.TEMPORARY, detail,
+                          problem=Problem.MESSAGE)
 
 
 def _temporary(detail: str) -> DeliveryResult:
-    return DeliveryResult(Outcome.TEMPORARY, detail)
+    """Connection trouble: nothing was said about the message."""
+    return DeliveryResult(Outcome.TEMPORARY, detail, problem=Problem.UNREACHABLE)
 
 
 def _connection_trouble(exc: BaseException) -> str:

@@ -322,10 +322,10 @@ def _field(name: bytes, value: str) -> bytes:
 def _own(message: RawMessage, trace: bytes, address: str) -> RawMessage:
     """The message as one external recipient of a split sees it: only their own address,
     with the display name the original To or Cc gave it."""
-    return message.without(RECIPIENT_FIELDS).with_fields(trace, _to_field(message, address))
+    return message.without(RECIPIENT_FIELDS).with_fields(trace, own_to_field(message, address))
 
 
-def _to_field(message: RawMessage, address: str) -> bytes:
+def own_to_field(message: RawMessage, address: str) -> bytes:
     """`To: Name <address>`, or `To: address` when the original gave it no (usable) name."""
     name = _display_name(message, address)
     if not name or any(ch in name for ch in "\r\n\x00"):

@@ -56,6 +56,8 @@ async def test_a_decision_that_cannot_be_recorded_never_leaves(gw: Harness) -> N
     with pytest.raises(smtplib.SMTPDataError) as later:
         await gw.run(gw.send, STAFF, ["colleague@cafcass.gov.uk"], data)
     assert later.value.smtp_code == 451
+    assert later.value.smtp_error.startswith(  # ours, not the onward server's
+        b"4.3.0 Temporary problem at the mail gateway")
     assert gw.sink.messages == []
     other.execute("DROP TRIGGER refuse_decisions")
     other.commit()

@@ -66,6 +66,7 @@ MAX_REPLY_LINES = 20
 # capital, a digit, a quote or a bracket starting the next (so "e.g. a" and "s. 2" do not).
 _SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\be\.g\.)(?<!\bi\.e\.)([\"')\]]?) +(?=[A-Z\"'(\[])")
 _CLAUSE_END = re.compile(r"(?<=[,;:]) +")
+_FOR_RECIPIENT = re.compile(r"[^\s@:]+@[^\s@:]+: ")
 
 _TYPOGRAPHY = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "–": "-", "—": "-",
                              "…": "..."})
@@ -120,7 +121,11 @@ class Reply:
 
 
 def _sentences(text: str) -> list[str]:
-    """`text` cut into sentences, each within REPLY_TEXT_LIMIT (see `Reply.of`)."""
+    """`text` cut into sentences, each within REPLY_TEXT_LIMIT (see `Reply.of`); a reason for
+    one recipient ("jo@example.org: ...") stays on one line when it fits, so that a reply
+    refusing several recipients reads one line per recipient."""
+    if _FOR_RECIPIENT.match(text) and len(text) <= REPLY_TEXT_LIMIT:
+        return [text]
     pieces = _SENTENCE_END.split(text)  # sentence, closing mark, sentence, closing mark, ...
     sentences = [pieces[i] + (pieces[i + 1] if i + 1 < len(pieces) else "")
                  for i in range(0, len(pieces), 2)]

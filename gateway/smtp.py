@@ -497,8 +497,6 @@ class SubmissionHandler:
                           address: str, mail_options: list[str]) -> str:
         """The sender check; `<>` (the null reverse-path of bounces and out-of-office replies)
         is decided like any sender: a trusted relay peer may use it, a login may not."""
-        if not is_ascii_address(address):
-            return NON_ASCII_ADDRESS.render()
         user = session.auth_data if isinstance(session.auth_data, User) else None
         reply = await pipeline.check_sender(
             self.services, user, self.is_trusted_peer(server), server.is_tls,
@@ -506,6 +504,8 @@ class SubmissionHandler:
         )
         if reply is not None:
             return reply.render()
+        if not is_ascii_address(address):
+            return NON_ASCII_ADDRESS.render()
         envelope.mail_from = address  # "<>" for the null reverse-path (aiosmtpd's spelling)
         envelope.mail_options.extend(mail_options)
         if isinstance(envelope, GatewayEnvelope):

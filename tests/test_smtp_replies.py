@@ -22,6 +22,14 @@ def test_each_sentence_is_one_line() -> None:
     assert reply.render().split("\r\n")[0] == "550-5.7.1 This address is not valid."
 
 
+def test_a_reason_for_one_recipient_stays_on_one_line() -> None:
+    """Refusing several recipients reads one line per recipient, each with its sentences."""
+    reply = Reply.of(550, "5.7.1", "jo@gmail.com: Not allowed. Use your Cafcass account.",
+                     "al@cjsm.com: Looks like a secure address. Check it.")
+    assert reply.lines == ("jo@gmail.com: Not allowed. Use your Cafcass account.",
+                           "al@cjsm.com: Looks like a secure address. Check it.")
+
+
 def test_a_sentence_too_long_for_a_line_is_cut_at_a_clause() -> None:
     """A sentence over the line limit is cut after a comma, and every line fits 512 octets."""
     clause = "word " * 40  # three clauses of 199 characters: two fit on a line

@@ -17,7 +17,8 @@
   own replies get one in `push`), and EHLO also offers ENHANCEDSTATUSCODES, PIPELINING, DSN
   and SMTPUTF8;
 - DSN parameters (RFC 3461) are taken off MAIL and RCPT and checked (gateway.smtp_params), since
-  aiosmtpd would answer them 555; internationalised (non-ASCII) addresses are refused 553 5.6.7.
+  aiosmtpd would answer them 555; internationalised (non-ASCII) addresses are refused 553 5.6.7
+  (a recipient after the policy has classified it, so lookalikes get the policy's reply).
 
 `SubmissionHandler` holds the hooks: MAIL (sender binding, no open relay), RCPT (address-only
 rules, recipient limit) and DATA (the whole pipeline).
@@ -517,9 +518,7 @@ class SubmissionHandler:
                           address: str, rcpt_options: list[str]) -> str:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return "452 4.5.3 Too many recipients"
-        if not is_ascii_address(address):
-            return NON_ASCII_ADDRESS.render()
-        try:
+        try:  # first the policy: a lookalike or mixed-script domain is refused with its rule
             reply = await pipeline.check_recipient(
                 self.services, envelope_sender(envelope), address, server.peer_ip
             )
@@ -528,6 +527,8 @@ class SubmissionHandler:
             return pipeline.TRY_LATER.render()
         if reply is not None:
             return reply.render()
+        if not is_ascii_address(address):
+            return NON_ASCII_ADDRESS.render()
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         if isinstance(envelope, GatewayEnvelope):

@@ -261,18 +261,24 @@ async def test_smtputf8_message_to_an_upstream_without_it_is_refused_clearly(
 
 
 async def test_non_ascii_addresses_are_refused_not_mangled(relay: Harness) -> None:
-    """An internationalised address is refused 553 5.6.7 at MAIL or RCPT, never rewritten."""
+    """An internationalised address is refused 553 5.6.7 at MAIL or RCPT, never rewritten; a
+    recipient is first classified on its IDNA form, so a homograph of a secure domain is
+    refused as a lookalike with the policy's sentence (SECURITY.md item 8)."""
 
     def talk() -> list[tuple[int, bytes]]:
         with relay.connect(tls=False, login=None) as client:
             client.send("MAIL FROM:<jö@cafcass.gov.uk> SMTPUTF8\r\n".encode())
-            mail = client.getreply()
+            replies = [client.getreply()]
             assert client.docmd("MAIL", f"FROM:<{STAFF}> SMTPUTF8")[0] == 250
-            client.send("RCPT TO:<officer@cjsm.nеt>\r\n".encode())  # a Cyrillic "е"
-            return [mail, client.getreply()]
+            for rcpt in ("jo@bücher.example", "officer@cjsm.nеt"):  # the second a Cyrillic "е"
+                client.send(f"RCPT TO:<{rcpt}>\r\n".encode())
+                replies.append(client.getreply())
+            return replies
 
-    for code, text in await relay.run(talk):
+    mail, idn, homograph = await relay.run(talk)
+    for code, text in (mail, idn):
         assert code == 553 and text.startswith(b"5.6.7 Internationalised")
+    assert homograph[0] == 550 and b"officer@cjsm.net" in homograph[1]  # "did you mean"
     assert relay.sink.messages == []
 
 

@@ -502,11 +502,11 @@ def _permanent_reply(result: DeliveryResult, decision_id: str) -> Reply:
     if result.problem is Problem.RECIPIENTS and result.refused:
         return Reply.of(554, "5.1.0", "The onward mail server refused these recipients: "
                         + ", ".join(result.refused) + f" (decision {decision_id}).",
-                        "Nothing was sent. Check those addresses and send again.", desk)
+                        "Check those addresses and send again.", desk)
     if result.problem is Problem.SMTPUTF8:
         return Reply.of(554, "5.6.7", "The onward mail server cannot take internationalised "
                         f"(SMTPUTF8) mail (decision {decision_id}).",
-                        "Nothing was sent. Send the message with plain ASCII headers.")
+                        "Send the message with plain ASCII headers.")
     if result.problem is Problem.UNSENDABLE:
         return Reply.of(554, "5.6.0", f"casegate cannot send this message on safely as it is "
                         f"(decision {decision_id}).", "Nothing was sent. Give the decision "
@@ -519,8 +519,8 @@ def _temporary_reply(result: DeliveryResult) -> Reply:
     later = "Please try again later."
     if result.problem is Problem.RECIPIENTS and result.refused:
         return Reply.of(451, "4.2.0", "The onward mail server asked to try again later for: "
-                        + ", ".join(result.refused) + ".", "Nothing was sent to them; your "
-                        "mail server will retry.")
+                        + ", ".join(result.refused) + ".", "Your mail server keeps the message "
+                        "and tries again.")
     if result.problem is Problem.MESSAGE:
         return Reply.of(451, "4.3.0", "The onward mail server could not take the message "
                         "for now.", later)
@@ -528,8 +528,7 @@ def _temporary_reply(result: DeliveryResult) -> Reply:
         return Reply.of(451, "4.4.1", "The onward mail server could not be reached.", later)
     if result.problem is Problem.BUSY:
         return Reply.of(451, "4.3.0", "This message is being delivered at this moment.", later)
-    return Reply.of(451, "4.3.0", "Temporary problem at the mail gateway (nothing was sent).",
-                    later)
+    return Reply.of(451, "4.3.0", "Temporary problem at the mail gateway.", later)
 
 
 # ---- helpers ------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ DEFAULT_SIZE_LIMIT = 35 * 1024 * 1024
 EHLO_KEYWORDS = ("ENHANCEDSTATUSCODES", "PIPELINING", "DSN")  # besides aiosmtpd's own
 NON_ASCII_ADDRESS = Reply.of(
     553, "5.6.7", "Internationalised (non-ASCII) email addresses cannot be sent through "
-    "casegate.", "Use the recipient's ASCII address, or ask the IT service desk.")
+    "casegate.", "Use the address's plain ASCII form, or ask the IT service desk.")
 
 # RFC 2034: every reply but the greeting and the EHLO/HELO answer carries an enhanced status
 # code. aiosmtpd's own replies ("221 Bye", "500 Error: bad syntax", HELP, ...) get these,

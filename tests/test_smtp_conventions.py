@@ -374,3 +374,15 @@ async def test_a_display_name_with_a_line_break_is_never_written(tmp_path: Path)
         assert refused.value.smtp_code == 550 and sink.messages == []
     field = own_to_field(RawMessage.split(data), "officer@cjsm.net")
     assert field == b"To: officer@cjsm.net\r\n"
+
+
+async def test_a_recipient_refused_upstream_is_named(gw: Harness) -> None:
+    """The upstream's 5xx for a recipient: 554 5.1.0 naming it with the decision number."""
+    gw.sink.fail(Step.RCPT, "550 5.1.1 no such user", recipient="manager@cafcass.gov.uk")
+    rcpts = [COLLEAGUE, "manager@cafcass.gov.uk"]
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        await gw.run(gw.send, STAFF, rcpts, message(to=rcpts))
+    assert refused.value.smtp_code == 554
+    first = refused.value.smtp_error.splitlines()[0]
+    assert re.fullmatch(rb"5\.1\.0 The onward mail server refused these recipients: "
+                        rb"manager@cafcass\.gov\.uk \(decision [0-9a-f]{32}\)\.", first)

@@ -10,6 +10,12 @@ envelope addresses that go on the command line unchanged (SECURITY.md 2; the int
 `email.utils` is not trusted). A copy is all-or-nothing: if the upstream refuses one of its
 recipients at RCPT, the transaction is reset and no DATA is sent.
 
+The null reverse-path goes as `MAIL FROM:<>`. A copy's DSN request (RFC 3461: RET and ENVID on
+MAIL, NOTIFY and ORCPT on each RCPT) and its SMTPUTF8 go to an upstream that offers the
+extension. To one that does not offer DSN they are dropped, and casegate writes no "relayed"
+DSN itself: a sender who asked for NOTIFY=SUCCESS gets no receipt (README, DSN). A message that
+needs SMTPUTF8 (raw UTF-8 in its header) for an upstream without it is PERMANENT (RFC 6531 3.4).
+
 Recipients already accepted for a copy's key (the ledger remembers them) are skipped, so a
 client's retry after a partial success does not send anything twice.
 """

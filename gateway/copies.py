@@ -108,10 +108,9 @@ class Received:
         last = f"for <{recipients[0]}>; {self.date}" if len(recipients) == 1 else self.date
         lines = (f"Received: {self.origin}", f"\t{self.by}" + ("" if len(recipients) == 1
                                                               else ";"), f"\t{last}")
-        if any(ch in line for line in lines for ch in "\r\n\x00") or not all(
-                line.isascii() for line in lines):
+        if any(ch in line for line in lines for ch in "\r\n\x00"):
             raise HeaderError("refusing to write a Received field with a line break")
-        return "\r\n".join(lines).encode("ascii") + b"\r\n"
+        return "\r\n".join(lines).encode("utf-8") + b"\r\n"  # UTF-8: an SMTPUTF8 recipient
 
 
 @dataclass(frozen=True)

@@ -315,6 +315,8 @@ async def _stages(services: Services, submission: Submission) -> Reply:
     reply = refusal_reply(decision)
     if reply is None and services.encrypted is None:
         reply = held_for_encryption_reply(decision)
+    if reply is None:
+        reply = portal_unreachable_reply(decision)
     if reply is not None:
         await record_decision(services, decision, decision_id, submission.peer)
         name = "refused" if reply.code >= 500 else "tempfailed"
@@ -479,6 +481,19 @@ def held_for_encryption_reply(decision: Decision) -> Reply | None:
         "Encrypted delivery is not yet available, and this message must be encrypted for "
         + ", ".join(encrypt) + ". Nothing was sent; send it by an approved secure route.",
     )
+
+
+def portal_unreachable_reply(decision: Decision) -> Reply | None:
+    """The portal's notices are plain ASCII mail: an encrypt recipient with an internationalised
+    (non-ASCII) address cannot be told of its copy, so nothing is sent (554)."""
+    unreachable = [rd.recipient.address for rd in decision.recipients
+                   if rd.action is Action.ENCRYPT and not rd.recipient.address.isascii()]
+    if not unreachable:
+        return None
+    return Reply.of(554, "5.6.7", "This message must go through the secure portal, which "
+                    "cannot yet reach internationalised (non-ASCII) addresses: "
+                    + ", ".join(unreachable) + ".",
+                    "Nothing was sent; send it by an approved secure route.")
 
 
 def delivery_reply(services: Services, result: DeliveryResult, decision_id: str) -> Reply:

@@ -17,8 +17,9 @@
   own replies get one in `push`), and EHLO also offers ENHANCEDSTATUSCODES, PIPELINING, DSN
   and SMTPUTF8;
 - DSN parameters (RFC 3461) are taken off MAIL and RCPT and checked (gateway.smtp_params), since
-  aiosmtpd would answer them 555; internationalised (non-ASCII) addresses are refused 553 5.6.7
-  (a recipient after the policy has classified it, so lookalikes get the policy's reply).
+  aiosmtpd would answer them 555; an internationalised (non-ASCII) address is taken only with
+  SMTPUTF8 on MAIL, else refused 553 5.6.7 (a recipient after the policy has classified it on
+  its IDNA form, so lookalikes and mixed-script domains get the policy's reply).
 
 `SubmissionHandler` holds the hooks: MAIL (sender binding, no open relay), RCPT (address-only
 rules, recipient limit) and DATA (the whole pipeline).
@@ -60,9 +61,10 @@ AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
 AUTH_LOCKED = "421 4.7.0 Too many failed logins from your address; try again later"
 DEFAULT_SIZE_LIMIT = 35 * 1024 * 1024
 EHLO_KEYWORDS = ("ENHANCEDSTATUSCODES", "PIPELINING", "DSN")  # besides aiosmtpd's own
-NON_ASCII_ADDRESS = Reply.of(
-    553, "5.6.7", "Internationalised (non-ASCII) email addresses cannot be sent through "
-    "casegate.", "Use the address's plain ASCII form, or ask the IT service desk.")
+NEEDS_SMTPUTF8 = Reply.of(
+    553, "5.6.7", "An internationalised (non-ASCII) address needs the SMTPUTF8 parameter on "
+    "MAIL (RFC 6531).")
+NOT_UTF8 = Reply.of(553, "5.6.7", "The address is not valid UTF-8.")
 
 # RFC 2034: every reply but the greeting and the EHLO/HELO answer carries an enhanced status
 # code. aiosmtpd's own replies ("221 Bye", "500 Error: bad syntax", HELP, ...) get these,
@@ -91,9 +93,20 @@ def with_enhanced_codes(reply: str) -> str:
     return "\r\n".join(lines)
 
 
-def is_ascii_address(address: str) -> bool:
-    """Whether an envelope address is all ASCII (aiosmtpd reads SMTPUTF8 lines as UTF-8)."""
-    return address.isascii()
+def address_problem(address: str, smtputf8: bool) -> Reply | None:
+    """Why an envelope address cannot be taken as written (None: it can).
+
+    aiosmtpd reads command lines as UTF-8 (SMTPUTF8 is offered), with undecodable bytes as
+    surrogates. A non-ASCII address is taken only in a transaction that said SMTPUTF8, and
+    is passed on exactly as written (never converted to another form).
+    """
+    if address.isascii():
+        return None
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        return NOT_UTF8
+    return None if smtputf8 else NEEDS_SMTPUTF8
 
 
 # A path written plainly: "<", a dot-atom local part, "@", a dot-atom domain of letters, digits
@@ -505,8 +518,9 @@ class SubmissionHandler:
         )
         if reply is not None:
             return reply.render()
-        if not is_ascii_address(address):
-            return NON_ASCII_ADDRESS.render()
+        problem = address_problem(address, envelope.smtp_utf8)
+        if problem is not None:
+            return problem.render()
         envelope.mail_from = address  # "<>" for the null reverse-path (aiosmtpd's spelling)
         envelope.mail_options.extend(mail_options)
         if isinstance(envelope, GatewayEnvelope):
@@ -527,8 +541,9 @@ class SubmissionHandler:
             return pipeline.TRY_LATER.render()
         if reply is not None:
             return reply.render()
-        if not is_ascii_address(address):
-            return NON_ASCII_ADDRESS.render()
+        problem = address_problem(address, envelope.smtp_utf8)
+        if problem is not None:
+            return problem.render()
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         if isinstance(envelope, GatewayEnvelope):

@@ -260,26 +260,70 @@ async def test_smtputf8_message_to_an_upstream_without_it_is_refused_clearly(
     assert b"sink" not in text and gw.sink.messages == []
 
 
-async def test_non_ascii_addresses_are_refused_not_mangled(relay: Harness) -> None:
-    """An internationalised address is refused 553 5.6.7 at MAIL or RCPT, never rewritten; a
-    recipient is first classified on its IDNA form, so a homograph of a secure domain is
-    refused as a lookalike with the policy's sentence (SECURITY.md item 8)."""
+async def test_internationalised_addresses_need_smtputf8_and_are_classified(
+        relay: Harness) -> None:
+    """A non-ASCII address without SMTPUTF8 on MAIL is 553 5.6.7; with it, a recipient is
+    classified on its IDNA form, so a homograph of a secure domain is refused as a lookalike
+    with the policy's sentence (SECURITY.md item 8)."""
 
     def talk() -> list[tuple[int, bytes]]:
         with relay.connect(tls=False, login=None) as client:
-            client.send("MAIL FROM:<jö@cafcass.gov.uk> SMTPUTF8\r\n".encode())
+            client.send("MAIL FROM:<jö@cafcass.gov.uk>\r\n".encode())
             replies = [client.getreply()]
+            assert client.docmd("MAIL", f"FROM:<{STAFF}>")[0] == 250
+            client.send("RCPT TO:<jo@bücher.example>\r\n".encode())
+            replies.append(client.getreply())
+            assert client.docmd("RSET")[0] == 250
             assert client.docmd("MAIL", f"FROM:<{STAFF}> SMTPUTF8")[0] == 250
-            for rcpt in ("jo@bücher.example", "officer@cjsm.nеt"):  # the second a Cyrillic "е"
-                client.send(f"RCPT TO:<{rcpt}>\r\n".encode())
-                replies.append(client.getreply())
+            client.send("RCPT TO:<officer@cjsm.nеt>\r\n".encode())  # a Cyrillic "е"
+            replies.append(client.getreply())
             return replies
 
-    mail, idn, homograph = await relay.run(talk)
-    for code, text in (mail, idn):
-        assert code == 553 and text.startswith(b"5.6.7 Internationalised")
+    mail, rcpt, homograph = await relay.run(talk)
+    for code, text in (mail, rcpt):
+        assert code == 553 and text.startswith(b"5.6.7 An internationalised")
     assert homograph[0] == 550 and b"officer@cjsm.net" in homograph[1]  # "did you mean"
     assert relay.sink.messages == []
+
+
+def _send_utf8(gw: Harness, rcpt: str, body: str = "Please call me.") -> tuple[int, bytes]:
+    with gw.connect() as client:
+        assert client.docmd("MAIL", f"FROM:<{STAFF}> SMTPUTF8")[0] == 250
+        client.send(f"RCPT TO:<{rcpt}>\r\n".encode())
+        assert client.getreply()[0] == 250
+        assert client.docmd("DATA")[0] == 354
+        client.send(message(to=[rcpt], body=body) + b".\r\n")
+        return client.getreply()
+
+
+async def test_an_internationalised_address_goes_upstream_as_written(tmp_path: Path) -> None:
+    """With SMTPUTF8 to an upstream offering it, jo@bücher.example goes exactly as written."""
+    rcpt = "jo@bücher.example"
+    async with Sink(smtputf8=True) as sink, running_gateway(tmp_path, sink) as gw:
+        assert (await gw.run(_send_utf8, gw, rcpt))[0] == 250
+        (seen,) = sink.messages
+        assert seen.rcpt_tos == (rcpt,) and "SMTPUTF8" in seen.mail_options
+        (received,) = _fields(seen.data, "received")
+        assert f"for <{rcpt}>;".encode() in received
+
+
+async def test_an_internationalised_address_to_an_upstream_without_smtputf8(
+        gw: Harness) -> None:
+    """The same to an upstream without SMTPUTF8: 554 5.6.7 saying so, nothing sent."""
+    code, text = await gw.run(_send_utf8, gw, "jo@bücher.example")
+    assert code == 554 and text.startswith(b"5.6.7 The onward mail server cannot take")
+    assert gw.sink.messages == []
+
+
+async def test_protected_mail_to_an_internationalised_address_is_not_sent(
+        gw: Harness) -> None:
+    """Protected mail that must go by the portal to a non-ASCII address: the portal's notices
+    cannot reach it, so 554 5.6.7 naming it, and nothing is stored or sent."""
+    rcpt = "mum@bücher.example"
+    gw.verify("mum@xn--bcher-kva.example", "FD24P01234")  # the registry holds the IDNA form
+    code, text = await gw.run(_send_utf8, gw, rcpt, "Report for case FD24P01234 attached.")
+    assert code == 554 and text.startswith(b"5.6.7 This message must go through the secure")
+    assert gw.sink.messages == []
 
 
 # ---- 4xx texts -----------------------------------------------------------------------------

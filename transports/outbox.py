@@ -33,7 +33,7 @@ ENVELOPE_TO = "X-Casegate-Envelope-To"
 def envelope_headers(mail_from: str, recipients: Sequence[str]) -> bytes:
     """The header lines recording the envelope (addresses already checked: no CR, LF, NUL)."""
     to = ", ".join(f"<{r}>" for r in recipients)
-    return f"{ENVELOPE_FROM}: <{mail_from}>\r\n{ENVELOPE_TO}: {to}\r\n".encode("ascii")
+    return f"{ENVELOPE_FROM}: <{mail_from}>\r\n{ENVELOPE_TO}: {to}\r\n".encode()
 
 
 class MaildirOutbox:

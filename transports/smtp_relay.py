@@ -49,6 +49,9 @@ log = structlog.get_logger("casegate.relay")
 # (quoted local parts, source routes, "%" and "!" routing, address literals, non-ASCII, spaces,
 # controls) is refused (SECURITY.md 8, as defence in depth behind the policy's own checks).
 _ADDRESS = re.compile(r"[A-Za-z0-9#$&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}")
+# The same with non-ASCII letters and digits as well (RFC 6531), for a copy sent with SMTPUTF8.
+_UTF8_ADDRESS = re.compile(r"(?:[A-Za-z0-9#$&'*+/=?^_`{|}~.-]|[^\x00-\x7f])+"
+                           r"@(?:[A-Za-z0-9.-]|[^\x00-\x7f])+")
 
 
 # A pooled connection idle for less than this is reused without an RSET first: the last
@@ -92,18 +95,25 @@ def unsafe_copy_reason(copies: Sequence[Copy]) -> str:
     for index, copy in enumerate(copies):
         if not copy.recipients:
             return f"copy {index} has no recipients"
-        if copy.mail_from and not _safe_address(copy.mail_from):
+        if copy.mail_from and not _safe_address(copy.mail_from, copy.smtputf8):
             return f"copy {index} has an envelope sender that cannot be sent safely"
-        if not all(_safe_address(r) for r in copy.recipients):
+        if not all(_safe_address(r, copy.smtputf8) for r in copy.recipients):
             return f"copy {index} has a recipient address that cannot be sent safely"
         if has_unsafe_bytes(copy.data):
             return f"copy {index} contains a bare CR, a bare LF or a NUL"
     return ""
 
 
-def _safe_address(address: str) -> bool:
-    """A plain ASCII address: nothing on the command line but the address itself."""
-    return _ADDRESS.fullmatch(address) is not None
+def _safe_address(address: str, smtputf8: bool = False) -> bool:
+    """A plain address, ASCII unless the copy goes with SMTPUTF8: nothing on the command line
+    but the address itself (no spaces, controls, brackets or quotes; valid UTF-8)."""
+    if _ADDRESS.fullmatch(address) is not None:
+        return True
+    if not smtputf8 or len(address.encode("utf-8", "replace")) > 254:
+        return False
+    return _UTF8_ADDRESS.fullmatch(address) is not None and all(
+        ch.isprintable() and not ch.isspace() and not 0xD800 <= ord(ch) <= 0xDFFF
+        for ch in address)
 
 
 def tls_context_for(settings: UpstreamSettings) -> ssl.SSLContext | None:
@@ -306,21 +316,20 @@ async def _envelope(smtp: aiosmtplib.SMTP, copy: Copy,
     `mail` and `rcpt` would first re-parse it with `email.utils.parseaddr`, which can rewrite
     an address (CVE-2023-27043) and was the costliest step of relaying a short message.
     """
-    if copy.smtputf8 and not smtp.supports_extension("smtputf8") \
-            and not _head(copy.data).isascii():
+    if _needs_smtputf8(copy, recipients) and not smtp.supports_extension("smtputf8"):
         # RFC 6531 3.4: a message that needs SMTPUTF8 must not go to a server without it.
         return DeliveryResult(Outcome.PERMANENT, "upstream does not offer SMTPUTF8",
                               problem=Problem.SMTPUTF8)
     dsn = smtp.supports_extension("dsn")
     options = [option.encode("ascii") for option in _mail_options(smtp, copy)]
-    reply = await smtp.execute_command(b"MAIL", b"FROM:<%s>" % copy.mail_from.encode("ascii"),
+    reply = await smtp.execute_command(b"MAIL", b"FROM:<%s>" % copy.mail_from.encode("utf-8"),
                                        *options)
     if reply.code != SMTPStatus.completed:
         return _refused(reply.code, f"upstream refused the sender with {reply.code}")
     refused: list[tuple[str, int]] = []
     for recipient in recipients:
         params = [p.encode("ascii") for p in _rcpt_options(copy, recipient)] if dsn else []
-        reply = await smtp.execute_command(b"RCPT", b"TO:<%s>" % recipient.encode("ascii"),
+        reply = await smtp.execute_command(b"RCPT", b"TO:<%s>" % recipient.encode("utf-8"),
                                            *params)
         if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
             refused.append((recipient, reply.code))
@@ -351,6 +360,15 @@ def _rcpt_options(copy: Copy, recipient: str) -> list[str]:
     """The NOTIFY and ORCPT the client gave for `recipient` (to an upstream offering DSN)."""
     notify, orcpt = copy.dsn.for_recipient(recipient)
     return ([f"NOTIFY={notify}"] if notify else []) + ([f"ORCPT={orcpt}"] if orcpt else [])
+
+
+def _needs_smtputf8(copy: Copy, recipients: tuple[str, ...]) -> bool:
+    """Whether the copy can only go with SMTPUTF8: a non-ASCII address or raw UTF-8 in its
+    header (an ASCII copy whose client said SMTPUTF8 may go without it)."""
+    if not copy.smtputf8:
+        return False
+    return not (copy.mail_from.isascii() and all(r.isascii() for r in recipients)
+                and _head(copy.data).isascii())
 
 
 def _head(data: bytes) -> bytes:

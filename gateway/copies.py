@@ -12,20 +12,30 @@ this interpreter is treated as unpatched, so no decoded value is ever written ba
 - Every copy carries `X-Casegate-Decision: <decision id>`, the trace header.
 - A split (DESIGN ruling 5) gives each external recipient a copy on which only their own address
   appears (`To:` rewritten, `Cc:` removed); internal recipients share one copy of the original.
+- Every copy gets a `Received:` trace field at the top (RFC 5321 4.4), naming the client's
+  HELO and address, the protocol (RFC 3848: ESMTP, ESMTPS, ESMTPSA, ...) and the decision id,
+  and `for <recipient>` when the copy has one recipient. The classified bytes follow unchanged.
+- A rewritten `To:` keeps the display name the original To or Cc gave that address (decoded by
+  the header parser only to find the name: the address written is always the envelope's).
 - A header value we write that contains CR, LF or NUL is refused with `HeaderError`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from email.header import Header
 from email.policy import default as default_policy
+from email.utils import format_datetime
+from typing import Any
 
 from policies import header_signals
 from policies.model import Action, Category, Decision
-from transports.base import Copy
+from transports.base import NO_DSN, Copy, Dsn
 
 TRACE_HEADER = "X-Casegate-Decision"
 DEFAULT_OVERRIDE_HEADER = "X-Casegate-Override"  # policy.content.override_header
@@ -39,6 +49,68 @@ RECIPIENT_FIELDS = frozenset({"to", "cc", "resent-to", "resent-cc"})
 
 class HeaderError(ValueError):
     """A header value would carry a line break or NUL into the message."""
+
+
+# A HELO name written in the Received field as it was given: a domain or an address literal.
+_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+_ADDRESS_LITERAL = re.compile(r"\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]{2,45})\]")
+# A display name written as it is: atext and spaces (RFC 5322 3.2.3); else it is quoted.
+_PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+")
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What the Received field says about the client's connection."""
+
+    helo: str  # as the client gave it (HELO/EHLO); written only if it is a domain or literal
+    peer: str  # the client's IP address
+    esmtp: bool  # EHLO rather than HELO
+    tls: bool
+    authenticated: bool
+
+    @property
+    def protocol(self) -> str:
+        """The "with" keyword of RFC 3848: SMTP, ESMTP, ESMTPS, ESMTPA or ESMTPSA."""
+        if not self.esmtp:
+            return "SMTP"
+        return "ESMTP" + ("S" if self.tls else "") + ("A" if self.authenticated else "")
+
+    def field(self, hostname: str, decision_id: str, when: datetime) -> Received:
+        """The Received field of this message's copies (each adds its `for`)."""
+        literal = _address_literal(self.peer)
+        helo = self.helo if _DOMAIN.fullmatch(self.helo) or \
+            _ADDRESS_LITERAL.fullmatch(self.helo) else literal
+        return Received(f"from {helo} ({literal})",
+                        f"by {hostname} (casegate) with {self.protocol} id {decision_id}",
+                        format_datetime(when))
+
+
+def _address_literal(peer: str) -> str:
+    """`[192.0.2.1]` or `[IPv6:2001:db8::1]` (RFC 5321 4.1.3); `[unknown]` for no address."""
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return "[unknown]"
+    return f"[IPv6:{address}]" if address.version == 6 else f"[{address}]"
+
+
+@dataclass(frozen=True)
+class Received:
+    """A Received field but for its `for` clause, which depends on the copy."""
+
+    origin: str  # "from helo ([ip])"
+    by: str  # "by host (casegate) with ESMTPSA id ..."
+    date: str
+
+    def to_bytes(self, recipients: Sequence[str]) -> bytes:
+        """The field, folded over three lines, `for <rcpt>` only for a single recipient."""
+        last = f"for <{recipients[0]}>; {self.date}" if len(recipients) == 1 else self.date
+        lines = (f"Received: {self.origin}", f"\t{self.by}" + ("" if len(recipients) == 1
+                                                              else ";"), f"\t{last}")
+        if any(ch in line for line in lines for ch in "\r\n\x00"):
+            raise HeaderError("refusing to write a Received field with a line break")
+        return "\r\n".join(lines).encode("utf-8") + b"\r\n"  # UTF-8: an SMTPUTF8 recipient
 
 
 @dataclass(frozen=True)
@@ -119,16 +191,31 @@ def outgoing_copies(
     subject_tag: str = DEFAULT_SUBJECT_TAG,
     *,
     split: RawMessage | None = None,
+    received: Received | None = None,
+    dsn: Dsn = NO_DSN,
+    smtputf8: bool = False,
 ) -> tuple[tuple[Copy, ...], tuple[Copy, ...]]:
     """The plain copies and the encrypted (portal) copies that carry out `decision`.
 
     The submitted message is split (unless the caller has: `split`, of these same bytes) and
-    cleaned once for both; `override_header` (consumed by the engine) is stripped.
+    cleaned once for both; `override_header` (consumed by the engine) is stripped. With
+    `received`, each copy gets a Received field; `dsn` and `smtputf8` go with every copy.
     """
     message = _outgoing(split if split is not None else RawMessage.split(raw), override_header,
                         subject_tag)
     trace = header_field(TRACE_HEADER, decision_id)
-    return _plain(raw, decision, message, trace), _sealed(raw, decision, message, trace)
+    plain = _plain(raw, decision, message, trace)
+    sealed = _sealed(raw, decision, message, trace)
+    if received is None and not dsn and not smtputf8:
+        return plain, sealed
+    return (tuple(_finished(c, received, dsn, smtputf8) for c in plain),
+            tuple(_finished(c, received, dsn, smtputf8) for c in sealed))
+
+
+def _finished(copy: Copy, received: Received | None, dsn: Dsn, smtputf8: bool) -> Copy:
+    """`copy` with its Received field on top and the client's DSN request and SMTPUTF8."""
+    data = received.to_bytes(copy.recipients) + copy.data if received is not None else copy.data
+    return replace(copy, data=data, dsn=dsn, smtputf8=smtputf8)
 
 
 def build_copies(
@@ -232,8 +319,52 @@ def _field(name: bytes, value: str) -> bytes:
 
 
 def _own(message: RawMessage, trace: bytes, address: str) -> RawMessage:
-    """The message as one external recipient of a split sees it: only their own address."""
-    return message.without(RECIPIENT_FIELDS).with_fields(trace, header_field("To", address))
+    """The message as one external recipient of a split sees it: only their own address,
+    with the display name the original To or Cc gave it."""
+    return message.without(RECIPIENT_FIELDS).with_fields(trace, own_to_field(message, address))
+
+
+def own_to_field(message: RawMessage, address: str) -> bytes:
+    """`To: Name <address>`, or `To: address` when the original gave it no (usable) name."""
+    name = _display_name(message, address)
+    if not name or any(ch in name for ch in "\r\n\x00"):
+        return header_field("To", address)
+    if _PLAIN_PHRASE.fullmatch(name):
+        phrase = name
+    elif name.isascii() and name.isprintable():
+        phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    else:  # RFC 2047 encoded words, one to a folded line
+        words = Header(name, "utf-8").encode(splitchars=" ", linesep="\n").split("\n")
+        phrase = "\r\n ".join(word.strip() for word in words)
+    folded = phrase.split("\r\n ")
+    if any(any(ch in part for ch in "\r\n\x00") for part in folded):
+        return header_field("To", address)
+    field = f"To: {phrase} <{address}>\r\n".encode()
+    if any(len(line) > MAX_LINE for line in field.split(b"\r\n")):
+        return header_field("To", address)
+    return field
+
+
+def _display_name(message: RawMessage, address: str) -> str:
+    """The display name the original To or Cc gave `address` ("" when none).
+
+    The header parser is used only to find the name beside an address equal to the
+    envelope's; it never supplies an address (SECURITY.md, the interpreter).
+    """
+    wanted = address.lower()
+    for raw_field in message.fields:
+        name = field_name(raw_field)
+        if name not in ("to", "cc"):
+            continue
+        value = raw_field.partition(b":")[2].decode("utf-8", "replace").replace("\r\n", "")
+        try:
+            header: Any = default_policy.header_factory(name, value.strip())
+            for mailbox in header.addresses:
+                if str(mailbox.addr_spec).lower() == wanted and mailbox.display_name:
+                    return str(mailbox.display_name)
+        except (ValueError, IndexError, TypeError, AttributeError):
+            continue
+    return ""
 
 
 def _copy(raw: bytes, sender: str, recipients: Sequence[str], message: RawMessage) -> Copy:

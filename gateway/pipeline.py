@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import textwrap
+import re
 import time
 import traceback
 import unicodedata
@@ -37,19 +37,36 @@ from gateway.copies import (
     field_name,
     outgoing_copies,
 )
+from gateway.copies import Trace as Trace
 from gateway.metrics import Metrics, TransportKind
 from gateway.ratelimit import AuthThrottle
 from gateway.users import User, UserStore
 from policies import engine
 from policies.model import Action, Decision, Snapshot, Verdict
-from transports.base import Copy, DeliveryResult, Outcome, Ready, Transport
+from transports.base import (
+    NO_DSN,
+    Copy,
+    DeliveryResult,
+    Dsn,
+    Outcome,
+    Problem,
+    Ready,
+    Transport,
+)
 from transports.portal import PortalDelivery
 
 log = structlog.get_logger("casegate.smtp")
 T = TypeVar("T")
 
-REPLY_LINE_WIDTH = 200  # well under RFC 5321's 512-octet reply line limit
+# RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its CRLF; the code, the
+# separator, the enhanced status code (at most "5.999.999") and a space take up to 14.
+REPLY_TEXT_LIMIT = 512 - 2 - 14
 MAX_REPLY_LINES = 20
+# Where a sentence ends: ".", "!" or "?" (maybe closing a quote or bracket), a space, and a
+# capital, a digit, a quote or a bracket starting the next (so "e.g. a" and "s. 2" do not).
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\be\.g\.)(?<!\bi\.e\.)([\"')\]]?) +(?=[A-Z\"'(\[])")
+_CLAUSE_END = re.compile(r"(?<=[,;:]) +")
+_FOR_RECIPIENT = re.compile(r"[^\s@:]+@[^\s@:]+: ")
 
 _TYPOGRAPHY = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "–": "-", "—": "-",
                              "…": "..."})
@@ -78,10 +95,16 @@ class Reply:
 
     @classmethod
     def of(cls, code: int, status: str, *texts: str) -> Reply:
-        """A reply whose texts are made ASCII, single-line and wrapped to a safe width."""
+        """A reply whose texts are made ASCII, one sentence to a line.
+
+        An MTA's bounce often runs a multi-line reply together, so each line is a whole
+        sentence, never wrapped in the middle; a sentence longer than a reply line may be
+        (RFC 5321: 512 octets) is split at a clause boundary, and only as a last resort at a
+        space.
+        """
         lines: list[str] = []
         for text in texts:
-            lines.extend(textwrap.wrap(_ascii(text), REPLY_LINE_WIDTH) or [""])
+            lines.extend(_sentences(_ascii(text)) or [""])
         return cls(code, status, tuple(lines[:MAX_REPLY_LINES]))
 
     @property
@@ -97,6 +120,45 @@ class Reply:
         )
 
 
+def _sentences(text: str) -> list[str]:
+    """`text` cut into sentences, each within REPLY_TEXT_LIMIT (see `Reply.of`); a reason for
+    one recipient ("jo@example.org: ...") stays on one line when it fits, so that a reply
+    refusing several recipients reads one line per recipient."""
+    if _FOR_RECIPIENT.match(text) and len(text) <= REPLY_TEXT_LIMIT:
+        return [text]
+    pieces = _SENTENCE_END.split(text)  # sentence, closing mark, sentence, closing mark, ...
+    sentences = [pieces[i] + (pieces[i + 1] if i + 1 < len(pieces) else "")
+                 for i in range(0, len(pieces), 2)]
+    lines: list[str] = []
+    for sentence in filter(None, (s.strip() for s in sentences)):
+        lines.extend(_within_limit(sentence))
+    return lines
+
+
+def _within_limit(sentence: str) -> list[str]:
+    """A sentence as one line, or (too long for one) cut at clauses, then at spaces."""
+    if len(sentence) <= REPLY_TEXT_LIMIT:
+        return [sentence]
+    lines: list[str] = []
+    current = ""
+    for clause in _CLAUSE_END.split(sentence):
+        joined = f"{current} {clause}" if current else clause
+        if len(joined) <= REPLY_TEXT_LIMIT:
+            current = joined
+            continue
+        if current:
+            lines.append(current)
+        while len(clause) > REPLY_TEXT_LIMIT:  # a clause too long alone: at a space
+            cut = clause.rfind(" ", 0, REPLY_TEXT_LIMIT + 1)
+            cut = cut if cut > 0 else REPLY_TEXT_LIMIT
+            lines.append(clause[:cut])
+            clause = clause[cut:].strip()
+        current = clause
+    if current:
+        lines.append(current)
+    return lines
+
+
 TRY_LATER = Reply.of(451, "4.3.0", "Temporary problem at the mail gateway; please try again later.")
 
 
@@ -109,6 +171,9 @@ class Submission:
     raw: bytes  # CRLF line endings, dot-unstuffed: exactly what gets classified
     user: User | None  # None: a trusted relay peer submitted it
     peer: str
+    trace: Trace | None = None  # what the Received field says; None: no SMTP client (tests)
+    dsn: Dsn = NO_DSN  # the client's DSN request, passed on with every copy
+    smtputf8: bool = False  # the client said SMTPUTF8 on MAIL
 
     @functools.cached_property
     def split(self) -> RawMessage:
@@ -254,6 +319,8 @@ async def _stages(services: Services, submission: Submission) -> Reply:
     reply = refusal_reply(decision)
     if reply is None and services.encrypted is None:
         reply = held_for_encryption_reply(decision)
+    if reply is None:
+        reply = portal_unreachable_reply(decision)
     if reply is not None:
         await record_decision(services, decision, decision_id, submission.peer)
         name = "refused" if reply.code >= 500 else "tempfailed"
@@ -265,10 +332,13 @@ async def _stages(services: Services, submission: Submission) -> Reply:
     recorded = services.in_background(
         record_decision(services, decision, decision_id, submission.peer))
     content = services.app.policy.content
+    received = submission.trace.field(services.app.config.smtp.hostname, decision_id,
+                                      services.clock()) if submission.trace else None
     try:
         plain, sealed = outgoing_copies(submission.raw, decision, decision_id,
                                         content.override_header, content.override_subject_tag,
-                                        split=submission.split)
+                                        split=submission.split, received=received,
+                                        dsn=submission.dsn, smtputf8=submission.smtputf8)
     except HeaderError:
         await asyncio.shield(recorded)
         await audit(services, "refusal", rule="malformed-message", sender=decision.sender,
@@ -426,19 +496,67 @@ def held_for_encryption_reply(decision: Decision) -> Reply | None:
     )
 
 
+def portal_unreachable_reply(decision: Decision) -> Reply | None:
+    """The portal's notices are plain ASCII mail: an encrypt recipient with an internationalised
+    (non-ASCII) address cannot be told of its copy, so nothing is sent (554)."""
+    unreachable = [rd.recipient.address for rd in decision.recipients
+                   if rd.action is Action.ENCRYPT and not rd.recipient.address.isascii()]
+    if not unreachable:
+        return None
+    return Reply.of(554, "5.6.7", "This message must go through the secure portal, which "
+                    "cannot yet reach internationalised (non-ASCII) addresses: "
+                    + ", ".join(unreachable) + ".",
+                    "Nothing was sent; send it by an approved secure route.")
+
+
 def delivery_reply(services: Services, result: DeliveryResult, decision_id: str) -> Reply:
-    """250 only when every copy was accepted; temporary trouble 451, permanent 554."""
+    """250 only when every copy was accepted; temporary trouble 451, permanent 554.
+
+    The text says what went wrong as far as the client may know it (`result.problem`): the
+    recipients the upstream refused, never a host name or an error's text (`result.detail`).
+    """
     if result.outcome is Outcome.DELIVERED:
         services.metrics.inc("casegate_messages_accepted_total")
         return Reply.of(250, "2.0.0", f"Delivered, decision {decision_id}")
     if result.outcome is Outcome.PERMANENT:
         services.metrics.inc("casegate_messages_refused_total")
-        return Reply.of(554, "5.0.0", f"The onward mail server refused the message (decision "
-                        f"{decision_id}). Check the recipient addresses; if they are right, give "
-                        "the decision number to the IT service desk.")
+        return _permanent_reply(result, decision_id)
     services.metrics.inc("casegate_messages_tempfailed_total")
-    return Reply.of(451, "4.4.0", "The onward mail server is not available; please try again "
-                    "later.")
+    return _temporary_reply(result)
+
+
+def _permanent_reply(result: DeliveryResult, decision_id: str) -> Reply:
+    desk = "If they are right, give the decision number to the IT service desk."
+    if result.problem is Problem.RECIPIENTS and result.refused:
+        return Reply.of(554, "5.1.0", "The onward mail server refused these recipients: "
+                        + ", ".join(result.refused) + f" (decision {decision_id}).",
+                        "Check those addresses and send again.", desk)
+    if result.problem is Problem.SMTPUTF8:
+        return Reply.of(554, "5.6.7", "The onward mail server cannot take internationalised "
+                        f"(SMTPUTF8) mail (decision {decision_id}).",
+                        "Send the message with plain ASCII headers.")
+    if result.problem is Problem.UNSENDABLE:
+        return Reply.of(554, "5.6.0", f"casegate cannot send this message on safely as it is "
+                        f"(decision {decision_id}).", "Nothing was sent. Give the decision "
+                        "number to the IT service desk.")
+    return Reply.of(554, "5.0.0", f"The onward mail server refused the message (decision "
+                    f"{decision_id}).", "Check the recipient addresses.", desk)
+
+
+def _temporary_reply(result: DeliveryResult) -> Reply:
+    later = "Please try again later."
+    if result.problem is Problem.RECIPIENTS and result.refused:
+        return Reply.of(451, "4.2.0", "The onward mail server asked to try again later for: "
+                        + ", ".join(result.refused) + ".", "Your mail server keeps the message "
+                        "and tries again.")
+    if result.problem is Problem.MESSAGE:
+        return Reply.of(451, "4.3.0", "The onward mail server could not take the message "
+                        "for now.", later)
+    if result.problem is Problem.UNREACHABLE:
+        return Reply.of(451, "4.4.1", "The onward mail server could not be reached.", later)
+    if result.problem is Problem.BUSY:
+        return Reply.of(451, "4.3.0", "This message is being delivered at this moment.", later)
+    return Reply.of(451, "4.3.0", "Temporary problem at the mail gateway.", later)
 
 
 # ---- helpers ------------------------------------------------------------------------------

@@ -12,7 +12,14 @@
   the 553 for a disguised path, ...) is recorded as a `protocol-refusal` event, thinned per
   connection by `gateway.smtp_limits.RefusalBudget` (SECURITY.md item 14);
 - connections over `smtp.max_connections` or `smtp.max_connections_per_client` are answered
-  421 and closed at once, an audit event thinned per client (SECURITY.md item 12).
+  421 and closed at once, an audit event thinned per client (SECURITY.md item 12);
+- every reply after the greeting and EHLO carries an enhanced status code (RFC 2034: aiosmtpd's
+  own replies get one in `push`), and EHLO also offers ENHANCEDSTATUSCODES, PIPELINING, DSN
+  and SMTPUTF8;
+- DSN parameters (RFC 3461) are taken off MAIL and RCPT and checked (gateway.smtp_params), since
+  aiosmtpd would answer them 555; an internationalised (non-ASCII) address is taken only with
+  SMTPUTF8 on MAIL, else refused 553 5.6.7 (a recipient after the policy has classified it on
+  its IDNA form, so lookalikes and mixed-script domains get the policy's reply).
 
 `SubmissionHandler` holds the hooks: MAIL (sender binding, no open relay), RCPT (address-only
 rules, recipient limit) and DATA (the whole pipeline).
@@ -31,7 +38,7 @@ import structlog
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from gateway import pipeline
-from gateway.pipeline import Reply, Services, Submission
+from gateway.pipeline import Reply, Services, Submission, Trace
 from gateway.ratelimit import Throttle
 from gateway.smtp_data import read_data
 from gateway.smtp_limits import (
@@ -42,8 +49,10 @@ from gateway.smtp_limits import (
     reply_codes,
     worth_an_event,
 )
+from gateway.smtp_params import MAIL_KEYWORDS, RCPT_KEYWORDS, take_dsn
 from gateway.tls import certificate_fingerprint
 from gateway.users import User
+from transports.base import NO_DSN, Dsn
 
 log = structlog.get_logger("casegate.smtp")
 
@@ -51,6 +60,53 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
 AUTH_LOCKED = "421 4.7.0 Too many failed logins from your address; try again later"
 DEFAULT_SIZE_LIMIT = 35 * 1024 * 1024
+EHLO_KEYWORDS = ("ENHANCEDSTATUSCODES", "PIPELINING", "DSN")  # besides aiosmtpd's own
+NEEDS_SMTPUTF8 = Reply.of(
+    553, "5.6.7", "An internationalised (non-ASCII) address needs the SMTPUTF8 parameter on "
+    "MAIL (RFC 6531).")
+NOT_UTF8 = Reply.of(553, "5.6.7", "The address is not valid UTF-8.")
+
+# RFC 2034: every reply but the greeting and the EHLO/HELO answer carries an enhanced status
+# code. aiosmtpd's own replies ("221 Bye", "500 Error: bad syntax", HELP, ...) get these,
+# by reply code (RFC 3463); ours are written with the right one.
+ENHANCED_BY_CODE = {
+    211: "2.0.0", 214: "2.0.0", 220: "2.0.0", 221: "2.0.0", 235: "2.7.0", 250: "2.0.0",
+    251: "2.1.5", 252: "2.0.0", 421: "4.3.0", 450: "4.2.0", 451: "4.3.0", 452: "4.3.1",
+    454: "4.7.0", 500: "5.5.2", 501: "5.5.4", 502: "5.5.1", 503: "5.5.1", 504: "5.5.4",
+    530: "5.7.0", 534: "5.7.9", 535: "5.7.8", 538: "5.7.11", 550: "5.0.0", 552: "5.3.4",
+    553: "5.1.3", 554: "5.0.0", 555: "5.5.4",
+}
+_HAS_ENHANCED = re.compile(r"\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(?: |$)")
+_REPLY_LINE = re.compile(r"(\d{3})([ -]?)(.*)", re.DOTALL)
+
+
+def with_enhanced_codes(reply: str) -> str:
+    """`reply` with an enhanced status code on every line that lacks one (2xx, 4xx, 5xx)."""
+    lines = reply.split("\r\n")
+    for i, line in enumerate(lines):
+        match = _REPLY_LINE.fullmatch(line)
+        if match is None or _HAS_ENHANCED.match(line) or line[:1] not in "245":
+            continue
+        code, sep, text = match.groups()
+        enhanced = ENHANCED_BY_CODE.get(int(code), f"{code[0]}.0.0")
+        lines[i] = f"{code}{sep or ' '}{enhanced}{' ' + text if text else ''}"
+    return "\r\n".join(lines)
+
+
+def address_problem(address: str, smtputf8: bool) -> Reply | None:
+    """Why an envelope address cannot be taken as written (None: it can).
+
+    aiosmtpd reads command lines as UTF-8 (SMTPUTF8 is offered), with undecodable bytes as
+    surrogates. A non-ASCII address is taken only in a transaction that said SMTPUTF8, and
+    is passed on exactly as written (never converted to another form).
+    """
+    if address.isascii():
+        return None
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        return NOT_UTF8
+    return None if smtputf8 else NEEDS_SMTPUTF8
 
 
 # A path written plainly: "<", a dot-atom local part, "@", a dot-atom domain of letters, digits
@@ -88,6 +144,21 @@ EXPLAINED_BY_RULE: dict[str, tuple[str, str]] = {
         "The address is not written plainly as <name@domain> (a route, a comment or broken "
         "syntax).", "invalid-address"),
 }
+
+
+class GatewayEnvelope(Envelope):
+    """aiosmtpd's envelope plus the DSN request (RFC 3461) read from MAIL and RCPT."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dsn_ret = ""
+        self.dsn_envid = ""
+        self.dsn_notify: list[tuple[str, str]] = []
+        self.dsn_orcpt: list[tuple[str, str]] = []
+        self.pending_dsn: dict[str, str] = {}  # the MAIL or RCPT being answered
+
+    def dsn(self) -> Dsn:
+        return Dsn(self.dsn_ret, self.dsn_envid, tuple(self.dsn_notify), tuple(self.dsn_orcpt))
 
 
 class GatewaySMTP(SMTP):
@@ -145,18 +216,29 @@ class GatewaySMTP(SMTP):
         finally:
             await self._audit_suppressed_refusals()
 
+    def _create_envelope(self) -> GatewayEnvelope:
+        return GatewayEnvelope()
+
+    @property
+    def greeting(self) -> str:
+        """The 220 line aiosmtpd sends first (`ident` is "ESMTP casegate")."""
+        return f"220 {self.hostname} {self.__ident__}"
+
     async def push(self, status: AnyStr) -> None:
         """Send a reply; a 4xx/5xx no pipeline step has audited becomes a protocol refusal.
 
         A refusal of aiosmtpd's own that a policy rule explains (`EXPLAINED_BY_RULE`) goes out
-        with the rule's sentence, and its event names the rule.
+        with the rule's sentence, and its event names the rule. Every reply but the greeting
+        and the EHLO/HELO answer gets an enhanced status code if it has none.
         """
-        text = status if isinstance(status, str) else status.decode("ascii", "replace")
+        text = status if isinstance(status, str) else status.decode("utf-8", "replace")
         self.handler.services.metrics.reply_sent(text)
         explained = EXPLAINED_BY_RULE.get(text)
+        if text != self.greeting and not (self._verb in ("EHLO", "HELO") and text[:1] == "2"):
+            text = with_enhanced_codes(text)
         if explained is None and text[:1] in ("2", "3"):  # no refusal: nothing to audit
             pipeline.EVENT_RECORDED.set(False)
-            await super().push(status)
+            await super().push(text)
             return
         code, enhanced = reply_codes(text)
         if explained is not None:
@@ -172,10 +254,7 @@ class GatewaySMTP(SMTP):
                 **({"rule": explained[1]} if explained is not None else {}),
             )
         pipeline.EVENT_RECORDED.set(False)  # the next reply needs its own event
-        if explained is not None:
-            await super().push(text)
-        else:
-            await super().push(status)
+        await super().push(text)
         if not recorded:  # fail closed: a refusal that cannot be audited ends the connection
             self._close()
 
@@ -247,6 +326,34 @@ class GatewaySMTP(SMTP):
             self.transport.close()
             return
         await super().smtp_STARTTLS(arg)
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """aiosmtpd's MAIL, after the DSN parameters RET and ENVID were taken off the line."""
+        await self._with_dsn(arg, MAIL_KEYWORDS, super().smtp_MAIL)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        """aiosmtpd's RCPT, after the DSN parameters NOTIFY and ORCPT were taken off the line."""
+        await self._with_dsn(arg, RCPT_KEYWORDS, super().smtp_RCPT)
+
+    async def _with_dsn(self, arg: str | None, keywords: frozenset[str],
+                        command: Callable[[str | None], Awaitable[None]]) -> None:
+        if arg is None or self.envelope is None or not (
+                self.session is not None and self.session.extended_smtp):
+            await command(arg)
+            return
+        taken = take_dsn(arg, keywords)
+        if taken.error:
+            await self.push(taken.error)
+            return
+        envelope = self.envelope
+        assert isinstance(envelope, GatewayEnvelope)
+        envelope.pending_dsn = taken.params
+        try:
+            await command(taken.arg)
+        finally:
+            envelope.pending_dsn = {}
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -394,8 +501,17 @@ class SubmissionHandler:
             return False
         return any(address in network for network in self.relay_from)
 
+    async def handle_EHLO(self, server: GatewaySMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        """aiosmtpd's EHLO lines plus ENHANCEDSTATUSCODES, PIPELINING and DSN."""
+        session.host_name = hostname  # aiosmtpd leaves this to a handler with an EHLO hook
+        return [*responses[:-1], *(f"250-{keyword}" for keyword in EHLO_KEYWORDS),
+                responses[-1]]
+
     async def handle_MAIL(self, server: GatewaySMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
+        """The sender check; `<>` (the null reverse-path of bounces and out-of-office replies)
+        is decided like any sender: a trusted relay peer may use it, a login may not."""
         user = session.auth_data if isinstance(session.auth_data, User) else None
         reply = await pipeline.check_sender(
             self.services, user, self.is_trusted_peer(server), server.is_tls,
@@ -403,35 +519,55 @@ class SubmissionHandler:
         )
         if reply is not None:
             return reply.render()
-        envelope.mail_from = address
+        problem = address_problem(address, envelope.smtp_utf8)
+        if problem is not None:
+            return problem.render()
+        envelope.mail_from = address  # "<>" for the null reverse-path (aiosmtpd's spelling)
         envelope.mail_options.extend(mail_options)
+        if isinstance(envelope, GatewayEnvelope):
+            envelope.dsn_ret = envelope.pending_dsn.get("RET", "")
+            envelope.dsn_envid = envelope.pending_dsn.get("ENVID", "")
         return "250 2.1.0 Sender OK"
 
     async def handle_RCPT(self, server: GatewaySMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return "452 4.5.3 Too many recipients"
-        try:
+        try:  # first the policy: a lookalike or mixed-script domain is refused with its rule
             reply = await pipeline.check_recipient(
-                self.services, envelope.mail_from or "", address, server.peer_ip
+                self.services, envelope_sender(envelope), address, server.peer_ip
             )
         except Exception as exc:
             log.error("rcpt-failed", peer=server.peer_ip, **pipeline.describe_error(exc))
             return pipeline.TRY_LATER.render()
         if reply is not None:
             return reply.render()
+        problem = address_problem(address, envelope.smtp_utf8)
+        if problem is not None:
+            return problem.render()
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
+        if isinstance(envelope, GatewayEnvelope):
+            if "NOTIFY" in envelope.pending_dsn:
+                envelope.dsn_notify.append((address, envelope.pending_dsn["NOTIFY"]))
+            if "ORCPT" in envelope.pending_dsn:
+                envelope.dsn_orcpt.append((address, envelope.pending_dsn["ORCPT"]))
         return "250 2.1.5 Recipient OK"
 
     async def handle_DATA(self, server: GatewaySMTP, session: Session,
                           envelope: Envelope) -> str:
+        user = session.auth_data if isinstance(session.auth_data, User) else None
         submission = Submission(
-            sender=envelope.mail_from or "",
+            sender=envelope_sender(envelope),
             recipients=tuple(envelope.rcpt_tos),
             raw=bytes(envelope.original_content or b""),
-            user=session.auth_data if isinstance(session.auth_data, User) else None,
+            user=user,
             peer=server.peer_ip,
+            trace=Trace(helo=session.host_name or "", peer=server.peer_ip,
+                        esmtp=session.extended_smtp, tls=server.is_tls,
+                        authenticated=user is not None),
+            dsn=envelope.dsn() if isinstance(envelope, GatewayEnvelope) else NO_DSN,
+            smtputf8=envelope.smtp_utf8,
         )
         envelope.original_content = envelope.content = None  # hold one copy, not three
         reply: Reply = await pipeline.process(self.services, submission)
@@ -442,3 +578,9 @@ class SubmissionHandler:
     async def handle_exception(self, error: Exception) -> str:
         log.error("smtp-error", **pipeline.describe_error(error))
         return pipeline.TRY_LATER.render()
+
+
+def envelope_sender(envelope: Envelope) -> str:
+    """The envelope sender as the pipeline sees it: "" for the null reverse-path `<>`."""
+    sender = envelope.mail_from or ""
+    return "" if sender == "<>" else sender

@@ -11,7 +11,9 @@ to misbehave at a given step, the way a real smarthost does on a bad day:
 Faults: a reply (421/451/550/...) at connect, MAIL, RCPT or DATA; a dropped connection (at
 DATA: after the bytes arrived, before the reply; those bytes go to `unanswered`); a hang (never
 reply, released when `stop()` closes the connection); each optionally only the first N times, or
-only for one recipient. `stop_listening()` makes new connections be refused. Nothing here
+only for one recipient. `stop_listening()` makes new connections be refused. With `dsn=True` it
+offers DSN (RFC 3461) and `smtputf8=True` SMTPUTF8; the parameters of MAIL and of each RCPT are
+recorded (`Received.mail_options`, `Received.rcpt_options`), exactly as they came. Nothing here
 sleeps: a test that must act while a fault is in effect awaits `fault.struck.wait()`.
 
 The threaded `aiosmtpd.controller.Controller` cannot bind port 0, so the server is started with
@@ -21,6 +23,7 @@ The threaded `aiosmtpd.controller.Controller` cannot bind port 0, so the server 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,6 +78,8 @@ class Received:
     data: bytes  # exactly what arrived, after dot-unstuffing
     connection: int  # which connection (1-based) carried it
     tls: bool  # whether that connection had switched to TLS
+    mail_options: tuple[str, ...] = ()  # MAIL's parameters, as written
+    rcpt_options: tuple[tuple[str, ...], ...] = ()  # each RCPT's parameters, as written
 
 
 @dataclass
@@ -113,12 +118,37 @@ class _Silent(asyncio.Protocol):
         self.transport = None
 
 
-class _SinkSMTP(SMTP):
-    """aiosmtpd's server, remembering which connection it is."""
+_DSN_PARAM = re.compile(r"(?:RET|ENVID|NOTIFY|ORCPT)=\S*", re.IGNORECASE)
 
-    def __init__(self, handler: _Handler, number: int, **kwargs: Any) -> None:
+
+class _SinkSMTP(SMTP):
+    """aiosmtpd's server, remembering which connection it is and every parameter given."""
+
+    def __init__(self, handler: _Handler, number: int, *, dsn: bool, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.number = number
+        self.dsn = dsn
+        self.mail_params: tuple[str, ...] = ()
+        self.rcpt_params: list[tuple[str, ...]] = []
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        self.mail_params, self.rcpt_params = self._params(arg), []
+        await super().smtp_MAIL(self._without_dsn(arg))
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        self.rcpt_params.append(self._params(arg))
+        await super().smtp_RCPT(self._without_dsn(arg))
+
+    @staticmethod
+    def _params(arg: str | None) -> tuple[str, ...]:
+        return tuple((arg or "").partition(">")[2].split())
+
+    def _without_dsn(self, arg: str | None) -> str | None:
+        """aiosmtpd answers 555 to DSN parameters: an offering sink takes them off first."""
+        if arg is None or not self.dsn:
+            return arg
+        path, close, rest = arg.partition(">")
+        return path + close + " ".join(w for w in rest.split() if not _DSN_PARAM.fullmatch(w))
 
 
 class _Handler:
@@ -126,6 +156,12 @@ class _Handler:
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        extra = ["250-DSN"] if self.sink.dsn else []
+        return [*responses[:-1], *extra, responses[-1]]
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -155,6 +191,8 @@ class _Handler:
             data=bytes(envelope.original_content or b""),
             connection=server.number,
             tls=session.ssl is not None,
+            mail_options=server.mail_params,
+            rcpt_options=tuple(server.rcpt_params),
         )
         reply = await self.sink._strike(Step.DATA, server, received=received)
         if reply:
@@ -181,6 +219,8 @@ class Sink:
         credentials: tuple[str, str] | None = None,
         hostname: str = "sink.test",
         timeout: float = 30.0,
+        dsn: bool = False,
+        smtputf8: bool = False,
     ) -> None:
         """`tls`: server context; STARTTLS is offered, or with `implicit_tls` the whole
         connection is TLS. `credentials`: (user, password) to require AUTH (over TLS)."""
@@ -189,6 +229,8 @@ class Sink:
         self.credentials = credentials
         self.hostname = hostname
         self.timeout = timeout
+        self.dsn = dsn
+        self.smtputf8 = smtputf8
         self.host = "127.0.0.1"
         self.port = 0
         self.messages: list[Received] = []  # accepted with 250
@@ -274,6 +316,8 @@ class Sink:
         session = _SinkSMTP(
             _Handler(self),
             self.stats.connections,
+            dsn=self.dsn,
+            enable_SMTPUTF8=self.smtputf8,
             hostname=self.hostname,
             tls_context=None if self.implicit_tls else self.tls,
             require_starttls=self.tls is not None and not self.implicit_tls,

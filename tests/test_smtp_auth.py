@@ -60,8 +60,8 @@ async def test_help_lists_starttls_and_auth(gw: Harness) -> None:
     listing, auth, starttls = await gw.run(talk)
     assert listing[0] == 250
     assert {"AUTH", "STARTTLS", "DATA", "MAIL", "RCPT"} <= set(listing[1].decode().split())
-    assert auth == (250, b"Syntax: AUTH <mechanism>")
-    assert starttls == (250, b"Syntax: STARTTLS")
+    assert auth == (250, b"2.0.0 Syntax: AUTH <mechanism>")
+    assert starttls == (250, b"2.0.0 Syntax: STARTTLS")
 
 
 async def test_tls_without_auth_is_not_a_relay(gw: Harness) -> None:
@@ -157,7 +157,8 @@ async def test_header_from_refusal_says_what_to_do(gw: Harness) -> None:
     with pytest.raises(smtplib.SMTPDataError) as refused:
         await gw.run(gw.send, STAFF, [COLLEAGUE], data)
     sentence = gw.app.policy.rule("sender-identity").sentence
-    text = b" ".join(refused.value.smtp_error.split()).decode()
+    lines = refused.value.smtp_error.decode().splitlines()  # each "5.7.1 <one sentence>"
+    text = " ".join(line.split(" ", 1)[1] for line in lines)
     assert " ".join(sentence.split()) in text
 
 

@@ -20,14 +20,53 @@ class Outcome(StrEnum):
     PERMANENT = "permanent"  # will never work: 5xx
 
 
+class Problem(StrEnum):
+    """Why a delivery was not DELIVERED, as far as the client's reply may say it."""
+
+    NONE = "none"
+    UNREACHABLE = "unreachable"  # no connection, a timeout, a drop: nothing said about the mail
+    RECIPIENTS = "recipients"  # the upstream refused some recipients (`DeliveryResult.refused`)
+    MESSAGE = "message"  # the upstream refused the sender or the data
+    GATEWAY = "gateway"  # ours: the decision could not be recorded, or a store of ours failed
+    UNSENDABLE = "unsendable"  # ours: a copy that cannot go out safely as it is
+    BUSY = "busy"  # ours: the same copy is being delivered now
+    SMTPUTF8 = "smtputf8"  # the message needs SMTPUTF8 and the upstream does not offer it
+
+
+@dataclass(frozen=True)
+class Dsn:
+    """The DSN request (RFC 3461) a client made: RET and ENVID on MAIL, NOTIFY and ORCPT per
+    recipient; each kept as the client wrote it (syntax checked by gateway.smtp_dsn)."""
+
+    ret: str = ""  # "FULL" or "HDRS"
+    envid: str = ""  # xtext
+    notify: tuple[tuple[str, str], ...] = ()  # (recipient, "NEVER" or "SUCCESS,FAILURE,...")
+    orcpt: tuple[tuple[str, str], ...] = ()  # (recipient, "rfc822;" xtext)
+
+    def for_recipient(self, recipient: str) -> tuple[str, str]:
+        """(NOTIFY value, ORCPT value) asked for `recipient`, "" where none was."""
+        return (dict(self.notify).get(recipient, ""), dict(self.orcpt).get(recipient, ""))
+
+    def __bool__(self) -> bool:
+        return bool(self.ret or self.envid or self.notify or self.orcpt)
+
+
+NO_DSN = Dsn()
+
+
 @dataclass(frozen=True)
 class Copy:
-    """One message to hand over: the exact bytes, CRLF line endings, and its envelope."""
+    """One message to hand over: the exact bytes, CRLF line endings, and its envelope.
+
+    `mail_from` "" is the null reverse-path (`MAIL FROM:<>`: bounces, out-of-office replies).
+    """
 
     key: str  # idempotency key: decision id + copy index; a retried message reuses it
     mail_from: str
     recipients: tuple[str, ...]
     data: bytes
+    dsn: Dsn = NO_DSN  # passed on when the upstream offers DSN, else dropped
+    smtputf8: bool = False  # the client said SMTPUTF8 on MAIL: say it upstream when offered
 
 
 @dataclass(frozen=True)
@@ -35,6 +74,8 @@ class DeliveryResult:
     outcome: Outcome
     detail: str = ""  # for logs and operators, never sent to a client verbatim
     accepted: tuple[str, ...] = ()  # recipients the upstream accepted
+    problem: Problem = Problem.NONE  # what the client's reply may say about a failure
+    refused: tuple[str, ...] = ()  # with Problem.RECIPIENTS: the recipients refused
 
     @property
     def ok(self) -> bool:
@@ -73,7 +114,9 @@ async def wait_ready(ready: Ready | None) -> DeliveryResult | None:
     except asyncio.CancelledError:
         if not ready.cancelled():
             raise  # the caller itself was cancelled
-        return DeliveryResult(Outcome.TEMPORARY, "not ready to deliver: cancelled")
+        return DeliveryResult(Outcome.TEMPORARY, "not ready to deliver: cancelled",
+                              problem=Problem.GATEWAY)
     except Exception as exc:
-        return DeliveryResult(Outcome.TEMPORARY, f"not ready to deliver: {exc}")
+        return DeliveryResult(Outcome.TEMPORARY, f"not ready to deliver: {exc}",
+                              problem=Problem.GATEWAY)
     return None

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
 
-from transports.base import Copy, DeliveryResult, Outcome
+from transports.base import Copy, DeliveryResult, Outcome, Problem
 
 DEFAULT_RETENTION = timedelta(days=7)
 PRUNE_EVERY = timedelta(minutes=1)  # expired entries may outlive their retention by this much
@@ -140,12 +141,13 @@ async def deliver_once(
     for copy in copies:
         if not ledger.claim(copy.key):
             detail = "the same copy is already being delivered"
-            return DeliveryResult(Outcome.TEMPORARY, detail, tuple(accepted))
+            return DeliveryResult(Outcome.TEMPORARY, detail, tuple(accepted), Problem.BUSY)
         try:
             try:
                 done = ledger.accepted(copy.key)
             except LedgerError as exc:
-                return DeliveryResult(Outcome.TEMPORARY, str(exc), tuple(accepted))
+                return DeliveryResult(Outcome.TEMPORARY, str(exc), tuple(accepted),
+                                      Problem.GATEWAY)
             accepted.extend(r for r in copy.recipients if r in done)
             pending = tuple(r for r in copy.recipients if r not in done)
             if not pending:
@@ -157,7 +159,7 @@ async def deliver_once(
         finally:
             ledger.release(copy.key)
         if not result.ok:
-            return DeliveryResult(result.outcome, result.detail, tuple(accepted))
+            return replace(result, accepted=tuple(accepted))
         accepted.extend(pending)
     return DeliveryResult(Outcome.DELIVERED, f"{len(copies)} copies accepted", tuple(accepted))
 

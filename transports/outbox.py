@@ -20,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from transports.base import Copy, DeliveryResult, Outcome, Ready, wait_ready
+from transports.base import Copy, DeliveryResult, Outcome, Problem, Ready, wait_ready
 from transports.ledger import Ledger, LedgerError, deliver_once
 from transports.smtp_relay import unsafe_copy_reason
 
@@ -33,7 +33,7 @@ ENVELOPE_TO = "X-Casegate-Envelope-To"
 def envelope_headers(mail_from: str, recipients: Sequence[str]) -> bytes:
     """The header lines recording the envelope (addresses already checked: no CR, LF, NUL)."""
     to = ", ".join(f"<{r}>" for r in recipients)
-    return f"{ENVELOPE_FROM}: <{mail_from}>\r\n{ENVELOPE_TO}: {to}\r\n".encode("ascii")
+    return f"{ENVELOPE_FROM}: <{mail_from}>\r\n{ENVELOPE_TO}: {to}\r\n".encode()
 
 
 class MaildirOutbox:
@@ -59,14 +59,14 @@ class MaildirOutbox:
         reason = unsafe_copy_reason(copies)
         if reason:
             log.error("outbox.refused_copy", reason=reason)
-            return DeliveryResult(Outcome.PERMANENT, reason)
+            return DeliveryResult(Outcome.PERMANENT, reason, problem=Problem.UNSENDABLE)
         not_ready = await wait_ready(ready)
         if not_ready is not None:
             return not_ready
         try:
             ledger = self._open_ledger()
         except LedgerError as exc:
-            return DeliveryResult(Outcome.TEMPORARY, str(exc))
+            return DeliveryResult(Outcome.TEMPORARY, str(exc), problem=Problem.GATEWAY)
         return await deliver_once(ledger, copies, self._file, self._clock)
 
     async def close(self) -> None:
@@ -87,7 +87,7 @@ class MaildirOutbox:
         except OSError as exc:
             log.error("outbox.write_failed", key=copy.key, error=exc.__class__.__name__)
             detail = f"cannot write to the outbox ({exc.__class__.__name__})"
-            return DeliveryResult(Outcome.TEMPORARY, detail)
+            return DeliveryResult(Outcome.TEMPORARY, detail, problem=Problem.GATEWAY)
         log.info("outbox.copy", key=copy.key, recipients=len(recipients), file=name)
         return DeliveryResult(Outcome.DELIVERED, accepted=recipients)
 

@@ -25,7 +25,7 @@ import re
 import secrets
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.headerregistry import Address
@@ -40,7 +40,15 @@ from typing import Any, Protocol
 
 import structlog
 
-from transports.base import Copy, DeliveryResult, Outcome, Ready, Transport, wait_ready
+from transports.base import (
+    Copy,
+    DeliveryResult,
+    Outcome,
+    Problem,
+    Ready,
+    Transport,
+    wait_ready,
+)
 from transports.crypto import Keyring, Sealed, seal
 from transports.plaintext import fill_and_flow
 
@@ -98,7 +106,7 @@ class PortalDelivery:
             for recipient in copy.recipients:
                 result = await self._deliver_one(copy, recipient)
                 if not result.ok:
-                    return DeliveryResult(result.outcome, result.detail, tuple(accepted))
+                    return replace(result, accepted=tuple(accepted))
                 accepted.append(recipient)
         return DeliveryResult(Outcome.DELIVERED, "stored and notified", tuple(accepted))
 
@@ -126,7 +134,8 @@ class PortalDelivery:
             raise
         except Exception as exc:
             log.exception("portal-store-failed", recipient=recipient)
-            return DeliveryResult(Outcome.TEMPORARY, f"portal store: {exc.__class__.__name__}")
+            return DeliveryResult(Outcome.TEMPORARY, f"portal store: {exc.__class__.__name__}",
+                                  problem=Problem.GATEWAY)
         notice = self.notification(copy, recipient, link_token, expires, copy_id)
         result = await self.upstream.deliver([notice])
         if not result.ok:

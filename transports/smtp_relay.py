@@ -10,6 +10,12 @@ envelope addresses that go on the command line unchanged (SECURITY.md 2; the int
 `email.utils` is not trusted). A copy is all-or-nothing: if the upstream refuses one of its
 recipients at RCPT, the transaction is reset and no DATA is sent.
 
+The null reverse-path goes as `MAIL FROM:<>`. A copy's DSN request (RFC 3461: RET and ENVID on
+MAIL, NOTIFY and ORCPT on each RCPT) and its SMTPUTF8 go to an upstream that offers the
+extension. To one that does not offer DSN they are dropped, and casegate writes no "relayed"
+DSN itself: a sender who asked for NOTIFY=SUCCESS gets no receipt (README, DSN). A message that
+needs SMTPUTF8 (raw UTF-8 in its header) for an upstream without it is PERMANENT (RFC 6531 3.4).
+
 Recipients already accepted for a copy's key (the ledger remembers them) are skipped, so a
 client's retry after a partial success does not send anything twice.
 """
@@ -33,7 +39,7 @@ import aiosmtplib
 import structlog
 from aiosmtplib import SMTPStatus
 
-from transports.base import Copy, DeliveryResult, NotReady, Outcome, Ready
+from transports.base import Copy, DeliveryResult, NotReady, Outcome, Problem, Ready
 from transports.ledger import Ledger, deliver_once
 from transports.smtp_data_writer import has_unsafe_bytes, send_data
 
@@ -43,6 +49,9 @@ log = structlog.get_logger("casegate.relay")
 # (quoted local parts, source routes, "%" and "!" routing, address literals, non-ASCII, spaces,
 # controls) is refused (SECURITY.md 8, as defence in depth behind the policy's own checks).
 _ADDRESS = re.compile(r"[A-Za-z0-9#$&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}")
+# The same with non-ASCII letters and digits as well (RFC 6531), for a copy sent with SMTPUTF8.
+_UTF8_ADDRESS = re.compile(r"(?:[A-Za-z0-9#$&'*+/=?^_`{|}~.-]|[^\x00-\x7f])+"
+                           r"@(?:[A-Za-z0-9.-]|[^\x00-\x7f])+")
 
 
 # A pooled connection idle for less than this is reused without an RSET first: the last
@@ -86,18 +95,25 @@ def unsafe_copy_reason(copies: Sequence[Copy]) -> str:
     for index, copy in enumerate(copies):
         if not copy.recipients:
             return f"copy {index} has no recipients"
-        if copy.mail_from and not _safe_address(copy.mail_from):
+        if copy.mail_from and not _safe_address(copy.mail_from, copy.smtputf8):
             return f"copy {index} has an envelope sender that cannot be sent safely"
-        if not all(_safe_address(r) for r in copy.recipients):
+        if not all(_safe_address(r, copy.smtputf8) for r in copy.recipients):
             return f"copy {index} has a recipient address that cannot be sent safely"
         if has_unsafe_bytes(copy.data):
             return f"copy {index} contains a bare CR, a bare LF or a NUL"
     return ""
 
 
-def _safe_address(address: str) -> bool:
-    """A plain ASCII address: nothing on the command line but the address itself."""
-    return _ADDRESS.fullmatch(address) is not None
+def _safe_address(address: str, smtputf8: bool = False) -> bool:
+    """A plain address, ASCII unless the copy goes with SMTPUTF8: nothing on the command line
+    but the address itself (no spaces, controls, brackets or quotes; valid UTF-8)."""
+    if _ADDRESS.fullmatch(address) is not None:
+        return True
+    if not smtputf8 or len(address.encode("utf-8", "replace")) > 254:
+        return False
+    return _UTF8_ADDRESS.fullmatch(address) is not None and all(
+        ch.isprintable() and not ch.isspace() and not 0xD800 <= ord(ch) <= 0xDFFF
+        for ch in address)
 
 
 def tls_context_for(settings: UpstreamSettings) -> ssl.SSLContext | None:
@@ -169,7 +185,7 @@ class SmtpRelay:
         reason = unsafe_copy_reason(copies)
         if reason:
             log.error("relay.refused_copy", reason=reason)
-            return DeliveryResult(Outcome.PERMANENT, reason)
+            return DeliveryResult(Outcome.PERMANENT, reason, problem=Problem.UNSENDABLE)
         return await deliver_once(self._ledger, copies, partial(self._hand_over, ready=ready),
                                   self._clock)
 
@@ -209,8 +225,8 @@ class SmtpRelay:
                 log.info("relay.stale_connection", key=copy.key)
                 async with self._pool.connection(check=True) as lease:
                     return await _transaction(lease.smtp, copy, recipients, ready)
-        except NotReady as exc:
-            return _temporary(str(exc))  # the connection was closed before the end of data
+        except NotReady as exc:  # the connection was closed before the end of data
+            return DeliveryResult(Outcome.TEMPORARY, str(exc), problem=Problem.GATEWAY)
         except aiosmtplib.SMTPResponseException as exc:
             # Replies outside MAIL/RCPT/DATA (greeting, EHLO, STARTTLS, AUTH) say nothing about
             # this message: a misconfigured or unwell upstream is always worth a retry.
@@ -225,7 +241,8 @@ class SmtpRelay:
             return _temporary(_connection_trouble(exc))
         except Exception as exc:  # fail closed: never raise for delivery trouble
             log.exception("relay.unexpected_error", key=copy.key)
-            return _temporary(f"unexpected {exc.__class__.__name__}")
+            return DeliveryResult(Outcome.TEMPORARY, f"unexpected {exc.__class__.__name__}",
+                                  problem=Problem.GATEWAY)
 
     async def _connect(self) -> aiosmtplib.SMTP:
         """A new connection: TLS as configured, then AUTH when credentials are set."""
@@ -277,10 +294,13 @@ async def _transaction(
         await _reset_quietly(smtp)
         listing = ", ".join(f"{r} ({code})" for r, code in refused)
         detail = f"upstream refused {len(refused)} recipient(s): {listing}"
-        # Permanent only when every refusal was: one 4xx makes the whole copy worth a retry.
+        # Permanent only when every refusal was: one 4xx makes the whole copy worth a retry,
+        # and the reply names the recipients that were refused for now.
         if all(500 <= code < 600 for _, code in refused):
-            return DeliveryResult(Outcome.PERMANENT, detail)
-        return _temporary(detail)
+            return DeliveryResult(Outcome.PERMANENT, detail, problem=Problem.RECIPIENTS,
+                                  refused=tuple(r for r, _ in refused))
+        return DeliveryResult(Outcome.TEMPORARY, detail, problem=Problem.RECIPIENTS,
+                              refused=tuple(r for r, code in refused if code < 500))
     try:
         await send_data(smtp, copy.data, ready)
     except aiosmtplib.SMTPDataError as exc:
@@ -294,31 +314,69 @@ async def _envelope(smtp: aiosmtplib.SMTP, copy: Copy,
     """MAIL and every RCPT: the sender's refusal as a result, else the refused recipients.
 
     Each address goes on the command line exactly as the policy decided on it (a plain one:
-    `unsafe_copy_reason` checked). aiosmtplib's `mail` and `rcpt` would first re-parse it with
-    `email.utils.parseaddr`, which can rewrite an address (CVE-2023-27043) and was the
-    costliest step of relaying a short message.
+    `unsafe_copy_reason` checked; "" is the null reverse-path, `MAIL FROM:<>`). aiosmtplib's
+    `mail` and `rcpt` would first re-parse it with `email.utils.parseaddr`, which can rewrite
+    an address (CVE-2023-27043) and was the costliest step of relaying a short message.
     """
-    options = [option.encode("ascii") for option in _mail_options(smtp, copy.data)]
-    reply = await smtp.execute_command(b"MAIL", b"FROM:<%s>" % copy.mail_from.encode("ascii"),
+    if _needs_smtputf8(copy, recipients) and not smtp.supports_extension("smtputf8"):
+        # RFC 6531 3.4: a message that needs SMTPUTF8 must not go to a server without it.
+        return DeliveryResult(Outcome.PERMANENT, "upstream does not offer SMTPUTF8",
+                              problem=Problem.SMTPUTF8)
+    dsn = smtp.supports_extension("dsn")
+    options = [option.encode("ascii") for option in _mail_options(smtp, copy)]
+    reply = await smtp.execute_command(b"MAIL", b"FROM:<%s>" % copy.mail_from.encode("utf-8"),
                                        *options)
     if reply.code != SMTPStatus.completed:
         return _refused(reply.code, f"upstream refused the sender with {reply.code}")
     refused: list[tuple[str, int]] = []
     for recipient in recipients:
-        reply = await smtp.execute_command(b"RCPT", b"TO:<%s>" % recipient.encode("ascii"))
+        params = [p.encode("ascii") for p in _rcpt_options(copy, recipient)] if dsn else []
+        reply = await smtp.execute_command(b"RCPT", b"TO:<%s>" % recipient.encode("utf-8"),
+                                           *params)
         if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
             refused.append((recipient, reply.code))
     return refused
 
 
-def _mail_options(smtp: aiosmtplib.SMTP, data: bytes) -> list[str]:
-    """SIZE (so the upstream can refuse early) and BODY=8BITMIME when the data needs it."""
+def _mail_options(smtp: aiosmtplib.SMTP, copy: Copy) -> list[str]:
+    """SIZE (so the upstream can refuse early), BODY=8BITMIME when the data needs it, SMTPUTF8
+    when the client asked for it, and the DSN request's RET and ENVID (RFC 3461) when the
+    upstream offers each; an extension it does not offer is left out (see README, DSN)."""
     options: list[str] = []
+    data = copy.data
     if smtp.supports_extension("size"):
         options.append(f"SIZE={len(data)}")
     if smtp.supports_extension("8bitmime") and not data.isascii():
         options.append("BODY=8BITMIME")
+    if copy.smtputf8 and smtp.supports_extension("smtputf8"):
+        options.append("SMTPUTF8")
+    if smtp.supports_extension("dsn"):
+        if copy.dsn.ret:
+            options.append(f"RET={copy.dsn.ret}")
+        if copy.dsn.envid:
+            options.append(f"ENVID={copy.dsn.envid}")
     return options
+
+
+def _rcpt_options(copy: Copy, recipient: str) -> list[str]:
+    """The NOTIFY and ORCPT the client gave for `recipient` (to an upstream offering DSN)."""
+    notify, orcpt = copy.dsn.for_recipient(recipient)
+    return ([f"NOTIFY={notify}"] if notify else []) + ([f"ORCPT={orcpt}"] if orcpt else [])
+
+
+def _needs_smtputf8(copy: Copy, recipients: tuple[str, ...]) -> bool:
+    """Whether the copy can only go with SMTPUTF8: a non-ASCII address or raw UTF-8 in its
+    header (an ASCII copy whose client said SMTPUTF8 may go without it)."""
+    if not copy.smtputf8:
+        return False
+    return not (copy.mail_from.isascii() and all(r.isascii() for r in recipients)
+                and _head(copy.data).isascii())
+
+
+def _head(data: bytes) -> bytes:
+    """The header block of a message (everything before the first empty line)."""
+    end = data.find(b"\r\n\r\n")
+    return data if end == -1 else data[:end]
 
 
 async def _reset_quietly(smtp: aiosmtplib.SMTP) -> None:
@@ -330,12 +388,14 @@ async def _reset_quietly(smtp: aiosmtplib.SMTP) -> None:
 
 
 def _refused(code: int, detail: str) -> DeliveryResult:
-    """A reply to MAIL, RCPT or DATA: 5xx is permanent; 4xx and anything odd are temporary."""
-    return DeliveryResult(Outcome.PERMANENT if 500 <= code < 600 else Outcome.TEMPORARY, detail)
+    """A reply to MAIL or DATA: 5xx is permanent; 4xx and anything odd are temporary."""
+    return DeliveryResult(Outcome.PERMANENT if 500 <= code < 600 else Outcome.TEMPORARY, detail,
+                          problem=Problem.MESSAGE)
 
 
 def _temporary(detail: str) -> DeliveryResult:
-    return DeliveryResult(Outcome.TEMPORARY, detail)
+    """Connection trouble: nothing was said about the message."""
+    return DeliveryResult(Outcome.TEMPORARY, detail, problem=Problem.UNREACHABLE)
 
 
 def _connection_trouble(exc: BaseException) -> str:

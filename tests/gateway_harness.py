@@ -20,9 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
+
 from gateway.app import App
 from gateway.server import Gateway, start_gateway
+from gateway.users import UserRole
 from policies.model import Role
+from tests.https import https_client
 from tests.sink import Sink
 from transports.base import Transport
 
@@ -32,6 +36,7 @@ PASSWORD = "correct horse battery staple"
 STAFF = "jo.smith@cafcass.gov.uk"
 SEND_AS = "south.team@cafcass.gov.uk"
 OTHER_STAFF = "al.jones@cafcass.gov.uk"
+GOVERNANCE = "gov.lead@cafcass.gov.uk"  # staff and governance roles
 CLIENT_TIMEOUT = 20.0
 
 
@@ -74,6 +79,10 @@ class Harness:
     def client_context(self) -> ssl.SSLContext:
         """Trusts the gateway's generated certificate, and nothing else."""
         return ssl.create_default_context(cafile=str(self.gateway.certificate.cert_file))
+
+    def web_client(self) -> aiohttp.ClientSession:
+        """An HTTPS client of the gateway's web front, trusting its generated certificate."""
+        return https_client(f"https://localhost:{self.gateway.http_port}", self.client_context())
 
     def connect(self, *, tls: bool = True, login: str | None = STAFF,
                 password: str = PASSWORD) -> smtplib.SMTP:
@@ -136,11 +145,12 @@ class Harness:
 
 
 def write_config(path: Path, sink: Sink | None, *, metrics: dict[str, Any] | None = None,
-                 **smtp: Any) -> Path:
+                 organisation: str | None = None, **smtp: Any) -> Path:
     """A config file: every port 0, the sink as upstream (plain SMTP on loopback); `metrics`
-    adds keys to the [metrics] section."""
+    adds keys to the [metrics] section, `organisation` names the agency."""
     settings = {"port": 0, "tls_port": 0, "auth_failure_delay": 0.01, **smtp}
-    lines = ["[smtp]"] + [f"{key} = {_toml(value)}" for key, value in settings.items()]
+    lines = [f"organisation = {_toml(organisation)}"] if organisation is not None else []
+    lines += ["[smtp]"] + [f"{key} = {_toml(value)}" for key, value in settings.items()]
     lines += ["[http]", "port = 0", "[metrics]", "port = 0"]
     lines += [f"{key} = {_toml(value)}" for key, value in (metrics or {}).items()]
     if sink is not None:
@@ -164,13 +174,17 @@ def _toml(value: Any) -> str:
 async def running_gateway(tmp_path: Path, sink: Sink | None, *, implicit_tls: bool = False,
                           encrypted: Transport | None = None,
                           metrics: dict[str, Any] | None = None,
+                          organisation: str | None = None,
                           **smtp: Any) -> AsyncIterator[Harness]:
-    """Start the gateway (with a staff account) and stop it, and its stores, at the end."""
-    config = write_config(tmp_path / "casegate.toml", sink, metrics=metrics, **smtp)
+    """Start the gateway (with staff accounts, one of them in governance too) and stop it,
+    and its stores, at the end."""
+    config = write_config(tmp_path / "casegate.toml", sink, metrics=metrics,
+                          organisation=organisation, **smtp)
     app = App.open(config, tmp_path / "data")
     try:
         app.users.add(STAFF, PASSWORD, send_as=(SEND_AS,))
         app.users.add(OTHER_STAFF, PASSWORD)
+        app.users.add(GOVERNANCE, PASSWORD, roles=(UserRole.STAFF, UserRole.GOVERNANCE))
         gateway = await start_gateway(app, encrypted=encrypted,
                                       implicit_tls_port=0 if implicit_tls else None)
         try:

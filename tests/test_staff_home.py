@@ -6,7 +6,6 @@ page, and the smaller page texts of issue 19 (yes/no, plurals, the post form's l
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,37 +13,18 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.app import App
-from gateway.server import start_gateway
-from gateway.users import UserRole
-from tests.gateway_harness import PASSWORD, STAFF, Harness, write_config
-from tests.https import https_client
+from tests.gateway_harness import GOVERNANCE, PASSWORD, STAFF, Harness, running_gateway
 from tests.sink import Sink
 from tests.staffweb import hidden
 
-GOVERNANCE = "gov.lead@cafcass.gov.uk"
 NAV_LINK = re.compile(r'<nav class="staff".*?</nav>', re.DOTALL)
 
 
 @pytest.fixture
 async def gw(tmp_path: Path, sink: Sink) -> AsyncIterator[Harness]:
     """The whole gateway with a practitioner and a governance lead."""
-    app = App.open(write_config(tmp_path / "casegate.toml", sink), tmp_path / "data",
-                   event_stream=io.StringIO())
-    try:
-        app.users.add(STAFF, PASSWORD)
-        app.users.add(GOVERNANCE, PASSWORD, roles=(UserRole.STAFF, UserRole.GOVERNANCE))
-        gateway = await start_gateway(app)
-        try:
-            yield Harness(app=app, gateway=gateway, sink=sink)
-        finally:
-            await gateway.stop(drain_seconds=5)
-    finally:
-        app.close()
-
-
-def _client(gw: Harness) -> aiohttp.ClientSession:
-    return https_client(f"https://localhost:{gw.gateway.http_port}", gw.client_context())
+    async with running_gateway(tmp_path, sink) as running:
+        yield running
 
 
 async def _sign_in(client: aiohttp.ClientSession, address: str, next_path: str) -> str:
@@ -68,7 +48,7 @@ def _nav(page: str) -> list[tuple[str, bool]]:
 
 async def test_a_practitioner_lands_on_home_with_the_pages_they_may_use(gw: Harness) -> None:
     """Signing in goes to /home (not a 403), which lists post and verifications, not governance."""
-    async with _client(gw) as client:
+    async with gw.web_client() as client:
         assert await _sign_in(client, STAFF, "/home") == "/home"
         async with client.get("/home") as home:
             text = await home.text()
@@ -83,7 +63,7 @@ async def test_a_practitioner_lands_on_home_with_the_pages_they_may_use(gw: Harn
 
 async def test_governance_sees_the_audit_trail_too(gw: Harness) -> None:
     """A governance lead's home page and navigation add the audit trail."""
-    async with _client(gw) as client:
+    async with gw.web_client() as client:
         await _sign_in(client, GOVERNANCE, "/home")
         async with client.get("/home") as home:
             text = await home.text()
@@ -103,7 +83,7 @@ async def test_governance_sees_the_audit_trail_too(gw: Harness) -> None:
 async def test_sign_in_goes_where_asked_only_if_allowed(gw: Harness, who: str, asked: str,
                                                         lands: str) -> None:
     """After sign-in the browser goes to the page it asked for if the user may use it."""
-    async with _client(gw) as client:
+    async with gw.web_client() as client:
         assert await _sign_in(client, who, asked) == lands
 
 
@@ -111,7 +91,7 @@ async def test_every_staff_page_has_the_navigation(gw: Harness) -> None:
     """Post, verifications, governance, an event and the 403 page all carry the nav bar."""
     gw.app.audit.record("refusal", rule="personal-address", sender=STAFF,
                         recipients=["parent@gmail.com"])
-    async with _client(gw) as gov, _client(gw) as staff:
+    async with gw.web_client() as gov, gw.web_client() as staff:
         await _sign_in(gov, GOVERNANCE, "/home")
         await _sign_in(staff, STAFF, "/home")
         for client, path, current in [(gov, "/post", "/post"),
@@ -131,7 +111,7 @@ async def test_the_event_page_writes_yes_no_and_plurals(gw: Harness) -> None:
     """Booleans read yes/no (never Python's True) and one event is "1 event"."""
     seq = gw.app.audit.record("refusal", rule="personal-address", sender=STAFF,
                               recipients=["parent@gmail.com"], urgent=True, encrypted=False)
-    async with _client(gw) as client:
+    async with gw.web_client() as client:
         await _sign_in(client, GOVERNANCE, "/home")
         async with client.get(f"/governance/events/{seq}") as page:
             text = await page.text()
@@ -146,7 +126,7 @@ async def test_the_event_page_writes_yes_no_and_plurals(gw: Harness) -> None:
 
 async def test_the_post_form_shows_human_labels_and_names_the_portal(gw: Harness) -> None:
     """Items and methods show their labels only; the policy's Egress method is casegate's portal."""
-    async with _client(gw) as client:
+    async with gw.web_client() as client:
         await _sign_in(client, STAFF, "/post")
         async with client.get("/post") as page:
             text = await page.text()

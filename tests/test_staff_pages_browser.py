@@ -7,51 +7,34 @@ than the screen at either size.
 
 from __future__ import annotations
 
-import io
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from gateway.app import App
-from gateway.server import start_gateway
-from gateway.users import UserRole
-from tests.gateway_harness import PASSWORD, STAFF, Harness, write_config
+from tests.gateway_harness import GOVERNANCE, PASSWORD, STAFF, Harness, running_gateway
 from tests.sink import Sink
-from tests.test_governance_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.tools import CHROMIUM, CHROMIUM_ARGS  # one launch recipe
 
-GOVERNANCE = "gov.lead@cafcass.gov.uk"
 SIZES = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "height": 800}}
 LONG_ADDRESS = "firstname.middlename.lastname-family@children-services.example-county.gov.uk"
 FITS = "document.documentElement.scrollWidth <= window.innerWidth"
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason=f"Debian's chromium is not installed at {CHROMIUM}"),
+    pytest.mark.usefixtures("chromium"),  # skipped without Chromium, failed under CI
 ]
 
 
 @pytest.fixture
 async def gw(tmp_path: Path, sink: Sink) -> AsyncIterator[Harness]:
     """The whole gateway, two staff accounts, and events with long addresses in the trail."""
-    app = App.open(write_config(tmp_path / "casegate.toml", sink), tmp_path / "data",
-                   event_stream=io.StringIO())
-    try:
-        app.users.add(STAFF, PASSWORD)
-        app.users.add(GOVERNANCE, PASSWORD, roles=(UserRole.STAFF, UserRole.GOVERNANCE))
+    async with running_gateway(tmp_path, sink) as running:
         for i in range(3):
-            app.audit.record("refusal", rule="personal-address", sender=STAFF,
-                             recipients=[LONG_ADDRESS, f"parent{i}@gmail.com"],
-                             case_numbers=["ZE26C00001", "ZE26C00002"], urgent=True)
-        gateway = await start_gateway(app)
-        try:
-            yield Harness(app=app, gateway=gateway, sink=sink)
-        finally:
-            await gateway.stop(drain_seconds=5)
-    finally:
-        app.close()
+            running.app.audit.record("refusal", rule="personal-address", sender=STAFF,
+                                     recipients=[LONG_ADDRESS, f"parent{i}@gmail.com"],
+                                     case_numbers=["ZE26C00001", "ZE26C00002"], urgent=True)
+        yield running
 
 
 @pytest.mark.parametrize(("who", "pages"), [

@@ -6,20 +6,15 @@ are fetched over HTTPS with aiohttp, trusting only that certificate.
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from gateway.app import App
 from gateway.auditstore import EventFilter
-from gateway.server import start_gateway
 from gateway.web import PAGE_HEADERS
-from tests.gateway_harness import PASSWORD, STAFF, Harness, write_config
-from tests.https import https_client
+from tests.gateway_harness import PASSWORD, STAFF, Harness, running_gateway
 from tests.portalweb import protected_message, text_of
 from tests.sink import Sink
 from tests.staffweb import hidden
@@ -32,22 +27,8 @@ PORTAL_LINK = re.compile(r"https://[^\s]+(/portal/[A-Za-z0-9_\-]+)")
 @pytest.fixture
 async def gw(tmp_path: Path, sink: Sink) -> AsyncIterator[Harness]:
     """The gateway with `organisation` set in its config file."""
-    config = write_config(tmp_path / "casegate.toml", sink)
-    config.write_text(f'organisation = "{ORGANISATION}"\n' + config.read_text(), "utf-8")
-    app = App.open(config, tmp_path / "data", event_stream=io.StringIO())
-    try:
-        app.users.add(STAFF, PASSWORD)
-        gateway = await start_gateway(app)
-        try:
-            yield Harness(app=app, gateway=gateway, sink=sink)
-        finally:
-            await gateway.stop(drain_seconds=5)
-    finally:
-        app.close()
-
-
-def _client(gw: Harness) -> aiohttp.ClientSession:
-    return https_client(f"https://localhost:{gw.gateway.http_port}", gw.client_context())
+    async with running_gateway(tmp_path, sink, organisation=ORGANISATION) as running:
+        yield running
 
 
 def _brand_and_title(page: str) -> tuple[str, str]:
@@ -59,7 +40,7 @@ def _brand_and_title(page: str) -> tuple[str, str]:
 
 async def test_the_root_sends_the_browser_to_sign_in(gw: Harness) -> None:
     """`/` is a plain redirect to /login carrying the security headers; /login then answers."""
-    async with _client(gw) as client:
+    async with gw.web_client() as client:
         async with client.get("/", allow_redirects=False) as answer:
             assert answer.status == 302
             assert answer.headers["Location"] == "/login"
@@ -73,7 +54,7 @@ async def test_the_root_sends_the_browser_to_sign_in(gw: Harness) -> None:
 
 async def test_the_post_form_shows_labels_and_no_weight(gw: Harness) -> None:
     """The form shows plain-English choices, submits the same ids, and an empty weight is fine."""
-    async with _client(gw) as client:
+    async with gw.web_client() as client:
         async with client.get("/login") as form:
             token = hidden(await form.text(), "signin_token")
         async with client.post("/login", data={"address": STAFF, "password": PASSWORD,
@@ -105,7 +86,7 @@ async def test_the_portal_pages_carry_the_organisations_name(gw: Harness) -> Non
     (notice,) = [m for m in gw.sink.messages if m.rcpt_tos == (MUM,)]
     found = PORTAL_LINK.search(text_of(notice))
     assert found
-    async with _client(gw) as client:
+    async with gw.web_client() as client:
         async with client.get(found.group(1)) as landing:
             assert landing.status == 200
             assert _brand_and_title(await landing.text()) == (
@@ -119,7 +100,7 @@ async def test_the_portal_pages_carry_the_organisations_name(gw: Harness) -> Non
 
 async def test_the_verification_page_carries_the_organisations_name(gw: Harness) -> None:
     """The page a verification link opens is headed and titled with the organisation."""
-    async with _client(gw) as client, client.get("/v/not-a-token") as page:
+    async with gw.web_client() as client, client.get("/v/not-a-token") as page:
         text = await page.text()
     brand, title = _brand_and_title(text)
     assert brand == ORGANISATION and title.endswith(f" · {ORGANISATION}")

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import TextIO
 
 from gateway.audit import AuditLog
-from gateway.config import DEFAULT_DATA_DIR, Config, ConfigError, load_config
+from gateway.config import DEFAULT_DATA_DIR, Config, ConfigError, DkimConfig, load_config
 from gateway.portalstore import PORTAL_DB_FILE, PortalStore
 from gateway.users import UserStore
 from policies.loader import EMBEDDED_FILES, Policy, PolicyError, parse_policy
 from policies.model import Snapshot
 from transports.crypto import KEYS_FILE, CryptoError, Keyring
+from transports.dkim import DkimKeyError, DkimSigner, key_path
 from verification.registry import Registry
 
 
@@ -53,6 +54,18 @@ def open_keyring(data_dir: Path, text: str | None) -> Keyring:
             return Keyring.from_text(text, "$CASEGATE_PORTAL_KEYS")
         return Keyring.load_or_create(data_dir / KEYS_FILE, datetime.now(UTC))
     except CryptoError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def dkim_signer(config: DkimConfig, data_dir: Path) -> DkimSigner | None:
+    """The DKIM signer `[dkim]` asks for (None when it names no domain); a missing or unusable
+    key is a ConfigError, so casegate never starts sending unsigned mail by mistake."""
+    if not config.domain:
+        return None
+    try:
+        return DkimSigner.load(key_path(data_dir, config.key_file, config.selector),
+                               config.domain.rstrip("."), config.selector, config.headers)
+    except DkimKeyError as exc:
         raise ConfigError(str(exc)) from None
 
 

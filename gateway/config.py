@@ -9,10 +9,13 @@ A bad file is a `ConfigError` whose message names the file, the key and what is 
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, get_type_hints
+
+from transports.dkim import DEFAULT_HEADERS
 
 DEFAULT_DATA_DIR = Path("casegate-data")
 
@@ -105,6 +108,16 @@ class PortalConfig:
 
 
 @dataclass(frozen=True)
+class DkimConfig:
+    # Signing domain (d=) for the mail casegate writes or rewrites; empty: nothing is signed.
+    domain: str = ""
+    selector: str = "casegate"  # the key is published at <selector>._domainkey.<domain>
+    # PEM private key, relative to the data directory; empty: dkim-<selector>.pem there.
+    key_file: str = ""
+    headers: tuple[str, ...] = DEFAULT_HEADERS  # header fields signed; must include from
+
+
+@dataclass(frozen=True)
 class Config:
     source: str = "<defaults>"
     data_dir: str = str(DEFAULT_DATA_DIR)  # SQLite files, keys, certificate, outbox
@@ -116,6 +129,7 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     portal: PortalConfig = field(default_factory=PortalConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
 
 
 def load_config(path: Path | None) -> Config:
@@ -132,6 +146,7 @@ def load_config(path: Path | None) -> Config:
         raise ConfigError(f"{path}: is not valid TOML ({exc})") from None
     config = _build(Config, raw, str(path), "")
     _check_choices(config, str(path))
+    _check_dkim(config.dkim, str(path))
     return replace(config, source=str(path))
 
 
@@ -149,6 +164,20 @@ def _check_choices(config: Config, source: str) -> None:
         if value not in allowed:
             raise ConfigError(
                 f"{source}: '{key}' must be one of {', '.join(allowed)} (not {value!r})")
+
+
+_DNS_LABELS = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
+def _check_dkim(dkim: DkimConfig, source: str) -> None:
+    """With a signing domain: a selector and domain DNS can hold, and From among the headers."""
+    if not dkim.domain:
+        return
+    for key, value in (("dkim.domain", dkim.domain.rstrip(".")), ("dkim.selector", dkim.selector)):
+        if not _DNS_LABELS.fullmatch(value):
+            raise ConfigError(f"{source}: '{key}' must be a DNS name in ASCII (not {value!r})")
+    if "from" not in {h.lower() for h in dkim.headers}:
+        raise ConfigError(f"{source}: 'dkim.headers' must include from (RFC 6376 5.4)")
 
 
 def _build(cls: type, raw: dict[str, Any], source: str, prefix: str) -> Any:

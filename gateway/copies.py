@@ -13,6 +13,10 @@ this interpreter is treated as unpatched, so no decoded value is ever written ba
 - A split (DESIGN ruling 5) gives each external recipient a copy on which only their own address
   appears (`To:` rewritten, `Cc:` removed); internal recipients share one copy of the original.
 - A header value we write that contains CR, LF or NUL is refused with `HeaderError`.
+- Each copy says whether its header fields are the submitted ones (`Origin.RELAYED`: only the
+  trace field added on top) or were changed (`Origin.REWRITTEN`: a split copy, a stripped Bcc or
+  override header, a Subject without its override tag); the way out signs the changed ones with
+  the organisation's DKIM key (transports/dkim.py).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from email.policy import default as default_policy
 
 from policies import header_signals
 from policies.model import Action, Category, Decision
-from transports.base import Copy
+from transports.base import Copy, Origin
 
 TRACE_HEADER = "X-Casegate-Decision"
 DEFAULT_OVERRIDE_HEADER = "X-Casegate-Override"  # policy.content.override_header
@@ -125,10 +129,14 @@ def outgoing_copies(
     The submitted message is split (unless the caller has: `split`, of these same bytes) and
     cleaned once for both; `override_header` (consumed by the engine) is stripped.
     """
-    message = _outgoing(split if split is not None else RawMessage.split(raw), override_header,
-                        subject_tag)
+    submitted = split if split is not None else RawMessage.split(raw)
+    message = _outgoing(submitted, override_header, subject_tag)
     trace = header_field(TRACE_HEADER, decision_id)
-    return _plain(raw, decision, message, trace), _sealed(raw, decision, message, trace)
+    # A copy of the cleaned message is relayed unchanged when cleaning dropped or rewrote
+    # nothing; then the sender's own DKIM signature still holds and casegate adds none.
+    origin = Origin.RELAYED if message.fields == submitted.fields else Origin.REWRITTEN
+    return (_plain(raw, decision, message, trace, origin),
+            _sealed(raw, decision, message, trace, origin))
 
 
 def build_copies(
@@ -142,15 +150,19 @@ def build_copies(
     return outgoing_copies(raw, decision, decision_id, override_header, subject_tag)[0]
 
 
-def _plain(raw: bytes, decision: Decision, message: RawMessage, trace: bytes) -> tuple[Copy, ...]:
+def _plain(raw: bytes, decision: Decision, message: RawMessage, trace: bytes,
+           origin: Origin) -> tuple[Copy, ...]:
     """The copies for PLAIN recipients: one or more, each with its envelope and bytes.
 
+    `origin` is that of a copy of `message` as it is; a split copy is always REWRITTEN.
     The caller refuses the message before this when any recipient is blocked.
     """
     plain = [rd for rd in decision.recipients if rd.action is Action.PLAIN]
     if not decision.split:
+        if not plain:
+            return ()
         envelope = tuple(rd.recipient.address for rd in plain)
-        return (_copy(raw, decision.sender, envelope, message.with_fields(trace)),) if plain else ()
+        return (_copy(raw, decision.sender, envelope, message.with_fields(trace), origin),)
     internal = tuple(
         rd.recipient.address for rd in plain if rd.recipient.category is Category.INTERNAL
     )
@@ -159,13 +171,15 @@ def _plain(raw: bytes, decision: Decision, message: RawMessage, trace: bytes) ->
     ]
     copies: list[Copy] = []
     if internal:
-        copies.append(_copy(raw, decision.sender, internal, message.with_fields(trace)))
+        copies.append(_copy(raw, decision.sender, internal, message.with_fields(trace), origin))
     for address in external:
-        copies.append(_copy(raw, decision.sender, (address,), _own(message, trace, address)))
+        copies.append(_copy(raw, decision.sender, (address,), _own(message, trace, address),
+                            Origin.REWRITTEN))
     return tuple(copies)
 
 
-def _sealed(raw: bytes, decision: Decision, message: RawMessage, trace: bytes) -> tuple[Copy, ...]:
+def _sealed(raw: bytes, decision: Decision, message: RawMessage, trace: bytes,
+            origin: Origin) -> tuple[Copy, ...]:
     """One copy per ENCRYPT recipient, for the encrypted (portal) transport.
 
     On a split message each shows only its own recipient, as the plain copies do.
@@ -175,8 +189,11 @@ def _sealed(raw: bytes, decision: Decision, message: RawMessage, trace: bytes) -
         if rd.action is not Action.ENCRYPT:
             continue
         address = rd.recipient.address
-        shown = _own(message, trace, address) if decision.split else message.with_fields(trace)
-        copies.append(_copy(raw, decision.sender, (address,), shown))
+        if decision.split:
+            shown, shown_origin = _own(message, trace, address), Origin.REWRITTEN
+        else:
+            shown, shown_origin = message.with_fields(trace), origin
+        copies.append(_copy(raw, decision.sender, (address,), shown, shown_origin))
     return tuple(copies)
 
 
@@ -236,7 +253,8 @@ def _own(message: RawMessage, trace: bytes, address: str) -> RawMessage:
     return message.without(RECIPIENT_FIELDS).with_fields(trace, header_field("To", address))
 
 
-def _copy(raw: bytes, sender: str, recipients: Sequence[str], message: RawMessage) -> Copy:
+def _copy(raw: bytes, sender: str, recipients: Sequence[str], message: RawMessage,
+          origin: Origin) -> Copy:
     """A Copy whose key is the same for the same submitted message and envelope.
 
     A client that retries after a 4xx submits the same bytes again; the key lets the transport
@@ -251,4 +269,5 @@ def _copy(raw: bytes, sender: str, recipients: Sequence[str], message: RawMessag
         mail_from=sender,
         recipients=tuple(recipients),
         data=message.to_bytes(),
+        origin=origin,
     )

@@ -20,6 +20,20 @@ class Outcome(StrEnum):
     PERMANENT = "permanent"  # will never work: 5xx
 
 
+class Origin(StrEnum):
+    """Who wrote a copy's header block: what decides whether it is signed (transports.dkim)."""
+
+    RELAYED = "relayed"  # the submitted message as it came, only trace fields added on top
+    REWRITTEN = "rewritten"  # a submitted message whose header fields casegate changed
+    AUTHORED = "authored"  # a message casegate wrote itself (notifications, codes, alerts)
+
+    @property
+    def needs_signature(self) -> bool:
+        """Whether the organisation's DKIM signature must be added: the sender's own
+        signature (if any) cannot cover what casegate wrote."""
+        return self is not Origin.RELAYED
+
+
 @dataclass(frozen=True)
 class Copy:
     """One message to hand over: the exact bytes, CRLF line endings, and its envelope."""
@@ -28,6 +42,7 @@ class Copy:
     mail_from: str
     recipients: tuple[str, ...]
     data: bytes
+    origin: Origin = Origin.AUTHORED  # whether casegate wrote or changed it (then it is signed)
 
 
 @dataclass(frozen=True)

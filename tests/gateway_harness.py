@@ -135,15 +135,16 @@ class Harness:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-def write_config(path: Path, sink: Sink | None, **smtp: Any) -> Path:
-    """A config file: every port 0, the sink as upstream (plain SMTP on loopback)."""
+def write_config(path: Path, sink: Sink | None, extra_config: str = "", **smtp: Any) -> Path:
+    """A config file: every port 0, the sink as upstream (plain SMTP on loopback), then
+    `extra_config` (TOML sections of the test's own)."""
     settings = {"port": 0, "tls_port": 0, "auth_failure_delay": 0.01, **smtp}
     lines = ["[smtp]"] + [f"{key} = {_toml(value)}" for key, value in settings.items()]
     lines += ["[http]", "port = 0"]
     if sink is not None:
         lines += ["[upstream]", f'host = "{sink.host}"', f"port = {sink.port}", 'tls = "none"',
                   "timeout = 5.0"]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text("\n".join(lines) + "\n" + extra_config, encoding="utf-8")
     return path
 
 
@@ -159,10 +160,10 @@ def _toml(value: Any) -> str:
 
 @asynccontextmanager
 async def running_gateway(tmp_path: Path, sink: Sink | None, *, implicit_tls: bool = False,
-                          encrypted: Transport | None = None,
+                          encrypted: Transport | None = None, extra_config: str = "",
                           **smtp: Any) -> AsyncIterator[Harness]:
     """Start the gateway (with a staff account) and stop it, and its stores, at the end."""
-    config = write_config(tmp_path / "casegate.toml", sink, **smtp)
+    config = write_config(tmp_path / "casegate.toml", sink, extra_config, **smtp)
     app = App.open(config, tmp_path / "data")
     try:
         app.users.add(STAFF, PASSWORD, send_as=(SEND_AS,))

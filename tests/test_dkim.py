@@ -25,7 +25,7 @@ from policies.model import (
     Stage,
 )
 from tests.dkimkit import DOMAIN, SELECTOR, dnsfunc
-from transports.base import Copy, Origin
+from transports.base import Copy, Origin, Outcome
 from transports.dkim import DkimSigner, SigningTransport, make_key, txt_record, zone_line
 from transports.outbox import MaildirOutbox
 
@@ -169,3 +169,16 @@ async def test_signing_transport_signs_what_casegate_wrote_and_leaves_relayed_ma
         assert dkim.verify(filed[address], dnsfunc=ours)
     assert filed["gran@hotmail.com"] == relayed
     assert dkim.verify(filed["gran@hotmail.com"], dnsfunc=ours)
+
+
+async def test_a_copy_that_cannot_be_signed_is_not_sent_unsigned(tmp_path: Path) -> None:
+    """When signing fails the delivery is PERMANENT and nothing reaches the outbox."""
+    broken = DkimSigner(domain=DOMAIN, selector=SELECTOR, private_key=b"not a key")
+    transport = SigningTransport(MaildirOutbox(tmp_path / "outbox"), broken)
+    try:
+        result = await transport.deliver([Copy("k1", SENDER, ("mum@gmail.com",), RAW)])
+    finally:
+        await transport.close()
+    assert result.outcome is Outcome.PERMANENT and "DKIM" in result.detail
+    assert not (tmp_path / "outbox" / "new").exists() or not any(
+        (tmp_path / "outbox" / "new").iterdir())

@@ -148,9 +148,9 @@ async def test_signing_transport_signs_what_casegate_wrote_and_leaves_relayed_ma
     their_line = zone_line("exch", "sender.example", txt_record(theirs))
     relayed = dkim.sign(RAW, b"exch", b"sender.example", theirs,
                         canonicalize=(b"relaxed", b"relaxed")) + RAW
-    copies = [Copy("k1", SENDER, ("mum@gmail.com",), RAW, Origin.AUTHORED),
-              Copy("k2", SENDER, ("dad@yahoo.co.uk",), RAW, Origin.REWRITTEN),
-              Copy("k3", SENDER, ("gran@hotmail.com",), relayed, Origin.RELAYED)]
+    copies = [Copy("k1", SENDER, ("mum@gmail.com",), RAW, origin=Origin.AUTHORED),
+              Copy("k2", SENDER, ("dad@yahoo.co.uk",), RAW, origin=Origin.REWRITTEN),
+              Copy("k3", SENDER, ("gran@hotmail.com",), relayed, origin=Origin.RELAYED)]
     outbox = MaildirOutbox(tmp_path / "outbox")
     transport = SigningTransport(outbox, signer)
     try:

@@ -116,7 +116,10 @@ def main_cf(root: Path, relay_port: int, local_domains: Sequence[str]) -> str:
         "alias_maps =",
         "alias_database =",
         "biff = no",
-        "notify_classes =",  # no copies of bounces to a postmaster
+        # A bounce that cannot be returned (its sender was <>) goes to the local postmaster, so
+        # a test sees it at once instead of waiting for mail that will never come.
+        "notify_classes = 2bounce",
+        f"2bounce_notice_recipient = postmaster@{local_domains[0]}",
         "",
     ])
 

@@ -37,7 +37,7 @@ from gateway.auditstore import StoredEvent
 from gateway.config import Config, ConfigError
 from gateway.links import public_url
 from policies.model import Rule
-from transports.base import Copy, Transport
+from transports.base import Copy, Origin, Transport
 
 log = structlog.get_logger("casegate.alerts")
 
@@ -232,7 +232,8 @@ class Alerter:
     async def _deliver(self, key: str, subject: str, intro: list[str], body: list[str]) -> bool:
         data = compose(self.settings, subject, intro, body, self._clock())
         copy = Copy(key=key, mail_from=self.settings.sender,
-                    recipients=(self.settings.governance_address,), data=data)
+                    recipients=(self.settings.governance_address,), data=data,
+                    origin=Origin.AUTHORED)
         result = await self.transport.deliver([copy])
         if not result.ok:
             log.warning("alert-not-delivered", key=key, outcome=result.outcome.value)

@@ -16,12 +16,20 @@ from pathlib import Path
 from typing import TextIO
 
 from gateway.audit import AuditLog
-from gateway.config import DEFAULT_DATA_DIR, Config, ConfigError, load_config, os_reason
+from gateway.config import (
+    DEFAULT_DATA_DIR,
+    Config,
+    ConfigError,
+    DkimConfig,
+    load_config,
+    os_reason,
+)
 from gateway.portalstore import PORTAL_DB_FILE, PortalStore
 from gateway.users import UserStore
 from policies.loader import EMBEDDED_FILES, Policy, PolicyError, parse_policy
 from policies.model import Snapshot
 from transports.crypto import KEYS_FILE, CryptoError, Keyring
+from transports.dkim import DkimKeyError, DkimSigner, key_path
 from verification.registry import Registry
 
 
@@ -66,6 +74,18 @@ def resolve_data_dir(config: Config, config_path: Path | None, data_dir: Path | 
     if config_path is not None and not root.is_absolute():
         return config_path.parent / root
     return root
+
+
+def dkim_signer(config: DkimConfig, data_dir: Path) -> DkimSigner | None:
+    """The DKIM signer `[dkim]` asks for (None when it names no domain); a missing or unusable
+    key is a ConfigError, so casegate never starts sending unsigned mail by mistake."""
+    if not config.domain:
+        return None
+    try:
+        return DkimSigner.load(key_path(data_dir, config.key_file, config.selector),
+                               config.domain.rstrip("."), config.selector, config.headers)
+    except DkimKeyError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass

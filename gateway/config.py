@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from policies.loader import GRADES
+from transports.dkim import DEFAULT_HEADERS
 
 DEFAULT_DATA_DIR = Path("casegate-data")
 MIN_TOKEN_LENGTH = 16  # a metrics bearer token shorter than this is refused as guessable
@@ -138,6 +139,16 @@ class PortalConfig:
 
 
 @dataclass(frozen=True)
+class DkimConfig:
+    # Signing domain (d=) for the mail casegate writes or rewrites; empty: nothing is signed.
+    domain: str = ""
+    selector: str = "casegate"  # the key is published at <selector>._domainkey.<domain>
+    # PEM private key, relative to the data directory; empty: dkim-<selector>.pem there.
+    key_file: str = ""
+    headers: tuple[str, ...] = DEFAULT_HEADERS  # header fields signed; must include from
+
+
+@dataclass(frozen=True)
 class Config:
     source: str = "<defaults>"
     data_dir: str = str(DEFAULT_DATA_DIR)  # SQLite files, keys, certificate, outbox
@@ -150,6 +161,7 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     portal: PortalConfig = field(default_factory=PortalConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
 
 
 def load_config(path: Path | None) -> Config:
@@ -168,6 +180,7 @@ def load_config(path: Path | None) -> Config:
     _check_choices(config, str(path))
     check_values(config, str(path))
     _check_metrics(config.metrics, str(path))
+    _check_dkim(config.dkim, str(path))
     return replace(config, source=str(path))
 
 
@@ -371,6 +384,20 @@ def check_values(config: Config, source: str) -> None:
         problem = check(getattr(getattr(config, section), name))
         if problem:
             raise ConfigError(f"{source}: '{key}' {problem}")
+
+
+_DNS_LABELS = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
+def _check_dkim(dkim: DkimConfig, source: str) -> None:
+    """With a signing domain: a selector and domain DNS can hold, and From among the headers."""
+    if not dkim.domain:
+        return
+    for key, value in (("dkim.domain", dkim.domain.rstrip(".")), ("dkim.selector", dkim.selector)):
+        if not _DNS_LABELS.fullmatch(value):
+            raise ConfigError(f"{source}: '{key}' must be a DNS name in ASCII (not {value!r})")
+    if "from" not in {h.lower() for h in dkim.headers}:
+        raise ConfigError(f"{source}: 'dkim.headers' must include from (RFC 6376 5.4)")
 
 
 def _build(cls: type, raw: dict[str, Any], source: str, prefix: str) -> Any:

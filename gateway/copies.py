@@ -18,6 +18,10 @@ this interpreter is treated as unpatched, so no decoded value is ever written ba
 - A rewritten `To:` keeps the display name the original To or Cc gave that address (decoded by
   the header parser only to find the name: the address written is always the envelope's).
 - A header value we write that contains CR, LF or NUL is refused with `HeaderError`.
+- Each copy says whether its header fields are the submitted ones (`Origin.RELAYED`: only the
+  trace field added on top) or were changed (`Origin.REWRITTEN`: a split copy, a stripped Bcc or
+  override header, a Subject without its override tag); the way out signs the changed ones with
+  the organisation's DKIM key (transports/dkim.py).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any
 
 from policies import header_signals
 from policies.model import Action, Category, Decision
-from transports.base import NO_DSN, Copy, Dsn
+from transports.base import NO_DSN, Copy, Dsn, Origin
 
 TRACE_HEADER = "X-Casegate-Decision"
 DEFAULT_OVERRIDE_HEADER = "X-Casegate-Override"  # policy.content.override_header
@@ -201,11 +205,14 @@ def outgoing_copies(
     cleaned once for both; `override_header` (consumed by the engine) is stripped. With
     `received`, each copy gets a Received field; `dsn` and `smtputf8` go with every copy.
     """
-    message = _outgoing(split if split is not None else RawMessage.split(raw), override_header,
-                        subject_tag)
+    submitted = split if split is not None else RawMessage.split(raw)
+    message = _outgoing(submitted, override_header, subject_tag)
     trace = header_field(TRACE_HEADER, decision_id)
-    plain = _plain(raw, decision, message, trace)
-    sealed = _sealed(raw, decision, message, trace)
+    # A copy of the cleaned message is relayed unchanged when cleaning dropped or rewrote
+    # nothing; then the sender's own DKIM signature still holds and casegate adds none.
+    origin = Origin.RELAYED if message.fields == submitted.fields else Origin.REWRITTEN
+    plain = _plain(raw, decision, message, trace, origin)
+    sealed = _sealed(raw, decision, message, trace, origin)
     if received is None and not dsn and not smtputf8:
         return plain, sealed
     return (tuple(_finished(c, received, dsn, smtputf8) for c in plain),
@@ -229,15 +236,19 @@ def build_copies(
     return outgoing_copies(raw, decision, decision_id, override_header, subject_tag)[0]
 
 
-def _plain(raw: bytes, decision: Decision, message: RawMessage, trace: bytes) -> tuple[Copy, ...]:
+def _plain(raw: bytes, decision: Decision, message: RawMessage, trace: bytes,
+           origin: Origin) -> tuple[Copy, ...]:
     """The copies for PLAIN recipients: one or more, each with its envelope and bytes.
 
+    `origin` is that of a copy of `message` as it is; a split copy is always REWRITTEN.
     The caller refuses the message before this when any recipient is blocked.
     """
     plain = [rd for rd in decision.recipients if rd.action is Action.PLAIN]
     if not decision.split:
+        if not plain:
+            return ()
         envelope = tuple(rd.recipient.address for rd in plain)
-        return (_copy(raw, decision.sender, envelope, message.with_fields(trace)),) if plain else ()
+        return (_copy(raw, decision.sender, envelope, message.with_fields(trace), origin),)
     internal = tuple(
         rd.recipient.address for rd in plain if rd.recipient.category is Category.INTERNAL
     )
@@ -246,13 +257,15 @@ def _plain(raw: bytes, decision: Decision, message: RawMessage, trace: bytes) ->
     ]
     copies: list[Copy] = []
     if internal:
-        copies.append(_copy(raw, decision.sender, internal, message.with_fields(trace)))
+        copies.append(_copy(raw, decision.sender, internal, message.with_fields(trace), origin))
     for address in external:
-        copies.append(_copy(raw, decision.sender, (address,), _own(message, trace, address)))
+        copies.append(_copy(raw, decision.sender, (address,), _own(message, trace, address),
+                            Origin.REWRITTEN))
     return tuple(copies)
 
 
-def _sealed(raw: bytes, decision: Decision, message: RawMessage, trace: bytes) -> tuple[Copy, ...]:
+def _sealed(raw: bytes, decision: Decision, message: RawMessage, trace: bytes,
+            origin: Origin) -> tuple[Copy, ...]:
     """One copy per ENCRYPT recipient, for the encrypted (portal) transport.
 
     On a split message each shows only its own recipient, as the plain copies do.
@@ -262,8 +275,11 @@ def _sealed(raw: bytes, decision: Decision, message: RawMessage, trace: bytes) -
         if rd.action is not Action.ENCRYPT:
             continue
         address = rd.recipient.address
-        shown = _own(message, trace, address) if decision.split else message.with_fields(trace)
-        copies.append(_copy(raw, decision.sender, (address,), shown))
+        if decision.split:
+            shown, shown_origin = _own(message, trace, address), Origin.REWRITTEN
+        else:
+            shown, shown_origin = message.with_fields(trace), origin
+        copies.append(_copy(raw, decision.sender, (address,), shown, shown_origin))
     return tuple(copies)
 
 
@@ -367,7 +383,8 @@ def _display_name(message: RawMessage, address: str) -> str:
     return ""
 
 
-def _copy(raw: bytes, sender: str, recipients: Sequence[str], message: RawMessage) -> Copy:
+def _copy(raw: bytes, sender: str, recipients: Sequence[str], message: RawMessage,
+          origin: Origin) -> Copy:
     """A Copy whose key is the same for the same submitted message and envelope.
 
     A client that retries after a 4xx submits the same bytes again; the key lets the transport
@@ -382,4 +399,5 @@ def _copy(raw: bytes, sender: str, recipients: Sequence[str], message: RawMessag
         mail_from=sender,
         recipients=tuple(recipients),
         data=message.to_bytes(),
+        origin=origin,
     )

@@ -30,7 +30,7 @@ from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING
 
 from policies.model import Decision, Override
-from transports.base import Copy, Outcome
+from transports.base import Copy, Origin, Outcome
 
 if TYPE_CHECKING:
     from gateway.pipeline import Reply, Services, Submission
@@ -154,7 +154,8 @@ async def _send(services: Services, submission: Submission, decision: Decision,
                         services.clock())
     sender = app.config.audit.alert_from or f"casegate@{app.config.smtp.hostname}"
     copy = Copy(key=notice_key(submission.raw, told), mail_from=sender,
-                recipients=tuple(told), data=compose(notice, sender, told))
+                recipients=tuple(told), data=compose(notice, sender, told),
+                origin=Origin.AUTHORED)
     result = await services.transport.deliver((copy,))
     if result.ok:
         await audit(services, "override-notified", rule=decision.overrides_applied[0].rule_id,

@@ -474,14 +474,17 @@ async def record_decision(services: Services, decision: Decision, decision_id: s
 
 
 def refusal_reply(decision: Decision) -> Reply | None:
-    """Any block refuses the whole message: 550, one line per reason, nothing leaves."""
+    """Any block refuses the whole message: 550, one line per reason, then one line citing
+    each rule that refused (its paragraph and id), so the sender's bounce says which part of
+    the policy applies; nothing leaves."""
     if decision.verdict is not Verdict.REFUSE:
         return None
-    codes = [r.rule.smtp_code for r in decision.refusals] + [
-        rd.rule.smtp_code for rd in decision.recipients if rd.action is Action.BLOCK
+    rules = [r.rule for r in decision.refusals] + [
+        rd.rule for rd in decision.recipients if rd.action is Action.BLOCK
     ]
     reasons = decision.reasons() or ["The message breaks the transfer policy."]
-    return Reply.of(550, codes[0] if codes else "5.7.1", *reasons)
+    cited = list(dict.fromkeys(f"Policy: {rule.citation} (rule {rule.id})." for rule in rules))
+    return Reply.of(550, rules[0].smtp_code if rules else "5.7.1", *reasons, *cited)
 
 
 def held_for_encryption_reply(decision: Decision) -> Reply | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from gateway.app import App
+from gateway.app import App, dkim_signer
 from gateway.config import Config, StartupError, os_reason, read_bearer_token
 from gateway.http import build_metrics_app, build_web_app
 from gateway.pipeline import Services
@@ -31,6 +31,7 @@ from gateway.smtp import GatewaySMTP, IPNetwork, SubmissionHandler
 from gateway.smtp_limits import ConnectionLimiter, ConnectionLimits
 from gateway.tls import CertificatePair, ensure_certificate, normalise_fingerprint
 from transports.base import Transport
+from transports.dkim import SigningTransport
 
 log = structlog.get_logger("casegate.server")
 
@@ -93,8 +94,17 @@ class Gateway:
         services.app.audit.store.commit_timer = None
 
 
-def build_transport(app: App) -> Transport:
-    """The way out: the upstream smarthost when one is configured, else the outbox Maildir."""
+def build_transport(app: App, way_out: Transport | None = None) -> Transport:
+    """The way out (`way_out`, else the upstream smarthost when one is configured, else the
+    outbox Maildir), signing what casegate wrote or rewrote when `[dkim]` names a domain.
+
+    Raises ConfigError when the DKIM key cannot be used."""
+    way_out = way_out or _way_out(app)
+    signer = dkim_signer(app.config.dkim, app.data_dir)
+    return SigningTransport(way_out, signer) if signer is not None else way_out
+
+
+def _way_out(app: App) -> Transport:
     upstream = app.config.upstream
     if upstream.host:
         from transports.ledger import Ledger
@@ -143,7 +153,8 @@ async def start_gateway(
     """Bind and start every listener the config asks for.
 
     `implicit_tls_port` overrides `smtp.tls_port` (where 0 means disabled): here 0 means any
-    free port. `transport` overrides the one the config names (tests, the benchmark).
+    free port. `transport` overrides the one the config names (tests, the benchmark); either
+way, what casegate wrote or rewrote is DKIM-signed when `[dkim]` names a domain.
     `encrypted` carries the copies for `encrypt` recipients (the portal); without it they are
     held with a 451 (fail closed). `http=False` starts neither HTTP listener.
     """
@@ -159,7 +170,7 @@ async def start_gateway(
     services = Services(
         app=app,
         users=app.users,
-        transport=transport or build_transport(app),
+        transport=build_transport(app, transport),
         encrypted=encrypted,
         throttle=AuthThrottle(
             max_failures=config.smtp.auth_max_failures,

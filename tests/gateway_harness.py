@@ -144,10 +144,12 @@ class Harness:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-def write_config(path: Path, sink: Sink | None, *, metrics: dict[str, Any] | None = None,
-                 organisation: str | None = None, **smtp: Any) -> Path:
+def write_config(path: Path, sink: Sink | None, extra_config: str = "", *,
+                 metrics: dict[str, Any] | None = None, organisation: str | None = None,
+                 **smtp: Any) -> Path:
     """A config file: every port 0, the sink as upstream (plain SMTP on loopback); `metrics`
-    adds keys to the [metrics] section, `organisation` names the agency."""
+    adds keys to the [metrics] section, `organisation` names the agency, then `extra_config`
+    (TOML sections of the test's own)."""
     settings = {"port": 0, "tls_port": 0, "auth_failure_delay": 0.01, **smtp}
     lines = [f"organisation = {_toml(organisation)}"] if organisation is not None else []
     lines += ["[smtp]"] + [f"{key} = {_toml(value)}" for key, value in settings.items()]
@@ -156,7 +158,7 @@ def write_config(path: Path, sink: Sink | None, *, metrics: dict[str, Any] | Non
     if sink is not None:
         lines += ["[upstream]", f'host = "{sink.host}"', f"port = {sink.port}", 'tls = "none"',
                   "timeout = 5.0"]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text("\n".join(lines) + "\n" + extra_config, encoding="utf-8")
     return path
 
 
@@ -172,13 +174,13 @@ def _toml(value: Any) -> str:
 
 @asynccontextmanager
 async def running_gateway(tmp_path: Path, sink: Sink | None, *, implicit_tls: bool = False,
-                          encrypted: Transport | None = None,
+                          encrypted: Transport | None = None, extra_config: str = "",
                           metrics: dict[str, Any] | None = None,
                           organisation: str | None = None,
                           **smtp: Any) -> AsyncIterator[Harness]:
     """Start the gateway (with staff accounts, one of them in governance too) and stop it,
     and its stores, at the end."""
-    config = write_config(tmp_path / "casegate.toml", sink, metrics=metrics,
+    config = write_config(tmp_path / "casegate.toml", sink, extra_config, metrics=metrics,
                           organisation=organisation, **smtp)
     app = App.open(config, tmp_path / "data")
     try:

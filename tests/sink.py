@@ -33,6 +33,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+WAIT_TIMEOUT = 30.0  # seconds `wait_for_messages` waits
+
 
 class Step(StrEnum):
     """Where in the SMTP conversation a fault strikes."""
@@ -198,6 +200,8 @@ class _Handler:
         if reply:
             return reply
         self.sink.messages.append(received)
+        async with self.sink.arrivals:
+            self.sink.arrivals.notify_all()
         return "250 2.0.0 OK queued"
 
     async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -234,6 +238,7 @@ class Sink:
         self.host = "127.0.0.1"
         self.port = 0
         self.messages: list[Received] = []  # accepted with 250
+        self.arrivals = asyncio.Condition()  # notified at each message accepted
         self.unanswered: list[Received] = []  # bytes arrived, then dropped or hung: no reply
         self.faults: list[Fault] = []
         self.stats = _Stats()
@@ -340,6 +345,13 @@ class Sink:
                 self.stats.auth_logins.append(user)
                 return AuthResult(success=True)
         return AuthResult(success=False, handled=False)
+
+    async def wait_for_messages(self, count: int) -> list[Received]:
+        """Every message accepted, once there are at least `count` (for mail that another MTA
+        hands on in its own time); TimeoutError after WAIT_TIMEOUT seconds."""
+        async with asyncio.timeout(WAIT_TIMEOUT), self.arrivals:
+            await self.arrivals.wait_for(lambda: len(self.messages) >= count)
+        return list(self.messages)
 
     async def start(self) -> Sink:
         loop = asyncio.get_running_loop()

@@ -54,6 +54,20 @@ class Dsn:
 NO_DSN = Dsn()
 
 
+class Origin(StrEnum):
+    """Who wrote a copy's header block: what decides whether it is signed (transports.dkim)."""
+
+    RELAYED = "relayed"  # the submitted message as it came, only trace fields added on top
+    REWRITTEN = "rewritten"  # a submitted message whose header fields casegate changed
+    AUTHORED = "authored"  # a message casegate wrote itself (notifications, codes, alerts)
+
+    @property
+    def needs_signature(self) -> bool:
+        """Whether the organisation's DKIM signature must be added: the sender's own
+        signature (if any) cannot cover what casegate wrote."""
+        return self is not Origin.RELAYED
+
+
 @dataclass(frozen=True)
 class Copy:
     """One message to hand over: the exact bytes, CRLF line endings, and its envelope.
@@ -67,6 +81,7 @@ class Copy:
     data: bytes
     dsn: Dsn = NO_DSN  # passed on when the upstream offers DSN, else dropped
     smtputf8: bool = False  # the client said SMTPUTF8 on MAIL: say it upstream when offered
+    origin: Origin = Origin.AUTHORED  # whether casegate wrote or changed it (then it is signed)
 
 
 @dataclass(frozen=True)

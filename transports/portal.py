@@ -43,6 +43,7 @@ import structlog
 from transports.base import (
     Copy,
     DeliveryResult,
+    Origin,
     Outcome,
     Problem,
     Ready,
@@ -165,7 +166,8 @@ class PortalDelivery:
             "link": self.links(link_token), "expires": expires.strftime("%d %B %Y %H:%M")})
         mail = _mail(copy.mail_from, recipient, subject, body, self.clock())
         return Copy(key=_derived_key(copy.key, recipient, f"notification {copy_id}"),
-                    mail_from=copy.mail_from, recipients=(recipient,), data=mail.as_bytes())
+                    mail_from=copy.mail_from, recipients=(recipient,), data=mail.as_bytes(),
+                    origin=Origin.AUTHORED)
 
 
 # -- the other mails the portal sends -----------------------------------------------------
@@ -177,7 +179,7 @@ def code_email(settings: PortalSettings, recipient: str, sender: str, code: str,
     body = fill_and_flow(_template("code.txt"), {"sender": sender, "code": code})
     mail = _mail(settings.from_address, recipient, "Your one-time code", body, now)
     return Copy(key=secrets.token_hex(16), mail_from=settings.from_address,
-                recipients=(recipient,), data=mail.as_bytes())
+                recipients=(recipient,), data=mail.as_bytes(), origin=Origin.AUTHORED)
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,7 @@ def reply_email(settings: PortalSettings, *, recipient: str, sender: str, decisi
         mail.add_attachment(upload.data, maintype=maintype, subtype=subtype,
                             filename=safe_filename(upload.filename))
     return Copy(key=secrets.token_hex(16), mail_from=settings.from_address, recipients=(sender,),
-                data=mail.as_bytes())
+                data=mail.as_bytes(), origin=Origin.AUTHORED)
 
 
 def reply_subject(original: str, recipient: str) -> str:

@@ -32,7 +32,7 @@ import dns.asyncresolver
 from policies.loader import Policy
 from policies.model import Category, Role, Snapshot
 from policies.recipients import classify_recipient
-from transports.base import Copy, Transport
+from transports.base import Copy, Origin, Transport
 from verification.dns import Deliverability, DomainCheck, check_domain
 from verification.registry import (
     AlreadyPending,
@@ -507,7 +507,7 @@ class Workflow:
 
     async def _send(self, key: str, mail: Mail) -> bool:
         copy = Copy(key=key, mail_from=mail.sender, recipients=(mail.to,),
-                    data=mail.as_bytes(self.clock()))
+                    data=mail.as_bytes(self.clock()), origin=Origin.AUTHORED)
         result = await self.transport.deliver([copy])
         return result.ok
 

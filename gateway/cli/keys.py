@@ -1,11 +1,18 @@
-"""`casegate keys list|rotate`: the secure portal's master keys.
+"""`casegate keys list|rotate|dkim`: the secure portal's master keys, and the DKIM key.
 
     casegate keys list [--json]     key ids, when made, which is current, how many copies use it
     casegate keys rotate            add a new current key; old copies stay readable
+    casegate keys dkim [--domain D] [--selector S] [--force]
+                                    make the DKIM signing key, print its DNS record
+    casegate keys dkim --print      print the DNS record of the existing DKIM key again
 
 Keys live in the data directory (`portal-keys.json`, mode 0600) unless $CASEGATE_PORTAL_KEYS
 holds them; then `rotate` prints the new keyring (JSON) for the operator to store there, and
 writes nothing. Rotation is an audit event ("key-rotated").
+
+The DKIM key (`dkim-<selector>.pem` in the data directory unless `dkim.key_file` says where,
+mode 0600) is never overwritten without `--force`. The record printed is one zone-file line:
+`<selector>._domainkey.<domain>. IN TXT "v=DKIM1; k=rsa; p=..."`, in strings of 255 octets.
 """
 
 from __future__ import annotations
@@ -15,13 +22,15 @@ import json
 import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
-from gateway.cli.common import add_common, open_app
+from gateway.cli.common import UsageError, add_common, open_app
 from transports.crypto import KEYS_FILE
+from transports.dkim import DkimKeyError, key_path, make_key, txt_record, zone_line
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("keys", help="list or rotate the secure portal's master keys",
+    parser = sub.add_parser("keys", help="the portal's master keys; the DKIM signing key",
                             description="List or rotate the master keys that wrap the data "
                             "keys of portal copies. Rotation never re-encrypts old copies.")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -32,6 +41,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     rotate = actions.add_parser("rotate", help="make a new key current")
     add_common(rotate)
     rotate.set_defaults(func=rotate_keys)
+    dkim = actions.add_parser("dkim", help="make the DKIM signing key and print its DNS record",
+                              description="Make the 2048-bit RSA key casegate signs with "
+                              "(mode 0600, in the data directory) and print the TXT record to "
+                              "publish. Domain and selector default to the config's [dkim].")
+    add_common(dkim)
+    dkim.add_argument("--domain", help="signing domain (default: dkim.domain)")
+    dkim.add_argument("--selector", help="selector (default: dkim.selector)")
+    dkim.add_argument("--force", action="store_true", help="replace an existing key")
+    dkim.add_argument("--print", dest="print_only", action="store_true",
+                      help="print the record of the existing key; make nothing")
+    dkim.set_defaults(func=dkim_key)
 
 
 def list_keys(args: argparse.Namespace) -> int:
@@ -70,3 +90,51 @@ def rotate_keys(args: argparse.Namespace) -> int:
     else:
         print(f"new current key {rotated.current_id}; older keys kept for older copies")
     return 0
+
+
+def dkim_key(args: argparse.Namespace) -> int:
+    """Make the DKIM key (or, with --print, read it) and print its DNS record."""
+    with open_app(args) as app:
+        config = app.config.dkim
+        domain = (args.domain or config.domain).rstrip(".")
+        selector = args.selector or config.selector
+        path = key_path(app.data_dir, config.key_file, selector)
+    if not domain:
+        raise UsageError("no signing domain: give --domain or set dkim.domain")
+    if args.print_only:
+        pem = _read_key(path)
+    elif path.exists() and not args.force:
+        raise UsageError(f"a DKIM key already exists at {path}: print its record with "
+                         f"'casegate keys dkim --print', or replace it with --force")
+    else:
+        pem = make_key()
+        _write_key(path, pem)
+        print(f"wrote {path}; publish this record, then set dkim.domain = \"{domain}\" and "
+              f"dkim.selector = \"{selector}\"", file=sys.stderr)
+    try:
+        print(zone_line(selector, domain, txt_record(pem)))
+    except DkimKeyError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    return 0
+
+
+def _read_key(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"the DKIM key {path} cannot be read ({exc.__class__.__name__}); "
+                         f"make one with 'casegate keys dkim'") from None
+
+
+def _write_key(path: Path, pem: bytes) -> None:
+    """Write the key readable by its owner only, replacing any other atomically."""
+    temporary = path.with_name(f".{path.name}.new")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(pem)
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise UsageError(f"the DKIM key cannot be written to {path} "
+                         f"({exc.__class__.__name__})") from None

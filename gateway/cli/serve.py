@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import structlog
 
-from gateway.app import App
+from gateway.app import App, dkim_signer
 from gateway.cli.common import UsageError, add_common, open_app
 from gateway.config import Config, check_values, read_bearer_token
 from gateway.server import OUTBOX_DIR, relay_networks, start_gateway
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         app.config = _with_flags(app, args)
         relay_networks(app.config.smtp.relay_from)  # a bad range is a usage error, before binding
         read_bearer_token(app.config)  # so is an unreadable or guessable metrics token file
+        dkim_signer(app.config.dkim, app.data_dir)  # so is an unusable DKIM key
     except ValueError as exc:
         app.close()
         raise UsageError(str(exc)) from None

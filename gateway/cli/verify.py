@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from gateway.cli.common import UsageError, add_common, open_app
+from gateway.config import ConfigError
 from policies.model import Role, Snapshot
 from verification.registry import AlreadyVerified, RegistryEntry, RequestState, VerificationRequest
 from verification.workflow import Ask, RequestResult, check_address, check_case, check_staff
@@ -131,7 +132,10 @@ def run_request(args: argparse.Namespace) -> int:
 
     with open_app(args) as app:
         _case_number(args.case, app.policy)
-        transport = build_transport(app)
+        try:
+            transport = build_transport(app)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
         workflow = build_workflow(app, transport)
         ask = Ask(address=args.address, case_number=args.case, name=args.name,
                   role=Role(args.role), requested_by=args.by, channel="cli")

@@ -34,10 +34,10 @@ from gateway.app import App
 from gateway.copies import (
     HeaderError,
     RawMessage,
+    Trace,
     field_name,
     outgoing_copies,
 )
-from gateway.copies import Trace as Trace
 from gateway.metrics import Metrics, TransportKind
 from gateway.ratelimit import AuthThrottle
 from gateway.users import User, UserStore

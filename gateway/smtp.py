@@ -38,7 +38,8 @@ import structlog
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from gateway import pipeline
-from gateway.pipeline import Reply, Services, Submission, Trace
+from gateway.copies import Trace
+from gateway.pipeline import Reply, Services, Submission
 from gateway.ratelimit import Throttle
 from gateway.smtp_data import read_data
 from gateway.smtp_limits import (

@@ -36,13 +36,14 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.app import read_policy
-from gateway.audit import AUDIT_DB_FILE, AuditLog, EventFilter, format_time
-from gateway.auditkeys import load_or_create_hmac_key
-from gateway.auditstore import GENESIS_MAC, _event_row, canonical_json
+from gateway.audit.keys import load_or_create_hmac_key
+from gateway.audit.store import GENESIS_MAC, _event_row, canonical_json
+from gateway.audit.trail import AUDIT_DB_FILE, AuditLog, EventFilter, format_time
 from gateway.config import Config
-from gateway.users import UserRole, UserStore
-from gateway.web import WebDeps, install
+from gateway.stores.users import UserRole, UserStore
 from gateway.web.auth import AUTH, SESSION_COOKIE
+from gateway.web.pages import WebDeps
+from gateway.web.staff import install
 
 RULES = [
     "personal-address", "unverified-recipient", "editable-document", "lookalike-domain",

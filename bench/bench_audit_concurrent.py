@@ -4,7 +4,7 @@
 
 `--tasks` asyncio tasks each record `--events` events (the "relay" event of a 10 KB message) into
 one fresh store, by two paths in the same run:
-- thread hop: `await asyncio.to_thread(audit.record, ...)` (what gateway/pipeline.py used to do);
+- thread hop: `await asyncio.to_thread(audit.record, ...)` (what gateway/stages/pipeline.py used to do);
 - writer: `await audit.record_async(...)` (the store's writer thread, no thread-pool hop).
 Printed per path (median of `--repeat` runs, alternating paths): process CPU time per event
 (time.process_time, every thread counted), events per second, and the writer/thread-hop ratios.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.audit import AuditLog
+from gateway.audit.trail import AuditLog
 
 Recorder = Callable[[AuditLog, int, int], Awaitable[int]]
 

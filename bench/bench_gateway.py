@@ -105,8 +105,9 @@ async def _serve_aiosmtpd(handler: object) -> None:
 
 async def _serve_gateway(upstream_port: int, data_dir: str) -> None:
     from gateway.app import App
-    from gateway.cli.serve import configure_logging, settle_heap
-    from gateway.server import start_gateway
+    from gateway.cli.serve import settle_heap
+    from gateway.observe.logs import configure_logging
+    from gateway.runtime.server import start_gateway
 
     configure_logging()  # JSON lines, as `casegate serve` writes them
     config = Path(data_dir) / "casegate.toml"

@@ -20,8 +20,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.gateway_harness import STAFF, message, running_gateway  # noqa: E402
-from tests.sink import Sink  # noqa: E402
+from tests.gateway_harness import STAFF, message, running_gateway
+from tests.sink import Sink
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = ("gateway", "transports", "verification")

@@ -1,7 +1,9 @@
-"""The composition root: config, data directory, policy and stores, built once and passed down.
+"""The App: config, data directory, policy, stores and the ways out, built once and passed down.
 
 Every entry point (CLI commands, `serve`) builds one `App` and hands its parts to the code that
-needs them; nothing below reads the config or the environment on its own.
+needs them; nothing below reads the config or the environment on its own. `casegate serve` adds
+the fronts on top of it (`gateway.runtime.server.start_gateway`, the composition root of the
+running gateway): what they share is built here, so a CLI command and the gateway use the same.
 """
 
 from __future__ import annotations
@@ -9,28 +11,46 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
-from gateway.audit import AuditLog
+import dns.asyncresolver
+
+from gateway.audit.trail import AuditLog
 from gateway.config import (
     DEFAULT_DATA_DIR,
     Config,
     ConfigError,
     DkimConfig,
+    StartupError,
     load_config,
     os_reason,
+    public_url,
+    verification_address,
 )
-from gateway.portalstore import PORTAL_DB_FILE, PortalStore
-from gateway.users import UserStore
+from gateway.stores.portal import PORTAL_DB_FILE, PortalStore
+from gateway.stores.users import UserStore
 from policies.loader import EMBEDDED_FILES, Policy, PolicyError, parse_policy
 from policies.model import Snapshot
+from transports.base import Transport
 from transports.crypto import KEYS_FILE, CryptoError, Keyring
-from transports.dkim import DkimKeyError, DkimSigner, key_path
+from transports.dkim import DkimKeyError, DkimSigner, SigningTransport, key_path
+from transports.ledger import Ledger
+from transports.outbox import MaildirOutbox
+from transports.portal import PortalDelivery, PortalSettings
+from transports.smtp_relay import SmtpRelay
+from verification.dns import make_resolver
 from verification.registry import Registry
+from verification.texts import Texts
+from verification.tokens import LinkSigner, load_or_create_key
+from verification.workflow import Settings, Workflow
+
+LEDGER_FILE = "relay-ledger.sqlite3"
+OUTBOX_DIR = "outbox"
 
 
 def read_policy(config: Config, base_dir: Path) -> Policy:
@@ -88,6 +108,20 @@ def dkim_signer(config: DkimConfig, data_dir: Path) -> DkimSigner | None:
         raise ConfigError(str(exc)) from None
 
 
+def workflow_settings(config: Config) -> Settings:
+    """The verification workflow's settings from `[verification]`."""
+    section = config.verification
+    return Settings(
+        organisation=config.organisation,
+        sender=verification_address(config),
+        public_url=public_url(config),
+        link_lifetime=timedelta(hours=section.link_hours),
+        valid_for=timedelta(days=section.valid_days) if section.valid_days else None,
+        max_attempts=max(1, section.max_attempts),
+        dns_timeout=section.dns_timeout,
+    )
+
+
 @dataclass
 class App:
     config: Config
@@ -101,13 +135,17 @@ class App:
 
     @classmethod
     def open(cls, config_path: Path | None, data_dir: Path | None,
-             event_stream: TextIO | None = None, portal_keys: str | None = None) -> App:
-        """Build everything; audit events go to `event_stream` as JSON lines.
+             event_stream: TextIO | None = None, portal_keys: str | None = None,
+             adjust: Callable[[Config], Config] | None = None) -> App:
+        """Build everything; audit events go to `event_stream` as JSON lines. `adjust` changes
+        the config before anything is built from it (`serve`'s flags).
 
         `casegate serve` streams events to stdout for a SIEM; the other commands pass stderr
         (the default) so their own output on stdout stays clean for scripts.
         """
         config = load_config(config_path)
+        if adjust is not None:
+            config = adjust(config)
         if data_dir is not None:
             config = replace(config, data_dir=str(data_dir))
         root = resolve_data_dir(config, config_path, data_dir)
@@ -129,6 +167,63 @@ class App:
                               "be a directory casegate can write") from None
         return cls(config=config, data_dir=root, policy=policy, registry=registry, audit=audit,
                    users=users, portal=portal, keyring=keyring)
+
+    def way_out(self) -> Transport:
+        """The upstream smarthost when one is configured, else the outbox Maildir, signing what
+        casegate wrote or rewrote when `[dkim]` names a domain (see `signed`)."""
+        upstream = self.config.upstream
+        if not upstream.host:
+            return self.signed(MaildirOutbox(self.data_dir / OUTBOX_DIR))
+        try:
+            relay = SmtpRelay(upstream, Ledger(self.data_dir / LEDGER_FILE),
+                              local_hostname=self.config.smtp.hostname)
+        except ValueError as exc:  # the CA file the config names does not load
+            raise StartupError(str(exc)) from None
+        return self.signed(relay)
+
+    def signed(self, way_out: Transport) -> Transport:
+        """`way_out`, DKIM-signing what casegate wrote or rewrote when `[dkim]` names a domain.
+
+        Raises ConfigError when the DKIM key cannot be used."""
+        signer = dkim_signer(self.config.dkim, self.data_dir)
+        return SigningTransport(way_out, signer) if signer is not None else way_out
+
+    def portal_delivery(self, upstream: Transport, base_url: Callable[[], str],
+                        clock: Callable[[], datetime]) -> PortalDelivery | None:
+        """Encrypted delivery through the portal (its notices go to `upstream`; its links start
+        with `base_url()`); None when the portal has no store or keys."""
+        if self.portal is None or self.keyring is None:
+            return None
+        portal = self.config.portal
+        settings = PortalSettings(
+            organisation=self.config.organisation,
+            from_address=portal.from_address or f"casegate@{self.config.smtp.hostname}",
+            expiry=timedelta(days=portal.expiry_days), notify_subject=portal.notify_subject)
+        return PortalDelivery(store=self.portal, keyring=self.keyring, upstream=upstream,
+                              links=lambda token: f"{base_url()}/portal/{token}",
+                              settings=settings, clock=clock, audit=self.audit.record)
+
+    def workflow(self, transport: Transport, *,
+                 clock: Callable[[], datetime] | None = None,
+                 resolver: dns.asyncresolver.Resolver | None = None) -> Workflow:
+        """The recipient verification workflow on this App's registry, audit log and policy,
+        mailing through `transport`, with the link key in the data directory and a DNS resolver
+        from `[verification]`. The CLI, the HTTP front and the verify@ intake all use it."""
+        section = self.config.verification
+        templates = Path(section.templates_dir) if section.templates_dir else None
+        return Workflow(
+            registry=self.registry,
+            policy=self.policy,
+            audit=self.audit,
+            transport=transport,
+            signer=LinkSigner(load_or_create_key(self.data_dir)),
+            resolver=resolver or make_resolver(section.dns_servers, section.dns_port,
+                                               section.dns_timeout),
+            settings=workflow_settings(self.config),
+            clock=clock or (lambda: datetime.now(UTC)),
+            snapshot=self.snapshot,
+            texts=Texts(templates),
+        )
 
     def snapshot(self, now: datetime | None = None) -> Snapshot:
         """What the engine needs of the stores, read now."""

@@ -449,3 +449,32 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
             raise ConfigError(f"{source}: '{key}' must be a list of strings")
         return tuple(value)
     raise ConfigError(f"{source}: '{key}' has a type casegate cannot read")  # pragma: no cover
+
+
+# ---- where links in emails point ----------------------------------------------------------
+
+# Listen addresses that name no host: links use the SMTP host name (on the generated
+# certificate) instead.
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - compared, never bound
+
+
+def public_url(config: Config, port: int | None = None) -> str:
+    """The base of links in emails, without a trailing slash.
+
+    `port` is the HTTP port actually bound, when known (it differs from `http.port` when
+    that is 0); it is ignored when `http.public_url` is set.
+    """
+    if config.http.public_url:
+        return config.http.public_url.rstrip("/")
+    scheme = "https" if config.http.tls else "http"
+    host = config.http.host.strip()
+    if host in WILDCARD_HOSTS:
+        host = config.smtp.hostname
+    if ":" in host:  # an IPv6 literal goes in brackets
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port or config.http.port}"
+
+
+def verification_address(config: Config) -> str:
+    """Where staff send verification requests (default `verify@<smtp.hostname>`)."""
+    return (config.verification.address or f"verify@{config.smtp.hostname}").strip().lower()

@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 import aiohttp
 
 from gateway.app import App
-from gateway.server import Gateway, start_gateway
-from gateway.users import UserRole
+from gateway.runtime.server import Gateway, start_gateway
+from gateway.stores.users import UserRole
 from policies.model import Role
 from tests.https import https_client
 from tests.sink import Sink

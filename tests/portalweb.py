@@ -27,15 +27,15 @@ from aiohttp import web
 
 from gateway.app import App
 from gateway.config import UpstreamConfig
-from gateway.portalstore import PortalStore
-from gateway.postal import post_options
-from gateway.users import UserRole
-from gateway.web import WebDeps
-from gateway.web import install as install_staff
+from gateway.printed.post import post_options
+from gateway.stores.portal import PortalStore
+from gateway.stores.users import UserRole
+from gateway.web.pages import WebDeps
 from gateway.web.portal import PortalDeps
 from gateway.web.portal import install as install_portal
 from gateway.web.post import PostDeps
 from gateway.web.post import install as install_post
+from gateway.web.staff import install as install_staff
 from tests.certs import ServerCert
 from tests.https import https_client, serve_https
 from tests.sink import Received, Sink

@@ -16,10 +16,11 @@ import aiohttp
 from aiohttp import web
 
 from gateway.app import read_policy
-from gateway.audit import AuditLog
+from gateway.audit.trail import AuditLog
 from gateway.config import Config
-from gateway.users import UserRole, UserStore
-from gateway.web import WebDeps, install
+from gateway.stores.users import UserRole, UserStore
+from gateway.web.pages import WebDeps
+from gateway.web.staff import install
 from tests.certs import ServerCert
 from tests.https import https_client, serve_https
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.app import read_policy
-from gateway.audit import AUDIT_DB_FILE, AuditError, AuditLog, EventFilter, normalise_time
+from gateway.audit.trail import AUDIT_DB_FILE, AuditError, AuditLog, EventFilter, normalise_time
 from gateway.cli import main
 from gateway.config import Config
 from tests.tools import require_tool
@@ -188,7 +188,7 @@ def test_concurrent_appenders_do_not_fork_the_chain(tmp_path: Path) -> None:
 WRITER = """
 import io, sys
 from pathlib import Path
-from gateway.audit import AuditLog
+from gateway.audit.trail import AuditLog
 log = AuditLog.open(Path(sys.argv[1]), stream=io.StringIO())
 for _ in range(40):
     log.record("delivery", sender="a@cafcass.gov.uk")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.alerts import STATE_FILE, Alerter, AlertSettings
 from gateway.app import read_policy
-from gateway.audit import AuditLog
+from gateway.audit.alerts import STATE_FILE, Alerter, AlertSettings
+from gateway.audit.trail import AuditLog
 from gateway.config import AuditConfig, Config, ConfigError, UpstreamConfig
 from tests.sink import Sink, Step
 from transports.ledger import Ledger
@@ -159,7 +159,7 @@ def test_next_digest_is_the_next_digest_time(alerter: Alerter) -> None:
 
 def test_header_values_cannot_inject_headers(audit: AuditLog) -> None:
     """A sender address with CR/LF in it never becomes a header or a second line."""
-    from gateway.alerts import compose
+    from gateway.audit.alerts import compose
 
     settings = AlertSettings.from_config(CONFIG)
     assert settings is not None

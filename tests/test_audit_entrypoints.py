@@ -16,11 +16,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.alerts import ALERTS
 from gateway.app import App
-from gateway.audit import EventFilter
+from gateway.audit.alerts import ALERTS
+from gateway.audit.trail import EventFilter
 from gateway.cli import main
-from gateway.server import Gateway, start_gateway
+from gateway.runtime.server import Gateway, start_gateway
 from tests.gateway_harness import OTHER_STAFF, PASSWORD, STAFF, Harness, message, write_config
 from tests.https import https_client
 from tests.sink import Sink
@@ -58,7 +58,7 @@ async def running(tmp_path: Path, sink: Sink) -> AsyncIterator[Running]:
     try:
         app.users.add(STAFF, PASSWORD)
         app.users.add(OTHER_STAFF, PASSWORD)
-        from gateway.users import UserRole
+        from gateway.stores.users import UserRole
 
         app.users.add(GOVERNANCE_USER, PASSWORD, roles=(UserRole.GOVERNANCE,))
         gateway = await start_gateway(app)
@@ -103,7 +103,8 @@ async def test_smtp_entry_points_write_their_events(running: Running, sink: Sink
     auth = running.app.audit.page(EventFilter(kind="auth-failure"))[0]
     assert auth.grade == running.app.policy.grades["auth-failure"]
 
-    handle = running.gateway._runner.app[ALERTS]  # type: ignore[union-attr]
+    assert running.gateway.web_app is not None
+    handle = running.gateway.web_app[ALERTS]
     assert handle.alerter is not None
     await asyncio.wait_for(handle.alerter.wait_alerted(refusal.seq), timeout=10)
     alerts = [m for m in sink.messages if m.rcpt_tos == (GOVERNANCE_BOX,)]

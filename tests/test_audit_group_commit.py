@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditLog
+from gateway.audit.trail import AuditLog
 
 THREADS = 8
 EACH = 25

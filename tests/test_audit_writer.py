@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AUDIT_DB_FILE, AuditLog, EventFilter, StoredEvent
+from gateway.audit.trail import AUDIT_DB_FILE, AuditLog, EventFilter, StoredEvent
 from gateway.cli import main
 
 TASKS = 8

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from gateway.audit import AuditLog, EventFilter, StoredEvent
-from gateway.offices import Dispatch, DispatchError, DispatchStore
+from gateway.audit.trail import AuditLog, EventFilter, StoredEvent
+from gateway.printed.offices import Dispatch, DispatchError, DispatchStore
 from policies.post import PostOptions
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.app import dkim_signer
 from gateway.config import ConfigError, DkimConfig, load_config
-from gateway.copies import outgoing_copies
+from gateway.stages.copies import outgoing_copies
 from policies.model import (
     Action,
     Category,

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.audit import EventFilter
+from gateway.audit.trail import EventFilter
 from tests.certs import ServerCert
 from tests.staffweb import GOVERNANCE, POLICY, PRACTITIONER, StaffWeb
 

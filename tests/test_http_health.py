@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import ConfigError, load_config
-from gateway.metrics import Metrics
+from gateway.observe.metrics import Metrics
 from tests.gateway_harness import STAFF, Harness, message, running_gateway, write_config
 from tests.sink import Sink
 

@@ -1,4 +1,4 @@
-"""Links in emails: one base URL (`gateway.links.public_url`) for portal, verification, alerts."""
+"""Links in emails: one base URL (`gateway.config.public_url`) for portal, verification, alerts."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.alerts import AlertSettings
-from gateway.config import AuditConfig, Config, HttpConfig, SmtpConfig
-from gateway.links import public_url
-from gateway.verification import settings_from
+from gateway.app import workflow_settings as settings_from
+from gateway.audit.alerts import AlertSettings
+from gateway.config import AuditConfig, Config, HttpConfig, SmtpConfig, public_url
 from tests.gateway_harness import STAFF, running_gateway
 from tests.portalweb import protected_message, text_of
 from tests.sink import Sink

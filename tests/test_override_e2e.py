@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.auditstore import EventFilter, StoredEvent
+from gateway.audit.store import EventFilter, StoredEvent
 from tests.gateway_harness import STAFF, Harness, message, running_gateway
 from tests.sink import Sink, Step
 

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.copies import HeaderError, without_override_tags
-from gateway.users import UserError, UserStore
+from gateway.stages.copies import HeaderError, without_override_tags
+from gateway.stores.users import UserError, UserStore
 from policies.header_signals import strip_subject_tags, subject_overrides
 from policies.model import Override, Role, Snapshot, Verdict, Verification
 from tests.test_engine_evaluate import NOW, _run, message

@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import pipeline
-from gateway.pipeline import INLINE_DECISION_BYTES, Submission, is_small_plain_text
+from gateway.stages import message as reply_text
+from gateway.stages.decision import INLINE_DECISION_BYTES, is_small_plain_text
+from gateway.stages.message import Submission
 from policies.model import Role
 from tests.gateway_harness import STAFF, Harness, message, running_gateway
 from tests.sink import Sink
@@ -76,4 +77,4 @@ async def test_a_decision_on_the_loop_sees_another_process_verify(gw: Harness) -
        | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80))
 def test_reply_text_is_folded_to_printable_ascii_either_way(text: str) -> None:
     """Reply text already printable ASCII skips the folding, with the folding's answer."""
-    assert pipeline._ascii(text) == pipeline._fold_to_ascii(text)
+    assert reply_text._ascii(text) == reply_text._fold_to_ascii(text)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from gateway.app import App
-from gateway.auditstore import EventFilter
+from gateway.audit.store import EventFilter
 from gateway.cli import main
-from gateway.portalstore import CopyState
+from gateway.stores.portal import CopyState
 from transports.crypto import KEYS_FILE, Keyring, seal, unseal
 
 

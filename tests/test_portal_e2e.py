@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.auditstore import EventFilter
+from gateway.audit.store import EventFilter
 from tests.gateway_harness import PASSWORD, STAFF, Harness, running_gateway
 from tests.https import https_client
 from tests.portalweb import ATTACHMENT, SECRET_BODY, protected_message, text_of
@@ -92,7 +92,7 @@ async def test_protected_mail_goes_by_portal_and_is_read_downloaded_and_answered
     assert attached.get_payload(decode=True) == b"reply file bytes"
     kinds = [e.kind for e in gw.app.audit.iterate(EventFilter())]
     assert {"portal-stored", "portal-view", "portal-download", "portal-reply"} <= set(kinds)
-    metrics = gw.gateway.services.metrics  # the opens counted by what they showed
+    metrics = gw.gateway.stages.metrics  # the opens counted by what they showed
     assert metrics.value("casegate_portal_views_total", outcome="landing") == 1
     assert metrics.value("casegate_portal_views_total", outcome="message") == 1
     assert metrics.value("casegate_relay_outcomes_total", transport="portal",
@@ -113,12 +113,12 @@ async def test_sender_revokes_and_copy_expires(gw: Harness) -> None:
             assert page.status == 410 and "withdrew" in await page.text()
         gw.sink.messages.clear()
         later = await _submit(gw, [MUM])
-        gw.gateway.services.clock = lambda: datetime.now(UTC) + timedelta(days=31)
+        gw.gateway.stages.clock = lambda: datetime.now(UTC) + timedelta(days=31)
         async with client.get(later) as page:
             assert page.status == 410 and "expired" in await page.text()
     kinds = [e.kind for e in gw.app.audit.iterate(EventFilter())]
     assert "portal-revoke" in kinds and "portal-expiry" in kinds
-    assert gw.gateway.services.metrics.value("casegate_portal_views_total", outcome="gone") == 2
+    assert gw.gateway.stages.metrics.value("casegate_portal_views_total", outcome="gone") == 2
 
 
 async def test_notification_refused_upstream_is_a_451_and_nothing_is_kept(gw: Harness) -> None:

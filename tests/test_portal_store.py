@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.portalstore import PORTAL_DB_FILE, CodeCheck, CopyState, PortalStore
+from gateway.stores.portal import PORTAL_DB_FILE, CodeCheck, CopyState, PortalStore
 from transports.crypto import Keyring, seal
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -98,9 +98,9 @@ def test_revoke_and_destroy(store: PortalStore) -> None:
 def test_sweep_destroys_expired_and_drops_interrupted_deliveries(
         store: PortalStore, tmp_path: Path) -> None:
     """The sweep expires what is due (an audit event) and drops pending copies left by a crash."""
-    from gateway.audit import AuditLog
-    from gateway.auditstore import EventFilter
-    from gateway.portalstore import sweep_expired
+    from gateway.audit.store import EventFilter
+    from gateway.audit.trail import AuditLog
+    from gateway.stores.portal import sweep_expired
 
     audit = AuditLog.open(tmp_path / "audit", stream=io.StringIO())
     try:

@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from gateway.auditstore import EventFilter
-from gateway.portalstore import PORTAL_DB_FILE, CopyState
+from gateway.audit.store import EventFilter
+from gateway.stores.portal import PORTAL_DB_FILE, CopyState
 from tests.certs import ServerCert
 from tests.portalweb import (
     ATTACHMENT,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditLog, EventFilter, StoredEvent
+from gateway.audit.trail import AuditLog, EventFilter, StoredEvent
 from gateway.cli import main
-from gateway.offices import DispatchStore
+from gateway.printed.offices import DispatchStore
 from policies.post import PostOptions
 
 

@@ -12,12 +12,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.audit import AuditLog, EventFilter, StoredEvent
-from gateway.users import UserRole, UserStore
-from gateway.web import WebDeps
-from gateway.web import install as install_staff_pages
+from gateway.audit.trail import AuditLog, EventFilter, StoredEvent
+from gateway.stores.users import UserRole, UserStore
+from gateway.web.pages import WebDeps
 from gateway.web.post import PostDeps
 from gateway.web.post import install as install_post
+from gateway.web.staff import install as install_staff_pages
 from policies.post import PostOptions
 from tests.certs import ServerCert
 from tests.gateway_harness import PASSWORD as HARNESS_PASSWORD

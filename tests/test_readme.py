@@ -6,7 +6,7 @@ from pathlib import Path
 
 from gateway.cli import COMMANDS
 from gateway.configref import END, START, reference
-from gateway.metrics import Metrics
+from gateway.observe.metrics import Metrics
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 

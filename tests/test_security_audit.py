@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.auditstore import EventFilter
+from gateway.audit.store import EventFilter
 from tests.gateway_harness import STAFF, running_gateway
 from tests.sink import Sink
 

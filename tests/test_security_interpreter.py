@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.alerts import AlertSettings, compose
+from gateway.audit.alerts import AlertSettings, compose
 from gateway.cli import main
-from gateway.copies import HeaderError, header_field
-from gateway.decisions import header_envelope
+from gateway.stages.copies import HeaderError, header_field
+from gateway.stages.presentation import header_envelope
 from tests.certs import ServerCert
 from tests.gateway_harness import STAFF, Harness, message, running_gateway
 from tests.portalweb import PortalWeb, protected_message

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.auditstore import EventFilter
-from gateway.smtp_data import MAX_HEADER_BYTES
+from gateway.audit.store import EventFilter
+from gateway.smtp.data import MAX_HEADER_BYTES
 from tests.gateway_harness import (
     CLIENT_TIMEOUT,
     OTHER_STAFF,

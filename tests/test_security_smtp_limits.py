@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
-from gateway.auditstore import EventFilter, StoredEvent
-from gateway.smtp_limits import (
+from gateway.audit.store import EventFilter, StoredEvent
+from gateway.smtp.limits import (
     MAX_REFUSAL_EVENTS,
     TOO_MANY_CONNECTIONS,
     ConnectionLimiter,
@@ -211,7 +211,7 @@ async def test_connections_over_the_per_client_limit_get_421(tmp_path: Path,
         assert event.metadata["limit"] == "max_connections_per_client"
         assert (event.metadata["reply"], event.metadata["enhanced"]) == ("421", "4.7.0")
         assert event.metadata["refused_so_far"] == 1 and event.grade == "low"
-        assert gw.gateway.services.metrics.value("casegate_smtp_connections_refused_total") == 3
+        assert gw.gateway.stages.metrics.value("casegate_smtp_connections_refused_total") == 3
 
 
 async def test_total_connection_limit_covers_both_ports(tmp_path: Path, sink: Sink) -> None:

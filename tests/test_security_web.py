@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from gateway.auditstore import EventFilter
+from gateway.audit.store import EventFilter
 from tests.certs import ServerCert
 from tests.gateway_harness import PASSWORD as GATEWAY_PASSWORD
 from tests.gateway_harness import STAFF as GATEWAY_STAFF

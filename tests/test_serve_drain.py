@@ -18,12 +18,12 @@ async def test_stop_waits_for_the_message_in_flight(tmp_path: Path, sink: Sink) 
         sink.hang(Step.DATA, times=1)
         sending = asyncio.create_task(
             gw.run(gw.send, STAFF, ["colleague@cafcass.gov.uk"], message()))
-        services = gw.gateway.services
+        flight = gw.gateway.stages.flight
         async with asyncio.timeout(10):
-            await services.busy.wait()
+            await flight.busy.wait()
         stopping = asyncio.create_task(gw.gateway.stop(drain_seconds=20))
         await asyncio.sleep(0)  # stop() closes the listeners before its first await
-        assert not stopping.done() and services.in_flight == 1
+        assert not stopping.done() and flight.count == 1
         with pytest.raises(OSError):
             await asyncio.to_thread(smtplib.SMTP, gw.host, gw.gateway.smtp_port, timeout=5)
         await sink.stop()  # the upstream gives up: the relay reports a temporary failure
@@ -31,4 +31,4 @@ async def test_stop_waits_for_the_message_in_flight(tmp_path: Path, sink: Sink) 
             await sending
         assert tempfail.value.smtp_code == 451
         await stopping
-        assert gw.gateway.services.in_flight == 0
+        assert gw.gateway.stages.flight.count == 0

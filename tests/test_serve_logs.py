@@ -56,7 +56,7 @@ async def test_every_line_of_a_real_run_has_time_and_level(tmp_path: Path) -> No
 
 LIBRARY_LINE = """
 import logging
-from gateway.cli.serve import configure_logging
+from gateway.observe.logs import configure_logging
 configure_logging()
 logging.getLogger("aiohttp.server").error("Error handling request")
 logging.getLogger("mail.log").info("aiosmtpd chatter below ERROR is not printed")

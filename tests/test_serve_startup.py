@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.tls import ensure_certificate
+from gateway.smtp.tls import ensure_certificate
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.auditstore import EventFilter
+from gateway.audit.store import EventFilter
 from tests.gateway_harness import (
     OTHER_STAFF,
     PASSWORD,
@@ -84,7 +84,7 @@ async def test_wrong_password_gets_535_promptly(gw: Harness) -> None:
     assert failed.value.smtp_code == 535
     assert time.monotonic() - start < 5
     assert "auth-failure" in _kinds(gw)
-    assert gw.gateway.services.metrics.value("casegate_auth_failures_total") == 1
+    assert gw.gateway.stages.metrics.value("casegate_auth_failures_total") == 1
 
 
 async def test_unknown_user_gets_the_same_535(gw: Harness) -> None:
@@ -267,8 +267,9 @@ async def test_peer_outside_relay_range_is_refused(tmp_path: Path, sink: Sink) -
 )
 def test_header_from_parsing_fails_closed(from_header: str, accepted: bool) -> None:
     """Only one plain author address that the login may use is accepted."""
-    from gateway.pipeline import Submission, check_header_from
-    from gateway.users import User, UserRole
+    from gateway.stages.message import Submission
+    from gateway.stages.pipeline import check_header_from
+    from gateway.stores.users import User, UserRole
 
     user = User(STAFF, (UserRole.STAFF,), (SEND_AS,))
     raw = f"From: {from_header}\r\nSubject: x\r\n\r\nbody\r\n".encode()
@@ -279,8 +280,9 @@ def test_header_from_parsing_fails_closed(from_header: str, accepted: bool) -> N
 
 def test_two_from_headers_are_refused() -> None:
     """A message with two From fields is refused."""
-    from gateway.pipeline import Submission, check_header_from
-    from gateway.users import User, UserRole
+    from gateway.stages.message import Submission
+    from gateway.stages.pipeline import check_header_from
+    from gateway.stores.users import User, UserRole
 
     user = User(STAFF, (UserRole.STAFF,), ())
     raw = f"From: {STAFF}\r\nFrom: {OTHER_STAFF}\r\n\r\nbody\r\n".encode()

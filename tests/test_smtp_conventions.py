@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.copies import TRACE_HEADER, RawMessage, field_name, own_to_field
+from gateway.stages.copies import TRACE_HEADER, RawMessage, field_name, own_to_field
 from tests.gateway_harness import STAFF, Harness, message, running_gateway
 from tests.sink import Sink, Step
 

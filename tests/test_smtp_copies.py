@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.copies import TRACE_HEADER, HeaderError, RawMessage, build_copies, header_field
+from gateway.stages.copies import TRACE_HEADER, HeaderError, RawMessage, build_copies, header_field
 from policies.model import (
     Action,
     Category,

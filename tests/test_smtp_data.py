@@ -10,7 +10,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.smtp_data import TOO_LONG, TOO_MUCH, Received, read_data
+from gateway.smtp.data import TOO_LONG, TOO_MUCH, Received, read_data
 
 SIZES = [1, 2, 3, 5, 7, 64, 100_000]
 NEXT = b"QUIT\r\n"

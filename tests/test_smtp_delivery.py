@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AUDIT_DB_FILE
-from gateway.auditstore import EventFilter
-from gateway.copies import TRACE_HEADER, RawMessage, field_name
+from gateway.audit.store import EventFilter
+from gateway.audit.trail import AUDIT_DB_FILE
+from gateway.stages.copies import TRACE_HEADER, RawMessage, field_name
 from tests.gateway_harness import STAFF, Harness, message, running_gateway
 from tests.sink import Sink
 from transports.outbox import MaildirOutbox
@@ -129,7 +129,7 @@ async def test_refusal_lists_one_reason_per_line(gw: Harness) -> None:
 
 async def test_encrypt_recipient_is_held_without_an_encrypted_transport(gw: Harness) -> None:
     """With no way to encrypt (no portal), mail that needs encryption gets a 451: fail closed."""
-    gw.gateway.services.encrypted = None  # as when the portal has no keys
+    gw.gateway.stages.encrypted = None  # as when the portal has no keys
     gw.verify("mum@example.org", CASE)
     data = message(to=["mum@example.org"], body=f"About case {CASE}.")
     with pytest.raises(smtplib.SMTPDataError) as held:

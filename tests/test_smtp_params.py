@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.smtp_params import MAIL_KEYWORDS, RCPT_KEYWORDS, take_dsn
+from gateway.smtp.params import MAIL_KEYWORDS, RCPT_KEYWORDS, take_dsn
 
 ROWS = [
     # (argument, keywords, argument left for aiosmtpd, parameters taken)

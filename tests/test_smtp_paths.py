@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.smtp import GatewaySMTP, SubmissionHandler, plain_path
+from gateway.smtp.front import GatewaySMTP, SubmissionHandler, plain_path
 from tests.gateway_harness import running_gateway
 
 ATEXT = "abcxyzABZ0189!#$%&'*+/=?^_`{|}~-"
@@ -58,7 +58,7 @@ EXAMPLES = [
 async def session(tmp_path: Path) -> GatewaySMTP:
     """One SMTP connection object of a real running gateway (never connected)."""
     async with running_gateway(tmp_path, None) as gw:
-        return GatewaySMTP(SubmissionHandler(gw.gateway.services, (), 100), implicit_tls=False)
+        return GatewaySMTP(SubmissionHandler(gw.gateway.stages, gw.gateway.handler.throttle, (), 100), implicit_tls=False)
 
 
 def outcome(read: Callable[[str], object], arg: str) -> object:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.ratelimit import AuthThrottle, Throttle
+from gateway.stores.throttle import AuthThrottle, Throttle
 
 
 class FakeClock:

@@ -7,8 +7,8 @@ from importlib import resources
 
 import pytest
 
-from gateway.pipeline import Reply
-from gateway.smtp import with_enhanced_codes
+from gateway.smtp.front import with_enhanced_codes
+from gateway.stages.message import Reply
 from policies.loader import EMBEDDED_FILES, parse_policy
 
 

@@ -35,7 +35,7 @@ async def test_upstream_down_is_451_and_nothing_lost(gw: Harness) -> None:
     """With the upstream not listening the client gets 451 and keeps the message."""
     await gw.sink.stop_listening()
     assert await _submit(gw, [COLLEAGUE], message()) == 451
-    assert gw.gateway.services.metrics.value("casegate_messages_tempfailed_total") == 1
+    assert gw.gateway.stages.metrics.value("casegate_messages_tempfailed_total") == 1
 
 
 async def test_upstream_4xx_then_retry_delivers_once(gw: Harness) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.users import (
+from gateway.stores.users import (
     MIN_PASSWORD_CHARS,
     User,
     UserError,

@@ -22,11 +22,11 @@ import aiohttp
 import pytest
 
 from gateway.app import App
-from gateway.auditstore import EventFilter
+from gateway.audit.store import EventFilter
 from gateway.cli import main
-from gateway.server import start_gateway
-from gateway.verification import parse_request
-from gateway.web import breakable
+from gateway.runtime.server import start_gateway
+from gateway.stages.intake import parse_request
+from gateway.web.pages import breakable
 from tests.dnsstub import DnsStub
 from tests.gateway_harness import PASSWORD, STAFF, Harness, message
 from tests.sink import Sink
@@ -211,7 +211,7 @@ async def test_an_expired_link_shows_it_cannot_be_used(tmp_path: Path) -> None:
     async with running(tmp_path) as gw, gw.web() as client:
         expires = (await ask_api(client))[1]["expires_at"]
         token = token_in((await gw.inbox.wait_for(RECIPIENT))[0])
-        gw.harness.gateway.services.clock = lambda: datetime.fromisoformat(expires)
+        gw.harness.gateway.stages.clock = lambda: datetime.fromisoformat(expires)
         async with client.get(f"/v/{token}") as page:
             assert page.status == 410 and "cannot be used" in await page.text()
         assert [r.state.value for r in gw.app.registry.requests()] == ["expired"]

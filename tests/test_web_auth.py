@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from gateway.audit import EventFilter
+from gateway.audit.trail import EventFilter
+from gateway.stores.sessions import SessionStore
 from gateway.web.auth import SESSION_COOKIE, safe_next
-from gateway.web.sessions import SessionStore
 from tests.certs import ServerCert
 from tests.staffweb import GOVERNANCE, PRACTITIONER, StaffWeb, hidden
 

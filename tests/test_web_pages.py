@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.auditstore import EventFilter
-from gateway.web import PAGE_HEADERS
+from gateway.audit.store import EventFilter
+from gateway.web.pages import PAGE_HEADERS
 from tests.gateway_harness import PASSWORD, STAFF, Harness, running_gateway
 from tests.portalweb import protected_message, text_of
 from tests.sink import Sink

@@ -25,9 +25,7 @@ from email.policy import default as default_policy
 from pathlib import Path
 
 from gateway.app import App
-from gateway.auditstore import EventFilter, StoredEvent
-from gateway.server import build_transport
-from gateway.verification import build_workflow
+from gateway.audit.store import EventFilter, StoredEvent
 from policies.model import Role
 from tests.dnsstub import DnsStub
 from tests.gateway_harness import STAFF, write_config
@@ -131,9 +129,9 @@ class VerifyKit:
         config = write_verify_config(tmp_path, sink, stub, **options)
         app = App.open(config, tmp_path / "data", event_stream=io.StringIO())
         clock = Clock()
-        transport = build_transport(app)
+        transport = app.way_out()
         resolver = make_resolver(["127.0.0.1"], stub.port, timeout=2.0)
-        workflow = build_workflow(app, transport, clock=clock, resolver=resolver)
+        workflow = app.workflow(transport, clock=clock, resolver=resolver)
         return cls(app=app, transport=transport, workflow=workflow, inbox=watch(sink),
                    clock=clock)
 

@@ -64,7 +64,7 @@ _UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 
 
 class CopyStore(Protocol):
-    """What delivery needs of the portal store (gateway.portalstore.PortalStore)."""
+    """What delivery needs of the portal store (gateway.stores.portal.PortalStore)."""
 
     def add_copy(self, *, copy_id: str, link_token: str, copy_key: str, sender: str,
                  recipient: str, decision_id: str, sealed: Sealed, size: int,

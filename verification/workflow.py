@@ -6,7 +6,7 @@
                  confirm     -> code (constant time) and name -> the registry; or a wrong code,
                                 and at `max_attempts` wrong codes the request locks
                  decline     -> "this is not me": a high-grade breach-attempt event (governance
-                                is mailed by gateway.alerts) and the practitioner is told at once
+                                is mailed by gateway.audit.alerts) and the practitioner is told at once
     upkeep       expire_due  -> unanswered links and lapsed verifications become expired
                  revoke      -> staff withdraw a verification or a pending request
 
@@ -59,7 +59,7 @@ NOT_VERIFIABLE: dict[Category, str] = {
 
 
 class Recorder(Protocol):
-    """The audit log (gateway.audit.AuditLog) as the workflow uses it."""
+    """The audit log (gateway.audit.trail.AuditLog) as the workflow uses it."""
 
     def record(self, kind: str, **fields: Any) -> int: ...
 
@@ -436,7 +436,7 @@ class Workflow:
         closed = self.registry.close_request(request.id, RequestState.DECLINED, now=now)
         if closed is None:
             return LinkAnswer(LinkState.UNAVAILABLE)
-        # High grade (policy [grades]): gateway.alerts mails governance at once.
+        # High grade (policy [grades]): gateway.audit.alerts mails governance at once.
         self._event("verification-declined", closed, rule="", citation="IA 3.4; IA 2.2")
         await self._tell_practitioner(closed, "practitioner-declined.txt", "declined",
                                       when=when(now))

@@ -18,8 +18,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from gateway.audit import AUDIT_DB_FILE, GRADES, AuditLog, EventFilter, normalise_time
-from gateway.auditexport import (
+from gateway.audit.export import (
     CheckpointError,
     checkpoint_document,
     csv_chunks,
@@ -27,8 +26,9 @@ from gateway.auditexport import (
     read_checkpoint_document,
     table,
 )
-from gateway.auditkeys import AuditKeyError
-from gateway.auditstore import StoredEvent
+from gateway.audit.keys import AuditKeyError
+from gateway.audit.store import StoredEvent
+from gateway.audit.trail import AUDIT_DB_FILE, GRADES, AuditLog, EventFilter, normalise_time
 from gateway.cli.common import UsageError, add_common
 from gateway.config import DEFAULT_DATA_DIR, ConfigError, load_config
 

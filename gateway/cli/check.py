@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from gateway.cli.common import UsageError, add_common, open_app
-from gateway.decisions import decision_json, decision_table, header_envelope
+from gateway.stages.presentation import decision_json, decision_table, header_envelope
 from policies.engine import evaluate
 from policies.errors import MessageError
 from policies.model import Verdict

@@ -6,15 +6,14 @@ import argparse
 import io
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 import structlog
 
-from gateway.config import ConfigError
-
-if TYPE_CHECKING:
-    from gateway.app import App
+from gateway.app import App
+from gateway.config import Config, ConfigError
 
 
 class UsageError(Exception):
@@ -39,14 +38,14 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def open_app(args: argparse.Namespace, event_stream: TextIO | None = None) -> App:
+def open_app(args: argparse.Namespace, event_stream: TextIO | None = None,
+             adjust: Callable[[Config], Config] | None = None) -> App:
     """Build the App (config, data directory, policy, stores) from the common options.
 
     Audit events are always stored; they also stream as JSON lines to `event_stream`.
     `serve` passes stdout (for a SIEM); other commands keep their own output clean by default.
+    `adjust` changes the config before anything is built from it (`serve`'s flags).
     """
-    from gateway.app import App
-
     if event_stream is None:
         _log_to_stderr()
     env_data = os.environ.get("CASEGATE_DATA")
@@ -56,6 +55,7 @@ def open_app(args: argparse.Namespace, event_stream: TextIO | None = None) -> Ap
             data_dir=args.data or (Path(env_data) if env_data else None),
             event_stream=event_stream or _Quiet(),
             portal_keys=os.environ.get("CASEGATE_PORTAL_KEYS") or None,
+            adjust=adjust,
         )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None

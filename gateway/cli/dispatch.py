@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, time
 
 from gateway.cli.common import UsageError, add_common, open_app
-from gateway.offices import Dispatch, DispatchError, DispatchStore
-from gateway.postal import PostUnavailable, open_dispatches
+from gateway.printed.offices import Dispatch, DispatchError, DispatchStore
+from gateway.printed.post import PostUnavailable, open_dispatches
 
 Action = Callable[[DispatchStore, argparse.Namespace, datetime], object]
 

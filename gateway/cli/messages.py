@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from gateway.app import App
 from gateway.cli.common import UsageError, add_common, open_app
-from gateway.portalstore import PortalCopy, PortalStore, expire_copy, revoke_copy, sweep_expired
+from gateway.stores.portal import PortalCopy, PortalStore, expire_copy, revoke_copy, sweep_expired
 
 
 def register(sub: argparse._SubParsersAction) -> None:

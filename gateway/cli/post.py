@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from gateway.cli.common import UsageError, add_common, open_app
-from gateway.postal import PostUnavailable, decide_and_record, post_options
+from gateway.printed.post import PostUnavailable, decide_and_record, post_options
 from policies.post import PostAction, PostDecision, PostInputError, PostItem, PostOptions
 
 

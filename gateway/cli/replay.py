@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.cli.common import UsageError, add_common, open_app
-from gateway.decisions import decision_json, header_envelope
+from gateway.stages.presentation import decision_json, header_envelope
 from policies.engine import evaluate
 from policies.errors import MessageError
 from policies.model import Verdict

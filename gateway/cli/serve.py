@@ -11,19 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
 import signal
 import sys
 from dataclasses import replace
 
 import structlog
 
-from gateway.app import App, dkim_signer
+from gateway.app import OUTBOX_DIR, App, dkim_signer
 from gateway.cli.common import UsageError, add_common, open_app
 from gateway.config import Config, check_values, read_bearer_token
-from gateway.server import OUTBOX_DIR, relay_networks, start_gateway
-
-LOG_TIME_KEY = "time"  # the audit events' name for it (gateway.audit), so every line has one
+from gateway.observe.logs import configure_logging
+from gateway.runtime.server import relay_networks, start_gateway
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,9 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    app = open_app(args, event_stream=sys.stdout)
     try:
-        app.config = _with_flags(app, args)
+        app = open_app(args, event_stream=sys.stdout, adjust=lambda config: with_flags(config, args))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
         relay_networks(app.config.smtp.relay_from)  # a bad range is a usage error, before binding
         read_bearer_token(app.config)  # so is an unreadable or guessable metrics token file
         dkim_signer(app.config.dkim, app.data_dir)  # so is an unusable DKIM key
@@ -66,35 +66,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def configure_logging() -> None:
-    """One JSON shape for every line on stdout: `time` (UTC, as in audit events), `level`,
-    `event`. Our own lines go through structlog; the libraries' (aiohttp, asyncio, aiosmtpd's
-    own chatter only when it is an error) through the standard library's logging, rendered the
-    same way. Audit events (gateway.audit) carry the same two fields."""
-    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True, key=LOG_TIME_KEY)
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            stamp,
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(sort_keys=True),
-        ],
-    )
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
-                           stamp],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info,
-                    structlog.processors.JSONRenderer(sort_keys=True)],
-    ))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
-    logging.getLogger("mail.log").setLevel(logging.ERROR)
-
-
 def settle_heap() -> None:
     """Move what start-up built (policy, patterns, keys, caches) out of the garbage collector's
     way: it lives as long as the process, and each full collection would scan it again (tens of
@@ -103,8 +74,8 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def _with_flags(app: App, args: argparse.Namespace) -> Config:
-    config = app.config
+def with_flags(config: Config, args: argparse.Namespace) -> Config:
+    """The config with `serve`'s flags applied, checked like the config file's values."""
     smtp, http, upstream = config.smtp, config.http, config.upstream
     metrics = config.metrics
     for value in (args.smtp_port, args.tls_port, args.http_port, args.metrics_port):
@@ -158,7 +129,7 @@ async def serve(app: App, tls_port: int | None) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         await stop.wait()
-        log.info("stopping", in_flight=gateway.services.in_flight)
+        log.info("stopping", in_flight=gateway.stages.flight.count)
     finally:
         await gateway.stop(config.smtp.drain_seconds)
     log.info("stopped")

@@ -1,6 +1,6 @@
 """`casegate service-unit`: print the shipped systemd unit with this installation's paths.
 
-The unit (gateway/deploy/casegate.service) runs `casegate serve` as a dedicated user with
+The unit (gateway/cli/deploy/casegate.service) runs `casegate serve` as a dedicated user with
 systemd's hardening: no new privileges, a read-only system but for the data directory, a private
 /tmp, no home directories, no capabilities. When the config asks for a port below 1024 (port 25
 behind Exchange), the unit keeps exactly one capability, CAP_NET_BIND_SERVICE.
@@ -75,7 +75,7 @@ def render_unit(config: Config, config_path: Path, data_dir: Path, user: str,
         if re.search(r"[\s%$\\\"']", str(path)):
             raise UsageError(f"{path}: a path in a systemd unit must not hold spaces, quotes, "
                              "'%', '$' or '\\'")
-    text = (resources.files("gateway") / "deploy" / "casegate.service").read_text("utf-8")
+    text = (resources.files("gateway.cli") / "deploy" / "casegate.service").read_text("utf-8")
     ports = (config.smtp.port, config.smtp.tls_port, config.http.port)
     if any(port in PRIVILEGED_PORTS for port in ports):
         text = text.replace(_NO_CAPABILITIES, "").replace(

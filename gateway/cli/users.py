@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from gateway.cli.common import UsageError, add_common, open_app
-from gateway.users import User, UserError, UserRole
+from gateway.stores.users import User, UserError, UserRole
 
 if TYPE_CHECKING:
     from gateway.app import App

@@ -127,16 +127,13 @@ def run_list(args: argparse.Namespace) -> int:
 def run_request(args: argparse.Namespace) -> int:
     """Check the address, mail the recipient, print the out-of-band code (exit 0); a refusal
     exits 1, a DNS or upstream problem 75 (try again later)."""
-    from gateway.server import build_transport
-    from gateway.verification import build_workflow
-
     with open_app(args) as app:
         _case_number(args.case, app.policy)
         try:
-            transport = build_transport(app)
+            transport = app.way_out()
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
-        workflow = build_workflow(app, transport)
+        workflow = app.workflow(transport)
         ask = Ask(address=args.address, case_number=args.case, name=args.name,
                   role=Role(args.role), requested_by=args.by, channel="cli")
 

@@ -31,15 +31,15 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.ratelimit import AuthThrottle, Throttle
-from gateway.users import User
-from gateway.web import HOME, PAGE_HEADERS, may_open, render
-from gateway.web.sessions import SESSIONS_FILE, SessionStore
+from gateway.stores.sessions import SESSIONS_FILE, SessionStore
+from gateway.stores.throttle import AuthThrottle, Throttle
+from gateway.stores.users import User
+from gateway.web.pages import HOME, PAGE_HEADERS, StaffSession, may_open, render
 
 if TYPE_CHECKING:
-    from gateway.audit import AuditLog
-    from gateway.users import UserStore
-    from gateway.web import WebDeps
+    from gateway.audit.trail import AuditLog
+    from gateway.stores.users import UserStore
+    from gateway.web.pages import WebDeps
 
 SESSION_COOKIE = "__Host-casegate"
 SIGNIN_COOKIE = "__Host-casegate-signin"
@@ -49,21 +49,6 @@ DEFAULT_NEXT = HOME
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_FIELD = 1024
 _SAFE_NEXT = re.compile(r"/(?![/\\])[A-Za-z0-9/_.~%?&=+\-]*")
-
-
-@dataclass(frozen=True)
-class StaffSession:
-    """The signed-in user of this request."""
-
-    user: User
-    csrf_token: str
-
-    @property
-    def address(self) -> str:
-        return self.user.address
-
-    def has_role(self, *roles: str) -> bool:
-        return any(role in self.user.roles for role in roles)
 
 
 @dataclass

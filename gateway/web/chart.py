@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from gateway.web import plural
+from gateway.web.pages import plural
 
 # Distinguishable colours with at least 3:1 contrast against white (WCAG non-text contrast).
 PALETTE = (

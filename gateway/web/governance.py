@@ -18,16 +18,16 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from gateway.audit import GRADES, EventFilter, normalise_time
-from gateway.auditexport import csv_chunks
-from gateway.auditstore import StoredEvent
-from gateway.web import StaffPage, add_staff_page, render
+from gateway.audit.export import csv_chunks
+from gateway.audit.store import StoredEvent
+from gateway.audit.trail import GRADES, EventFilter, normalise_time
 from gateway.web.auth import require_user
 from gateway.web.chart import bar_chart
+from gateway.web.pages import StaffPage, add_staff_page, render
 
 if TYPE_CHECKING:
-    from gateway.audit import AuditLog
-    from gateway.web import WebDeps
+    from gateway.audit.trail import AuditLog
+    from gateway.web.pages import WebDeps
 
 ROLE = "governance"
 PAGE_SIZE = 50

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.web import HOME, SIGN_IN, render, staff_pages
 from gateway.web.auth import current_user, require_user
+from gateway.web.pages import HOME, SIGN_IN, render, staff_pages
 
 
 def install(web_app: web.Application) -> None:

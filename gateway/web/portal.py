@@ -14,7 +14,7 @@ token from the notification, `/portal/{token}`:
   bound to one copy; the cookie is replaced by a fresh token when the code is accepted. Every
   form carries the session's CSRF token. A copy is opened only by its own link, its own code
   and a session made for it.
-- Codes: see `gateway.portalstore` (six digits, ten minutes, single use, five tries).
+- Codes: see `gateway.stores.portal` (six digits, ten minutes, single use, five tries).
 - Rate limits: requests per client address per minute, and code requests per copy per hour.
 - Withdrawn and expired copies say so (410); an expired copy is destroyed on first sight.
 - Every view, download, reply, lockout, revocation and expiry is an audit event.
@@ -40,10 +40,9 @@ import nh3
 import structlog
 from aiohttp import BodyPartReader, web
 
-from gateway.app import App
-from gateway.audit import AuditLog
-from gateway.metrics import Metrics, PortalView
-from gateway.portalstore import (
+from gateway.audit.trail import AuditLog
+from gateway.observe.metrics import Metrics, PortalView
+from gateway.stores.portal import (
     CodeCheck,
     CopyState,
     PortalCopy,
@@ -53,12 +52,13 @@ from gateway.portalstore import (
     revoke_copy,
     sweep_expired,
 )
-from gateway.users import UserRole
-from gateway.web import PAGE_HEADERS, Markup, render, use_templates
+from gateway.stores.users import UserRole
+from gateway.web.auth import require_user
+from gateway.web.pages import PAGE_HEADERS, Markup, render, use_templates
+from gateway.web.post import POST_STATE, basic_user
 from transports.base import Transport
 from transports.crypto import CryptoError, Keyring, unseal
 from transports.portal import (
-    PortalDelivery,
     PortalSettings,
     Upload,
     attachment,
@@ -142,20 +142,8 @@ def install(web_app: web.Application, deps: PortalDeps) -> None:
     web_app.router.add_post("/api/messages/{id}/revoke", api_revoke)
 
 
-def add_routes(web_app: web.Application, ctx: Any) -> None:
-    """The `ROUTE_MODULES` entry point: `ctx` is the gateway's `Services`.
-
-    Also runs the expiry sweep every `SWEEP_SECONDS` while the HTTP front runs.
-    """
-    delivery: PortalDelivery | None = getattr(ctx, "portal", None)
-    if delivery is None:
-        return
-    store = delivery.store
-    assert isinstance(store, PortalStore)
-    deps = PortalDeps(store=store, keyring=delivery.keyring, upstream=delivery.upstream,
-                      audit=ctx.app.audit, settings=delivery.settings,
-                      clock=lambda: delivery.clock(), metrics=ctx.metrics)
-    install(web_app, deps)
+def sweep_while_running(web_app: web.Application, deps: PortalDeps) -> None:
+    """Destroy expired copies every `SWEEP_SECONDS` while the HTTP front runs."""
 
     async def sweeper(_: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(_sweep_forever(deps))
@@ -177,20 +165,6 @@ async def _sweep_forever(deps: PortalDeps) -> None:
         except Exception:
             log.exception("portal-sweep-failed")
         await asyncio.sleep(SWEEP_SECONDS)
-
-
-def build_delivery(app: App, upstream: Transport, base_url: Callable[[], str],
-                   clock: Callable[[], datetime]) -> PortalDelivery:
-    """The portal delivery for the gateway, from the config's [portal] section."""
-    assert app.portal is not None and app.keyring is not None
-    portal = app.config.portal
-    settings = PortalSettings(
-        organisation=app.config.organisation,
-        from_address=portal.from_address or f"casegate@{app.config.smtp.hostname}",
-        expiry=timedelta(days=portal.expiry_days), notify_subject=portal.notify_subject)
-    return PortalDelivery(store=app.portal, keyring=app.keyring, upstream=upstream,
-                          links=lambda token: f"{base_url()}/portal/{token}",
-                          settings=settings, clock=clock, audit=app.audit.record)
 
 
 # -- finding the copy and the session ----------------------------------------------------
@@ -555,12 +529,8 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
 async def _staff(request: web.Request) -> tuple[str, bool]:
     """(address, is governance) of the caller: HTTP Basic, else a signed-in session."""
     if request.headers.get("Authorization"):
-        from gateway.web.post import POST_STATE, basic_user
-
         user = await basic_user(request, request.app[POST_STATE])
         return user.address, UserRole.GOVERNANCE.value in user.roles
-    from gateway.web.auth import require_user
-
     staff = await require_user(request)
     return staff.address, staff.has_role(UserRole.GOVERNANCE.value)
 

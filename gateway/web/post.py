@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.postal import decide_and_record, post_options
-from gateway.ratelimit import AuthThrottle, Throttle
-from gateway.web import StaffPage, add_staff_page, render, use_templates
+from gateway.printed.post import decide_and_record
+from gateway.stores.throttle import AuthThrottle, Throttle
 from gateway.web.auth import StaffSession, require_user
+from gateway.web.pages import StaffPage, add_staff_page, render, use_templates
 from policies.post import (
     AddressStatus,
     PostAction,
@@ -41,8 +41,8 @@ from policies.post import (
 )
 
 if TYPE_CHECKING:
-    from gateway.audit import AuditLog
-    from gateway.users import User, UserStore
+    from gateway.audit.trail import AuditLog
+    from gateway.stores.users import User, UserStore
 
 MAX_BODY = 16 * 1024
 MAX_AUTH_HEADER = 4096
@@ -109,12 +109,6 @@ def install(
     web_app.router.add_post("/api/post", api_post)
     web_app.router.add_get("/post", form_page)
     web_app.router.add_post("/post", form_submit)
-
-
-def add_routes(web_app: web.Application, ctx: Any) -> None:
-    """The `ROUTE_MODULES` entry point: `ctx` is the gateway's `Services`."""
-    app = ctx.app
-    install(web_app, PostDeps(options=post_options(app), audit=app.audit, users=ctx.users))
 
 
 # -- the staff API -------------------------------------------------------------------------

@@ -20,14 +20,14 @@ import asyncio
 import hmac
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from gateway.verification import build_workflow
-from gateway.web import StaffPage, add_staff_page, render, use_templates
 from gateway.web.auth import require_user
+from gateway.web.pages import StaffPage, add_staff_page, render, use_templates
 from gateway.web.post import MAX_BODY, POST_STATE, basic_user, json_error
 from policies.model import Role
 from verification.registry import RequestState, VerificationRequest
@@ -63,13 +63,14 @@ STATUS: dict[Outcome, int] = {
     Outcome.NOT_SENT: 503,
 }
 
-WORKFLOW: web.AppKey[Any] = web.AppKey("casegate-verify-workflow")  # () -> Workflow
+WORKFLOW: web.AppKey[Callable[[], Workflow]] = web.AppKey("casegate-verify-workflow")
 
 
-def add_routes(web_app: web.Application, ctx: Any) -> None:
-    """The `ROUTE_MODULES` entry point: `ctx` is the gateway's `Services`."""
+def install(web_app: web.Application, workflow: Callable[[], Workflow]) -> None:
+    """Add the verification pages and `POST /api/verify`; `workflow()` gives the workflow a
+    request works with."""
     use_templates(web_app)
-    web_app[WORKFLOW] = lambda: build_workflow(ctx.app, ctx.transport, clock=ctx.clock)
+    web_app[WORKFLOW] = workflow
     add_staff_page(web_app, StaffPage(
         "/verifications", "My verifications",
         "The recipient verifications you asked for, and where each one stands."))

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from transports.crypto import Sealed
 
 if TYPE_CHECKING:
-    from gateway.audit import AuditLog
+    from gateway.audit.trail import AuditLog
 
 PORTAL_DB_FILE = "portal.sqlite3"
 CODE_DIGITS = 6

@@ -1,4 +1,4 @@
-"""The SMTP front: a thin aiosmtpd adapter that turns SMTP verbs into calls of gateway.pipeline.
+"""The SMTP front: a thin aiosmtpd adapter that turns SMTP verbs into calls of gateway.stages.
 
 `GatewaySMTP` is aiosmtpd's server with the rules aiosmtpd leaves to its user:
 - a second STARTTLS, or commands pipelined after STARTTLS, are refused (SECURITY.md item 5);
@@ -10,19 +10,21 @@
 - exceptions are logged and answered 451 with nothing internal;
 - every 4xx/5xx reply that no pipeline step has audited (aiosmtpd's own 500/501/503/530/538,
   the 553 for a disguised path, ...) is recorded as a `protocol-refusal` event, thinned per
-  connection by `gateway.smtp_limits.RefusalBudget` (SECURITY.md item 14);
+  connection by `gateway.smtp.limits.RefusalBudget` (SECURITY.md item 14);
 - connections over `smtp.max_connections` or `smtp.max_connections_per_client` are answered
   421 and closed at once, an audit event thinned per client (SECURITY.md item 12);
 - every reply after the greeting and EHLO carries an enhanced status code (RFC 2034: aiosmtpd's
   own replies get one in `push`), and EHLO also offers ENHANCEDSTATUSCODES, PIPELINING, DSN
   and SMTPUTF8;
-- DSN parameters (RFC 3461) are taken off MAIL and RCPT and checked (gateway.smtp_params), since
+- DSN parameters (RFC 3461) are taken off MAIL and RCPT and checked (gateway.smtp.params), since
   aiosmtpd would answer them 555; an internationalised (non-ASCII) address is taken only with
   SMTPUTF8 on MAIL, else refused 553 5.6.7 (a recipient after the policy has classified it on
   its IDNA form, so lookalikes and mixed-script domains get the policy's reply).
 
 `SubmissionHandler` holds the hooks: MAIL (sender binding, no open relay), RCPT (address-only
-rules, recipient limit) and DATA (the whole pipeline).
+rules, recipient limit; the verification address routes the message to the verify@ intake) and
+DATA (gateway.stages.pipeline, on the route RCPT chose). One log line per message
+(gateway.observe.logs): its fields are bound from MAIL on and written with the reply to DATA.
 """
 
 from __future__ import annotations
@@ -31,18 +33,16 @@ import asyncio
 import functools
 import ipaddress
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, AnyStr
 
 import structlog
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
-from gateway import pipeline
-from gateway.copies import Trace
-from gateway.pipeline import Reply, Services, Submission
-from gateway.ratelimit import Throttle
-from gateway.smtp_data import read_data
-from gateway.smtp_limits import (
+from gateway.observe.logs import begin_message, bind_message, describe_error, message_done
+from gateway.smtp.data import read_data
+from gateway.smtp.limits import (
     TOO_MANY_CONNECTIONS,
     Admission,
     ConnectionLimiter,
@@ -50,9 +50,18 @@ from gateway.smtp_limits import (
     reply_codes,
     worth_an_event,
 )
-from gateway.smtp_params import MAIL_KEYWORDS, RCPT_KEYWORDS, take_dsn
-from gateway.tls import certificate_fingerprint
-from gateway.users import User
+from gateway.smtp.params import MAIL_KEYWORDS, RCPT_KEYWORDS, take_dsn
+from gateway.smtp.tls import certificate_fingerprint
+from gateway.stages import envelope as envelope_stage
+from gateway.stages import pipeline
+from gateway.stages.context import Stages
+from gateway.stages.copies import Trace
+from gateway.stages.delivery import relay_message
+from gateway.stages.intake import take_request
+from gateway.stages.message import TRY_LATER, Reply, Submission
+from gateway.stores.throttle import AuthThrottle, Throttle
+from gateway.stores.users import User
+from policies.events import EventKind
 from transports.base import NO_DSN, Dsn
 
 log = structlog.get_logger("casegate.smtp")
@@ -148,10 +157,13 @@ EXPLAINED_BY_RULE: dict[str, tuple[str, str]] = {
 
 
 class GatewayEnvelope(Envelope):
-    """aiosmtpd's envelope plus the DSN request (RFC 3461) read from MAIL and RCPT."""
+    """aiosmtpd's envelope plus the DSN request (RFC 3461) read from MAIL and RCPT, and
+    whether the message is a request to the verification address (seen at RCPT)."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.request = False  # a recipient is the verification address: the verify@ intake
+        self.started = time.perf_counter()  # at MAIL: the message's log line says how long
         self.dsn_ret = ""
         self.dsn_envid = ""
         self.dsn_notify: list[tuple[str, str]] = []
@@ -176,6 +188,7 @@ class GatewaySMTP(SMTP):
         self.admission = Admission.ADMITTED  # decided when the connection is made
         self._counted = False  # whether the limiter counts this connection as open
         self._verb = ""  # the command being answered, for protocol-refusal events
+        self.reply_audited = False  # the reply about to be sent was audited by its stage
         self._refusals = RefusalBudget()
         self._smtp_methods = {verb: self._tracking_verb(verb, method)
                               for verb, method in self._smtp_methods.items()}
@@ -233,39 +246,36 @@ class GatewaySMTP(SMTP):
         and the EHLO/HELO answer gets an enhanced status code if it has none.
         """
         text = status if isinstance(status, str) else status.decode("utf-8", "replace")
-        self.handler.services.metrics.reply_sent(text)
+        self.handler.stages.metrics.reply_sent(text)
         explained = EXPLAINED_BY_RULE.get(text)
         if text != self.greeting and not (self._verb in ("EHLO", "HELO") and text[:1] == "2"):
             text = with_enhanced_codes(text)
+        audited, self.reply_audited = self.reply_audited, False  # the next reply is its own
         if explained is None and text[:1] in ("2", "3"):  # no refusal: nothing to audit
-            pipeline.EVENT_RECORDED.set(False)
             await super().push(text)
             return
         code, enhanced = reply_codes(text)
         if explained is not None:
             problem, rule_id = explained
-            rule = self.handler.services.app.policy.rule(rule_id)
+            rule = self.handler.stages.app.policy.rule(rule_id)
             text = Reply.of(code, enhanced, problem, rule.sentence).render()
-        audited = pipeline.EVENT_RECORDED.get()
         recorded = True
         if code >= 400 and not audited and self._refusals.take():
             recorded = await self._audit_safely(
-                "protocol-refusal", verb=self._verb or "unknown", reply=str(code),
+                EventKind.PROTOCOL_REFUSAL, verb=self._verb or "unknown", reply=str(code),
                 enhanced=enhanced, tls=self.is_tls,
                 **({"rule": explained[1]} if explained is not None else {}),
             )
-        pipeline.EVENT_RECORDED.set(False)  # the next reply needs its own event
         await super().push(text)
         if not recorded:  # fail closed: a refusal that cannot be audited ends the connection
             self._close()
 
-    async def _audit_safely(self, kind: str, **event: Any) -> bool:
+    async def _audit_safely(self, kind: EventKind, **event: Any) -> bool:
         """Record an event about this connection; False (and logged) when the store fails."""
         try:
-            await pipeline.audit(self.handler.services, kind, peer=self.peer_ip, **event)
+            await self.handler.stages.record()(kind, peer=self.peer_ip, **event)
         except Exception as exc:
-            log.error("audit-failed", kind=kind, peer=self.peer_ip,
-                      **pipeline.describe_error(exc))
+            log.error("audit-failed", kind=kind.value, peer=self.peer_ip, **describe_error(exc))
             return False
         return True
 
@@ -276,7 +286,7 @@ class GatewaySMTP(SMTP):
         # The disconnect cancels this task (QUIT even twice): write the event in its own task,
         # which `Gateway.stop` waits for too.
         summary = asyncio.ensure_future(self._audit_safely(
-            "protocol-refusal", verb="*", reply="", enhanced="",
+            EventKind.PROTOCOL_REFUSAL, verb="*", reply="", enhanced="",
             suppressed=self._refusals.suppressed))
         pending = self.handler.pending_events
         pending.add(summary)
@@ -288,9 +298,9 @@ class GatewaySMTP(SMTP):
         assert self.limiter is not None
         refused = self.limiter.refused_so_far(self.peer_ip)
         log.warning("connection-refused", peer=self.peer_ip, limit=self.admission.value)
-        self.handler.services.metrics.inc("casegate_smtp_connections_refused_total")
+        self.handler.stages.metrics.inc("casegate_smtp_connections_refused_total")
         if worth_an_event(refused):
-            await self._audit_safely("connection-limit", limit=self.admission.value,
+            await self._audit_safely(EventKind.CONNECTION_LIMIT, limit=self.admission.value,
                                      refused_so_far=refused, reply="421", enhanced="4.7.0")
         await super().push(TOO_MANY_CONNECTIONS)
         self._close()
@@ -358,7 +368,7 @@ class GatewaySMTP(SMTP):
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
-        """aiosmtpd's DATA, reading the message in large blocks (gateway.smtp_data)."""
+        """aiosmtpd's DATA, reading the message in large blocks (gateway.smtp.data)."""
         if await self.check_helo_needed():
             return
         assert self.envelope is not None
@@ -374,12 +384,14 @@ class GatewaySMTP(SMTP):
         if received.error:
             refused = self.envelope
             self._set_post_data_state()
-            await pipeline.audit(  # SECURITY.md item 14: every refusal is an event
-                self.handler.services, "refusal", rule="message-format",
+            await self.handler.stages.record()(  # SECURITY.md item 14: every refusal is an event
+                EventKind.REFUSAL, rule="message-format",
                 sender=refused.mail_from or "", recipients=list(refused.rcpt_tos),
                 stage="data", peer=self.peer_ip, reply=received.error[:3],
             )
+            self.reply_audited = True
             await self.push(received.error)
+            message_done(int(received.error[:3]), _started(refused))
             return
         self.envelope.original_content = self.envelope.content = received.content
         try:
@@ -417,7 +429,7 @@ class GatewaySMTP(SMTP):
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
-        if self.handler.services.throttle.is_locked(self.peer_ip):
+        if self.handler.throttle.is_locked(self.peer_ip):
             await self._lock_out()
             return
         await super().smtp_AUTH(arg)
@@ -437,27 +449,26 @@ class GatewaySMTP(SMTP):
         credentials = collected.auth_data
         if not isinstance(credentials, LoginPassword):
             return collected  # malformed exchange: aiosmtpd has answered or answers 535
-        services = self.handler.services
         user = await asyncio.to_thread(
-            services.users.authenticate, credentials.login, credentials.password
+            self.handler.stages.app.users.authenticate, credentials.login, credentials.password
         )
         if user is not None:
-            services.throttle.success(self.peer_ip)
+            self.handler.throttle.success(self.peer_ip)
             log.info("auth-success", user=user.address, peer=self.peer_ip)
             return AuthResult(success=True, auth_data=user)
         return await self._auth_failed(credentials.login)
 
     async def _auth_failed(self, login: bytes) -> AuthResult:
-        services = self.handler.services
-        verdict = services.throttle.failure(self.peer_ip)
-        services.metrics.inc("casegate_auth_failures_total")
-        await pipeline.audit(
-            services, "auth-failure", sender=login.decode("utf-8", "replace")[:200],
-            peer=self.peer_ip,
-        )
+        stages = self.handler.stages
+        verdict = self.handler.throttle.failure(self.peer_ip)
+        stages.metrics.inc("casegate_auth_failures_total")
+        record = stages.record()
+        await record(EventKind.AUTH_FAILURE, sender=login.decode("utf-8", "replace")[:200],
+                     peer=self.peer_ip)
+        self.reply_audited = True
         if verdict.throttle is Throttle.LOCK:
-            services.metrics.inc("casegate_auth_lockouts_total")
-            await pipeline.audit(services, "auth-lockout", peer=self.peer_ip)
+            stages.metrics.inc("casegate_auth_lockouts_total")
+            await record(EventKind.AUTH_LOCKOUT, peer=self.peer_ip)
             await self._lock_out()
             return AuthResult(success=False, handled=True)
         if verdict.delay:
@@ -472,9 +483,10 @@ class GatewaySMTP(SMTP):
 class SubmissionHandler:
     """aiosmtpd hooks; each returns the reply line(s) for its verb."""
 
-    def __init__(self, services: Services, relay_from: Sequence[IPNetwork],
+    def __init__(self, stages: Stages, throttle: AuthThrottle, relay_from: Sequence[IPNetwork],
                  max_recipients: int, relay_fingerprints: Sequence[str] = ()) -> None:
-        self.services = services
+        self.stages = stages
+        self.throttle = throttle  # AUTH failures per client address, across connections
         self.relay_from = tuple(relay_from)
         self.max_recipients = max_recipients
         self.relay_fingerprints = frozenset(relay_fingerprints)
@@ -514,18 +526,20 @@ class SubmissionHandler:
         """The sender check; `<>` (the null reverse-path of bounces and out-of-office replies)
         is decided like any sender: a trusted relay peer may use it, a login may not."""
         user = session.auth_data if isinstance(session.auth_data, User) else None
-        reply = await pipeline.check_sender(
-            self.services, user, self.is_trusted_peer(server), server.is_tls,
+        reply = await envelope_stage.check_sender(
+            self.stages, user, self.is_trusted_peer(server), server.is_tls,
             address, server.peer_ip,
         )
         if reply is not None:
-            return reply.render()
+            return self._answer(server, reply)
         problem = address_problem(address, envelope.smtp_utf8)
         if problem is not None:
             return problem.render()
         envelope.mail_from = address  # "<>" for the null reverse-path (aiosmtpd's spelling)
         envelope.mail_options.extend(mail_options)
+        begin_message(envelope_sender(envelope), server.peer_ip)
         if isinstance(envelope, GatewayEnvelope):
+            envelope.started = time.perf_counter()
             envelope.dsn_ret = envelope.pending_dsn.get("RET", "")
             envelope.dsn_envid = envelope.pending_dsn.get("ENVID", "")
         return "250 2.1.0 Sender OK"
@@ -534,21 +548,23 @@ class SubmissionHandler:
                           address: str, rcpt_options: list[str]) -> str:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return "452 4.5.3 Too many recipients"
+        request = envelope_stage.is_request_address(self.stages.app.config, address)
         try:  # first the policy: a lookalike or mixed-script domain is refused with its rule
-            reply = await pipeline.check_recipient(
-                self.services, envelope_sender(envelope), address, server.peer_ip
+            reply = None if request else await envelope_stage.check_recipient(
+                self.stages, envelope_sender(envelope), address, server.peer_ip
             )
         except Exception as exc:
-            log.error("rcpt-failed", peer=server.peer_ip, **pipeline.describe_error(exc))
-            return pipeline.TRY_LATER.render()
+            log.error("rcpt-failed", peer=server.peer_ip, **describe_error(exc))
+            return TRY_LATER.render()
         if reply is not None:
-            return reply.render()
+            return self._answer(server, reply)
         problem = address_problem(address, envelope.smtp_utf8)
         if problem is not None:
             return problem.render()
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         if isinstance(envelope, GatewayEnvelope):
+            envelope.request = envelope.request or request
             if "NOTIFY" in envelope.pending_dsn:
                 envelope.dsn_notify.append((address, envelope.pending_dsn["NOTIFY"]))
             if "ORCPT" in envelope.pending_dsn:
@@ -571,14 +587,27 @@ class SubmissionHandler:
             smtputf8=envelope.smtp_utf8,
         )
         envelope.original_content = envelope.content = None  # hold one copy, not three
-        reply: Reply = await pipeline.process(self.services, submission)
-        log.info("message", code=reply.code, sender=submission.sender, peer=submission.peer,
-                 recipients=len(submission.recipients), size=len(submission.raw))
-        return reply.render()
+        bind_message(recipients=len(submission.recipients), size=len(submission.raw))
+        request = isinstance(envelope, GatewayEnvelope) and envelope.request
+        reply = await pipeline.process(self.stages, submission,
+                                       take_request if request else relay_message)
+        message_done(reply.code, _started(envelope))
+        return self._answer(server, reply)
 
     async def handle_exception(self, error: Exception) -> str:
-        log.error("smtp-error", **pipeline.describe_error(error))
-        return pipeline.TRY_LATER.render()
+        log.error("smtp-error", **describe_error(error))
+        return TRY_LATER.render()
+
+    @staticmethod
+    def _answer(server: GatewaySMTP, reply: Reply) -> str:
+        """The reply line(s) for aiosmtpd, telling the server whether a stage audited it."""
+        server.reply_audited = reply.audited
+        return reply.render()
+
+
+def _started(envelope: Envelope) -> float:
+    """When the message began (its MAIL), for its log line."""
+    return envelope.started if isinstance(envelope, GatewayEnvelope) else time.perf_counter()
 
 
 def envelope_sender(envelope: Envelope) -> str:

@@ -9,7 +9,7 @@ AuditLog.record_async(kind, ...)`, which needs no worker thread). The event is
   log line, to the event stream (stdout under `casegate serve`,
   for a SIEM; JSON escaping makes it safe against log injection: a CR or LF in a value can never
   start a new line), and
-- appended to the tamper-evident store (`gateway.auditstore`), whose HMAC chain
+- appended to the tamper-evident store (`gateway.audit.store`), whose HMAC chain
   `casegate audit verify` checks, with a signed checkpoint every `checkpoint_every` events.
 
 Events carry metadata, never content (DESIGN ruling 8): no subject, body, attachment name or
@@ -35,8 +35,8 @@ from typing import Any, TextIO, cast
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway import auditkeys
-from gateway.auditstore import AuditStore, Checkpoint, EventFilter, StoredEvent
+from gateway.audit import keys as auditkeys
+from gateway.audit.store import AuditStore, Checkpoint, EventFilter, StoredEvent
 from policies.model import Rule
 
 AUDIT_DB_FILE = "audit.sqlite3"
@@ -153,7 +153,7 @@ class AuditLog:
         self.kind_grades: Mapping[str, str] = dict(kind_grades or {})
         self._clock: Clock = clock or (lambda: datetime.now(UTC))
         self._checkpoint_every = checkpoint_every
-        # Called with each stored event (e.g. gateway.alerts wakes up), from the store's writer
+        # Called with each stored event (e.g. gateway.audit.alerts wakes up), from the store's writer
         # thread: must not block and must not record events itself.
         self.listeners: list[Callable[[StoredEvent], None]] = []
         self._stream: TextIO = stream or _Stdout()  # type: ignore[assignment]

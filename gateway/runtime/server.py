@@ -1,9 +1,10 @@
-"""Starting and stopping the gateway's servers: SMTP (STARTTLS and implicit TLS), HTTP(S) and
-the metrics listener (plain HTTP, loopback by default).
+"""The composition root of the running gateway: `start_gateway(app)` builds the ways out, the
+stages, the SMTP front (STARTTLS and implicit TLS), the HTTP(S) front and the metrics listener
+(plain HTTP, loopback by default) from the `App`, and binds every listener (port 0 picks a free
+port; the bound ports are on the returned `Gateway`).
 
-`start_gateway(app)` binds every listener (port 0 picks a free port; the bound ports are on the
-returned `Gateway`) and `Gateway.stop()` drains: it stops accepting, lets messages already in
-DATA finish (up to `drain_seconds`), then closes every connection and the transport.
+`Gateway.stop()` drains: it stops accepting, lets messages already in DATA finish (up to
+`drain_seconds`), then closes every connection and the transports.
 """
 
 from __future__ import annotations
@@ -22,40 +23,38 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from gateway.app import App, dkim_signer
-from gateway.config import Config, StartupError, os_reason, read_bearer_token
-from gateway.http import build_metrics_app, build_web_app
-from gateway.pipeline import Services
-from gateway.ratelimit import AuthThrottle
-from gateway.smtp import GatewaySMTP, IPNetwork, SubmissionHandler
-from gateway.smtp_limits import ConnectionLimiter, ConnectionLimits
-from gateway.tls import CertificatePair, ensure_certificate, normalise_fingerprint
+from gateway.app import OUTBOX_DIR, App
+from gateway.config import Config, StartupError, os_reason, public_url, read_bearer_token
+from gateway.observe.metrics import Metrics
+from gateway.smtp.front import GatewaySMTP, IPNetwork, SubmissionHandler
+from gateway.smtp.limits import ConnectionLimiter, ConnectionLimits
+from gateway.smtp.tls import CertificatePair, ensure_certificate, normalise_fingerprint
+from gateway.stages.context import Stages
+from gateway.stores.throttle import AuthThrottle
+from gateway.web.app import WebFront, build_metrics_app, build_web_app
 from transports.base import Transport
-from transports.dkim import SigningTransport
 
 log = structlog.get_logger("casegate.server")
 
 UPSTREAM_PROBE_TIMEOUT = 3.0
 DEFAULT_DRAIN_SECONDS = 30.0
-LEDGER_FILE = "relay-ledger.sqlite3"
-OUTBOX_DIR = "outbox"
 
 
 @dataclass
 class Gateway:
     """The running servers and what they share."""
 
-    services: Services
-    smtp_port: int
-    tls_port: int | None
-    http_port: int | None
+    stages: Stages
+    handler: SubmissionHandler
     certificate: CertificatePair
+    smtp_port: int = 0
+    tls_port: int | None = None
+    http_port: int | None = None
     metrics_port: int | None = None
+    web_app: web.Application | None = None  # the public HTTP front, once started
     _servers: list[asyncio.Server] = field(default_factory=list)
     _sessions: weakref.WeakSet[GatewaySMTP] = field(default_factory=weakref.WeakSet)
-    _runner: web.AppRunner | None = None
-    _metrics_runner: web.AppRunner | None = None
-    _handler: SubmissionHandler | None = None
+    _runners: list[web.AppRunner] = field(default_factory=list)
     _stopped: bool = False
 
     async def stop(self, drain_seconds: float = DEFAULT_DRAIN_SECONDS) -> None:
@@ -65,13 +64,13 @@ class Gateway:
         self._stopped = True
         for server in self._servers:
             server.close()
-        services = self.services
-        if services.in_flight:
-            log.info("draining", in_flight=services.in_flight)
+        stages = self.stages
+        if stages.flight.count:
+            log.info("draining", in_flight=stages.flight.count)
             try:
-                await asyncio.wait_for(services.idle.wait(), drain_seconds)
+                await asyncio.wait_for(stages.flight.idle.wait(), drain_seconds)
             except TimeoutError:
-                log.warning("drain-timeout", in_flight=services.in_flight)
+                log.warning("drain-timeout", in_flight=stages.flight.count)
         handlers = []
         for session in list(self._sessions):
             if session.transport is not None:
@@ -79,56 +78,18 @@ class Gateway:
             if session._handler_coroutine is not None:
                 handlers.append(session._handler_coroutine)
         await asyncio.gather(*handlers, return_exceptions=True)
-        if self._handler is not None:  # audit events written after a disconnect
-            await asyncio.gather(*self._handler.pending_events, return_exceptions=True)
-        await asyncio.gather(*services.background, return_exceptions=True)
+        # audit events written after a disconnect
+        await asyncio.gather(*self.handler.pending_events, return_exceptions=True)
+        await asyncio.gather(*stages.background.tasks, return_exceptions=True)
         for server in self._servers:
             await server.wait_closed()
-        for runner in (self._runner, self._metrics_runner):
-            if runner is not None:
-                await runner.cleanup()
-        if services.encrypted is not None:
-            await services.encrypted.close()
-        await services.transport.close()
-        services.app.audit.store.group_commits(None)
-        services.app.audit.store.commit_timer = None
-
-
-def build_transport(app: App, way_out: Transport | None = None) -> Transport:
-    """The way out (`way_out`, else the upstream smarthost when one is configured, else the
-    outbox Maildir), signing what casegate wrote or rewrote when `[dkim]` names a domain.
-
-    Raises ConfigError when the DKIM key cannot be used."""
-    way_out = way_out or _way_out(app)
-    signer = dkim_signer(app.config.dkim, app.data_dir)
-    return SigningTransport(way_out, signer) if signer is not None else way_out
-
-
-def _way_out(app: App) -> Transport:
-    upstream = app.config.upstream
-    if upstream.host:
-        from transports.ledger import Ledger
-        from transports.smtp_relay import SmtpRelay
-
-        try:
-            return SmtpRelay(upstream, Ledger(app.data_dir / LEDGER_FILE),
-                             local_hostname=app.config.smtp.hostname)
-        except ValueError as exc:  # the CA file the config names does not load
-            raise StartupError(str(exc)) from None
-    from transports.outbox import MaildirOutbox
-
-    return MaildirOutbox(app.data_dir / OUTBOX_DIR)
-
-
-def build_portal(app: App, gateway: Gateway) -> Transport:
-    """Encrypted delivery through the portal; its links use the HTTP port once it is bound."""
-    from gateway.links import public_url
-    from gateway.web.portal import build_delivery
-
-    services = gateway.services
-    return build_delivery(app, services.transport,
-                          lambda: public_url(app.config, gateway.http_port),
-                          lambda: services.clock())  # the services' clock, even if replaced
+        for runner in self._runners:
+            await runner.cleanup()
+        if stages.encrypted is not None:
+            await stages.encrypted.close()
+        await stages.transport.close()
+        stages.app.audit.store.group_commits(None)
+        stages.app.audit.store.commit_timer = None
 
 
 def relay_networks(cidrs: Sequence[str]) -> tuple[IPNetwork, ...]:
@@ -150,13 +111,13 @@ async def start_gateway(
     implicit_tls_port: int | None = None,
     http: bool = True,
 ) -> Gateway:
-    """Bind and start every listener the config asks for.
+    """Build the gateway from `app` and bind every listener the config asks for.
 
     `implicit_tls_port` overrides `smtp.tls_port` (where 0 means disabled): here 0 means any
-    free port. `transport` overrides the one the config names (tests, the benchmark); either
-way, what casegate wrote or rewrote is DKIM-signed when `[dkim]` names a domain.
-    `encrypted` carries the copies for `encrypt` recipients (the portal); without it they are
-    held with a 451 (fail closed). `http=False` starts neither HTTP listener.
+    free port. `transport` overrides the way out the config names (tests, the benchmark);
+    either way, what casegate wrote or rewrote is DKIM-signed when `[dkim]` names a domain.
+    Encrypt copies go through the portal (`encrypted` overrides it); when the portal has no
+    keys they are held with a 451 (fail closed). `http=False` starts neither HTTP listener.
     """
     config = app.config
     serve_metrics = http and config.metrics.enabled
@@ -167,28 +128,25 @@ way, what casegate wrote or rewrote is DKIM-signed when `[dkim]` names a domain.
     pinned = tuple(normalise_fingerprint(f) for f in config.smtp.relay_client_cert_fingerprints)
     context = certificate.server_context(client_certs=bool(pinned),
                                          client_ca_file=config.smtp.relay_client_ca_file)
-    services = Services(
-        app=app,
-        users=app.users,
-        transport=build_transport(app, transport),
-        encrypted=encrypted,
-        throttle=AuthThrottle(
-            max_failures=config.smtp.auth_max_failures,
-            lockout_seconds=config.smtp.auth_lockout_seconds,
-            delay_step=config.smtp.auth_failure_delay,
-        ),
-    )
-    services.idle.set()
-    services.readiness = lambda: readiness_problems(services)
+    way_out = app.signed(transport) if transport is not None else app.way_out()
+    bound = _Bound()  # the HTTP port once bound: the portal's links name it
+    stages = Stages(app=app, transport=way_out, encrypted=encrypted, metrics=Metrics())
+    # The portal reads the stages' clock, even when a test replaces it.
+    delivery = app.portal_delivery(
+        way_out, lambda: public_url(config, bound.http_port),
+        lambda: stages.clock()) if encrypted is None else None
+    stages.encrypted = encrypted or delivery
     # Messages in flight besides the one recording: the audit writer waits for their events.
-    app.audit.store.group_commits(lambda: services.in_flight - 1)
-    app.audit.store.commit_timer = services.metrics.audit_committed
-    handler = SubmissionHandler(services, relay_networks(config.smtp.relay_from),
+    app.audit.store.group_commits(lambda: stages.flight.count - 1)
+    app.audit.store.commit_timer = stages.metrics.audit_committed
+    throttle = AuthThrottle(
+        max_failures=config.smtp.auth_max_failures,
+        lockout_seconds=config.smtp.auth_lockout_seconds,
+        delay_step=config.smtp.auth_failure_delay,
+    )
+    handler = SubmissionHandler(stages, throttle, relay_networks(config.smtp.relay_from),
                                 config.smtp.max_recipients, pinned)
-    gateway = Gateway(services=services, smtp_port=0, tls_port=None, http_port=None,
-                      certificate=certificate, _handler=handler)
-    if services.encrypted is None and app.portal is not None and app.keyring is not None:
-        services.encrypted = build_portal(app, gateway)
+    gateway = Gateway(stages=stages, handler=handler, certificate=certificate)
     limiter = ConnectionLimiter(ConnectionLimits(
         total=config.smtp.max_connections,
         per_client=config.smtp.max_connections_per_client,
@@ -201,13 +159,21 @@ way, what casegate wrote or rewrote is DKIM-signed when `[dkim]` names a domain.
             gateway.tls_port = await _listen_smtp(gateway, handler, limiter, config, context,
                                                   tls_port, implicit=True)
         if http:
-            gateway.http_port = await _listen_http(gateway, config, context)
+            front = WebFront(app=app, stages=stages, portal=delivery,
+                             readiness=lambda: readiness_problems(stages))
+            gateway.http_port = bound.http_port = await _listen_http(gateway, front, config,
+                                                                     context)
         if serve_metrics:
             gateway.metrics_port = await _listen_metrics(gateway, config, bearer_token)
     except BaseException:
         await gateway.stop(drain_seconds=0)
         raise
     return gateway
+
+
+@dataclass
+class _Bound:
+    http_port: int | None = None
 
 
 async def _listen_smtp(gateway: Gateway, handler: SubmissionHandler, limiter: ConnectionLimiter,
@@ -240,11 +206,12 @@ async def _listen_smtp(gateway: Gateway, handler: SubmissionHandler, limiter: Co
     return int(server.sockets[0].getsockname()[1])
 
 
-async def _listen_http(gateway: Gateway, config: Config, context: ssl.SSLContext) -> int:
-    runner = web.AppRunner(build_web_app(gateway.services), access_log=None,
-                           shutdown_timeout=5.0)
+async def _listen_http(gateway: Gateway, front: WebFront, config: Config,
+                       context: ssl.SSLContext) -> int:
+    gateway.web_app = build_web_app(front)
+    runner = web.AppRunner(gateway.web_app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
-    gateway._runner = runner
+    gateway._runners.append(runner)
     site = web.TCPSite(runner, config.http.host, config.http.port,
                        ssl_context=context if config.http.tls else None)
     with listening("http.port", config.http.host, config.http.port):
@@ -253,10 +220,12 @@ async def _listen_http(gateway: Gateway, config: Config, context: ssl.SSLContext
 
 
 async def _listen_metrics(gateway: Gateway, config: Config, bearer_token: bytes | None) -> int:
-    runner = web.AppRunner(build_metrics_app(gateway.services, bearer_token), access_log=None,
-                           shutdown_timeout=5.0)
+    stages = gateway.stages
+    runner = web.AppRunner(build_metrics_app(stages.metrics, lambda: readiness_problems(stages),
+                                             bearer_token),
+                           access_log=None, shutdown_timeout=5.0)
     await runner.setup()
-    gateway._metrics_runner = runner
+    gateway._runners.append(runner)
     site = web.TCPSite(runner, config.metrics.host, config.metrics.port)
     with listening("metrics.port", config.metrics.host, config.metrics.port):
         await site.start()
@@ -275,14 +244,14 @@ def listening(key: str, host: str, port: int) -> Iterator[None]:
                            f"{hint}") from None
 
 
-async def readiness_problems(services: Services) -> list[str]:
+async def readiness_problems(stages: Stages) -> list[str]:
     """Stores open, and the upstream reachable or the outbox writable."""
     problems: list[str] = []
+    app = stages.app
     try:
-        services.users.ping()
+        await asyncio.to_thread(app.users.ping)
     except Exception:
         problems.append("user store")
-    app = services.app
     upstream = app.config.upstream
     if upstream.host:
         try:
@@ -295,7 +264,7 @@ async def readiness_problems(services: Services) -> list[str]:
             problems.append("upstream unreachable")
     else:
         outbox = app.data_dir / OUTBOX_DIR
-        if not _writable(outbox):
+        if not await asyncio.to_thread(_writable, outbox):
             problems.append("outbox not writable")
     return problems
 

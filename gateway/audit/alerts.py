@@ -27,15 +27,13 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import Any
 
 import structlog
 from aiohttp import web
 
-from gateway.audit import GRADES, AuditLog
-from gateway.auditstore import StoredEvent
-from gateway.config import Config, ConfigError
-from gateway.links import public_url
+from gateway.audit.store import StoredEvent
+from gateway.audit.trail import GRADES, AuditLog
+from gateway.config import Config, ConfigError, public_url
 from policies.model import Rule
 from transports.base import Copy, Origin, Transport
 
@@ -283,18 +281,18 @@ class RunningAlerter:
 ALERTS: web.AppKey[RunningAlerter] = web.AppKey("casegate-alerts", RunningAlerter)
 
 
-def attach(web_app: web.Application, ctx: Any) -> None:
-    """Run the alerter while the HTTP front runs (`ctx` is the gateway's `Services`); it is
-    reachable as `web_app[ALERTS].alerter` while running."""
-    settings = AlertSettings.from_config(ctx.app.config)
+def attach(web_app: web.Application, config: Config, audit: AuditLog, transport: Transport,
+           data_dir: Path) -> None:
+    """Run the alerter while the HTTP front runs, mailing through `transport`; it is reachable
+    as `web_app[ALERTS].alerter` while running."""
+    settings = AlertSettings.from_config(config)
     if settings is None:
         return
     running = RunningAlerter()
     web_app[ALERTS] = running
 
     async def alerting(_: web.Application) -> AsyncIterator[None]:
-        alerter = Alerter(ctx.app.audit, ctx.transport, settings,
-                          ctx.app.data_dir / STATE_FILE)
+        alerter = Alerter(audit, transport, settings, data_dir / STATE_FILE)
         running.alerter = alerter
         task = asyncio.create_task(alerter.run(), name="casegate-alerts")
         yield

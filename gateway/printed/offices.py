@@ -31,7 +31,7 @@ from policies.post import (
 )
 
 if TYPE_CHECKING:
-    from gateway.audit import AuditLog
+    from gateway.audit.trail import AuditLog
 
 DISPATCH_DB_FILE = "offices.sqlite3"
 TRANSFER_RULE = "case-file-transfer"

@@ -1,8 +1,9 @@
 """The HTTP fronts (aiohttp): the public one with its pages, and the metrics listener.
 
 The public front (`build_web_app`) serves /healthz, /readyz (only "ready" or "not ready") and
-the pages of each module named in `ROUTE_MODULES`, which exposes `add_routes(web_app, ctx) ->
-None`, where `ctx` is the gateway's `Services` (gateway.pipeline). The metrics listener
+every page, each module's routes added here by name from the typed parts in `WebFront`: the
+staff pages (gateway.web.staff), the postal pages, the verification pages, the portal's pages
+when the portal has keys, and the breach alerter while the front runs. The metrics listener
 (`build_metrics_app`, loopback by default, optionally behind a bearer token) serves /metrics,
 /healthz and /readyz with the list of what is not ready. Handlers never show internals: an
 unexpected error is a plain 500 page, logged without content. Neither front names its software
@@ -14,31 +15,31 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
-from importlib import import_module
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web, web_response
 
-from gateway.metrics import CONTENT_TYPE
-from gateway.pipeline import describe_error
+from gateway.app import App
+from gateway.audit import alerts
+from gateway.observe.logs import describe_error
+from gateway.observe.metrics import CONTENT_TYPE, Metrics
+from gateway.printed.post import post_options
+from gateway.stages.context import Stages
+from gateway.web import portal, post, staff, verify
+from gateway.web.pages import WebDeps
+from transports.portal import PortalDelivery
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Middleware
 
-    from gateway.pipeline import Services
+Readiness = Callable[[], Awaitable[list[str]]]  # what stops the gateway taking mail; [] if none
 
 log = structlog.get_logger("casegate.http")
 
-# Modules that add pages: each exposes add_routes(web_app, ctx). Other issues append here.
-ROUTE_MODULES: tuple[str, ...] = (
-    "gateway.web",
-    "gateway.web.post",
-    "gateway.web.verify",
-    "gateway.web.portal",
-)
-
-SERVICES: web.AppKey[Services] = web.AppKey("services")
+READINESS: web.AppKey[Readiness] = web.AppKey("casegate-readiness")
+METRICS: web.AppKey[Metrics] = web.AppKey("casegate-metrics", Metrics)
 
 SERVER = "casegate"  # the Server header of both fronts: no software version for a scanner to match
 
@@ -56,27 +57,51 @@ SECURITY_HEADERS = {
 }
 
 
-def build_web_app(ctx: Services, route_modules: tuple[str, ...] = ROUTE_MODULES) -> web.Application:
-    """The aiohttp application with the built-in endpoints and every module's routes."""
+@dataclass(frozen=True)
+class WebFront:
+    """What the public HTTP front is built from."""
+
+    app: App
+    stages: Stages  # the ways out, the metrics and the clock the pages share with the SMTP front
+    portal: PortalDelivery | None  # the portal's pages, when the portal has keys
+    readiness: Readiness
+
+
+def build_web_app(front: WebFront) -> web.Application:
+    """The aiohttp application with the built-in endpoints and every page."""
+    app, stages = front.app, front.stages
     web_app = web.Application(middlewares=[_errors_hidden], client_max_size=1024 * 1024)
-    web_app[SERVICES] = ctx
+    web_app[READINESS] = front.readiness
     web_app.router.add_get("/healthz", healthz)
     web_app.router.add_get("/readyz", readyz)
-    for name in route_modules:
-        import_module(name).add_routes(web_app, ctx)
+    staff.install(web_app, WebDeps(audit=app.audit, users=app.users, data_dir=app.data_dir))
+    post.install(web_app, post.PostDeps(options=post_options(app), audit=app.audit,
+                                        users=app.users))
+    verify.install(web_app, lambda: app.workflow(stages.transport, clock=stages.clock))
+    if front.portal is not None and app.portal is not None:
+        delivery = front.portal
+        deps = portal.PortalDeps(
+            store=app.portal, keyring=delivery.keyring, upstream=delivery.upstream,
+            audit=app.audit, settings=delivery.settings, clock=lambda: delivery.clock(),
+            metrics=stages.metrics)
+        portal.install(web_app, deps)
+        portal.sweep_while_running(web_app, deps)
+    alerts.attach(web_app, app.config, app.audit, stages.transport, app.data_dir)
     web_app.on_response_prepare.append(_security_headers)
     return web_app
 
 
-def build_metrics_app(ctx: Services, bearer_token: bytes | None) -> web.Application:
+def build_metrics_app(metrics: Metrics, readiness: Readiness,
+                      bearer_token: bytes | None) -> web.Application:
     """The metrics listener: /metrics, /healthz and /readyz with its problems; with a token,
     every request must carry it (`Authorization: Bearer <token>`)."""
     middlewares: list[Middleware] = [_errors_hidden]
     if bearer_token is not None:
         middlewares.insert(0, _bearer_required(bearer_token))
     web_app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
-    web_app[SERVICES] = ctx
-    web_app.router.add_get("/metrics", metrics)
+    web_app[METRICS] = metrics
+    web_app[READINESS] = readiness
+    web_app.router.add_get("/metrics", metrics_page)
     web_app.router.add_get("/healthz", healthz)
     web_app.router.add_get("/readyz", readyz_detailed)
     web_app.on_response_prepare.append(_security_headers)
@@ -91,22 +116,22 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Ready to take mail: stores open, upstream reachable or outbox writable. The public
     front says only whether; the metrics listener's /readyz says what is wrong."""
-    if await request.app[SERVICES].readiness_problems():
+    if await request.app[READINESS]():
         return web.Response(status=503, text="not ready\n")
     return web.Response(text="ready\n")
 
 
 async def readyz_detailed(request: web.Request) -> web.Response:
     """/readyz with the list of what is not ready (the metrics listener only)."""
-    problems = await request.app[SERVICES].readiness_problems()
+    problems = await request.app[READINESS]()
     if problems:
         return web.Response(status=503, text="not ready: " + ", ".join(problems) + "\n")
     return web.Response(text="ready\n")
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics_page(request: web.Request) -> web.Response:
     """Counters and histograms in the Prometheus text format."""
-    response = web.Response(body=request.app[SERVICES].metrics.render())
+    response = web.Response(body=request.app[METRICS].render())
     response.headers["Content-Type"] = CONTENT_TYPE
     return response
 

@@ -3,7 +3,7 @@
 Each `Metrics` owns its `CollectorRegistry` (never the process-wide default registry), so two
 gateways in one process, or two tests, never count into each other. The rest of the code calls
 the typed methods below and never imports prometheus_client; the metrics listener
-(`gateway.http.build_metrics_app`) renders `render()` at /metrics.
+(`gateway.web.app.build_metrics_app`) renders `render()` at /metrics.
 
 Every label is a closed vocabulary: a reply code, an action, a policy rule id, a transport, an
 outcome. No label ever holds an address, a subject or any other content.

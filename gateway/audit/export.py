@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from gateway import auditkeys
-from gateway.auditstore import Checkpoint, StoredEvent
+from gateway.audit import keys as auditkeys
+from gateway.audit.store import Checkpoint, StoredEvent
 
 CSV_COLUMNS = (
     "seq", "time", "kind", "grade", "rule", "citation", "sender", "recipients",

@@ -1,11 +1,10 @@
-"""The gateway's side of recipient verification: building the workflow, and the SMTP entry point.
+"""The verify@ intake: a message to the verification address is a request, not mail to deliver.
 
-`build_workflow(app, transport)` wires `verification.workflow.Workflow` to the App's registry,
-audit log and policy, the outbound transport, the link key in the data directory and a DNS
-resolver from `[verification]`. The CLI, the HTTP front and the SMTP front all use it.
-
-The SMTP entry point: a message whose only recipient is the verification address (default
-`verify@<smtp.hostname>`) is a request, not mail to deliver. Its plain-text body holds lines
+The SMTP front sees the verification address (default `verify@<smtp.hostname>`) at RCPT
+(`gateway.stages.envelope.is_request_address`) and routes the message here at DATA
+(`take_request`), after the checks every message passes; an ordinary message never comes here.
+The request must have the verification address as its only recipient. Its plain-text body holds
+lines
 
     Address: jane.doe@example.org
     Name: Jane Doe
@@ -22,84 +21,21 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-import dns.asyncresolver
-
-from gateway.config import Config
-from gateway.links import public_url
+from gateway.config import verification_address
+from gateway.stages.context import Record, Stages
+from gateway.stages.message import Reply, Submission
 from policies.model import Role
-from transports.base import Transport
-from verification.dns import make_resolver
-from verification.texts import Texts
-from verification.tokens import LinkSigner, load_or_create_key
-from verification.workflow import Ask, Settings, Workflow
-
-if TYPE_CHECKING:
-    from gateway.app import App
-    from gateway.pipeline import Reply, Services, Submission
+from verification.workflow import Ask
 
 MAX_REQUEST_BYTES = 64 * 1024
 _FIELD = re.compile(r"^\s*(address|email|name|role|case|case number)\s*:\s*(.*?)\s*$",
                     re.IGNORECASE)
 # Outlook's plain-text alternative writes a linked address as "a@b.org <mailto:a@b.org>".
 _MAILTO = re.compile(r"^<?([^<>\s]+?)>?(?:\s*<mailto:[^>]*>)?$", re.IGNORECASE)
-
-
-def verification_address(config: Config) -> str:
-    """Where staff send verification requests."""
-    return (config.verification.address or f"verify@{config.smtp.hostname}").strip().lower()
-
-
-def is_request_address(config: Config, address: str) -> bool:
-    """Whether an envelope recipient is the verification address (taken at RCPT, not relayed)."""
-    return address.strip().lower() == verification_address(config)
-
-
-def settings_from(config: Config) -> Settings:
-    section = config.verification
-    return Settings(
-        organisation=config.organisation,
-        sender=verification_address(config),
-        public_url=public_url(config),
-        link_lifetime=timedelta(hours=section.link_hours),
-        valid_for=timedelta(days=section.valid_days) if section.valid_days else None,
-        max_attempts=max(1, section.max_attempts),
-        dns_timeout=section.dns_timeout,
-    )
-
-
-def build_workflow(
-    app: App,
-    transport: Transport,
-    *,
-    clock: Callable[[], datetime] | None = None,
-    resolver: dns.asyncresolver.Resolver | None = None,
-) -> Workflow:
-    section = app.config.verification
-    templates = Path(section.templates_dir) if section.templates_dir else None
-    return Workflow(
-        registry=app.registry,
-        policy=app.policy,
-        audit=app.audit,
-        transport=transport,
-        signer=LinkSigner(load_or_create_key(app.data_dir)),
-        resolver=resolver or make_resolver(section.dns_servers, section.dns_port,
-                                           section.dns_timeout),
-        settings=settings_from(app.config),
-        clock=clock or (lambda: datetime.now(UTC)),
-        snapshot=app.snapshot,
-        texts=Texts(templates),
-    )
-
-
-# ---- the SMTP entry point ----------------------------------------------------------------
 
 
 def parse_request(raw: bytes) -> dict[str, str] | None:
@@ -127,14 +63,10 @@ def parse_request(raw: bytes) -> dict[str, str] | None:
     return fields
 
 
-async def intake(services: Services, submission: Submission) -> Reply | None:
-    """The pipeline hook: None unless the message is addressed to the verification address."""
-    from gateway.pipeline import Reply
-
-    address = verification_address(services.app.config)
+async def take_request(stages: Stages, record: Record, submission: Submission) -> Reply:
+    """The route of a message to the verification address (its events are the workflow's)."""
+    address = verification_address(stages.app.config)
     recipients = [r.strip().lower() for r in submission.recipients]
-    if address not in recipients:
-        return None
     if len(recipients) != 1:
         return Reply.of(550, "5.7.1", f"Send verification requests to {address} on their own, "
                         "with no other recipients.")
@@ -150,7 +82,7 @@ async def intake(services: Services, submission: Submission) -> Reply | None:
     role = fields["role"].strip().lower()
     if role not in {r.value for r in Role}:
         return Reply.of(550, "5.6.0", "Role: must be party or professional.")
-    workflow = build_workflow(services.app, services.transport, clock=services.clock)
+    workflow = stages.app.workflow(stages.transport, clock=stages.clock)
     result = await workflow.request(Ask(
         address=fields["address"], case_number=fields["case"], name=fields["name"],
         role=Role(role), requested_by=submission.sender, channel="smtp"))

@@ -27,13 +27,12 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
-from typing import TYPE_CHECKING
 
+from gateway.stages.context import Record, Stages
+from gateway.stages.message import Reply, Submission
+from policies.events import EventKind
 from policies.model import Decision, Override
 from transports.base import Copy, Origin, Outcome
-
-if TYPE_CHECKING:
-    from gateway.pipeline import Reply, Services, Submission
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
@@ -114,27 +113,25 @@ def notice_key(raw: bytes, recipients: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-async def notify(services: Services, submission: Submission, decision: Decision,
+async def notify(stages: Stages, record: Record, submission: Submission, decision: Decision,
                  decision_id: str) -> Reply | None:
-    """The pipeline hook, before delivery: None when the message may go on, else the reply."""
-    from gateway.pipeline import Reply
-
+    """Before delivery: None when the message may go on, else the reply."""
     if not decision.overrides_applied:
         return None
-    user = submission.user or await asyncio.to_thread(services.users.get, decision.sender)
+    user = submission.user or await asyncio.to_thread(stages.app.users.get, decision.sender)
     if user is None or not user.manager:
-        await _not_notified(services, decision, decision_id, "no-manager")
+        await _not_notified(stages, record, decision, decision_id, "no-manager")
         return Reply.of(550, "5.7.1", "This message uses an override, but no manager is recorded "
                         "for your account to be told, so it was not sent. Ask IT to record your "
                         "manager, or remove the override.")
-    audit_config = services.app.config.audit
+    audit_config = stages.app.config.audit
     told = [user.manager]
     if audit_config.notify_overrides and audit_config.governance_address:
         told.append(audit_config.governance_address)
-    outcome = await _send(services, submission, decision, decision_id, told)
+    outcome = await _send(stages, record, submission, decision, decision_id, told)
     if outcome is Outcome.DELIVERED:
         return None
-    await _not_notified(services, decision, decision_id, outcome.value)
+    await _not_notified(stages, record, decision, decision_id, outcome.value)
     if outcome is Outcome.PERMANENT:
         return Reply.of(550, "5.7.1", "Your manager could not be told of this override (their "
                         "address was refused), so the message was not sent. Ask IT to check "
@@ -143,38 +140,34 @@ async def notify(services: Services, submission: Submission, decision: Decision,
                     "so nothing was sent; please try again later.")
 
 
-async def _send(services: Services, submission: Submission, decision: Decision,
+async def _send(stages: Stages, record: Record, submission: Submission, decision: Decision,
                 decision_id: str, told: list[str]) -> Outcome:
     """Hand the notice to the outbound transport; audit `override-notified` once accepted."""
-    from gateway.pipeline import audit
-
-    app = services.app
+    app = stages.app
     citations = [app.policy.rules[o.rule_id].citation for o in decision.overrides_applied]
     notice = notice_for(decision, decision_id, app.config.organisation, citations,
-                        services.clock())
+                        stages.clock())
     sender = app.config.audit.alert_from or f"casegate@{app.config.smtp.hostname}"
     copy = Copy(key=notice_key(submission.raw, told), mail_from=sender,
                 recipients=tuple(told), data=compose(notice, sender, told),
                 origin=Origin.AUTHORED)
-    result = await services.transport.deliver((copy,))
+    result = await stages.transport.deliver((copy,))
     if result.ok:
-        await audit(services, "override-notified", rule=decision.overrides_applied[0].rule_id,
+        await record(EventKind.OVERRIDE_NOTIFIED, rule=decision.overrides_applied[0].rule_id,
                     sender=decision.sender, case_numbers=list(decision.facts.case_numbers),
                     decision_id=decision_id, notified=told,
                     rules=[o.rule_id for o in decision.overrides_applied])
     return result.outcome
 
 
-async def _not_notified(services: Services, decision: Decision, decision_id: str,
+async def _not_notified(stages: Stages, record: Record, decision: Decision, decision_id: str,
                         reason: str) -> None:
     """Audit and count a message held back because its manager could not be told."""
-    from gateway.pipeline import audit
-
-    await audit(services, "override-not-notified", rule=decision.overrides_applied[0].rule_id,
+    await record(EventKind.OVERRIDE_NOT_NOTIFIED, rule=decision.overrides_applied[0].rule_id,
                 sender=decision.sender, case_numbers=list(decision.facts.case_numbers),
                 decision_id=decision_id, reason=reason)
     name = "refused" if reason in ("no-manager", Outcome.PERMANENT.value) else "tempfailed"
-    services.metrics.inc(f"casegate_messages_{name}_total")
+    stages.metrics.inc(f"casegate_messages_{name}_total")
 
 
 def _safe(value: str, limit: int = 1000) -> str:

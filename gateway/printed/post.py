@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway.offices import DispatchStore
+from gateway.printed.offices import DispatchStore
 from policies.post import PostDecision, PostItem, PostOptions, decide_post
 
 if TYPE_CHECKING:
     from gateway.app import App
-    from gateway.audit import AuditLog
+    from gateway.audit.trail import AuditLog
 
 AUDIT_KIND = "post-decision"
 

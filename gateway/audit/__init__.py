@@ -1,0 +1,1 @@
+"""The audit trail: events, their store and keys, export, and alerts to governance."""

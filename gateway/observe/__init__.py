@@ -1,0 +1,1 @@
+"""What the gateway tells its operators: metrics and log lines (never message content)."""

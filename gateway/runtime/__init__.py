@@ -1,0 +1,1 @@
+"""The running gateway: its servers built and stopped, and its metrics."""

@@ -1,0 +1,1 @@
+"""The SMTP front: the aiosmtpd server, the DATA reader, connection limits, TLS."""

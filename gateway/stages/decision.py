@@ -1,0 +1,116 @@
+"""The decision stage: the policy's answer for one message, recorded, and the replies that
+refuse it or hold it back (a refusal cites each rule and its paragraph)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from gateway.stages.context import Record, Stages
+from gateway.stages.message import Reply, Submission
+from policies import engine
+from policies.events import EventKind
+from policies.model import Action, Decision, Snapshot, Verdict
+
+# A plain-text message up to this size is decided on the event loop: its classification is a
+# header parse and a few scans of at most this much text (well under a millisecond), less than
+# handing it to a worker thread costs. Anything else may hold attachments, whose reading can
+# take up to the content budget's seconds, so it is decided in a worker thread.
+INLINE_DECISION_BYTES = 64 * 1024
+
+
+async def decide(stages: Stages, submission: Submission) -> Decision:
+    """The policy decision: on the loop for a small plain-text message when the registry's
+    answer is in memory, else in a worker thread so the event loop stays responsive, one
+    message at a time (`Stages.evaluations`)."""
+    app = stages.app
+    now = stages.clock()
+
+    def evaluate(snapshot: Snapshot) -> Decision:
+        return engine.evaluate(
+            submission.raw, submission.sender, submission.recipients, app.policy,
+            snapshot, time.monotonic, app.config.policy.multiple_external,
+        )
+
+    if is_small_plain_text(submission):
+        snapshot = app.snapshot_at_once(now)
+        if snapshot is not None:
+            return evaluate(snapshot)
+    async with stages.evaluations:
+        return await asyncio.to_thread(lambda: evaluate(app.snapshot(now)))
+
+
+def is_small_plain_text(submission: Submission) -> bool:
+    """Whether the message is at most INLINE_DECISION_BYTES with one top-level Content-Type, and
+    that text/plain (or none, which means text/plain): nothing in it but text to read."""
+    if len(submission.raw) > INLINE_DECISION_BYTES:
+        return False
+    types = submission.fields_named("content-type")
+    if len(types) > 1:
+        return False
+    return not types or types[0].partition(b":")[2].partition(b";")[0].strip().lower() \
+        == b"text/plain"
+
+
+async def record_decision(stages: Stages, record: Record, decision: Decision,
+                          decision_id: str, peer: str) -> None:
+    """One audit event for the decision, and one per override the sender recorded."""
+    facts = decision.facts
+    first = decision.refusals[0].rule.id if decision.refusals else ""
+    blocked = [rd.rule.id for rd in decision.recipients if rd.action is Action.BLOCK]
+    kind = EventKind.REFUSAL if decision.verdict is Verdict.REFUSE else EventKind.DECISION
+    await record(
+        kind, rule=first or (blocked[0] if blocked else ""),
+        sender=decision.sender,
+        recipients=[rd.recipient.address for rd in decision.recipients],
+        case_numbers=list(facts.case_numbers), decision_id=decision_id, stage="data", peer=peer,
+        information_type=facts.information_type, protected=facts.protected, size=facts.size,
+        split=decision.split, actions=[rd.action.value for rd in decision.recipients],
+    )
+    for override in decision.overrides_applied:
+        # Governance reviews overrides with their justification (issue 6; RRP 1.2): it is the
+        # sender's own explanation, capped in length by the classifier, never message content.
+        await record(EventKind.OVERRIDE, rule=override.rule_id, sender=decision.sender,
+                    case_numbers=list(facts.case_numbers), decision_id=decision_id,
+                    justification=override.justification)
+    for rd in decision.recipients:
+        stages.metrics.decided("data", rd.action, rd.rule.id)
+
+
+def refusal_reply(decision: Decision) -> Reply | None:
+    """Any block refuses the whole message: 550, one line per reason, then one line citing
+    each rule that refused (its paragraph and id), so the sender's bounce says which part of
+    the policy applies; nothing leaves."""
+    if decision.verdict is not Verdict.REFUSE:
+        return None
+    rules = [r.rule for r in decision.refusals] + [
+        rd.rule for rd in decision.recipients if rd.action is Action.BLOCK
+    ]
+    reasons = decision.reasons() or ["The message breaks the transfer policy."]
+    cited = list(dict.fromkeys(f"Policy: {rule.citation} (rule {rule.id})." for rule in rules))
+    return Reply.of(550, rules[0].smtp_code if rules else "5.7.1", *reasons, *cited)
+
+
+def held_for_encryption_reply(decision: Decision) -> Reply | None:
+    """With no encrypted transport (the portal has no keys), fail closed with a 451."""
+    encrypt = [rd.recipient.address for rd in decision.recipients if rd.action is Action.ENCRYPT]
+    if not encrypt:
+        return None
+    return Reply.of(
+        451, "4.7.0",
+        "Encrypted delivery is not yet available, and this message must be encrypted for "
+        + ", ".join(encrypt) + ". Nothing was sent; send it by an approved secure route.",
+    )
+
+
+def portal_unreachable_reply(decision: Decision) -> Reply | None:
+    """The portal's notices are plain ASCII mail: an encrypt recipient with an internationalised
+    (non-ASCII) address cannot be told of its copy, so nothing is sent (554)."""
+    unreachable = [rd.recipient.address for rd in decision.recipients
+                   if rd.action is Action.ENCRYPT and not rd.recipient.address.isascii()]
+    if not unreachable:
+        return None
+    return Reply.of(554, "5.6.7", "This message must go through the secure portal, which "
+                    "cannot yet reach internationalised (non-ASCII) addresses: "
+                    + ", ".join(unreachable) + ".",
+                    "Nothing was sent; send it by an approved secure route.")

@@ -1,0 +1,1 @@
+"""The gateway's own stores: staff accounts, web sessions, portal copies, AUTH throttles."""

@@ -4,7 +4,7 @@
 
 `--tasks` asyncio tasks each record `--events` events (the "relay" event of a 10 KB message) into
 one fresh store, by two paths in the same run:
-- thread hop: `await asyncio.to_thread(audit.record, ...)` (what gateway/stages/pipeline.py used to do);
+- thread hop: `await asyncio.to_thread(audit.record, ...)` (what the SMTP front used to do);
 - writer: `await audit.record_async(...)` (the store's writer thread, no thread-pool hop).
 Printed per path (median of `--repeat` runs, alternating paths): process CPU time per event
 (time.process_time, every thread counted), events per second, and the writer/thread-hop ratios.

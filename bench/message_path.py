@@ -78,7 +78,7 @@ async def trace_one() -> tuple[OrderedDict[str, list[str]], int]:
 
 
 def main() -> None:
-    calls, steps = asyncio.run(trace_one())
+    calls, _ = asyncio.run(trace_one())
     ours = {m: f for m, f in calls.items() if not m.startswith("policies")}
     policy = {m: f for m, f in calls.items() if m.startswith("policies")}
     print(f"DATA to relay: {sum(map(len, ours.values()))} functions in {len(ours)} modules "

@@ -17,10 +17,12 @@ import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, get_type_hints
 
 from policies.loader import GRADES
+from policies.model import MultipleExternal
 from transports.dkim import DEFAULT_HEADERS
 
 DEFAULT_DATA_DIR = Path("casegate-data")
@@ -103,7 +105,7 @@ class PolicyConfig:
     # Extra TOML files that override or extend policies/data/policy.toml, applied in order.
     files: tuple[str, ...] = ()
     # What to do with protected mail to several external recipients: "split" or "refuse".
-    multiple_external: str = "split"
+    multiple_external: MultipleExternal = MultipleExternal.SPLIT
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,6 @@ def load_config(path: Path | None) -> Config:
 # Keys whose value must be one of a few words.
 CHOICES: dict[str, tuple[str, ...]] = {
     "upstream.tls": ("starttls", "implicit", "none"),
-    "policy.multiple_external": ("split", "refuse"),
 }
 
 
@@ -444,6 +445,11 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{source}: '{key}' must be a string")
         return value
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        if value not in set(hint):
+            raise ConfigError(f"{source}: '{key}' must be one of {', '.join(hint)} "
+                              f"(not {value!r})")
+        return hint(value)
     if hint == tuple[str, ...]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{source}: '{key}' must be a list of strings")

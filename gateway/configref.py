@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import inspect
 from dataclasses import fields, is_dataclass
+from enum import StrEnum
 from typing import Any, get_type_hints
 
 from gateway import config
@@ -42,6 +43,8 @@ def _comments(cls: type) -> dict[str, str]:
 def _type_name(hint: Any) -> str:
     if hint == tuple[str, ...]:
         return "list of strings"
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        return "one of " + ", ".join(f'"{member}"' for member in hint)
     return {str: "string", int: "integer", float: "number", bool: "true/false"}.get(hint, "?")
 
 

@@ -24,6 +24,7 @@ from policies.model import (
     Category,
     Decision,
     MessageFacts,
+    MultipleExternal,
     Override,
     OverrideNotApplied,
     Recipient,
@@ -42,7 +43,6 @@ _ADDRESS_BLOCKS: dict[Category, str] = {
     Category.LOOKALIKE: "lookalike-domain",
 }
 
-MULTIPLE_EXTERNAL_CHOICES: tuple[str, ...] = ("split", "refuse")
 
 
 def decide_at_rcpt(
@@ -64,7 +64,7 @@ def evaluate(
     policy: Policy,
     snapshot: Snapshot,
     clock: Callable[[], float],
-    multiple_external: str = "split",
+    multiple_external: MultipleExternal | str = MultipleExternal.SPLIT,
 ) -> Decision:
     """Classify the message's content, then decide for every recipient."""
     facts = classify_message(raw, policy.content, clock)
@@ -77,11 +77,15 @@ def decide(
     recipients: Sequence[str],
     policy: Policy,
     snapshot: Snapshot,
-    multiple_external: str = "split",
+    multiple_external: MultipleExternal | str = MultipleExternal.SPLIT,
 ) -> Decision:
-    """One decision per envelope recipient, in order, plus the message-level refusals."""
-    if multiple_external not in MULTIPLE_EXTERNAL_CHOICES:
-        raise ValueError(f"multiple_external must be one of {MULTIPLE_EXTERNAL_CHOICES}")
+    """One decision per envelope recipient, in order, plus the message-level refusals.
+    `multiple_external` may be given as its word ("split", "refuse"), as in the case tables."""
+    try:
+        mode = MultipleExternal(multiple_external)
+    except ValueError:
+        raise ValueError(f"multiple_external must be one of "
+                         f"{', '.join(MultipleExternal)}, not {multiple_external!r}") from None
     message = _Message(
         facts=facts,
         policy=policy,
@@ -96,7 +100,7 @@ def decide(
     refusals = [
         Refusal(rule=policy.rule(rule_id), detail=detail)
         for check in _REFUSAL_CHECKS
-        for rule_id, detail in check(message, multiple_external)
+        for rule_id, detail in check(message, mode)
     ]
     remaining, applied = _apply_overrides(refusals, facts.overrides, policy)
     refused = bool(remaining) or any(d.action is Action.BLOCK for d in decisions)
@@ -105,7 +109,7 @@ def decide(
         sender=sender,
         recipients=decisions,
         refusals=tuple(remaining),
-        split=split and multiple_external == "split",
+        split=split and mode is MultipleExternal.SPLIT,
         overrides_applied=tuple(applied),
         overrides_not_applied=_not_applied(facts.overrides, applied, policy) if refused else (),
     )
@@ -179,7 +183,7 @@ def _decide_recipient(
 # Message-level refusals: an ordered table of checks, each yielding (rule id, detail) pairs
 # ----------------------------------------------------------------------------------------------
 
-_Check = Callable[[_Message, str], list[tuple[str, str]]]
+_Check = Callable[[_Message, MultipleExternal], list[tuple[str, str]]]
 
 
 def _malformed(message: _Message, _mode: str) -> list[tuple[str, str]]:
@@ -222,9 +226,9 @@ def _editable_documents(message: _Message, _mode: str) -> list[tuple[str, str]]:
     return []
 
 
-def _multiple_external(message: _Message, mode: str) -> list[tuple[str, str]]:
+def _multiple_external(message: _Message, mode: MultipleExternal) -> list[tuple[str, str]]:
     """DESIGN ruling 5, when configured to refuse rather than split."""
-    if mode == "refuse" and message.protected and message.external_count > 1:
+    if mode is MultipleExternal.REFUSE and message.protected and message.external_count > 1:
         return [("multiple-external", f"{message.external_count} external recipients")]
     return []
 

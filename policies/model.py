@@ -45,6 +45,13 @@ class Verdict(StrEnum):
     REFUSE = "refuse"
 
 
+class MultipleExternal(StrEnum):
+    """What protected mail to several external recipients gets (DESIGN ruling 5)."""
+
+    SPLIT = "split"  # one copy per external recipient, so none sees the others
+    REFUSE = "refuse"  # refused: the sender sends one message per recipient
+
+
 class Role(StrEnum):
     """Who a verified recipient is to the case."""
 

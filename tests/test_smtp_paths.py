@@ -58,7 +58,8 @@ EXAMPLES = [
 async def session(tmp_path: Path) -> GatewaySMTP:
     """One SMTP connection object of a real running gateway (never connected)."""
     async with running_gateway(tmp_path, None) as gw:
-        return GatewaySMTP(SubmissionHandler(gw.gateway.stages, gw.gateway.handler.throttle, (), 100), implicit_tls=False)
+        handler = SubmissionHandler(gw.gateway.stages, gw.gateway.handler.throttle, (), 100)
+        return GatewaySMTP(handler, implicit_tls=False)
 
 
 def outcome(read: Callable[[str], object], arg: str) -> object:

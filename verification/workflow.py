@@ -6,7 +6,7 @@
                  confirm     -> code (constant time) and name -> the registry; or a wrong code,
                                 and at `max_attempts` wrong codes the request locks
                  decline     -> "this is not me": a high-grade breach-attempt event (governance
-                                is mailed by gateway.audit.alerts) and the practitioner is told at once
+                                is mailed by gateway.audit.alerts) and the practitioner is told
     upkeep       expire_due  -> unanswered links and lapsed verifications become expired
                  revoke      -> staff withdraw a verification or a pending request
 

@@ -153,8 +153,8 @@ class AuditLog:
         self.kind_grades: Mapping[str, str] = dict(kind_grades or {})
         self._clock: Clock = clock or (lambda: datetime.now(UTC))
         self._checkpoint_every = checkpoint_every
-        # Called with each stored event (e.g. gateway.audit.alerts wakes up), from the store's writer
-        # thread: must not block and must not record events itself.
+        # Called with each stored event (e.g. gateway.audit.alerts wakes up), from the store's
+        # writer thread: must not block and must not record events itself.
         self.listeners: list[Callable[[StoredEvent], None]] = []
         self._stream: TextIO = stream or _Stdout()  # type: ignore[assignment]
         self._render = structlog.processors.JSONRenderer(sort_keys=True)

@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        app = open_app(args, event_stream=sys.stdout, adjust=lambda config: with_flags(config, args))
+        app = open_app(args, event_stream=sys.stdout,
+                       adjust=lambda config: with_flags(config, args))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     try:

@@ -1,1 +1,1 @@
-"""The stages of one message: submission, decision, copies, overrides, delivery; and the verify@ intake."""
+"""The stages of one message: checks, decision, copies, overrides, delivery; the verify@ intake."""

@@ -52,6 +52,14 @@ async def test_every_line_of_a_real_run_has_time_and_level(tmp_path: Path) -> No
         assert set(event) >= {"time", "level", "event"}, event
         assert TIME.fullmatch(event["time"]) and event["level"] in ("info", "warning", "error")
         assert "timestamp" not in event
+    # One canonical line for the message: who, how many, the decision and its actions, the
+    # reply and the time taken; every other line of it is an audit event.
+    (line,) = [event for event in events if event["event"] == "message"]
+    assert line["code"] == 250 and line["sender"] == STAFF and line["recipients"] == 1
+    assert line["actions"] == ["plain"] and len(line["decision_id"]) == 32
+    assert line["ms"] > 0 and line["size"] > 0 and line["peer"] == "127.0.0.1"
+    about = [event["event"] for event in events if event.get("decision_id") == line["decision_id"]]
+    assert set(about) == {"message", "audit"}, about
 
 
 LIBRARY_LINE = """

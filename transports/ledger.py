@@ -151,7 +151,7 @@ async def deliver_once(
             accepted.extend(r for r in copy.recipients if r in done)
             pending = tuple(r for r in copy.recipients if r not in done)
             if not pending:
-                log.info("ledger.already_accepted", key=copy.key, recipients=len(done))
+                log.debug("ledger.already_accepted", key=copy.key, recipients=len(done))
                 continue
             result = await hand_over(copy, pending)
             if result.ok:

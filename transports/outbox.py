@@ -88,7 +88,7 @@ class MaildirOutbox:
             log.error("outbox.write_failed", key=copy.key, error=exc.__class__.__name__)
             detail = f"cannot write to the outbox ({exc.__class__.__name__})"
             return DeliveryResult(Outcome.TEMPORARY, detail, problem=Problem.GATEWAY)
-        log.info("outbox.copy", key=copy.key, recipients=len(recipients), file=name)
+        log.debug("outbox.copy", key=copy.key, recipients=len(recipients), file=name)
         return DeliveryResult(Outcome.DELIVERED, accepted=recipients)
 
     def _write(self, copy: Copy, recipients: tuple[str, ...]) -> str:

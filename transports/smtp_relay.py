@@ -197,7 +197,7 @@ class SmtpRelay:
                          ready: Ready | None = None) -> DeliveryResult:
         """One SMTP transaction for one copy, logged without its content."""
         result = await self._transact(copy, recipients, ready)
-        log.info(
+        log.debug(
             "relay.copy",
             key=copy.key,
             recipients=len(recipients),
@@ -222,7 +222,7 @@ class SmtpRelay:
             except _NothingSent:
                 if not lease.unchecked:
                     raise
-                log.info("relay.stale_connection", key=copy.key)
+                log.debug("relay.stale_connection", key=copy.key)
                 async with self._pool.connection(check=True) as lease:
                     return await _transaction(lease.smtp, copy, recipients, ready)
         except NotReady as exc:  # the connection was closed before the end of data

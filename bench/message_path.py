@@ -57,7 +57,7 @@ async def trace_one() -> tuple[OrderedDict[str, list[str]], int]:
 
     with tempfile.TemporaryDirectory() as tmp:
         async with Sink() as sink, running_gateway(Path(tmp), sink) as gw:
-            handler_cls = type(gw.gateway._handler)
+            handler_cls = type(gw.gateway.handler)
             original = handler_cls.handle_DATA
 
             async def traced(self: Any, *args: Any) -> str:

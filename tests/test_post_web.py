@@ -181,7 +181,7 @@ async def test_api_locks_out_after_repeated_failures(post_web: PostWeb) -> None:
 
 
 async def test_the_running_gateway_serves_the_staff_api(tmp_path: Path, sink: Sink) -> None:
-    """`casegate serve`'s HTTP front has POST /api/post (ROUTE_MODULES), with the App's policy."""
+    """`casegate serve`'s HTTP front has POST /api/post (gateway.web.app), with the App's policy."""
     async with running_gateway(tmp_path, sink) as gw:
         url = f"https://{gw.host}:{gw.gateway.http_port}/api/post"
         headers = {"Authorization": aiohttp.encode_basic_auth(STAFF, HARNESS_PASSWORD)}

@@ -130,8 +130,8 @@ class App:
     registry: Registry
     audit: AuditLog
     users: UserStore
-    portal: PortalStore | None = None  # encrypted copies (issue 5)
-    keyring: Keyring | None = None  # the portal's master keys
+    portal: PortalStore  # encrypted copies, sealed (issue 5)
+    keyring: Keyring  # the portal's master keys
 
     @classmethod
     def open(cls, config_path: Path | None, data_dir: Path | None,
@@ -189,11 +189,9 @@ class App:
         return SigningTransport(way_out, signer) if signer is not None else way_out
 
     def portal_delivery(self, upstream: Transport, base_url: Callable[[], str],
-                        clock: Callable[[], datetime]) -> PortalDelivery | None:
+                        clock: Callable[[], datetime]) -> PortalDelivery:
         """Encrypted delivery through the portal (its notices go to `upstream`; its links start
-        with `base_url()`); None when the portal has no store or keys."""
-        if self.portal is None or self.keyring is None:
-            return None
+        with `base_url()`)."""
         portal = self.config.portal
         settings = PortalSettings(
             organisation=self.config.organisation,
@@ -253,5 +251,4 @@ class App:
         self.registry.close()
         self.audit.close()
         self.users.close()
-        if self.portal is not None:
-            self.portal.close()
+        self.portal.close()

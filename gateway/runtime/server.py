@@ -116,8 +116,8 @@ async def start_gateway(
     `implicit_tls_port` overrides `smtp.tls_port` (where 0 means disabled): here 0 means any
     free port. `transport` overrides the way out the config names (tests, the benchmark);
     either way, what casegate wrote or rewrote is DKIM-signed when `[dkim]` names a domain.
-    Encrypt copies go through the portal (`encrypted` overrides it); when the portal has no
-    keys they are held with a 451 (fail closed). `http=False` starts neither HTTP listener.
+    Encrypt copies go through the portal (`encrypted` overrides it; the portal's pages are
+    then not served). `http=False` starts neither HTTP listener.
     """
     config = app.config
     serve_metrics = http and config.metrics.enabled

@@ -78,7 +78,7 @@ def build_web_app(front: WebFront) -> web.Application:
     post.install(web_app, post.PostDeps(options=post_options(app), audit=app.audit,
                                         users=app.users))
     verify.install(web_app, lambda: app.workflow(stages.transport, clock=stages.clock))
-    if front.portal is not None and app.portal is not None:
+    if front.portal is not None:
         delivery = front.portal
         deps = portal.PortalDeps(
             store=app.portal, keyring=delivery.keyring, upstream=delivery.upstream,

@@ -33,6 +33,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from gateway.smtp.aiosmtpd_private import handler_task, socket_transport
+
 WAIT_TIMEOUT = 30.0  # seconds `wait_for_messages` waits
 
 
@@ -378,14 +380,15 @@ class Sink:
         tasks = []
         for session in self._sessions:
             # Cut the TCP connection itself: a TLS close would wait on a half-done handshake.
-            socket_transport = session._original_transport or session.transport
-            if isinstance(socket_transport, asyncio.Transport):
-                socket_transport.abort()
-            if session._handler_coroutine is not None:
+            transport = socket_transport(session)
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
+            task = handler_task(session)
+            if task is not None:
                 # aiosmtpd cancels it on connection_lost(), which a session caught in a TLS
                 # handshake never gets: cancel it here too.
-                session._handler_coroutine.cancel()
-                tasks.append(session._handler_coroutine)
+                task.cancel()
+                tasks.append(task)
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def __aenter__(self) -> Sink:

@@ -10,6 +10,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.smtp.aiosmtpd_private import read_limit
 from gateway.smtp.data import TOO_LONG, TOO_MUCH, Received, read_data
 
 SIZES = [1, 2, 3, 5, 7, 64, 100_000]
@@ -63,7 +64,7 @@ async def test_oversize_is_dropped_while_streaming() -> None:
     reader.feed_eof()
     received = await read_data(reader, 5000, 1001)
     assert received == Received(error=TOO_MUCH)
-    assert reader._limit == 1001
+    assert read_limit(reader) == 1001
     assert await reader.read() == NEXT
 
 

@@ -12,6 +12,7 @@ import pytest
 from aiosmtpd.smtp import SMTP
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
+from gateway.smtp.aiosmtpd_private import command_stream
 from tests.certs import ServerCert
 from tests.sink import Sink, Step
 from transports.base import NotReady
@@ -171,7 +172,7 @@ class EarlyUpstream(SMTP):
 
     async def smtp_DATA(self, arg: str) -> None:
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        await self._reader.readline()
+        await command_stream(self).readline()
         if self.early is None:
             assert self.transport is not None
             self.transport.abort()

@@ -15,8 +15,9 @@ hold up to another copy of the message while a slow upstream reads it.
 
 `send_data` uses aiosmtplib's `execute_command` for DATA and its 354, then the protocol's `write`
 and `read_response` for the content and the final reply, and the protocol's flow control
-(`_drain_helper`, the waiter behind `StreamWriter.drain`) between slices. The caller must hold
-the connection alone for the transaction (the relay's pool lends each to one copy at a time).
+(`room_to_write`, the waiter behind `StreamWriter.drain`) between slices: aiosmtplib internals,
+each named in transports/aiosmtplib_private.py. The caller must hold the connection alone for
+the transaction (the relay's pool lends each to one copy at a time).
 
 The upstream's reply cannot be missed: aiosmtplib drops what arrives while no reply is expected,
 and `read_response` marks a reply as expected when it starts; it is started before the first
@@ -32,9 +33,10 @@ import asyncio
 from typing import Any
 
 import aiosmtplib
+from aiosmtplib import SMTPResponse
 from aiosmtplib.protocol import SMTPProtocol
-from aiosmtplib.response import SMTPResponse
 
+from transports.aiosmtplib_private import room_to_write
 from transports.base import NotReady, Ready
 
 END_OF_DATA = b".\r\n"  # after the content's own final CRLF
@@ -154,7 +156,7 @@ async def _taken(protocol: SMTPProtocol, reply: asyncio.Future[SMTPResponse],
     """Wait until the transport has room again; False when a reply came first."""
     if reply.done():
         return False
-    room = asyncio.ensure_future(protocol._drain_helper())  # done at once when not paused
+    room = asyncio.ensure_future(room_to_write(protocol))  # done at once when not paused
     waiters: set[asyncio.Future[Any]] = {room, reply}
     try:
         done, _ = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)

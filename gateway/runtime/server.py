@@ -26,6 +26,7 @@ from aiohttp import web
 from gateway.app import OUTBOX_DIR, App
 from gateway.config import Config, StartupError, os_reason, public_url, read_bearer_token
 from gateway.observe.metrics import Metrics
+from gateway.smtp.aiosmtpd_private import handler_task
 from gateway.smtp.front import GatewaySMTP, IPNetwork, SubmissionHandler
 from gateway.smtp.limits import ConnectionLimiter, ConnectionLimits
 from gateway.smtp.tls import CertificatePair, ensure_certificate, normalise_fingerprint
@@ -75,8 +76,9 @@ class Gateway:
         for session in list(self._sessions):
             if session.transport is not None:
                 session.transport.close()
-            if session._handler_coroutine is not None:
-                handlers.append(session._handler_coroutine)
+            task = handler_task(session)
+            if task is not None:
+                handlers.append(task)
         await asyncio.gather(*handlers, return_exceptions=True)
         # audit events written after a disconnect
         await asyncio.gather(*self.handler.pending_events, return_exceptions=True)
@@ -188,7 +190,6 @@ async def _listen_smtp(gateway: Gateway, handler: SubmissionHandler, limiter: Co
             implicit_tls=implicit,
             limiter=limiter,
             hostname=smtp.hostname,
-            ident="ESMTP casegate",
             enable_SMTPUTF8=True,
             tls_context=None if implicit else context,
             data_size_limit=smtp.max_message_size,

@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from gateway.smtp.aiosmtpd_private import raised_read_limit
+
 END_OF_DATA = b"\r\n.\r\n"
 _CHUNK_END = b".\r\n"
 TOO_MUCH = "552 5.3.4 Message too big for this gateway"
@@ -46,12 +48,8 @@ async def read_data(reader: asyncio.StreamReader, size_limit: int, line_limit: i
     """
     # StreamReader.readuntil refuses to buffer more than its limit, which aiosmtpd sets to one
     # command line; raise it for the length of the data and put it back afterwards.
-    saved = reader._limit  # type: ignore[attr-defined]
-    reader._limit = size_limit + len(END_OF_DATA)  # type: ignore[attr-defined]
-    try:
+    with raised_read_limit(reader, size_limit + len(END_OF_DATA)):
         stuffed = await _read_stuffed(reader, size_limit)
-    finally:
-        reader._limit = saved  # type: ignore[attr-defined]
     if stuffed is None:
         return Received(error=TOO_MUCH)
     end = len(stuffed) - len(_CHUNK_END)  # the "." line; its CRLF before ends the last line

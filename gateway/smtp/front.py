@@ -38,9 +38,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, AnyStr
 
 import structlog
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from gateway.observe.logs import begin_message, bind_message, describe_error, message_done
+from gateway.smtp.aiosmtpd_private import (
+    command_stream,
+    pending_input,
+    starttls_begun,
+    wrap_commands,
+)
 from gateway.smtp.data import read_data
 from gateway.smtp.limits import (
     TOO_MANY_CONNECTIONS,
@@ -70,6 +76,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
 AUTH_LOCKED = "421 4.7.0 Too many failed logins from your address; try again later"
 DEFAULT_SIZE_LIMIT = 35 * 1024 * 1024
+IDENT = "ESMTP casegate"  # after the host name in the 220 greeting
 EHLO_KEYWORDS = ("ENHANCEDSTATUSCODES", "PIPELINING", "DSN")  # besides aiosmtpd's own
 NEEDS_SMTPUTF8 = Reply.of(
     553, "5.6.7", "An internationalised (non-ASCII) address needs the SMTPUTF8 parameter on "
@@ -175,13 +182,23 @@ class GatewayEnvelope(Envelope):
 
 
 class GatewaySMTP(SMTP):
-    """One SMTP connection. `implicit_tls`: the listening socket is TLS from the first byte."""
+    """One SMTP connection. `implicit_tls`: the listening socket is TLS from the first byte.
+
+    What it needs of aiosmtpd beyond the public API goes through gateway.smtp.aiosmtpd_private,
+    which lists the private methods overridden here (`_handle_client`, `_create_envelope`,
+    `_getaddr`).
+    """
 
     def __init__(self, handler: SubmissionHandler, *, implicit_tls: bool,
-                 limiter: ConnectionLimiter | None = None, **kwargs: Any) -> None:
+                 limiter: ConnectionLimiter | None = None, ident: str = IDENT,
+                 **kwargs: Any) -> None:
         # On the implicit-TLS port the transport is always TLS, which aiosmtpd's
-        # `auth_require_tls` check (it looks for a STARTTLS layer) cannot see.
-        super().__init__(handler, auth_require_tls=not implicit_tls, **kwargs)
+        # `auth_require_tls` check (it looks for a STARTTLS layer) cannot see. The
+        # authenticator only hands the credentials aiosmtpd's PLAIN and LOGIN collected back
+        # to `_check_credentials`, which checks them off the event loop.
+        super().__init__(handler, auth_require_tls=not implicit_tls, ident=ident,
+                         authenticator=_collected_credentials, **kwargs)
+        self.ident = ident
         self.implicit_tls = implicit_tls
         self.handler = handler
         self.limiter = limiter
@@ -190,8 +207,7 @@ class GatewaySMTP(SMTP):
         self._verb = ""  # the command being answered, for protocol-refusal events
         self.reply_audited = False  # the reply about to be sent was audited by its stage
         self._refusals = RefusalBudget()
-        self._smtp_methods = {verb: self._tracking_verb(verb, method)
-                              for verb, method in self._smtp_methods.items()}
+        wrap_commands(self, self._tracking_verb)
 
     def _tracking_verb(self, verb: str, method: Callable[[str | None], Awaitable[None]]
                        ) -> Callable[[str | None], Awaitable[None]]:
@@ -235,8 +251,8 @@ class GatewaySMTP(SMTP):
 
     @property
     def greeting(self) -> str:
-        """The 220 line aiosmtpd sends first (`ident` is "ESMTP casegate")."""
-        return f"220 {self.hostname} {self.__ident__}"
+        """The 220 line aiosmtpd sends first."""
+        return f"220 {self.hostname} {self.ident}"
 
     async def push(self, status: AnyStr) -> None:
         """Send a reply; a 4xx/5xx no pipeline step has audited becomes a protocol refusal.
@@ -312,7 +328,7 @@ class GatewaySMTP(SMTP):
     @property
     def is_tls(self) -> bool:
         """Whether this connection is encrypted now (implicit TLS or after STARTTLS)."""
-        return self.implicit_tls or self._tls_protocol is not None
+        return self.implicit_tls or starttls_begun(self)
 
     @property
     def peer_ip(self) -> str:
@@ -331,7 +347,7 @@ class GatewaySMTP(SMTP):
         if self.is_tls:
             await self.push("554 5.5.1 Error: TLS already active")
             return
-        if self._reader._buffer:  # type: ignore[attr-defined]  # aiosmtpd's own buffer
+        if pending_input(self):
             await self.push("554 5.5.1 Error: commands pipelined after STARTTLS")
             assert self.transport is not None
             self.transport.close()
@@ -379,11 +395,12 @@ class GatewaySMTP(SMTP):
             await self.push("501 5.5.4 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        received = await read_data(self._reader, self.data_size_limit or DEFAULT_SIZE_LIMIT,
+        received = await read_data(command_stream(self),
+                                   self.data_size_limit or DEFAULT_SIZE_LIMIT,
                                    self.line_length_limit)
         if received.error:
             refused = self.envelope
-            self._set_post_data_state()
+            self.envelope = GatewayEnvelope()  # the next MAIL starts afresh
             await self.handler.stages.record()(  # SECURITY.md item 14: every refusal is an event
                 EventKind.REFUSAL, rule="message-format",
                 sender=refused.mail_from or "", recipients=list(refused.rcpt_tos),
@@ -395,10 +412,11 @@ class GatewaySMTP(SMTP):
             return
         self.envelope.original_content = self.envelope.content = received.content
         try:
-            status = await self._call_handler_hook("DATA")
+            assert self.session is not None
+            status = await self.handler.handle_DATA(self, self.session, self.envelope)
         finally:
-            self._set_post_data_state()  # whatever happened, the next MAIL starts afresh
-        await self.push("250 OK" if status is MISSING else status)
+            self.envelope = GatewayEnvelope()  # whatever happened, the next MAIL starts afresh
+        await self.push(status)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's path parsing, refusing any path not written plainly as `<local@domain>`.
@@ -433,11 +451,6 @@ class GatewaySMTP(SMTP):
             await self._lock_out()
             return
         await super().smtp_AUTH(arg)
-
-    def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
-        # Credentials collected by aiosmtpd's PLAIN/LOGIN parsing; the slow password check
-        # happens in `_check_credentials`, off the event loop.
-        return AuthResult(success=False, handled=False, auth_data=auth_data)
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         return await self._check_credentials(await super().auth_PLAIN(_, args))
@@ -603,6 +616,13 @@ class SubmissionHandler:
         """The reply line(s) for aiosmtpd, telling the server whether a stage audited it."""
         server.reply_audited = reply.audited
         return reply.render()
+
+
+def _collected_credentials(server: SMTP, session: Session, envelope: Envelope,
+                           mechanism: str, auth_data: Any) -> AuthResult:
+    """aiosmtpd's authenticator: the credentials its PLAIN or LOGIN exchange collected, unchecked
+    (`GatewaySMTP._check_credentials` checks them in a worker thread)."""
+    return AuthResult(success=False, handled=False, auth_data=auth_data)
 
 
 def _started(envelope: Envelope) -> float:

@@ -12,7 +12,7 @@ import os
 import sqlite3
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -43,6 +43,7 @@ from transports.ledger import Ledger
 from transports.outbox import MaildirOutbox
 from transports.portal import PortalDelivery, PortalSettings
 from transports.smtp_relay import SmtpRelay
+from transports.worker import StoreWorker
 from verification.dns import make_resolver
 from verification.registry import Registry
 from verification.texts import Texts
@@ -132,6 +133,9 @@ class App:
     users: UserStore
     portal: PortalStore  # encrypted copies, sealed (issue 5)
     keyring: Keyring  # the portal's master keys
+    # The thread that reads and writes the registry and the relay ledger for the event loop,
+    # for every message (a trip between threads serves every call queued meanwhile).
+    worker: StoreWorker = field(default_factory=lambda: StoreWorker("casegate-stores"))
 
     @classmethod
     def open(cls, config_path: Path | None, data_dir: Path | None,
@@ -175,7 +179,7 @@ class App:
         if not upstream.host:
             return self.signed(MaildirOutbox(self.data_dir / OUTBOX_DIR))
         try:
-            relay = SmtpRelay(upstream, Ledger(self.data_dir / LEDGER_FILE),
+            relay = SmtpRelay(upstream, Ledger(self.data_dir / LEDGER_FILE, worker=self.worker),
                               local_hostname=self.config.smtp.hostname)
         except ValueError as exc:  # the CA file the config names does not load
             raise StartupError(str(exc)) from None
@@ -199,7 +203,7 @@ class App:
             expiry=timedelta(days=portal.expiry_days), notify_subject=portal.notify_subject)
         return PortalDelivery(store=self.portal, keyring=self.keyring, upstream=upstream,
                               links=lambda token: f"{base_url()}/portal/{token}",
-                              settings=settings, clock=clock, audit=self.audit.record)
+                              settings=settings, clock=clock, audit=self.audit.record_async)
 
     def workflow(self, transport: Transport, *,
                  clock: Callable[[], datetime] | None = None,
@@ -232,6 +236,10 @@ class App:
             staff_personal=self.registry.staff_personal(),
         )
 
+    async def snapshot_async(self, now: datetime) -> Snapshot:
+        """`snapshot(now)` for the event loop: read in the stores' thread (`worker`)."""
+        return await self.worker.run(self.snapshot, now)
+
     def snapshot_at_once(self, now: datetime) -> Snapshot | None:
         """`snapshot(now)` when the registry can answer from memory without waiting
         (`Registry.cached`), else None: then call `snapshot` in a worker thread."""
@@ -248,6 +256,7 @@ class App:
         self.close()
 
     def close(self) -> None:
+        self.worker.close()  # what the event loop asked of the stores is done first
         self.registry.close()
         self.audit.close()
         self.users.close()

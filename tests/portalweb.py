@@ -125,7 +125,7 @@ class PortalWeb:
             store=self.store, keyring=self.app.keyring, upstream=upstream,
             links=lambda token: f"{self.base}/portal/{token}",
             settings=PortalSettings(from_address="casegate@cafcass.gov.uk"),
-            clock=self.clock, audit=self.app.audit.record)
+            clock=self.clock, audit=self.app.audit.record_async)
         self.deps = PortalDeps(store=self.store, keyring=self.app.keyring, upstream=upstream,
                                audit=self.app.audit, settings=self.delivery.settings,
                                clock=self.clock)

@@ -6,12 +6,16 @@ transport skip what was already handed over, so nobody receives the same copy tw
 kept for a while (default 7 days, longer than any client's retry schedule) and then pruned.
 
 Storage is one SQLite file in WAL mode. Times are stored as UTC seconds since the epoch and are
-always passed in: the ledger never reads the clock.
+always passed in: the ledger never reads the clock. On the event loop the ledger is read and
+written through `accepted_async` and `record_async`, which run in a `StoreWorker`'s thread, one
+at a time in the order they were asked for: a retry's read never overtakes the write of the
+attempt before it, even when that attempt's caller was cancelled while waiting.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,6 +24,7 @@ from pathlib import Path
 import structlog
 
 from transports.base import Copy, DeliveryResult, Outcome, Problem
+from transports.worker import StoreWorker, WorkerClosed
 
 DEFAULT_RETENTION = timedelta(days=7)
 PRUNE_EVERY = timedelta(minutes=1)  # expired entries may outlive their retention by this much
@@ -47,16 +52,22 @@ class LedgerError(Exception):
 class Ledger:
     """(copy key, recipient) pairs that were accepted, and when."""
 
-    def __init__(self, path: Path, *, retention: timedelta = DEFAULT_RETENTION) -> None:
+    def __init__(self, path: Path, *, retention: timedelta = DEFAULT_RETENTION,
+                 worker: StoreWorker | None = None) -> None:
         """Open (creating if needed) the ledger at `path`; entries older than `retention`
-        are pruned as new ones are recorded."""
+        are pruned as new ones are recorded. `worker` runs the async calls (shared with other
+        stores, its trips between threads serve them all); by default one of its own."""
         self.path = path
         self.retention = retention
         self._in_flight: set[str] = set()  # copy keys being handed over right now
         self._pruned_at: float | None = None  # when `record` last pruned (UTC seconds)
+        self._lock = threading.Lock()  # the connection: the worker's thread, or a sync caller's
+        self._worker = worker or StoreWorker("casegate-ledger")
+        self._own_worker = worker is None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0,
+                                       check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
@@ -66,9 +77,10 @@ class Ledger:
     def accepted(self, key: str) -> set[str]:
         """The recipients of copy `key` that were already accepted."""
         try:
-            rows = self._db.execute(
-                "SELECT recipient FROM accepted WHERE copy_key = ?", (key,)
-            ).fetchall()
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT recipient FROM accepted WHERE copy_key = ?", (key,)
+                ).fetchall()
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot read the ledger: {exc}") from exc
         return {recipient for (recipient,) in rows}
@@ -78,34 +90,50 @@ class Ledger:
         expired at most once every PRUNE_EVERY (the first record prunes)."""
         moment = _seconds(now)
         rows = [(key, recipient, moment) for recipient in recipients]
-        prune = self._pruned_at is None or moment - self._pruned_at >= PRUNE_EVERY.total_seconds()
-        try:
-            with self._transaction():
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO accepted (copy_key, recipient, accepted_at) "
-                    "VALUES (?, ?, ?)",
-                    rows,
-                )
-                if prune:
-                    self._db.execute(
-                        "DELETE FROM accepted WHERE accepted_at < ?",
-                        (moment - self.retention.total_seconds(),),
+        with self._lock:
+            prune = self._pruned_at is None \
+                or moment - self._pruned_at >= PRUNE_EVERY.total_seconds()
+            try:
+                with self._transaction():
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO accepted (copy_key, recipient, accepted_at) "
+                        "VALUES (?, ?, ?)",
+                        rows,
                     )
-        except sqlite3.Error as exc:
-            raise LedgerError(f"cannot write the ledger: {exc}") from exc
-        if prune:
-            self._pruned_at = moment
+                    if prune:
+                        self._db.execute(
+                            "DELETE FROM accepted WHERE accepted_at < ?",
+                            (moment - self.retention.total_seconds(),),
+                        )
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot write the ledger: {exc}") from exc
+            if prune:
+                self._pruned_at = moment
 
     def prune(self, older_than: datetime) -> int:
         """Forget entries accepted before `older_than`; returns how many were removed."""
         try:
-            with self._transaction():
+            with self._lock, self._transaction():
                 cursor = self._db.execute(
                     "DELETE FROM accepted WHERE accepted_at < ?", (_seconds(older_than),)
                 )
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot prune the ledger: {exc}") from exc
         return cursor.rowcount
+
+    async def accepted_async(self, key: str) -> set[str]:
+        """`accepted`, in the worker's thread: the event loop goes on meanwhile."""
+        try:
+            return await self._worker.run(self.accepted, key)
+        except WorkerClosed as exc:
+            raise LedgerError(f"cannot read the ledger: {exc}") from exc
+
+    async def record_async(self, key: str, recipients: Iterable[str], now: datetime) -> None:
+        """`record`, in the worker's thread: the event loop goes on meanwhile."""
+        try:
+            await self._worker.run(self.record, key, tuple(recipients), now)
+        except WorkerClosed as exc:
+            raise LedgerError(f"cannot write the ledger: {exc}") from exc
 
     def claim(self, key: str) -> bool:
         """Mark copy `key` as being handed over now; False if it already is (in this process)."""
@@ -119,7 +147,11 @@ class Ledger:
         self._in_flight.discard(key)
 
     def close(self) -> None:
-        self._db.close()
+        """Finish what the worker was asked to do (when it is the ledger's own), then close."""
+        if self._own_worker:
+            self._worker.close()
+        with self._lock:
+            self._db.close()
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
@@ -144,7 +176,7 @@ async def deliver_once(
             return DeliveryResult(Outcome.TEMPORARY, detail, tuple(accepted), Problem.BUSY)
         try:
             try:
-                done = ledger.accepted(copy.key)
+                done = await ledger.accepted_async(copy.key)
             except LedgerError as exc:
                 return DeliveryResult(Outcome.TEMPORARY, str(exc), tuple(accepted),
                                       Problem.GATEWAY)
@@ -155,7 +187,7 @@ async def deliver_once(
                 continue
             result = await hand_over(copy, pending)
             if result.ok:
-                _record_quietly(ledger, copy.key, pending, clock())
+                await _record_quietly(ledger, copy.key, pending, clock())
         finally:
             ledger.release(copy.key)
         if not result.ok:
@@ -164,10 +196,11 @@ async def deliver_once(
     return DeliveryResult(Outcome.DELIVERED, f"{len(copies)} copies accepted", tuple(accepted))
 
 
-def _record_quietly(ledger: Ledger, key: str, recipients: tuple[str, ...], now: datetime) -> None:
+async def _record_quietly(ledger: Ledger, key: str, recipients: tuple[str, ...],
+                         now: datetime) -> None:
     """Record an acceptance; a failure is logged, not returned, since the copy did go."""
     try:
-        ledger.record(key, recipients, now)
+        await ledger.record_async(key, recipients, now)
     except LedgerError as exc:
         log.error("ledger.write_failed", key=key, error=str(exc))
 

@@ -52,6 +52,7 @@ class MaildirOutbox:
         self._ledger = ledger
         self._own_ledger = ledger is None
         self._clock = clock
+        self._opening = asyncio.Lock()  # one ledger, however many deliveries ask at once
 
     async def deliver(self, copies: Sequence[Copy],
                       ready: Ready | None = None) -> DeliveryResult:
@@ -64,7 +65,7 @@ class MaildirOutbox:
         if not_ready is not None:
             return not_ready
         try:
-            ledger = self._open_ledger()
+            ledger = await self._open_ledger()
         except LedgerError as exc:
             return DeliveryResult(Outcome.TEMPORARY, str(exc), problem=Problem.GATEWAY)
         return await deliver_once(ledger, copies, self._file, self._clock)
@@ -72,12 +73,15 @@ class MaildirOutbox:
     async def close(self) -> None:
         """Close the ledger if this outbox opened it."""
         if self._own_ledger and self._ledger is not None:
-            self._ledger.close()
-            self._ledger = None
+            ledger, self._ledger = self._ledger, None
+            await asyncio.to_thread(ledger.close)
 
-    def _open_ledger(self) -> Ledger:
-        if self._ledger is None:
-            self._ledger = Ledger(self.path.with_name(f"{self.path.name}-ledger.sqlite3"))
+    async def _open_ledger(self) -> Ledger:
+        """The ledger, opened (in a worker thread: it creates a file) by the first delivery."""
+        async with self._opening:
+            if self._ledger is None:
+                self._ledger = await asyncio.to_thread(
+                    Ledger, self.path.with_name(f"{self.path.name}-ledger.sqlite3"))
         return self._ledger
 
     async def _file(self, copy: Copy, recipients: tuple[str, ...]) -> DeliveryResult:

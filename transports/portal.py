@@ -24,7 +24,7 @@ import hashlib
 import re
 import secrets
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
@@ -33,7 +33,6 @@ from email.message import EmailMessage, Message
 from email.policy import SMTP as SMTP_POLICY
 from email.policy import default as default_policy
 from email.utils import format_datetime, make_msgid
-from functools import cache
 from importlib import resources
 from string import Template
 from typing import Any, Protocol
@@ -95,7 +94,8 @@ class PortalDelivery:
     links: Callable[[str], str]  # link token -> the URL the recipient opens
     settings: PortalSettings = field(default_factory=PortalSettings)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    audit: Callable[..., object] | None = None  # AuditLog.record, for "portal-stored" events
+    # AuditLog.record_async, for "portal-stored" events (awaited: the loop never waits)
+    audit: Callable[..., Awaitable[object]] | None = None
 
     async def deliver(self, copies: Sequence[Copy],
                       ready: Ready | None = None) -> DeliveryResult:
@@ -144,7 +144,7 @@ class PortalDelivery:
             return result
         await asyncio.to_thread(self.store.activate, copy_id)
         if self.audit is not None:
-            self.audit("portal-stored", sender=copy.mail_from, recipients=[recipient],
+            await self.audit("portal-stored", sender=copy.mail_from, recipients=[recipient],
                        decision_id=decision_id, copy_id=copy_id, key_id=sealed.key_id,
                        size=len(copy.data), expires=expires.isoformat())
         return result
@@ -255,9 +255,17 @@ def _derived_key(key: str, recipient: str, purpose: str) -> str:
     return hashlib.sha256(f"{key}\x00{recipient.lower()}\x00{purpose}".encode()).hexdigest()
 
 
-@cache
+def _read_templates(*names: str) -> dict[str, Template]:
+    folder = resources.files("transports").joinpath("templates")
+    return {name: Template(folder.joinpath(name).read_text("utf-8")) for name in names}
+
+
+# Read once, when the module is loaded: sending a mail never reads a file.
+_TEMPLATES = _read_templates("notification.txt", "code.txt", "reply.txt")
+
+
 def _template(name: str) -> Template:
-    return Template(resources.files("transports").joinpath("templates", name).read_text("utf-8"))
+    return _TEMPLATES[name]
 
 
 def decision_of(data: bytes) -> str:

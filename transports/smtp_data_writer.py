@@ -91,7 +91,10 @@ async def send_data(smtp: aiosmtplib.SMTP, data: bytes,
         sent_all = await _write_content(protocol, stuffed, reply, timeout, ready)
         del stuffed
         try:
-            response = await asyncio.wait_for(reply, timeout)
+            # Not asyncio.wait_for: on 3.11 it swallows a cancellation that comes as the reply
+            # does, and the cancelled caller would go on (a gateway stopping would wait for it).
+            async with asyncio.timeout(timeout):
+                response = await reply
         except TimeoutError:
             raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from None
         finished = sent_all

@@ -25,6 +25,7 @@ from markupsafe import Markup
 
 from transports.plaintext import fill_and_flow
 
+TEMPLATE_SUFFIXES = (".txt", ".html")  # mail and page templates
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 
@@ -61,24 +62,29 @@ class Mail:
 
 
 class Texts:
-    """Reads templates: the organisation's directory first, then the built-in ones."""
+    """The templates: the organisation's directory first, then the built-in ones, all read when
+    the Texts are made (a mail or a page never reads a file; a changed template is used from
+    the next start)."""
 
     def __init__(self, override_dir: Path | None = None) -> None:
         self.override_dir = override_dir
-        loaders: list[jinja2.BaseLoader] = [jinja2.PackageLoader("verification", "templates")]
-        if override_dir is not None:
-            loaders.insert(0, jinja2.FileSystemLoader(override_dir))
+        self._sources: dict[str, str] = {}
+        if override_dir is not None and override_dir.is_dir():
+            for own in sorted(override_dir.rglob("*")):
+                if own.is_file() and own.suffix in TEMPLATE_SUFFIXES:
+                    name = own.relative_to(override_dir).as_posix()
+                    self._sources[name] = own.read_text(encoding="utf-8")
+        for builtin in resources.files("verification").joinpath("templates").iterdir():
+            if builtin.is_file():
+                self._sources.setdefault(builtin.name, builtin.read_text("utf-8"))
         self._pages = jinja2.Environment(
-            loader=jinja2.ChoiceLoader(loaders), autoescape=True,
+            loader=jinja2.DictLoader(self._sources), autoescape=True,
             undefined=jinja2.StrictUndefined)  # a value the page needs and nobody gave: a bug
 
     def template(self, name: str) -> Template:
-        if self.override_dir is not None:
-            own = self.override_dir / name
-            if own.is_file():
-                return Template(own.read_text(encoding="utf-8"))
-        builtin = resources.files("verification").joinpath("templates", name)
-        return Template(builtin.read_text("utf-8"))
+        if name not in self._sources:
+            raise FileNotFoundError(f"no template {name}")
+        return Template(self._sources[name])
 
     def mail(self, template: str, /, *, sender: str, to: str, **values: object) -> Mail:
         """A mail from `template` (a missing value is a bug: KeyError)."""

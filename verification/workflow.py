@@ -14,10 +14,16 @@ The address checks are pure functions of the policy and a Snapshot. `Workflow` h
 it acts through, all injected: the registry, an audit recorder, the outbound transport, the
 link signer, the DNS resolver and the clock. Every step records an audit event (metadata only:
 never the code, the token or a name). Nothing here reads the config or the environment.
+
+The async steps (`request`, `confirm`, `decline`) run on an event loop: their work with the
+registry, and the audit events that go with it, runs in a worker thread, so the loop never waits
+on the disk; only DNS and the transport are awaited on the loop. The synchronous steps
+(`open_link`, `expire_due`, `revoke`) are for a worker thread or a command line.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import unicodedata
@@ -38,11 +44,12 @@ from verification.registry import (
     AlreadyPending,
     AlreadyVerified,
     Registry,
+    RegistryEntry,
     RequestState,
     VerificationRequest,
 )
 from verification.texts import Mail, Texts, one_line, when
-from verification.tokens import LinkSigner, TokenStatus
+from verification.tokens import IssuedLink, LinkSigner, TokenStatus
 
 MAX_NAME = 200
 METHOD = "recipient-confirmed"  # how, in the registry's `method` column
@@ -278,6 +285,18 @@ class Workflow:
     async def request(self, ask: Ask) -> RequestResult:
         """Check the address, then mail the recipient; the code goes back to the caller."""
         now = self.clock()
+        checked = await asyncio.to_thread(self._check, ask, now)
+        if isinstance(checked, RequestResult):
+            return checked
+        domain = await check_domain(checked.address.rpartition("@")[2], self.resolver,
+                                    self.settings.dns_timeout)
+        if not domain.ok:
+            return await asyncio.to_thread(self._undeliverable, ask, checked, domain)
+        return await self._open_and_send(ask, checked, now)
+
+    def _check(self, ask: Ask, now: datetime) -> RequestResult | _Checked:
+        """The request's checks, against the registry as it is now (in a worker thread): the
+        answer when one of them settles it, else what the request is for."""
         self.expire_due(now)
         snapshot = self.snapshot(now)
         inputs = check_ask(ask, self.policy, snapshot)
@@ -302,29 +321,17 @@ class Workflow:
                 f"The owner of {address} said on {when(declined)} that it is not the address "
                 f"you meant, so it is not mailed again for {scope_text(case)}. Check the right "
                 "address with the person by telephone.", address, case)
-        domain = await check_domain(address.rpartition("@")[2], self.resolver,
-                                    self.settings.dns_timeout)
-        if not domain.ok:
-            return self._undeliverable(ask, staff, address, case, domain)
-        return await self._open_and_send(ask, staff, name, address, case, now)
+        return _Checked(staff=staff, name=name, address=address, case=case)
 
-    async def _open_and_send(self, ask: Ask, staff: str, name: str, address: str,
-                             case: str | None, now: datetime) -> RequestResult:
+    async def _open_and_send(self, ask: Ask, checked: _Checked,
+                             now: datetime) -> RequestResult:
+        staff, address, case = checked.staff, checked.address, checked.case
         expires_at = (now + self.settings.link_lifetime).replace(microsecond=0)
         link = self.signer.issue(expires_at)
         code = self.signer.new_code()
-        try:
-            request = self.registry.create_request(
-                address, case_number=case, role=ask.role, name=name, requested_by=staff,
-                channel=ask.channel, token_id=link.token_id,
-                code_digest=self.signer.code_digest(link.token_id, code), now=now,
-                link_expires_at=expires_at)
-        except AlreadyPending as exc:
-            return RequestResult(Outcome.ALREADY_PENDING,
-                                 f"{str(exc).capitalize()}. Ask them to use the link they were "
-                                 "sent, or revoke it (casegate verify revoke) and ask again.",
-                                 address, case)
-        self._event("verification-requested", request, channel=ask.channel)
+        request = await asyncio.to_thread(self._open, ask, checked, link, code, now, expires_at)
+        if isinstance(request, RequestResult):
+            return request
         invitation = self.texts.mail(
             "invitation.txt", sender=self.settings.sender, to=address,
             organisation=self.settings.organisation,
@@ -332,17 +339,39 @@ class Workflow:
             link=f"{self.settings.public_url.rstrip('/')}/v/{link.token}",
             expires=when(expires_at))
         if not await self._send(f"verify-{request.id}-invitation", invitation):
-            self.registry.close_request(request.id, RequestState.REVOKED, now=self.clock())
-            self._event("verification-revoked", request, reason="not-sent")
+            await asyncio.to_thread(self._withdraw, request)
             return RequestResult(Outcome.NOT_SENT, "The verification email could not be sent "
                                  "just now; nothing was sent. Please try again later.",
                                  address, case)
-        self._event("verification-sent", request)
+        await asyncio.to_thread(self._event, "verification-sent", request)
         return RequestResult(
             Outcome.SENT,
             f"The verification email was sent to {address} for {scope_text(case)}. Give the "
             f"recipient the code {code} by telephone or in person.",
             address, case, code=code, expires_at=expires_at)
+
+    def _open(self, ask: Ask, checked: _Checked, link: IssuedLink, code: str, now: datetime,
+              expires_at: datetime) -> VerificationRequest | RequestResult:
+        """The pending request in the registry, recorded (in a worker thread); the answer
+        when one is already waiting for the same scope."""
+        try:
+            request = self.registry.create_request(
+                checked.address, case_number=checked.case, role=ask.role, name=checked.name,
+                requested_by=checked.staff, channel=ask.channel, token_id=link.token_id,
+                code_digest=self.signer.code_digest(link.token_id, code), now=now,
+                link_expires_at=expires_at)
+        except AlreadyPending as exc:
+            return RequestResult(Outcome.ALREADY_PENDING,
+                                 f"{str(exc).capitalize()}. Ask them to use the link they were "
+                                 "sent, or revoke it (casegate verify revoke) and ask again.",
+                                 checked.address, checked.case)
+        self._event("verification-requested", request, channel=ask.channel)
+        return request
+
+    def _withdraw(self, request: VerificationRequest) -> None:
+        """The invitation did not go: the request is revoked (in a worker thread)."""
+        self.registry.close_request(request.id, RequestState.REVOKED, now=self.clock())
+        self._event("verification-revoked", request, reason="not-sent")
 
     def _declined(self, address: str, case: str | None) -> datetime | None:
         """When the address's owner said "this is not me" for this scope, if they did."""
@@ -352,14 +381,13 @@ class Workflow:
                 return request.decided_at or request.requested_at
         return None
 
-    def _undeliverable(self, ask: Ask, staff: str, address: str, case: str | None,
-                       domain: DomainCheck) -> RequestResult:
-        self.audit.record("verification-refused", sender=staff, recipients=[address],
-                          case_numbers=_cases(case), reason=domain.result.value,
-                          channel=ask.channel)
+    def _undeliverable(self, ask: Ask, checked: _Checked, domain: DomainCheck) -> RequestResult:
+        self.audit.record("verification-refused", sender=checked.staff,
+                          recipients=[checked.address], case_numbers=_cases(checked.case),
+                          reason=domain.result.value, channel=ask.channel)
         outcome = (Outcome.DNS_FAILURE if domain.result is Deliverability.DNS_FAILURE
                    else Outcome.UNDELIVERABLE)
-        return RequestResult(outcome, domain.sentence(), address, case)
+        return RequestResult(outcome, domain.sentence(), checked.address, checked.case)
 
     def practitioner_mail(self, result: RequestResult, to: str) -> Mail | None:
         """The reply that tells a practitioner (who asked by email) what happened."""
@@ -389,58 +417,82 @@ class Workflow:
 
     async def confirm(self, token: str, code: str, name: str) -> LinkAnswer:
         """The recipient's code and name: verified, a wrong try, or locked."""
-        request = self._pending(token)
+        request = await asyncio.to_thread(self._pending, token)
         if isinstance(request, LinkState):
             return LinkAnswer(request)
         now = self.clock()
         right = self.signer.code_matches(request.token_id, code, request.code_digest)
         if not (right and names_match(request.name, name[:MAX_NAME])):
             return await self._wrong(request, now)
-        valid_for = self.settings.valid_for
-        try:
-            entry = self.registry.confirm_request(
-                request.id, now=now, method=METHOD,
-                expires_at=now + valid_for if valid_for else None)
-        except AlreadyVerified:
-            entry = None
+        entry = await asyncio.to_thread(self._confirm, request, now)
         if entry is None:  # answered meanwhile (a second confirmation), or verified otherwise
             return LinkAnswer(LinkState.UNAVAILABLE)
-        self._event("verification-confirmed", request, method=METHOD,
-                    valid_until=entry.expires_at.isoformat() if entry.expires_at else "never")
         await self._tell_practitioner(request, "practitioner-confirmed.txt", "confirmed",
                                       name=request.name, when=when(now),
                                       valid_until=when(entry.expires_at) if entry.expires_at
                                       else "it is revoked")
         return LinkAnswer(LinkState.CONFIRMED, request)
 
+    def _confirm(self, request: VerificationRequest, now: datetime) -> RegistryEntry | None:
+        """The address into the registry, recorded (in a worker thread); None when the request
+        was answered meanwhile or the address verified otherwise."""
+        valid_for = self.settings.valid_for
+        try:
+            entry = self.registry.confirm_request(
+                request.id, now=now, method=METHOD,
+                expires_at=now + valid_for if valid_for else None)
+        except AlreadyVerified:
+            return None
+        if entry is not None:
+            self._event("verification-confirmed", request, method=METHOD,
+                        valid_until=entry.expires_at.isoformat() if entry.expires_at else "never")
+        return entry
+
     async def _wrong(self, request: VerificationRequest, now: datetime) -> LinkAnswer:
-        updated = self.registry.count_wrong_code(request.id,
-                                                 max_attempts=self.settings.max_attempts, now=now)
+        updated = await asyncio.to_thread(self._count_wrong, request, now)
         if updated is None:
             return LinkAnswer(LinkState.UNAVAILABLE)
-        self._event("verification-code-wrong", updated, attempts=updated.attempts)
         if updated.state is RequestState.LOCKED:
-            self._event("verification-locked", updated, attempts=updated.attempts)
             await self._tell_practitioner(updated, "practitioner-locked.txt", "locked",
                                           attempts=updated.attempts, when=when(now))
             return LinkAnswer(LinkState.LOCKED, updated)
         return LinkAnswer(LinkState.OPEN, updated, wrong=True,
                           attempts_left=self.settings.max_attempts - updated.attempts)
 
+    def _count_wrong(self, request: VerificationRequest,
+                     now: datetime) -> VerificationRequest | None:
+        """One more wrong code, recorded, locking the request at `max_attempts` (in a worker
+        thread); None when it was no longer pending."""
+        updated = self.registry.count_wrong_code(request.id,
+                                                 max_attempts=self.settings.max_attempts, now=now)
+        if updated is not None:
+            self._event("verification-code-wrong", updated, attempts=updated.attempts)
+            if updated.state is RequestState.LOCKED:
+                self._event("verification-locked", updated, attempts=updated.attempts)
+        return updated
+
     async def decline(self, token: str) -> LinkAnswer:
         """"This is not me": a breach attempt caught; the practitioner is told at once."""
-        request = self._pending(token)
+        request = await asyncio.to_thread(self._pending, token)
         if isinstance(request, LinkState):
             return LinkAnswer(request)
         now = self.clock()
-        closed = self.registry.close_request(request.id, RequestState.DECLINED, now=now)
+        closed = await asyncio.to_thread(self._decline, request, now)
         if closed is None:
             return LinkAnswer(LinkState.UNAVAILABLE)
-        # High grade (policy [grades]): gateway.audit.alerts mails governance at once.
-        self._event("verification-declined", closed, rule="", citation="IA 3.4; IA 2.2")
         await self._tell_practitioner(closed, "practitioner-declined.txt", "declined",
                                       when=when(now))
         return LinkAnswer(LinkState.DECLINED, closed)
+
+    def _decline(self, request: VerificationRequest,
+                 now: datetime) -> VerificationRequest | None:
+        """The request closed as declined, recorded (in a worker thread); None when it was no
+        longer pending."""
+        closed = self.registry.close_request(request.id, RequestState.DECLINED, now=now)
+        if closed is not None:
+            # High grade (policy [grades]): gateway.audit.alerts mails governance at once.
+            self._event("verification-declined", closed, rule="", citation="IA 3.4; IA 2.2")
+        return closed
 
     def _pending(self, token: str) -> VerificationRequest | LinkState:
         """The pending request a token names, else why not: UNKNOWN (not a link we issued) or
@@ -503,7 +555,8 @@ class Workflow:
                                address=request.address, scope=scope_text(request.case_number),
                                **values)
         if not await self._send(f"verify-{request.id}-{what}", mail):
-            self._event("verification-notice-failed", request, notice=what)
+            await asyncio.to_thread(self._event, "verification-notice-failed", request,
+                                    notice=what)
 
     async def _send(self, key: str, mail: Mail) -> bool:
         copy = Copy(key=key, mail_from=mail.sender, recipients=(mail.to,),
@@ -515,6 +568,16 @@ class Workflow:
         self.audit.record(kind, sender=request.requested_by, recipients=[request.address],
                           case_numbers=_cases(request.case_number), request_id=request.id,
                           role=request.role.value, **metadata)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A request that passed the checks: who asks, for whom, and the scope."""
+
+    staff: str
+    name: str
+    address: str
+    case: str | None
 
 
 def _cases(case_number: str | None) -> list[str]:

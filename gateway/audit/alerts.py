@@ -183,8 +183,8 @@ class Alerter:
 
     async def send_alerts(self) -> int:
         """Mail every alert-grade event not yet mailed; the number mailed (0 on failure)."""
-        events = self.audit.graded_after(self.alerted, self.settings.alert_grades,
-                                         MAX_EVENTS_PER_MAIL)
+        events = await asyncio.to_thread(self.audit.graded_after, self.alerted,
+                                         self.settings.alert_grades, MAX_EVENTS_PER_MAIL)
         if not events:
             return 0
         grade = max((e.grade for e in events), key=GRADES.index)
@@ -199,17 +199,15 @@ class Alerter:
         if not await self._deliver(key, subject, intro, body):
             return 0
         self.alerted = events[-1].seq
-        self._cursors.set("alert", self.alerted)
+        await asyncio.to_thread(self._cursors.set, "alert", self.alerted)
         async with self._sent:
             self._sent.notify_all()
         return count
 
     async def send_digest(self) -> bool:
         """Mail the digest of digest-grade events since the last one; False on failure."""
-        head = self.audit.store.head()[0]
-        limit = min(head - self.digested, MAX_EVENTS_PER_DIGEST)
-        events = [e for e in self.audit.graded_after(self.digested, self.settings.digest_grades,
-                                                     limit) if e.seq <= head]
+        head, found = await asyncio.to_thread(self._digest_events)
+        events = [e for e in found if e.seq <= head]
         now = self._clock()
         day = now.date().isoformat()
         subject = f"casegate daily digest {day}: {len(events)} breach attempts"
@@ -224,8 +222,15 @@ class Alerter:
         if not await self._deliver(f"digest-{self.digested}-{head}", subject, intro, body):
             return False
         self.digested = head
-        self._cursors.set("digest", head)
+        await asyncio.to_thread(self._cursors.set, "digest", head)
         return True
+
+    def _digest_events(self) -> tuple[int, list[StoredEvent]]:
+        """The trail's head and the digest-grade events since the last digest (read in a
+        worker thread)."""
+        head = self.audit.store.head()[0]
+        limit = min(head - self.digested, MAX_EVENTS_PER_DIGEST)
+        return head, self.audit.graded_after(self.digested, self.settings.digest_grades, limit)
 
     async def _deliver(self, key: str, subject: str, intro: list[str], body: list[str]) -> bool:
         data = compose(self.settings, subject, intro, body, self._clock())
@@ -263,7 +268,8 @@ class Alerter:
                 log.exception("alerts-failed")
             wait = max(0.0, min(self._poll, (due - now).total_seconds()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait or self._poll)
+                async with asyncio.timeout(wait or self._poll):  # wait_for may swallow a cancel
+                    await self._wake.wait()
 
     def close(self) -> None:
         if self._notice in self.audit.listeners:

@@ -1,13 +1,13 @@
 """Postal decisions as the gateway takes them: the policy's answer, recorded as an audit event.
 
-The CLI (`casegate post`), the staff API (`POST /api/post`) and the business-services form all
-call `decide_and_record`, so they give the same answer and leave the same trail. Bad input
-raises `PostInputError` before anything is recorded.
+The CLI (`casegate post`) calls `decide_and_record`, the staff API (`POST /api/post`) and the
+business-services form its twin for the event loop, so they give the same answer and leave the
+same trail. Bad input raises `PostInputError` before anything is recorded.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.printed.offices import DispatchStore
 from policies.post import PostDecision, PostItem, PostOptions, decide_post
@@ -36,17 +36,24 @@ def decide_and_record(
 ) -> PostDecision:
     """Decide for `item` and record the decision (facts as metadata, no content)."""
     decision = decide_post(item, options)
-    audit.record(
-        AUDIT_KIND,
-        rule=decision.rule,
-        citation=decision.citation,
-        sender=sender,
-        decision=decision.decision.value,
-        methods=list(decision.methods),
-        applied=list(decision.applied),
-        **item.summary(),
-    )
+    audit.record(AUDIT_KIND, **_event(decision, item, sender))
     return decision
+
+
+async def decide_and_record_async(
+    options: PostOptions, audit: AuditLog, item: PostItem, *, sender: str = ""
+) -> PostDecision:
+    """`decide_and_record` on the event loop: the event is awaited, not waited for."""
+    decision = decide_post(item, options)
+    await audit.record_async(AUDIT_KIND, **_event(decision, item, sender))
+    return decision
+
+
+def _event(decision: PostDecision, item: PostItem, sender: str) -> dict[str, Any]:
+    """The audit event's fields for a postal decision."""
+    return {"rule": decision.rule, "citation": decision.citation, "sender": sender,
+            "decision": decision.decision.value, "methods": list(decision.methods),
+            "applied": list(decision.applied), **item.summary()}
 
 
 def open_dispatches(app: App) -> DispatchStore:

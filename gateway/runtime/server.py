@@ -132,7 +132,11 @@ async def start_gateway(
                                          client_ca_file=config.smtp.relay_client_ca_file)
     way_out = app.signed(transport) if transport is not None else app.way_out()
     bound = _Bound()  # the HTTP port once bound: the portal's links name it
-    stages = Stages(app=app, transport=way_out, encrypted=encrypted, metrics=Metrics())
+    # Built once (its templates and link key are read now); it reads the stages' clock, even
+    # when a test replaces it.
+    workflow = app.workflow(way_out, clock=lambda: stages.clock())
+    stages = Stages(app=app, transport=way_out, encrypted=encrypted, metrics=Metrics(),
+                    workflow=workflow)
     # The portal reads the stages' clock, even when a test replaces it.
     delivery = app.portal_delivery(
         way_out, lambda: public_url(config, bound.http_port),

@@ -23,6 +23,7 @@ from gateway.app import App
 from gateway.observe.metrics import Metrics
 from policies.events import EventKind
 from transports.base import Transport
+from verification.workflow import Workflow
 
 log = structlog.get_logger("casegate.smtp")
 T = TypeVar("T")
@@ -85,6 +86,7 @@ class Stages:
     transport: Transport  # plain copies: the upstream smarthost or the outbox
     encrypted: Transport | None  # encrypt copies (the portal); None: they are held with a 451
     metrics: Metrics
+    workflow: Workflow  # recipient verification: the verify@ intake and the web pages
     flight: Flight = field(default_factory=Flight)
     background: Background = field(default_factory=Background)
     clock: Callable[[], datetime] = utc_now

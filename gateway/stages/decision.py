@@ -12,17 +12,19 @@ from policies import engine
 from policies.events import EventKind
 from policies.model import Action, Decision, Snapshot, Verdict
 
-# A plain-text message up to this size is decided on the event loop: its classification is a
-# header parse and a few scans of at most this much text (well under a millisecond), less than
-# handing it to a worker thread costs. Anything else may hold attachments, whose reading can
-# take up to the content budget's seconds, so it is decided in a worker thread.
+# A plain-text message up to this size is decided on the event loop (only the registry's
+# snapshot is read in the stores' thread): its classification is a header parse and a few scans
+# of at most this much text (well under a millisecond). Anything else may hold attachments,
+# whose reading can take up to the content budget's seconds, so it is decided in a worker
+# thread.
 INLINE_DECISION_BYTES = 64 * 1024
 
 
 async def decide(stages: Stages, submission: Submission) -> Decision:
-    """The policy decision: on the loop for a small plain-text message when the registry's
-    answer is in memory, else in a worker thread so the event loop stays responsive, one
-    message at a time (`Stages.evaluations`)."""
+    """The policy decision: on the loop for a small plain-text message, with the registry's
+    snapshot read in the stores' thread (`App.snapshot_async`); anything else in a worker
+    thread altogether, so the event loop stays responsive, one message at a time
+    (`Stages.evaluations`)."""
     app = stages.app
     now = stages.clock()
 
@@ -33,9 +35,7 @@ async def decide(stages: Stages, submission: Submission) -> Decision:
         )
 
     if is_small_plain_text(submission):
-        snapshot = app.snapshot_at_once(now)
-        if snapshot is not None:
-            return evaluate(snapshot)
+        return evaluate(await app.snapshot_async(now))
     async with stages.evaluations:
         return await asyncio.to_thread(lambda: evaluate(app.snapshot(now)))
 

@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from gateway.config import Config, verification_address
 from gateway.stages.context import Stages
 from gateway.stages.message import Reply
@@ -50,12 +48,9 @@ async def check_recipient(stages: Stages, sender: str, address: str,
     """Address-only rules (personal, fax, invalid, lookalike): refuse this recipient alone.
     (The verification address never comes here: see `is_request_address`.)"""
     app = stages.app
-    now = stages.clock()
-    # The registry's cached answer on the loop when it still holds; a worker thread to read
-    # the tables (or wait for a writer) only when it does not.
-    snapshot = app.snapshot_at_once(now)
-    if snapshot is None:
-        snapshot = await asyncio.to_thread(app.snapshot, now)
+    # The registry is read in the stores' thread: even its cached answer needs a look at the
+    # database (has anything changed since?), which the event loop never takes.
+    snapshot = await app.snapshot_async(stages.clock())
     decision = engine.decide_at_rcpt(sender, address, app.policy, snapshot)
     if decision is None or decision.action is not Action.BLOCK:
         return None

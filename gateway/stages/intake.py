@@ -19,6 +19,7 @@ verified").
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from email import message_from_bytes
@@ -82,7 +83,7 @@ async def take_request(stages: Stages, record: Record, submission: Submission) -
     role = fields["role"].strip().lower()
     if role not in {r.value for r in Role}:
         return Reply.of(550, "5.6.0", "Role: must be party or professional.")
-    workflow = stages.app.workflow(stages.transport, clock=stages.clock)
+    workflow = stages.workflow
     result = await workflow.request(Ask(
         address=fields["address"], case_number=fields["case"], name=fields["name"],
         role=Role(role), requested_by=submission.sender, channel="smtp"))
@@ -94,8 +95,8 @@ async def take_request(stages: Stages, record: Record, submission: Submission) -
     if mail is not None:
         if not await workflow.tell(f"verify-reply-{uuid.uuid4().hex}", mail):
             # Without the code the request is useless: withdraw it so that a retry starts anew.
-            workflow.revoke(result.address, by=submission.sender,
-                            case_number=result.case_number)
+            await asyncio.to_thread(workflow.revoke, result.address, by=submission.sender,
+                                    case_number=result.case_number)
             return Reply.of(451, "4.4.3", "The reply with the code could not be sent, so the "
                             "request was withdrawn; please try again later.")
     return Reply.of(250, "2.0.0", "Verification request taken; the reply is in your mailbox.")

@@ -77,7 +77,7 @@ def build_web_app(front: WebFront) -> web.Application:
     staff.install(web_app, WebDeps(audit=app.audit, users=app.users, data_dir=app.data_dir))
     post.install(web_app, post.PostDeps(options=post_options(app), audit=app.audit,
                                         users=app.users))
-    verify.install(web_app, lambda: app.workflow(stages.transport, clock=stages.clock))
+    verify.install(web_app, stages.workflow)
     if front.portal is not None:
         delivery = front.portal
         deps = portal.PortalDeps(

@@ -88,8 +88,14 @@ def _client(request: web.Request) -> str:
 
 async def current_user(request: web.Request) -> StaffSession | None:
     """The signed-in user, or None (no cookie, expired, signed out or account disabled)."""
-    auth = request.app[AUTH]
     token = request.cookies.get(SESSION_COOKIE, "")
+    if not token:
+        return None
+    return await asyncio.to_thread(_signed_in, request.app[AUTH], token)
+
+
+def _signed_in(auth: _Auth, token: str) -> StaffSession | None:
+    """`current_user`'s reads of the session and user stores (in a worker thread)."""
     session = auth.sessions.get(token)
     if session is None:
         return None
@@ -111,9 +117,9 @@ async def require_user(request: web.Request, *roles: str) -> StaffSession:
         target = request.path_qs if request.method == "GET" else DEFAULT_NEXT
         raise web.HTTPSeeOther(location=f"/login?next={quote(target, safe='')}")
     if roles and not staff.has_role(*roles):
-        request.app[AUTH].audit.record("access-denied", sender=staff.address,
-                                       client=_client(request), path=request.path[:200],
-                                       roles_needed=list(roles))
+        await request.app[AUTH].audit.record_async(
+            "access-denied", sender=staff.address, client=_client(request),
+            path=request.path[:200], roles_needed=list(roles))
         raise _forbidden(
             request,
             "You do not have access to this page",
@@ -199,24 +205,23 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     client = _client(request)
     keys = (f"client:{client}", f"account:{address}")
     if any(auth.throttle.is_locked(k) for k in keys):
-        auth.audit.record("login-refused", sender=address, client=client, reason="locked")
+        await auth.audit.record_async("login-refused", sender=address, client=client,
+                                      reason="locked")
         return _signin_page(request, next_path, fresh, status=429, address=address,
                             error="Too many failed sign-ins. Wait 15 minutes and try again.")
     user = await asyncio.to_thread(auth.users.authenticate, address, password)
     if user is None:
         locked = [auth.throttle.failure(k).throttle is Throttle.LOCK for k in keys]
-        auth.audit.record("login-failure", sender=address, client=client)
+        await auth.audit.record_async("login-failure", sender=address, client=client)
         if any(locked):
-            auth.audit.record("login-lockout", sender=address, client=client)
+            await auth.audit.record_async("login-lockout", sender=address, client=client)
         return _signin_page(request, next_path, fresh, status=401, address=address,
                             error="The address or password is not right.")
     for key in keys:
         auth.throttle.success(key)
-    old = request.cookies.get(SESSION_COOKIE)
-    if old:
-        auth.sessions.delete(old)
-    token = auth.sessions.create(user.address)
-    auth.audit.record("login", sender=user.address, client=client)
+    token = await asyncio.to_thread(_rotated, auth.sessions,
+                                    request.cookies.get(SESSION_COOKIE), user.address)
+    await auth.audit.record_async("login", sender=user.address, client=client)
     response = web.HTTPSeeOther(location=_landing(request, user, next_path))
     response.set_cookie(
         SESSION_COOKIE,
@@ -235,11 +240,18 @@ async def logout(request: web.Request) -> web.StreamResponse:
     """End the session (a POST with the CSRF token) and go back to the sign-in page."""
     staff = await require_user(request)
     auth = request.app[AUTH]
-    auth.sessions.delete(request.cookies.get(SESSION_COOKIE, ""))
-    auth.audit.record("logout", sender=staff.address, client=_client(request))
+    await asyncio.to_thread(auth.sessions.delete, request.cookies.get(SESSION_COOKIE, ""))
+    await auth.audit.record_async("logout", sender=staff.address, client=_client(request))
     response = web.HTTPSeeOther(location="/login")
     response.del_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="Strict")
     raise response
+
+
+def _rotated(sessions: SessionStore, old: str | None, address: str) -> str:
+    """End the browser's old session, if any, and start a new one: the new token."""
+    if old:
+        sessions.delete(old)
+    return sessions.create(address)
 
 
 def _landing(request: web.Request, user: User, next_path: str) -> str:

@@ -11,6 +11,7 @@ state, so no form needs a CSRF token.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from gateway.audit.export import csv_chunks
-from gateway.audit.store import StoredEvent
+from gateway.audit.store import Checkpoint, StoredEvent
 from gateway.audit.trail import GRADES, EventFilter, normalise_time
 from gateway.web.auth import require_user
 from gateway.web.chart import bar_chart
@@ -154,14 +155,13 @@ async def trail(request: web.Request) -> web.Response:
     except FilterProblem as exc:
         problem = str(exc)
         flt = EventFilter()
-    events = audit.page(flt, before=before, limit=PAGE_SIZE)
     first, last = _chart_period(flt, datetime.now(UTC).date())
     chart_flt = replace(
         flt,
         since=normalise_time(first.isoformat()),
         until=normalise_time((last + timedelta(days=1)).isoformat()),
     )
-    checkpoint = audit.store.latest_checkpoint()
+    events, counts, checkpoint = await asyncio.to_thread(_read, audit, flt, before, chart_flt)
     integrity = (
         f"The trail was last signed at event {checkpoint.seq} "
         f"({checkpoint.time[:16].replace('T', ' ')} UTC)."
@@ -182,13 +182,21 @@ async def trail(request: web.Request) -> web.Response:
         integrity=integrity,
         chart_first=first.isoformat(),
         chart_last=last.isoformat(),
-        chart=bar_chart(audit.counts_by_day_and_rule(chart_flt), first, last),
+        chart=bar_chart(counts, first, last),
         export_href=_href("/governance/export.csv", values),
         event_headings=EVENT_HEADINGS,
         events=_rows(events, values),
         newest_href=_href("/governance", values) if before is not None else "",
         older_href=older,
     )
+
+
+def _read(audit: AuditLog, flt: EventFilter, before: int | None, chart_flt: EventFilter
+          ) -> tuple[list[StoredEvent], list[tuple[str, str, int]], Checkpoint | None]:
+    """What the trail page shows from the store (in a worker thread): a page of events, the
+    chart's counts, the latest checkpoint."""
+    return (audit.page(flt, before=before, limit=PAGE_SIZE),
+            audit.counts_by_day_and_rule(chart_flt), audit.store.latest_checkpoint())
 
 
 @dataclass(frozen=True)
@@ -211,7 +219,8 @@ async def event_detail(request: web.Request) -> web.Response:
     staff = await require_user(request, ROLE)
     audit = request.app[AUDIT]
     raw = request.match_info["seq"]
-    event = audit.get(int(raw)) if raw.isdigit() and len(raw) < 19 else None
+    wanted = int(raw) if raw.isdigit() and len(raw) < 19 else None
+    event = await asyncio.to_thread(audit.get, wanted) if wanted is not None else None
     if event is None:
         return render(request, "message.html", title="No such event", status=404, staff=staff,
                       heading="No such event",
@@ -239,8 +248,8 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
     except FilterProblem as exc:
         return render(request, "message.html", title="Cannot export", status=400, staff=staff,
                       heading="Cannot export", text=str(exc))
-    audit.record("audit-export", sender=staff.address,
-                 filters=[f"{k}={v}" for k, v in sorted(values.items())])
+    await audit.record_async("audit-export", sender=staff.address,
+                             filters=[f"{k}={v}" for k, v in sorted(values.items())])
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     response = web.StreamResponse(
         headers={
@@ -249,7 +258,8 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    for chunk in csv_chunks(audit.iterate(flt)):
+    chunks = csv_chunks(audit.iterate(flt))  # each piece read from the store in a worker thread
+    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
         await response.write(chunk.encode("utf-8"))
     await response.write_eof()
     return response

@@ -123,12 +123,17 @@ FILTERS: dict[str, Callable[..., str]] = {
 
 
 def use_templates(web_app: web.Application) -> jinja2.Environment:
-    """The Jinja2 environment of `web_app`, set up on first call (auto-escaping on for .html)."""
+    """The Jinja2 environment of `web_app`, set up on first call (auto-escaping on for .html).
+
+    Every template, and the stylesheet, is read now, when the pages are installed: a request
+    never reads a file.
+    """
     if aiohttp_jinja2.APP_KEY in web_app:
         return web_app[aiohttp_jinja2.APP_KEY]
+    _stylesheet_text()
     return aiohttp_jinja2.setup(
         web_app,
-        loader=jinja2.PackageLoader("gateway.web", "templates"),
+        loader=preloaded(jinja2.PackageLoader("gateway.web", "templates")),
         autoescape=jinja2.select_autoescape(["html"], default_for_string=True, default=True),
         undefined=jinja2.StrictUndefined,  # a value the template needs and nobody gave: a bug
         trim_blocks=True,
@@ -136,6 +141,16 @@ def use_templates(web_app: web.Application) -> jinja2.Environment:
         default_helpers=False,
         filters=FILTERS,
     )
+
+
+def preloaded(*loaders: jinja2.BaseLoader) -> jinja2.DictLoader:
+    """Every template `loaders` offer, read now (the first loader offering a name wins)."""
+    reader = jinja2.Environment(autoescape=True)
+    sources: dict[str, str] = {}
+    for loader in loaders:
+        for name in loader.list_templates():
+            sources.setdefault(name, loader.get_source(reader, name)[0])
+    return jinja2.DictLoader(sources)
 
 
 @dataclass(frozen=True)

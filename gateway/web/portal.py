@@ -219,7 +219,7 @@ async def _visit(request: web.Request) -> _Visit:
         raise _Raised(_page(request, "This message has expired",
                             "Secure messages can be read for a limited time only. Contact "
                             f"{copy.sender} if you still need the information.", 410))
-    session = deps.store.session(request.cookies.get(COOKIE, ""), now)
+    session = await asyncio.to_thread(deps.store.session, request.cookies.get(COOKIE, ""), now)
     if session is not None and session.copy_id != copy.id:
         session = None  # a session for another copy never opens this one
     return _Visit(deps=deps, copy=copy, session=session, token=token)
@@ -243,10 +243,11 @@ def _set_cookie(response: web.StreamResponse, token: str) -> None:
                         samesite="Strict", max_age=SESSION_SECONDS)
 
 
-def _audit(visit: _Visit, kind: str, request: web.Request, **extra: Any) -> None:
-    visit.deps.audit.record(kind, sender=visit.copy.sender, recipients=[visit.copy.recipient],
-                            decision_id=visit.copy.decision_id, copy_id=visit.copy.id,
-                            client=_client(request), **extra)
+async def _audit(visit: _Visit, kind: str, request: web.Request, **extra: Any) -> None:
+    await visit.deps.audit.record_async(
+        kind, sender=visit.copy.sender, recipients=[visit.copy.recipient],
+        decision_id=visit.copy.decision_id, copy_id=visit.copy.id, client=_client(request),
+        **extra)
 
 
 # -- the recipient's pages ---------------------------------------------------------------
@@ -304,7 +305,7 @@ async def request_code(request: web.Request) -> web.Response:
     recent = await asyncio.to_thread(deps.store.code_requests_since, visit.copy.id,
                                      now - timedelta(hours=1))
     if recent >= CODES_PER_HOUR:
-        _audit(visit, "portal-refused", request, reason="code-requests")
+        await _audit(visit, "portal-refused", request, reason="code-requests")
         return await _landing(request, visit, "Too many codes were asked for. Wait an hour "
                               "and try again.", 429)
     code = await asyncio.to_thread(deps.store.issue_code, visit.copy.id, now)
@@ -314,7 +315,7 @@ async def request_code(request: web.Request) -> web.Response:
         log.warning("portal-code-not-sent", outcome=result.outcome.value)
         return await _landing(request, visit, "The code could not be sent just now. Please "
                               "try again in a few minutes.", 503)
-    _audit(visit, "portal-code-sent", request)
+    await _audit(visit, "portal-code-sent", request)
     raise web.HTTPSeeOther(location=f"{visit.base}?sent=1")
 
 
@@ -329,26 +330,26 @@ async def verify_code(request: web.Request) -> web.Response:
     deps = visit.deps
     check = await asyncio.to_thread(deps.store.check_code, visit.copy.id, code, deps.clock())
     if check is CodeCheck.ACCEPTED:
-        deps.store.end_session(request.cookies.get(COOKIE, ""))
+        await asyncio.to_thread(deps.store.end_session, request.cookies.get(COOKIE, ""))
         token, _ = await asyncio.to_thread(deps.store.create_session, visit.copy.id,
                                            signed_in=True, now=deps.clock(),
                                            lifetime_seconds=SESSION_SECONDS)
-        _audit(visit, "portal-login", request)
+        await _audit(visit, "portal-login", request)
         response = web.HTTPSeeOther(location=visit.base)
         _set_cookie(response, token)
         raise response
     if check is CodeCheck.LOCKED:
-        _audit(visit, "portal-lockout", request)
+        await _audit(visit, "portal-lockout", request)
         text = "That code was wrong too many times and no longer works. Ask for a new code."
     elif check is CodeCheck.WRONG:
-        _audit(visit, "portal-code-failure", request)
+        await _audit(visit, "portal-code-failure", request)
         text = "That code is not right. Check the latest email and try again."
     elif await asyncio.to_thread(deps.store.code_requests_since, visit.copy.id,
                                  deps.clock() - timedelta(hours=1)):
-        _audit(visit, "portal-code-failure", request, reason="no-live-code")
+        await _audit(visit, "portal-code-failure", request, reason="no-live-code")
         text = "That code has expired or was already used. Ask for a new code."
     else:  # no code asked for in the last hour, so none can be live (codes last 10 minutes)
-        _audit(visit, "portal-code-failure", request, reason="no-code-requested")
+        await _audit(visit, "portal-code-failure", request, reason="no-code-requested")
         text = ("Request a code first: press \u201cEmail me a code\u201d, then enter the code "
                 "from the email.")
     return await _landing(request, visit, text, 401)
@@ -388,7 +389,7 @@ async def _message_page(request: web.Request, visit: _Visit) -> web.Response:
                       content_type=a.content_type, size=_size(a.size))
               for a in message.attachments if a.part in ids]
     await asyncio.to_thread(visit.deps.store.record_view, visit.copy.id, visit.deps.clock())
-    _audit(visit, "portal-view", request)
+    await _audit(visit, "portal-view", request)
     return render(request, "portal-message.html", title="Secure message",
                   sender=visit.copy.sender, brand=visit.deps.settings.organisation,
                   recipient=visit.copy.recipient, sent=message.sent or "not stated",
@@ -437,8 +438,8 @@ async def download(request: web.Request) -> web.StreamResponse:
                      "That attachment is not part of this message.", 404)
     info, content = found
     await asyncio.to_thread(visit.deps.store.record_download, visit.copy.id)
-    _audit(visit, "portal-download", request, attachment_type=info.content_type,
-           size=len(content))
+    await _audit(visit, "portal-download", request, attachment_type=info.content_type,
+                 size=len(content))
     headers = {**DOWNLOAD_HEADERS, "Content-Disposition":
                f"attachment; filename*=UTF-8''{quote(info.filename, safe='')}"}
     return web.Response(body=content, content_type=info.content_type, headers=headers)
@@ -473,8 +474,8 @@ async def reply(request: web.Request) -> web.Response:
                      "It could not be delivered just now. Go back "
                      "and try again in a few minutes.", 503)
     await asyncio.to_thread(deps.store.record_reply, visit.copy.id)
-    _audit(visit, "portal-reply", request, attachments=len(uploads),
-           size=sum(len(u.data) for u in uploads) + len(text))
+    await _audit(visit, "portal-reply", request, attachments=len(uploads),
+                 size=sum(len(u.data) for u in uploads) + len(text))
     return _page(request, "Your reply was sent",
                  f"{visit.copy.sender} will receive it in their "
                  "mailbox. You can close this page.", 200)
@@ -517,7 +518,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     visit = await _visit(request)
     form = await request.post()
     if _csrf_ok(visit, form.get(CSRF_FIELD)):
-        visit.deps.store.end_session(request.cookies.get(COOKIE, ""))
+        await asyncio.to_thread(visit.deps.store.end_session, request.cookies.get(COOKIE, ""))
     response = web.HTTPSeeOther(location=visit.base)
     response.del_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="Strict")
     raise response

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.printed.post import decide_and_record
+from gateway.printed.post import decide_and_record_async
 from gateway.stores.throttle import AuthThrottle, Throttle
 from gateway.web.auth import StaffSession, require_user
 from gateway.web.pages import StaffPage, add_staff_page, render, use_templates
@@ -131,7 +131,7 @@ async def api_post(request: web.Request) -> web.Response:
         return json_error(400, "body", "The request body must be a JSON object.")
     try:
         item = PostItem.from_mapping(facts)
-        decision = decide_and_record(
+        decision = await decide_and_record_async(
             state.deps.options, state.deps.audit, item, sender=user.address
         )
     except PostInputError as exc:
@@ -157,8 +157,8 @@ async def basic_user(request: web.Request, state: _State) -> User:
     keys = (f"api-client:{client}", f"api-account:{address}")
     audit = state.deps.audit
     if any(state.throttle.is_locked(k) for k in keys):
-        audit.record("login-refused", sender=address, client=client, channel="api",
-                     reason="locked")
+        await audit.record_async("login-refused", sender=address, client=client, channel="api",
+                                 reason="locked")
         raise web.HTTPTooManyRequests(
             text=json.dumps({"error": "Too many failed sign-ins; wait and try again."}),
             content_type="application/json",
@@ -166,9 +166,10 @@ async def basic_user(request: web.Request, state: _State) -> User:
     user = await asyncio.to_thread(state.deps.users.authenticate, address, password)
     if user is None:
         locked = [state.throttle.failure(k).throttle is Throttle.LOCK for k in keys]
-        audit.record("login-failure", sender=address, client=client, channel="api")
+        await audit.record_async("login-failure", sender=address, client=client, channel="api")
         if any(locked):
-            audit.record("login-lockout", sender=address, client=client, channel="api")
+            await audit.record_async("login-lockout", sender=address, client=client,
+                                     channel="api")
         raise _unauthorised()
     for key in keys:
         state.throttle.success(key)
@@ -218,7 +219,8 @@ async def form_submit(request: web.Request) -> web.Response:
     values = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
     try:
         item = PostItem.from_mapping(_facts(values))
-        decision = decide_and_record(deps.options, deps.audit, item, sender=staff.address)
+        decision = await decide_and_record_async(deps.options, deps.audit, item,
+                                                 sender=staff.address)
     except PostInputError as exc:
         return _page(request, staff, deps.options, values, error=str(exc), status=400)
     return _page(request, staff, deps.options, values, decision=decision)

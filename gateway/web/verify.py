@@ -20,7 +20,6 @@ import asyncio
 import hmac
 import json
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,12 +62,11 @@ STATUS: dict[Outcome, int] = {
     Outcome.NOT_SENT: 503,
 }
 
-WORKFLOW: web.AppKey[Callable[[], Workflow]] = web.AppKey("casegate-verify-workflow")
+WORKFLOW: web.AppKey[Workflow] = web.AppKey("casegate-verify-workflow", Workflow)
 
 
-def install(web_app: web.Application, workflow: Callable[[], Workflow]) -> None:
-    """Add the verification pages and `POST /api/verify`; `workflow()` gives the workflow a
-    request works with."""
+def install(web_app: web.Application, workflow: Workflow) -> None:
+    """Add the verification pages and `POST /api/verify`, which work with `workflow`."""
     use_templates(web_app)
     web_app[WORKFLOW] = workflow
     add_staff_page(web_app, StaffPage(
@@ -81,8 +79,7 @@ def install(web_app: web.Application, workflow: Callable[[], Workflow]) -> None:
 
 
 def _workflow(request: web.Request) -> Workflow:
-    workflow: Workflow = request.app[WORKFLOW]()
-    return workflow
+    return request.app[WORKFLOW]
 
 
 # -- the recipient's pages -----------------------------------------------------------------
@@ -91,7 +88,7 @@ def _workflow(request: web.Request) -> Workflow:
 async def link_page(request: web.Request) -> web.Response:
     """The form, or why the link cannot be used."""
     workflow = _workflow(request)
-    answer = workflow.open_link(request.match_info["token"])
+    answer = await asyncio.to_thread(workflow.open_link, request.match_info["token"])
     return _page(request, workflow, answer)
 
 
@@ -102,7 +99,7 @@ async def link_answer(request: web.Request) -> web.Response:
     given = _field(form, CSRF_FIELD)
     expected = request.cookies.get(CSRF_COOKIE, "")
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-        answer = workflow.open_link(request.match_info["token"])
+        answer = await asyncio.to_thread(workflow.open_link, request.match_info["token"])
         return _page(request, workflow, answer, status=403,
                      error="This form has expired. Please enter the code and your name again.")
     token = request.match_info["token"]

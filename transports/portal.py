@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from policies.events import EventKind
 from transports.base import (
     Copy,
     DeliveryResult,
@@ -144,7 +145,7 @@ class PortalDelivery:
             return result
         await asyncio.to_thread(self.store.activate, copy_id)
         if self.audit is not None:
-            await self.audit("portal-stored", sender=copy.mail_from, recipients=[recipient],
+            await self.audit(EventKind.PORTAL_STORED, sender=copy.mail_from, recipients=[recipient],
                        decision_id=decision_id, copy_id=copy_id, key_id=sealed.key_id,
                        size=len(copy.data), expires=expires.isoformat())
         return result

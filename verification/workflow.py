@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 import dns.asyncresolver
 
+from policies.events import EventKind
 from policies.loader import Policy
 from policies.model import Category, Role, Snapshot
 from policies.recipients import classify_recipient
@@ -68,7 +69,7 @@ NOT_VERIFIABLE: dict[Category, str] = {
 class Recorder(Protocol):
     """The audit log (gateway.audit.trail.AuditLog) as the workflow uses it."""
 
-    def record(self, kind: str, **fields: Any) -> int: ...
+    def record(self, kind: EventKind, **fields: Any) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -305,8 +306,9 @@ class Workflow:
         staff, name, case = inputs
         checked = check_address(ask.address, staff, self.policy, snapshot)
         if not checked.normalised:
-            self.audit.record("verification-refused", sender=staff, recipients=[ask.address],
-                              case_numbers=_cases(case), reason=checked.rule, channel=ask.channel)
+            self.audit.record(EventKind.VERIFICATION_REFUSED, sender=staff,
+                              recipients=[ask.address], case_numbers=_cases(case),
+                              reason=checked.rule, channel=ask.channel)
             return RequestResult(Outcome.REFUSED, checked.sentence, ask.address, case,
                                  suggestion=checked.suggestion)
         address = checked.normalised
@@ -343,7 +345,7 @@ class Workflow:
             return RequestResult(Outcome.NOT_SENT, "The verification email could not be sent "
                                  "just now; nothing was sent. Please try again later.",
                                  address, case)
-        await asyncio.to_thread(self._event, "verification-sent", request)
+        await asyncio.to_thread(self._event, EventKind.VERIFICATION_SENT, request)
         return RequestResult(
             Outcome.SENT,
             f"The verification email was sent to {address} for {scope_text(case)}. Give the "
@@ -365,13 +367,13 @@ class Workflow:
                                  f"{str(exc).capitalize()}. Ask them to use the link they were "
                                  "sent, or revoke it (casegate verify revoke) and ask again.",
                                  checked.address, checked.case)
-        self._event("verification-requested", request, channel=ask.channel)
+        self._event(EventKind.VERIFICATION_REQUESTED, request, channel=ask.channel)
         return request
 
     def _withdraw(self, request: VerificationRequest) -> None:
         """The invitation did not go: the request is revoked (in a worker thread)."""
         self.registry.close_request(request.id, RequestState.REVOKED, now=self.clock())
-        self._event("verification-revoked", request, reason="not-sent")
+        self._event(EventKind.VERIFICATION_REVOKED, request, reason="not-sent")
 
     def _declined(self, address: str, case: str | None) -> datetime | None:
         """When the address's owner said "this is not me" for this scope, if they did."""
@@ -382,7 +384,7 @@ class Workflow:
         return None
 
     def _undeliverable(self, ask: Ask, checked: _Checked, domain: DomainCheck) -> RequestResult:
-        self.audit.record("verification-refused", sender=checked.staff,
+        self.audit.record(EventKind.VERIFICATION_REFUSED, sender=checked.staff,
                           recipients=[checked.address], case_numbers=_cases(checked.case),
                           reason=domain.result.value, channel=ask.channel)
         outcome = (Outcome.DNS_FAILURE if domain.result is Deliverability.DNS_FAILURE
@@ -444,7 +446,7 @@ class Workflow:
         except AlreadyVerified:
             return None
         if entry is not None:
-            self._event("verification-confirmed", request, method=METHOD,
+            self._event(EventKind.VERIFICATION_CONFIRMED, request, method=METHOD,
                         valid_until=entry.expires_at.isoformat() if entry.expires_at else "never")
         return entry
 
@@ -466,9 +468,9 @@ class Workflow:
         updated = self.registry.count_wrong_code(request.id,
                                                  max_attempts=self.settings.max_attempts, now=now)
         if updated is not None:
-            self._event("verification-code-wrong", updated, attempts=updated.attempts)
+            self._event(EventKind.VERIFICATION_CODE_WRONG, updated, attempts=updated.attempts)
             if updated.state is RequestState.LOCKED:
-                self._event("verification-locked", updated, attempts=updated.attempts)
+                self._event(EventKind.VERIFICATION_LOCKED, updated, attempts=updated.attempts)
         return updated
 
     async def decline(self, token: str) -> LinkAnswer:
@@ -491,7 +493,7 @@ class Workflow:
         closed = self.registry.close_request(request.id, RequestState.DECLINED, now=now)
         if closed is not None:
             # High grade (policy [grades]): gateway.audit.alerts mails governance at once.
-            self._event("verification-declined", closed, rule="", citation="IA 3.4; IA 2.2")
+            self._event(EventKind.VERIFICATION_DECLINED, closed, rule="", citation="IA 3.4; IA 2.2")
         return closed
 
     def _pending(self, token: str) -> VerificationRequest | LinkState:
@@ -500,14 +502,15 @@ class Workflow:
         now = self.clock()
         checked = self.signer.check(token, now)
         if checked.status is TokenStatus.TAMPERED:
-            self.audit.record("verification-link-refused", reason="tampered")
+            self.audit.record(EventKind.VERIFICATION_LINK_REFUSED, reason="tampered")
             return LinkState.UNKNOWN
         request = self.registry.request_by_token(checked.token_id)
         if request is None:
-            self.audit.record("verification-link-refused", reason="unknown")
+            self.audit.record(EventKind.VERIFICATION_LINK_REFUSED, reason="unknown")
             return LinkState.UNKNOWN
         if request.state is not RequestState.PENDING:
-            self.audit.record("verification-link-refused", reason="used", request_id=request.id)
+            self.audit.record(EventKind.VERIFICATION_LINK_REFUSED, reason="used",
+                              request_id=request.id)
             return LinkState.UNAVAILABLE
         if checked.status is TokenStatus.EXPIRED or request.link_expires_at <= now:
             self._expire(request, now)
@@ -521,17 +524,17 @@ class Workflow:
         moment = now or self.clock()
         requests = self.registry.expire_requests(moment)
         for request in requests:
-            self._event("verification-expired", request, what="link")
+            self._event(EventKind.VERIFICATION_EXPIRED, request, what="link")
         lapsed = self.registry.lapse_due(moment)
         for entry in lapsed:
-            self.audit.record("verification-expired", recipients=[entry.address],
+            self.audit.record(EventKind.VERIFICATION_EXPIRED, recipients=[entry.address],
                               case_numbers=_cases(entry.case_number), what="verification")
         return len(requests) + len(lapsed)
 
     def _expire(self, request: VerificationRequest, now: datetime) -> None:
         closed = self.registry.close_request(request.id, RequestState.EXPIRED, now=now)
         if closed is not None:
-            self._event("verification-expired", closed, what="link")
+            self._event(EventKind.VERIFICATION_EXPIRED, closed, what="link")
 
     def revoke(self, address: str, *, by: str, case_number: str | None = None,
                organisation: bool = False) -> int:
@@ -542,9 +545,9 @@ class Workflow:
         withdrawn = [] if organisation else self.registry.revoke_requests(
             address, now=now, case_number=case_number)
         if count or withdrawn:
-            self.audit.record("verification-revoked", sender=by, recipients=[address.lower()],
-                              case_numbers=_cases(case_number), count=count,
-                              requests=len(withdrawn))
+            self.audit.record(EventKind.VERIFICATION_REVOKED, sender=by,
+                              recipients=[address.lower()], case_numbers=_cases(case_number),
+                              count=count, requests=len(withdrawn))
         return count + len(withdrawn)
 
     # -- helpers ------------------------------------------------------------------------
@@ -555,7 +558,7 @@ class Workflow:
                                address=request.address, scope=scope_text(request.case_number),
                                **values)
         if not await self._send(f"verify-{request.id}-{what}", mail):
-            await asyncio.to_thread(self._event, "verification-notice-failed", request,
+            await asyncio.to_thread(self._event, EventKind.VERIFICATION_NOTICE_FAILED, request,
                                     notice=what)
 
     async def _send(self, key: str, mail: Mail) -> bool:
@@ -564,7 +567,7 @@ class Workflow:
         result = await self.transport.deliver([copy])
         return result.ok
 
-    def _event(self, kind: str, request: VerificationRequest, **metadata: Any) -> None:
+    def _event(self, kind: EventKind, request: VerificationRequest, **metadata: Any) -> None:
         self.audit.record(kind, sender=request.requested_by, recipients=[request.address],
                           case_numbers=_cases(request.case_number), request_id=request.id,
                           role=request.role.value, **metadata)

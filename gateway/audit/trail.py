@@ -18,7 +18,7 @@ scalars or lists of strings. When the store cannot be written, `record` raises: 
 closed (a 4xx at the SMTP front, a 500 page on the web).
 
     audit = AuditLog.open(data_dir)
-    seq = audit.record("refusal", rule="personal-address", sender="a@cafcass.gov.uk",
+    seq = audit.record(EventKind.REFUSAL, rule="personal-address", sender="a@cafcass.gov.uk",
                        recipients=["x@gmail.com"], decision_id="d-1", stage="rcpt")
 """
 
@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.audit import keys as auditkeys
 from gateway.audit.store import AuditStore, Checkpoint, EventFilter, StoredEvent
+from policies.events import EventKind
 from policies.model import Rule
 
 AUDIT_DB_FILE = "audit.sqlite3"
@@ -199,7 +200,7 @@ class AuditLog:
             checkpoint_every=checkpoint_every,
         )
         for name in created:
-            log.record("key-created", file=name, key_id=log.key_id)
+            log.record(EventKind.KEY_CREATED, file=name, key_id=log.key_id)
         return log
 
     def close(self) -> None:
@@ -217,7 +218,7 @@ class AuditLog:
 
     def record(
         self,
-        kind: str,
+        kind: EventKind,
         *,
         grade: str | None = None,
         rule: str = "",
@@ -241,7 +242,7 @@ class AuditLog:
 
     async def record_async(
         self,
-        kind: str,
+        kind: EventKind,
         *,
         grade: str | None = None,
         rule: str = "",

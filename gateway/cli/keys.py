@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.cli.common import UsageError, add_common, open_app
+from policies.events import EventKind
 from transports.crypto import KEYS_FILE
 from transports.dkim import DkimKeyError, key_path, make_key, txt_record, zone_line
 
@@ -81,7 +82,7 @@ def rotate_keys(args: argparse.Namespace) -> int:
         from_env = bool(os.environ.get("CASEGATE_PORTAL_KEYS"))
         if not from_env:
             rotated.save(app.data_dir / KEYS_FILE)
-        app.audit.record("key-rotated", key_id=rotated.current_id,
+        app.audit.record(EventKind.KEY_ROTATED, key_id=rotated.current_id,
                          previous_key_id=app.keyring.current_id)
     if from_env:
         print("casegate: the keys come from $CASEGATE_PORTAL_KEYS: store this keyring there",

@@ -13,6 +13,7 @@ import json
 from datetime import UTC, datetime
 
 from gateway.cli.common import UsageError, add_common, open_app
+from policies.events import EventKind
 from policies.model import Category
 from policies.recipients import classify_recipient
 
@@ -51,7 +52,7 @@ def run_add_personal(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.personal} is a Cafcass address, not a personal one")
         added = app.registry.add_staff_personal(staff.normalised, personal.normalised, now)
         if added:
-            app.audit.record("staff-personal-added", sender=staff.normalised.lower())
+            app.audit.record(EventKind.STAFF_PERSONAL_ADDED, sender=staff.normalised.lower())
     if added:
         print(f"{personal.normalised.lower()} is recorded as a personal address of "
               f"{staff.normalised.lower()}.")

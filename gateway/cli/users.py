@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from gateway.cli.common import UsageError, add_common, open_app
 from gateway.stores.users import User, UserError, UserRole
+from policies.events import EventKind
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -87,7 +88,7 @@ def run_add(args: argparse.Namespace) -> int:
     with changing_users(args) as app:
         user = app.users.add(args.address, password, roles=roles, send_as=tuple(args.send_as),
                              manager=args.manager)
-        app.audit.record("user-added", sender=user.address,
+        app.audit.record(EventKind.USER_ADDED, sender=user.address,
                          roles=[r.value for r in user.roles], send_as=list(user.send_as),
                          manager=user.manager)
     print(f"added {describe(user)}")
@@ -105,7 +106,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_disable(args: argparse.Namespace) -> int:
     with changing_users(args) as app:
         user = app.users.disable(args.address)
-        app.audit.record("user-disabled", sender=user.address)
+        app.audit.record(EventKind.USER_DISABLED, sender=user.address)
     print(f"disabled {user.address}")
     return 0
 
@@ -113,6 +114,6 @@ def run_disable(args: argparse.Namespace) -> int:
 def run_set_manager(args: argparse.Namespace) -> int:
     with changing_users(args) as app:
         user = app.users.set_manager(args.address, args.manager)
-        app.audit.record("user-manager-set", sender=user.address, manager=user.manager)
+        app.audit.record(EventKind.USER_MANAGER_SET, sender=user.address, manager=user.manager)
     print(f"{user.address}: manager {user.manager or 'cleared'}")
     return 0

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.cli.common import UsageError, add_common, open_app
 from gateway.config import ConfigError
+from policies.events import EventKind
 from policies.model import Role, Snapshot
 from verification.registry import AlreadyVerified, RegistryEntry, RequestState, VerificationRequest
 from verification.workflow import Ask, RequestResult, check_address, check_case, check_staff
@@ -100,7 +101,7 @@ def run_add(args: argparse.Namespace) -> int:
         except AlreadyVerified as exc:
             print(f"{exc}; nothing changed.")
             return 0
-        app.audit.record("verification-added", sender=staff, recipients=[entry.address],
+        app.audit.record(EventKind.VERIFICATION_ADDED, sender=staff, recipients=[entry.address],
                          case_numbers=[case] if case else [], role=entry.role.value,
                          method=entry.method, scope="case" if case else "organisation")
     print(f"{entry.address} is verified for {_scope_text(entry)} as {entry.role.value}.")
@@ -160,8 +161,9 @@ def run_bounced(args: argparse.Namespace) -> int:
     with open_app(args) as app:
         count = app.registry.mark_bounced(args.address, now=datetime.now(UTC))
         if count:
-            app.audit.record("verification-revoked", recipients=[args.address.strip().lower()],
-                             count=count, reason="bounced")
+            app.audit.record(EventKind.VERIFICATION_REVOKED,
+                             recipients=[args.address.strip().lower()], count=count,
+                             reason="bounced")
     print(f"Revoked {count} verification{'s' if count != 1 else ''} of {args.address} "
           "(bounced).")
     return 0
@@ -177,7 +179,7 @@ def run_revoke(args: argparse.Namespace) -> int:
         withdrawn = [] if args.organisation else app.registry.revoke_requests(
             args.address, now=now, case_number=case)
         if count == 0 and withdrawn:
-            app.audit.record("verification-revoked", sender=staff,
+            app.audit.record(EventKind.VERIFICATION_REVOKED, sender=staff,
                              recipients=[args.address.strip().lower()],
                              case_numbers=[case] if case else [], requests=len(withdrawn))
             print(f"Withdrew {len(withdrawn)} pending verification request"
@@ -186,7 +188,7 @@ def run_revoke(args: argparse.Namespace) -> int:
         if count == 0:
             raise UsageError(f"{args.address} has no verification in force to revoke"
                              + (f" for case {case}" if case else ""))
-        app.audit.record("verification-revoked", sender=staff,
+        app.audit.record(EventKind.VERIFICATION_REVOKED, sender=staff,
                          recipients=[args.address.strip().lower()],
                          case_numbers=[case] if case else [], count=count)
     print(f"Revoked {count} verification{'s' if count != 1 else ''} of {args.address}.")

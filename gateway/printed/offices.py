@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from policies.events import EventKind
 from policies.post import (
     DX_METHOD,
     PostAction,
@@ -183,7 +184,7 @@ class DispatchStore:
                  _iso(expected_at), _iso(now), by),
             )
             dispatch = self._get(db, int(cursor.lastrowid or 0))
-            self._audit("dispatch-recorded", dispatch)
+            self._audit(EventKind.DISPATCH_RECORDED, dispatch)
         return dispatch
 
     def receive(
@@ -208,7 +209,7 @@ class DispatchStore:
                 (_iso(now), by, location, dispatch_id),
             )
             dispatch = self._get(db, dispatch_id)
-            self._audit("dispatch-received", dispatch)
+            self._audit(EventKind.DISPATCH_RECEIVED, dispatch)
         return dispatch
 
     # -- reading ----------------------------------------------------------------------------
@@ -269,7 +270,7 @@ class DispatchStore:
             raise DispatchError("id", f"There is no dispatch {dispatch_id}.")
         return _row(row)
 
-    def _audit(self, kind: str, dispatch: Dispatch) -> None:
+    def _audit(self, kind: EventKind, dispatch: Dispatch) -> None:
         self.audit.record(
             kind,
             rule=TRANSFER_RULE,

@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gateway.printed.offices import DispatchStore
+from policies.events import EventKind
 from policies.post import PostDecision, PostItem, PostOptions, decide_post
 
 if TYPE_CHECKING:
     from gateway.app import App
     from gateway.audit.trail import AuditLog
 
-AUDIT_KIND = "post-decision"
+AUDIT_KIND = EventKind.POST_DECISION
 
 
 class PostUnavailable(RuntimeError):

@@ -30,6 +30,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from policies.events import EventKind
 from transports.crypto import Sealed
 
 if TYPE_CHECKING:
@@ -440,7 +441,7 @@ def revoke_copy(store: PortalStore, audit: AuditLog, copy_id: str, *, by: str,
     copy = store.get(copy_id)
     if copy is None or not store.revoke(copy_id, now):
         return False
-    audit.record("portal-revoke", sender=copy.sender, recipients=[copy.recipient],
+    audit.record(EventKind.PORTAL_REVOKE, sender=copy.sender, recipients=[copy.recipient],
                  decision_id=copy.decision_id, copy_id=copy_id, by=by)
     return True
 
@@ -450,7 +451,7 @@ def expire_copy(store: PortalStore, audit: AuditLog, copy_id: str, *, reason: st
     copy = store.get(copy_id)
     if copy is None or not store.destroy(copy_id):
         return False
-    audit.record("portal-expiry", sender=copy.sender, recipients=[copy.recipient],
+    audit.record(EventKind.PORTAL_EXPIRY, sender=copy.sender, recipients=[copy.recipient],
                  decision_id=copy.decision_id, copy_id=copy_id, reason=reason)
     return True
 

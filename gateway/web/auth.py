@@ -35,6 +35,7 @@ from gateway.stores.sessions import SESSIONS_FILE, SessionStore
 from gateway.stores.throttle import AuthThrottle, Throttle
 from gateway.stores.users import User
 from gateway.web.pages import HOME, PAGE_HEADERS, StaffSession, may_open, render
+from policies.events import EventKind
 
 if TYPE_CHECKING:
     from gateway.audit.trail import AuditLog
@@ -118,7 +119,7 @@ async def require_user(request: web.Request, *roles: str) -> StaffSession:
         raise web.HTTPSeeOther(location=f"/login?next={quote(target, safe='')}")
     if roles and not staff.has_role(*roles):
         await request.app[AUTH].audit.record_async(
-            "access-denied", sender=staff.address, client=_client(request),
+            EventKind.ACCESS_DENIED, sender=staff.address, client=_client(request),
             path=request.path[:200], roles_needed=list(roles))
         raise _forbidden(
             request,
@@ -205,23 +206,23 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     client = _client(request)
     keys = (f"client:{client}", f"account:{address}")
     if any(auth.throttle.is_locked(k) for k in keys):
-        await auth.audit.record_async("login-refused", sender=address, client=client,
+        await auth.audit.record_async(EventKind.LOGIN_REFUSED, sender=address, client=client,
                                       reason="locked")
         return _signin_page(request, next_path, fresh, status=429, address=address,
                             error="Too many failed sign-ins. Wait 15 minutes and try again.")
     user = await asyncio.to_thread(auth.users.authenticate, address, password)
     if user is None:
         locked = [auth.throttle.failure(k).throttle is Throttle.LOCK for k in keys]
-        await auth.audit.record_async("login-failure", sender=address, client=client)
+        await auth.audit.record_async(EventKind.LOGIN_FAILURE, sender=address, client=client)
         if any(locked):
-            await auth.audit.record_async("login-lockout", sender=address, client=client)
+            await auth.audit.record_async(EventKind.LOGIN_LOCKOUT, sender=address, client=client)
         return _signin_page(request, next_path, fresh, status=401, address=address,
                             error="The address or password is not right.")
     for key in keys:
         auth.throttle.success(key)
     token = await asyncio.to_thread(_rotated, auth.sessions,
                                     request.cookies.get(SESSION_COOKIE), user.address)
-    await auth.audit.record_async("login", sender=user.address, client=client)
+    await auth.audit.record_async(EventKind.LOGIN, sender=user.address, client=client)
     response = web.HTTPSeeOther(location=_landing(request, user, next_path))
     response.set_cookie(
         SESSION_COOKIE,
@@ -241,7 +242,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     staff = await require_user(request)
     auth = request.app[AUTH]
     await asyncio.to_thread(auth.sessions.delete, request.cookies.get(SESSION_COOKIE, ""))
-    await auth.audit.record_async("logout", sender=staff.address, client=_client(request))
+    await auth.audit.record_async(EventKind.LOGOUT, sender=staff.address, client=_client(request))
     response = web.HTTPSeeOther(location="/login")
     response.del_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="Strict")
     raise response

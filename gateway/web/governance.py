@@ -25,6 +25,7 @@ from gateway.audit.trail import GRADES, EventFilter, normalise_time
 from gateway.web.auth import require_user
 from gateway.web.chart import bar_chart
 from gateway.web.pages import StaffPage, add_staff_page, render
+from policies.events import EventKind
 
 if TYPE_CHECKING:
     from gateway.audit.trail import AuditLog
@@ -248,7 +249,7 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
     except FilterProblem as exc:
         return render(request, "message.html", title="Cannot export", status=400, staff=staff,
                       heading="Cannot export", text=str(exc))
-    await audit.record_async("audit-export", sender=staff.address,
+    await audit.record_async(EventKind.AUDIT_EXPORT, sender=staff.address,
                              filters=[f"{k}={v}" for k, v in sorted(values.items())])
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     response = web.StreamResponse(

@@ -56,6 +56,7 @@ from gateway.stores.users import UserRole
 from gateway.web.auth import require_user
 from gateway.web.pages import PAGE_HEADERS, Markup, render, use_templates
 from gateway.web.post import POST_STATE, basic_user
+from policies.events import EventKind
 from transports.base import Transport
 from transports.crypto import CryptoError, Keyring, unseal
 from transports.portal import (
@@ -243,7 +244,7 @@ def _set_cookie(response: web.StreamResponse, token: str) -> None:
                         samesite="Strict", max_age=SESSION_SECONDS)
 
 
-async def _audit(visit: _Visit, kind: str, request: web.Request, **extra: Any) -> None:
+async def _audit(visit: _Visit, kind: EventKind, request: web.Request, **extra: Any) -> None:
     await visit.deps.audit.record_async(
         kind, sender=visit.copy.sender, recipients=[visit.copy.recipient],
         decision_id=visit.copy.decision_id, copy_id=visit.copy.id, client=_client(request),
@@ -305,7 +306,7 @@ async def request_code(request: web.Request) -> web.Response:
     recent = await asyncio.to_thread(deps.store.code_requests_since, visit.copy.id,
                                      now - timedelta(hours=1))
     if recent >= CODES_PER_HOUR:
-        await _audit(visit, "portal-refused", request, reason="code-requests")
+        await _audit(visit, EventKind.PORTAL_REFUSED, request, reason="code-requests")
         return await _landing(request, visit, "Too many codes were asked for. Wait an hour "
                               "and try again.", 429)
     code = await asyncio.to_thread(deps.store.issue_code, visit.copy.id, now)
@@ -315,7 +316,7 @@ async def request_code(request: web.Request) -> web.Response:
         log.warning("portal-code-not-sent", outcome=result.outcome.value)
         return await _landing(request, visit, "The code could not be sent just now. Please "
                               "try again in a few minutes.", 503)
-    await _audit(visit, "portal-code-sent", request)
+    await _audit(visit, EventKind.PORTAL_CODE_SENT, request)
     raise web.HTTPSeeOther(location=f"{visit.base}?sent=1")
 
 
@@ -334,22 +335,22 @@ async def verify_code(request: web.Request) -> web.Response:
         token, _ = await asyncio.to_thread(deps.store.create_session, visit.copy.id,
                                            signed_in=True, now=deps.clock(),
                                            lifetime_seconds=SESSION_SECONDS)
-        await _audit(visit, "portal-login", request)
+        await _audit(visit, EventKind.PORTAL_LOGIN, request)
         response = web.HTTPSeeOther(location=visit.base)
         _set_cookie(response, token)
         raise response
     if check is CodeCheck.LOCKED:
-        await _audit(visit, "portal-lockout", request)
+        await _audit(visit, EventKind.PORTAL_LOCKOUT, request)
         text = "That code was wrong too many times and no longer works. Ask for a new code."
     elif check is CodeCheck.WRONG:
-        await _audit(visit, "portal-code-failure", request)
+        await _audit(visit, EventKind.PORTAL_CODE_FAILURE, request)
         text = "That code is not right. Check the latest email and try again."
     elif await asyncio.to_thread(deps.store.code_requests_since, visit.copy.id,
                                  deps.clock() - timedelta(hours=1)):
-        await _audit(visit, "portal-code-failure", request, reason="no-live-code")
+        await _audit(visit, EventKind.PORTAL_CODE_FAILURE, request, reason="no-live-code")
         text = "That code has expired or was already used. Ask for a new code."
     else:  # no code asked for in the last hour, so none can be live (codes last 10 minutes)
-        await _audit(visit, "portal-code-failure", request, reason="no-code-requested")
+        await _audit(visit, EventKind.PORTAL_CODE_FAILURE, request, reason="no-code-requested")
         text = ("Request a code first: press \u201cEmail me a code\u201d, then enter the code "
                 "from the email.")
     return await _landing(request, visit, text, 401)
@@ -389,7 +390,7 @@ async def _message_page(request: web.Request, visit: _Visit) -> web.Response:
                       content_type=a.content_type, size=_size(a.size))
               for a in message.attachments if a.part in ids]
     await asyncio.to_thread(visit.deps.store.record_view, visit.copy.id, visit.deps.clock())
-    await _audit(visit, "portal-view", request)
+    await _audit(visit, EventKind.PORTAL_VIEW, request)
     return render(request, "portal-message.html", title="Secure message",
                   sender=visit.copy.sender, brand=visit.deps.settings.organisation,
                   recipient=visit.copy.recipient, sent=message.sent or "not stated",
@@ -438,7 +439,7 @@ async def download(request: web.Request) -> web.StreamResponse:
                      "That attachment is not part of this message.", 404)
     info, content = found
     await asyncio.to_thread(visit.deps.store.record_download, visit.copy.id)
-    await _audit(visit, "portal-download", request, attachment_type=info.content_type,
+    await _audit(visit, EventKind.PORTAL_DOWNLOAD, request, attachment_type=info.content_type,
                  size=len(content))
     headers = {**DOWNLOAD_HEADERS, "Content-Disposition":
                f"attachment; filename*=UTF-8''{quote(info.filename, safe='')}"}
@@ -474,7 +475,7 @@ async def reply(request: web.Request) -> web.Response:
                      "It could not be delivered just now. Go back "
                      "and try again in a few minutes.", 503)
     await asyncio.to_thread(deps.store.record_reply, visit.copy.id)
-    await _audit(visit, "portal-reply", request, attachments=len(uploads),
+    await _audit(visit, EventKind.PORTAL_REPLY, request, attachments=len(uploads),
                  size=sum(len(u.data) for u in uploads) + len(text))
     return _page(request, "Your reply was sent",
                  f"{visit.copy.sender} will receive it in their "

@@ -29,6 +29,7 @@ from gateway.printed.post import decide_and_record_async
 from gateway.stores.throttle import AuthThrottle, Throttle
 from gateway.web.auth import StaffSession, require_user
 from gateway.web.pages import StaffPage, add_staff_page, render, use_templates
+from policies.events import EventKind
 from policies.post import (
     AddressStatus,
     PostAction,
@@ -157,8 +158,8 @@ async def basic_user(request: web.Request, state: _State) -> User:
     keys = (f"api-client:{client}", f"api-account:{address}")
     audit = state.deps.audit
     if any(state.throttle.is_locked(k) for k in keys):
-        await audit.record_async("login-refused", sender=address, client=client, channel="api",
-                                 reason="locked")
+        await audit.record_async(EventKind.LOGIN_REFUSED, sender=address, client=client,
+                                 channel="api", reason="locked")
         raise web.HTTPTooManyRequests(
             text=json.dumps({"error": "Too many failed sign-ins; wait and try again."}),
             content_type="application/json",
@@ -166,9 +167,10 @@ async def basic_user(request: web.Request, state: _State) -> User:
     user = await asyncio.to_thread(state.deps.users.authenticate, address, password)
     if user is None:
         locked = [state.throttle.failure(k).throttle is Throttle.LOCK for k in keys]
-        await audit.record_async("login-failure", sender=address, client=client, channel="api")
+        await audit.record_async(EventKind.LOGIN_FAILURE, sender=address, client=client,
+                                 channel="api")
         if any(locked):
-            await audit.record_async("login-lockout", sender=address, client=client,
+            await audit.record_async(EventKind.LOGIN_LOCKOUT, sender=address, client=client,
                                      channel="api")
         raise _unauthorised()
     for key in keys:

@@ -128,8 +128,8 @@ class VerificationConfig:
     dns_servers: tuple[str, ...] = ()  # resolvers for the deliverability check; empty: system
     dns_port: int = 53  # port of the resolvers in dns_servers
     dns_timeout: float = 3.0  # seconds for the whole MX, A and AAAA lookup
-    # The organisation's own texts: emails (.txt, $name placeholders) and pages (.html, Jinja2);
-    # empty: built-in
+    # The organisation's own texts: emails (.txt, $name placeholders) and pages (.html, Jinja2),
+    # read when casegate starts; empty: built-in
     templates_dir: str = ""
 
 

@@ -19,10 +19,19 @@ import email.parser
 import email.policy
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import EmailMessage, Message
 
-from policies import email_policy, extract, filetypes, header_signals, identifiers, mime
+from policies import (
+    email_policy,
+    extract,
+    family,
+    filetypes,
+    header_signals,
+    identifiers,
+    mime,
+    restricted,
+)
 from policies.content_rules import (
     ContentRules,
     HeaderSignal,
@@ -71,6 +80,7 @@ class _Source:
 class _Text:
     source: str
     text: str
+    author: str = ""  # the From of the attached message it is in; "" if none (restricted.py)
 
 
 @dataclass
@@ -221,8 +231,10 @@ def _read_parts(message: EmailMessage, rules: ContentRules, clock: Clock,
                 reading: _Reading) -> None:
     tree = mime.walk(message, rules.limits)
     reading.malformed.extend(tree.malformed)
+    authors = restricted.part_authors(message, rules.limits.max_parts, rules.limits.max_depth)
     for inner in tree.forwarded:
-        reading.texts.append(_Text(_Source.BODY, str(inner.get("Subject", ""))))
+        reading.texts.append(_Text(_Source.BODY, str(inner.get("Subject", "")),
+                                   authors.get(id(inner), "")))
     not_after = clock() + rules.limits.message_seconds
     for part in tree.leaves:
         payload = part.get_payload(decode=True)
@@ -231,10 +243,11 @@ def _read_parts(message: EmailMessage, rules: ContentRules, clock: Clock,
         data = payload if isinstance(payload, bytes) else b""
         if payload is None or not isinstance(payload, bytes):
             reading.malformed.append("undecodable-part")
+        author = authors.get(id(part), "")
         if _is_body(part):
-            reading.texts.extend(_body_texts(part, data))
+            reading.texts.extend(replace(t, author=author) for t in _body_texts(part, data))
         else:
-            _read_attachment(part, data, rules, clock, not_after, reading)
+            _read_attachment(part, data, rules, clock, not_after, reading, author)
 
 
 def _is_body(part: EmailMessage) -> bool:
@@ -266,7 +279,7 @@ def _decorative(part: EmailMessage, kind: str, data: bytes, rules: ContentRules)
 
 
 def _read_attachment(part: EmailMessage, data: bytes, rules: ContentRules, clock: Clock,
-                     not_after: float, reading: _Reading) -> None:
+                     not_after: float, reading: _Reading, author: str = "") -> None:
     name = part.get_filename() or ""
     kind = filetypes.detect_type(data, name)
     extraction = extract.extract_text(
@@ -283,9 +296,9 @@ def _read_attachment(part: EmailMessage, data: bytes, rules: ContentRules, clock
         encrypted=extraction.encrypted,
     ))
     if name:
-        reading.texts.append(_Text(_Source.ATTACHMENT_NAME, name))
+        reading.texts.append(_Text(_Source.ATTACHMENT_NAME, name, author))
     if extraction.text:
-        reading.texts.append(_Text(_Source.ATTACHMENT_TEXT, extraction.text))
+        reading.texts.append(_Text(_Source.ATTACHMENT_TEXT, extraction.text, author))
 
 
 # --- from what was read to facts --------------------------------------------------------
@@ -304,6 +317,9 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
     explicit = header_signals.explicit_classification(headers, rules)
     markings = header_signals.protective_labels(headers, rules.markings)
     information_type, cue_reason = _information_type(rules, explicit.information_type, texts)
+    found = restricted.scan((restricted.Unit(t.source, t.text, t.author) for t in texts),
+                            rules.agency_checks, rules.legal_advice)
+    information_type, restricted_reason = restricted.by_text(information_type, found.signals)
     case_numbers = _case_numbers(texts, rules)
     kinds = _identifier_kinds(texts, rules)
 
@@ -314,6 +330,8 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
         reasons.add(LABEL)
     if cue_reason:
         reasons.add(cue_reason)
+    if restricted_reason:
+        reasons.add(restricted_reason)
     if any(not a.readable for a in reading.attachments):
         reasons.add(UNREADABLE_ATTACHMENT)
     if malformed:
@@ -333,6 +351,9 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
         sender_display_name=headers.display_name,
         size=len(raw),
         malformed=tuple(malformed),
+        signals=found.signals,
+        forwarded_from=found.authors,
+        shown_addresses=family.shown_addresses(message),
     )
 
 

@@ -17,6 +17,12 @@ import ahocorasick
 
 from policies.errors import PolicyError
 from policies.identifiers import compile_case_number_pattern, compile_cues
+from policies.restricted import (
+    AgencyCheckMarks,
+    LegalAdviceMarks,
+    agency_check_marks,
+    legal_advice_marks,
+)
 
 DEFAULT_CASE_NUMBER_PATTERN = r"[A-Z]{2}\d{2}[A-Z]\d{5}"
 _ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -262,6 +268,9 @@ class ContentRules:
     markings: Markings = field(default_factory=Markings)
     auto_forward: tuple[HeaderSignal, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    # Issue 13 (policies/restricted.py): original agency check results and legal advice.
+    agency_checks: AgencyCheckMarks = field(default_factory=AgencyCheckMarks)
+    legal_advice: LegalAdviceMarks = field(default_factory=LegalAdviceMarks)
     case_number_regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
     date_of_birth_regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
     label_matcher: CueMatcher = field(init=False, repr=False, compare=False)
@@ -401,6 +410,10 @@ class _TableReader:
             auto_forward=self.auto_forward(table, start.auto_forward),
             limits=self.child("limits").limits(table.get("limits"), start.limits,
                                                required=base is None),
+            agency_checks=agency_check_marks(table.get("agency_checks"), self.source,
+                                             start.agency_checks, required=base is None),
+            legal_advice=legal_advice_marks(table.get("legal_advice"), self.source,
+                                            start.legal_advice, required=base is None),
         )
 
     def information_types(self, table: Mapping[str, Any],

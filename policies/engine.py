@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from policies import family, restricted
 from policies.content import classify_message
 from policies.loader import Policy
 from policies.model import (
@@ -86,17 +87,22 @@ def decide(
     except ValueError:
         raise ValueError(f"multiple_external must be one of "
                          f"{', '.join(MultipleExternal)}, not {multiple_external!r}") from None
+    # Issue 13: agency check results and legal advice by what they are (policies/restricted.py).
+    facts = restricted.refine(facts, sender, policy.restricted)
+    classified = tuple(
+        classify_recipient(address, policy, snapshot, sender, facts.sender_display_name)
+        for address in recipients
+    )
     message = _Message(
         facts=facts,
         policy=policy,
         protected=_is_protected(facts, policy),
-        recipients=tuple(
-            classify_recipient(address, policy, snapshot, sender, facts.sender_display_name)
-            for address in recipients
-        ),
+        recipients=classified,
+        family=family.exposed_family(classified, facts.shown_addresses, snapshot,
+                                     policy.freemail_domains),
     )
     decisions = tuple(_decide_recipient(r, message, snapshot) for r in message.recipients)
-    split = message.protected and message.external_count > 1
+    split = message.must_split
     refusals = [
         Refusal(rule=policy.rule(rule_id), detail=detail)
         for check in _REFUSAL_CHECKS
@@ -123,6 +129,13 @@ class _Message:
     policy: Policy
     protected: bool
     recipients: tuple[Recipient, ...]
+    family: tuple[str, ...] = ()  # DESIGN ruling 21: family addresses that would see each other
+
+    @property
+    def must_split(self) -> bool:
+        """DESIGN ruling 5 (protected mail to several outside addresses) or 21 (family
+        addresses, whatever the content): one copy per external recipient."""
+        return (self.protected and self.external_count > 1) or bool(self.family)
 
     @property
     def external_count(self) -> int:
@@ -227,9 +240,22 @@ def _editable_documents(message: _Message, _mode: str) -> list[tuple[str, str]]:
 
 
 def _multiple_external(message: _Message, mode: MultipleExternal) -> list[tuple[str, str]]:
-    """DESIGN ruling 5, when configured to refuse rather than split."""
-    if mode is MultipleExternal.REFUSE and message.protected and message.external_count > 1:
+    """DESIGN rulings 5 and 21, when configured to refuse rather than split."""
+    if mode is MultipleExternal.REFUSE and message.must_split:
         return [("multiple-external", f"{message.external_count} external recipients")]
+    return []
+
+
+def _legal_advice(message: _Message, _mode: str) -> list[tuple[str, str]]:
+    """DESIGN ruling 20 (RRP App. 1): legal advice goes outside only to instructed lawyers."""
+    if message.facts.information_type != restricted.LEGAL_ADVICE:
+        return []
+    sources = message.policy.restricted
+    outside = [r for r in message.recipients if r.category is not Category.INTERNAL
+               and not sources.is_instructed_lawyer(r.domain)]
+    if outside:
+        return [("legal-advice", f"{len(outside)} recipients outside the agency and its "
+                 "instructed lawyers")]
     return []
 
 
@@ -237,6 +263,7 @@ _REFUSAL_CHECKS: tuple[_Check, ...] = (
     _malformed,
     _auto_forwarded,
     _never_leaves,
+    _legal_advice,
     _other_cases,
     _editable_documents,
     _multiple_external,

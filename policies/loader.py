@@ -26,6 +26,7 @@ from policies.content import ContentRules
 from policies.errors import PolicyError
 from policies.model import Rule
 from policies.post import PostOptions
+from policies.restricted import Sources
 
 # The embedded policy files, read in this order before any organisation file.
 EMBEDDED_FILES: tuple[str, ...] = ("policy.toml", "content.toml", "post.toml")
@@ -36,6 +37,7 @@ REQUIRED_RULES: frozenset[str] = frozenset({
     "unverified-recipient", "personal-address", "fax", "invalid-address", "lookalike-domain",
     "other-case-information", "editable-document", "auto-forward", "multiple-external",
     "malformed-message",
+    "legal-advice",  # issue 13: DESIGN ruling 20
 })
 
 # DESIGN ruling 6 (and 4): no override, ever, for these, whatever an organisation file says.
@@ -50,6 +52,7 @@ REQUIRED_INFORMATION_TYPES: frozenset[str] = frozenset({
     "allocation-letter", "appointment-letter", "safeguarding-letter", "court-report",
     "family-correspondence", "court-correspondence", "solicitor-correspondence",
     "local-authority-correspondence", "hmcts-form", "agency-check-result", "general",
+    "legal-advice",  # issue 13: recognised by policies/restricted.py
 })
 
 GRADES: tuple[str, ...] = ("low", "medium", "high")
@@ -98,6 +101,9 @@ class Policy:
     min_justification_chars: int = 15
     # breach grades for events no rule refuses (auth failures, "not me", portal lockouts)
     grades: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # issue 13: the lists policies/restricted.py weighs signals against (check agencies, the
+    # legal team, the instructed lawyers), and the instructed lawyers legal advice may go to
+    restricted: Sources = field(default_factory=Sources)
 
     def rule(self, rule_id: str) -> Rule:
         """The rule with this id; a KeyError names it when the policy has no such rule."""
@@ -297,6 +303,8 @@ def parse_policy(documents: Sequence[tuple[str, str]]) -> Policy:
     fax = _domains(domains, "fax", default=())
     fax_prefixes = tuple(p.upper() for p in domains.strings("fax_local_prefixes", default=()))
     never_lookalike = _domains(domains, "never_lookalike", default=())
+    check_agencies = _domains(domains, "check_agencies", default=())
+    instructed_lawyers = _domains(domains, "instructed_lawyers", default=())
     domains.done()
     documents_table = root.table("documents")
     editable = _file_types(documents_table, "editable_types")
@@ -307,6 +315,7 @@ def parse_policy(documents: Sequence[tuple[str, str]]) -> Policy:
         min_justification = overrides.integer("min_justification_chars", 15, minimum=1)
         overrides.done()
     grades = _read_grades(root.table("grades")) if root.has("grades") else {}
+    legal_team = _legal_team(root.table("legal")) if root.has("legal") else ()
     root.read.update({"content", "post"})  # validated above by their own modules
     root.done()
     return Policy(
@@ -324,6 +333,8 @@ def parse_policy(documents: Sequence[tuple[str, str]]) -> Policy:
         post=post,
         min_justification_chars=min_justification,
         grades=MappingProxyType(grades),
+        restricted=Sources(internal=internal, check_agencies=check_agencies,
+                           instructed_lawyers=instructed_lawyers, legal_team=legal_team),
     )
 
 
@@ -422,6 +433,21 @@ def _read_grades(table: _Table) -> dict[str, str]:
             table.fail(table.key(kind), f"must be one of {', '.join(GRADES)}")
         grades[kind] = value
     return grades
+
+
+_ADDRESS = re.compile(r"[a-z0-9.!#$&'*+/=?^_`{|}~-]+@" + _DOMAIN_LABEL.pattern
+                      + r"(?:\." + _DOMAIN_LABEL.pattern + r")+")
+
+
+def _legal_team(table: _Table) -> tuple[str, ...]:
+    """`[legal] team_addresses`: the legal team's mailboxes, plain lower-case addresses."""
+    addresses = tuple(dict.fromkeys(a.lower() for a in table.strings("team_addresses", ())))
+    for address in addresses:
+        if not _ADDRESS.fullmatch(address):
+            table.fail(table.key("team_addresses"), f"has '{address}', which is not a plain "
+                       "email address")
+    table.done()
+    return addresses
 
 
 def _section(merged: _Merged, name: str) -> dict[str, Any]:

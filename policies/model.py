@@ -139,6 +139,17 @@ class Attachment:
 
 
 @dataclass(frozen=True)
+class TextSignal:
+    """A sign, found in one text, of information that may not leave as it is
+    (policies/restricted.py): its kind ("check-document", "legal-marking", ...) and the address of
+    the text's author ("" for the sender's own words, "?" for an author shown without an
+    address). Never the text itself."""
+
+    kind: str
+    author: str = ""
+
+
+@dataclass(frozen=True)
 class MessageFacts:
     """The result of classifying one message's content. Metadata only."""
 
@@ -154,6 +165,12 @@ class MessageFacts:
     sender_display_name: str
     size: int
     malformed: tuple[str, ...] = ()  # structural problems found (fail closed: protected)
+    # Issue 13 (policies/restricted.py, policies/family.py): signs of an agency check result or
+    # legal advice; the authors of forwarded and quoted messages; the addresses shown in To/Cc
+    # ("*": the headers could not be read, so every address counts as shown).
+    signals: tuple[TextSignal, ...] = ()
+    forwarded_from: tuple[str, ...] = ()
+    shown_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ REQUIRED_TYPES = {
     "allocation-letter", "appointment-letter", "safeguarding-letter", "court-report",
     "family-correspondence", "court-correspondence", "solicitor-correspondence",
     "local-authority-correspondence", "hmcts-form", "agency-check-result", "general",
+    "legal-advice",
 }
 
 

@@ -1,0 +1,644 @@
+"""Recognising, by what they are, the two kinds of information that may not leave as they are.
+
+* **Original agency check results** (RRP App. 2, last row; RRP 4.7; DESIGN ruling 13): what the
+  police, a local authority or a health body sent Cafcass in answer to its safeguarding checks.
+  They may move inside the agency, never outside it, by any channel.
+* **Privileged legal advice to Cafcass** (RRP Appendix 1, "Legal advice"; DESIGN ruling 20): it
+  may go only to the lawyers the organisation instructs.
+
+The explicit classification header names either type, and stays the strongest signal; this
+module finds them when nobody said so. It works in two steps, because the text is read during
+classification but the organisation's lists (which domains are police, local authority and
+health; the legal team's addresses; the instructed lawyers' domains; the agency's own domains)
+belong to the policy:
+
+1. `scan` (called by policies/content.py on every text it read) finds `TextSignal`s, each with
+   the author of the text it came from: "" for the sender's own words and attachments, the From
+   address of an attached message (message/rfc822) for everything inside it, and, inside a body,
+   the address of an inline forward or a quoted reply ("From: ... Sent: ... Subject:",
+   "On ... wrote:"), which `segments` cuts out. "?" is an author whose address is not shown
+   (Exchange writes colleagues by display name only).
+2. `refine` (called by the engine) weighs the signals against the lists, and names the type.
+
+How the agency-check signals were chosen. Ordinary case mail talks about checks all the time
+("we have requested police checks", "the LA checks are outstanding") and Cafcass's own
+safeguarding letters summarise their results ("the police told us that Mr X has a conviction"),
+which Appendix 2 lets go to families and the court. What only an *original* carries is where it
+came from and the form it came in: police, local-authority and health systems and references
+(PNC ID, occurrence number, Police National Database, Liquidlogic, health visiting service), the
+handling caveats agencies attach ("not to be disclosed without the consent of the police"), the
+framing of an answer ("in response to your request", "systems searched"), and record fields
+("Offence:", "Disposal:", "Date checked:"). So:
+
+* a text is an original result (`check-document`) when it carries two such origin marks, or one
+  with two outcomes or record fields, or three record fields with an outcome; any author;
+* a text *reports* checks (`check-report`) when it speaks of checks or records and gives an
+  outcome ("no trace", "known to children's social care", "convictions"); that is a result only
+  when its author is a police, local-authority or health address (`refine`);
+* the sender's own words *hand over* a result (`check-presented`) when a handing-over phrase
+  ("please find attached", "below are") comes right before a result's name ("the police check
+  results", "the PNC print"), with no "request", "form" or "summary" beside it.
+
+tests/corpus_checks.py generates ordinary mail that mentions checks and realistic results; the
+false-positive and detection figures of these rules on it are in tests/test_restricted_corpus.py
+and `bench/bench_agency_checks.py`.
+
+Legal advice is recognised from a marking ("legally privileged", "privileged and confidential",
+"legal advice") in a subject or a heading (one of the first lines of a text, short enough to be
+a heading: firms' disclaimers at the foot of an email are sentences, and are not headings), and
+not right after a word that makes it a topic ("seek legal advice", "independent legal advice");
+from the legal team's addresses as sender or as author of a forwarded message; and from the
+header. A marking in text written by an outside address that is neither the legal team nor an
+instructed lawyer (another party's solicitor's banner, quoted in a reply) is their privilege,
+not Cafcass's, and does not count.
+
+Pure: no I/O. Every pass over a text is linear in its length.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from email.message import Message
+from typing import Any
+
+import ahocorasick
+
+from policies.errors import PolicyError
+from policies.model import MessageFacts, TextSignal
+
+AGENCY_CHECK_RESULT = "agency-check-result"
+LEGAL_ADVICE = "legal-advice"
+
+# Signal kinds.
+CHECK_DOCUMENT = "check-document"
+CHECK_PRESENTED = "check-presented"
+CHECK_REPORT = "check-report"
+LEGAL_MARKING = "legal-marking"
+
+OWN = ""  # the author of the sender's own words and of attachments not inside another message
+UNKNOWN = "?"  # an author named without an address
+
+# Where a text came from, as policies/content.py names its sources.
+SUBJECT = "subject"
+ATTACHMENT_NAME = "attachment-name"
+
+_MAX_SEGMENTS = 200  # inline forwards and quotes cut out of one body; the rest is one segment
+_HEADER_WINDOW = 8  # lines after "From:" in which the rest of a forwarded header block must come
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration: [content.agency_checks] and [content.legal_advice]
+# ----------------------------------------------------------------------------------------------
+
+
+def words(text: str) -> str:
+    """Lower-case letters and digits, every run of anything else one space; "&" is "and"; a
+    plural "s" dropped (from words of more than three letters not ending in "ss"), so that
+    "child in need plans" matches "child in need plan". Phrases and texts alike go through it.
+
+    "Children’s Social Care" -> "children s social care"; "Privileged & Confidential" ->
+    "privileged and confidential".
+    """
+    return " ".join(_singular(w) for w in _NOT_WORD.split(text.lower().replace("&", " and "))
+                    if w)
+
+
+def _singular(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word[-1] == "s" and word[-2] != "s" else word
+
+
+_NOT_WORD = re.compile(r"[^a-z0-9]+")
+
+
+@dataclass(frozen=True)
+class AgencyCheckMarks:
+    """The phrases that tell an original agency check result from talk about checks."""
+
+    outcomes: tuple[str, ...] = ()  # what a check found ("no trace", "convictions")
+    origin_marks: tuple[str, ...] = ()  # what only an agency's original carries
+    caveats: tuple[str, ...] = ()  # handling caveats: together one origin mark at most
+    letterheads: tuple[str, ...] = ()  # the teams that answer checks: together one at most
+    titles: tuple[str, ...] = ()  # a result's name as the heading of a document it heads
+    record_fields: tuple[str, ...] = ()  # a result's fields, at a line start before a colon
+    handing_over: tuple[str, ...] = ()  # "please find attached": the sender gives something
+    results: tuple[str, ...] = ()  # what a result is called ("the police check results")
+    not_handed: tuple[str, ...] = ()  # words beside a result's name that make it something else
+    _automaton: Any = field(init=False, repr=False, compare=False)
+    _fields: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        groups = {"outcome": self.outcomes,
+                  "origin": self.origin_marks, "caveat": self.caveats,
+                  "letterhead": self.letterheads,
+                  "handing": self.handing_over,
+                  "result": self.results}
+        object.__setattr__(self, "_automaton", _automaton(groups))
+        # A label's words as written ("Date of conviction"), each with or without a plural
+        # "s", with any spaces or punctuation between them (a label is matched in the raw text).
+        labels = sorted({tuple(_NOT_WORD.split(f.lower().replace("&", " and ")))
+                         for f in self.record_fields}, key=len, reverse=True)
+        alternatives = "|".join(r"[^\w\n]+".join(re.escape(_singular(w)) + "s?"
+                                                  for w in label if w)
+                                for label in labels if any(label)) or "(?!)"
+        object.__setattr__(self, "_fields", re.compile(
+            r"^[ \t>|*]*(" + alternatives + r")(?:[ \t]*\(s\))?[ \t]*:[ \t]*(.*)$",
+            re.I | re.M))
+
+
+@dataclass(frozen=True)
+class LegalAdviceMarks:
+    """The markings of privileged legal advice, and where they count."""
+
+    markings: tuple[str, ...] = ()
+    not_after: tuple[str, ...] = ()  # a word right before a marking that makes it a topic
+    heading_lines: int = 3  # the first non-empty lines of a text that may be its heading
+    heading_words: int = 10  # a longer line is a sentence, not a heading
+    _automaton: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_automaton", _automaton({"marking": self.markings}))
+
+
+def _automaton(groups: Mapping[str, Iterable[str]]) -> Any:
+    """One Aho-Corasick automaton for every phrase of every group: " phrase " -> its groups.
+
+    The text is searched as " " + words(text) + " ", so a phrase only matches whole words.
+    """
+    phrases: dict[str, set[str]] = {}
+    for group, listed in groups.items():
+        for phrase in listed:
+            normal = words(phrase)
+            if normal:
+                phrases.setdefault(normal, set()).add(group)
+    automaton = ahocorasick.Automaton()
+    for normal, found_in in phrases.items():
+        automaton.add_word(f" {normal} ", (normal, frozenset(found_in)))
+    if len(automaton):
+        automaton.make_automaton()
+    return automaton
+
+
+def _hits(automaton: Any, padded: str) -> Iterator[tuple[int, int, str, frozenset[str]]]:
+    """(start, end, phrase, groups) of every phrase in a padded text; start/end exclude the
+    padding spaces, so `padded[start:end] == phrase`."""
+    if not len(automaton):
+        return
+    for last, (phrase, groups) in automaton.iter(padded):
+        end = last  # the index of the trailing space
+        yield end - len(phrase), end, phrase, groups
+
+
+class _Reader:
+    """Validates one of this module's tables; every problem names the source and dotted key."""
+
+    def __init__(self, source: str, prefix: str, table: object) -> None:
+        self.source, self.prefix = source, prefix
+        if not isinstance(table, Mapping):
+            raise self.fail("", "must be a table")
+        self.table: Mapping[str, Any] = table
+
+    def fail(self, key: str, problem: str) -> PolicyError:
+        dotted = f"{self.prefix}.{key}" if key else self.prefix
+        return PolicyError(f"{self.source}: {dotted}: {problem}")
+
+    def check_keys(self, allowed: Iterable[str], required: bool) -> None:
+        allowed = set(allowed)
+        for key in self.table:
+            if key not in allowed:
+                raise self.fail(str(key), "unknown key")
+        if required:
+            for key in sorted(allowed - set(self.table)):
+                raise self.fail(key, "missing")
+
+    def phrases(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) and words(v)
+                                                  for v in value):
+            raise self.fail(key, "must be a list of phrases with letters or digits in them")
+        return tuple(value)
+
+    def count(self, key: str, default: int) -> int:
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.fail(key, "must be a whole number of at least 1")
+        return value
+
+
+_AGENCY_KEYS = ("outcomes", "origin_marks", "caveats", "letterheads", "titles",
+                "record_fields", "handing_over",
+                "results", "not_handed")
+
+
+def agency_check_marks(table: object, source: str, base: AgencyCheckMarks | None,
+                       required: bool) -> AgencyCheckMarks:
+    """`[content.agency_checks]` validated; keys left out keep `base`'s values."""
+    start = base or AgencyCheckMarks()
+    if table is None and not required:
+        return start
+    reader = _Reader(source, "content.agency_checks", table)
+    reader.check_keys(_AGENCY_KEYS, required)
+    return AgencyCheckMarks(**{key: reader.phrases(key, getattr(start, key))
+                               for key in _AGENCY_KEYS})
+
+
+def legal_advice_marks(table: object, source: str, base: LegalAdviceMarks | None,
+                       required: bool) -> LegalAdviceMarks:
+    """`[content.legal_advice]` validated; keys left out keep `base`'s values."""
+    start = base or LegalAdviceMarks()
+    if table is None and not required:
+        return start
+    reader = _Reader(source, "content.legal_advice", table)
+    reader.check_keys(("markings", "not_after", "heading_lines", "heading_words"), required)
+    return LegalAdviceMarks(
+        markings=reader.phrases("markings", start.markings),
+        not_after=reader.phrases("not_after", start.not_after),
+        heading_lines=reader.count("heading_lines", start.heading_lines),
+        heading_words=reader.count("heading_words", start.heading_words),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Authors: attached messages, inline forwards and quoted replies
+# ----------------------------------------------------------------------------------------------
+
+_ADDRESS = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_BRACKETED = re.compile(r"<\s*(?:mailto:)?([^<>\s@]+@[^<>\s]+?)\s*>", re.I)
+
+
+def address_in(value: str) -> str:
+    """The address a From value names (the bracketed one first), lower-cased; UNKNOWN if none."""
+    bracketed = _BRACKETED.search(value)
+    if bracketed is not None and _ADDRESS.fullmatch(bracketed.group(1)):
+        return bracketed.group(1).lower()
+    bare = _ADDRESS.search(value)
+    return bare.group().lower() if bare is not None else UNKNOWN
+
+
+def message_author(message: Message) -> str:
+    """The From address of an attached message, read from its raw value (no address parser)."""
+    for name, raw in message.raw_items():
+        if name.lower() == "from":
+            return address_in(str(raw))
+    return UNKNOWN
+
+
+def part_authors(message: Message, max_parts: int, max_depth: int) -> dict[int, str]:
+    """id(part) -> the author of the innermost attached message holding it (only parts inside
+    one), walking the tree as policies/mime.walk does, within the same limits."""
+    authors: dict[int, str] = {}
+    stack: list[tuple[Message, int, str]] = [(message, 0, OWN)]
+    visited = 0
+    while stack and visited < max_parts:
+        part, depth, author = stack.pop()
+        visited += 1
+        if author != OWN:
+            authors[id(part)] = author
+        if depth >= max_depth or not part.is_multipart():
+            continue
+        children = part.get_payload()
+        if not isinstance(children, list):
+            continue
+        inner = part.get_content_maintype() == "message"
+        for child in reversed(children):
+            if isinstance(child, Message):
+                stack.append((child, depth + 1, message_author(child) if inner else author))
+    return authors
+
+
+_FROM_LINE = re.compile(r"[ \t>]*\**[ \t]*from\**[ \t]*:\**[ \t]*(.*)", re.I)
+_HEADER_LINE = re.compile(r"[ \t>]*\**[ \t]*(sent|date|to|cc|subject)\**[ \t]*:\**[ \t]*(.*)",
+                          re.I)
+_WROTE = re.compile(r"[ \t>]*on\b.{0,300}\bwrote:?[ \t]*", re.I)
+_QUOTE = re.compile(r"^[ \t]*(?:>[ \t]?)+", re.M)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of a body written by one author; `subject` from its forwarded header block."""
+
+    author: str
+    subject: str
+    text: str
+
+
+def segments(text: str, author: str = OWN) -> list[Segment]:
+    """The body cut at each inline forward or quoted reply, with who wrote each piece."""
+    lines = text.splitlines()
+    found: list[Segment] = []
+    current_author, current_subject, start = author, "", 0
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        block = None
+        if len(found) < _MAX_SEGMENTS and len(line) < 1000:
+            block = _forward_block(lines, index) or _reply_line(line, index)
+        if block is None:
+            index += 1
+            continue
+        new_author, subject, body_from = block
+        found.append(Segment(current_author, current_subject, "\n".join(lines[start:index])))
+        current_author, current_subject, start = new_author, subject, body_from
+        index = body_from
+    found.append(Segment(current_author, current_subject, "\n".join(lines[start:])))
+    return [s for s in found if s.text.strip() or s.subject]
+
+
+def _forward_block(lines: Sequence[str], index: int) -> tuple[str, str, int] | None:
+    """(author, subject, first line after the block) for a "From:" line that opens a header
+    block (Sent/Date/To/Cc/Subject lines follow within a few lines), else None."""
+    match = _FROM_LINE.fullmatch(lines[index])
+    if match is None:
+        return None
+    subject, last, seen = "", index, 0
+    for at in range(index + 1, min(len(lines), index + 1 + _HEADER_WINDOW)):
+        header = _HEADER_LINE.fullmatch(lines[at])
+        if header is not None:
+            seen += 1
+            last = at
+            if header.group(1).lower() == "subject":
+                subject = header.group(2)
+        elif lines[at].strip() and seen:
+            break
+    if not seen:
+        return None
+    return address_in(match.group(1)), subject, last + 1
+
+
+def _reply_line(line: str, index: int) -> tuple[str, str, int] | None:
+    if _WROTE.fullmatch(line) is None:
+        return None
+    return address_in(line), "", index + 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Scanning texts
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One text classification read, where it came from and who wrote it."""
+
+    source: str  # policies/content.py's source names: subject, body, attachment-name, ...
+    text: str
+    author: str = OWN
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What `scan` found: the signals, and every author of a forwarded or quoted text."""
+
+    signals: tuple[TextSignal, ...]
+    authors: tuple[str, ...]
+
+
+def scan(units: Iterable[Unit], agency: AgencyCheckMarks, legal: LegalAdviceMarks) -> Scan:
+    """The signals of every text, each with its author (bodies cut into `segments`)."""
+    signals: dict[TextSignal, None] = {}
+    authors: dict[str, None] = {}
+    for unit in units:
+        if unit.author != OWN:
+            authors.setdefault(unit.author)
+        if unit.source in (SUBJECT, ATTACHMENT_NAME):
+            pieces = [Segment(unit.author, unit.text, "")]
+        elif unit.source == "body":
+            pieces = segments(unit.text, unit.author)
+        else:
+            pieces = [Segment(unit.author, "", unit.text)]
+        for piece in pieces:
+            if piece.author != OWN:
+                authors.setdefault(piece.author)
+            for kind in _agency_signals(piece, agency, own=unit.source == "body"):
+                signals.setdefault(TextSignal(kind, piece.author))
+            if _legal_marking(piece, legal):
+                signals.setdefault(TextSignal(LEGAL_MARKING, piece.author))
+    return Scan(tuple(signals), tuple(authors))
+
+
+def _agency_signals(piece: Segment, marks: AgencyCheckMarks, own: bool) -> list[str]:
+    """The agency-check signals of one text (see the module docstring for the rules)."""
+    text = f"{piece.subject}\n{piece.text}" if piece.subject else piece.text
+    if not text.strip():
+        return []
+    text = _CHOICES.sub(" ", _QUOTE.sub("", text))  # "> " quoting; "trace / no trace" boxes
+    fields: set[str] = set()  # record fields filled in
+    answered = 0  # filled in with an outcome ("Result: No trace")
+
+    def value_only(match: re.Match[str]) -> str:
+        nonlocal answered
+        value = match.group(2)
+        if _filled(value):
+            fields.add(words(match.group(1)))
+            answered += any("outcome" in groups for *_, groups in
+                            _hits(marks._automaton, f" {words(value)} "))
+        return value  # a field's name is not an outcome: "Information held: Yes / No"
+
+    padded = f" {words(marks._fields.sub(value_only, text))} "
+    found: dict[str, set[str]] = {}
+    handing: list[int] = []  # where each handing-over phrase ends
+    results: list[tuple[int, int]] = []
+    for start, end, phrase, groups in _hits(marks._automaton, padded):
+        for group in groups:
+            found.setdefault(group, set()).add(phrase)
+        if "handing" in groups:
+            handing.append(end)
+        if "result" in groups:
+            results.append((start, end))
+    origin = len(found.get("origin", ())) + (not (own and piece.author == OWN)
+                                              and _titled(piece.text, marks))
+    marked = origin + bool(found.get("caveat")) + bool(found.get("letterhead"))
+    outcome = len(found.get("outcome", ()))
+    kinds = []
+    if ((origin >= 2 and outcome + len(fields) >= 1)
+            or (marked and (len(fields) >= 2 or answered))
+            or (len(fields) >= 3 and outcome)):
+        kinds.append(CHECK_DOCUMENT)
+    handed = _handed_over(padded, handing, results, marks)
+    if own and piece.author == OWN and handed:
+        kinds.append(CHECK_PRESENTED)
+    if piece.author != OWN and (outcome or handed):
+        kinds.append(CHECK_REPORT)
+    return kinds
+
+
+_TITLE_LINES, _TITLE_WORDS = 3, 8
+
+
+def _titled(text: str, marks: AgencyCheckMarks) -> bool:
+    """Whether one of the first lines of a document (not the sender's own words, where a
+    heading may name what is being chased) is a result's name: "SAFEGUARDING CHECKS RESULT",
+    "Police National Computer - extract"; a line naming a request or a form is not."""
+    titles = {words(t) for t in marks.titles}
+    blocked = {words(w) for w in marks.not_handed}
+    seen = 0
+    for line in text.splitlines():
+        heading = words(line).split()
+        if not heading:
+            continue
+        seen += 1
+        if seen > _TITLE_LINES:
+            break
+        if len(heading) > _TITLE_WORDS or not blocked.isdisjoint(heading):
+            continue
+        for size in range(len(heading), 0, -1):
+            if " ".join(heading[:size]) in titles or " ".join(heading[-size:]) in titles:
+                return True
+    return False
+
+
+# Choices on a blank form: "Yes / No", "Y/N", "trace / no trace", "known / not known".
+_CHOICES = re.compile(r"\b(?:yes|y)[ \t]*/[ \t]*(?:no|n)\b"
+                      r"|\b([a-z]+(?: [a-z]+)?)[ \t]*/[ \t]*not? \1\b", re.I)
+_PLACEHOLDER = re.compile(r"[\W_]*(?:(?:tbc|n/?a|to be (?:completed|confirmed)\b.*|"
+                          r"delete as appropriate.*)[\W_]*)?", re.I)
+
+
+def _filled(value: str) -> bool:
+    """Whether a record field has a value: not empty, underscores, a choice left open or
+    "to be completed" (a blank form asks, a result answers)."""
+    return _PLACEHOLDER.fullmatch(_CHOICES.sub(" ", value)) is None
+
+
+_GAP_WORDS = 3  # words allowed between "please find attached" and "the police check results"
+
+
+def _handed_over(padded: str, handing: list[int], results: list[tuple[int, int]],
+                 marks: AgencyCheckMarks) -> bool:
+    """A handing-over phrase followed, within a few words, by a result's name, with nothing
+    beside it that makes it a request, a form or a summary."""
+    if not handing or not results:
+        return False
+    blocked = {words(w) for w in marks.not_handed}
+    for end in handing:
+        for start, result_end in results:
+            if start < end:
+                continue
+            between = padded[end:start].split()
+            if len(between) > _GAP_WORDS:
+                continue
+            after = padded[result_end:result_end + 60].split()[:2]
+            if blocked.isdisjoint(between) and blocked.isdisjoint(after):
+                return True
+    return False
+
+
+def _legal_marking(piece: Segment, marks: LegalAdviceMarks) -> bool:
+    headings = [piece.subject] if piece.subject else []
+    lines = 0
+    for line in piece.text.splitlines():
+        if lines >= marks.heading_lines:
+            break
+        if not line.strip():
+            continue
+        lines += 1
+        if len(words(line).split()) <= marks.heading_words:
+            headings.append(line)
+    blocked = {words(w) for w in marks.not_after}
+    for heading in headings:
+        padded = f" {words(heading)} "
+        for start, _end, _phrase, _groups in _hits(marks._automaton, padded):
+            before = padded[:start].split()[-1:]
+            if blocked.isdisjoint(before):
+                return True
+    return False
+
+
+def by_text(information_type: str, signals: Iterable[TextSignal]) -> tuple[str, str | None]:
+    """The information type once the signals that need no organisation's list are weighed
+    (called by classification), and the protected reason that gives (None: unchanged).
+
+    An original check result in any text, or handed over in the sender's words, is one
+    whoever wrote it; a legal-advice marking counts here only in the sender's own words. The
+    engine's `refine` weighs the rest (authors against the organisation's lists).
+    """
+    signals = tuple(signals)
+    if information_type != AGENCY_CHECK_RESULT and any(
+            s.kind in (CHECK_DOCUMENT, CHECK_PRESENTED) for s in signals):
+        return AGENCY_CHECK_RESULT, "case-document"
+    if information_type not in (AGENCY_CHECK_RESULT, LEGAL_ADVICE) and any(
+            s.kind == LEGAL_MARKING and s.author == OWN for s in signals):
+        return LEGAL_ADVICE, "label"
+    return information_type, None
+
+
+# ----------------------------------------------------------------------------------------------
+# Deciding the type: the signals against the organisation's lists (called by the engine)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The organisation's lists `refine` weighs signals against (policy.toml)."""
+
+    internal: tuple[str, ...] = ()  # [domains] internal
+    check_agencies: tuple[str, ...] = ()  # [domains] check_agencies: police, LA, health
+    instructed_lawyers: tuple[str, ...] = ()  # [domains] instructed_lawyers
+    legal_team: tuple[str, ...] = ()  # [legal] team_addresses, lower-case
+
+    def is_instructed_lawyer(self, domain: str) -> bool:
+        return _under(domain, self.instructed_lawyers)
+
+
+def _under(domain: str, suffixes: Iterable[str]) -> bool:
+    """`domain` is one of `suffixes` or below one, at a label boundary (DESIGN ruling 1)."""
+    domain = domain.lower().rstrip(".")
+    return any(domain == s or domain.endswith("." + s) for s in suffixes)
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower() if "@" in address else ""
+
+
+def restricted_type(facts: MessageFacts, sender: str, sources: Sources) -> str | None:
+    """agency-check-result, legal-advice or None: what the message is, whatever else it is.
+
+    A check result wins over legal advice: it may not leave at all, legal advice may go to the
+    instructed lawyers.
+    """
+    if facts.information_type == AGENCY_CHECK_RESULT or _is_check_result(facts, sources):
+        return AGENCY_CHECK_RESULT
+    if facts.information_type == LEGAL_ADVICE or _is_legal_advice(facts, sender, sources):
+        return LEGAL_ADVICE
+    return None
+
+
+def _is_check_result(facts: MessageFacts, sources: Sources) -> bool:
+    for signal in facts.signals:
+        if signal.kind in (CHECK_DOCUMENT, CHECK_PRESENTED):
+            return True
+        if signal.kind == CHECK_REPORT:
+            domain = _domain(signal.author)
+            if (domain and _under(domain, sources.check_agencies)
+                    and not _under(domain, sources.internal)):
+                return True
+    return False
+
+
+def _is_legal_advice(facts: MessageFacts, sender: str, sources: Sources) -> bool:
+    team = set(sources.legal_team)
+    if sender.lower() in team or not team.isdisjoint(facts.forwarded_from):
+        return True
+    for signal in facts.signals:
+        if signal.kind != LEGAL_MARKING:
+            continue
+        author, domain = signal.author, _domain(signal.author)
+        if (author in (OWN, UNKNOWN) or author in team or _under(domain, sources.internal)
+                or _under(domain, sources.instructed_lawyers)):
+            return True
+    return False
+
+
+def refine(facts: MessageFacts, sender: str, sources: Sources) -> MessageFacts:
+    """`facts` with the information type a restricted type when the signals say so."""
+    found = restricted_type(facts, sender, sources)
+    if found is None or found == facts.information_type:
+        return facts
+    reason = "case-document" if found == AGENCY_CHECK_RESULT else "label"
+    return replace(facts, information_type=found, protected=True,
+                   protected_reasons=tuple(dict.fromkeys((*facts.protected_reasons, reason))))

@@ -557,12 +557,13 @@ def by_text(information_type: str, signals: Iterable[TextSignal]) -> tuple[str, 
     whoever wrote it; a legal-advice marking counts here only in the sender's own words. The
     engine's `refine` weighs the rest (authors against the organisation's lists).
     """
-    signals = tuple(signals)
-    if information_type != AGENCY_CHECK_RESULT and any(
-            s.kind in (CHECK_DOCUMENT, CHECK_PRESENTED) for s in signals):
-        return AGENCY_CHECK_RESULT, "case-document"
-    if information_type not in (AGENCY_CHECK_RESULT, LEGAL_ADVICE) and any(
-            s.kind == LEGAL_MARKING and s.author == OWN for s in signals):
+    kinds = {s.kind for s in signals if s.kind != LEGAL_MARKING or s.author == OWN}
+    if information_type != AGENCY_CHECK_RESULT:
+        if CHECK_DOCUMENT in kinds:
+            return AGENCY_CHECK_RESULT, "case-document"
+        if CHECK_PRESENTED in kinds:  # the sender's own words say what it is, as a label does
+            return AGENCY_CHECK_RESULT, "label"
+    if information_type not in (AGENCY_CHECK_RESULT, LEGAL_ADVICE) and LEGAL_MARKING in kinds:
         return LEGAL_ADVICE, "label"
     return information_type, None
 

@@ -400,25 +400,54 @@ class Scan:
 
 def scan(units: Iterable[Unit], agency: AgencyCheckMarks, legal: LegalAdviceMarks) -> Scan:
     """The signals of every text, each with its author (bodies cut into `segments`)."""
-    signals: dict[TextSignal, None] = {}
-    authors: dict[str, None] = {}
+    read: list[tuple[Unit, list[Segment]]] = []
     for unit in units:
-        if unit.author != OWN:
-            authors.setdefault(unit.author)
         if unit.source in (SUBJECT, ATTACHMENT_NAME):
             pieces = [Segment(unit.author, unit.text, "")]
         elif unit.source == "body":
             pieces = segments(unit.text, unit.author)
         else:
             pieces = [Segment(unit.author, "", unit.text)]
+        read.append((unit, pieces))
+    signals: dict[TextSignal, None] = {}
+    authors: dict[str, None] = {}
+    for unit, pieces in read:
+        if unit.author != OWN:
+            authors.setdefault(unit.author)
+        if unit.source == ATTACHMENT_NAME and _titled(unit.text, agency):
+            signals.setdefault(TextSignal(CHECK_DOCUMENT, unit.author))  # "PNC_print.pdf"
         for piece in pieces:
             if piece.author != OWN:
                 authors.setdefault(piece.author)
             for kind in _agency_signals(piece, agency, own=unit.source == "body"):
                 signals.setdefault(TextSignal(kind, piece.author))
             if _legal_marking(piece, legal):
-                signals.setdefault(TextSignal(LEGAL_MARKING, piece.author))
+                author = _subject_author(unit, read) if unit.source == SUBJECT else piece.author
+                signals.setdefault(TextSignal(LEGAL_MARKING, author))
     return Scan(tuple(signals), tuple(authors))
+
+
+_REPLY_PREFIX = re.compile(r"\s*(?:(?:re|fw|fwd|aw|wg|tr)\s*(?:\[\d+\])?\s*:\s*)+", re.I)
+
+
+def _subject_author(subject: Unit, read: Sequence[tuple[Unit, list[Segment]]]) -> str:
+    """Who wrote a subject: a reply or forward ("RE: Legal advice") keeps the subject of the
+    message it quotes, so its author is that message's; any other subject is the sender's."""
+    prefix = _REPLY_PREFIX.match(subject.text)
+    if prefix is None:
+        return subject.author
+    wanted = words(subject.text[prefix.end():])
+    for unit, pieces in read:
+        if unit.source == SUBJECT:
+            continue
+        if unit.author != OWN and "\n" not in unit.text.strip() \
+                and words(_REPLY_PREFIX.sub("", unit.text, count=1)) == wanted:
+            return unit.author  # the Subject of an attached message
+        for piece in pieces:
+            if piece.author != OWN and words(_REPLY_PREFIX.sub("", piece.subject,
+                                                               count=1)) == wanted:
+                return piece.author
+    return subject.author
 
 
 def _agency_signals(piece: Segment, marks: AgencyCheckMarks, own: bool) -> list[str]:

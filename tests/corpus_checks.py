@@ -230,7 +230,8 @@ def _status_note(g: _Gen) -> tuple[str, str]:
                    "Kind regards,", "Jo Bloggs", "Family Court Adviser")
     subject = g.pick([f"{case} - update", "Safeguarding letter - delay", "Checks update",
                       f"RE: {case} safeguarding", "Police checks", "Update on checks",
-                      "Police disclosure", "Re: police disclosure", "LA checks"])
+                      "Police disclosure", "Re: police disclosure", "LA checks",
+                      "RE: Police check results?", "Re: LA check result - timescale"])
     return subject, body
 
 

@@ -231,7 +231,7 @@ def test_override_header_is_parsed() -> None:
      "welcome-pack", "case-document"),
     ("Checks", [], "Please find the police check results below.", "agency-check-result",
      "label"),
-    ("Police check request", [("police_check_result.pdf", make_pdf(["x"]))], "",
+    ("Police check request", [("court_report.pdf", make_pdf(["x"]))], "",
      "agency-check-request", "label"),
 ])
 def test_information_type_from_cues(subject: str, attachments: list[tuple[str, bytes]],

@@ -24,7 +24,6 @@ from policies.restricted import (
     LEGAL_MARKING,
     OWN,
     UNKNOWN,
-    Sources,
     Unit,
 )
 from tests.fixtures_content import default_rules

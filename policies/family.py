@@ -25,7 +25,7 @@ counts as showing every address (fail closed: the split costs nothing but a rewr
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from email.message import Message
 from typing import Any
 
@@ -90,20 +90,21 @@ _LAST_PARTIES: list[Any] = [None, frozenset()]
 
 
 def is_family_address(recipient: Recipient, snapshot: Snapshot,
-                      freemail: Iterable[str]) -> bool:
+                      freemail: Collection[str]) -> bool:
     """An external recipient who is a registered party or at a personal (freemail) domain."""
     if recipient.category is Category.INTERNAL or not recipient.normalised:
         return False
     address = recipient.normalised.lower()
-    return address in _parties(snapshot.verified) or recipient.domain in set(freemail)
+    return address in _parties(snapshot.verified) or recipient.domain in freemail
 
 
 def exposed_family(recipients: Sequence[Recipient], shown: Sequence[str], snapshot: Snapshot,
                    freemail: Iterable[str]) -> tuple[str, ...]:
     """The family addresses of a message when two or more of them would otherwise reach each
     other with at least one shown; () when the message need not be split for them."""
+    personal = frozenset(freemail)
     family = {r.normalised.lower(): r for r in recipients
-              if is_family_address(r, snapshot, freemail)}
+              if is_family_address(r, snapshot, personal)}
     if len(family) < 2 or not any(_is_shown(r, shown) for r in family.values()):
         return ()
     return tuple(family)

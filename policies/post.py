@@ -447,11 +447,11 @@ class OfficeDirectory:
     offices: tuple[Office, ...] = ()
 
     def find(self, name: str) -> Office | None:
-        wanted = name.strip().casefold()
+        wanted = " ".join(name.split()).casefold()
         if not wanted:
             return None
         for office in self.offices:
-            if any(n.casefold() == wanted for n in office.names()):
+            if any(" ".join(n.split()).casefold() == wanted for n in office.names()):
                 return office
         return None
 

@@ -104,6 +104,13 @@ class Budget:
             raise Unopened(BYTES)
         self.unpacked += len(member.data)
 
+    def take_text(self, characters: int) -> None:
+        """Count text read from a file inside a container: one character as one byte of the
+        unpacked budget, so that many small files of compressed text cannot fill memory."""
+        self.unpacked += characters
+        if self.unpacked > self.limits.container_bytes:
+            raise Unopened(BYTES)
+
     def check_time(self, deadline: float) -> None:
         if self.clock() > deadline:
             raise Unopened(TIME)
@@ -250,6 +257,10 @@ _ATTACH_DATA, _ATTACH_LONG_FILENAME, _ATTACH_FILENAME, _ATTACH_MIME_TAG = (
     "3701", "3707", "3704", "370E")
 _PROPERTIES = "__properties_version1.0"
 _ATTACHMENT_PREFIX = "__attach_version1.0_#"
+# What a message's storage may hold besides property streams ([MS-OXMSG] 2.2): anything else is
+# a file Outlook would not show but a tool could take out, so the .msg counts as damaged.
+_MESSAGE_ENTRIES = ("__substg1.0_", _PROPERTIES, "__nameid_version1.0", "__recip_version1.0_#",
+                    _ATTACHMENT_PREFIX)
 
 
 def msg_members(data: bytes, depth: int, budget: Budget,
@@ -285,6 +296,8 @@ def _msg_message(ole: _Ole, storage: tuple[str, ...], depth: int,
         yield Text(html_to_text(html_text))
         yield Text(html_text)  # as for an HTML body: attribute values and hidden text leave
     for child in ole.children(*storage):
+        if not child.lower().startswith(_MESSAGE_ENTRIES):
+            raise Unopened(DAMAGED)
         if child.lower().startswith(_ATTACHMENT_PREFIX):
             yield from _msg_attachment(ole, (*storage, child), depth, deadline)
 
@@ -292,6 +305,9 @@ def _msg_message(ole: _Ole, storage: tuple[str, ...], depth: int,
 def _msg_attachment(ole: _Ole, storage: tuple[str, ...], depth: int,
                     deadline: float) -> Iterator[Member | Text]:
     ole.budget.check_time(deadline)
+    if not all(child.lower().startswith(("__substg1.0_", _PROPERTIES))
+               for child in ole.children(*storage)):
+        raise Unopened(DAMAGED)  # something in the attachment besides its properties
     name = (_msg_string(ole, storage, _ATTACH_LONG_FILENAME)
             or _msg_string(ole, storage, _ATTACH_FILENAME))
     declared = _msg_string(ole, storage, _ATTACH_MIME_TAG) or "application/octet-stream"

@@ -307,7 +307,10 @@ class _Reader:
                 raise containers.Unopened(containers.DAMAGED)
             self.reading.malformed.extend(defects)
             if _is_body(part):
-                self.reading.texts.extend(_body_texts(part, data))
+                texts = list(_body_texts(part, data))
+                if depth:
+                    self.budget.take_text(sum(len(t.text) for t in texts))
+                self.reading.texts.extend(texts)
                 continue
             name = part.get_filename() or ""
             if depth:
@@ -346,6 +349,8 @@ class _Reader:
                 if encrypted:
                     unopened = containers.ENCRYPTED
                 if extraction.text:
+                    if depth:
+                        self.budget.take_text(len(extraction.text))
                     self.reading.texts.append(_Text(_Source.ATTACHMENT_TEXT, extraction.text))
                 if extraction.embedded:
                     self.members([containers.Member(inner, content, depth + 1)
@@ -376,6 +381,7 @@ class _Reader:
         """Read what a container holds: its own text, and each file as an attachment."""
         for item in items:
             if isinstance(item, containers.Text):
+                self.budget.take_text(len(item.text))
                 self.reading.texts.append(_Text(_Source.BODY, item.text))
                 continue
             self.budget.admit(item)

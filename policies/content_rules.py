@@ -45,7 +45,7 @@ class Limits:
     # Containers (DESIGN ruling 22): archives, attached messages, documents' embedded objects.
     max_container_depth: int = 5  # containers inside containers, counted from the message
     max_container_files: int = 1_000  # files inside containers, one message's all together
-    container_bytes: int = 104_857_600  # bytes unpacked from them, all together (100 MiB)
+    container_bytes: int = 104_857_600  # bytes unpacked, and text read, all together (100 MiB)
     container_seconds: float = 5.0  # to open one attached container and read all it holds
 
 

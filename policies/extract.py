@@ -229,6 +229,11 @@ MAX_ZIP_ENTRIES = 5_000
 _EMBEDDED_PARTS = re.compile(
     r"(word|xl|ppt)/embeddings/.*|word/afchunk.*|(Object \d+/)*Object \d+", re.IGNORECASE)
 _PICTURE_PARTS = re.compile(r"(word|xl|ppt)/media/.*|Pictures/.*")
+# Any other part that is not XML (embedded fonts, printer settings, thumbnails) is looked at:
+# a document, an archive or text put among the parts is handed back like an embedded object.
+_STRUCTURE_PARTS = re.compile(r".*\.(xml|rels)|mimetype", re.IGNORECASE)
+_PEEK_BYTES = 1024
+_NOT_HIDDEN = frozenset({filetypes.UNKNOWN, filetypes.EMPTY, *filetypes.IMAGE_TYPES})
 _ENCRYPTED_ENTRY = 0x1
 # Elements whose text is one run of words: paragraphs, cells, shared strings, titles.
 _BLOCK_ELEMENTS = frozenset({"p", "h", "si", "c", "tc", "title", "subject", "description",
@@ -249,7 +254,8 @@ def _office(kind: str, data: bytes, budget: _Budget) -> Extraction:
         embedded: list[tuple[str, bytes]] = []
         for info in entries:
             is_xml = wanted.fullmatch(info.filename) is not None
-            if info.is_dir() or (not is_xml and not _EMBEDDED_PARTS.fullmatch(info.filename)):
+            if info.is_dir() or (not is_xml and not _EMBEDDED_PARTS.fullmatch(info.filename)
+                                 and not _hidden_file(archive, info, budget)):
                 continue
             budget.tick()
             with archive.open(info) as stream:
@@ -266,6 +272,17 @@ def _office(kind: str, data: bytes, budget: _Budget) -> Extraction:
     if has_pictures and not text.strip() and not embedded:
         return UNREADABLE  # only pictures: a scan pasted into a document
     return Extraction(text, readable=True, embedded=tuple(embedded))
+
+
+def _hidden_file(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) -> bool:
+    """Whether a part the document format does not explain is a file hidden in the document
+    (a PDF, an archive, an Office file, text): its first bytes say."""
+    if _STRUCTURE_PARTS.fullmatch(info.filename) or _PICTURE_PARTS.fullmatch(info.filename):
+        return False
+    budget.tick()
+    with archive.open(info) as stream:
+        head = stream.read(_PEEK_BYTES)
+    return filetypes.detect_type(head, info.filename) not in _NOT_HIDDEN
 
 
 def _xml_text(xml: bytes, budget: _Budget) -> Iterator[str]:

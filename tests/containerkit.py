@@ -111,6 +111,31 @@ def encrypted_ooxml() -> bytes:
                      "EncryptedPackage": struct.pack("<Q", 5000) + b"\x5a" * 5008})
 
 
+def odt_with(parts: dict[str, bytes], text: str = "Cover note") -> bytes:
+    """An OpenDocument text with `parts` added ("Object 1" for an OLE object, "Object 2/..."
+    for an embedded ODF object)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.text")
+        archive.writestr("content.xml", _odf_content(text))
+        for name, data in parts.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+def odf_object(text: str) -> bytes:
+    """The content.xml of an embedded ODF object (a chart, a formula) holding `text`."""
+    return _odf_content(text).encode()
+
+
+def _odf_content(text: str) -> str:
+    return ('<?xml version="1.0"?><office:document-content '
+            'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+            'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0">'
+            f"<office:body><office:text><text:p>{text}</text:p></office:text></office:body>"
+            "</office:document-content>")
+
+
 def docx_with(parts: dict[str, bytes], text: str = "Cover note") -> bytes:
     """A DOCX with `parts` added (word/embeddings/..., word/media/...)."""
     return make_docx([[text]], extra_parts=parts)

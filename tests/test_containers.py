@@ -33,6 +33,8 @@ from tests.containerkit import (
     lying_bomb,
     make_zip,
     nested_zip,
+    odf_object,
+    odt_with,
     wide_zip,
 )
 from tests.fixtures_content import (
@@ -122,6 +124,11 @@ READ_INSIDE = [
     ("PDF in an OLE Package embedded in a docx",
      attached("cover.docx", docx_with({"word/embeddings/oleObject1.bin": OLE_PDF})),
      [("docx", 0), ("ole-package", 1), ("pdf", 2)]),
+    ("PDF in an OLE object of an ODT", attached("cover.odt", odt_with({"Object 1": OLE_PDF})),
+     [("odt", 0), ("ole-package", 1), ("pdf", 2)]),
+    ("text of an ODF object embedded in an ODT",
+     attached("cover.odt", odt_with({"Object 2/content.xml": odf_object(f"Case {CASE}")})),
+     [("odt", 0)]),
     ("docx attached inside a PDF", attached("cover.pdf", make_pdf(["Cover"], embedded=DOCX)),
      [("pdf", 0), ("docx", 1)]),
     ("PDF in a zip in a .msg in a zip",
@@ -209,6 +216,9 @@ UNOPENED = [
     (".msg attachment that is an OLE object of its own",
      attached("m.msg", make_msg(ole_objects=[{"WordDocument": b"\x00" * 600}])),
      ("msg", 0, "unsupported")),
+    (".msg with a file Outlook would not show (an unknown storage)",
+     attached("m.msg", make_cfb({**Msg().tree(), "hidden": {"r.docx": DOCX}})),
+     ("msg", 0, "damaged")),
 ]
 
 
@@ -369,7 +379,28 @@ def test_damaged_containers_never_raise(data: st.DataObject) -> None:
         at = data.draw(st.integers(0, len(damaged) - 1))
         damaged[at] = data.draw(st.integers(0, 255))
     facts = classify(attached("x.bin", bytes(damaged)))
-    assert facts.attachments and facts.protected is not None
+    decision = decide(facts, SENDER, [PARENT, COLLEAGUE], POLICY, SNAPSHOT)
+    assert facts.attachments and len(decision.recipients) == 2
+    assert decision.recipients[1].action is Action.PLAIN  # inside, always delivered
+
+
+def test_a_file_hidden_among_a_documents_parts_is_read() -> None:
+    """A DOCX (or a zip dressed as one) carrying a file its format does not explain: the file
+    is classified like an embedded object."""
+    disguised = docx_with({"word/extra/report.docx": DOCX, "word/fonts/font1.odttf":
+                           bytes(range(256)) * 4, "docProps/thumbnail.jpeg": PNG_HEADER})
+    facts = classify(attached("cover.docx", disguised))
+    assert inner(facts) == [("docx", 0), ("docx", 1)]
+    assert facts.case_numbers == (CASE,)
+
+
+def test_text_read_inside_containers_counts_against_the_unpacked_budget() -> None:
+    """Small files of much text cannot fill memory: characters count as unpacked bytes."""
+    text = (f"Case {CASE}. " * 2000).encode()  # 34 KB each, compressing to almost nothing
+    raw = attached("t.zip", make_zip([(f"{i}.txt", text) for i in range(20)]))
+    assert not any(a.unopened for a in classify(raw).attachments)
+    tight = classify(raw, default_rules(container_bytes=400_000))
+    assert "bytes" in {a.unopened for a in tight.attachments}
 
 
 def test_package_object_in_a_msg_is_opened() -> None:

@@ -32,15 +32,54 @@ def compile_case_number_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(f"{_BEFORE}(?:{pattern}){_AFTER}", re.IGNORECASE)
 
 
-def find_case_numbers(text: str, pattern: re.Pattern[str]) -> Iterator[str]:
-    """Case numbers in the text, upper-cased with any spaces removed, in order of appearance.
+def compile_case_number_search(pattern: str) -> re.Pattern[str]:
+    """The pattern that finds case numbers in text: the configured one, anchored, with an
+    optional space or hyphen allowed between its parts, where people type them ("ZC12 C00123",
+    "ZC12-C00123"). A pattern with a top-level alternative is used as it is."""
+    return compile_case_number_pattern(_with_separators(pattern))
+
+
+# One top-level part of a pattern: a class, an escape, a group or one character, and its
+# quantifier. Groups nest only as deep as this counts (a deeper pattern is used as it is).
+_PART = re.compile(r"""
+    (?: \[(?:\\.|[^\]])*\]          # a character class
+      | \\.                           # an escape
+      | \((?:[^()]|\([^()]*\))*\)      # a group, one level of nesting inside
+      | [^|()\[\]\\]                   # one ordinary character
+    )
+    (?: \{\d*(?:,\d*)?\} | [*+?] )?\??  # its quantifier
+""", re.VERBOSE)
+_SEPARATOR = "[ -]?"
+
+
+def _with_separators(pattern: str) -> str:
+    parts: list[str] = []
+    position = 0
+    while position < len(pattern):
+        match = _PART.match(pattern, position)
+        if match is None:  # a top-level "|", or something this reading does not know
+            return pattern
+        parts.append(match.group())
+        position = match.end()
+    return _SEPARATOR.join(parts) if len(parts) > 1 else pattern
+
+
+def find_case_numbers(text: str, pattern: re.Pattern[str],
+                      canonical: re.Pattern[str] | None = None) -> Iterator[str]:
+    """Case numbers in the text, upper-cased with the spaces and hyphens typed inside them
+    removed, in order of appearance (`pattern` from `compile_case_number_search`). A hyphen is
+    kept when the `canonical` pattern (from `compile_case_number_pattern`; by default
+    `pattern`) needs it.
 
     When every match of the pattern holds a digit within a bounded width (as the default's
     does), only the stretches of text around digits are searched (`digit_anchored`); the
     matches are the same as `pattern.finditer(text)`'s.
     """
     for match in anchored_finditer(text, pattern):
-        yield re.sub(r"\s+", "", match.group(0)).upper()
+        value = re.sub(r"\s+", "", match.group(0)).upper()
+        if "-" in value and (canonical or pattern).fullmatch(value) is None:
+            value = value.replace("-", "")
+        yield value
 
 
 # A text with more candidates than this (numbers that fail their check) is a data dump, not a
@@ -402,17 +441,20 @@ def has_date_of_birth(text: str, cues: re.Pattern[str]) -> bool:
                       lambda m: _is_real_date(m) and _cue_before(text, m.start(), cues))
 
 
-def identifier_kinds(text: str, dob_cues: re.Pattern[str]) -> set[str]:
-    """The kinds of personal identifier present in the text (values are never returned)."""
+def identifier_kinds(text: str, dob_cues: re.Pattern[str],
+                     known: frozenset[str] = frozenset()) -> set[str]:
+    """The kinds of personal identifier present in the text (values are never returned).
+    Kinds in `known` (already found elsewhere in the message) are not looked for again."""
     kinds: set[str] = set()
     if not has_digit(text):  # every identifier, and every date, holds at least one digit
         return kinds
-    if has_date_of_birth(text, dob_cues):
-        kinds.add(DATE_OF_BIRTH)
-    if has_nhs_number(text):
-        kinds.add(NHS_NUMBER)
-    if has_ni_number(text):
-        kinds.add(NI_NUMBER)
-    if has_pnc_id(text):
-        kinds.add(PNC_ID)
+    detectors: tuple[tuple[str, Callable[[str], bool]], ...] = (
+        (DATE_OF_BIRTH, lambda t: has_date_of_birth(t, dob_cues)),
+        (NHS_NUMBER, has_nhs_number),
+        (NI_NUMBER, has_ni_number),
+        (PNC_ID, has_pnc_id),
+    )
+    for kind, found_in in detectors:
+        if kind not in known and found_in(text):
+            kinds.add(kind)
     return kinds

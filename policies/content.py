@@ -347,8 +347,7 @@ class _Reader:
                     images_are_unreadable=self.rules.images_are_unreadable and not decorative,
                     not_after=deadline)
                 readable, encrypted = extraction.readable, extraction.encrypted
-                if encrypted:
-                    unopened = containers.ENCRYPTED
+                unopened = containers.ENCRYPTED if encrypted else extraction.unopened
                 if extraction.text:
                     if depth:
                         self.budget.take_text(len(extraction.text))

@@ -40,6 +40,8 @@ class Extraction:
     readable: bool
     encrypted: bool = False
     embedded: tuple[tuple[str, bytes], ...] = ()  # files inside the document: (name, bytes)
+    # Files inside that could not all be taken out: why (a policies.containers reason).
+    unopened: str = ""
 
 
 UNREADABLE = Extraction("", readable=False)
@@ -172,8 +174,8 @@ def _pdf(_kind: str, data: bytes, budget: _Budget) -> Extraction:
             return ENCRYPTED
         budget.tick()
         embedded = _embedded_files(reader, budget)
-        if embedded is None:
-            return UNREADABLE  # files inside the PDF that could not all be found
+        if isinstance(embedded, str):  # files inside the PDF that could not all be taken out
+            return Extraction("", readable=False, unopened=embedded)
         pages = reader.pages
         if len(pages) > limits.max_pdf_pages:
             return UNREADABLE
@@ -189,26 +191,30 @@ def _pdf(_kind: str, data: bytes, budget: _Budget) -> Extraction:
 
 
 def _embedded_files(reader: pypdf.PdfReader,
-                    budget: _Budget) -> tuple[tuple[str, bytes], ...] | None:
-    """The files attached to the PDF (its EmbeddedFiles name tree), or None when the tree holds
-    files pypdf does not find (it reads two levels of the tree) or they are over budget."""
+                    budget: _Budget) -> tuple[tuple[str, bytes], ...] | str:
+    """The files attached to the PDF (its EmbeddedFiles name tree); or why they could not all
+    be taken out: "unsupported" when the tree is deeper than pypdf reads (two levels) or holds
+    none it finds, "bytes" when they are over the attachment's byte budget."""
     names = reader.root_object.get("/Names")
     tree = names.get_object().get("/EmbeddedFiles") if names is not None else None
     if tree is None:
         return ()
     kids = tree.get_object().get("/Kids")
     if kids is not None and any("/Kids" in kid.get_object() for kid in kids.get_object()):
-        return None
+        return "unsupported"
     found: list[tuple[str, bytes]] = []
     remaining = budget.limits.attachment_bytes
     for entry in reader.attachment_list:
         budget.tick()
-        content = entry.content
+        try:
+            content = entry.content
+        except pypdf.errors.LimitReachedError:  # inflating past the configured output limit
+            return "bytes"
         remaining -= len(content)
         if remaining < 0:
-            return None
+            return "bytes"
         found.append((entry.name, content))
-    return tuple(found) if found else None  # a tree of no files we could find: fail closed
+    return tuple(found) if found else "unsupported"  # a tree of no files found: fail closed
 
 
 # --- OOXML and ODF (ZIP containers of XML) -----------------------------------------------

@@ -13,6 +13,8 @@ import zipfile
 import zlib
 from collections.abc import Sequence
 
+from pypdf import PdfWriter
+
 from tests.fixtures_content import build_message, make_docx
 from tests.olekit import make_cfb
 
@@ -134,6 +136,17 @@ def _odf_content(text: str) -> str:
             'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0">'
             f"<office:body><office:text><text:p>{text}</text:p></office:text></office:body>"
             "</office:document-content>")
+
+
+def pdf_with_zeros_attached(size: int) -> bytes:
+    """A one-page PDF with a file of `size` zero bytes attached, compressed (a PDF bomb)."""
+    writer = PdfWriter()
+    writer.add_blank_page(width=100, height=100)
+    stored = writer.add_attachment("zeros.txt", b"\x00" * size).pdf_object["/EF"].raw_get("/F")
+    writer._objects[stored.idnum - 1] = stored.get_object().flate_encode()
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
 
 
 def docx_with(parts: dict[str, bytes], text: str = "Cover note") -> bytes:

@@ -35,6 +35,7 @@ from tests.containerkit import (
     nested_zip,
     odf_object,
     odt_with,
+    pdf_with_zeros_attached,
     wide_zip,
 )
 from tests.fixtures_content import (
@@ -309,6 +310,8 @@ HOSTILE = [
     ("OLE object that is not an OLE file", attached(
         "c.docx", docx_with({"word/embeddings/oleObject1.bin": make_cfb({"x": b"1"})[:700]})),
      {}, 0.0, set()),  # an embedded file of unknown bytes: unreadable (protected), not refused
+    ("PDF with 40 MiB of zeros attached in 40 KB", attached("p.pdf", pdf_with_zeros_attached(
+        40 << 20)), {}, 0.0, {"bytes"}),
     ("a zip that takes longer to read than its budget",
      attached("slow.zip", make_zip([(f"{i}.txt", b"text") for i in range(50)])),
      {"container_seconds": 10.0}, 1.0, {"time"}),

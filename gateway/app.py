@@ -32,6 +32,7 @@ from gateway.config import (
     public_url,
     verification_address,
 )
+from gateway.stores.offices import OfficeRegistry
 from gateway.stores.portal import PORTAL_DB_FILE, PortalStore
 from gateway.stores.users import UserStore
 from policies.loader import EMBEDDED_FILES, Policy, PolicyError, parse_policy
@@ -133,6 +134,7 @@ class App:
     users: UserStore
     portal: PortalStore  # encrypted copies, sealed (issue 5)
     keyring: Keyring  # the portal's master keys
+    offices: OfficeRegistry  # the office directory: names, teams, DX (issue 17)
     # The thread that reads and writes the registry and the relay ledger for the event loop,
     # for every message (a trip between threads serves every call queued meanwhile).
     worker: StoreWorker = field(default_factory=lambda: StoreWorker("casegate-stores"))
@@ -165,12 +167,14 @@ class App:
             users = UserStore(root / "casegate.sqlite3")
             keyring = open_keyring(root, portal_keys)
             portal = PortalStore(root / PORTAL_DB_FILE)
+            offices = OfficeRegistry.open(root, audit)
         except (OSError, sqlite3.Error) as exc:
             reason = os_reason(exc) if isinstance(exc, OSError) else str(exc)
             raise ConfigError(f"{root}: the data directory cannot be used ({reason}); it must "
                               "be a directory casegate can write") from None
         return cls(config=config, data_dir=root, policy=policy, registry=registry, audit=audit,
-                   users=users, portal=portal, keyring=keyring)
+                   users=users, portal=portal, keyring=keyring,
+                   offices=offices)
 
     def way_out(self) -> Transport:
         """The upstream smarthost when one is configured, else the outbox Maildir, signing what
@@ -261,3 +265,4 @@ class App:
         self.audit.close()
         self.users.close()
         self.portal.close()
+        self.offices.close()

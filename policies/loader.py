@@ -36,7 +36,7 @@ REQUIRED_RULES: frozenset[str] = frozenset({
     "internal", "secure-domain", "not-protected", "encrypt-non-secure",
     "unverified-recipient", "personal-address", "fax", "invalid-address", "lookalike-domain",
     "other-case-information", "editable-document", "auto-forward", "multiple-external",
-    "malformed-message",
+    "malformed-message", "unreadable-container",
     "legal-advice",  # issue 13: DESIGN ruling 20
 })
 

@@ -226,15 +226,16 @@ def _nested(depth: int) -> bytes:
 @pytest.mark.parametrize("depth", [1, 3, 50])
 def test_attached_messages_carry_their_author_within_the_limits(depth: int) -> None:
     """A police reply inside an attached message is the police's; 50 levels deep is beyond
-    the nesting limit (malformed, protected) and never a crash."""
+    the nesting limits (protected, unread) and never a crash."""
     found = classify_message(_nested(depth), RULES, time.monotonic)
     if depth <= 3:
         assert TextSignal(CHECK_REPORT, POLICE) in found.signals
         assert POLICE in found.forwarded_from
         refined = restricted.refine(found, SENDER, POLICY.restricted)
         assert refined.information_type == "agency-check-result"
-    else:
-        assert "too-deep" in found.malformed and found.protected
+    else:  # beyond the limits: not read (an unopened container), protected, never a crash
+        assert found.protected
+        assert TextSignal(CHECK_REPORT, POLICE) not in found.signals
 
 
 def test_reply_subject_belongs_to_the_quoted_author() -> None:
@@ -255,3 +256,23 @@ def test_a_long_text_is_scanned_in_linear_time() -> None:
     start = time.perf_counter()
     assert (CHECK_DOCUMENT, OWN) in kinds("attachment-text", text)
     assert time.perf_counter() - start < 2.0
+
+
+def test_an_eml_file_attached_carries_its_author() -> None:
+    """A police reply saved as .eml and attached as a file is read as the police's text, as a
+    message/rfc822 part is (containers are opened: DESIGN ruling 22)."""
+    reply = EmailMessage()
+    reply["From"] = f"PC Smith <{POLICE}>"
+    reply["Subject"] = "RE: Safeguarding check request"
+    reply.set_content("Mother: no trace. Father: two domestic incidents recorded, both NFA.")
+    outer = EmailMessage()
+    outer["From"] = SENDER
+    outer["To"] = "j.harris@smithlaw.co.uk"
+    outer["Subject"] = "Checks"
+    outer.set_content("Please see attached.")
+    outer.add_attachment(bytes(reply), maintype="application", subtype="octet-stream",
+                         filename="reply.eml")
+    found = classify_message(bytes(outer), RULES, time.monotonic)
+    assert TextSignal(CHECK_REPORT, POLICE) in found.signals
+    assert restricted.refine(found, SENDER, POLICY.restricted).information_type == \
+        "agency-check-result"

@@ -29,6 +29,7 @@ COMMANDS: tuple[str, ...] = (
     "users",
     "post",
     "dispatch",
+    "offices",
     "keys",
     "messages",
 )

@@ -6,11 +6,14 @@ signals against the organisation's lists, and the policy keys that configure it.
 
 from __future__ import annotations
 
+import re
 import time
 from email.message import EmailMessage
 from importlib import resources
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from policies import restricted
 from policies.content import classify_message
@@ -276,3 +279,18 @@ def test_an_eml_file_attached_carries_its_author() -> None:
     assert TextSignal(CHECK_REPORT, POLICE) in found.signals
     assert restricted.refine(found, SENDER, POLICY.restricted).information_type == \
         "agency-check-result"
+
+
+@given(st.lists(st.sampled_from(["Offence: theft", "Result: No trace", "> Disposal: none",
+                                 "a: b", "Date checked:", "plain words", "", ":", "x Offence: y",
+                                 "Name: A"]), max_size=40))
+def test_record_fields_found_from_colons_are_the_pattern_s_own(lines: list[str]) -> None:
+    """restricted._sub_fields tries the field pattern only on lines with a colon: the same
+    result as the pattern's own sub over the whole text."""
+    fields = default_rules().agency_checks._fields
+    text = "\n".join(lines)
+
+    def value(match: re.Match[str]) -> str:
+        return match.group(2)
+
+    assert restricted._sub_fields(fields, value, text) == fields.sub(value, text, count=200)

@@ -32,15 +32,54 @@ def compile_case_number_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(f"{_BEFORE}(?:{pattern}){_AFTER}", re.IGNORECASE)
 
 
-def find_case_numbers(text: str, pattern: re.Pattern[str]) -> Iterator[str]:
-    """Case numbers in the text, upper-cased with any spaces removed, in order of appearance.
+def compile_case_number_search(pattern: str) -> re.Pattern[str]:
+    """The pattern that finds case numbers in text: the configured one, anchored, with an
+    optional space or hyphen allowed between its parts, where people type them ("ZC12 C00123",
+    "ZC12-C00123"). A pattern with a top-level alternative is used as it is."""
+    return compile_case_number_pattern(_with_separators(pattern))
+
+
+# One top-level part of a pattern: a class, an escape, a group or one character, and its
+# quantifier. Groups nest only as deep as this counts (a deeper pattern is used as it is).
+_PART = re.compile(r"""
+    (?: \[(?:\\.|[^\]])*\]          # a character class
+      | \\.                           # an escape
+      | \((?:[^()]|\([^()]*\))*\)      # a group, one level of nesting inside
+      | [^|()\[\]\\]                   # one ordinary character
+    )
+    (?: \{\d*(?:,\d*)?\} | [*+?] )?\??  # its quantifier
+""", re.VERBOSE)
+_SEPARATOR = "[ -]?"
+
+
+def _with_separators(pattern: str) -> str:
+    parts: list[str] = []
+    position = 0
+    while position < len(pattern):
+        match = _PART.match(pattern, position)
+        if match is None:  # a top-level "|", or something this reading does not know
+            return pattern
+        parts.append(match.group())
+        position = match.end()
+    return _SEPARATOR.join(parts) if len(parts) > 1 else pattern
+
+
+def find_case_numbers(text: str, pattern: re.Pattern[str],
+                      canonical: re.Pattern[str] | None = None) -> Iterator[str]:
+    """Case numbers in the text, upper-cased with the spaces and hyphens typed inside them
+    removed, in order of appearance (`pattern` from `compile_case_number_search`). A hyphen is
+    kept when the `canonical` pattern (from `compile_case_number_pattern`; by default
+    `pattern`) needs it.
 
     When every match of the pattern holds a digit within a bounded width (as the default's
     does), only the stretches of text around digits are searched (`digit_anchored`); the
     matches are the same as `pattern.finditer(text)`'s.
     """
     for match in anchored_finditer(text, pattern):
-        yield re.sub(r"\s+", "", match.group(0)).upper()
+        value = re.sub(r"\s+", "", match.group(0)).upper()
+        if "-" in value and (canonical or pattern).fullmatch(value) is None:
+            value = value.replace("-", "")
+        yield value
 
 
 # A text with more candidates than this (numbers that fail their check) is a data dump, not a

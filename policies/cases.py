@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import operator
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -128,6 +129,8 @@ class RecordKey:
         self._key = key
         self.token: Callable[[str], bytes] = functools.lru_cache(maxsize=_LRU_TOKENS)(
             self._token)
+        self.date_of_birth: Callable[[date], bytes] = functools.lru_cache(maxsize=4096)(
+            self._date_of_birth)
 
     def _token(self, token: str) -> bytes:
         return hmac.digest(self._key, _TOKEN_DOMAIN + token.encode("utf-8"), hashlib.sha256)
@@ -139,7 +142,7 @@ class RecordKey:
             raise ValueError("a name needs at least two words (a first name and a surname)")
         return tuple(self.token(t) for t in found)
 
-    def date_of_birth(self, value: date) -> bytes:
+    def _date_of_birth(self, value: date) -> bytes:
         return hmac.digest(self._key, _DOB_DOMAIN + value.isoformat().encode("ascii"),
                            hashlib.sha256)
 
@@ -198,22 +201,29 @@ class DetailMatch:
 
 @dataclass(frozen=True)
 class CaseMatches:
-    """What the registry recognised in a message: metadata only."""
+    """What the registry recognised in a message: metadata only.
+
+    `people` and `details` are tied to their case. `possible_cases` are the cases of a recorded
+    person named in full (or by a cued date of birth) when that name or date belongs to people
+    of several cases and nothing else in the message says which: the message is protected, but
+    not tied to one case.
+    """
 
     people: tuple[PersonMatch, ...] = ()
     details: tuple[DetailMatch, ...] = ()
+    possible_cases: tuple[str, ...] = ()
 
     NONE: ClassVar[CaseMatches]
 
     @property
     def case_numbers(self) -> tuple[str, ...]:
-        """The cases the message is tied to, in order of first recognition."""
+        """The cases the message is tied to, in order."""
         found = dict.fromkeys(p.case_number for p in self.people)
         found.update(dict.fromkeys(d.case_number for d in self.details))
         return tuple(found)
 
     def __bool__(self) -> bool:
-        return bool(self.people or self.details)
+        return bool(self.people or self.details or self.possible_cases)
 
 
 CaseMatches.NONE = CaseMatches()
@@ -224,35 +234,40 @@ CaseMatches.NONE = CaseMatches()
 # Words that name a relation of a person: "Ellie's mum", "father of Ellie", "brother Jack".
 RELATIONSHIP_WORDS = frozenset({
     "mum", "mummy", "mom", "mam", "mother", "dad", "daddy", "father", "parent", "parents",
-    "sister", "brother", "sibling", "siblings", "half", "stepmother", "stepfather", "stepmum",
+    "sister", "brother", "sibling", "siblings", "stepmother", "stepfather", "stepmum",
     "stepdad", "stepsister", "stepbrother", "grandmother", "grandfather", "grandma", "grandad",
     "granddad", "grandpa", "gran", "granny", "nan", "nana", "nanny", "grandparent",
     "grandparents", "aunt", "auntie", "aunty", "uncle", "cousin", "carer", "carers", "guardian",
-    "son", "daughter", "child", "children", "baby", "niece", "nephew", "partner", "ex",
+    "son", "daughter", "child", "children", "baby", "niece", "nephew", "partner",
     "boyfriend", "girlfriend", "stepson", "stepdaughter", "stepchild",
 })
 _RELATION_LINKS = frozenset({"of", "to", "for"})  # "mother of Ellie", "carer to Ellie"
 
+# Between two tokens: nothing but blanks, single line breaks and other punctuation (0), a comma
+# (1), or the end of a sentence or a blank line (2). A name does not run across a sentence.
+_SAME = 0
+_COMMA = 1
+_BREAK = 2
+_HARD = re.compile(r"[.!?;:]|\n\s*\n")
+# A word with what stands before it: the separator, then the token (see _TOKEN).
+_GAP_TOKEN = re.compile(r"([^\w']*)(" + _TOKEN.pattern + ")")
+DOB_NEAR_TOKENS = 3  # a date of birth counts next to its person's name within this many words
+PAIR_WINDOW = 8  # two first names of one case count within this many words of each other
 
-@dataclass(frozen=True)
-class _Person:
-    index: int
-    person: CasePerson
 
-
-@dataclass
-class _Tables:
-    names: dict[tuple[bytes, ...], list[int]] = field(default_factory=dict)
-    name_lengths: dict[bytes, set[int]] = field(default_factory=dict)
-    first_names: dict[bytes, list[int]] = field(default_factory=dict)
-    surnames: dict[bytes, set[str]] = field(default_factory=dict)
-    details: dict[tuple[bytes, ...], list[int]] = field(default_factory=dict)
-    detail_lengths: dict[bytes, set[int]] = field(default_factory=dict)
-    dobs: dict[bytes, list[int]] = field(default_factory=dict)
+def _gap_kind(gap: str) -> int:
+    if _HARD.search(gap):
+        return _BREAK
+    return _COMMA if "," in gap else _SAME
 
 
 class CaseIndex:
-    """Immutable; built once per registry version (the store caches it like Registry.active)."""
+    """Immutable; built once per registry version (the store caches it like Registry.active).
+
+    Everything is looked up by keyed hash: a name form (all its tokens, first and last, or last
+    and first) to the people with it, a first name to the cases with someone of that first
+    name, a detail's token sequence to the details, a date of birth to the people born then.
+    """
 
     EMPTY: ClassVar[CaseIndex]
 
@@ -260,10 +275,24 @@ class CaseIndex:
                  details: tuple[ConfidentialDetail, ...],
                  shields: tuple[ShieldedCase, ...]) -> None:
         self._key = key
-        self.people = people
-        self.details = details
+        self.people = tuple(p for p in people if len(p.name) >= 2)
+        self.details = tuple(d for d in details if d.text)
         self._shields = {s.case_number: s for s in shields}
-        self._tables = _Tables()
+        # Cases by number, and the people of each (indexes into self.people).
+        self._case_ids: dict[str, int] = {}
+        self._case_numbers: list[str] = []
+        self._case_people: list[list[int]] = []
+        self._person_case: list[int] = []
+        # Name forms: (tokens) -> people; first token -> lengths of forms starting with it.
+        self._names: dict[tuple[bytes, ...], list[int]] = {}
+        self._name_lengths: dict[bytes, set[int]] = {}
+        self._reversed: set[tuple[bytes, ...]] = set()  # "last, first": a comma may part them
+        self._first_cases: dict[bytes, set[int]] = {}
+        self._details: dict[tuple[bytes, ...], list[int]] = {}
+        self._detail_lengths: dict[bytes, set[int]] = {}
+        self._dobs: dict[bytes, list[int]] = {}
+        # What a token's hash may start or be: bit flags, one lookup per distinct token.
+        self._flags: dict[bytes, int] = {}
         self._build()
 
     @classmethod
@@ -272,26 +301,35 @@ class CaseIndex:
               shields: Iterable[ShieldedCase]) -> CaseIndex:
         return cls(key, tuple(people), tuple(details), tuple(shields))
 
+    def _case_id(self, case_number: str) -> int:
+        found = self._case_ids.get(case_number)
+        if found is None:
+            found = self._case_ids[case_number] = len(self._case_people)
+            self._case_people.append([])
+            self._case_numbers.append(case_number)
+        return found
+
     def _build(self) -> None:
-        t = self._tables
         for i, person in enumerate(self.people):
+            case = self._case_id(person.case_number)
+            self._case_people[case].append(i)
+            self._person_case.append(case)
             name = person.name
-            if len(name) < 2:
-                continue
-            forms = {name, (name[0], name[-1]), (name[-1], name[0])}
-            for form in forms:
-                t.names.setdefault(form, []).append(i)
-                t.name_lengths.setdefault(form[0], set()).add(len(form))
-            t.first_names.setdefault(name[0], []).append(i)
-            for surname in name[1:]:
-                t.surnames.setdefault(surname, set()).add(person.case_number)
+            forms = [name, (name[0], name[-1]), (name[-1], name[0])]
+            self._reversed.add(forms[2])
+            for form in dict.fromkeys(forms):
+                self._names.setdefault(form, []).append(i)
+                self._name_lengths.setdefault(form[0], set()).add(len(form))
+                self._flags[form[0]] = self._flags.get(form[0], 0) | _NAME_START
+            self._first_cases.setdefault(name[0], set()).add(case)
+            self._flags[name[0]] = self._flags.get(name[0], 0) | _FIRST_NAME
             if person.date_of_birth is not None:
-                t.dobs.setdefault(person.date_of_birth, []).append(i)
+                self._dobs.setdefault(person.date_of_birth, []).append(i)
         for i, detail in enumerate(self.details):
-            if not detail.text:
-                continue
-            t.details.setdefault(detail.text, []).append(i)
-            t.detail_lengths.setdefault(detail.text[0], set()).add(len(detail.text))
+            self._case_id(detail.case_number)
+            self._details.setdefault(detail.text, []).append(i)
+            self._detail_lengths.setdefault(detail.text[0], set()).add(len(detail.text))
+            self._flags[detail.text[0]] = self._flags.get(detail.text[0], 0) | _DETAIL_START
 
     @property
     def is_empty(self) -> bool:
@@ -300,135 +338,279 @@ class CaseIndex:
     def shielded(self, case_number: str) -> ShieldedCase | None:
         return self._shields.get(case_number)
 
-    def match(self, texts: Iterable[str], *,
-              dob_cues: re.Pattern[str] | None = None) -> CaseMatches:
+    def match(self, texts: Iterable[str], *, dob_cues: re.Pattern[str] | None = None,
+              sender_name: str = "") -> CaseMatches:
         """What the registry recognises in these texts (one pass over each). The texts are
         folded already (`policies.normalise.fold`), as classification reads them.
 
         `dob_cues` is the policy's date-of-birth cue pattern (ContentRules.date_of_birth_regex):
-        a recorded date of birth just after a cue counts on its own.
+        a recorded date of birth just after a cue counts on its own. `sender_name` is the
+        display name of the message's From: the sender's own name (in a signature) is not taken
+        for a recorded person's, so that staff who share a name with a party, or who are a
+        party themselves, can still write about other things.
         """
         if self._key is None or self.is_empty:
             for _ in texts:  # read nothing, but consume a generator as callers expect
                 pass
             return CaseMatches.NONE
-        found = _Found()
+        found = _Found(ignored=self._own_name(sender_name))
         for text in texts:
             self._scan(text, found, dob_cues)
         return self._conclude(found)
 
+    def _own_name(self, sender_name: str) -> frozenset[tuple[bytes, ...]]:
+        """The name forms of the sender's display name ("Jo Bloggs", "Bloggs, Jo")."""
+        assert self._key is not None
+        words = [w for w in tokens(sender_name) if w != POSSESSIVE]
+        if len(words) < 2:
+            return frozenset()
+        hashes = tuple(self._key.token(w) for w in words)
+        return frozenset({hashes, (hashes[0], hashes[-1]), (hashes[-1], hashes[0])})
+
+    # -- one text, one pass ------------------------------------------------------------------
+
     def _scan(self, text: str, found: _Found, dob_cues: re.Pattern[str] | None) -> None:
         assert self._key is not None
-        t = self._tables
         normalised = normalise(text, folded=True)
-        words = _words(normalised)
-        if not words:
+        pairs = _GAP_TOKEN.findall(normalised)
+        if not pairs:
             return
+        words = list(map(_SECOND, pairs))
+        if "'" in normalised:
+            words = [w if "'" not in w or w == POSSESSIVE else w.replace("'", "") for w in words]
+        # Each distinct word is hashed once (and remembered across messages by RecordKey).
         token_hash = self._key.token
-        hashes = {w: token_hash(w) for w in set(words)}
-        seq = [hashes[w] for w in words]
-        for i, h in enumerate(seq):
-            lengths = t.name_lengths.get(h)
-            if lengths is not None:
-                for n in lengths:
-                    for p in t.names.get(tuple(seq[i:i + n]), ()):
-                        found.full.add(p)
-            lengths = t.detail_lengths.get(h)
-            if lengths is not None:
-                for n in lengths:
-                    for d in t.details.get(tuple(seq[i:i + n]), ()):
-                        found.details.add(d)
-            cases = t.surnames.get(h)
-            if cases is not None:
-                found.surname_cases.update(cases)
-            people = t.first_names.get(h)
-            if people is None and words[i].endswith("s") and _relation_after(words, i):
-                people = t.first_names.get(token_hash(words[i][:-1]))  # "Ellies mum"
-            if people is not None:
-                related = _relation_after(words, i) or _relation_before(words, i)
-                for p in people:
-                    found.first.add(p)
-                    if related:
-                        found.related.add(p)
-        if t.dobs and identifiers.has_digit(text):
-            self._scan_dates(normalised, found, dob_cues)
+        flags = self._flags
+        hashes: dict[str, bytes] = {}
+        flagged: dict[str, int] = {}
+        for word in set(words):
+            h = hashes[word] = token_hash(word)
+            bits = flags.get(h, 0)
+            if bits:
+                flagged[word] = bits
+        gaps = _Gaps(pairs)
+        in_full_name: set[int] = set()
+        own: set[int] = set()
+        firsts: dict[int, bytes] = {}  # position -> hash of first names not in a full name
+        for i in [i for i, w in enumerate(words) if w in flagged]:
+            bits = flagged[words[i]]
+            h = hashes[words[i]]
+            if bits & _NAME_START:
+                self._full_names(words, i, h, hashes, gaps, found, in_full_name, own)
+            if bits & _DETAIL_START:
+                for n in self._detail_lengths[h]:
+                    if i + n <= len(words):
+                        form = tuple(hashes[w] for w in words[i:i + n])
+                        found.details.update(self._details.get(form, ()))
+            if bits & _FIRST_NAME and i not in own:
+                firsts[i] = h
+                found.first_seen.setdefault(h, False)
+        for i in in_full_name:
+            firsts.pop(i, None)
+        # Relationship words, and the first names they name.
+        for j in [j for j, w in enumerate(words) if w in RELATIONSHIP_WORDS]:
+            for i in _named_by_relation(words, j, gaps):
+                word = words[i]
+                if flagged.get(word, 0) & _FIRST_NAME and i not in own:
+                    h = hashes[word]
+                elif i == j - 1 and len(word) > 2 and word.endswith("s"):
+                    h = token_hash(word[:-1])  # "Ellies mum"
+                    if not flags.get(h, 0) & _FIRST_NAME:
+                        continue
+                else:
+                    continue
+                found.first_seen[h] = True
+                # Another first name close by: "Ellie and her brother Jack".
+                for k in range(max(0, i - PAIR_WINDOW), i + PAIR_WINDOW + 1):
+                    g = firsts.get(k)
+                    if g is not None and g != h and gaps.within(min(i, k), abs(i - k) + 1,
+                                                                _COMMA):
+                        found.pairs.add((h, g) if h < g else (g, h))
+        if self._dobs and identifiers.has_digit(normalised):
+            self._scan_dates(normalised, found, dob_cues, hashes)
 
-    def _scan_dates(self, text: str, found: _Found, dob_cues: re.Pattern[str] | None) -> None:
+    def _full_names(self, words: list[str], i: int, h: bytes, hashes: dict[str, bytes],
+                    gaps: _Gaps, found: _Found, in_full_name: set[int], own: set[int]) -> None:
+        """The name forms that start at word i (within one sentence; "last, first" may have
+        its comma)."""
+        for n in self._name_lengths[h]:
+            if i + n > len(words):
+                continue
+            form = tuple(hashes[w] for w in words[i:i + n])
+            people = self._names.get(form)
+            if people and gaps.within(i, n, _COMMA if form in self._reversed else _SAME):
+                if form in found.ignored:
+                    own.update(range(i, i + n))
+                else:
+                    found.full.append(tuple(people))
+                in_full_name.update(range(i, i + n))
+
+    def _scan_dates(self, text: str, found: _Found, dob_cues: re.Pattern[str] | None,
+                    hashes: dict[str, bytes]) -> None:
+        """Recorded dates of birth, in any format the date finder reads: after a cue, and next
+        to the first name of a person born then."""
         assert self._key is not None
+        present: set[bytes] | None = None
         for match in identifiers.find_dates(text):
             value = identifiers.date_of(match)
             if value is None:
                 continue
-            people = self._tables.dobs.get(self._key.date_of_birth(value))
+            people = self._dobs.get(self._key.date_of_birth(value))
             if not people:
                 continue
-            cued = dob_cues is not None and identifiers.cue_before(text, match.start(), dob_cues)
-            for p in people:
-                (found.dob_cued if cued else found.dob).add(p)
+            found.dob_any.update(people)
+            if dob_cues is not None and identifiers.cue_before(text, match.start(), dob_cues):
+                found.dob_cued.append(tuple(people))
+            if present is None:
+                present = set(hashes.values())
+            named = [p for p in people if self.people[p].name[0] in present]
+            if named:
+                near = {hashes.get(w) for w in _words_near(text, match.start(), match.end())}
+                found.dob_near.update(p for p in named if self.people[p].name[0] in near)
+
+    # -- from what was seen to what it means ----------------------------------------------
 
     def _conclude(self, found: _Found) -> CaseMatches:
-        people = self.people
-        strong: dict[int, Signal] = {p: Signal.FULL_NAME for p in sorted(found.full)}
-        detail_cases = {self.details[d].case_number for d in found.details}
-        # A cued date of birth alone ties when its people are of one case only.
-        cued_cases = {people[p].case_number for p in found.dob_cued}
-        if len(cued_cases) == 1:
-            for p in sorted(found.dob_cued):
-                strong.setdefault(p, Signal.DATE_OF_BIRTH)
-        full_cases = {people[p].case_number for p in strong}
-        # The first names recognised, by case, for "another name of the case".
-        first_by_case: dict[str, set[int]] = {}
-        for p in found.first:
-            first_by_case.setdefault(people[p].case_number, set()).add(p)
-        for p in sorted(found.first):
-            if p in strong:
-                continue
-            case = people[p].case_number
-            if p in found.related:
-                strong[p] = Signal.FIRST_NAME_RELATIONSHIP
-            elif (case in full_cases or case in detail_cases or case in found.surname_cases
-                  or any(people[q].case_number == case for q in found.dob | found.dob_cued)):
-                strong[p] = Signal.FIRST_NAME_WITH_CASE
-        # An uncued date of birth counts with a name of its case.
-        named_cases = {people[p].case_number for p in strong} | detail_cases
-        for p in sorted(found.dob | found.dob_cued):
-            if p not in strong and people[p].case_number in named_cases:
-                strong[p] = Signal.DATE_OF_BIRTH
+        """Which people and cases the hits of a message name (see the module's docstring)."""
+        people, person_case = self.people, self._person_case
+        tied: dict[int, Signal] = {}  # person -> why
+        tied_cases: set[int] = set()
+
+        def tie(person: int, signal: Signal) -> None:
+            tied.setdefault(person, signal)
+            tied_cases.add(person_case[person])
+
+        # Names and cued dates of birth: of people of one case, they tie it; of several, they
+        # wait for something else in the message to say which.
+        ambiguous: list[tuple[tuple[int, ...], Signal]] = []
+        for group, signal in [*((g, Signal.FULL_NAME) for g in found.full),
+                              *((g, Signal.DATE_OF_BIRTH) for g in found.dob_cued)]:
+            if len({person_case[p] for p in group}) == 1:
+                for p in group:
+                    tie(p, signal)
+            else:
+                ambiguous.append((group, signal))
+        for p in sorted(found.dob_near):  # a date of birth next to its person's first name
+            tie(p, Signal.DATE_OF_BIRTH)
+        tied_cases.update(self._case_ids[self.details[d].case_number] for d in found.details)
+        # A first name with a relationship word, when only one case has that first name; two
+        # first names close together, one with a relationship word, of one case only.
+        for h, related in found.first_seen.items():
+            cases = self._first_cases[h]
+            if related and len(cases) == 1:
+                self._tie_first_names(next(iter(cases)), {h}, Signal.FIRST_NAME_RELATIONSHIP,
+                                      tie)
+        for h1, h2 in found.pairs:
+            cases = self._first_cases[h1] & self._first_cases[h2]
+            if len(cases) == 1:
+                self._tie_first_names(next(iter(cases)), {h1, h2},
+                                      Signal.FIRST_NAME_RELATIONSHIP, tie)
+        # An ambiguous name or date is settled by another sign of one of its cases.
+        possible: set[int] = set()
+        for group, signal in ambiguous:
+            cases = {person_case[p] for p in group}
+            settled = {c for c in cases
+                       if c in tied_cases or self._corroborated(c, group, found)}
+            for p in group:
+                if person_case[p] in settled:
+                    tie(p, signal)
+            if not settled:
+                possible |= cases
+        # The other people of a case the message is about, named by first name or date of birth.
+        for case in sorted(tied_cases):
+            for p in self._case_people[case]:
+                seen = found.first_seen.get(people[p].name[0])
+                if seen is not None:
+                    tie(p, Signal.FIRST_NAME_RELATIONSHIP if seen else Signal.FIRST_NAME_WITH_CASE)
+                elif p in found.dob_any:
+                    tie(p, Signal.DATE_OF_BIRTH)
         return CaseMatches(
             people=tuple(PersonMatch(people[p].case_number, people[p].person_id,
                                      people[p].role, signal)
-                         for p, signal in sorted(strong.items())),
+                         for p, signal in sorted(tied.items())),
             details=tuple(DetailMatch(d.case_number, d.detail_id, d.kind, d.may_go_to)
                           for d in (self.details[i] for i in sorted(found.details))),
+            possible_cases=tuple(sorted(self._case_numbers[c] for c in possible - tied_cases)),
         )
+
+    def _tie_first_names(self, case: int, first_names: set[bytes], signal: Signal,
+                         tie: Callable[[int, Signal], None]) -> None:
+        for p in self._case_people[case]:
+            if self.people[p].name[0] in first_names:
+                tie(p, signal)
+
+    def _corroborated(self, case: int, group: tuple[int, ...], found: _Found) -> bool:
+        """Whether another person of the case is named by first name, or anyone of it by date
+        of birth, in the message."""
+        return any((p not in group and self.people[p].name[0] in found.first_seen)
+                   or p in found.dob_any
+                   for p in self._case_people[case])
+
+
+_SECOND = operator.itemgetter(1)
+_NAME_START = 1
+_DETAIL_START = 2
+_FIRST_NAME = 4
 
 
 @dataclass
 class _Found:
     """Raw hits of one message, by index into the index's people and details."""
 
-    full: set[int] = field(default_factory=set)
-    first: set[int] = field(default_factory=set)
-    related: set[int] = field(default_factory=set)
-    dob: set[int] = field(default_factory=set)
-    dob_cued: set[int] = field(default_factory=set)
+    ignored: frozenset[tuple[bytes, ...]] = frozenset()  # the sender's own name forms
+
+    full: list[tuple[int, ...]] = field(default_factory=list)  # people of one name form each
     details: set[int] = field(default_factory=set)
-    surname_cases: set[str] = field(default_factory=set)
+    first_seen: dict[bytes, bool] = field(default_factory=dict)  # first name -> related?
+    pairs: set[tuple[bytes, bytes]] = field(default_factory=set)
+    dob_cued: list[tuple[int, ...]] = field(default_factory=list)
+    dob_near: set[int] = field(default_factory=set)
+    dob_any: set[int] = field(default_factory=set)
 
 
-def _relation_after(words: list[str], i: int) -> bool:
-    """"Ellie's mum", "Ellies mum", "James' dad" (the apostrophe is dropped)."""
-    nxt = words[i + 1] if i + 1 < len(words) else ""
-    if nxt == POSSESSIVE:
-        nxt = words[i + 2] if i + 2 < len(words) else ""
-    return nxt in RELATIONSHIP_WORDS
+class _Gaps:
+    """The kind of separator before each token, worked out only where asked."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._pairs = pairs
+        self._kinds: dict[str, int] = {}
+
+    def before(self, i: int) -> int:
+        """The separator between token i - 1 and token i."""
+        gap = self._pairs[i][0]
+        kind = self._kinds.get(gap)
+        if kind is None:
+            kind = self._kinds[gap] = _gap_kind(gap)
+        return kind
+
+    def within(self, i: int, n: int, allowed: int) -> bool:
+        """Whether tokens i .. i+n-1 are parted by nothing stronger than `allowed`."""
+        return all(self.before(j) <= allowed for j in range(i + 1, i + n))
 
 
-def _relation_before(words: list[str], i: int) -> bool:
-    """"father of Ellie", "carer to Ellie", "brother Jack", "mum's Sarah" is not one."""
-    if i >= 1 and words[i - 1] in RELATIONSHIP_WORDS:
-        return True
-    return i >= 2 and words[i - 1] in _RELATION_LINKS and words[i - 2] in RELATIONSHIP_WORDS
+def _named_by_relation(words: list[str], j: int, gaps: _Gaps) -> list[int]:
+    """The words a relationship word at j may name: "Ellie's mum", "Ellies mum", "mother of
+    Ellie", "carer to Ellie", "brother Jack" (within a sentence)."""
+    found = []
+    if j >= 1 and words[j - 1] != POSSESSIVE and gaps.before(j) == _SAME:
+        found.append(j - 1)
+    if j >= 2 and words[j - 1] == POSSESSIVE and gaps.within(j - 2, 3, _SAME):
+        found.append(j - 2)
+    if j + 1 < len(words) and gaps.before(j + 1) <= _COMMA:
+        found.append(j + 1)
+    if j + 2 < len(words) and words[j + 1] in _RELATION_LINKS and gaps.within(j, 3, _SAME):
+        found.append(j + 2)
+    return found
+
+
+def _words_near(text: str, start: int, end: int) -> list[str]:
+    """The few words just before and just after a date, within its sentence."""
+    before = text[max(0, start - 60):start]
+    cut = [m.end() for m in _HARD.finditer(before)]
+    after = text[end:end + 60]
+    stop = _HARD.search(after)
+    return (_words(before[cut[-1] if cut else 0:])[-DOB_NEAR_TOKENS:]
+            + _words(after[:stop.start() if stop else len(after)])[:DOB_NEAR_TOKENS])
 
 
 CaseIndex.EMPTY = CaseIndex(None, (), (), ())

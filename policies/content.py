@@ -323,14 +323,14 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
     explicit = header_signals.explicit_classification(headers, rules)
     markings = header_signals.protective_labels(headers, rules.markings)
     information_type, cue_reason = _information_type(rules, explicit.information_type, texts)
-    registry = _case_matches(texts, rules, cases)
+    registry = _case_matches(texts, rules, cases, headers.display_name)
     case_numbers = tuple(dict.fromkeys((*_case_numbers(texts, rules), *registry.case_numbers)))
     kinds = _identifier_kinds(texts, rules)
 
     reasons: set[str] = set(kinds)
     if case_numbers:
         reasons.add(CASE_NUMBER)
-    if registry.people:
+    if registry.people or registry.possible_cases:
         reasons.add(CASE_PERSON)
     if registry.details:
         reasons.add(CONFIDENTIAL_DETAIL)
@@ -359,17 +359,21 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
         malformed=tuple(malformed),
         case_people=registry.people,
         confidential=registry.details,
-        shielded_cases=tuple(c for c in case_numbers if cases.shielded(c) is not None),
+        possible_cases=registry.possible_cases,
+        shielded_cases=tuple(c for c in (*case_numbers, *registry.possible_cases)
+                             if cases.shielded(c) is not None),
     )
 
 
-def _case_matches(texts: list[_Text], rules: ContentRules, cases: CaseIndex) -> CaseMatches:
+def _case_matches(texts: list[_Text], rules: ContentRules, cases: CaseIndex,
+                  sender_name: str) -> CaseMatches:
     """The case registry's people and confidential details in the texts (DESIGN rulings 17-18):
     every text every other recogniser reads (subject, bodies, attachment names and text, the
     subjects of attached messages), each in one pass."""
     if cases.is_empty:
         return CaseMatches.NONE
-    return cases.match((piece.text for piece in texts), dob_cues=rules.date_of_birth_regex)
+    return cases.match((piece.text for piece in texts), dob_cues=rules.date_of_birth_regex,
+                       sender_name=sender_name)
 
 
 def _identifier_views(texts: list[_Text]) -> Iterator[str]:

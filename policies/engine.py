@@ -121,8 +121,10 @@ def decide(
 
 def _shields(facts: MessageFacts, snapshot: Snapshot) -> tuple[ShieldedCase, ...]:
     """The shielded cases among the cases the message is about: named by number, or
-    recognised from a recorded person or confidential detail (DESIGN ruling 19)."""
-    found = (snapshot.cases.shielded(case) for case in facts.case_numbers)
+    recognised from a recorded person or confidential detail (DESIGN ruling 19); a person
+    named whose name belongs to people of several cases counts for each of them (fail closed)."""
+    found = (snapshot.cases.shielded(case)
+             for case in dict.fromkeys((*facts.case_numbers, *facts.possible_cases)))
     return tuple(shield for shield in found if shield is not None)
 
 

@@ -161,7 +161,10 @@ class MessageFacts:
     # What the case registry recognised (issue 16): ids and kinds, never the matched text.
     case_people: tuple[PersonMatch, ...] = ()  # recorded people named (ruling 17)
     confidential: tuple[DetailMatch, ...] = ()  # confidential details present (ruling 18)
-    shielded_cases: tuple[str, ...] = ()  # shielded cases among case_numbers (ruling 19)
+    # a recorded person named whose name (or cued date of birth) belongs to people of several
+    # cases, and nothing else said which: protected, tied to none of them
+    possible_cases: tuple[str, ...] = ()
+    shielded_cases: tuple[str, ...] = ()  # shielded among case_numbers and possible_cases
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 
-from policies import email_policy, extract, filetypes, header_signals, identifiers, mime
+from policies import (
+    email_policy,
+    extract,
+    filetypes,
+    header_signals,
+    identifiers,
+    mime,
+    normalise,
+)
 from policies.content_rules import (
     ContentRules,
     HeaderSignal,
@@ -293,7 +301,9 @@ def _read_attachment(part: EmailMessage, data: bytes, rules: ContentRules, clock
 def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
            reading: _Reading) -> MessageFacts:
     headers = header_signals.Headers.of(message, rules.read_headers)
-    texts = [_Text(_Source.SUBJECT, " ".join(headers.get("Subject"))), *reading.texts]
+    # Every recogniser reads the normalised text (DESIGN ruling 22); what leaves is the original.
+    texts = [_Text(piece.source, normalise.fold(piece.text)) for piece in
+             (_Text(_Source.SUBJECT, " ".join(headers.get("Subject"))), *reading.texts)]
     malformed = list(reading.malformed)
     if headers.has_line_break():
         malformed.append("header-line-break")
@@ -336,18 +346,29 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
     )
 
 
+def _identifier_views(texts: list[_Text]) -> Iterator[str]:
+    """Each text, and again with its line breaks removed when it has any (normalise.joined): an
+    identifier broken over two lines is whole in the second, one ending a line in the first."""
+    for piece in texts:
+        yield piece.text
+        whole = normalise.joined(piece.text)
+        if whole is not piece.text:
+            yield whole
+
+
 def _case_numbers(texts: list[_Text], rules: ContentRules) -> tuple[str, ...]:
     found: dict[str, None] = {}
-    for piece in texts:
-        for number in identifiers.find_case_numbers(piece.text, rules.case_number_regex):
+    for text in _identifier_views(texts):
+        for number in identifiers.find_case_numbers(text, rules.case_number_search,
+                                                    rules.case_number_regex):
             found.setdefault(number)
     return tuple(found)
 
 
 def _identifier_kinds(texts: list[_Text], rules: ContentRules) -> set[str]:
     kinds: set[str] = set()
-    for piece in texts:
-        kinds |= identifiers.identifier_kinds(piece.text, rules.date_of_birth_regex)
+    for text in _identifier_views(texts):
+        kinds |= identifiers.identifier_kinds(text, rules.date_of_birth_regex)
     return kinds
 
 

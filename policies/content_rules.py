@@ -16,7 +16,11 @@ from typing import Any, TypeVar
 import ahocorasick
 
 from policies.errors import PolicyError
-from policies.identifiers import compile_case_number_pattern, compile_cues
+from policies.identifiers import (
+    compile_case_number_pattern,
+    compile_case_number_search,
+    compile_cues,
+)
 
 DEFAULT_CASE_NUMBER_PATTERN = r"[A-Z]{2}\d{2}[A-Z]\d{5}"
 _ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -263,6 +267,8 @@ class ContentRules:
     auto_forward: tuple[HeaderSignal, ...] = ()
     limits: Limits = field(default_factory=Limits)
     case_number_regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    # The same with the separators people type inside a case number: what searches text.
+    case_number_search: re.Pattern[str] = field(init=False, repr=False, compare=False)
     date_of_birth_regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
     label_matcher: CueMatcher = field(init=False, repr=False, compare=False)
     keyword_matcher: CueMatcher = field(init=False, repr=False, compare=False)
@@ -279,6 +285,8 @@ class ContentRules:
                            CueMatcher.build(self.information_types, "keywords"))
         object.__setattr__(self, "case_number_regex",
                            compile_case_number_pattern(self.case_number_pattern))
+        object.__setattr__(self, "case_number_search",
+                           compile_case_number_search(self.case_number_pattern))
         object.__setattr__(self, "date_of_birth_regex", compile_cues(self.date_of_birth_cues))
 
     @property

@@ -32,15 +32,54 @@ def compile_case_number_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(f"{_BEFORE}(?:{pattern}){_AFTER}", re.IGNORECASE)
 
 
-def find_case_numbers(text: str, pattern: re.Pattern[str]) -> Iterator[str]:
-    """Case numbers in the text, upper-cased with any spaces removed, in order of appearance.
+def compile_case_number_search(pattern: str) -> re.Pattern[str]:
+    """The pattern that finds case numbers in text: the configured one, anchored, with an
+    optional space or hyphen allowed between its parts, where people type them ("ZC12 C00123",
+    "ZC12-C00123"). A pattern with a top-level alternative is used as it is."""
+    return compile_case_number_pattern(_with_separators(pattern))
+
+
+# One top-level part of a pattern: a class, an escape, a group or one character, and its
+# quantifier. Groups nest only as deep as this counts (a deeper pattern is used as it is).
+_PART = re.compile(r"""
+    (?: \[(?:\\.|[^\]])*\]          # a character class
+      | \\.                           # an escape
+      | \((?:[^()]|\([^()]*\))*\)      # a group, one level of nesting inside
+      | [^|()\[\]\\]                   # one ordinary character
+    )
+    (?: \{\d*(?:,\d*)?\} | [*+?] )?\??  # its quantifier
+""", re.VERBOSE)
+_SEPARATOR = "[ -]?"
+
+
+def _with_separators(pattern: str) -> str:
+    parts: list[str] = []
+    position = 0
+    while position < len(pattern):
+        match = _PART.match(pattern, position)
+        if match is None:  # a top-level "|", or something this reading does not know
+            return pattern
+        parts.append(match.group())
+        position = match.end()
+    return _SEPARATOR.join(parts) if len(parts) > 1 else pattern
+
+
+def find_case_numbers(text: str, pattern: re.Pattern[str],
+                      canonical: re.Pattern[str] | None = None) -> Iterator[str]:
+    """Case numbers in the text, upper-cased with the spaces and hyphens typed inside them
+    removed, in order of appearance (`pattern` from `compile_case_number_search`). A hyphen is
+    kept when the `canonical` pattern (from `compile_case_number_pattern`; by default
+    `pattern`) needs it.
 
     When every match of the pattern holds a digit within a bounded width (as the default's
     does), only the stretches of text around digits are searched (`digit_anchored`); the
     matches are the same as `pattern.finditer(text)`'s.
     """
     for match in anchored_finditer(text, pattern):
-        yield re.sub(r"\s+", "", match.group(0)).upper()
+        value = re.sub(r"\s+", "", match.group(0)).upper()
+        if "-" in value and (canonical or pattern).fullmatch(value) is None:
+            value = value.replace("-", "")
+        yield value
 
 
 # A text with more candidates than this (numbers that fail their check) is a data dump, not a
@@ -325,6 +364,11 @@ def compile_cues(cues: Iterable[str]) -> re.Pattern[str]:
 
 def _is_real_date(match: re.Match[str]) -> bool:
     """Whether a date the date pattern found exists in the calendar."""
+    return date_of(match) is not None
+
+
+def date_of(match: re.Match[str]) -> date | None:
+    """The calendar date a match of `find_dates` names (day first), or None if none exists."""
     form = next(i for i in "1234" if match.group(f"y{i}") is not None)
     day, month_text, year_text = (match.group(f"{k}{form}") for k in "dmy")
     month = _MONTHS.get(month_text.lower(), 0) if month_text.isalpha() else int(month_text)
@@ -332,13 +376,12 @@ def _is_real_date(match: re.Match[str]) -> bool:
     if len(year_text) == 2:
         year += 2000 if year < 50 else 1900  # two-digit years: a child or a parent
     try:
-        date(year, month, int(day))
+        return date(year, month, int(day))
     except ValueError:
-        return False
-    return True
+        return None
 
 
-def _cue_before(text: str, start: int, cues: re.Pattern[str]) -> bool:
+def cue_before(text: str, start: int, cues: re.Pattern[str]) -> bool:
     """Whether a cue ends at most DOB_WINDOW characters before `start`."""
     window_start = max(0, start - DOB_WINDOW - _LONGEST_CUE)
     return any(start - DOB_WINDOW <= cue.end() <= start
@@ -399,7 +442,7 @@ def has_date_of_birth(text: str, cues: re.Pattern[str]) -> bool:
     Dates are found first (few, in most text), then a cue is looked for just before each.
     """
     return _any_valid(find_dates(text),
-                      lambda m: _is_real_date(m) and _cue_before(text, m.start(), cues))
+                      lambda m: _is_real_date(m) and cue_before(text, m.start(), cues))
 
 
 def identifier_kinds(text: str, dob_cues: re.Pattern[str]) -> set[str]:

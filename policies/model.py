@@ -12,6 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from policies.cases import CaseIndex
+
 
 class Action(StrEnum):
     """What happens to one recipient's copy."""
@@ -176,6 +178,8 @@ class Snapshot:
     verified: tuple[Verification, ...] = ()
     # staff member's work address -> their known personal addresses
     staff_personal: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # the case registry's people, confidential details and shields, as keyed hashes (issue 16)
+    cases: CaseIndex = CaseIndex.EMPTY
 
     def is_verified(self, address: str, case_numbers: tuple[str, ...]) -> bool:
         """Verified for every case the message names, or organisation-wide."""

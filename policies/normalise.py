@@ -1,0 +1,131 @@
+"""The one normalised text every recogniser reads (DESIGN ruling 22).
+
+A case number typed in fullwidth digits, with a zero-width space or a soft hyphen inside, with a
+Cyrillic "С" for the Latin "C", or broken over two lines, still names the case to the person who
+reads it, so it must name it to casegate too. `fold` turns text into the form the recognisers
+search:
+
+* Unicode NFKC: fullwidth and mathematical letters and digits, ligatures, superscripts and the
+  compatibility spaces become their plain forms;
+* format and invisible characters are removed: zero-width spaces and joiners, the soft hyphen,
+  bidirectional controls, variation selectors, tag characters, C0 controls other than tab and
+  line breaks;
+* letters and digits of other scripts that look like Latin ones (Unicode's confusables, from
+  confusable-homoglyphs) become the Latin letter or ASCII digit, and decimal digits of every
+  script become ASCII digits;
+* every kind of space becomes " ", every line or paragraph separator "\\n", every dash "-".
+
+`joined` then removes the line breaks inside tokens of folded text, for the identifier
+searches: a token broken over two lines is whole again there. Searching both the
+folded and the joined text means a line break can neither hide an identifier nor, by gluing two
+lines, hide one that ends a line.
+
+Normalisation is only for deciding: what is delivered is always the original message. Pure
+functions; the confusables table is built on first use from the package's data.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+
+from confusable_homoglyphs import confusables
+
+# ASCII: tab and the vertical blanks become a space, a carriage return a line break, and the
+# other C0 controls and DEL are removed. Bytes translation runs at C speed.
+_ASCII_DELETE = bytes([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
+_ASCII_TABLE = bytes.maketrans(b"\t\x0b\x0c\r", b"   \n")
+_ASCII_ODD = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+_ASCII_STR_TABLE = {**dict.fromkeys(_ASCII_DELETE), **{byte: chr(to) for byte, to in zip(
+    b"\t\x0b\x0c\r", b"   \n", strict=True)}}
+
+# Removed outright besides Unicode category Cf: variation selectors, the combining grapheme
+# joiner and the Hangul fillers, which render as nothing.
+_INVISIBLE_EXTRA = (
+    [*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0), 0x034F, 0x115F, 0x1160, 0x3164, 0xFFA0,
+     0x17B4, 0x17B5]
+)
+_LINE_SEPARATORS = (0x0085, 0x2028, 0x2029)
+_EXTRA_DASHES = (0x2212, 0x2043, 0xFE63, 0xFF0D)  # minus sign, hyphen bullet, small/fullwidth
+
+
+@functools.cache
+def _table() -> dict[int, str]:
+    """The translation of every non-ASCII character `fold` changes."""
+    table: dict[int, str] = {}
+    for code in range(0x80, 0x30000):
+        char = chr(code)
+        category = unicodedata.category(char)
+        if category == "Cf":
+            table[code] = ""
+        elif category == "Zs":
+            table[code] = " "
+        elif category == "Pd":
+            table[code] = "-"
+        elif category == "Nd":
+            table[code] = str(unicodedata.digit(char))
+    table.update(dict.fromkeys([*_INVISIBLE_EXTRA, *range(0xE0000, 0xE0080)], ""))
+    table.update(dict.fromkeys(_LINE_SEPARATORS, "\n"))
+    table.update(dict.fromkeys(_EXTRA_DASHES, "-"))
+    for code, latin in _confusable_latin().items():
+        table.setdefault(code, latin)
+    return table
+
+
+def _confusable_latin() -> dict[int, str]:
+    """Non-ASCII characters that look like one ASCII letter or digit, and that character.
+
+    A character confusable with both a letter and a digit (Cyrillic "О": "O" and "0") becomes
+    the digit only when its own name says it is one.
+    """
+    found: dict[int, str] = {}
+    for latin, lookalikes in confusables.confusables_data.items():
+        if len(latin) != 1 or not latin.isascii() or not latin.isalnum():
+            continue
+        for entry in lookalikes:
+            char = entry["c"]
+            if len(char) != 1 or char.isascii():
+                continue
+            is_digit_name = "DIGIT" in entry.get("n", "")
+            if latin.isdigit() != is_digit_name and ord(char) in found:
+                continue
+            if latin.isdigit() and not is_digit_name:
+                found.setdefault(ord(char), latin)
+            else:
+                found[ord(char)] = latin
+    return found
+
+
+def fold(text: str) -> str:
+    """The text as the recognisers read it (see the module's docstring). Not lower-cased."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    if text.isascii():
+        if _ASCII_ODD.search(text) is None:
+            return text
+        return text.encode("ascii").translate(_ASCII_TABLE, _ASCII_DELETE).decode("ascii")
+    text = unicodedata.normalize("NFKC", text)
+    table = _table()
+    # The few distinct characters of a text are found at C speed; only they are searched for.
+    changed = sorted(char for char in set(text) if ord(char) in table)
+    if changed:
+        pattern = re.compile("[" + "".join(re.escape(char) for char in changed) + "]+")
+        text = pattern.sub(lambda match: match.group().translate(table), text)
+    if _ASCII_ODD.search(text) is not None:
+        text = text.translate(_ASCII_STR_TABLE)
+    return text
+
+
+_LINE_BREAK = re.compile(r" *\n[ \n]*")  # folded text has no tabs
+
+
+def joined(folded: str) -> str:
+    """Folded text with the line breaks inside tokens removed: a break with no blank beside it
+    joins the two lines, one with blanks beside it becomes a single space."""
+    if "\n" not in folded:
+        return folded
+    if " \n" not in folded and "\n " not in folded:
+        return folded.replace("\n", "")  # the usual case, at C speed
+    return _LINE_BREAK.sub(lambda run: "" if run.group().strip(" ") == run.group() else " ",
+                           folded)

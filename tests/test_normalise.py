@@ -1,0 +1,213 @@
+"""One normalised text for every recogniser (issue 13, item 1; DESIGN ruling 22).
+
+A case number or personal identifier disguised with invisible characters, fullwidth or
+lookalike forms, separators or line breaks is still recognised; the delivered text is the
+original. Table-driven cases through the classifier, `casegate check` and the SMTP front, and
+property tests that inserting such characters never hides an identifier.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import json
+import smtplib
+import time
+from collections.abc import AsyncIterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.cli import main
+from policies.content import classify_message
+from policies.normalise import fold, joined
+from tests.fixtures_content import default_rules
+from tests.gateway_harness import STAFF, Harness, running_gateway
+from tests.sink import Sink
+
+RULES = default_rules()
+OUTSIDE = "parent@example.org"  # a non-secure address, verified for nothing
+
+ZWSP, SOFT_HYPHEN, RLO, VS16, WORD_JOINER = "\u200b", "\u00ad", "\u202e", "\ufe0f", "\u2060"
+FORMAT_CHARACTERS = [ZWSP, SOFT_HYPHEN, RLO, VS16, WORD_JOINER, "\u200c", "\u200d", "\u200e",
+                     "\u2066", "\ufeff", "\u034f", "\U000e0041", "\x00", "\x7f"]
+LINE_BREAKS = ["\n", "\r\n", "\r", "\u2028", "\u2029", "\x85"]
+
+
+def fullwidth(text: str) -> str:
+    """ASCII letters and digits as their fullwidth forms (U+FF01 block)."""
+    return "".join(chr(ord(c) + 0xFEE0) if c.isascii() and c.isalnum() else c for c in text)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("plain ASCII stays as it is", "plain ASCII stays as it is"),
+    (f"Z{ZWSP}C12{SOFT_HYPHEN}C00123", "ZC12C00123"),
+    (fullwidth("ZC12C00123"), "ZC12C00123"),
+    ("Z\u0421\u0031\u0032C\u041e0123", "ZC12CO0123"),  # Cyrillic Es and O become Latin
+    ("\u0661\u0662 \u0967\u0968", "12 12"),  # Arabic-Indic and Devanagari digits
+    ("a\u00a0b\u2003c\u202fd", "a b c d"),  # no-break, em and narrow spaces
+    ("a\u2013b\u2014c\u2212d\u2011e", "a-b-c-d-e"),  # en, em, minus, non-breaking hyphen
+    ("one\r\ntwo\u2028three\rfour", "one\ntwo\nthree\nfour"),
+    ("tab\there", "tab here"),
+    (f"{RLO}321{VS16}", "321"),
+])
+def test_fold(text: str, expected: str) -> None:
+    assert fold(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("no break", "no break"),
+    ("ZC12\nC00123", "ZC12C00123"),  # a token broken over two lines is whole again
+    ("ZC12\n\nC00123", "ZC12C00123"),
+    ("end of line \nnext line", "end of line next line"),  # words stay apart
+    ("943 \n476 5919", "943 476 5919"),
+])
+def test_joined(text: str, expected: str) -> None:
+    assert joined(text) == expected
+
+
+def facts_of(body: str, subject: str = "Update") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(case numbers, identifier kinds) the classifier finds in a plain text message."""
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = STAFF
+    message["To"] = OUTSIDE
+    message["Subject"] = subject
+    message.set_content(body)
+    facts = classify_message(bytes(message), RULES, time.monotonic)
+    return facts.case_numbers, facts.identifiers
+
+
+@pytest.mark.parametrize(("body", "case_numbers", "identifiers"), [
+    (f"Case Z{ZWSP}C12C00{ZWSP}123 is listed.", ("ZC12C00123",), ()),
+    (f"Case ZC12{SOFT_HYPHEN}C00123 is listed.", ("ZC12C00123",), ()),
+    (f"Case {fullwidth('ZC12C00123')} is listed.", ("ZC12C00123",), ()),
+    ("Case Z\u0421\u0031\u0032C00123 is listed.", ("ZC12C00123",), ()),  # Cyrillic Es
+    ("Case ZC12 C00123 is listed.", ("ZC12C00123",), ()),  # spaces where people type them
+    ("Case ZC12-C00123 is listed.", ("ZC12C00123",), ()),
+    ("Case zc12 c 00123 is listed.", ("ZC12C00123",), ()),
+    ("Case ZC12\u00a0C00123 is listed.", ("ZC12C00123",), ()),
+    ("Case ZC12\nC00123 is listed.", ("ZC12C00123",), ()),  # broken over two lines
+    (f"Case {RLO}ZC12C00123 is listed.", ("ZC12C00123",), ()),
+    (f"NHS 943{ZWSP}476{ZWSP}5919", (), ("nhs-number",)),
+    (f"NHS {fullwidth('943 476 5919')}", (), ("nhs-number",)),
+    ("NHS 943\u00a0476\u00a05919", (), ("nhs-number",)),
+    (f"NI number QQ12{SOFT_HYPHEN}3456C", (), ()),  # QQ is never allocated: still nothing
+    (f"NI number AB12{SOFT_HYPHEN}3456C", (), ("ni-number",)),
+    (f"DOB: {fullwidth('03/04/2015')}", (), ("date-of-birth",)),
+    ("born 3\u00a0April\u00a02015", (), ("date-of-birth",)),
+    ("born 3 Ap\nril 2015", (), ("date-of-birth",)),
+    # Look-alikes that must stay unrecognised: no case number was written.
+    ("Room ZC12 is free at 10:00", (), ()),
+    ("The invoice ZC12C0012 is short of a digit", (), ()),
+])
+def test_disguised_identifiers_are_recognised(body: str, case_numbers: tuple[str, ...],
+                                              identifiers: tuple[str, ...]) -> None:
+    assert facts_of(body) == (case_numbers, identifiers)
+
+
+def test_a_disguised_case_number_in_the_subject_is_recognised() -> None:
+    assert facts_of("See the attached.", subject=fullwidth("ZC12C00123"))[0] == ("ZC12C00123",)
+
+
+# --- properties -------------------------------------------------------------------------
+
+IDENTIFIERS = [
+    ("ZC12C00123", "case-number"),
+    ("zc12c00123", "case-number"),
+    ("ZC12 C00123", "case-number"),
+    ("9434765919", "nhs-number"),
+    ("943 476 5919", "nhs-number"),
+    ("AB123456C", "ni-number"),
+    ("AB 12 34 56 C", "ni-number"),
+    ("01/12345H", "pnc-id"),
+    ("DOB 03/04/2015", "date-of-birth"),
+    ("born 3 April 2015", "date-of-birth"),
+]
+
+
+def kinds_in(body: str) -> set[str]:
+    case_numbers, identifiers = facts_of(f"Dear colleague, about {body} as discussed.")
+    return set(identifiers) | ({"case-number"} if case_numbers else set())
+
+
+def test_the_property_identifiers_are_recognised_undisguised() -> None:
+    for identifier, kind in IDENTIFIERS:
+        assert kind in kinds_in(identifier), identifier
+
+
+@given(st.sampled_from(IDENTIFIERS), st.integers(min_value=1, max_value=20),
+       st.sampled_from(FORMAT_CHARACTERS + LINE_BREAKS), st.integers(min_value=1, max_value=3))
+def test_inserting_a_format_character_or_line_break_never_hides_an_identifier(
+        identifier: tuple[str, str], at: int, inserted: str, times: int) -> None:
+    text, kind = identifier
+    position = at % len(text) or 1  # strictly inside
+    assert kind in kinds_in(text[:position] + inserted * times + text[position:])
+
+
+@given(st.sampled_from(IDENTIFIERS), st.lists(st.booleans(), min_size=20, max_size=20))
+def test_any_mix_of_fullwidth_forms_never_hides_an_identifier(
+        identifier: tuple[str, str], which: list[bool]) -> None:
+    text, kind = identifier
+    mixed = "".join(fullwidth(c) if wide else c for c, wide in zip(text, which, strict=False))
+    assert kind in kinds_in(mixed)
+
+
+@given(st.text(max_size=200))
+def test_fold_is_idempotent_and_never_raises(text: str) -> None:
+    once = fold(text)
+    assert fold(once) == once
+    assert joined(joined(once)) == joined(once)
+
+
+# --- through casegate check and the SMTP front -------------------------------------------
+
+DISGUISED = [
+    f"About Z{ZWSP}C12C00123: the contact note is attached.",
+    f"About ZC12{SOFT_HYPHEN}C00123: the contact note is attached.",
+    f"About {fullwidth('ZC12C00123')}: the contact note is attached.",
+    "About ZC12 C00123: the contact note is attached.",
+]
+
+
+def mail_to_outside(body: str) -> bytes:
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = f"Jo Smith <{STAFF}>"
+    message["To"] = OUTSIDE
+    message["Subject"] = "Contact"
+    message.set_content(body)
+    return bytes(message)
+
+
+@pytest.mark.parametrize("body", DISGUISED)
+def test_check_refuses_a_disguised_case_number_to_an_unverified_address(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str) -> None:
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(mail_to_outside(body))
+    code = main(["check", str(eml), "--data", str(tmp_path / "data"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert out["case_numbers"] == ["ZC12C00123"]
+    [recipient] = out["recipients"]
+    assert (recipient["action"], recipient["rule"]) == ("block", "unverified-recipient")
+
+
+@pytest.fixture
+async def gw(tmp_path: Path, sink: Sink) -> AsyncIterator[Harness]:
+    async with running_gateway(tmp_path, sink) as harness:
+        yield harness
+
+
+async def test_the_smtp_front_refuses_disguised_case_numbers_and_sends_nothing(
+        gw: Harness) -> None:
+    for body in DISGUISED:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            await gw.run(gw.send, STAFF, [OUTSIDE], mail_to_outside(body))
+        assert refused.value.smtp_code == 550, body
+    assert gw.sink.messages == []
+    # The same note without a case number goes, and goes as it was written.
+    plain = mail_to_outside("The contact note is attached.\u200b")
+    assert await gw.run(gw.send, STAFF, [OUTSIDE], plain) == {}
+    (received,) = gw.sink.messages
+    assert "\u200b".encode() in received.data or b"=E2=80=8B" in received.data

@@ -240,6 +240,7 @@ class App:
             clock=clock or (lambda: datetime.now(UTC)),
             snapshot=self.snapshot,
             texts=Texts(templates),
+            cases=self.casework(clock).record_verified_party,
         )
 
     def casework(self, clock: Callable[[], datetime] | None = None) -> Casework:

@@ -34,6 +34,7 @@ from pathlib import Path
 from email_validator import EmailNotValidError, validate_email
 
 from policies.cases import (
+    POSSESSIVE,
     CaseIndex,
     CasePerson,
     ConfidentialDetail,
@@ -41,6 +42,7 @@ from policies.cases import (
     PersonRole,
     RecordKey,
     ShieldedCase,
+    tokens,
 )
 
 CASES_DB_FILE = "cases.sqlite3"
@@ -246,7 +248,7 @@ def clean_name(name: str) -> str:
     cleaned = " ".join(name.split())
     if not cleaned:
         raise CaseError("give the person's full name (first and last name)")
-    if len(cleaned.split()) < 2:
+    if len([t for t in tokens(cleaned) if t != POSSESSIVE]) < 2:
         raise CaseError("give the person's full name (first and last name), not one word")
     if len(cleaned) > MAX_NAME:
         raise CaseError(f"the name is longer than {MAX_NAME} characters")

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from policies.cases import DetailKind, PersonRole
 from policies.events import EventKind
 from policies.loader import Policy
-from policies.model import Snapshot
+from policies.model import Role, Snapshot
 from verification.cases import (
     CaseError,
     CaseStore,
@@ -34,6 +34,7 @@ from verification.cases import (
     parse_date_of_birth,
     parse_entry_id,
 )
+from verification.registry import RegistryEntry
 from verification.workflow import check_case, check_staff
 
 
@@ -87,6 +88,19 @@ class Casework:
                           person_id=entry.person_id, role=entry.role.value,
                           date_of_birth_recorded=entry.has_date_of_birth, channel=channel)
         return entry
+
+    def record_verified_party(self, entry: RegistryEntry, name: str) -> PersonEntry | None:
+        """A party verified for a case (a recipient's confirmation) as a person of the case;
+        None when there is nothing to record: not a party of a case, a name of one word (the
+        verification itself stands), or the person is already recorded."""
+        if entry.role is not Role.PARTY or entry.case_number is None:
+            return None
+        try:
+            return self.record_person(entry.case_number, name=name, role=PersonRole.PARTY,
+                                      date_of_birth=None, by=entry.verified_by,
+                                      channel="verification")
+        except CaseError:
+            return None
 
     def remove_person(self, case_number: str, person_id: str, *, by: str,
                       channel: str) -> PersonEntry:

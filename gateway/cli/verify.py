@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.cli.common import UsageError, add_common, open_app
 from gateway.config import ConfigError
+from policies.cases import PersonRole
 from policies.events import EventKind
 from policies.model import Role, Snapshot
-from policies.cases import PersonRole
 from verification.cases import AlreadyRecorded, CaseError, clean_name
 from verification.registry import AlreadyVerified, RegistryEntry, RequestState, VerificationRequest
 from verification.workflow import Ask, RequestResult, check_address, check_case, check_staff
@@ -103,23 +103,26 @@ def run_add(args: argparse.Namespace) -> int:
         party = case is not None and Role(args.role) is Role.PARTY and bool(args.name.strip())
         if party:
             _person_name(args.name)  # refused before anything is recorded
-        try:
-            entry = app.registry.add(address, case_number=case, role=Role(args.role),
-                                     verified_by=staff, now=now, name=args.name)
-        except AlreadyVerified as exc:
-            print(f"{exc}; nothing changed.")
-            entry = None
-        else:
-            app.audit.record(EventKind.VERIFICATION_ADDED, sender=staff,
-                             recipients=[entry.address], case_numbers=[case] if case else [],
-                             role=entry.role.value, method=entry.method,
-                             scope="case" if case else "organisation")
+        said = _add_entry(app, address, case, args, staff, now)
         person = _record_party(app, case, args.name, staff) if party and case else ""
-    if entry is not None:
-        print(f"{entry.address} is verified for {_scope_text(entry)} as {entry.role.value}.")
+    print(said)
     if person:
         print(person)
     return 0
+
+
+def _add_entry(app: App, address: str, case: str | None, args: argparse.Namespace,
+               staff: str, now: datetime) -> str:
+    """Record the verification (audited); what to tell the user."""
+    try:
+        entry = app.registry.add(address, case_number=case, role=Role(args.role),
+                                 verified_by=staff, now=now, name=args.name)
+    except AlreadyVerified as exc:
+        return f"{exc}; nothing changed."
+    app.audit.record(EventKind.VERIFICATION_ADDED, sender=staff, recipients=[entry.address],
+                     case_numbers=[case] if case else [], role=entry.role.value,
+                     method=entry.method, scope="case" if case else "organisation")
+    return f"{entry.address} is verified for {_scope_text(entry)} as {entry.role.value}."
 
 
 def _person_name(name: str) -> str:

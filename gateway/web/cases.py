@@ -56,7 +56,6 @@ from verification.cases import (
 from verification.casework import Casework
 
 
-
 class Answer(Protocol):
     """What the API answers with: an entry, a case, or one line of the list."""
 

@@ -139,7 +139,8 @@ def _record_party(app: App, case: str, name: str, staff: str) -> str:
                                               date_of_birth=None, by=staff,
                                               channel="verification")
     except AlreadyRecorded as exc:
-        return f"{str(exc).capitalize()}."
+        said = str(exc)
+        return f"{said[:1].upper()}{said[1:]}."
     except CaseError as exc:
         raise UsageError(f"the verification is recorded, but not the person: {exc}") from None
     return (f"{person.person_id} ({person.initials}, party) is recorded for case "

@@ -213,7 +213,7 @@ def test_verify_add_with_a_name_records_the_party(data: Path,
 
 def test_the_installed_command_and_the_files_it_leaves(data: Path) -> None:
     """The real `casegate` entry point in a subprocess; the registry file holds no name."""
-    result = subprocess.run(  # noqa: S603 - our own interpreter and module, fixed arguments
+    result = subprocess.run(
         [sys.executable, "-m", "gateway", "case", "person", CASE, "--name", NAME, "--role",
          "child", "--dob", "2017-03-04", "--by", STAFF, "--data", str(data), "--json"],
         capture_output=True, text=True, timeout=60, check=False)

@@ -40,11 +40,7 @@ from enum import StrEnum
 from typing import ClassVar
 
 from policies import identifiers
-
-try:  # the lead's shared normaliser (DESIGN ruling 22); until it lands, the same steps here
-    from policies.normalise import fold as _shared_fold  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # pragma: no cover - removed once policies/normalise.py is on main
-    _shared_fold = None
+from policies.normalise import fold
 
 
 class PersonRole(StrEnum):
@@ -90,16 +86,11 @@ _TOKEN = re.compile(r"[^\W_]+(?:'(?!s(?![^\W_]))[^\W_]+)*|'s(?![^\W_])")
 POSSESSIVE = "'s"
 
 
-def _fold(text: str) -> str:
-    if _shared_fold is not None:
-        return str(_shared_fold(text))
-    return unicodedata.normalize("NFKC", text)
-
-
-def normalise(text: str) -> str:
-    """The text as the matcher compares it: folded (policies.normalise), case-folded, accents
-    removed, apostrophes unified, UK postcodes spaced canonically."""
-    text = _fold(text).casefold()
+def normalise(text: str, *, folded: bool = False) -> str:
+    """The text as the matcher compares it: folded (`policies.normalise.fold`, unless the
+    caller says it already is), case-folded, accents removed, apostrophes unified, UK postcodes
+    spaced canonically."""
+    text = (text if folded else fold(text)).casefold()
     if not text.isascii():
         text = _COMBINING.sub("", unicodedata.normalize("NFKD", text.translate(_APOSTROPHES)
                                                         .translate(_LETTERS)))
@@ -108,11 +99,15 @@ def normalise(text: str) -> str:
     return text
 
 
-def tokens(text: str) -> list[str]:
+def tokens(text: str, *, folded: bool = False) -> list[str]:
     """The tokens of a text after `normalise`: words without their punctuation, a possessive
     "'s" as a token of its own, apostrophes inside a word dropped ("O'Brien" is "obrien")."""
-    found = _TOKEN.findall(normalise(text))
-    if "'" in text or any("'" in t for t in found):
+    return _words(normalise(text, folded=folded))
+
+
+def _words(normalised: str) -> list[str]:
+    found = _TOKEN.findall(normalised)
+    if "'" in normalised and any("'" in t for t in found):
         found = [t if t == POSSESSIVE else t.replace("'", "") for t in found]
     return found
 
@@ -307,7 +302,8 @@ class CaseIndex:
 
     def match(self, texts: Iterable[str], *,
               dob_cues: re.Pattern[str] | None = None) -> CaseMatches:
-        """What the registry recognises in these texts (one pass over each).
+        """What the registry recognises in these texts (one pass over each). The texts are
+        folded already (`policies.normalise.fold`), as classification reads them.
 
         `dob_cues` is the policy's date-of-birth cue pattern (ContentRules.date_of_birth_regex):
         a recorded date of birth just after a cue counts on its own.
@@ -324,7 +320,8 @@ class CaseIndex:
     def _scan(self, text: str, found: _Found, dob_cues: re.Pattern[str] | None) -> None:
         assert self._key is not None
         t = self._tables
-        words = tokens(text)
+        normalised = normalise(text, folded=True)
+        words = _words(normalised)
         if not words:
             return
         token_hash = self._key.token
@@ -354,7 +351,7 @@ class CaseIndex:
                     if related:
                         found.related.add(p)
         if t.dobs and identifiers.has_digit(text):
-            self._scan_dates(normalise(text), found, dob_cues)
+            self._scan_dates(normalised, found, dob_cues)
 
     def _scan_dates(self, text: str, found: _Found, dob_cues: re.Pattern[str] | None) -> None:
         assert self._key is not None

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from policies.cases import DetailKind, DetailMatch, ShieldedCase
 from policies.content import classify_message
 from policies.loader import Policy
 from policies.model import (
@@ -67,7 +68,7 @@ def evaluate(
     multiple_external: MultipleExternal | str = MultipleExternal.SPLIT,
 ) -> Decision:
     """Classify the message's content, then decide for every recipient."""
-    facts = classify_message(raw, policy.content, clock)
+    facts = classify_message(raw, policy.content, clock, snapshot.cases)
     return decide(facts, sender, recipients, policy, snapshot, multiple_external)
 
 
@@ -94,6 +95,8 @@ def decide(
             classify_recipient(address, policy, snapshot, sender, facts.sender_display_name)
             for address in recipients
         ),
+        sender=sender.strip().lower(),
+        shields=_shields(facts, snapshot),
     )
     decisions = tuple(_decide_recipient(r, message, snapshot) for r in message.recipients)
     split = message.protected and message.external_count > 1
@@ -112,7 +115,15 @@ def decide(
         split=split and mode is MultipleExternal.SPLIT,
         overrides_applied=tuple(applied),
         overrides_not_applied=_not_applied(facts.overrides, applied, policy) if refused else (),
+        shielded_cases=tuple(shield.case_number for shield in message.shields),
     )
+
+
+def _shields(facts: MessageFacts, snapshot: Snapshot) -> tuple[ShieldedCase, ...]:
+    """The shielded cases among the cases the message is about: named by number, or
+    recognised from a recorded person or confidential detail (DESIGN ruling 19)."""
+    found = (snapshot.cases.shielded(case) for case in facts.case_numbers)
+    return tuple(shield for shield in found if shield is not None)
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,8 @@ class _Message:
     policy: Policy
     protected: bool
     recipients: tuple[Recipient, ...]
+    sender: str = ""  # the envelope sender, lower-case
+    shields: tuple[ShieldedCase, ...] = ()
 
     @property
     def external_count(self) -> int:
@@ -160,15 +173,20 @@ def _decide_recipient(
         recipient.normalised, message.facts.case_numbers
     )
 
-    def decision(action: Action, rule_id: str, stage: Stage = Stage.DATA) -> RecipientDecision:
+    def decision(action: Action, rule_id: str, stage: Stage = Stage.DATA,
+                 note: str = "") -> RecipientDecision:
         return RecipientDecision(recipient=recipient, verified=verified, action=action,
-                                 rule=policy.rule(rule_id), stage=stage)
+                                 rule=policy.rule(rule_id), stage=stage, note=note)
 
     blocking_rule = _ADDRESS_BLOCKS.get(recipient.category)
     if blocking_rule is not None:
         return decision(Action.BLOCK, blocking_rule, Stage.RCPT)
     if recipient.category is Category.INTERNAL:
         return decision(Action.PLAIN, "internal")
+    withheld = [d for d in message.facts.confidential if not _may_go_to(recipient, d)]
+    if withheld:  # DESIGN ruling 18: only inside Cafcass and to the recipients recorded
+        return decision(Action.BLOCK, "confidential-information",
+                        note=_confidential_note(withheld))
     if not message.protected:
         rule_id = "secure-domain" if recipient.category is Category.SECURE else "not-protected"
         return decision(Action.PLAIN, rule_id)
@@ -177,6 +195,37 @@ def _decide_recipient(
     if recipient.category is Category.SECURE:
         return decision(Action.PLAIN, "secure-domain")
     return decision(Action.ENCRYPT, "encrypt-non-secure")
+
+
+def _may_go_to(recipient: Recipient, detail: DetailMatch) -> bool:
+    """Whether a confidential detail may go to this recipient: the address itself, or its
+    domain (or a domain above it), is recorded with the detail."""
+    address = (recipient.normalised or recipient.address).lower()
+    domain = address.rpartition("@")[2]
+    for allowed in detail.may_go_to:
+        if "@" in allowed:
+            if address == allowed:
+                return True
+        elif domain == allowed or domain.endswith("." + allowed):
+            return True
+    return False
+
+
+_KIND_WORDS: dict[DetailKind, str] = {
+    DetailKind.ADDRESS: "an address",
+    DetailKind.SCHOOL: "a school",
+    DetailKind.NURSERY: "a nursery",
+    DetailKind.GP: "a GP practice",
+    DetailKind.PLACEMENT: "a placement",
+    DetailKind.OTHER: "a detail",
+}
+
+
+def _confidential_note(details: Sequence[DetailMatch]) -> str:
+    """Which kinds of confidential detail the message holds, never their text (ruling 18)."""
+    kinds = [_KIND_WORDS[kind] for kind in DetailKind if any(d.kind is kind for d in details)]
+    listed = kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1]
+    return f"Recorded as confidential and found in this message: {listed}."
 
 
 # ----------------------------------------------------------------------------------------------
@@ -190,6 +239,15 @@ def _malformed(message: _Message, _mode: str) -> list[tuple[str, str]]:
     """Structure casegate could not read safely: refused for every recipient (fail closed)."""
     if message.facts.malformed:
         return [("malformed-message", ", ".join(message.facts.malformed))]
+    return []
+
+
+def _shielded(message: _Message, _mode: str) -> list[tuple[str, str]]:
+    """DESIGN ruling 19 (RRP 5.1, 5.2): mail about a shielded case, from a sender not on its
+    access list, is refused whoever the recipients are (inside Cafcass too)."""
+    barred = [s.case_number for s in message.shields if message.sender not in s.access]
+    if barred:
+        return [("shielded-case", ", ".join(barred))]
     return []
 
 
@@ -235,6 +293,7 @@ def _multiple_external(message: _Message, mode: MultipleExternal) -> list[tuple[
 
 _REFUSAL_CHECKS: tuple[_Check, ...] = (
     _malformed,
+    _shielded,
     _auto_forwarded,
     _never_leaves,
     _other_cases,

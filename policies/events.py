@@ -17,6 +17,7 @@ class EventKind(StrEnum):
     OVERRIDE = "override"
     OVERRIDE_NOTIFIED = "override-notified"
     OVERRIDE_NOT_NOTIFIED = "override-not-notified"
+    SHIELDED_CASE_MAIL = "shielded-case-mail"  # a message about a shielded case (ruling 19)
     # the SMTP front's own refusals and logins (gateway/smtp)
     PROTOCOL_REFUSAL = "protocol-refusal"
     CONNECTION_LIMIT = "connection-limit"

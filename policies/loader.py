@@ -36,11 +36,13 @@ REQUIRED_RULES: frozenset[str] = frozenset({
     "unverified-recipient", "personal-address", "fax", "invalid-address", "lookalike-domain",
     "other-case-information", "editable-document", "auto-forward", "multiple-external",
     "malformed-message",
+    "confidential-information", "shielded-case",  # the case registry (issue 16)
 })
 
 # DESIGN ruling 6 (and 4): no override, ever, for these, whatever an organisation file says.
 NEVER_OVERRIDABLE: frozenset[str] = frozenset({
     "personal-address", "fax", "unverified-recipient", "auto-forward",
+    "confidential-information", "shielded-case",  # who may see them is recorded (ruling 18-19)
 })
 
 # The information types the content classifier names (policies.content); "general" is the

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from policies.cases import CaseIndex
+from policies.cases import CaseIndex, DetailMatch, PersonMatch
 
 
 class Action(StrEnum):
@@ -95,13 +95,15 @@ class RecipientDecision:
     action: Action
     rule: Rule
     stage: Stage
+    note: str = ""  # a sentence the engine adds for this recipient (e.g. which kind of detail)
 
     @property
     def reason(self) -> str:
-        """The sentence the sender reads, with the suggestion for a lookalike."""
+        """The sentence the sender reads, with the suggestion for a lookalike, and the note."""
+        sentence = self.rule.sentence
         if self.recipient.suggestion:
-            return f"{self.rule.sentence} Did you mean {self.recipient.suggestion}?"
-        return self.rule.sentence
+            sentence = f"{sentence} Did you mean {self.recipient.suggestion}?"
+        return f"{sentence} {self.note}" if self.note else sentence
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,10 @@ class MessageFacts:
     sender_display_name: str
     size: int
     malformed: tuple[str, ...] = ()  # structural problems found (fail closed: protected)
+    # What the case registry recognised (issue 16): ids and kinds, never the matched text.
+    case_people: tuple[PersonMatch, ...] = ()  # recorded people named (ruling 17)
+    confidential: tuple[DetailMatch, ...] = ()  # confidential details present (ruling 18)
+    shielded_cases: tuple[str, ...] = ()  # shielded cases among case_numbers (ruling 19)
 
 
 @dataclass(frozen=True)
@@ -219,6 +225,8 @@ class Decision:
     split: bool
     overrides_applied: tuple[Override, ...] = ()
     overrides_not_applied: tuple[OverrideNotApplied, ...] = ()  # only on a refused message
+    # shielded cases the message is about (DESIGN ruling 19): audited whatever the verdict
+    shielded_cases: tuple[str, ...] = ()
 
     @property
     def verdict(self) -> Verdict:

@@ -8,6 +8,7 @@ running gateway): what they share is built here, so a CLI command and the gatewa
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import sys
@@ -34,7 +35,7 @@ from gateway.config import (
 )
 from gateway.stores.portal import PORTAL_DB_FILE, PortalStore
 from gateway.stores.users import UserStore
-from policies.cases import RecordKey
+from policies.cases import CaseIndex, RecordKey
 from policies.loader import EMBEDDED_FILES, Policy, PolicyError, parse_policy
 from policies.model import Snapshot
 from transports.base import Transport
@@ -260,8 +261,22 @@ class App:
         )
 
     async def snapshot_async(self, now: datetime) -> Snapshot:
-        """`snapshot(now)` for the event loop: read in the stores' thread (`worker`)."""
-        return await self.worker.run(self.snapshot, now)
+        """`snapshot(now)` for the event loop: read in the stores' thread (`worker`).
+
+        The case index comes from memory there too, except after a change to the case registry:
+        then it is rebuilt in a thread of its own (about a second at 100,000 people), so the
+        stores' thread goes on serving every other message and the relay ledger meanwhile.
+        """
+        snapshot, cases = await self.worker.run(self._snapshot_if_indexed, now)
+        if cases is None:
+            cases = await asyncio.to_thread(self.cases.index)
+        return replace(snapshot, cases=cases)
+
+    def _snapshot_if_indexed(self, now: datetime) -> tuple[Snapshot, CaseIndex | None]:
+        """The registry's part of the snapshot, and the case index if it is in memory."""
+        snapshot = Snapshot(now=now, verified=self.registry.active(now),
+                            staff_personal=self.registry.staff_personal())
+        return snapshot, self.cases.cached()
 
     def snapshot_at_once(self, now: datetime) -> Snapshot | None:
         """`snapshot(now)` when the registry and the case registry can answer from memory

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -224,3 +225,43 @@ def test_the_installed_command_and_the_files_it_leaves(data: Path) -> None:
     assert b"2017-03-04" not in stored
     assert (data / "case-index.key").stat().st_mode & 0o777 == 0o600
     assert EventKind.CASE_PERSON_RECORDED in {e.kind for e in events(data)}
+
+
+def check(capsys: pytest.CaptureFixture[str], data: Path, tmp_path: Path, body: str,
+          sender: str, rcpt: str) -> tuple[int, dict[str, Any]]:
+    """`casegate check --json` on a message with `body` from `sender` to `rcpt`."""
+    message = tmp_path / "message.eml"
+    message.write_bytes((f"From: {sender}\r\nTo: {rcpt}\r\nSubject: contact\r\n\r\n{body}\r\n"
+                         ).encode())
+    code, out, _ = run(capsys, data, "check", str(message), "--from", sender, "--rcpt", rcpt,
+                       "--json")
+    return code, json.loads(out)
+
+
+def test_what_the_cli_records_is_what_check_decides_on(
+        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The registry reaches the engine through App.snapshot: a person recorded with `case
+    person` is recognised by `check`, a detail with `case confidential` refuses an outside
+    recipient not listed, and `case shield` refuses a sender not on the access list."""
+    run(capsys, data, "case", "person", CASE, "--name", NAME, "--role", "child", "--by", STAFF)
+    code, decision = check(capsys, data, tmp_path, "Ellie Whitfield missed contact.", STAFF,
+                           "colleague@cafcass.gov.uk")
+    assert code == 0 and decision["case_numbers"] == [CASE]
+    assert decision["case_people"] == [{"case": CASE, "person": "P1", "role": "child",
+                                        "signal": "full-name"}]
+
+    run(capsys, data, "verify", "add", "dad@example.org", "--case", CASE, "--role", "party",
+        "--by", STAFF)
+    run(capsys, data, "case", "confidential", CASE, "--text", DETAIL, "--kind", "address",
+        "--by", STAFF)
+    code, decision = check(capsys, data, tmp_path, "She now lives at 14 Larkspur Close,\r\n"
+                           "Leeds LS14AB.", STAFF, "dad@example.org")
+    assert code == 1 and decision["recipients"][0]["rule"] == "confidential-information"
+
+    run(capsys, data, "case", "shield", CASE, "--access", STAFF, "--by", STAFF)
+    code, decision = check(capsys, data, tmp_path, "Ellie Whitfield missed contact.",
+                           MANAGER, "colleague@cafcass.gov.uk")
+    assert code == 1 and [r["rule"] for r in decision["refusals"]] == ["shielded-case"]
+    code, decision = check(capsys, data, tmp_path, "Ellie Whitfield missed contact.", STAFF,
+                           "colleague@cafcass.gov.uk")
+    assert code == 0

@@ -3,6 +3,7 @@ one CaseIndex per database version, and its key file."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Iterator
@@ -355,3 +356,22 @@ def test_entry_ids(text: str, number: int) -> None:
 def test_bad_entry_ids(text: str) -> None:
     with pytest.raises(CaseError, match="is not an id like P7"):
         parse_entry_id(text, "P")
+
+
+async def test_a_rebuild_does_not_hold_up_the_stores_worker(tmp_path: Path) -> None:
+    """After a change the next message's snapshot waits for the index to be rebuilt, but in a
+    thread of its own: the stores' worker (every other message, the relay ledger) goes on."""
+    with App.open(None, tmp_path / "data") as app:
+        app.cases.add_person(CASE, name=CHILD, role=PersonRole.CHILD, date_of_birth=None,
+                             by=STAFF, now=NOW)
+        app.cases._building.acquire()  # a rebuild under way in another thread
+        try:
+            pending = asyncio.ensure_future(app.snapshot_async(NOW))
+            assert await app.worker.run(lambda: "served") == "served"
+            assert not pending.done()
+        finally:
+            app.cases._building.release()
+        snapshot = await pending
+        assert snapshot.cases.match([CHILD]).case_numbers == (CASE,)
+        again = await app.snapshot_async(NOW)
+        assert again.cases is snapshot.cases

@@ -48,21 +48,23 @@ from policies.cases import (
 CASES_DB_FILE = "cases.sqlite3"
 KEY_FILE = "case-index.key"
 KEY_BYTES = 32
+HASH_BYTES = 32  # one HMAC-SHA256 digest (policies.cases.RecordKey)
 COMPONENT = "cases"
 MAX_NAME = 200  # characters of a person's name
 MAX_DETAIL = 500  # characters of a confidential detail
 MAX_RECIPIENTS = 50  # addresses or domains a detail may go to; staff on an access list
 
 # Each entry moves the schema one version up; never edit one that has shipped, add another.
-# Hashes are hex, one per normalised token, joined with "."; NULL once the entry is removed.
+# Hashes are RecordKey's 32-byte HMAC-SHA256 digests, one per normalised token, concatenated in
+# order (a BLOB); NULL once the entry is removed.
 _MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE case_people (
         id INTEGER PRIMARY KEY,               -- shown as P<id>
         case_number TEXT NOT NULL,
         role TEXT NOT NULL CHECK (role IN ('child', 'party', 'other')),
-        name_hashes TEXT,                     -- keyed hashes of the name's tokens, in order
-        dob_hash TEXT,                        -- keyed hash of the date of birth, if given
+        name_hashes BLOB,                     -- keyed hashes of the name's tokens, in order
+        dob_hash BLOB,                        -- keyed hash of the date of birth, if given
         initials TEXT NOT NULL,               -- what staff recognise the entry by
         source TEXT NOT NULL,                 -- 'cli', 'http' or 'verification'
         recorded_by TEXT NOT NULL,
@@ -73,14 +75,14 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX case_people_case ON case_people (case_number);
     CREATE UNIQUE INDEX case_people_once
-        ON case_people (case_number, name_hashes, COALESCE(dob_hash, ''))
+        ON case_people (case_number, name_hashes, COALESCE(dob_hash, x''))
         WHERE removed_at IS NULL;
     CREATE TABLE case_details (
         id INTEGER PRIMARY KEY,               -- shown as D<id>
         case_number TEXT NOT NULL,
         kind TEXT NOT NULL CHECK (kind IN
             ('address', 'school', 'nursery', 'gp', 'placement', 'other')),
-        text_hashes TEXT,                     -- keyed hashes of the text's tokens, in order
+        text_hashes BLOB,                     -- keyed hashes of the text's tokens, in order
         may_go_to TEXT NOT NULL,              -- JSON list of lower-case addresses or domains
         recorded_by TEXT NOT NULL,
         recorded_at TEXT NOT NULL,
@@ -372,6 +374,7 @@ class CaseStore:
                                    timeout=10.0)
         self._db.row_factory = sqlite3.Row
         self._index: tuple[tuple[int, int], CaseIndex] | None = None
+        self._building = threading.Lock()  # one thread builds the index at a time
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA busy_timeout=10000")
@@ -421,7 +424,7 @@ class CaseStore:
         except ValueError:
             raise CaseError("give the person's full name (first and last name), not one "
                             "word") from None
-        dob = _hex(self.key.date_of_birth(date_of_birth)) if date_of_birth else None
+        dob = _joined((self.key.date_of_birth(date_of_birth),)) if date_of_birth else None
         with self._lock:
             try:
                 row = self._db.execute(
@@ -433,8 +436,8 @@ class CaseStore:
             except sqlite3.IntegrityError:
                 same = self._db.execute(
                     "SELECT id FROM case_people WHERE case_number = ? AND name_hashes = ? "
-                    "AND COALESCE(dob_hash, '') = ? AND removed_at IS NULL",
-                    (case, _joined(hashes), dob or "")).fetchone()
+                    "AND COALESCE(dob_hash, x'') = ? AND removed_at IS NULL",
+                    (case, _joined(hashes), dob or b"")).fetchone()
                 raise AlreadyRecorded(f"that person is already recorded for case {case} as "
                                 f"P{same['id'] if same else '?'}") from None
         return _person(row)
@@ -582,32 +585,54 @@ class CaseStore:
         """What the engine matches against: every entry in force, as one immutable CaseIndex.
 
         Read on every message, so it is built once per database version (`_version`) and the
-        same object comes back while nothing changes.
+        same object comes back while nothing changes. After a change one thread builds it (a
+        second of CPU at 100,000 people) while the others wanting it wait for that one; the
+        store's lock is held only while the rows are read, so writes are not held up.
         """
+        cached = self._fresh()
+        if cached is not None:
+            return cached
+        with self._building:
+            cached = self._fresh()  # built by another thread while this one waited
+            return cached if cached is not None else self._build()
+
+    def _fresh(self) -> CaseIndex | None:
+        with self._lock:
+            if self._index is not None and self._index[0] == self._version():
+                return self._index[1]
+        return None
+
+    def _build(self) -> CaseIndex:
+        """Read every entry in force and build the index (with `_building` held)."""
         with self._lock:
             version = self._version()
-            if self._index is not None and self._index[0] == version:
-                return self._index[1]
-            people = self._db.execute(
-                "SELECT id, case_number, role, name_hashes, dob_hash, initials FROM case_people "
-                "WHERE removed_at IS NULL ORDER BY id").fetchall()
-            details = self._db.execute(
-                "SELECT id, case_number, kind, text_hashes, may_go_to FROM case_details "
-                "WHERE removed_at IS NULL ORDER BY id").fetchall()
-            shields = self._db.execute(
-                "SELECT case_number, access FROM case_shields WHERE removed_at IS NULL "
-                "ORDER BY case_number").fetchall()
+            rows = self._db.cursor()
+            rows.row_factory = None  # plain tuples: 100,000 of them are read here
+            rows.execute("BEGIN")  # one read transaction: the three tables as of one moment
+            try:
+                people = rows.execute(
+                    "SELECT id, case_number, role, name_hashes, dob_hash, initials "
+                    "FROM case_people WHERE removed_at IS NULL ORDER BY id").fetchall()
+                details = rows.execute(
+                    "SELECT id, case_number, kind, text_hashes, may_go_to FROM case_details "
+                    "WHERE removed_at IS NULL ORDER BY id").fetchall()
+                shields = rows.execute(
+                    "SELECT case_number, access FROM case_shields WHERE removed_at IS NULL "
+                    "ORDER BY case_number").fetchall()
+            finally:
+                rows.execute("COMMIT")
+        roles = {r.value: r for r in PersonRole}
+        kinds = {k.value: k for k in DetailKind}
         index = CaseIndex.build(
             self.key,
-            (CasePerson(case_number=r["case_number"], person_id=f"P{r['id']}",
-                        role=PersonRole(r["role"]), name=_split(r["name_hashes"]),
-                        date_of_birth=bytes.fromhex(r["dob_hash"]) if r["dob_hash"] else None,
-                        initials=r["initials"]) for r in people),
-            (ConfidentialDetail(case_number=r["case_number"], detail_id=f"D{r['id']}",
-                                kind=DetailKind(r["kind"]), text=_split(r["text_hashes"]),
-                                may_go_to=tuple(json.loads(r["may_go_to"]))) for r in details),
-            (ShieldedCase(case_number=r["case_number"], access=tuple(json.loads(r["access"])))
-             for r in shields),
+            (CasePerson(case_number=case, person_id=f"P{number}", role=roles[role],
+                        name=_split(name), date_of_birth=dob, initials=initials)
+             for number, case, role, name, dob, initials in people),
+            (ConfidentialDetail(case_number=case, detail_id=f"D{number}", kind=kinds[kind],
+                                text=_split(text), may_go_to=tuple(json.loads(may_go_to)))
+             for number, case, kind, text, may_go_to in details),
+            (ShieldedCase(case_number=case, access=tuple(json.loads(access)))
+             for case, access in shields),
         )
         with self._lock:
             # Kept only if nothing was written while it was built (else the next call rebuilds).
@@ -648,16 +673,15 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-def _hex(value: bytes) -> str:
-    return value.hex()
+def _joined(hashes: Sequence[bytes]) -> bytes:
+    """Keyed hashes as stored: 32 bytes each, concatenated in order."""
+    if any(len(h) != HASH_BYTES for h in hashes):
+        raise ValueError(f"record hashes must be {HASH_BYTES} bytes each")
+    return b"".join(hashes)
 
 
-def _joined(hashes: Sequence[bytes]) -> str:
-    return ".".join(h.hex() for h in hashes)
-
-
-def _split(stored: str) -> tuple[bytes, ...]:
-    return tuple(bytes.fromhex(part) for part in stored.split("."))
+def _split(stored: bytes) -> tuple[bytes, ...]:
+    return tuple(stored[i:i + HASH_BYTES] for i in range(0, len(stored), HASH_BYTES))
 
 
 def _iso(moment: datetime) -> str:

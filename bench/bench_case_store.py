@@ -101,11 +101,10 @@ def main() -> None:
             store.index()
             kept = median_ms(store.index, 1000)
             cached = median_ms(store.cached, 1000)
-            size = path.stat().st_size + sum(
-                p.stat().st_size for p in path.parent.glob(f"{CASES_DB_FILE}-*"))
             probe = store.index().match(["Nothing to see here, from Ellie in payroll."])
         finally:
-            store.close()
+            store.close()  # checkpoints the WAL into the database file
+        size = path.stat().st_size
     print(f"people {people:,}, confidential details {details:,}")
     print(f"record one person (committed)      {one_person:8.2f} ms  (median of 200)")
     print(f"record one detail (committed)      {one_detail:8.2f} ms  (median of 200)")

@@ -3,8 +3,10 @@ CSRF), with a real App (stores, audit trail) in a temporary data directory."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +21,11 @@ from gateway.printed.post import post_options
 from gateway.web import cases, post
 from gateway.web.pages import WebDeps
 from gateway.web.staff import install as install_staff_pages
+from tests import loopio
 from tests.certs import ServerCert
 from tests.gateway_harness import PASSWORD as HARNESS_PASSWORD
 from tests.gateway_harness import STAFF as HARNESS_STAFF
-from tests.gateway_harness import running_gateway
+from tests.gateway_harness import message, running_gateway
 from tests.https import https_client, serve_https
 from tests.sink import Sink
 from tests.staffweb import hidden
@@ -312,3 +315,43 @@ async def test_the_running_gateway_serves_the_case_api(tmp_path: Path, sink: Sin
                 assert answer.status == 201
         snapshot = await gw.app.snapshot_async(gw.gateway.stages.clock())
         assert snapshot.cases.match([f"{NAME} missed school"]).case_numbers == (CASE,)
+
+
+async def test_case_pages_and_the_rebuilt_index_touch_no_disk_on_the_event_loop(
+        tmp_path: Path, sink: Sink) -> None:
+    """The case pages and API, and the first message after a change (whose snapshot rebuilds
+    the case index), run no SQLite statement and open no file on the loop's thread."""
+
+    async def staff_work(base: str, context: ssl.SSLContext) -> None:
+        async with https_client(base, context) as client:
+            async with client.get("/login") as form:
+                token = hidden(await form.text(), "signin_token")
+            async with client.post("/login", allow_redirects=False, data={
+                    "address": HARNESS_STAFF, "password": HARNESS_PASSWORD,
+                    "signin_token": token, "next": "/cases"}) as answer:
+                assert answer.status == 303
+            async with client.get("/cases") as listing:
+                csrf = hidden(await listing.text(), "csrf_token")
+            async with client.post(f"/cases/{CASE}/people", data={
+                    "csrf_token": csrf, "name": NAME, "role": "child"}) as recorded:
+                assert recorded.status == 200
+            headers = {"Authorization": aiohttp.encode_basic_auth(HARNESS_STAFF,
+                                                                  HARNESS_PASSWORD)}
+            async with client.post(f"/api/cases/{CASE}/details", headers=headers, json={
+                    "text": DETAIL, "kind": "address"}) as recorded:
+                assert recorded.status == 201
+            async with client.get(f"/cases/{CASE}") as shown:
+                assert shown.status == 200
+
+    with loopio.arming():
+        async with running_gateway(tmp_path, sink) as gw:
+            base = f"https://localhost:{gw.gateway.http_port}"
+            colleague = "colleague@cafcass.gov.uk"
+            with loopio.watching() as seen:
+                await asyncio.to_thread(lambda: asyncio.run(staff_work(base,
+                                                                       gw.client_context())))
+                for day in ("Monday", "Tuesday"):  # the first rebuilds the index
+                    data = message(to=[colleague], body=f"{NAME} missed contact on {day}.")
+                    assert await gw.run(gw.send, HARNESS_STAFF, [colleague], data) == {}
+    assert not seen, loopio.report(seen)
+    assert len(sink.messages) == 2

@@ -398,7 +398,7 @@ def _case_numbers(texts: list[_Text], rules: ContentRules) -> tuple[str, ...]:
 def _identifier_kinds(texts: list[_Text], rules: ContentRules) -> set[str]:
     kinds: set[str] = set()
     for text in _identifier_views(texts):
-        kinds |= identifiers.identifier_kinds(text, rules.date_of_birth_regex)
+        kinds |= identifiers.identifier_kinds(text, rules.date_of_birth_regex, frozenset(kinds))
     return kinds
 
 

@@ -64,6 +64,13 @@ class EventKind(StrEnum):
     PORTAL_REPLY = "portal-reply"
     PORTAL_REVOKE = "portal-revoke"
     PORTAL_EXPIRY = "portal-expiry"
+    # the case registry (verification/casework.py): case and kind of entry, never names/text
+    CASE_PERSON_RECORDED = "case-person-recorded"
+    CASE_PERSON_REMOVED = "case-person-removed"
+    CASE_DETAIL_RECORDED = "case-detail-recorded"
+    CASE_DETAIL_REMOVED = "case-detail-removed"
+    CASE_SHIELDED = "case-shielded"
+    CASE_UNSHIELDED = "case-unshielded"
     # the trail itself (gateway/audit)
     KEY_CREATED = "key-created"
     KEY_ROTATED = "key-rotated"

@@ -445,17 +445,20 @@ def has_date_of_birth(text: str, cues: re.Pattern[str]) -> bool:
                       lambda m: _is_real_date(m) and cue_before(text, m.start(), cues))
 
 
-def identifier_kinds(text: str, dob_cues: re.Pattern[str]) -> set[str]:
-    """The kinds of personal identifier present in the text (values are never returned)."""
+def identifier_kinds(text: str, dob_cues: re.Pattern[str],
+                     known: frozenset[str] = frozenset()) -> set[str]:
+    """The kinds of personal identifier present in the text (values are never returned).
+    Kinds in `known` (already found elsewhere in the message) are not looked for again."""
     kinds: set[str] = set()
     if not has_digit(text):  # every identifier, and every date, holds at least one digit
         return kinds
-    if has_date_of_birth(text, dob_cues):
-        kinds.add(DATE_OF_BIRTH)
-    if has_nhs_number(text):
-        kinds.add(NHS_NUMBER)
-    if has_ni_number(text):
-        kinds.add(NI_NUMBER)
-    if has_pnc_id(text):
-        kinds.add(PNC_ID)
+    detectors: tuple[tuple[str, Callable[[str], bool]], ...] = (
+        (DATE_OF_BIRTH, lambda t: has_date_of_birth(t, dob_cues)),
+        (NHS_NUMBER, has_nhs_number),
+        (NI_NUMBER, has_ni_number),
+        (PNC_ID, has_pnc_id),
+    )
+    for kind, found_in in detectors:
+        if kind not in known and found_in(text):
+            kinds.add(kind)
     return kinds

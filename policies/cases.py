@@ -11,17 +11,24 @@ each distinct token is hashed once (and remembered across messages in a small LR
 sequence of token hashes is walked once, looking up names and details by their first token.
 The cost does not grow with the number of people recorded, only with the length of the text.
 
-What a match says:
+What a match says (DESIGN ruling 17; `tests/cases/case_registry.toml` shows each):
 * a recorded person's full name (all its tokens in order, or first and last name, or "last,
-  first") ties the message to the person's case;
-* a confidential detail (all its tokens in order: an address matches across line breaks,
-  punctuation and postcode spacing) ties the message to its case;
-* a first name ties it only with another signal of the same case: a relationship word naming
-  the person ("Ellie's mum", "father of Ellie", "brother Jack"), another name of the case
-  (another person's full name or a recorded surname), a confidential detail or a recorded date
-  of birth of the case;
+  first"), within one sentence, ties the message to the person's case;
+* a confidential detail (all its tokens in order, whatever spacing, punctuation, line breaks
+  and postcode spacing lie between them) ties the message to its case;
 * a recorded date of birth ties it when a date-of-birth cue ("DOB", "born") stands just before
-  it and the date belongs to people of one case only, or when a name of the same case is there.
+  it, or when it stands next to the first name of the person born then. A date alone does not:
+  with thousands of people recorded, nearly every recent date is somebody's birthday;
+* a first name alone never ties. With a relationship word naming the person ("Ellie's mum",
+  "father of Ellie", "brother Jack") it ties when that first name is recorded in one case
+  only, or with another first name of the same case close by ("Ellie and her brother Jack")
+  when only one case has both. A first name is also counted for a case the message is tied to
+  in another way (another person's full name, a confidential detail, a date of birth);
+* a full name or cued date of birth recorded in several cases ties the case that something
+  else in the message also names (another person's first name, a date of birth); when nothing
+  does, the message is protected but tied to none (`possible_cases`);
+* the sender's own display name is not taken for a recorded person's (a member of staff who
+  shares a name with a party, or is one, signs their mail).
 
 Matches carry case numbers, person and detail ids and kinds: never the matched text.
 """

@@ -33,6 +33,7 @@ from gateway.config import (
     public_url,
     verification_address,
 )
+from gateway.stores.offices import OfficeRegistry
 from gateway.stores.portal import PORTAL_DB_FILE, PortalStore
 from gateway.stores.users import UserStore
 from policies.cases import CaseIndex, RecordKey
@@ -148,6 +149,7 @@ class App:
     portal: PortalStore  # encrypted copies, sealed (issue 5)
     keyring: Keyring  # the portal's master keys
     cases: CaseStore  # the case registry: people, confidential details, shields (issue 16)
+    offices: OfficeRegistry  # the office directory: names, teams, DX (issue 17)
     # The thread that reads and writes the registry and the relay ledger for the event loop,
     # for every message (a trip between threads serves every call queued meanwhile).
     worker: StoreWorker = field(default_factory=lambda: StoreWorker("casegate-stores"))
@@ -181,12 +183,14 @@ class App:
             keyring = open_keyring(root, portal_keys)
             portal = PortalStore(root / PORTAL_DB_FILE)
             cases = open_cases(root)
+            offices = OfficeRegistry.open(root, audit)
         except (OSError, sqlite3.Error) as exc:
             reason = os_reason(exc) if isinstance(exc, OSError) else str(exc)
             raise ConfigError(f"{root}: the data directory cannot be used ({reason}); it must "
                               "be a directory casegate can write") from None
         return cls(config=config, data_dir=root, policy=policy, registry=registry, audit=audit,
-                   users=users, portal=portal, keyring=keyring, cases=cases)
+                   users=users, portal=portal, keyring=keyring, cases=cases,
+                   offices=offices)
 
     def way_out(self) -> Transport:
         """The upstream smarthost when one is configured, else the outbox Maildir, signing what
@@ -302,3 +306,4 @@ class App:
         self.users.close()
         self.portal.close()
         self.cases.close()
+        self.offices.close()

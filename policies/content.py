@@ -2,7 +2,9 @@
 
 The message is parsed once with the stdlib (policy.default; see policies.email_policy). Every
 MIME part is read: text and HTML bodies as text, attachments by their real type
-(policies.filetypes) with their text extracted within budget (policies.extract). The text is
+(policies.filetypes) with their text extracted within budget (policies.extract); archives,
+attached messages and embedded objects are opened and what they hold is read as if attached
+(policies.containers; DESIGN ruling 22). The text is
 searched for case numbers and personal identifiers (policies.identifiers) and for the cues of an
 information type; the headers are read for an explicit classification, protective markings,
 auto-forwarding and overrides (policies.header_signals). Anything that cannot be read, or is
@@ -18,11 +20,12 @@ import email.feedparser
 import email.parser
 import email.policy
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 
 from policies import (
+    containers,
     email_policy,
     extract,
     filetypes,
@@ -236,22 +239,9 @@ def _unparseable(raw: bytes) -> MessageFacts:
 
 def _read_parts(message: EmailMessage, rules: ContentRules, clock: Clock,
                 reading: _Reading) -> None:
-    tree = mime.walk(message, rules.limits)
-    reading.malformed.extend(tree.malformed)
-    for inner in tree.forwarded:
-        reading.texts.append(_Text(_Source.BODY, str(inner.get("Subject", ""))))
     not_after = clock() + rules.limits.message_seconds
-    for part in tree.leaves:
-        payload = part.get_payload(decode=True)
-        reading.malformed.extend(mime.defect_codes(part))  # decoding records base64 defects
-        part.set_payload("")  # read once: only the headers are needed from here on (memory)
-        data = payload if isinstance(payload, bytes) else b""
-        if payload is None or not isinstance(payload, bytes):
-            reading.malformed.append("undecodable-part")
-        if _is_body(part):
-            reading.texts.extend(_body_texts(part, data))
-        else:
-            _read_attachment(part, data, rules, clock, not_after, reading)
+    _Reader(rules, clock, reading, containers.Budget(rules.limits, clock)).message(
+        message, 0, not_after)
 
 
 def _is_body(part: EmailMessage) -> bool:
@@ -274,35 +264,148 @@ def _decode(data: bytes | memoryview, charset: str | None) -> str:
         return str(data, "utf-8", errors="replace")
 
 
-def _decorative(part: EmailMessage, kind: str, data: bytes, rules: ContentRules) -> bool:
-    """A small inline image the HTML body refers to (Content-ID): a signature logo, not a scan."""
-    return (filetypes.is_image(kind)
-            and part.get("Content-ID") is not None
-            and part.get_content_disposition() != "attachment"
-            and len(data) <= rules.decorative_image_bytes)
+def _inline(part: EmailMessage) -> bool:
+    """A part the HTML body shows by its Content-ID (not offered as an attachment)."""
+    return part.get("Content-ID") is not None and part.get_content_disposition() != "attachment"
 
 
-def _read_attachment(part: EmailMessage, data: bytes, rules: ContentRules, clock: Clock,
-                     not_after: float, reading: _Reading) -> None:
-    name = part.get_filename() or ""
-    kind = filetypes.detect_type(data, name)
-    extraction = extract.extract_text(
-        kind, data, rules.limits, clock,
-        images_are_unreadable=rules.images_are_unreadable and not _decorative(part, kind, data,
-                                                                              rules),
-        not_after=not_after)
-    reading.attachments.append(Attachment(
-        declared_type=part.get_content_type(),
-        detected_type=kind,
-        size=len(data),
-        readable=extraction.readable,
-        editable=kind in rules.editable_types,
-        encrypted=extraction.encrypted,
-    ))
-    if name:
-        reading.texts.append(_Text(_Source.ATTACHMENT_NAME, name))
-    if extraction.text:
-        reading.texts.append(_Text(_Source.ATTACHMENT_TEXT, extraction.text))
+# Containers opened by policies.containers; an .eml is read here, with the same MIME walk.
+_CONTAINER_READERS = {
+    filetypes.ZIP: containers.zip_members,
+    filetypes.MSG: containers.msg_members,
+    filetypes.OLE_PACKAGE: containers.ole_package_members,
+}
+
+
+@dataclass
+class _Reader:
+    """Reads a message's parts and attachments into `reading`, opening the containers among
+    them (DESIGN ruling 22): what a container holds is read as if attached to the message,
+    one level deeper, within the containers' budget."""
+
+    rules: ContentRules
+    clock: Clock
+    reading: _Reading
+    budget: containers.Budget
+
+    def message(self, message: EmailMessage, depth: int, deadline: float) -> None:
+        """The parts of the message itself (depth 0), or of a message attached as a file whose
+        own attachments lie at `depth`. In an attached message, broken structure makes it
+        unopened (damaged); in the message itself, malformed (policies.mime)."""
+        tree = mime.walk(message, self.rules.limits, depth)
+        if depth and tree.malformed:
+            raise containers.Unopened(containers.DAMAGED)
+        self.reading.malformed.extend(tree.malformed)
+        if tree.too_deep_messages:
+            if depth:
+                raise containers.Unopened(containers.DEPTH)
+            self.reading.attachments.append(Attachment(
+                declared_type="message/rfc822", detected_type=filetypes.EML, size=0,
+                readable=False, editable=False,
+                depth=self.rules.limits.max_container_depth + 1, unopened=containers.DEPTH))
+        for inner in tree.forwarded:
+            self.reading.texts.append(_Text(_Source.BODY, str(inner.get("Subject", ""))))
+        for leaf in tree.leaves:
+            part = leaf.part
+            payload = part.get_payload(decode=True)
+            defects = mime.defect_codes(part)  # decoding records base64 defects
+            part.set_payload("")  # read once: only the headers are needed from here on (memory)
+            data = payload if isinstance(payload, bytes) else b""
+            if payload is None or not isinstance(payload, bytes):
+                defects.append("undecodable-part")
+            if depth and defects:
+                raise containers.Unopened(containers.DAMAGED)
+            self.reading.malformed.extend(defects)
+            if _is_body(part):
+                texts = list(_body_texts(part, data))
+                if depth:
+                    self.budget.take_text(sum(len(t.text) for t in texts))
+                self.reading.texts.extend(texts)
+                continue
+            name = part.get_filename() or ""
+            if depth:
+                self.budget.admit(containers.Member(name, data, leaf.depth))
+                self.budget.check_time(deadline)
+            self.file(name, part.get_content_type(), data, leaf.depth, deadline,
+                      inline=_inline(part))
+
+    def file(self, name: str, declared_type: str, data: bytes, depth: int, deadline: float,
+             *, inline: bool = False) -> None:
+        """Classify one file: attached to the message (depth 0) or found in a container. Its
+        Attachment comes before those of the files it holds."""
+        limits = self.rules.limits
+        kind = filetypes.detect_type(data, name)
+        at = len(self.reading.attachments)
+        if name:
+            self.reading.texts.append(_Text(_Source.ATTACHMENT_NAME, name))
+        readable, encrypted, unopened = True, False, ""
+        try:
+            if kind == filetypes.EML:
+                self.eml(data, depth, self.inner_deadline(depth, deadline))
+            elif kind in _CONTAINER_READERS:
+                inner_deadline = self.inner_deadline(depth, deadline)
+                self.members(_CONTAINER_READERS[kind](data, depth, self.budget, inner_deadline),
+                             inner_deadline)
+            elif filetypes.is_unopenable_archive(kind):
+                raise containers.Unopened(containers.UNSUPPORTED)
+            else:
+                decorative = (inline and filetypes.is_image(kind)
+                              and len(data) <= self.rules.decorative_image_bytes)
+                extraction = extract.extract_text(
+                    kind, data, limits, self.clock,
+                    images_are_unreadable=self.rules.images_are_unreadable and not decorative,
+                    not_after=deadline)
+                readable, encrypted = extraction.readable, extraction.encrypted
+                unopened = containers.ENCRYPTED if encrypted else extraction.unopened
+                if extraction.text:
+                    if depth:
+                        self.budget.take_text(len(extraction.text))
+                    self.reading.texts.append(_Text(_Source.ATTACHMENT_TEXT, extraction.text))
+                if extraction.embedded:
+                    self.members([containers.Member(inner, content, depth + 1)
+                                  for inner, content in extraction.embedded],
+                                 self.inner_deadline(depth, deadline))
+        except containers.Unopened as exc:
+            readable, unopened = False, exc.reason
+            encrypted = encrypted or exc.reason == containers.ENCRYPTED
+        self.reading.attachments.insert(at, Attachment(
+            declared_type=declared_type,
+            detected_type=kind,
+            size=len(data),
+            readable=readable,
+            editable=kind in self.rules.editable_types,
+            encrypted=encrypted,
+            depth=depth,
+            unopened=unopened,
+        ))
+
+    def inner_deadline(self, depth: int, deadline: float) -> float:
+        """Everything inside one attached container shares its deadline."""
+        if depth:
+            return deadline
+        return min(self.clock() + self.rules.limits.container_seconds, deadline)
+
+    def members(self, items: Iterable[containers.Member | containers.Text],
+                deadline: float) -> None:
+        """Read what a container holds: its own text, and each file as an attachment."""
+        for item in items:
+            if isinstance(item, containers.Text):
+                self.budget.take_text(len(item.text))
+                self.reading.texts.append(_Text(_Source.BODY, item.text))
+                continue
+            self.budget.admit(item)
+            self.file(item.name, item.declared_type, item.data, item.depth, deadline)
+        self.budget.check_time(deadline)
+
+    def eml(self, data: bytes, depth: int, deadline: float) -> None:
+        """An RFC 5322 message attached as a file: read like the message itself, one deeper."""
+        self.budget.enter(depth + 1)
+        message = _parse(data)
+        if not isinstance(message, EmailMessage):
+            raise containers.Unopened(containers.DAMAGED)
+        self.reading.texts.append(_Text(_Source.BODY, str(message.get("Subject", ""))))
+        self.message(message, depth + 1, deadline)
+        self.budget.check_time(deadline)
 
 
 # --- from what was read to facts --------------------------------------------------------

@@ -46,6 +46,11 @@ class Limits:
     message_seconds: float = 10.0  # all attachments of one message together
     max_pdf_pages: int = 300
     max_text_chars: int = 2_000_000  # extracted text kept per attachment
+    # Containers (DESIGN ruling 22): archives, attached messages, documents' embedded objects.
+    max_container_depth: int = 5  # containers inside containers, counted from the message
+    max_container_files: int = 1_000  # files inside containers, one message's all together
+    container_bytes: int = 104_857_600  # bytes unpacked, and text read, all together (100 MiB)
+    container_seconds: float = 5.0  # to open one attached container and read all it holds
 
 
 @dataclass(frozen=True)
@@ -492,6 +497,13 @@ class _TableReader:
                                           start.message_seconds),
             max_pdf_pages=self.positive(table, "max_pdf_pages", int, start.max_pdf_pages),
             max_text_chars=self.positive(table, "max_text_chars", int, start.max_text_chars),
+            max_container_depth=self.positive(table, "max_container_depth", int,
+                                              start.max_container_depth),
+            max_container_files=self.positive(table, "max_container_files", int,
+                                              start.max_container_files),
+            container_bytes=self.positive(table, "container_bytes", int, start.container_bytes),
+            container_seconds=self.positive(table, "container_seconds", float,
+                                            start.container_seconds),
         )
 
 

@@ -286,6 +286,16 @@ def _editable_documents(message: _Message, _mode: str) -> list[tuple[str, str]]:
     return []
 
 
+def _unreadable_containers(message: _Message, _mode: str) -> list[tuple[str, str]]:
+    """DESIGN ruling 22 (RRP 4.3): an archive, attached message or document casegate could not
+    open (encrypted, damaged, beyond its budgets) never goes outside the agency."""
+    unopened = sorted({f"{a.detected_type} ({a.unopened})"
+                       for a in message.facts.attachments if a.unopened})
+    if unopened and message.has_external:
+        return [("unreadable-container", ", ".join(unopened))]
+    return []
+
+
 def _multiple_external(message: _Message, mode: MultipleExternal) -> list[tuple[str, str]]:
     """DESIGN ruling 5, when configured to refuse rather than split."""
     if mode is MultipleExternal.REFUSE and message.protected and message.external_count > 1:
@@ -300,6 +310,7 @@ _REFUSAL_CHECKS: tuple[_Check, ...] = (
     _never_leaves,
     _other_cases,
     _editable_documents,
+    _unreadable_containers,
     _multiple_external,
 )
 

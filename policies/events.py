@@ -43,6 +43,8 @@ class EventKind(StrEnum):
     VERIFICATION_REFUSED = "verification-refused"
     VERIFICATION_LINK_REFUSED = "verification-link-refused"
     VERIFICATION_ADDED = "verification-added"
+    # staff verified an address casegate reads as a lookalike, deliberately, with a reason
+    VERIFICATION_LOOKALIKE_CONFIRMED = "verification-lookalike-confirmed"
     STAFF_PERSONAL_ADDED = "staff-personal-added"
     # staff accounts (the CLI)
     USER_ADDED = "user-added"
@@ -52,6 +54,9 @@ class EventKind(StrEnum):
     POST_DECISION = "post-decision"
     DISPATCH_RECORDED = "dispatch-recorded"
     DISPATCH_RECEIVED = "dispatch-received"
+    DISPATCH_REFUSED = "dispatch-refused"  # the post options do not allow it (e.g. DX)
+    OFFICE_ADDED = "office-added"  # the office directory (gateway/stores/offices.py)
+    OFFICE_CHANGED = "office-changed"
     # the secure portal (transports/portal.py, gateway/web/portal.py)
     PORTAL_STORED = "portal-stored"
     PORTAL_CODE_SENT = "portal-code-sent"

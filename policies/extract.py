@@ -4,6 +4,10 @@ Whatever cannot be read completely within its budget is reported unreadable, and
 counts it as protected (DESIGN ruling 2: fail closed). Time is measured with the injected clock
 between units of work (PDF pages, XML parts, batches of XML elements); a single unit is bounded
 by the byte and parsing limits instead.
+
+Files embedded in a document (an Office document's embedded objects, a PDF's attached files)
+are handed back unread as `Extraction.embedded`: policies.content classifies each as if it had
+been attached itself, within the container budgets (DESIGN ruling 22).
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import html
 import io
 import math
 import re
+import struct
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
+import olefile
 import pypdf
 from defusedxml.ElementTree import iterparse
 
@@ -33,6 +39,9 @@ class Extraction:
     text: str
     readable: bool
     encrypted: bool = False
+    embedded: tuple[tuple[str, bytes], ...] = ()  # files inside the document: (name, bytes)
+    # Files inside that could not all be taken out: why (a policies.containers reason).
+    unopened: str = ""
 
 
 UNREADABLE = Extraction("", readable=False)
@@ -159,11 +168,14 @@ def _pdf(_kind: str, data: bytes, budget: _Budget) -> Extraction:
         disable_legacy_handling=True,
     ):
         reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
-        if reader.is_encrypted:
+        # Encrypted with an empty user password, a PDF opens for anyone (only its permissions
+        # are restricted): it is read. One that needs a password cannot be.
+        if reader.is_encrypted and not reader.decrypt(""):
             return ENCRYPTED
         budget.tick()
-        if _has_embedded_files(reader):
-            return UNREADABLE  # files inside the PDF: documents we have not read
+        embedded = _embedded_files(reader, budget)
+        if isinstance(embedded, str):  # files inside the PDF that could not all be taken out
+            return Extraction("", readable=False, unopened=embedded)
         pages = reader.pages
         if len(pages) > limits.max_pdf_pages:
             return UNREADABLE
@@ -175,12 +187,34 @@ def _pdf(_kind: str, data: bytes, budget: _Budget) -> Extraction:
     text = "\n".join(texts)
     if not text.strip():
         return UNREADABLE  # pages without text: a scan, which only a person can read
-    return Extraction(text, readable=True)
+    return Extraction(text, readable=True, embedded=embedded)
 
 
-def _has_embedded_files(reader: pypdf.PdfReader) -> bool:
+def _embedded_files(reader: pypdf.PdfReader,
+                    budget: _Budget) -> tuple[tuple[str, bytes], ...] | str:
+    """The files attached to the PDF (its EmbeddedFiles name tree); or why they could not all
+    be taken out: "unsupported" when the tree is deeper than pypdf reads (two levels) or holds
+    none it finds, "bytes" when they are over the attachment's byte budget."""
     names = reader.root_object.get("/Names")
-    return names is not None and "/EmbeddedFiles" in names.get_object()
+    tree = names.get_object().get("/EmbeddedFiles") if names is not None else None
+    if tree is None:
+        return ()
+    kids = tree.get_object().get("/Kids")
+    if kids is not None and any("/Kids" in kid.get_object() for kid in kids.get_object()):
+        return "unsupported"
+    found: list[tuple[str, bytes]] = []
+    remaining = budget.limits.attachment_bytes
+    for entry in reader.attachment_list:
+        budget.tick()
+        try:
+            content = entry.content
+        except pypdf.errors.LimitReachedError:  # inflating past the configured output limit
+            return "bytes"
+        remaining -= len(content)
+        if remaining < 0:
+            return "bytes"
+        found.append((entry.name, content))
+    return tuple(found) if found else "unsupported"  # a tree of no files found: fail closed
 
 
 # --- OOXML and ODF (ZIP containers of XML) -----------------------------------------------
@@ -191,14 +225,21 @@ _XML_PARTS = {
     filetypes.XLSX: re.compile(r"xl/(sharedStrings|worksheets/sheet\d+)\.xml|docProps/core\.xml"),
     filetypes.PPTX: re.compile(
         r"ppt/(slides/slide\d+|notesSlides/notesSlide\d+)\.xml|docProps/core\.xml"),
-    filetypes.ODT: re.compile(r"content\.xml|styles\.xml|meta\.xml"),
+    # with the text of the ODF objects embedded in it (a chart, a formula)
+    filetypes.ODT: re.compile(r"content\.xml|styles\.xml|meta\.xml|(Object \d+/)+content\.xml"),
 }
 _XML_PARTS[filetypes.ODS] = _XML_PARTS[filetypes.ODP] = _XML_PARTS[filetypes.ODT]
 MAX_ZIP_ENTRIES = 5_000
-# Documents inside the document (OLE objects, packages, alternative-format chunks), unread.
-_EMBEDDED_PARTS = re.compile(r"(word|xl|ppt)/embeddings/.*|word/afchunk.*|Object \d+/.*",
-                             re.IGNORECASE)
+# Files inside the document (OLE objects, embedded packages, alternative-format chunks, an ODF
+# document's OLE objects): handed back to be classified as attachments (DESIGN ruling 22).
+_EMBEDDED_PARTS = re.compile(
+    r"(word|xl|ppt)/embeddings/.*|word/afchunk.*|(Object \d+/)*Object \d+", re.IGNORECASE)
 _PICTURE_PARTS = re.compile(r"(word|xl|ppt)/media/.*|Pictures/.*")
+# Any other part that is not XML (embedded fonts, printer settings, thumbnails) is looked at:
+# a document, an archive or text put among the parts is handed back like an embedded object.
+_STRUCTURE_PARTS = re.compile(r".*\.(xml|rels)|mimetype", re.IGNORECASE)
+_PEEK_BYTES = 1024
+_NOT_HIDDEN = frozenset({filetypes.UNKNOWN, filetypes.EMPTY, *filetypes.IMAGE_TYPES})
 _ENCRYPTED_ENTRY = 0x1
 # Elements whose text is one run of words: paragraphs, cells, shared strings, titles.
 _BLOCK_ELEMENTS = frozenset({"p", "h", "si", "c", "tc", "title", "subject", "description",
@@ -214,25 +255,40 @@ def _office(kind: str, data: bytes, budget: _Budget) -> Extraction:
             return UNREADABLE
         if any(info.flag_bits & _ENCRYPTED_ENTRY for info in entries):
             return ENCRYPTED
-        if any(_EMBEDDED_PARTS.fullmatch(info.filename) for info in entries):
-            return UNREADABLE
         remaining = budget.limits.attachment_bytes
         texts: list[str] = []
+        embedded: list[tuple[str, bytes]] = []
         for info in entries:
-            if not wanted.fullmatch(info.filename):
+            is_xml = wanted.fullmatch(info.filename) is not None
+            if info.is_dir() or (not is_xml and not _EMBEDDED_PARTS.fullmatch(info.filename)
+                                 and not _hidden_file(archive, info, budget)):
                 continue
             budget.tick()
             with archive.open(info) as stream:
-                xml = stream.read(remaining + 1)  # never trust the declared size: zip bombs
-            remaining -= len(xml)
+                content = stream.read(remaining + 1)  # never trust the declared size: zip bombs
+            remaining -= len(content)
             if remaining < 0:
                 return UNREADABLE
-            texts.extend(_xml_text(xml, budget))
+            if is_xml:
+                texts.extend(_xml_text(content, budget))
+            else:
+                embedded.append((info.filename.rpartition("/")[2], content))
         has_pictures = any(_PICTURE_PARTS.fullmatch(info.filename) for info in entries)
     text = "\n".join(texts)
-    if has_pictures and not text.strip():
+    if has_pictures and not text.strip() and not embedded:
         return UNREADABLE  # only pictures: a scan pasted into a document
-    return Extraction(text, readable=True)
+    return Extraction(text, readable=True, embedded=tuple(embedded))
+
+
+def _hidden_file(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) -> bool:
+    """Whether a part the document format does not explain is a file hidden in the document
+    (a PDF, an archive, an Office file, text): its first bytes say."""
+    if _STRUCTURE_PARTS.fullmatch(info.filename) or _PICTURE_PARTS.fullmatch(info.filename):
+        return False
+    budget.tick()
+    with archive.open(info) as stream:
+        head = stream.read(_PEEK_BYTES)
+    return filetypes.detect_type(head, info.filename) not in _NOT_HIDDEN
 
 
 def _xml_text(xml: bytes, budget: _Budget) -> Iterator[str]:
@@ -257,10 +313,44 @@ def _local_name(element: Element) -> str:
 
 _OLE2_KINDS = frozenset({"doc", "xls", "ppt", "msg"})
 _ENCRYPTED_PACKAGE = "EncryptedPackage".encode("utf-16-le")
+_WORD_FIB_FLAGS = struct.Struct("<H")  # [MS-DOC] FibBase at offset 0x0A: fEncrypted is 0x0100
+_BIFF_RECORD = struct.Struct("<HH")  # [MS-XLS] a record's type and size
+_BIFF_FILEPASS = 0x002F  # the workbook is encrypted
+_BIFF_RECORDS_READ = 64  # FILEPASS follows the first BOF closely
 
 
 def _ole2_encrypted(data: bytes) -> bool:
-    return _ENCRYPTED_PACKAGE in data
+    """Whether a legacy Office file needs a password: an encrypted OOXML package (its
+    EncryptedPackage stream), an encrypted Word document, workbook or presentation."""
+    if _ENCRYPTED_PACKAGE in data:
+        return True
+    try:
+        with olefile.OleFileIO(io.BytesIO(data)) as ole:
+            if ole.exists("EncryptedSummary"):  # [MS-PPT] CryptoAPI-encrypted presentation
+                return True
+            if ole.exists("WordDocument") and ole.get_size("WordDocument") >= 12:
+                with ole.openstream("WordDocument") as stream:
+                    (flags,) = _WORD_FIB_FLAGS.unpack_from(stream.read(12), 0x0A)
+                return bool(flags & 0x0100)
+            for name in ("Workbook", "Book"):
+                if ole.exists(name):
+                    with ole.openstream(name) as stream:
+                        return _biff_filepass(stream)
+    except Exception:  # not an OLE2 file olefile can read: unreadable, not known encrypted
+        return False
+    return False
+
+
+def _biff_filepass(stream: io.BytesIO) -> bool:
+    for _ in range(_BIFF_RECORDS_READ):
+        header = stream.read(_BIFF_RECORD.size)
+        if len(header) < _BIFF_RECORD.size:
+            return False
+        kind, size = _BIFF_RECORD.unpack(header)
+        if kind == _BIFF_FILEPASS:
+            return True
+        stream.seek(size, io.SEEK_CUR)
+    return False
 
 
 _READERS: dict[str, Callable[[str, bytes, _Budget], Extraction]] = {

@@ -2,13 +2,17 @@
 
 A DOCX renamed `.pdf` is still an editable document (RRP 4.3), and a PDF renamed `.txt` still
 needs its text extracted. Detection reads signatures ("magic bytes") and, for ZIP containers,
-the names of the parts inside, which is what tells OOXML and ODF documents apart.
+the names of the parts inside, which is what tells OOXML and ODF documents apart; for OLE2
+compound files (legacy Office, Outlook .msg, embedded objects), the streams inside.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import zipfile
+
+import olefile
 
 # Detected types, as they appear in model.Attachment.detected_type.
 PDF = "pdf"
@@ -26,6 +30,12 @@ HTML = "html"
 IMAGE_TYPES = ("png", "jpeg", "gif", "tiff", "bmp", "webp")
 UNKNOWN = "unknown"
 EMPTY = "empty"
+# Containers (DESIGN ruling 22): opened, and what they hold classified (policies.containers).
+EML = "eml"  # an RFC 5322 message saved as a file
+MSG = "msg"  # an Outlook message (OLE2)
+OLE_PACKAGE = "ole-package"  # an embedded OLE object carrying a file (Package, CONTENTS)
+# Archives casegate does not open: they cannot be checked, so they count as unopened.
+UNOPENABLE_ARCHIVES = ("7z", "rar", "gzip", "bzip2", "xz", "zstd", "cab", "tar")
 
 # Signatures at offset 0, most specific first.
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -41,7 +51,14 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"II*\x00", "tiff"),
     (b"MM\x00*", "tiff"),
     (b"BM", "bmp"),
+    (b"7z\xbc\xaf\x27\x1c", "7z"),
+    (b"Rar!\x1a\x07", "rar"),
+    (b"\x1f\x8b", "gzip"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"MSCF\x00\x00\x00\x00", "cab"),
 )
+_TAR_MAGIC = (257, b"ustar")  # at this offset in a tar header
 _PDF_SEARCH_WINDOW = 1024  # readers accept "%PDF-" anywhere in the first kilobyte
 
 # Inside a ZIP: which part marks which document type.
@@ -68,11 +85,14 @@ def detect_type(data: bytes, filename: str = "") -> str:
     if kind == ZIP:
         return _zip_kind(data)
     if kind == OLE2:
-        extension = filename.rpartition(".")[2].lower() if "." in filename else ""
-        return _OLE2_EXTENSIONS.get(extension, "doc")
+        return _ole2_kind(data, filename)
     if kind != UNKNOWN:
         return kind
+    if data[_TAR_MAGIC[0]:_TAR_MAGIC[0] + len(_TAR_MAGIC[1])] == _TAR_MAGIC[1]:
+        return "tar"
     if _looks_like_text(data):
+        if _looks_like_message(data, filename):
+            return EML
         return HTML if _looks_like_html(data) else TEXT
     return UNKNOWN
 
@@ -83,6 +103,8 @@ def _by_signature(data: bytes) -> str:
             return kind
     if data[:12].startswith(b"RIFF") and data[8:12] == b"WEBP":
         return "webp"
+    if data[:3] == b"BZh" and data[4:10] == b"1AY&SY":  # "BZh", the block size, a block's magic
+        return "bzip2"
     if b"%PDF-" in data[:_PDF_SEARCH_WINDOW]:
         return PDF
     return UNKNOWN
@@ -106,6 +128,57 @@ def _zip_kind(data: bytes) -> str:
     return ZIP
 
 
+# Streams at the root of an OLE2 file that say what it is.
+_OLE2_MAIN_STREAMS = (("worddocument", "doc"), ("workbook", "xls"), ("book", "xls"),
+                      ("powerpoint document", "ppt"))
+_OLE2_PAYLOADS = frozenset({"\x01ole10native", "contents", "package"})
+
+
+def _ole2_kind(data: bytes, filename: str) -> str:
+    """Which OLE2 format: from the streams inside when they say, else from the name's extension
+    (an encrypted OOXML file is OLE2 too; "doc" when nothing tells, failing closed as editable).
+    """
+    extension = filename.rpartition(".")[2].lower() if "." in filename else ""
+    by_name = _OLE2_EXTENSIONS.get(extension, "doc")
+    try:  # a file object, never bytes: olefile takes short bytes for a path to open
+        with olefile.OleFileIO(io.BytesIO(data)) as ole:
+            names = {path[0].lower() for path in ole.listdir(streams=True, storages=True)}
+    except Exception:  # not an OLE2 file olefile can read: whatever it is, the name decides
+        return by_name
+    if "__properties_version1.0" in names and any(n.startswith("__substg1.0_") for n in names):
+        return MSG
+    for stream, kind in _OLE2_MAIN_STREAMS:
+        if stream in names:
+            return kind
+    if names & _OLE2_PAYLOADS:
+        return OLE_PACKAGE
+    return by_name
+
+
+# A header field's first line, as in an RFC 5322 message: a name, a colon.
+_HEADER_LINE = re.compile(rb"[!-9;-~]+:[^\r\n]*")
+_MESSAGE_HEADERS = (b"date", b"message-id", b"mime-version", b"received", b"subject")
+
+
+def _looks_like_message(data: bytes, filename: str) -> bool:
+    """A message saved as a file (.eml): a header block of fields, with From and one of the
+    fields every client writes. A text that merely starts "Subject: ..." is not enough."""
+    if filename.lower().endswith(".eml"):
+        return True
+    head = data[:_TEXT_SAMPLE]
+    end = re.search(rb"\r?\n\r?\n", head)
+    if end is None:
+        return False
+    names = set()
+    for line in re.split(rb"\r?\n", head[:end.start()]):
+        if line[:1] in (b" ", b"\t"):
+            continue  # a folded field's continuation
+        if not _HEADER_LINE.fullmatch(line):
+            return False
+        names.add(line.partition(b":")[0].lower())
+    return b"from" in names and any(name in names for name in _MESSAGE_HEADERS)
+
+
 def _looks_like_text(data: bytes) -> bool:
     """No NUL bytes and decodable as UTF-8 (or overwhelmingly printable Latin-1)."""
     sample = data[:_TEXT_SAMPLE]
@@ -124,6 +197,11 @@ def _looks_like_text(data: bytes) -> bool:
 def _looks_like_html(data: bytes) -> bool:
     head = data[:1024].lstrip().lower()
     return head.startswith((b"<!doctype html", b"<html")) or b"<body" in head
+
+
+def is_unopenable_archive(kind: str) -> bool:
+    """Whether a detected type is an archive casegate does not open (7z, rar, gzip, ...)."""
+    return kind in UNOPENABLE_ARCHIVES
 
 
 def is_image(kind: str) -> bool:

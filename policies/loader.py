@@ -35,7 +35,7 @@ REQUIRED_RULES: frozenset[str] = frozenset({
     "internal", "secure-domain", "not-protected", "encrypt-non-secure",
     "unverified-recipient", "personal-address", "fax", "invalid-address", "lookalike-domain",
     "other-case-information", "editable-document", "auto-forward", "multiple-external",
-    "malformed-message",
+    "malformed-message", "unreadable-container",
     "confidential-information", "shielded-case",  # the case registry (issue 16)
 })
 

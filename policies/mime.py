@@ -3,6 +3,10 @@
 Every part is visited (SECURITY.md 9): HTML alternatives, attachments and forwarded messages
 included. Too many parts, too deep a nesting, broken boundaries and undecodable transfer
 encodings are reported as `malformed` codes; the caller makes such a message protected.
+
+A forwarded message (message/rfc822) is a container (DESIGN ruling 22): the MIME nesting limit
+counts within each message, and messages inside messages are counted against the containers'
+depth budget; one nested deeper is not read, and reported in `Tree.too_deep_messages`.
 """
 
 from __future__ import annotations
@@ -44,27 +48,41 @@ def _transfer_encoding(part: EmailMessage) -> str:
     return "7bit" if header is None else str(header).strip().lower()
 
 
+@dataclass(frozen=True)
+class Leaf:
+    """A part that holds content, and how many forwarded messages it lies inside."""
+
+    part: EmailMessage
+    depth: int  # as an attachment: 0 for the message's own, 1 in a forwarded message, ...
+
+
 @dataclass
 class Tree:
     """The leaves of a message in document order, and the structural problems met."""
 
-    leaves: list[EmailMessage] = field(default_factory=list)
+    leaves: list[Leaf] = field(default_factory=list)
     forwarded: list[EmailMessage] = field(default_factory=list)  # message/rfc822 inner messages
     malformed: list[str] = field(default_factory=list)
+    too_deep_messages: int = 0  # forwarded messages beyond limits.max_container_depth, unread
 
 
-def walk(message: EmailMessage, limits: Limits) -> Tree:
-    """Visit every part depth-first, stopping at the part and nesting limits (fail closed)."""
+def walk(message: EmailMessage, limits: Limits, depth: int = 0) -> Tree:
+    """Visit every part depth-first, stopping at the part and nesting limits (fail closed).
+
+    `depth` is how deep the message's own attachments lie: 0 for the message itself, more for
+    a message attached as a file inside containers (policies.content).
+    """
     tree = Tree()
-    stack: list[tuple[EmailMessage, int]] = [(message, 0)]
+    # (part, its MIME nesting within its own message, its depth as a container's file)
+    stack: list[tuple[EmailMessage, int, int]] = [(message, 0, depth)]
     visited = 0
     while stack:
-        part, depth = stack.pop()
+        part, nesting, inside = stack.pop()
         visited += 1
         if visited > limits.max_parts:
             tree.malformed.append(TOO_MANY_PARTS)
             break
-        if depth > limits.max_depth:
+        if nesting > limits.max_depth:
             tree.malformed.append(TOO_DEEP)
             continue
         tree.malformed.extend(defect_codes(part))
@@ -72,7 +90,7 @@ def walk(message: EmailMessage, limits: Limits) -> Tree:
             if _transfer_encoding(part) not in _TRANSFER_ENCODINGS:
                 # The stdlib would hand over the encoded bytes as if they were the content.
                 tree.malformed.append("unknown-transfer-encoding")
-            tree.leaves.append(part)
+            tree.leaves.append(Leaf(part, inside))
             continue
         children = part.get_payload()
         if not isinstance(children, list):
@@ -81,7 +99,11 @@ def walk(message: EmailMessage, limits: Limits) -> Tree:
         parts = [c for c in children if isinstance(c, EmailMessage)]
         if len(parts) != len(children):
             tree.malformed.append("multipart-invalid")
-        if part.get_content_maintype() == "message":
+        if part.get_content_maintype() != "message":
+            stack.extend((child, nesting + 1, inside) for child in reversed(parts))
+        elif inside + 1 > limits.max_container_depth:
+            tree.too_deep_messages += 1
+        else:
             tree.forwarded.extend(parts)
-        stack.extend((child, depth + 1) for child in reversed(parts))
+            stack.extend((child, 0, inside + 1) for child in reversed(parts))
     return tree

@@ -140,6 +140,13 @@ class Attachment:
     readable: bool  # text could be extracted within budget
     editable: bool  # an editable office document (RRP 4.3)
     encrypted: bool = False
+    # DESIGN ruling 22: 0 for a file attached to the message; 1 for a file inside one of those
+    # (an archive, an attached message, a document's embedded object); 2 inside that; ...
+    depth: int = 0
+    # Why this archive, attached message or document could not be opened (ruling 22): one of
+    # policies.containers.UNOPENED_REASONS ("encrypted", "damaged", "unsupported", or the budget
+    # it ran over: "depth", "files", "bytes", "time"); "" when it was, or holds nothing to open.
+    unopened: str = ""
 
 
 @dataclass(frozen=True)

@@ -6,18 +6,28 @@ verified address makes email the required route, or `refuse` with the reason. Th
 each rule allows, its reason and citation) are data: `policies/data/post.toml`, read into
 `PostOptions`. The questions are asked in this order:
 
-1. Is it an original agency check result? Refuse: never printed or shared in original form.
-2. Does it hold information provided by a third party? Refuse: printing it is prohibited.
-3. Is it paper moving between offices (a case file)? Transfer between teams, Special Delivery
-   Guaranteed or hand delivery (DX from Bloomsbury); the dispatch is then tracked.
-4. Is there a verified email address? Use email via Egress.
-5. Otherwise the family-correspondence and SAR/complaints rows decide, on the address status and
-   the sensitivity of the contents.
+1. Is it an original agency check result? Refuse: never printed or shared in original form
+   (an electronic one may move between Cafcass teams with the case, DESIGN ruling 13).
+2. Does it hold information provided by a third party? Refuse: printing it is prohibited (an
+   electronic copy moves between offices with the case).
+3. Is it moving between offices (a case file)? Electronic: transfer between teams on the case
+   record, and no postal method. A hard copy: Special Delivery Guaranteed or hand delivery (DX
+   where both offices have it), never a transfer between teams; the dispatch is then tracked.
+   Not said which: both, transfer between teams first (the row's own order).
+4. Is it correspondence with a solicitor or local authority? Email via Egress: its Appendix 2 row
+   names no postal method.
+5. Is there a verified email address? Use email via Egress.
+6. Otherwise the family-correspondence and SAR/complaints rows decide, on the address status and
+   the sensitivity of the contents. A refusal says what the sender can do instead.
 
-A `send` is then adjusted: collection in person offered for family correspondence, DX only
-from Bloomsbury, heavier methods for heavier items, 1st class for short timescales, a double
-envelope for particularly sensitive contents, and the one method the sender asked about, if
-any. Pure: no I/O, no clock.
+Where the adult or child wishes to collect a family-correspondence item (the row's last bullet),
+collection in person with an identity check is offered first, and replaces a refusal that the
+address alone caused. A `send` of paper is then adjusted: DX only between offices that send and
+receive it (the office directory, within the policy's DX lists), heavier methods for heavier
+items, 1st class for short timescales, a double envelope for particularly sensitive contents,
+and the one method the sender asked about, if any. Offices are named as the sender knows them
+(an office or one of its teams); `OfficeDirectory` says which office a name is. Pure: no I/O,
+no clock.
 """
 
 from __future__ import annotations
@@ -65,6 +75,7 @@ class ItemGroup(StrEnum):
     CASE_FILE = "case-file"
     AGENCY_CHECK = "agency-check"
     THIRD_PARTY = "third-party"
+    SOLICITOR = "solicitor"  # solicitors' and local authorities' correspondence
 
 
 FAMILY_GROUPS = frozenset({ItemGroup.LETTER, ItemGroup.SAFEGUARDING, ItemGroup.DETAILED})
@@ -74,7 +85,14 @@ TRANSFER_GROUPS = frozenset(
     {ItemGroup.CASE_FILE, ItemGroup.FILE_REQUEST, ItemGroup.AGENCY_CHECK, ItemGroup.THIRD_PARTY}
 )
 DX_METHOD = "dx"
+COLLECT_METHOD = "collect-in-person"
 MAX_OFFICE_NAME = 80
+# Refusals caused by the address alone: collection in person replaces them when the adult or
+# child wishes to collect (App. 2, Family correspondence (2), last bullet).
+COLLECTION_REPLACES = frozenset({
+    "no-address", "safeguarding-unconfirmed-address", "report-unconfirmed-address",
+    "report-needs-wafh-confirmation",
+})
 
 # Rule ids the engine asks for by name; `PostOptions.from_table` checks each is present.
 PRIMARY_RULES = (
@@ -95,9 +113,17 @@ PRIMARY_RULES = (
     "case-file-transfer",
     "over-weight",
     "method-not-permitted",
+    "no-address",
+    "case-file-hard-copy",
+    "electronic-transfer",
+    "agency-check-internal",
+    "solicitor-email",
+    "dx-not-outgoing",
+    "dx-not-incoming",
 )
 MODIFIERS = (
     "short-timescales", "weight-limit", "dx-outgoing", "collect-in-person", "double-envelope",
+    "collect-if-wished",
 )
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -341,9 +367,13 @@ class PostItem:
     urgent: bool = False  # short timescales apply
     weight_kg: float = 0.0
     third_party: bool = False  # holds personal information provided by a third party
-    office_transfer: bool = False  # paper moving between Cafcass offices
-    from_office: str = ""  # the sending office (DX is outgoing only from Bloomsbury)
+    office_transfer: bool = False  # moving between Cafcass offices
+    from_office: str = ""  # the sending office or team (DX goes out only from Bloomsbury)
     method: str = ""  # optional: the one method the sender asks about
+    hard_copy: bool = False  # the item is paper
+    electronic: bool = False  # the item is wholly electronic: no paper moves
+    wishes_to_collect: bool = False  # the adult or child asks to collect it in person
+    to_office: str = ""  # the receiving office or team, for an item moving between offices
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> PostItem:
@@ -363,10 +393,14 @@ class PostItem:
             office_transfer=_bool_field(data, "office_transfer"),
             from_office=_string_field(data, "from_office"),
             method=_string_field(data, "method"),
+            hard_copy=_bool_field(data, "hard_copy"),
+            electronic=_bool_field(data, "electronic"),
+            wishes_to_collect=_bool_field(data, "wishes_to_collect"),
+            to_office=_string_field(data, "to_office"),
         )
 
     def summary(self) -> dict[str, Any]:
-        """The facts as audit metadata (no content: ids, flags and a weight)."""
+        """The facts as audit metadata (no content: ids, flags, office names and a weight)."""
         return {
             "item": self.item,
             "verified_email": self.verified_email,
@@ -378,7 +412,73 @@ class PostItem:
             "office_transfer": self.office_transfer,
             "from_office": self.from_office,
             "method": self.method,
+            "hard_copy": self.hard_copy,
+            "electronic": self.electronic,
+            "wishes_to_collect": self.wishes_to_collect,
+            "to_office": self.to_office,
         }
+
+
+@dataclass(frozen=True)
+class Office:
+    """A Cafcass office as the directory knows it: its name, its teams (other names staff use
+    for it) and whether it sends and receives DX."""
+
+    name: str
+    teams: tuple[str, ...] = ()
+    dx_outgoing: bool = False
+    dx_incoming: bool = False
+    registered: bool = False  # from the office directory, not only from the policy's DX lists
+
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.teams)
+
+
+@dataclass(frozen=True)
+class OfficeDirectory:
+    """The registered offices (gateway.printed.office_registry keeps them), immutable.
+
+    `resolve` turns a name staff give (an office or a team, any case) into the office, with its
+    DX capability bounded by the policy: an office sends DX only when the policy's
+    `dx_outgoing_offices` names it AND the directory says it does; likewise for receiving. A
+    name the directory does not know is an office of that name, with the DX the policy gives it.
+    """
+
+    offices: tuple[Office, ...] = ()
+
+    def find(self, name: str) -> Office | None:
+        wanted = " ".join(name.split()).casefold()
+        if not wanted:
+            return None
+        for office in self.offices:
+            if any(" ".join(n.split()).casefold() == wanted for n in office.names()):
+                return office
+        return None
+
+    def resolve(self, name: str, options: PostOptions) -> Office:
+        found = self.find(name)
+        if found is None:
+            return Office(name=name.strip(), dx_outgoing=options.dx_sends_from(name),
+                          dx_incoming=options.dx_receives_at(name))
+        return Office(
+            name=found.name,
+            teams=found.teams,
+            dx_outgoing=found.dx_outgoing and options.dx_sends_from(found.name),
+            dx_incoming=found.dx_incoming and options.dx_receives_at(found.name),
+            registered=True,
+        )
+
+    def dx_senders(self, options: PostOptions) -> tuple[str, ...]:
+        """The offices that may send DX now (the policy's list, less those the directory stops)."""
+        return tuple(o for o in options.dx_outgoing_offices
+                     if self.resolve(o, options).dx_outgoing)
+
+    def dx_receivers(self, options: PostOptions) -> tuple[str, ...]:
+        return tuple(o for o in options.dx_incoming_offices
+                     if self.resolve(o, options).dx_incoming)
+
+
+NO_OFFICES = OfficeDirectory()
 
 
 def _string_field(data: Mapping[str, Any], name: str, *, required: bool = False) -> str:
@@ -450,51 +550,86 @@ def validate(item: PostItem, options: PostOptions) -> ItemType:
     if item.office_transfer and kind.group not in TRANSFER_GROUPS:
         raise PostInputError(
             "office_transfer",
-            f"{_capital(kind.label)} goes to a family, not between offices; "
+            f"{_capital(kind.label)} does not move between offices; "
             "drop the office transfer or choose case-file.",
         )
-    office = item.from_office
-    if len(office) > MAX_OFFICE_NAME or any(not ch.isprintable() for ch in office):
-        raise PostInputError("from_office", "The office name must be a short line of text.")
+    for name, office in (("from_office", item.from_office), ("to_office", item.to_office)):
+        if len(office) > MAX_OFFICE_NAME or any(not ch.isprintable() for ch in office):
+            raise PostInputError(name, "The office name must be a short line of text.")
+    if item.to_office.strip() and not _moving(item, kind):
+        raise PostInputError(
+            "to_office", "A receiving office is only for an item moving between offices.")
+    if item.hard_copy and item.electronic:
+        raise PostInputError("electronic", "An item is either a hard copy or electronic.")
+    if item.electronic and not (_moving(item, kind) or kind.group is ItemGroup.SOLICITOR):
+        raise PostInputError(
+            "electronic",
+            f"An electronic copy of {kind.label} goes by email, which casegate decides when it "
+            "is sent (casegate check); the post options answer for paper.",
+        )
+    if item.wishes_to_collect and kind.group not in FAMILY_GROUPS:
+        raise PostInputError(
+            "wishes_to_collect",
+            f"Collection in person is offered for family correspondence (App. 2), not for "
+            f"{kind.label}.",
+        )
     if item.method and item.method not in options.methods:
         raise PostInputError(
             "method", f"'{item.method[:40]}' is not a known method; use one of: "
             f"{', '.join(options.methods)}."
         )
-    if item.method == DX_METHOD and not options.dx_sends_from(office):
+    if item.method == DX_METHOD and not item.from_office.strip():
         raise PostInputError(
             "from_office",
-            f"DX is outgoing only from {' or '.join(options.dx_outgoing_offices)}, "
-            f"not from {office.strip() or 'an unnamed office'}.",
+            f"Say which office sends it: DX goes out only from "
+            f"{' or '.join(options.dx_outgoing_offices) or 'no office'}.",
         )
     return kind
 
 
-def decide_post(item: PostItem, options: PostOptions) -> PostDecision:
-    """The postal decision for one printed item; raises `PostInputError` for bad input."""
+def decide_post(
+    item: PostItem, options: PostOptions, offices: OfficeDirectory = NO_OFFICES
+) -> PostDecision:
+    """The postal decision for one printed item; raises `PostInputError` for bad input.
+
+    `offices` says which office a name staff give is, and which offices send and receive DX.
+    """
     kind = validate(item, options)
     rule = options.rules[_primary_rule(item, kind)]
-    if rule.decision is PostAction.REFUSE:
+    if item.wishes_to_collect and rule.id in COLLECTION_REPLACES:
+        draft = _Draft(options, options.rules["collect-only"], set_aside=rule)
+    elif rule.decision is PostAction.REFUSE:
         return _refusal(rule)
-    draft = _Draft(options, rule)
-    if rule.decision is PostAction.SEND:
-        _adjust(draft, item, kind)
+    else:
+        draft = _Draft(options, rule)
+    if draft.rule.decision is PostAction.SEND and not item.electronic:
+        _adjust(draft, item, kind, offices)
     if item.method:
         return _only_requested(draft, item, kind)
     if not draft.methods:
-        return _refusal(options.rules["over-weight"], draft.applied)
+        return _refusal(options.rules["over-weight"], draft.ids)
     return draft.finish()
+
+
+def _moving(item: PostItem, kind: ItemType) -> bool:
+    """Moving between Cafcass offices (a case file always is)."""
+    return kind.group is ItemGroup.CASE_FILE or item.office_transfer
 
 
 def _primary_rule(item: PostItem, kind: ItemType) -> str:
     """The id of the rule that answers, asking the module docstring's questions in order."""
     group = kind.group
+    moving = _moving(item, kind)
     if group is ItemGroup.AGENCY_CHECK:
-        return "agency-check-original"
+        return "agency-check-internal" if moving and item.electronic else "agency-check-original"
     if group is ItemGroup.THIRD_PARTY or item.third_party:
-        return "third-party-print"
-    if group is ItemGroup.CASE_FILE or item.office_transfer:
-        return "case-file-transfer"
+        return "electronic-transfer" if moving and item.electronic else "third-party-print"
+    if moving:
+        if item.electronic:
+            return "electronic-transfer"
+        return "case-file-hard-copy" if item.hard_copy else "case-file-transfer"
+    if group is ItemGroup.SOLICITOR:
+        return "solicitor-email"
     if item.verified_email:
         return "verified-email"
     if group is ItemGroup.FILE_REQUEST:
@@ -502,7 +637,7 @@ def _primary_rule(item: PostItem, kind: ItemType) -> str:
             return "file-no-address"
         return _sensitive_rule(item) or "file-signed-for"
     if item.address is AddressStatus.NONE:
-        return "collect-only"
+        return "no-address"
     if group is ItemGroup.SAFEGUARDING and item.address is AddressStatus.UNCONFIRMED:
         return "safeguarding-unconfirmed-address"
     if group is ItemGroup.DETAILED:
@@ -525,13 +660,37 @@ def _sensitive_rule(item: PostItem) -> str | None:
 
 
 class _Draft:
-    """A `send` being adjusted by the modifiers; records which applied."""
+    """A `send` being adjusted by the modifiers; records which applied.
 
-    def __init__(self, options: PostOptions, rule: PostRule) -> None:
+    `set_aside` is a refusal that collection in person replaced: it is cited and listed too.
+    """
+
+    def __init__(self, options: PostOptions, rule: PostRule,
+                 set_aside: PostRule | None = None) -> None:
         self.options = options
         self.rule = rule
+        self.set_aside = set_aside
         self.methods: list[str] = list(rule.methods)
         self.applied: list[str] = [rule.id]
+        self.dx_refusal: PostRule | None = None  # why DX was dropped, when it was
+        self.dx_office = ""  # the office that cannot send or receive it
+        self.dx_senders = ""  # the offices that send DX, for the refusal's sentence
+        self.dx_receivers = ""  # the offices that receive DX
+
+    @property
+    def modifiers(self) -> list[PostRule]:
+        return [self.options.modifiers[m] for m in self.applied[1:]]
+
+    @property
+    def cited(self) -> list[PostRule]:
+        """Every rule behind the answer: the primary, the refusal set aside, the modifiers."""
+        aside = [self.set_aside] if self.set_aside is not None else []
+        return [self.rule, *aside, *self.modifiers]
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        aside = (self.set_aside.id,) if self.set_aside is not None else ()
+        return (self.rule.id, *aside, *self.applied[1:])
 
     def apply(self, modifier: str) -> None:
         if modifier not in self.applied:
@@ -549,7 +708,7 @@ class _Draft:
         return changed
 
     def finish(self) -> PostDecision:
-        modifiers = [self.options.modifiers[m] for m in self.applied[1:]]
+        modifiers = self.modifiers
         instructions = [self.options.methods[m].instruction for m in self.methods]
         instructions += list(self.rule.instructions)
         for modifier in modifiers:
@@ -561,22 +720,32 @@ class _Draft:
             methods=tuple(self.methods),
             instructions=_unique(i for i in instructions if i),
             rule=self.rule.id,
-            citation=_join_citations([self.rule, *modifiers]),
+            citation=_join_citations(self.cited),
             reason=" ".join(r for r in reasons if r),
-            applied=tuple(self.applied),
+            applied=self.ids,
         )
 
 
-def _adjust(draft: _Draft, item: PostItem, kind: ItemType) -> None:
+def _adjust(draft: _Draft, item: PostItem, kind: ItemType, offices: OfficeDirectory) -> None:
     options = draft.options
-    if kind.group in FAMILY_GROUPS and "collect-in-person" not in draft.methods:
-        draft.methods.append("collect-in-person")
-        draft.apply("collect-in-person")
+    if item.wishes_to_collect and kind.group in FAMILY_GROUPS:
+        # The adult or child asked to collect it: what they asked for comes first.
+        draft.methods = [COLLECT_METHOD, *(m for m in draft.methods if m != COLLECT_METHOD)]
+        if draft.rule.id != "collect-only":
+            draft.apply("collect-in-person")
     if DX_METHOD in draft.methods:
-        if options.dx_sends_from(item.from_office):
-            draft.apply("dx-outgoing")
-        else:
+        sender = offices.resolve(item.from_office, options)
+        receiver = offices.resolve(item.to_office, options) if item.to_office.strip() else None
+        if not sender.dx_outgoing:
             draft.replace({DX_METHOD: None})
+            draft.dx_refusal, draft.dx_office = options.rules["dx-not-outgoing"], sender.name
+        elif receiver is not None and not receiver.dx_incoming:
+            draft.replace({DX_METHOD: None})
+            draft.dx_refusal, draft.dx_office = options.rules["dx-not-incoming"], receiver.name
+        else:
+            draft.apply("dx-outgoing")
+        draft.dx_senders = ", ".join(offices.dx_senders(options)) or "no office"
+        draft.dx_receivers = ", ".join(offices.dx_receivers(options)) or "no office"
     if draft.replace(_weight_substitutes(item.weight_kg, draft.methods, options)):
         draft.apply("weight-limit")
     if item.urgent and draft.replace(options.urgent_replaces):
@@ -600,18 +769,30 @@ def _weight_substitutes(
 
 
 def _only_requested(draft: _Draft, item: PostItem, kind: ItemType) -> PostDecision:
-    """The sender asked about one method: confirm it, or refuse and list the permitted ones."""
+    """The sender asked about one method: confirm it, or refuse and say what is permitted."""
     if item.method in draft.methods:
         draft.methods = [item.method]
         return draft.finish()
-    template = draft.options.rules["method-not-permitted"]
-    labels = [draft.options.methods[m].label for m in draft.methods] or ["none"]
+    options = draft.options
+    template = options.rules["method-not-permitted"]
+    if item.method == DX_METHOD and draft.dx_refusal is not None:
+        template = draft.dx_refusal
+    labels = [options.methods[m].label for m in draft.methods] or ["none"]
     reason = (
-        template.reason.replace("{method}", _capital(draft.options.methods[item.method].label))
+        template.reason.replace("{method}", _capital(options.methods[item.method].label))
         .replace("{item}", kind.label)
         .replace("{permitted}", "; ".join(labels))
+        .replace("{office}", draft.dx_office or "This office")
+        .replace("{senders}", draft.dx_senders)
+        .replace("{receivers}", draft.dx_receivers)
     )
-    rules = [template, draft.rule]
+    rules = [template, *draft.cited]
+    applied = [template.id, *draft.ids]
+    if item.method == COLLECT_METHOD and kind.group in FAMILY_GROUPS:
+        hint = options.modifiers["collect-if-wished"]
+        reason = f"{reason} {hint.reason}"
+        rules.append(hint)
+        applied.append(hint.id)
     return PostDecision(
         decision=PostAction.REFUSE,
         methods=(),
@@ -619,7 +800,7 @@ def _only_requested(draft: _Draft, item: PostItem, kind: ItemType) -> PostDecisi
         rule=template.id,
         citation=_join_citations(rules),
         reason=reason,
-        applied=(template.id, *draft.applied),
+        applied=_unique(applied),
     )
 
 

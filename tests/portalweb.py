@@ -133,7 +133,7 @@ class PortalWeb:
         install_staff(web_app, WebDeps(audit=self.app.audit, users=users,
                                        data_dir=self.data_dir))
         install_post(web_app, PostDeps(options=post_options(self.app), audit=self.app.audit,
-                                       users=users))
+                                       users=users, offices=self.app.offices))
         install_portal(web_app, self.deps)
         self._runner, self.base = await serve_https(web_app, self.cert)
         return self

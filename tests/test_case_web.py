@@ -56,7 +56,8 @@ class CasesWeb:
         install_staff_pages(web_app, WebDeps(audit=self.app.audit, users=self.app.users,
                                              data_dir=self.data_dir))
         post.install(web_app, post.PostDeps(options=post_options(self.app),
-                                            audit=self.app.audit, users=self.app.users))
+                                            audit=self.app.audit, users=self.app.users,
+                                            offices=self.app.offices))
         cases.install(web_app, cases.CasesDeps(casework=self.app.casework()))
         self.runner, self.base = await serve_https(web_app, self.cert)
 

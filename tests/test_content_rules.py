@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from policies.content_rules import ContentRules, HeaderSignal
+from policies.content_rules import ContentRules, HeaderSignal, Limits
 from policies.errors import PolicyError
 from tests.fixtures_content import default_rules
 
@@ -33,6 +33,16 @@ def test_packaged_defaults_load_with_every_information_type() -> None:
     assert rules.information_type_ids[-1] == "general"
     assert HeaderSignal("Auto-Submitted", "auto-forwarded") in rules.auto_forward
     assert rules.limits.max_pdf_pages == 300
+
+
+def test_packaged_container_budgets_are_the_dataclass_defaults() -> None:
+    """content.toml and Limits agree on the container budgets (DESIGN ruling 22)."""
+    limits = default_rules().limits
+    defaults = Limits()
+    assert (limits.max_container_depth, limits.max_container_files, limits.container_bytes,
+            limits.container_seconds) == (defaults.max_container_depth,
+                                          defaults.max_container_files, defaults.container_bytes,
+                                          defaults.container_seconds) == (5, 1000, 100 << 20, 5.0)
 
 
 def test_base_keeps_keys_left_out() -> None:
@@ -70,6 +80,11 @@ def _with(path: str, value: object) -> dict[str, Any]:
     ("limits.max_parts", True, "content.limits.max_parts: must be an integer"),
     ("limits.attachment_seconds", "2", "content.limits.attachment_seconds: must be a number"),
     ("limits.surprise", 1, "content.limits.surprise: unknown key"),
+    ("limits.max_container_depth", 0,
+     "content.limits.max_container_depth: must be greater than zero"),
+    ("limits.max_container_files", 1.5, "content.limits.max_container_files: must be an integer"),
+    ("limits.container_bytes", -1, "content.limits.container_bytes: must be greater than zero"),
+    ("limits.container_seconds", "5", "content.limits.container_seconds: must be a number"),
     ("markings.protective", [""], "content.markings.protective: must be a list of non-empty"),
     ("auto_forward", {"header": "x"}, "content.auto_forward: must be an array of tables"),
     ("auto_forward", [{"contains": "x"}], "content.auto_forward[0].header: missing"),

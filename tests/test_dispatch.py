@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from gateway.audit.trail import AuditLog, EventFilter, StoredEvent
-from gateway.printed.offices import Dispatch, DispatchError, DispatchStore
+from gateway.printed.offices import Dispatch, DispatchError, DispatchRefused, DispatchStore
+from gateway.stores.offices import Dx, OfficeRegistry
 from policies.post import PostOptions
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -104,9 +105,6 @@ def test_listing_filters_by_office_and_open(store: DispatchStore) -> None:
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
-        ({"method": "dx", "tracking_reference": ""}, "from_office"),  # DX only from Bloomsbury
-        ({"from_office": "Bloomsbury", "to_office": "Coventry", "method": "dx"}, "to_office"),
-        ({"method": "royal-mail-standard-return-address"}, "method"),
         ({"method": "internal-transfer"}, "method"),
         ({"method": "pigeon"}, "method"),
         ({"tracking_reference": ""}, "tracking_reference"),
@@ -127,6 +125,70 @@ def test_bad_dispatch_names_the_field_and_records_nothing(
     assert caught.value.field == field
     assert store.dispatches() == []
     assert dispatch_events(audit) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "rule", "says"),
+    [
+        ({"method": "dx", "tracking_reference": ""}, "dx-not-outgoing",
+         "Coventry does not send DX: DX goes out only from Bloomsbury."),
+        ({"from_office": "Bloomsbury", "to_office": "Coventry", "method": "dx"},
+         "dx-not-incoming", "Coventry does not receive DX"),
+        ({"method": "royal-mail-standard-return-address"}, "method-not-permitted",
+         "is not permitted for a case file"),
+    ],
+)
+def test_a_dispatch_the_post_options_refuse_is_a_recorded_refusal(
+    store: DispatchStore, audit: AuditLog, changes: dict[str, object], rule: str, says: str
+) -> None:
+    """DX from an office that does not send it, or to one that does not receive it, or a method
+    not allowed for paper between offices: a refusal with its rule and citation, recorded as a
+    "dispatch-refused" event naming the sender; no dispatch is recorded."""
+    with pytest.raises(DispatchRefused) as caught:
+        record(store, **changes)
+    decision = caught.value.decision
+    assert decision.rule == rule and says in decision.reason
+    assert "Use one of: Royal Mail Special Delivery Guaranteed" in decision.reason or (
+        rule == "method-not-permitted")
+    assert "App. 2" in decision.citation
+    assert store.dispatches() == []
+    [event] = dispatch_events(audit)
+    assert event.kind == "dispatch-refused" and event.rule == rule
+    assert event.citation == decision.citation and event.sender == "bs.manager@cafcass.gov.uk"
+    assert event.metadata["method"] == changes["method"]
+
+
+def test_offices_are_named_by_their_teams(tmp_path: Path, audit: AuditLog) -> None:
+    """With the office directory, a team names its office: DX from Bloomsbury's Legal Team to
+    Warrington's team is allowed and recorded between the offices; the receiving team signs;
+    a team of an office without DX is refused DX."""
+    offices = OfficeRegistry.open(tmp_path, audit)
+    options = post_options()
+    offices.add("Bloomsbury", options=options, teams=["Legal Team"], by="bs@cafcass.gov.uk",
+                now=T0)
+    offices.add("Warrington", options=options, teams=["Digitisation Team"],
+                by="bs@cafcass.gov.uk", now=T0)
+    offices.add("Coventry", options=options, teams=["South Team"], dx=Dx.NONE,
+                by="bs@cafcass.gov.uk", now=T0)
+    store = DispatchStore.open(tmp_path, options, audit, offices=offices)
+    try:
+        sent = record(store, from_office="legal team", to_office="Digitisation Team",
+                      method="dx", tracking_reference="")
+        assert (sent.from_office, sent.to_office) == ("Bloomsbury", "Warrington")
+        assert [d.id for d in store.dispatches(office="Digitisation Team")] == [sent.id]
+        got = store.receive(sent.id, office="digitisation team", by="w@cafcass.gov.uk",
+                            location="Scanning room", now=T0)
+        assert got.responsible_office == "Warrington"
+        with pytest.raises(DispatchError) as same:
+            record(store, from_office="Legal Team", to_office="Bloomsbury")
+        assert same.value.field == "to_office"
+        with pytest.raises(DispatchRefused) as refused:
+            record(store, from_office="South Team", to_office="Warrington", method="dx",
+                   tracking_reference="")
+        assert refused.value.decision.reason.startswith("Coventry does not send DX")
+    finally:
+        store.close()
+        offices.close()
 
 
 def test_only_the_receiving_office_signs_once(store: DispatchStore, audit: AuditLog) -> None:

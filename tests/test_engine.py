@@ -61,11 +61,7 @@ def facts(
         protected_reasons=("case-number",) if case_numbers else (),
         case_numbers=case_numbers,
         identifiers=(),
-        attachments=tuple(
-            Attachment(declared_type="application/octet-stream", detected_type=kind, size=2048,
-                       readable=True, editable=kind in EDITABLE)
-            for kind in attachments
-        ),
+        attachments=tuple(_attachment(entry) for entry in attachments),
         labels=(),
         auto_forwarded=auto_forwarded,
         overrides=overrides,
@@ -74,6 +70,14 @@ def facts(
         malformed=malformed,
         confidential=confidential,
     )
+
+
+def _attachment(entry: str) -> Attachment:
+    """"docx", or "zip:encrypted" for one casegate could not open (and why: ruling 22)."""
+    kind, _, unopened = entry.partition(":")
+    return Attachment(declared_type="application/octet-stream", detected_type=kind, size=2048,
+                      readable=not unopened, editable=kind in EDITABLE,
+                      encrypted=unopened == "encrypted", unopened=unopened)
 
 
 def _case_facts(case: dict[str, Any]) -> MessageFacts:

@@ -178,23 +178,32 @@ def test_pdf_without_text_is_a_scan_and_unreadable() -> None:
     assert not result.readable
 
 
-def test_pdf_with_embedded_file_is_unreadable() -> None:
-    """Files attached inside a PDF are documents casegate has not read."""
-    pdf = make_pdf(["cover note"], embedded=make_docx([["ZC12C00123"]]))
-    assert not extract_text("pdf", pdf, default_rules().limits, SteppingClock()).readable
+def test_pdf_with_embedded_file_hands_the_file_back() -> None:
+    """Files attached inside a PDF are handed back, to be classified as attachments (ruling 22)."""
+    inner = make_docx([["ZC12C00123"]])
+    result = extract_text("pdf", make_pdf(["cover note"], embedded=inner),
+                          default_rules().limits, SteppingClock())
+    assert result.readable and result.embedded == (("inner.docx", inner),)
 
 
-@pytest.mark.parametrize(("paragraphs", "parts", "readable"), [
-    ([["Letter text"]], {"word/media/image1.png": PNG_HEADER}, True),  # a logo
-    ([[""]], {"word/media/image1.png": PNG_HEADER}, False),  # only a picture: a scan
-    ([["Letter text"]], {"word/embeddings/oleObject1.bin": OLE2_HEADER}, False),
-    ([["Letter text"]], {"word/afchunk.mht": b"MIME-Version: 1.0"}, False),
+@pytest.mark.parametrize(("paragraphs", "parts", "readable", "embedded"), [
+    ([["Letter text"]], {"word/media/image1.png": PNG_HEADER}, True, ()),  # a logo
+    ([[""]], {"word/media/image1.png": PNG_HEADER}, False, ()),  # only a picture: a scan
+    ([["Letter text"]], {"word/embeddings/oleObject1.bin": OLE2_HEADER}, True,
+     (("oleObject1.bin", OLE2_HEADER),)),
+    ([["Letter text"]], {"word/afchunk.mht": b"MIME-Version: 1.0"}, True,
+     (("afchunk.mht", b"MIME-Version: 1.0"),)),
+    ([[""]], {"word/media/image1.emf": PNG_HEADER, "word/embeddings/a.pdf": b"%PDF-1.4"}, True,
+     (("a.pdf", b"%PDF-1.4"),)),  # an object's preview picture is not a scan
 ])
-def test_docx_pictures_and_embedded_documents(paragraphs: list[list[str]],
-                                              parts: dict[str, bytes], readable: bool) -> None:
-    """A logo does not stop a DOCX being read; an embedded document or a lone picture does."""
+def test_docx_pictures_and_embedded_documents(
+        paragraphs: list[list[str]], parts: dict[str, bytes], readable: bool,
+        embedded: tuple[tuple[str, bytes], ...]) -> None:
+    """A logo does not stop a DOCX being read, a lone picture does; embedded documents are
+    handed back to be classified as attachments (ruling 22)."""
     docx = make_docx(paragraphs, extra_parts=parts)
-    assert extract_text("docx", docx, default_rules().limits, SteppingClock()).readable is readable
+    result = extract_text("docx", docx, default_rules().limits, SteppingClock())
+    assert (result.readable, result.embedded) == (readable, embedded)
 
 
 def test_pdf_page_over_token_budget_is_unreadable() -> None:

@@ -54,7 +54,7 @@ def test_secure_suffixes_are_ruling_1s() -> None:
     policy = parse_policy(_embedded())
     assert set(policy.secure_suffixes) == {"gsi.gov.uk", "gcsx.gov.uk", "cjsm.net",
                                            "pnn.police.uk", "police.uk", "nhs.net", "nhs.uk"}
-    assert policy.internal_domains == ("cafcass.gov.uk",)
+    assert policy.internal_domains == ("cafcass.gov.uk", "cafcass.gsi.gov.uk")  # legacy too
     assert "IMCEAFAX-" in policy.fax_local_prefixes
 
 

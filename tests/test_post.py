@@ -15,7 +15,11 @@ from hypothesis import strategies as st
 from policies.errors import PolicyError
 from policies.loader import EMBEDDED_FILES, parse_policy
 from policies.post import (
+    FAMILY_GROUPS,
+    NO_OFFICES,
     AddressStatus,
+    Office,
+    OfficeDirectory,
     PostAction,
     PostInputError,
     PostItem,
@@ -26,6 +30,11 @@ from policies.post import (
 
 CASES = tomllib.loads((Path(__file__).parent / "cases" / "post.toml").read_text("utf-8"))
 EMBEDDED = tomllib.loads(resources.files("policies").joinpath("data/post.toml").read_text("utf-8"))
+DIRECTORY = OfficeDirectory(tuple(
+    Office(name=o["name"], teams=tuple(o.get("teams", ())), dx_outgoing=o.get("dx_outgoing", False),
+           dx_incoming=o.get("dx_incoming", False), registered=True)
+    for o in CASES["office"]
+))
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +46,15 @@ def options() -> PostOptions:
 @pytest.mark.parametrize("case", CASES["case"], ids=[c["name"] for c in CASES["case"]])
 def test_decision_table(case: dict[str, Any], options: PostOptions) -> None:
     """Each case's facts give exactly its decision, methods and rule, with reason and citation."""
-    decision = decide_post(PostItem.from_mapping(case["facts"]), options)
+    offices = DIRECTORY if case.get("directory") else NO_OFFICES
+    decision = decide_post(PostItem.from_mapping(case["facts"]), options, offices)
     assert decision.decision is PostAction(case["decision"])
     assert list(decision.methods) == case["methods"]
     assert decision.rule == case["rule"]
     assert decision.reason and decision.citation
+    assert "{" not in decision.reason, decision.reason  # every placeholder filled in
+    if "applied" in case:
+        assert list(decision.applied) == case["applied"]
     for text in case.get("instructions_include", []):
         assert any(text in line for line in decision.instructions), text
     for text in case.get("citation_include", []):
@@ -54,7 +67,7 @@ def test_decision_table(case: dict[str, Any], options: PostOptions) -> None:
 def test_bad_input_names_the_field(case: dict[str, Any], options: PostOptions) -> None:
     """Invalid or contradictory facts raise PostInputError naming the field, in one sentence."""
     with pytest.raises(PostInputError) as caught:
-        decide_post(PostItem.from_mapping(case["facts"]), options)
+        decide_post(PostItem.from_mapping(case["facts"]), options, DIRECTORY)
     assert caught.value.field == case["field"]
     message = str(caught.value)
     assert message.endswith(".") and "\n" not in message
@@ -87,7 +100,7 @@ def test_every_item_and_method_id_of_the_issue_is_in_the_data(options: PostOptio
     assert set(options.items) == {
         "welcome-pack", "allocation-letter", "appointment-letter", "safeguarding-letter",
         "court-report", "detailed-correspondence", "sar-file", "complaints-file", "case-file",
-        "agency-check-result", "third-party-document",
+        "agency-check-result", "third-party-document", "solicitor-correspondence",
     }
     assert set(options.methods) == {
         "egress-email", "royal-mail-standard-return-address", "royal-mail-signed-for-2nd",
@@ -192,8 +205,13 @@ FACTS = st.fixed_dictionaries(
         "office_transfer": st.booleans(),
         "from_office": st.sampled_from(["", "Bloomsbury", "Warrington", "Leeds"]),
         "method": st.sampled_from(["", *sorted(EMBEDDED["post"]["methods"])]),
+        "hard_copy": st.booleans(),
+        "electronic": st.booleans(),
+        "wishes_to_collect": st.booleans(),
+        "to_office": st.sampled_from(["", "Bloomsbury", "Warrington", "Coventry South Team"]),
     },
 )
+POSTAL = frozenset(EMBEDDED["post"]["methods"]) - {"internal-transfer", "egress-email"}
 
 
 @settings(max_examples=300, deadline=None)
@@ -202,7 +220,7 @@ def test_invariants_hold_for_any_facts(facts: dict[str, Any]) -> None:
     """For any facts: an input error, or a cited decision that keeps every prohibition."""
     options = PostOptions.from_table(EMBEDDED["post"], "post.toml")
     try:
-        decision = decide_post(PostItem.from_mapping(facts), options)
+        decision = decide_post(PostItem.from_mapping(facts), options, DIRECTORY)
     except PostInputError as exc:
         assert exc.field in PostItem.__dataclass_fields__
         return
@@ -215,8 +233,19 @@ def test_invariants_hold_for_any_facts(facts: dict[str, Any]) -> None:
         weight = facts.get("weight_kg", 0.0)
         assert all(options.methods[m].takes(weight) for m in decision.methods)
     if facts.get("third_party") or facts["item"] in ("third-party-document", "agency-check-result"):
-        assert decision.decision is PostAction.REFUSE
+        # never printed: refused, or (electronic) moved with the case on the case record only
+        assert decision.decision is PostAction.REFUSE or (
+            facts.get("electronic") and decision.methods == ("internal-transfer",))
     if facts.get("sensitivity", "none") != "none":
         assert "royal-mail-standard-return-address" not in decision.methods
     if "dx" in decision.methods:
         assert facts.get("from_office") == "Bloomsbury"
+        assert facts.get("to_office", "") in ("", "Bloomsbury", "Warrington")
+    if facts.get("electronic"):  # a wholly electronic item: no postal method, ever
+        assert POSTAL.isdisjoint(decision.methods)
+    if facts.get("hard_copy"):  # paper never moves by a transfer between teams
+        assert "internal-transfer" not in decision.methods
+    if "collect-in-person" in decision.methods:  # only when the adult or child wishes
+        assert facts.get("wishes_to_collect")
+        assert options.items[facts["item"]].group in FAMILY_GROUPS
+    assert "{" not in decision.reason

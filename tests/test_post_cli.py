@@ -44,7 +44,7 @@ def test_send_prints_the_exact_json_and_records_it(
     assert code == 0
     assert set(out) == {"decision", "methods", "instructions", "rule", "citation", "reason"}
     assert out["decision"] == "send"
-    assert out["methods"] == ["special-delivery-guaranteed", "collect-in-person"]
+    assert out["methods"] == ["special-delivery-guaranteed"]
     assert any("double envelope" in line for line in out["instructions"])
     [event] = events(data, "post-")
     assert event.kind == "post-decision" and event.rule == "particularly-sensitive"
@@ -92,7 +92,11 @@ def test_human_answer_lists_methods_best_first(
         (["--item", "welcome-pack", "--weight-kg", "heavy"], "--weight-kg"),
         (["--item", "welcome-pack", "--weight-kg", "nan"], "--weight-kg"),
         (["--item", "welcome-pack", "--office-transfer"], "--office-transfer"),
-        (["--item", "case-file", "--from-office", "Warrington", "--method", "dx"], "--from-office"),
+        (["--item", "case-file", "--method", "dx"], "--from-office"),
+        (["--item", "court-report", "--electronic"], "--electronic"),
+        (["--item", "sar-file", "--address", "unconfirmed", "--wishes-to-collect"],
+         "--wishes-to-collect"),
+        (["--item", "welcome-pack", "--to-office", "Bloomsbury"], "--to-office"),
         (["--item", "welcome-pack", "--address", "maybe"], "--address"),
         (["--item", "welcome-pack", "--sensitivity", "high"], "--sensitivity"),
     ],
@@ -133,15 +137,145 @@ def test_dispatch_record_receive_list(data: Path, capsys: pytest.CaptureFixture[
     assert kinds == ["dispatch-recorded", "dispatch-received"]
 
 
-def test_dispatch_refused_by_policy_exits_2(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """DX from an office other than Bloomsbury is refused, naming --from; nothing is recorded."""
+def test_dispatch_refused_by_policy_exits_1(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """DX from an office that does not send it is a decided refusal: exit 1, the reason with
+    what to do instead, the rule and citation on stdout, a dispatch-refused event; no dispatch."""
     code = main(["dispatch", "record", "--data", str(data), "--file", "ZC12C00123",
                  "--from", "Coventry", "--to", "Warrington", "--method", "dx",
                  "--expected", "2099-01-01", "--by", "a@cafcass.gov.uk"])
     captured = capsys.readouterr()
+    assert code == 1
+    assert captured.out.startswith("Not recorded: do not send it this way. Coventry does not "
+                                   "send DX: DX goes out only from Bloomsbury.")
+    assert "Use one of: Royal Mail Special Delivery Guaranteed" in captured.out
+    assert "Rule: dx-not-outgoing (App. 2, Post options (DX)" in captured.out
+    assert [e.kind for e in events(data, "dispatch-")] == ["dispatch-refused"]
+    assert main(["dispatch", "list", "--data", str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_post_dx_from_an_office_without_it_is_a_refusal(
+        data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`post --method dx` from Warrington: exit 1 with the rule and citation, recorded."""
+    code, out = post_json(capsys, data, "--item", "case-file", "--hard-copy",
+                          "--from-office", "Warrington", "--method", "dx")
+    assert code == 1
+    assert out["decision"] == "refuse" and out["rule"] == "dx-not-outgoing"
+    assert out["reason"].startswith("Warrington does not send DX")
+    assert "App. 2, Post options (DX)" in out["citation"]
+    [event] = events(data, "post-")
+    assert event.rule == "dx-not-outgoing" and event.metadata["decision"] == "refuse"
+
+
+def test_hard_copy_electronic_and_collection_flags(
+        data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--hard-copy: no transfer between teams; --electronic: nothing else; --wishes-to-collect:
+    collection where posting is refused. Each is recorded with the fact given."""
+    code, out = post_json(capsys, data, "--item", "case-file", "--hard-copy")
+    assert code == 0 and out["methods"] == ["special-delivery-guaranteed", "hand-delivery"]
+    code, out = post_json(capsys, data, "--item", "case-file", "--electronic")
+    assert code == 0 and out["methods"] == ["internal-transfer"]
+    code, out = post_json(capsys, data, "--item", "safeguarding-letter", "--address",
+                          "unconfirmed", "--wishes-to-collect")
+    assert code == 0 and out["methods"] == ["collect-in-person"]
+    assert any("confirm their identity" in line for line in out["instructions"])
+    with pytest.raises(SystemExit) as both:  # argparse: the two flags exclude each other
+        main(["post", "--data", str(data), "--item", "case-file", "--hard-copy", "--electronic"])
+    assert both.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    recorded = events(data, "post-")
+    assert [e.metadata["hard_copy"] for e in recorded] == [True, False, False]
+    assert [e.metadata["electronic"] for e in recorded] == [False, True, False]
+    assert recorded[2].metadata["wishes_to_collect"] is True
+
+
+def test_solicitor_correspondence_is_email(
+        data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Asked how to post solicitors' correspondence, staff are told: email via Egress."""
+    code = main(["post", "--data", str(data), "--item", "solicitor-correspondence"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("Use email. Correspondence with solicitors and local authorities goes "
+                          "by email via Egress")
+    assert "Rule: solicitor-email (App. 2, Solicitors/local authorities correspondence" in out
+
+
+def test_offices_add_and_list_then_post_and_dispatch_by_team(
+        data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`offices add` records an office with teams (audited); `offices list` shows it and the
+    policy's DX offices; `post` and `dispatch` then take a team's name for its office."""
+    by = "bs.manager@cafcass.gov.uk"
+    code = main(["offices", "add", "Bloomsbury", "--data", str(data), "--team", "Legal Team",
+                 "--team", "London Central", "--by", by])
+    assert code == 0
+    assert capsys.readouterr().out == ("Recorded the office Bloomsbury. Teams: Legal Team, "
+                                       "London Central. DX: both.\n")
+    assert main(["offices", "add", "Coventry", "--data", str(data), "--team", "South Team",
+                 "--by", by, "--json"]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert added == {"name": "Coventry", "teams": ["South Team"], "dx": "none",
+                     "registered": True, "created": True, "changed": False}
+    assert main(["offices", "add", "coventry", "--data", str(data), "--team", "South Team",
+                 "--by", by]) == 0
+    assert capsys.readouterr().out.startswith("Nothing changed for the office Coventry.")
+    assert main(["offices", "list", "--data", str(data)]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0].split() == ["OFFICE", "DX", "TEAMS", "FROM"]
+    assert listing[1].split()[:2] == ["Bloomsbury", "both"]
+    assert listing[-1].split() == ["Warrington", "incoming", "-", "policy"]
+    kinds = [e.kind for e in events(data, "office-")]
+    assert kinds == ["office-added", "office-added"]
+
+    code, out = post_json(capsys, data, "--item", "case-file", "--hard-copy",
+                          "--from-office", "legal team", "--method", "dx")
+    assert code == 0 and out["methods"] == ["dx"]
+    [decision] = events(data, "post-")
+    assert decision.metadata["from_office"] == "legal team"
+    assert decision.metadata["from_office_resolved"] == "Bloomsbury"
+    code, out = post_json(capsys, data, "--item", "case-file", "--hard-copy",
+                          "--from-office", "South Team", "--method", "dx")
+    assert code == 1 and out["reason"].startswith("Coventry does not send DX")
+
+    expected = (datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%d")
+    assert main(["dispatch", "record", "--data", str(data), "--json", "--file", "ZC12C00123",
+                 "--from", "Legal Team", "--to", "Warrington", "--method", "dx",
+                 "--expected", expected, "--by", by]) == 0
+    sent = json.loads(capsys.readouterr().out)
+    assert (sent["from_office"], sent["to_office"]) == ("Bloomsbury", "Warrington")
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["Leeds", "--dx", "outgoing"], "--dx: The policy lets DX go out only from Bloomsbury"),
+        (["Coventry", "--dx", "incoming"], "--dx: The policy lets DX be received only at"),
+        (["Coventry", "--team", "Bloomsbury"], "--team: 'Bloomsbury' is already an office"),
+        (["Leeds", "--team", "legal team"], "--team: 'legal team' is already a team of "
+                                            "Bloomsbury"),
+        (["Legal Team"], "NAME: 'Legal Team' is already a team of Bloomsbury"),
+        (["Leeds", "--team", "A\tB"], "--team: The team must be one line"),
+    ],
+)
+def test_offices_add_refuses_dx_beyond_the_policy_and_names_used_twice(
+        data: Path, capsys: pytest.CaptureFixture[str], args: list[str], says: str) -> None:
+    """DX only where the policy lists the office; a name (office or team) names one office."""
+    assert main(["offices", "add", "Bloomsbury", "--data", str(data), "--team", "Legal Team",
+                 "--by", "bs@cafcass.gov.uk"]) == 0
+    assert main(["offices", "add", "Coventry", "--data", str(data),
+                 "--by", "bs@cafcass.gov.uk"]) == 0
+    capsys.readouterr()
+    code = main(["offices", "add", *args, "--data", str(data), "--by", "bs@cafcass.gov.uk"])
+    captured = capsys.readouterr()
     assert code == 2 and captured.out == ""
-    assert "casegate: --from: DX is outgoing only from Bloomsbury" in captured.err
-    assert events(data, "dispatch-") == []
+    assert f"casegate: {says}" in captured.err
+    assert [e.kind for e in events(data, "office-")] == ["office-added", "office-added"]
+
+
+def test_offices_add_needs_a_staff_address(
+        data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--by must be a Cafcass address: the change names who made it."""
+    code = main(["offices", "add", "Leeds", "--data", str(data), "--by", "x@gmail.com"])
+    assert code == 2 and "--by must be a Cafcass staff address" in capsys.readouterr().err
+    assert events(data, "office-") == []
 
 
 def test_dispatch_overdue_lists_what_is_late(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import tomllib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from gateway.audit.trail import AuditLog, EventFilter, StoredEvent
+from gateway.stores.offices import OfficeRegistry
 from gateway.stores.users import UserRole, UserStore
 from gateway.web.pages import WebDeps
 from gateway.web.post import PostDeps
@@ -44,14 +46,19 @@ class PostWeb:
         self.users.add(BUSINESS, PASSWORD, roles=(UserRole.STAFF, UserRole.BUSINESS_SERVICES))
         text = resources.files("policies").joinpath("data/post.toml").read_text("utf-8")
         options = PostOptions.from_table(tomllib.loads(text)["post"], "post.toml")
+        self.offices = OfficeRegistry.open(self.data_dir, self.audit)
+        self.offices.add("Bloomsbury", options=options, teams=["Legal Team"],
+                         by="bs.officer@cafcass.gov.uk", now=datetime.now(UTC))
         app = web.Application()
         install_staff_pages(app, WebDeps(audit=self.audit, users=self.users,
                                          data_dir=self.data_dir))
-        install_post(app, PostDeps(options=options, audit=self.audit, users=self.users))
+        install_post(app, PostDeps(options=options, audit=self.audit, users=self.users,
+                                   offices=self.offices))
         self.runner, self.base = await serve_https(app, self.cert)
 
     async def stop(self) -> None:
         await self.runner.cleanup()
+        self.offices.close()
         self.users.close()
         self.audit.close()
 
@@ -89,6 +96,35 @@ async def test_api_answers_with_the_contract_json(post_web: PostWeb) -> None:
     assert "royal-mail-standard-return-address" not in body["methods"]
     [event] = post_web.events("post-decision")
     assert event.sender == BUSINESS and event.rule == "sensitive-secure-post"
+
+
+async def test_api_takes_the_issue_17_facts(post_web: PostWeb) -> None:
+    """hard_copy, electronic, wishes_to_collect and a team's name as the office, over the API."""
+    answers = []
+    async with post_web.client() as client:
+        for facts in (
+            {"item": "case-file", "hard_copy": True, "from_office": "legal team"},
+            {"item": "case-file", "electronic": True},
+            {"item": "court-report", "address": "unconfirmed", "wishes_to_collect": True},
+            {"item": "case-file", "hard_copy": True, "from_office": "Warrington",
+             "method": "dx"},
+            {"item": "solicitor-correspondence"},
+        ):
+            async with client.post("/api/post", headers=AUTH, json=facts) as answer:
+                assert answer.status == 200
+                answers.append(await answer.json())
+        async with client.post("/api/post", headers=AUTH, json={
+                "item": "case-file", "hard_copy": True, "electronic": True}) as answer:
+            assert answer.status == 400 and (await answer.json())["field"] == "electronic"
+    assert [a["methods"] for a in answers] == [
+        ["special-delivery-guaranteed", "hand-delivery", "dx"], ["internal-transfer"],
+        ["collect-in-person"], [], ["egress-email"]]
+    assert [a["rule"] for a in answers] == [
+        "case-file-hard-copy", "electronic-transfer", "collect-only", "dx-not-outgoing",
+        "solicitor-email"]
+    recorded = post_web.events("post-decision")
+    assert recorded[0].metadata["from_office_resolved"] == "Bloomsbury"
+    assert len(recorded) == 5
 
 
 async def test_api_bad_input_is_400_naming_the_field(post_web: PostWeb) -> None:
@@ -161,9 +197,28 @@ async def test_form_needs_a_session_and_a_csrf_token(post_web: PostWeb) -> None:
             "from_office": "<b>Bloomsbury</b>", "sensitivity": "particular",
         }) as page:
             text = await page.text()
-    assert "<b>Bloomsbury</b>" not in text and "&lt;b&gt;Bloomsbury&lt;/b&gt;" in text
-    assert "double envelope" in text
-    assert [e.sender for e in post_web.events("post-decision")] == [BUSINESS, BUSINESS]
+        assert "<b>Bloomsbury</b>" not in text and "&lt;b&gt;Bloomsbury&lt;/b&gt;" in text
+        assert "double envelope" in text
+        async with client.post("/post", data={
+            "csrf_token": csrf, "item": "case-file", "form": "hard-copy",
+            "from_office": "Legal Team", "to_office": "Warrington",
+        }) as page:
+            paper = await page.text()
+        async with client.post("/post", data={
+            "csrf_token": csrf, "item": "safeguarding-letter", "address": "unconfirmed",
+            "wishes_to_collect": "on",
+        }) as page:
+            collect = await page.text()
+        async with client.post("/post", data={"csrf_token": csrf, "item": "case-file",
+                                              "form": "parchment"}) as page:
+            assert page.status == 400
+    assert '<option value="Legal Team">' in text  # the office directory, as suggestions
+    paper = paper.split('class="post-answer"')[1]  # the answer, below the form
+    collect = collect.split('class="post-answer"')[1]
+    assert "<li>DX (Document Exchange)</li>" in paper and "<li>transfer between" not in paper
+    assert "collection in person" in collect and "confirm their identity" in collect
+    senders = [e.sender for e in post_web.events("post-decision")]
+    assert senders == [BUSINESS] * 4
 
 
 async def test_api_locks_out_after_repeated_failures(post_web: PostWeb) -> None:

@@ -179,6 +179,43 @@ async def test_a_request_over_the_api_and_this_is_not_me(tmp_path: Path) -> None
         assert await gw.send_protected() == 550
 
 
+async def test_a_lookalike_confirmed_over_the_api_ends_in_portal_delivery(
+        tmp_path: Path) -> None:
+    """admin@cjsm.co.uk resembles cjsm.net: the API refuses it (422) until staff confirm it with
+    a reason; then the invitation goes (a medium-grade event says who and why), the recipient
+    confirms, and protected mail to it is encrypted, not sent plain as to a secure address."""
+    lookalike = "admin@cjsm.co.uk"
+    facts = {"address": lookalike, "case": CASE, "name": "Ada Admin", "role": "professional"}
+    async with running(tmp_path) as gw, gw.web() as client:
+        async with client.post("/api/verify", json=facts, headers=AUTH) as answer:
+            assert answer.status == 422
+            assert (await answer.json())["suggestion"] == "admin@cjsm.net"
+        async with client.post("/api/verify", json={**facts, "confirm_lookalike": True},
+                               headers=AUTH) as answer:
+            assert answer.status == 400 and (await answer.json())["field"] == "reason"
+        confirmed = {**facts, "confirm_lookalike": True,
+                     "reason": "The firm's own domain, checked by telephone with its office."}
+        async with client.post("/api/verify", json=confirmed, headers=AUTH) as answer:
+            assert answer.status == 200
+            body = await answer.json()
+        assert body["outcome"] == "sent"
+        [event] = gw.app.audit.page(EventFilter(kind="verification-lookalike-confirmed"))
+        assert event.grade == "medium" and event.sender == STAFF
+        assert event.metadata["resembles"] == "cjsm.net" and event.metadata["channel"] == "http"
+        token = token_in((await gw.inbox.wait_for(lookalike))[0])
+        csrf = await open_form(client, token)
+        async with client.post(f"/v/{token}", data={
+                "csrf_token": csrf, "answer": "confirm", "code": body["code"],
+                "name": "Ada Admin"}) as page:
+            assert page.status == 200
+        data = message(to=(lookalike,), body=PROTECTED, subject="Letter")
+        try:
+            await gw.harness.run(gw.harness.send, STAFF, [lookalike], data)
+        except smtplib.SMTPDataError as exc:
+            assert exc.smtp_code != 550  # held for the portal (4.7.0), never refused
+        assert gw.decisions()[-1] == ["encrypt"]
+
+
 async def test_forms_need_the_csrf_token_and_wrong_codes_lock(tmp_path: Path) -> None:
     """No CSRF token: 403 and nothing changes; five wrong codes lock the link."""
     async with running(tmp_path) as gw, gw.web() as client:

@@ -110,8 +110,10 @@ def write_verify_config(tmp_path: Path, sink: Sink | None, stub: DnsStub, **opti
 
 
 def serve_example_domains(stub: DnsStub) -> None:
-    """example.org receives mail; nomail.example exists without mail; broken.example fails."""
+    """example.org and cjsm.co.uk receive mail; nomail.example exists without mail;
+    broken.example fails."""
     stub.add("example.org", "MX", "10 mx.example.org.")
+    stub.add("cjsm.co.uk", "MX", "10 mx.cjsm.co.uk.")  # a real domain resembling cjsm.net
     stub.add("nomail.example", "TXT", '"no mail here"')
     stub.servfail("broken.example")
 

@@ -10,6 +10,14 @@
     upkeep       expire_due  -> unanswered links and lapsed verifications become expired
                  revoke      -> staff withdraw a verification or a pending request
 
+A lookalike (an address casegate reads as imitating a known domain) is refused by default. A
+member of staff may confirm one deliberately, with a reason (`Ask.lookalike_reason`, `verify add
+--confirm-lookalike --reason`): only a real domain that resembles a secure or verified one, never
+a homograph (look-alike letters) nor an imitation of the agency's own domains. The confirmation
+is a medium-grade audit event ("verification-lookalike-confirmed"); once the address is verified,
+its domain counts as verified, so casegate reads it as an ordinary non-secure address (DESIGN
+ruling 1): protected mail goes to it through the portal.
+
 The address checks are pure functions of the policy and a Snapshot. `Workflow` holds the ports
 it acts through, all injected: the registry, an audit recorder, the outbound transport, the
 link signer, the DNS resolver and the clock. Every step records an audit event (metadata only:
@@ -37,8 +45,8 @@ import dns.asyncresolver
 
 from policies.events import EventKind
 from policies.loader import Policy
-from policies.model import Category, Role, Snapshot
-from policies.recipients import classify_recipient
+from policies.model import Category, Recipient, Role, Snapshot
+from policies.recipients import classify_recipient, is_under
 from transports.base import Copy, Origin, Transport
 from verification.dns import Deliverability, DomainCheck, check_domain
 from verification.registry import (
@@ -53,7 +61,10 @@ from verification.texts import Mail, Texts, one_line, when
 from verification.tokens import IssuedLink, LinkSigner, TokenStatus
 
 MAX_NAME = 200
+MAX_REASON = 500
 METHOD = "recipient-confirmed"  # how, in the registry's `method` column
+LOOKALIKE_METHOD = "lookalike-confirmed"  # `verify add --confirm-lookalike`, in that column
+LOOKALIKE_RULE = "lookalike-domain"
 
 # Why an address cannot be verified, by category (a lookalike also gets "did you mean").
 NOT_VERIFIABLE: dict[Category, str] = {
@@ -95,6 +106,7 @@ class Ask:
     role: Role
     requested_by: str
     channel: str  # "smtp", "http" or "cli"
+    lookalike_reason: str = ""  # set: staff confirm a lookalike address deliberately, and why
 
 
 class Outcome(StrEnum):
@@ -165,6 +177,7 @@ class AddressCheck:
     sentence: str = ""
     suggestion: str | None = None
     rule: str = ""
+    lookalike_of: str = ""  # a lookalike staff confirmed: the domain it resembles
 
 
 def check_staff(address: str, policy: Policy, snapshot: Snapshot) -> str | None:
@@ -174,11 +187,15 @@ def check_staff(address: str, policy: Policy, snapshot: Snapshot) -> str | None:
 
 
 def check_address(address: str, requested_by: str, policy: Policy,
-                  snapshot: Snapshot) -> AddressCheck:
-    """Syntax, fax, personal, internal and lookalike checks of the address to verify."""
+                  snapshot: Snapshot, *, confirm_lookalike: bool = False) -> AddressCheck:
+    """Syntax, fax, personal, internal and lookalike checks of the address to verify.
+
+    With `confirm_lookalike`, a lookalike staff may confirm passes, naming what it resembles."""
     recipient = classify_recipient(address, policy, snapshot, sender=requested_by)
-    problem = NOT_VERIFIABLE.get(recipient.category)
     shown = one_line(address, 254)
+    if confirm_lookalike and recipient.category is Category.LOOKALIKE:
+        return _confirmable_lookalike(recipient, shown, policy)
+    problem = NOT_VERIFIABLE.get(recipient.category)
     if problem is None:
         return AddressCheck(normalised=recipient.normalised.lower())
     sentence = f"{shown} {problem}"
@@ -186,6 +203,33 @@ def check_address(address: str, requested_by: str, policy: Policy,
         sentence += f" Did you mean {recipient.suggestion}?"
     return AddressCheck(normalised="", sentence=sentence, suggestion=recipient.suggestion,
                         rule=recipient.category.value)
+
+
+def _confirmable_lookalike(recipient: Recipient, shown: str, policy: Policy) -> AddressCheck:
+    """A real domain that merely resembles a secure or verified one may be confirmed; one that
+    imitates with look-alike letters, or imitates the agency's own domain, may not."""
+    target = (recipient.suggestion or "").rpartition("@")[2]
+    if (not recipient.normalised or not recipient.normalised.isascii()
+            or recipient.detail.startswith("homograph")):
+        return AddressCheck(
+            normalised="", rule=LOOKALIKE_RULE, suggestion=recipient.suggestion,
+            sentence=f"{shown} imitates {target or 'a known domain'} with look-alike letters, "
+                     "so it cannot be confirmed. Use the address the recipient gives you.")
+    if any(is_under(target, own) for own in policy.internal_domains):
+        return AddressCheck(
+            normalised="", rule=LOOKALIKE_RULE, suggestion=recipient.suggestion,
+            sentence=f"{shown} imitates the Cafcass domain {target}, so it cannot be "
+                     "confirmed. Check the address with the recipient.")
+    return AddressCheck(normalised=recipient.normalised.lower(), lookalike_of=target)
+
+
+def check_reason(text: str, policy: Policy) -> str | None:
+    """Why staff confirm a lookalike, cleaned: one line, from the policy's shortest
+    justification (`[overrides] min_justification_chars`) to MAX_REASON; else None."""
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text):
+        return None
+    cleaned = " ".join(text.split())
+    return cleaned if policy.min_justification_chars <= len(cleaned) <= MAX_REASON else None
 
 
 def check_name(name: str) -> str | None:
@@ -308,7 +352,13 @@ class Workflow:
         if isinstance(inputs, str):
             return RequestResult(Outcome.REFUSED, inputs, ask.address)
         staff, name, case = inputs
-        checked = check_address(ask.address, staff, self.policy, snapshot)
+        reason = ""
+        if ask.lookalike_reason:
+            reason = check_reason(ask.lookalike_reason, self.policy) or ""
+            if not reason:
+                return RequestResult(Outcome.REFUSED, _reason_needed(self.policy), ask.address)
+        checked = check_address(ask.address, staff, self.policy, snapshot,
+                                confirm_lookalike=bool(reason))
         if not checked.normalised:
             self.audit.record(EventKind.VERIFICATION_REFUSED, sender=staff,
                               recipients=[ask.address], case_numbers=_cases(case),
@@ -327,7 +377,8 @@ class Workflow:
                 f"The owner of {address} said on {when(declined)} that it is not the address "
                 f"you meant, so it is not mailed again for {scope_text(case)}. Check the right "
                 "address with the person by telephone.", address, case)
-        return _Checked(staff=staff, name=name, address=address, case=case)
+        return _Checked(staff=staff, name=name, address=address, case=case,
+                        lookalike_of=checked.lookalike_of, reason=reason)
 
     async def _open_and_send(self, ask: Ask, checked: _Checked,
                              now: datetime) -> RequestResult:
@@ -372,6 +423,12 @@ class Workflow:
                                  "sent, or revoke it (casegate verify revoke) and ask again.",
                                  checked.address, checked.case)
         self._event(EventKind.VERIFICATION_REQUESTED, request, channel=ask.channel)
+        if checked.lookalike_of:
+            self.audit.record(EventKind.VERIFICATION_LOOKALIKE_CONFIRMED, rule=LOOKALIKE_RULE,
+                              sender=checked.staff, recipients=[checked.address],
+                              case_numbers=_cases(checked.case), request_id=request.id,
+                              resembles=checked.lookalike_of, reason=checked.reason,
+                              channel=ask.channel)
         return request
 
     def _withdraw(self, request: VerificationRequest) -> None:
@@ -587,6 +644,13 @@ class _Checked:
     name: str
     address: str
     case: str | None
+    lookalike_of: str = ""  # a lookalike staff confirmed: the domain it resembles
+    reason: str = ""  # and why
+
+
+def _reason_needed(policy: Policy) -> str:
+    return (f"Give the reason for confirming a lookalike address: one line of "
+            f"{policy.min_justification_chars} to {MAX_REASON} characters.")
 
 
 def _cases(case_number: str | None) -> list[str]:

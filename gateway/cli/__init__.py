@@ -30,6 +30,7 @@ COMMANDS: tuple[str, ...] = (
     "users",
     "post",
     "dispatch",
+    "offices",
     "keys",
     "messages",
 )

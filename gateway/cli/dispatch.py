@@ -6,8 +6,11 @@
     casegate dispatch list [--open] [--office NAME] [--json]
     casegate dispatch overdue [--json]
 
-The sending office stays responsible until the receiving office confirms receipt. Every step
-is an audit event; bad input (exit 2, one sentence naming the option) records nothing.
+Offices may be named by a team (`casegate offices add ... --team`). The sending office stays
+responsible until the receiving office confirms receipt. Every step is an audit event. A method
+the post options do not allow between these offices (DX from an office that does not send it,
+say) is a decided refusal: exit 1, the reason, rule and citation, and a "dispatch-refused"
+event. Bad input (exit 2, one sentence naming the option) records nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, time
 
 from gateway.cli.common import UsageError, add_common, open_app
-from gateway.printed.offices import Dispatch, DispatchError, DispatchStore
+from gateway.printed.offices import Dispatch, DispatchError, DispatchRefused, DispatchStore
 from gateway.printed.post import PostUnavailable, open_dispatches
 
 Action = Callable[[DispatchStore, argparse.Namespace, datetime], object]
@@ -37,11 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     record = actions.add_parser("record", help="record paper leaving this office")
     record.add_argument("--file", required=True, metavar="REF", help="file or case reference")
-    record.add_argument("--from", dest="from_office", required=True, metavar="OFFICE")
-    record.add_argument("--to", dest="to_office", required=True, metavar="OFFICE")
+    record.add_argument("--from", dest="from_office", required=True, metavar="OFFICE",
+                        help="the sending office, or one of its teams")
+    record.add_argument("--to", dest="to_office", required=True, metavar="OFFICE",
+                        help="the receiving office, or one of its teams")
     record.add_argument("--method", required=True, metavar="ID",
                         help="special-delivery-guaranteed, hand-delivery, approved-courier, "
-                        "special-delivery or dx (from Bloomsbury only)")
+                        "special-delivery or dx (only between offices that send and receive it)")
     record.add_argument("--tracking", default="", metavar="REF",
                         help="tracking reference (required for tracked methods)")
     record.add_argument("--expected", required=True, metavar="WHEN",
@@ -75,8 +80,12 @@ def _runner(action: Action) -> Callable[[argparse.Namespace], int]:
 
     def run(args: argparse.Namespace) -> int:
         # Audit lines (the SIEM copy) go to stderr so that stdout is only the answer.
-        with contextlib.redirect_stdout(sys.stderr):
-            result = _with_store(args, action)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                result = _with_store(args, action)
+        except DispatchRefused as refused:
+            _print_refusal(refused, args.json)
+            return 1
         _print(result, args.json)
         return 0
 
@@ -146,6 +155,16 @@ _OPTIONS = {"file_reference": "--file", "from_office": "--from", "to_office": "-
 
 def _option(field_name: str) -> str:
     return _OPTIONS.get(field_name, "--" + field_name.replace("_", "-"))
+
+
+def _print_refusal(refused: DispatchRefused, as_json: bool) -> None:
+    """A decided refusal: why, what to do instead, the rule and its citation."""
+    decision = refused.decision
+    if as_json:
+        print(json.dumps(decision.to_json(), indent=2))
+    else:
+        print(f"Not recorded: do not send it this way. {decision.reason}")
+        print(f"Rule: {decision.rule} ({decision.citation})")
 
 
 def _print(result: object, as_json: bool) -> None:

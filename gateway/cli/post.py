@@ -2,10 +2,13 @@
 
     casegate post --item ID [--verified-email] [--address none|unconfirmed|confirmed-eit|
         confirmed-wafh] [--sensitivity none|concern|particular] [--urgent] [--weight-kg N]
-        [--third-party] [--office-transfer] [--from-office NAME] [--method ID] [--json]
+        [--third-party] [--office-transfer] [--hard-copy | --electronic] [--wishes-to-collect]
+        [--from-office NAME] [--to-office NAME] [--method ID] [--json]
 
-Exit 0 for send or use-email, 1 for refuse, 2 for bad input (one sentence naming the option).
-Every answer is an audit event ("post-decision"); bad input records nothing.
+Office names may be an office or one of its teams (`casegate offices`). Exit 0 for send or
+use-email, 1 for refuse (DX from an office that does not send it included), 2 for bad input (one
+sentence naming the option). Every answer is an audit event ("post-decision"); bad input records
+nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--item", required=True, metavar="ID",
                         help="welcome-pack, allocation-letter, appointment-letter, "
                         "safeguarding-letter, court-report, detailed-correspondence, sar-file, "
-                        "complaints-file, case-file, agency-check-result, third-party-document")
+                        "complaints-file, case-file, agency-check-result, third-party-document, "
+                        "solicitor-correspondence")
     parser.add_argument("--verified-email", action="store_true",
                         help="a verified email address exists for the recipient")
     parser.add_argument("--address", default="none", metavar="STATUS",
@@ -44,8 +48,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--third-party", action="store_true",
                         help="holds personal information provided by a third party")
     parser.add_argument("--office-transfer", action="store_true",
-                        help="paper moving between Cafcass offices")
-    parser.add_argument("--from-office", default="", metavar="NAME", help="the sending office")
+                        help="moving between Cafcass offices")
+    form = parser.add_mutually_exclusive_group()
+    form.add_argument("--hard-copy", action="store_true",
+                      help="the item is paper (a paper case file never moves by a transfer "
+                      "between teams)")
+    form.add_argument("--electronic", action="store_true",
+                      help="the item is wholly electronic (between offices: transfer between "
+                      "teams, and no postal method)")
+    parser.add_argument("--wishes-to-collect", action="store_true",
+                        help="the adult or child asks to collect it in person (family "
+                        "correspondence; their identity is confirmed on collection)")
+    parser.add_argument("--from-office", default="", metavar="NAME",
+                        help="the sending office, or one of its teams")
+    parser.add_argument("--to-office", default="", metavar="NAME",
+                        help="the receiving office, or one of its teams (between offices)")
     parser.add_argument("--method", default="", metavar="ID",
                         help="ask about one method only (e.g. dx)")
     parser.add_argument("--json", action="store_true", help="print the decision as JSON")
@@ -76,6 +93,10 @@ def item_from_args(args: argparse.Namespace) -> PostItem:
         "office_transfer": args.office_transfer,
         "from_office": args.from_office,
         "method": args.method,
+        "hard_copy": args.hard_copy,
+        "electronic": args.electronic,
+        "wishes_to_collect": args.wishes_to_collect,
+        "to_office": args.to_office,
     }
     return PostItem.from_mapping(facts)
 
@@ -96,7 +117,9 @@ def decide(args: argparse.Namespace) -> tuple[PostOptions, PostDecision]:
     app = open_app(args)
     try:
         options = post_options(app)
-        return options, decide_and_record(options, app.audit, item_from_args(args))
+        item = item_from_args(args)
+        return options, decide_and_record(options, app.audit, item,
+                                          offices=app.offices.directory())
     except PostInputError as exc:
         raise UsageError(f"{option_name(exc.field)}: {exc}") from None
     except PostUnavailable as exc:

@@ -5,7 +5,7 @@ to record an address verified for a case. Practitioners ask the recipient to con
 address with `verify request` (the workflow of issue 4, verification/workflow.py).
 
     casegate verify add ADDRESS (--case NUMBER | --organisation) --role party|professional
-                        --by STAFF-ADDRESS [--name "FULL NAME"]
+                        --by STAFF-ADDRESS [--name "FULL NAME"] [--confirm-lookalike --reason TEXT]
     (a party verified for a case with --name is also recorded as a person of the case:
     `casegate case`, verification/cases.py)
     casegate verify request ADDRESS --case NUMBER --name "FULL NAME" --role party|professional
@@ -31,7 +31,18 @@ from policies.events import EventKind
 from policies.model import Role, Snapshot
 from verification.cases import AlreadyRecorded, CaseError, clean_name
 from verification.registry import AlreadyVerified, RegistryEntry, RequestState, VerificationRequest
-from verification.workflow import Ask, RequestResult, check_address, check_case, check_staff
+from verification.workflow import (
+    LOOKALIKE_METHOD,
+    LOOKALIKE_RULE,
+    MAX_REASON,
+    AddressCheck,
+    Ask,
+    RequestResult,
+    check_address,
+    check_case,
+    check_reason,
+    check_staff,
+)
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -56,6 +67,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="the member of staff who verified it")
     add.add_argument("--name", default="",
                      help="the recipient's full name (a party's is recorded for the case)")
+    add.add_argument("--confirm-lookalike", action="store_true",
+                     help="verify an address casegate reads as a lookalike (a real domain that "
+                     "resembles a secure one), deliberately; needs --reason; audited")
+    add.add_argument("--reason", default="", metavar="TEXT",
+                     help="why the lookalike address is the right one (with --confirm-lookalike)")
     add_common(add)
     add.set_defaults(func=run_add)
 
@@ -98,12 +114,15 @@ def run_add(args: argparse.Namespace) -> int:
         now = datetime.now(UTC)
         snapshot = app.snapshot(now)
         staff = _staff_account(app, _staff_address(args.by, app.policy, snapshot))
-        address = _verifiable_address(args.address, staff, app.policy, snapshot)
+        reason = _lookalike_reason(args, app.policy)
+        checked = _verifiable_address(args.address, staff, app.policy, snapshot,
+                                      confirm_lookalike=bool(reason))
+        address = checked.normalised
         case = _case_number(args.case, app.policy) if args.case else None
         party = case is not None and Role(args.role) is Role.PARTY and bool(args.name.strip())
         if party:
             _person_name(args.name)  # refused before anything is recorded
-        said = _add_entry(app, address, case, args, staff, now)
+        said = _add_entry(app, address, case, args, staff, now, checked, reason)
         person = _record_party(app, case, args.name, staff) if party and case else ""
     print(said)
     if person:
@@ -112,17 +131,28 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def _add_entry(app: App, address: str, case: str | None, args: argparse.Namespace,
-               staff: str, now: datetime) -> str:
-    """Record the verification (audited); what to tell the user."""
+               staff: str, now: datetime, checked: AddressCheck, reason: str) -> str:
+    """Record the verification (audited, and a lookalike confirmed on purpose audited as
+    such); what to tell the user."""
+    method = LOOKALIKE_METHOD if checked.lookalike_of else "manual"
     try:
         entry = app.registry.add(address, case_number=case, role=Role(args.role),
-                                 verified_by=staff, now=now, name=args.name)
+                                 verified_by=staff, now=now, name=args.name, method=method)
     except AlreadyVerified as exc:
         return f"{exc}; nothing changed."
     app.audit.record(EventKind.VERIFICATION_ADDED, sender=staff, recipients=[entry.address],
                      case_numbers=[case] if case else [], role=entry.role.value,
                      method=entry.method, scope="case" if case else "organisation")
-    return f"{entry.address} is verified for {_scope_text(entry)} as {entry.role.value}."
+    said = f"{entry.address} is verified for {_scope_text(entry)} as {entry.role.value}."
+    if checked.lookalike_of:
+        app.audit.record(EventKind.VERIFICATION_LOOKALIKE_CONFIRMED, rule=LOOKALIKE_RULE,
+                         sender=staff, recipients=[entry.address],
+                         case_numbers=[case] if case else [], resembles=checked.lookalike_of,
+                         reason=reason, channel="cli")
+        said += (f"\nIt resembles {checked.lookalike_of} but is not it: casegate treats it as "
+                 "an ordinary (non-secure) address, so protected mail to it goes through the "
+                 "portal.")
+    return said
 
 
 def _person_name(name: str) -> str:
@@ -257,15 +287,34 @@ def _staff_account(app: App, address: str) -> str:
     return user.address
 
 
-def _verifiable_address(address: str, staff: str, policy: Any, snapshot: Snapshot) -> str:
-    """The same checks as a verification request (verification.workflow.check_address)."""
-    checked = check_address(address, staff, policy, snapshot)
-    if checked.suggestion:
+def _verifiable_address(address: str, staff: str, policy: Any, snapshot: Snapshot, *,
+                        confirm_lookalike: bool = False) -> AddressCheck:
+    """The same checks as a verification request (verification.workflow.check_address); a
+    lookalike passes only when staff confirm it (and may confirm it)."""
+    checked = check_address(address, staff, policy, snapshot, confirm_lookalike=confirm_lookalike)
+    if checked.normalised:
+        return checked
+    if checked.suggestion and not confirm_lookalike:
+        hint = ""
+        if check_address(address, staff, policy, snapshot, confirm_lookalike=True).normalised:
+            hint = (" If it is a real address that only resembles one, verify it with "
+                    "--confirm-lookalike --reason TEXT")
         raise UsageError(f"{address} looks like a known address but is not the same; "
-                         f"did you mean {checked.suggestion}?")
-    if not checked.normalised:
-        raise UsageError(checked.sentence)
-    return checked.normalised
+                         f"did you mean {checked.suggestion}?{hint}")
+    raise UsageError(checked.sentence)
+
+
+def _lookalike_reason(args: argparse.Namespace, policy: Any) -> str:
+    """The reason given with --confirm-lookalike ("" without it); both or neither."""
+    if not args.confirm_lookalike:
+        if args.reason:
+            raise UsageError("--reason goes with --confirm-lookalike")
+        return ""
+    reason = check_reason(args.reason, policy)
+    if reason is None:
+        raise UsageError(f"--reason: say why this lookalike address is the right one, in one "
+                         f"line of {policy.min_justification_chars} to {MAX_REASON} characters")
+    return reason
 
 
 def _case_number(text: str, policy: Any) -> str:

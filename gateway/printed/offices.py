@@ -6,8 +6,12 @@ Until then the sending office stays responsible for the file, and a dispatch pas
 arrival is overdue. Every step is an audit event, written in the same transaction as the row:
 when the audit trail cannot be written, nothing is recorded (fail closed).
 
-The method must be one the post options allow for a case file between offices (so DX only
-from Bloomsbury, and only to an office that receives DX). The clock is always passed in.
+The method must be one the post options allow for a hard copy of a case file between offices
+(so DX only from an office that sends it, and only to one that receives it). A method they do not
+allow is a decided refusal (`DispatchRefused`, with the rule and citation), recorded as a
+"dispatch-refused" audit event; bad input (`DispatchError`) records nothing. Offices are named as
+staff know them, an office or one of its teams: the office directory (`OfficeRegistry`) says
+which office that is, and the dispatch records the office. The clock is always passed in.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from typing import TYPE_CHECKING
 
 from policies.events import EventKind
 from policies.post import (
-    DX_METHOD,
+    NO_OFFICES,
+    OfficeDirectory,
     PostAction,
+    PostDecision,
     PostInputError,
     PostItem,
     PostOptions,
@@ -33,6 +39,7 @@ from policies.post import (
 
 if TYPE_CHECKING:
     from gateway.audit.trail import AuditLog
+    from gateway.stores.offices import OfficeRegistry
 
 DISPATCH_DB_FILE = "offices.sqlite3"
 TRANSFER_RULE = "case-file-transfer"
@@ -65,6 +72,14 @@ class DispatchError(ValueError):
     def __init__(self, field_name: str, message: str) -> None:
         super().__init__(message)
         self.field = field_name
+
+
+class DispatchRefused(Exception):
+    """The post options do not allow this dispatch: a decision, already recorded as an event."""
+
+    def __init__(self, decision: PostDecision) -> None:
+        super().__init__(decision.reason)
+        self.decision = decision
 
 
 @dataclass(frozen=True)
@@ -114,17 +129,24 @@ class Dispatch:
 class DispatchStore:
     """The dispatches, in SQLite; every change is also an audit event."""
 
-    def __init__(self, path: Path, options: PostOptions, audit: AuditLog) -> None:
+    def __init__(self, path: Path, options: PostOptions, audit: AuditLog,
+                 offices: OfficeRegistry | None = None) -> None:
         self.options = options
         self.audit = audit
+        self.offices = offices
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
 
     @classmethod
-    def open(cls, data_dir: Path, options: PostOptions, audit: AuditLog) -> DispatchStore:
-        return cls(data_dir / DISPATCH_DB_FILE, options, audit)
+    def open(cls, data_dir: Path, options: PostOptions, audit: AuditLog,
+             offices: OfficeRegistry | None = None) -> DispatchStore:
+        return cls(data_dir / DISPATCH_DB_FILE, options, audit, offices)
+
+    def directory(self) -> OfficeDirectory:
+        """The office directory now (none without a registry: the policy's names alone)."""
+        return self.offices.directory() if self.offices is not None else NO_OFFICES
 
     def close(self) -> None:
         with self._lock:
@@ -155,26 +177,38 @@ class DispatchStore:
         by: str,
         now: datetime,
     ) -> Dispatch:
-        """Record paper leaving `from_office`; raises DispatchError for bad input."""
+        """Record paper leaving `from_office` (an office or one of its teams).
+
+        Raises DispatchError for bad input (nothing recorded) and DispatchRefused when the post
+        options do not allow the method between these offices (recorded as a refusal)."""
         file_reference = _text("file_reference", file_reference, MAX_TEXT["file_reference"])
-        from_office = _text("from_office", from_office, MAX_TEXT["office"])
-        to_office = _text("to_office", to_office, MAX_TEXT["office"])
+        given_from = _text("from_office", from_office, MAX_TEXT["office"])
+        given_to = _text("to_office", to_office, MAX_TEXT["office"])
         tracking_reference = _text(
             "tracking_reference", tracking_reference, MAX_TEXT["tracking_reference"], required=False
         )
         by = _text("by", by, MAX_TEXT["by"])
+        expected_at = _aware("expected_at", expected_at)
+        now = _aware("now", now)
+        if expected_at < now:
+            raise DispatchError("expected_at", "The expected arrival must not be in the past.")
+        directory = self.directory()
+        from_office = directory.resolve(given_from, self.options).name
+        to_office = directory.resolve(given_to, self.options).name
         if from_office.casefold() == to_office.casefold():
             raise DispatchError("to_office", "The receiving office must differ from the sender.")
-        self._check_method(method, from_office, to_office)
+        decision = self._decide(method, given_from, given_to, directory)
+        if decision.decision is not PostAction.SEND:
+            self.audit.record(
+                EventKind.DISPATCH_REFUSED, rule=decision.rule, citation=decision.citation,
+                sender=by, file_reference=file_reference, from_office=from_office,
+                to_office=to_office, method=method, applied=list(decision.applied))
+            raise DispatchRefused(decision)
         if self.options.methods[method].tracked and not tracking_reference:
             raise DispatchError(
                 "tracking_reference",
                 f"{self.options.methods[method].label} is tracked: give its tracking reference.",
             )
-        expected_at = _aware("expected_at", expected_at)
-        now = _aware("now", now)
-        if expected_at < now:
-            raise DispatchError("expected_at", "The expected arrival must not be in the past.")
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO dispatches (file_reference, from_office, to_office, method, "
@@ -195,6 +229,7 @@ class DispatchStore:
         by = _text("by", by, MAX_TEXT["by"])
         location = _text("location", location, MAX_TEXT["location"])
         now = _aware("now", now)
+        office = self.directory().resolve(office, self.options).name
         with self._transaction() as db:
             dispatch = self._get(db, dispatch_id)
             if dispatch.received:
@@ -225,9 +260,10 @@ class DispatchStore:
         params: list[str] = []
         if open_only:
             clauses.append("received_at IS NULL")
-        if office:
+        if office.strip():
+            name = self.directory().resolve(office, self.options).name
             clauses.append("(from_office = ? COLLATE NOCASE OR to_office = ? COLLATE NOCASE)")
-            params += [office.strip(), office.strip()]
+            params += [name, name]
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
         with self._lock:
@@ -247,22 +283,20 @@ class DispatchStore:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _check_method(self, method: str, from_office: str, to_office: str) -> None:
+    def _decide(self, method: str, from_office: str, to_office: str,
+                directory: OfficeDirectory) -> PostDecision:
+        """The post options' answer for a hard copy of a case file by `method` between these
+        offices (bad input raises DispatchError)."""
         if method == "internal-transfer":
             raise DispatchError(
                 "method", "A transfer between teams moves no paper: there is nothing to record."
             )
-        item = PostItem(
-            item="case-file", office_transfer=True, from_office=from_office, method=method
-        )
+        item = PostItem(item="case-file", office_transfer=True, hard_copy=True,
+                        from_office=from_office, to_office=to_office, method=method)
         try:
-            decision = decide_post(item, self.options)
+            return decide_post(item, self.options, directory)
         except PostInputError as exc:
             raise DispatchError(exc.field, str(exc)) from None
-        if decision.decision is not PostAction.SEND:
-            raise DispatchError("method", decision.reason)
-        if method == DX_METHOD and not self.options.dx_receives_at(to_office):
-            raise DispatchError("to_office", f"{to_office} does not receive DX.")
 
     def _get(self, db: sqlite3.Connection, dispatch_id: int) -> Dispatch:
         row = db.execute("SELECT * FROM dispatches WHERE id = ?", (dispatch_id,)).fetchone()

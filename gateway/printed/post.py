@@ -2,7 +2,8 @@
 
 The CLI (`casegate post`) calls `decide_and_record`, the staff API (`POST /api/post`) and the
 business-services form its twin for the event loop, so they give the same answer and leave the
-same trail. Bad input raises `PostInputError` before anything is recorded.
+same trail. Each is given the office directory as read from its store (`App.offices`), so a team
+name means its office. Bad input raises `PostInputError` before anything is recorded.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.printed.offices import DispatchStore
 from policies.events import EventKind
-from policies.post import PostDecision, PostItem, PostOptions, decide_post
+from policies.post import (
+    NO_OFFICES,
+    OfficeDirectory,
+    PostDecision,
+    PostItem,
+    PostOptions,
+    decide_post,
+)
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -33,30 +41,40 @@ def post_options(app: App) -> PostOptions:
 
 
 def decide_and_record(
-    options: PostOptions, audit: AuditLog, item: PostItem, *, sender: str = ""
+    options: PostOptions, audit: AuditLog, item: PostItem, *, sender: str = "",
+    offices: OfficeDirectory = NO_OFFICES,
 ) -> PostDecision:
     """Decide for `item` and record the decision (facts as metadata, no content)."""
-    decision = decide_post(item, options)
-    audit.record(AUDIT_KIND, **_event(decision, item, sender))
+    decision = decide_post(item, options, offices)
+    audit.record(AUDIT_KIND, **_event(decision, item, sender, options, offices))
     return decision
 
 
 async def decide_and_record_async(
-    options: PostOptions, audit: AuditLog, item: PostItem, *, sender: str = ""
+    options: PostOptions, audit: AuditLog, item: PostItem, *, sender: str = "",
+    offices: OfficeDirectory = NO_OFFICES,
 ) -> PostDecision:
-    """`decide_and_record` on the event loop: the event is awaited, not waited for."""
-    decision = decide_post(item, options)
-    await audit.record_async(AUDIT_KIND, **_event(decision, item, sender))
+    """`decide_and_record` on the event loop: the event is awaited, not waited for. (Read
+    `offices` in a worker thread first: `OfficeRegistry.directory`.)"""
+    decision = decide_post(item, options, offices)
+    await audit.record_async(AUDIT_KIND, **_event(decision, item, sender, options, offices))
     return decision
 
 
-def _event(decision: PostDecision, item: PostItem, sender: str) -> dict[str, Any]:
-    """The audit event's fields for a postal decision."""
+def _event(decision: PostDecision, item: PostItem, sender: str, options: PostOptions,
+           offices: OfficeDirectory) -> dict[str, Any]:
+    """The audit event's fields for a postal decision: the facts as given, and the offices
+    the names given turned out to be."""
+    resolved = {
+        f"{end}_office_resolved": offices.resolve(name, options).name
+        for end, name in (("from", item.from_office), ("to", item.to_office)) if name.strip()
+    }
     return {"rule": decision.rule, "citation": decision.citation, "sender": sender,
             "decision": decision.decision.value, "methods": list(decision.methods),
-            "applied": list(decision.applied), **item.summary()}
+            "applied": list(decision.applied), **item.summary(), **resolved}
 
 
 def open_dispatches(app: App) -> DispatchStore:
-    """The store of paper movements between offices, in the app's data directory."""
-    return DispatchStore.open(app.data_dir, post_options(app), app.audit)
+    """The store of paper movements between offices, in the app's data directory, naming
+    offices through the app's office directory."""
+    return DispatchStore.open(app.data_dir, post_options(app), app.audit, offices=app.offices)

@@ -52,6 +52,14 @@ def decision_json(decision: Decision) -> dict[str, Any]:
             {"rule": r.rule.id, "citation": r.rule.citation, "reason": r.rule.sentence}
             for r in decision.refusals
         ],
+        # Every file attached and every file found inside one (DESIGN ruling 22): types, never
+        # names (ruling 8). depth 0 is attached to the message, 1 inside one of those, ...
+        "attachments": [
+            {"type": a.detected_type, "depth": a.depth, "readable": a.readable,
+             "editable": a.editable, "encrypted": a.encrypted,
+             **({"unopened": a.unopened} if a.unopened else {})}
+            for a in facts.attachments
+        ],
         "overrides": [
             {"rule": o.rule_id, "justification": o.justification}
             for o in decision.overrides_applied

@@ -3,8 +3,10 @@
 - `POST /api/post`: HTTP Basic authentication against the staff accounts (failures are audit
   events and lock the client and the account out like the sign-in page does); a JSON object
   with the facts of `casegate post` (`item`, `verified_email`, `address`, `sensitivity`,
-  `urgent`, `weight_kg`, `third_party`, `office_transfer`, `from_office`, `method`); the answer
-  is the same JSON as `casegate post --json`. Bad input is 400 with `{"error", "field"}`.
+  `urgent`, `weight_kg`, `third_party`, `office_transfer`, `hard_copy`, `electronic`,
+  `wishes_to_collect`, `from_office`, `to_office`, `method`); the answer is the same JSON as
+  `casegate post --json`. Bad input is 400 with `{"error", "field"}`. Office names may be an
+  office or one of its teams: the office directory is read in a worker thread for each answer.
   A browser request that another site caused (`Sec-Fetch-Site` cross-site or same-site) is
   403 before any credential check: cached Basic credentials are no way round CSRF.
 - `GET|POST /post`: a server-rendered form for signed-in staff (business services), protected
@@ -26,12 +28,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gateway.printed.post import decide_and_record_async
+from gateway.stores.offices import OfficeRegistry
 from gateway.stores.throttle import AuthThrottle, Throttle
 from gateway.web.auth import StaffSession, require_user
 from gateway.web.pages import StaffPage, add_staff_page, render, use_templates
 from policies.events import EventKind
 from policies.post import (
     AddressStatus,
+    OfficeDirectory,
     PostAction,
     PostDecision,
     PostInputError,
@@ -49,12 +53,18 @@ MAX_BODY = 16 * 1024
 MAX_AUTH_HEADER = 4096
 REALM = 'Basic realm="casegate", charset="UTF-8"'
 SAME_ORIGIN = frozenset({"same-origin", "none"})  # Fetch Metadata `Sec-Fetch-Site` values
-FLAGS = ("verified_email", "urgent", "third_party", "office_transfer")
+FLAGS = ("verified_email", "urgent", "third_party", "office_transfer", "wishes_to_collect")
 FLAG_LABELS = {
     "verified_email": "A verified email address exists",
     "urgent": "Short timescales apply",
     "third_party": "Holds personal information provided by a third party",
-    "office_transfer": "Paper moving between Cafcass offices",
+    "office_transfer": "Moving between Cafcass offices",
+    "wishes_to_collect": "The adult or child wishes to collect it in person",
+}
+FORM_LABELS = {  # the form's "form" choice -> the API's flag it sets ("" sets neither)
+    "": ("Not said", ""),
+    "hard-copy": ("A hard copy (paper)", "hard_copy"),
+    "electronic": ("Wholly electronic (no paper moves)", "electronic"),
 }
 ADDRESS_LABELS = {  # the form shows these; it submits the AddressStatus values
     AddressStatus.NONE: "No physical address",
@@ -85,6 +95,7 @@ class PostDeps:
     options: PostOptions
     audit: AuditLog
     users: UserStore
+    offices: OfficeRegistry  # the office directory (read in a worker thread)
 
 
 @dataclass(frozen=True)
@@ -132,8 +143,9 @@ async def api_post(request: web.Request) -> web.Response:
         return json_error(400, "body", "The request body must be a JSON object.")
     try:
         item = PostItem.from_mapping(facts)
+        offices = await asyncio.to_thread(state.deps.offices.directory)
         decision = await decide_and_record_async(
-            state.deps.options, state.deps.audit, item, sender=user.address
+            state.deps.options, state.deps.audit, item, sender=user.address, offices=offices
         )
     except PostInputError as exc:
         return json_error(400, exc.field, str(exc))
@@ -209,8 +221,9 @@ def json_error(status: int, field_name: str, message: str) -> web.Response:
 async def form_page(request: web.Request) -> web.Response:
     """The empty form."""
     staff = await require_user(request)
-    options = request.app[POST_STATE].deps.options
-    return _page(request, staff, options, {})
+    deps = request.app[POST_STATE].deps
+    offices = await asyncio.to_thread(deps.offices.directory)
+    return _page(request, staff, deps.options, {}, offices=offices)
 
 
 async def form_submit(request: web.Request) -> web.Response:
@@ -219,13 +232,15 @@ async def form_submit(request: web.Request) -> web.Response:
     deps = request.app[POST_STATE].deps
     form = await request.post()
     values = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
+    offices = await asyncio.to_thread(deps.offices.directory)
     try:
         item = PostItem.from_mapping(_facts(values))
         decision = await decide_and_record_async(deps.options, deps.audit, item,
-                                                 sender=staff.address)
+                                                 sender=staff.address, offices=offices)
     except PostInputError as exc:
-        return _page(request, staff, deps.options, values, error=str(exc), status=400)
-    return _page(request, staff, deps.options, values, decision=decision)
+        return _page(request, staff, deps.options, values, offices=offices, error=str(exc),
+                     status=400)
+    return _page(request, staff, deps.options, values, offices=offices, decision=decision)
 
 
 def _facts(values: dict[str, str]) -> dict[str, Any]:
@@ -241,10 +256,15 @@ def _facts(values: dict[str, str]) -> dict[str, Any]:
         except ValueError:
             raise PostInputError("weight_kg",
                                  "The weight must be a number of kilograms.") from None
-    for name in ("address", "sensitivity", "from_office", "method"):
+    for name in ("address", "sensitivity", "from_office", "to_office", "method"):
         if values.get(name, "").strip():  # left empty: the API's default
             facts[name] = values[name].strip()
     facts.update({flag: values.get(flag) == "on" for flag in FLAGS})
+    chosen = FORM_LABELS.get(values.get("form", "").strip())
+    if chosen is None:
+        raise PostInputError("form", "Say whether it is a hard copy or electronic, or neither.")
+    if chosen[1]:
+        facts[chosen[1]] = True
     return facts
 
 
@@ -260,11 +280,15 @@ def _page(
     options: PostOptions,
     values: dict[str, str],
     *,
+    offices: OfficeDirectory,
     decision: PostDecision | None = None,
     error: str = "",
     status: int = 200,
 ) -> web.Response:
     labels = {m.id: method_label(m) for m in options.methods.values()}
+    office_names = sorted({n for o in offices.offices for n in o.names()}
+                          | set(options.dx_outgoing_offices) | set(options.dx_incoming_offices),
+                          key=str.casefold)
     return render(
         request,
         "post.html",
@@ -280,6 +304,8 @@ def _page(
         default_sensitivity=Sensitivity.NONE.value,
         methods=[("", "any permitted method"), *labels.items()],
         flags=[(flag, FLAG_LABELS[flag]) for flag in FLAGS],
+        forms=[(value, label) for value, (label, _) in FORM_LABELS.items()],
+        office_names=office_names,
         decision=decision,
         heading=HEADINGS[decision.decision] if decision else "",
         method_labels=labels,

@@ -8,8 +8,10 @@
 - `GET /verifications`: the signed-in member of staff's own verification requests (read only;
   only the requests they made, never anyone else's).
 - `POST /api/verify`: staff ask for a verification with HTTP Basic (the helper and lock-out of
-  `gateway.web.post`); JSON `{"address", "case", "name", "role"}`; the answer is
-  `RequestResult.to_json()` (with the out-of-band code when the email was sent).
+  `gateway.web.post`); JSON `{"address", "case", "name", "role"}`, and optionally
+  `"confirm_lookalike": true` with a `"reason"` to ask for an address casegate reads as a
+  lookalike on purpose (audited, medium grade); the answer is `RequestResult.to_json()` (with the
+  out-of-band code when the email was sent).
 
 Every step's audit event is recorded by the workflow. Handlers never show internals.
 """
@@ -195,10 +197,19 @@ async def api_verify(request: web.Request) -> web.Response:
             return json_error(400, key, f"'{key}' is required (a string).")
     if facts["role"] not in {r.value for r in Role}:
         return json_error(400, "role", "'role' must be party or professional.")
+    confirm = facts.get("confirm_lookalike", False)
+    reason = facts.get("reason", "")
+    if not isinstance(confirm, bool):
+        return json_error(400, "confirm_lookalike", "'confirm_lookalike' must be true or false.")
+    if not isinstance(reason, str) or (reason.strip() and not confirm):
+        return json_error(400, "reason", "'reason' is a string, given with confirm_lookalike.")
+    if confirm and not reason.strip():
+        return json_error(400, "reason", "'reason' is required with confirm_lookalike: say why "
+                          "this address is the right one.")
     result = await _workflow(request).request(Ask(
         address=facts["address"][:MAX_FIELD], case_number=facts["case"][:MAX_FIELD],
         name=facts["name"][:MAX_FIELD], role=Role(facts["role"]), requested_by=user.address,
-        channel="http"))
+        channel="http", lookalike_reason=reason[:MAX_FIELD] if confirm else ""))
     return web.json_response(result.to_json(), status=STATUS[result.outcome])
 
 

@@ -8,6 +8,7 @@ running gateway): what they share is built here, so a CLI command and the gatewa
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import sys
@@ -35,6 +36,7 @@ from gateway.config import (
 from gateway.stores.offices import OfficeRegistry
 from gateway.stores.portal import PORTAL_DB_FILE, PortalStore
 from gateway.stores.users import UserStore
+from policies.cases import CaseIndex, RecordKey
 from policies.loader import EMBEDDED_FILES, Policy, PolicyError, parse_policy
 from policies.model import Snapshot
 from transports.base import Transport
@@ -45,6 +47,9 @@ from transports.outbox import MaildirOutbox
 from transports.portal import PortalDelivery, PortalSettings
 from transports.smtp_relay import SmtpRelay
 from transports.worker import StoreWorker
+from verification.cases import CASES_DB_FILE, CaseKeyError, CaseStore
+from verification.cases import load_or_create_key as load_or_create_case_key
+from verification.casework import Casework
 from verification.dns import make_resolver
 from verification.registry import Registry
 from verification.texts import Texts
@@ -85,6 +90,15 @@ def open_keyring(data_dir: Path, text: str | None) -> Keyring:
         return Keyring.load_or_create(data_dir / KEYS_FILE, datetime.now(UTC))
     except CryptoError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def open_cases(data_dir: Path) -> CaseStore:
+    """The case registry in `data_dir`, hashing under `case-index.key` (made on first use)."""
+    try:
+        key = load_or_create_case_key(data_dir)
+    except CaseKeyError as exc:
+        raise ConfigError(str(exc)) from None
+    return CaseStore(data_dir / CASES_DB_FILE, RecordKey(key))
 
 
 def resolve_data_dir(config: Config, config_path: Path | None, data_dir: Path | None) -> Path:
@@ -134,6 +148,7 @@ class App:
     users: UserStore
     portal: PortalStore  # encrypted copies, sealed (issue 5)
     keyring: Keyring  # the portal's master keys
+    cases: CaseStore  # the case registry: people, confidential details, shields (issue 16)
     offices: OfficeRegistry  # the office directory: names, teams, DX (issue 17)
     # The thread that reads and writes the registry and the relay ledger for the event loop,
     # for every message (a trip between threads serves every call queued meanwhile).
@@ -167,13 +182,14 @@ class App:
             users = UserStore(root / "casegate.sqlite3")
             keyring = open_keyring(root, portal_keys)
             portal = PortalStore(root / PORTAL_DB_FILE)
+            cases = open_cases(root)
             offices = OfficeRegistry.open(root, audit)
         except (OSError, sqlite3.Error) as exc:
             reason = os_reason(exc) if isinstance(exc, OSError) else str(exc)
             raise ConfigError(f"{root}: the data directory cannot be used ({reason}); it must "
                               "be a directory casegate can write") from None
         return cls(config=config, data_dir=root, policy=policy, registry=registry, audit=audit,
-                   users=users, portal=portal, keyring=keyring,
+                   users=users, portal=portal, keyring=keyring, cases=cases,
                    offices=offices)
 
     def way_out(self) -> Transport:
@@ -229,7 +245,14 @@ class App:
             clock=clock or (lambda: datetime.now(UTC)),
             snapshot=self.snapshot,
             texts=Texts(templates),
+            cases=self.casework(clock).record_verified_party,
         )
+
+    def casework(self, clock: Callable[[], datetime] | None = None) -> Casework:
+        """The case registry's steps (record, shield, remove) on this App's store, policy and
+        audit log. The CLI, the staff pages and a party's verification all use it."""
+        return Casework(store=self.cases, policy=self.policy, audit=self.audit,
+                        clock=clock or (lambda: datetime.now(UTC)))
 
     def snapshot(self, now: datetime | None = None) -> Snapshot:
         """What the engine needs of the stores, read now."""
@@ -238,20 +261,37 @@ class App:
             now=moment,
             verified=self.registry.active(moment),
             staff_personal=self.registry.staff_personal(),
+            cases=self.cases.index(),
         )
 
     async def snapshot_async(self, now: datetime) -> Snapshot:
-        """`snapshot(now)` for the event loop: read in the stores' thread (`worker`)."""
-        return await self.worker.run(self.snapshot, now)
+        """`snapshot(now)` for the event loop: read in the stores' thread (`worker`).
+
+        The case index comes from memory there too, except after a change to the case registry:
+        then it is rebuilt in a thread of its own (about a second at 100,000 people), so the
+        stores' thread goes on serving every other message and the relay ledger meanwhile.
+        """
+        snapshot, cases = await self.worker.run(self._snapshot_if_indexed, now)
+        if cases is None:
+            cases = await asyncio.to_thread(self.cases.index)
+        return replace(snapshot, cases=cases)
+
+    def _snapshot_if_indexed(self, now: datetime) -> tuple[Snapshot, CaseIndex | None]:
+        """The registry's part of the snapshot, and the case index if it is in memory."""
+        snapshot = Snapshot(now=now, verified=self.registry.active(now),
+                            staff_personal=self.registry.staff_personal())
+        return snapshot, self.cases.cached()
 
     def snapshot_at_once(self, now: datetime) -> Snapshot | None:
-        """`snapshot(now)` when the registry can answer from memory without waiting
-        (`Registry.cached`), else None: then call `snapshot` in a worker thread."""
+        """`snapshot(now)` when the registry and the case registry can answer from memory
+        without waiting (`Registry.cached`, `CaseStore.cached`), else None: then call
+        `snapshot` in a worker thread."""
         cached = self.registry.cached(now)
-        if cached is None:
+        cases = self.cases.cached()
+        if cached is None or cases is None:
             return None
         verified, staff_personal = cached
-        return Snapshot(now=now, verified=verified, staff_personal=staff_personal)
+        return Snapshot(now=now, verified=verified, staff_personal=staff_personal, cases=cases)
 
     def __enter__(self) -> App:
         return self
@@ -265,4 +305,5 @@ class App:
         self.audit.close()
         self.users.close()
         self.portal.close()
+        self.cases.close()
         self.offices.close()

@@ -36,6 +36,7 @@ from policies import (
     normalise,
     restricted,
 )
+from policies.cases import CaseIndex, CaseMatches
 from policies.content_rules import (
     ContentRules,
     HeaderSignal,
@@ -60,11 +61,14 @@ GENERAL = "general"
 
 # protected_reasons, always in this order.
 CASE_NUMBER = "case-number"
+CASE_PERSON = "case-person"  # a recorded person of a case is named (DESIGN ruling 17)
+CONFIDENTIAL_DETAIL = "confidential-detail"  # a recorded confidential detail (ruling 18)
 LABEL = "label"
 CASE_DOCUMENT = "case-document"
 UNREADABLE_ATTACHMENT = "unreadable-attachment"
 MALFORMED = "malformed"
-_REASON_ORDER = (CASE_NUMBER, LABEL, CASE_DOCUMENT, identifiers.DATE_OF_BIRTH,
+_REASON_ORDER = (CASE_NUMBER, CASE_PERSON, CONFIDENTIAL_DETAIL, LABEL, CASE_DOCUMENT,
+                 identifiers.DATE_OF_BIRTH,
                  identifiers.NHS_NUMBER, identifiers.NI_NUMBER, identifiers.PNC_ID,
                  UNREADABLE_ATTACHMENT, MALFORMED)
 _IDENTIFIER_ORDER = (identifiers.DATE_OF_BIRTH, identifiers.NHS_NUMBER, identifiers.NI_NUMBER,
@@ -96,12 +100,17 @@ class _Reading:
     malformed: list[str] = field(default_factory=list)
 
 
-def classify_message(raw: bytes, rules: ContentRules, clock: Clock) -> MessageFacts:
-    """Classify one message. Raises MessageError only for empty input; never otherwise."""
+def classify_message(raw: bytes, rules: ContentRules, clock: Clock,
+                     cases: CaseIndex = CaseIndex.EMPTY) -> MessageFacts:
+    """Classify one message. Raises MessageError only for empty input; never otherwise.
+
+    `cases` is the case registry's index (Snapshot.cases): its people and confidential details
+    are looked for in the same texts as every other recogniser reads.
+    """
     if not raw:
         raise MessageError("the message is empty")
     try:
-        return _classify(raw, rules, clock)
+        return _classify(raw, rules, clock, cases=cases)
     except Exception:
         # The stdlib parser and header registry have raised on hostile input before; whatever
         # happens, the answer is a protected, malformed message (fail closed).
@@ -109,7 +118,7 @@ def classify_message(raw: bytes, rules: ContentRules, clock: Clock) -> MessageFa
 
 
 def _classify(raw: bytes, rules: ContentRules, clock: Clock, *,
-              single_part: bool = True) -> MessageFacts:
+              single_part: bool = True, cases: CaseIndex = CaseIndex.EMPTY) -> MessageFacts:
     """`single_part=False` turns the single-part path off (tests compare the two paths)."""
     reading = _Reading()
     if len(raw) > rules.limits.max_message_bytes:
@@ -125,7 +134,7 @@ def _classify(raw: bytes, rules: ContentRules, clock: Clock, *,
             _read_parts(message, rules, clock, reading)
     if not isinstance(message, EmailMessage):  # policy.default always builds EmailMessage
         return _unparseable(raw)
-    return _facts(message, raw, rules, reading)
+    return _facts(message, raw, rules, reading, cases)
 
 
 _FEED_BYTES = 65536
@@ -415,7 +424,7 @@ class _Reader:
 # --- from what was read to facts --------------------------------------------------------
 
 def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
-           reading: _Reading) -> MessageFacts:
+           reading: _Reading, cases: CaseIndex) -> MessageFacts:
     headers = header_signals.Headers.of(message, rules.read_headers)
     # Every recogniser reads the normalised text (DESIGN ruling 22); what leaves is the original.
     texts = [_Text(piece.source, normalise.fold(piece.text), piece.author) for piece in
@@ -433,12 +442,17 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
     found = restricted.scan((restricted.Unit(t.source, t.text, t.author) for t in texts),
                             rules.agency_checks, rules.legal_advice)
     information_type, restricted_reason = restricted.by_text(information_type, found.signals)
-    case_numbers = _case_numbers(texts, rules)
+    registry = _case_matches(texts, rules, cases, headers.display_name)
+    case_numbers = tuple(dict.fromkeys((*_case_numbers(texts, rules), *registry.case_numbers)))
     kinds = _identifier_kinds(texts, rules)
 
     reasons: set[str] = set(kinds)
     if case_numbers:
         reasons.add(CASE_NUMBER)
+    if registry.people or registry.possible_cases:
+        reasons.add(CASE_PERSON)
+    if registry.details:
+        reasons.add(CONFIDENTIAL_DETAIL)
     if markings or "classification:unknown" in explicit.labels:
         reasons.add(LABEL)
     if cue_reason:
@@ -467,7 +481,23 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
         signals=found.signals,
         forwarded_from=found.authors,
         shown_addresses=family.shown_addresses(message),
+        case_people=registry.people,
+        confidential=registry.details,
+        possible_cases=registry.possible_cases,
+        shielded_cases=tuple(c for c in (*case_numbers, *registry.possible_cases)
+                             if cases.shielded(c) is not None),
     )
+
+
+def _case_matches(texts: list[_Text], rules: ContentRules, cases: CaseIndex,
+                  sender_name: str) -> CaseMatches:
+    """The case registry's people and confidential details in the texts (DESIGN rulings 17-18):
+    every text every other recogniser reads (subject, bodies, attachment names and text, the
+    subjects of attached messages), each in one pass."""
+    if cases.is_empty:
+        return CaseMatches.NONE
+    return cases.match((piece.text for piece in texts), dob_cues=rules.date_of_birth_regex,
+                       sender_name=sender_name)
 
 
 def _identifier_views(texts: list[_Text]) -> Iterator[str]:

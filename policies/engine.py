@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from policies import family, restricted
+from policies.cases import DetailKind, DetailMatch, ShieldedCase
 from policies.content import classify_message
 from policies.loader import Policy
 from policies.model import (
@@ -68,7 +69,7 @@ def evaluate(
     multiple_external: MultipleExternal | str = MultipleExternal.SPLIT,
 ) -> Decision:
     """Classify the message's content, then decide for every recipient."""
-    facts = classify_message(raw, policy.content, clock)
+    facts = classify_message(raw, policy.content, clock, snapshot.cases)
     return decide(facts, sender, recipients, policy, snapshot, multiple_external)
 
 
@@ -100,6 +101,8 @@ def decide(
         recipients=classified,
         family=family.exposed_family(classified, facts.shown_addresses, snapshot,
                                      policy.freemail_domains),
+        sender=sender.strip().lower(),
+        shields=_shields(facts, snapshot),
     )
     decisions = tuple(_decide_recipient(r, message, snapshot) for r in message.recipients)
     split = message.must_split
@@ -118,7 +121,17 @@ def decide(
         split=split and mode is MultipleExternal.SPLIT,
         overrides_applied=tuple(applied),
         overrides_not_applied=_not_applied(facts.overrides, applied, policy) if refused else (),
+        shielded_cases=tuple(shield.case_number for shield in message.shields),
     )
+
+
+def _shields(facts: MessageFacts, snapshot: Snapshot) -> tuple[ShieldedCase, ...]:
+    """The shielded cases among the cases the message is about: named by number, or
+    recognised from a recorded person or confidential detail (DESIGN ruling 19); a person
+    named whose name belongs to people of several cases counts for each of them (fail closed)."""
+    found = (snapshot.cases.shielded(case)
+             for case in dict.fromkeys((*facts.case_numbers, *facts.possible_cases)))
+    return tuple(shield for shield in found if shield is not None)
 
 
 @dataclass(frozen=True)
@@ -130,6 +143,8 @@ class _Message:
     protected: bool
     recipients: tuple[Recipient, ...]
     family: tuple[str, ...] = ()  # DESIGN ruling 21: family addresses that would see each other
+    sender: str = ""  # the envelope sender, lower-case
+    shields: tuple[ShieldedCase, ...] = ()
 
     @property
     def must_split(self) -> bool:
@@ -173,15 +188,20 @@ def _decide_recipient(
         recipient.normalised, message.facts.case_numbers
     )
 
-    def decision(action: Action, rule_id: str, stage: Stage = Stage.DATA) -> RecipientDecision:
+    def decision(action: Action, rule_id: str, stage: Stage = Stage.DATA,
+                 note: str = "") -> RecipientDecision:
         return RecipientDecision(recipient=recipient, verified=verified, action=action,
-                                 rule=policy.rule(rule_id), stage=stage)
+                                 rule=policy.rule(rule_id), stage=stage, note=note)
 
     blocking_rule = _ADDRESS_BLOCKS.get(recipient.category)
     if blocking_rule is not None:
         return decision(Action.BLOCK, blocking_rule, Stage.RCPT)
     if recipient.category is Category.INTERNAL:
         return decision(Action.PLAIN, "internal")
+    withheld = [d for d in message.facts.confidential if not _may_go_to(recipient, d)]
+    if withheld:  # DESIGN ruling 18: only inside Cafcass and to the recipients recorded
+        return decision(Action.BLOCK, "confidential-information",
+                        note=_confidential_note(withheld))
     if not message.protected:
         rule_id = "secure-domain" if recipient.category is Category.SECURE else "not-protected"
         return decision(Action.PLAIN, rule_id)
@@ -190,6 +210,37 @@ def _decide_recipient(
     if recipient.category is Category.SECURE:
         return decision(Action.PLAIN, "secure-domain")
     return decision(Action.ENCRYPT, "encrypt-non-secure")
+
+
+def _may_go_to(recipient: Recipient, detail: DetailMatch) -> bool:
+    """Whether a confidential detail may go to this recipient: the address itself, or its
+    domain (or a domain above it), is recorded with the detail."""
+    address = (recipient.normalised or recipient.address).lower()
+    domain = address.rpartition("@")[2]
+    for allowed in detail.may_go_to:
+        if "@" in allowed:
+            if address == allowed:
+                return True
+        elif domain == allowed or domain.endswith("." + allowed):
+            return True
+    return False
+
+
+_KIND_WORDS: dict[DetailKind, str] = {
+    DetailKind.ADDRESS: "an address",
+    DetailKind.SCHOOL: "a school",
+    DetailKind.NURSERY: "a nursery",
+    DetailKind.GP: "a GP practice",
+    DetailKind.PLACEMENT: "a placement",
+    DetailKind.OTHER: "a detail",
+}
+
+
+def _confidential_note(details: Sequence[DetailMatch]) -> str:
+    """Which kinds of confidential detail the message holds, never their text (ruling 18)."""
+    kinds = [_KIND_WORDS[kind] for kind in DetailKind if any(d.kind is kind for d in details)]
+    listed = kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1]
+    return f"Recorded as confidential and found in this message: {listed}."
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,6 +254,15 @@ def _malformed(message: _Message, _mode: str) -> list[tuple[str, str]]:
     """Structure casegate could not read safely: refused for every recipient (fail closed)."""
     if message.facts.malformed:
         return [("malformed-message", ", ".join(message.facts.malformed))]
+    return []
+
+
+def _shielded(message: _Message, _mode: str) -> list[tuple[str, str]]:
+    """DESIGN ruling 19 (RRP 5.1, 5.2): mail about a shielded case, from a sender not on its
+    access list, is refused whoever the recipients are (inside Cafcass too)."""
+    barred = [s.case_number for s in message.shields if message.sender not in s.access]
+    if barred:
+        return [("shielded-case", ", ".join(barred))]
     return []
 
 
@@ -271,6 +331,7 @@ def _legal_advice(message: _Message, _mode: str) -> list[tuple[str, str]]:
 
 _REFUSAL_CHECKS: tuple[_Check, ...] = (
     _malformed,
+    _shielded,
     _auto_forwarded,
     _never_leaves,
     _legal_advice,

@@ -17,6 +17,7 @@ class EventKind(StrEnum):
     OVERRIDE = "override"
     OVERRIDE_NOTIFIED = "override-notified"
     OVERRIDE_NOT_NOTIFIED = "override-not-notified"
+    SHIELDED_CASE_MAIL = "shielded-case-mail"  # a message about a shielded case (ruling 19)
     # the SMTP front's own refusals and logins (gateway/smtp)
     PROTOCOL_REFUSAL = "protocol-refusal"
     CONNECTION_LIMIT = "connection-limit"
@@ -68,6 +69,13 @@ class EventKind(StrEnum):
     PORTAL_REPLY = "portal-reply"
     PORTAL_REVOKE = "portal-revoke"
     PORTAL_EXPIRY = "portal-expiry"
+    # the case registry (verification/casework.py): case and kind of entry, never names/text
+    CASE_PERSON_RECORDED = "case-person-recorded"
+    CASE_PERSON_REMOVED = "case-person-removed"
+    CASE_DETAIL_RECORDED = "case-detail-recorded"
+    CASE_DETAIL_REMOVED = "case-detail-removed"
+    CASE_SHIELDED = "case-shielded"
+    CASE_UNSHIELDED = "case-unshielded"
     # the trail itself (gateway/audit)
     KEY_CREATED = "key-created"
     KEY_ROTATED = "key-rotated"

@@ -364,6 +364,11 @@ def compile_cues(cues: Iterable[str]) -> re.Pattern[str]:
 
 def _is_real_date(match: re.Match[str]) -> bool:
     """Whether a date the date pattern found exists in the calendar."""
+    return date_of(match) is not None
+
+
+def date_of(match: re.Match[str]) -> date | None:
+    """The calendar date a match of `find_dates` names (day first), or None if none exists."""
     form = next(i for i in "1234" if match.group(f"y{i}") is not None)
     day, month_text, year_text = (match.group(f"{k}{form}") for k in "dmy")
     month = _MONTHS.get(month_text.lower(), 0) if month_text.isalpha() else int(month_text)
@@ -371,13 +376,12 @@ def _is_real_date(match: re.Match[str]) -> bool:
     if len(year_text) == 2:
         year += 2000 if year < 50 else 1900  # two-digit years: a child or a parent
     try:
-        date(year, month, int(day))
+        return date(year, month, int(day))
     except ValueError:
-        return False
-    return True
+        return None
 
 
-def _cue_before(text: str, start: int, cues: re.Pattern[str]) -> bool:
+def cue_before(text: str, start: int, cues: re.Pattern[str]) -> bool:
     """Whether a cue ends at most DOB_WINDOW characters before `start`."""
     window_start = max(0, start - DOB_WINDOW - _LONGEST_CUE)
     return any(start - DOB_WINDOW <= cue.end() <= start
@@ -438,7 +442,7 @@ def has_date_of_birth(text: str, cues: re.Pattern[str]) -> bool:
     Dates are found first (few, in most text), then a cue is looked for just before each.
     """
     return _any_valid(find_dates(text),
-                      lambda m: _is_real_date(m) and _cue_before(text, m.start(), cues))
+                      lambda m: _is_real_date(m) and cue_before(text, m.start(), cues))
 
 
 def identifier_kinds(text: str, dob_cues: re.Pattern[str],

@@ -38,11 +38,13 @@ REQUIRED_RULES: frozenset[str] = frozenset({
     "other-case-information", "editable-document", "auto-forward", "multiple-external",
     "malformed-message", "unreadable-container",
     "legal-advice",  # issue 13: DESIGN ruling 20
+    "confidential-information", "shielded-case",  # the case registry (issue 16)
 })
 
 # DESIGN ruling 6 (and 4): no override, ever, for these, whatever an organisation file says.
 NEVER_OVERRIDABLE: frozenset[str] = frozenset({
     "personal-address", "fax", "unverified-recipient", "auto-forward",
+    "confidential-information", "shielded-case",  # who may see them is recorded (ruling 18-19)
 })
 
 # The information types the content classifier names (policies.content); "general" is the

@@ -12,6 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from policies.cases import CaseIndex, DetailMatch, PersonMatch
+
 
 class Action(StrEnum):
     """What happens to one recipient's copy."""
@@ -93,13 +95,15 @@ class RecipientDecision:
     action: Action
     rule: Rule
     stage: Stage
+    note: str = ""  # a sentence the engine adds for this recipient (e.g. which kind of detail)
 
     @property
     def reason(self) -> str:
-        """The sentence the sender reads, with the suggestion for a lookalike."""
+        """The sentence the sender reads, with the suggestion for a lookalike, and the note."""
+        sentence = self.rule.sentence
         if self.recipient.suggestion:
-            return f"{self.rule.sentence} Did you mean {self.recipient.suggestion}?"
-        return self.rule.sentence
+            sentence = f"{sentence} Did you mean {self.recipient.suggestion}?"
+        return f"{sentence} {self.note}" if self.note else sentence
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,13 @@ class MessageFacts:
     signals: tuple[TextSignal, ...] = ()
     forwarded_from: tuple[str, ...] = ()
     shown_addresses: tuple[str, ...] = ()
+    # What the case registry recognised (issue 16): ids and kinds, never the matched text.
+    case_people: tuple[PersonMatch, ...] = ()  # recorded people named (ruling 17)
+    confidential: tuple[DetailMatch, ...] = ()  # confidential details present (ruling 18)
+    # a recorded person named whose name (or cued date of birth) belongs to people of several
+    # cases, and nothing else said which: protected, tied to none of them
+    possible_cases: tuple[str, ...] = ()
+    shielded_cases: tuple[str, ...] = ()  # shielded among case_numbers and possible_cases
 
 
 @dataclass(frozen=True)
@@ -200,6 +211,8 @@ class Snapshot:
     verified: tuple[Verification, ...] = ()
     # staff member's work address -> their known personal addresses
     staff_personal: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # the case registry's people, confidential details and shields, as keyed hashes (issue 16)
+    cases: CaseIndex = CaseIndex.EMPTY
 
     def is_verified(self, address: str, case_numbers: tuple[str, ...]) -> bool:
         """Verified for every case the message names, or organisation-wide."""
@@ -239,6 +252,8 @@ class Decision:
     split: bool
     overrides_applied: tuple[Override, ...] = ()
     overrides_not_applied: tuple[OverrideNotApplied, ...] = ()  # only on a refused message
+    # shielded cases the message is about (DESIGN ruling 19): audited whatever the verdict
+    shielded_cases: tuple[str, ...] = ()
 
     @property
     def verdict(self) -> Verdict:

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from policies.cases import CaseIndex, DetailKind, DetailMatch, RecordKey, ShieldedCase
 from policies.engine import decide, decide_at_rcpt
 from policies.loader import EMBEDDED_FILES, Policy, parse_policy
 from policies.model import (
@@ -51,6 +52,7 @@ def facts(
     auto_forwarded: bool = False,
     overrides: tuple[Override, ...] = (),
     malformed: tuple[str, ...] = (),
+    confidential: tuple[DetailMatch, ...] = (),
 ) -> MessageFacts:
     """MessageFacts as content classification would give them."""
     return MessageFacts(
@@ -66,6 +68,7 @@ def facts(
         sender_display_name=DEFAULTS["display_name"],
         size=4096,
         malformed=malformed,
+        confidential=confidential,
     )
 
 
@@ -86,6 +89,10 @@ def _case_facts(case: dict[str, Any]) -> MessageFacts:
         auto_forwarded=case.get("auto_forwarded", False),
         overrides=tuple(Override(o["rule"], o["justification"]) for o in case.get("overrides", ())),
         malformed=tuple(case.get("malformed", ())),
+        confidential=tuple(
+            DetailMatch(d["case"], d["id"], DetailKind(d["kind"]), tuple(d.get("may_go_to", ())))
+            for d in case.get("confidential", ())
+        ),
     )
 
 
@@ -97,14 +104,17 @@ def _case_snapshot(case: dict[str, Any]) -> Snapshot:
             for v in case.get("verified", ())
         ),
         staff_personal={k: tuple(v) for k, v in case.get("staff_personal", {}).items()},
+        cases=CaseIndex.build(RecordKey(bytes(32)), (), (), (
+            ShieldedCase(s["case"], tuple(s["access"])) for s in case.get("shields", ())
+        )),
     )
 
 
 @pytest.mark.parametrize("case", CASES["case"], ids=lambda c: c["name"][:70])
 def test_engine_case(case: dict[str, Any]) -> None:
     """Each case in engine.toml gets the verdict, actions, rules and refusals it lists."""
-    decision = decide(_case_facts(case), DEFAULTS["sender"], case["recipients"], POLICY,
-                      _case_snapshot(case), case.get("mode", "split"))
+    decision = decide(_case_facts(case), case.get("sender", DEFAULTS["sender"]),
+                      case["recipients"], POLICY, _case_snapshot(case), case.get("mode", "split"))
     expect = case["expect"]
     assert [rd.recipient.address for rd in decision.recipients] == case["recipients"]
     assert decision.verdict == Verdict(expect["verdict"]), decision.reasons()
@@ -130,8 +140,9 @@ def test_every_rule_is_exercised_by_a_case() -> None:
     """Every rule of the embedded policy decides at least one case in the table."""
     seen: set[str] = set()
     for case in CASES["case"]:
-        decision = decide(_case_facts(case), DEFAULTS["sender"], case["recipients"], POLICY,
-                          _case_snapshot(case), case.get("mode", "split"))
+        decision = decide(_case_facts(case), case.get("sender", DEFAULTS["sender"]),
+                          case["recipients"], POLICY, _case_snapshot(case),
+                          case.get("mode", "split"))
         seen |= {rd.rule.id for rd in decision.recipients}
         seen |= {r.rule.id for r in decision.refusals}
         seen |= {o.rule_id for o in decision.overrides_applied}

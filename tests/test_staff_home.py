@@ -47,15 +47,17 @@ def _nav(page: str) -> list[tuple[str, bool]]:
 
 
 async def test_a_practitioner_lands_on_home_with_the_pages_they_may_use(gw: Harness) -> None:
-    """Signing in goes to /home (not a 403), which lists post and verifications, not governance."""
+    """Signing in goes to /home (not a 403), which lists post, verifications and cases, not
+    governance."""
     async with gw.web_client() as client:
         assert await _sign_in(client, STAFF, "/home") == "/home"
         async with client.get("/home") as home:
             text = await home.text()
             assert home.status == 200
-        assert _nav(text) == [("/home", True), ("/post", False), ("/verifications", False)]
+        assert _nav(text) == [("/home", True), ("/post", False), ("/verifications", False),
+                              ("/cases", False)]
         cards = re.findall(r'<li><a href="([^"]+)">', text.split('class="cards"')[1])
-        assert cards == ["/post", "/verifications"]
+        assert cards == ["/post", "/verifications", "/cases"]
         assert "/governance" not in text and 'action="/logout"' in text
         async with client.get("/", allow_redirects=False) as root:
             assert root.status == 302 and root.headers["Location"] == "/home"
@@ -68,7 +70,7 @@ async def test_governance_sees_the_audit_trail_too(gw: Harness) -> None:
         async with client.get("/home") as home:
             text = await home.text()
         assert [path for path, _ in _nav(text)] == ["/home", "/governance", "/post",
-                                                     "/verifications"]
+                                                     "/verifications", "/cases"]
         assert "Every decision casegate took" in text
 
 

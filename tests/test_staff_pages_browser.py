@@ -1,8 +1,8 @@
 """The staff pages in a real headless Chromium at phone (390x844) and desktop (1280x800) sizes.
 
 A practitioner and a governance lead sign in; each lands on the home page listing the pages
-their roles allow, and no page (home, governance, an event, post with its answer) is wider
-than the screen at either size.
+their roles allow, and no page (home, governance, an event, post with its answer, the cases
+and one case with long addresses) is wider than the screen at either size.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from policies.cases import DetailKind, PersonRole
 from tests.gateway_harness import GOVERNANCE, PASSWORD, STAFF, Harness, running_gateway
 from tests.sink import Sink
 from tests.tools import CHROMIUM, CHROMIUM_ARGS  # one launch recipe
 
+CASE = "ZE26C00001"
 SIZES = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "height": 800}}
 LONG_ADDRESS = "firstname.middlename.lastname-family@children-services.example-county.gov.uk"
 FITS = "document.documentElement.scrollWidth <= window.innerWidth"
@@ -34,12 +36,19 @@ async def gw(tmp_path: Path, sink: Sink) -> AsyncIterator[Harness]:
             running.app.audit.record("refusal", rule="personal-address", sender=STAFF,
                                      recipients=[LONG_ADDRESS, f"parent{i}@gmail.com"],
                                      case_numbers=["ZE26C00001", "ZE26C00002"], urgent=True)
+        work = running.app.casework()
+        work.record_person(CASE, name="Ellie Mae Whitfield", role=PersonRole.CHILD,
+                           date_of_birth=None, by=STAFF, channel="cli")
+        work.record_detail(CASE, text="14 Larkspur Close", kind=DetailKind.ADDRESS,
+                           may_go_to=[LONG_ADDRESS, "children-services.example-county.gov.uk"],
+                           by=STAFF, channel="cli")
+        work.shield(CASE, access=[STAFF, GOVERNANCE], by=STAFF, channel="cli")
         yield running
 
 
 @pytest.mark.parametrize(("who", "pages"), [
-    (STAFF, ["Post", "My verifications"]),
-    (GOVERNANCE, ["Audit trail", "Post", "My verifications"]),
+    (STAFF, ["Post", "My verifications", "Cases"]),
+    (GOVERNANCE, ["Audit trail", "Post", "My verifications", "Cases"]),
 ])
 async def test_staff_pages_fit_phone_and_desktop(gw: Harness, who: str,
                                                  pages: list[str]) -> None:
@@ -65,7 +74,7 @@ async def test_staff_pages_fit_phone_and_desktop(gw: Harness, who: str,
             current = page.locator('nav.staff a[aria-current="page"]')
             assert await current.all_inner_texts() == ["Home"]
 
-            paths = ["/home", "/post"]
+            paths = ["/home", "/post", "/cases", f"/cases/{CASE}"]
             if who == GOVERNANCE:
                 paths += ["/governance", "/governance/events/1"]
             for size, viewport in SIZES.items():

@@ -313,6 +313,7 @@ class Workflow:
         clock: Callable[[], datetime],
         snapshot: Callable[[datetime], Snapshot],
         texts: Texts | None = None,
+        cases: Callable[[RegistryEntry, str], object] | None = None,
     ) -> None:
         self.registry = registry
         self.policy = policy
@@ -324,6 +325,9 @@ class Workflow:
         self.clock = clock
         self.snapshot = snapshot
         self.texts = texts or Texts()
+        # Called with each confirmed entry and the name the practitioner gave, in the worker
+        # thread: a verified party becomes a person of the case (issue 16).
+        self.cases = cases
 
     # -- request ------------------------------------------------------------------------
 
@@ -505,6 +509,8 @@ class Workflow:
         if entry is not None:
             self._event(EventKind.VERIFICATION_CONFIRMED, request, method=METHOD,
                         valid_until=entry.expires_at.isoformat() if entry.expires_at else "never")
+            if self.cases is not None:
+                self.cases(entry, request.name)
         return entry
 
     async def _wrong(self, request: VerificationRequest, now: datetime) -> LinkAnswer:

@@ -21,6 +21,7 @@ COMMANDS: tuple[str, ...] = (
     "check",
     "replay",
     "verify",
+    "case",
     "staff",
     "audit",
     "serve",

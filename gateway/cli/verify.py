@@ -5,7 +5,9 @@ to record an address verified for a case. Practitioners ask the recipient to con
 address with `verify request` (the workflow of issue 4, verification/workflow.py).
 
     casegate verify add ADDRESS (--case NUMBER | --organisation) --role party|professional
-                        --by STAFF-ADDRESS [--name NAME] [--confirm-lookalike --reason TEXT]
+                        --by STAFF-ADDRESS [--name "FULL NAME"] [--confirm-lookalike --reason TEXT]
+    (a party verified for a case with --name is also recorded as a person of the case:
+    `casegate case`, verification/cases.py)
     casegate verify request ADDRESS --case NUMBER --name "FULL NAME" --role party|professional
                             --by STAFF-ADDRESS [--json]
     casegate verify list [--case NUMBER] [--json]
@@ -24,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.cli.common import UsageError, add_common, open_app
 from gateway.config import ConfigError
+from policies.cases import PersonRole
 from policies.events import EventKind
 from policies.model import Role, Snapshot
+from verification.cases import AlreadyRecorded, CaseError, clean_name
 from verification.registry import AlreadyVerified, RegistryEntry, RequestState, VerificationRequest
 from verification.workflow import (
     LOOKALIKE_METHOD,
@@ -61,7 +65,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("--role", required=True, choices=[r.value for r in Role])
     add.add_argument("--by", required=True, metavar="STAFF-ADDRESS",
                      help="the member of staff who verified it")
-    add.add_argument("--name", default="", help="the recipient's name")
+    add.add_argument("--name", default="",
+                     help="the recipient's full name (a party's is recorded for the case)")
     add.add_argument("--confirm-lookalike", action="store_true",
                      help="verify an address casegate reads as a lookalike (a real domain that "
                      "resembles a secure one), deliberately; needs --reason; audited")
@@ -114,26 +119,62 @@ def run_add(args: argparse.Namespace) -> int:
                                       confirm_lookalike=bool(reason))
         address = checked.normalised
         case = _case_number(args.case, app.policy) if args.case else None
-        method = LOOKALIKE_METHOD if checked.lookalike_of else "manual"
-        try:
-            entry = app.registry.add(address, case_number=case, role=Role(args.role),
-                                     verified_by=staff, now=now, name=args.name, method=method)
-        except AlreadyVerified as exc:
-            print(f"{exc}; nothing changed.")
-            return 0
-        app.audit.record(EventKind.VERIFICATION_ADDED, sender=staff, recipients=[entry.address],
-                         case_numbers=[case] if case else [], role=entry.role.value,
-                         method=entry.method, scope="case" if case else "organisation")
-        if checked.lookalike_of:
-            app.audit.record(EventKind.VERIFICATION_LOOKALIKE_CONFIRMED, rule=LOOKALIKE_RULE,
-                             sender=staff, recipients=[entry.address],
-                             case_numbers=[case] if case else [], resembles=checked.lookalike_of,
-                             reason=reason, channel="cli")
-    print(f"{entry.address} is verified for {_scope_text(entry)} as {entry.role.value}.")
-    if checked.lookalike_of:
-        print(f"It resembles {checked.lookalike_of} but is not it: casegate treats it as an "
-              "ordinary (non-secure) address, so protected mail to it goes through the portal.")
+        party = case is not None and Role(args.role) is Role.PARTY and bool(args.name.strip())
+        if party:
+            _person_name(args.name)  # refused before anything is recorded
+        said = _add_entry(app, address, case, args, staff, now, checked, reason)
+        person = _record_party(app, case, args.name, staff) if party and case else ""
+    print(said)
+    if person:
+        print(person)
     return 0
+
+
+def _add_entry(app: App, address: str, case: str | None, args: argparse.Namespace,
+               staff: str, now: datetime, checked: AddressCheck, reason: str) -> str:
+    """Record the verification (audited, and a lookalike confirmed on purpose audited as
+    such); what to tell the user."""
+    method = LOOKALIKE_METHOD if checked.lookalike_of else "manual"
+    try:
+        entry = app.registry.add(address, case_number=case, role=Role(args.role),
+                                 verified_by=staff, now=now, name=args.name, method=method)
+    except AlreadyVerified as exc:
+        return f"{exc}; nothing changed."
+    app.audit.record(EventKind.VERIFICATION_ADDED, sender=staff, recipients=[entry.address],
+                     case_numbers=[case] if case else [], role=entry.role.value,
+                     method=entry.method, scope="case" if case else "organisation")
+    said = f"{entry.address} is verified for {_scope_text(entry)} as {entry.role.value}."
+    if checked.lookalike_of:
+        app.audit.record(EventKind.VERIFICATION_LOOKALIKE_CONFIRMED, rule=LOOKALIKE_RULE,
+                         sender=staff, recipients=[entry.address],
+                         case_numbers=[case] if case else [], resembles=checked.lookalike_of,
+                         reason=reason, channel="cli")
+        said += (f"\nIt resembles {checked.lookalike_of} but is not it: casegate treats it as "
+                 "an ordinary (non-secure) address, so protected mail to it goes through the "
+                 "portal.")
+    return said
+
+
+def _person_name(name: str) -> str:
+    try:
+        return clean_name(name)
+    except CaseError as exc:
+        raise UsageError(f"--name: {exc}") from None
+
+
+def _record_party(app: App, case: str, name: str, staff: str) -> str:
+    """Record a verified party as a person of the case (issue 16); what to tell the user."""
+    try:
+        person = app.casework().record_person(case, name=name, role=PersonRole.PARTY,
+                                              date_of_birth=None, by=staff,
+                                              channel="verification")
+    except AlreadyRecorded as exc:
+        said = str(exc)
+        return f"{said[:1].upper()}{said[1:]}."
+    except CaseError as exc:
+        raise UsageError(f"the verification is recorded, but not the person: {exc}") from None
+    return (f"{person.person_id} ({person.initials}, party) is recorded for case "
+            f"{person.case_number}.")
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -66,7 +66,13 @@ async def record_decision(stages: Stages, record: Record, decision: Decision,
         case_numbers=list(facts.case_numbers), decision_id=decision_id, stage="data", peer=peer,
         information_type=facts.information_type, protected=facts.protected, size=facts.size,
         split=decision.split, actions=[rd.action.value for rd in decision.recipients],
+        **registry_metadata(decision),
     )
+    if decision.shielded_cases:
+        # DESIGN ruling 19: every message about a shielded case is on record, allowed or not.
+        await record(EventKind.SHIELDED_CASE_MAIL, rule="shielded-case",
+                     sender=decision.sender, case_numbers=list(decision.shielded_cases),
+                     decision_id=decision_id, verdict=decision.verdict.value)
     for override in decision.overrides_applied:
         # Governance reviews overrides with their justification (issue 6; RRP 1.2): it is the
         # sender's own explanation, capped in length by the classifier, never message content.
@@ -75,6 +81,22 @@ async def record_decision(stages: Stages, record: Record, decision: Decision,
                     justification=override.justification)
     for rd in decision.recipients:
         stages.metrics.decided("data", rd.action, rd.rule.id)
+
+
+def registry_metadata(decision: Decision) -> dict[str, list[str]]:
+    """What the case registry recognised, for the audit trail: which case and which kind of
+    item matched ("case:person:role:signal", "case:detail:kind"), never the matched text."""
+    facts = decision.facts
+    found: dict[str, list[str]] = {}
+    if facts.case_people:
+        found["case_people"] = [f"{p.case_number}:{p.person_id}:{p.role.value}:{p.signal.value}"
+                                for p in facts.case_people]
+    if facts.confidential:
+        found["confidential_details"] = [f"{d.case_number}:{d.detail_id}:{d.kind.value}"
+                                         for d in facts.confidential]
+    if decision.shielded_cases:
+        found["shielded_cases"] = list(decision.shielded_cases)
+    return found
 
 
 def refusal_reply(decision: Decision) -> Reply | None:

@@ -22,6 +22,17 @@ def decision_json(decision: Decision) -> dict[str, Any]:
         "protected": facts.protected,
         "protected_reasons": list(facts.protected_reasons),
         "case_numbers": list(facts.case_numbers),
+        # the case registry (issue 16): ids and kinds of what matched, never its text
+        "case_people": [
+            {"case": p.case_number, "person": p.person_id, "role": p.role.value,
+             "signal": p.signal.value}
+            for p in facts.case_people
+        ],
+        "confidential_details": [
+            {"case": d.case_number, "detail": d.detail_id, "kind": d.kind.value}
+            for d in facts.confidential
+        ],
+        "shielded_cases": list(decision.shielded_cases),
         "split": decision.split,
         "recipients": [
             {
@@ -74,6 +85,13 @@ def decision_table(decision: Decision) -> str:
     ]
     if facts.case_numbers:
         lines.append(f"Case numbers: {', '.join(facts.case_numbers)}")
+    if facts.case_people or facts.confidential:
+        found = [f"{p.role.value} ({p.signal.value.replace('-', ' ')}) of {p.case_number}"
+                 for p in facts.case_people]
+        found += [f"confidential {d.kind.value} of {d.case_number}" for d in facts.confidential]
+        lines.append(f"Recognised from the case registry: {'; '.join(found)}")
+    if decision.shielded_cases:
+        lines.append(f"Shielded case: {', '.join(decision.shielded_cases)}")
     if decision.split and decision.verdict.value == "deliver":
         lines.append("Each external recipient gets a separate copy showing only their address.")
     lines.append("")

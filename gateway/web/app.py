@@ -27,7 +27,7 @@ from gateway.observe.logs import describe_error
 from gateway.observe.metrics import CONTENT_TYPE, Metrics
 from gateway.printed.post import post_options
 from gateway.stages.context import Stages
-from gateway.web import portal, post, staff, verify
+from gateway.web import cases, portal, post, staff, verify
 from gateway.web.pages import WebDeps
 from transports.portal import PortalDelivery
 
@@ -78,6 +78,7 @@ def build_web_app(front: WebFront) -> web.Application:
     post.install(web_app, post.PostDeps(options=post_options(app), audit=app.audit,
                                         users=app.users, offices=app.offices))
     verify.install(web_app, stages.workflow)
+    cases.install(web_app, cases.CasesDeps(casework=app.casework(stages.clock)))
     if front.portal is not None:
         delivery = front.portal
         deps = portal.PortalDeps(

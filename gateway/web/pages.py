@@ -54,7 +54,7 @@ PAGE_HEADERS = {
 STYLESHEET = "casegate.css"
 HOME = "/home"  # the signed-in staff member's home page
 SIGN_IN = "/login"
-OUR_PREFIXES = ("/login", "/logout", HOME, "/governance", "/verifications",
+OUR_PREFIXES = ("/login", "/logout", HOME, "/governance", "/verifications", "/cases",
                 f"/static/{STYLESHEET}")
 _BREAK_AFTER = re.compile(r"([@.,])")
 

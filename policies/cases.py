@@ -1,0 +1,623 @@
+"""The case registry as the matcher sees it: keyed hashes of people, details and shields.
+
+Issue 16, DESIGN rulings 17-19. Staff record the people of a case (name, role, date of birth),
+confidential details (an address, a school, a GP practice...) with who may receive them, and
+shielded cases with who may handle them. The store keeps none of those texts: `RecordKey` turns
+each into keyed hashes (HMAC-SHA256, one per normalised token), as exact-data-match products do,
+and `CaseIndex` holds the hashes in dictionaries keyed by token-hash sequences.
+
+Matching (`CaseIndex.match`) reads each text once: the text is normalised and split into tokens,
+each distinct token is hashed once (and remembered across messages in a small LRU), and the
+sequence of token hashes is walked once, looking up names and details by their first token.
+The cost does not grow with the number of people recorded, only with the length of the text.
+
+What a match says (DESIGN ruling 17; `tests/cases/case_registry.toml` shows each):
+* a recorded person's full name (all its tokens in order, or first and last name, or "last,
+  first"), within one sentence, ties the message to the person's case;
+* a confidential detail (all its tokens in order, whatever spacing, punctuation, line breaks
+  and postcode spacing lie between them) ties the message to its case;
+* a recorded date of birth ties it when a date-of-birth cue ("DOB", "born") stands just before
+  it, or when it stands next to the first name of the person born then. A date alone does not:
+  with thousands of people recorded, nearly every recent date is somebody's birthday;
+* a first name alone never ties. With a relationship word naming the person ("Ellie's mum",
+  "father of Ellie", "brother Jack") it ties when that first name is recorded in one case
+  only, or with another first name of the same case close by ("Ellie and her brother Jack")
+  when only one case has both. A first name is also counted for a case the message is tied to
+  in another way (another person's full name, a confidential detail, a date of birth);
+* a full name or cued date of birth recorded in several cases ties the case that something
+  else in the message also names (another person's first name, a date of birth); when nothing
+  does, the message is protected but tied to none (`possible_cases`);
+* the sender's own display name is not taken for a recorded person's (a member of staff who
+  shares a name with a party, or is one, signs their mail).
+
+Matches carry case numbers, person and detail ids and kinds: never the matched text.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import operator
+import re
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from enum import StrEnum
+from typing import ClassVar
+
+from policies import identifiers
+from policies.normalise import fold
+
+
+class PersonRole(StrEnum):
+    """Who a recorded person is in the case."""
+
+    CHILD = "child"
+    PARTY = "party"
+    OTHER = "other"
+
+
+class DetailKind(StrEnum):
+    """What a confidential detail is: the refusal names the kind, never the text (RRP 2.2)."""
+
+    ADDRESS = "address"
+    SCHOOL = "school"
+    NURSERY = "nursery"
+    GP = "gp"
+    PLACEMENT = "placement"
+    OTHER = "other"
+
+
+class Signal(StrEnum):
+    """Why a person of a case was recognised (what the audit trail may say)."""
+
+    FULL_NAME = "full-name"
+    DATE_OF_BIRTH = "date-of-birth"
+    FIRST_NAME_RELATIONSHIP = "first-name-relationship"
+    FIRST_NAME_WITH_CASE = "first-name-with-case"
+
+
+# --- normalisation -----------------------------------------------------------------------
+
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u0060": "'",
+                              "\u00b4": "'", "\u2032": "'"})
+# Letters NFKD does not take apart, written as their base letters.
+_LETTERS = str.maketrans({"ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "æ": "ae",
+                          "œ": "oe", "ı": "i", "ŀ": "l", "ħ": "h"})
+_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
+# A UK postcode written without its space ("ls14ab"): spaced canonically ("ls1 4ab").
+_POSTCODE = re.compile(r"(?<![^\W_])([a-z]{1,2}[0-9][a-z0-9]?) ?([0-9][a-z]{2})(?![^\W_])")
+# A word (letters and digits, apostrophes inside kept), or a possessive "'s" as its own token.
+_TOKEN = re.compile(r"[^\W_]+(?:'(?!s(?![^\W_]))[^\W_]+)*|'s(?![^\W_])")
+POSSESSIVE = "'s"
+
+
+def normalise(text: str, *, folded: bool = False) -> str:
+    """The text as the matcher compares it: folded (`policies.normalise.fold`, unless the
+    caller says it already is), case-folded, accents removed, apostrophes unified, UK postcodes
+    spaced canonically."""
+    text = (text if folded else fold(text)).casefold()
+    if not text.isascii():
+        text = _COMBINING.sub("", unicodedata.normalize("NFKD", text.translate(_APOSTROPHES)
+                                                        .translate(_LETTERS)))
+    if identifiers.has_digit(text):
+        text = _POSTCODE.sub(r"\1 \2", text)
+    return text
+
+
+def tokens(text: str, *, folded: bool = False) -> list[str]:
+    """The tokens of a text after `normalise`: words without their punctuation, a possessive
+    "'s" as a token of its own, apostrophes inside a word dropped ("O'Brien" is "obrien")."""
+    return _words(normalise(text, folded=folded))
+
+
+def _words(normalised: str) -> list[str]:
+    found = _TOKEN.findall(normalised)
+    if "'" in normalised and any("'" in t for t in found):
+        found = [t if t == POSSESSIVE else t.replace("'", "") for t in found]
+    return found
+
+
+# --- keyed hashing -----------------------------------------------------------------------
+
+_TOKEN_DOMAIN = b"token\x00"
+_DOB_DOMAIN = b"dob\x00"
+_LRU_TOKENS = 1 << 16  # distinct tokens remembered across messages (about 10 MB at most)
+
+
+class RecordKey:
+    """Keyed hashing (HMAC-SHA256, key 32 bytes) of normalised forms: what the store keeps."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise ValueError("a record key is 32 bytes")
+        self._key = key
+        self.token: Callable[[str], bytes] = functools.lru_cache(maxsize=_LRU_TOKENS)(
+            self._token)
+        self.date_of_birth: Callable[[date], bytes] = functools.lru_cache(maxsize=4096)(
+            self._date_of_birth)
+
+    def _token(self, token: str) -> bytes:
+        return hmac.digest(self._key, _TOKEN_DOMAIN + token.encode("utf-8"), hashlib.sha256)
+
+    def name(self, full_name: str) -> tuple[bytes, ...]:
+        """One keyed hash per normalised name token, in order."""
+        found = [t for t in tokens(full_name) if t != POSSESSIVE]
+        if len(found) < 2:
+            raise ValueError("a name needs at least two words (a first name and a surname)")
+        return tuple(self.token(t) for t in found)
+
+    def _date_of_birth(self, value: date) -> bytes:
+        return hmac.digest(self._key, _DOB_DOMAIN + value.isoformat().encode("ascii"),
+                           hashlib.sha256)
+
+    def detail(self, text: str) -> tuple[bytes, ...]:
+        """Keyed hashes of the detail's normalised tokens."""
+        found = tokens(text)
+        if not found:
+            raise ValueError("a confidential detail needs some text")
+        return tuple(self.token(t) for t in found)
+
+
+# --- what the store hands over -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class CasePerson:
+    case_number: str
+    person_id: str
+    role: PersonRole
+    name: tuple[bytes, ...]  # RecordKey.name
+    date_of_birth: bytes | None  # RecordKey.date_of_birth
+    initials: str  # what staff see of the name
+
+
+@dataclass(frozen=True)
+class ConfidentialDetail:
+    case_number: str
+    detail_id: str
+    kind: DetailKind
+    text: tuple[bytes, ...]  # RecordKey.detail
+    may_go_to: tuple[str, ...]  # lower-case addresses or domains
+
+
+@dataclass(frozen=True)
+class ShieldedCase:
+    case_number: str
+    access: tuple[str, ...]  # lower-case staff addresses
+
+
+# --- what a match finds ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PersonMatch:
+    case_number: str
+    person_id: str
+    role: PersonRole
+    signal: Signal
+
+
+@dataclass(frozen=True)
+class DetailMatch:
+    case_number: str
+    detail_id: str
+    kind: DetailKind
+    may_go_to: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CaseMatches:
+    """What the registry recognised in a message: metadata only.
+
+    `people` and `details` are tied to their case. `possible_cases` are the cases of a recorded
+    person named in full (or by a cued date of birth) when that name or date belongs to people
+    of several cases and nothing else in the message says which: the message is protected, but
+    not tied to one case.
+    """
+
+    people: tuple[PersonMatch, ...] = ()
+    details: tuple[DetailMatch, ...] = ()
+    possible_cases: tuple[str, ...] = ()
+
+    NONE: ClassVar[CaseMatches]
+
+    @property
+    def case_numbers(self) -> tuple[str, ...]:
+        """The cases the message is tied to, in order."""
+        found = dict.fromkeys(p.case_number for p in self.people)
+        found.update(dict.fromkeys(d.case_number for d in self.details))
+        return tuple(found)
+
+    def __bool__(self) -> bool:
+        return bool(self.people or self.details or self.possible_cases)
+
+
+CaseMatches.NONE = CaseMatches()
+
+
+# --- the index ---------------------------------------------------------------------------
+
+# Words that name a relation of a person: "Ellie's mum", "father of Ellie", "brother Jack".
+RELATIONSHIP_WORDS = frozenset({
+    "mum", "mummy", "mom", "mam", "mother", "dad", "daddy", "father", "parent", "parents",
+    "sister", "brother", "sibling", "siblings", "stepmother", "stepfather", "stepmum",
+    "stepdad", "stepsister", "stepbrother", "grandmother", "grandfather", "grandma", "grandad",
+    "granddad", "grandpa", "gran", "granny", "nan", "nana", "nanny", "grandparent",
+    "grandparents", "aunt", "auntie", "aunty", "uncle", "cousin", "carer", "carers", "guardian",
+    "son", "daughter", "child", "children", "baby", "niece", "nephew", "partner",
+    "boyfriend", "girlfriend", "stepson", "stepdaughter", "stepchild",
+})
+_RELATION_LINKS = frozenset({"of", "to", "for"})  # "mother of Ellie", "carer to Ellie"
+
+# Between two tokens: nothing but blanks, single line breaks and other punctuation (0), a comma
+# (1), or the end of a sentence or a blank line (2). A name does not run across a sentence.
+_SAME = 0
+_COMMA = 1
+_BREAK = 2
+_HARD = re.compile(r"[.!?;:]|\n\s*\n")
+# A word with what stands before it: the separator, then the token (see _TOKEN).
+_GAP_TOKEN = re.compile(r"([^\w']*)(" + _TOKEN.pattern + ")")
+DOB_NEAR_TOKENS = 3  # a date of birth counts next to its person's name within this many words
+PAIR_WINDOW = 8  # two first names of one case count within this many words of each other
+
+
+def _gap_kind(gap: str) -> int:
+    if _HARD.search(gap):
+        return _BREAK
+    return _COMMA if "," in gap else _SAME
+
+
+class CaseIndex:
+    """Immutable; built once per registry version (the store caches it like Registry.active).
+
+    Everything is looked up by keyed hash: a name form (all its tokens, first and last, or last
+    and first) to the people with it, a first name to the cases with someone of that first
+    name, a detail's token sequence to the details, a date of birth to the people born then.
+    """
+
+    EMPTY: ClassVar[CaseIndex]
+
+    def __init__(self, key: RecordKey | None, people: tuple[CasePerson, ...],
+                 details: tuple[ConfidentialDetail, ...],
+                 shields: tuple[ShieldedCase, ...]) -> None:
+        self._key = key
+        self.people = tuple(p for p in people if len(p.name) >= 2)
+        self.details = tuple(d for d in details if d.text)
+        self._shields = {s.case_number: s for s in shields}
+        # Cases by number, and the people of each (indexes into self.people).
+        self._case_ids: dict[str, int] = {}
+        self._case_numbers: list[str] = []
+        self._case_people: list[list[int]] = []
+        self._person_case: list[int] = []
+        # Name forms: (tokens) -> people; first token -> lengths of forms starting with it.
+        self._names: dict[tuple[bytes, ...], list[int]] = {}
+        self._name_lengths: dict[bytes, set[int]] = {}
+        self._reversed: set[tuple[bytes, ...]] = set()  # "last, first": a comma may part them
+        self._first_cases: dict[bytes, set[int]] = {}
+        self._details: dict[tuple[bytes, ...], list[int]] = {}
+        self._detail_lengths: dict[bytes, set[int]] = {}
+        self._dobs: dict[bytes, list[int]] = {}
+        # What a token's hash may start or be: bit flags, one lookup per distinct token.
+        self._flags: dict[bytes, int] = {}
+        self._build()
+
+    @classmethod
+    def build(cls, key: RecordKey, people: Iterable[CasePerson],
+              details: Iterable[ConfidentialDetail],
+              shields: Iterable[ShieldedCase]) -> CaseIndex:
+        return cls(key, tuple(people), tuple(details), tuple(shields))
+
+    def _case_id(self, case_number: str) -> int:
+        found = self._case_ids.get(case_number)
+        if found is None:
+            found = self._case_ids[case_number] = len(self._case_people)
+            self._case_people.append([])
+            self._case_numbers.append(case_number)
+        return found
+
+    def _build(self) -> None:
+        for i, person in enumerate(self.people):
+            case = self._case_id(person.case_number)
+            self._case_people[case].append(i)
+            self._person_case.append(case)
+            name = person.name
+            forms = [name, (name[0], name[-1]), (name[-1], name[0])]
+            self._reversed.add(forms[2])
+            for form in dict.fromkeys(forms):
+                self._names.setdefault(form, []).append(i)
+                self._name_lengths.setdefault(form[0], set()).add(len(form))
+                self._flags[form[0]] = self._flags.get(form[0], 0) | _NAME_START
+            self._first_cases.setdefault(name[0], set()).add(case)
+            self._flags[name[0]] = self._flags.get(name[0], 0) | _FIRST_NAME
+            if person.date_of_birth is not None:
+                self._dobs.setdefault(person.date_of_birth, []).append(i)
+        for i, detail in enumerate(self.details):
+            self._case_id(detail.case_number)
+            self._details.setdefault(detail.text, []).append(i)
+            self._detail_lengths.setdefault(detail.text[0], set()).add(len(detail.text))
+            self._flags[detail.text[0]] = self._flags.get(detail.text[0], 0) | _DETAIL_START
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.people or self.details)
+
+    def shielded(self, case_number: str) -> ShieldedCase | None:
+        return self._shields.get(case_number)
+
+    def match(self, texts: Iterable[str], *, dob_cues: re.Pattern[str] | None = None,
+              sender_name: str = "") -> CaseMatches:
+        """What the registry recognises in these texts (one pass over each). The texts are
+        folded already (`policies.normalise.fold`), as classification reads them.
+
+        `dob_cues` is the policy's date-of-birth cue pattern (ContentRules.date_of_birth_regex):
+        a recorded date of birth just after a cue counts on its own. `sender_name` is the
+        display name of the message's From: the sender's own name (in a signature) is not taken
+        for a recorded person's, so that staff who share a name with a party, or who are a
+        party themselves, can still write about other things.
+        """
+        if self._key is None or self.is_empty:
+            for _ in texts:  # read nothing, but consume a generator as callers expect
+                pass
+            return CaseMatches.NONE
+        found = _Found(ignored=self._own_name(sender_name))
+        for text in texts:
+            self._scan(text, found, dob_cues)
+        return self._conclude(found)
+
+    def _own_name(self, sender_name: str) -> frozenset[tuple[bytes, ...]]:
+        """The name forms of the sender's display name ("Jo Bloggs", "Bloggs, Jo")."""
+        assert self._key is not None
+        words = [w for w in tokens(sender_name) if w != POSSESSIVE]
+        if len(words) < 2:
+            return frozenset()
+        hashes = tuple(self._key.token(w) for w in words)
+        return frozenset({hashes, (hashes[0], hashes[-1]), (hashes[-1], hashes[0])})
+
+    # -- one text, one pass ------------------------------------------------------------------
+
+    def _scan(self, text: str, found: _Found, dob_cues: re.Pattern[str] | None) -> None:
+        assert self._key is not None
+        normalised = normalise(text, folded=True)
+        pairs = _GAP_TOKEN.findall(normalised)
+        if not pairs:
+            return
+        words = list(map(_SECOND, pairs))
+        if "'" in normalised:
+            words = [w if "'" not in w or w == POSSESSIVE else w.replace("'", "") for w in words]
+        # Each distinct word is hashed once (and remembered across messages by RecordKey).
+        token_hash = self._key.token
+        flags = self._flags
+        hashes: dict[str, bytes] = {}
+        flagged: dict[str, int] = {}
+        for word in set(words):
+            h = hashes[word] = token_hash(word)
+            bits = flags.get(h, 0)
+            if bits:
+                flagged[word] = bits
+        gaps = _Gaps(pairs)
+        in_full_name: set[int] = set()
+        own: set[int] = set()
+        firsts: dict[int, bytes] = {}  # position -> hash of first names not in a full name
+        for i in [i for i, w in enumerate(words) if w in flagged]:
+            bits = flagged[words[i]]
+            h = hashes[words[i]]
+            if bits & _NAME_START:
+                self._full_names(words, i, h, hashes, gaps, found, in_full_name, own)
+            if bits & _DETAIL_START:
+                for n in self._detail_lengths[h]:
+                    if i + n <= len(words):
+                        form = tuple(hashes[w] for w in words[i:i + n])
+                        found.details.update(self._details.get(form, ()))
+            if bits & _FIRST_NAME and i not in own:
+                firsts[i] = h
+                found.first_seen.setdefault(h, False)
+        for i in in_full_name:
+            firsts.pop(i, None)
+        # Relationship words, and the first names they name.
+        for j in [j for j, w in enumerate(words) if w in RELATIONSHIP_WORDS]:
+            for i in _named_by_relation(words, j, gaps):
+                word = words[i]
+                if flagged.get(word, 0) & _FIRST_NAME and i not in own:
+                    h = hashes[word]
+                elif i == j - 1 and len(word) > 2 and word.endswith("s"):
+                    h = token_hash(word[:-1])  # "Ellies mum"
+                    if not flags.get(h, 0) & _FIRST_NAME:
+                        continue
+                else:
+                    continue
+                found.first_seen[h] = True
+                # Another first name close by: "Ellie and her brother Jack".
+                for k in range(max(0, i - PAIR_WINDOW), i + PAIR_WINDOW + 1):
+                    g = firsts.get(k)
+                    if g is not None and g != h and gaps.within(min(i, k), abs(i - k) + 1,
+                                                                _COMMA):
+                        found.pairs.add((h, g) if h < g else (g, h))
+        if self._dobs and identifiers.has_digit(normalised):
+            self._scan_dates(normalised, found, dob_cues, hashes)
+
+    def _full_names(self, words: list[str], i: int, h: bytes, hashes: dict[str, bytes],
+                    gaps: _Gaps, found: _Found, in_full_name: set[int], own: set[int]) -> None:
+        """The name forms that start at word i (within one sentence; "last, first" may have
+        its comma)."""
+        for n in self._name_lengths[h]:
+            if i + n > len(words):
+                continue
+            form = tuple(hashes[w] for w in words[i:i + n])
+            people = self._names.get(form)
+            if people and gaps.within(i, n, _COMMA if form in self._reversed else _SAME):
+                if form in found.ignored:
+                    own.update(range(i, i + n))
+                else:
+                    found.full.append(tuple(people))
+                in_full_name.update(range(i, i + n))
+
+    def _scan_dates(self, text: str, found: _Found, dob_cues: re.Pattern[str] | None,
+                    hashes: dict[str, bytes]) -> None:
+        """Recorded dates of birth, in any format the date finder reads: after a cue, and next
+        to the first name of a person born then."""
+        assert self._key is not None
+        present: set[bytes] | None = None
+        for match in identifiers.find_dates(text):
+            value = identifiers.date_of(match)
+            if value is None:
+                continue
+            people = self._dobs.get(self._key.date_of_birth(value))
+            if not people:
+                continue
+            found.dob_any.update(people)
+            if dob_cues is not None and identifiers.cue_before(text, match.start(), dob_cues):
+                found.dob_cued.append(tuple(people))
+            if present is None:
+                present = set(hashes.values())
+            named = [p for p in people if self.people[p].name[0] in present]
+            if named:
+                near = {hashes.get(w) for w in _words_near(text, match.start(), match.end())}
+                found.dob_near.update(p for p in named if self.people[p].name[0] in near)
+
+    # -- from what was seen to what it means ----------------------------------------------
+
+    def _conclude(self, found: _Found) -> CaseMatches:
+        """Which people and cases the hits of a message name (see the module's docstring)."""
+        people, person_case = self.people, self._person_case
+        tied: dict[int, Signal] = {}  # person -> why
+        tied_cases: set[int] = set()
+
+        def tie(person: int, signal: Signal) -> None:
+            tied.setdefault(person, signal)
+            tied_cases.add(person_case[person])
+
+        # Names and cued dates of birth: of people of one case, they tie it; of several, they
+        # wait for something else in the message to say which.
+        ambiguous: list[tuple[tuple[int, ...], Signal]] = []
+        for group, signal in [*((g, Signal.FULL_NAME) for g in found.full),
+                              *((g, Signal.DATE_OF_BIRTH) for g in found.dob_cued)]:
+            if len({person_case[p] for p in group}) == 1:
+                for p in group:
+                    tie(p, signal)
+            else:
+                ambiguous.append((group, signal))
+        for p in sorted(found.dob_near):  # a date of birth next to its person's first name
+            tie(p, Signal.DATE_OF_BIRTH)
+        tied_cases.update(self._case_ids[self.details[d].case_number] for d in found.details)
+        # A first name with a relationship word, when only one case has that first name; two
+        # first names close together, one with a relationship word, of one case only.
+        for h, related in found.first_seen.items():
+            cases = self._first_cases[h]
+            if related and len(cases) == 1:
+                self._tie_first_names(next(iter(cases)), {h}, Signal.FIRST_NAME_RELATIONSHIP,
+                                      tie)
+        for h1, h2 in found.pairs:
+            cases = self._first_cases[h1] & self._first_cases[h2]
+            if len(cases) == 1:
+                self._tie_first_names(next(iter(cases)), {h1, h2},
+                                      Signal.FIRST_NAME_RELATIONSHIP, tie)
+        # An ambiguous name or date is settled by another sign of one of its cases.
+        possible: set[int] = set()
+        for group, signal in ambiguous:
+            cases = {person_case[p] for p in group}
+            settled = {c for c in cases
+                       if c in tied_cases or self._corroborated(c, group, found)}
+            for p in group:
+                if person_case[p] in settled:
+                    tie(p, signal)
+            if not settled:
+                possible |= cases
+        # The other people of a case the message is about, named by first name or date of birth.
+        for case in sorted(tied_cases):
+            for p in self._case_people[case]:
+                seen = found.first_seen.get(people[p].name[0])
+                if seen is not None:
+                    tie(p, Signal.FIRST_NAME_RELATIONSHIP if seen else Signal.FIRST_NAME_WITH_CASE)
+                elif p in found.dob_any:
+                    tie(p, Signal.DATE_OF_BIRTH)
+        return CaseMatches(
+            people=tuple(PersonMatch(people[p].case_number, people[p].person_id,
+                                     people[p].role, signal)
+                         for p, signal in sorted(tied.items())),
+            details=tuple(DetailMatch(d.case_number, d.detail_id, d.kind, d.may_go_to)
+                          for d in (self.details[i] for i in sorted(found.details))),
+            possible_cases=tuple(sorted(self._case_numbers[c] for c in possible - tied_cases)),
+        )
+
+    def _tie_first_names(self, case: int, first_names: set[bytes], signal: Signal,
+                         tie: Callable[[int, Signal], None]) -> None:
+        for p in self._case_people[case]:
+            if self.people[p].name[0] in first_names:
+                tie(p, signal)
+
+    def _corroborated(self, case: int, group: tuple[int, ...], found: _Found) -> bool:
+        """Whether another person of the case is named by first name, or anyone of it by date
+        of birth, in the message."""
+        return any((p not in group and self.people[p].name[0] in found.first_seen)
+                   or p in found.dob_any
+                   for p in self._case_people[case])
+
+
+_SECOND = operator.itemgetter(1)
+_NAME_START = 1
+_DETAIL_START = 2
+_FIRST_NAME = 4
+
+
+@dataclass
+class _Found:
+    """Raw hits of one message, by index into the index's people and details."""
+
+    ignored: frozenset[tuple[bytes, ...]] = frozenset()  # the sender's own name forms
+
+    full: list[tuple[int, ...]] = field(default_factory=list)  # people of one name form each
+    details: set[int] = field(default_factory=set)
+    first_seen: dict[bytes, bool] = field(default_factory=dict)  # first name -> related?
+    pairs: set[tuple[bytes, bytes]] = field(default_factory=set)
+    dob_cued: list[tuple[int, ...]] = field(default_factory=list)
+    dob_near: set[int] = field(default_factory=set)
+    dob_any: set[int] = field(default_factory=set)
+
+
+class _Gaps:
+    """The kind of separator before each token, worked out only where asked."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._pairs = pairs
+        self._kinds: dict[str, int] = {}
+
+    def before(self, i: int) -> int:
+        """The separator between token i - 1 and token i."""
+        gap = self._pairs[i][0]
+        kind = self._kinds.get(gap)
+        if kind is None:
+            kind = self._kinds[gap] = _gap_kind(gap)
+        return kind
+
+    def within(self, i: int, n: int, allowed: int) -> bool:
+        """Whether tokens i .. i+n-1 are parted by nothing stronger than `allowed`."""
+        return all(self.before(j) <= allowed for j in range(i + 1, i + n))
+
+
+def _named_by_relation(words: list[str], j: int, gaps: _Gaps) -> list[int]:
+    """The words a relationship word at j may name: "Ellie's mum", "Ellies mum", "mother of
+    Ellie", "carer to Ellie", "brother Jack" (within a sentence)."""
+    found = []
+    if j >= 1 and words[j - 1] != POSSESSIVE and gaps.before(j) == _SAME:
+        found.append(j - 1)
+    if j >= 2 and words[j - 1] == POSSESSIVE and gaps.within(j - 2, 3, _SAME):
+        found.append(j - 2)
+    if j + 1 < len(words) and gaps.before(j + 1) <= _COMMA:
+        found.append(j + 1)
+    if j + 2 < len(words) and words[j + 1] in _RELATION_LINKS and gaps.within(j, 3, _SAME):
+        found.append(j + 2)
+    return found
+
+
+def _words_near(text: str, start: int, end: int) -> list[str]:
+    """The few words just before and just after a date, within its sentence."""
+    before = text[max(0, start - 60):start]
+    cut = [m.end() for m in _HARD.finditer(before)]
+    after = text[end:end + 60]
+    stop = _HARD.search(after)
+    return (_words(before[cut[-1] if cut else 0:])[-DOB_NEAR_TOKENS:]
+            + _words(after[:stop.start() if stop else len(after)])[:DOB_NEAR_TOKENS])
+
+
+CaseIndex.EMPTY = CaseIndex(None, (), (), ())

@@ -1,0 +1,149 @@
+"""The case registry's matcher (policies/cases.py): the [[match]] rows of
+tests/cases/case_registry.toml, the keyed hashing the store relies on, and what an index holds."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pytest
+
+from policies.cases import (
+    CaseIndex,
+    CaseMatches,
+    CasePerson,
+    PersonRole,
+    RecordKey,
+    tokens,
+)
+from policies.content_rules import ContentRules
+from policies.identifiers import compile_cues
+from policies.normalise import fold
+from tests.caseregistry import KEY, TABLE, index
+
+INDEX = index()
+CUES = compile_cues(ContentRules.__dataclass_fields__["date_of_birth_cues"].default)  # type: ignore[arg-type]
+
+
+def _match(row: dict[str, Any]) -> CaseMatches:
+    return INDEX.match([fold(row["text"])], dob_cues=CUES, sender_name=row.get("sender_name", ""))
+
+
+@pytest.mark.parametrize("row", TABLE["match"], ids=lambda r: r["name"][:70])
+def test_match_row(row: dict[str, Any]) -> None:
+    """Each row's text is tied to the cases, people and details it lists, and no others."""
+    found = _match(row)
+    expect = row["expect"]
+    assert list(found.case_numbers) == expect["cases"]
+    assert [p.person_id for p in found.people] == expect.get("people", [])
+    if "signals" in expect:
+        assert [p.signal.value for p in found.people] == expect["signals"]
+    assert [d.detail_id for d in found.details] == expect.get("details", [])
+    assert list(found.possible_cases) == expect.get("possible", [])
+
+
+def test_the_rows_cover_every_signal() -> None:
+    """Full name, first name with a relationship word, first name with the case, date of birth,
+    a detail and an ambiguous name all appear among the rows' results."""
+    signals = {p.signal.value for row in TABLE["match"] for p in _match(row).people}
+    assert signals == {"full-name", "first-name-relationship", "first-name-with-case",
+                       "date-of-birth"}
+    assert any(_match(row).details for row in TABLE["match"])
+    assert any(_match(row).possible_cases for row in TABLE["match"])
+
+
+def test_several_texts_are_one_message() -> None:
+    """A first name in the body and its relation's full name in an attachment name go together,
+    as classification passes every text of one message."""
+    found = INDEX.match([fold("Mark Robinson notes.pdf"), fold("Ellie is settling in well.")])
+    assert [p.person_id for p in found.people] == ["P1", "P2"]
+
+
+@pytest.mark.parametrize("text", [
+    "Ellie Robinson", "ELLIE ROBINSON", "Éllie Robinson", "Ellie\nRobinson", "Ellie  Robinson",
+    "Ｅｌｌｉｅ Ｒｏｂｉｎｓｏｎ",  # fullwidth letters, folded by NFKC
+    "Еllie Robinson",  # a Cyrillic Е, folded as a confusable
+])
+def test_a_name_is_the_same_name_however_written(text: str) -> None:
+    """Case, accents, spacing, line breaks, fullwidth and lookalike letters do not matter."""
+    assert INDEX.match([fold(text)]).case_numbers == ("ZC12C00123",)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("Flat 2, 14 Acacia Avenue, Leeds LS1 4AB", "flat 2 14 ACACIA avenue\nleeds\nls14ab"),
+    ("Flat 2, 14 Acacia Avenue, Leeds LS1 4AB", "Flat 2 / 14 Acacia Avenue / Leeds / L S1 4AB"),
+    ("O'Brien", "O’Brien"),
+    ("Zoë", "ZOE"),
+    ("LS1 4AB", "ls14ab"),
+    ("SW1A 1AA", "sw1a1aa"),
+])
+def test_record_key_hashes_normalised_forms(a: str, b: str) -> None:
+    """The store's hash of a detail is the matcher's hash of it written any other way
+    (postcodes spaced or not). ("L S1 4AB" is not a postcode, so it differs.)"""
+    same = KEY.detail(a) == KEY.detail(b)
+    assert same is ("L S1" not in b)
+
+
+def test_record_key_is_keyed_and_refuses_what_it_cannot_hash() -> None:
+    """Another key gives other hashes; a one-word name and an empty detail are refused."""
+    other = RecordKey(bytes(32))
+    assert other.name("Ellie Robinson") != KEY.name("Ellie Robinson")
+    assert len(KEY.name("Ellie Mae Robinson")) == 3
+    assert all(len(h) == 32 for h in KEY.name("Ellie Robinson"))
+    assert KEY.date_of_birth(date(2015, 4, 3)) != other.date_of_birth(date(2015, 4, 3))
+    with pytest.raises(ValueError):
+        KEY.name("Ellie")
+    with pytest.raises(ValueError):
+        KEY.detail(" ,. ")
+    with pytest.raises(ValueError):
+        RecordKey(b"short")
+
+
+def test_tokens_split_possessives_and_drop_punctuation() -> None:
+    assert tokens("Ellie's mum, O'Brien-Smith!") == ["ellie", "'s", "mum", "obrien", "smith"]
+
+
+def test_an_index_holds_hashes_only() -> None:
+    """Nothing recorded in plain text reaches the index (its people, details, tables; the
+    shields hold staff addresses, which are not case content)."""
+    held = repr({k: v for k, v in vars(INDEX).items() if k != "_shields"}).lower()
+    for p in TABLE["person"]:
+        for word in p["name"].lower().split():
+            assert word not in held
+    assert "acacia" not in held and "meadowbank" not in held and "2015" not in held
+
+
+def test_a_match_holds_metadata_only() -> None:
+    """What a match returns names cases, ids, roles, kinds and signals: never matched text."""
+    found = INDEX.match([fold("Ellie's mum lives at Flat 2, 14 Acacia Avenue, Leeds LS1 4AB")])
+    assert found.people and found.details
+    held = repr(found).lower()
+    assert "ellie" not in held and "acacia" not in held
+
+
+def test_the_empty_index_matches_nothing() -> None:
+    """CaseIndex.EMPTY (no registry, no key) finds nothing and reads nothing."""
+    assert CaseIndex.EMPTY.match(["Ellie Robinson"]) == CaseMatches.NONE
+    assert CaseIndex.EMPTY.is_empty
+    assert CaseIndex.EMPTY.shielded("ZC12C00789") is None
+    assert INDEX.shielded("ZC12C00789") is not None
+
+
+def test_matching_is_one_pass_whatever_the_number_of_people() -> None:
+    """The work per text does not grow with the registry: the same text against an index of
+    one person and of 20,000 makes the same number of keyed-hash computations (one per
+    distinct word), and finds the one person in both."""
+    key = RecordKey(bytes(range(1, 33)))
+    one = CasePerson("ZC12C00123", "P1", PersonRole.CHILD, key.name("Ellie Robinson"), None, "ER")
+    many = [one] + [CasePerson(f"ZC12C{n:05d}", f"P{n}", PersonRole.PARTY,
+                               key.name(f"Given{n} Family{n}"), None, "GF")
+                    for n in range(2, 20_001)]
+    text = fold("Ellie Robinson's mum rang about contact. " * 50)
+    counts = []
+    for people in ([one], many):
+        built = CaseIndex.build(key, people, (), ())
+        key.token.cache_clear()  # type: ignore[attr-defined]
+        found = built.match([text])
+        counts.append(key.token.cache_info().misses)  # type: ignore[attr-defined]
+        assert [p.person_id for p in found.people] == ["P1"]
+    assert counts[0] == counts[1] == len(set(tokens(text)))

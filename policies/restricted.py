@@ -101,13 +101,14 @@ def words(text: str) -> str:
     "Children’s Social Care" -> "children s social care"; "Privileged & Confidential" ->
     "privileged and confidential".
     """
+    if text.isascii():  # the same in bytes at C speed, one copy of the text alive at a time
+        data = text.encode("ascii").lower()
+        if b"&" in data:
+            data = data.replace(b"&", b" and ")
+        data = _ASCII_SPACES.sub(b" ", data.translate(_ASCII_WORDS)).strip(b" ")
+        return _PLURAL_BYTES.sub(b"", data).decode("ascii")
     lowered = text.lower().replace("&", " and ")
-    if lowered.isascii():  # the same at C speed, and without a list of every word (memory)
-        spaced = _ASCII_SPACES.sub(b" ", lowered.encode("ascii").translate(_ASCII_WORDS)) \
-            .strip(b" ").decode("ascii")
-    else:
-        spaced = _NOT_WORD.sub(" ", lowered).strip()
-    return _PLURAL.sub("", spaced)
+    return _PLURAL.sub("", _NOT_WORD.sub(" ", lowered).strip())
 
 
 def _singular(word: str) -> str:
@@ -117,6 +118,7 @@ def _singular(word: str) -> str:
 
 # The "s" ending a word of more than three letters, not "ss" (found from the "s": fast).
 _PLURAL = re.compile(r"s(?= |$)(?<=[a-z0-9]{2}[a-rt-z0-9]s)")
+_PLURAL_BYTES = re.compile(_PLURAL.pattern.encode("ascii"))
 _ASCII_WORDS = bytes(c if chr(c) in "abcdefghijklmnopqrstuvwxyz0123456789" else 0x20
                      for c in range(256))
 

@@ -439,10 +439,54 @@ def has_date_of_birth(text: str, cues: re.Pattern[str]) -> bool:
     """Whether a real date follows a cue such as "DOB", "date of birth" or "born" closely.
 
     A date on its own is not a date of birth: hearing dates and letter dates are everywhere.
-    Dates are found first (few, in most text), then a cue is looked for just before each.
+    The cues are found first (one regex pass; they are rare even in text full of dates and
+    numbers), then a date is looked for in the DOB_WINDOW characters after each: the dates
+    `cue_before` would accept, without walking every number in the text.
     """
-    return _any_valid(find_dates(text),
-                      lambda m: _is_real_date(m) and cue_before(text, m.start(), cues))
+    candidates = 0
+    for cue in _find_cues(text, cues):
+        end = cue.end()
+        window = _DATE_PATTERN.finditer(text, end, end + DOB_WINDOW + _LONGEST_DATE)
+        for match in window:
+            if match.start() > end + DOB_WINDOW:
+                break
+            candidates += 1
+            if candidates >= MAX_CANDIDATES or _is_real_date(match):
+                return True
+    return False
+
+
+def _find_cues(text: str, cues: re.Pattern[str]) -> Iterator[re.Match[str]]:
+    """`cues.finditer(text)`. In ASCII text the cues are first found in the lower-cased text by
+    a pattern without case folding or lookarounds (a quarter of the time: the regex engine can
+    skip to each cue's first letter), and each is then confirmed with `cues` itself."""
+    finder = _lower_case_finder(cues)
+    if finder is None or not text.isascii():
+        yield from cues.finditer(text)
+        return
+    lowered = text.lower()
+    found = finder.search(lowered)
+    while found is not None:
+        match = cues.match(text, found.start())
+        if match is not None:
+            yield match
+        # After a cue, search on from its end (as finditer does); after a candidate that was
+        # not one (a cue's letters inside a word), from the next character.
+        found = finder.search(lowered, match.end() if match is not None else found.start() + 1)
+
+
+@functools.lru_cache(maxsize=16)
+def _lower_case_finder(cues: re.Pattern[str]) -> re.Pattern[str] | None:
+    """The alternatives of a `compile_cues` pattern, lower-cased, without its lookarounds."""
+    text = cues.pattern
+    if not (text.startswith(_BEFORE) and text.endswith(_AFTER)):
+        return None
+    return re.compile(text[len(_BEFORE):len(text) - len(_AFTER)].lower())
+
+
+# Characters a date may span, at most, as `_DATE_PATTERN` is searched after a cue (its white
+# space runs are unbounded; a date spread wider than this is not read as one).
+_LONGEST_DATE = 256
 
 
 def identifier_kinds(text: str, dob_cues: re.Pattern[str],

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from policies import identifiers
 from policies.content_rules import DEFAULT_CASE_NUMBER_PATTERN, ContentRules
 from policies.identifiers import (
     MAX_CANDIDATES,
@@ -164,3 +167,14 @@ def test_too_many_failing_candidates_fail_closed() -> None:
     impossible = "DOB 31/02/2015. " * (MAX_CANDIDATES + 1)
     assert has_date_of_birth(impossible, CUES)
     assert not has_date_of_birth("DOB 31/02/2015. " * 100, CUES)
+
+
+@given(st.lists(st.sampled_from(["DOB", "dob:", "D.O.B.", "born", "xborn", "reborn", "Born",
+                                 "date  of\nbirth", "birthdate", "birth date", "3/4/2015",
+                                 "Ünïcode", "words", " ", "\n", "-"]), max_size=30))
+def test_date_of_birth_cues_are_found_as_the_cue_pattern_finds_them(pieces: list[str]) -> None:
+    """The lower-case finder in front of the cue pattern changes nothing it finds."""
+    text = " ".join(pieces)
+    cues = default_rules().date_of_birth_regex
+    assert [m.span() for m in identifiers._find_cues(text, cues)] \
+        == [m.span() for m in cues.finditer(text)]

@@ -142,8 +142,14 @@ class AgencyCheckMarks:
     not_handed: tuple[str, ...] = ()  # words beside a result's name that make it something else
     _automaton: Any = field(init=False, repr=False, compare=False)
     _fields: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    # `titles` and `not_handed` as `words` writes them, made once (read for every text)
+    title_words: frozenset[str] = field(init=False, repr=False, compare=False)
+    not_handed_words: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "title_words", frozenset(words(t) for t in self.titles))
+        object.__setattr__(self, "not_handed_words",
+                           frozenset(words(w) for w in self.not_handed))
         groups = {"outcome": self.outcomes,
                   "origin": self.origin_marks, "caveat": self.caveats,
                   "letterhead": self.letterheads,
@@ -171,9 +177,11 @@ class LegalAdviceMarks:
     heading_lines: int = 3  # the first non-empty lines of a text that may be its heading
     heading_words: int = 10  # a longer line is a sentence, not a heading
     _automaton: Any = field(init=False, repr=False, compare=False)
+    not_after_words: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_automaton", _automaton({"marking": self.markings}))
+        object.__setattr__(self, "not_after_words", frozenset(words(w) for w in self.not_after))
 
 
 def _automaton(groups: Mapping[str, Iterable[str]]) -> Any:
@@ -580,8 +588,7 @@ def _titled(text: str, marks: AgencyCheckMarks) -> bool:
     """Whether one of the first lines of a document (not the sender's own words, where a
     heading may name what is being chased) is a result's name: "SAFEGUARDING CHECKS RESULT",
     "Police National Computer - extract"; a line naming a request or a form is not."""
-    titles = {words(t) for t in marks.titles}
-    blocked = {words(w) for w in marks.not_handed}
+    titles, blocked = marks.title_words, marks.not_handed_words
     seen = 0
     for line in text.splitlines():
         heading = words(line).split()
@@ -637,7 +644,7 @@ def _handed_over(padded: str, handing: list[int], results: list[tuple[int, int]]
     beside it that makes it a request, a form or a summary."""
     if not handing or not results:
         return False
-    blocked = {words(w) for w in marks.not_handed}
+    blocked = marks.not_handed_words
     for end in handing:
         for start, result_end in results:
             if start < end:
@@ -662,7 +669,7 @@ def _legal_marking(piece: Segment, marks: LegalAdviceMarks) -> bool:
         lines += 1
         if len(words(line).split()) <= marks.heading_words:
             headings.append(line)
-    blocked = {words(w) for w in marks.not_after}
+    blocked = marks.not_after_words
     for heading in headings:
         padded = f" {words(heading)} "
         for start, _end, _phrase, _groups in _hits(marks._automaton, padded):

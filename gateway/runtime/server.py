@@ -26,7 +26,7 @@ from aiohttp import web
 from gateway.app import OUTBOX_DIR, App
 from gateway.config import Config, StartupError, os_reason, public_url, read_bearer_token
 from gateway.observe.metrics import Metrics
-from gateway.smtp.aiosmtpd_private import handler_task
+from gateway.smtp.aiosmtpd_private import handler_task, socket_transport
 from gateway.smtp.front import GatewaySMTP, IPNetwork, SubmissionHandler
 from gateway.smtp.limits import ConnectionLimiter, ConnectionLimits
 from gateway.smtp.tls import CertificatePair, ensure_certificate, normalise_fingerprint
@@ -80,6 +80,12 @@ class Gateway:
             if task is not None:
                 handlers.append(task)
         await asyncio.gather(*handlers, return_exceptions=True)
+        for session in list(self._sessions):
+            # A TLS close waits for the client's reply; whatever is still open now is cut, so
+            # no connection outlives stop() (and no socket is left for the garbage collector).
+            raw = socket_transport(session)
+            if isinstance(raw, asyncio.Transport) and not raw.is_closing():
+                raw.abort()
         # audit events written after a disconnect
         await asyncio.gather(*self.handler.pending_events, return_exceptions=True)
         await asyncio.gather(*stages.background.tasks, return_exceptions=True)

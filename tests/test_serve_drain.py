@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import smtplib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.gateway_harness import STAFF, message, running_gateway
 from tests.sink import Sink, Step
+
+
+@pytest.fixture(autouse=True)
+def collect_the_sinks_cut_socket() -> Iterator[None]:
+    """Known leak in the test sink, not the gateway: when the sink is stopped while a relay
+    hangs in DATA, one server-side socket of the sink is sometimes left for the garbage
+    collector (about 1 run in 5; its port is the sink's, measured by printing the ports). It
+    was reported at random later in the suite. It is collected here, after the event loop has
+    closed, with its ResourceWarning silenced. Found and left for the exactly-once issue, whose
+    tests stop the sink mid-transaction the same way."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 async def test_stop_waits_for_the_message_in_flight(tmp_path: Path, sink: Sink) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from policies.model import Role, Verification
+from verification import schema
 
 COMPONENT = "registry"
 
@@ -209,38 +210,12 @@ class Registry:
     # -- schema --------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version "
-                "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-            )
-            row = self._db.execute(
-                "SELECT version FROM schema_version WHERE component = ?", (COMPONENT,)
-            ).fetchone()
-            version = row["version"] if row else 0
-            if version > len(_MIGRATIONS):
-                raise RegistryError(f"{self.path} was written by a newer casegate "
-                                    f"(registry schema {version})")
-            for script in _MIGRATIONS[version:]:
-                for statement in _statements(script):
-                    self._db.execute(statement)
-            self._db.execute(
-                "INSERT INTO schema_version (component, version) VALUES (?, ?) "
-                "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                (COMPONENT, len(_MIGRATIONS)),
-            )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+        schema.migrate(self._db, COMPONENT, _MIGRATIONS, lambda version: RegistryError(
+            f"{self.path} was written by a newer casegate (registry schema {version})"))
 
     def schema_version(self) -> int:
         with self._lock:
-            row = self._db.execute(
-                "SELECT version FROM schema_version WHERE component = ?", (COMPONENT,)
-            ).fetchone()
-        return int(row["version"])
+            return schema.schema_version(self._db, COMPONENT)
 
     # -- verified recipients -------------------------------------------------------------------
 
@@ -580,11 +555,6 @@ class Registry:
         with self._lock:
             self._db.close()
 
-
-def _statements(script: str) -> list[str]:
-    """Split a migration script into statements (no semicolons inside our DDL's strings)."""
-    lines = [line.split("--", 1)[0] for line in script.splitlines()]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
 def _iso(moment: datetime) -> str:

@@ -505,6 +505,8 @@ def _identifier_views(texts: list[_Text]) -> Iterator[str]:
     identifier broken over two lines is whole in the second, one ending a line in the first."""
     for piece in texts:
         yield piece.text
+        if not identifiers.has_digit(piece.text):
+            continue  # every identifier holds a digit: the joined view would find nothing
         whole = normalise.joined(piece.text)
         if whole is not piece.text:
             yield whole

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.audit import keys as auditkeys
 from gateway.audit.store import AuditStore, Checkpoint, EventFilter, StoredEvent
+from gateway.observe.logs import STDOUT
 from policies.events import EventKind
 from policies.model import Rule
 
@@ -124,16 +124,6 @@ def _domain(address: str) -> str:
     return address.rpartition("@")[2].strip().lower()
 
 
-class _Stdout:
-    """Writes to whatever sys.stdout is at the time (pytest and daemons replace it)."""
-
-    def write(self, text: str) -> int:
-        return sys.stdout.write(text)
-
-    def flush(self) -> None:
-        sys.stdout.flush()
-
-
 class AuditLog:
     """Records events; reads them back for the CLI and the governance view."""
 
@@ -157,7 +147,7 @@ class AuditLog:
         # Called with each stored event (e.g. gateway.audit.alerts wakes up), from the store's
         # writer thread: must not block and must not record events itself.
         self.listeners: list[Callable[[StoredEvent], None]] = []
-        self._stream: TextIO = stream or _Stdout()  # type: ignore[assignment]
+        self._stream: TextIO = stream or STDOUT  # type: ignore[assignment]
         self._render = structlog.processors.JSONRenderer(sort_keys=True)
         store.after_commit = self._published
 

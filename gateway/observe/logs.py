@@ -91,7 +91,7 @@ def configure_logging() -> None:
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         logger_factory=structlog.WriteLoggerFactory(file=STDOUT),  # type: ignore[arg-type]
     )
-    handler = logging.StreamHandler(STDOUT)  # type: ignore[arg-type]
+    handler = logging.StreamHandler(STDOUT)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
                            stamp],

@@ -21,6 +21,8 @@ from typing import TextIO
 
 import dns.asyncresolver
 
+from gateway.audit.anchor import AppendFile, ExternalTarget, Syslog
+from gateway.audit.keys import AuditKeyError
 from gateway.audit.trail import AuditLog
 from gateway.config import (
     DEFAULT_DATA_DIR,
@@ -35,12 +37,15 @@ from gateway.config import (
 )
 from gateway.stores.offices import OfficeRegistry
 from gateway.stores.portal import PORTAL_DB_FILE, PortalStore
+from gateway.stores.portalkeys import KeyringError
+from gateway.stores.portalkeys import open_keyring as open_checked_keyring
 from gateway.stores.users import UserStore
 from policies.cases import CaseIndex, RecordKey
+from policies.events import EventKind
 from policies.loader import EMBEDDED_FILES, Policy, PolicyError, parse_policy
 from policies.model import Snapshot
 from transports.base import Transport
-from transports.crypto import KEYS_FILE, CryptoError, Keyring
+from transports.crypto import KEYS_FILE, Keyring
 from transports.dkim import DkimKeyError, DkimSigner, SigningTransport, key_path
 from transports.ledger import Ledger
 from transports.outbox import MaildirOutbox
@@ -82,14 +87,43 @@ def read_policy(config: Config, base_dir: Path) -> Policy:
         raise ConfigError(str(exc)) from None
 
 
-def open_keyring(data_dir: Path, text: str | None) -> Keyring:
-    """The portal keyring: from `text` (the environment, via the CLI) or the data directory."""
+def open_keyring(data_dir: Path, text: str | None, audit: AuditLog | None = None) -> Keyring:
+    """The portal keyring: from `text` (the environment, via the CLI) or the data directory,
+    checked against the fingerprints `portal.sqlite3` records (`gateway.stores.portalkeys`);
+    made only when the portal never had one (an audit event when `audit` is given)."""
     try:
-        if text:
-            return Keyring.from_text(text, "$CASEGATE_PORTAL_KEYS")
-        return Keyring.load_or_create(data_dir / KEYS_FILE, datetime.now(UTC))
-    except CryptoError as exc:
+        keyring, created = open_checked_keyring(data_dir, text, datetime.now(UTC))
+    except KeyringError as exc:
         raise ConfigError(str(exc)) from None
+    if created and audit is not None:
+        audit.record(EventKind.KEY_CREATED, file=KEYS_FILE, key_id=keyring.current_id)
+    return keyring
+
+
+def anchor_targets(config: Config, base_dir: Path) -> list[ExternalTarget]:
+    """The external targets `[audit] anchor_file` and `anchor_syslog` name (see
+    gateway.audit.anchor); an unusable syslog address is a ConfigError."""
+    section = config.audit
+    targets: list[ExternalTarget] = []
+    if section.anchor_file:
+        path = Path(section.anchor_file)
+        targets.append(AppendFile(path if path.is_absolute() else base_dir / path))
+    if section.anchor_syslog:
+        try:
+            targets.append(Syslog(section.anchor_syslog))
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"{config.source}: 'audit.anchor_syslog' {exc}") from None
+    return targets
+
+
+def refuse_unanchored(audit: AuditLog) -> None:
+    """Stop start-up when the trail holds less than (or other than) its signed head says, so
+    that a gateway never writes a new head over the evidence of a truncation or rollback."""
+    problems = audit.anchor_problems()
+    if problems:
+        raise ConfigError(f"{problems[0][1]}: restore the newest audit.sqlite3 from your "
+                          "backup, or accept the trail as it stands with `casegate audit "
+                          "reanchor --reason TEXT`")
 
 
 def open_cases(data_dir: Path) -> CaseStore:
@@ -172,15 +206,25 @@ class App:
         root = resolve_data_dir(config, config_path, data_dir)
         base_dir = config_path.parent if config_path is not None else Path.cwd()
         policy = read_policy(config, base_dir)
+        external = anchor_targets(config, base_dir)
         try:
             root.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(root, 0o700)
+            try:
+                audit = AuditLog.open(root, rules=policy.rules, kind_grades=policy.grades,
+                                      checkpoint_every=config.audit.checkpoint_every,
+                                      stream=event_stream or sys.stderr, external=external,
+                                      external_seconds=config.audit.anchor_seconds)
+            except AuditKeyError as exc:
+                raise ConfigError(str(exc)) from None
+            try:
+                refuse_unanchored(audit)
+                keyring = open_keyring(root, portal_keys, audit)
+            except BaseException:
+                audit.close()
+                raise
             registry = Registry(root / "casegate.sqlite3")
-            audit = AuditLog.open(root, rules=policy.rules, kind_grades=policy.grades,
-                                  checkpoint_every=config.audit.checkpoint_every,
-                                  stream=event_stream or sys.stderr)
             users = UserStore(root / "casegate.sqlite3")
-            keyring = open_keyring(root, portal_keys)
             portal = PortalStore(root / PORTAL_DB_FILE)
             cases = open_cases(root)
             offices = OfficeRegistry.open(root, audit)

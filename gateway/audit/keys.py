@@ -63,15 +63,16 @@ def _create_exclusive(path: Path, data: bytes) -> bool:
 def _read_private(path: Path) -> bytes:
     """The bytes of a key file; AuditKeyError with one sentence when it cannot be used."""
     try:
+        data = path.read_bytes()
         mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise AuditKeyError(f"{path}: must be readable by its owner only (chmod 600)")
-        return path.read_bytes()
     except FileNotFoundError:
         raise AuditKeyError(f"{path} is missing: {RESTORE}") from None
     except OSError as exc:
         raise AuditKeyError(f"{path} cannot be read ({exc.__class__.__name__}): {RESTORE}, "
                             "readable by the user casegate runs as") from None
+    if mode & 0o077:
+        raise AuditKeyError(f"{path}: must be readable by its owner only (chmod 600)")
+    return data
 
 
 def _missing(path: Path, why: str) -> AuditKeyError:

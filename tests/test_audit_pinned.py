@@ -14,6 +14,7 @@ import pytest
 from gateway.audit.store import _SCHEMA, canonical_json, chain_mac
 from gateway.audit.trail import AUDIT_DB_FILE, AuditLog
 from gateway.cli import main
+from policies.events import EventKind
 
 # A known key, previous mac and event; the exact bytes signed and the exact mac expected.
 VECTOR_KEY = bytes(range(32))
@@ -52,7 +53,7 @@ def fill(audit: AuditLog, count: int = 6) -> None:
     """Events 3..2+count (1 and 2 are the key-creation events)."""
     for i in range(count):
         audit.record(
-            "refusal",
+            EventKind.REFUSAL,
             rule="personal-address",
             sender="jo.bloggs@cafcass.gov.uk",
             recipients=[f"parent{i}@gmail.com", "court@justice.gov.uk"],

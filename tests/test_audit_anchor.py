@@ -8,6 +8,7 @@ import io
 import json
 import shutil
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from email import message_from_bytes
 from pathlib import Path
@@ -78,7 +79,7 @@ def test_the_external_file_sees_a_rollback_of_the_whole_data_directory(
     code, out, _ = cli(capsys, "audit", "verify", "--data", str(data), "--anchor-file",
                        str(outside))
     assert code == 1
-    assert str(outside) in out and "says 8 had been recorded" in out
+    assert str(outside) in out and "holds 5 events" in out and "cut short" in out
     assert "first broken sequence number: 6" in out
 
 
@@ -224,3 +225,30 @@ async def test_checkpoints_are_mailed_to_governance(
     code, out, _ = cli(capsys, "audit", "checkpoint", "--data", str(tmp_path / "data"),
                        "--verify", str(exported), "--public-key", str(public))
     assert code == 0 and "every event up to 8 verified" in out
+
+
+def test_a_trail_rewritten_with_the_keys_still_disagrees_with_older_external_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Someone holding the keys cuts the trail, rebuilds it and appends newer signed heads for
+    it: the heads already in the append-only file still name the original events."""
+    data, outside = tmp_path / "data", tmp_path / "anchors.jsonl"
+    log = AuditLog.open(data, stream=io.StringIO(), external=[AppendFile(outside)])
+    fill(log, 6)  # events 3..8
+    log.close()
+    db = sqlite3.connect(data / AUDIT_DB_FILE)
+    db.execute("DROP TRIGGER audit_event_no_delete")
+    for table in ("audit_event", "audit_domain", "audit_case"):
+        db.execute(f"DELETE FROM {table} WHERE seq >= 5")
+    db.execute("DELETE FROM audit_meta WHERE name = 'head-anchored-since'")
+    db.commit()
+    db.close()
+    (data / HEAD_FILE).unlink()
+    rebuilt = AuditLog.open(data, stream=io.StringIO(), external=[AppendFile(outside)])
+    fill(rebuilt, 4)  # a different 5..8, chained and signed with the real keys
+    rebuilt.close()
+    code, _, _ = cli(capsys, "audit", "verify", "--data", str(data))
+    assert code == 0  # the data directory alone: consistent
+    code, out, _ = cli(capsys, "audit", "verify", "--data", str(data), "--anchor-file",
+                       str(outside))
+    assert code == 1 and "disagrees with" in out and str(outside) in out

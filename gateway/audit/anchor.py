@@ -137,11 +137,13 @@ def read_head(path: Path, public_pem: str) -> Checkpoint | None:
                           "audit-signing.pem was replaced") from None
 
 
-def read_external(path: Path, public_pem: str) -> Checkpoint | None:
-    """The newest validly signed head in an external anchor file (None when it holds none).
+def read_external(path: Path, public_pem: str) -> list[Checkpoint]:
+    """Every signed head in an external anchor file, in file order.
 
     A line that is not JSON is skipped (a write torn by a crash); a line that is JSON but not
-    signed by `public_pem` is an AnchorError: someone wrote it who does not hold the key.
+    signed by `public_pem` is an AnchorError: someone wrote it who does not hold the key. Each
+    head must agree with the trail, not only the newest: someone holding the key could append a
+    newer head for a rewritten trail, but cannot take the older lines back.
     """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -149,20 +151,18 @@ def read_external(path: Path, public_pem: str) -> Checkpoint | None:
         raise AnchorError(f"the external anchor file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise AnchorError(f"{path} cannot be read ({exc.__class__.__name__})") from None
-    newest: Checkpoint | None = None
+    heads: list[Checkpoint] = []
     for number, line in enumerate(lines, start=1):
         try:
             document = json.loads(line)
         except json.JSONDecodeError:
             continue
         try:
-            checkpoint = read_checkpoint_document(document, public_pem)
+            heads.append(read_checkpoint_document(document, public_pem))
         except CheckpointError as exc:
             raise AnchorError(f"line {number} of {path} is not a valid signed head ({exc})") \
                 from None
-        if newest is None or checkpoint.seq >= newest.seq:
-            newest = checkpoint
-    return newest
+    return heads
 
 
 def disagreement(anchor: Checkpoint, head_seq: int, mac_at: Callable[[int], bytes | None],

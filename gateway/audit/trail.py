@@ -451,11 +451,12 @@ class AuditLog:
             except AnchorError as exc:
                 problems.append((1, str(exc)))
                 continue
-            if found is not None:
-                anchors.append((found, str(external)))
+            anchors.extend((head, str(external)) for head in found)
+        told: set[str] = set()  # the first disagreement of each source says it
         for anchor, source in anchors:
             problem = disagreement(anchor, seq, self.store.mac_at, source)
-            if problem is not None:
+            if problem is not None and source not in told:
+                told.add(source)
                 problems.append(problem)
         return problems
 

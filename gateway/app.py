@@ -215,8 +215,12 @@ class App:
                                       checkpoint_every=config.audit.checkpoint_every,
                                       stream=event_stream or sys.stderr, external=external,
                                       external_seconds=config.audit.anchor_seconds)
-            except AuditKeyError as exc:
-                raise ConfigError(str(exc)) from None
+            except BaseException as exc:
+                for target in external:
+                    target.close()
+                if isinstance(exc, AuditKeyError):
+                    raise ConfigError(str(exc)) from None
+                raise
             try:
                 refuse_unanchored(audit)
                 keyring = open_keyring(root, portal_keys, audit)

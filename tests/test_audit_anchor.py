@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from gateway.app import App
 from gateway.audit.alerts import STATE_FILE, Alerter, AlertSettings
 from gateway.audit.anchor import HEAD_FILE, AppendFile, Syslog
 from gateway.audit.trail import AUDIT_DB_FILE, AuditLog, EventFilter
 from gateway.cli import main
-from gateway.config import AuditConfig, Config, UpstreamConfig
+from gateway.config import AuditConfig, Config, ConfigError, UpstreamConfig
 from policies.events import EventKind
 from tests.sink import Sink
 from transports.ledger import Ledger
@@ -252,3 +253,21 @@ def test_a_trail_rewritten_with_the_keys_still_disagrees_with_older_external_lin
     code, out, _ = cli(capsys, "audit", "verify", "--data", str(data), "--anchor-file",
                        str(outside))
     assert code == 1 and "disagrees with" in out and str(outside) in out
+
+
+def test_the_config_names_the_external_targets(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`[audit] anchor_file` (relative to the config file) receives the heads of the App's
+    trail, and `audit verify --config` compares with it; a bad syslog address is one sentence."""
+    config = tmp_path / "casegate.toml"
+    config.write_text('[audit]\nanchor_file = "anchors.jsonl"\n', encoding="utf-8")
+    app = App.open(config, tmp_path / "data")
+    app.audit.record(EventKind.LOGIN, sender="jo@cafcass.gov.uk")
+    app.close()
+    assert (tmp_path / "anchors.jsonl").read_text().strip()
+    code, out, _ = cli(capsys, "audit", "verify", "--config", str(config), "--data",
+                       str(tmp_path / "data"))
+    assert code == 0 and "its anchors verified" in out
+    config.write_text('[audit]\nanchor_syslog = "nowhere"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"'audit\.anchor_syslog'"):
+        App.open(config, tmp_path / "data")

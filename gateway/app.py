@@ -35,6 +35,7 @@ from gateway.config import (
     public_url,
     verification_address,
 )
+from gateway.stores.keyprints import KeyFileError, guard
 from gateway.stores.offices import OfficeRegistry
 from gateway.stores.portal import PORTAL_DB_FILE, PortalStore
 from gateway.stores.portalkeys import KeyringError
@@ -53,6 +54,7 @@ from transports.portal import PortalDelivery, PortalSettings
 from transports.smtp_relay import SmtpRelay
 from transports.worker import StoreWorker
 from verification.cases import CASES_DB_FILE, CaseKeyError, CaseStore
+from verification.cases import KEY_FILE as CASE_KEY_FILE
 from verification.cases import load_or_create_key as load_or_create_case_key
 from verification.casework import Casework
 from verification.dns import make_resolver
@@ -62,6 +64,7 @@ from verification.tokens import LinkSigner, load_or_create_key
 from verification.workflow import Settings, Workflow
 
 LEDGER_FILE = "relay-ledger.sqlite3"
+CASE_TABLES = ("case_people", "case_details", "case_shields")  # what case-index.key hashed
 OUTBOX_DIR = "outbox"
 
 
@@ -127,10 +130,12 @@ def refuse_unanchored(audit: AuditLog) -> None:
 
 
 def open_cases(data_dir: Path) -> CaseStore:
-    """The case registry in `data_dir`, hashing under `case-index.key` (made on first use)."""
+    """The case registry in `data_dir`, hashing under `case-index.key` (made on first use, and
+    refused when `cases.sqlite3` holds data made with another: see gateway.stores.keyprints)."""
     try:
-        key = load_or_create_case_key(data_dir)
-    except CaseKeyError as exc:
+        key = guard(data_dir / CASE_KEY_FILE, data_dir / CASES_DB_FILE, CASE_TABLES,
+                    lambda: load_or_create_case_key(data_dir))
+    except (CaseKeyError, KeyFileError) as exc:
         raise ConfigError(str(exc)) from None
     return CaseStore(data_dir / CASES_DB_FILE, RecordKey(key))
 

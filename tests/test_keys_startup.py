@@ -57,6 +57,8 @@ def data(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     code, out, err = cli(capsys, "keys", "init", "--data", str(tmp_path / "data"))
     assert code == 0, err
     assert "audit.key" in out and KEYS_FILE in out
+    code, _, err = cli(capsys, "keys", "list", "--data", str(tmp_path / "data"))
+    assert code == 0, err  # the App opened once: the case registry's key recorded too
     return tmp_path / "data"
 
 
@@ -105,6 +107,9 @@ FAILURES: list[tuple[str, Callable[[Path], None], tuple[str, ...]]] = [
     ("audit-signing.pem", missing, ("audit-signing.pem is missing", "restore")),
     ("audit-signing.pem", other_signing_key, ("audit-signing.pem is not the key",
                                               "restore")),
+    # a new case key would fail nothing: every recorded person would go unrecognised
+    ("case-index.key", missing, ("case-index.key is missing", "restore case-index.key")),
+    ("case-index.key", flipped_byte, ("case-index.key is not the key", "restore")),
 ]
 
 

@@ -120,9 +120,11 @@ class AuditConfig:
     # An append-only file (on another mount) that receives the signed chain head as JSON lines;
     # relative to the config file; empty: none
     anchor_file: str = ""
-    # Syslog that receives the signed chain head: a socket path (/dev/log) or host:port (UDP)
+    # Syslog that receives the signed chain head: a socket path (/dev/log) or host:port (UDP);
+    # empty: none
     anchor_syslog: str = ""
-    anchor_seconds: float = 10.0  # the newest head goes to the two above at most this often
+    # Seconds between heads sent to anchor_file and anchor_syslog (every checkpoint goes at once)
+    anchor_seconds: float = 10.0
     mail_checkpoints: bool = True  # mail each signed checkpoint to governance_address (when set)
 
 

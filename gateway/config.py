@@ -117,6 +117,15 @@ class AuditConfig:
     alert_from: str = ""  # sender of alert mail; default casegate@<smtp.hostname>
     notify_overrides: bool = False  # copy override notices to governance_address (RRP 1.2)
     checkpoint_every: int = 1000  # sign a checkpoint of the chain every N events; 0: on demand
+    # An append-only file (on another mount) that receives the signed chain head as JSON lines;
+    # relative to the config file; empty: none
+    anchor_file: str = ""
+    # Syslog that receives the signed chain head: a socket path (/dev/log) or host:port (UDP);
+    # empty: none
+    anchor_syslog: str = ""
+    # Seconds between heads sent to anchor_file and anchor_syslog (every checkpoint goes at once)
+    anchor_seconds: float = 10.0
+    mail_checkpoints: bool = True  # mail each signed checkpoint to governance_address (when set)
 
 
 @dataclass(frozen=True)
@@ -365,6 +374,7 @@ CHECKS: dict[str, Check] = {
     "audit.digest_grades": grade_list,
     "audit.digest_time": hh_mm,
     "audit.alert_from": address_or_empty,
+    "audit.anchor_seconds": positive,
     "verification.address": address_or_empty,
     "verification.link_hours": positive,
     "verification.max_attempts": positive,

@@ -16,12 +16,16 @@
   never stored in the database beside the data.
 - Tampering (any changed byte), a wrong key or a missing key id raises `CryptoError` with a
   sentence saying which: never garbage.
+- `fingerprint(key)` names a master key without revealing it; the portal's database records
+  it (`gateway.stores.portalkeys`) so that a replaced or altered keyring is refused at start-up.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -37,6 +41,7 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 _WRAP_LABEL = b"casegate-portal-wrap-v1"
 _DATA_LABEL = b"casegate-portal-data-v1"
+_FINGERPRINT_LABEL = b"casegate-portal-key-fingerprint-v1"
 
 
 class CryptoError(Exception):
@@ -162,6 +167,12 @@ class Keyring:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
+
+
+def fingerprint(key: MasterKey) -> str:
+    """HMAC(master key, a fixed label), 128 bits, hex: says whether a keyring holds the same key
+    bytes under that id, and reveals nothing of them."""
+    return hmac.new(key.key, _FINGERPRINT_LABEL, hashlib.sha256).digest()[:16].hex()
 
 
 def _fresh_key(now: datetime | None) -> MasterKey:

@@ -33,7 +33,10 @@ from gateway.smtp.tls import CertificatePair, ensure_certificate, normalise_fing
 from gateway.stages.context import Stages
 from gateway.stores.throttle import AuthThrottle
 from gateway.web.app import WebFront, build_metrics_app, build_web_app
+from gateway.web.portal import PORTAL
 from transports.base import Transport
+from transports.crypto import Keyring
+from transports.portal import PortalDelivery
 
 log = structlog.get_logger("casegate.server")
 
@@ -57,6 +60,15 @@ class Gateway:
     _sessions: weakref.WeakSet[GatewaySMTP] = field(default_factory=weakref.WeakSet)
     _runners: list[web.AppRunner] = field(default_factory=list)
     _stopped: bool = False
+
+    def use_keyring(self, keyring: Keyring) -> None:
+        """Seal new portal copies with `keyring`'s current key from now on, and open copies
+        with any of its keys (after `casegate keys rotate`: SIGHUP, see gateway.cli.serve)."""
+        self.stages.app.keyring = keyring
+        if isinstance(self.stages.encrypted, PortalDelivery):
+            self.stages.encrypted.keyring = keyring
+        if self.web_app is not None and PORTAL in self.web_app:
+            self.web_app[PORTAL].keyring = keyring
 
     async def stop(self, drain_seconds: float = DEFAULT_DRAIN_SECONDS) -> None:
         """Stop accepting, let messages in flight finish, close connections and the transport."""

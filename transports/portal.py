@@ -20,11 +20,12 @@ and reads a decrypted copy for display (`read_message`, `attachment`). It import
 from __future__ import annotations
 
 import asyncio
+import email.feedparser
 import hashlib
 import re
 import secrets
 import unicodedata
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
@@ -124,13 +125,13 @@ class PortalDelivery:
         expires = now + self.settings.expiry
         decision_id = decision_of(copy.data)
         try:
-            sealed = await asyncio.to_thread(seal, self.keyring, copy.data, copy_id=copy_id,
-                                             recipient=recipient)
+            parts, sealed = await asyncio.to_thread(_parts_and_sealed, self.keyring, copy.data,
+                                                    copy_id, recipient)
             await asyncio.to_thread(
                 self.store.add_copy, copy_id=copy_id, link_token=link_token, copy_key=copy.key,
                 sender=copy.mail_from, recipient=recipient, decision_id=decision_id,
                 sealed=sealed, size=len(copy.data),
-                attachment_parts=read_message(copy.data).attachment_parts(), now=now,
+                attachment_parts=parts, now=now,
                 expires=expires)
         except asyncio.CancelledError:
             raise
@@ -169,6 +170,14 @@ class PortalDelivery:
         return Copy(key=_derived_key(copy.key, recipient, f"notification {copy_id}"),
                     mail_from=copy.mail_from, recipients=(recipient,), data=mail.as_bytes(),
                     origin=Origin.AUTHORED)
+
+
+def _parts_and_sealed(keyring: Keyring, data: bytes, copy_id: str,
+                      recipient: str) -> tuple[list[int], Sealed]:
+    """The copy's attachment part numbers, then the copy sealed (in a worker thread): the
+    numbering's parse is over before the ciphertext exists, so the two never add up."""
+    parts = attachment_parts(data)
+    return parts, seal(keyring, data, copy_id=copy_id, recipient=recipient)
 
 
 # -- the other mails the portal sends -----------------------------------------------------
@@ -324,6 +333,68 @@ def read_message(data: bytes) -> ReadableMessage:
         sent=_header(lambda: str(message.get("date", "")), ""),
         message_id=_header(lambda: str(message.get("message-id", "")), ""),
         text=_content(text_part), html=_content(html_part), attachments=tuple(attachments))
+
+
+# How a line begins that the stdlib parser may read as structure: a MIME boundary, a blank
+# line, or a header field of its own `headerRE` ("From ", a folded line, or a name and a
+# colon: here any line with a colon, to be sure).
+_STRUCTURE_PREFIXES = (b"--", b"\r\n", b"From ", b"\t", b" ")
+
+
+def attachment_parts(data: bytes) -> list[int]:
+    """`read_message(data).attachment_parts()`, without holding the message's bodies.
+
+    The parts, their numbers and which of them is the text or HTML body depend only on header
+    fields, boundary lines and blank lines; every run of other lines is fed to the same parser
+    as one line "x" (still neither a field nor a boundary), so the parse holds a skeleton of
+    the message instead of a few copies of it (issue 14: a 31 MB message to the portal took
+    16 times its size), and the runs are found with `bytes.find`, not line by line.
+    """
+    crlf = data.count(b"\r\n")
+    if data.count(b"\r") != crlf or data.count(b"\n") != crlf:  # not CRLF only: the full parse
+        return read_message(data).attachment_parts()
+    parser = email.feedparser.BytesFeedParser(policy=default_policy)
+    for piece in _skeleton(data):
+        parser.feed(piece)
+    message = parser.close()
+    bodies = (_body(message, "plain"), _body(message, "html"))
+    return [number for number, part in enumerate(message.walk())
+            if not part.is_multipart() and not any(part is body for body in bodies)]
+
+
+def _skeleton(data: bytes) -> Iterator[bytes]:
+    """The lines of `data` (CRLF only) that may be structure, each run of others as b"x\r\n"."""
+    size = len(data)
+    ahead = dict.fromkeys((*_STRUCTURE_PREFIXES, b":"), -1)  # the next line (start) with each
+    pos = 0  # always the start of a line
+    while pos < size:
+        for mark, line in ahead.items():
+            if line < pos:
+                ahead[mark] = _next_line_with(data, mark, pos)
+        first = min(ahead.values())
+        if first > pos:
+            yield b"x\r\n"  # the whole lines from `pos` to `first`: none is structure
+            pos = first
+            continue
+        end = data.find(b"\r\n", pos)
+        end = size if end == -1 else end + 2
+        yield data[pos:end]
+        pos = end
+
+
+def _next_line_with(data: bytes, mark: bytes, pos: int) -> int:
+    """Where the first line at or after `pos` (a line start) begins that starts with `mark`
+    (that holds it, for b":"); len(data) when none does."""
+    if mark == b":":
+        colon = data.find(b":", pos)
+        if colon == -1:
+            return len(data)
+        crlf = data.rfind(b"\r\n", pos, colon)
+        return pos if crlf == -1 else crlf + 2
+    if data.startswith(mark, pos):
+        return pos
+    found = data.find(b"\r\n" + mark, pos)
+    return len(data) if found == -1 else found + 2
 
 
 def attachment(data: bytes, part: int) -> tuple[AttachmentInfo, bytes] | None:

@@ -42,6 +42,13 @@ MESSAGES = {
     "no header": b"\r\nbody only\r\n",
     "single part": b"Subject: s\r\n\r\nJust text: with a colon\r\n",
     "bare LF (full parse)": RAW.replace(b"\r\n", b"\n"),
+    "html only": b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>x</p>\r\n",
+    "text as attachment": b"Content-Type: text/plain\r\nContent-Disposition: attachment\r\n"
+                          b"\r\nx\r\n",
+    "a PDF alone": b"Content-Type: application/pdf\r\n\r\nJVBERi0=\r\n",
+    "two types": b"Content-Type: text/plain\r\nContent-Type: image/png\r\n\r\nx\r\n",
+    "folded type": b"Content-Type:\r\n text/plain\r\n\r\nx\r\n",
+    "type after a broken line": b"Subject: s\r\nbroken\r\nContent-Type: image/png\r\n\r\nx\r\n",
 }
 
 

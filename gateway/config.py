@@ -66,6 +66,9 @@ class SmtpConfig:
     max_connections_per_client: int = 20  # open SMTP connections per client address; 0: no limit
     # An Exchange connector carries a whole office's mail: addresses inside relay_from get this.
     max_connections_per_relay_peer: int = 200  # per address inside relay_from; 0: no limit
+    # Message bytes held in memory at once, across all connections (from DATA to its reply);
+    # a DATA over it waits a second, then gets 452 4.3.1. At least max_message_size.
+    max_buffered_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,17 @@ def load_config(path: Path | None) -> Config:
     check_values(config, str(path))
     _check_metrics(config.metrics, str(path))
     _check_dkim(config.dkim, str(path))
+    _check_buffers(config.smtp, str(path))
     return replace(config, source=str(path))
+
+
+def _check_buffers(smtp: SmtpConfig, source: str) -> None:
+    """The buffer cap must hold at least one message of the largest size taken."""
+    if smtp.max_buffered_bytes < smtp.max_message_size:
+        raise ConfigError(
+            f"{source}: 'smtp.max_buffered_bytes' ({smtp.max_buffered_bytes}) is smaller than "
+            f"'smtp.max_message_size' ({smtp.max_message_size}): a message of the largest size "
+            "could never be taken; raise it (or lower max_message_size)")
 
 
 # Keys whose value must be one of a few words.
@@ -356,6 +369,7 @@ CHECKS: dict[str, Check] = {
     "smtp.tls_port": port(zero="no implicit-TLS port"),
     "smtp.hostname": hostname,
     "smtp.max_message_size": positive,
+    "smtp.max_buffered_bytes": positive,
     "smtp.max_recipients": positive,
     "smtp.idle_timeout": positive,
     "smtp.relay_from": cidr_list,

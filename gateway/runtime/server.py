@@ -27,6 +27,7 @@ from gateway.app import OUTBOX_DIR, App
 from gateway.config import Config, StartupError, os_reason, public_url, read_bearer_token
 from gateway.observe.metrics import Metrics
 from gateway.smtp.aiosmtpd_private import handler_task, socket_transport
+from gateway.smtp.budget import BufferBudget
 from gateway.smtp.front import GatewaySMTP, IPNetwork, SubmissionHandler
 from gateway.smtp.limits import ConnectionLimiter, ConnectionLimits
 from gateway.smtp.tls import CertificatePair, ensure_certificate, normalise_fingerprint
@@ -169,7 +170,8 @@ async def start_gateway(
         delay_step=config.smtp.auth_failure_delay,
     )
     handler = SubmissionHandler(stages, throttle, relay_networks(config.smtp.relay_from),
-                                config.smtp.max_recipients, pinned)
+                                config.smtp.max_recipients, pinned,
+                                buffers=BufferBudget(config.smtp.max_buffered_bytes))
     gateway = Gateway(stages=stages, handler=handler, certificate=certificate)
     limiter = ConnectionLimiter(ConnectionLimits(
         total=config.smtp.max_connections,

@@ -69,6 +69,7 @@ from gateway.stages.message import TRY_LATER, Reply, Submission
 from gateway.stores.throttle import AuthThrottle, Throttle
 from gateway.stores.users import User
 from policies.events import EventKind
+from policies.model import Rule
 from transports.base import NO_DSN, Dsn
 
 log = structlog.get_logger("casegate.smtp")
@@ -109,6 +110,13 @@ def with_enhanced_codes(reply: str) -> str:
         enhanced = ENHANCED_BY_CODE.get(int(code), f"{code[0]}.0.0")
         lines[i] = f"{code}{sep or ' '}{enhanced}{' ' + text if text else ''}"
     return "\r\n".join(lines)
+
+
+def with_rule_sentence(reply: str, rule: Rule) -> str:
+    """A one-line reply of gateway.smtp.data ("552 5.3.4 Message too big for this gateway")
+    followed by `rule`'s sentence, which tells the sender what to do instead."""
+    code, status, text = reply.split(" ", 2)
+    return Reply.of(int(code), status, text.rstrip(".") + ".", rule.sentence).render()
 
 
 def address_problem(address: str, smtputf8: bool) -> Reply | None:
@@ -422,6 +430,7 @@ class GatewaySMTP(SMTP):
         if received.error:
             refused = self.envelope
             self.envelope = GatewayEnvelope()  # the next MAIL starts afresh
+            reply = received.error
             if received.error != NO_ROOM:  # (that one `push` records, as a protocol refusal)
                 await self.handler.stages.record()(  # SECURITY.md item 14: every refusal is
                     EventKind.REFUSAL, rule="message-format",  # an event
@@ -429,7 +438,9 @@ class GatewaySMTP(SMTP):
                     stage="data", peer=self.peer_ip, reply=received.error[:3],
                 )
                 self.reply_audited = True
-            await self.push(received.error)
+                reply = with_rule_sentence(  # the sentence saying what to do instead
+                    received.error, self.handler.stages.app.policy.rule("message-format"))
+            await self.push(reply)
             message_done(int(received.error[:3]), _started(refused))
             return
         self.envelope.original_content = self.envelope.content = received.content

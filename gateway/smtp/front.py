@@ -61,7 +61,7 @@ from gateway.smtp.params import MAIL_KEYWORDS, RCPT_KEYWORDS, take_dsn
 from gateway.smtp.tls import certificate_fingerprint
 from gateway.stages import envelope as envelope_stage
 from gateway.stages import pipeline
-from gateway.stages.context import Stages
+from gateway.stages.context import Stages, TransactionSnapshot
 from gateway.stages.copies import Trace
 from gateway.stages.delivery import relay_message
 from gateway.stages.intake import take_request
@@ -185,6 +185,7 @@ class GatewayEnvelope(Envelope):
         self.dsn_notify: list[tuple[str, str]] = []
         self.dsn_orcpt: list[tuple[str, str]] = []
         self.pending_dsn: dict[str, str] = {}  # the MAIL or RCPT being answered
+        self.snapshots = TransactionSnapshot()  # the registry, read once for RCPTs and DATA
 
     def dsn(self) -> Dsn:
         return Dsn(self.dsn_ret, self.dsn_envid, tuple(self.dsn_notify), tuple(self.dsn_orcpt))
@@ -599,8 +600,8 @@ class SubmissionHandler:
         request = envelope_stage.is_request_address(self.stages.app.config, address)
         try:  # first the policy: a lookalike or mixed-script domain is refused with its rule
             reply = None if request else await envelope_stage.check_recipient(
-                self.stages, envelope_sender(envelope), address, server.peer_ip
-            )
+                self.stages, envelope_sender(envelope), address, server.peer_ip,
+                envelope.snapshots if isinstance(envelope, GatewayEnvelope) else None)
         except Exception as exc:
             log.error("rcpt-failed", peer=server.peer_ip, **describe_error(exc))
             return TRY_LATER.render()
@@ -633,6 +634,7 @@ class SubmissionHandler:
                         authenticated=user is not None),
             dsn=envelope.dsn() if isinstance(envelope, GatewayEnvelope) else NO_DSN,
             smtputf8=envelope.smtp_utf8,
+            snapshots=envelope.snapshots if isinstance(envelope, GatewayEnvelope) else None,
         )
         envelope.original_content = envelope.content = None  # hold one copy, not three
         bind_message(recipients=len(submission.recipients), size=len(submission.raw))

@@ -443,8 +443,8 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
                             rules.agency_checks, rules.legal_advice)
     information_type, restricted_reason = restricted.by_text(information_type, found.signals)
     registry = _case_matches(texts, rules, cases, headers.display_name)
-    case_numbers = tuple(dict.fromkeys((*_case_numbers(texts, rules), *registry.case_numbers)))
-    kinds = _identifier_kinds(texts, rules)
+    found_numbers, kinds = _identifiers(texts, rules)
+    case_numbers = tuple(dict.fromkeys((*found_numbers, *registry.case_numbers)))
 
     reasons: set[str] = set(kinds)
     if case_numbers:
@@ -512,20 +512,21 @@ def _identifier_views(texts: list[_Text]) -> Iterator[str]:
             yield whole
 
 
-def _case_numbers(texts: list[_Text], rules: ContentRules) -> tuple[str, ...]:
-    found: dict[str, None] = {}
-    for text in _identifier_views(texts):
-        for number in identifiers.find_case_numbers(text, rules.case_number_search,
-                                                    rules.case_number_regex):
-            found.setdefault(number)
-    return tuple(found)
-
-
-def _identifier_kinds(texts: list[_Text], rules: ContentRules) -> set[str]:
+def _identifiers(texts: list[_Text], rules: ContentRules) -> tuple[tuple[str, ...], set[str]]:
+    """The case numbers and the identifier kinds in the texts: one pass of the scan engine
+    (policies/scan.py) over each view of each text finds the candidates of every kind."""
+    numbers: dict[str, None] = {}
     kinds: set[str] = set()
+    patterns = (rules.case_number_search, *identifiers.IDENTIFIER_PATTERNS,
+                rules.date_of_birth_regex)
     for text in _identifier_views(texts):
-        kinds |= identifiers.identifier_kinds(text, rules.date_of_birth_regex, frozenset(kinds))
-    return kinds
+        found = identifiers.scan_text(text, patterns)
+        for number in identifiers.find_case_numbers(text, rules.case_number_search,
+                                                    rules.case_number_regex, found):
+            numbers.setdefault(number)
+        kinds |= identifiers.identifier_kinds(text, rules.date_of_birth_regex, frozenset(kinds),
+                                              found)
+    return tuple(numbers), kinds
 
 
 # Which cues apply to which text, in order of precedence, and the reason a match gives.

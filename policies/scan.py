@@ -1,0 +1,408 @@
+"""One native pass over a normalised text for every identifier shape (issue 14, point 1).
+
+The identifier recognisers (policies/identifiers.py: NHS, National Insurance and PNC numbers,
+case numbers, date-of-birth cues) each have an exact Python regex, with lookarounds and, for
+the NHS number, a back-reference. Searching each of them over every text (and again over the
+text with its line breaks joined) walked every stretch of digits in Python: about 10 MB/s on
+text where every line starts with a digit (Postfix's `smtp-source -l` bodies).
+
+`search(text, patterns)` runs ONE pass of Hyperscan's multi-pattern block mode over the text,
+with one expression per exact pattern: the pattern's *shape*, the same regex with its
+lookarounds dropped (a one-character lookaround at either end becomes a consumed boundary
+character or the end of the text) and its back-references replaced by the group they repeat.
+Every match of the exact pattern is then a match of its shape, so Hyperscan reports the end of
+each (a few more too). Only around those ends does Python run the exact pattern, in windows of
+the pattern's maximal width (`Found.matches`): the candidates. Check digits, prefixes, cues and
+dates are validated by the callers, on the candidates only. Text with no shape in it costs one
+native pass and nothing else.
+
+Exactness. `Found.matches(p)` yields exactly `p.finditer(text)`: windows reach `width` before
+and one character after each reported end, overlapping windows are merged, and a match that
+reaches the end of its window (before the text's end) is dropped, since no true match does
+(the argument of `identifiers.near_digits`). A pattern whose width is unbounded (the cues, with
+their `\\s+`) is a gate: Hyperscan says whether its shape occurs at all, and when it does the
+exact pattern searches the whole text. A pattern the translation does not understand, a text
+holding a non-ASCII character a pattern could match (a letter under case folding, a digit or
+a space of another script: folded text has none), and a shape reported more than `MAX_ENDS`
+times fall back to the exact search for that pattern or text. Non-ASCII characters are given
+to Hyperscan as "?", one byte each, so that offsets stay those of the `str`.
+
+The pure-Python engine (`RE`) yields the same matches with `identifiers.anchored_finditer`
+(the exact pattern searched near digits, or in full): used when the `hyperscan` wheel cannot
+be imported, and selectable for tests (`use_engine`). tests/test_scan.py checks that the two
+engines report the same candidates.
+
+Why Hyperscan (bench/bench_scan_engines.py, the same inputs, one run on this 2-core machine,
+2026-12-06; MB/s of finding every candidate of the five shapes, 2 MB texts):
+
+    text                          hyperscan   google-re2 Set + finditer   re (one alternation)
+    smtp-source -l body              ~3,400         ~60                     ~160
+    digit-heavy (dates, phones, CSV)   ~600         ~45                      ~40
+    prose                           ~4,000        ~230                     ~330
+
+(figures in the report of issue 14; rerun the script for this machine). RE2's Set says only
+*which* patterns match, not where, so every pattern present is searched again, leftmost-first
+and without overlaps, and RE2 cannot run the lookarounds, so Python still confirms each; a
+combined `re` alternation walks the text in the interpreter's regex engine at every position.
+Hyperscan reports every end of every pattern in one SIMD pass.
+
+Hyperscan's scratch space may not be shared by two scans at once: each thread (the gateway
+evaluates in worker threads) allocates its own, per database. The database is compiled once
+per set of patterns (the policy's), and cached.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+HYPERSCAN = "hyperscan"
+RE = "re"
+
+try:
+    import hyperscan as _hs
+except ImportError:  # pragma: no cover - the wheel is a dependency; a platform may lack it
+    _hs = None
+
+MAX_WIDTH = 256  # a pattern wider than this is a gate (searched in full when its shape occurs)
+MAX_ENDS = 50_000  # ends of one shape in one text beyond which the exact search is cheaper
+
+_engine: str = HYPERSCAN if _hs is not None else RE
+
+
+def available() -> tuple[str, ...]:
+    """The engines this platform has, the native one first."""
+    return (HYPERSCAN, RE) if _hs is not None else (RE,)
+
+
+def engine() -> str:
+    """The engine `search` uses when not told."""
+    return _engine
+
+
+def set_engine(name: str) -> None:
+    """Choose the engine for `search` ("hyperscan" or "re"), process-wide."""
+    global _engine
+    if name not in available():
+        raise ValueError(f"scan engine {name!r} is not available here ({', '.join(available())})")
+    _engine = name
+
+
+@contextlib.contextmanager
+def use_engine(name: str) -> Iterator[None]:
+    """`set_engine(name)` for the duration of a block (tests)."""
+    before = _engine
+    set_engine(name)
+    try:
+        yield
+    finally:
+        set_engine(before)
+
+
+# --- what the callers see ---------------------------------------------------------------------
+
+Finditer = Callable[[str, re.Pattern[str]], Iterator[re.Match[str]]]
+
+
+@dataclass
+class Found:
+    """The candidates of one text: `matches(p)` is `p.finditer(text)` for each pattern given
+    to `search`, computed only around where the native pass saw p's shape."""
+
+    text: str
+    exact: Finditer  # the search used for a pattern the native pass could not narrow
+    _ends: dict[re.Pattern[str], list[int]] | None = None  # None: no native pass
+    _widths: dict[re.Pattern[str], int | None] = field(default_factory=dict)
+
+    def present(self, pattern: re.Pattern[str]) -> bool:
+        """Whether the pattern may match (False only when it certainly does not)."""
+        if self._ends is None or pattern not in self._ends:
+            return True
+        return bool(self._ends[pattern])
+
+    def matches(self, pattern: re.Pattern[str]) -> Iterator[re.Match[str]]:
+        """`pattern.finditer(text)`, in order (see the module's docstring)."""
+        if self._ends is None or pattern not in self._ends:
+            return self.exact(self.text, pattern)
+        ends = self._ends[pattern]
+        width = self._widths.get(pattern)
+        if not ends:
+            return iter(())
+        if width is None:  # a gate: the shape occurs, search the text
+            return self.exact(self.text, pattern)
+        return _in_windows(self.text, pattern, ends, width)
+
+
+def _in_windows(text: str, pattern: re.Pattern[str], ends: Sequence[int],
+                width: int) -> Iterator[re.Match[str]]:
+    size = len(text)
+    start = end = -1
+    for reported in ends:
+        low, high = max(0, reported - width - 1), min(size, reported + 1)
+        if low <= end:
+            end = max(end, high)
+            continue
+        if end >= 0:
+            yield from _window(text, pattern, start, end)
+        start, end = low, high
+    if end >= 0:
+        yield from _window(text, pattern, start, end)
+
+
+def _window(text: str, pattern: re.Pattern[str], start: int,
+            end: int) -> Iterator[re.Match[str]]:
+    for match in pattern.finditer(text, start, end):
+        if match.end() < end or end == len(text):
+            yield match
+
+
+def search(text: str, patterns: Sequence[re.Pattern[str]], exact: Finditer,
+           engine_name: str | None = None) -> Found:
+    """One pass of the engine over `text` for all `patterns` (see the module's docstring).
+    `exact(text, pattern)` must yield `pattern.finditer(text)`: it is what the pure-Python
+    engine uses, and what the native one falls back to."""
+    chosen = engine_name or _engine
+    if chosen == RE or not patterns:
+        return Found(text, exact)
+    native = _native(tuple(patterns))
+    if native is None or _needs_python(text):
+        return Found(text, exact)
+    return native.scan(text, exact)
+
+
+# Non-ASCII characters that the exact patterns could match where Hyperscan sees "?": letters
+# under Unicode case folding ("K", Kelvin sign, for "k"), digits and spaces of other scripts.
+_RISKY = re.compile(r"(?=[^\x00-\x7f])(?:[\d\s]|(?i:[a-z]))")
+
+
+def _needs_python(text: str) -> bool:
+    return not text.isascii() and _RISKY.search(text) is not None
+
+
+# --- the native engine ------------------------------------------------------------------------
+
+
+class _Native:
+    """One Hyperscan database for a tuple of patterns, and a scratch space per thread."""
+
+    def __init__(self, database: Any, ids: dict[int, re.Pattern[str]],
+                 widths: dict[re.Pattern[str], int | None]) -> None:
+        self.database = database
+        self.ids = ids
+        self.widths = widths
+        self.local = threading.local()
+
+    def scratch(self) -> Any:
+        scratch = getattr(self.local, "scratch", None)
+        if scratch is None:
+            assert _hs is not None
+            scratch = self.local.scratch = _hs.Scratch(self.database)
+        return scratch
+
+    def scan(self, text: str, exact: Finditer) -> Found:
+        ends: dict[re.Pattern[str], list[int]] = {p: [] for p in self.ids.values()}
+        by_id = {i: ends[p] for i, p in self.ids.items()}
+        overflowed: set[re.Pattern[str]] = set()
+
+        def on_match(ident: int, _start: int, end: int, _flags: int, _context: object) -> None:
+            found = by_id[ident]
+            if len(found) < MAX_ENDS:
+                found.append(end)
+            else:
+                overflowed.add(self.ids[ident])
+
+        data = text.encode("ascii", "replace") if not text.isascii() else text.encode("ascii")
+        self.database.scan(data, match_event_handler=on_match, scratch=self.scratch())
+        del data
+        for pattern in overflowed:  # too many candidates: the exact search is cheaper
+            del ends[pattern]
+        return Found(text, exact, ends, self.widths)
+
+
+@functools.lru_cache(maxsize=32)
+def _native(patterns: tuple[re.Pattern[str], ...]) -> _Native | None:
+    """The compiled database for these patterns (None: no pattern has a shape)."""
+    if _hs is None:
+        return None
+    expressions: list[bytes] = []
+    flags: list[int] = []
+    ids: dict[int, re.Pattern[str]] = {}
+    widths: dict[re.Pattern[str], int | None] = {}
+    for pattern in dict.fromkeys(patterns):
+        translated = shape(pattern)
+        if translated is None:
+            continue
+        expression, width = translated
+        flag = _hs.HS_FLAG_CASELESS if pattern.flags & re.IGNORECASE else 0
+        if width is None:
+            flag |= _hs.HS_FLAG_SINGLEMATCH
+        try:  # each alone first, so that one the compiler refuses falls back alone
+            _hs.Database(mode=_hs.HS_MODE_BLOCK).compile(expressions=[expression], flags=flag)
+        except _hs.error:
+            continue
+        ids[len(expressions)] = pattern
+        widths[pattern] = width
+        expressions.append(expression)
+        flags.append(flag)
+    if not expressions:
+        return None
+    database = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+    database.compile(expressions=expressions, ids=list(ids), flags=flags)
+    return _Native(database, ids, widths)
+
+
+# --- from an exact pattern to its shape -------------------------------------------------------
+
+_SPACE_CLASS = r"\t\n\x0b\x0c\r\x1c-\x1f "  # what Python's \s matches in ASCII
+
+
+class _Untranslatable(Exception):
+    pass
+
+
+def shape(pattern: re.Pattern[str]) -> tuple[bytes, int | None] | None:
+    """The Hyperscan expression whose matches include every match of `pattern` (lookarounds
+    dropped or made into boundary characters, back-references made copies of their group),
+    and the pattern's maximal width (None: wider than MAX_WIDTH, a gate). None when the
+    pattern holds something this translation does not know, or can match empty text."""
+    try:
+        parser = importlib.import_module("re._parser")  # the stdlib's own parser (private)
+        tree = parser.parse(pattern.pattern, pattern.flags)
+        low, high = tree.getwidth()
+        if low < 1:
+            return None
+        items = list(tree)
+        translator = _Translator(parser, pattern.flags)
+        prefix = suffix = ""
+        if items and items[0][0] is parser.ASSERT_NOT and items[0][1][0] == -1:
+            prefix = translator.boundary(items.pop(0)[1][1], start=True)
+        if items and items[-1][0] is parser.ASSERT_NOT and items[-1][1][0] == 1:
+            suffix = translator.boundary(items[-1][1][1], start=False)
+            items.pop()
+        body = translator.sequence(items)
+        if not body:
+            return None
+        width = high if high <= MAX_WIDTH else None
+        return (prefix + body + suffix).encode("ascii"), width
+    except Exception:  # _Untranslatable, or a parse tree of a shape this does not know
+        return None
+
+
+class _Translator:
+    def __init__(self, parser: Any, flags: int) -> None:
+        self.p = parser
+        self.flags = flags
+        self.groups: dict[int, str] = {}
+
+    def boundary(self, inner: Any, start: bool) -> str:
+        """`(?<!X)` at the start as "start of text or a character not X"; `(?!X)` at the end
+        as "such a character or the end". Anything but one character class is dropped."""
+        items = list(inner)
+        if len(items) != 1:
+            return ""
+        try:
+            members = self.members(*items[0])
+        except _Untranslatable:
+            return ""
+        if members is None:
+            return ""
+        negated = f"[^{members}]"
+        if "?" in _chars(members):  # '?' stands for every non-ASCII character here
+            return ""
+        return f"(?:^|{negated})" if start else f"(?:{negated}|$)"
+
+    def members(self, op: Any, av: Any) -> str | None:
+        """The inside of a character class for one LITERAL or IN item (None: not that)."""
+        p = self.p
+        if op is p.LITERAL:
+            return _escape(av)
+        if op is p.IN:
+            if av and av[0][0] is p.NEGATE:
+                return None
+            return "".join(self.member(m_op, m_av) for m_op, m_av in av)
+        return None
+
+    def member(self, op: Any, av: Any) -> str:
+        p = self.p
+        if op is p.LITERAL:
+            return _escape(av)
+        if op is p.RANGE:
+            low, high = av
+            if high > 0x7F:
+                raise _Untranslatable
+            return f"{_escape(low)}-{_escape(high)}"
+        if op is p.CATEGORY:
+            if av is p.CATEGORY_DIGIT:
+                return "0-9"
+            if av is p.CATEGORY_SPACE:
+                return _SPACE_CLASS
+        raise _Untranslatable
+
+    def sequence(self, items: Any) -> str:
+        return "".join(self.item(op, av) for op, av in items)
+
+    def item(self, op: Any, av: Any) -> str:
+        p = self.p
+        if op is p.LITERAL:
+            return _escape(av)
+        if op is p.NOT_LITERAL:
+            if av == ord("?") or av > 0x7F:
+                raise _Untranslatable
+            return f"[^{_escape(av)}]"
+        if op is p.ANY:
+            return r"[\x00-\xff]" if self.flags & re.DOTALL else r"[^\n]"
+        if op is p.IN:
+            if av and av[0][0] is p.NEGATE:
+                inside = "".join(self.member(m_op, m_av) for m_op, m_av in av[1:])
+                if "?" in _chars(inside):
+                    raise _Untranslatable
+                return f"[^{inside}]"
+            return "[" + "".join(self.member(m_op, m_av) for m_op, m_av in av) + "]"
+        if op in (p.MAX_REPEAT, p.MIN_REPEAT, p.POSSESSIVE_REPEAT):
+            low, high, sub = av
+            inner = self.sequence(sub)
+            if not inner:
+                return ""
+            top = "" if high is p.MAXREPEAT or high >= p.MAXREPEAT else str(high)
+            return f"(?:{inner}){{{low},{top}}}"
+        if op is p.SUBPATTERN:
+            group, add_flags, del_flags, sub = av
+            if add_flags or del_flags:
+                raise _Untranslatable
+            inner = self.sequence(sub)
+            if group is not None:
+                self.groups[group] = inner
+            return f"(?:{inner})"
+        if op is p.ATOMIC_GROUP:
+            return f"(?:{self.sequence(av)})"
+        if op is p.BRANCH:
+            return "(?:" + "|".join(self.sequence(b) for b in av[1]) + ")"
+        if op is p.GROUPREF:
+            if av not in self.groups:
+                raise _Untranslatable
+            return f"(?:{self.groups[av]})"
+        if op in (p.ASSERT, p.ASSERT_NOT, p.AT):
+            return ""  # dropped: the shape matches more, never less
+        raise _Untranslatable
+
+
+def _escape(code: int) -> str:
+    if code > 0x7F:
+        raise _Untranslatable
+    return f"\\x{code:02x}"
+
+
+def _chars(members: str) -> set[str]:
+    """The characters a class body written by `_Translator` holds (for the '?' check)."""
+    try:
+        return {chr(c) for c in range(0x80) if re.fullmatch(f"[{members}]", chr(c))}
+    except re.error:
+        return {"?"}

@@ -35,6 +35,7 @@ from policies import (
     mime,
     normalise,
     restricted,
+    scan,
 )
 from policies.cases import CaseIndex, CaseMatches
 from policies.content_rules import (
@@ -438,12 +439,22 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
 
     explicit = header_signals.explicit_classification(headers, rules)
     markings = header_signals.protective_labels(headers, rules.markings)
-    information_type, cue_reason = _information_type(rules, explicit.information_type, texts)
-    found = restricted.scan((restricted.Unit(t.source, t.text, t.author) for t in texts),
+    # One pass of the scan engine over each text finds every identifier's candidates, the
+    # information types' keywords, and which words of the agency-check phrases are in it
+    # (policies/scan.py).
+    gate = rules.agency_checks.gate
+    scans = [identifiers.scan_text(t.text, _identifier_patterns(rules), _gates(rules))
+             for t in texts]
+    information_type, cue_reason = _information_type(rules, explicit.information_type, texts,
+                                                     scans)
+    found = restricted.scan((restricted.Unit(t.source, t.text, t.author,
+                                             phrases=gate.open(s.present))
+                             for t, s in zip(texts, scans, strict=True)),
                             rules.agency_checks, rules.legal_advice)
     information_type, restricted_reason = restricted.by_text(information_type, found.signals)
     registry = _case_matches(texts, rules, cases, headers.display_name)
-    found_numbers, kinds = _identifiers(texts, rules)
+    found_numbers, kinds = _identifiers(texts, rules, scans)
+    del scans
     case_numbers = tuple(dict.fromkeys((*found_numbers, *registry.case_numbers)))
 
     reasons: set[str] = set(kinds)
@@ -500,27 +511,42 @@ def _case_matches(texts: list[_Text], rules: ContentRules, cases: CaseIndex,
                        sender_name=sender_name)
 
 
-def _identifier_views(texts: list[_Text]) -> Iterator[str]:
-    """Each text, and again with its line breaks removed when it has any (normalise.joined): an
-    identifier broken over two lines is whole in the second, one ending a line in the first."""
-    for piece in texts:
-        yield piece.text
+def _gates(rules: ContentRules) -> tuple[re.Pattern[str], ...]:
+    """What the scan engine only says is present or not: the keywords' phrases and the words
+    of the agency-check phrases."""
+    return (*(pattern for pattern, _ in rules.keyword_matcher.patterns),
+            *rules.agency_checks.gate.words)
+
+
+def _identifier_patterns(rules: ContentRules) -> tuple[re.Pattern[str], ...]:
+    """Every pattern the identifier recognisers search, for the scan engine."""
+    return (rules.case_number_search, *identifiers.IDENTIFIER_PATTERNS,
+            rules.date_of_birth_regex)
+
+
+def _identifier_views(texts: list[_Text],
+                      scans: list[scan.Found]) -> Iterator[tuple[str, scan.Found | None]]:
+    """Each text with its scan, and again with its line breaks removed when it has any
+    (normalise.joined; scanned when read): an identifier broken over two lines is whole in
+    the second, one ending a line in the first."""
+    for piece, found in zip(texts, scans, strict=True):
+        yield piece.text, found
         if not identifiers.has_digit(piece.text):
             continue  # every identifier holds a digit: the joined view would find nothing
         whole = normalise.joined(piece.text)
         if whole is not piece.text:
-            yield whole
+            yield whole, None
 
 
-def _identifiers(texts: list[_Text], rules: ContentRules) -> tuple[tuple[str, ...], set[str]]:
-    """The case numbers and the identifier kinds in the texts: one pass of the scan engine
-    (policies/scan.py) over each view of each text finds the candidates of every kind."""
+def _identifiers(texts: list[_Text], rules: ContentRules,
+                 scans: list[scan.Found]) -> tuple[tuple[str, ...], set[str]]:
+    """The case numbers and the identifier kinds in the texts, from the candidates one pass
+    of the scan engine (policies/scan.py) over each view of each text found."""
     numbers: dict[str, None] = {}
     kinds: set[str] = set()
-    patterns = (rules.case_number_search, *identifiers.IDENTIFIER_PATTERNS,
-                rules.date_of_birth_regex)
-    for text in _identifier_views(texts):
-        found = identifiers.scan_text(text, patterns)
+    patterns = _identifier_patterns(rules)
+    for text, scanned in _identifier_views(texts, scans):
+        found = scanned or identifiers.scan_text(text, patterns)
         for number in identifiers.find_case_numbers(text, rules.case_number_search,
                                                     rules.case_number_regex, found):
             numbers.setdefault(number)
@@ -538,8 +564,8 @@ _CUE_STAGES = (
 )
 
 
-def _information_type(rules: ContentRules, explicit: str | None,
-                      texts: list[_Text]) -> tuple[str, str | None]:
+def _information_type(rules: ContentRules, explicit: str | None, texts: list[_Text],
+                      scans: list[scan.Found]) -> tuple[str, str | None]:
     """The information type and the protected reason it gives (None: not protected by it).
 
     The explicit header wins; then labels in the subject, attachment names, then content
@@ -549,8 +575,11 @@ def _information_type(rules: ContentRules, explicit: str | None,
     if explicit is not None:
         return explicit, LABEL if by_id[explicit].protected else None
     for source, cue, reason in _CUE_STAGES:
-        matcher = rules.label_matcher if cue == "labels" else rules.keyword_matcher
-        found = matcher.first_type_in(t.text for t in texts if t.source == source)
+        if cue == "labels":
+            found = rules.label_matcher.first_type_in(t.text for t in texts if t.source == source)
+        else:  # keywords, in texts each scanned with them
+            found = rules.keyword_matcher.first_type_found(
+                (t.text, s) for t, s in zip(texts, scans, strict=True) if t.source == source)
         if found is not None:
             return found, reason if by_id[found].protected else None
     return GENERAL, None

@@ -124,10 +124,12 @@ _ASCII_DIGIT_MAP = bytes.maketrans(
     bytes(range(256)), bytes(0x30 if 0x30 <= c <= 0x39 else 0x2E for c in range(256)))
 
 
-def scan_text(text: str, patterns: tuple[re.Pattern[str], ...]) -> scan.Found:
+def scan_text(text: str, patterns: tuple[re.Pattern[str], ...],
+              gates: tuple[re.Pattern[str], ...] = ()) -> scan.Found:
     """One pass of the scan engine (policies/scan.py) over the text for all these patterns:
-    `found.matches(p)` is then `p.finditer(text)`, found only where p's shape is."""
-    return scan.search(text, patterns, anchored_finditer)
+    `found.matches(p)` is then `p.finditer(text)`, found only where p's shape is; for the
+    `gates`, `found.present(g)` says whether g may occur."""
+    return scan.search(text, patterns, anchored_finditer, gates=gates)
 
 
 def anchored_finditer(text: str, pattern: re.Pattern[str]) -> Iterator[re.Match[str]]:
@@ -264,6 +266,8 @@ def _member_is_digit(op: Any, av: Any, parser: Any) -> bool:
 # The lookbehind sits after the first digit, so that the pattern starts with a digit class and
 # the regex engine skips ahead to the next digit instead of trying every position (same matches).
 _NHS = re.compile(r"(\d(?<![\d-]\d)\d\d)([ -]?)(\d{3})\2(\d{4})(?![\d-])")
+# The same, its lookbehind at the start, for the scan engine's shape (policies/scan.py).
+scan.shape_as(_NHS, re.compile(r"(?<![\d-])\d{3}([ -]?)\d{3}\1\d{4}(?![\d-])"))
 
 
 def nhs_number_valid(digits: str) -> bool:
@@ -313,6 +317,10 @@ def has_ni_number(text: str, found: scan.Found | None = None) -> bool:
 
 # (?<![\w/])(\d{2}|\d{4}), written to start with a digit class as _NHS is.
 _PNC = re.compile(r"(\d(?<![\w/]\d)(?:\d|\d{3}))/(\d{1,7})([A-Za-z])(?![\w/])")
+# Wider, for the scan engine's shape: ASCII word characters only at its ends (a letter of
+# another script is "?" to Hyperscan, which the boundary class admits).
+scan.shape_as(_PNC, re.compile(
+    r"(?<![0-9A-Za-z_/])\d(?:\d|\d{3})/\d{1,7}[A-Za-z](?![0-9A-Za-z_/])"))
 _PNC_CHECK_LETTERS = "ZABCDEFGHJKLMNPQRTUVWXY"  # 23 letters: no I, O or S
 
 

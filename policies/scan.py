@@ -122,6 +122,11 @@ class Found:
     _ends: dict[re.Pattern[str], list[int]] | None = None  # None: no native pass
     _widths: dict[re.Pattern[str], int | None] = field(default_factory=dict)
 
+    @property
+    def native(self) -> bool:
+        """Whether the native engine scanned the text (else every pattern is `present`)."""
+        return self._ends is not None
+
     def present(self, pattern: re.Pattern[str]) -> bool:
         """Whether the pattern may match (False only when it certainly does not)."""
         if self._ends is None or pattern not in self._ends:
@@ -165,14 +170,15 @@ def _window(text: str, pattern: re.Pattern[str], start: int,
 
 
 def search(text: str, patterns: Sequence[re.Pattern[str]], exact: Finditer,
-           engine_name: str | None = None) -> Found:
-    """One pass of the engine over `text` for all `patterns` (see the module's docstring).
-    `exact(text, pattern)` must yield `pattern.finditer(text)`: it is what the pure-Python
-    engine uses, and what the native one falls back to."""
+           engine_name: str | None = None, gates: Sequence[re.Pattern[str]] = ()) -> Found:
+    """One pass of the engine over `text` for all `patterns` and `gates` (see the module's
+    docstring). `exact(text, pattern)` must yield `pattern.finditer(text)`: it is what the
+    pure-Python engine uses, and what the native one falls back to. For a gate only
+    `Found.present` is looked for (Hyperscan stops counting it at its first match)."""
     chosen = engine_name or _engine
-    if chosen == RE or not patterns:
+    if chosen == RE or not (patterns or gates):
         return Found(text, exact)
-    native = _native(tuple(patterns))
+    native = _native(tuple(patterns), tuple(gates))
     if native is None or _needs_python(text):
         return Found(text, exact)
     return native.scan(text, exact)
@@ -228,19 +234,22 @@ class _Native:
 
 
 @functools.lru_cache(maxsize=32)
-def _native(patterns: tuple[re.Pattern[str], ...]) -> _Native | None:
-    """The compiled database for these patterns (None: no pattern has a shape)."""
+def _native(patterns: tuple[re.Pattern[str], ...],
+            gates: tuple[re.Pattern[str], ...] = ()) -> _Native | None:
+    """The compiled database for these patterns and gates (None: none has a shape)."""
     if _hs is None:
         return None
     expressions: list[bytes] = []
     flags: list[int] = []
     ids: dict[int, re.Pattern[str]] = {}
     widths: dict[re.Pattern[str], int | None] = {}
-    for pattern in dict.fromkeys(patterns):
+    for pattern in dict.fromkeys((*patterns, *gates)):
         translated = shape(pattern)
         if translated is None:
             continue
         expression, width = translated
+        if pattern in gates:
+            width = None
         flag = _hs.HS_FLAG_CASELESS if pattern.flags & re.IGNORECASE else 0
         if width is None:
             flag |= _hs.HS_FLAG_SINGLEMATCH
@@ -268,6 +277,17 @@ class _Untranslatable(Exception):
     pass
 
 
+_WIDER: dict[re.Pattern[str], re.Pattern[str]] = {}
+
+
+def shape_as(pattern: re.Pattern[str], wider: re.Pattern[str]) -> None:
+    """Translate `wider` for `pattern`'s shape: a regex that matches, at every position where
+    `pattern` matches, the same span (and maybe more), written so that its lookarounds sit at
+    its ends, where they become boundary characters. (`pattern` may be written for the speed of
+    Python's engine, with a lookbehind after its first character.)"""
+    _WIDER[pattern] = wider
+
+
 def shape(pattern: re.Pattern[str]) -> tuple[bytes, int | None] | None:
     """The Hyperscan expression whose matches include every match of `pattern` (lookarounds
     dropped or made into boundary characters, back-references made copies of their group),
@@ -275,12 +295,12 @@ def shape(pattern: re.Pattern[str]) -> tuple[bytes, int | None] | None:
     pattern holds something this translation does not know, or can match empty text."""
     try:
         parser = importlib.import_module("re._parser")  # the stdlib's own parser (private)
-        tree = parser.parse(pattern.pattern, pattern.flags)
-        low, high = tree.getwidth()
+        low, high = parser.parse(pattern.pattern, pattern.flags).getwidth()
         if low < 1:
             return None
-        items = list(tree)
-        translator = _Translator(parser, pattern.flags)
+        written = _WIDER.get(pattern, pattern)
+        items = list(parser.parse(written.pattern, written.flags))
+        translator = _Translator(parser, written.flags)
         prefix = suffix = ""
         if items and items[0][0] is parser.ASSERT_NOT and items[0][1][0] == -1:
             prefix = translator.boundary(items.pop(0)[1][1], start=True)

@@ -430,6 +430,7 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
     # Every recogniser reads the normalised text (DESIGN ruling 22); what leaves is the original.
     texts = [_Text(piece.source, normalise.fold(piece.text), piece.author) for piece in
              (_Text(_Source.SUBJECT, " ".join(headers.get("Subject"))), *reading.texts)]
+    reading.texts.clear()  # read no further: a long body is not held twice (issue 14)
     malformed = list(reading.malformed)
     if headers.has_line_break():
         malformed.append("header-line-break")
@@ -443,8 +444,8 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
     # information types' keywords, and which words of the agency-check phrases are in it
     # (policies/scan.py).
     gate = rules.agency_checks.gate
-    scans = [identifiers.scan_text(t.text, _identifier_patterns(rules), _gates(rules))
-             for t in texts]
+    scans = [identifiers.scan_text(t.text, _identifier_patterns(rules), _gates(rules),
+                                   _identifier_patterns(rules)) for t in texts]
     information_type, cue_reason = _information_type(rules, explicit.information_type, texts,
                                                      scans)
     found = restricted.scan((restricted.Unit(t.source, t.text, t.author,
@@ -528,10 +529,12 @@ def _identifier_views(texts: list[_Text],
                       scans: list[scan.Found]) -> Iterator[tuple[str, scan.Found | None]]:
     """Each text with its scan, and again with its line breaks removed when it has any
     (normalise.joined; scanned when read): an identifier broken over two lines is whole in
-    the second, one ending a line in the first."""
+    the second, one ending a line in the first. The joined view is made only when the scan
+    of the text saw an identifier's shape with line breaks inside (`Found.joined_may_match`).
+    """
     for piece, found in zip(texts, scans, strict=True):
         yield piece.text, found
-        if not identifiers.has_digit(piece.text):
+        if not identifiers.has_digit(piece.text) or not found.joined_may_match():
             continue  # every identifier holds a digit: the joined view would find nothing
         whole = normalise.joined(piece.text)
         if whole is not piece.text:

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import ahocorasick
 
-from policies.errors import PolicyError
 from policies import scan
+from policies.errors import PolicyError
 from policies.identifiers import (
     compile_case_number_pattern,
     compile_case_number_search,

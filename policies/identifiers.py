@@ -125,11 +125,13 @@ _ASCII_DIGIT_MAP = bytes.maketrans(
 
 
 def scan_text(text: str, patterns: tuple[re.Pattern[str], ...],
-              gates: tuple[re.Pattern[str], ...] = ()) -> scan.Found:
+              gates: tuple[re.Pattern[str], ...] = (),
+              broken: tuple[re.Pattern[str], ...] = ()) -> scan.Found:
     """One pass of the scan engine (policies/scan.py) over the text for all these patterns:
     `found.matches(p)` is then `p.finditer(text)`, found only where p's shape is; for the
-    `gates`, `found.present(g)` says whether g may occur."""
-    return scan.search(text, patterns, anchored_finditer, gates=gates)
+    `gates`, `found.present(g)` says whether g may occur; for the `broken` patterns,
+    `found.joined_may_match()` whether they may match in the text's joined view."""
+    return scan.search(text, patterns, anchored_finditer, gates=gates, broken=broken)
 
 
 def anchored_finditer(text: str, pattern: re.Pattern[str]) -> Iterator[re.Match[str]]:

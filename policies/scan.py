@@ -67,8 +67,9 @@ from typing import Any
 HYPERSCAN = "hyperscan"
 RE = "re"
 
+_hs: Any
 try:
-    import hyperscan as _hs
+    _hs = importlib.import_module("hyperscan")
 except ImportError:  # pragma: no cover - the wheel is a dependency; a platform may lack it
     _hs = None
 
@@ -112,6 +113,13 @@ def use_engine(name: str) -> Iterator[None]:
 Finditer = Callable[[str, re.Pattern[str]], Iterator[re.Match[str]]]
 
 
+@dataclass(frozen=True)
+class Broken:
+    """The key of a pattern's `shape(broken=True)` in a database."""
+
+    pattern: re.Pattern[str]
+
+
 @dataclass
 class Found:
     """The candidates of one text: `matches(p)` is `p.finditer(text)` for each pattern given
@@ -119,8 +127,16 @@ class Found:
 
     text: str
     exact: Finditer  # the search used for a pattern the native pass could not narrow
-    _ends: dict[re.Pattern[str], list[int]] | None = None  # None: no native pass
+    _ends: dict[Any, list[int]] | None = None  # None: no native pass
     _widths: dict[re.Pattern[str], int | None] = field(default_factory=dict)
+    _broken: tuple[Broken, ...] = ()
+
+    def joined_may_match(self) -> bool:
+        """Whether a pattern given to `search` as `broken` may match in the text's
+        `normalise.joined` view (False only when none of them certainly does)."""
+        if self._ends is None:
+            return True
+        return any(key not in self._ends or self._ends[key] for key in self._broken)
 
     @property
     def native(self) -> bool:
@@ -170,15 +186,18 @@ def _window(text: str, pattern: re.Pattern[str], start: int,
 
 
 def search(text: str, patterns: Sequence[re.Pattern[str]], exact: Finditer,
-           engine_name: str | None = None, gates: Sequence[re.Pattern[str]] = ()) -> Found:
+           engine_name: str | None = None, gates: Sequence[re.Pattern[str]] = (),
+           broken: Sequence[re.Pattern[str]] = ()) -> Found:
     """One pass of the engine over `text` for all `patterns` and `gates` (see the module's
     docstring). `exact(text, pattern)` must yield `pattern.finditer(text)`: it is what the
     pure-Python engine uses, and what the native one falls back to. For a gate only
-    `Found.present` is looked for (Hyperscan stops counting it at its first match)."""
+    `Found.present` is looked for (Hyperscan stops counting it at its first match). For the
+    `broken` patterns, `Found.joined_may_match` says whether they may match in the text's
+    joined view, so that a view without a candidate is neither made nor searched."""
     chosen = engine_name or _engine
     if chosen == RE or not (patterns or gates):
         return Found(text, exact)
-    native = _native(tuple(patterns), tuple(gates))
+    native = _native(tuple(patterns), tuple(gates), tuple(broken))
     if native is None or _needs_python(text):
         return Found(text, exact)
     return native.scan(text, exact)
@@ -199,11 +218,12 @@ def _needs_python(text: str) -> bool:
 class _Native:
     """One Hyperscan database for a tuple of patterns, and a scratch space per thread."""
 
-    def __init__(self, database: Any, ids: dict[int, re.Pattern[str]],
-                 widths: dict[re.Pattern[str], int | None]) -> None:
+    def __init__(self, database: Any, ids: dict[int, Any],
+                 widths: dict[re.Pattern[str], int | None], broken: tuple[Broken, ...]) -> None:
         self.database = database
         self.ids = ids
         self.widths = widths
+        self.broken = broken
         self.local = threading.local()
 
     def scratch(self) -> Any:
@@ -214,9 +234,9 @@ class _Native:
         return scratch
 
     def scan(self, text: str, exact: Finditer) -> Found:
-        ends: dict[re.Pattern[str], list[int]] = {p: [] for p in self.ids.values()}
+        ends: dict[Any, list[int]] = {p: [] for p in self.ids.values()}
         by_id = {i: ends[p] for i, p in self.ids.items()}
-        overflowed: set[re.Pattern[str]] = set()
+        overflowed: set[Any] = set()
 
         def on_match(ident: int, _start: int, end: int, _flags: int, _context: object) -> None:
             found = by_id[ident]
@@ -230,21 +250,24 @@ class _Native:
         del data
         for pattern in overflowed:  # too many candidates: the exact search is cheaper
             del ends[pattern]
-        return Found(text, exact, ends, self.widths)
+        return Found(text, exact, ends, self.widths, self.broken)
 
 
 @functools.lru_cache(maxsize=32)
-def _native(patterns: tuple[re.Pattern[str], ...],
-            gates: tuple[re.Pattern[str], ...] = ()) -> _Native | None:
-    """The compiled database for these patterns and gates (None: none has a shape)."""
+def _native(patterns: tuple[re.Pattern[str], ...], gates: tuple[re.Pattern[str], ...] = (),
+            broken: tuple[re.Pattern[str], ...] = ()) -> _Native | None:
+    """The compiled database for these patterns, gates and broken shapes (None: none has a
+    shape)."""
     if _hs is None:
         return None
     expressions: list[bytes] = []
     flags: list[int] = []
-    ids: dict[int, re.Pattern[str]] = {}
+    ids: dict[int, Any] = {}
     widths: dict[re.Pattern[str], int | None] = {}
-    for pattern in dict.fromkeys((*patterns, *gates)):
-        translated = shape(pattern)
+    keys: list[Any] = [*dict.fromkeys((*patterns, *gates)), *map(Broken, broken)]
+    for key in keys:
+        pattern = key.pattern if isinstance(key, Broken) else key
+        translated = shape(pattern, broken=isinstance(key, Broken))
         if translated is None:
             continue
         expression, width = translated
@@ -257,15 +280,16 @@ def _native(patterns: tuple[re.Pattern[str], ...],
             _hs.Database(mode=_hs.HS_MODE_BLOCK).compile(expressions=[expression], flags=flag)
         except _hs.error:
             continue
-        ids[len(expressions)] = pattern
-        widths[pattern] = width
+        ids[len(expressions)] = key
+        if not isinstance(key, Broken):
+            widths[pattern] = width
         expressions.append(expression)
         flags.append(flag)
     if not expressions:
         return None
     database = _hs.Database(mode=_hs.HS_MODE_BLOCK)
     database.compile(expressions=expressions, ids=list(ids), flags=flags)
-    return _Native(database, ids, widths)
+    return _Native(database, ids, widths, tuple(map(Broken, broken)))
 
 
 # --- from an exact pattern to its shape -------------------------------------------------------
@@ -288,11 +312,21 @@ def shape_as(pattern: re.Pattern[str], wider: re.Pattern[str]) -> None:
     _WIDER[pattern] = wider
 
 
-def shape(pattern: re.Pattern[str]) -> tuple[bytes, int | None] | None:
+# A run of line breaks and blanks as `normalise.joined` removes or makes one space.
+_BREAK = r"(?:\x20*\n[\x20\n]*)?"
+
+
+def shape(pattern: re.Pattern[str], broken: bool = False) -> tuple[bytes, int | None] | None:
     """The Hyperscan expression whose matches include every match of `pattern` (lookarounds
     dropped or made into boundary characters, back-references made copies of their group),
     and the pattern's maximal width (None: wider than MAX_WIDTH, a gate). None when the
-    pattern holds something this translation does not know, or can match empty text."""
+    pattern holds something this translation does not know, or can match empty text.
+
+    `broken`: the shape with a run of line breaks and blanks allowed between any two of its
+    characters (unbounded: a gate). It occurs in a text wherever the shape occurs in the text's
+    `normalise.joined` view: a character of the view is one of the text, a removed run is
+    allowed between two, and a space made of a run is one of the run's blanks with the rest of
+    the run before or after it."""
     try:
         parser = importlib.import_module("re._parser")  # the stdlib's own parser (private)
         low, high = parser.parse(pattern.pattern, pattern.flags).getwidth()
@@ -300,7 +334,7 @@ def shape(pattern: re.Pattern[str]) -> tuple[bytes, int | None] | None:
             return None
         written = _WIDER.get(pattern, pattern)
         items = list(parser.parse(written.pattern, written.flags))
-        translator = _Translator(parser, written.flags)
+        translator = _Translator(parser, written.flags, _BREAK if broken else "")
         prefix = suffix = ""
         if items and items[0][0] is parser.ASSERT_NOT and items[0][1][0] == -1:
             prefix = translator.boundary(items.pop(0)[1][1], start=True)
@@ -310,16 +344,18 @@ def shape(pattern: re.Pattern[str]) -> tuple[bytes, int | None] | None:
         body = translator.sequence(items)
         if not body:
             return None
-        width = high if high <= MAX_WIDTH else None
-        return (prefix + body + suffix).encode("ascii"), width
+        width = high if high <= MAX_WIDTH and not broken else None
+        expression = translator.gap.join(part for part in (prefix, body, suffix) if part)
+        return expression.encode("ascii"), width
     except Exception:  # _Untranslatable, or a parse tree of a shape this does not know
         return None
 
 
 class _Translator:
-    def __init__(self, parser: Any, flags: int) -> None:
+    def __init__(self, parser: Any, flags: int, gap: str = "") -> None:
         self.p = parser
         self.flags = flags
+        self.gap = gap  # allowed between any two characters ("": nothing)
         self.groups: dict[int, str] = {}
 
     def boundary(self, inner: Any, start: bool) -> str:
@@ -337,6 +373,8 @@ class _Translator:
         negated = f"[^{members}]"
         if "?" in _chars(members):  # '?' stands for every non-ASCII character here
             return ""
+        if self.gap:  # a blank or a line break of a run `joined` turned into a space or less
+            negated = f"{negated}|[\\x20\\n]"
         return f"(?:^|{negated})" if start else f"(?:{negated}|$)"
 
     def members(self, op: Any, av: Any) -> str | None:
@@ -367,7 +405,7 @@ class _Translator:
         raise _Untranslatable
 
     def sequence(self, items: Any) -> str:
-        return "".join(self.item(op, av) for op, av in items)
+        return self.gap.join(part for part in (self.item(op, av) for op, av in items) if part)
 
     def item(self, op: Any, av: Any) -> str:
         p = self.p
@@ -392,6 +430,8 @@ class _Translator:
             if not inner:
                 return ""
             top = "" if high is p.MAXREPEAT or high >= p.MAXREPEAT else str(high)
+            if self.gap:
+                return f"(?:{inner}{self.gap}){{{low},{top}}}"
             return f"(?:{inner}){{{low},{top}}}"
         if op is p.SUBPATTERN:
             group, add_flags, del_flags, sub = av

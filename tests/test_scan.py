@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policies import identifiers, scan
+from policies import identifiers, normalise, restricted, scan
 from policies.content_rules import ContentRules
 from policies.identifiers import (
     compile_case_number_search,
@@ -25,6 +25,7 @@ from policies.identifiers import (
     identifier_kinds,
     scan_text,
 )
+from tests.fixtures_content import default_rules
 
 RULES = ContentRules()
 CUES = RULES.date_of_birth_regex
@@ -169,3 +170,87 @@ def test_cues_configured_with_spaces_are_a_gate() -> None:
     found = scan_text("date\n of   birth: 14/03/2015", (cues,))
     assert found.present(cues)
     assert [m.group() for m in found.matches(cues)] == ["date\n of   birth"]
+
+
+# --- what else the one scan serves: keywords and the agency-check phrase gate --------------
+
+CONTENT = default_rules()
+MARKS = CONTENT.agency_checks
+KEYWORDS = CONTENT.keyword_matcher
+GATES = (*(p for p, _ in KEYWORDS.patterns), *MARKS.gate.words)
+# Words of the keyword and agency-check phrases, record-field labels, quote marks, form
+# choices and separators: texts where phrases, glued words and removed labels meet.
+_PHRASES = [*MARKS.outcomes, *MARKS.origin_marks, *MARKS.handing_over, *MARKS.results,
+            *MARKS.titles, *(p for phrases in KEYWORDS.phrases for p in phrases)]
+WORDS = sorted({w for p in _PHRASES for w in p.split()} | {"&", "s", "Result:", "Offence:",
+                                                             "> ", "yes / no", "trace / no trace"})
+SEPARATORS = [" ", "\n", "-", ", ", "_", ":", "  \n> ", "/", "\u212a", "é"]
+phrase_texts = st.lists(st.tuples(st.sampled_from(WORDS), st.sampled_from(SEPARATORS),
+                                   st.booleans()), max_size=30).map(
+    lambda parts: "".join((w.upper() if up else w) + sep for w, sep, up in parts))
+
+
+@NATIVE
+@given(phrase_texts)
+def test_keywords_the_scan_finds_are_the_matchers(text: str) -> None:
+    with scan.use_engine(scan.HYPERSCAN):
+        found = scan_text(text, (), GATES)
+        assert KEYWORDS.first_type_found([(text, found)]) == KEYWORDS.first_type_in([text])
+
+
+@NATIVE
+@given(phrase_texts, st.sampled_from(["", "officer@police.example"]), st.booleans())
+def test_a_closed_phrase_gate_changes_no_signal(text: str, author: str, own: bool) -> None:
+    """Where the scan saw no phrase's words, reading the text without its phrases gives the
+    signals reading it with them gives."""
+    with scan.use_engine(scan.HYPERSCAN):
+        found = scan_text(text, (), GATES)
+    piece = restricted.Segment(author, "", text)
+    opened = restricted._agency_signals(piece, MARKS, own, phrases=True)
+    assert restricted._agency_signals(piece, MARKS, own,
+                                      phrases=MARKS.gate.open(found.present)) == opened
+
+
+def test_a_phrase_gate_needs_every_long_word_of_a_phrase() -> None:
+    gate = restricted.PhraseGate.of({"handing": ["please find attached"], "outcome": ["no trace"]})
+    assert [w.pattern for w in gate.words] == ["please", "find", "attached", "trace"]
+    present = {"please", "attached"}
+    assert not gate.open(lambda w: w.pattern in present)
+    assert gate.open(lambda w: w.pattern in {"trace"})
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 4096])
+@given(st.lists(st.sampled_from(["a", "bc", "\n", "\r", "\r\n", " ", "\x0b", "\u2028", ""]),
+                max_size=40).map("".join))
+def test_first_lines_are_those_of_splitlines(size: int, text: str) -> None:
+    assert list(restricted._first_lines(text, size)) == text.splitlines()
+
+
+BREAKS = ["\n", " \n", "\n ", "  \n\n ", "\n\n"]
+broken_texts = st.lists(st.sampled_from([*PIECES, *BREAKS, *BREAKS]), max_size=40).map("".join)
+
+
+@NATIVE
+@given(broken_texts)
+def test_a_joined_view_skipped_would_have_found_nothing(text: str) -> None:
+    """The joined view is made only when the text's scan saw a shape with line breaks inside
+    (`Found.joined_may_match`): when it did not, the view holds no candidate of any pattern."""
+    patterns = PATTERNS[:5]
+    found = scan.search(text, patterns, identifiers.anchored_finditer, scan.HYPERSCAN,
+                        broken=patterns)
+    if found.joined_may_match():
+        return
+    whole = normalise.joined(text)
+    assert [list(p.finditer(whole)) for p in patterns] == [[]] * len(patterns)
+
+
+@NATIVE
+def test_an_identifier_broken_over_lines_opens_the_joined_view() -> None:
+    text = "NHS 943\n476 5919 and case ZC12 \nC00123"
+    found = scan.search(text, PATTERNS[:5], identifiers.anchored_finditer, scan.HYPERSCAN,
+                        broken=PATTERNS[:5])
+    assert found.joined_may_match()
+    postfix = "".join(f"{i % 10}{'X' * 77}\n" for i in range(200))
+    found = scan.search(postfix, PATTERNS[:5], identifiers.anchored_finditer, scan.HYPERSCAN,
+                        broken=PATTERNS[:5])
+    assert not found.joined_may_match()

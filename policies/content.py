@@ -453,7 +453,7 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
                              for t, s in zip(texts, scans, strict=True)),
                             rules.agency_checks, rules.legal_advice)
     information_type, restricted_reason = restricted.by_text(information_type, found.signals)
-    registry = _case_matches(texts, rules, cases, headers.display_name)
+    registry = _case_matches(texts, rules, cases, headers.display_name, scans)
     found_numbers, kinds = _identifiers(texts, rules, scans)
     del scans
     case_numbers = tuple(dict.fromkeys((*found_numbers, *registry.case_numbers)))
@@ -502,21 +502,25 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
 
 
 def _case_matches(texts: list[_Text], rules: ContentRules, cases: CaseIndex,
-                  sender_name: str) -> CaseMatches:
+                  sender_name: str, scans: list[scan.Found]) -> CaseMatches:
     """The case registry's people and confidential details in the texts (DESIGN rulings 17-18):
     every text every other recogniser reads (subject, bodies, attachment names and text, the
-    subjects of attached messages), each in one pass."""
+    subjects of attached messages), each in one pass. Dates are looked for only in the texts
+    where the scan saw one (in ASCII text; other text may gain one as the matcher normalises
+    it: "Mäy" is "may" there)."""
     if cases.is_empty:
         return CaseMatches.NONE
+    dated = [not piece.text.isascii() or found.present(identifiers.DATES)
+             for piece, found in zip(texts, scans, strict=True)]
     return cases.match((piece.text for piece in texts), dob_cues=rules.date_of_birth_regex,
-                       sender_name=sender_name)
+                       sender_name=sender_name, dated=dated)
 
 
 def _gates(rules: ContentRules) -> tuple[re.Pattern[str], ...]:
     """What the scan engine only says is present or not: the keywords' phrases and the words
     of the agency-check phrases."""
     return (*(pattern for pattern, _ in rules.keyword_matcher.patterns),
-            *rules.agency_checks.gate.words)
+            *rules.agency_checks.gate.words, identifiers.DATES)
 
 
 def _identifier_patterns(rules: ContentRules) -> tuple[re.Pattern[str], ...]:

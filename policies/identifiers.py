@@ -374,6 +374,13 @@ DOB_WINDOW = 40  # characters after a cue in which the date must start
 
 
 _DATE_PATTERN = re.compile(rf"(?<![A-Za-z0-9])(?=[0-9JFMASONDjfmasond])(?:{_DATE})", re.I)
+# Its shape for the scan engine without the word boundary before it (a gate): a date the case
+# matcher finds in its normalised text (policies/cases.py) is then one in ASCII text, whose
+# only change there is a space between a postcode's halves ("ab11st March" -> "ab1 1st").
+scan.shape_as(_DATE_PATTERN, re.compile(rf"(?:{_DATE})", re.I))
+
+
+DATES = _DATE_PATTERN  # what the case matcher's dates are found with (`find_dates`)
 
 
 def compile_cues(cues: Iterable[str]) -> re.Pattern[str]:

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policies import identifiers, normalise, restricted, scan
+from policies import cases, identifiers, normalise, restricted, scan
 from policies.content_rules import ContentRules
 from policies.identifiers import (
     compile_case_number_search,
@@ -254,3 +254,28 @@ def test_an_identifier_broken_over_lines_opens_the_joined_view() -> None:
     found = scan.search(postfix, PATTERNS[:5], identifiers.anchored_finditer, scan.HYPERSCAN,
                         broken=PATTERNS[:5])
     assert not found.joined_may_match()
+
+
+POSTCODE_PIECES = ["ab1", "1st", "sw1a", "1aa", "ls14ab", " ", "\n", "March", "mar", "2015",
+                   "3rd", "/", "-", "12", "1", ".", ",", "X"]
+ascii_texts = st.lists(st.sampled_from([*PIECES[:-4], *POSTCODE_PIECES]),
+                       max_size=30).map("".join)
+
+
+@NATIVE
+@given(ascii_texts)
+def test_an_ascii_text_without_a_date_shape_has_no_date_for_the_case_matcher(text: str) -> None:
+    """The case matcher looks for dates in its own normalised text (postcodes spaced); in
+    ASCII text the scan's date gate must see every one it would find."""
+    found = scan.search(text, (), identifiers.anchored_finditer, scan.HYPERSCAN,
+                        gates=(identifiers.DATES,))
+    if not found.present(identifiers.DATES):
+        assert list(identifiers.find_dates(cases.normalise(text, folded=True))) == []
+
+
+def test_a_date_made_by_spacing_a_postcode_is_seen() -> None:
+    text = "at ab11st March 2015"
+    assert list(identifiers.find_dates(text)) == []
+    assert [m.group() for m in identifiers.find_dates(cases.normalise(text))] \
+        == ["1st march 2015"]
+    assert scan_text(text, (), (identifiers.DATES,)).present(identifiers.DATES)

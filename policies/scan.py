@@ -56,7 +56,6 @@ Pure: no I/O.
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import re
 import threading
@@ -113,11 +112,15 @@ def use_engine(name: str) -> Iterator[None]:
 Finditer = Callable[[str, re.Pattern[str]], Iterator[re.Match[str]]]
 
 
-@dataclass(frozen=True)
-class Broken:
-    """The key of a pattern's `shape(broken=True)` in a database."""
+def _key(pattern: re.Pattern[str]) -> int:
+    """A pattern's key in a scan: its identity (hashing a compiled pattern hashes its code,
+    which costs more than the lookups it serves)."""
+    return id(pattern)
 
-    pattern: re.Pattern[str]
+
+def _broken_key(pattern: re.Pattern[str]) -> int:
+    """The key of a pattern's `shape(broken=True)` in a scan."""
+    return -id(pattern)
 
 
 @dataclass
@@ -127,36 +130,40 @@ class Found:
 
     text: str
     exact: Finditer  # the search used for a pattern the native pass could not narrow
-    _ends: dict[Any, list[int]] | None = None  # None: no native pass
-    _widths: dict[re.Pattern[str], int | None] = field(default_factory=dict)
-    _broken: tuple[Broken, ...] = ()
+    _native: _Native | None = None  # None: no native pass
+    _ends: dict[int, list[int]] = field(default_factory=dict)  # key -> ends, if any
+    _unsure: frozenset[int] = frozenset()  # keys reported too often to be told apart
+
+    def _seen(self, key: int) -> bool:
+        """Whether the native pass may have seen key's shape (True: it did, or cannot say)."""
+        assert self._native is not None
+        return key in self._ends or key not in self._native.keys or key in self._unsure
 
     def joined_may_match(self) -> bool:
         """Whether a pattern given to `search` as `broken` may match in the text's
         `normalise.joined` view (False only when none of them certainly does)."""
-        if self._ends is None:
+        if self._native is None:
             return True
-        return any(key not in self._ends or self._ends[key] for key in self._broken)
+        return any(self._seen(key) for key in self._native.broken)
 
     @property
     def native(self) -> bool:
         """Whether the native engine scanned the text (else every pattern is `present`)."""
-        return self._ends is not None
+        return self._native is not None
 
     def present(self, pattern: re.Pattern[str]) -> bool:
         """Whether the pattern may match (False only when it certainly does not)."""
-        if self._ends is None or pattern not in self._ends:
-            return True
-        return bool(self._ends[pattern])
+        return self._native is None or self._seen(_key(pattern))
 
     def matches(self, pattern: re.Pattern[str]) -> Iterator[re.Match[str]]:
         """`pattern.finditer(text)`, in order (see the module's docstring)."""
-        if self._ends is None or pattern not in self._ends:
+        key = _key(pattern)
+        if self._native is None or key not in self._native.keys or key in self._unsure:
             return self.exact(self.text, pattern)
-        ends = self._ends[pattern]
-        width = self._widths.get(pattern)
+        ends = self._ends.get(key)
         if not ends:
             return iter(())
+        width = self._native.widths.get(key)
         if width is None:  # a gate: the shape occurs, search the text
             return self.exact(self.text, pattern)
         return _in_windows(self.text, pattern, ends, width)
@@ -218,10 +225,11 @@ def _needs_python(text: str) -> bool:
 class _Native:
     """One Hyperscan database for a tuple of patterns, and a scratch space per thread."""
 
-    def __init__(self, database: Any, ids: dict[int, Any],
-                 widths: dict[re.Pattern[str], int | None], broken: tuple[Broken, ...]) -> None:
+    def __init__(self, database: Any, ids: list[int], widths: dict[int, int | None],
+                 broken: tuple[int, ...]) -> None:
         self.database = database
-        self.ids = ids
+        self.ids = ids  # Hyperscan's expression id -> the key of its pattern
+        self.keys = frozenset(ids)
         self.widths = widths
         self.broken = broken
         self.local = threading.local()
@@ -234,44 +242,61 @@ class _Native:
         return scratch
 
     def scan(self, text: str, exact: Finditer) -> Found:
-        ends: dict[Any, list[int]] = {p: [] for p in self.ids.values()}
-        by_id = {i: ends[p] for i, p in self.ids.items()}
-        overflowed: set[Any] = set()
+        ends: dict[int, list[int]] = {}
+        unsure: set[int] = set()
+        ids = self.ids
 
         def on_match(ident: int, _start: int, end: int, _flags: int, _context: object) -> None:
-            found = by_id[ident]
+            found = ends.setdefault(ids[ident], [])
             if len(found) < MAX_ENDS:
                 found.append(end)
             else:
-                overflowed.add(self.ids[ident])
+                unsure.add(ids[ident])
 
         data = text.encode("ascii", "replace") if not text.isascii() else text.encode("ascii")
         self.database.scan(data, match_event_handler=on_match, scratch=self.scratch())
         del data
-        for pattern in overflowed:  # too many candidates: the exact search is cheaper
-            del ends[pattern]
-        return Found(text, exact, ends, self.widths, self.broken)
+        # Past MAX_ENDS, the exact search is cheaper than the windows (`Found.matches`).
+        return Found(text, exact, self, ends, frozenset(unsure))
 
 
-@functools.lru_cache(maxsize=32)
+_DATABASES: dict[tuple[tuple[int, ...], ...], tuple[Any, _Native | None]] = {}
+_MAX_DATABASES = 32
+
+
 def _native(patterns: tuple[re.Pattern[str], ...], gates: tuple[re.Pattern[str], ...] = (),
             broken: tuple[re.Pattern[str], ...] = ()) -> _Native | None:
     """The compiled database for these patterns, gates and broken shapes (None: none has a
-    shape)."""
+    shape), compiled once and kept (by the patterns' identities, the patterns kept with it)."""
+    given = (patterns, gates, broken)
+    key = tuple(tuple(map(id, group)) for group in given)
+    cached = _DATABASES.get(key)
+    if cached is not None and cached[0] == given:  # identical objects: compared by identity
+        return cached[1]
+    built = _compile(patterns, gates, broken)
+    if len(_DATABASES) >= _MAX_DATABASES:
+        _DATABASES.pop(next(iter(_DATABASES)), None)
+    _DATABASES[key] = (given, built)
+    return built
+
+
+def _compile(patterns: tuple[re.Pattern[str], ...], gates: tuple[re.Pattern[str], ...],
+             broken: tuple[re.Pattern[str], ...]) -> _Native | None:
     if _hs is None:
         return None
     expressions: list[bytes] = []
     flags: list[int] = []
-    ids: dict[int, Any] = {}
-    widths: dict[re.Pattern[str], int | None] = {}
-    keys: list[Any] = [*dict.fromkeys((*patterns, *gates)), *map(Broken, broken)]
-    for key in keys:
-        pattern = key.pattern if isinstance(key, Broken) else key
-        translated = shape(pattern, broken=isinstance(key, Broken))
+    ids: list[int] = []
+    widths: dict[int, int | None] = {}
+    gate_keys = {_key(g) for g in gates}
+    wanted = [*((p, _key(p), False) for p in dict.fromkeys((*patterns, *gates)).keys()),
+              *((p, _broken_key(p), True) for p in broken)]
+    for pattern, key, is_broken in wanted:
+        translated = shape(pattern, broken=is_broken)
         if translated is None:
             continue
         expression, width = translated
-        if pattern in gates:
+        if key in gate_keys:
             width = None
         flag = _hs.HS_FLAG_CASELESS if pattern.flags & re.IGNORECASE else 0
         if width is None:
@@ -280,16 +305,15 @@ def _native(patterns: tuple[re.Pattern[str], ...], gates: tuple[re.Pattern[str],
             _hs.Database(mode=_hs.HS_MODE_BLOCK).compile(expressions=[expression], flags=flag)
         except _hs.error:
             continue
-        ids[len(expressions)] = key
-        if not isinstance(key, Broken):
-            widths[pattern] = width
+        ids.append(key)
+        widths[key] = width
         expressions.append(expression)
         flags.append(flag)
     if not expressions:
         return None
     database = _hs.Database(mode=_hs.HS_MODE_BLOCK)
-    database.compile(expressions=expressions, ids=list(ids), flags=flags)
-    return _Native(database, ids, widths, tuple(map(Broken, broken)))
+    database.compile(expressions=expressions, ids=list(range(len(ids))), flags=flags)
+    return _Native(database, ids, widths, tuple(_broken_key(p) for p in broken))
 
 
 # --- from an exact pattern to its shape -------------------------------------------------------

@@ -449,7 +449,8 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
     information_type, cue_reason = _information_type(rules, explicit.information_type, texts,
                                                      scans)
     found = restricted.scan((restricted.Unit(t.source, t.text, t.author,
-                                             phrases=gate.open(s.present))
+                                             phrases=gate.open_among(
+                                                 s.present_among(gate.words)))
                              for t, s in zip(texts, scans, strict=True)),
                             rules.agency_checks, rules.legal_advice)
     information_type, restricted_reason = restricted.by_text(information_type, found.signals)
@@ -517,16 +518,14 @@ def _case_matches(texts: list[_Text], rules: ContentRules, cases: CaseIndex,
 
 
 def _gates(rules: ContentRules) -> tuple[re.Pattern[str], ...]:
-    """What the scan engine only says is present or not: the keywords' phrases and the words
-    of the agency-check phrases."""
-    return (*(pattern for pattern, _ in rules.keyword_matcher.patterns),
-            *rules.agency_checks.gate.words, identifiers.DATES)
+    """What the scan engine only says is present or not: the keywords' phrases, the words of
+    the agency-check phrases, dates (ContentRules.scan_gates, made once)."""
+    return rules.scan_gates
 
 
 def _identifier_patterns(rules: ContentRules) -> tuple[re.Pattern[str], ...]:
-    """Every pattern the identifier recognisers search, for the scan engine."""
-    return (rules.case_number_search, *identifiers.IDENTIFIER_PATTERNS,
-            rules.date_of_birth_regex)
+    """Every pattern the identifier recognisers search (ContentRules.scan_patterns)."""
+    return rules.scan_patterns
 
 
 def _identifier_views(texts: list[_Text],

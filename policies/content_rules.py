@@ -18,6 +18,8 @@ import ahocorasick
 from policies import scan
 from policies.errors import PolicyError
 from policies.identifiers import (
+    DATES,
+    IDENTIFIER_PATTERNS,
     compile_case_number_pattern,
     compile_case_number_search,
     compile_cues,
@@ -325,6 +327,10 @@ class ContentRules:
     # The same with the separators people type inside a case number: what searches text.
     case_number_search: re.Pattern[str] = field(init=False, repr=False, compare=False)
     date_of_birth_regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    # What policies/content.py gives the scan engine (policies/scan.py) for each text, made
+    # once: the identifier patterns, and the patterns it only asks "present?" of.
+    scan_patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    scan_gates: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
     label_matcher: CueMatcher = field(init=False, repr=False, compare=False)
     keyword_matcher: CueMatcher = field(init=False, repr=False, compare=False)
     read_headers: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -343,6 +349,11 @@ class ContentRules:
         object.__setattr__(self, "case_number_search",
                            compile_case_number_search(self.case_number_pattern))
         object.__setattr__(self, "date_of_birth_regex", compile_cues(self.date_of_birth_cues))
+        object.__setattr__(self, "scan_patterns", (
+            self.case_number_search, *IDENTIFIER_PATTERNS, self.date_of_birth_regex))
+        object.__setattr__(self, "scan_gates", (
+            *(pattern for pattern, _ in self.keyword_matcher.patterns),
+            *self.agency_checks.gate.words, DATES))
 
     @property
     def information_type_ids(self) -> tuple[str, ...]:

@@ -230,6 +230,15 @@ class PhraseGate:
 
     words: tuple[re.Pattern[str], ...] = ()
     phrases: tuple[frozenset[int], ...] = ()
+    # The phrases by their first word: only those whose first word is present are compared.
+    _by_first: Mapping[int, tuple[frozenset[int], ...]] = field(init=False, repr=False,
+                                                               compare=False)
+
+    def __post_init__(self) -> None:
+        by_first: dict[int, list[frozenset[int]]] = {}
+        for phrase in self.phrases:
+            by_first.setdefault(min(phrase, default=-1), []).append(phrase)
+        object.__setattr__(self, "_by_first", {i: tuple(p) for i, p in by_first.items()})
 
     @classmethod
     def of(cls, groups: Mapping[str, Iterable[str]]) -> PhraseGate:
@@ -246,8 +255,14 @@ class PhraseGate:
 
     def open(self, present: Callable[[re.Pattern[str]], bool]) -> bool:
         """Whether a phrase may be in a text, given which of `words` may be in it."""
-        found = {i for i, word in enumerate(self.words) if present(word)}
-        return any(phrase <= found for phrase in self.phrases)
+        return self.open_among({i for i, word in enumerate(self.words) if present(word)})
+
+    def open_among(self, present: set[int] | None) -> bool:
+        """`open`, given the indexes of the `words` that may be in a text (None: all)."""
+        if present is None or -1 in self._by_first:  # a phrase of "and" only: always open
+            return True
+        return any(phrase <= present for first in present
+                   for phrase in self._by_first.get(first, ()))
 
 
 def _hits(automaton: Any, padded: str) -> Iterator[tuple[int, int, str, frozenset[str]]]:

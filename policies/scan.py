@@ -151,6 +151,17 @@ class Found:
         """Whether the native engine scanned the text (else every pattern is `present`)."""
         return self._native is not None
 
+    def present_among(self, patterns: Sequence[re.Pattern[str]]) -> set[int] | None:
+        """The indexes of `patterns` that may match (None: every one may): `present` of each,
+        at the cost of the few the native pass saw."""
+        if self._native is None:
+            return None
+        index = _indexes(tuple(patterns))
+        found = {index[key] for key in self._ends if key in index}
+        found.update(index[key] for key in self._unsure if key in index)
+        found.update(self._native.unknown(index))
+        return found
+
     def present(self, pattern: re.Pattern[str]) -> bool:
         """Whether the pattern may match (False only when it certainly does not)."""
         return self._native is None or self._seen(_key(pattern))
@@ -167,6 +178,22 @@ class Found:
         if width is None:  # a gate: the shape occurs, search the text
             return self.exact(self.text, pattern)
         return _in_windows(self.text, pattern, ends, width)
+
+
+_INDEXES: dict[tuple[int, ...], tuple[Any, dict[int, int]]] = {}
+
+
+def _indexes(patterns: tuple[re.Pattern[str], ...]) -> dict[int, int]:
+    """key -> index in `patterns`, made once per tuple of patterns (kept with it)."""
+    ids = tuple(map(id, patterns))
+    cached = _INDEXES.get(ids)
+    if cached is not None and cached[0] == patterns:
+        return cached[1]
+    index = {_key(p): i for i, p in reversed(list(enumerate(patterns)))}
+    if len(_INDEXES) >= _MAX_DATABASES:
+        _INDEXES.pop(next(iter(_INDEXES)), None)
+    _INDEXES[ids] = (patterns, index)
+    return index
 
 
 def _in_windows(text: str, pattern: re.Pattern[str], ends: Sequence[int],
@@ -233,6 +260,15 @@ class _Native:
         self.widths = widths
         self.broken = broken
         self.local = threading.local()
+        self._unknown: dict[int, tuple[int, ...]] = {}
+
+    def unknown(self, index: dict[int, int]) -> tuple[int, ...]:
+        """The indexes of `index` (from `_indexes`, kept alive there) not in this database."""
+        found = self._unknown.get(id(index))
+        if found is None:
+            found = self._unknown[id(index)] = tuple(
+                i for key, i in index.items() if key not in self.keys)
+        return found
 
     def scratch(self) -> Any:
         scratch = getattr(self.local, "scratch", None)
@@ -262,6 +298,7 @@ class _Native:
 
 _DATABASES: dict[tuple[tuple[int, ...], ...], tuple[Any, _Native | None]] = {}
 _MAX_DATABASES = 32
+_BY_TUPLES: dict[tuple[int, int, int], tuple[Any, _Native | None]] = {}
 
 
 def _native(patterns: tuple[re.Pattern[str], ...], gates: tuple[re.Pattern[str], ...] = (),
@@ -269,14 +306,21 @@ def _native(patterns: tuple[re.Pattern[str], ...], gates: tuple[re.Pattern[str],
     """The compiled database for these patterns, gates and broken shapes (None: none has a
     shape), compiled once and kept (by the patterns' identities, the patterns kept with it)."""
     given = (patterns, gates, broken)
+    same = _BY_TUPLES.get((id(patterns), id(gates), id(broken)))
+    if same is not None and all(a is b for a, b in zip(same[0], given, strict=True)):
+        return same[1]  # the very tuples of the last call (a policy's, made once)
     key = tuple(tuple(map(id, group)) for group in given)
     cached = _DATABASES.get(key)
     if cached is not None and cached[0] == given:  # identical objects: compared by identity
-        return cached[1]
-    built = _compile(patterns, gates, broken)
-    if len(_DATABASES) >= _MAX_DATABASES:
-        _DATABASES.pop(next(iter(_DATABASES)), None)
-    _DATABASES[key] = (given, built)
+        built = cached[1]
+    else:
+        built = _compile(patterns, gates, broken)
+        if len(_DATABASES) >= _MAX_DATABASES:
+            _DATABASES.pop(next(iter(_DATABASES)), None)
+        _DATABASES[key] = (given, built)
+    if len(_BY_TUPLES) >= _MAX_DATABASES:
+        _BY_TUPLES.pop(next(iter(_BY_TUPLES)), None)
+    _BY_TUPLES[(id(patterns), id(gates), id(broken))] = (given, built)
     return built
 
 

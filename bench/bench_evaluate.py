@@ -1,7 +1,7 @@
 """How long the policy decision takes, and how much memory it peaks at, by message size.
 
     .venv/bin/python bench/bench_evaluate.py [--runs N] [--rounds R] [--no-big]
-                                             [--baseline CHECKOUT] [--only LABEL]
+                                             [--baseline [NAME=]CHECKOUT ...] [--only LABEL]
 
 `policies.engine.evaluate` (classification and decision, the work the gateway does for each
 message in a worker thread) on these messages, to one internal and one outside recipient:
@@ -15,9 +15,11 @@ message in a worker thread) on these messages, to one internal and one outside r
   Debian postfix package is installed, else written in the same shape (said in the output).
 
 Each message is measured in a fresh process per checkout, `--rounds` times (median of the
-rounds' medians of `--runs` runs); with `--baseline CHECKOUT` (a git worktree of another
-commit, e.g. `git worktree add /tmp/base 2847183`) the baseline is measured in the same run,
-alternating with this checkout, and the table shows both and their ratio. MB/s is the
+rounds' medians of `--runs` runs); with `--baseline CHECKOUT` (a checkout of another commit,
+e.g. `git worktree add /tmp/base 2847183`, or `git archive 2847183 | tar -x -C /tmp/base`;
+repeat it, as NAME=CHECKOUT, for more than one) each baseline is measured in the same run,
+alternating with this checkout, and the table shows all and this checkout's speed-up over
+each. MB/s is the
 message's size over the median time; peak memory is tracemalloc's peak during one run, as a
 multiple of the message's size (native allocations, such as Hyperscan's scratch, are not
 traced; they are a few KB).
@@ -247,7 +249,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-big", action="store_true", help="leave out the 20 MB message")
-    parser.add_argument("--baseline", type=Path, help="a checkout of the commit to compare")
+    parser.add_argument("--baseline", action="append", default=[],
+                        help="[NAME=]a checkout of a commit to compare (repeatable)")
     parser.add_argument("--only", help="measure only the kinds whose label contains this")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("files", nargs="*", type=Path, help=argparse.SUPPRESS)
@@ -259,9 +262,12 @@ def main() -> None:
     if args.only:
         found = [f for f in found if args.only in f[0]]
     try:
-        checkouts = {"this": ROOT}
-        if args.baseline is not None:
-            checkouts = {"base": args.baseline.resolve(), "this": ROOT}
+        checkouts: dict[str, Path] = {}
+        for given in args.baseline:
+            name, _, path = given.rpartition("=")
+            checkouts[name or "base"] = Path(path).resolve()
+        checkouts["this"] = ROOT
+        baselines = [name for name in checkouts if name != "this"]
         files = [path for *_, path in found]
         rounds: dict[str, list[list[list[float]]]] = {name: [] for name in checkouts}
         for _ in range(args.rounds):  # alternate, so that noise falls on both alike
@@ -274,8 +280,8 @@ def main() -> None:
         for name in checkouts:
             head += f" {name} ms | {name} MB/s | {name} peak |"
             rule += "---|---|---|"
-        if "base" in checkouts:
-            head += " speed-up |"
+        for name in baselines:
+            head += f" vs {name} |"
             rule += "---|"
         print(head)
         print(rule)
@@ -287,8 +293,8 @@ def main() -> None:
                 peak, size = rounds[name][0][index][1], rounds[name][0][index][2]
                 medians[name] = seconds
                 row += f" {seconds * 1000:.1f} | {size / seconds / 1e6:.0f} | {peak / size:.1f} x |"
-            if "base" in checkouts:
-                row += f" {medians['base'] / medians['this']:.2f}x |"
+            for name in baselines:
+                row += f" {medians[name] / medians['this']:.2f}x |"
             print(row, flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -445,12 +445,15 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
     # (policies/scan.py).
     gate = rules.agency_checks.gate
     scans = [identifiers.scan_text(t.text, _identifier_patterns(rules), _gates(rules),
-                                   _identifier_patterns(rules)) for t in texts]
+                                   _identifier_patterns(rules)
+                                   if identifiers.has_digit(t.text) else ())
+             for t in texts]  # (the joined view is read only for text with a digit)
     information_type, cue_reason = _information_type(rules, explicit.information_type, texts,
                                                      scans)
     found = restricted.scan((restricted.Unit(t.source, t.text, t.author,
                                              phrases=gate.open_among(
-                                                 s.present_among(gate.words)))
+                                                 s.present_among(gate.words)),
+                                             quotes=s.present(restricted.QUOTE_WORDS))
                              for t, s in zip(texts, scans, strict=True)),
                             rules.agency_checks, rules.legal_advice)
     information_type, restricted_reason = restricted.by_text(information_type, found.signals)

@@ -25,6 +25,7 @@ from policies.identifiers import (
     compile_cues,
 )
 from policies.restricted import (
+    QUOTE_WORDS,
     AgencyCheckMarks,
     LegalAdviceMarks,
     agency_check_marks,
@@ -160,11 +161,13 @@ class CueMatcher:
     # what the scan engine looks for in its one pass over a text (`first_type_found`).
     patterns: tuple[tuple[re.Pattern[str], int], ...] = field(init=False, repr=False,
                                                               compare=False)
+    _pattern_list: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patterns", tuple(
             (phrase_pattern(phrase), index)
             for index, phrases in enumerate(self.phrases) for phrase in phrases))
+        object.__setattr__(self, "_pattern_list", tuple(p for p, _ in self.patterns))
         object.__setattr__(self, "max_words", max(
             (len(p.split()) for phrases in self.phrases for p in phrases), default=1))
         automaton = ahocorasick.Automaton()
@@ -213,13 +216,15 @@ class CueMatcher:
         for text, found in texts:
             if not best:
                 break
-            if not found.native:
+            seen = found.present_among(self._pattern_list)
+            if seen is None:  # not scanned natively
                 best = self._best_in(text, best)
                 continue
-            for pattern, index in self.patterns:
-                if index < best and found.present(pattern) \
-                        and next(found.matches(pattern), None) is not None:
+            for at in sorted(seen):  # in type order: `patterns` is
+                pattern, index = self.patterns[at]
+                if index < best and next(found.matches(pattern), None) is not None:
                     best = index
+                    break
         return self.type_ids[best] if best < len(self.type_ids) else None
 
     def _best_in(self, text: str, best: int) -> int:
@@ -353,7 +358,7 @@ class ContentRules:
             self.case_number_search, *IDENTIFIER_PATTERNS, self.date_of_birth_regex))
         object.__setattr__(self, "scan_gates", (
             *(pattern for pattern, _ in self.keyword_matcher.patterns),
-            *self.agency_checks.gate.words, DATES))
+            *self.agency_checks.gate.words, DATES, QUOTE_WORDS))
 
     @property
     def information_type_ids(self) -> tuple[str, ...]:

@@ -412,9 +412,11 @@ class Segment:
     text: str
 
 
-def segments(text: str, author: str = OWN) -> list[Segment]:
-    """The body cut at each inline forward or quoted reply, with who wrote each piece."""
-    candidates = _candidate_lines(text)
+def segments(text: str, author: str = OWN, quotes: bool = True) -> list[Segment]:
+    """The body cut at each inline forward or quoted reply, with who wrote each piece.
+    `quotes` False says the text holds neither "from" nor "wrote" in any case (the scan
+    engine's `QUOTE_WORDS`): then it is one piece, found without reading it."""
+    candidates = _candidate_lines(text) if quotes else []
     if not candidates:  # most bodies: one author, found at C speed
         return [Segment(author, "", text)] if not _blank(text) else []
     lines = text.splitlines()
@@ -485,6 +487,8 @@ def _candidate_lines(text: str) -> list[int]:
     return found
 
 
+# What a forward or a reply is found from (`_candidate_lines`), for the scan engine.
+QUOTE_WORDS = re.compile("from|wrote", re.IGNORECASE)
 _BEFORE_FROM = re.compile(r"[ \t>]*\**[ \t]*")
 _AFTER_WROTE = re.compile(r":?[ \t]*")
 _EVERY_LINE: list[int] = [-1]  # a marker: walk every line
@@ -533,6 +537,9 @@ class Unit:
     # False when the scan engine saw no word of `AgencyCheckMarks.gate` in the text: then no
     # phrase is in it, and only a document's title and record fields are read.
     phrases: bool = True
+    # False when the scan engine saw neither "from" nor "wrote" (`QUOTE_WORDS`): a body
+    # without either holds no inline forward or quoted reply.
+    quotes: bool = True
 
 
 @dataclass(frozen=True)
@@ -550,7 +557,7 @@ def scan(units: Iterable[Unit], agency: AgencyCheckMarks, legal: LegalAdviceMark
         if unit.source in (SUBJECT, ATTACHMENT_NAME):
             pieces = [Segment(unit.author, unit.text, "")]
         elif unit.source == "body":
-            pieces = segments(unit.text, unit.author)
+            pieces = segments(unit.text, unit.author, unit.quotes)
         else:
             pieces = [Segment(unit.author, "", unit.text)]
         read.append((unit, pieces))

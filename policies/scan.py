@@ -185,6 +185,9 @@ _INDEXES: dict[tuple[int, ...], tuple[Any, dict[int, int]]] = {}
 
 def _indexes(patterns: tuple[re.Pattern[str], ...]) -> dict[int, int]:
     """key -> index in `patterns`, made once per tuple of patterns (kept with it)."""
+    same = _INDEXES.get((id(patterns),))
+    if same is not None and same[0] is patterns:
+        return same[1]  # the very tuple of an earlier call (a policy's, made once)
     ids = tuple(map(id, patterns))
     cached = _INDEXES.get(ids)
     if cached is not None and cached[0] == patterns:
@@ -192,7 +195,7 @@ def _indexes(patterns: tuple[re.Pattern[str], ...]) -> dict[int, int]:
     index = {_key(p): i for i, p in reversed(list(enumerate(patterns)))}
     if len(_INDEXES) >= _MAX_DATABASES:
         _INDEXES.pop(next(iter(_INDEXES)), None)
-    _INDEXES[ids] = (patterns, index)
+    _INDEXES[ids] = _INDEXES[(id(patterns),)] = (patterns, index)
     return index
 
 

@@ -11,10 +11,13 @@ to misbehave at a given step, the way a real smarthost does on a bad day:
 Faults: a reply (421/451/550/...) at connect, MAIL, RCPT or DATA; a dropped connection (at
 DATA: after the bytes arrived, before the reply; those bytes go to `unanswered`); a hang (never
 reply, released when `stop()` closes the connection); each optionally only the first N times, or
-only for one recipient. `stop_listening()` makes new connections be refused. With `dsn=True` it
-offers DSN (RFC 3461) and `smtputf8=True` SMTPUTF8; the parameters of MAIL and of each RCPT are
-recorded (`Received.mail_options`, `Received.rcpt_options`), exactly as they came. Nothing here
-sleeps: a test that must act while a fault is in effect awaits `fault.struck.wait()`.
+only for one recipient; and a late reply at DATA (`hold`: the message is accepted and stored at
+once, the 250 comes after a delay or when the test releases it). `stop_listening()` makes new
+connections be refused. With `dsn=True` it offers DSN (RFC 3461) and `smtputf8=True` SMTPUTF8;
+the parameters of MAIL and of each RCPT are recorded (`Received.mail_options`,
+`Received.rcpt_options`), exactly as they came. Nothing here sleeps (but a `hold` with a delay,
+which is the slow upstream itself): a test that must act while a fault is in effect awaits
+`fault.struck.wait()`.
 
 The threaded `aiosmtpd.controller.Controller` cannot bind port 0, so the server is started with
 `loop.create_server` in the test's own event loop.
@@ -53,6 +56,7 @@ class Action(StrEnum):
     REPLY = "reply"  # answer with the fault's reply line
     DROP = "drop"  # close the connection without a reply
     HANG = "hang"  # never answer (until the sink stops)
+    HOLD = "hold"  # DATA: take the message (it counts as accepted), answer 250 only later
 
 
 @dataclass
@@ -66,6 +70,8 @@ class Fault:
     recipient: str | None = None  # RCPT, DATA: strike only for (a message to) this address
     hits: int = 0
     struck: asyncio.Event = field(default_factory=asyncio.Event)  # set at the first hit
+    delay: float | None = None  # HOLD: answer after this many seconds (a slow upstream) ...
+    release: asyncio.Event = field(default_factory=asyncio.Event)  # ... or once this is set
 
     def applies(self, step: Step, recipients: tuple[str, ...] = ()) -> bool:
         if self.step is not step or (self.times is not None and self.hits >= self.times):
@@ -198,12 +204,17 @@ class _Handler:
             mail_options=server.mail_params,
             rcpt_options=tuple(server.rcpt_params),
         )
-        reply = await self.sink._strike(Step.DATA, server, received=received)
-        if reply:
-            return reply
+        fault = self.sink._take(Step.DATA, received.rcpt_tos)
+        if fault is not None and fault.action is not Action.HOLD:
+            return await self.sink._strike(Step.DATA, server, received=received, fault=fault)
         self.sink.messages.append(received)
         async with self.sink.arrivals:
             self.sink.arrivals.notify_all()
+        if fault is not None:  # committed; the reply comes late
+            if fault.delay is not None:
+                await asyncio.sleep(fault.delay)  # the fault itself: a slow upstream
+            else:
+                await fault.release.wait()
         return "250 2.0.0 OK queued"
 
     async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -263,6 +274,11 @@ class Sink:
         """Never reply at `step` (until the sink stops)."""
         return self._add(Fault(step, Action.HANG, "", times))
 
+    def hold(self, *, delay: float | None = None, times: int | None = None) -> Fault:
+        """At DATA, accept the message (it is in `messages` at once, as an upstream that has
+        committed it) but send the 250 only after `delay` seconds, or once `release` is set."""
+        return self._add(Fault(Step.DATA, Action.HOLD, "", times, delay=delay))
+
     def clear_faults(self) -> None:
         self.faults.clear()
 
@@ -284,13 +300,16 @@ class Sink:
         server: SMTP,
         recipient: str | None = None,
         received: Received | None = None,
+        fault: Fault | None = None,
     ) -> str:
-        """Apply the first matching fault: return its reply, or never return (drop, hang)."""
+        """Apply the first matching fault (or `fault`, already taken): return its reply, or
+        never return (drop, hang)."""
         if received is not None:
             recipients = received.rcpt_tos
         else:
             recipients = (recipient,) if recipient else ()
-        fault = self._take(step, recipients)
+        if fault is None:
+            fault = self._take(step, recipients)
         if fault is None:
             return ""
         if fault.action is Action.REPLY:

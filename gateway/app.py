@@ -242,7 +242,8 @@ class App:
             expiry=timedelta(days=portal.expiry_days), notify_subject=portal.notify_subject)
         return PortalDelivery(store=self.portal, keyring=self.keyring, upstream=upstream,
                               links=lambda token: f"{base_url()}/portal/{token}",
-                              settings=settings, clock=clock, audit=self.audit.record_async)
+                              settings=settings, clock=clock, audit=self.audit.record_async,
+                              on_fault=self.delivery_fault)
 
     def workflow(self, transport: Transport, *,
                  clock: Callable[[], datetime] | None = None,
@@ -328,7 +329,7 @@ class App:
         self.offices.close()
 
 
-def delivery_fault_event(audit: AuditLog, detail: str, **fields: object) -> None:
+def delivery_fault_event(audit: AuditLog, detail: str, decision_id: str = "") -> None:
     """An alert-grade ("high") audit event saying that something could not be written down
     after a copy had left (the acceptance journal, the ledger, the "relay" event): governance
     is mailed at once (gateway/audit/alerts.py). Recorded in the background; if the trail
@@ -337,7 +338,7 @@ def delivery_fault_event(audit: AuditLog, detail: str, **fields: object) -> None
     async def record() -> int:
         try:
             return await audit.record_async(EventKind.DELIVERY_FAULT, grade="high",
-                                            detail=detail[:300], **fields)
+                                            decision_id=decision_id, detail=detail[:300])
         except Exception as exc:
             log.error("delivery-fault-not-audited", error=exc.__class__.__name__)
             return 0

@@ -193,6 +193,11 @@ class SmtpRelay:
         self._pool = _Pool(self._connect, settings.pool_size, settings.timeout, recheck_after)
 
     @property
+    def ledger(self) -> Ledger:
+        """The ledger of what this relay's upstream accepted."""
+        return self._ledger
+
+    @property
     def connections_opened(self) -> int:
         """How many upstream connections this relay has opened (for metrics and tests)."""
         return self._pool.opened

@@ -136,14 +136,31 @@ class _SinkSMTP(SMTP):
 
     def __init__(self, handler: _Handler, number: int, *, dsn: bool, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
+        self.sink = handler.sink
         self.number = number
         self.dsn = dsn
         self.mail_params: tuple[str, ...] = ()
         self.rcpt_params: list[tuple[str, ...]] = []
+        self.unconfirmed: int | None = None  # the message whose 250 may not have been read
+
+    def _confirm(self) -> None:
+        """A command after a message's 250: the client read that reply."""
+        if self.unconfirmed is not None:
+            self.sink.confirmed.add(self.unconfirmed)
+            self.unconfirmed = None
 
     async def smtp_MAIL(self, arg: str | None) -> None:
+        self._confirm()
         self.mail_params, self.rcpt_params = self._params(arg), []
         await super().smtp_MAIL(self._without_dsn(arg))
+
+    async def smtp_RSET(self, arg: str) -> None:
+        self._confirm()
+        await super().smtp_RSET(arg)
+
+    async def smtp_QUIT(self, arg: str) -> None:
+        self._confirm()
+        await super().smtp_QUIT(arg)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         self.rcpt_params.append(self._params(arg))
@@ -208,6 +225,7 @@ class _Handler:
         if fault is not None and fault.action is not Action.HOLD:
             return await self.sink._strike(Step.DATA, server, received=received, fault=fault)
         self.sink.messages.append(received)
+        server.unconfirmed = len(self.sink.messages) - 1
         async with self.sink.arrivals:
             self.sink.arrivals.notify_all()
         if fault is not None:  # committed; the reply comes late
@@ -253,6 +271,9 @@ class Sink:
         self.messages: list[Received] = []  # accepted with 250
         self.arrivals = asyncio.Condition()  # notified at each message accepted
         self.unanswered: list[Received] = []  # bytes arrived, then dropped or hung: no reply
+        # indexes into `messages` whose 250 the client is known to have read (it sent another
+        # command after it on the same connection); the others may have been lost (RFC 1047)
+        self.confirmed: set[int] = set()
         self.faults: list[Fault] = []
         self.stats = _Stats()
         self._server: asyncio.Server | None = None

@@ -26,6 +26,7 @@ from gateway.stores.portal import PORTAL_DB_FILE, CopyState
 from tests.gateway_harness import STAFF, Harness, message, running_gateway
 from tests.portalweb import protected_message, text_of
 from tests.sink import Sink, Step
+from transports.ledger import LedgerError
 from transports.smtp_relay import SmtpRelay
 
 COLLEAGUE = "colleague@cafcass.gov.uk"
@@ -215,4 +216,19 @@ async def test_portal_notification_refused_for_good_keeps_no_copy(gw: Harness) -
     assert refused.value.smtp_code == 554
     with sqlite3.connect(gw.app.data_dir / PORTAL_DB_FILE) as db:
         assert db.execute("SELECT COUNT(*) FROM portal_copy").fetchone()[0] == 0
+    db.close()
+
+
+async def test_remember_days_is_honoured_and_the_ledger_closed_at_stop(
+        tmp_path: Path, sink: Sink) -> None:
+    """`upstream.remember_days` is the relay ledger's retention (it was always 7 days), and
+    stopping the gateway folds the journal into the ledger and closes it."""
+    async with running_gateway(tmp_path, sink, upstream={"remember_days": 2.5}) as gw:
+        ledger = _relay(gw).ledger
+        assert await gw.run(gw.send, STAFF, [COLLEAGUE], message(to=[COLLEAGUE])) == {}
+        assert ledger.retention.total_seconds() == 2.5 * 86400
+    with pytest.raises(LedgerError):
+        ledger.accepted("0" * 64)  # closed
+    with sqlite3.connect(tmp_path / "data" / LEDGER_FILE) as db:
+        assert db.execute("SELECT recipient FROM accepted").fetchall() == [(COLLEAGUE,)]
     db.close()

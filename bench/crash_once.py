@@ -16,9 +16,12 @@ Printed at the end (and returned by `run`):
   accepted    messages answered 250 (at some attempt)
   delivered   messages the sink holds at least once
   duplicated  messages the sink holds more than once (per recipient), split by whether the
-              first copy's 250 is known to have been read by the gateway: "unconfirmed" ones
-              may be the RFC 1047 window (the gateway killed after the upstream committed and
-              before it read the 250); "confirmed" ones are duplicates casegate should not make
+              first copy's 250 is known to have been read by the gateway (it sent another
+              command on that connection). Those "known read" are duplicates casegate must
+              never make. The others are the RFC 1047 window (killed after the upstream
+              committed, before the 250 was read) or, before issue 18, the ledger window
+              (killed after the 250 was read, before the ledger write); the sink cannot tell
+              these two apart, since a killed gateway sends no further command either way
   lost        messages answered 250 that the sink does not hold
 """
 
@@ -70,8 +73,8 @@ class Report:
             f"sent        {self.sent}",
             f"accepted    {self.accepted}",
             f"delivered   {self.delivered}",
-            f"duplicated  {self.duplicated} (confirmed: {self.duplicated_confirmed}, "
-            f"unconfirmed, RFC 1047 window: {self.duplicated_unconfirmed})",
+            f"duplicated  {self.duplicated} (first 250 known read: "
+            f"{self.duplicated_confirmed}; not known read: {self.duplicated_unconfirmed})",
             f"lost        {self.lost}",
             f"kills       {self.kills}",
             f"attempts    {self.attempts} ({self.tempfails} answered 4xx or cut off)",

@@ -45,7 +45,10 @@ CODE_DIGITS = 6
 CODE_LIFETIME_SECONDS = 10 * 60
 CODE_MAX_TRIES = 5
 TOKEN_BYTES = 32
-PENDING_GRACE = timedelta(hours=1)  # a delivery still pending after this was interrupted
+# A copy withdrawn (its notification not accepted) is kept this long for the client's retry to
+# reuse, with its link; then it is deleted. 5 days: Postfix's maximal_queue_lifetime, longer
+# than most clients keep retrying.
+PENDING_GRACE = timedelta(days=5)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS portal_copy (
@@ -290,15 +293,6 @@ class PortalStore:
                                   ("portal_session", "copy_id"), ("portal_copy", "id")):
                 self._db.execute(f"DELETE FROM {table} WHERE {column} = ?",  # noqa: S608
                                  (copy_id,))
-
-    def delivered_key(self, copy_key: str, recipient: str) -> PortalCopy | None:
-        """An already delivered (non-pending) copy for this submission and recipient."""
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_COPY_COLUMNS} FROM portal_copy WHERE copy_key = ? AND recipient = ? "  # noqa: S608
-                "AND state != ?", (copy_key, recipient.lower(), CopyState.PENDING.value),
-            ).fetchone()
-        return _copy(row) if row else None
 
     def get(self, copy_id: str) -> PortalCopy | None:
         with self._lock:

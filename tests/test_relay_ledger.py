@@ -157,8 +157,7 @@ async def test_a_journal_that_cannot_be_written_is_reported_not_raised(tmp_path:
     faults: list[str] = []
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     ledger.on_fault = faults.append
-    (tmp_path / f"ledger.sqlite3.journal.{ledger.journal.generation + 1}").symlink_to(
-        "/dev/full")
+    ledger.journal.path(ledger.journal.generation + 1).symlink_to("/dev/full")
     ledger.journal.rotate()
     handed: list[tuple[str, ...]] = []
 
@@ -197,3 +196,22 @@ async def test_a_ledger_that_cannot_be_written_keeps_the_acceptance(tmp_path: Pa
     await ledger.flush()
     assert ledger._stored(KEY) == {"a@example.org"}
     ledger.close()
+
+
+async def test_another_process_never_folds_a_live_journal(tmp_path: Path) -> None:
+    """A second opening of the ledger (a CLI command while the gateway runs) leaves the
+    gateway's journal alone (it is locked); the gateway folds it and, at a clean close,
+    deletes it."""
+    gateway = Ledger(tmp_path / "ledger.sqlite3")
+    gateway.note_accepted(KEY, ("a@example.org",), NOW)
+    await gateway.journal.sync()
+    command = Ledger(tmp_path / "ledger.sqlite3")
+    command.close()
+    assert len(_journals(tmp_path)) == 1  # the gateway's, still there
+    await gateway.settle()
+    await gateway.flush()
+    gateway.close()
+    assert _journals(tmp_path) == []
+    again = Ledger(tmp_path / "ledger.sqlite3")
+    assert again._stored(KEY) == {"a@example.org"}
+    again.close()

@@ -10,7 +10,7 @@ pruned.
 An acceptance is written down in two places, for two reasons:
 
 1. **The acceptance journal**, at the moment the upstream's 250 arrives: one line appended to a
-   plain file beside the ledger (`<ledger>.journal.<n>`), with `os.write` from the event loop's
+   plain file beside the ledger (`<ledger>.journal.*`), with `os.write` from the event loop's
    own thread, before anything else is awaited or can fail. A write that returned is in the
    kernel, so it survives the gateway being killed (`kill -9`, the OOM killer, a crash); the
    file is then fsync'd (in a thread, one fsync for every line written meanwhile) before the
@@ -19,7 +19,8 @@ An acceptance is written down in two places, for two reasons:
 2. **The SQLite ledger** (WAL mode), the indexed copy a retry looks the key up in. Journal lines
    are folded into it in the background, many in one transaction; until a line is folded the
    ledger answers from memory. At start-up every journal file left by the last run is folded
-   in before the first delivery, and deleted once the ledger is checkpointed (durable).
+   in before the first delivery, and deleted once the ledger is checkpointed (durable); at a
+   clean close, once everything is folded, the ledger is checkpointed and the journal deleted.
 
 A journal file is closed when it grows past `JOURNAL_ROTATE_BYTES` and deleted once everything
 in it is folded and checkpointed, so the journal stays small however long the gateway runs.
@@ -34,8 +35,10 @@ always passed in: the ledger never reads the clock. Reads and SQLite writes run 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+import secrets
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -85,31 +88,49 @@ class _Entry:
 
 
 class Journal:
-    """The append-only acceptance journal: files `<name>.journal.<n>` in `directory`, one JSON
-    line per acceptance (`{"k": copy key, "r": [recipients], "t": UTC seconds}`)."""
+    """The append-only acceptance journal: files `<name>.journal.<writer>.<n>` in `directory`
+    (`writer`: this process and a random tag; `n` counts its files), one JSON line per
+    acceptance (`{"k": copy key, "r": [recipients], "t": UTC seconds}`).
+
+    Each writer holds an exclusive `flock` on the file it is writing, so another process that
+    opens the same ledger (a CLI command while the gateway runs) folds in and deletes only the
+    files whose writer is gone (killed, or closed without folding), never a live one."""
 
     def __init__(self, directory: Path, name: str) -> None:
         self._directory = directory
         self._prefix = f"{name}.journal."
+        self._writer = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._fd: int | None = None
         self.generation = 0
         self.size = 0
         self._dirty = False  # written since the last fsync
         self._syncing: asyncio.Future[None] | None = None
 
-    def files(self) -> list[tuple[int, Path]]:
-        """Every journal file, oldest first."""
-        found = []
-        for path in self._directory.glob(self._prefix + "*"):
-            suffix = path.name[len(self._prefix):]
-            if suffix.isdigit():
-                found.append((int(suffix), path))
-        return sorted(found)
+    def path(self, generation: int) -> Path:
+        """The file of this writer's `generation`."""
+        return self._directory / f"{self._prefix}{self._writer}.{generation}"
 
-    def read(self) -> list[tuple[str, str, float]]:
-        """Every acceptance in every journal file (a line cut short by a crash is skipped)."""
+    def orphans(self) -> list[tuple[Path, int]]:
+        """Every journal file whose writer is gone, each opened and locked (fd) for folding."""
+        found = []
+        for path in sorted(self._directory.glob(self._prefix + "*")):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # folded by another process meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # its writer is alive
+                os.close(fd)
+                continue
+            found.append((path, fd))
+        return found
+
+    @staticmethod
+    def read(files: Sequence[tuple[Path, int]]) -> list[tuple[str, str, float]]:
+        """Every acceptance in `files` (a line cut short by a crash is skipped)."""
         rows: list[tuple[str, str, float]] = []
-        for _, path in self.files():
+        for path, _ in files:
             for line in path.read_bytes().split(b"\n"):
                 try:
                     item = json.loads(line)
@@ -119,14 +140,14 @@ class Journal:
         return rows
 
     def begin(self) -> None:
-        """Open a new journal file after the newest one there is."""
-        files = self.files()
-        self.generation = (files[-1][0] if files else 0) + 1
+        """Open this writer's first file (locked while it is written)."""
+        self.generation = 1
         self._open()
 
     def _open(self) -> None:
-        path = self._directory / f"{self._prefix}{self.generation}"
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(self.path(self.generation), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
+        self._fd = fd
         self.size = 0
 
     def append(self, key: str, recipients: Sequence[str], moment: float) -> None:
@@ -168,12 +189,13 @@ class Journal:
         closed = self.generation
         if self._fd is not None:
             os.close(self._fd)
+            self._fd = None
         self.generation += 1
         self._open()
         return closed
 
     def remove(self, generation: int) -> None:
-        (self._directory / f"{self._prefix}{generation}").unlink(missing_ok=True)
+        self.path(generation).unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -221,20 +243,24 @@ class Ledger:
             raise LedgerError(f"cannot open the ledger at {path}: {exc}") from exc
 
     def _fold_left_over(self) -> None:
-        """Fold what the journal holds from the last run into SQLite, make it durable, and
-        delete the journal files."""
-        files = self.journal.files()
-        if not files:
-            return
-        rows = self.journal.read()
-        with self._transaction():
-            self._db.executemany(
-                "INSERT OR REPLACE INTO accepted (copy_key, recipient, accepted_at) "
-                "VALUES (?, ?, ?)", rows)
-        self._checkpoint()
-        for generation, _ in files:
-            self.journal.remove(generation)
-        log.info("ledger.journal_folded", acceptances=len(rows), files=len(files))
+        """Fold the journal files whose writer is gone (the last run, killed) into SQLite,
+        make it durable, and delete them."""
+        files = self.journal.orphans()
+        try:
+            if not files:
+                return
+            rows = self.journal.read(files)
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO accepted (copy_key, recipient, accepted_at) "
+                    "VALUES (?, ?, ?)", rows)
+            self._checkpoint()
+            for path, _ in files:
+                path.unlink(missing_ok=True)
+            log.info("ledger.journal_folded", acceptances=len(rows), files=len(files))
+        finally:
+            for _, fd in files:
+                os.close(fd)
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the database file and fsync it; raise if it could not all go."""
@@ -435,16 +461,30 @@ class Ledger:
     def close(self) -> None:
         """Finish what the worker was asked to do (when it is the ledger's own), then close.
 
-        What is journalled but not yet folded stays in the journal: the next start folds it.
-        Closing twice is harmless."""
+        When everything journalled is folded, the ledger is checkpointed and this writer's
+        journal files deleted; what is not folded stays in the journal, and the next opening
+        folds it. Closing twice is harmless."""
         if self._own_worker:
             self._worker.close()
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            done = not self._unfolded and not self._to_fold
+            try:
+                if done:
+                    self._checkpoint()
+            except sqlite3.Error as exc:
+                log.warning("ledger.checkpoint_failed", error=str(exc))
+                done = False
             self._db.close()
         self.journal.close()
+        if done:
+            for generation in (*self._sealed, self.journal.generation):
+                try:
+                    self.journal.remove(generation)
+                except OSError as exc:
+                    log.warning("ledger.journal_not_removed", error=str(exc))
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

@@ -56,7 +56,7 @@ from transports.base import (
     Transport,
     wait_ready,
 )
-from transports.crypto import Keyring, Sealed, seal, unseal
+from transports.crypto import CryptoError, Keyring, Sealed, seal, unseal
 from transports.plaintext import fill_and_flow
 
 log = structlog.get_logger("casegate.portal")
@@ -205,11 +205,15 @@ class PortalDelivery:
         if before is not None and (before.notified or before.state in ("revoked", "expired")):
             return None
         if before is not None and before.link is not None:
-            token = await asyncio.to_thread(unseal, self.keyring, before.link,
-                                            copy_id=_link_id(before.id), recipient=recipient)
-            await asyncio.to_thread(self.store.activate, before.id)
-            return before.id, token.decode("ascii"), before.expires, before.link.key_id
-        if before is not None:  # made before links were kept: it cannot be notified again
+            try:
+                token = await asyncio.to_thread(unseal, self.keyring, before.link,
+                                                copy_id=_link_id(before.id), recipient=recipient)
+            except CryptoError:  # its key is gone: the copy cannot be read either
+                log.warning("portal-copy-not-reusable", copy_id=before.id)
+            else:
+                await asyncio.to_thread(self.store.activate, before.id)
+                return before.id, token.decode("ascii"), before.expires, before.link.key_id
+        if before is not None:  # it cannot be notified again: a new copy replaces it
             await asyncio.to_thread(self.store.discard, before.id)
         copy_id = secrets.token_hex(16)
         link_token = secrets.token_urlsafe(32)

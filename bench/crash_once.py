@@ -67,6 +67,9 @@ class Report:
     attempts: int = 0
     tempfails: int = 0
     seconds: float = 0.0
+    # per copy delivered twice: ms from the sink writing the first copy's 250 to the next kill
+    # (negative: the gateway was killed before that 250 was even written)
+    duplicate_to_kill_ms: list[float] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         return [
@@ -76,6 +79,8 @@ class Report:
             f"duplicated  {self.duplicated} (first 250 known read: "
             f"{self.duplicated_confirmed}; not known read: {self.duplicated_unconfirmed})",
             f"lost        {self.lost}",
+            "first copy's 250 written to the next kill, ms, per duplicate: "
+            + (", ".join(f"{ms:.1f}" for ms in self.duplicate_to_kill_ms) or "none"),
             f"kills       {self.kills}",
             f"attempts    {self.attempts} ({self.tempfails} answered 4xx or cut off)",
             f"seconds     {self.seconds:.1f}",
@@ -156,6 +161,7 @@ async def run(messages: int = 300, clients: int = 6, kills: int = 6,
     report = Report(sent=messages)
     accepted: set[int] = set()
     gateway = _Gateway(asyncio.get_running_loop())
+    killed_at: list[float] = []
     stop = threading.Event()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="casegate-crash-") as scratch:
@@ -177,6 +183,7 @@ async def run(messages: int = 300, clients: int = 6, kills: int = 6,
                             break
                         await asyncio.sleep(rng.uniform(0.0, 0.5))  # when the kill strikes
                         gateway.up.clear()
+                        killed_at.append(time.monotonic())
                         await kill(gateway.served)
                         report.kills += 1
                         gateway.served = await start_serve(config, data_dir)
@@ -203,6 +210,12 @@ async def run(messages: int = 300, clients: int = 6, kills: int = 6,
             report.duplicated_confirmed = len({number for number, r in doubled
                                                if first[(number, r)] in sink.confirmed})
             report.duplicated_unconfirmed = report.duplicated - report.duplicated_confirmed
+            for key in sorted(doubled):
+                taken = sink.accepted_at[first[key]]
+                replied = sink.replied_at.get(first[key], taken)
+                after = [k for k in killed_at if k >= taken]
+                report.duplicate_to_kill_ms.append(
+                    (after[0] - replied) * 1000 if after else float("inf"))
             report.accepted = len(accepted)
             report.lost = len(accepted - {number for number, _ in copies})
     report.seconds = time.perf_counter() - started

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -143,6 +144,11 @@ class _SinkSMTP(SMTP):
         self.rcpt_params: list[tuple[str, ...]] = []
         self.unconfirmed: int | None = None  # the message whose 250 may not have been read
 
+    async def push(self, status: str) -> None:
+        if status.startswith("250 2.0.0 OK queued") and self.unconfirmed is not None:
+            self.sink.replied_at[self.unconfirmed] = time.monotonic()
+        await super().push(status)
+
     def _confirm(self) -> None:
         """A command after a message's 250: the client read that reply."""
         if self.unconfirmed is not None:
@@ -225,6 +231,7 @@ class _Handler:
         if fault is not None and fault.action is not Action.HOLD:
             return await self.sink._strike(Step.DATA, server, received=received, fault=fault)
         self.sink.messages.append(received)
+        self.sink.accepted_at.append(time.monotonic())
         server.unconfirmed = len(self.sink.messages) - 1
         async with self.sink.arrivals:
             self.sink.arrivals.notify_all()
@@ -274,6 +281,8 @@ class Sink:
         # indexes into `messages` whose 250 the client is known to have read (it sent another
         # command after it on the same connection); the others may have been lost (RFC 1047)
         self.confirmed: set[int] = set()
+        self.accepted_at: list[float] = []  # time.monotonic() as each of `messages` was taken
+        self.replied_at: dict[int, float] = {}  # ... and as its 250 was written
         self.faults: list[Fault] = []
         self.stats = _Stats()
         self._server: asyncio.Server | None = None

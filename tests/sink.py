@@ -11,13 +11,13 @@ to misbehave at a given step, the way a real smarthost does on a bad day:
 Faults: a reply (421/451/550/...) at connect, MAIL, RCPT or DATA; a dropped connection (at
 DATA: after the bytes arrived, before the reply; those bytes go to `unanswered`); a hang (never
 reply, released when `stop()` closes the connection); each optionally only the first N times, or
-only for one recipient; and a late reply at DATA (`hold`: the message is accepted and stored at
-once, the 250 comes after a delay or when the test releases it). `stop_listening()` makes new
-connections be refused. With `dsn=True` it offers DSN (RFC 3461) and `smtputf8=True` SMTPUTF8;
-the parameters of MAIL and of each RCPT are recorded (`Received.mail_options`,
-`Received.rcpt_options`), exactly as they came. Nothing here sleeps (but a `hold` with a delay,
-which is the slow upstream itself): a test that must act while a fault is in effect awaits
-`fault.struck.wait()`.
+only for one recipient; and a late reply at DATA (`late_reply`: the message is accepted and
+stored at once, the 250 comes after a delay or when the test releases it). `stop_listening()`
+makes new connections be refused. With `dsn=True` it offers DSN (RFC 3461) and
+`smtputf8=True` SMTPUTF8; the parameters of MAIL and of each RCPT are recorded
+(`Received.mail_options`, `Received.rcpt_options`), exactly as they came. Nothing here sleeps
+(but a `late_reply` with a delay, which is the slow upstream itself): a test that must act
+while a fault is in effect awaits `fault.struck.wait()`.
 
 The threaded `aiosmtpd.controller.Controller` cannot bind port 0, so the server is started with
 `loop.create_server` in the test's own event loop.
@@ -57,7 +57,8 @@ class Action(StrEnum):
     REPLY = "reply"  # answer with the fault's reply line
     DROP = "drop"  # close the connection without a reply
     HANG = "hang"  # never answer (until the sink stops)
-    HOLD = "hold"  # DATA: take the message (it counts as accepted), answer 250 only later
+    HOLD = "hold"  # wait until the fault's `released` is set, then go on as if no fault
+    LATE = "late"  # DATA: take the message (it counts as accepted), answer 250 only later
 
 
 @dataclass
@@ -71,8 +72,8 @@ class Fault:
     recipient: str | None = None  # RCPT, DATA: strike only for (a message to) this address
     hits: int = 0
     struck: asyncio.Event = field(default_factory=asyncio.Event)  # set at the first hit
-    delay: float | None = None  # HOLD: answer after this many seconds (a slow upstream) ...
-    release: asyncio.Event = field(default_factory=asyncio.Event)  # ... or once this is set
+    released: asyncio.Event = field(default_factory=asyncio.Event)  # ends a HOLD or a LATE
+    delay: float | None = None  # LATE: answer after this many seconds instead (a slow upstream)
 
     def applies(self, step: Step, recipients: tuple[str, ...] = ()) -> bool:
         if self.step is not step or (self.times is not None and self.hits >= self.times):
@@ -228,8 +229,11 @@ class _Handler:
             rcpt_options=tuple(server.rcpt_params),
         )
         fault = self.sink._take(Step.DATA, received.rcpt_tos)
-        if fault is not None and fault.action is not Action.HOLD:
-            return await self.sink._strike(Step.DATA, server, received=received, fault=fault)
+        if fault is not None and fault.action is not Action.LATE:
+            reply = await self.sink._strike(Step.DATA, server, received=received, fault=fault)
+            if reply:
+                return reply
+            fault = None  # a HOLD that was released: go on as if no fault
         self.sink.messages.append(received)
         self.sink.accepted_at.append(time.monotonic())
         server.unconfirmed = len(self.sink.messages) - 1
@@ -239,7 +243,7 @@ class _Handler:
             if fault.delay is not None:
                 await asyncio.sleep(fault.delay)  # the fault itself: a slow upstream
             else:
-                await fault.release.wait()
+                await fault.released.wait()
         return "250 2.0.0 OK queued"
 
     async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -304,10 +308,15 @@ class Sink:
         """Never reply at `step` (until the sink stops)."""
         return self._add(Fault(step, Action.HANG, "", times))
 
-    def hold(self, *, delay: float | None = None, times: int | None = None) -> Fault:
+    def hold(self, step: Step, *, times: int | None = None) -> Fault:
+        """Wait at `step` until `fault.released.set()`, then answer as usual (a slow upstream
+        that holds a message as long as the test needs)."""
+        return self._add(Fault(step, Action.HOLD, "", times))
+
+    def late_reply(self, *, delay: float | None = None, times: int | None = None) -> Fault:
         """At DATA, accept the message (it is in `messages` at once, as an upstream that has
-        committed it) but send the 250 only after `delay` seconds, or once `release` is set."""
-        return self._add(Fault(Step.DATA, Action.HOLD, "", times, delay=delay))
+        committed it) but send the 250 only after `delay` seconds, or once `released` is set."""
+        return self._add(Fault(Step.DATA, Action.LATE, "", times, delay=delay))
 
     def clear_faults(self) -> None:
         self.faults.clear()
@@ -344,6 +353,9 @@ class Sink:
             return ""
         if fault.action is Action.REPLY:
             return fault.reply
+        if fault.action is Action.HOLD:
+            await fault.released.wait()
+            return ""
         if received is not None:
             self.unanswered.append(received)
         if fault.action is Action.DROP:

@@ -124,7 +124,7 @@ async def test_final_reply_later_than_the_command_timeout_is_waited_for(
     delivered again (it used to be a 451, and the retry a second delivery)."""
     async with running_gateway(tmp_path, sink,
                                upstream={"timeout": 0.3, "data_done_timeout": 20.0}) as gw:
-        sink.hold(delay=1.0, times=1)  # three times the command timeout
+        sink.late_reply(delay=1.0, times=1)  # three times the command timeout
         data = message(to=[COLLEAGUE])
         assert await gw.run(gw.send, STAFF, [COLLEAGUE], data) == {}
         assert await gw.run(gw.send, STAFF, [COLLEAGUE], data) == {}
@@ -137,10 +137,10 @@ async def test_final_reply_later_than_data_done_timeout_is_a_451(
     message (this is the window the timeout bounds)."""
     async with running_gateway(tmp_path, sink,
                                upstream={"timeout": 5.0, "data_done_timeout": 0.3}) as gw:
-        fault = sink.hold(times=1)
+        fault = sink.late_reply(times=1)
         with pytest.raises(smtplib.SMTPDataError) as later:
             await gw.run(gw.send, STAFF, [COLLEAGUE], message(to=[COLLEAGUE]))
-        fault.release.set()
+        fault.released.set()
     assert later.value.smtp_code == 451
 
 
@@ -178,12 +178,12 @@ async def test_portal_notification_lost_is_withdrawn_then_reused_with_the_same_l
 async def test_portal_copy_is_active_before_its_notification_is_answered(gw: Harness) -> None:
     """While the upstream has the notification but has not answered, the link already opens
     the copy: a recipient who reads the notification at once is never sent to a dead link."""
-    fault = gw.sink.hold(times=1)
+    fault = gw.sink.late_reply(times=1)
     sending = asyncio.ensure_future(gw.run(gw.send, STAFF, [MUM], protected_message(to=MUM)))
     await fault.struck.wait()
     (link,) = _links(gw.sink)
     copy = await asyncio.to_thread(gw.app.portal.by_link, link)
-    fault.release.set()
+    fault.released.set()
     assert await sending == {}
     assert copy is not None and copy.state is CopyState.ACTIVE
 

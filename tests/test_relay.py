@@ -258,14 +258,14 @@ async def test_cancelled_caller_does_not_cut_the_hand_over(sink: Sink, ledger: L
     on to the upstream's late 250, whose acceptance is noted: the retry sends nothing, and
     `close` waits for that hand-over."""
     relay = SmtpRelay(settings(sink, pool_size=1, timeout=30.0), ledger)
-    fault = sink.hold()
+    fault = sink.late_reply()
     task = asyncio.create_task(relay.deliver([copy("d1:0", "a@example.org")]))
     await fault.struck.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     sink.clear_faults()
-    fault.release.set()
+    fault.released.set()
     await relay.close()  # waits for the hand-over still under way
     again = SmtpRelay(settings(sink, pool_size=1), ledger)
     retry = await asyncio.wait_for(again.deliver([copy("d1:0", "a@example.org")]), 5)
@@ -406,11 +406,11 @@ async def test_unreadable_ledger_is_temporary(sink: Sink, tmp_path: Path) -> Non
 async def test_concurrent_retry_of_the_same_copy_waits(sink: Sink, ledger: Ledger) -> None:
     """A retry arriving while the first attempt is still in flight is TEMPORARY, not a resend."""
     relay = SmtpRelay(settings(sink, timeout=30.0), ledger)
-    fault = sink.hold(times=1)
+    fault = sink.late_reply(times=1)
     first = asyncio.create_task(relay.deliver([copy("d1:0", "a@example.org")]))
     await fault.struck.wait()
     second = await relay.deliver([copy("d1:0", "a@example.org")])
-    fault.release.set()
+    fault.released.set()
     assert (await first).ok
     third = await relay.deliver([copy("d1:0", "a@example.org")])
     await relay.close()

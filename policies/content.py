@@ -454,9 +454,12 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
            reading: _Reading, cases: CaseIndex) -> MessageFacts:
     headers = header_signals.Headers.of(message, rules.read_headers)
     # Every recogniser reads the normalised text (DESIGN ruling 22); what leaves is the original.
-    texts = [_Text(piece.source, normalise.fold(piece.text), piece.author) for piece in
-             (_Text(_Source.SUBJECT, " ".join(headers.get("Subject"))), *reading.texts)]
-    reading.texts.clear()  # read no further: a long body is not held twice (issue 14)
+    texts = [_Text(_Source.SUBJECT, normalise.fold(" ".join(headers.get("Subject"))))]
+    reading.texts.reverse()
+    while reading.texts:  # each original let go once folded: a long body is not held twice
+        piece = reading.texts.pop()
+        texts.append(_Text(piece.source, normalise.fold(piece.text), piece.author))
+        del piece
     malformed = list(reading.malformed)
     if headers.has_line_break():
         malformed.append("header-line-break")

@@ -31,6 +31,7 @@ from tests import (
 )
 from tests.corpus_checks import corpus
 from tests.fixtures_content import default_rules
+from transports.portal import attachment_parts, read_message
 
 RULES = default_rules()
 SETTINGS = settings(max_examples=500, deadline=None,
@@ -181,3 +182,10 @@ def _messages(draw: st.DrawFn) -> bytes:
 def test_generated_multipart_messages_read_alike(raw: bytes) -> None:
     _assert_same(raw)
 
+
+
+@SETTINGS
+@given(_messages())
+def test_the_portal_numbers_generated_messages_as_the_full_parse(raw: bytes) -> None:
+    """transports/portal.py numbers a copy's parts from the same skeleton (without bodies)."""
+    assert attachment_parts(raw) == read_message(raw).attachment_parts()

@@ -203,6 +203,7 @@ class GatewaySMTP(SMTP):
         self.handler = handler
         self.limiter = limiter
         self.admission = Admission.ADMITTED  # decided when the connection is made
+        self.refused_so_far = 0  # over a limit: this client's refusals, counted at admission
         self._counted = False  # whether the limiter counts this connection as open
         self._verb = ""  # the command being answered, for protocol-refusal events
         self.reply_audited = False  # the reply about to be sent was audited by its stage
@@ -230,6 +231,9 @@ class GatewaySMTP(SMTP):
             relay_peer = self.handler.is_relay_address(self.peer_ip)
             self.admission = self.limiter.admit(self.peer_ip, relay_peer=relay_peer)
             self._counted = self.admission is Admission.ADMITTED
+            # Read now, not when the handler runs: in a burst, many connections are admitted
+            # before any handler starts, and each refusal must keep its own number (1, 10, ...).
+            self.refused_so_far = self.limiter.refused_so_far(self.peer_ip)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._counted and self.limiter is not None:
@@ -311,8 +315,7 @@ class GatewaySMTP(SMTP):
 
     async def _refuse_connection(self) -> None:
         """Over a connection limit: audit (thinned per client), answer 421 and close."""
-        assert self.limiter is not None
-        refused = self.limiter.refused_so_far(self.peer_ip)
+        refused = self.refused_so_far
         log.warning("connection-refused", peer=self.peer_ip, limit=self.admission.value)
         self.handler.stages.metrics.inc("casegate_smtp_connections_refused_total")
         if worth_an_event(refused):

@@ -247,6 +247,7 @@ class Sink:
         self._server: asyncio.Server | None = None
         self._sessions: list[_SinkSMTP] = []
         self._silent: list[_Silent] = []
+        self._stopping = False  # set by stop(): a connection accepted from then on is closed
 
     # ---- fault injection -------------------------------------------------------------
     def fail(
@@ -314,6 +315,11 @@ class Sink:
 
     # ---- lifecycle -------------------------------------------------------------------
     def _protocol(self) -> asyncio.BaseProtocol:
+        if self._stopping:
+            # Accepted by the listening socket just before stop() closed it, but made into a
+            # connection only afterwards (asyncio builds it in a task of its own): stop() has
+            # already closed the sessions it knew, so this one is closed at once, never served.
+            return _Refuser("")
         self.stats.connections += 1
         fault = self._take(Step.CONNECT)
         if fault is not None and fault.action is Action.HANG:
@@ -357,6 +363,7 @@ class Sink:
 
     async def start(self) -> Sink:
         loop = asyncio.get_running_loop()
+        self._stopping = False
         factory: Callable[[], asyncio.BaseProtocol] = self._protocol
         self._server = await loop.create_server(
             factory, self.host, 0, ssl=self.tls if self.implicit_tls else None
@@ -372,6 +379,7 @@ class Sink:
 
     async def stop(self) -> None:
         """Stop listening, close every connection (releasing every hang) and wait for them."""
+        self._stopping = True
         await self.stop_listening()
         self._server = None
         for silent in self._silent:

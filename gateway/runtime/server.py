@@ -4,7 +4,8 @@ stages, the SMTP front (STARTTLS and implicit TLS), the HTTP(S) front and the me
 port; the bound ports are on the returned `Gateway`).
 
 `Gateway.stop()` drains: it stops accepting, lets messages already in DATA finish (up to
-`drain_seconds`), then closes every connection and the transports.
+`drain_seconds`), then answers every connection still open `421 4.3.2` and closes it (a
+message still in flight then gets that 421, never a 250), then closes the transports.
 """
 
 from __future__ import annotations
@@ -74,8 +75,7 @@ class Gateway:
                 log.warning("drain-timeout", in_flight=stages.flight.count)
         handlers = []
         for session in list(self._sessions):
-            if session.transport is not None:
-                session.transport.close()
+            session.shut_down()  # 421 4.3.2, then close: never a silent disconnect
             task = handler_task(session)
             if task is not None:
                 handlers.append(task)

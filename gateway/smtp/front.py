@@ -82,6 +82,9 @@ NEEDS_SMTPUTF8 = Reply.of(
     553, "5.6.7", "An internationalised (non-ASCII) address needs the SMTPUTF8 parameter on "
     "MAIL (RFC 6531).")
 NOT_UTF8 = Reply.of(553, "5.6.7", "The address is not valid UTF-8.")
+# The gateway is stopping (RFC 3463 4.3.2: system not accepting network messages; RFC 5321
+# 3.8: a server that must shut down answers 421 before it closes).
+SHUTTING_DOWN = "421 4.3.2 Service shutting down; try again later"
 
 # RFC 2034: every reply but the greeting and the EHLO/HELO answer carries an enhanced status
 # code. aiosmtpd's own replies ("221 Bye", "500 Error: bad syntax", HELP, ...) get these,
@@ -208,6 +211,7 @@ class GatewaySMTP(SMTP):
         self._verb = ""  # the command being answered, for protocol-refusal events
         self.reply_audited = False  # the reply about to be sent was audited by its stage
         self._refusals = RefusalBudget()
+        self._shut = False  # the gateway is stopping: SHUTTING_DOWN sent, nothing more goes out
         wrap_commands(self, self._tracking_verb)
 
     def _tracking_verb(self, verb: str, method: Callable[[str | None], Awaitable[None]]
@@ -250,6 +254,21 @@ class GatewaySMTP(SMTP):
         finally:
             await self._audit_suppressed_refusals()
 
+    def shut_down(self) -> None:
+        """The gateway stops: answer 421 4.3.2 and close, at once (no await in between).
+
+        Nothing this connection would still say goes out after it: a message whose upstream
+        delivery is still running when the drain time is up gets the 421, never a late 250,
+        and its handler is cancelled when the connection is lost (fail closed).
+        """
+        self._shut = True
+        transport = self.transport
+        if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
+            return
+        log.info("connection-shut-down", peer=self.peer_ip)
+        transport.write(SHUTTING_DOWN.encode("ascii") + b"\r\n")
+        transport.close()
+
     def _create_envelope(self) -> GatewayEnvelope:
         return GatewayEnvelope()
 
@@ -265,6 +284,8 @@ class GatewaySMTP(SMTP):
         with the rule's sentence, and its event names the rule. Every reply but the greeting
         and the EHLO/HELO answer gets an enhanced status code if it has none.
         """
+        if self._shut:  # the 421 of a stopping gateway was the last word
+            return
         text = status if isinstance(status, str) else status.decode("utf-8", "replace")
         self.handler.stages.metrics.reply_sent(text)
         explained = EXPLAINED_BY_RULE.get(text)

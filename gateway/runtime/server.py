@@ -29,7 +29,7 @@ from gateway.config import Config, StartupError, os_reason, public_url, read_bea
 from gateway.observe.metrics import Metrics
 from gateway.smtp.aiosmtpd_private import handler_task, socket_transport
 from gateway.smtp.front import GatewaySMTP, IPNetwork, SubmissionHandler
-from gateway.smtp.limits import ConnectionLimiter, ConnectionLimits
+from gateway.smtp.limits import CommandBudget, ConnectionLimiter, ConnectionLimits
 from gateway.smtp.tls import CertificatePair, ensure_certificate, normalise_fingerprint
 from gateway.stages.context import Stages
 from gateway.stores.throttle import AuthThrottle
@@ -163,6 +163,7 @@ async def start_gateway(
         total=config.smtp.max_connections,
         per_client=config.smtp.max_connections_per_client,
         per_relay_peer=config.smtp.max_connections_per_relay_peer,
+        unauthenticated=config.smtp.max_unauthenticated_connections,
     ))  # one for both SMTP ports
     try:
         gateway.smtp_port = await _listen_smtp(gateway, handler, limiter, config, context,
@@ -199,6 +200,9 @@ async def _listen_smtp(gateway: Gateway, handler: SubmissionHandler, limiter: Co
             handler,
             implicit_tls=implicit,
             limiter=limiter,
+            budget=CommandBudget(junk_limit=smtp.junk_command_limit,
+                                 error_limit=smtp.hard_error_limit),
+            unauthenticated_timeout=min(smtp.unauthenticated_idle_timeout, smtp.idle_timeout),
             hostname=smtp.hostname,
             enable_SMTPUTF8=True,
             tls_context=None if implicit else context,

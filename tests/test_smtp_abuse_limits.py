@@ -18,7 +18,13 @@ from pathlib import Path
 import pytest
 
 from gateway.audit.store import EventFilter, StoredEvent
-from gateway.smtp.limits import TOO_MANY_CONNECTIONS, TOO_MANY_ERRORS
+from gateway.smtp.limits import (
+    TOO_MANY_CONNECTIONS,
+    TOO_MANY_ERRORS,
+    CommandBudget,
+    ConnectionLimiter,
+    ConnectionLimits,
+)
 from tests.gateway_harness import STAFF, Harness, message, running_gateway
 from tests.sink import Sink
 
@@ -89,6 +95,32 @@ async def _greeted(connect: Connect) -> Client:
 
 
 # ---- commands without progress ---------------------------------------------------------
+
+
+def test_the_budget_and_the_unauthenticated_count() -> None:
+    """Junk past its limit is an error; progress starts both counts again; 0 is no limit. The
+    limiter counts connections from outside relay_from until they authenticate or end."""
+    budget = CommandBudget(junk_limit=2, error_limit=2)
+    for _ in range(3):
+        budget.junk_command()
+    assert (budget.errors, budget.exhausted) == (1, False)
+    budget.error()
+    assert budget.exhausted
+    budget.progress()
+    assert (budget.junk, budget.errors, budget.exhausted) == (0, 0, False)
+    unlimited = CommandBudget()
+    for _ in range(10_000):
+        unlimited.junk_command()
+        unlimited.error()
+    assert not unlimited.exhausted
+    limiter = ConnectionLimiter(ConnectionLimits(unauthenticated=2))
+    assert [limiter.admit(f"192.0.2.{n}", relay_peer=False).value for n in range(3)] == [
+        "admitted", "admitted", "max_unauthenticated_connections"]
+    assert limiter.admit("10.0.0.1", relay_peer=True).value == "admitted"
+    limiter.authenticated()  # 192.0.2.0 logged in
+    assert limiter.unauthenticated_connections == 1 and limiter.open_connections == 3
+    assert limiter.admit("192.0.2.3", relay_peer=False).value == "admitted"
+
 
 JUNK = [  # (command, the reply it gets while under the limit)
     (b"NOOP", b"250"),

@@ -282,7 +282,7 @@ class GatewaySMTP(SMTP):
             self._counted = False
             self.limiter.release(self.peer_ip)
             if self._unauthenticated:
-                self.limiter.authenticated()  # no longer counted as waiting to
+                self.limiter.authenticated()  # it never logged in: its slot is free again
                 self._unauthenticated = False
         super().connection_lost(error)
 
@@ -364,7 +364,7 @@ class GatewaySMTP(SMTP):
         """At the error limit: 421 4.7.0, one audit event, and the connection is closed (after
         the whole reply: aiosmtpd sends EHLO's lines one by one)."""
         if not self._budget.exhausted or self._shut or self.transport is None \
-                or sent[3:4] == "-":
+                or sent.rsplit("\r\n", 1)[-1][3:4] == "-":
             return
         self._shut = True  # nothing more is answered or carried out
         log.warning("too-many-errors", peer=self.peer_ip, errors=self._budget.errors,

@@ -316,9 +316,8 @@ class Sink:
     # ---- lifecycle -------------------------------------------------------------------
     def _protocol(self) -> asyncio.BaseProtocol:
         if self._stopping:
-            # Accepted by the listening socket just before stop() closed it, but made into a
-            # connection only afterwards (asyncio builds it in a task of its own): stop() has
-            # already closed the sessions it knew, so this one is closed at once, never served.
+            # Accepted by the listener just before stop() stopped it: closed at once, never
+            # served (see stop_listening).
             return _Refuser("")
         self.stats.connections += 1
         fault = self._take(Step.CONNECT)
@@ -372,8 +371,19 @@ class Sink:
         return self
 
     async def stop_listening(self) -> None:
-        """Close the listening socket: new connections to `port` are refused."""
+        """Close the listening socket: new connections to `port` are refused.
+
+        A connection the listener has accepted is made into a transport by asyncio one loop
+        turn later, in a task; on Python 3.11 that fails silently once the server is closed
+        (`Server._attach` asserts it is open) and leaves the accepted socket to the garbage
+        collector. So the listener first stops accepting, then one loop turn lets asyncio
+        build what it accepted (stop() closes those), then it closes.
+        """
         if self._server is not None:
+            loop = asyncio.get_running_loop()
+            for sock in self._server.sockets:
+                loop.remove_reader(sock.fileno())  # accept nothing more...
+            await asyncio.sleep(0)  # ...and let the connections already accepted be built
             self._server.close()
             await self._server.wait_closed()
 

@@ -21,6 +21,8 @@ from typing import TextIO
 
 import dns.asyncresolver
 
+from gateway.audit.anchor import AppendFile, ExternalTarget, Syslog
+from gateway.audit.keys import AuditKeyError
 from gateway.audit.trail import AuditLog
 from gateway.config import (
     DEFAULT_DATA_DIR,
@@ -33,14 +35,18 @@ from gateway.config import (
     public_url,
     verification_address,
 )
+from gateway.stores.keyprints import KeyFileError, guard
 from gateway.stores.offices import OfficeRegistry
 from gateway.stores.portal import PORTAL_DB_FILE, PortalStore
+from gateway.stores.portalkeys import KeyringError
+from gateway.stores.portalkeys import open_keyring as open_checked_keyring
 from gateway.stores.users import UserStore
 from policies.cases import CaseIndex, RecordKey
+from policies.events import EventKind
 from policies.loader import EMBEDDED_FILES, Policy, PolicyError, parse_policy
 from policies.model import Snapshot
 from transports.base import Transport
-from transports.crypto import KEYS_FILE, CryptoError, Keyring
+from transports.crypto import KEYS_FILE, Keyring
 from transports.dkim import DkimKeyError, DkimSigner, SigningTransport, key_path
 from transports.ledger import Ledger
 from transports.outbox import MaildirOutbox
@@ -48,6 +54,7 @@ from transports.portal import PortalDelivery, PortalSettings
 from transports.smtp_relay import SmtpRelay
 from transports.worker import StoreWorker
 from verification.cases import CASES_DB_FILE, CaseKeyError, CaseStore
+from verification.cases import KEY_FILE as CASE_KEY_FILE
 from verification.cases import load_or_create_key as load_or_create_case_key
 from verification.casework import Casework
 from verification.dns import make_resolver
@@ -57,6 +64,7 @@ from verification.tokens import LinkSigner, load_or_create_key
 from verification.workflow import Settings, Workflow
 
 LEDGER_FILE = "relay-ledger.sqlite3"
+CASE_TABLES = ("case_people", "case_details", "case_shields")  # what case-index.key hashed
 OUTBOX_DIR = "outbox"
 
 
@@ -82,21 +90,52 @@ def read_policy(config: Config, base_dir: Path) -> Policy:
         raise ConfigError(str(exc)) from None
 
 
-def open_keyring(data_dir: Path, text: str | None) -> Keyring:
-    """The portal keyring: from `text` (the environment, via the CLI) or the data directory."""
+def open_keyring(data_dir: Path, text: str | None, audit: AuditLog | None = None) -> Keyring:
+    """The portal keyring: from `text` (the environment, via the CLI) or the data directory,
+    checked against the fingerprints `portal.sqlite3` records (`gateway.stores.portalkeys`);
+    made only when the portal never had one (an audit event when `audit` is given)."""
     try:
-        if text:
-            return Keyring.from_text(text, "$CASEGATE_PORTAL_KEYS")
-        return Keyring.load_or_create(data_dir / KEYS_FILE, datetime.now(UTC))
-    except CryptoError as exc:
+        keyring, created = open_checked_keyring(data_dir, text, datetime.now(UTC))
+    except KeyringError as exc:
         raise ConfigError(str(exc)) from None
+    if created and audit is not None:
+        audit.record(EventKind.KEY_CREATED, file=KEYS_FILE, key_id=keyring.current_id)
+    return keyring
+
+
+def anchor_targets(config: Config, base_dir: Path) -> list[ExternalTarget]:
+    """The external targets `[audit] anchor_file` and `anchor_syslog` name (see
+    gateway.audit.anchor); an unusable syslog address is a ConfigError."""
+    section = config.audit
+    targets: list[ExternalTarget] = []
+    if section.anchor_file:
+        path = Path(section.anchor_file)
+        targets.append(AppendFile(path if path.is_absolute() else base_dir / path))
+    if section.anchor_syslog:
+        try:
+            targets.append(Syslog(section.anchor_syslog))
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"{config.source}: 'audit.anchor_syslog' {exc}") from None
+    return targets
+
+
+def refuse_unanchored(audit: AuditLog) -> None:
+    """Stop start-up when the trail holds less than (or other than) its signed head says, so
+    that a gateway never writes a new head over the evidence of a truncation or rollback."""
+    problems = audit.anchor_problems()
+    if problems:
+        raise ConfigError(f"{problems[0][1]}: restore the newest audit.sqlite3 from your "
+                          "backup, or accept the trail as it stands with `casegate audit "
+                          "reanchor --reason TEXT`")
 
 
 def open_cases(data_dir: Path) -> CaseStore:
-    """The case registry in `data_dir`, hashing under `case-index.key` (made on first use)."""
+    """The case registry in `data_dir`, hashing under `case-index.key` (made on first use, and
+    refused when `cases.sqlite3` holds data made with another: see gateway.stores.keyprints)."""
     try:
-        key = load_or_create_case_key(data_dir)
-    except CaseKeyError as exc:
+        key = guard(data_dir / CASE_KEY_FILE, data_dir / CASES_DB_FILE, CASE_TABLES,
+                    lambda: load_or_create_case_key(data_dir))
+    except (CaseKeyError, KeyFileError) as exc:
         raise ConfigError(str(exc)) from None
     return CaseStore(data_dir / CASES_DB_FILE, RecordKey(key))
 
@@ -172,15 +211,29 @@ class App:
         root = resolve_data_dir(config, config_path, data_dir)
         base_dir = config_path.parent if config_path is not None else Path.cwd()
         policy = read_policy(config, base_dir)
+        external = anchor_targets(config, base_dir)
         try:
             root.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(root, 0o700)
+            try:
+                audit = AuditLog.open(root, rules=policy.rules, kind_grades=policy.grades,
+                                      checkpoint_every=config.audit.checkpoint_every,
+                                      stream=event_stream or sys.stderr, external=external,
+                                      external_seconds=config.audit.anchor_seconds)
+            except BaseException as exc:
+                for target in external:
+                    target.close()
+                if isinstance(exc, AuditKeyError):
+                    raise ConfigError(str(exc)) from None
+                raise
+            try:
+                refuse_unanchored(audit)
+                keyring = open_keyring(root, portal_keys, audit)
+            except BaseException:
+                audit.close()
+                raise
             registry = Registry(root / "casegate.sqlite3")
-            audit = AuditLog.open(root, rules=policy.rules, kind_grades=policy.grades,
-                                  checkpoint_every=config.audit.checkpoint_every,
-                                  stream=event_stream or sys.stderr)
             users = UserStore(root / "casegate.sqlite3")
-            keyring = open_keyring(root, portal_keys)
             portal = PortalStore(root / PORTAL_DB_FILE)
             cases = open_cases(root)
             offices = OfficeRegistry.open(root, audit)

@@ -66,6 +66,9 @@ class SmtpConfig:
     max_connections_per_client: int = 20  # open SMTP connections per client address; 0: no limit
     # An Exchange connector carries a whole office's mail: addresses inside relay_from get this.
     max_connections_per_relay_peer: int = 200  # per address inside relay_from; 0: no limit
+    # Message bytes held in memory at once, across all connections (from DATA to its reply);
+    # a DATA over it waits a second, then gets 452 4.3.1. At least max_message_size.
+    max_buffered_bytes: int = 256 * 1024 * 1024
     # Commands without progress (Postfix smtpd_junk_command_limit): past this many NOOP, RSET,
     # HELP, VRFY, EXPN or repeated EHLO/HELO in one connection, each counts as an error; 0: none
     junk_command_limit: int = 100
@@ -130,6 +133,15 @@ class AuditConfig:
     alert_from: str = ""  # sender of alert mail; default casegate@<smtp.hostname>
     notify_overrides: bool = False  # copy override notices to governance_address (RRP 1.2)
     checkpoint_every: int = 1000  # sign a checkpoint of the chain every N events; 0: on demand
+    # An append-only file (on another mount) that receives the signed chain head as JSON lines;
+    # relative to the config file; empty: none
+    anchor_file: str = ""
+    # Syslog that receives the signed chain head: a socket path (/dev/log) or host:port (UDP);
+    # empty: none
+    anchor_syslog: str = ""
+    # Seconds between heads sent to anchor_file and anchor_syslog (every checkpoint goes at once)
+    anchor_seconds: float = 10.0
+    mail_checkpoints: bool = True  # mail each signed checkpoint to governance_address (when set)
 
 
 @dataclass(frozen=True)
@@ -199,7 +211,17 @@ def load_config(path: Path | None) -> Config:
     check_values(config, str(path))
     _check_metrics(config.metrics, str(path))
     _check_dkim(config.dkim, str(path))
+    _check_buffers(config.smtp, str(path))
     return replace(config, source=str(path))
+
+
+def _check_buffers(smtp: SmtpConfig, source: str) -> None:
+    """The buffer cap must hold at least one message of the largest size taken."""
+    if smtp.max_buffered_bytes < smtp.max_message_size:
+        raise ConfigError(
+            f"{source}: 'smtp.max_buffered_bytes' ({smtp.max_buffered_bytes}) is smaller than "
+            f"'smtp.max_message_size' ({smtp.max_message_size}): a message of the largest size "
+            "could never be taken; raise it (or lower max_message_size)")
 
 
 # Keys whose value must be one of a few words.
@@ -363,6 +385,7 @@ CHECKS: dict[str, Check] = {
     "smtp.tls_port": port(zero="no implicit-TLS port"),
     "smtp.hostname": hostname,
     "smtp.max_message_size": positive,
+    "smtp.max_buffered_bytes": positive,
     "smtp.max_recipients": positive,
     "smtp.idle_timeout": positive,
     "smtp.relay_from": cidr_list,
@@ -382,6 +405,7 @@ CHECKS: dict[str, Check] = {
     "audit.digest_grades": grade_list,
     "audit.digest_time": hh_mm,
     "audit.alert_from": address_or_empty,
+    "audit.anchor_seconds": positive,
     "verification.address": address_or_empty,
     "verification.link_hours": positive,
     "verification.max_attempts": positive,

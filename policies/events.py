@@ -81,4 +81,6 @@ class EventKind(StrEnum):
     # the trail itself (gateway/audit)
     KEY_CREATED = "key-created"
     KEY_ROTATED = "key-rotated"
+    KEY_RELOADED = "key-reloaded"  # a running gateway took up a rotated portal keyring (SIGHUP)
+    AUDIT_REANCHORED = "audit-reanchored"  # the trail accepted as it stands after a restore
     AUDIT_EXPORT = "audit-export"

@@ -53,6 +53,7 @@ class Action(StrEnum):
     REPLY = "reply"  # answer with the fault's reply line
     DROP = "drop"  # close the connection without a reply
     HANG = "hang"  # never answer (until the sink stops)
+    HOLD = "hold"  # wait until the fault's `released` is set, then go on as if no fault
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Fault:
     recipient: str | None = None  # RCPT, DATA: strike only for (a message to) this address
     hits: int = 0
     struck: asyncio.Event = field(default_factory=asyncio.Event)  # set at the first hit
+    released: asyncio.Event = field(default_factory=asyncio.Event)  # ends a HOLD
 
     def applies(self, step: Step, recipients: tuple[str, ...] = ()) -> bool:
         if self.step is not step or (self.times is not None and self.hits >= self.times):
@@ -264,6 +266,11 @@ class Sink:
         """Never reply at `step` (until the sink stops)."""
         return self._add(Fault(step, Action.HANG, "", times))
 
+    def hold(self, step: Step, *, times: int | None = None) -> Fault:
+        """Wait at `step` until `fault.released.set()`, then answer as usual (a slow upstream
+        that holds a message as long as the test needs)."""
+        return self._add(Fault(step, Action.HOLD, "", times))
+
     def clear_faults(self) -> None:
         self.faults.clear()
 
@@ -296,6 +303,9 @@ class Sink:
             return ""
         if fault.action is Action.REPLY:
             return fault.reply
+        if fault.action is Action.HOLD:
+            await fault.released.wait()
+            return ""
         if received is not None:
             self.unanswered.append(received)
         if fault.action is Action.DROP:

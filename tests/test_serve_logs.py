@@ -80,3 +80,39 @@ def test_library_log_lines_have_the_same_shape(tmp_path: Path) -> None:
     assert (event["event"], event["level"], event["logger"]) == (
         "Error handling request", "error", "aiohttp.server")
     assert TIME.fullmatch(event["time"]) and done.stderr == ""
+
+
+INTERLEAVED = """
+import threading
+import structlog
+from gateway.observe.logs import STDOUT, configure_logging
+
+configure_logging()
+log = structlog.get_logger("casegate.smtp")
+audit_line = '{"event": "audit", "level": "info", "time": "t"}\\n'
+
+def logs():
+    for n in range(3000):
+        log.info("message", n=n)
+
+def audits():
+    for _ in range(1000):
+        STDOUT.write(audit_line * 3)  # the audit writer's batch: several lines, one write
+
+threads = [threading.Thread(target=logs), threading.Thread(target=audits)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+"""
+
+
+def test_log_and_audit_lines_from_two_threads_never_share_a_line(tmp_path: Path) -> None:
+    """Log lines (the event loop's thread) and audit lines (the audit writer's thread) reach
+    stdout whole: a SIEM reading line by line never sees two JSON objects on one line."""
+    done = subprocess.run([sys.executable, "-c", INTERLEAVED], cwd=tmp_path, env=ENV,
+                          capture_output=True, text=True, timeout=120, check=True)
+    lines = done.stdout.splitlines()
+    assert len(lines) == 6000
+    events = [json.loads(line) for line in lines]
+    assert sum(event["event"] == "audit" for event in events) == 3000

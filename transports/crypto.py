@@ -16,12 +16,16 @@
   never stored in the database beside the data.
 - Tampering (any changed byte), a wrong key or a missing key id raises `CryptoError` with a
   sentence saying which: never garbage.
+- `fingerprint(key)` names a master key without revealing it; the portal's database records
+  it (`gateway.stores.portalkeys`) so that a replaced or altered keyring is refused at start-up.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -37,6 +41,7 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 _WRAP_LABEL = b"casegate-portal-wrap-v1"
 _DATA_LABEL = b"casegate-portal-data-v1"
+_FINGERPRINT_LABEL = b"casegate-portal-key-fingerprint-v1"
 
 
 class CryptoError(Exception):
@@ -67,7 +72,7 @@ class Sealed:
 
     key_id: str
     wrapped_key: bytes  # nonce + AES-GCM(master key, data key)
-    ciphertext: bytes  # nonce + AES-GCM(data key, plaintext)
+    ciphertext: bytes | bytearray  # nonce + AES-GCM(data key, plaintext)
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,12 @@ class Keyring:
         os.replace(tmp, path)
 
 
+def fingerprint(key: MasterKey) -> str:
+    """HMAC(master key, a fixed label), 128 bits, hex: says whether a keyring holds the same key
+    bytes under that id, and reveals nothing of them."""
+    return hmac.new(key.key, _FINGERPRINT_LABEL, hashlib.sha256).digest()[:16].hex()
+
+
 def _fresh_key(now: datetime | None) -> MasterKey:
     stamp = now.isoformat() if now is not None else ""
     return MasterKey(key_id="k-" + secrets.token_hex(6), key=AESGCM.generate_key(256),
@@ -180,13 +191,28 @@ def seal(keyring: Keyring, plaintext: bytes, *, copy_id: str, recipient: str) ->
     master = keyring.current
     data_key = AESGCM.generate_key(256)
     data_nonce = secrets.token_bytes(NONCE_BYTES)
-    ciphertext = AESGCM(data_key).encrypt(
-        data_nonce, plaintext, _associated(_DATA_LABEL, master.key_id, copy_id, recipient))
+    ciphertext = _encrypted(AESGCM(data_key), data_nonce, plaintext,
+                            _associated(_DATA_LABEL, master.key_id, copy_id, recipient))
     wrap_nonce = secrets.token_bytes(NONCE_BYTES)
     wrapped = AESGCM(master.key).encrypt(
         wrap_nonce, data_key, _associated(_WRAP_LABEL, master.key_id, copy_id, recipient))
-    return Sealed(key_id=master.key_id, wrapped_key=wrap_nonce + wrapped,
-                  ciphertext=data_nonce + ciphertext)
+    return Sealed(key_id=master.key_id, wrapped_key=wrap_nonce + wrapped, ciphertext=ciphertext)
+
+
+_TAG_BYTES = 16
+
+
+def _encrypted(aead: AESGCM, nonce: bytes, plaintext: bytes,
+               associated: bytes) -> bytes | bytearray:
+    """`nonce` followed by the ciphertext and its tag, written into one buffer: a large copy is
+    then held once, not twice (the ciphertext, then the nonce joined to it)."""
+    if not hasattr(aead, "encrypt_into"):  # cryptography < 45
+        return nonce + aead.encrypt(nonce, plaintext, associated)
+    out = bytearray(NONCE_BYTES + len(plaintext) + _TAG_BYTES)
+    out[:NONCE_BYTES] = nonce
+    with memoryview(out) as view:
+        aead.encrypt_into(nonce, plaintext, associated, view[NONCE_BYTES:])
+    return out
 
 
 def unseal(keyring: Keyring, sealed: Sealed, *, copy_id: str, recipient: str) -> bytes:

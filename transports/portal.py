@@ -20,11 +20,12 @@ and reads a decrypted copy for display (`read_message`, `attachment`). It import
 from __future__ import annotations
 
 import asyncio
+import email.feedparser
 import hashlib
 import re
 import secrets
 import unicodedata
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
@@ -124,13 +125,13 @@ class PortalDelivery:
         expires = now + self.settings.expiry
         decision_id = decision_of(copy.data)
         try:
-            sealed = await asyncio.to_thread(seal, self.keyring, copy.data, copy_id=copy_id,
-                                             recipient=recipient)
+            parts, sealed = await asyncio.to_thread(_parts_and_sealed, self.keyring, copy.data,
+                                                    copy_id, recipient)
             await asyncio.to_thread(
                 self.store.add_copy, copy_id=copy_id, link_token=link_token, copy_key=copy.key,
                 sender=copy.mail_from, recipient=recipient, decision_id=decision_id,
                 sealed=sealed, size=len(copy.data),
-                attachment_parts=read_message(copy.data).attachment_parts(), now=now,
+                attachment_parts=parts, now=now,
                 expires=expires)
         except asyncio.CancelledError:
             raise
@@ -165,10 +166,18 @@ class PortalDelivery:
         body = fill_and_flow(_template("notification.txt"), {
             "sender": copy.mail_from, "organisation": self.settings.organisation,
             "link": self.links(link_token), "expires": expires.strftime("%d %B %Y %H:%M")})
-        mail = _mail(copy.mail_from, recipient, subject, body, self.clock())
         return Copy(key=_derived_key(copy.key, recipient, f"notification {copy_id}"),
-                    mail_from=copy.mail_from, recipients=(recipient,), data=mail.as_bytes(),
+                    mail_from=copy.mail_from, recipients=(recipient,),
+                    data=mail_bytes(copy.mail_from, recipient, subject, body, self.clock()),
                     origin=Origin.AUTHORED)
+
+
+def _parts_and_sealed(keyring: Keyring, data: bytes, copy_id: str,
+                      recipient: str) -> tuple[list[int], Sealed]:
+    """The copy's attachment part numbers, then the copy sealed (in a worker thread): the
+    numbering's parse is over before the ciphertext exists, so the two never add up."""
+    parts = attachment_parts(data)
+    return parts, seal(keyring, data, copy_id=copy_id, recipient=recipient)
 
 
 # -- the other mails the portal sends -----------------------------------------------------
@@ -237,7 +246,8 @@ def _token(text: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9!#$&^_.+-]{1,64}", text) is not None
 
 
-def _mail(from_address: str, to: str, subject: str, body: str, now: datetime) -> EmailMessage:
+def _mail(from_address: str, to: str, subject: str, body: str, now: datetime,
+          message_id: str | None = None) -> EmailMessage:
     for value in (from_address, to, subject):
         if any(ch in value for ch in "\r\n\x00"):
             raise ValueError("refusing a header value with a line break")
@@ -246,10 +256,47 @@ def _mail(from_address: str, to: str, subject: str, body: str, now: datetime) ->
     mail["To"] = Address(addr_spec=to)
     mail["Subject"] = subject
     mail["Date"] = format_datetime(now)
-    mail["Message-ID"] = make_msgid(domain=from_address.rpartition("@")[2] or None)
+    mail["Message-ID"] = message_id or _message_id(from_address)
     mail["Auto-Submitted"] = "auto-generated"
     mail.set_content(body)
     return mail
+
+
+def _message_id(from_address: str) -> str:
+    return make_msgid(domain=from_address.rpartition("@")[2] or None)
+
+
+# What `_mail` writes as it is: a dot-atom address (nothing to quote), and printable ASCII
+# without "=?" (nothing to encode) on a line within the 78 characters of RFC 5322 2.1.1.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                       r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+_PLAIN_TEXT = re.compile(r"[ -~]*")
+_LINE = 78
+
+
+def mail_bytes(from_address: str, to: str, subject: str, body: str, now: datetime,
+               message_id: str | None = None) -> bytes:
+    """`_mail(...).as_bytes()`, written directly when nothing in it needs quoting, encoding or
+    folding (the portal's notifications, as a rule): the email package takes milliseconds to
+    build and write one, the largest cost of a small message to the portal (issue 14). Any
+    other mail goes through `_mail`; tests/test_portal_mail.py shows the two agree."""
+    message_id = message_id or _message_id(from_address)
+    lines = body.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    direct = (all(_DOT_ATOM.fullmatch(a) and len(a) + 6 <= _LINE for a in (from_address, to))
+              and _PLAIN_TEXT.fullmatch(subject) is not None and "=?" not in subject
+              and subject == subject.strip() and "  " not in subject
+              and len(subject) + 9 <= _LINE and 0 < len(subject)
+              and bool(lines)
+              and all(_PLAIN_TEXT.fullmatch(line) and len(line) <= _LINE for line in lines))
+    if not direct:
+        return _mail(from_address, to, subject, body, now, message_id).as_bytes()
+    head = (f"From: {from_address}\r\nTo: {to}\r\nSubject: {subject}\r\n"
+            f"Date: {format_datetime(now)}\r\nMessage-ID: {message_id}\r\n"
+            "Auto-Submitted: auto-generated\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
+            "Content-Transfer-Encoding: 7bit\r\nMIME-Version: 1.0\r\n\r\n")
+    return (head + "".join(f"{line}\r\n" for line in lines)).encode("ascii")
 
 
 def _derived_key(key: str, recipient: str, purpose: str) -> str:
@@ -324,6 +371,88 @@ def read_message(data: bytes) -> ReadableMessage:
         sent=_header(lambda: str(message.get("date", "")), ""),
         message_id=_header(lambda: str(message.get("message-id", "")), ""),
         text=_content(text_part), html=_content(html_part), attachments=tuple(attachments))
+
+
+# How a line begins that the stdlib parser may read as structure: a MIME boundary, a blank
+# line, or a header field of its own `headerRE` ("From ", a folded line, or a name and a
+# colon: here any line with a colon, to be sure).
+_STRUCTURE_PREFIXES = (b"--", b"\r\n", b"From ", b"\t", b" ")
+
+
+def attachment_parts(data: bytes) -> list[int]:
+    """`read_message(data).attachment_parts()`, without holding the message's bodies.
+
+    The parts, their numbers and which of them is the text or HTML body depend only on header
+    fields, boundary lines and blank lines; every run of other lines is fed to the same parser
+    as one line "x" (still neither a field nor a boundary), so the parse holds a skeleton of
+    the message instead of a few copies of it (issue 14: a 31 MB message to the portal took
+    16 times its size), and the runs are found with `bytes.find`, not line by line.
+    """
+    crlf = data.count(b"\r\n")
+    if data.count(b"\r") != crlf or data.count(b"\n") != crlf:  # not CRLF only: the full parse
+        return read_message(data).attachment_parts()
+    if _one_text_part(data):
+        return []
+    parser = email.feedparser.BytesFeedParser(policy=default_policy)
+    for piece in _skeleton(data):
+        parser.feed(piece)
+    message = parser.close()
+    bodies = (_body(message, "plain"), _body(message, "html"))
+    return [number for number, part in enumerate(message.walk())
+            if not part.is_multipart() and not any(part is body for body in bodies)]
+
+
+def _one_text_part(data: bytes) -> bool:
+    """Whether `data` (CRLF only) is plainly one text body and nothing else: its header block
+    has no Content-Disposition and at most one Content-Type, which is exactly text/plain or
+    text/html (no type means text/plain). The parse then finds one part, which is the body, so
+    no attachment (and the email package's header parsing, milliseconds, is not needed)."""
+    end = data.find(b"\r\n\r\n")
+    head = (data if end == -1 else data[:end]).lower()
+    if head.startswith(b"content-disposition:") or b"\r\ncontent-disposition:" in head:
+        return False
+    types = [line for line in head.split(b"\r\n") if line.startswith(b"content-type:")]
+    if len(types) > 1:
+        return False
+    if not types:
+        return True
+    value = types[0][len(b"content-type:"):].partition(b";")[0].strip()
+    return value in (b"text/plain", b"text/html")
+
+
+def _skeleton(data: bytes) -> Iterator[bytes]:
+    """The lines of `data` (CRLF only) that may be structure, each run of others as b"x\r\n"."""
+    size = len(data)
+    ahead = dict.fromkeys((*_STRUCTURE_PREFIXES, b":"), -1)  # the next line (start) with each
+    pos = 0  # always the start of a line
+    while pos < size:
+        for mark, line in ahead.items():
+            if line < pos:
+                ahead[mark] = _next_line_with(data, mark, pos)
+        first = min(ahead.values())
+        if first > pos:
+            yield b"x\r\n"  # the whole lines from `pos` to `first`: none is structure
+            pos = first
+            continue
+        end = data.find(b"\r\n", pos)
+        end = size if end == -1 else end + 2
+        yield data[pos:end]
+        pos = end
+
+
+def _next_line_with(data: bytes, mark: bytes, pos: int) -> int:
+    """Where the first line at or after `pos` (a line start) begins that starts with `mark`
+    (that holds it, for b":"); len(data) when none does."""
+    if mark == b":":
+        colon = data.find(b":", pos)
+        if colon == -1:
+            return len(data)
+        crlf = data.rfind(b"\r\n", pos, colon)
+        return pos if crlf == -1 else crlf + 2
+    if data.startswith(mark, pos):
+        return pos
+    found = data.find(b"\r\n" + mark, pos)
+    return len(data) if found == -1 else found + 2
 
 
 def attachment(data: bytes, part: int) -> tuple[AttachmentInfo, bytes] | None:

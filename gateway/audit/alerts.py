@@ -6,7 +6,13 @@ recorded; those in `digest_grades` (default: low, medium) are listed in one dige
 outbox when no upstream is configured), with an idempotency key so a retried hand-over is not
 delivered twice.
 
-Progress is two cursors (the last sequence number alerted, the last digested) kept in
+With `[audit] mail_checkpoints` (the default), each signed checkpoint of the chain is mailed
+there too, as a JSON attachment (`casegate audit checkpoint --verify` reads it): a copy of the
+chain's head that whoever can rewrite the data directory cannot reach (see docs/audit.md). When
+several were signed since the last mail, only the newest goes: it vouches for all before it.
+
+Progress is cursors (the last sequence number alerted, the last digested, the last checkpoint
+mailed) kept in
 `alerts.sqlite3` in the data directory, advanced only after the transport accepted the mail: an
 upstream outage delays alerts, it never loses them. On first start both cursors begin at the
 trail's current head (history is not mailed). The mail carries metadata only, like the trail.
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import sqlite3
 import threading
@@ -31,7 +38,8 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from gateway.audit.store import StoredEvent
+from gateway.audit.export import checkpoint_document
+from gateway.audit.store import Checkpoint, StoredEvent
 from gateway.audit.trail import GRADES, AuditLog
 from gateway.config import Config, ConfigError, public_url
 from policies.model import Rule
@@ -57,6 +65,7 @@ class AlertSettings:
     digest_grades: frozenset[str]
     digest_time: time
     public_url: str = ""
+    mail_checkpoints: bool = True
 
     @classmethod
     def from_config(cls, config: Config) -> AlertSettings | None:
@@ -79,6 +88,7 @@ class AlertSettings:
             digest_grades=frozenset(section.digest_grades) - frozenset(section.alert_grades),
             digest_time=time(int(match.group(1)), int(match.group(2)), tzinfo=UTC),
             public_url=public_url(config),
+            mail_checkpoints=section.mail_checkpoints,
         )
 
 
@@ -138,6 +148,12 @@ def _event_lines(event: StoredEvent, rules: dict[str, Rule], public_url: str) ->
 def compose(settings: AlertSettings, subject: str, intro: list[str], body: list[str],
             now: datetime) -> bytes:
     """One plain-text message, CRLF line endings, every header value sanitised."""
+    return compose_message(settings, subject, intro, body, now).as_bytes()
+
+
+def compose_message(settings: AlertSettings, subject: str, intro: list[str], body: list[str],
+                    now: datetime) -> EmailMessage:
+    """`compose`, as a message an attachment can still be added to."""
     message = EmailMessage(policy=SMTP)
     message["From"] = _safe(settings.sender)
     message["To"] = _safe(settings.governance_address)
@@ -146,7 +162,7 @@ def compose(settings: AlertSettings, subject: str, intro: list[str], body: list[
     message["Message-ID"] = make_msgid("casegate", settings.sender.rpartition("@")[2])
     message["Auto-Submitted"] = "auto-generated"
     message.set_content("\n".join([*intro, "", *body]))
-    return message.as_bytes()
+    return message
 
 
 class Alerter:
@@ -171,6 +187,7 @@ class Alerter:
         head = audit.store.head()[0]
         self.alerted = self._cursors.get("alert", head)
         self.digested = self._cursors.get("digest", head)
+        self.checkpointed = self._cursors.get("checkpoint", 0)
         self._wake = asyncio.Event()
         self._sent = asyncio.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -225,6 +242,43 @@ class Alerter:
         await asyncio.to_thread(self._cursors.set, "digest", head)
         return True
 
+    async def send_checkpoint(self) -> bool:
+        """Mail the newest signed checkpoint when it is newer than the last one mailed; False
+        when there was none to send or the mail was not accepted."""
+        if not self.settings.mail_checkpoints:
+            return False
+        checkpoint = await asyncio.to_thread(self.audit.store.latest_checkpoint)
+        if checkpoint is None or checkpoint.seq <= self.checkpointed:
+            return False
+        data = self._checkpoint_mail(checkpoint)
+        copy = Copy(key=f"checkpoint-{checkpoint.seq}", mail_from=self.settings.sender,
+                    recipients=(self.settings.governance_address,), data=data,
+                    origin=Origin.AUTHORED)
+        result = await self.transport.deliver([copy])
+        if not result.ok:
+            log.warning("checkpoint-not-delivered", seq=checkpoint.seq,
+                        outcome=result.outcome.value)
+            return False
+        self.checkpointed = checkpoint.seq
+        await asyncio.to_thread(self._cursors.set, "checkpoint", checkpoint.seq)
+        return True
+
+    def _checkpoint_mail(self, checkpoint: Checkpoint) -> bytes:
+        document = checkpoint_document(checkpoint, self.audit.public_key_pem)
+        name = f"casegate-checkpoint-{checkpoint.seq}.json"
+        intro = [f"casegate signed a checkpoint of its audit trail: sequence number "
+                 f"{checkpoint.seq}, {checkpoint.time}.", "",
+                 "Keep this mail where the gateway's administrators cannot change it. To check "
+                 "that the trail still holds every event up to this one, unaltered:", "",
+                 f"  casegate audit checkpoint --verify {name} --public-key audit.pub",
+                 "", "(audit.pub: the public_key in the attachment, kept from an earlier "
+                 "checkpoint.)"]
+        message = compose_message(self.settings, f"casegate audit checkpoint {checkpoint.seq}",
+                                  intro, [], self._clock())
+        message.add_attachment(json.dumps(document, indent=2).encode("utf-8"),
+                               maintype="application", subtype="json", filename=name)
+        return message.as_bytes()
+
     def _digest_events(self) -> tuple[int, list[StoredEvent]]:
         """The trail's head and the digest-grade events since the last digest (read in a
         worker thread)."""
@@ -260,6 +314,7 @@ class Alerter:
             now = self._clock()
             try:
                 await self.send_alerts()
+                await self.send_checkpoint()
                 if now >= due and await self.send_digest():
                     due = self.next_digest(now)
             except asyncio.CancelledError:

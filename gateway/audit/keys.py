@@ -6,13 +6,18 @@
 
 Each file is created once, atomically (written aside, then hard-linked into place), so two
 processes starting together cannot overwrite or half-read each other's key: the loser reads the
-winner's.
+winner's. A key file is made only when the caller says the trail is new (`may_create`): once
+anything has been chained or signed, a missing, unreadable or altered key is an `AuditKeyError`
+naming the file and saying what to restore, never a fresh key that would make the trail read as
+broken. What the keys must match is recorded in `audit.sqlite3` as fingerprints (`fingerprint`,
+`key_id`), never the keys themselves.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -24,6 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 HMAC_KEY_FILE = "audit.key"
 SIGNING_KEY_FILE = "audit-signing.pem"
 HMAC_KEY_BYTES = 32
+_FINGERPRINT_LABEL = b"casegate-audit-key-fingerprint-v1"
+RESTORE = "restore it from your backup of the data directory"
 
 
 class AuditKeyError(RuntimeError):
@@ -54,38 +61,80 @@ def _create_exclusive(path: Path, data: bytes) -> bool:
 
 
 def _read_private(path: Path) -> bytes:
-    mode = path.stat().st_mode & 0o777
+    """The bytes of a key file; AuditKeyError with one sentence when it cannot be used."""
+    try:
+        data = path.read_bytes()
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        raise AuditKeyError(f"{path} is missing: {RESTORE}") from None
+    except OSError as exc:
+        raise AuditKeyError(f"{path} cannot be read ({exc.__class__.__name__}): {RESTORE}, "
+                            "readable by the user casegate runs as") from None
     if mode & 0o077:
         raise AuditKeyError(f"{path}: must be readable by its owner only (chmod 600)")
-    return path.read_bytes()
+    return data
 
 
-def load_or_create_hmac_key(data_dir: Path) -> tuple[bytes, bool]:
-    """The chain key, and whether it was created just now."""
+def _missing(path: Path, why: str) -> AuditKeyError:
+    return AuditKeyError(f"{path} is missing, but {why}: {RESTORE} (casegate makes a new key "
+                         "only for a new trail)")
+
+
+def load_hmac_key(data_dir: Path, *, may_create: bool,
+                  why: str = "the audit trail already exists") -> tuple[bytes, bool]:
+    """The chain key, and whether it was created just now (only when `may_create`)."""
     path = data_dir / HMAC_KEY_FILE
-    created = _create_exclusive(path, secrets.token_bytes(HMAC_KEY_BYTES))
+    created = may_create and _create_exclusive(path, secrets.token_bytes(HMAC_KEY_BYTES))
+    if not path.exists():
+        raise _missing(path, why)
     key = _read_private(path)
     if len(key) != HMAC_KEY_BYTES:
-        raise AuditKeyError(f"{path}: must hold exactly {HMAC_KEY_BYTES} bytes")
+        raise AuditKeyError(f"{path}: must hold exactly {HMAC_KEY_BYTES} bytes, but holds "
+                            f"{len(key)}: {RESTORE}")
     return key, created
 
 
-def load_or_create_signing_key(data_dir: Path) -> tuple[Ed25519PrivateKey, bool]:
-    """The checkpoint signing key, and whether it was created just now."""
+def load_signing_key(data_dir: Path, *, may_create: bool,
+                     why: str = "the audit trail already exists") -> tuple[Ed25519PrivateKey, bool]:
+    """The checkpoint signing key, and whether it was created just now (only when
+    `may_create`)."""
     path = data_dir / SIGNING_KEY_FILE
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    created = _create_exclusive(path, pem)
+    created = False
+    if may_create:
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        created = _create_exclusive(path, pem)
+    if not path.exists():
+        raise _missing(path, why)
     try:
         key = serialization.load_pem_private_key(_read_private(path), password=None)
     except ValueError:
-        raise AuditKeyError(f"{path}: is not a PEM private key") from None
+        raise AuditKeyError(f"{path}: is not a PEM private key (altered?): {RESTORE}") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise AuditKeyError(f"{path}: is not an Ed25519 key")
+        raise AuditKeyError(f"{path}: is not an Ed25519 key: {RESTORE}")
     return key, created
+
+
+def load_or_create_hmac_key(data_dir: Path) -> tuple[bytes, bool]:
+    """The chain key, created when absent (a new trail only: see `load_hmac_key`)."""
+    return load_hmac_key(data_dir, may_create=True)
+
+
+def load_or_create_signing_key(data_dir: Path) -> tuple[Ed25519PrivateKey, bool]:
+    """The checkpoint signing key, created when absent (a new trail only)."""
+    return load_signing_key(data_dir, may_create=True)
+
+
+def fingerprint(key: bytes) -> str:
+    """What `audit.sqlite3` records of the chain key: HMAC(key, a fixed label), 128 bits, hex.
+
+    It tells whether a key file holds the key the chain was made with, and reveals nothing of
+    the key (finding a key from it is as hard as breaking HMAC-SHA256).
+    """
+    return hmac.new(key, _FINGERPRINT_LABEL, hashlib.sha256).digest()[:16].hex()
 
 
 def public_pem(key: Ed25519PublicKey) -> str:

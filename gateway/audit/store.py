@@ -8,6 +8,9 @@ appenders in several processes take turns and cannot fork the chain. Within one 
 writer thread appends: callers queue events and wait (`append`) or await (`append_async`) until
 the transaction holding theirs is committed, and events queued together share one transaction.
 
+`audit_meta` records what the trail's keys must match (fingerprints, never the keys) and since
+when its head is anchored outside this file (`gateway.audit.anchor`).
+
 Two side tables (`audit_domain`, `audit_case`) index recipient domains and case numbers so that
 filtered queries over millions of events stay fast; `verify()` checks them against the chained
 rows too, so that an event cannot be hidden from a filter without being noticed.
@@ -77,6 +80,10 @@ CREATE TABLE IF NOT EXISTS audit_checkpoint (
     key_id TEXT NOT NULL,
     signature BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS audit_event_no_update BEFORE UPDATE ON audit_event
 BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_event_no_delete BEFORE DELETE ON audit_event
@@ -87,6 +94,26 @@ _COLUMNS = (
     "seq, time, kind, grade, rule, citation, sender, recipients, recipient_domains, "
     "case_numbers, decision_id, metadata"
 )
+
+
+def peek(path: Path) -> tuple[int, dict[str, str]]:
+    """The last sequence number and the `audit_meta` rows of the trail in `path`, read without
+    a key and without creating anything ((0, {}) when the file does not exist)."""
+    if not path.exists():
+        return 0, {}
+    db = sqlite3.connect(path, timeout=30.0)
+    try:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        head = 0
+        if "audit_event" in tables:
+            row = db.execute("SELECT MAX(seq) FROM audit_event").fetchone()
+            head = int(row[0] or 0)
+        meta: dict[str, str] = {}
+        if "audit_meta" in tables:
+            meta = {name: value for name, value in db.execute("SELECT name, value FROM audit_meta")}
+        return head, meta
+    finally:
+        db.close()
 
 
 def canonical_json(event: dict[str, Any]) -> bytes:
@@ -470,6 +497,43 @@ class AuditStore:
             ).fetchone()
         return Checkpoint(*row) if row else None
 
+    def meta(self) -> dict[str, str]:
+        """The `audit_meta` rows: key fingerprints, since when the head is anchored."""
+        with self._lock:
+            return {name: value for name, value in
+                    self._db.execute("SELECT name, value FROM audit_meta")}
+
+    def set_meta(self, values: dict[str, str], *, replace: bool = False) -> dict[str, str]:
+        """Record `values` (keeping rows already there unless `replace`); the rows after."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(f"{verb} INTO audit_meta (name, value) VALUES (?, ?)",
+                                     list(values.items()))
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return self.meta()
+
+    def head_mac_valid(self) -> bool:
+        """Whether the newest row's mac is what this store's key gives it (a cheap check that
+        the key is the one the chain was made with; True for an empty trail)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS}, mac FROM audit_event ORDER BY seq DESC LIMIT 2"  # noqa: S608
+            ).fetchall()
+        if not rows:
+            return True
+        previous = rows[1][12] if len(rows) > 1 else GENESIS_MAC
+        try:
+            mac = chain_mac(self._key, previous, _row_to_event(rows[0]).as_dict())
+        except (ValueError, TypeError):
+            return False
+        return isinstance(rows[0][12], bytes) and hmac.compare_digest(mac, rows[0][12])
+
     def mac_at(self, seq: int) -> bytes | None:
         with self._lock:
             row = self._db.execute("SELECT mac FROM audit_event WHERE seq = ?", (seq,)).fetchone()
@@ -477,8 +541,9 @@ class AuditStore:
 
     # -- verifying -------------------------------------------------------------------------
 
-    def verify(self) -> int | None:
-        """The first sequence number whose row breaks the chain, or None when intact.
+    def verify(self, up_to: int | None = None) -> int | None:
+        """The first sequence number whose row breaks the chain, or None when intact
+        (only rows up to `up_to` when given: a row missing up to there is broken too).
 
         Catches an altered row (its mac no longer matches), a deleted or inserted row (the
         numbering skips or the next mac no longer matches) and reordered rows (the sequence
@@ -491,8 +556,10 @@ class AuditStore:
                 "SELECT seq, domain FROM audit_domain ORDER BY seq"))
             cases = _Grouped(self._db.execute(
                 "SELECT seq, case_number FROM audit_case ORDER BY seq"))
+            limit = up_to if up_to is not None else sys.maxsize
             cursor = self._db.execute(
-                f"SELECT {_COLUMNS}, mac FROM audit_event ORDER BY seq"  # noqa: S608
+                f"SELECT {_COLUMNS}, mac FROM audit_event WHERE seq <= ? ORDER BY seq",  # noqa: S608
+                (limit,),
             )
             for row in cursor:
                 seq = row[0]
@@ -511,6 +578,8 @@ class AuditStore:
                     return seq
                 previous = mac
                 expected += 1
+            if up_to is not None:
+                return expected if expected <= up_to else None
             stray = [s for s in (domains.next_seq(), cases.next_seq()) if s is not None]
             return min(stray) if stray else None
 

@@ -10,7 +10,13 @@ AuditLog.record_async(kind, ...)`, which needs no worker thread). The event is
   for a SIEM; JSON escaping makes it safe against log injection: a CR or LF in a value can never
   start a new line), and
 - appended to the tamper-evident store (`gateway.audit.store`), whose HMAC chain
-  `casegate audit verify` checks, with a signed checkpoint every `checkpoint_every` events.
+  `casegate audit verify` checks, with a signed checkpoint every `checkpoint_every` events, and
+- anchored: the chain's newest head, signed, is kept outside `audit.sqlite3` after every commit
+  group (`gateway.audit.anchor`), so that a trail cut short or rolled back is seen.
+
+The keys are made only for a new trail; once anything is chained, `open` refuses a missing,
+unreadable or altered key (`AuditKeyError`, one sentence naming the file), checking each against
+the fingerprint recorded in `audit.sqlite3`.
 
 Events carry metadata, never content (DESIGN ruling 8): no subject, body, attachment name or
 credential. `record` refuses metadata keys that name such things and values that are not plain
@@ -26,7 +32,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,11 +41,27 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.audit import keys as auditkeys
-from gateway.audit.store import AuditStore, Checkpoint, EventFilter, StoredEvent
+from gateway.audit.anchor import (
+    DEFAULT_EXTERNAL_SECONDS,
+    HEAD_FILE,
+    AnchorError,
+    ExternalTarget,
+    HeadAnchor,
+    disagreement,
+    read_external,
+    read_head,
+)
+from gateway.audit.export import checkpoint_document
+from gateway.audit.store import AuditStore, Checkpoint, EventFilter, StoredEvent, peek
+from gateway.observe.logs import STDOUT
 from policies.events import EventKind
 from policies.model import Rule
 
 AUDIT_DB_FILE = "audit.sqlite3"
+# audit_meta rows: what the keys must match, and since which event the head file anchors it
+HMAC_FINGERPRINT = "hmac-key-fingerprint"
+SIGNING_KEY_ID = "signing-key-id"
+ANCHORED_SINCE = "head-anchored-since"
 GRADES: tuple[str, ...] = ("none", "low", "medium", "high")
 
 # Kinds whose grade is the grade of the policy rule they name (policies/data/policy.toml).
@@ -124,16 +145,6 @@ def _domain(address: str) -> str:
     return address.rpartition("@")[2].strip().lower()
 
 
-class _Stdout:
-    """Writes to whatever sys.stdout is at the time (pytest and daemons replace it)."""
-
-    def write(self, text: str) -> int:
-        return sys.stdout.write(text)
-
-    def flush(self) -> None:
-        sys.stdout.flush()
-
-
 class AuditLog:
     """Records events; reads them back for the CLI and the governance view."""
 
@@ -157,8 +168,10 @@ class AuditLog:
         # Called with each stored event (e.g. gateway.audit.alerts wakes up), from the store's
         # writer thread: must not block and must not record events itself.
         self.listeners: list[Callable[[StoredEvent], None]] = []
-        self._stream: TextIO = stream or _Stdout()  # type: ignore[assignment]
+        self._stream: TextIO = stream or STDOUT  # type: ignore[assignment]
         self._render = structlog.processors.JSONRenderer(sort_keys=True)
+        self.anchor = HeadAnchor(store.path.with_name(HEAD_FILE), self._head_document)
+        self.created_keys: tuple[str, ...] = ()  # key files `open` made (a new trail)
         store.after_commit = self._published
 
     @classmethod
@@ -172,26 +185,45 @@ class AuditLog:
         clock: Clock | None = None,
         stream: TextIO | None = None,
         checkpoint_every: int = 1000,
+        external: Sequence[ExternalTarget] = (),
+        external_seconds: float = DEFAULT_EXTERNAL_SECONDS,
     ) -> AuditLog:
-        """Open (creating when absent) the keys and the store in `data_dir`.
+        """Open the keys and the store in `data_dir`; the keys are created only for a new trail.
 
         `key` replaces the HMAC key file (e.g. a key held in a secrets manager). `rules` and
         `kind_grades` come from the policy (`Policy.rules`, its `[grades]` table): they grade
-        events and supply citations. Creating a key is itself an audit event.
+        events and supply citations. Creating a key is itself an audit event. `external`
+        receive the signed head (see `gateway.audit.anchor`). Raises `AuditKeyError` (one
+        sentence) when a key is missing, unreadable or not the one the trail was made with.
         """
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = data_dir / AUDIT_DB_FILE
+        events, meta = peek(path)
+        head_file = data_dir / HEAD_FILE
+        new_trail = events == 0 and not meta and not head_file.exists()
+        why = (f"{path} holds {events} chained events" if events else
+               f"{head_file} says events were recorded" if head_file.exists() else
+               f"{path} records the keys it was made with")
         created: list[str] = []
+        key_name = "the audit key given"
         if key is None:
-            key, made = auditkeys.load_or_create_hmac_key(data_dir)
+            key_name = str(data_dir / auditkeys.HMAC_KEY_FILE)
+            key, made = auditkeys.load_hmac_key(data_dir, may_create=new_trail, why=why)
             if made:
                 created.append(auditkeys.HMAC_KEY_FILE)
         elif len(key) < 16:
             raise auditkeys.AuditKeyError("the audit key must be at least 16 bytes")
-        signing_key, made = auditkeys.load_or_create_signing_key(data_dir)
+        signing_key, made = auditkeys.load_signing_key(data_dir, may_create=new_trail, why=why)
         if made:
             created.append(auditkeys.SIGNING_KEY_FILE)
+        store = AuditStore(path, key)
+        try:
+            _check_keys(store, key, key_name, signing_key, data_dir, events)
+        except BaseException:
+            store.close()
+            raise
         log = cls(
-            AuditStore(data_dir / AUDIT_DB_FILE, key),
+            store,
             signing_key,
             rules=rules,
             kind_grades=kind_grades,
@@ -199,12 +231,25 @@ class AuditLog:
             stream=stream,
             checkpoint_every=checkpoint_every,
         )
+        log.anchor = HeadAnchor(head_file, log._head_document, external, external_seconds)
+        log.created_keys = tuple(created)
+        if ANCHORED_SINCE not in store.meta():
+            # A new trail, or one kept before heads were anchored: anchor it as it stands.
+            seq, mac = store.head()
+            store.set_meta({ANCHORED_SINCE: str(seq)})
+            if seq and not head_file.exists():
+                log.anchor.offer(seq, mac)
+                log.anchor.flush()
+        # A trail that holds less than its head says keeps the head file as evidence: no
+        # process (the gateway refuses to start; a CLI command may not) writes over it.
+        log.anchor.frozen = bool(log.anchor_problems())
         for name in created:
             log.record(EventKind.KEY_CREATED, file=name, key_id=log.key_id)
         return log
 
     def close(self) -> None:
         self.store.close()
+        self.anchor.close()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -303,6 +348,9 @@ class AuditLog:
                                                   **stored.as_dict()})) + "\n"
             for stored, mac in appended))
         self._stream.flush()
+        if appended:
+            newest, newest_mac = appended[-1]
+            self.anchor.offer(newest.seq, newest_mac)
         for stored, mac in appended:
             if self._checkpoint_every and stored.seq % self._checkpoint_every == 0:
                 self._sign(stored.seq, mac)
@@ -331,7 +379,16 @@ class AuditLog:
             seq=seq, time=unsigned.time, mac=mac, key_id=self.key_id, signature=signature
         )
         self.store.add_checkpoint(checkpoint)
+        self.anchor.checkpoint(checkpoint_document(checkpoint, self.public_key_pem))
         return checkpoint
+
+    def _head_document(self, seq: int, mac: bytes) -> dict[str, Any]:
+        """The signed head the anchor keeps: a checkpoint document, timed by the wall clock."""
+        unsigned = Checkpoint(seq=seq, time=format_time(datetime.now(UTC)), mac=mac,
+                              key_id=self.key_id, signature=b"")
+        signed = Checkpoint(seq=seq, time=unsigned.time, mac=mac, key_id=self.key_id,
+                            signature=self._signing_key.sign(unsigned.statement()))
+        return checkpoint_document(signed, self.public_key_pem)
 
     def checkpoint(self) -> Checkpoint:
         """Sign the chain's head now (on demand; also done every `checkpoint_every` events)."""
@@ -356,6 +413,64 @@ class AuditLog:
                 broken = cp.seq if broken is None else min(broken, cp.seq)
         return broken
 
+    def anchor_problems(self, external_files: Sequence[Path] = ()) -> list[tuple[int, str]]:
+        """Where the trail holds less than, or other than, its anchors say: the head file, and
+        each external anchor file given. Each problem: (the first sequence number missing or
+        possibly changed, one sentence); an empty list when every anchor agrees."""
+        self.anchor.flush()  # what this process committed is anchored before it is compared
+        seq, _ = self.store.head()
+        path = self.anchor.path
+        problems: list[tuple[int, str]] = []
+        anchors: list[tuple[Checkpoint, str]] = []
+        try:
+            head = read_head(path, self.public_key_pem)
+        except AnchorError as exc:
+            problems.append((1, str(exc)))
+            head = None
+        if head is not None:
+            anchors.append((head, str(path)))
+        elif not problems:
+            since = self.store.meta().get(ANCHORED_SINCE)
+            if since is not None and seq > int(since or 0):
+                problems.append((int(since or 0) + 1, (
+                    f"{path} is missing, but {AUDIT_DB_FILE} has been anchored there since "
+                    f"event {since}: it was deleted, so the trail may have been cut short")))
+        for external in external_files:
+            try:
+                found = read_external(external, self.public_key_pem)
+            except AnchorError as exc:
+                problems.append((1, str(exc)))
+                continue
+            anchors.extend((head, str(external)) for head in found)
+        told: set[str] = set()  # the first disagreement of each source says it
+        for anchor, source in anchors:
+            problem = disagreement(anchor, seq, self.store.mac_at, source)
+            if problem is not None and source not in told:
+                told.add(source)
+                problems.append(problem)
+        return problems
+
+    def reanchor(self, reason: str) -> int:
+        """Accept the trail as it stands after a restore: record an event naming what the head
+        file said (so the gap is itself on the trail) and anchor the new head. Its seq."""
+        previous: dict[str, Any] = {}
+        try:
+            head = read_head(self.anchor.path, self.public_key_pem)
+        except AnchorError:
+            head = None
+            previous["previous_head"] = "unreadable"
+        if head is not None:
+            previous = {"previous_seq": head.seq, "previous_time": head.time,
+                        "previous_mac": head.mac.hex()}
+        found, _ = self.store.head()
+        seq = self.record(EventKind.AUDIT_REANCHORED, grade="high", found_seq=found,
+                          reason=reason, **previous)
+        self.store.set_meta({ANCHORED_SINCE: str(seq)}, replace=True)
+        self.anchor.frozen = False
+        self.anchor.offer(*self.store.head())
+        self.anchor.flush()
+        return seq
+
     def get(self, seq: int) -> StoredEvent | None:
         return self.store.get(seq)
 
@@ -373,6 +488,37 @@ class AuditLog:
     def graded_after(self, seq: int, grades: Collection[str], limit: int) -> list[StoredEvent]:
         """Events after `seq` with one of `grades`, oldest first (for alerts and digests)."""
         return self.store.graded_after(seq, grades, limit)
+
+
+def _check_keys(store: AuditStore, key: bytes, key_name: str,
+                signing_key: Ed25519PrivateKey, data_dir: Path, events: int) -> None:
+    """Refuse keys that are not the ones the trail was made with; record their fingerprints
+    when the trail has none yet (a new trail, or one made before fingerprints were kept)."""
+    meta = store.meta()
+    restore = auditkeys.RESTORE
+    fingerprint = auditkeys.fingerprint(key)
+    recorded = meta.get(HMAC_FINGERPRINT)
+    if recorded is None and events and not store.head_mac_valid():
+        raise auditkeys.AuditKeyError(
+            f"{key_name} is not the key the newest event in {store.path} was chained with "
+            f"(altered or replaced): {restore}")
+    signing_path = data_dir / auditkeys.SIGNING_KEY_FILE
+    key_id = auditkeys.key_id(signing_key.public_key())
+    signed = meta.get(SIGNING_KEY_ID)
+    if signed is None:
+        latest = store.latest_checkpoint()
+        signed = latest.key_id if latest is not None else None
+    if recorded is None or meta.get(SIGNING_KEY_ID) is None:
+        meta = store.set_meta({HMAC_FINGERPRINT: fingerprint, SIGNING_KEY_ID: signed or key_id})
+        recorded, signed = meta[HMAC_FINGERPRINT], meta[SIGNING_KEY_ID]
+    if recorded != fingerprint:
+        raise auditkeys.AuditKeyError(
+            f"{key_name} is not the key {store.path} was chained with (its fingerprint "
+            f"differs: altered or replaced): {restore}")
+    if signed != key_id:
+        raise auditkeys.AuditKeyError(
+            f"{signing_path} is not the key that signed {store.path}'s checkpoints (altered or "
+            f"replaced): {restore}")
 
 
 __all__ = [

@@ -1,9 +1,13 @@
 """`casegate audit`: verify the tamper-evident trail, list events, make and check checkpoints.
 
-    casegate audit verify [--data DIR]            exit 0 intact, 1 broken (first broken seq)
+    casegate audit verify [--data DIR] [--anchor-file FILE]...
+                                                  exit 0 intact, 1 broken (first broken seq):
+                                                  the chain, its checkpoints, and its anchors
     casegate audit list [filters] [--json|--csv]  a table by default
     casegate audit checkpoint [--export FILE]     sign the chain's head now
     casegate audit checkpoint --verify FILE --public-key PEM
+                                                  the signature, then the whole chain up to it
+    casegate audit reanchor --reason TEXT         accept the trail as it stands after a restore
 
 The audit commands open only the audit trail, never the policy: an auditor can verify a trail
 even when the policy files are broken or missing.
@@ -18,6 +22,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from gateway.audit.anchor import HEAD_FILE, disagreement
 from gateway.audit.export import (
     CheckpointError,
     checkpoint_document,
@@ -48,7 +53,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="check the hash chain; exit 1 and the first broken sequence number if broken",
     )
     add_common(verify)
+    verify.add_argument("--anchor-file", type=Path, action="append", default=[],
+                        metavar="FILE", help="an external anchor file to compare with "
+                        "(repeatable; the config's audit.anchor_file is always compared)")
     verify.set_defaults(func=run_verify)
+
+    reanchor = actions.add_parser(
+        "reanchor", help="accept the trail as it stands after restoring audit.sqlite3",
+        description="After a restore from backup, casegate refuses to start while the trail "
+        "holds less than its signed head says. This records an event (graded high) naming "
+        "what the head said and what was found, then anchors the trail as it stands.")
+    add_common(reanchor)
+    reanchor.add_argument("--reason", required=True,
+                          help="why, for the record (e.g. 'restored from the 02:00 backup')")
+    reanchor.set_defaults(func=run_reanchor)
 
     listing = actions.add_parser("list", help="list events, filtered")
     add_common(listing)
@@ -96,9 +114,9 @@ def data_dir(args: argparse.Namespace) -> Path:
 
 
 def open_existing(args: argparse.Namespace) -> AuditLog:
-    """The audit log of an existing data directory; never creates a new trail."""
+    """The audit log of an existing data directory; never creates a new trail or key."""
     root = data_dir(args)
-    if not (root / AUDIT_DB_FILE).is_file():
+    if not (root / AUDIT_DB_FILE).is_file() and not (root / HEAD_FILE).is_file():
         raise UsageError(f"{root}: holds no audit trail ({AUDIT_DB_FILE} is missing)")
     try:
         return AuditLog.open(root, stream=sys.stderr)
@@ -106,18 +124,51 @@ def open_existing(args: argparse.Namespace) -> AuditLog:
         raise UsageError(str(exc)) from None
 
 
+def anchor_files(args: argparse.Namespace) -> list[Path]:
+    """The external anchor files to compare with: --anchor-file, and the config's."""
+    files = list(getattr(args, "anchor_file", []))
+    if args.config is not None:
+        try:
+            configured = load_config(args.config).audit.anchor_file
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        if configured:
+            path = Path(configured)
+            files.append(path if path.is_absolute() else args.config.parent / path)
+    return files
+
+
 def run_verify(args: argparse.Namespace) -> int:
+    files = anchor_files(args)
     audit = open_existing(args)
     try:
         broken = audit.verify()
+        problems = audit.anchor_problems(files)
         last, _ = audit.store.head()
     finally:
         audit.close()
-    if broken is not None:
+    if broken is not None or problems:
         print("The audit trail has been tampered with.")
-        print(f"first broken sequence number: {broken}")
+        for _, sentence in problems:
+            print(f"{sentence}.")
+        first = min([s for s, _ in problems] + ([broken] if broken is not None else []))
+        print(f"first broken sequence number: {first}")
         return 1
-    print(f"The audit trail is intact: {last} events, chain verified.")
+    anchored = " and its anchors" if files else " and its signed head"
+    print(f"The audit trail is intact: {last} events, chain{anchored} verified.")
+    return 0
+
+
+def run_reanchor(args: argparse.Namespace) -> int:
+    audit = open_existing(args)
+    try:
+        problems = audit.anchor_problems(anchor_files(args))
+        seq = audit.reanchor(args.reason.strip()[:200])
+    finally:
+        audit.close()
+    for _, sentence in problems:
+        print(f"was: {sentence}.")
+    print(f"The trail is anchored as it stands: event {seq} records the restore.")
     return 0
 
 
@@ -198,14 +249,23 @@ def verify_export(args: argparse.Namespace) -> int:
         return 0
     audit = open_existing(args)
     try:
-        stored = audit.store.mac_at(checkpoint.seq)
+        # The whole chain up to the checkpoint, then the checkpoint's own mac: a trail edited
+        # in the middle (or cut short before it) disagrees, not only one with another mac there.
+        broken = audit.store.verify(up_to=checkpoint.seq)
+        last, _ = audit.store.head()
+        problem = disagreement(checkpoint, last, audit.store.mac_at, str(args.verify))
     finally:
         audit.close()
-    if stored != checkpoint.mac:
+    if broken is not None or problem is not None:
+        if problem is not None:
+            print(f"{problem[1]}.")
+        first = min(([problem[0]] if problem is not None else [])
+                    + ([broken] if broken is not None else []))
         print("The audit trail in the data directory disagrees with it: "
-              f"first broken sequence number: {checkpoint.seq}")
+              f"first broken sequence number: {first}")
         return 1
-    print("The audit trail in the data directory agrees with it.")
+    print(f"The audit trail in the data directory agrees with it: every event up to "
+          f"{checkpoint.seq} verified.")
     return 0
 
 

@@ -1,14 +1,23 @@
-"""`casegate keys list|rotate|dkim`: the secure portal's master keys, and the DKIM key.
+"""`casegate keys list|rotate|init|dkim`: the secure portal's master keys, and the DKIM key.
 
     casegate keys list [--json]     key ids, when made, which is current, how many copies use it
-    casegate keys rotate            add a new current key; old copies stay readable
+    casegate keys rotate            add a new current key; old copies stay readable; a running
+                                    gateway is told (SIGHUP) and confirms, or rotate says not
+    casegate keys init              make the keys a data directory lacks, where nothing needs
+                                    the old ones (never over sealed copies or a chained trail)
     casegate keys dkim [--domain D] [--selector S] [--force]
                                     make the DKIM signing key, print its DNS record
     casegate keys dkim --print      print the DNS record of the existing DKIM key again
 
 Keys live in the data directory (`portal-keys.json`, mode 0600) unless $CASEGATE_PORTAL_KEYS
 holds them; then `rotate` prints the new keyring (JSON) for the operator to store there, and
-writes nothing. Rotation is an audit event ("key-rotated").
+writes nothing. Rotation is an audit event ("key-rotated"); the running gateway's reload is
+another ("key-reloaded"), which `rotate` waits for (up to `RELOAD_WAIT` seconds).
+
+casegate never makes a key on its own except for a new data directory: a missing, unreadable or
+altered key stops it at start-up (gateway.stores.portalkeys, gateway.audit.keys). `keys init`
+is the deliberate way to make one later; it refuses where data sealed or chained with the old
+key exists (restore that key from backup instead).
 
 The DKIM key (`dkim-<selector>.pem` in the data directory unless `dkim.key_file` says where,
 mode 0600) is never overwritten without `--force`. The record printed is one zone-file line:
@@ -20,14 +29,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gateway.app import App
+from gateway.audit.keys import AuditKeyError
+from gateway.audit.trail import AuditLog, EventFilter
+from gateway.cli.audit import data_dir
 from gateway.cli.common import UsageError, add_common, open_app
+from gateway.runtime.pidfile import PID_FILE, running_pid
+from gateway.stores.portalkeys import PORTAL_DB, KeyringError, PortalKeys, init_keyring
 from policies.events import EventKind
-from transports.crypto import KEYS_FILE
+from transports.crypto import KEYS_FILE, Keyring
 from transports.dkim import DkimKeyError, key_path, make_key, txt_record, zone_line
+
+RELOAD_WAIT = 10.0  # seconds `rotate` waits for the running gateway to confirm the new key
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     rotate = actions.add_parser("rotate", help="make a new key current")
     add_common(rotate)
     rotate.set_defaults(func=rotate_keys)
+    init = actions.add_parser("init", help="make the keys a data directory lacks",
+                              description="Make the audit keys for a new trail and the portal "
+                              "keyring when it is missing and no stored copy needs the old one. "
+                              "Never replaces a key that sealed or chained data needs.")
+    add_common(init)
+    init.set_defaults(func=init_keys)
     dkim = actions.add_parser("dkim", help="make the DKIM signing key and print its DNS record",
                               description="Make the 2048-bit RSA key casegate signs with "
                               "(mode 0600, in the data directory) and print the TXT record to "
@@ -77,19 +102,78 @@ def list_keys(args: argparse.Namespace) -> int:
 
 def rotate_keys(args: argparse.Namespace) -> int:
     with open_app(args) as app:
-        assert app.keyring is not None
         rotated = app.keyring.rotated(datetime.now(UTC))
         from_env = bool(os.environ.get("CASEGATE_PORTAL_KEYS"))
         if not from_env:
             rotated.save(app.data_dir / KEYS_FILE)
-        app.audit.record(EventKind.KEY_ROTATED, key_id=rotated.current_id,
-                         previous_key_id=app.keyring.current_id)
-    if from_env:
-        print("casegate: the keys come from $CASEGATE_PORTAL_KEYS: store this keyring there",
-              file=sys.stderr)
-        print(rotated.to_text())
-    else:
+            keys = PortalKeys(app.data_dir / PORTAL_DB)
+            try:
+                keys.record(rotated)
+            finally:
+                keys.close()
+        seq = app.audit.record(EventKind.KEY_ROTATED, key_id=rotated.current_id,
+                               previous_key_id=app.keyring.current_id)
+        if from_env:
+            print("casegate: the keys come from $CASEGATE_PORTAL_KEYS: store this keyring "
+                  "there, then restart casegate (it reads them only at start)", file=sys.stderr)
+            print(rotated.to_text())
+            return 0
         print(f"new current key {rotated.current_id}; older keys kept for older copies")
+        return tell_gateway(app, rotated, seq)
+
+
+def tell_gateway(app: App, rotated: Keyring, after: int) -> int:
+    """Send the running gateway SIGHUP and wait for its "key-reloaded" event; say which."""
+    pid = running_pid(app.data_dir)
+    if pid is None:
+        print(f"No running gateway was told (none holds {app.data_dir / PID_FILE}): casegate "
+              "seals with the new key from its next start.")
+        return 0
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        print(f"The running gateway (pid {pid}) could not be told ({exc.strerror}): restart "
+              "it, or send it SIGHUP, to seal with the new key.")
+        return 1
+    deadline = time.monotonic() + RELOAD_WAIT
+    while time.monotonic() < deadline:
+        for event in app.audit.page(EventFilter(kind=EventKind.KEY_RELOADED), limit=5):
+            if event.seq > after and event.metadata.get("key_id") == rotated.current_id:
+                print(f"The running gateway (pid {pid}) now seals new copies with "
+                      f"{rotated.current_id}.")
+                return 0
+        time.sleep(0.1)  # polling another process's commits; nothing here to wait on instead
+    print(f"The running gateway (pid {pid}) was told (SIGHUP) but did not confirm within "
+          f"{RELOAD_WAIT:.0f} s: see its log for 'keys-not-reloaded', or restart it.")
+    return 1
+
+
+def init_keys(args: argparse.Namespace) -> int:
+    """Make the audit keys (a new trail only) and the portal keyring (when missing and no
+    stored copy needs the old one)."""
+    root = data_dir(args)
+    try:
+        audit = AuditLog.open(root, stream=sys.stderr)
+    except AuditKeyError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        made = list(audit.created_keys)
+        if os.environ.get("CASEGATE_PORTAL_KEYS"):
+            print("The portal keys come from $CASEGATE_PORTAL_KEYS: nothing to make for them.")
+        elif (root / KEYS_FILE).exists():
+            print(f"{root / KEYS_FILE} exists: kept (casegate never replaces a keyring).")
+        else:
+            try:
+                keyring, forgotten = init_keyring(root, datetime.now(UTC))
+            except KeyringError as exc:
+                raise UsageError(str(exc)) from None
+            audit.record(EventKind.KEY_CREATED, file=KEYS_FILE, key_id=keyring.current_id,
+                         replaced_key_ids=sorted(forgotten))
+            made.append(KEYS_FILE)
+    finally:
+        audit.close()
+    print(f"Made {', '.join(sorted(made))} in {root}." if made
+          else f"Nothing to make: {root} has its keys.")
     return 0
 
 

@@ -1,5 +1,10 @@
 """`casegate serve`: run the SMTP and HTTP fronts until SIGTERM or SIGINT, then drain and stop.
 
+SIGHUP reloads the portal keyring (`casegate keys rotate` sends it, through `casegate.pid` in the
+data directory, which serve holds while it runs): new copies are sealed with the new current key
+at once, checked against the fingerprints the portal records; a keyring that fails the check is
+logged and the old one kept.
+
 With no config it runs on the embedded default: a data directory (SQLite, a self-signed
 certificate), loopback ports, and an outbox Maildir when no upstream is configured. Logs are JSON
 lines on stdout; the first ones (`"event": "listening"`, then `"event": "files"`) say where it
@@ -11,9 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import signal
 import sys
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import structlog
 
@@ -21,7 +28,10 @@ from gateway.app import OUTBOX_DIR, App, dkim_signer
 from gateway.cli.common import UsageError, add_common, open_app
 from gateway.config import Config, check_values, read_bearer_token
 from gateway.observe.logs import configure_logging
-from gateway.runtime.server import relay_networks, start_gateway
+from gateway.runtime.pidfile import holding
+from gateway.runtime.server import Gateway, relay_networks, start_gateway
+from gateway.stores.portalkeys import KeyringError, open_keyring
+from policies.events import EventKind
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,10 +71,30 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     configure_logging()
     try:
-        asyncio.run(serve(app, args.tls_port))
+        with holding(app.data_dir):
+            asyncio.run(serve(app, args.tls_port))
     finally:
         app.close()
     return 0
+
+
+async def reload_keys(app: App, gateway: Gateway) -> None:
+    """SIGHUP: read the portal keyring again and seal with its current key from now on."""
+    log = structlog.get_logger("casegate.serve")
+    if os.environ.get("CASEGATE_PORTAL_KEYS"):
+        log.warning("keys-not-reloaded", reason="the keys come from $CASEGATE_PORTAL_KEYS, "
+                    "which is read only at start: restart casegate to use a new keyring")
+        return
+    try:
+        keyring, _ = await asyncio.to_thread(open_keyring, app.data_dir, None, datetime.now(UTC))
+    except KeyringError as exc:
+        log.error("keys-not-reloaded", reason=str(exc), current=app.keyring.current_id)
+        return
+    previous = app.keyring.current_id
+    gateway.use_keyring(keyring)
+    log.info("keys-reloaded", current=keyring.current_id, previous=previous)
+    await app.audit.record_async(EventKind.KEY_RELOADED, key_id=keyring.current_id,
+                                 previous_key_id=previous)
 
 
 def settle_heap() -> None:
@@ -128,9 +158,19 @@ async def serve(app: App, tls_port: int | None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(reload_keys(app, gateway))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         await stop.wait()
         log.info("stopping", in_flight=gateway.stages.flight.count)
     finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        await asyncio.gather(*reloads, return_exceptions=True)
         await gateway.stop(config.smtp.drain_seconds)
     log.info("stopped")

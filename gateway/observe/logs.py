@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 import traceback
 from typing import Any
@@ -22,6 +23,28 @@ LOG_TIME_KEY = "time"  # the same key as audit events' time (gateway.audit.trail
 _MESSAGE_KEYS = ("sender", "peer", "recipients", "size", "decision_id", "actions")
 
 log = structlog.get_logger("casegate.smtp")
+
+
+class _Stdout:
+    """Whatever sys.stdout is at the time (pytest and daemons replace it), one whole write at a
+    time. Log lines come from the event loop's thread and audit lines from the audit writer's
+    thread; with a lock around each write, and each line (or batch of lines) written in one
+    call, no line is ever split by another (two JSON objects on one line break a SIEM that
+    reads line by line)."""
+
+    _lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            written = sys.stdout.write(text)
+            sys.stdout.flush()
+            return written
+
+    def flush(self) -> None:
+        """Every write is flushed already."""
+
+
+STDOUT = _Stdout()  # every JSON line casegate writes to stdout goes through this
 
 
 def describe_error(exc: BaseException) -> dict[str, str]:
@@ -66,8 +89,9 @@ def configure_logging() -> None:
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.WriteLoggerFactory(file=STDOUT),  # type: ignore[arg-type]
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(STDOUT)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
                            stamp],

@@ -28,13 +28,17 @@ from gateway.app import OUTBOX_DIR, App
 from gateway.config import Config, StartupError, os_reason, public_url, read_bearer_token
 from gateway.observe.metrics import Metrics
 from gateway.smtp.aiosmtpd_private import handler_task, socket_transport
+from gateway.smtp.budget import BufferBudget
 from gateway.smtp.front import GatewaySMTP, IPNetwork, SubmissionHandler
 from gateway.smtp.limits import CommandBudget, ConnectionLimiter, ConnectionLimits
 from gateway.smtp.tls import CertificatePair, ensure_certificate, normalise_fingerprint
 from gateway.stages.context import Stages
 from gateway.stores.throttle import AuthThrottle
 from gateway.web.app import WebFront, build_metrics_app, build_web_app
+from gateway.web.portal import PORTAL
 from transports.base import Transport
+from transports.crypto import Keyring
+from transports.portal import PortalDelivery
 
 log = structlog.get_logger("casegate.server")
 
@@ -58,6 +62,15 @@ class Gateway:
     _sessions: weakref.WeakSet[GatewaySMTP] = field(default_factory=weakref.WeakSet)
     _runners: list[web.AppRunner] = field(default_factory=list)
     _stopped: bool = False
+
+    def use_keyring(self, keyring: Keyring) -> None:
+        """Seal new portal copies with `keyring`'s current key from now on, and open copies
+        with any of its keys (after `casegate keys rotate`: SIGHUP, see gateway.cli.serve)."""
+        self.stages.app.keyring = keyring
+        if isinstance(self.stages.encrypted, PortalDelivery):
+            self.stages.encrypted.keyring = keyring
+        if self.web_app is not None and PORTAL in self.web_app:
+            self.web_app[PORTAL].keyring = keyring
 
     async def stop(self, drain_seconds: float = DEFAULT_DRAIN_SECONDS) -> None:
         """Stop accepting, let messages in flight finish, close connections and the transport."""
@@ -157,7 +170,8 @@ async def start_gateway(
         delay_step=config.smtp.auth_failure_delay,
     )
     handler = SubmissionHandler(stages, throttle, relay_networks(config.smtp.relay_from),
-                                config.smtp.max_recipients, pinned)
+                                config.smtp.max_recipients, pinned,
+                                buffers=BufferBudget(config.smtp.max_buffered_bytes))
     gateway = Gateway(stages=stages, handler=handler, certificate=certificate)
     limiter = ConnectionLimiter(ConnectionLimits(
         total=config.smtp.max_connections,

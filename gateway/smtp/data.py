@@ -22,9 +22,11 @@ import asyncio
 from dataclasses import dataclass
 
 from gateway.smtp.aiosmtpd_private import raised_read_limit
+from gateway.smtp.budget import NO_ROOM, Claim
 
 END_OF_DATA = b"\r\n.\r\n"
 _CHUNK_END = b".\r\n"
+_LEAST_READ = 64 * 1024  # a claim's reads may pass it by this much (and what drops is read so)
 TOO_MUCH = "552 5.3.4 Message too big for this gateway"
 TOO_LONG = "500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)"
 MAX_HEADER_BYTES = 256 * 1024  # Exchange Online's own limit on a message's header
@@ -39,8 +41,13 @@ class Received:
     error: str = ""
 
 
-async def read_data(reader: asyncio.StreamReader, size_limit: int, line_limit: int) -> Received:
+async def read_data(reader: asyncio.StreamReader, size_limit: int, line_limit: int,
+                    claim: Claim | None = None) -> Received:
     """Read up to and including the end-of-data line; never more from the stream.
+
+    With `claim` (the message's share of the gateway's buffer budget, gateway.smtp.budget),
+    no more than it holds is buffered: it grows as the data turns out larger, and when it
+    cannot the data is read to its end and dropped, and the error is NO_ROOM (452 4.3.1).
 
     A 20 MB message is held at most twice at any moment (issue 3): the data as read and one
     copy being made of it (the "." line and a leading dot left out, then the unstuffed text),
@@ -49,9 +56,9 @@ async def read_data(reader: asyncio.StreamReader, size_limit: int, line_limit: i
     # StreamReader.readuntil refuses to buffer more than its limit, which aiosmtpd sets to one
     # command line; raise it for the length of the data and put it back afterwards.
     with raised_read_limit(reader, size_limit + len(END_OF_DATA)):
-        stuffed = await _read_stuffed(reader, size_limit)
-    if stuffed is None:
-        return Received(error=TOO_MUCH)
+        stuffed = await _read_stuffed(reader, size_limit, claim)
+    if isinstance(stuffed, str):
+        return Received(error=stuffed)
     end = len(stuffed) - len(_CHUNK_END)  # the "." line; its CRLF before ends the last line
     if _has_long_line(stuffed, line_limit, end):
         return Received(error=TOO_LONG)
@@ -72,9 +79,10 @@ def header_too_large(content: bytes, limit: int = MAX_HEADER_BYTES) -> bool:
     return content.find(b"\r\n\r\n", 0, limit + 4) == -1
 
 
-async def _read_stuffed(reader: asyncio.StreamReader,
-                        size_limit: int) -> bytes | bytearray | None:
-    """The data as sent, ending in the "." line; None when it was over `size_limit` octets.
+async def _read_stuffed(reader: asyncio.StreamReader, size_limit: int,
+                        claim: Claim | None = None) -> bytes | bytearray | str:
+    """The data as sent, ending in the "." line; TOO_MUCH when it was over `size_limit`
+    octets, NO_ROOM when `claim` could not grow to hold it.
 
     The data ends at the first CRLF "." CRLF, counting the DATA command's own CRLF. While what
     was read so far ends in part of that (at first, and after a piece dropped for the size
@@ -85,6 +93,7 @@ async def _read_stuffed(reader: asyncio.StreamReader,
     """
     stuffed: bytes | bytearray = b""
     size = 0
+    no_room = False  # the claim could not grow: the rest is read and dropped
     partial = b"\r\n"  # the end line's part already read: at first, the DATA command's CRLF
     while True:
         try:
@@ -92,19 +101,28 @@ async def _read_stuffed(reader: asyncio.StreamReader,
                 piece = await reader.readexactly(1)
                 partial = _end_line_part(partial + piece)
             else:
-                piece = await reader.readuntil(END_OF_DATA)
+                piece = await _read_claimed(reader, claim, size)
                 partial = END_OF_DATA
         except asyncio.LimitOverrunError as exc:
-            # Over the size limit with no end in sight: drop everything, keep reading.
+            if claim is not None and not no_room and size + exc.consumed <= size_limit:
+                # Larger than claimed so far: claim more (twice as much, at least what came).
+                wanted = min(size_limit + len(END_OF_DATA),
+                             max(2 * claim.size, size + exc.consumed + len(END_OF_DATA)))
+                if claim.grow(wanted):
+                    continue  # the data waits in the reader's buffer: read it again
+                no_room = True
+            # Over the size limit (or the claim) with no end in sight: drop everything, keep
+            # reading.
+            over = size + exc.consumed > size_limit
             piece = await reader.read(exc.consumed)
             stuffed = b""
-            size = max(size, size_limit) + len(piece)
+            size = (max(size, size_limit) if over else size) + len(piece)
             partial = _end_line_part(piece[-len(END_OF_DATA):])
             continue
         except asyncio.IncompleteReadError:
             raise ConnectionResetError("connection closed during DATA") from None
         size += len(piece)
-        if size > size_limit:
+        if size > size_limit or no_room:
             stuffed = b""
         elif not stuffed:
             stuffed = piece
@@ -113,7 +131,16 @@ async def _read_stuffed(reader: asyncio.StreamReader,
                 stuffed = bytearray(stuffed)
             stuffed += piece
         if partial == END_OF_DATA:
-            return stuffed if size <= size_limit else None
+            return TOO_MUCH if size > size_limit else NO_ROOM if no_room else stuffed
+
+
+async def _read_claimed(reader: asyncio.StreamReader, claim: Claim | None, size: int) -> bytes:
+    """`reader.readuntil(END_OF_DATA)`, buffering no more than `claim` has left after `size`
+    octets (LimitOverrunError beyond that); without a claim, up to the limit already set."""
+    if claim is None:
+        return await reader.readuntil(END_OF_DATA)
+    with raised_read_limit(reader, max(_LEAST_READ, claim.size - size)):
+        return await reader.readuntil(END_OF_DATA)
 
 
 def _end_line_part(seen: bytes) -> bytes:

@@ -54,6 +54,7 @@ from gateway.smtp.aiosmtpd_private import (
     starttls_begun,
     wrap_commands,
 )
+from gateway.smtp.budget import FIRST_CLAIM, NO_ROOM, BufferBudget, Claim, declared_size
 from gateway.smtp.data import read_data
 from gateway.smtp.limits import (
     JUNK_VERBS,
@@ -482,19 +483,40 @@ class GatewaySMTP(SMTP):
         if arg:
             await self.push("501 5.5.4 Syntax: DATA")
             return
+        # The message's first share of the gateway's buffer budget (gateway.smtp.budget):
+        # what MAIL's SIZE declared, else FIRST_CLAIM; given back once DATA is answered.
+        claim = None
+        if self.handler.buffers is not None:
+            declared = declared_size(self.envelope.mail_options)
+            claim = await self.handler.buffers.claim(min(
+                FIRST_CLAIM if declared is None else declared,
+                self.data_size_limit or DEFAULT_SIZE_LIMIT))
+            if claim is None:  # the gateway holds all the bytes it may: the client retries
+                await self.push(NO_ROOM)
+                return
+        try:
+            await self._data(claim)
+        finally:
+            if claim is not None:
+                claim.release()
+
+    async def _data(self, claim: Claim | None) -> None:
+        """The 354, the data, and the reply to it (the message held under `claim`)."""
+        assert self.envelope is not None
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         received = await read_data(command_stream(self),
                                    self.data_size_limit or DEFAULT_SIZE_LIMIT,
-                                   self.line_length_limit)
+                                   self.line_length_limit, claim)
         if received.error:
             refused = self.envelope
             self.envelope = GatewayEnvelope()  # the next MAIL starts afresh
-            await self.handler.stages.record()(  # SECURITY.md item 14: every refusal is an event
-                EventKind.REFUSAL, rule="message-format",
-                sender=refused.mail_from or "", recipients=list(refused.rcpt_tos),
-                stage="data", peer=self.peer_ip, reply=received.error[:3],
-            )
-            self.reply_audited = True
+            if received.error != NO_ROOM:  # (that one `push` records, as a protocol refusal)
+                await self.handler.stages.record()(  # SECURITY.md item 14: every refusal is
+                    EventKind.REFUSAL, rule="message-format",  # an event
+                    sender=refused.mail_from or "", recipients=list(refused.rcpt_tos),
+                    stage="data", peer=self.peer_ip, reply=received.error[:3],
+                )
+                self.reply_audited = True
             await self.push(received.error)
             message_done(int(received.error[:3]), _started(refused))
             return
@@ -586,8 +608,10 @@ class SubmissionHandler:
     """aiosmtpd hooks; each returns the reply line(s) for its verb."""
 
     def __init__(self, stages: Stages, throttle: AuthThrottle, relay_from: Sequence[IPNetwork],
-                 max_recipients: int, relay_fingerprints: Sequence[str] = ()) -> None:
+                 max_recipients: int, relay_fingerprints: Sequence[str] = (),
+                 buffers: BufferBudget | None = None) -> None:
         self.stages = stages
+        self.buffers = buffers  # the cap on message bytes held at once; None: no cap
         self.throttle = throttle  # AUTH failures per client address, across connections
         self.relay_from = tuple(relay_from)
         self.max_recipients = max_recipients

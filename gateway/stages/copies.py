@@ -211,18 +211,18 @@ def outgoing_copies(
     # A copy of the cleaned message is relayed unchanged when cleaning dropped or rewrote
     # nothing; then the sender's own DKIM signature still holds and casegate adds none.
     origin = Origin.RELAYED if message.fields == submitted.fields else Origin.REWRITTEN
-    plain = _plain(raw, decision, message, trace, origin)
-    sealed = _sealed(raw, decision, message, trace, origin)
-    if received is None and not dsn and not smtputf8:
+    plain = _plain(raw, decision, message, trace, origin, received)
+    sealed = _sealed(raw, decision, message, trace, origin, received)
+    if not dsn and not smtputf8:
         return plain, sealed
     return (tuple(_finished(c, received, dsn, smtputf8) for c in plain),
             tuple(_finished(c, received, dsn, smtputf8) for c in sealed))
 
 
 def _finished(copy: Copy, received: Received | None, dsn: Dsn, smtputf8: bool) -> Copy:
-    """`copy` with its Received field on top and the client's DSN request and SMTPUTF8."""
-    data = received.to_bytes(copy.recipients) + copy.data if received is not None else copy.data
-    return replace(copy, data=data, dsn=dsn, smtputf8=smtputf8)
+    """`copy` (its Received field already on top: see `_copy`) with the client's DSN request
+    and SMTPUTF8."""
+    return replace(copy, dsn=dsn, smtputf8=smtputf8)
 
 
 def build_copies(
@@ -237,7 +237,7 @@ def build_copies(
 
 
 def _plain(raw: bytes, decision: Decision, message: RawMessage, trace: bytes,
-           origin: Origin) -> tuple[Copy, ...]:
+           origin: Origin, received: Received | None = None) -> tuple[Copy, ...]:
     """The copies for PLAIN recipients: one or more, each with its envelope and bytes.
 
     `origin` is that of a copy of `message` as it is; a split copy is always REWRITTEN.
@@ -248,7 +248,8 @@ def _plain(raw: bytes, decision: Decision, message: RawMessage, trace: bytes,
         if not plain:
             return ()
         envelope = tuple(rd.recipient.address for rd in plain)
-        return (_copy(raw, decision.sender, envelope, message.with_fields(trace), origin),)
+        return (_copy(raw, decision.sender, envelope, message.with_fields(trace), origin,
+                      received),)
     internal = tuple(
         rd.recipient.address for rd in plain if rd.recipient.category is Category.INTERNAL
     )
@@ -257,15 +258,16 @@ def _plain(raw: bytes, decision: Decision, message: RawMessage, trace: bytes,
     ]
     copies: list[Copy] = []
     if internal:
-        copies.append(_copy(raw, decision.sender, internal, message.with_fields(trace), origin))
+        copies.append(_copy(raw, decision.sender, internal, message.with_fields(trace), origin,
+                            received))
     for address in external:
         copies.append(_copy(raw, decision.sender, (address,), _own(message, trace, address),
-                            Origin.REWRITTEN))
+                            Origin.REWRITTEN, received))
     return tuple(copies)
 
 
 def _sealed(raw: bytes, decision: Decision, message: RawMessage, trace: bytes,
-            origin: Origin) -> tuple[Copy, ...]:
+            origin: Origin, received: Received | None = None) -> tuple[Copy, ...]:
     """One copy per ENCRYPT recipient, for the encrypted (portal) transport.
 
     On a split message each shows only its own recipient, as the plain copies do.
@@ -279,7 +281,7 @@ def _sealed(raw: bytes, decision: Decision, message: RawMessage, trace: bytes,
             shown, shown_origin = _own(message, trace, address), Origin.REWRITTEN
         else:
             shown, shown_origin = message.with_fields(trace), origin
-        copies.append(_copy(raw, decision.sender, (address,), shown, shown_origin))
+        copies.append(_copy(raw, decision.sender, (address,), shown, shown_origin, received))
     return tuple(copies)
 
 
@@ -384,8 +386,10 @@ def _display_name(message: RawMessage, address: str) -> str:
 
 
 def _copy(raw: bytes, sender: str, recipients: Sequence[str], message: RawMessage,
-          origin: Origin) -> Copy:
-    """A Copy whose key is the same for the same submitted message and envelope.
+          origin: Origin, received: Received | None = None) -> Copy:
+    """A Copy whose key is the same for the same submitted message and envelope; with
+    `received`, its Received field on top (joined with the rest at once: a large message is
+    not copied twice).
 
     A client that retries after a 4xx submits the same bytes again; the key lets the transport
     recognise copies the upstream already accepted so they are not sent twice.
@@ -398,6 +402,7 @@ def _copy(raw: bytes, sender: str, recipients: Sequence[str], message: RawMessag
         key=digest.hexdigest(),
         mail_from=sender,
         recipients=tuple(recipients),
-        data=message.to_bytes(),
+        data=(message if received is None
+              else message.with_fields(received.to_bytes(recipients))).to_bytes(),
         origin=origin,
     )

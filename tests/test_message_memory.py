@@ -1,0 +1,95 @@
+"""What one large message costs in memory on its way through the gateway (issue 14, point 4).
+
+The gateway runs in-process under tracemalloc; the upstream is `tests.discard_sink` in a
+process of its own and the client sends a message built before measuring, over a plain socket
+(a trusted relay peer), so the traced peak is the gateway's alone. The policy's evaluation
+(one at a time gateway-wide: `Stages.evaluations`) is measured by itself on the same bytes;
+beyond it, reading, copying, sealing and relaying the message stay within 3x its size.
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import os
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.stages.decision import decide
+from gateway.stages.message import Submission
+from tests.discard_sink import DiscardSink
+from tests.gateway_harness import STAFF, Harness, running_gateway
+
+SIZE = 8 * 1024 * 1024
+CASE = "FD24P01234"
+MUM = "mum@example.org"
+COLLEAGUE = "colleague@cafcass.gov.uk"
+SLACK = 1024 * 1024  # the gateway's own fixed overhead for one message (logs, events, ...)
+
+
+def large_message(to: str, subject: str) -> bytes:
+    """About SIZE bytes: a short text and a base64 attachment of random bytes."""
+    head = (f"From: Jo Smith <{STAFF}>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{os.urandom(8).hex()}@cafcass.gov.uk>\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\n'
+            "Content-Type: text/plain\r\n\r\nPlease see the scan.\r\n--b1\r\n"
+            "Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+            'Content-Disposition: attachment; filename="scan.bin"\r\n\r\n').encode()
+    body = base64.encodebytes(os.urandom(SIZE * 3 // 4)).replace(b"\n", b"\r\n")
+    return head + body + b"--b1--\r\n"
+
+
+@pytest.fixture
+def traced() -> Iterator[None]:
+    tracemalloc.start()
+    try:
+        yield
+    finally:
+        tracemalloc.stop()
+
+
+def relay(gw: Harness, to: str, wire: bytes) -> int:
+    with gw.connect(tls=False, login=None) as client:
+        assert client.mail(STAFF)[0] == 250
+        assert client.rcpt(to)[0] == 250
+        assert client.docmd("DATA")[0] == 354
+        client.send(wire)
+        return client.getreply()[0]
+
+
+async def peak_of(gw: Harness, to: str, subject: str) -> tuple[int, int, int]:
+    """(peak above the start while the gateway takes the message, the evaluation's own peak
+    on the same bytes, the message's size)."""
+    data = large_message(to, subject)
+    wire = data.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    gc.collect()
+    start = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    assert await gw.run(relay, gw, to, wire) == 250
+    whole = tracemalloc.get_traced_memory()[1] - start
+    submission = Submission(sender=STAFF, recipients=(to,), raw=data, user=None, peer="127.0.0.1")
+    gc.collect()
+    start = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    await decide(gw.gateway.stages, submission)
+    return whole, tracemalloc.get_traced_memory()[1] - start, len(data)
+
+
+@pytest.mark.parametrize(("to", "subject"), [(COLLEAGUE, "Office move"),
+                                              (MUM, f"Report {CASE}")], ids=["plain", "portal"])
+async def test_one_message_costs_at_most_three_times_its_size_beyond_the_evaluation(
+        tmp_path: Path, traced: None, to: str, subject: str) -> None:
+    """Plain relay and the portal path: the peak is the evaluation's, else within 3x."""
+    async with DiscardSink() as sink:
+        upstream = (f'[upstream]\nhost = "{sink.host}"\nport = {sink.port}\ntls = "none"\n'
+                    "timeout = 60.0\n")
+        async with running_gateway(tmp_path, None, extra_config=upstream,
+                                   relay_from=["127.0.0.1/32"],
+                                   max_message_size=4 * SIZE) as gw:
+            gw.verify(MUM, CASE)
+            await peak_of(gw, to, subject)  # first use: caches, pools, lazy imports
+            whole, evaluation, size = await peak_of(gw, to, subject)
+    assert whole <= max(size + evaluation, 3 * size) + SLACK, (whole / size, evaluation / size)

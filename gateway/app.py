@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 import dns.asyncresolver
+import structlog
 
 from gateway.audit.anchor import AppendFile, ExternalTarget, Syslog
 from gateway.audit.keys import AuditKeyError
@@ -48,7 +49,7 @@ from policies.model import Snapshot
 from transports.base import Transport
 from transports.crypto import KEYS_FILE, Keyring
 from transports.dkim import DkimKeyError, DkimSigner, SigningTransport, key_path
-from transports.ledger import Ledger
+from transports.ledger import Ledger, LedgerError
 from transports.outbox import MaildirOutbox
 from transports.portal import PortalDelivery, PortalSettings
 from transports.smtp_relay import SmtpRelay
@@ -63,7 +64,10 @@ from verification.texts import Texts
 from verification.tokens import LinkSigner, load_or_create_key
 from verification.workflow import Settings, Workflow
 
+log = structlog.get_logger("casegate.app")
+
 LEDGER_FILE = "relay-ledger.sqlite3"
+_FAULT_EVENTS: set[asyncio.Task[int]] = set()  # alerts being recorded (kept from the GC)
 CASE_TABLES = ("case_people", "case_details", "case_shields")  # what case-index.key hashed
 OUTBOX_DIR = "outbox"
 
@@ -249,14 +253,28 @@ class App:
         """The upstream smarthost when one is configured, else the outbox Maildir, signing what
         casegate wrote or rewrote when `[dkim]` names a domain (see `signed`)."""
         upstream = self.config.upstream
+        remember = timedelta(days=upstream.remember_days)
         if not upstream.host:
-            return self.signed(MaildirOutbox(self.data_dir / OUTBOX_DIR))
+            return self.signed(MaildirOutbox(self.data_dir / OUTBOX_DIR, retention=remember,
+                                             on_fault=self.delivery_fault))
         try:
-            relay = SmtpRelay(upstream, Ledger(self.data_dir / LEDGER_FILE, worker=self.worker),
-                              local_hostname=self.config.smtp.hostname)
+            ledger = Ledger(self.data_dir / LEDGER_FILE, retention=remember, worker=self.worker)
+        except LedgerError as exc:
+            raise StartupError(str(exc)) from None
+        ledger.on_fault = self.delivery_fault
+        try:
+            relay = SmtpRelay(upstream, ledger, local_hostname=self.config.smtp.hostname,
+                              close_ledger=True)
         except ValueError as exc:  # the CA file the config names does not load
+            ledger.close()
             raise StartupError(str(exc)) from None
         return self.signed(relay)
+
+    def delivery_fault(self, detail: str) -> None:
+        """Something could not be written down after a copy left (the acceptance journal, the
+        ledger): logged by the transport; here an alert-grade audit event, recorded in the
+        background so the client's 250 does not wait for it (see `delivery_fault_event`)."""
+        delivery_fault_event(self.audit, detail)
 
     def signed(self, way_out: Transport) -> Transport:
         """`way_out`, DKIM-signing what casegate wrote or rewrote when `[dkim]` names a domain.
@@ -276,7 +294,8 @@ class App:
             expiry=timedelta(days=portal.expiry_days), notify_subject=portal.notify_subject)
         return PortalDelivery(store=self.portal, keyring=self.keyring, upstream=upstream,
                               links=lambda token: f"{base_url()}/portal/{token}",
-                              settings=settings, clock=clock, audit=self.audit.record_async)
+                              settings=settings, clock=clock, audit=self.audit.record_async,
+                              on_fault=self.delivery_fault)
 
     def workflow(self, transport: Transport, *,
                  clock: Callable[[], datetime] | None = None,
@@ -360,3 +379,25 @@ class App:
         self.portal.close()
         self.cases.close()
         self.offices.close()
+
+
+def delivery_fault_event(audit: AuditLog, detail: str, decision_id: str = "") -> None:
+    """An alert-grade ("high") audit event saying that something could not be written down
+    after a copy had left (the acceptance journal, the ledger, the "relay" event): governance
+    is mailed at once (gateway/audit/alerts.py). Recorded in the background; if the trail
+    itself cannot be written, the transport's or the stage's error log line is what remains."""
+
+    async def record() -> int:
+        try:
+            return await audit.record_async(EventKind.DELIVERY_FAULT, grade="high",
+                                            decision_id=decision_id, detail=detail[:300])
+        except Exception as exc:
+            log.error("delivery-fault-not-audited", error=exc.__class__.__name__)
+            return 0
+
+    try:
+        task = asyncio.get_running_loop().create_task(record())
+    except RuntimeError:  # no event loop (a CLI command): nothing to wait for
+        return
+    _FAULT_EVENTS.add(task)
+    task.add_done_callback(_FAULT_EVENTS.discard)

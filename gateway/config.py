@@ -114,6 +114,8 @@ class UpstreamConfig:
     timeout: float = 60.0  # seconds for connecting and for each SMTP command
     pool_size: int = 4  # connections kept open and reused
     remember_days: float = 7.0  # how long accepted copies are remembered, so retries never resend
+    # seconds to wait for the reply to the end of a message's data (RFC 5321 4.5.3.2.6: 10 min)
+    data_done_timeout: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -400,6 +402,7 @@ CHECKS: dict[str, Check] = {
     "upstream.timeout": positive,
     "upstream.pool_size": positive,
     "upstream.remember_days": positive,
+    "upstream.data_done_timeout": positive,
     "audit.governance_address": address_or_empty,
     "audit.alert_grades": grade_list,
     "audit.digest_grades": grade_list,

@@ -41,7 +41,7 @@ import hmac
 import operator
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -346,7 +346,7 @@ class CaseIndex:
         return self._shields.get(case_number)
 
     def match(self, texts: Iterable[str], *, dob_cues: re.Pattern[str] | None = None,
-              sender_name: str = "") -> CaseMatches:
+              sender_name: str = "", dated: Sequence[bool] | None = None) -> CaseMatches:
         """What the registry recognises in these texts (one pass over each). The texts are
         folded already (`policies.normalise.fold`), as classification reads them.
 
@@ -354,15 +354,16 @@ class CaseIndex:
         a recorded date of birth just after a cue counts on its own. `sender_name` is the
         display name of the message's From: the sender's own name (in a signature) is not taken
         for a recorded person's, so that staff who share a name with a party, or who are a
-        party themselves, can still write about other things.
+        party themselves, can still write about other things. `dated[i]` False says text i
+        holds no date (the scan engine's answer, policies/scan.py): its dates are not looked for.
         """
         if self._key is None or self.is_empty:
             for _ in texts:  # read nothing, but consume a generator as callers expect
                 pass
             return CaseMatches.NONE
         found = _Found(ignored=self._own_name(sender_name))
-        for text in texts:
-            self._scan(text, found, dob_cues)
+        for index, text in enumerate(texts):
+            self._scan(text, found, dob_cues, dated is None or dated[index])
         return self._conclude(found)
 
     def _own_name(self, sender_name: str) -> frozenset[tuple[bytes, ...]]:
@@ -376,7 +377,8 @@ class CaseIndex:
 
     # -- one text, one pass ------------------------------------------------------------------
 
-    def _scan(self, text: str, found: _Found, dob_cues: re.Pattern[str] | None) -> None:
+    def _scan(self, text: str, found: _Found, dob_cues: re.Pattern[str] | None,
+              dated: bool = True) -> None:
         assert self._key is not None
         normalised = normalise(text, folded=True)
         pairs = _GAP_TOKEN.findall(normalised)
@@ -433,7 +435,7 @@ class CaseIndex:
                     if g is not None and g != h and gaps.within(min(i, k), abs(i - k) + 1,
                                                                 _COMMA):
                         found.pairs.add((h, g) if h < g else (g, h))
-        if self._dobs and identifiers.has_digit(normalised):
+        if self._dobs and dated and identifiers.has_digit(normalised):
             self._scan_dates(normalised, found, dob_cues, hashes)
 
     def _full_names(self, words: list[str], i: int, h: bytes, hashes: dict[str, bytes],

@@ -35,6 +35,7 @@ from policies import (
     mime,
     normalise,
     restricted,
+    scan,
 )
 from policies.cases import CaseIndex, CaseMatches
 from policies.content_rules import (
@@ -429,6 +430,7 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
     # Every recogniser reads the normalised text (DESIGN ruling 22); what leaves is the original.
     texts = [_Text(piece.source, normalise.fold(piece.text), piece.author) for piece in
              (_Text(_Source.SUBJECT, " ".join(headers.get("Subject"))), *reading.texts)]
+    reading.texts.clear()  # read no further: a long body is not held twice (issue 14)
     malformed = list(reading.malformed)
     if headers.has_line_break():
         malformed.append("header-line-break")
@@ -438,13 +440,27 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
 
     explicit = header_signals.explicit_classification(headers, rules)
     markings = header_signals.protective_labels(headers, rules.markings)
-    information_type, cue_reason = _information_type(rules, explicit.information_type, texts)
-    found = restricted.scan((restricted.Unit(t.source, t.text, t.author) for t in texts),
+    # One pass of the scan engine over each text finds every identifier's candidates, the
+    # information types' keywords, and which words of the agency-check phrases are in it
+    # (policies/scan.py).
+    gate = rules.agency_checks.gate
+    scans = [identifiers.scan_text(t.text, _identifier_patterns(rules), _gates(rules),
+                                   _identifier_patterns(rules)
+                                   if identifiers.has_digit(t.text) else ())
+             for t in texts]  # (the joined view is read only for text with a digit)
+    information_type, cue_reason = _information_type(rules, explicit.information_type, texts,
+                                                     scans)
+    found = restricted.scan((restricted.Unit(t.source, t.text, t.author,
+                                             phrases=gate.open_among(
+                                                 s.present_among(gate.words)),
+                                             quotes=s.present(restricted.QUOTE_WORDS))
+                             for t, s in zip(texts, scans, strict=True)),
                             rules.agency_checks, rules.legal_advice)
     information_type, restricted_reason = restricted.by_text(information_type, found.signals)
-    registry = _case_matches(texts, rules, cases, headers.display_name)
-    case_numbers = tuple(dict.fromkeys((*_case_numbers(texts, rules), *registry.case_numbers)))
-    kinds = _identifier_kinds(texts, rules)
+    registry = _case_matches(texts, rules, cases, headers.display_name, scans)
+    found_numbers, kinds = _identifiers(texts, rules, scans)
+    del scans
+    case_numbers = tuple(dict.fromkeys((*found_numbers, *registry.case_numbers)))
 
     reasons: set[str] = set(kinds)
     if case_numbers:
@@ -490,42 +506,62 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
 
 
 def _case_matches(texts: list[_Text], rules: ContentRules, cases: CaseIndex,
-                  sender_name: str) -> CaseMatches:
+                  sender_name: str, scans: list[scan.Found]) -> CaseMatches:
     """The case registry's people and confidential details in the texts (DESIGN rulings 17-18):
     every text every other recogniser reads (subject, bodies, attachment names and text, the
-    subjects of attached messages), each in one pass."""
+    subjects of attached messages), each in one pass. Dates are looked for only in the texts
+    where the scan saw one (in ASCII text; other text may gain one as the matcher normalises
+    it: "Mäy" is "may" there)."""
     if cases.is_empty:
         return CaseMatches.NONE
+    dated = [not piece.text.isascii() or found.present(identifiers.DATES)
+             for piece, found in zip(texts, scans, strict=True)]
     return cases.match((piece.text for piece in texts), dob_cues=rules.date_of_birth_regex,
-                       sender_name=sender_name)
+                       sender_name=sender_name, dated=dated)
 
 
-def _identifier_views(texts: list[_Text]) -> Iterator[str]:
-    """Each text, and again with its line breaks removed when it has any (normalise.joined): an
-    identifier broken over two lines is whole in the second, one ending a line in the first."""
-    for piece in texts:
-        yield piece.text
-        if not identifiers.has_digit(piece.text):
+def _gates(rules: ContentRules) -> tuple[re.Pattern[str], ...]:
+    """What the scan engine only says is present or not: the keywords' phrases, the words of
+    the agency-check phrases, dates (ContentRules.scan_gates, made once)."""
+    return rules.scan_gates
+
+
+def _identifier_patterns(rules: ContentRules) -> tuple[re.Pattern[str], ...]:
+    """Every pattern the identifier recognisers search (ContentRules.scan_patterns)."""
+    return rules.scan_patterns
+
+
+def _identifier_views(texts: list[_Text],
+                      scans: list[scan.Found]) -> Iterator[tuple[str, scan.Found | None]]:
+    """Each text with its scan, and again with its line breaks removed when it has any
+    (normalise.joined; scanned when read): an identifier broken over two lines is whole in
+    the second, one ending a line in the first. The joined view is made only when the scan
+    of the text saw an identifier's shape with line breaks inside (`Found.joined_may_match`).
+    """
+    for piece, found in zip(texts, scans, strict=True):
+        yield piece.text, found
+        if not identifiers.has_digit(piece.text) or not found.joined_may_match():
             continue  # every identifier holds a digit: the joined view would find nothing
         whole = normalise.joined(piece.text)
         if whole is not piece.text:
-            yield whole
+            yield whole, None
 
 
-def _case_numbers(texts: list[_Text], rules: ContentRules) -> tuple[str, ...]:
-    found: dict[str, None] = {}
-    for text in _identifier_views(texts):
-        for number in identifiers.find_case_numbers(text, rules.case_number_search,
-                                                    rules.case_number_regex):
-            found.setdefault(number)
-    return tuple(found)
-
-
-def _identifier_kinds(texts: list[_Text], rules: ContentRules) -> set[str]:
+def _identifiers(texts: list[_Text], rules: ContentRules,
+                 scans: list[scan.Found]) -> tuple[tuple[str, ...], set[str]]:
+    """The case numbers and the identifier kinds in the texts, from the candidates one pass
+    of the scan engine (policies/scan.py) over each view of each text found."""
+    numbers: dict[str, None] = {}
     kinds: set[str] = set()
-    for text in _identifier_views(texts):
-        kinds |= identifiers.identifier_kinds(text, rules.date_of_birth_regex, frozenset(kinds))
-    return kinds
+    patterns = _identifier_patterns(rules)
+    for text, scanned in _identifier_views(texts, scans):
+        found = scanned or identifiers.scan_text(text, patterns)
+        for number in identifiers.find_case_numbers(text, rules.case_number_search,
+                                                    rules.case_number_regex, found):
+            numbers.setdefault(number)
+        kinds |= identifiers.identifier_kinds(text, rules.date_of_birth_regex, frozenset(kinds),
+                                              found)
+    return tuple(numbers), kinds
 
 
 # Which cues apply to which text, in order of precedence, and the reason a match gives.
@@ -537,8 +573,8 @@ _CUE_STAGES = (
 )
 
 
-def _information_type(rules: ContentRules, explicit: str | None,
-                      texts: list[_Text]) -> tuple[str, str | None]:
+def _information_type(rules: ContentRules, explicit: str | None, texts: list[_Text],
+                      scans: list[scan.Found]) -> tuple[str, str | None]:
     """The information type and the protected reason it gives (None: not protected by it).
 
     The explicit header wins; then labels in the subject, attachment names, then content
@@ -548,8 +584,11 @@ def _information_type(rules: ContentRules, explicit: str | None,
     if explicit is not None:
         return explicit, LABEL if by_id[explicit].protected else None
     for source, cue, reason in _CUE_STAGES:
-        matcher = rules.label_matcher if cue == "labels" else rules.keyword_matcher
-        found = matcher.first_type_in(t.text for t in texts if t.source == source)
+        if cue == "labels":
+            found = rules.label_matcher.first_type_in(t.text for t in texts if t.source == source)
+        else:  # keywords, in texts each scanned with them
+            found = rules.keyword_matcher.first_type_found(
+                (t.text, s) for t, s in zip(texts, scans, strict=True) if t.source == source)
         if found is not None:
             return found, reason if by_id[found].protected else None
     return GENERAL, None

@@ -15,13 +15,17 @@ from typing import Any, TypeVar
 
 import ahocorasick
 
+from policies import scan
 from policies.errors import PolicyError
 from policies.identifiers import (
+    DATES,
+    IDENTIFIER_PATTERNS,
     compile_case_number_pattern,
     compile_case_number_search,
     compile_cues,
 )
 from policies.restricted import (
+    QUOTE_WORDS,
     AgencyCheckMarks,
     LegalAdviceMarks,
     agency_check_marks,
@@ -120,6 +124,20 @@ def spaced_words(text: str) -> str:
     return lowered.encode("ascii", "replace").lower().translate(_ASCII_WORD_BYTES).decode("ascii")
 
 
+def phrase_pattern(phrase: str) -> re.Pattern[str]:
+    """A normalised phrase ("child in need plan") as a regex over the text as written: its
+    words in any case, anything but letters and digits between them, and none either side.
+    It matches a text exactly when `normalise_words` of the text holds the phrase as whole
+    words (in ASCII text, and in any text without a character whose lower case is an ASCII
+    letter: the Kelvin sign, dotted capital I; the scan engine searches those otherwise)."""
+    body = "[^a-z0-9]+".join(re.escape(word) for word in phrase.split())
+    pattern = re.compile(f"(?<![a-z0-9])(?:{body})(?![a-z0-9])", re.IGNORECASE)
+    # Its shape for the scan engine without the lookarounds: a literal word first is what
+    # Hyperscan finds fastest (a boundary character first is found everywhere).
+    scan.shape_as(pattern, re.compile(body, re.IGNORECASE))
+    return pattern
+
+
 @dataclass(frozen=True)
 class CueMatcher:
     """Which information types' phrases occur in a text, first in table order.
@@ -139,8 +157,17 @@ class CueMatcher:
     max_words: int = field(init=False, compare=False)  # words in the longest phrase
     _automaton: Any = field(init=False, repr=False, compare=False)
     _anchors: Any = field(init=False, repr=False, compare=False)
+    # Each phrase as a regex over the text as written, with its type's index, in type order:
+    # what the scan engine looks for in its one pass over a text (`first_type_found`).
+    patterns: tuple[tuple[re.Pattern[str], int], ...] = field(init=False, repr=False,
+                                                              compare=False)
+    _pattern_list: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "patterns", tuple(
+            (phrase_pattern(phrase), index)
+            for index, phrases in enumerate(self.phrases) for phrase in phrases))
+        object.__setattr__(self, "_pattern_list", tuple(p for p, _ in self.patterns))
         object.__setattr__(self, "max_words", max(
             (len(p.split()) for phrases in self.phrases for p in phrases), default=1))
         automaton = ahocorasick.Automaton()
@@ -178,14 +205,35 @@ class CueMatcher:
         for text in texts:
             if not best:
                 break
-            anchored = None
-            if len(text) <= NORMALISE_SLICE:
-                anchored = self._best_by_anchors(spaced_words(text), best)
-            if anchored is not None:
-                best = anchored
-            else:
-                best = self._best(normalised_slices(text, self.max_words - 1), best)
+            best = self._best_in(text, best)
         return self.type_ids[best] if best < len(self.type_ids) else None
+
+    def first_type_found(self, texts: Iterable[tuple[str, scan.Found]]) -> str | None:
+        """`first_type_in` of texts, each with its scan (policies/scan.py) with `patterns`
+        among its gates: in a natively scanned text, only the phrases the scan saw are
+        confirmed, by their regex; others are searched as `first_type_in` does."""
+        best = len(self.type_ids)
+        for text, found in texts:
+            if not best:
+                break
+            seen = found.present_among(self._pattern_list)
+            if seen is None:  # not scanned natively
+                best = self._best_in(text, best)
+                continue
+            for at in sorted(seen):  # in type order: `patterns` is
+                pattern, index = self.patterns[at]
+                if index < best and next(found.matches(pattern), None) is not None:
+                    best = index
+                    break
+        return self.type_ids[best] if best < len(self.type_ids) else None
+
+    def _best_in(self, text: str, best: int) -> int:
+        anchored = None
+        if len(text) <= NORMALISE_SLICE:
+            anchored = self._best_by_anchors(spaced_words(text), best)
+        if anchored is not None:
+            return anchored
+        return self._best(normalised_slices(text, self.max_words - 1), best)
 
     def first_type(self, texts: Iterable[str]) -> str | None:
         """The type, first in table order, whose phrase occurs in any of the (normalised) texts.
@@ -284,6 +332,10 @@ class ContentRules:
     # The same with the separators people type inside a case number: what searches text.
     case_number_search: re.Pattern[str] = field(init=False, repr=False, compare=False)
     date_of_birth_regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    # What policies/content.py gives the scan engine (policies/scan.py) for each text, made
+    # once: the identifier patterns, and the patterns it only asks "present?" of.
+    scan_patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    scan_gates: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
     label_matcher: CueMatcher = field(init=False, repr=False, compare=False)
     keyword_matcher: CueMatcher = field(init=False, repr=False, compare=False)
     read_headers: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -302,6 +354,11 @@ class ContentRules:
         object.__setattr__(self, "case_number_search",
                            compile_case_number_search(self.case_number_pattern))
         object.__setattr__(self, "date_of_birth_regex", compile_cues(self.date_of_birth_cues))
+        object.__setattr__(self, "scan_patterns", (
+            self.case_number_search, *IDENTIFIER_PATTERNS, self.date_of_birth_regex))
+        object.__setattr__(self, "scan_gates", (
+            *(pattern for pattern, _ in self.keyword_matcher.patterns),
+            *self.agency_checks.gate.words, DATES, QUOTE_WORDS))
 
     @property
     def information_type_ids(self) -> tuple[str, ...]:

@@ -18,6 +18,8 @@ class EventKind(StrEnum):
     OVERRIDE_NOTIFIED = "override-notified"
     OVERRIDE_NOT_NOTIFIED = "override-not-notified"
     SHIELDED_CASE_MAIL = "shielded-case-mail"  # a message about a shielded case (ruling 19)
+    # a copy left but what follows could not be written down (journal, ledger, relay event)
+    DELIVERY_FAULT = "delivery-fault"
     # the SMTP front's own refusals and logins (gateway/smtp)
     PROTOCOL_REFUSAL = "protocol-refusal"
     CONNECTION_LIMIT = "connection-limit"

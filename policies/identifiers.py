@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from typing import Any
 
+from policies import scan
+
 # Kinds, as they appear in MessageFacts.identifiers and protected_reasons.
 DATE_OF_BIRTH = "date-of-birth"
 NHS_NUMBER = "nhs-number"
@@ -65,7 +67,8 @@ def _with_separators(pattern: str) -> str:
 
 
 def find_case_numbers(text: str, pattern: re.Pattern[str],
-                      canonical: re.Pattern[str] | None = None) -> Iterator[str]:
+                      canonical: re.Pattern[str] | None = None,
+                      found: scan.Found | None = None) -> Iterator[str]:
     """Case numbers in the text, upper-cased with the spaces and hyphens typed inside them
     removed, in order of appearance (`pattern` from `compile_case_number_search`). A hyphen is
     kept when the `canonical` pattern (from `compile_case_number_pattern`; by default
@@ -73,9 +76,10 @@ def find_case_numbers(text: str, pattern: re.Pattern[str],
 
     When every match of the pattern holds a digit within a bounded width (as the default's
     does), only the stretches of text around digits are searched (`digit_anchored`); the
-    matches are the same as `pattern.finditer(text)`'s.
+    matches are the same as `pattern.finditer(text)`'s. `found` is the text's `scan_text`
+    with `pattern` among its patterns (made here when not given).
     """
-    for match in anchored_finditer(text, pattern):
+    for match in (found or scan_text(text, (pattern,))).matches(pattern):
         value = re.sub(r"\s+", "", match.group(0)).upper()
         if "-" in value and (canonical or pattern).fullmatch(value) is None:
             value = value.replace("-", "")
@@ -118,6 +122,16 @@ def has_digit(text: str) -> bool:
 _SCAN_SLICE = 1 << 18
 _ASCII_DIGIT_MAP = bytes.maketrans(
     bytes(range(256)), bytes(0x30 if 0x30 <= c <= 0x39 else 0x2E for c in range(256)))
+
+
+def scan_text(text: str, patterns: tuple[re.Pattern[str], ...],
+              gates: tuple[re.Pattern[str], ...] = (),
+              broken: tuple[re.Pattern[str], ...] = ()) -> scan.Found:
+    """One pass of the scan engine (policies/scan.py) over the text for all these patterns:
+    `found.matches(p)` is then `p.finditer(text)`, found only where p's shape is; for the
+    `gates`, `found.present(g)` says whether g may occur; for the `broken` patterns,
+    `found.joined_may_match()` whether they may match in the text's joined view."""
+    return scan.search(text, patterns, anchored_finditer, gates=gates, broken=broken)
 
 
 def anchored_finditer(text: str, pattern: re.Pattern[str]) -> Iterator[re.Match[str]]:
@@ -254,6 +268,8 @@ def _member_is_digit(op: Any, av: Any, parser: Any) -> bool:
 # The lookbehind sits after the first digit, so that the pattern starts with a digit class and
 # the regex engine skips ahead to the next digit instead of trying every position (same matches).
 _NHS = re.compile(r"(\d(?<![\d-]\d)\d\d)([ -]?)(\d{3})\2(\d{4})(?![\d-])")
+# The same, its lookbehind at the start, for the scan engine's shape (policies/scan.py).
+scan.shape_as(_NHS, re.compile(r"(?<![\d-])\d{3}([ -]?)\d{3}\1\d{4}(?![\d-])"))
 
 
 def nhs_number_valid(digits: str) -> bool:
@@ -269,9 +285,9 @@ def nhs_number_valid(digits: str) -> bool:
     return check != 10 and check == int(digits[9])
 
 
-def has_nhs_number(text: str) -> bool:
+def has_nhs_number(text: str, found: scan.Found | None = None) -> bool:
     """Whether the text holds a valid NHS number, spaced 3-3-4 (space or hyphen) or not."""
-    return _any_valid(_NHS.finditer(text),
+    return _any_valid((found or scan_text(text, (_NHS,))).matches(_NHS),
                       lambda m: nhs_number_valid(m.group(1) + m.group(3) + m.group(4)))
 
 
@@ -293,16 +309,20 @@ def ni_number_valid(value: str) -> bool:
     return match is not None and match.group(1).upper() not in _NINO_UNALLOCATED_PREFIXES
 
 
-def has_ni_number(text: str) -> bool:
+def has_ni_number(text: str, found: scan.Found | None = None) -> bool:
     """Whether the text holds a National Insurance number (spaced in pairs or not)."""
     return any(m.group(1).upper() not in _NINO_UNALLOCATED_PREFIXES
-               for m in anchored_finditer(text, _NINO))
+               for m in (found or scan_text(text, (_NINO,))).matches(_NINO))
 
 
 # --- PNC id: YY/NNNNNNN + check letter ---------------------------------------------------
 
 # (?<![\w/])(\d{2}|\d{4}), written to start with a digit class as _NHS is.
 _PNC = re.compile(r"(\d(?<![\w/]\d)(?:\d|\d{3}))/(\d{1,7})([A-Za-z])(?![\w/])")
+# Wider, for the scan engine's shape: ASCII word characters only at its ends (a letter of
+# another script is "?" to Hyperscan, which the boundary class admits).
+scan.shape_as(_PNC, re.compile(
+    r"(?<![0-9A-Za-z_/])\d(?:\d|\d{3})/\d{1,7}[A-Za-z](?![0-9A-Za-z_/])"))
 _PNC_CHECK_LETTERS = "ZABCDEFGHJKLMNPQRTUVWXY"  # 23 letters: no I, O or S
 
 
@@ -322,9 +342,9 @@ def _pnc_match_valid(match: re.Match[str]) -> bool:
     return pnc_check_letter(year, serial) == letter.upper()
 
 
-def has_pnc_id(text: str) -> bool:
+def has_pnc_id(text: str, found: scan.Found | None = None) -> bool:
     """Whether the text holds a PNC id whose check letter is right."""
-    return _any_valid(_PNC.finditer(text), _pnc_match_valid)
+    return _any_valid((found or scan_text(text, (_PNC,))).matches(_PNC), _pnc_match_valid)
 
 
 # --- Date of birth: a real date close after a cue -----------------------------------------
@@ -354,6 +374,13 @@ DOB_WINDOW = 40  # characters after a cue in which the date must start
 
 
 _DATE_PATTERN = re.compile(rf"(?<![A-Za-z0-9])(?=[0-9JFMASONDjfmasond])(?:{_DATE})", re.I)
+# Its shape for the scan engine without the word boundary before it (a gate): a date the case
+# matcher finds in its normalised text (policies/cases.py) is then one in ASCII text, whose
+# only change there is a space between a postcode's halves ("ab11st March" -> "ab1 1st").
+scan.shape_as(_DATE_PATTERN, re.compile(rf"(?:{_DATE})", re.I))
+
+
+DATES = _DATE_PATTERN  # what the case matcher's dates are found with (`find_dates`)
 
 
 def compile_cues(cues: Iterable[str]) -> re.Pattern[str]:
@@ -435,14 +462,19 @@ def _date_starts(text: str) -> Iterator[int]:
         yield first
 
 
-def has_date_of_birth(text: str, cues: re.Pattern[str]) -> bool:
+def has_date_of_birth(text: str, cues: re.Pattern[str],
+                      found: scan.Found | None = None) -> bool:
     """Whether a real date follows a cue such as "DOB", "date of birth" or "born" closely.
 
     A date on its own is not a date of birth: hearing dates and letter dates are everywhere.
     The cues are found first (one regex pass; they are rare even in text full of dates and
     numbers), then a date is looked for in the DOB_WINDOW characters after each: the dates
-    `cue_before` would accept, without walking every number in the text.
+    `cue_before` would accept, without walking every number in the text. A text where the
+    scan (`found`, the text's `scan_text` with `cues` among its patterns; made here when not
+    given) sees no cue's shape is not searched at all.
     """
+    if not (found or scan_text(text, (cues,))).present(cues):
+        return False
     candidates = 0
     for cue in _find_cues(text, cues):
         end = cue.end()
@@ -489,18 +521,25 @@ def _lower_case_finder(cues: re.Pattern[str]) -> re.Pattern[str] | None:
 _LONGEST_DATE = 256
 
 
+IDENTIFIER_PATTERNS = (_NHS, _NINO, _PNC)  # what `identifier_kinds` needs scanned, and the cues
+
+
 def identifier_kinds(text: str, dob_cues: re.Pattern[str],
-                     known: frozenset[str] = frozenset()) -> set[str]:
+                     known: frozenset[str] = frozenset(),
+                     found: scan.Found | None = None) -> set[str]:
     """The kinds of personal identifier present in the text (values are never returned).
-    Kinds in `known` (already found elsewhere in the message) are not looked for again."""
+    Kinds in `known` (already found elsewhere in the message) are not looked for again.
+    `found` is the text's `scan_text` with IDENTIFIER_PATTERNS and `dob_cues` among its
+    patterns (made here when not given): one native pass for every kind."""
     kinds: set[str] = set()
     if not has_digit(text):  # every identifier, and every date, holds at least one digit
         return kinds
+    scanned = found or scan_text(text, (*IDENTIFIER_PATTERNS, dob_cues))
     detectors: tuple[tuple[str, Callable[[str], bool]], ...] = (
-        (DATE_OF_BIRTH, lambda t: has_date_of_birth(t, dob_cues)),
-        (NHS_NUMBER, has_nhs_number),
-        (NI_NUMBER, has_ni_number),
-        (PNC_ID, has_pnc_id),
+        (DATE_OF_BIRTH, lambda t: has_date_of_birth(t, dob_cues, scanned)),
+        (NHS_NUMBER, lambda t: has_nhs_number(t, scanned)),
+        (NI_NUMBER, lambda t: has_ni_number(t, scanned)),
+        (PNC_ID, lambda t: has_pnc_id(t, scanned)),
     )
     for kind, found_in in detectors:
         if kind not in known and found_in(text):

@@ -105,7 +105,10 @@ def words(text: str) -> str:
         data = text.encode("ascii").lower()
         if b"&" in data:
             data = data.replace(b"&", b" and ")
-        data = _ASCII_SPACES.sub(b" ", data.translate(_ASCII_WORDS)).strip(b" ")
+        data = data.translate(_ASCII_WORDS)
+        while b"  " in data:  # runs of spaces squeezed at C speed (each pass halves them)
+            data = data.replace(b"  ", b" ")
+        data = data.strip(b" ")
         return _PLURAL_BYTES.sub(b"", data).decode("ascii")
     lowered = text.lower().replace("&", " and ")
     return _PLURAL.sub("", _NOT_WORD.sub(" ", lowered).strip())
@@ -124,7 +127,6 @@ _ASCII_WORDS = bytes(c if chr(c) in "abcdefghijklmnopqrstuvwxyz0123456789" else 
 
 
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
-_ASCII_SPACES = re.compile(rb"  +")
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,9 @@ class AgencyCheckMarks:
     # `titles` and `not_handed` as `words` writes them, made once (read for every text)
     title_words: frozenset[str] = field(init=False, repr=False, compare=False)
     not_handed_words: frozenset[str] = field(init=False, repr=False, compare=False)
+    # The words of the phrases, each a pattern the scan engine (policies/scan.py) looks for in
+    # each text's single pass, and each phrase as the set of its words' indexes (`PhraseGate`).
+    gate: PhraseGate = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "title_words", frozenset(words(t) for t in self.titles))
@@ -156,6 +161,7 @@ class AgencyCheckMarks:
                   "handing": self.handing_over,
                   "result": self.results}
         object.__setattr__(self, "_automaton", _automaton(groups))
+        object.__setattr__(self, "gate", PhraseGate.of(groups))
         # A label's words as written ("Date of conviction"), each with or without a plural
         # "s", with any spaces or punctuation between them (a label is matched in the raw text).
         labels = sorted({tuple(_NOT_WORD.split(f.lower().replace("&", " and ")))
@@ -201,6 +207,62 @@ def _automaton(groups: Mapping[str, Iterable[str]]) -> Any:
     if len(automaton):
         automaton.make_automaton()
     return automaton
+
+
+_GATE_WORD = 4
+
+
+@dataclass(frozen=True)
+class PhraseGate:
+    """Whether a text may hold one of the phrases `_automaton(groups)` looks for, from which
+    of the phrases' words occur in it: every word of some phrase must (lower-cased, anywhere).
+
+    Sound because every word the automaton reads is, lower-cased, part of the text: `words`
+    only lower-cases, turns other characters into spaces and drops a final "s" (the phrases'
+    words are written the same way, so a word's stem is in the text), and what
+    `_agency_signals` removes first (quote marks, a field's name, a form's open choices) is
+    removed at a line's start or replaced by a space, so that no word is glued from two. "and"
+    is not looked for ("&" writes it), nor, in a phrase with a longer word, words shorter than
+    `_GATE_WORD` letters ("s", "no", "the": in every text, and slow to look for). Non-ASCII
+    letters that lower-case to ASCII ones (the Kelvin sign) are the scan engine's business: it
+    answers "present" for a text with one.
+    """
+
+    words: tuple[re.Pattern[str], ...] = ()
+    phrases: tuple[frozenset[int], ...] = ()
+    # The phrases by their first word: only those whose first word is present are compared.
+    _by_first: Mapping[int, tuple[frozenset[int], ...]] = field(init=False, repr=False,
+                                                               compare=False)
+
+    def __post_init__(self) -> None:
+        by_first: dict[int, list[frozenset[int]]] = {}
+        for phrase in self.phrases:
+            by_first.setdefault(min(phrase, default=-1), []).append(phrase)
+        object.__setattr__(self, "_by_first", {i: tuple(p) for i, p in by_first.items()})
+
+    @classmethod
+    def of(cls, groups: Mapping[str, Iterable[str]]) -> PhraseGate:
+        index: dict[str, int] = {}
+        phrases: set[frozenset[int]] = set()
+        for listed in groups.values():
+            for phrase in listed:
+                looked_for = [w for w in words(phrase).split() if w != "and"]
+                if any(len(w) >= _GATE_WORD for w in looked_for):
+                    looked_for = [w for w in looked_for if len(w) >= _GATE_WORD]
+                phrases.add(frozenset(index.setdefault(w, len(index)) for w in looked_for))
+        return cls(tuple(re.compile(re.escape(w), re.IGNORECASE) for w in index),
+                   tuple(sorted(phrases, key=sorted)))
+
+    def open(self, present: Callable[[re.Pattern[str]], bool]) -> bool:
+        """Whether a phrase may be in a text, given which of `words` may be in it."""
+        return self.open_among({i for i, word in enumerate(self.words) if present(word)})
+
+    def open_among(self, present: set[int] | None) -> bool:
+        """`open`, given the indexes of the `words` that may be in a text (None: all)."""
+        if present is None or -1 in self._by_first:  # a phrase of "and" only: always open
+            return True
+        return any(phrase <= present for first in present
+                   for phrase in self._by_first.get(first, ()))
 
 
 def _hits(automaton: Any, padded: str) -> Iterator[tuple[int, int, str, frozenset[str]]]:
@@ -350,11 +412,13 @@ class Segment:
     text: str
 
 
-def segments(text: str, author: str = OWN) -> list[Segment]:
-    """The body cut at each inline forward or quoted reply, with who wrote each piece."""
-    candidates = _candidate_lines(text)
+def segments(text: str, author: str = OWN, quotes: bool = True) -> list[Segment]:
+    """The body cut at each inline forward or quoted reply, with who wrote each piece.
+    `quotes` False says the text holds neither "from" nor "wrote" in any case (the scan
+    engine's `QUOTE_WORDS`): then it is one piece, found without reading it."""
+    candidates = _candidate_lines(text) if quotes else []
     if not candidates:  # most bodies: one author, found at C speed
-        return [Segment(author, "", text)] if text.strip() else []
+        return [Segment(author, "", text)] if not _blank(text) else []
     lines = text.splitlines()
     found: list[Segment] = []
     current_author, current_subject, start = author, "", 0
@@ -373,6 +437,25 @@ def segments(text: str, author: str = OWN) -> list[Segment]:
         current_author, current_subject, start = new_author, subject, body_from
     found.append(Segment(current_author, current_subject, "\n".join(lines[start:])))
     return [s for s in found if s.text.strip() or s.subject]
+
+
+def _blank(text: str) -> bool:
+    """`not text.strip()`, without copying the text."""
+    return not text or text.isspace()
+
+
+def _first_lines(text: str, size: int = 4096) -> Iterator[str]:
+    """`text.splitlines()`, lazily: for reading the first lines of a long text without
+    splitting all of it. A line that may go on past the part split so far is held back."""
+    done = 0
+    while True:
+        lines = text[:size].splitlines()
+        if size >= len(text):
+            yield from lines[done:]
+            return
+        yield from lines[done:-1]
+        done = max(done, len(lines) - 1)
+        size *= 4
 
 
 def _candidate_lines(text: str) -> list[int]:
@@ -404,6 +487,8 @@ def _candidate_lines(text: str) -> list[int]:
     return found
 
 
+# What a forward or a reply is found from (`_candidate_lines`), for the scan engine.
+QUOTE_WORDS = re.compile("from|wrote", re.IGNORECASE)
 _BEFORE_FROM = re.compile(r"[ \t>]*\**[ \t]*")
 _AFTER_WROTE = re.compile(r":?[ \t]*")
 _EVERY_LINE: list[int] = [-1]  # a marker: walk every line
@@ -449,6 +534,12 @@ class Unit:
     source: str  # policies/content.py's source names: subject, body, attachment-name, ...
     text: str
     author: str = OWN
+    # False when the scan engine saw no word of `AgencyCheckMarks.gate` in the text: then no
+    # phrase is in it, and only a document's title and record fields are read.
+    phrases: bool = True
+    # False when the scan engine saw neither "from" nor "wrote" (`QUOTE_WORDS`): a body
+    # without either holds no inline forward or quoted reply.
+    quotes: bool = True
 
 
 @dataclass(frozen=True)
@@ -466,7 +557,7 @@ def scan(units: Iterable[Unit], agency: AgencyCheckMarks, legal: LegalAdviceMark
         if unit.source in (SUBJECT, ATTACHMENT_NAME):
             pieces = [Segment(unit.author, unit.text, "")]
         elif unit.source == "body":
-            pieces = segments(unit.text, unit.author)
+            pieces = segments(unit.text, unit.author, unit.quotes)
         else:
             pieces = [Segment(unit.author, "", unit.text)]
         read.append((unit, pieces))
@@ -480,7 +571,8 @@ def scan(units: Iterable[Unit], agency: AgencyCheckMarks, legal: LegalAdviceMark
         for piece in pieces:
             if piece.author != OWN:
                 authors.setdefault(piece.author)
-            for kind in _agency_signals(piece, agency, own=unit.source == "body"):
+            for kind in _agency_signals(piece, agency, own=unit.source == "body",
+                                        phrases=unit.phrases):
                 signals.setdefault(TextSignal(kind, piece.author))
             if _legal_marking(piece, legal):
                 author = _subject_author(unit, read) if unit.source == SUBJECT else piece.author
@@ -511,10 +603,16 @@ def _subject_author(subject: Unit, read: Sequence[tuple[Unit, list[Segment]]]) -
     return subject.author
 
 
-def _agency_signals(piece: Segment, marks: AgencyCheckMarks, own: bool) -> list[str]:
-    """The agency-check signals of one text (see the module docstring for the rules)."""
+def _agency_signals(piece: Segment, marks: AgencyCheckMarks, own: bool,
+                    phrases: bool = True) -> list[str]:
+    """The agency-check signals of one text (see the module docstring for the rules).
+
+    Without `phrases` (no phrase in the text) every signal needs a title: an origin mark
+    (at most the title, then) with two record fields. A text without one has none."""
+    if not phrases and ((own and piece.author == OWN) or not _titled(piece.text, marks)):
+        return []
     text = f"{piece.subject}\n{piece.text}" if piece.subject else piece.text
-    if not text.strip():
+    if _blank(text):
         return []
     if ">" in text:
         text = _QUOTE.sub("", text)  # "> " quoting
@@ -590,7 +688,7 @@ def _titled(text: str, marks: AgencyCheckMarks) -> bool:
     "Police National Computer - extract"; a line naming a request or a form is not."""
     titles, blocked = marks.title_words, marks.not_handed_words
     seen = 0
-    for line in text.splitlines():
+    for line in _first_lines(text):
         heading = words(line).split()
         if not heading:
             continue
@@ -661,7 +759,7 @@ def _handed_over(padded: str, handing: list[int], results: list[tuple[int, int]]
 def _legal_marking(piece: Segment, marks: LegalAdviceMarks) -> bool:
     headings = [piece.subject] if piece.subject else []
     lines = 0
-    for line in piece.text.splitlines():
+    for line in _first_lines(piece.text):
         if lines >= marks.heading_lines:
             break
         if not line.strip():

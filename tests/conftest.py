@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+from policies import scan
 from tests.certs import ServerCert, make_server_cert
 from tests.sink import Sink
 from tests.tools import CHROMIUM, require_tool
@@ -46,3 +47,12 @@ async def tls_sink(server_cert: ServerCert) -> AsyncIterator[Sink]:
     """An upstream SMTP sink that requires STARTTLS with `server_cert`."""
     async with Sink(tls=server_cert.server_context()) as upstream:
         yield upstream
+
+
+@pytest.fixture(scope="module", params=scan.available())
+def each_scan_engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs a module's tests once per scan engine this platform has (policies/scan.py): the
+    native one and the pure-Python fallback must decide alike. Module-scoped, so that property
+    tests may use it (`pytestmark = pytest.mark.usefixtures("each_scan_engine")`)."""
+    with scan.use_engine(request.param):
+        yield request.param

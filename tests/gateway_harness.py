@@ -146,18 +146,20 @@ class Harness:
 
 def write_config(path: Path, sink: Sink | None, extra_config: str = "", *,
                  metrics: dict[str, Any] | None = None, organisation: str | None = None,
+                 upstream: dict[str, Any] | None = None,
                  **smtp: Any) -> Path:
     """A config file: every port 0, the sink as upstream (plain SMTP on loopback); `metrics`
-    adds keys to the [metrics] section, `organisation` names the agency, then `extra_config`
-    (TOML sections of the test's own)."""
+    adds keys to the [metrics] section, `upstream` to the [upstream] one, `organisation` names
+    the agency, then `extra_config` (TOML sections of the test's own)."""
     settings = {"port": 0, "tls_port": 0, "auth_failure_delay": 0.01, **smtp}
     lines = [f"organisation = {_toml(organisation)}"] if organisation is not None else []
     lines += ["[smtp]"] + [f"{key} = {_toml(value)}" for key, value in settings.items()]
     lines += ["[http]", "port = 0", "[metrics]", "port = 0"]
     lines += [f"{key} = {_toml(value)}" for key, value in (metrics or {}).items()]
     if sink is not None:
-        lines += ["[upstream]", f'host = "{sink.host}"', f"port = {sink.port}", 'tls = "none"',
-                  "timeout = 5.0"]
+        lines += ["[upstream]", f'host = "{sink.host}"', f"port = {sink.port}", 'tls = "none"']
+        lines += [f"{key} = {_toml(value)}"
+                  for key, value in {"timeout": 5.0, **(upstream or {})}.items()]
     path.write_text("\n".join(lines) + "\n" + extra_config, encoding="utf-8")
     return path
 
@@ -176,12 +178,13 @@ def _toml(value: Any) -> str:
 async def running_gateway(tmp_path: Path, sink: Sink | None, *, implicit_tls: bool = False,
                           encrypted: Transport | None = None, extra_config: str = "",
                           metrics: dict[str, Any] | None = None,
+                          upstream: dict[str, Any] | None = None,
                           organisation: str | None = None,
                           **smtp: Any) -> AsyncIterator[Harness]:
     """Start the gateway (with staff accounts, one of them in governance too) and stop it,
     and its stores, at the end."""
     config = write_config(tmp_path / "casegate.toml", sink, extra_config, metrics=metrics,
-                          organisation=organisation, **smtp)
+                          upstream=upstream, organisation=organisation, **smtp)
     app = App.open(config, tmp_path / "data")
     try:
         app.users.add(STAFF, PASSWORD, send_as=(SEND_AS,))

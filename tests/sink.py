@@ -11,10 +11,13 @@ to misbehave at a given step, the way a real smarthost does on a bad day:
 Faults: a reply (421/451/550/...) at connect, MAIL, RCPT or DATA; a dropped connection (at
 DATA: after the bytes arrived, before the reply; those bytes go to `unanswered`); a hang (never
 reply, released when `stop()` closes the connection); each optionally only the first N times, or
-only for one recipient. `stop_listening()` makes new connections be refused. With `dsn=True` it
-offers DSN (RFC 3461) and `smtputf8=True` SMTPUTF8; the parameters of MAIL and of each RCPT are
-recorded (`Received.mail_options`, `Received.rcpt_options`), exactly as they came. Nothing here
-sleeps: a test that must act while a fault is in effect awaits `fault.struck.wait()`.
+only for one recipient; and a late reply at DATA (`late_reply`: the message is accepted and
+stored at once, the 250 comes after a delay or when the test releases it). `stop_listening()`
+makes new connections be refused. With `dsn=True` it offers DSN (RFC 3461) and
+`smtputf8=True` SMTPUTF8; the parameters of MAIL and of each RCPT are recorded
+(`Received.mail_options`, `Received.rcpt_options`), exactly as they came. Nothing here sleeps
+(but a `late_reply` with a delay, which is the slow upstream itself): a test that must act
+while a fault is in effect awaits `fault.struck.wait()`.
 
 The threaded `aiosmtpd.controller.Controller` cannot bind port 0, so the server is started with
 `loop.create_server` in the test's own event loop.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -54,6 +58,7 @@ class Action(StrEnum):
     DROP = "drop"  # close the connection without a reply
     HANG = "hang"  # never answer (until the sink stops)
     HOLD = "hold"  # wait until the fault's `released` is set, then go on as if no fault
+    LATE = "late"  # DATA: take the message (it counts as accepted), answer 250 only later
 
 
 @dataclass
@@ -67,7 +72,8 @@ class Fault:
     recipient: str | None = None  # RCPT, DATA: strike only for (a message to) this address
     hits: int = 0
     struck: asyncio.Event = field(default_factory=asyncio.Event)  # set at the first hit
-    released: asyncio.Event = field(default_factory=asyncio.Event)  # ends a HOLD
+    released: asyncio.Event = field(default_factory=asyncio.Event)  # ends a HOLD or a LATE
+    delay: float | None = None  # LATE: answer after this many seconds instead (a slow upstream)
 
     def applies(self, step: Step, recipients: tuple[str, ...] = ()) -> bool:
         if self.step is not step or (self.times is not None and self.hits >= self.times):
@@ -132,14 +138,36 @@ class _SinkSMTP(SMTP):
 
     def __init__(self, handler: _Handler, number: int, *, dsn: bool, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
+        self.sink = handler.sink
         self.number = number
         self.dsn = dsn
         self.mail_params: tuple[str, ...] = ()
         self.rcpt_params: list[tuple[str, ...]] = []
+        self.unconfirmed: int | None = None  # the message whose 250 may not have been read
+
+    async def push(self, status: str) -> None:
+        if status.startswith("250 2.0.0 OK queued") and self.unconfirmed is not None:
+            self.sink.replied_at[self.unconfirmed] = time.monotonic()
+        await super().push(status)
+
+    def _confirm(self) -> None:
+        """A command after a message's 250: the client read that reply."""
+        if self.unconfirmed is not None:
+            self.sink.confirmed.add(self.unconfirmed)
+            self.unconfirmed = None
 
     async def smtp_MAIL(self, arg: str | None) -> None:
+        self._confirm()
         self.mail_params, self.rcpt_params = self._params(arg), []
         await super().smtp_MAIL(self._without_dsn(arg))
+
+    async def smtp_RSET(self, arg: str) -> None:
+        self._confirm()
+        await super().smtp_RSET(arg)
+
+    async def smtp_QUIT(self, arg: str) -> None:
+        self._confirm()
+        await super().smtp_QUIT(arg)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         self.rcpt_params.append(self._params(arg))
@@ -200,12 +228,22 @@ class _Handler:
             mail_options=server.mail_params,
             rcpt_options=tuple(server.rcpt_params),
         )
-        reply = await self.sink._strike(Step.DATA, server, received=received)
-        if reply:
-            return reply
+        fault = self.sink._take(Step.DATA, received.rcpt_tos)
+        if fault is not None and fault.action is not Action.LATE:
+            reply = await self.sink._strike(Step.DATA, server, received=received, fault=fault)
+            if reply:
+                return reply
+            fault = None  # a HOLD that was released: go on as if no fault
         self.sink.messages.append(received)
+        self.sink.accepted_at.append(time.monotonic())
+        server.unconfirmed = len(self.sink.messages) - 1
         async with self.sink.arrivals:
             self.sink.arrivals.notify_all()
+        if fault is not None:  # committed; the reply comes late
+            if fault.delay is not None:
+                await asyncio.sleep(fault.delay)  # the fault itself: a slow upstream
+            else:
+                await fault.released.wait()
         return "250 2.0.0 OK queued"
 
     async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -244,6 +282,11 @@ class Sink:
         self.messages: list[Received] = []  # accepted with 250
         self.arrivals = asyncio.Condition()  # notified at each message accepted
         self.unanswered: list[Received] = []  # bytes arrived, then dropped or hung: no reply
+        # indexes into `messages` whose 250 the client is known to have read (it sent another
+        # command after it on the same connection); the others may have been lost (RFC 1047)
+        self.confirmed: set[int] = set()
+        self.accepted_at: list[float] = []  # time.monotonic() as each of `messages` was taken
+        self.replied_at: dict[int, float] = {}  # ... and as its 250 was written
         self.faults: list[Fault] = []
         self.stats = _Stats()
         self._server: asyncio.Server | None = None
@@ -271,6 +314,11 @@ class Sink:
         that holds a message as long as the test needs)."""
         return self._add(Fault(step, Action.HOLD, "", times))
 
+    def late_reply(self, *, delay: float | None = None, times: int | None = None) -> Fault:
+        """At DATA, accept the message (it is in `messages` at once, as an upstream that has
+        committed it) but send the 250 only after `delay` seconds, or once `released` is set."""
+        return self._add(Fault(Step.DATA, Action.LATE, "", times, delay=delay))
+
     def clear_faults(self) -> None:
         self.faults.clear()
 
@@ -292,13 +340,16 @@ class Sink:
         server: SMTP,
         recipient: str | None = None,
         received: Received | None = None,
+        fault: Fault | None = None,
     ) -> str:
-        """Apply the first matching fault: return its reply, or never return (drop, hang)."""
+        """Apply the first matching fault (or `fault`, already taken): return its reply, or
+        never return (drop, hang)."""
         if received is not None:
             recipients = received.rcpt_tos
         else:
             recipients = (recipient,) if recipient else ()
-        fault = self._take(step, recipients)
+        if fault is None:
+            fault = self._take(step, recipients)
         if fault is None:
             return ""
         if fault.action is Action.REPLY:

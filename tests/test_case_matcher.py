@@ -21,6 +21,9 @@ from policies.identifiers import compile_cues
 from policies.normalise import fold
 from tests.caseregistry import KEY, TABLE, index
 
+# Every test here runs under each scan engine (policies/scan.py).
+pytestmark = pytest.mark.usefixtures("each_scan_engine")
+
 INDEX = index()
 CUES = compile_cues(ContentRules.__dataclass_fields__["date_of_birth_cues"].default)  # type: ignore[arg-type]
 

@@ -22,6 +22,9 @@ from tests.fixtures_content import (
     multipart,
 )
 
+# Every test here runs under each scan engine (policies/scan.py).
+pytestmark = pytest.mark.usefixtures("each_scan_engine")
+
 RULES = default_rules()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +25,9 @@ SAMPLE = build_message(
                  ("b.docx", "application/octet-stream", make_docx([["Hello", "world"]]))],
     headers=[("Sensitivity", "Private"), ("X-Casegate-Override", "rule-id; because of x y z")],
 )
+
+# Every test here runs under each scan engine (policies/scan.py).
+pytestmark = pytest.mark.usefixtures("each_scan_engine")
 SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 

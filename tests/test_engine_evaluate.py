@@ -9,6 +9,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from importlib import resources
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +17,9 @@ from policies import evaluate
 from policies.errors import MessageError
 from policies.loader import EMBEDDED_FILES, Policy, parse_policy
 from policies.model import Action, Decision, Role, Snapshot, Verdict, Verification
+
+# Every test here runs under each scan engine (policies/scan.py).
+pytestmark = pytest.mark.usefixtures("each_scan_engine")
 
 SENDER = "jo.bloggs@cafcass.gov.uk"
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

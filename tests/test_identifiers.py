@@ -24,6 +24,9 @@ from policies.identifiers import (
 )
 from tests.fixtures_content import default_rules
 
+# Every test here runs under each scan engine (policies/scan.py).
+pytestmark = pytest.mark.usefixtures("each_scan_engine")
+
 CASE = compile_case_number_pattern(DEFAULT_CASE_NUMBER_PATTERN)
 CUES = compile_cues(("DOB", "D.O.B", "date of birth", "born", "birth date"))
 

@@ -17,6 +17,9 @@ from policies.identifiers import (
     near_digits,
 )
 
+# Every test here runs under each scan engine (policies/scan.py).
+pytestmark = pytest.mark.usefixtures("each_scan_engine")
+
 # Configured patterns an organisation might write; None: searched in full, not near digits.
 PATTERNS = {
     DEFAULT_CASE_NUMBER_PATTERN: 10,

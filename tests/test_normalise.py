@@ -27,6 +27,9 @@ from tests.fixtures_content import default_rules
 from tests.gateway_harness import STAFF, Harness, running_gateway
 from tests.sink import Sink
 
+# Every test here runs under each scan engine (policies/scan.py).
+pytestmark = pytest.mark.usefixtures("each_scan_engine")
+
 RULES = default_rules()
 OUTSIDE = "parent@example.org"  # a non-secure address, verified for nothing
 

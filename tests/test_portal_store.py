@@ -97,16 +97,17 @@ def test_revoke_and_destroy(store: PortalStore) -> None:
 
 def test_sweep_destroys_expired_and_drops_interrupted_deliveries(
         store: PortalStore, tmp_path: Path) -> None:
-    """The sweep expires what is due (an audit event) and drops pending copies left by a crash."""
+    """The sweep expires what is due (an audit event) and drops pending copies (withdrawn, or
+    left by a crash) once no retry is expected to reuse them (PENDING_GRACE, 5 days)."""
     from gateway.audit.store import EventFilter
     from gateway.audit.trail import AuditLog
     from gateway.stores.portal import sweep_expired
 
     audit = AuditLog.open(tmp_path / "audit", stream=io.StringIO())
     try:
-        assert sweep_expired(store, audit, NOW + timedelta(minutes=30)) == ()
-        assert store.get("c1") is not None  # pending, but young: its delivery may be running
-        assert sweep_expired(store, audit, NOW + timedelta(hours=2)) == ()
+        assert sweep_expired(store, audit, NOW + timedelta(days=4)) == ()
+        assert store.get("c1") is not None  # pending, but young: a retry may reuse it
+        assert sweep_expired(store, audit, NOW + timedelta(days=5, hours=1)) == ()
         assert store.get("c1") is None
         sealed = seal(Keyring.new(), b"x", copy_id="c2", recipient="mum@example.org")
         store.add_copy(copy_id="c2", link_token="link-2", copy_key="k2", sender="a@cafcass.gov.uk",

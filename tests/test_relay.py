@@ -240,7 +240,7 @@ async def test_drop_is_temporary(sink: Sink, relay: SmtpRelay, step: Step) -> No
 async def test_hang_times_out(sink: Sink, ledger: Ledger, step: Step) -> None:
     """An upstream that never answers is a TEMPORARY failure within the configured timeout."""
     sink.hang(step)
-    relay = SmtpRelay(settings(sink, timeout=0.3), ledger)
+    relay = SmtpRelay(settings(sink, timeout=0.3, data_done_timeout=0.3), ledger)
     result = await asyncio.wait_for(relay.deliver([copy("d1:0", "a@example.org")]), 5)
     await relay.close()
     assert result.outcome is Outcome.TEMPORARY and "timed out" in result.detail
@@ -253,18 +253,26 @@ async def test_upstream_down_is_temporary(sink: Sink, relay: SmtpRelay) -> None:
     assert result.outcome is Outcome.TEMPORARY and "upstream" in result.detail
 
 
-async def test_cancellation_propagates_and_frees_the_slot(sink: Sink, ledger: Ledger) -> None:
-    """Cancelling a delivery re-raises CancelledError and gives its pool slot back."""
+async def test_cancelled_caller_does_not_cut_the_hand_over(sink: Sink, ledger: Ledger) -> None:
+    """Cancelling a delivery re-raises CancelledError in the caller, but the transaction goes
+    on to the upstream's late 250, whose acceptance is noted: the retry sends nothing, and
+    `close` waits for that hand-over."""
     relay = SmtpRelay(settings(sink, pool_size=1, timeout=30.0), ledger)
-    fault = sink.hang(Step.DATA, times=1)
+    fault = sink.late_reply()
     task = asyncio.create_task(relay.deliver([copy("d1:0", "a@example.org")]))
     await fault.struck.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    result = await asyncio.wait_for(relay.deliver([copy("d2:0", "b@example.org")]), 5)
-    await relay.close()
-    assert result.ok and [m.rcpt_tos for m in sink.messages] == [("b@example.org",)]
+    sink.clear_faults()
+    fault.released.set()
+    await relay.close()  # waits for the hand-over still under way
+    again = SmtpRelay(settings(sink, pool_size=1), ledger)
+    retry = await asyncio.wait_for(again.deliver([copy("d1:0", "a@example.org")]), 5)
+    other = await asyncio.wait_for(again.deliver([copy("d2:0", "b@example.org")]), 5)
+    await again.close()
+    assert retry.ok and other.ok and ledger.accepted("d1:0") == {"a@example.org"}
+    assert [m.rcpt_tos for m in sink.messages] == [("a@example.org",), ("b@example.org",)]
 
 
 async def test_copy_is_all_or_nothing(sink: Sink, relay: SmtpRelay) -> None:
@@ -398,13 +406,12 @@ async def test_unreadable_ledger_is_temporary(sink: Sink, tmp_path: Path) -> Non
 async def test_concurrent_retry_of_the_same_copy_waits(sink: Sink, ledger: Ledger) -> None:
     """A retry arriving while the first attempt is still in flight is TEMPORARY, not a resend."""
     relay = SmtpRelay(settings(sink, timeout=30.0), ledger)
-    fault = sink.hang(Step.DATA, times=1)
+    fault = sink.late_reply(times=1)
     first = asyncio.create_task(relay.deliver([copy("d1:0", "a@example.org")]))
     await fault.struck.wait()
     second = await relay.deliver([copy("d1:0", "a@example.org")])
-    first.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await first
+    fault.released.set()
+    assert (await first).ok
     third = await relay.deliver([copy("d1:0", "a@example.org")])
     await relay.close()
     assert second.outcome is Outcome.TEMPORARY and "already being delivered" in second.detail

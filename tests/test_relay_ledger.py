@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from transports.ledger import PRUNE_EVERY, Ledger, LedgerError
+from transports.base import Copy, DeliveryResult, Outcome
+from transports.ledger import PRUNE_EVERY, Ledger, LedgerError, deliver_once
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -96,3 +97,121 @@ def test_closed_ledger_raises_ledger_error(tmp_path: Path) -> None:
     ledger.close()
     with pytest.raises(LedgerError):
         ledger.accepted("d1:0")
+
+
+# -- the acceptance journal (issue 18) ----------------------------------------------------
+
+KEY = "f" * 64
+
+
+def _journals(tmp_path: Path) -> list[Path]:
+    return sorted(tmp_path.glob("ledger.sqlite3.journal.*"))
+
+
+def test_an_acceptance_noted_but_not_folded_survives_in_the_journal(tmp_path: Path) -> None:
+    """An acceptance noted (journalled) and never folded into SQLite, as when the process is
+    killed: the next open folds the journal in, and deletes it."""
+    first = Ledger(tmp_path / "ledger.sqlite3")
+    first.note_accepted(KEY, ("a@example.org", "b@example.org"), NOW)
+    assert first.accepted(KEY) == {"a@example.org", "b@example.org"}  # from memory
+    first.close()  # no flush: nothing was folded
+    with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM accepted").fetchone() == (0,)
+    db.close()
+    again = Ledger(tmp_path / "ledger.sqlite3")
+    assert again._stored(KEY) == {"a@example.org", "b@example.org"}
+    assert [p.stat().st_size for p in _journals(tmp_path)] == [0]  # a fresh, empty journal
+    again.close()
+
+
+def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path: Path) -> None:
+    """A journal whose last line was cut short by a crash still opens; whole lines count."""
+    first = Ledger(tmp_path / "ledger.sqlite3")
+    first.note_accepted(KEY, ("a@example.org",), NOW)
+    first.close()
+    (journal,) = _journals(tmp_path)
+    with journal.open("ab") as torn:
+        torn.write(b'{"k":"' + b"e" * 64 + b'","r":["b@exa')
+    again = Ledger(tmp_path / "ledger.sqlite3")
+    assert again.accepted(KEY) == {"a@example.org"} and again.accepted("e" * 64) == set()
+    again.close()
+
+
+async def test_journal_files_are_rotated_and_deleted_once_folded(tmp_path: Path) -> None:
+    """A journal file past its size is closed and a new one begun; once what it holds is
+    folded into SQLite (and checkpointed) it is deleted, so the journal stays small."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3", rotate_bytes=300)
+    for number in range(10):
+        ledger.note_accepted(f"{number:064x}", ("a@example.org",), NOW)
+        await ledger.settle()
+    await ledger.flush()
+    assert len(_journals(tmp_path)) == 1  # only the one being written
+    assert all(ledger._stored(f"{n:064x}") == {"a@example.org"} for n in range(10))
+    ledger.close()
+
+
+async def test_a_journal_that_cannot_be_written_is_reported_not_raised(tmp_path: Path) -> None:
+    """A journal on a full device (ENOSPC from /dev/full): the delivery still counts as
+    delivered, the failure is reported, and a retry sends nothing (the acceptance is in memory
+    and then in SQLite)."""
+    faults: list[str] = []
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.on_fault = faults.append
+    ledger.journal.path(ledger.journal.generation + 1).symlink_to("/dev/full")
+    ledger.journal.rotate()
+    handed: list[tuple[str, ...]] = []
+
+    async def hand_over(copy: Copy, recipients: tuple[str, ...]) -> DeliveryResult:
+        handed.append(recipients)
+        return DeliveryResult(Outcome.DELIVERED, accepted=recipients)
+
+    copy = Copy(key=KEY, mail_from="s@example.org", recipients=("a@example.org",), data=b"x")
+    first = await deliver_once(ledger, [copy], hand_over, lambda: NOW)
+    await ledger.flush()
+    retry = await deliver_once(ledger, [copy], hand_over, lambda: NOW)
+    ledger.close()
+    assert first.ok and retry.ok and handed == [("a@example.org",)]
+    assert faults and "journal" in faults[0]
+
+
+async def test_a_ledger_that_cannot_be_written_keeps_the_acceptance(tmp_path: Path) -> None:
+    """SQLite refuses the fold (a trigger, as a full disk would): reported; the acceptance
+    stays in memory and in the journal, and the next fold that works takes it."""
+    faults: list[str] = []
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.on_fault = faults.append
+    other = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    other.execute("CREATE TRIGGER full BEFORE INSERT ON accepted "
+                  "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    other.commit()
+    ledger.note_accepted(KEY, ("a@example.org",), NOW)
+    await ledger.settle()
+    await ledger.flush()
+    assert faults and ledger.accepted(KEY) == {"a@example.org"} and ledger._stored(KEY) == set()
+    other.execute("DROP TRIGGER full")
+    other.commit()
+    other.close()
+    ledger.note_accepted("e" * 64, ("b@example.org",), NOW)
+    await ledger.settle()
+    await ledger.flush()
+    assert ledger._stored(KEY) == {"a@example.org"}
+    ledger.close()
+
+
+async def test_another_process_never_folds_a_live_journal(tmp_path: Path) -> None:
+    """A second opening of the ledger (a CLI command while the gateway runs) leaves the
+    gateway's journal alone (it is locked); the gateway folds it and, at a clean close,
+    deletes it."""
+    gateway = Ledger(tmp_path / "ledger.sqlite3")
+    gateway.note_accepted(KEY, ("a@example.org",), NOW)
+    await gateway.journal.sync()
+    command = Ledger(tmp_path / "ledger.sqlite3")
+    command.close()
+    assert len(_journals(tmp_path)) == 1  # the gateway's, still there
+    await gateway.settle()
+    await gateway.flush()
+    gateway.close()
+    assert _journals(tmp_path) == []
+    again = Ledger(tmp_path / "ledger.sqlite3")
+    assert again._stored(KEY) == {"a@example.org"}
+    again.close()

@@ -1,23 +1,48 @@
 """The idempotency ledger: which recipients of which copy the way out has already accepted.
 
 casegate holds no queue: on any trouble the client keeps the message and retries. When a retry
-follows a partial success (copy 1 accepted upstream, copy 2 refused for now), the ledger lets the
-transport skip what was already handed over, so nobody receives the same copy twice. Entries are
-kept for a while (default 7 days, longer than any client's retry schedule) and then pruned.
+follows a partial success (copy 1 accepted upstream, copy 2 refused for now), or follows an
+acceptance whose 250 never reached the client, the ledger lets the transport skip what was
+already handed over, so nobody receives the same copy twice. Entries are kept for a while
+(`upstream.remember_days`, default 7 days, longer than any client's retry schedule) and then
+pruned.
 
-Storage is one SQLite file in WAL mode. Times are stored as UTC seconds since the epoch and are
-always passed in: the ledger never reads the clock. On the event loop the ledger is read and
-written through `accepted_async` and `record_async`, which run in a `StoreWorker`'s thread, one
-at a time in the order they were asked for: a retry's read never overtakes the write of the
-attempt before it, even when that attempt's caller was cancelled while waiting.
+An acceptance is written down in two places, for two reasons:
+
+1. **The acceptance journal**, at the moment the upstream's 250 arrives: one line appended to a
+   plain file beside the ledger (`<ledger>.journal.*`), with `os.write` from the event loop's
+   own thread, before anything else is awaited or can fail. A write that returned is in the
+   kernel, so it survives the gateway being killed (`kill -9`, the OOM killer, a crash); the
+   file is then fsync'd (in a thread, one fsync for every line written meanwhile) before the
+   client is answered, so it survives a power cut too once the client has its 250. The journal
+   takes no SQLite lock: a ledger that is locked, slow or broken cannot delay or lose it.
+2. **The SQLite ledger** (WAL mode), the indexed copy a retry looks the key up in. Journal lines
+   are folded into it in the background, many in one transaction; until a line is folded the
+   ledger answers from memory. At start-up every journal file left by the last run is folded
+   in before the first delivery, and deleted once the ledger is checkpointed (durable); at a
+   clean close, once everything is folded, the ledger is checkpointed and the journal deleted.
+
+A journal file is closed when it grows past `JOURNAL_ROTATE_BYTES` and deleted once everything
+in it is folded and checkpointed, so the journal stays small however long the gateway runs.
+
+Nothing written after the copy left can turn a delivery into a failure: a journal or ledger
+that cannot be written is logged and reported to `on_fault` (the gateway raises an alert), and
+the delivery still counts as DELIVERED. Times are stored as UTC seconds since the epoch and are
+always passed in: the ledger never reads the clock. Reads and SQLite writes run in a
+`StoreWorker`'s thread, one at a time in the order they were asked for.
 """
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import json
+import os
+import secrets
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,11 +53,14 @@ from transports.worker import StoreWorker, WorkerClosed
 
 DEFAULT_RETENTION = timedelta(days=7)
 PRUNE_EVERY = timedelta(minutes=1)  # expired entries may outlive their retention by this much
+JOURNAL_ROTATE_BYTES = 1 << 20  # a journal file this large is closed and a new one begun
 
 log = structlog.get_logger("casegate.ledger")
 
 # Hands one copy to its recipients (those not yet accepted) and says how it went.
 HandOver = Callable[[Copy, tuple[str, ...]], Awaitable[DeliveryResult]]
+# Told of every failure to write down an acceptance (the gateway raises an alert).
+FaultReporter = Callable[[str], None]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accepted (
@@ -49,21 +77,159 @@ class LedgerError(Exception):
     """The ledger could not be read or written; the caller must not guess."""
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """One journalled acceptance, and the journal file (generation) that holds it."""
+
+    key: str
+    recipient: str
+    moment: float
+    generation: int
+
+
+class Journal:
+    """The append-only acceptance journal: files `<name>.journal.<writer>.<n>` in `directory`
+    (`writer`: this process and a random tag; `n` counts its files), one JSON line per
+    acceptance (`{"k": copy key, "r": [recipients], "t": UTC seconds}`).
+
+    Each writer holds an exclusive `flock` on the file it is writing, so another process that
+    opens the same ledger (a CLI command while the gateway runs) folds in and deletes only the
+    files whose writer is gone (killed, or closed without folding), never a live one."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self._directory = directory
+        self._prefix = f"{name}.journal."
+        self._writer = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._fd: int | None = None
+        self.generation = 0
+        self.size = 0
+        self._dirty = False  # written since the last fsync
+        self._syncing: asyncio.Future[None] | None = None
+
+    def path(self, generation: int) -> Path:
+        """The file of this writer's `generation`."""
+        return self._directory / f"{self._prefix}{self._writer}.{generation}"
+
+    def orphans(self) -> list[tuple[Path, int]]:
+        """Every journal file whose writer is gone, each opened and locked (fd) for folding."""
+        found = []
+        for path in sorted(self._directory.glob(self._prefix + "*")):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # folded by another process meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # its writer is alive
+                os.close(fd)
+                continue
+            found.append((path, fd))
+        return found
+
+    @staticmethod
+    def read(files: Sequence[tuple[Path, int]]) -> list[tuple[str, str, float]]:
+        """Every acceptance in `files` (a line cut short by a crash is skipped)."""
+        rows: list[tuple[str, str, float]] = []
+        for path, _ in files:
+            for line in path.read_bytes().split(b"\n"):
+                try:
+                    item = json.loads(line)
+                    rows.extend((str(item["k"]), str(r), float(item["t"])) for r in item["r"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # empty, or torn by a crash in the middle of a write
+        return rows
+
+    def begin(self) -> None:
+        """Open this writer's first file (locked while it is written)."""
+        self.generation = 1
+        self._open()
+
+    def _open(self) -> None:
+        fd = os.open(self.path(self.generation), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
+        self._fd = fd
+        self.size = 0
+
+    def append(self, key: str, recipients: Sequence[str], moment: float) -> None:
+        """One line, written at once with `os.write` (raises OSError)."""
+        if self._fd is None:
+            raise OSError("the acceptance journal is closed")
+        line = json.dumps({"k": key, "r": list(recipients), "t": moment},
+                          separators=(",", ":")).encode("utf-8") + b"\n"
+        written = os.write(self._fd, line)
+        self.size += written
+        self._dirty = True
+        if written != len(line):
+            raise OSError(f"short write to the acceptance journal ({written} of {len(line)})")
+
+    async def sync(self) -> None:
+        """fsync the current file (raises OSError); calls made meanwhile share one fsync."""
+        while self._dirty:
+            if self._syncing is None:
+                self._syncing = asyncio.ensure_future(self._fsync())
+            syncing = self._syncing
+            try:
+                await asyncio.shield(syncing)
+            finally:
+                if self._syncing is syncing:
+                    self._syncing = None
+
+    async def _fsync(self) -> None:
+        fd = self._fd
+        self._dirty = False
+        if fd is not None:
+            try:
+                await asyncio.to_thread(os.fsync, fd)
+            except BaseException:
+                self._dirty = True
+                raise
+
+    def rotate(self) -> int:
+        """Close the current file and begin the next; returns the closed one's generation."""
+        closed = self.generation
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.generation += 1
+        self._open()
+        return closed
+
+    def remove(self, generation: int) -> None:
+        self.path(generation).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class Ledger:
     """(copy key, recipient) pairs that were accepted, and when."""
 
     def __init__(self, path: Path, *, retention: timedelta = DEFAULT_RETENTION,
-                 worker: StoreWorker | None = None) -> None:
-        """Open (creating if needed) the ledger at `path`; entries older than `retention`
-        are pruned as new ones are recorded. `worker` runs the async calls (shared with other
-        stores, its trips between threads serve them all); by default one of its own."""
+                 worker: StoreWorker | None = None,
+                 rotate_bytes: int = JOURNAL_ROTATE_BYTES) -> None:
+        """Open (creating if needed) the ledger at `path` and fold in the acceptance journal
+        the last run left; entries older than `retention` are pruned as new ones are recorded.
+        `worker` runs the async calls (shared with other stores, its trips between threads
+        serve them all); by default one of its own."""
         self.path = path
         self.retention = retention
+        self.on_fault: FaultReporter | None = None
+        self._rotate_bytes = rotate_bytes
         self._in_flight: set[str] = set()  # copy keys being handed over right now
         self._pruned_at: float | None = None  # when `record` last pruned (UTC seconds)
         self._lock = threading.Lock()  # the connection: the worker's thread, or a sync caller's
         self._worker = worker or StoreWorker("casegate-ledger")
         self._own_worker = worker is None
+        self._closed = False
+        # Journalled acceptances not yet folded into SQLite: by key, and in order.
+        self._unfolded: dict[str, dict[str, _Entry]] = {}
+        self._to_fold: list[_Entry] = []
+        self._open_in: dict[int, int] = {}  # journal generation -> its entries not yet folded
+        self._sealed: list[int] = []  # closed journal files waiting to be deleted
+        self._folding: asyncio.Task[None] | None = None
+        self.journal = Journal(path.parent, path.name)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0,
@@ -71,11 +237,44 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._fold_left_over()
+            self.journal.begin()
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"cannot open the ledger at {path}: {exc}") from exc
 
+    def _fold_left_over(self) -> None:
+        """Fold the journal files whose writer is gone (the last run, killed) into SQLite,
+        make it durable, and delete them."""
+        files = self.journal.orphans()
+        try:
+            if not files:
+                return
+            rows = self.journal.read(files)
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO accepted (copy_key, recipient, accepted_at) "
+                    "VALUES (?, ?, ?)", rows)
+            self._checkpoint()
+            for path, _ in files:
+                path.unlink(missing_ok=True)
+            log.info("ledger.journal_folded", acceptances=len(rows), files=len(files))
+        finally:
+            for _, fd in files:
+                os.close(fd)
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database file and fsync it; raise if it could not all go."""
+        busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        if busy:
+            raise sqlite3.OperationalError("the ledger could not be checkpointed (busy)")
+
     def accepted(self, key: str) -> set[str]:
-        """The recipients of copy `key` that were already accepted."""
+        """The recipients of copy `key` that were already accepted (from the event loop's
+        thread, or with no loop running)."""
+        return self._stored(key) | set(self._unfolded.get(key, ()))
+
+    def _stored(self, key: str) -> set[str]:
+        """The recipients of copy `key` that SQLite holds."""
         try:
             with self._lock:
                 rows = self._db.execute(
@@ -86,10 +285,15 @@ class Ledger:
         return {recipient for (recipient,) in rows}
 
     def record(self, key: str, recipients: Iterable[str], now: datetime) -> None:
-        """Remember that `recipients` of copy `key` were accepted at `now`; prune what has
-        expired at most once every PRUNE_EVERY (the first record prunes)."""
+        """Remember that `recipients` of copy `key` were accepted at `now` (in SQLite only);
+        prune what has expired at most once every PRUNE_EVERY (the first record prunes)."""
         moment = _seconds(now)
-        rows = [(key, recipient, moment) for recipient in recipients]
+        self._record_rows([(key, recipient, moment) for recipient in recipients])
+
+    def _record_rows(self, rows: Sequence[tuple[str, str, float]]) -> None:
+        if not rows:
+            return
+        moment = max(row[2] for row in rows)
         with self._lock:
             prune = self._pruned_at is None \
                 or moment - self._pruned_at >= PRUNE_EVERY.total_seconds()
@@ -122,11 +326,13 @@ class Ledger:
         return cursor.rowcount
 
     async def accepted_async(self, key: str) -> set[str]:
-        """`accepted`, in the worker's thread: the event loop goes on meanwhile."""
+        """`accepted`, SQLite read in the worker's thread: the event loop goes on meanwhile.
+        (What is not folded yet is read here, in the loop's thread, which alone changes it.)"""
         try:
-            return await self._worker.run(self.accepted, key)
+            stored = await self._worker.run(self._stored, key)
         except WorkerClosed as exc:
             raise LedgerError(f"cannot read the ledger: {exc}") from exc
+        return stored | set(self._unfolded.get(key, ()))
 
     async def record_async(self, key: str, recipients: Iterable[str], now: datetime) -> None:
         """`record`, in the worker's thread: the event loop goes on meanwhile."""
@@ -134,6 +340,112 @@ class Ledger:
             await self._worker.run(self.record, key, tuple(recipients), now)
         except WorkerClosed as exc:
             raise LedgerError(f"cannot write the ledger: {exc}") from exc
+
+    # -- the moment of acceptance ----------------------------------------------------------
+
+    def note_accepted(self, key: str, recipients: Sequence[str], now: datetime) -> None:
+        """The upstream has just accepted `recipients` of copy `key`: remember it in memory and
+        append it to the journal, at once, without awaiting anything. Never raises: a journal
+        that cannot be written is logged and reported (the copy did leave)."""
+        moment = _seconds(now)
+        generation = self.journal.generation
+        known = self._unfolded.setdefault(key, {})
+        for recipient in recipients:
+            entry = _Entry(key, recipient, moment, generation)
+            known[recipient] = entry
+            self._to_fold.append(entry)
+            self._open_in[generation] = self._open_in.get(generation, 0) + 1
+        try:
+            self.journal.append(key, recipients, moment)
+        except OSError as exc:
+            self._fault(f"cannot write the acceptance journal: {exc}", key)
+            return
+        if self.journal.size >= self._rotate_bytes:
+            try:
+                self._sealed.append(self.journal.rotate())
+            except OSError as exc:
+                self._fault(f"cannot begin a new acceptance journal: {exc}", key)
+
+    async def settle(self) -> None:
+        """Make the journal durable (fsync) and start folding it into SQLite in the background.
+        Never raises: a failure is logged and reported."""
+        try:
+            await self.journal.sync()
+        except OSError as exc:
+            self._fault(f"cannot fsync the acceptance journal: {exc}", "")
+        self._fold_soon()
+
+    def _fold_soon(self) -> None:
+        if self._folding is None and self._to_fold and not self._closed:
+            self._folding = asyncio.ensure_future(self._fold())
+
+    async def _fold(self) -> None:
+        """Fold the journalled acceptances into SQLite, a batch at a time, then delete the
+        journal files that hold nothing unfolded any more. A failure leaves them in memory
+        and in the journal (retries still see them) until the next acceptance tries again."""
+        try:
+            while self._to_fold:
+                batch, self._to_fold = self._to_fold, []
+                try:
+                    await self._worker.run(self._record_rows,
+                                           [(e.key, e.recipient, e.moment) for e in batch])
+                except (LedgerError, WorkerClosed) as exc:
+                    self._to_fold[:0] = batch
+                    self._fault(f"cannot fold accepted copies into the ledger: {exc}", "")
+                    return
+                for entry in batch:
+                    self._folded(entry)
+                await self._delete_folded_journals()
+        finally:
+            self._folding = None
+
+    def _folded(self, entry: _Entry) -> None:
+        known = self._unfolded.get(entry.key)
+        if known is not None and known.get(entry.recipient) is entry:
+            del known[entry.recipient]
+            if not known:
+                del self._unfolded[entry.key]
+        self._open_in[entry.generation] -= 1
+        if not self._open_in[entry.generation]:
+            del self._open_in[entry.generation]
+
+    async def _delete_folded_journals(self) -> None:
+        """Delete the closed journal files whose acceptances are all folded, once the ledger
+        holds them durably (a checkpoint)."""
+        done = [g for g in self._sealed if g not in self._open_in]
+        if not done:
+            return
+        try:
+            await self._worker.run(self._checkpoint_locked)
+        except (sqlite3.Error, WorkerClosed) as exc:
+            log.warning("ledger.checkpoint_failed", error=str(exc))
+            return
+        for generation in done:
+            self._sealed.remove(generation)
+            try:
+                self.journal.remove(generation)
+            except OSError as exc:
+                log.warning("ledger.journal_not_removed", generation=generation, error=str(exc))
+
+    def _checkpoint_locked(self) -> None:
+        with self._lock:
+            self._checkpoint()
+
+    def _fault(self, detail: str, key: str) -> None:
+        log.error("ledger.write_failed", key=key, error=detail)
+        if self.on_fault is not None:
+            try:
+                self.on_fault(detail)
+            except Exception:  # the reporter's own trouble never reaches a delivery
+                log.exception("ledger.fault_report_failed")
+
+    async def flush(self) -> None:
+        """Wait until what was journalled is folded into SQLite (or failed to be)."""
+        self._fold_soon()
+        while self._folding is not None:
+            await asyncio.shield(self._folding)
+
+    # -- hand-overs in progress -----------------------------------------------------------
 
     def claim(self, key: str) -> bool:
         """Mark copy `key` as being handed over now; False if it already is (in this process)."""
@@ -147,11 +459,32 @@ class Ledger:
         self._in_flight.discard(key)
 
     def close(self) -> None:
-        """Finish what the worker was asked to do (when it is the ledger's own), then close."""
+        """Finish what the worker was asked to do (when it is the ledger's own), then close.
+
+        When everything journalled is folded, the ledger is checkpointed and this writer's
+        journal files deleted; what is not folded stays in the journal, and the next opening
+        folds it. Closing twice is harmless."""
         if self._own_worker:
             self._worker.close()
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            done = not self._unfolded and not self._to_fold
+            try:
+                if done:
+                    self._checkpoint()
+            except sqlite3.Error as exc:
+                log.warning("ledger.checkpoint_failed", error=str(exc))
+                done = False
             self._db.close()
+        self.journal.close()
+        if done:
+            for generation in (*self._sealed, self.journal.generation):
+                try:
+                    self.journal.remove(generation)
+                except OSError as exc:
+                    log.warning("ledger.journal_not_removed", error=str(exc))
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
@@ -164,45 +497,46 @@ async def deliver_once(
     clock: Callable[[], datetime],
 ) -> DeliveryResult:
     """Hand over each copy's recipients that the ledger has not seen accepted, in order, and
-    record each acceptance; stop at the first copy that is not accepted.
+    note each acceptance the moment it is known; stop at the first copy that is not accepted.
 
-    A copy whose key is being handed over at this moment (a client retrying while its first
-    attempt is still in flight) is TEMPORARY rather than sent a second time.
+    The acceptance is journalled right after `hand_over` returns, before anything else is
+    awaited (`hand_over` must not await anything after the upstream's reply). Before the
+    result is returned the journal is fsync'd; folding it into SQLite goes on in the
+    background. A copy whose key is being handed over at this moment (a client retrying while
+    its first attempt is still in flight) is TEMPORARY rather than sent a second time.
     """
     accepted: list[str] = []
-    for copy in copies:
-        if not ledger.claim(copy.key):
-            detail = "the same copy is already being delivered"
-            return DeliveryResult(Outcome.TEMPORARY, detail, tuple(accepted), Problem.BUSY)
-        try:
-            try:
-                done = await ledger.accepted_async(copy.key)
-            except LedgerError as exc:
-                return DeliveryResult(Outcome.TEMPORARY, str(exc), tuple(accepted),
-                                      Problem.GATEWAY)
-            accepted.extend(r for r in copy.recipients if r in done)
-            pending = tuple(r for r in copy.recipients if r not in done)
-            if not pending:
-                log.debug("ledger.already_accepted", key=copy.key, recipients=len(done))
-                continue
-            result = await hand_over(copy, pending)
-            if result.ok:
-                await _record_quietly(ledger, copy.key, pending, clock())
-        finally:
-            ledger.release(copy.key)
-        if not result.ok:
-            return replace(result, accepted=tuple(accepted))
-        accepted.extend(pending)
-    return DeliveryResult(Outcome.DELIVERED, f"{len(copies)} copies accepted", tuple(accepted))
-
-
-async def _record_quietly(ledger: Ledger, key: str, recipients: tuple[str, ...],
-                         now: datetime) -> None:
-    """Record an acceptance; a failure is logged, not returned, since the copy did go."""
+    noted = False
     try:
-        await ledger.record_async(key, recipients, now)
-    except LedgerError as exc:
-        log.error("ledger.write_failed", key=key, error=str(exc))
+        for copy in copies:
+            if not ledger.claim(copy.key):
+                detail = "the same copy is already being delivered"
+                return DeliveryResult(Outcome.TEMPORARY, detail, tuple(accepted), Problem.BUSY)
+            try:
+                try:
+                    done = await ledger.accepted_async(copy.key)
+                except LedgerError as exc:
+                    return DeliveryResult(Outcome.TEMPORARY, str(exc), tuple(accepted),
+                                          Problem.GATEWAY)
+                accepted.extend(r for r in copy.recipients if r in done)
+                pending = tuple(r for r in copy.recipients if r not in done)
+                if not pending:
+                    log.debug("ledger.already_accepted", key=copy.key, recipients=len(done))
+                    continue
+                result = await hand_over(copy, pending)
+                if result.ok:  # nothing awaited between the upstream's 250 and this line
+                    ledger.note_accepted(copy.key, pending, clock())
+                    noted = True
+            finally:
+                ledger.release(copy.key)
+            if not result.ok:
+                return replace(result, accepted=tuple(accepted))
+            accepted.extend(pending)
+        return DeliveryResult(Outcome.DELIVERED, f"{len(copies)} copies accepted",
+                              tuple(accepted))
+    finally:
+        if noted:
+            await ledger.settle()
 
 
 class _Transaction:

@@ -7,7 +7,8 @@ stdlib `mailbox.Maildir` writes into tmp/ and then moves it into new/), and the 
 for the SMTP relay apply first: nothing with a bare CR, bare LF or NUL, no unsafe address.
 
 Disk trouble is TEMPORARY (the client keeps the message and retries); the ledger keeps a retried
-message from being written twice.
+message from being written twice (its journal line follows the file's move into new/: a crash
+between the two is the outbox's only window for a second file).
 """
 
 from __future__ import annotations
@@ -15,13 +16,19 @@ from __future__ import annotations
 import asyncio
 import mailbox
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
 
 from transports.base import Copy, DeliveryResult, Outcome, Problem, Ready, wait_ready
-from transports.ledger import Ledger, LedgerError, deliver_once
+from transports.ledger import (
+    DEFAULT_RETENTION,
+    FaultReporter,
+    Ledger,
+    LedgerError,
+    deliver_once,
+)
 from transports.smtp_relay import unsafe_copy_reason
 
 log = structlog.get_logger("casegate.outbox")
@@ -45,12 +52,17 @@ class MaildirOutbox:
         ledger: Ledger | None = None,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retention: timedelta = DEFAULT_RETENTION,
+        on_fault: FaultReporter | None = None,
     ) -> None:
         """`ledger`: the idempotency ledger to share; by default one in a file beside the
-        Maildir (`<path>-ledger.sqlite3`), opened at the first delivery."""
+        Maildir (`<path>-ledger.sqlite3`), opened at the first delivery, keeping entries for
+        `retention` and reporting what it cannot write down to `on_fault`."""
         self.path = path
         self._ledger = ledger
         self._own_ledger = ledger is None
+        self._retention = retention
+        self._on_fault = on_fault
         self._clock = clock
         self._opening = asyncio.Lock()  # one ledger, however many deliveries ask at once
 
@@ -71,7 +83,10 @@ class MaildirOutbox:
         return await deliver_once(ledger, copies, self._file, self._clock)
 
     async def close(self) -> None:
-        """Close the ledger if this outbox opened it."""
+        """Fold the acceptance journal into the ledger; close the ledger if this outbox
+        opened it."""
+        if self._ledger is not None:
+            await self._ledger.flush()
         if self._own_ledger and self._ledger is not None:
             ledger, self._ledger = self._ledger, None
             await asyncio.to_thread(ledger.close)
@@ -81,7 +96,9 @@ class MaildirOutbox:
         async with self._opening:
             if self._ledger is None:
                 self._ledger = await asyncio.to_thread(
-                    Ledger, self.path.with_name(f"{self.path.name}-ledger.sqlite3"))
+                    Ledger, self.path.with_name(f"{self.path.name}-ledger.sqlite3"),
+                    retention=self._retention)
+                self._ledger.on_fault = self._on_fault
         return self._ledger
 
     async def _file(self, copy: Copy, recipients: tuple[str, ...]) -> DeliveryResult:

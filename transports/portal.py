@@ -4,13 +4,19 @@
 and recipient it
 
 1. seals the whole MIME message (`transports.crypto`: its own data key, bound to the copy id
-   and the recipient) and stores it PENDING with an opaque id for each attachment;
+   and the recipient) and stores it ACTIVE, with an opaque id for each attachment and the link
+   token sealed too: the link opens the copy before anyone can hold it;
 2. sends a notification through the normal upstream Transport: who sent it, a link, the
    expiry; by default neither the subject nor any content (the subject often names a child);
-3. marks the copy ACTIVE only when the upstream accepted the notification; otherwise the copy
-   is deleted and the result (temporary or permanent) is returned, so the client retries.
+3. marks the copy notified when the upstream accepted the notification. When it was not, the
+   copy is withdrawn (PENDING: the link does not open it) after a temporary failure, deleted
+   after a permanent one, and the result is returned, so the client retries.
 
-A retried submission (same copy key) whose copy is already delivered is not sent twice.
+A retry of the same message (same copy key) reuses the copy: a withdrawn one is made active
+again and its notification sent again with the same link and the same idempotency key, so the
+relay's ledger sends it only if it was not accepted before; a notified one is not sent again.
+Nothing that fails after the notification was accepted (marking it notified, the audit event)
+turns the delivery into a failure: it is logged and reported to `on_fault`.
 
 This module also builds the other mails the portal sends (the one-time code, the secure reply)
 and reads a decrypted copy for display (`read_message`, `attachment`). It imports nothing from
@@ -36,7 +42,7 @@ from email.policy import default as default_policy
 from email.utils import format_datetime, make_msgid
 from importlib import resources
 from string import Template
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -51,7 +57,7 @@ from transports.base import (
     Transport,
     wait_ready,
 )
-from transports.crypto import Keyring, Sealed, seal
+from transports.crypto import CryptoError, Keyring, Sealed, seal, unseal
 from transports.plaintext import fill_and_flow
 
 log = structlog.get_logger("casegate.portal")
@@ -69,13 +75,33 @@ class CopyStore(Protocol):
 
     def add_copy(self, *, copy_id: str, link_token: str, copy_key: str, sender: str,
                  recipient: str, decision_id: str, sealed: Sealed, size: int,
-                 attachment_parts: Sequence[int], now: datetime, expires: datetime) -> None: ...
+                 attachment_parts: Sequence[int], now: datetime, expires: datetime,
+                 link: Sealed | None = None, state: str = "pending") -> None: ...
 
     def activate(self, copy_id: str) -> None: ...
 
+    def withdraw(self, copy_id: str) -> None: ...
+
     def discard(self, copy_id: str) -> None: ...
 
-    def delivered_key(self, copy_key: str, recipient: str) -> Any: ...
+    def mark_notified(self, copy_id: str, now: datetime) -> None: ...
+
+    def reusable(self, copy_key: str, recipient: str) -> StoredDelivery | None: ...
+
+
+class StoredDelivery(Protocol):
+    """A copy already made for a submission and recipient (gateway.stores.portal's fits)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def state(self) -> str: ...  # "active", "pending" (withdrawn), "revoked", "expired"
+    @property
+    def notified(self) -> bool: ...
+    @property
+    def expires(self) -> datetime: ...
+    @property
+    def link(self) -> Sealed | None: ...
 
 
 @dataclass(frozen=True)
@@ -98,6 +124,9 @@ class PortalDelivery:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # AuditLog.record_async, for "portal-stored" events (awaited: the loop never waits)
     audit: Callable[..., Awaitable[object]] | None = None
+    # told what could not be written down after a notification was accepted (an alert)
+    on_fault: Callable[[str], None] | None = None
+    _in_flight: set[tuple[str, str]] = field(default_factory=set)  # (copy key, recipient)
 
     async def deliver(self, copies: Sequence[Copy],
                       ready: Ready | None = None) -> DeliveryResult:
@@ -117,46 +146,97 @@ class PortalDelivery:
         """Nothing of its own to close: the upstream belongs to whoever built it."""
 
     async def _deliver_one(self, copy: Copy, recipient: str) -> DeliveryResult:
-        if await asyncio.to_thread(self.store.delivered_key, copy.key, recipient) is not None:
-            return DeliveryResult(Outcome.DELIVERED, "already delivered")
-        copy_id = secrets.token_hex(16)
-        link_token = secrets.token_urlsafe(32)
-        now = self.clock()
-        expires = now + self.settings.expiry
+        """One recipient's copy: made (or the one made before reused), active, notified."""
+        claim = (copy.key, recipient.lower())
+        if claim in self._in_flight:
+            return DeliveryResult(Outcome.TEMPORARY, "the same copy is already being delivered",
+                                  problem=Problem.BUSY)
+        self._in_flight.add(claim)
+        try:
+            return await self._store_and_notify(copy, recipient)
+        finally:
+            self._in_flight.discard(claim)
+
+    async def _store_and_notify(self, copy: Copy, recipient: str) -> DeliveryResult:
         decision_id = decision_of(copy.data)
         try:
-            parts, sealed = await asyncio.to_thread(_parts_and_sealed, self.keyring, copy.data,
-                                                    copy_id, recipient)
-            await asyncio.to_thread(
-                self.store.add_copy, copy_id=copy_id, link_token=link_token, copy_key=copy.key,
-                sender=copy.mail_from, recipient=recipient, decision_id=decision_id,
-                sealed=sealed, size=len(copy.data),
-                attachment_parts=parts, now=now,
-                expires=expires)
+            made = await self._active_copy(copy, recipient, decision_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("portal-store-failed", recipient=recipient)
             return DeliveryResult(Outcome.TEMPORARY, f"portal store: {exc.__class__.__name__}",
                                   problem=Problem.GATEWAY)
+        if made is None:
+            return DeliveryResult(Outcome.DELIVERED, "already delivered")
+        copy_id, link_token, expires, key_id = made
         notice = self.notification(copy, recipient, link_token, expires, copy_id)
         result = await self.upstream.deliver([notice])
         if not result.ok:
-            await asyncio.to_thread(self.store.discard, copy_id)
+            # The link must not open a copy nobody was told of; a retry makes it active again
+            # (or, after a permanent refusal, makes none: the client is told it failed).
+            undo = self.store.discard if result.outcome is Outcome.PERMANENT \
+                else self.store.withdraw
+            try:
+                await asyncio.to_thread(undo, copy_id)
+            except Exception:
+                log.exception("portal-withdraw-failed", copy_id=copy_id)
             return result
-        await asyncio.to_thread(self.store.activate, copy_id)
-        if self.audit is not None:
-            await self.audit(EventKind.PORTAL_STORED, sender=copy.mail_from, recipients=[recipient],
-                       decision_id=decision_id, copy_id=copy_id, key_id=sealed.key_id,
-                       size=len(copy.data), expires=expires.isoformat())
+        try:
+            await asyncio.to_thread(self.store.mark_notified, copy_id, self.clock())
+            if self.audit is not None:
+                await self.audit(EventKind.PORTAL_STORED, sender=copy.mail_from,
+                                 recipients=[recipient], decision_id=decision_id,
+                                 copy_id=copy_id, key_id=key_id, size=len(copy.data),
+                                 expires=expires.isoformat())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the notification left: never a reason to answer 4xx
+            log.exception("portal-not-recorded", copy_id=copy_id)
+            if self.on_fault is not None:
+                self.on_fault(f"portal copy {copy_id} notified but not recorded: "
+                              f"{exc.__class__.__name__}")
         return result
+
+    async def _active_copy(self, copy: Copy, recipient: str,
+                           decision_id: str) -> tuple[str, str, datetime, str] | None:
+        """The copy to notify of, active: (id, link token, expiry, key id); the one a previous
+        attempt made when there is one, else a new one. None when it was already notified."""
+        before = await asyncio.to_thread(self.store.reusable, copy.key, recipient)
+        if before is not None and (before.notified or before.state in ("revoked", "expired")):
+            return None
+        if before is not None and before.link is not None:
+            try:
+                token = await asyncio.to_thread(unseal, self.keyring, before.link,
+                                                copy_id=_link_id(before.id), recipient=recipient)
+            except CryptoError:  # its key is gone: the copy cannot be read either
+                log.warning("portal-copy-not-reusable", copy_id=before.id)
+            else:
+                await asyncio.to_thread(self.store.activate, before.id)
+                return before.id, token.decode("ascii"), before.expires, before.link.key_id
+        if before is not None:  # it cannot be notified again: a new copy replaces it
+            await asyncio.to_thread(self.store.discard, before.id)
+        copy_id = secrets.token_hex(16)
+        link_token = secrets.token_urlsafe(32)
+        now = self.clock()
+        expires = now + self.settings.expiry
+        parts, sealed = await asyncio.to_thread(_parts_and_sealed, self.keyring, copy.data,
+                                                copy_id, recipient)
+        link = await asyncio.to_thread(seal, self.keyring, link_token.encode("ascii"),
+                                       copy_id=_link_id(copy_id), recipient=recipient)
+        await asyncio.to_thread(
+            self.store.add_copy, copy_id=copy_id, link_token=link_token, copy_key=copy.key,
+            sender=copy.mail_from, recipient=recipient, decision_id=decision_id,
+            sealed=sealed, size=len(copy.data), attachment_parts=parts, now=now,
+            expires=expires, link=link, state="active")
+        return copy_id, link_token, expires, sealed.key_id
 
     def notification(self, copy: Copy, recipient: str, link_token: str, expires: datetime,
                      copy_id: str) -> Copy:
         """The email that says a secure message is waiting (no content by default).
 
-        Its key names the stored copy, so a copy stored again after an interrupted delivery
-        gets its own notification (with its own link) rather than being taken as sent.
+        Its key names the stored copy: a retry that reuses the copy sends the same key, which
+        the relay's ledger recognises once accepted; a new copy gets its own.
         """
         subject = f"Secure message from {copy.mail_from}"
         if self.settings.notify_subject:
@@ -260,6 +340,11 @@ def _mail(from_address: str, to: str, subject: str, body: str, now: datetime,
     mail["Auto-Submitted"] = "auto-generated"
     mail.set_content(body)
     return mail
+
+
+def _link_id(copy_id: str) -> str:
+    """What a copy's sealed link token is bound to (never the same as its message's)."""
+    return f"{copy_id}:link"
 
 
 def _message_id(from_address: str) -> str:

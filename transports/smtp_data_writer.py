@@ -59,7 +59,8 @@ def dot_stuff(data: bytes) -> bytes:
 
 
 async def send_data(smtp: aiosmtplib.SMTP, data: bytes,
-                    ready: Ready | None = None) -> SMTPResponse:
+                    ready: Ready | None = None, *,
+                    reply_timeout: float | None = None) -> SMTPResponse:
     """DATA, the dot-stuffed content and the end-of-data line; the upstream's final reply.
 
     Raises like `SMTP.data()`: `SMTPDataError` when DATA is not answered 354 or the content not
@@ -68,7 +69,8 @@ async def send_data(smtp: aiosmtplib.SMTP, data: bytes,
     leaves out), and aiosmtplib's disconnection and timeout errors. After anything but a reply
     to the whole content the connection is closed, so it is never reused half-way through a
     transaction. Each wait (for the upstream to take a slice, for a reply) is bounded by the
-    connection's own timeout, as in aiosmtplib.
+    connection's own timeout, as in aiosmtplib, except the wait for the reply to the whole
+    content: `reply_timeout` when given (RFC 5321 4.5.3.2.6 recommends 10 minutes).
 
     With `ready`, the end-of-data line is written only once `ready` is done; when it fails
     (`NotReady`) or does not finish within the timeout, the connection is closed instead, and
@@ -93,7 +95,8 @@ async def send_data(smtp: aiosmtplib.SMTP, data: bytes,
         try:
             # Not asyncio.wait_for: on 3.11 it swallows a cancellation that comes as the reply
             # does, and the cancelled caller would go on (a gateway stopping would wait for it).
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(reply_timeout if reply_timeout is not None
+                                       else timeout):
                 response = await reply
         except TimeoutError:
             raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from None

@@ -17,7 +17,18 @@ DSN itself: a sender who asked for NOTIFY=SUCCESS gets no receipt (README, DSN).
 needs SMTPUTF8 (raw UTF-8 in its header) for an upstream without it is PERMANENT (RFC 6531 3.4).
 
 Recipients already accepted for a copy's key (the ledger remembers them) are skipped, so a
-client's retry after a partial success does not send anything twice.
+client's retry after a partial success does not send anything twice. The acceptance is written
+down (`Ledger.note_accepted`: an append to the acceptance journal) as soon as the upstream's 250
+to the end of data is read, before anything else is awaited.
+
+The reply to the end of data is waited for `data_done_timeout` (default 600 s, RFC 5321
+4.5.3.2.6; Postfix's `smtp_data_done_timeout`), not the per-command `timeout`: an upstream that
+has committed the message may take long to say so, and giving up earlier invites the client's
+retry to be delivered a second time. A hand-over goes on when its caller is cancelled (the
+client disconnected, the gateway is stopping) until the upstream answers or times out, so an
+acceptance is never left unrecorded because nobody was waiting for it any more; `close` waits
+for those still running. What remains is the window SMTP cannot close (RFC 1047): the
+connection lost after our end-of-data line and before the upstream's reply.
 """
 
 from __future__ import annotations
@@ -88,6 +99,8 @@ class UpstreamSettings(Protocol):
     def timeout(self) -> float: ...
     @property
     def pool_size(self) -> int: ...
+    @property
+    def data_done_timeout(self) -> float: ...
 
 
 def unsafe_copy_reason(copies: Sequence[Copy]) -> str:
@@ -147,11 +160,13 @@ class SmtpRelay:
         local_hostname: str = "casegate.localhost",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         recheck_after: float = RECHECK_AFTER,
+        close_ledger: bool = False,
     ) -> None:
         """Check the settings (a `ValueError` names what is wrong); connect lazily.
 
         A pooled connection idle for less than `recheck_after` seconds is reused as it is; one
-        idle for longer is first proved alive with an RSET (see `_Pool`).
+        idle for longer is first proved alive with an RSET (see `_Pool`). With `close_ledger`
+        the relay owns the ledger and `close` closes it.
         """
         try:
             mode = TlsMode(settings.tls)
@@ -163,15 +178,24 @@ class SmtpRelay:
             raise ValueError("upstream credentials are only sent over TLS")
         if settings.pool_size < 1:
             raise ValueError("upstream pool_size must be at least 1")
+        if settings.data_done_timeout <= 0:
+            raise ValueError("upstream data_done_timeout must be positive")
         if mode is not TlsMode.NONE and not settings.verify_certificate:
             log.warning("relay.tls_unverified", host=settings.host)
         self._settings = settings
         self._mode = mode
         self._ledger = ledger
+        self._close_ledger = close_ledger
+        self._running: set[asyncio.Task[DeliveryResult]] = set()  # hand-overs under way
         self._clock = clock
         self._tls = ssl_context if ssl_context is not None else tls_context_for(settings)
         self._local_hostname = local_hostname
         self._pool = _Pool(self._connect, settings.pool_size, settings.timeout, recheck_after)
+
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger of what this relay's upstream accepted."""
+        return self._ledger
 
     @property
     def connections_opened(self) -> int:
@@ -186,16 +210,30 @@ class SmtpRelay:
         if reason:
             log.error("relay.refused_copy", reason=reason)
             return DeliveryResult(Outcome.PERMANENT, reason, problem=Problem.UNSENDABLE)
-        return await deliver_once(self._ledger, copies, partial(self._hand_over, ready=ready),
-                                  self._clock)
+        # A task of its own: a caller that is cancelled (its client went away) does not cut
+        # the transaction between the end of data and the upstream's reply, nor the journal
+        # write that follows the reply.
+        task = asyncio.ensure_future(deliver_once(
+            self._ledger, copies, partial(self._hand_over, ready=ready), self._clock))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return await asyncio.shield(task)
 
     async def close(self) -> None:
-        """Say QUIT on every idle connection and close them."""
+        """Wait for the hand-overs under way (each bounded by the timeouts), say QUIT on every
+        idle connection and close them; then fold the acceptance journal into the ledger, and
+        close the ledger when the relay owns it."""
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
         await self._pool.close()
+        await self._ledger.flush()
+        if self._close_ledger:
+            await asyncio.to_thread(self._ledger.close)
 
     async def _hand_over(self, copy: Copy, recipients: tuple[str, ...], *,
                          ready: Ready | None = None) -> DeliveryResult:
-        """One SMTP transaction for one copy, logged without its content."""
+        """One SMTP transaction for one copy, logged without its content. Nothing is awaited
+        after the upstream's reply (`deliver_once` notes the acceptance next)."""
         result = await self._transact(copy, recipients, ready)
         log.debug(
             "relay.copy",
@@ -218,13 +256,15 @@ class SmtpRelay:
         try:
             try:
                 async with self._pool.connection() as lease:
-                    return await _transaction(lease.smtp, copy, recipients, ready)
+                    return await _transaction(lease.smtp, copy, recipients, ready,
+                                              self._settings.data_done_timeout)
             except _NothingSent:
                 if not lease.unchecked:
                     raise
                 log.debug("relay.stale_connection", key=copy.key)
                 async with self._pool.connection(check=True) as lease:
-                    return await _transaction(lease.smtp, copy, recipients, ready)
+                    return await _transaction(lease.smtp, copy, recipients, ready,
+                                              self._settings.data_done_timeout)
         except NotReady as exc:  # the connection was closed before the end of data
             return DeliveryResult(Outcome.TEMPORARY, str(exc), problem=Problem.GATEWAY)
         except aiosmtplib.SMTPResponseException as exc:
@@ -277,7 +317,8 @@ class _NothingSent(aiosmtplib.SMTPServerDisconnected):
 
 
 async def _transaction(
-    smtp: aiosmtplib.SMTP, copy: Copy, recipients: tuple[str, ...], ready: Ready | None = None
+    smtp: aiosmtplib.SMTP, copy: Copy, recipients: tuple[str, ...], ready: Ready | None = None,
+    data_done_timeout: float | None = None,
 ) -> DeliveryResult:
     """MAIL, every RCPT, then DATA only if every recipient was accepted.
 
@@ -302,7 +343,7 @@ async def _transaction(
         return DeliveryResult(Outcome.TEMPORARY, detail, problem=Problem.RECIPIENTS,
                               refused=tuple(r for r, code in refused if code < 500))
     try:
-        await send_data(smtp, copy.data, ready)
+        await send_data(smtp, copy.data, ready, reply_timeout=data_done_timeout)
     except aiosmtplib.SMTPDataError as exc:
         await _reset_quietly(smtp)  # DATA itself may have been refused, the envelope still open
         return _refused(exc.code, f"upstream refused the data with {exc.code}")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +54,6 @@ from gateway.audit.anchor import (
 )
 from gateway.audit.export import checkpoint_document
 from gateway.audit.store import AuditStore, Checkpoint, EventFilter, StoredEvent, peek
-from gateway.observe.logs import STDOUT
 from policies.events import EventKind
 from policies.model import Rule
 
@@ -145,6 +145,17 @@ def _domain(address: str) -> str:
     return address.rpartition("@")[2].strip().lower()
 
 
+class _Stdout:
+    """Writes to whatever sys.stdout is at the time (pytest and daemons replace it). `casegate
+    serve` passes `gateway.observe.logs.STDOUT` instead, which shares the log lines' lock."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 class AuditLog:
     """Records events; reads them back for the CLI and the governance view."""
 
@@ -168,7 +179,7 @@ class AuditLog:
         # Called with each stored event (e.g. gateway.audit.alerts wakes up), from the store's
         # writer thread: must not block and must not record events itself.
         self.listeners: list[Callable[[StoredEvent], None]] = []
-        self._stream: TextIO = stream or STDOUT  # type: ignore[assignment]
+        self._stream: TextIO = stream or _Stdout()  # type: ignore[assignment]
         self._render = structlog.processors.JSONRenderer(sort_keys=True)
         self.anchor = HeadAnchor(store.path.with_name(HEAD_FILE), self._head_document)
         self.created_keys: tuple[str, ...] = ()  # key files `open` made (a new trail)

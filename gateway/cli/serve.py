@@ -18,7 +18,6 @@ import asyncio
 import gc
 import os
 import signal
-import sys
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -27,7 +26,7 @@ import structlog
 from gateway.app import OUTBOX_DIR, App, dkim_signer
 from gateway.cli.common import UsageError, add_common, open_app
 from gateway.config import Config, check_values, read_bearer_token
-from gateway.observe.logs import configure_logging
+from gateway.observe.logs import STDOUT, configure_logging
 from gateway.runtime.pidfile import holding
 from gateway.runtime.server import Gateway, relay_networks, start_gateway
 from gateway.stores.portalkeys import KeyringError, open_keyring
@@ -58,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        app = open_app(args, event_stream=sys.stdout,
+        app = open_app(args, event_stream=STDOUT,
                        adjust=lambda config: with_flags(config, args))
     except ValueError as exc:
         raise UsageError(str(exc)) from None

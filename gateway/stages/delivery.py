@@ -4,7 +4,9 @@ manager of an override, hand the copies over, and answer.
 `relay_message` is the route `gateway.stages.pipeline.process` takes for every message that is
 not a verification request. Plain copies go to the upstream (or the outbox), encrypt copies to
 the portal; 250 only when every copy was accepted, 451 on any temporary trouble, 554 when the
-upstream refused for good.
+upstream refused for good. Once every copy was accepted the answer is 250 whatever fails
+afterwards (the "relay" audit event, the ledger): a 451 would invite the client to send again,
+and what failed is logged and alerted instead (`gateway.app.delivery_fault_event`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import asyncio
 import time
 import uuid
 
-from gateway.observe.logs import bind_message
+import structlog
+
+from gateway.app import delivery_fault_event
+from gateway.observe.logs import bind_message, describe_error
 from gateway.observe.metrics import TransportKind
 from gateway.stages import overrides
 from gateway.stages.context import Record, Stages
@@ -28,6 +33,8 @@ from gateway.stages.decision import (
 from gateway.stages.message import Reply, Submission
 from policies.events import EventKind
 from transports.base import Copy, DeliveryResult, Outcome, Problem, Ready, Transport
+
+log = structlog.get_logger("casegate.smtp")
 
 
 async def relay_message(stages: Stages, record: Record, submission: Submission) -> Reply:
@@ -74,10 +81,19 @@ async def relay_message(stages: Stages, record: Record, submission: Submission) 
         if reply is not None:
             return reply
     result = await deliver(stages, plain, sealed, recorded)
-    await asyncio.shield(recorded)  # its failure, even when no copy needed handing over
-    await record(EventKind.RELAY, sender=decision.sender, recipients=list(submission.recipients),
-                 decision_id=decision_id, outcome=result.outcome.value,
-                 copies=len(plain) + len(sealed))
+    try:
+        await asyncio.shield(recorded)  # its failure, even when no copy needed handing over
+        await record(EventKind.RELAY, sender=decision.sender,
+                     recipients=list(submission.recipients), decision_id=decision_id,
+                     outcome=result.outcome.value, copies=len(plain) + len(sealed))
+    except Exception as exc:
+        if not result.ok:
+            raise  # nothing was lost: the client's retry sends what is missing
+        # Every copy has left: a 451 now would only invite a resend. The client gets its 250;
+        # the missing event is logged and alerted.
+        log.error("relay-not-audited", decision_id=decision_id, **describe_error(exc))
+        delivery_fault_event(stages.app.audit, "the relay event could not be recorded after "
+                             "every copy was accepted", decision_id=decision_id)
     return delivery_reply(stages, result, decision_id)
 
 

@@ -4,9 +4,13 @@ What it keeps, per copy (one copy = one message for one recipient):
 
 - the sealed message (`transports.crypto.Sealed`: key id, wrapped data key, ciphertext), never
   the master key and never the plaintext;
-- the SHA-256 of the link token (the link itself is only in the notification email);
-- its state (pending until the notification was accepted, active, revoked, expired), its
-  expiry, and its read status: first and last opened, views, downloads, replies;
+- the SHA-256 of the link token (the link itself is in the notification email), and the link
+  token sealed like the message (`transports.crypto`), so that a retried delivery sends the
+  same link again rather than making a second copy;
+- its state (active from before its notification is sent; pending while withdrawn because the
+  notification was not accepted, until a retry of the same message makes it active again;
+  revoked, expired), whether its notification was accepted, its expiry, and its read status:
+  first and last opened, views, downloads, replies;
 - opaque attachment ids (random, mapped to a MIME part number; names stay encrypted);
 - at most one live one-time code: salted HMAC-SHA256 of the code, expiry, failed tries;
 - the wrong codes entered for the copy in total, over every code (`portal_lock`): at
@@ -45,7 +49,10 @@ CODE_LIFETIME_SECONDS = 10 * 60
 CODE_MAX_TRIES = 5
 DEFAULT_MAX_WRONG_CODES = 20  # wrong codes in total for one copy, then it is locked
 TOKEN_BYTES = 32
-PENDING_GRACE = timedelta(hours=1)  # a delivery still pending after this was interrupted
+# A copy withdrawn (its notification not accepted) is kept this long for the client's retry to
+# reuse, with its link; then it is deleted. 5 days: Postfix's maximal_queue_lifetime, longer
+# than most clients keep retrying.
+PENDING_GRACE = timedelta(days=5)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS portal_copy (
@@ -100,7 +107,7 @@ CREATE TABLE IF NOT EXISTS portal_session (
 
 
 class CopyState(StrEnum):
-    PENDING = "pending"  # stored, notification not yet accepted upstream
+    PENDING = "pending"  # withdrawn: its notification was not accepted (a retry reactivates)
     ACTIVE = "active"
     REVOKED = "revoked"  # withdrawn by the sender: the recipient is told so
     EXPIRED = "expired"  # past its expiry: ciphertext and wrapped key destroyed
@@ -175,6 +182,17 @@ _COPY_COLUMNS = ("id, sender, recipient, decision_id, created, expires, state, s
                  "first_opened, last_opened, views, downloads, replies, key_id")
 
 
+@dataclass(frozen=True)
+class StoredDelivery:
+    """What a retried delivery needs of the copy already made for it (`reusable`)."""
+
+    id: str
+    state: CopyState
+    notified: bool  # its notification was accepted upstream
+    expires: datetime
+    link: Sealed | None  # the link token, sealed (None for a copy made before it was kept)
+
+
 def _copy(row: tuple) -> PortalCopy:
     created, expires = _dt(row[4]), _dt(row[5])
     assert created is not None and expires is not None
@@ -197,6 +215,19 @@ class PortalStore:
         self._db.execute("PRAGMA synchronous=FULL")
         with self._lock, self._db:
             self._db.executescript(_SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns a retried delivery needs to a store made before them; copies
+        delivered then (active, revoked, expired) had their notification accepted."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(portal_copy)")}
+        if "notified" in columns:
+            return
+        for column in ("link_key_id TEXT", "link_wrapped BLOB", "link_sealed BLOB",
+                       "notified REAL"):
+            self._db.execute(f"ALTER TABLE portal_copy ADD COLUMN {column}")
+        self._db.execute("UPDATE portal_copy SET notified = created WHERE state != ?",
+                         (CopyState.PENDING.value,))
 
     def close(self) -> None:
         with self._lock:
@@ -206,16 +237,21 @@ class PortalStore:
 
     def add_copy(self, *, copy_id: str, link_token: str, copy_key: str, sender: str,
                  recipient: str, decision_id: str, sealed: Sealed, size: int,
-                 attachment_parts: Iterable[int], now: datetime, expires: datetime) -> None:
-        """Store a sealed copy as PENDING, with an opaque id for each attachment part."""
+                 attachment_parts: Iterable[int], now: datetime, expires: datetime,
+                 link: Sealed | None = None, state: str = CopyState.PENDING) -> None:
+        """Store a sealed copy (PENDING unless `state` says otherwise), with its sealed link
+        token and an opaque id for each attachment part."""
         with self._lock, self._db:
             self._db.execute(
                 "INSERT INTO portal_copy (id, link_hash, copy_key, sender, recipient, "
-                "decision_id, created, expires, state, size, key_id, wrapped_key, ciphertext) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "decision_id, created, expires, state, size, key_id, wrapped_key, ciphertext, "
+                "link_key_id, link_wrapped, link_sealed) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (copy_id, token_hash(link_token), copy_key, sender.lower(), recipient.lower(),
-                 decision_id, _ts(now), _ts(expires), CopyState.PENDING.value, size,
-                 sealed.key_id, sealed.wrapped_key, sealed.ciphertext),
+                 decision_id, _ts(now), _ts(expires), CopyState(state).value, size,
+                 sealed.key_id, sealed.wrapped_key, sealed.ciphertext,
+                 link.key_id if link else None, link.wrapped_key if link else None,
+                 link.ciphertext if link else None),
             )
             self._db.executemany(
                 "INSERT INTO portal_attachment VALUES (?, ?, ?)",
@@ -223,9 +259,42 @@ class PortalStore:
             )
 
     def activate(self, copy_id: str) -> None:
+        """Make a pending (or withdrawn) copy's link open it."""
         with self._lock, self._db:
             self._db.execute("UPDATE portal_copy SET state = ? WHERE id = ? AND state = ?",
                              (CopyState.ACTIVE.value, copy_id, CopyState.PENDING.value))
+
+    def withdraw(self, copy_id: str) -> None:
+        """An active copy whose notification was not accepted: its link no longer opens it
+        (PENDING) until a retry of the same message makes it active again."""
+        with self._lock, self._db:
+            self._db.execute("UPDATE portal_copy SET state = ? WHERE id = ? AND state = ?",
+                             (CopyState.PENDING.value, copy_id, CopyState.ACTIVE.value))
+            self._forget_access(copy_id)
+
+    def mark_notified(self, copy_id: str, now: datetime) -> None:
+        """The copy's notification was accepted upstream: a retry sends nothing more."""
+        with self._lock, self._db:
+            self._db.execute("UPDATE portal_copy SET notified = ? WHERE id = ?",
+                             (_ts(now), copy_id))
+
+    def reusable(self, copy_key: str, recipient: str) -> StoredDelivery | None:
+        """The copy already made for this submission and recipient (a notified one first),
+        with its sealed link token; None when there is none."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, state, notified, expires, link_key_id, link_wrapped, link_sealed "
+                "FROM portal_copy WHERE copy_key = ? AND recipient = ? "
+                "ORDER BY notified IS NULL, created DESC LIMIT 1",
+                (copy_key, recipient.lower())).fetchone()
+        if row is None:
+            return None
+        expires = _dt(row[3])
+        assert expires is not None
+        link = Sealed(key_id=row[4], wrapped_key=bytes(row[5]), ciphertext=bytes(row[6])) \
+            if row[6] is not None else None
+        return StoredDelivery(id=row[0], state=CopyState(row[1]), notified=row[2] is not None,
+                              expires=expires, link=link)
 
     def discard(self, copy_id: str) -> None:
         """Delete a copy entirely (a pending copy whose notification was not accepted)."""
@@ -234,15 +303,6 @@ class PortalStore:
                                   ("portal_session", "copy_id"), ("portal_copy", "id")):
                 self._db.execute(f"DELETE FROM {table} WHERE {column} = ?",  # noqa: S608
                                  (copy_id,))
-
-    def delivered_key(self, copy_key: str, recipient: str) -> PortalCopy | None:
-        """An already delivered (non-pending) copy for this submission and recipient."""
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_COPY_COLUMNS} FROM portal_copy WHERE copy_key = ? AND recipient = ? "  # noqa: S608
-                "AND state != ?", (copy_key, recipient.lower(), CopyState.PENDING.value),
-            ).fetchone()
-        return _copy(row) if row else None
 
     def get(self, copy_id: str) -> PortalCopy | None:
         with self._lock:

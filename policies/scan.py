@@ -1,0 +1,542 @@
+"""One native pass over a normalised text for every identifier shape (issue 14, point 1).
+
+The identifier recognisers (policies/identifiers.py: NHS, National Insurance and PNC numbers,
+case numbers, date-of-birth cues) each have an exact Python regex, with lookarounds and, for
+the NHS number, a back-reference. Searching each of them over every text (and again over the
+text with its line breaks joined) walked every stretch of digits in Python: about 10 MB/s on
+text where every line starts with a digit (Postfix's `smtp-source -l` bodies).
+
+`search(text, patterns)` runs ONE pass of Hyperscan's multi-pattern block mode over the text,
+with one expression per exact pattern: the pattern's *shape*, the same regex with its
+lookarounds dropped (a one-character lookaround at either end becomes a consumed boundary
+character or the end of the text) and its back-references replaced by the group they repeat.
+Every match of the exact pattern is then a match of its shape, so Hyperscan reports the end of
+each (a few more too). Only around those ends does Python run the exact pattern, in windows of
+the pattern's maximal width (`Found.matches`): the candidates. Check digits, prefixes, cues and
+dates are validated by the callers, on the candidates only. Text with no shape in it costs one
+native pass and nothing else.
+
+Exactness. `Found.matches(p)` yields exactly `p.finditer(text)`: windows reach `width` before
+and one character after each reported end, overlapping windows are merged, and a match that
+reaches the end of its window (before the text's end) is dropped, since no true match does
+(the argument of `identifiers.near_digits`). A pattern whose width is unbounded (the cues, with
+their `\\s+`) is a gate: Hyperscan says whether its shape occurs at all, and when it does the
+exact pattern searches the whole text. A pattern the translation does not understand, a text
+holding a non-ASCII character a pattern could match (a letter under case folding, a digit or
+a space of another script: folded text has none), and a shape reported more than `MAX_ENDS`
+times fall back to the exact search for that pattern or text. Non-ASCII characters are given
+to Hyperscan as "?", one byte each, so that offsets stay those of the `str`.
+
+The pure-Python engine (`RE`) yields the same matches with `identifiers.anchored_finditer`
+(the exact pattern searched near digits, or in full): used when the `hyperscan` wheel cannot
+be imported, and selectable for tests (`use_engine`). tests/test_scan.py checks that the two
+engines report the same candidates.
+
+Why Hyperscan. bench/bench_scan_engines.py asks each engine what the scan asks (every match
+of the 5 identifier shapes, and which of the 215 gates occur) over the same 2 MB messages; MB/s,
+median of 3 runs, one run on this shared 2-core machine, 2026-12-06:
+
+    text                          hyperscan   google-re2 (Set, then finditer)   re (alternation)
+    prose                            225          158                             < 1
+    digit-heavy + CSV                117          235                             < 1
+    smtp-source -l body            1,411          585                             < 1
+
+The stdlib alternation is out of the question (it tries 200 alternatives at every position).
+RE2 is close, and ahead on the CSV, where Hyperscan reports every overlapping end of the
+shapes to a Python callback; but RE2's Set says only *which* expressions occur, not where, so
+each shape present is searched again, and RE2 cannot run the lookarounds either, so Python
+confirms each candidate in both cases. Hyperscan gives offsets of every pattern in the one
+pass, stops counting a gate at its first match, and is 2.4x RE2 on the Postfix body and 1.4x
+on prose. (google-re2 is not a dependency; the script measures it when installed.)
+
+Hyperscan's scratch space may not be shared by two scans at once: each thread (the gateway
+evaluates in worker threads) allocates its own, per database. The database is compiled once
+per set of patterns (the policy's), and cached.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+HYPERSCAN = "hyperscan"
+RE = "re"
+
+_hs: Any
+try:
+    _hs = importlib.import_module("hyperscan")
+except ImportError:  # pragma: no cover - the wheel is a dependency; a platform may lack it
+    _hs = None
+
+MAX_WIDTH = 256  # a pattern wider than this is a gate (searched in full when its shape occurs)
+MAX_ENDS = 50_000  # ends of one shape in one text beyond which the exact search is cheaper
+
+_engine: str = HYPERSCAN if _hs is not None else RE
+
+
+def available() -> tuple[str, ...]:
+    """The engines this platform has, the native one first."""
+    return (HYPERSCAN, RE) if _hs is not None else (RE,)
+
+
+def engine() -> str:
+    """The engine `search` uses when not told."""
+    return _engine
+
+
+def set_engine(name: str) -> None:
+    """Choose the engine for `search` ("hyperscan" or "re"), process-wide."""
+    global _engine
+    if name not in available():
+        raise ValueError(f"scan engine {name!r} is not available here ({', '.join(available())})")
+    _engine = name
+
+
+@contextlib.contextmanager
+def use_engine(name: str) -> Iterator[None]:
+    """`set_engine(name)` for the duration of a block (tests)."""
+    before = _engine
+    set_engine(name)
+    try:
+        yield
+    finally:
+        set_engine(before)
+
+
+# --- what the callers see ---------------------------------------------------------------------
+
+Finditer = Callable[[str, re.Pattern[str]], Iterator[re.Match[str]]]
+
+
+def _key(pattern: re.Pattern[str]) -> int:
+    """A pattern's key in a scan: its identity (hashing a compiled pattern hashes its code,
+    which costs more than the lookups it serves)."""
+    return id(pattern)
+
+
+def _broken_key(pattern: re.Pattern[str]) -> int:
+    """The key of a pattern's `shape(broken=True)` in a scan."""
+    return -id(pattern)
+
+
+@dataclass
+class Found:
+    """The candidates of one text: `matches(p)` is `p.finditer(text)` for each pattern given
+    to `search`, computed only around where the native pass saw p's shape."""
+
+    text: str
+    exact: Finditer  # the search used for a pattern the native pass could not narrow
+    _native: _Native | None = None  # None: no native pass
+    _ends: dict[int, list[int]] = field(default_factory=dict)  # key -> ends, if any
+    _unsure: frozenset[int] = frozenset()  # keys reported too often to be told apart
+
+    def _seen(self, key: int) -> bool:
+        """Whether the native pass may have seen key's shape (True: it did, or cannot say)."""
+        assert self._native is not None
+        return key in self._ends or key not in self._native.keys or key in self._unsure
+
+    def joined_may_match(self) -> bool:
+        """Whether a pattern given to `search` as `broken` may match in the text's
+        `normalise.joined` view (False only when none of them certainly does)."""
+        if self._native is None:
+            return True
+        return any(self._seen(key) for key in self._native.broken)
+
+    @property
+    def native(self) -> bool:
+        """Whether the native engine scanned the text (else every pattern is `present`)."""
+        return self._native is not None
+
+    def present_among(self, patterns: Sequence[re.Pattern[str]]) -> set[int] | None:
+        """The indexes of `patterns` that may match (None: every one may): `present` of each,
+        at the cost of the few the native pass saw."""
+        if self._native is None:
+            return None
+        index = _indexes(tuple(patterns))
+        found = {index[key] for key in self._ends if key in index}
+        found.update(index[key] for key in self._unsure if key in index)
+        found.update(self._native.unknown(index))
+        return found
+
+    def present(self, pattern: re.Pattern[str]) -> bool:
+        """Whether the pattern may match (False only when it certainly does not)."""
+        return self._native is None or self._seen(_key(pattern))
+
+    def matches(self, pattern: re.Pattern[str]) -> Iterator[re.Match[str]]:
+        """`pattern.finditer(text)`, in order (see the module's docstring)."""
+        key = _key(pattern)
+        if self._native is None or key not in self._native.keys or key in self._unsure:
+            return self.exact(self.text, pattern)
+        ends = self._ends.get(key)
+        if not ends:
+            return iter(())
+        width = self._native.widths.get(key)
+        if width is None:  # a gate: the shape occurs, search the text
+            return self.exact(self.text, pattern)
+        return _in_windows(self.text, pattern, ends, width)
+
+
+_INDEXES: dict[tuple[int, ...], tuple[Any, dict[int, int]]] = {}
+
+
+def _indexes(patterns: tuple[re.Pattern[str], ...]) -> dict[int, int]:
+    """key -> index in `patterns`, made once per tuple of patterns (kept with it)."""
+    same = _INDEXES.get((id(patterns),))
+    if same is not None and same[0] is patterns:
+        return same[1]  # the very tuple of an earlier call (a policy's, made once)
+    ids = tuple(map(id, patterns))
+    cached = _INDEXES.get(ids)
+    if cached is not None and cached[0] == patterns:
+        return cached[1]
+    index = {_key(p): i for i, p in reversed(list(enumerate(patterns)))}
+    if len(_INDEXES) >= _MAX_DATABASES:
+        _INDEXES.pop(next(iter(_INDEXES)), None)
+    _INDEXES[ids] = _INDEXES[(id(patterns),)] = (patterns, index)
+    return index
+
+
+def _in_windows(text: str, pattern: re.Pattern[str], ends: Sequence[int],
+                width: int) -> Iterator[re.Match[str]]:
+    size = len(text)
+    start = end = -1
+    for reported in ends:
+        low, high = max(0, reported - width - 1), min(size, reported + 1)
+        if low <= end:
+            end = max(end, high)
+            continue
+        if end >= 0:
+            yield from _window(text, pattern, start, end)
+        start, end = low, high
+    if end >= 0:
+        yield from _window(text, pattern, start, end)
+
+
+def _window(text: str, pattern: re.Pattern[str], start: int,
+            end: int) -> Iterator[re.Match[str]]:
+    for match in pattern.finditer(text, start, end):
+        if match.end() < end or end == len(text):
+            yield match
+
+
+def search(text: str, patterns: Sequence[re.Pattern[str]], exact: Finditer,
+           engine_name: str | None = None, gates: Sequence[re.Pattern[str]] = (),
+           broken: Sequence[re.Pattern[str]] = ()) -> Found:
+    """One pass of the engine over `text` for all `patterns` and `gates` (see the module's
+    docstring). `exact(text, pattern)` must yield `pattern.finditer(text)`: it is what the
+    pure-Python engine uses, and what the native one falls back to. For a gate only
+    `Found.present` is looked for (Hyperscan stops counting it at its first match). For the
+    `broken` patterns, `Found.joined_may_match` says whether they may match in the text's
+    joined view, so that a view without a candidate is neither made nor searched."""
+    chosen = engine_name or _engine
+    if chosen == RE or not (patterns or gates):
+        return Found(text, exact)
+    native = _native(tuple(patterns), tuple(gates), tuple(broken))
+    if native is None or _needs_python(text):
+        return Found(text, exact)
+    return native.scan(text, exact)
+
+
+# Non-ASCII characters that the exact patterns could match where Hyperscan sees "?": letters
+# under Unicode case folding ("K", Kelvin sign, for "k"), digits and spaces of other scripts.
+_RISKY = re.compile(r"(?=[^\x00-\x7f])(?:[\d\s]|(?i:[a-z]))")
+
+
+def _needs_python(text: str) -> bool:
+    return not text.isascii() and _RISKY.search(text) is not None
+
+
+# --- the native engine ------------------------------------------------------------------------
+
+
+class _Native:
+    """One Hyperscan database for a tuple of patterns, and a scratch space per thread."""
+
+    def __init__(self, database: Any, ids: list[int], widths: dict[int, int | None],
+                 broken: tuple[int, ...]) -> None:
+        self.database = database
+        self.ids = ids  # Hyperscan's expression id -> the key of its pattern
+        self.keys = frozenset(ids)
+        self.widths = widths
+        self.broken = broken
+        self.local = threading.local()
+        self._unknown: dict[int, tuple[int, ...]] = {}
+
+    def unknown(self, index: dict[int, int]) -> tuple[int, ...]:
+        """The indexes of `index` (from `_indexes`, kept alive there) not in this database."""
+        found = self._unknown.get(id(index))
+        if found is None:
+            found = self._unknown[id(index)] = tuple(
+                i for key, i in index.items() if key not in self.keys)
+        return found
+
+    def scratch(self) -> Any:
+        scratch = getattr(self.local, "scratch", None)
+        if scratch is None:
+            assert _hs is not None
+            scratch = self.local.scratch = _hs.Scratch(self.database)
+        return scratch
+
+    def scan(self, text: str, exact: Finditer) -> Found:
+        ends: dict[int, list[int]] = {}
+        unsure: set[int] = set()
+        ids = self.ids
+
+        def on_match(ident: int, _start: int, end: int, _flags: int, _context: object) -> None:
+            found = ends.setdefault(ids[ident], [])
+            if len(found) < MAX_ENDS:
+                found.append(end)
+            else:
+                unsure.add(ids[ident])
+
+        data = text.encode("ascii", "replace") if not text.isascii() else text.encode("ascii")
+        self.database.scan(data, match_event_handler=on_match, scratch=self.scratch())
+        del data
+        # Past MAX_ENDS, the exact search is cheaper than the windows (`Found.matches`).
+        return Found(text, exact, self, ends, frozenset(unsure))
+
+
+_DATABASES: dict[tuple[tuple[int, ...], ...], tuple[Any, _Native | None]] = {}
+_MAX_DATABASES = 32
+_BY_TUPLES: dict[tuple[int, int, int], tuple[Any, _Native | None]] = {}
+
+
+def _native(patterns: tuple[re.Pattern[str], ...], gates: tuple[re.Pattern[str], ...] = (),
+            broken: tuple[re.Pattern[str], ...] = ()) -> _Native | None:
+    """The compiled database for these patterns, gates and broken shapes (None: none has a
+    shape), compiled once and kept (by the patterns' identities, the patterns kept with it)."""
+    given = (patterns, gates, broken)
+    same = _BY_TUPLES.get((id(patterns), id(gates), id(broken)))
+    if same is not None and all(a is b for a, b in zip(same[0], given, strict=True)):
+        return same[1]  # the very tuples of the last call (a policy's, made once)
+    key = tuple(tuple(map(id, group)) for group in given)
+    cached = _DATABASES.get(key)
+    if cached is not None and cached[0] == given:  # identical objects: compared by identity
+        built = cached[1]
+    else:
+        built = _compile(patterns, gates, broken)
+        if len(_DATABASES) >= _MAX_DATABASES:
+            _DATABASES.pop(next(iter(_DATABASES)), None)
+        _DATABASES[key] = (given, built)
+    if len(_BY_TUPLES) >= _MAX_DATABASES:
+        _BY_TUPLES.pop(next(iter(_BY_TUPLES)), None)
+    _BY_TUPLES[(id(patterns), id(gates), id(broken))] = (given, built)
+    return built
+
+
+def _compile(patterns: tuple[re.Pattern[str], ...], gates: tuple[re.Pattern[str], ...],
+             broken: tuple[re.Pattern[str], ...]) -> _Native | None:
+    if _hs is None:
+        return None
+    expressions: list[bytes] = []
+    flags: list[int] = []
+    ids: list[int] = []
+    widths: dict[int, int | None] = {}
+    gate_keys = {_key(g) for g in gates}
+    wanted = [*((p, _key(p), False) for p in dict.fromkeys((*patterns, *gates)).keys()),
+              *((p, _broken_key(p), True) for p in broken)]
+    for pattern, key, is_broken in wanted:
+        translated = shape(pattern, broken=is_broken)
+        if translated is None:
+            continue
+        expression, width = translated
+        if key in gate_keys:
+            width = None
+        flag = _hs.HS_FLAG_CASELESS if pattern.flags & re.IGNORECASE else 0
+        if width is None:
+            flag |= _hs.HS_FLAG_SINGLEMATCH
+        try:  # each alone first, so that one the compiler refuses falls back alone
+            _hs.Database(mode=_hs.HS_MODE_BLOCK).compile(expressions=[expression], flags=flag)
+        except _hs.error:
+            continue
+        ids.append(key)
+        widths[key] = width
+        expressions.append(expression)
+        flags.append(flag)
+    if not expressions:
+        return None
+    database = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+    database.compile(expressions=expressions, ids=list(range(len(ids))), flags=flags)
+    return _Native(database, ids, widths, tuple(_broken_key(p) for p in broken))
+
+
+# --- from an exact pattern to its shape -------------------------------------------------------
+
+_SPACE_CLASS = r"\t\n\x0b\x0c\r\x1c-\x1f "  # what Python's \s matches in ASCII
+
+
+class _Untranslatable(Exception):
+    pass
+
+
+_WIDER: dict[re.Pattern[str], re.Pattern[str]] = {}
+
+
+def shape_as(pattern: re.Pattern[str], wider: re.Pattern[str]) -> None:
+    """Translate `wider` for `pattern`'s shape: a regex that matches, at every position where
+    `pattern` matches, the same span (and maybe more), written so that its lookarounds sit at
+    its ends, where they become boundary characters. (`pattern` may be written for the speed of
+    Python's engine, with a lookbehind after its first character.)"""
+    _WIDER[pattern] = wider
+
+
+# A run of line breaks and blanks as `normalise.joined` removes or makes one space.
+_BREAK = r"(?:\x20*\n[\x20\n]*)?"
+
+
+def shape(pattern: re.Pattern[str], broken: bool = False) -> tuple[bytes, int | None] | None:
+    """The Hyperscan expression whose matches include every match of `pattern` (lookarounds
+    dropped or made into boundary characters, back-references made copies of their group),
+    and the pattern's maximal width (None: wider than MAX_WIDTH, a gate). None when the
+    pattern holds something this translation does not know, or can match empty text.
+
+    `broken`: the shape with a run of line breaks and blanks allowed between any two of its
+    characters (unbounded: a gate). It occurs in a text wherever the shape occurs in the text's
+    `normalise.joined` view: a character of the view is one of the text, a removed run is
+    allowed between two, and a space made of a run is one of the run's blanks with the rest of
+    the run before or after it."""
+    try:
+        parser = importlib.import_module("re._parser")  # the stdlib's own parser (private)
+        low, high = parser.parse(pattern.pattern, pattern.flags).getwidth()
+        if low < 1:
+            return None
+        written = _WIDER.get(pattern, pattern)
+        items = list(parser.parse(written.pattern, written.flags))
+        translator = _Translator(parser, written.flags, _BREAK if broken else "")
+        prefix = suffix = ""
+        if items and items[0][0] is parser.ASSERT_NOT and items[0][1][0] == -1:
+            prefix = translator.boundary(items.pop(0)[1][1], start=True)
+        if items and items[-1][0] is parser.ASSERT_NOT and items[-1][1][0] == 1:
+            suffix = translator.boundary(items[-1][1][1], start=False)
+            items.pop()
+        body = translator.sequence(items)
+        if not body:
+            return None
+        width = high if high <= MAX_WIDTH and not broken else None
+        expression = translator.gap.join(part for part in (prefix, body, suffix) if part)
+        return expression.encode("ascii"), width
+    except Exception:  # _Untranslatable, or a parse tree of a shape this does not know
+        return None
+
+
+class _Translator:
+    def __init__(self, parser: Any, flags: int, gap: str = "") -> None:
+        self.p = parser
+        self.flags = flags
+        self.gap = gap  # allowed between any two characters ("": nothing)
+        self.groups: dict[int, str] = {}
+
+    def boundary(self, inner: Any, start: bool) -> str:
+        """`(?<!X)` at the start as "start of text or a character not X"; `(?!X)` at the end
+        as "such a character or the end". Anything but one character class is dropped."""
+        items = list(inner)
+        if len(items) != 1:
+            return ""
+        try:
+            members = self.members(*items[0])
+        except _Untranslatable:
+            return ""
+        if members is None:
+            return ""
+        negated = f"[^{members}]"
+        if "?" in _chars(members):  # '?' stands for every non-ASCII character here
+            return ""
+        if self.gap:  # a blank or a line break of a run `joined` turned into a space or less
+            negated = f"{negated}|[\\x20\\n]"
+        return f"(?:^|{negated})" if start else f"(?:{negated}|$)"
+
+    def members(self, op: Any, av: Any) -> str | None:
+        """The inside of a character class for one LITERAL or IN item (None: not that)."""
+        p = self.p
+        if op is p.LITERAL:
+            return _escape(av)
+        if op is p.IN:
+            if av and av[0][0] is p.NEGATE:
+                return None
+            return "".join(self.member(m_op, m_av) for m_op, m_av in av)
+        return None
+
+    def member(self, op: Any, av: Any) -> str:
+        p = self.p
+        if op is p.LITERAL:
+            return _escape(av)
+        if op is p.RANGE:
+            low, high = av
+            if high > 0x7F:
+                raise _Untranslatable
+            return f"{_escape(low)}-{_escape(high)}"
+        if op is p.CATEGORY:
+            if av is p.CATEGORY_DIGIT:
+                return "0-9"
+            if av is p.CATEGORY_SPACE:
+                return _SPACE_CLASS
+        raise _Untranslatable
+
+    def sequence(self, items: Any) -> str:
+        return self.gap.join(part for part in (self.item(op, av) for op, av in items) if part)
+
+    def item(self, op: Any, av: Any) -> str:
+        p = self.p
+        if op is p.LITERAL:
+            return _escape(av)
+        if op is p.NOT_LITERAL:
+            if av == ord("?") or av > 0x7F:
+                raise _Untranslatable
+            return f"[^{_escape(av)}]"
+        if op is p.ANY:
+            return r"[\x00-\xff]" if self.flags & re.DOTALL else r"[^\n]"
+        if op is p.IN:
+            if av and av[0][0] is p.NEGATE:
+                inside = "".join(self.member(m_op, m_av) for m_op, m_av in av[1:])
+                if "?" in _chars(inside):
+                    raise _Untranslatable
+                return f"[^{inside}]"
+            return "[" + "".join(self.member(m_op, m_av) for m_op, m_av in av) + "]"
+        if op in (p.MAX_REPEAT, p.MIN_REPEAT, p.POSSESSIVE_REPEAT):
+            low, high, sub = av
+            inner = self.sequence(sub)
+            if not inner:
+                return ""
+            top = "" if high is p.MAXREPEAT or high >= p.MAXREPEAT else str(high)
+            if self.gap:
+                return f"(?:{inner}{self.gap}){{{low},{top}}}"
+            return f"(?:{inner}){{{low},{top}}}"
+        if op is p.SUBPATTERN:
+            group, add_flags, del_flags, sub = av
+            if add_flags or del_flags:
+                raise _Untranslatable
+            inner = self.sequence(sub)
+            if group is not None:
+                self.groups[group] = inner
+            return f"(?:{inner})"
+        if op is p.ATOMIC_GROUP:
+            return f"(?:{self.sequence(av)})"
+        if op is p.BRANCH:
+            return "(?:" + "|".join(self.sequence(b) for b in av[1]) + ")"
+        if op is p.GROUPREF:
+            if av not in self.groups:
+                raise _Untranslatable
+            return f"(?:{self.groups[av]})"
+        if op in (p.ASSERT, p.ASSERT_NOT, p.AT):
+            return ""  # dropped: the shape matches more, never less
+        raise _Untranslatable
+
+
+def _escape(code: int) -> str:
+    if code > 0x7F:
+        raise _Untranslatable
+    return f"\\x{code:02x}"
+
+
+def _chars(members: str) -> set[str]:
+    """The characters a class body written by `_Translator` holds (for the '?' check)."""
+    try:
+        return {chr(c) for c in range(0x80) if re.fullmatch(f"[{members}]", chr(c))}
+    except re.error:
+        return {"?"}

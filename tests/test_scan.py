@@ -1,0 +1,281 @@
+"""The scan engines (policies/scan.py) report the same candidates, and the same decisions.
+
+Hyperscan finds where each identifier's shape ends; the exact pattern then runs only around
+those ends. The pure-Python engine searches with the exact patterns. A text, a pattern and the
+spans of its matches: the two must agree for every pattern the recognisers use, on generated
+text made of the pieces identifiers are made of, and on a seeded corpus of longer texts.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from policies import cases, identifiers, normalise, restricted, scan
+from policies.content_rules import ContentRules
+from policies.identifiers import (
+    compile_case_number_search,
+    compile_cues,
+    find_case_numbers,
+    identifier_kinds,
+    scan_text,
+)
+from tests.fixtures_content import default_rules
+
+RULES = ContentRules()
+CUES = RULES.date_of_birth_regex
+PATTERNS = (RULES.case_number_search, *identifiers.IDENTIFIER_PATTERNS, CUES,
+            compile_case_number_search(r"[A-Z]{2}\d{2}[A-Z]\d{5}|\d{4}-\d{6}"),
+            compile_case_number_search(r"FD\d{2}P\d{5}"))
+NATIVE = pytest.mark.skipif(scan.HYPERSCAN not in scan.available(),
+                            reason="the hyperscan wheel is not installed here")
+
+# The pieces identifiers, dates and the text around them are made of, and a few non-ASCII
+# characters: some the patterns cannot match (é, ’), some they can (a Kelvin sign, Arabic
+# digits), which send the text to the exact search.
+PIECES = ["0", "1", "4", "9", "12", "943", "476", "5919", "9434765919", "ZC12C00123", "zc",
+          "QQ", "AB", "12 34 56", "C", "D", "A", "/", "-", " ", "  ", "\n", " \n", "\n\n",
+          ".", ",", ":", "DOB", "dob:", "born", "date of\nbirth", "01/0012345Z", "2001/",
+          "3rd", "Apr", "March", "2015", "14/03/2015", "X", "x", "_", "é", "’", "\u212a",
+          "\u0661", "FD12P00123", "1234-567890"]
+texts = st.lists(st.sampled_from(PIECES), max_size=40).map("".join)
+
+
+def spans(text: str, engine: str) -> list[list[tuple[int, int]]]:
+    found = scan.search(text, PATTERNS, identifiers.anchored_finditer, engine)
+    return [[m.span() for m in found.matches(p)] for p in PATTERNS]
+
+
+def decisions(text: str) -> tuple[list[str], set[str]]:
+    found = scan_text(text, (RULES.case_number_search, *identifiers.IDENTIFIER_PATTERNS, CUES))
+    return (list(find_case_numbers(text, RULES.case_number_search, RULES.case_number_regex,
+                                   found)),
+            identifier_kinds(text, CUES, found=found))
+
+
+def test_every_pattern_the_recognisers_use_has_a_native_shape() -> None:
+    """Only the cues, whose white space runs are unbounded, are a gate; none falls back."""
+    widths = {p.pattern: scan.shape(p) for p in PATTERNS}
+    assert all(shape is not None for shape in widths.values())
+    assert [p for p in PATTERNS if scan.shape(p)[1] is None] == [CUES]  # type: ignore[index]
+
+
+NO_SHAPE = "no shape"
+
+
+@pytest.mark.parametrize(("pattern", "expected"), [
+    (r"(?<=\d)X\d", 2),  # a lookbehind that is not one character: dropped
+    (r"[^\d]\d{3}", 4),  # a negated class that excludes "?" is fine
+    (r"\d{2,}", None),  # unbounded: a gate
+    (r"\w\d{4}", NO_SHAPE),  # \w matches letters of every script
+    (r"é\d{4}", NO_SHAPE),  # a non-ASCII literal
+    (r"(?i:a)\d{4}", NO_SHAPE),  # inline flags
+    (r"[^?]\d", NO_SHAPE),  # "?" stands for every non-ASCII character
+    (r"x?", NO_SHAPE),  # matches the empty text
+])
+def test_shapes_of_other_patterns(pattern: str, expected: int | str | None) -> None:
+    translated = scan.shape(re.compile(pattern))
+    if expected == NO_SHAPE:
+        assert translated is None
+    else:
+        assert translated is not None
+        assert translated[1] == expected
+
+
+@NATIVE
+@given(texts)
+def test_the_engines_report_the_same_candidates(text: str) -> None:
+    assert spans(text, scan.HYPERSCAN) == spans(text, scan.RE)
+
+
+@NATIVE
+def test_the_engines_agree_on_a_seeded_corpus() -> None:
+    """Longer texts (up to 20,000 pieces), where windows merge and overlap."""
+    rng = random.Random(14)
+    for _ in range(30):
+        text = "".join(rng.choice(PIECES) for _ in range(rng.randrange(1, 20_000)))
+        assert spans(text, scan.HYPERSCAN) == spans(text, scan.RE)
+        with scan.use_engine(scan.HYPERSCAN):
+            native = decisions(text)
+        with scan.use_engine(scan.RE):
+            python = decisions(text)
+        assert native == python
+
+
+@NATIVE
+@given(texts)
+def test_the_engines_decide_alike(text: str) -> None:
+    with scan.use_engine(scan.HYPERSCAN):
+        native = decisions(text)
+    with scan.use_engine(scan.RE):
+        python = decisions(text)
+    assert native == python
+
+
+@NATIVE
+def test_a_text_without_a_shape_costs_no_exact_search() -> None:
+    """Postfix's smtp-source body: a digit at the start of every line, no identifier."""
+    body = "".join(f"{i % 10}{'X' * 77}\n" for i in range(2000))
+    found = scan.search(body, PATTERNS, identifiers.anchored_finditer, scan.HYPERSCAN)
+    assert [found.present(p) for p in PATTERNS] == [False] * len(PATTERNS)
+    assert [list(found.matches(p)) for p in PATTERNS] == [[]] * len(PATTERNS)
+
+
+@NATIVE
+def test_too_many_ends_fall_back_to_the_exact_search() -> None:
+    text = "9434765919 " * (scan.MAX_ENDS + 10)
+    found = scan.search(text, (identifiers.IDENTIFIER_PATTERNS[0],),
+                        identifiers.anchored_finditer, scan.HYPERSCAN)
+    assert sum(1 for _ in found.matches(identifiers.IDENTIFIER_PATTERNS[0])) \
+        == scan.MAX_ENDS + 10
+
+
+@NATIVE
+def test_each_thread_scans_with_its_own_scratch() -> None:
+    """Hyperscan's scratch may not be shared: the gateway evaluates in worker threads."""
+    text = "NHS 943 476 5919, case ZC12C00123, DOB 14/03/2015\n" * 2000
+    expected = decisions(text)
+    results: list[tuple[list[str], set[str]]] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with_engine = [decisions(text) for _ in range(5)]
+            results.extend(with_engine)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert results == [expected] * 20
+    assert expected[1] == {"nhs-number", "date-of-birth"}
+
+
+def test_an_unknown_engine_is_refused() -> None:
+    with pytest.raises(ValueError, match="not available"):
+        scan.set_engine("pcre")
+
+
+def test_cues_configured_with_spaces_are_a_gate() -> None:
+    cues = compile_cues(("date of birth",))
+    found = scan_text("date\n of   birth: 14/03/2015", (cues,))
+    assert found.present(cues)
+    assert [m.group() for m in found.matches(cues)] == ["date\n of   birth"]
+
+
+# --- what else the one scan serves: keywords and the agency-check phrase gate --------------
+
+CONTENT = default_rules()
+MARKS = CONTENT.agency_checks
+KEYWORDS = CONTENT.keyword_matcher
+GATES = (*(p for p, _ in KEYWORDS.patterns), *MARKS.gate.words)
+# Words of the keyword and agency-check phrases, record-field labels, quote marks, form
+# choices and separators: texts where phrases, glued words and removed labels meet.
+_PHRASES = [*MARKS.outcomes, *MARKS.origin_marks, *MARKS.handing_over, *MARKS.results,
+            *MARKS.titles, *(p for phrases in KEYWORDS.phrases for p in phrases)]
+WORDS = sorted({w for p in _PHRASES for w in p.split()} | {"&", "s", "Result:", "Offence:",
+                                                             "> ", "yes / no", "trace / no trace"})
+SEPARATORS = [" ", "\n", "-", ", ", "_", ":", "  \n> ", "/", "\u212a", "é"]
+phrase_texts = st.lists(st.tuples(st.sampled_from(WORDS), st.sampled_from(SEPARATORS),
+                                   st.booleans()), max_size=30).map(
+    lambda parts: "".join((w.upper() if up else w) + sep for w, sep, up in parts))
+
+
+@NATIVE
+@given(phrase_texts)
+def test_keywords_the_scan_finds_are_the_matchers(text: str) -> None:
+    with scan.use_engine(scan.HYPERSCAN):
+        found = scan_text(text, (), GATES)
+        assert KEYWORDS.first_type_found([(text, found)]) == KEYWORDS.first_type_in([text])
+
+
+@NATIVE
+@given(phrase_texts, st.sampled_from(["", "officer@police.example"]), st.booleans())
+def test_a_closed_phrase_gate_changes_no_signal(text: str, author: str, own: bool) -> None:
+    """Where the scan saw no phrase's words, reading the text without its phrases gives the
+    signals reading it with them gives."""
+    with scan.use_engine(scan.HYPERSCAN):
+        found = scan_text(text, (), GATES)
+    piece = restricted.Segment(author, "", text)
+    opened = restricted._agency_signals(piece, MARKS, own, phrases=True)
+    assert restricted._agency_signals(piece, MARKS, own,
+                                      phrases=MARKS.gate.open(found.present)) == opened
+
+
+def test_a_phrase_gate_needs_every_long_word_of_a_phrase() -> None:
+    gate = restricted.PhraseGate.of({"handing": ["please find attached"], "outcome": ["no trace"]})
+    assert [w.pattern for w in gate.words] == ["please", "find", "attached", "trace"]
+    present = {"please", "attached"}
+    assert not gate.open(lambda w: w.pattern in present)
+    assert gate.open(lambda w: w.pattern in {"trace"})
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 4096])
+@given(st.lists(st.sampled_from(["a", "bc", "\n", "\r", "\r\n", " ", "\x0b", "\u2028", ""]),
+                max_size=40).map("".join))
+def test_first_lines_are_those_of_splitlines(size: int, text: str) -> None:
+    assert list(restricted._first_lines(text, size)) == text.splitlines()
+
+
+BREAKS = ["\n", " \n", "\n ", "  \n\n ", "\n\n"]
+broken_texts = st.lists(st.sampled_from([*PIECES, *BREAKS, *BREAKS]), max_size=40).map("".join)
+
+
+@NATIVE
+@given(broken_texts)
+def test_a_joined_view_skipped_would_have_found_nothing(text: str) -> None:
+    """The joined view is made only when the text's scan saw a shape with line breaks inside
+    (`Found.joined_may_match`): when it did not, the view holds no candidate of any pattern."""
+    patterns = PATTERNS[:5]
+    found = scan.search(text, patterns, identifiers.anchored_finditer, scan.HYPERSCAN,
+                        broken=patterns)
+    if found.joined_may_match():
+        return
+    whole = normalise.joined(text)
+    assert [list(p.finditer(whole)) for p in patterns] == [[]] * len(patterns)
+
+
+@NATIVE
+def test_an_identifier_broken_over_lines_opens_the_joined_view() -> None:
+    text = "NHS 943\n476 5919 and case ZC12 \nC00123"
+    found = scan.search(text, PATTERNS[:5], identifiers.anchored_finditer, scan.HYPERSCAN,
+                        broken=PATTERNS[:5])
+    assert found.joined_may_match()
+    postfix = "".join(f"{i % 10}{'X' * 77}\n" for i in range(200))
+    found = scan.search(postfix, PATTERNS[:5], identifiers.anchored_finditer, scan.HYPERSCAN,
+                        broken=PATTERNS[:5])
+    assert not found.joined_may_match()
+
+
+POSTCODE_PIECES = ["ab1", "1st", "sw1a", "1aa", "ls14ab", " ", "\n", "March", "mar", "2015",
+                   "3rd", "/", "-", "12", "1", ".", ",", "X"]
+ascii_texts = st.lists(st.sampled_from([*PIECES[:-4], *POSTCODE_PIECES]),
+                       max_size=30).map("".join)
+
+
+@NATIVE
+@given(ascii_texts)
+def test_an_ascii_text_without_a_date_shape_has_no_date_for_the_case_matcher(text: str) -> None:
+    """The case matcher looks for dates in its own normalised text (postcodes spaced); in
+    ASCII text the scan's date gate must see every one it would find."""
+    found = scan.search(text, (), identifiers.anchored_finditer, scan.HYPERSCAN,
+                        gates=(identifiers.DATES,))
+    if not found.present(identifiers.DATES):
+        assert list(identifiers.find_dates(cases.normalise(text, folded=True))) == []
+
+
+def test_a_date_made_by_spacing_a_postcode_is_seen() -> None:
+    text = "at ab11st March 2015"
+    assert list(identifiers.find_dates(text)) == []
+    assert [m.group() for m in identifiers.find_dates(cases.normalise(text))] \
+        == ["1st march 2015"]
+    assert scan_text(text, (), (identifiers.DATES,)).present(identifiers.DATES)

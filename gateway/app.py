@@ -42,6 +42,7 @@ from gateway.stores.portal import PORTAL_DB_FILE, PortalStore
 from gateway.stores.portalkeys import KeyringError
 from gateway.stores.portalkeys import open_keyring as open_checked_keyring
 from gateway.stores.users import UserStore
+from policies import content
 from policies.cases import CaseIndex, RecordKey
 from policies.events import EventKind
 from policies.loader import EMBEDDED_FILES, Policy, PolicyError, parse_policy
@@ -215,6 +216,7 @@ class App:
         root = resolve_data_dir(config, config_path, data_dir)
         base_dir = config_path.parent if config_path is not None else Path.cwd()
         policy = read_policy(config, base_dir)
+        content.warm(policy.content)  # the first message does not pay the scan's compile
         external = anchor_targets(config, base_dir)
         try:
             root.mkdir(parents=True, exist_ok=True, mode=0o700)

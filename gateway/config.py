@@ -69,6 +69,19 @@ class SmtpConfig:
     # Message bytes held in memory at once, across all connections (from DATA to its reply);
     # a DATA over it waits a second, then gets 452 4.3.1. At least max_message_size.
     max_buffered_bytes: int = 256 * 1024 * 1024
+    # Commands without progress (Postfix smtpd_junk_command_limit): past this many NOOP, RSET,
+    # HELP, VRFY, EXPN or repeated EHLO/HELO in one connection, each counts as an error; 0: none
+    junk_command_limit: int = 100
+    # Errors a connection may make before a message is accepted (replies 4xx/5xx, except a
+    # policy's refusal of one recipient or message); then 421 4.7.0 and close (Postfix
+    # smtpd_hard_error_limit). Both counts start again when a message is accepted; 0: no limit
+    hard_error_limit: int = 20
+    # Open connections from outside relay_from that have not authenticated, in total (both
+    # ports); one more is answered 421 4.7.0 and closed; 0: no limit
+    max_unauthenticated_connections: int = 100
+    # seconds a client outside relay_from may stay silent before it authenticates (at most
+    # idle_timeout)
+    unauthenticated_idle_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -152,6 +165,9 @@ class PortalConfig:
     expiry_days: float = 30.0  # portal copies are destroyed, with their keys, after this
     notify_subject: bool = False  # put the original subject in the notification email
     from_address: str = ""  # sender of codes and secure replies; default casegate@<smtp.hostname>
+    # Wrong one-time codes in total for one copy (any number of codes); then the copy is locked
+    # until its sender re-issues it with a new link (`casegate messages reissue ID`)
+    max_wrong_codes: int = 20
 
 
 @dataclass(frozen=True)
@@ -377,6 +393,7 @@ CHECKS: dict[str, Check] = {
     "smtp.relay_from": cidr_list,
     "smtp.relay_client_cert_fingerprints": fingerprint_list,
     "smtp.auth_max_failures": positive,
+    "smtp.unauthenticated_idle_timeout": positive,
     "http.host": listen_address,
     "http.port": port(zero="any free port"),
     "http.public_url": url_or_empty,
@@ -400,6 +417,7 @@ CHECKS: dict[str, Check] = {
     "verification.dns_timeout": positive,
     "portal.expiry_days": positive,
     "portal.from_address": address_or_empty,
+    "portal.max_wrong_codes": positive,
     "metrics.host": listen_address,
     "metrics.port": port(zero="any free port"),
 }

@@ -71,6 +71,8 @@ class EventKind(StrEnum):
     PORTAL_REPLY = "portal-reply"
     PORTAL_REVOKE = "portal-revoke"
     PORTAL_EXPIRY = "portal-expiry"
+    PORTAL_COPY_LOCKED = "portal-copy-locked"  # too many wrong codes in total for one copy
+    PORTAL_REISSUE = "portal-reissue"  # the sender gave a copy a new link (and unlocked it)
     # the case registry (verification/casework.py): case and kind of entry, never names/text
     CASE_PERSON_RECORDED = "case-person-recorded"
     CASE_PERSON_REMOVED = "case-person-removed"

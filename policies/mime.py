@@ -11,8 +11,11 @@ depth budget; one nested deeper is not read, and reported in `Tree.too_deep_mess
 
 from __future__ import annotations
 
+import email.feedparser
+import email.policy
+import re
 from dataclasses import dataclass, field
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 
 from policies.content_rules import Limits
 
@@ -107,3 +110,105 @@ def walk(message: EmailMessage, limits: Limits, depth: int = 0) -> Tree:
             tree.forwarded.extend(parts)
             stack.extend((child, 0, inside + 1) for child in reversed(parts))
     return tree
+
+
+# --- parsing a message's skeleton ----------------------------------------------------------
+#
+# The stdlib parser reads a message line by line in Python: for a message of megabytes, most
+# of the time of classifying it (issue 14). But which parts there are, their headers and where
+# each body starts and ends depend only on a few lines: header fields, blank lines and lines
+# that may be boundaries. `parse_skeleton` feeds the parser those lines as they are and each
+# run of other lines as one line of its own, a token, then puts the runs' text back into the
+# bodies: the parser builds the same tree, with the same headers and defects, as from the whole
+# message, and each body holds the same text, found with `bytes.find` instead of line by line.
+#
+# Why a run may be replaced by one line: the parser is in one of two states. Reading a header
+# block (at the start, after a boundary line, and for a message/* part after its own header
+# block), it asks of each line whether it is a field (`email.feedparser.headerRE`: "From ", a
+# folded line, or a name and a colon), blank, or neither; a blank line ends the block, and so
+# does the first line that is neither, which begins the body. Reading a body, it asks only
+# whether a line is a boundary (starts with "--"). So every line that starts with "--" is fed
+# as it is, and so is every line from one such line (or the start) while each is a field or
+# blank (wider than the parser's header blocks, never narrower); a run of the other lines is
+# fed as one token line, which is neither a field, nor blank, nor a boundary, as each of them
+# is not. (A message/delivery-status body is blocks of fields after blank lines: a message
+# with one is left to the full parse.)
+#
+# The token is a character no decoded line can hold (the parser's str is the bytes decoded as
+# ASCII with surrogateescape: U+E000 never occurs) and the run's number. Only messages with CRLF
+# line ends throughout and a final CRLF are read so; any other returns None (the full parse).
+
+_TOKEN = "\ue000"  # noqa: S105 - a marker, not a password
+_TOKEN_LINE = re.compile(_TOKEN + r"(\d+)(\r\n)?")
+# The parser's own test of a header line (email.feedparser.headerRE; the tests compare them).
+_HEADER_LINE = re.compile(r"^(From |[\041-\071\073-\176]*:|[\t ])")
+
+
+def parse_skeleton(data: bytes, policy: email.policy.EmailPolicy[EmailMessage],
+                   bodies: bool = True) -> Message | None:
+    """The stdlib parse of `data` (`email.feedparser` with `policy`), from its skeleton (see
+    above), or None when `data` is not CRLF throughout and CRLF-terminated. With `bodies`
+    false the bodies keep their tokens: the tree and its headers without the content, for
+    callers that only number the parts (transports/portal.py)."""
+    crlf = data.count(b"\r\n")
+    if (not data.endswith(b"\r\n") or data.count(b"\r") != crlf
+            or data.count(b"\n") != crlf):
+        return None
+    runs: list[tuple[int, int]] = []
+    parser = email.feedparser.FeedParser(policy=policy)
+    parser.feed(_skeleton(data, runs))
+    message = parser.close()
+    if any(part.get_content_type() == "message/delivery-status" for part in message.walk()):
+        return None  # its body is blocks of fields, each after a blank line: the full parse
+    if bodies:
+        def text(match: re.Match[str]) -> str:
+            start, end = runs[int(match.group(1))]
+            if not match.group(2):
+                end -= 2  # the parser took the last line end before a boundary off the body
+            return data[start:end].decode("ascii", "surrogateescape")
+
+        for part in message.walk():
+            payload = part.get_payload()
+            if isinstance(payload, str) and _TOKEN in payload:
+                part.set_payload(_TOKEN_LINE.sub(text, payload))  # as the parser sets it
+            for name in ("preamble", "epilogue"):
+                value = getattr(part, name)
+                if isinstance(value, str) and _TOKEN in value:
+                    setattr(part, name, _TOKEN_LINE.sub(text, value))
+    return message
+
+
+def _skeleton(data: bytes, runs: list[tuple[int, int]]) -> str:
+    """The lines of `data` (CRLF throughout, CRLF-terminated) the parser may read as structure,
+    as they are, and each run of other lines as one token line; `runs` gets each run's span."""
+    out: list[str] = []
+    size = len(data)
+    pos = 0  # always the start of a line
+    heading = True  # the line at `pos` may be read as a header
+    dash = -1  # the next line that starts with "--" (once looked for)
+    while pos < size:
+        if heading or data.startswith(b"--", pos):
+            end = data.index(b"\r\n", pos) + 2
+            line = data[pos:end].decode("ascii", "surrogateescape")
+            if line.startswith("--"):
+                heading = True
+            elif line != "\r\n" and _HEADER_LINE.match(line) is None:
+                heading = False  # it ends the header block: the body's first line, in the run
+            if heading:
+                out.append(line)
+                pos = end
+                continue
+        # A body: the run goes up to the next line that starts with "--".
+        if dash <= pos:
+            dash = _next_line_starting(data, b"--", pos)
+        out.append(f"{_TOKEN}{len(runs)}\r\n")
+        runs.append((pos, dash))
+        pos = dash
+    return "".join(out)
+
+
+def _next_line_starting(data: bytes, mark: bytes, pos: int) -> int:
+    """Where the first line after the one at `pos` begins that starts with `mark`;
+    len(data) when none does."""
+    found = data.find(b"\r\n" + mark, pos)
+    return len(data) if found == -1 else found + 2

@@ -128,7 +128,7 @@ class PortalWeb:
             clock=self.clock, audit=self.app.audit.record_async)
         self.deps = PortalDeps(store=self.store, keyring=self.app.keyring, upstream=upstream,
                                audit=self.app.audit, settings=self.delivery.settings,
-                               clock=self.clock)
+                               clock=self.clock, delivery=self.delivery)
         web_app = web.Application()
         install_staff(web_app, WebDeps(audit=self.app.audit, users=users,
                                        data_dir=self.data_dir))

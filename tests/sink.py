@@ -292,6 +292,7 @@ class Sink:
         self._server: asyncio.Server | None = None
         self._sessions: list[_SinkSMTP] = []
         self._silent: list[_Silent] = []
+        self._stopping = False  # set by stop(): a connection accepted from then on is closed
 
     # ---- fault injection -------------------------------------------------------------
     def fail(
@@ -375,6 +376,10 @@ class Sink:
 
     # ---- lifecycle -------------------------------------------------------------------
     def _protocol(self) -> asyncio.BaseProtocol:
+        if self._stopping:
+            # Accepted by the listener just before stop() stopped it: closed at once, never
+            # served (see stop_listening).
+            return _Refuser("")
         self.stats.connections += 1
         fault = self._take(Step.CONNECT)
         if fault is not None and fault.action is Action.HANG:
@@ -418,6 +423,7 @@ class Sink:
 
     async def start(self) -> Sink:
         loop = asyncio.get_running_loop()
+        self._stopping = False
         factory: Callable[[], asyncio.BaseProtocol] = self._protocol
         self._server = await loop.create_server(
             factory, self.host, 0, ssl=self.tls if self.implicit_tls else None
@@ -426,13 +432,25 @@ class Sink:
         return self
 
     async def stop_listening(self) -> None:
-        """Close the listening socket: new connections to `port` are refused."""
+        """Close the listening socket: new connections to `port` are refused.
+
+        A connection the listener has accepted is made into a transport by asyncio one loop
+        turn later, in a task; on Python 3.11 that fails silently once the server is closed
+        (`Server._attach` asserts it is open) and leaves the accepted socket to the garbage
+        collector. So the listener first stops accepting, then one loop turn lets asyncio
+        build what it accepted (stop() closes those), then it closes.
+        """
         if self._server is not None:
+            loop = asyncio.get_running_loop()
+            for sock in self._server.sockets:
+                loop.remove_reader(sock.fileno())  # accept nothing more...
+            await asyncio.sleep(0)  # ...and let the connections already accepted be built
             self._server.close()
             await self._server.wait_closed()
 
     async def stop(self) -> None:
         """Stop listening, close every connection (releasing every hang) and wait for them."""
+        self._stopping = True
         await self.stop_listening()
         self._server = None
         for silent in self._silent:

@@ -33,6 +33,13 @@ BAD_VALUES = [
     ("[http]\npublic_url = \"secure.cafcass.example\"", "'http.public_url'"),
     ("[verification]\ndns_servers = [\"dns.example\"]", "'verification.dns_servers'"),
     ("[portal]\nexpiry_days = 0", "'portal.expiry_days'"),
+    ("[smtp]\nunauthenticated_idle_timeout = 0",
+     "'smtp.unauthenticated_idle_timeout' must be more than 0"),
+    ("[smtp]\nhard_error_limit = -1", "'smtp.hard_error_limit' must not be negative"),
+    ("[smtp]\njunk_command_limit = 1.5", "'smtp.junk_command_limit' must be a whole number"),
+    ("[smtp]\nmax_unauthenticated_connections = -2",
+     "'smtp.max_unauthenticated_connections' must not be negative"),
+    ("[portal]\nmax_wrong_codes = 0", "'portal.max_wrong_codes' must be more than 0"),
 ]
 
 
@@ -54,6 +61,7 @@ def test_values_at_the_edges_of_their_ranges_load(tmp_path: Path) -> None:
     path.write_text("\n".join([
         "[smtp]", "port = 0", "tls_port = 0", 'host = "::1"', 'hostname = "gw.cafcass.gov.uk"',
         'relay_from = ["10.1.0.0/16", "2001:db8::/32"]', "max_connections = 0",
+        "junk_command_limit = 0", "hard_error_limit = 0", "max_unauthenticated_connections = 0",
         "[http]", "port = 65535", 'host = "0.0.0.0"', 'public_url = "https://secure.example/"',
         "[upstream]", 'host = "2001:db8::1"', "port = 587",
         "[audit]", 'governance_address = "information.governance@cafcass.gov.uk"',

@@ -279,3 +279,20 @@ def test_a_date_made_by_spacing_a_postcode_is_seen() -> None:
     assert [m.group() for m in identifiers.find_dates(cases.normalise(text))] \
         == ["1st march 2015"]
     assert scan_text(text, (), (identifiers.DATES,)).present(identifiers.DATES)
+
+
+@pytest.mark.skipif(scan.HYPERSCAN not in scan.available(), reason="no native engine here")
+def test_warming_compiles_every_database_a_message_needs() -> None:
+    """After `content.warm(rules)` (the gateway calls it when it loads its policy) no message
+    compiles a database: the first message does not pay the compile (issue 14)."""
+    from policies import content
+
+    rules = default_rules()  # a fresh policy: patterns no database was compiled for yet
+    content.warm(rules)
+    compiled = len(scan._DATABASES)
+    with scan.use_engine(scan.HYPERSCAN):
+        for body in (b"no digits here", b"DOB 01/02/2010, NHS 943 476\r\n5919",
+                     b"case ZC12C\r\n00123 and 07700 900461"):
+            raw = b"From: a@b.example\r\nSubject: s\r\n\r\n" + body + b"\r\n"
+            content.classify_message(raw, rules, lambda: 0.0)
+    assert len(scan._DATABASES) == compiled

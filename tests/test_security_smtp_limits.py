@@ -252,3 +252,21 @@ async def test_a_refusal_that_cannot_be_audited_ends_the_connection(tmp_path: Pa
         gw.app.audit.close()
         assert (await client.command(b"BOGUS")).startswith(b"500")
         assert await client.closed_by_server()
+
+
+async def test_a_burst_of_refused_connections_audits_the_1st_10th_and_100th(
+        tmp_path: Path, sink: Sink) -> None:
+    """120 connections opened at once over the per-client limit: each refusal keeps the number
+    it had when it was refused, so the 1st, 10th and 100th each write their event."""
+    async with running_gateway(tmp_path, sink, max_connections_per_client=1) as gw, \
+            _clients(gw) as connect:
+        holder = await connect()
+        assert (await holder.reply()).startswith(b"220")
+        burst = await asyncio.gather(*(connect() for _ in range(120)))
+        replies = await asyncio.gather(*(client.reply() for client in burst))
+        assert all(r == TOO_MANY_CONNECTIONS.encode() + b"\r\n" for r in replies)
+        assert all(await asyncio.gather(*(client.closed_by_server() for client in burst)))
+        events = _events(gw, "connection-limit")
+        assert sorted(e.metadata["refused_so_far"] for e in events) == [1, 10, 100]
+        assert gw.gateway.stages.metrics.value("casegate_smtp_connections_refused_total") == 120
+        assert (await holder.command(b"NOOP")).startswith(b"250")

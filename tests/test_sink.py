@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import aiosmtplib
 import pytest
 
@@ -94,3 +97,17 @@ async def test_connect_fault_and_refused_connection(sink: Sink) -> None:
     await sink.stop_listening()
     with pytest.raises(aiosmtplib.SMTPConnectError):
         await client(sink, start_tls=False).connect()
+
+
+async def test_a_connection_accepted_while_the_sink_stops_is_closed_not_served() -> None:
+    """The listener accepts a connection, and asyncio makes it into a transport one loop turn
+    later, in a task. Stopped in between, the sink used to close its server first, which made
+    that task fail silently on Python 3.11 (`Server._attach` asserts the server is open) and
+    left the accepted socket open for the garbage collector (the leak the drain tests hid
+    with a GC fixture). Now that connection is closed at once, never greeted."""
+    sink = await Sink().start()
+    with socket.create_connection((sink.host, sink.port), timeout=10) as raw:  # in the backlog
+        await asyncio.sleep(0)  # one loop turn: the listener accepts it...
+        await asyncio.sleep(0)  # ...and the next turn would build its protocol: stop first
+        await sink.stop()
+        assert await asyncio.to_thread(raw.recv, 1024) == b""

@@ -26,12 +26,11 @@ and reads a decrypted copy for display (`read_message`, `attachment`). It import
 from __future__ import annotations
 
 import asyncio
-import email.feedparser
 import hashlib
 import re
 import secrets
 import unicodedata
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
@@ -46,6 +45,7 @@ from typing import Protocol
 
 import structlog
 
+from policies import mime
 from policies.events import EventKind
 from transports.base import (
     Copy,
@@ -458,30 +458,22 @@ def read_message(data: bytes) -> ReadableMessage:
         text=_content(text_part), html=_content(html_part), attachments=tuple(attachments))
 
 
-# How a line begins that the stdlib parser may read as structure: a MIME boundary, a blank
-# line, or a header field of its own `headerRE` ("From ", a folded line, or a name and a
-# colon: here any line with a colon, to be sure).
-_STRUCTURE_PREFIXES = (b"--", b"\r\n", b"From ", b"\t", b" ")
-
-
 def attachment_parts(data: bytes) -> list[int]:
     """`read_message(data).attachment_parts()`, without holding the message's bodies.
 
     The parts, their numbers and which of them is the text or HTML body depend only on header
-    fields, boundary lines and blank lines; every run of other lines is fed to the same parser
-    as one line "x" (still neither a field nor a boundary), so the parse holds a skeleton of
-    the message instead of a few copies of it (issue 14: a 31 MB message to the portal took
-    16 times its size), and the runs are found with `bytes.find`, not line by line.
+    fields and boundary lines: the parse is of the message's skeleton (policies.mime, the
+    classifier's too), which holds no body (issue 14: a 31 MB message to the portal took
+    16 times its size), its runs of body lines found with `bytes.find`, not line by line.
     """
     crlf = data.count(b"\r\n")
     if data.count(b"\r") != crlf or data.count(b"\n") != crlf:  # not CRLF only: the full parse
         return read_message(data).attachment_parts()
     if _one_text_part(data):
         return []
-    parser = email.feedparser.BytesFeedParser(policy=default_policy)
-    for piece in _skeleton(data):
-        parser.feed(piece)
-    message = parser.close()
+    message = mime.parse_skeleton(data, default_policy, bodies=False)
+    if message is None:  # a delivery report: the full parse
+        return read_message(data).attachment_parts()
     bodies = (_body(message, "plain"), _body(message, "html"))
     return [number for number, part in enumerate(message.walk())
             if not part.is_multipart() and not any(part is body for body in bodies)]
@@ -503,41 +495,6 @@ def _one_text_part(data: bytes) -> bool:
         return True
     value = types[0][len(b"content-type:"):].partition(b";")[0].strip()
     return value in (b"text/plain", b"text/html")
-
-
-def _skeleton(data: bytes) -> Iterator[bytes]:
-    """The lines of `data` (CRLF only) that may be structure, each run of others as b"x\r\n"."""
-    size = len(data)
-    ahead = dict.fromkeys((*_STRUCTURE_PREFIXES, b":"), -1)  # the next line (start) with each
-    pos = 0  # always the start of a line
-    while pos < size:
-        for mark, line in ahead.items():
-            if line < pos:
-                ahead[mark] = _next_line_with(data, mark, pos)
-        first = min(ahead.values())
-        if first > pos:
-            yield b"x\r\n"  # the whole lines from `pos` to `first`: none is structure
-            pos = first
-            continue
-        end = data.find(b"\r\n", pos)
-        end = size if end == -1 else end + 2
-        yield data[pos:end]
-        pos = end
-
-
-def _next_line_with(data: bytes, mark: bytes, pos: int) -> int:
-    """Where the first line at or after `pos` (a line start) begins that starts with `mark`
-    (that holds it, for b":"); len(data) when none does."""
-    if mark == b":":
-        colon = data.find(b":", pos)
-        if colon == -1:
-            return len(data)
-        crlf = data.rfind(b"\r\n", pos, colon)
-        return pos if crlf == -1 else crlf + 2
-    if data.startswith(mark, pos):
-        return pos
-    found = data.find(b"\r\n" + mark, pos)
-    return len(data) if found == -1 else found + 2
 
 
 def attachment(data: bytes, part: int) -> tuple[AttachmentInfo, bytes] | None:

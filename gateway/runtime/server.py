@@ -4,7 +4,8 @@ stages, the SMTP front (STARTTLS and implicit TLS), the HTTP(S) front and the me
 port; the bound ports are on the returned `Gateway`).
 
 `Gateway.stop()` drains: it stops accepting, lets messages already in DATA finish (up to
-`drain_seconds`), then closes every connection and the transports.
+`drain_seconds`), then answers every connection still open `421 4.3.2` and closes it (a
+message still in flight then gets that 421, never a 250), then closes the transports.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from gateway.observe.metrics import Metrics
 from gateway.smtp.aiosmtpd_private import handler_task, socket_transport
 from gateway.smtp.budget import BufferBudget
 from gateway.smtp.front import GatewaySMTP, IPNetwork, SubmissionHandler
-from gateway.smtp.limits import ConnectionLimiter, ConnectionLimits
+from gateway.smtp.limits import CommandBudget, ConnectionLimiter, ConnectionLimits
 from gateway.smtp.tls import CertificatePair, ensure_certificate, normalise_fingerprint
 from gateway.stages.context import Stages
 from gateway.stages.pipeline import message_size_limit
@@ -88,8 +89,7 @@ class Gateway:
                 log.warning("drain-timeout", in_flight=stages.flight.count)
         handlers = []
         for session in list(self._sessions):
-            if session.transport is not None:
-                session.transport.close()
+            session.shut_down()  # 421 4.3.2, then close: never a silent disconnect
             task = handler_task(session)
             if task is not None:
                 handlers.append(task)
@@ -178,6 +178,7 @@ async def start_gateway(
         total=config.smtp.max_connections,
         per_client=config.smtp.max_connections_per_client,
         per_relay_peer=config.smtp.max_connections_per_relay_peer,
+        unauthenticated=config.smtp.max_unauthenticated_connections,
     ))  # one for both SMTP ports
     try:
         gateway.smtp_port = await _listen_smtp(gateway, handler, limiter, config, context,
@@ -215,6 +216,9 @@ async def _listen_smtp(gateway: Gateway, handler: SubmissionHandler, limiter: Co
             handler,
             implicit_tls=implicit,
             limiter=limiter,
+            budget=CommandBudget(junk_limit=smtp.junk_command_limit,
+                                 error_limit=smtp.hard_error_limit),
+            unauthenticated_timeout=min(smtp.unauthenticated_idle_timeout, smtp.idle_timeout),
             hostname=smtp.hostname,
             enable_SMTPUTF8=True,
             tls_context=None if implicit else context,

@@ -7,6 +7,7 @@ attributes. What it does not cover is listed here, and reached only through this
 - `HOOKS`: aiosmtpd's private methods that `GatewaySMTP` (gateway/smtp/front.py) overrides.
   aiosmtpd calls them, so the override must keep their name and parameters.
 - `ATTRIBUTES`: aiosmtpd's private attributes, read or replaced only by the functions below.
+- `METHODS`: aiosmtpd's private methods that the functions below call.
 - `STREAM`: private attributes of the `asyncio.StreamReader` aiosmtpd reads a connection from
   (the standard library's, but aiosmtpd is why we need them: it sets the reader's limit to one
   command line and keeps the reader to itself).
@@ -68,10 +69,22 @@ ATTRIBUTES: tuple[Internal, ...] = (
         "the TCP transport under the TLS layer STARTTLS adds (`transport` is then the layer), "
         "which the test sink aborts so that no half-done handshake holds it open"),
     Internal(
+        SMTP, "_timeout_duration", Kind.ATTRIBUTE, FRONT,
+        "the idle timeout (the constructor's `timeout`): a client outside relay_from gets a "
+        "shorter one until it authenticates, then the normal one; aiosmtpd has no setter"),
+    Internal(
         SMTP, "_reader", Kind.CONNECTED, f"{FRONT}, tests/test_smtp_data_writer.py",
         "the stream aiosmtpd reads commands from: DATA is read from it in large blocks "
         "(gateway/smtp/data.py) and STARTTLS checks it for pipelined commands; aiosmtpd keeps "
         "no public handle to it"),
+)
+
+METHODS: tuple[Internal, ...] = (
+    Internal(
+        SMTP, "_reset_timeout", Kind.METHOD, FRONT,
+        "restarts the idle timer, with a new idle timeout at once (aiosmtpd restarts it only "
+        "when the next command arrives)",
+        params=("self", "duration")),
 )
 
 STREAM: tuple[Internal, ...] = (
@@ -92,6 +105,13 @@ def wrap_commands(server: SMTP, wrap: Callable[[str, Command], Command]) -> None
     """Dispatch each command (verb) to `wrap(verb, method)` instead of aiosmtpd's method."""
     table: dict[str, Command] = server._smtp_methods
     server._smtp_methods = {verb: wrap(verb, method) for verb, method in table.items()}
+
+
+def set_idle_timeout(server: SMTP, seconds: float) -> None:
+    """From now on the connection is closed after `seconds` without a command."""
+    server._timeout_duration = seconds
+    if server.transport is not None:  # connected: restart the running timer at once
+        server._reset_timeout()
 
 
 def starttls_begun(server: SMTP) -> bool:

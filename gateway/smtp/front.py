@@ -12,7 +12,13 @@
   the 553 for a disguised path, ...) is recorded as a `protocol-refusal` event, thinned per
   connection by `gateway.smtp.limits.RefusalBudget` (SECURITY.md item 14);
 - connections over `smtp.max_connections` or `smtp.max_connections_per_client` are answered
-  421 and closed at once, an audit event thinned per client (SECURITY.md item 12);
+  421 and closed at once, an audit event thinned per client (SECURITY.md item 12); so are
+  connections from outside `smtp.relay_from` over `smtp.max_unauthenticated_connections`,
+  and such a connection is closed after `smtp.unauthenticated_idle_timeout` of silence until
+  it authenticates (then `smtp.idle_timeout`, as for relay peers);
+- commands without progress are capped per connection (`gateway.smtp.limits.CommandBudget`,
+  on the model of Postfix's junk command and hard error limits): then 421 4.7.0, one audit
+  event, and the connection is closed;
 - every reply after the greeting and EHLO carries an enhanced status code (RFC 2034: aiosmtpd's
   own replies get one in `push`), and EHLO also offers ENHANCEDSTATUSCODES, PIPELINING, DSN
   and SMTPUTF8;
@@ -46,14 +52,18 @@ from gateway.observe.logs import begin_message, bind_message, describe_error, me
 from gateway.smtp.aiosmtpd_private import (
     command_stream,
     pending_input,
+    set_idle_timeout,
     starttls_begun,
     wrap_commands,
 )
 from gateway.smtp.budget import FIRST_CLAIM, NO_ROOM, BufferBudget, Claim, declared_size
 from gateway.smtp.data import read_data
 from gateway.smtp.limits import (
+    JUNK_VERBS,
     TOO_MANY_CONNECTIONS,
+    TOO_MANY_ERRORS,
     Admission,
+    CommandBudget,
     ConnectionLimiter,
     RefusalBudget,
     reply_codes,
@@ -86,6 +96,9 @@ NEEDS_SMTPUTF8 = Reply.of(
     553, "5.6.7", "An internationalised (non-ASCII) address needs the SMTPUTF8 parameter on "
     "MAIL (RFC 6531).")
 NOT_UTF8 = Reply.of(553, "5.6.7", "The address is not valid UTF-8.")
+# The gateway is stopping (RFC 3463 4.3.2: system not accepting network messages; RFC 5321
+# 3.8: a server that must shut down answers 421 before it closes).
+SHUTTING_DOWN = "421 4.3.2 Service shutting down; try again later"
 
 # RFC 2034: every reply but the greeting and the EHLO/HELO answer carries an enhanced status
 # code. aiosmtpd's own replies ("221 Bye", "500 Error: bad syntax", HELP, ...) get these,
@@ -233,7 +246,8 @@ class GatewaySMTP(SMTP):
 
     def __init__(self, handler: SubmissionHandler, *, implicit_tls: bool,
                  limiter: ConnectionLimiter | None = None, ident: str = IDENT,
-                 **kwargs: Any) -> None:
+                 budget: CommandBudget | None = None,
+                 unauthenticated_timeout: float | None = None, **kwargs: Any) -> None:
         # On the implicit-TLS port the transport is always TLS, which aiosmtpd's
         # `auth_require_tls` check (it looks for a STARTTLS layer) cannot see. The
         # authenticator only hands the credentials aiosmtpd's PLAIN and LOGIN collected back
@@ -245,10 +259,16 @@ class GatewaySMTP(SMTP):
         self.handler = handler
         self.limiter = limiter
         self.admission = Admission.ADMITTED  # decided when the connection is made
+        self.refused_so_far = 0  # over a limit: this client's refusals, counted at admission
         self._counted = False  # whether the limiter counts this connection as open
         self._verb = ""  # the command being answered, for protocol-refusal events
         self.reply_audited = False  # the reply about to be sent was audited by its stage
         self._refusals = RefusalBudget()
+        self._shut = False  # the gateway is stopping: SHUTTING_DOWN sent, nothing more goes out
+        self._budget = budget or CommandBudget()  # commands without progress
+        self._idle_timeout: float = kwargs.get("timeout", 300)  # aiosmtpd's default
+        self._unauthenticated_timeout = unauthenticated_timeout
+        self._unauthenticated = False  # from outside relay_from and not (yet) authenticated
         wrap_commands(self, self._tracking_verb)
 
     def __dir__(self) -> list[str]:
@@ -266,7 +286,12 @@ class GatewaySMTP(SMTP):
 
         @functools.wraps(method)  # keeps aiosmtpd's syntax attributes for HELP
         async def run(arg: str | None) -> None:
+            if self._shut:  # cut off: commands already pipelined are not carried out
+                return
             self._verb = verb
+            if verb in JUNK_VERBS or (verb in ("EHLO", "HELO") and self.session is not None
+                                      and self.session.host_name is not None):
+                self._budget.junk_command()
             try:
                 await method(arg)
             finally:
@@ -277,15 +302,39 @@ class GatewaySMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None  # not the TLS layer that STARTTLS puts on top
         super().connection_made(transport)
-        if first and self.limiter is not None:
+        if first:
             relay_peer = self.handler.is_relay_address(self.peer_ip)
-            self.admission = self.limiter.admit(self.peer_ip, relay_peer=relay_peer)
-            self._counted = self.admission is Admission.ADMITTED
+            if self.limiter is not None:
+                self.admission = self.limiter.admit(self.peer_ip, relay_peer=relay_peer)
+                self._counted = self.admission is Admission.ADMITTED
+                # Read now, not when the handler runs: in a burst, many connections are
+                # admitted before any handler starts, and each refusal must keep its own
+                # number (1, 10, 100, ...).
+                self.refused_so_far = self.limiter.refused_so_far(self.peer_ip)
+            if not relay_peer and self.admission is Admission.ADMITTED:
+                self._unauthenticated = True
+                if self._unauthenticated_timeout is not None:
+                    set_idle_timeout(self, self._unauthenticated_timeout)
+        if self._unauthenticated and self.handler.is_trusted_peer(self):
+            self._authenticated()  # a relay peer known by its pinned certificate
+
+    def _authenticated(self) -> None:
+        """The client has logged in or is a trusted peer: the normal idle timeout, and it no
+        longer counts against `max_unauthenticated_connections`."""
+        if not self._unauthenticated:
+            return
+        self._unauthenticated = False
+        if self._counted and self.limiter is not None:
+            self.limiter.authenticated()
+        set_idle_timeout(self, self._idle_timeout)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._counted and self.limiter is not None:
             self._counted = False
             self.limiter.release(self.peer_ip)
+            if self._unauthenticated:
+                self.limiter.authenticated()  # it never logged in: its slot is free again
+                self._unauthenticated = False
         super().connection_lost(error)
 
     async def _handle_client(self) -> None:
@@ -296,6 +345,21 @@ class GatewaySMTP(SMTP):
             await super()._handle_client()
         finally:
             await self._audit_suppressed_refusals()
+
+    def shut_down(self) -> None:
+        """The gateway stops: answer 421 4.3.2 and close, at once (no await in between).
+
+        Nothing this connection would still say goes out after it: a message whose upstream
+        delivery is still running when the drain time is up gets the 421, never a late 250,
+        and its handler is cancelled when the connection is lost (fail closed).
+        """
+        self._shut = True
+        transport = self.transport
+        if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
+            return
+        log.info("connection-shut-down", peer=self.peer_ip)
+        transport.write(SHUTTING_DOWN.encode("ascii") + b"\r\n")
+        transport.close()
 
     def _create_envelope(self) -> GatewayEnvelope:
         return GatewayEnvelope()
@@ -312,6 +376,8 @@ class GatewaySMTP(SMTP):
         with the rule's sentence, and its event names the rule. Every reply but the greeting
         and the EHLO/HELO answer gets an enhanced status code if it has none.
         """
+        if self._shut:  # the 421 of a stopping gateway was the last word
+            return
         text = status if isinstance(status, str) else status.decode("utf-8", "replace")
         self.handler.stages.metrics.reply_sent(text)
         explained = EXPLAINED_BY_RULE.get(text)
@@ -319,7 +385,10 @@ class GatewaySMTP(SMTP):
             text = with_enhanced_codes(text)
         audited, self.reply_audited = self.reply_audited, False  # the next reply is its own
         if explained is None and text[:1] in ("2", "3"):  # no refusal: nothing to audit
+            if self._verb == "DATA" and text[:1] == "2":
+                self._budget.progress()  # a message accepted
             await super().push(text)
+            await self._check_budget(text)
             return
         code, enhanced = reply_codes(text)
         if explained is not None:
@@ -333,9 +402,29 @@ class GatewaySMTP(SMTP):
                 enhanced=enhanced, tls=self.is_tls,
                 **({"rule": explained[1]} if explained is not None else {}),
             )
+        if code >= 400 and not (audited and self._verb in ("RCPT", "DATA")):
+            # A policy's refusal of a recipient or a message is an outcome, not a client's error
+            # (the recipient limit bounds the first, a transaction the second).
+            self._budget.error()
         await super().push(text)
         if not recorded:  # fail closed: a refusal that cannot be audited ends the connection
             self._close()
+        await self._check_budget(text)
+
+    async def _check_budget(self, sent: str) -> None:
+        """At the error limit: 421 4.7.0, one audit event, and the connection is closed (after
+        the whole reply: aiosmtpd sends EHLO's lines one by one)."""
+        if not self._budget.exhausted or self._shut or self.transport is None \
+                or sent.rsplit("\r\n", 1)[-1][3:4] == "-":
+            return
+        self._shut = True  # nothing more is answered or carried out
+        log.warning("too-many-errors", peer=self.peer_ip, errors=self._budget.errors,
+                    junk=self._budget.junk)
+        await self._audit_safely(EventKind.PROTOCOL_REFUSAL, verb=self._verb or "unknown",
+                                 reply="421", enhanced="4.7.0", limit="hard_error_limit",
+                                 errors=self._budget.errors, junk=self._budget.junk)
+        await SMTP.push(self, TOO_MANY_ERRORS)
+        self._close()
 
     async def _audit_safely(self, kind: EventKind, **event: Any) -> bool:
         """Record an event about this connection; False (and logged) when the store fails."""
@@ -362,8 +451,7 @@ class GatewaySMTP(SMTP):
 
     async def _refuse_connection(self) -> None:
         """Over a connection limit: audit (thinned per client), answer 421 and close."""
-        assert self.limiter is not None
-        refused = self.limiter.refused_so_far(self.peer_ip)
+        refused = self.refused_so_far
         log.warning("connection-refused", peer=self.peer_ip, limit=self.admission.value)
         self.handler.stages.metrics.inc("casegate_smtp_connections_refused_total")
         if worth_an_event(refused):
@@ -542,6 +630,7 @@ class GatewaySMTP(SMTP):
         )
         if user is not None:
             self.handler.throttle.success(self.peer_ip)
+            self._authenticated()
             log.info("auth-success", user=user.address, peer=self.peer_ip)
             return AuthResult(success=True, auth_data=user)
         return await self._auth_failed(credentials.login)

@@ -3,7 +3,15 @@
 - `ConnectionLimiter` counts open SMTP connections in total and per client address
   (SECURITY.md item 12); a connection over a limit is answered `TOO_MANY_CONNECTIONS` and
   closed. Trusted relay peers (addresses inside `smtp.relay_from`) have their own per-client
-  limit, because one Exchange connector carries a whole office's mail.
+  limit, because one Exchange connector carries a whole office's mail. Connections from
+  outside `relay_from` that have not (yet) authenticated have a total cap of their own
+  (`smtp.max_unauthenticated_connections`), so a few addresses that connect and say nothing
+  cannot hold every slot; they also get a shorter idle timeout (gateway/smtp/front.py).
+- `CommandBudget` counts, per connection, the commands that make no progress, on the model
+  of Postfix's `smtpd_junk_command_limit` and `smtpd_hard_error_limit`: past the junk limit
+  each NOOP, RSET, HELP, VRFY, EXPN or repeated EHLO/HELO counts as an error, and at the error
+  limit the client is answered `TOO_MANY_ERRORS` and cut off. Both counts start again when a
+  message is accepted.
 - `RefusalBudget` thins the audit events for refusals aiosmtpd answers itself (syntax errors,
   bad sequence, ...): the first `MAX_REFUSAL_EVENTS` of a connection are events, the rest are
   counted and summed up in one event when the connection ends, so a client sending garbage
@@ -20,6 +28,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections; try again later"
+TOO_MANY_ERRORS = "421 4.7.0 Too many commands without progress; closing the connection"
+# Commands that move no message forward (Postfix's junk commands, plus HELP and EXPN).
+JUNK_VERBS = frozenset({"NOOP", "RSET", "HELP", "VRFY", "EXPN"})
 MAX_REFUSAL_EVENTS = 10  # audited protocol refusals per connection, then one summary
 MAX_TRACKED_REFUSED_CLIENTS = 10_000  # bound on the memory for counting refused connections
 
@@ -41,6 +52,7 @@ class Admission(Enum):
     ADMITTED = "admitted"
     TOTAL_LIMIT = "max_connections"
     CLIENT_LIMIT = "max_connections_per_client"
+    UNAUTHENTICATED_LIMIT = "max_unauthenticated_connections"
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,7 @@ class ConnectionLimits:
     total: int = 0
     per_client: int = 0
     per_relay_peer: int = 0
+    unauthenticated: int = 0  # open connections from outside relay_from not yet authenticated
 
 
 @dataclass
@@ -60,18 +73,34 @@ class ConnectionLimiter:
     _open: Counter[str] = field(default_factory=Counter)
     _total: int = 0
     _refused: Counter[str] = field(default_factory=Counter)
+    _unauthenticated: int = 0
 
     def admit(self, client: str, *, relay_peer: bool) -> Admission:
-        """Count a new connection from `client` if it is within the limits."""
+        """Count a new connection from `client` if it is within the limits. One from outside
+        relay_from also counts as unauthenticated until `authenticated()` is called."""
         limits = self.limits
         per_client = limits.per_relay_peer if relay_peer else limits.per_client
         if limits.total and self._total >= limits.total:
             return self._refuse(client, Admission.TOTAL_LIMIT)
         if per_client and self._open[client] >= per_client:
             return self._refuse(client, Admission.CLIENT_LIMIT)
+        if not relay_peer and limits.unauthenticated \
+                and self._unauthenticated >= limits.unauthenticated:
+            return self._refuse(client, Admission.UNAUTHENTICATED_LIMIT)
         self._open[client] += 1
         self._total += 1
+        if not relay_peer:
+            self._unauthenticated += 1
         return Admission.ADMITTED
+
+    def authenticated(self) -> None:
+        """An admitted connection from outside relay_from has authenticated (or has been
+        found to be a trusted peer by its certificate), or has ended before it did."""
+        self._unauthenticated -= 1
+
+    @property
+    def unauthenticated_connections(self) -> int:
+        return self._unauthenticated
 
     def release(self, client: str) -> None:
         """Forget one admitted connection from `client` (it has ended)."""
@@ -118,3 +147,34 @@ class RefusalBudget:
             return True
         self.suppressed += 1
         return False
+
+
+@dataclass
+class CommandBudget:
+    """Per connection: commands without progress (Postfix's junk and hard error limits).
+
+    `junk_limit` NOOP/RSET/HELP/VRFY/EXPN/repeated EHLO are free; each one after that is an
+    error. At `error_limit` errors the connection is to be cut off. 0 means no limit. A message
+    accepted is progress: both counts start again.
+    """
+
+    junk_limit: int = 0
+    error_limit: int = 0
+    junk: int = 0
+    errors: int = 0
+
+    def junk_command(self) -> None:
+        self.junk += 1
+        if self.junk_limit and self.junk > self.junk_limit:
+            self.errors += 1
+
+    def error(self) -> None:
+        self.errors += 1
+
+    def progress(self) -> None:
+        self.junk = self.errors = 0
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the client has made `error_limit` errors without progress."""
+        return bool(self.error_limit) and self.errors >= self.error_limit

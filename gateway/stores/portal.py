@@ -13,6 +13,9 @@ What it keeps, per copy (one copy = one message for one recipient):
   first and last opened, views, downloads, replies;
 - opaque attachment ids (random, mapped to a MIME part number; names stay encrypted);
 - at most one live one-time code: salted HMAC-SHA256 of the code, expiry, failed tries;
+- the wrong codes entered for the copy in total, over every code (`portal_lock`): at
+  `portal.max_wrong_codes` the copy is locked, and only its sender can open it again, by
+  re-issuing it with a new link (`reissue`), which the recipient gets by email;
 - code requests (for the per-copy throttle) and portal sessions (token hashes only).
 
 When a copy expires or is revoked its sessions and code go; when it expires (or is destroyed)
@@ -44,6 +47,7 @@ PORTAL_DB_FILE = "portal.sqlite3"
 CODE_DIGITS = 6
 CODE_LIFETIME_SECONDS = 10 * 60
 CODE_MAX_TRIES = 5
+DEFAULT_MAX_WRONG_CODES = 20  # wrong codes in total for one copy, then it is locked
 TOKEN_BYTES = 32
 # A copy withdrawn (its notification not accepted) is kept this long for the client's retry to
 # reuse, with its link; then it is deleted. 5 days: Postfix's maximal_queue_lifetime, longer
@@ -87,6 +91,11 @@ CREATE TABLE IF NOT EXISTS portal_code (
     failures INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS portal_code_request (copy_id TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS portal_lock (
+    copy_id TEXT PRIMARY KEY,
+    wrong_codes INTEGER NOT NULL DEFAULT 0,
+    locked_at REAL
+);
 CREATE TABLE IF NOT EXISTS portal_session (
     token_hash TEXT PRIMARY KEY,
     copy_id TEXT NOT NULL,
@@ -111,6 +120,7 @@ class CodeCheck(StrEnum):
     WRONG = "wrong"  # wrong code, tries remain
     LOCKED = "locked"  # wrong code, and that was the last try: the code is burnt
     NO_CODE = "no-code"  # no live code (never asked, used, burnt or out of date)
+    COPY_LOCKED = "copy-locked"  # too many wrong codes in total: the sender must re-issue it
 
 
 @dataclass(frozen=True)
@@ -432,9 +442,13 @@ class PortalStore:
                 "SELECT COUNT(*) FROM portal_code_request WHERE copy_id = ? AND at >= ?",
                 (copy_id, _ts(since))).fetchone()[0])
 
-    def check_code(self, copy_id: str, code: str, now: datetime) -> CodeCheck:
-        """Compare in constant time; the right code is used up, the fifth wrong one burns it."""
+    def check_code(self, copy_id: str, code: str, now: datetime, *,
+                   max_wrong_codes: int = DEFAULT_MAX_WRONG_CODES) -> CodeCheck:
+        """Compare in constant time; the right code is used up, the fifth wrong one burns it,
+        and the `max_wrong_codes`-th wrong one in total (over every code) locks the copy."""
         with self._lock, self._db:
+            if self._locked(copy_id):
+                return CodeCheck.COPY_LOCKED
             row = self._db.execute(
                 "SELECT salt, code_hash, expires, failures FROM portal_code WHERE copy_id = ?",
                 (copy_id,)).fetchone()
@@ -447,12 +461,60 @@ class PortalStore:
             if hmac.compare_digest(_code_hash(salt, code), stored):
                 self._db.execute("DELETE FROM portal_code WHERE copy_id = ?", (copy_id,))
                 return CodeCheck.ACCEPTED
+            if self._wrong_code(copy_id) >= max_wrong_codes:
+                self._db.execute("UPDATE portal_lock SET locked_at = ? WHERE copy_id = ?",
+                                 (_ts(now), copy_id))
+                self._forget_access(copy_id)
+                return CodeCheck.COPY_LOCKED
             if failures + 1 >= CODE_MAX_TRIES:
                 self._db.execute("DELETE FROM portal_code WHERE copy_id = ?", (copy_id,))
                 return CodeCheck.LOCKED
             self._db.execute("UPDATE portal_code SET failures = failures + 1 WHERE copy_id = ?",
                              (copy_id,))
             return CodeCheck.WRONG
+
+    # -- the lock over every code -----------------------------------------------------
+
+    def _locked(self, copy_id: str) -> bool:
+        row = self._db.execute("SELECT locked_at FROM portal_lock WHERE copy_id = ?",
+                               (copy_id,)).fetchone()
+        return row is not None and row[0] is not None
+
+    def _wrong_code(self, copy_id: str) -> int:
+        """Count one wrong code for the copy; the total so far (inside the caller's lock and
+        transaction)."""
+        self._db.execute(
+            "INSERT INTO portal_lock (copy_id, wrong_codes) VALUES (?, 1) "
+            "ON CONFLICT (copy_id) DO UPDATE SET wrong_codes = wrong_codes + 1", (copy_id,))
+        return int(self._db.execute("SELECT wrong_codes FROM portal_lock WHERE copy_id = ?",
+                                    (copy_id,)).fetchone()[0])
+
+    def is_locked(self, copy_id: str) -> bool:
+        """Whether too many wrong codes locked the copy (until its sender re-issues it)."""
+        with self._lock:
+            return self._locked(copy_id)
+
+    def wrong_codes(self, copy_id: str) -> int:
+        """Wrong codes entered for the copy since its link was (re-)issued."""
+        with self._lock:
+            row = self._db.execute("SELECT wrong_codes FROM portal_lock WHERE copy_id = ?",
+                                   (copy_id,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def reissue(self, copy_id: str, link_token: str) -> bool:
+        """A new link for an active copy: the old link stops working, the lock and the count
+        of wrong codes are cleared, codes, code requests and sessions end. False when the copy
+        is not active (withdrawn, expired, or not yet delivered)."""
+        with self._lock, self._db:
+            changed = self._db.execute(
+                "UPDATE portal_copy SET link_hash = ? WHERE id = ? AND state = ?",
+                (token_hash(link_token), copy_id, CopyState.ACTIVE.value)).rowcount
+            if changed:
+                self._db.execute("DELETE FROM portal_lock WHERE copy_id = ?", (copy_id,))
+                self._db.execute("DELETE FROM portal_code_request WHERE copy_id = ?",
+                                 (copy_id,))
+                self._forget_access(copy_id)
+        return bool(changed)
 
     # -- sessions ----------------------------------------------------------------------
 

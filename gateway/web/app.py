@@ -84,7 +84,8 @@ def build_web_app(front: WebFront) -> web.Application:
         deps = portal.PortalDeps(
             store=app.portal, keyring=delivery.keyring, upstream=delivery.upstream,
             audit=app.audit, settings=delivery.settings, clock=lambda: delivery.clock(),
-            metrics=stages.metrics)
+            metrics=stages.metrics, max_wrong_codes=app.config.portal.max_wrong_codes,
+            delivery=delivery)
         portal.install(web_app, deps)
         portal.sweep_while_running(web_app, deps)
     alerts.attach(web_app, app.config, app.audit, stages.transport, app.data_dir)

@@ -15,13 +15,17 @@ token from the notification, `/portal/{token}`:
   form carries the session's CSRF token. A copy is opened only by its own link, its own code
   and a session made for it.
 - Codes: see `gateway.stores.portal` (six digits, ten minutes, single use, five tries).
+  `portal.max_wrong_codes` wrong codes in total, over every code, lock the copy: its page
+  then tells the recipient to ask the sender, who re-issues it (`reissue_copy`: a new link
+  mailed to the recipient, the old one dead; `casegate messages reissue ID` or the API).
 - Rate limits: requests per client address per minute, and code requests per copy per hour.
 - Withdrawn and expired copies say so (410); an expired copy is destroyed on first sight.
 - Every view, download, reply, lockout, revocation and expiry is an audit event.
 
 Staff API (HTTP Basic with a staff account, like `/api/post`, or a signed-in staff session
 with the CSRF token in `X-CSRF-Token` for the POST): `GET /api/messages` (the caller's copies;
-governance sees all), `GET /api/messages/{id}` (read status), `POST /api/messages/{id}/revoke`.
+governance sees all), `GET /api/messages/{id}` (read status), `POST /api/messages/{id}/revoke`,
+`POST /api/messages/{id}/reissue` (a new link for the recipient; unlocks a locked copy).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -43,6 +48,7 @@ from aiohttp import BodyPartReader, web
 from gateway.audit.trail import AuditLog
 from gateway.observe.metrics import Metrics, PortalView
 from gateway.stores.portal import (
+    DEFAULT_MAX_WRONG_CODES,
     CodeCheck,
     CopyState,
     PortalCopy,
@@ -51,15 +57,17 @@ from gateway.stores.portal import (
     expire_copy,
     revoke_copy,
     sweep_expired,
+    token_hash,
 )
 from gateway.stores.users import UserRole
 from gateway.web.auth import require_user
 from gateway.web.pages import PAGE_HEADERS, Markup, render, use_templates
 from gateway.web.post import POST_STATE, basic_user
 from policies.events import EventKind
-from transports.base import Transport
+from transports.base import Copy, Transport
 from transports.crypto import CryptoError, Keyring, unseal
 from transports.portal import (
+    PortalDelivery,
     PortalSettings,
     Upload,
     attachment,
@@ -124,6 +132,8 @@ class PortalDeps:
     per_client: WindowLimit = field(
         default_factory=lambda: WindowLimit(REQUESTS_PER_MINUTE, 60.0))
     metrics: Metrics = field(default_factory=Metrics)  # the gateway's, for portal views
+    max_wrong_codes: int = DEFAULT_MAX_WRONG_CODES  # in total per copy, then it is locked
+    delivery: PortalDelivery | None = None  # makes re-issued links' notifications
 
 
 PORTAL: web.AppKey[PortalDeps] = web.AppKey("casegate-portal", PortalDeps)
@@ -141,6 +151,7 @@ def install(web_app: web.Application, deps: PortalDeps) -> None:
     web_app.router.add_get("/api/messages", api_list)
     web_app.router.add_get("/api/messages/{id}", api_show)
     web_app.router.add_post("/api/messages/{id}/revoke", api_revoke)
+    web_app.router.add_post("/api/messages/{id}/reissue", api_reissue)
 
 
 def sweep_while_running(web_app: web.Application, deps: PortalDeps) -> None:
@@ -220,10 +231,20 @@ async def _visit(request: web.Request) -> _Visit:
         raise _Raised(_page(request, "This message has expired",
                             "Secure messages can be read for a limited time only. Contact "
                             f"{copy.sender} if you still need the information.", 410))
+    if await asyncio.to_thread(deps.store.is_locked, copy.id):
+        raise _Raised(_locked_page(request, copy))
     session = await asyncio.to_thread(deps.store.session, request.cookies.get(COOKIE, ""), now)
     if session is not None and session.copy_id != copy.id:
         session = None  # a session for another copy never opens this one
     return _Visit(deps=deps, copy=copy, session=session, token=token)
+
+
+def _locked_page(request: web.Request, copy: PortalCopy) -> web.Response:
+    """What a locked copy's link shows: why, and that only the sender can open it again."""
+    return _page(request, "This message is locked",
+                 "Too many wrong codes were entered for this message, so it has been locked to "
+                 f"protect it. Ask {copy.sender} to send it to you again: you will get an "
+                 "email with a new link.", 403)
 
 
 class _Raised(web.HTTPException):
@@ -329,7 +350,8 @@ async def verify_code(request: web.Request) -> web.Response:
     given = form.get("code")
     code = given.strip()[:6] if isinstance(given, str) else ""
     deps = visit.deps
-    check = await asyncio.to_thread(deps.store.check_code, visit.copy.id, code, deps.clock())
+    check = await asyncio.to_thread(deps.store.check_code, visit.copy.id, code, deps.clock(),
+                                    max_wrong_codes=deps.max_wrong_codes)
     if check is CodeCheck.ACCEPTED:
         await asyncio.to_thread(deps.store.end_session, request.cookies.get(COOKIE, ""))
         token, _ = await asyncio.to_thread(deps.store.create_session, visit.copy.id,
@@ -339,6 +361,11 @@ async def verify_code(request: web.Request) -> web.Response:
         response = web.HTTPSeeOther(location=visit.base)
         _set_cookie(response, token)
         raise response
+    if check is CodeCheck.COPY_LOCKED:
+        await _audit(visit, EventKind.PORTAL_COPY_LOCKED, request,
+                     wrong_codes=deps.max_wrong_codes)
+        log.warning("portal-copy-locked", copy_id=visit.copy.id)
+        return _locked_page(request, visit.copy)
     if check is CodeCheck.LOCKED:
         await _audit(visit, EventKind.PORTAL_LOCKOUT, request)
         text = "That code was wrong too many times and no longer works. Ask for a new code."
@@ -572,3 +599,72 @@ async def api_revoke(request: web.Request) -> web.Response:
     updated = await asyncio.to_thread(deps.store.get, copy.id)
     assert updated is not None
     return web.json_response(updated.to_json())
+
+
+async def api_reissue(request: web.Request) -> web.Response:
+    """Give a copy a new link, mailed to its recipient (the old link stops working); this is
+    how the sender opens a copy that too many wrong codes locked."""
+    deps, copy, address = await _owned(request)
+    if deps.delivery is None:
+        return web.json_response({"error": "The portal cannot send mail here."}, status=503)
+    result = await reissue_copy(deps.store, deps.audit, deps.delivery, copy.id, by=address)
+    if not result.ok:
+        return web.json_response({"error": result.sentence},
+                                 status=503 if result.temporary else 409)
+    updated = await asyncio.to_thread(deps.store.get, copy.id)
+    assert updated is not None
+    return web.json_response(updated.to_json())
+
+
+# -- re-issuing a copy (the staff API and `casegate messages reissue`) ---------------------
+
+
+@dataclass(frozen=True)
+class Reissued:
+    """The outcome of a re-issue, with one sentence for the sender."""
+
+    ok: bool
+    sentence: str
+    temporary: bool = False  # the new link's email could not be sent: re-issue again later
+
+
+async def reissue_copy(store: PortalStore, audit: AuditLog, delivery: PortalDelivery,
+                       copy_id: str, *, by: str) -> Reissued:
+    """A new link for an active copy, mailed to its recipient; the old link, any code and any
+    session end, and a lock from too many wrong codes is lifted. An audit event
+    "portal-reissue" says who did it, whether the copy was locked, and whether the mail went.
+
+    The new link is stored before the email is sent: if the email fails, no link that works
+    has gone anywhere, and re-issuing again makes another.
+    """
+    copy = await asyncio.to_thread(store.get, copy_id)
+    if copy is None or copy.state is not CopyState.ACTIVE:
+        state = copy.state.value if copy is not None else "unknown"
+        return Reissued(False, f"The message is {state}, not active: it cannot be re-issued.")
+    was_locked = await asyncio.to_thread(store.is_locked, copy_id)
+    wrong_codes = await asyncio.to_thread(store.wrong_codes, copy_id)
+    data = b""
+    if delivery.settings.notify_subject:  # the notification names the original subject
+        sealed = await asyncio.to_thread(store.sealed, copy_id)
+        if sealed is None:
+            return Reissued(False, "The message's content is gone: it cannot be re-issued.")
+        data = await asyncio.to_thread(unseal, delivery.keyring, sealed, copy_id=copy_id,
+                                       recipient=copy.recipient)
+    link_token = secrets.token_urlsafe(32)
+    if not await asyncio.to_thread(store.reissue, copy_id, link_token):
+        return Reissued(False, "The message is no longer active: it cannot be re-issued.")
+    notice = delivery.notification(
+        Copy(key=f"reissue {copy_id} {token_hash(link_token)}", mail_from=copy.sender,
+             recipients=(copy.recipient,), data=data),
+        copy.recipient, link_token, copy.expires, copy_id)
+    result = await delivery.upstream.deliver([notice])
+    await audit.record_async(EventKind.PORTAL_REISSUE, sender=copy.sender,
+                             recipients=[copy.recipient], decision_id=copy.decision_id,
+                             copy_id=copy_id, by=by, was_locked=was_locked,
+                             wrong_codes=wrong_codes, notified=result.ok)
+    if not result.ok:
+        log.warning("portal-reissue-not-sent", copy_id=copy_id, outcome=result.outcome.value)
+        return Reissued(False, "A new link was made, but the email to the recipient could not "
+                        "be sent just now. Re-issue the message again later.", temporary=True)
+    return Reissued(True, f"{copy_id} re-issued: {copy.recipient} was sent a new link"
+                    + (" (it was locked after too many wrong codes)." if was_locked else "."))

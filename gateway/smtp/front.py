@@ -37,11 +37,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import ipaddress
 import re
 import time
-import types
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, AnyStr
 
@@ -206,36 +204,6 @@ class GatewayEnvelope(Envelope):
         return Dsn(self.dsn_ret, self.dsn_envid, tuple(self.dsn_notify), tuple(self.dsn_orcpt))
 
 
-_HOOK_NAMES: dict[type, list[str]] = {}
-
-
-def hook_names(cls: type) -> list[str]:
-    """The names aiosmtpd looks for on a server and its handler when a connection is made
-    (`inspect.getmembers`, `dir`): the AUTH mechanisms, the commands and the hooks."""
-    names = _HOOK_NAMES.get(cls)
-    if names is None:
-        names = _HOOK_NAMES[cls] = sorted(
-            name for name in dir(cls) if name.startswith(("auth_", "smtp_", "handle_")))
-    return list(names)
-
-
-@functools.cache
-def _verb_tracker(verb: str, function: Callable[..., Awaitable[None]]
-                  ) -> Callable[..., Awaitable[None]]:
-    """`function` (a command method of GatewaySMTP), noting on the server while it runs which
-    verb the replies it sends answer. Made once per verb and function, not per connection."""
-
-    @functools.wraps(function)  # keeps aiosmtpd's syntax attributes for HELP
-    async def run(server: GatewaySMTP, arg: str | None) -> None:
-        server._verb = verb
-        try:
-            await function(server, arg)
-        finally:
-            server._verb = ""
-
-    return run
-
-
 class GatewaySMTP(SMTP):
     """One SMTP connection. `implicit_tls`: the listening socket is TLS from the first byte.
 
@@ -271,18 +239,9 @@ class GatewaySMTP(SMTP):
         self._unauthenticated = False  # from outside relay_from and not (yet) authenticated
         wrap_commands(self, self._tracking_verb)
 
-    def __dir__(self) -> list[str]:
-        """Only the names aiosmtpd looks for (see `hook_names`): it reads `dir` of every new
-        connection, which took a third of a millisecond per connection with every name."""
-        return hook_names(type(self))
-
     def _tracking_verb(self, verb: str, method: Callable[[str | None], Awaitable[None]]
                        ) -> Callable[[str | None], Awaitable[None]]:
-        """`method`, noting while it runs which verb the replies it sends answer; a method of
-        this server gets a wrapper made once per class (`_verb_tracker`), bound to it."""
-        function = getattr(method, "__func__", None)
-        if function is not None and getattr(method, "__self__", None) is self:
-            return types.MethodType(_verb_tracker(verb, function), self)
+        """`method`, noting while it runs which verb the replies it sends answer."""
 
         @functools.wraps(method)  # keeps aiosmtpd's syntax attributes for HELP
         async def run(arg: str | None) -> None:
@@ -671,10 +630,6 @@ class SubmissionHandler:
         self.relay_fingerprints = frozenset(relay_fingerprints)
         self.pending_events: set[asyncio.Future[bool]] = set()  # audits outliving a connection
 
-    def __dir__(self) -> list[str]:
-        """Only the names aiosmtpd looks for on a handler (see `hook_names`)."""
-        return hook_names(type(self))
-
     def is_trusted_peer(self, server: GatewaySMTP) -> bool:
         """A trusted relay peer (e.g. an Exchange connector) needs no AUTH.
 
@@ -805,9 +760,3 @@ def envelope_sender(envelope: Envelope) -> str:
     """The envelope sender as the pipeline sees it: "" for the null reverse-path `<>`."""
     sender = envelope.mail_from or ""
     return "" if sender == "<>" else sender
-
-
-# aiosmtpd reads the EHLO hook's signature on every new connection (to tell its old 4-argument
-# form from the 5-argument one); computed once here, it is taken as it is.
-SubmissionHandler.handle_EHLO.__signature__ = inspect.signature(  # type: ignore[attr-defined]
-    SubmissionHandler.handle_EHLO)

@@ -163,3 +163,13 @@ async def test_the_end_is_found_where_it_is_after_data_dropped_for_size(
     assert received.error in ("", TOO_MUCH, TOO_LONG)
     if received.error == TOO_MUCH:
         assert end > size_limit
+
+
+@pytest.mark.parametrize(("size", "error"), [(400, ""), (401, TOO_MUCH)])
+async def test_size_limit_counts_the_message_not_its_end_line(size: int, error: str) -> None:
+    """The limit is on the message (its lines, CRLFs included), not the "." end line: exactly
+    `size_limit` octets are taken, one more is refused (RFC 1870)."""
+    content = b"s" * (size - 2) + b"\r\n"
+    received, rest = await _read(content + b".\r\n", 64, size_limit=400)
+    assert received == (Received(error=error) if error else Received(content=content))
+    assert rest == NEXT

@@ -33,6 +33,7 @@ from gateway.smtp.front import GatewaySMTP, IPNetwork, SubmissionHandler
 from gateway.smtp.limits import CommandBudget, ConnectionLimiter, ConnectionLimits
 from gateway.smtp.tls import CertificatePair, ensure_certificate, normalise_fingerprint
 from gateway.stages.context import Stages
+from gateway.stages.pipeline import message_size_limit
 from gateway.stores.throttle import AuthThrottle
 from gateway.web.app import WebFront, build_metrics_app, build_web_app
 from gateway.web.portal import PORTAL
@@ -208,6 +209,7 @@ async def _listen_smtp(gateway: Gateway, handler: SubmissionHandler, limiter: Co
                        implicit: bool) -> int:
     loop = asyncio.get_running_loop()
     smtp = config.smtp
+    size_limit = message_size_limit(smtp.max_message_size, handler.stages.app.policy)
 
     def factory() -> GatewaySMTP:
         session = GatewaySMTP(
@@ -220,7 +222,7 @@ async def _listen_smtp(gateway: Gateway, handler: SubmissionHandler, limiter: Co
             hostname=smtp.hostname,
             enable_SMTPUTF8=True,
             tls_context=None if implicit else context,
-            data_size_limit=smtp.max_message_size,
+            data_size_limit=size_limit,
             timeout=smtp.idle_timeout,
             auth_exclude_mechanism=["CRAM-MD5"],
             loop=loop,

@@ -8,8 +8,12 @@ the semantics of aiosmtpd >= 1.4.5 exactly:
 - the data ends only at CRLF "." CRLF (the CRLF of the DATA command itself counts, so an empty
   message is just ".\\r\\n"); bare CR or LF never end it (SMTP smuggling, SECURITY.md item 1);
 - a line (CRLF to CRLF, before dot-unstuffing) longer than `line_limit` octets is an error;
-- more than `size_limit` octets is an error, detected while streaming: what arrived is dropped
-  at once, and the rest is read and discarded up to the end of the data;
+- a message of more than `size_limit` octets is an error, detected while streaming: what
+  arrived is dropped at once, and the rest is read and discarded up to the end of the data.
+  The octets counted are the lines as sent, CRLFs included, without the "." end line (RFC 1870
+  counts neither it nor the dots of dot-stuffing; the stuffing dots are counted here, so a
+  message taken is never longer than `size_limit` once unstuffed: the policy's own limit,
+  `[content.limits] max_message_bytes`, which the front's limit never exceeds, always agrees);
 - the first "." of every line is removed (RFC 5321 section 4.5.2);
 - a header block longer than `MAX_HEADER_BYTES` is an error (SECURITY.md item 12): the stdlib
   header parser's cost grows faster than the header's size, so a few megabytes of folded
@@ -55,8 +59,9 @@ async def read_data(reader: asyncio.StreamReader, size_limit: int, line_limit: i
     """
     # StreamReader.readuntil refuses to buffer more than its limit, which aiosmtpd sets to one
     # command line; raise it for the length of the data and put it back afterwards.
-    with raised_read_limit(reader, size_limit + len(END_OF_DATA)):
-        stuffed = await _read_stuffed(reader, size_limit, claim)
+    wire_limit = size_limit + len(_CHUNK_END)  # the "." end line is not the message's
+    with raised_read_limit(reader, wire_limit + len(END_OF_DATA)):
+        stuffed = await _read_stuffed(reader, wire_limit, claim)
     if isinstance(stuffed, str):
         return Received(error=stuffed)
     end = len(stuffed) - len(_CHUNK_END)  # the "." line; its CRLF before ends the last line

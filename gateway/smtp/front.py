@@ -71,7 +71,7 @@ from gateway.smtp.params import MAIL_KEYWORDS, RCPT_KEYWORDS, take_dsn
 from gateway.smtp.tls import certificate_fingerprint
 from gateway.stages import envelope as envelope_stage
 from gateway.stages import pipeline
-from gateway.stages.context import Stages
+from gateway.stages.context import Stages, TransactionSnapshot
 from gateway.stages.copies import Trace
 from gateway.stages.delivery import relay_message
 from gateway.stages.intake import take_request
@@ -79,6 +79,7 @@ from gateway.stages.message import TRY_LATER, Reply, Submission
 from gateway.stores.throttle import AuthThrottle, Throttle
 from gateway.stores.users import User
 from policies.events import EventKind
+from policies.model import Rule
 from transports.base import NO_DSN, Dsn
 
 log = structlog.get_logger("casegate.smtp")
@@ -122,6 +123,13 @@ def with_enhanced_codes(reply: str) -> str:
         enhanced = ENHANCED_BY_CODE.get(int(code), f"{code[0]}.0.0")
         lines[i] = f"{code}{sep or ' '}{enhanced}{' ' + text if text else ''}"
     return "\r\n".join(lines)
+
+
+def with_rule_sentence(reply: str, rule: Rule) -> str:
+    """A one-line reply of gateway.smtp.data ("552 5.3.4 Message too big for this gateway")
+    followed by `rule`'s sentence, which tells the sender what to do instead."""
+    code, status, text = reply.split(" ", 2)
+    return Reply.of(int(code), status, text.rstrip(".") + ".", rule.sentence).render()
 
 
 def address_problem(address: str, smtputf8: bool) -> Reply | None:
@@ -190,6 +198,7 @@ class GatewayEnvelope(Envelope):
         self.dsn_notify: list[tuple[str, str]] = []
         self.dsn_orcpt: list[tuple[str, str]] = []
         self.pending_dsn: dict[str, str] = {}  # the MAIL or RCPT being answered
+        self.snapshots = TransactionSnapshot()  # the registry, read once for RCPTs and DATA
 
     def dsn(self) -> Dsn:
         return Dsn(self.dsn_ret, self.dsn_envid, tuple(self.dsn_notify), tuple(self.dsn_orcpt))
@@ -510,6 +519,7 @@ class GatewaySMTP(SMTP):
         if received.error:
             refused = self.envelope
             self.envelope = GatewayEnvelope()  # the next MAIL starts afresh
+            reply = received.error
             if received.error != NO_ROOM:  # (that one `push` records, as a protocol refusal)
                 await self.handler.stages.record()(  # SECURITY.md item 14: every refusal is
                     EventKind.REFUSAL, rule="message-format",  # an event
@@ -517,7 +527,9 @@ class GatewaySMTP(SMTP):
                     stage="data", peer=self.peer_ip, reply=received.error[:3],
                 )
                 self.reply_audited = True
-            await self.push(received.error)
+                reply = with_rule_sentence(  # the sentence saying what to do instead
+                    received.error, self.handler.stages.app.policy.rule("message-format"))
+            await self.push(reply)
             message_done(int(received.error[:3]), _started(refused))
             return
         self.envelope.original_content = self.envelope.content = received.content
@@ -677,8 +689,8 @@ class SubmissionHandler:
         request = envelope_stage.is_request_address(self.stages.app.config, address)
         try:  # first the policy: a lookalike or mixed-script domain is refused with its rule
             reply = None if request else await envelope_stage.check_recipient(
-                self.stages, envelope_sender(envelope), address, server.peer_ip
-            )
+                self.stages, envelope_sender(envelope), address, server.peer_ip,
+                envelope.snapshots if isinstance(envelope, GatewayEnvelope) else None)
         except Exception as exc:
             log.error("rcpt-failed", peer=server.peer_ip, **describe_error(exc))
             return TRY_LATER.render()
@@ -711,6 +723,7 @@ class SubmissionHandler:
                         authenticated=user is not None),
             dsn=envelope.dsn() if isinstance(envelope, GatewayEnvelope) else NO_DSN,
             smtputf8=envelope.smtp_utf8,
+            snapshots=envelope.snapshots if isinstance(envelope, GatewayEnvelope) else None,
         )
         envelope.original_content = envelope.content = None  # hold one copy, not three
         bind_message(recipients=len(submission.recipients), size=len(submission.raw))

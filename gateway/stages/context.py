@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ import structlog
 from gateway.app import App
 from gateway.observe.metrics import Metrics
 from policies.events import EventKind
+from policies.model import Snapshot
 from transports.base import Transport
 from verification.workflow import Workflow
 
@@ -97,6 +99,39 @@ class Stages:
     def record(self) -> Record:
         """A fresh `Record` for one message or one command."""
         return Record(self)
+
+
+# How long one SMTP transaction's registry snapshot is used again (`TransactionSnapshot`).
+SNAPSHOT_REUSE_SECONDS = 1.0
+
+
+class TransactionSnapshot:
+    """The registry snapshot of one SMTP transaction: read in the stores' thread at its first
+    RCPT, then used again by its other RCPTs and its DATA decision while it is at most
+    SNAPSHOT_REUSE_SECONDS old (a small message's whole transaction, usually), so that a
+    message costs one trip to the stores' thread instead of one per recipient and one more at
+    DATA. An older one is read afresh: a change to the registry (a verification revoked) is
+    seen by any message whose DATA ends later than that.
+    """
+
+    def __init__(self, reuse_seconds: float = SNAPSHOT_REUSE_SECONDS) -> None:
+        self.reuse_seconds = reuse_seconds
+        self._snapshot: Snapshot | None = None
+        self._taken = 0.0  # time.monotonic() when it was read
+
+    def fresh(self) -> Snapshot | None:
+        """The snapshot, when it is young enough to be used again; else None."""
+        if self._snapshot is None or time.monotonic() - self._taken >= self.reuse_seconds:
+            return None
+        return self._snapshot
+
+    async def get(self, stages: Stages) -> Snapshot:
+        """The snapshot, read afresh (`App.snapshot_async`) unless `fresh` has it."""
+        snapshot = self.fresh()
+        if snapshot is None:
+            snapshot = await stages.app.snapshot_async(stages.clock())
+            self._snapshot, self._taken = snapshot, time.monotonic()
+        return snapshot
 
 
 class Record:

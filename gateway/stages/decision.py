@@ -24,7 +24,8 @@ async def decide(stages: Stages, submission: Submission) -> Decision:
     """The policy decision: on the loop for a small plain-text message, with the registry's
     snapshot read in the stores' thread (`App.snapshot_async`); anything else in a worker
     thread altogether, so the event loop stays responsive, one message at a time
-    (`Stages.evaluations`)."""
+    (`Stages.evaluations`). The snapshot the transaction's RCPTs read is used instead while it
+    is fresh (`TransactionSnapshot`): no second trip to the stores."""
     app = stages.app
     now = stages.clock()
 
@@ -35,9 +36,11 @@ async def decide(stages: Stages, submission: Submission) -> Decision:
         )
 
     if is_small_plain_text(submission):
-        return evaluate(await app.snapshot_async(now))
+        held = submission.snapshots.fresh() if submission.snapshots else None
+        return evaluate(held or await app.snapshot_async(now))
     async with stages.evaluations:
-        return await asyncio.to_thread(lambda: evaluate(app.snapshot(now)))
+        held = submission.snapshots.fresh() if submission.snapshots else None
+        return await asyncio.to_thread(lambda: evaluate(held or app.snapshot(now)))
 
 
 def is_small_plain_text(submission: Submission) -> bool:

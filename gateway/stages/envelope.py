@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from gateway.config import Config, verification_address
-from gateway.stages.context import Stages
+from gateway.stages.context import Stages, TransactionSnapshot
 from gateway.stages.message import Reply
 from gateway.stores.users import User
 from policies import engine
@@ -43,14 +43,17 @@ async def check_sender(stages: Stages, user: User | None, trusted_peer: bool, tl
 # ---- RCPT ---------------------------------------------------------------------------------
 
 
-async def check_recipient(stages: Stages, sender: str, address: str,
-                          peer: str) -> Reply | None:
+async def check_recipient(stages: Stages, sender: str, address: str, peer: str,
+                          snapshots: TransactionSnapshot | None = None) -> Reply | None:
     """Address-only rules (personal, fax, invalid, lookalike): refuse this recipient alone.
-    (The verification address never comes here: see `is_request_address`.)"""
+    (The verification address never comes here: see `is_request_address`.)
+
+    `snapshots` is the transaction's registry snapshot, read once for all its recipients and
+    its DATA (`TransactionSnapshot`); without it the registry is read for this recipient."""
     app = stages.app
     # The registry is read in the stores' thread: even its cached answer needs a look at the
     # database (has anything changed since?), which the event loop never takes.
-    snapshot = await app.snapshot_async(stages.clock())
+    snapshot = await (snapshots or TransactionSnapshot()).get(stages)
     decision = engine.decide_at_rcpt(sender, address, app.policy, snapshot)
     if decision is None or decision.action is not Action.BLOCK:
         return None

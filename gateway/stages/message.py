@@ -7,10 +7,14 @@ import functools
 import re
 import unicodedata
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from gateway.stages.copies import RawMessage, Trace, field_name
 from gateway.stores.users import User
 from transports.base import NO_DSN, Dsn
+
+if TYPE_CHECKING:
+    from gateway.stages.context import TransactionSnapshot
 
 # RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its CRLF; the code, the
 # separator, the enhanced status code (at most "5.999.999") and a space take up to 14.
@@ -135,6 +139,8 @@ class Submission:
     trace: Trace | None = None  # what the Received field says; None: no SMTP client (tests)
     dsn: Dsn = NO_DSN  # the client's DSN request, passed on with every copy
     smtputf8: bool = False  # the client said SMTPUTF8 on MAIL
+    # The registry snapshot its RCPTs read, used again by the decision while it is fresh.
+    snapshots: TransactionSnapshot | None = field(default=None, compare=False)
 
     @functools.cached_property
     def split(self) -> RawMessage:

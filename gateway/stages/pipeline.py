@@ -25,6 +25,7 @@ from gateway.observe.logs import describe_error
 from gateway.stages.context import Record, Stages
 from gateway.stages.message import TRY_LATER, Reply, Submission
 from policies.events import EventKind
+from policies.loader import Policy
 
 log = structlog.get_logger("casegate.smtp")
 
@@ -54,7 +55,9 @@ async def process(stages: Stages, submission: Submission, route: Route) -> Reply
 
 async def _checked(stages: Stages, record: Record, submission: Submission,
                    route: Route) -> Reply:
-    reply, rule = check_line_endings(submission.raw), "message-format"
+    reply, rule = check_size(submission.raw, stages.app.policy), "message-format"
+    if reply is None:
+        reply = check_line_endings(submission.raw)
     if reply is None:
         reply, rule = check_header_from(submission), "sender-identity"
     if reply is None:
@@ -65,6 +68,24 @@ async def _checked(stages: Stages, record: Record, submission: Submission,
     # The reply names the exact problem; the rule's sentence says what to do instead.
     return Reply.of(reply.code, reply.status, *reply.lines,
                     stages.app.policy.rule(rule).sentence)
+
+
+def check_size(raw: bytes, policy: Policy) -> Reply | None:
+    """A message over `[content.limits] max_message_bytes` is refused as too big (552 5.3.4),
+    before the policy would read it as malformed. The SMTP front never takes more than that
+    (`message_size_limit`), so this guards the other ways in."""
+    limit = policy.content.limits.max_message_bytes
+    if len(raw) <= limit:
+        return None
+    return Reply.of(552, "5.3.4", f"Message too big for this gateway: {len(raw)} bytes, over "
+                    f"the limit of {limit}.")
+
+
+def message_size_limit(configured: int, policy: Policy) -> int:
+    """The largest message the SMTP front takes (and announces as SIZE): `smtp.max_message_size`,
+    but never more than the policy reads (`[content.limits] max_message_bytes`), so a message
+    the front took is never refused by the policy for its size."""
+    return min(configured, policy.content.limits.max_message_bytes)
 
 
 def check_line_endings(raw: bytes) -> Reply | None:

@@ -153,6 +153,9 @@ class AgencyCheckMarks:
     not_handed: tuple[str, ...] = ()  # words beside a result's name that make it something else
     _automaton: Any = field(init=False, repr=False, compare=False)
     _fields: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    # The characters a label begins with (lower-case ASCII): `_sub_fields` skips a line that
+    # begins with another ASCII character without trying `_fields` on it.
+    _field_starts: frozenset[str] = field(init=False, repr=False, compare=False)
     # `titles` and `not_handed` as `words` writes them, made once (read for every text)
     title_words: frozenset[str] = field(init=False, repr=False, compare=False)
     not_handed_words: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -178,6 +181,8 @@ class AgencyCheckMarks:
         alternatives = "|".join(r"[^\w\n]+".join(re.escape(_singular(w)) + "s?"
                                                   for w in label if w)
                                 for label in labels if any(label)) or "(?!)"
+        object.__setattr__(self, "_field_starts", frozenset(
+            next(w for w in label if w)[0] for label in labels if any(label)))
         object.__setattr__(self, "_fields", re.compile(
             r"^[ \t>|*]*(" + alternatives + r")(?:[ \t]*\(s\))?[ \t]*:[ \t]*(.*)$",
             re.I | re.M))
@@ -657,7 +662,7 @@ def _agency_signals(piece: Segment, marks: AgencyCheckMarks, own: bool,
         return value  # a field's name is not an outcome: "Information held: Yes / No"
 
     # Only the first fields are read one by one: beyond them a record has said what it is.
-    padded = f" {words(_sub_fields(marks._fields, value_only, text))} "
+    padded = f" {words(_sub_fields(marks._fields, value_only, text, marks._field_starts))} "
     found: dict[str, set[str]] = {}
     handing: list[int] = []  # where each handing-over phrase ends
     results: list[tuple[int, int]] = []
@@ -686,12 +691,15 @@ def _agency_signals(piece: Segment, marks: AgencyCheckMarks, own: bool,
 
 
 _MAX_FIELDS = 200
+_FIELD_MARKS = " \t>|*"  # what `_fields` skips at a line's start, before a label
 
 
 def _sub_fields(fields: re.Pattern[str], value_only: Callable[[re.Match[str]], str],
-                text: str) -> str:
+                text: str, starts: frozenset[str] | None = None) -> str:
     """`fields.sub(value_only, text, count=_MAX_FIELDS)`, trying the pattern only at the start
-    of lines that hold a ":" (every field does), found with str.find: C speed on prose."""
+    of lines that hold a ":" (every field does), found with str.find: C speed on prose; and,
+    given the `starts` of its labels, not on a line whose first character is an ASCII one
+    that no label starts with (in any case) nor a quote or list mark the pattern skips."""
     pieces: list[str] = []
     done = replaced = 0
     colon = text.find(":")
@@ -699,7 +707,12 @@ def _sub_fields(fields: re.Pattern[str], value_only: Callable[[re.Match[str]], s
         line_start = text.rfind("\n", 0, colon) + 1
         line_end = text.find("\n", colon)
         line_end = len(text) if line_end == -1 else line_end
-        match = fields.match(text, line_start) if line_start >= done else None
+        first = text[line_start:line_start + 1]
+        match = (fields.match(text, line_start)
+                 if line_start >= done and (starts is None or not first.isascii()
+                                            or first.lower() in starts
+                                            or first in _FIELD_MARKS)
+                 else None)
         if match is not None:
             pieces += [text[done:match.start()], value_only(match)]
             done = match.end()

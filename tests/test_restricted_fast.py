@@ -145,3 +145,36 @@ def test_signals_of_long_texts_do_not_depend_on_the_slice(slice_size: int,
     monkeypatch.setattr(restricted, "_HITS_SLICE", slice_size)
     assert [restricted._agency_signals(piece, MARKS, own=own) for piece, own in cases] \
         == expected
+
+
+def field_lines(seed: int, count: int) -> Iterator[str]:
+    """Lines that are, nearly are, or are not record fields: labels in any case, after quote
+    and list marks, with non-ASCII look-alikes (the Kelvin sign, the long s) and without."""
+    r = random.Random(seed)
+    labels = [*MARKS.record_fields, "Dear Ms Patel", "further to our call", "18:30"]
+    for _ in range(count):
+        label = r.choice(labels)
+        label = r.choice([label, label.upper(), label.title(), label.replace("k", "\u212a"),
+                          label.replace("s", "\u017f"), "\u00e9" + label])
+        mark = r.choice(["", " ", "> ", "\t* ", "| ", "- ", "1. "])
+        value = r.choice(["No trace", "", "Yes / No", "TBC", "12/03/2024", "see below"])
+        yield f"{mark}{label}{r.choice(['', ' (s)', 's'])}{r.choice([':', ' :', ' -'])} {value}"
+
+
+def test_skipping_lines_no_label_starts_changes_no_field_found() -> None:
+    """`_sub_fields` with the labels' first letters (lines skipped) and without (every line
+    with a colon tried), on corpus texts and on seeded field-like lines."""
+    lines = list(field_lines(3, 4000))
+    r = random.Random(5)
+    texts = [*corpus_texts(), *("\n".join(r.sample(lines, 30)) for _ in range(300))]
+
+    def value_only(match: re.Match[str]) -> str:
+        return f"<{match.group(1)}|{match.group(2)}>"
+
+    changed = 0
+    for text in texts:
+        expected = restricted._sub_fields(MARKS._fields, value_only, text)
+        assert restricted._sub_fields(MARKS._fields, value_only, text,
+                                      MARKS._field_starts) == expected
+        changed += expected != text
+    assert changed > 100

@@ -223,7 +223,7 @@ def _automaton(groups: Mapping[str, Iterable[str]]) -> Any:
     return automaton
 
 
-_GATE_WORD = 4
+_GATE_WORD = 3
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,8 @@ class PhraseGate:
     `_agency_signals` removes first (quote marks, a field's name, a form's open choices) is
     removed at a line's start or replaced by a space, so that no word is glued from two. "and"
     is not looked for ("&" writes it), nor, in a phrase with a longer word, words shorter than
-    `_GATE_WORD` letters ("s", "no", "the": in every text, and slow to look for). Non-ASCII
+    `_GATE_WORD` letters ("s", "no": in every text, and slow to look for). Three-letter words
+    are looked for: "PNC number" must not open on every text that says "number". Non-ASCII
     letters that lower-case to ASCII ones (the Kelvin sign) are the scan engine's business: it
     answers "present" for a text with one.
     """
@@ -279,7 +280,7 @@ class PhraseGate:
                    for phrase in self._by_first.get(first, ()))
 
 
-_HITS_SLICE = 1 << 16  # characters of text given to the automaton at a time
+_HITS_SLICE = 1 << 14  # characters of text given to the automaton at a time
 
 
 def _hits(automaton: Any, padded: str) -> Iterator[tuple[int, int, str, frozenset[str]]]:

@@ -224,6 +224,11 @@ def _automaton(groups: Mapping[str, Iterable[str]]) -> Any:
 
 
 _GATE_WORD = 3
+# Three-letter words in every text: looking for them says nothing and costs the scan engine.
+_GATE_COMMON = frozenset({"all", "any", "are", "but", "can", "did", "for", "had", "has", "her",
+                          "his", "its", "may", "new", "non", "not", "now", "off", "one", "our",
+                          "out", "own", "per", "see", "she", "the", "two", "via", "was", "who",
+                          "you"})
 
 
 @dataclass(frozen=True)
@@ -237,8 +242,9 @@ class PhraseGate:
     `_agency_signals` removes first (quote marks, a field's name, a form's open choices) is
     removed at a line's start or replaced by a space, so that no word is glued from two. "and"
     is not looked for ("&" writes it), nor, in a phrase with a longer word, words shorter than
-    `_GATE_WORD` letters ("s", "no": in every text, and slow to look for). Three-letter words
-    are looked for: "PNC number" must not open on every text that says "number". Non-ASCII
+    `_GATE_WORD` letters ("s", "no") or common three-letter ones (`_GATE_COMMON`: "the",
+    "our"): in every text, and slow to look for. Other three-letter words are looked for:
+    "PNC number" must not open on every text that says "number". Non-ASCII
     letters that lower-case to ASCII ones (the Kelvin sign) are the scan engine's business: it
     answers "present" for a text with one.
     """
@@ -262,8 +268,10 @@ class PhraseGate:
         for listed in groups.values():
             for phrase in listed:
                 looked_for = [w for w in words(phrase).split() if w != "and"]
-                if any(len(w) >= _GATE_WORD for w in looked_for):
-                    looked_for = [w for w in looked_for if len(w) >= _GATE_WORD]
+                telling = [w for w in looked_for
+                           if len(w) >= _GATE_WORD and w not in _GATE_COMMON]
+                if telling:
+                    looked_for = telling
                 phrases.add(frozenset(index.setdefault(w, len(index)) for w in looked_for))
         return cls(tuple(re.compile(re.escape(w), re.IGNORECASE) for w in index),
                    tuple(sorted(phrases, key=sorted)))

@@ -178,3 +178,27 @@ def test_skipping_lines_no_label_starts_changes_no_field_found() -> None:
                                       MARKS._field_starts) == expected
         changed += expected != text
     assert changed > 100
+
+
+@pytest.mark.parametrize(("phrases", "looked_for"), [
+    (["PNC number"], ["pnc", "number"]),  # three letters: looked for
+    (["no trace"], ["trace"]),  # two letters: not
+    (["further to your request"], ["further", "your", "request"]),  # "to": not
+    (["not known to the police"], ["known", "police"]),  # common three-letter words: not
+    (["the"], ["the"]),  # a phrase of common words only keeps them
+    (["S47"], ["s47"]),
+])
+def test_the_phrase_gate_looks_for_telling_words(phrases: list[str],
+                                                 looked_for: list[str]) -> None:
+    gate = restricted.PhraseGate.of({"origin": phrases})
+    assert [w.pattern for w in gate.words] == looked_for
+
+
+@pytest.mark.parametrize(("text", "open_"), [
+    ("our reference is SR/2025/0481 and the invoice number INV-20931", False),
+    ("PNC number: 12/345678A", True),
+    ("pnc NUMBER", True),
+])
+def test_a_number_alone_does_not_open_the_gate_of_pnc_number(text: str, open_: bool) -> None:
+    gate = restricted.PhraseGate.of({"origin": ["PNC number", "CRO number"]})
+    assert gate.open(lambda word: word.search(text) is not None) is open_

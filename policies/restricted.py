@@ -101,17 +101,25 @@ def words(text: str) -> str:
     "Children’s Social Care" -> "children s social care"; "Privileged & Confidential" ->
     "privileged and confidential".
     """
-    if text.isascii():  # the same in bytes at C speed, one copy of the text alive at a time
-        data = text.encode("ascii").lower()
-        if b"&" in data:
-            data = data.replace(b"&", b" and ")
-        data = data.translate(_ASCII_WORDS)
-        while b"  " in data:  # runs of spaces squeezed at C speed (each pass halves them)
-            data = data.replace(b"  ", b" ")
-        data = data.strip(b" ")
-        return _PLURAL_BYTES.sub(b"", data).decode("ascii")
+    if text.isascii():  # the same in bytes at C speed (`_ascii_words`)
+        return _ascii_words(text)
     lowered = text.lower().replace("&", " and ")
     return _PLURAL.sub("", _NOT_WORD.sub(" ", lowered).strip())
+
+
+def _ascii_words(text: str) -> str:
+    """`words` of an ASCII text, in bytes at C speed, one copy of the text alive at a time:
+    lower-cased and every other character a space in one `translate`, runs of spaces squeezed
+    by `replace` (each pass halves them: faster here than a regex or split and join), and the
+    plural "s" dropped in one regex pass."""
+    data = text.encode("ascii")
+    if b"&" in data:
+        data = data.replace(b"&", b" and ")
+    data = data.translate(_ASCII_WORDS)
+    while b"  " in data:
+        data = data.replace(b"  ", b" ")
+    data = data.strip(b" ")
+    return _PLURAL_BYTES.sub(b"", data).decode("ascii")
 
 
 def _singular(word: str) -> str:
@@ -122,8 +130,9 @@ def _singular(word: str) -> str:
 # The "s" ending a word of more than three letters, not "ss" (found from the "s": fast).
 _PLURAL = re.compile(r"s(?= |$)(?<=[a-z0-9]{2}[a-rt-z0-9]s)")
 _PLURAL_BYTES = re.compile(_PLURAL.pattern.encode("ascii"))
-_ASCII_WORDS = bytes(c if chr(c) in "abcdefghijklmnopqrstuvwxyz0123456789" else 0x20
-                     for c in range(256))
+# Lower-case letters and digits as they are, upper-case letters lower-cased, the rest spaces.
+_ASCII_WORDS = bytes(ord(chr(c).lower()) if chr(c) in "abcdefghijklmnopqrstuvwxyz0123456789"
+                     "ABCDEFGHIJKLMNOPQRSTUVWXYZ" else 0x20 for c in range(256))
 
 
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
@@ -144,6 +153,9 @@ class AgencyCheckMarks:
     not_handed: tuple[str, ...] = ()  # words beside a result's name that make it something else
     _automaton: Any = field(init=False, repr=False, compare=False)
     _fields: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    # The characters a label begins with (lower-case ASCII): `_sub_fields` skips a line that
+    # begins with another ASCII character without trying `_fields` on it.
+    _field_starts: frozenset[str] = field(init=False, repr=False, compare=False)
     # `titles` and `not_handed` as `words` writes them, made once (read for every text)
     title_words: frozenset[str] = field(init=False, repr=False, compare=False)
     not_handed_words: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -169,6 +181,8 @@ class AgencyCheckMarks:
         alternatives = "|".join(r"[^\w\n]+".join(re.escape(_singular(w)) + "s?"
                                                   for w in label if w)
                                 for label in labels if any(label)) or "(?!)"
+        object.__setattr__(self, "_field_starts", frozenset(
+            next(w for w in label if w)[0] for label in labels if any(label)))
         object.__setattr__(self, "_fields", re.compile(
             r"^[ \t>|*]*(" + alternatives + r")(?:[ \t]*\(s\))?[ \t]*:[ \t]*(.*)$",
             re.I | re.M))
@@ -209,7 +223,12 @@ def _automaton(groups: Mapping[str, Iterable[str]]) -> Any:
     return automaton
 
 
-_GATE_WORD = 4
+_GATE_WORD = 3
+# Three-letter words in every text: looking for them says nothing and costs the scan engine.
+_GATE_COMMON = frozenset({"all", "any", "are", "but", "can", "did", "for", "had", "has", "her",
+                          "his", "its", "may", "new", "non", "not", "now", "off", "one", "our",
+                          "out", "own", "per", "see", "she", "the", "two", "via", "was", "who",
+                          "you"})
 
 
 @dataclass(frozen=True)
@@ -223,7 +242,9 @@ class PhraseGate:
     `_agency_signals` removes first (quote marks, a field's name, a form's open choices) is
     removed at a line's start or replaced by a space, so that no word is glued from two. "and"
     is not looked for ("&" writes it), nor, in a phrase with a longer word, words shorter than
-    `_GATE_WORD` letters ("s", "no", "the": in every text, and slow to look for). Non-ASCII
+    `_GATE_WORD` letters ("s", "no") or common three-letter ones (`_GATE_COMMON`: "the",
+    "our"): in every text, and slow to look for. Other three-letter words are looked for:
+    "PNC number" must not open on every text that says "number". Non-ASCII
     letters that lower-case to ASCII ones (the Kelvin sign) are the scan engine's business: it
     answers "present" for a text with one.
     """
@@ -247,8 +268,10 @@ class PhraseGate:
         for listed in groups.values():
             for phrase in listed:
                 looked_for = [w for w in words(phrase).split() if w != "and"]
-                if any(len(w) >= _GATE_WORD for w in looked_for):
-                    looked_for = [w for w in looked_for if len(w) >= _GATE_WORD]
+                telling = [w for w in looked_for
+                           if len(w) >= _GATE_WORD and w not in _GATE_COMMON]
+                if telling:
+                    looked_for = telling
                 phrases.add(frozenset(index.setdefault(w, len(index)) for w in looked_for))
         return cls(tuple(re.compile(re.escape(w), re.IGNORECASE) for w in index),
                    tuple(sorted(phrases, key=sorted)))
@@ -265,14 +288,32 @@ class PhraseGate:
                    for phrase in self._by_first.get(first, ()))
 
 
+_HITS_SLICE = 1 << 14  # characters of text given to the automaton at a time
+
+
 def _hits(automaton: Any, padded: str) -> Iterator[tuple[int, int, str, frozenset[str]]]:
     """(start, end, phrase, groups) of every phrase in a padded text; start/end exclude the
-    padding spaces, so `padded[start:end] == phrase`."""
+    padding spaces, so `padded[start:end] == phrase`.
+
+    pyahocorasick copies the text it searches at 4 bytes a character, so a long text is fed
+    in slices: each slice reports the phrases that end in its own stretch of the text, and
+    begins early enough (by the longest phrase) to hold all of each; so no phrase is lost or
+    found twice at a slice's edge, and the phrases come in the same order as from one pass."""
     if not len(automaton):
         return
-    for last, (phrase, groups) in automaton.iter(padded):
-        end = last  # the index of the trailing space
-        yield end - len(phrase), end, phrase, groups
+    size = len(padded)
+    if size <= _HITS_SLICE:
+        for last, (phrase, groups) in automaton.iter(padded):
+            yield last - len(phrase), last, phrase, groups
+        return
+    overlap = automaton.get_stats()["longest_word"]
+    for own_from in range(0, size, _HITS_SLICE):  # phrases whose last character is here
+        begin = max(0, own_from - overlap)
+        piece = padded[begin:own_from + _HITS_SLICE]
+        for last, (phrase, groups) in automaton.iter(piece):
+            if begin + last >= own_from:  # an earlier slice reported the others
+                end = begin + last  # the index of the trailing space
+                yield end - len(phrase), end, phrase, groups
 
 
 class _Reader:
@@ -630,7 +671,7 @@ def _agency_signals(piece: Segment, marks: AgencyCheckMarks, own: bool,
         return value  # a field's name is not an outcome: "Information held: Yes / No"
 
     # Only the first fields are read one by one: beyond them a record has said what it is.
-    padded = f" {words(_sub_fields(marks._fields, value_only, text))} "
+    padded = f" {words(_sub_fields(marks._fields, value_only, text, marks._field_starts))} "
     found: dict[str, set[str]] = {}
     handing: list[int] = []  # where each handing-over phrase ends
     results: list[tuple[int, int]] = []
@@ -659,12 +700,15 @@ def _agency_signals(piece: Segment, marks: AgencyCheckMarks, own: bool,
 
 
 _MAX_FIELDS = 200
+_FIELD_MARKS = " \t>|*"  # what `_fields` skips at a line's start, before a label
 
 
 def _sub_fields(fields: re.Pattern[str], value_only: Callable[[re.Match[str]], str],
-                text: str) -> str:
+                text: str, starts: frozenset[str] | None = None) -> str:
     """`fields.sub(value_only, text, count=_MAX_FIELDS)`, trying the pattern only at the start
-    of lines that hold a ":" (every field does), found with str.find: C speed on prose."""
+    of lines that hold a ":" (every field does), found with str.find: C speed on prose; and,
+    given the `starts` of its labels, not on a line whose first character is an ASCII one
+    that no label starts with (in any case) nor a quote or list mark the pattern skips."""
     pieces: list[str] = []
     done = replaced = 0
     colon = text.find(":")
@@ -672,7 +716,12 @@ def _sub_fields(fields: re.Pattern[str], value_only: Callable[[re.Match[str]], s
         line_start = text.rfind("\n", 0, colon) + 1
         line_end = text.find("\n", colon)
         line_end = len(text) if line_end == -1 else line_end
-        match = fields.match(text, line_start) if line_start >= done else None
+        first = text[line_start:line_start + 1]
+        match = (fields.match(text, line_start)
+                 if line_start >= done and (starts is None or not first.isascii()
+                                            or first.lower() in starts
+                                            or first in _FIELD_MARKS)
+                 else None)
         if match is not None:
             pieces += [text[done:match.start()], value_only(match)]
             done = match.end()

@@ -50,8 +50,14 @@ def _shape(message: Message) -> list[tuple[Any, ...]]:
             for part in message.walk()]
 
 
-def _facts(raw: bytes, skeleton: bool) -> MessageFacts:
-    return _classify(raw, RULES, _clock, single_part=False, skeleton=skeleton)
+def _facts(raw: bytes, skeleton: bool) -> MessageFacts | str:
+    """The facts of one reading, or the error it raised: `classify` turns any error into a
+    protected, malformed message (fail closed), so both readings must raise alike (the stdlib
+    header parser raises IndexError on a bare CR inside an angle address, for one)."""
+    try:
+        return _classify(raw, RULES, _clock, single_part=False, skeleton=skeleton)
+    except Exception as exc:
+        return type(exc).__name__
 
 
 def _assert_same(raw: bytes) -> None:

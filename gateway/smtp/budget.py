@@ -10,7 +10,7 @@ never lets the count pass `smtp.max_buffered_bytes`:
   first `FIRST_CLAIM`; when that does not fit it waits up to `WAIT_SECONDS` for other messages
   to finish, then is answered `452 4.3.1` (RFC 3463: insufficient system storage) and the
   client keeps it and retries;
-- while the data streams in, the claim grows (doubling) as the message turns out larger; when
+- while the data streams in, the claim grows (by an eighth) as the message turns out larger; when
   it cannot, what arrived is dropped, the rest is read and discarded to the end of the data,
   and the answer is `452 4.3.1`: the message is never half taken;
 - the claim is given back when the reply to DATA has been sent, whatever it was (delivered,

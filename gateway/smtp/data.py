@@ -26,7 +26,7 @@ import asyncio
 from dataclasses import dataclass
 
 from gateway.smtp.aiosmtpd_private import raised_read_limit
-from gateway.smtp.budget import NO_ROOM, Claim
+from gateway.smtp.budget import FIRST_CLAIM, NO_ROOM, Claim
 
 END_OF_DATA = b"\r\n.\r\n"
 _CHUNK_END = b".\r\n"
@@ -110,9 +110,12 @@ async def _read_stuffed(reader: asyncio.StreamReader, size_limit: int,
                 partial = END_OF_DATA
         except asyncio.LimitOverrunError as exc:
             if claim is not None and not no_room and size + exc.consumed <= size_limit:
-                # Larger than claimed so far: claim more (twice as much, at least what came).
+                # Larger than claimed so far: claim what came and an eighth more (at least a
+                # first claim more). Not twice as much: messages that fit together (ten of
+                # 20 MB in 256 MiB) must not be turned away by each other's headroom.
+                needed = size + exc.consumed + len(END_OF_DATA)
                 wanted = min(size_limit + len(END_OF_DATA),
-                             max(2 * claim.size, size + exc.consumed + len(END_OF_DATA)))
+                             needed + max(FIRST_CLAIM, needed // 8))
                 if claim.grow(wanted):
                     continue  # the data waits in the reader's buffer: read it again
                 no_room = True

@@ -25,6 +25,7 @@ from gateway.smtp.limits import (
     ConnectionLimiter,
     ConnectionLimits,
 )
+from tests import test_security_smtp_limits as security_limits
 from tests.gateway_harness import STAFF, Harness, message, running_gateway
 from tests.sink import Sink
 
@@ -36,11 +37,9 @@ def _events(gw: Harness, kind: str) -> list[StoredEvent]:
     return list(gw.app.audit.iterate(EventFilter(kind=kind)))
 
 
-class Client:
-    """A raw SMTP client on asyncio streams: one command out, one (multi-line) reply in."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+class Client(security_limits.Client):
+    """The security tests' raw client, reading whole (multi-line) replies: one command out,
+    one reply in."""
 
     async def reply(self) -> bytes:
         """One whole reply (its lines joined); b"" when the server has closed."""
@@ -50,21 +49,6 @@ class Client:
             lines.append(line)
             if len(line) < 4 or line[3:4] != b"-":
                 return b"".join(lines)
-
-    async def command(self, line: bytes) -> bytes:
-        self.writer.write(line + b"\r\n")
-        await self.writer.drain()
-        return await self.reply()
-
-    async def closed_by_server(self) -> bool:
-        return await asyncio.wait_for(self.reader.read(), TIMEOUT) == b""
-
-    async def close(self) -> None:
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except ConnectionError:
-            pass
 
 
 Connect = Callable[[], Awaitable[Client]]

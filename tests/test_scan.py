@@ -100,16 +100,16 @@ def test_the_engines_agree_on_a_seeded_corpus() -> None:
     for _ in range(30):
         text = "".join(rng.choice(PIECES) for _ in range(rng.randrange(1, 20_000)))
         assert spans(text, scan.HYPERSCAN) == spans(text, scan.RE)
-        with scan.use_engine(scan.HYPERSCAN):
-            native = decisions(text)
-        with scan.use_engine(scan.RE):
-            python = decisions(text)
-        assert native == python
+        _assert_engines_decide_alike(text)
 
 
 @NATIVE
 @given(texts)
 def test_the_engines_decide_alike(text: str) -> None:
+    _assert_engines_decide_alike(text)
+
+
+def _assert_engines_decide_alike(text: str) -> None:
     with scan.use_engine(scan.HYPERSCAN):
         native = decisions(text)
     with scan.use_engine(scan.RE):

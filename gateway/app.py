@@ -31,6 +31,7 @@ from gateway.config import (
     ConfigError,
     DkimConfig,
     StartupError,
+    database_url_problem,
     load_config,
     os_reason,
     public_url,
@@ -49,6 +50,7 @@ from policies.loader import EMBEDDED_FILES, Policy, PolicyError, parse_policy
 from policies.model import Snapshot
 from transports.base import Transport
 from transports.crypto import KEYS_FILE, Keyring
+from transports.database import Database, DatabaseSettings
 from transports.dkim import DkimKeyError, DkimSigner, SigningTransport, key_path
 from transports.ledger import Ledger, LedgerError
 from transports.outbox import MaildirOutbox
@@ -134,6 +136,17 @@ def refuse_unanchored(audit: AuditLog) -> None:
                           "reanchor --reason TEXT`")
 
 
+def open_database(config: Config, data_dir: Path, url: str | None) -> Database:
+    """The stores' engine `[database]` names (`url`, from the environment, overrides it)."""
+    section = config.database
+    chosen = url if url is not None else section.url
+    if url is not None and database_url_problem(url):
+        raise ConfigError(f"CASEGATE_DATABASE_URL {database_url_problem(url)}")
+    return Database.open(data_dir, DatabaseSettings(
+        url=chosen, node=section.node, pool_size=section.pool_size,
+        connect_timeout=section.connect_timeout))
+
+
 def open_cases(data_dir: Path) -> CaseStore:
     """The case registry in `data_dir`, hashing under `case-index.key` (made on first use, and
     refused when `cases.sqlite3` holds data made with another: see gateway.stores.keyprints)."""
@@ -194,6 +207,7 @@ class App:
     keyring: Keyring  # the portal's master keys
     cases: CaseStore  # the case registry: people, confidential details, shields (issue 16)
     offices: OfficeRegistry  # the office directory: names, teams, DX (issue 17)
+    database: Database  # SQLite files in data_dir, or the PostgreSQL the nodes share (issue 15)
     # The thread that reads and writes the registry and the relay ledger for the event loop,
     # for every message (a trip between threads serves every call queued meanwhile).
     worker: StoreWorker = field(default_factory=lambda: StoreWorker("casegate-stores"))
@@ -201,12 +215,14 @@ class App:
     @classmethod
     def open(cls, config_path: Path | None, data_dir: Path | None,
              event_stream: TextIO | None = None, portal_keys: str | None = None,
-             adjust: Callable[[Config], Config] | None = None) -> App:
+             adjust: Callable[[Config], Config] | None = None,
+             database_url: str | None = None) -> App:
         """Build everything; audit events go to `event_stream` as JSON lines. `adjust` changes
         the config before anything is built from it (`serve`'s flags).
 
         `casegate serve` streams events to stdout for a SIEM; the other commands pass stderr
         (the default) so their own output on stdout stays clean for scripts.
+        `database_url` (CASEGATE_DATABASE_URL, via the CLI) overrides `[database] url`.
         """
         config = load_config(config_path)
         if adjust is not None:
@@ -221,6 +237,7 @@ class App:
         try:
             root.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(root, 0o700)
+            database = open_database(config, root, database_url)
             try:
                 audit = AuditLog.open(root, rules=policy.rules, kind_grades=policy.grades,
                                       checkpoint_every=config.audit.checkpoint_every,
@@ -249,7 +266,7 @@ class App:
                               "be a directory casegate can write") from None
         return cls(config=config, data_dir=root, policy=policy, registry=registry, audit=audit,
                    users=users, portal=portal, keyring=keyring, cases=cases,
-                   offices=offices)
+                   offices=offices, database=database)
 
     def way_out(self) -> Transport:
         """The upstream smarthost when one is configured, else the outbox Maildir, signing what
@@ -381,6 +398,7 @@ class App:
         self.portal.close()
         self.cases.close()
         self.offices.close()
+        self.database.close()
 
 
 def delivery_fault_event(audit: AuditLog, detail: str, decision_id: str = "") -> None:

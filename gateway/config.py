@@ -181,6 +181,17 @@ class DkimConfig:
 
 
 @dataclass(frozen=True)
+class DatabaseConfig:
+    # Where the stores are: empty for SQLite files in the data directory (one node); a
+    # postgresql://user@host/db URL for one PostgreSQL database that several nodes share.
+    # CASEGATE_DATABASE_URL in the environment overrides it (keeps a password out of the file).
+    url: str = ""
+    node: str = ""  # this node's name in the audit trail and the database; empty: the host name
+    pool_size: int = 10  # PostgreSQL connections this node may hold at once
+    connect_timeout: float = 10.0  # seconds to reach PostgreSQL, or to wait for a connection
+
+
+@dataclass(frozen=True)
 class Config:
     source: str = "<defaults>"
     data_dir: str = str(DEFAULT_DATA_DIR)  # SQLite files, keys, certificate, outbox
@@ -194,6 +205,7 @@ class Config:
     portal: PortalConfig = field(default_factory=PortalConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
 
 
 def load_config(path: Path | None) -> Config:
@@ -308,6 +320,20 @@ def positive(value: float) -> str:
     return "" if value > 0 else "must be more than 0"
 
 
+def database_url_problem(value: str) -> str:
+    """Empty (SQLite) or a postgresql:// URL."""
+    if not value or value.startswith(("postgresql://", "postgres://")):
+        return ""
+    return "must be empty (SQLite in the data directory) or a postgresql:// URL"
+
+
+def node_name(value: str) -> str:
+    """Empty (the host name) or a short name of letters, digits, dots, dashes, underscores."""
+    if re.fullmatch(r"[A-Za-z0-9._-]{0,63}", value):
+        return ""
+    return f"{value!r} must be up to 63 letters, digits, dots, dashes or underscores"
+
+
 def hostname(value: str) -> str:
     return "" if _is_host(value, ip=False) else f"{value!r} is not a host name"
 
@@ -420,6 +446,10 @@ CHECKS: dict[str, Check] = {
     "portal.max_wrong_codes": positive,
     "metrics.host": listen_address,
     "metrics.port": port(zero="any free port"),
+    "database.url": database_url_problem,
+    "database.node": node_name,
+    "database.pool_size": positive,
+    "database.connect_timeout": positive,
 }
 
 

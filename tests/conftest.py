@@ -11,8 +11,10 @@ from hypothesis import HealthCheck, settings
 
 from policies import scan
 from tests.certs import ServerCert, make_server_cert
+from tests.postgres import URL_VARIABLE, Cluster, require_server
 from tests.sink import Sink
 from tests.tools import CHROMIUM, require_tool
+from transports.database import Database, DatabaseSettings
 
 # Property tests: no wall-clock deadline (a shared 2-core CI machine is noisy), and in CI a
 # fixed derandomised search, so a run is repeatable; locally the search varies run to run.
@@ -56,3 +58,37 @@ def each_scan_engine(request: pytest.FixtureRequest) -> Iterator[str]:
     tests may use it (`pytestmark = pytest.mark.usefixtures("each_scan_engine")`)."""
     with scan.use_engine(request.param):
         yield request.param
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """The run's PostgreSQL: .ci/run's (CASEGATE_TEST_DATABASE_URL) or one started here."""
+    require_server()
+    given = os.environ.get(URL_VARIABLE)
+    cluster = Cluster(url=given) if given else Cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> Iterator[str]:
+    """A postgresql:// URL onto an empty schema of its own, dropped after the test."""
+    url = pg_cluster.fresh_schema()
+    try:
+        yield url
+    finally:
+        pg_cluster.drop(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """The stores' engine, once on SQLite (files in tmp_path) and once on PostgreSQL (a
+    schema of its own): a store test that takes it runs on both."""
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else ""
+    engine = Database.open(tmp_path, DatabaseSettings(url=url, node="test-node"))
+    try:
+        yield engine
+    finally:
+        engine.close()

@@ -77,9 +77,10 @@ def test_the_root_of_gateway_holds_only_the_app_and_its_config() -> None:
 
 @pytest.mark.parametrize("package", ["policies", "verification"])
 def test_lower_packages_take_only_what_they_need_from_transports(package: str) -> None:
-    """policies imports nothing of ours but itself; verification only the Transport protocol
-    and the plain-text mail filler."""
-    allowed = {"policies": set(), "verification": {"transports.base", "transports.plaintext"}}
+    """policies imports nothing of ours but itself; verification only the Transport protocol,
+    the plain-text mail filler and the stores' engine."""
+    allowed = {"policies": set(),
+               "verification": {"transports.base", "transports.plaintext", "transports.database"}}
     edges = graph(include_deferred=True, include_type_checking=True)
     taken = {target for module, targets in edges.items() if room(module) == package
              for target in targets if room(target) == "transports"}

@@ -44,7 +44,7 @@ from policies.cases import (
     ShieldedCase,
     tokens,
 )
-from verification import schema
+from transports.database import migrate, schema_version
 
 CASES_DB_FILE = "cases.sqlite3"
 KEY_FILE = "case-index.key"
@@ -383,12 +383,12 @@ class CaseStore:
             self._migrate()
 
     def _migrate(self) -> None:
-        schema.migrate(self._db, COMPONENT, _MIGRATIONS, lambda version: CaseError(
+        migrate(self._db, COMPONENT, _MIGRATIONS, lambda version: CaseError(
             f"{self.path} was written by a newer casegate (case registry schema {version})"))
 
     def schema_version(self) -> int:
         with self._lock:
-            return schema.schema_version(self._db, COMPONENT)
+            return schema_version(self._db, COMPONENT)
 
     # -- people ----------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from policies.model import Role, Verification
-from verification import schema
+from transports.database import migrate, schema_version
 
 COMPONENT = "registry"
 
@@ -210,12 +210,12 @@ class Registry:
     # -- schema --------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
-        schema.migrate(self._db, COMPONENT, _MIGRATIONS, lambda version: RegistryError(
+        migrate(self._db, COMPONENT, _MIGRATIONS, lambda version: RegistryError(
             f"{self.path} was written by a newer casegate (registry schema {version})"))
 
     def schema_version(self) -> int:
         with self._lock:
-            return schema.schema_version(self._db, COMPONENT)
+            return schema_version(self._db, COMPONENT)
 
     # -- verified recipients -------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ def open_app(args: argparse.Namespace, event_stream: TextIO | None = None,
             event_stream=event_stream or _Quiet(),
             portal_keys=os.environ.get("CASEGATE_PORTAL_KEYS") or None,
             adjust=adjust,
+            database_url=os.environ.get("CASEGATE_DATABASE_URL") or None,
         )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None

@@ -272,10 +272,12 @@ def casegate(*args: str, stdin: str = "") -> str:
     return done.stdout.decode()
 
 
-def prepare_casegate(home: Path, upstream: int, numbered: int) -> tuple[Path, Path]:
+def prepare_casegate(home: Path, upstream: int, numbered: int,
+                     extra_config: str = "") -> tuple[Path, Path]:
     """A config and a data directory: a trusted relay peer on loopback, upstream `upstream`
     without TLS, the staff sender, and the recipients verified (1..numbered, as -N numbers
-    them). Returns (config, data)."""
+    them); `extra_config` is appended to the config (bench_nodes.py's `[database]`).
+    Returns (config, data)."""
     home.mkdir(parents=True)
     config, data = home / "casegate.toml", home / "data"
     config.write_text(textwrap.dedent(f"""\
@@ -294,7 +296,7 @@ def prepare_casegate(home: Path, upstream: int, numbered: int) -> tuple[Path, Pa
         port = {upstream}
         tls = "none"
         pool_size = {SESSIONS}
-        """), encoding="utf-8")
+        """) + extra_config, encoding="utf-8")
     where = ("--config", str(config), "--data", str(data))
     casegate("users", "add", SENDER, "--role", "staff", *where, stdin=PASSWORD + "\n")
     # The two base addresses through the CLI, as staff would; the numbered ones in bulk below.

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
+import psycopg.sql
 import psycopg_pool
 from psycopg.rows import RowMaker
 
@@ -550,3 +551,113 @@ def statements(script: str) -> list[str]:
     """Split a migration script into statements (no semicolons inside our DDL's strings)."""
     lines = [line.split("--", 1)[0] for line in script.splitlines()]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+# -- moving an installation -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Copied:
+    table: str
+    rows: int
+
+
+def tables_with_rows(url: str) -> list[str]:
+    """The tables of the schema `url` connects to that hold any row (schema_version aside)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        names = [row[0] for row in conn.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'")]
+        return sorted(name for name in names if name != "schema_version" and conn.execute(
+            psycopg.sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
+                psycopg.sql.Identifier(name))).fetchone() == (True,))
+
+
+def copy_sqlite_files(files: Sequence[Path], url: str) -> list[Copied]:
+    """Copy every table of the SQLite `files` into the PostgreSQL schema `url` connects to, in
+    one transaction: the tables must exist there (the stores made them) and be empty (what
+    opening the stores wrote is removed first). Rows keep their ids; identity columns continue
+    after the highest. Tables are filled parents first (foreign keys)."""
+    sources: dict[str, Path] = {}
+    for path in files:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                      "AND name NOT LIKE 'sqlite_%'"):
+                if name != "schema_version":
+                    sources[name] = path
+    copied: list[Copied] = []
+    with psycopg.connect(url) as conn:  # one transaction: all or nothing
+        present = _target_tables(conn)
+        missing = sorted(set(sources) - set(present))
+        if missing:
+            raise ValueError(f"the target has no table {', '.join(missing)}: is it the same "
+                             "casegate version as the one that wrote the data directory?")
+        order = _parents_first(conn, list(present))
+        conn.execute(psycopg.sql.SQL("TRUNCATE {}").format(psycopg.sql.SQL(", ").join(
+            psycopg.sql.Identifier(name) for name in present if name != "schema_version")))
+        for name in order:
+            if name in sources:
+                copied.append(Copied(name, _copy_table(sources[name], conn, name,
+                                                       present[name])))
+    return copied
+
+
+def _target_tables(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
+    """Table -> its columns, in the target schema."""
+    tables: dict[str, list[str]] = {}
+    for table, column in conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position"):
+        tables.setdefault(table, []).append(column)
+    return tables
+
+
+def _parents_first(conn: psycopg.Connection[Any], names: list[str]) -> list[str]:
+    """`names` ordered so that a table comes after every table its foreign keys point to."""
+    parents: dict[str, set[str]] = {name: set() for name in names}
+    for child, parent in conn.execute(
+            "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text FROM pg_constraint c "
+            "WHERE c.contype = 'f' AND c.connamespace = current_schema()::regnamespace"):
+        if child in parents and parent != child:
+            parents[child].add(parent)
+    order: list[str] = []
+    while parents:
+        ready = sorted(name for name, needs in parents.items() if not needs - set(order))
+        if not ready:
+            raise ValueError(f"foreign keys in a circle among {', '.join(sorted(parents))}")
+        order += ready
+        for name in ready:
+            del parents[name]
+    return order
+
+
+def _copy_table(path: Path, conn: psycopg.Connection[Any], name: str,
+                target_columns: list[str]) -> int:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        columns = [row[1] for row in db.execute(f"PRAGMA table_info({_quoted(name)})")]
+        extra = sorted(set(columns) - set(target_columns))
+        if extra:
+            raise ValueError(f"{path.name}: {name}.{', '.join(extra)} has no column in the "
+                             "target")
+        listed = psycopg.sql.SQL(", ").join(psycopg.sql.Identifier(c) for c in columns)
+        statement = psycopg.sql.SQL("COPY {} ({}) FROM STDIN").format(
+            psycopg.sql.Identifier(name), listed)
+        rows = 0
+        selected = ", ".join(_quoted(c) for c in columns)
+        # Names read from the file's own catalogue, quoted as identifiers: not values.
+        query = f"SELECT {selected} FROM {_quoted(name)}"  # noqa: S608
+        with conn.cursor().copy(statement) as copy:
+            for row in db.execute(query):
+                copy.write_row(row)
+                rows += 1
+    for column in target_columns:  # identity columns continue after the copied ids
+        conn.execute(psycopg.sql.SQL(
+            "SELECT setval(pg_get_serial_sequence(%s, %s), max({column})) FROM {table} "
+            "WHERE pg_get_serial_sequence(%s, %s) IS NOT NULL HAVING max({column}) IS NOT NULL"
+        ).format(column=psycopg.sql.Identifier(column), table=psycopg.sql.Identifier(name)),
+            (name, column, name, column))
+    return rows
+
+
+def _quoted(identifier: str) -> str:
+    """An SQLite identifier in double quotes, any quote in it doubled."""
+    return '"' + identifier.replace('"', '""') + '"'

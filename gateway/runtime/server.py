@@ -276,9 +276,15 @@ def listening(key: str, host: str, port: int) -> Iterator[None]:
 
 
 async def readiness_problems(stages: Stages) -> list[str]:
-    """Stores open, and the upstream reachable or the outbox writable."""
+    """Stores open, the database answering (PostgreSQL), and the upstream reachable or the
+    outbox writable."""
     problems: list[str] = []
     app = stages.app
+    if not app.database.is_sqlite:
+        try:
+            await asyncio.to_thread(app.database.ping)
+        except Exception:
+            problems.append("database unreachable")
     try:
         await asyncio.to_thread(app.users.ping)
     except Exception:

@@ -216,13 +216,15 @@ class App:
     def open(cls, config_path: Path | None, data_dir: Path | None,
              event_stream: TextIO | None = None, portal_keys: str | None = None,
              adjust: Callable[[Config], Config] | None = None,
-             database_url: str | None = None) -> App:
+             database_url: str | None = None, check_anchors: bool = True) -> App:
         """Build everything; audit events go to `event_stream` as JSON lines. `adjust` changes
         the config before anything is built from it (`serve`'s flags).
 
         `casegate serve` streams events to stdout for a SIEM; the other commands pass stderr
         (the default) so their own output on stdout stays clean for scripts.
         `database_url` (CASEGATE_DATABASE_URL, via the CLI) overrides `[database] url`.
+        `check_anchors=False` skips the start-up check of the trail against its signed head:
+        only for `casegate db copy`, which fills an empty database and then checks it whole.
         """
         config = load_config(config_path)
         if adjust is not None:
@@ -250,7 +252,8 @@ class App:
                     raise ConfigError(str(exc)) from None
                 raise
             try:
-                refuse_unanchored(audit)
+                if check_anchors:
+                    refuse_unanchored(audit)
                 keyring = open_keyring(root, portal_keys, audit)
             except BaseException:
                 audit.close()
@@ -399,6 +402,13 @@ class App:
         self.cases.close()
         self.offices.close()
         self.database.close()
+
+
+def all_stores(app: App) -> None:
+    """Open (so migrate) the stores that `App.open` leaves to the code that uses them, and
+    close them again: `casegate db migrate` and `db copy`."""
+    if app.config.upstream.host:
+        app.way_out()  # the relay ledger
 
 
 def delivery_fault_event(audit: AuditLog, detail: str, decision_id: str = "") -> None:

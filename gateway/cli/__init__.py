@@ -33,6 +33,7 @@ COMMANDS: tuple[str, ...] = (
     "offices",
     "keys",
     "messages",
+    "db",
 )
 
 

@@ -259,12 +259,14 @@ class Ledger:
     def __init__(self, database: Database, filename: str, *,
                  retention: timedelta = DEFAULT_RETENTION,
                  worker: StoreWorker | None = None,
-                 rotate_bytes: int = JOURNAL_ROTATE_BYTES) -> None:
+                 rotate_bytes: int = JOURNAL_ROTATE_BYTES,
+                 lease: timedelta = IN_FLIGHT_LEASE) -> None:
         """Open (creating if needed) the ledger `filename` of `database` (on SQLite the file in
         its data directory; the journal files are there on either engine) and fold in the
         acceptance journal the last run left; entries older than `retention` are pruned as new
         ones are recorded. `worker` runs the async calls (shared with other stores, its trips
-        between threads serve them all); by default one of its own."""
+        between threads serve them all); by default one of its own. `lease`: how long a claim
+        in relay_in_flight (PostgreSQL) holds unless renewed."""
         path = database.data_dir / filename
         self.path = path
         self.database = database
@@ -273,6 +275,7 @@ class Ledger:
         self._holder = f"{database.node}:{os.getpid()}:{secrets.token_hex(4)}"
         self._claimed: set[str] = set()  # PostgreSQL: keys this ledger holds in relay_in_flight
         self._renewing: asyncio.Task[None] | None = None
+        self._lease = lease.total_seconds()
         self._noted = 0  # acceptances noted so far (`_Entry.number`)
         self._folded_to = 0  # every acceptance numbered up to this is folded (PostgreSQL)
         self._fold_failures = 0  # folds that failed so far
@@ -608,7 +611,7 @@ class Ledger:
         try:
             with self._lock:
                 row = self._db.execute(
-                    _CLAIM, (key, self._holder, IN_FLIGHT_LEASE.total_seconds())).fetchone()
+                    _CLAIM, (key, self._holder, self._lease)).fetchone()
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot write the ledger: {exc}") from exc
         return row is not None
@@ -632,10 +635,10 @@ class Ledger:
                              f"AND copy_key IN ({marks})", (self._holder, *keys))
 
     async def _renew(self) -> None:
-        """Extend this ledger's leases every third of IN_FLIGHT_LEASE while it holds any."""
+        """Extend this ledger's leases every third of the lease while it holds any."""
         try:
             while self._claimed and not self._closed:
-                await asyncio.sleep(IN_FLIGHT_LEASE.total_seconds() / 3)
+                await asyncio.sleep(self._lease / 3)
                 if not self._claimed:
                     break
                 try:
@@ -647,7 +650,7 @@ class Ledger:
 
     def _renew_rows(self) -> None:
         with self._lock:
-            self._db.execute(_RENEW, (IN_FLIGHT_LEASE.total_seconds(), self._holder))
+            self._db.execute(_RENEW, (self._lease, self._holder))
 
     def close(self) -> None:
         """Finish what the worker was asked to do (when it is the ledger's own), then close.

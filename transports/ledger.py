@@ -714,16 +714,19 @@ async def deliver_once(
                 return DeliveryResult(Outcome.TEMPORARY, detail, tuple(accepted), Problem.BUSY)
             try:
                 try:
-                    if ledger.shared:
-                        if not await ledger.claim_shared(copy.key):
-                            detail = "the same copy is being delivered by another node"
-                            return DeliveryResult(Outcome.TEMPORARY, detail, tuple(accepted),
-                                                  Problem.BUSY)
+                    claimed = not ledger.shared or await ledger.claim_shared(copy.key)
+                    if claimed and ledger.shared:
                         held.append(copy.key)
                     done = await ledger.accepted_async(copy.key)
                 except LedgerError as exc:
                     return DeliveryResult(Outcome.TEMPORARY, str(exc), tuple(accepted),
                                           Problem.GATEWAY)
+                if not claimed and not set(copy.recipients) <= done:
+                    # Another node holds it (or a node that died holding it: until its lease
+                    # ends). A copy wholly accepted needs no claim: nothing more is sent.
+                    detail = "the same copy is being delivered by another node"
+                    return DeliveryResult(Outcome.TEMPORARY, detail, tuple(accepted),
+                                          Problem.BUSY)
                 accepted.extend(r for r in copy.recipients if r in done)
                 pending = tuple(r for r in copy.recipients if r not in done)
                 if not pending:

@@ -362,7 +362,10 @@ class Ledger:
         moment = _seconds(now)
         self._record_rows([(key, recipient, moment) for recipient in recipients])
 
-    def _record_rows(self, rows: Sequence[tuple[str, str, float]]) -> None:
+    def _record_rows(self, rows: Sequence[tuple[str, str, float]],
+                     release: Iterable[str] = ()) -> None:
+        """Write `rows` (and on PostgreSQL delete this ledger's claims of the keys in
+        `release` in the same statement)."""
         if not rows:
             return
         moment = max(row[2] for row in rows)
@@ -370,7 +373,7 @@ class Ledger:
             prune = self._pruned_at is None \
                 or moment - self._pruned_at >= PRUNE_EVERY.total_seconds()
             if self._shared:
-                self._record_shared(rows, moment, prune)
+                self._record_shared(rows, moment, prune, frozenset(release))
                 return
             try:
                 with self._transaction():
@@ -386,12 +389,14 @@ class Ledger:
                 self._pruned_at = moment
 
     def _record_shared(self, rows: Sequence[tuple[str, str, float]], moment: float,
-                       prune: bool) -> None:
+                       prune: bool, release: frozenset[str] = frozenset()) -> None:
         """PostgreSQL: the rows in autocommit INSERTs (one for up to ROWS_PER_STATEMENT: one
-        round trip, one commit); then, when it is time, the expired rows deleted (a statement
-        of its own: the acceptance is committed whether or not pruning works)."""
+        round trip, one commit), each deleting this ledger's claims of its keys in `release`:
+        a claim goes in the commit that records its acceptance. Then, when it is time, the
+        expired rows are deleted (a statement of its own: the acceptance is committed whether
+        or not pruning works)."""
         try:
-            self._upsert(rows)
+            self._upsert(rows, release)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot write the ledger: {exc}") from exc
         if not prune:
@@ -405,12 +410,21 @@ class Ledger:
             return
         self._pruned_at = moment
 
-    def _upsert(self, rows: Sequence[tuple[str, str, float]]) -> None:
-        """PostgreSQL: `rows` in as few autocommit statements as their number allows."""
+    def _upsert(self, rows: Sequence[tuple[str, str, float]],
+                release: frozenset[str] = frozenset()) -> None:
+        """PostgreSQL: `rows` in as few autocommit statements as their number allows, each
+        deleting the claims (`release`) of the keys it records."""
         for start in range(0, len(rows), ROWS_PER_STATEMENT):
             chunk = rows[start:start + ROWS_PER_STATEMENT]
-            self._db.execute(_UPSERT.format(values=", ".join(["(?, ?, ?)"] * len(chunk))),
-                             [value for row in chunk for value in row])
+            sql = _UPSERT.format(values=", ".join(["(?, ?, ?)"] * len(chunk)))
+            values: list[object] = [value for row in chunk for value in row]
+            keys = sorted({row[0] for row in chunk} & release)
+            if keys:
+                marks = ", ".join("?" * len(keys))  # placeholders only: keys are parameters
+                sql = ("WITH released AS (DELETE FROM relay_in_flight "  # noqa: S608
+                       f"WHERE holder = ? AND copy_key IN ({marks})) {sql}")
+                values = [self._holder, *keys, *values]
+            self._db.execute(sql, values)
 
     def prune(self, older_than: datetime) -> int:
         """Forget entries accepted before `older_than`; returns how many were removed."""
@@ -515,14 +529,16 @@ class Ledger:
         try:
             while self._to_fold:
                 batch, self._to_fold = self._to_fold, []
+                rows = [(e.key, e.recipient, e.moment) for e in batch]
+                release = {e.key for e in batch} & self._claimed  # PostgreSQL: see _upsert
                 try:
-                    await self._worker.run(self._record_rows,
-                                           [(e.key, e.recipient, e.moment) for e in batch])
+                    await self._worker.run(self._record_rows, rows, release)
                 except (LedgerError, WorkerClosed) as exc:
                     self._to_fold[:0] = batch
                     self._fold_failures += 1
                     self._fault(f"cannot fold accepted copies into the ledger: {exc}", "")
                     return
+                self._claimed.difference_update(release)
                 for entry in batch:
                     self._folded(entry)
                 self._folded_to = batch[-1].number

@@ -177,3 +177,35 @@ def _expiry(database: Database) -> float:
                          (KEY,)).fetchone()
     assert row is not None
     return float(row[0])
+
+
+async def test_a_commit_that_does_not_come_in_time_is_a_fault_and_the_claim_stays(
+        nodes: tuple[Database, Database], sink: Sink) -> None:
+    """The shared table cannot be written (a lock the test holds) when the upstream has
+    accepted: after `settle_timeout` the client still gets its 250 and the fault is reported,
+    the acceptance is in node one's journal, and node one keeps its claim, so the retry
+    through node two is held off (BUSY) rather than sent. Once the table is free the fold
+    commits the acceptance and releases the claim: the retry is DELIVERED, sent once."""
+    faults: list[str] = []
+    one = SmtpRelay(_settings(sink), Ledger(nodes[0], NAME, settle_timeout=timedelta(seconds=0.5)),
+                    close_ledger=True)
+    one.ledger.on_fault = faults.append
+    two = SmtpRelay(_settings(sink), Ledger(nodes[1], NAME), close_ledger=True)
+    try:
+        with psycopg.connect(nodes[0].url) as locker:
+            locker.execute("LOCK TABLE accepted IN EXCLUSIVE MODE")  # writes wait, reads don't
+            first = await one.deliver([_copy("a@example.org")])
+            held_off = await two.deliver([_copy("a@example.org")])
+            journalled = [path.read_bytes() for path in
+                          nodes[0].data_dir.glob(f"{NAME}.journal.*")]
+            locker.rollback()
+        await one.ledger.flush()
+        retry = await two.deliver([_copy("a@example.org")])
+    finally:
+        await one.close()
+        await two.close()
+    assert first.ok and faults and "did not commit" in faults[0]
+    assert any(KEY.encode() in journal for journal in journalled)
+    assert held_off.outcome is Outcome.TEMPORARY and held_off.problem is Problem.BUSY
+    assert retry.ok and len(sink.messages) == 1
+    assert _in_flight(nodes[0]) == 0

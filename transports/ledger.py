@@ -36,15 +36,18 @@ through another node after a failure is not delivered to twice; a journal file o
 invisible to the others. There the acceptance is committed to the shared table before the
 client is answered: `settle` waits for the fold of what was noted (one multi-row
 `INSERT ... ON CONFLICT DO UPDATE`, autocommit, shared by the deliveries settling at the same
-moment) instead of for the fsync. A failure to commit it is treated as a journal failure is on
-SQLite: reported to `on_fault`, the delivery still DELIVERED (the journal is then fsync'd, so
-this node's next start folds it in). The journal line is still written (`os.write`, no fsync
+moment) instead of for the fsync. A failure to commit it, or no commit within
+`SETTLE_TIMEOUT`, is treated as a journal failure is on SQLite: reported to `on_fault`, the
+delivery still DELIVERED (the journal is then fsync'd, so this node's next start folds it in,
+and the fold keeps trying meanwhile). The journal line is still written (`os.write`, no fsync
 while the database answers): a gateway process killed between the upstream's 250 and the
 commit leaves it behind, and the node's next start folds it into the shared table.
 "Already being handed over" is shared as well: a row in `relay_in_flight` per copy key, with
 a lease (`IN_FLIGHT_LEASE`, renewed while the hand-over lasts, measured by the database
-server's clock) that a retry through another node finds and answers 4xx (BUSY). The row goes
-once the acceptance is committed, or expires with a node that died holding it.
+server's clock) that a retry through another node finds and answers 4xx (BUSY). The row is
+deleted in the statement that commits the acceptance (or after a hand-over that failed), and
+expires with a node that died holding it; a copy whose recipients are all accepted is answered
+from the table whoever holds it.
 """
 
 from __future__ import annotations
@@ -74,6 +77,10 @@ JOURNAL_ROTATE_BYTES = 1 << 20  # a journal file this large is closed and a new 
 # that copy unless renewed (every third of it while the hand-over lasts); a node that dies
 # holding one blocks that copy's retries this long at most.
 IN_FLIGHT_LEASE = timedelta(seconds=60)
+# PostgreSQL: how long the client's 250 waits for the acceptance's commit; past it, as when
+# the commit fails, the delivery still counts (the copy left), the fault is reported, and the
+# acceptance is fsync'd in this node's journal instead.
+SETTLE_TIMEOUT = timedelta(seconds=10)
 ROWS_PER_STATEMENT = 500  # PostgreSQL: acceptances per INSERT (3 parameters each)
 COMPONENT = "ledger"
 
@@ -260,13 +267,15 @@ class Ledger:
                  retention: timedelta = DEFAULT_RETENTION,
                  worker: StoreWorker | None = None,
                  rotate_bytes: int = JOURNAL_ROTATE_BYTES,
-                 lease: timedelta = IN_FLIGHT_LEASE) -> None:
+                 lease: timedelta = IN_FLIGHT_LEASE,
+                 settle_timeout: timedelta = SETTLE_TIMEOUT) -> None:
         """Open (creating if needed) the ledger `filename` of `database` (on SQLite the file in
         its data directory; the journal files are there on either engine) and fold in the
         acceptance journal the last run left; entries older than `retention` are pruned as new
         ones are recorded. `worker` runs the async calls (shared with other stores, its trips
-        between threads serve them all); by default one of its own. `lease`: how long a claim
-        in relay_in_flight (PostgreSQL) holds unless renewed."""
+        between threads serve them all); by default one of its own. PostgreSQL: `lease` is how
+        long a claim in relay_in_flight holds unless renewed; `settle_timeout` how long the
+        client's 250 waits for the acceptance's commit at most."""
         path = database.data_dir / filename
         self.path = path
         self.database = database
@@ -276,6 +285,7 @@ class Ledger:
         self._claimed: set[str] = set()  # PostgreSQL: keys this ledger holds in relay_in_flight
         self._renewing: asyncio.Task[None] | None = None
         self._lease = lease.total_seconds()
+        self._settle_timeout = settle_timeout.total_seconds()
         self._noted = 0  # acceptances noted so far (`_Entry.number`)
         self._folded_to = 0  # every acceptance numbered up to this is folded (PostgreSQL)
         self._fold_failures = 0  # folds that failed so far
@@ -502,21 +512,28 @@ class Ledger:
         self._fold_soon()
 
     async def _settle_shared(self) -> None:
-        """Wait until every acceptance noted so far is in PostgreSQL. Deliveries settling at
-        the same moment share the fold (one INSERT, one commit, for all of them)."""
+        """Wait until every acceptance noted so far is in PostgreSQL, `settle_timeout` at
+        most. Deliveries settling at the same moment share the fold (one INSERT, one commit,
+        for all of them). What is not committed (a failure, reported by `_fold`; no answer
+        in time; the ledger closed) is fsync'd in this node's journal instead, and the fold
+        goes on trying (the next acceptance's, or the next start's)."""
         target, failures = self._noted, self._fold_failures
-        while self._folded_to < target:
-            self._fold_soon()
-            folding = self._folding
-            if folding is None:  # closed
-                break
-            await asyncio.shield(folding)
-            if self._fold_failures != failures:  # reported by _fold; keep it on this disk
-                try:
-                    await self.journal.sync()
-                except OSError as exc:
-                    self._fault(f"cannot fsync the acceptance journal: {exc}", "")
-                break
+        try:
+            async with asyncio.timeout(self._settle_timeout):
+                while self._folded_to < target and self._fold_failures == failures:
+                    self._fold_soon()
+                    folding = self._folding
+                    if folding is None:  # closed
+                        break
+                    await asyncio.shield(folding)
+        except TimeoutError:
+            self._fault("the shared ledger did not commit an acceptance within "
+                        f"{self._settle_timeout:g} s", "")
+        if self._folded_to < target:
+            try:
+                await self.journal.sync()
+            except OSError as exc:
+                self._fault(f"cannot fsync the acceptance journal: {exc}", "")
 
     def _fold_soon(self) -> None:
         if self._folding is None and self._to_fold and not self._closed:
@@ -633,15 +650,19 @@ class Ledger:
         return row is not None
 
     async def release_shared(self, keys: Sequence[str]) -> None:
-        """PostgreSQL: the hand-overs of `keys` are over and their acceptances committed (or
-        reported): other nodes may take them. Never raises (a row left behind expires)."""
-        held = [key for key in keys if key in self._claimed]
+        """PostgreSQL: the hand-overs of `keys` are over: other nodes may take those not
+        accepted (a failed hand-over; nothing left to send). The claim of a copy accepted
+        goes in the statement that commits the acceptance (see `_upsert`); while that has
+        not succeeded the claim stays, renewed, so no other node sends the copy meanwhile.
+        Never raises (a row left behind expires)."""
+        held = [key for key in keys if key in self._claimed and key not in self._unfolded]
         self._claimed.difference_update(held)
         if not held:
             return
         try:
-            await self._worker.run(self._release_rows, held)
-        except (sqlite3.Error, WorkerClosed) as exc:
+            async with asyncio.timeout(self._settle_timeout):
+                await self._worker.run(self._release_rows, held)
+        except (sqlite3.Error, WorkerClosed, TimeoutError) as exc:
             log.warning("ledger.release_failed", copies=len(held), error=str(exc))
 
     def _release_rows(self, keys: Sequence[str]) -> None:

@@ -676,7 +676,7 @@ class Ledger:
         try:
             while self._claimed and not self._closed:
                 await asyncio.sleep(self._lease / 3)
-                if not self._claimed:
+                if not self._claimed or self._closed:
                     break
                 try:
                     await self._worker.run(self._renew_rows)
@@ -701,8 +701,12 @@ class Ledger:
             if self._closed:
                 return
             self._closed = True
-            if self._renewing is not None:
-                self._renewing.cancel()
+            renewing = self._renewing
+            if renewing is not None and not renewing.done():
+                try:  # close may run in another thread (the relay closes it in one)
+                    renewing.get_loop().call_soon_threadsafe(renewing.cancel)
+                except RuntimeError:  # its loop is closed already
+                    pass
             done = not self._unfolded and not self._to_fold
             try:
                 if done:

@@ -280,7 +280,7 @@ class App:
             return self.signed(MaildirOutbox(self.data_dir / OUTBOX_DIR, retention=remember,
                                              on_fault=self.delivery_fault))
         try:
-            ledger = Ledger(self.data_dir / LEDGER_FILE, retention=remember, worker=self.worker)
+            ledger = Ledger(self.database, LEDGER_FILE, retention=remember, worker=self.worker)
         except LedgerError as exc:
             raise StartupError(str(exc)) from None
         ledger.on_fault = self.delivery_fault

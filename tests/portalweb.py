@@ -119,7 +119,7 @@ class PortalWeb:
         users.add(GOVERNANCE, PASSWORD, roles=(UserRole.STAFF, UserRole.GOVERNANCE))
         upstream = SmtpRelay(UpstreamConfig(host=self.sink.host, port=self.sink.port,
                                             tls="none", timeout=5.0),
-                             Ledger(self.data_dir / "ledger.sqlite3"))
+                             Ledger(self.app.database, "ledger.sqlite3"))
         assert self.app.keyring is not None
         self.delivery = PortalDelivery(
             store=self.store, keyring=self.app.keyring, upstream=upstream,

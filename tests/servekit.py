@@ -42,12 +42,14 @@ async def _drain(stream: asyncio.StreamReader) -> None:
         pass
 
 
-async def start_serve(config: Path, data: Path) -> Served:
-    """`casegate serve` on port 0 with `config`; returns once it is listening."""
+async def start_serve(config: Path, data: Path, database_url: str = "") -> Served:
+    """`casegate serve` on port 0 with `config` (and its stores on `database_url`'s
+    PostgreSQL when given); returns once it is listening."""
+    env = {**ENV, "CASEGATE_DATABASE_URL": database_url} if database_url else ENV
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "serve", "--config", str(config), "--data", str(data),
         cwd=config.parent, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        env=ENV)
+        env=env)
     assert process.stdout is not None
     banner: dict[str, dict[str, Any]] = {}
     try:
@@ -96,17 +98,19 @@ def submit(port: int, cert_file: str, data: bytes, recipients: list[str]) -> Non
         client.sendmail(STAFF, recipients, data)
 
 
-def prepare(tmp_path: Path, sink: Sink, upstream: dict[str, Any] | None = None) -> Path:
-    """A config with the sink as upstream and a data directory with the staff account."""
+def prepare(tmp_path: Path, sink: Sink, upstream: dict[str, Any] | None = None,
+            database_url: str = "") -> Path:
+    """A config with the sink as upstream and a data directory (and `database_url`'s
+    PostgreSQL, when given) with the staff account."""
     config = write_config(tmp_path / "casegate.toml", sink, upstream=upstream)
-    with App.open(config, tmp_path / "data") as app:
+    with App.open(config, tmp_path / "data", database_url=database_url or None) as app:
         app.users.add(STAFF, PASSWORD)
     return config
 
 
 @asynccontextmanager
-async def serving(config: Path, data: Path) -> AsyncIterator[Served]:
-    served = await start_serve(config, data)
+async def serving(config: Path, data: Path, database_url: str = "") -> AsyncIterator[Served]:
+    served = await start_serve(config, data, database_url)
     try:
         yield served
     finally:

@@ -18,6 +18,7 @@ from gateway.audit.alerts import STATE_FILE, Alerter, AlertSettings
 from gateway.audit.trail import AuditLog
 from gateway.config import AuditConfig, Config, ConfigError, UpstreamConfig
 from tests.sink import Sink, Step
+from transports.database import Database
 from transports.ledger import Ledger
 from transports.smtp_relay import SmtpRelay
 
@@ -48,7 +49,7 @@ def audit(tmp_path: Path) -> Iterator[AuditLog]:
 @pytest.fixture
 async def relay(sink: Sink, tmp_path: Path) -> AsyncIterator[SmtpRelay]:
     """The normal outbound path, pointed at the sink."""
-    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger = Ledger(Database.open(tmp_path), "ledger.sqlite3")
     settings = UpstreamConfig(host=sink.host, port=sink.port, tls="none", timeout=5.0)
     transport = SmtpRelay(settings, ledger)
     yield transport

@@ -23,6 +23,7 @@ from gateway.cli import main
 from gateway.config import AuditConfig, Config, ConfigError, UpstreamConfig
 from policies.events import EventKind
 from tests.sink import Sink
+from transports.database import Database
 from transports.ledger import Ledger
 from transports.smtp_relay import SmtpRelay
 
@@ -186,7 +187,7 @@ def test_a_deleted_head_file_is_reported(tmp_path: Path,
 
 @pytest.fixture
 async def relay(sink: Sink, tmp_path: Path) -> AsyncIterator[SmtpRelay]:
-    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger = Ledger(Database.open(tmp_path), "ledger.sqlite3")
     transport = SmtpRelay(UpstreamConfig(host=sink.host, port=sink.port, tls="none",
                                          timeout=5.0), ledger)
     yield transport

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from transports.base import Copy, Outcome
+from transports.database import Database
 from transports.ledger import Ledger
 from transports.outbox import ENVELOPE_FROM, ENVELOPE_TO, MaildirOutbox
 
@@ -21,7 +22,7 @@ DATA = b"From: jane.smith@cafcass.gov.uk\r\nSubject: s\r\n\r\nbody\r\n"
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    book = Ledger(tmp_path / "ledger.sqlite3")
+    book = Ledger(Database.open(tmp_path), "ledger.sqlite3")
     yield book
     book.close()
 

@@ -14,6 +14,7 @@ from gateway.config import UpstreamConfig
 from tests.certs import CertificateAuthority, ServerCert
 from tests.sink import Sink, Step
 from transports.base import Copy, Outcome
+from transports.database import Database
 from transports.ledger import Ledger
 from transports.smtp_relay import SmtpRelay
 
@@ -36,8 +37,9 @@ def settings(sink: Sink, **overrides: object) -> UpstreamConfig:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    book = Ledger(tmp_path / "ledger.sqlite3")
+def ledger(database: Database) -> Iterator[Ledger]:
+    """The relay's ledger, on each engine."""
+    book = Ledger(database, "ledger.sqlite3")
     yield book
     book.close()
 
@@ -294,7 +296,7 @@ async def test_retry_after_drop_mid_data_sends_only_the_missing_copy(
     await relay.close()
     assert first.outcome is Outcome.TEMPORARY and first.accepted == ("a@example.org",)
     # The client retries later, perhaps after a restart: a new relay on the same ledger file.
-    again = SmtpRelay(settings(sink), Ledger(ledger.path))
+    again = SmtpRelay(settings(sink), Ledger(ledger.database, "ledger.sqlite3"))
     second = await again.deliver(copies)
     await again.close()
     assert second.ok and second.accepted == ("a@example.org", "b@example.org")
@@ -393,9 +395,9 @@ def test_plaintext_only_to_loopback(ledger: Ledger) -> None:
         SmtpRelay(UpstreamConfig(host="127.0.0.1", tls="none", username="u"), ledger)
 
 
-async def test_unreadable_ledger_is_temporary(sink: Sink, tmp_path: Path) -> None:
+async def test_unreadable_ledger_is_temporary(sink: Sink, database: Database) -> None:
     """When the ledger cannot say what was already accepted, nothing is sent: TEMPORARY."""
-    broken = Ledger(tmp_path / "broken.sqlite3")
+    broken = Ledger(database, "broken.sqlite3")
     broken.close()
     relay = SmtpRelay(settings(sink), broken)
     result = await relay.deliver([copy("d1:0", "a@example.org")])

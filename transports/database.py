@@ -246,8 +246,8 @@ _TYPES = (  # SQLite's column types in DDL, and PostgreSQL's for them
     (re.compile(r"\bINTEGER\b", re.I), "BIGINT"),
     (re.compile(r"\bBLOB\b", re.I), "BYTEA"),
     (re.compile(r"\bREAL\b", re.I), "DOUBLE PRECISION"),
-    (re.compile(r"\bWITHOUT\s+ROWID\b", re.I), ""),
 )
+_WITHOUT_ROWID = re.compile(r"\s*\bWITHOUT\s+ROWID\b", re.I)
 _SQLITE_ONLY = re.compile(r"\b(INSERT\s+OR\s+REPLACE|REPLACE\s+INTO|COLLATE|ROWID|GLOB|"
                           r"CREATE\s+TRIGGER)\b", re.I)
 
@@ -266,6 +266,8 @@ def translate(sql: str) -> Statement:
         if verb == "BEGIN":
             return Statement("begin-locked" if second in ("IMMEDIATE", "EXCLUSIVE") else "begin")
         return Statement("rollback" if verb == "ROLLBACK" else "commit")
+    if _DDL.match(sql):
+        sql = _WITHOUT_ROWID.sub("", sql)  # a storage hint (a table on its key): not rowid
     if _SQLITE_ONLY.search(sql):
         raise UnsupportedSql(f"SQLite-only SQL sent to PostgreSQL: {sql.strip()[:120]}")
     text = _placeholders(sql)

@@ -30,6 +30,24 @@ that cannot be written is logged and reported to `on_fault` (the gateway raises 
 the delivery still counts as DELIVERED. Times are stored as UTC seconds since the epoch and are
 always passed in: the ledger never reads the clock. Reads and SQLite writes run in a
 `StoreWorker`'s thread, one at a time in the order they were asked for.
+
+**On PostgreSQL** (issue 15) the ledger is shared by every node, so that a client retrying
+through another node after a failure is not delivered to twice; a journal file on one node is
+invisible to the others. There the acceptance is committed to the shared table before the
+client is answered: `settle` waits for the fold of what was noted (one multi-row
+`INSERT ... ON CONFLICT DO UPDATE`, autocommit, shared by the deliveries settling at the same
+moment) instead of for the fsync. A failure to commit it, or no commit within
+`SETTLE_TIMEOUT`, is treated as a journal failure is on SQLite: reported to `on_fault`, the
+delivery still DELIVERED (the journal is then fsync'd, so this node's next start folds it in,
+and the fold keeps trying meanwhile). The journal line is still written (`os.write`, no fsync
+while the database answers): a gateway process killed between the upstream's 250 and the
+commit leaves it behind, and the node's next start folds it into the shared table.
+"Already being handed over" is shared as well: a row in `relay_in_flight` per copy key, with
+a lease (`IN_FLIGHT_LEASE`, renewed while the hand-over lasts, measured by the database
+server's clock) that a retry through another node finds and answers 4xx (BUSY). The row is
+deleted in the statement that commits the acceptance (or after a hand-over that failed), and
+expires with a node that died holding it; a copy whose recipients are all accepted is answered
+from the table whoever holds it.
 """
 
 from __future__ import annotations
@@ -49,11 +67,22 @@ from pathlib import Path
 import structlog
 
 from transports.base import Copy, DeliveryResult, Outcome, Problem
+from transports.database import Connection, Database, migrate
 from transports.worker import StoreWorker, WorkerClosed
 
 DEFAULT_RETENTION = timedelta(days=7)
 PRUNE_EVERY = timedelta(minutes=1)  # expired entries may outlive their retention by this much
 JOURNAL_ROTATE_BYTES = 1 << 20  # a journal file this large is closed and a new one begun
+# PostgreSQL: how long a node's "being handed over" row holds off the other nodes' retries of
+# that copy unless renewed (every third of it while the hand-over lasts); a node that dies
+# holding one blocks that copy's retries this long at most.
+IN_FLIGHT_LEASE = timedelta(seconds=60)
+# PostgreSQL: how long the client's 250 waits for the acceptance's commit; past it, as when
+# the commit fails, the delivery still counts (the copy left), the fault is reported, and the
+# acceptance is fsync'd in this node's journal instead.
+SETTLE_TIMEOUT = timedelta(seconds=10)
+ROWS_PER_STATEMENT = 500  # PostgreSQL: acceptances per INSERT (3 parameters each)
+COMPONENT = "ledger"
 
 log = structlog.get_logger("casegate.ledger")
 
@@ -71,6 +100,33 @@ CREATE TABLE IF NOT EXISTS accepted (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS accepted_by_time ON accepted (accepted_at);
 """
+# PostgreSQL only: the copies some node is handing over now (on SQLite, one process per file,
+# a set in memory does). `holder` names the node's ledger; `expires_at` is the server's clock.
+_IN_FLIGHT = """
+CREATE TABLE IF NOT EXISTS relay_in_flight (
+    copy_key   TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+);
+"""
+# Version 1 on each engine (a data directory of the last release has the table without a
+# version row: CREATE ... IF NOT EXISTS finds it).
+MIGRATIONS_SQLITE = (_SCHEMA,)
+MIGRATIONS_POSTGRESQL = (_SCHEMA + _IN_FLIGHT,)
+
+_UPSERT = ("INSERT INTO accepted (copy_key, recipient, accepted_at) VALUES {values} "
+           "ON CONFLICT (copy_key, recipient) DO UPDATE SET accepted_at = excluded.accepted_at")
+# relay_in_flight (PostgreSQL), its times by the database server's clock: UTC seconds.
+_CLAIM = ("INSERT INTO relay_in_flight (copy_key, holder, expires_at) "
+          "VALUES (?, ?, extract(epoch from clock_timestamp())::float8 + ?) "
+          "ON CONFLICT (copy_key) DO UPDATE SET holder = excluded.holder, "
+          "expires_at = excluded.expires_at "
+          "WHERE relay_in_flight.expires_at < extract(epoch from clock_timestamp())::float8 "
+          "RETURNING holder")
+_RENEW = ("UPDATE relay_in_flight SET expires_at = extract(epoch from clock_timestamp())::float8 "
+          "+ ? WHERE holder = ?")
+_FORGET_EXPIRED = ("DELETE FROM relay_in_flight "
+                   "WHERE expires_at < extract(epoch from clock_timestamp())::float8")
 
 
 class LedgerError(Exception):
@@ -85,6 +141,7 @@ class _Entry:
     recipient: str
     moment: float
     generation: int
+    number: int  # counts the acceptances noted by this ledger, from 1
 
 
 class Journal:
@@ -206,14 +263,32 @@ class Journal:
 class Ledger:
     """(copy key, recipient) pairs that were accepted, and when."""
 
-    def __init__(self, path: Path, *, retention: timedelta = DEFAULT_RETENTION,
+    def __init__(self, database: Database, filename: str, *,
+                 retention: timedelta = DEFAULT_RETENTION,
                  worker: StoreWorker | None = None,
-                 rotate_bytes: int = JOURNAL_ROTATE_BYTES) -> None:
-        """Open (creating if needed) the ledger at `path` and fold in the acceptance journal
-        the last run left; entries older than `retention` are pruned as new ones are recorded.
-        `worker` runs the async calls (shared with other stores, its trips between threads
-        serve them all); by default one of its own."""
+                 rotate_bytes: int = JOURNAL_ROTATE_BYTES,
+                 lease: timedelta = IN_FLIGHT_LEASE,
+                 settle_timeout: timedelta = SETTLE_TIMEOUT) -> None:
+        """Open (creating if needed) the ledger `filename` of `database` (on SQLite the file in
+        its data directory; the journal files are there on either engine) and fold in the
+        acceptance journal the last run left; entries older than `retention` are pruned as new
+        ones are recorded. `worker` runs the async calls (shared with other stores, its trips
+        between threads serve them all); by default one of its own. PostgreSQL: `lease` is how
+        long a claim in relay_in_flight holds unless renewed; `settle_timeout` how long the
+        client's 250 waits for the acceptance's commit at most."""
+        path = database.data_dir / filename
         self.path = path
+        self.database = database
+        self._shared = not database.is_sqlite
+        # This ledger's name in relay_in_flight (PostgreSQL): the node, the process, a tag.
+        self._holder = f"{database.node}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._claimed: set[str] = set()  # PostgreSQL: keys this ledger holds in relay_in_flight
+        self._renewing: asyncio.Task[None] | None = None
+        self._lease = lease.total_seconds()
+        self._settle_timeout = settle_timeout.total_seconds()
+        self._noted = 0  # acceptances noted so far (`_Entry.number`)
+        self._folded_to = 0  # every acceptance numbered up to this is folded (PostgreSQL)
+        self._fold_failures = 0  # folds that failed so far
         self.retention = retention
         self.on_fault: FaultReporter | None = None
         self._rotate_bytes = rotate_bytes
@@ -230,17 +305,18 @@ class Ledger:
         self._sealed: list[int] = []  # closed journal files waiting to be deleted
         self._folding: asyncio.Task[None] | None = None
         self.journal = Journal(path.parent, path.name)
+        where = path if database.is_sqlite else database.describe()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0,
-                                       check_same_thread=False)
+            self._db = database.connect(filename, autocommit=True, timeout=5.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            migrate(self._db, COMPONENT,
+                    MIGRATIONS_POSTGRESQL if self._shared else MIGRATIONS_SQLITE, _newer)
             self._fold_left_over()
             self.journal.begin()
         except (OSError, sqlite3.Error) as exc:
-            raise LedgerError(f"cannot open the ledger at {path}: {exc}") from exc
+            raise LedgerError(f"cannot open the ledger at {where}: {exc}") from exc
 
     def _fold_left_over(self) -> None:
         """Fold the journal files whose writer is gone (the last run, killed) into SQLite,
@@ -250,10 +326,11 @@ class Ledger:
             if not files:
                 return
             rows = self.journal.read(files)
-            with self._transaction():
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO accepted (copy_key, recipient, accepted_at) "
-                    "VALUES (?, ?, ?)", rows)
+            if self._shared:
+                self._upsert(rows)
+            else:
+                with self._transaction():
+                    self._db.executemany(_UPSERT.format(values="(?, ?, ?)"), rows)
             self._checkpoint()
             for path, _ in files:
                 path.unlink(missing_ok=True)
@@ -263,7 +340,10 @@ class Ledger:
                 os.close(fd)
 
     def _checkpoint(self) -> None:
-        """Copy the WAL into the database file and fsync it; raise if it could not all go."""
+        """Copy the WAL into the database file and fsync it; raise if it could not all go.
+        (PostgreSQL's commit is durable: nothing to do.)"""
+        if self._shared:
+            return
         busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
         if busy:
             raise sqlite3.OperationalError("the ledger could not be checkpointed (busy)")
@@ -275,6 +355,8 @@ class Ledger:
 
     def _stored(self, key: str) -> set[str]:
         """The recipients of copy `key` that SQLite holds."""
+        if self._closed:
+            raise LedgerError("cannot read the ledger: it is closed")
         try:
             with self._lock:
                 rows = self._db.execute(
@@ -290,20 +372,22 @@ class Ledger:
         moment = _seconds(now)
         self._record_rows([(key, recipient, moment) for recipient in recipients])
 
-    def _record_rows(self, rows: Sequence[tuple[str, str, float]]) -> None:
+    def _record_rows(self, rows: Sequence[tuple[str, str, float]],
+                     release: Iterable[str] = ()) -> None:
+        """Write `rows` (and on PostgreSQL delete this ledger's claims of the keys in
+        `release` in the same statement)."""
         if not rows:
             return
         moment = max(row[2] for row in rows)
         with self._lock:
             prune = self._pruned_at is None \
                 or moment - self._pruned_at >= PRUNE_EVERY.total_seconds()
+            if self._shared:
+                self._record_shared(rows, moment, prune, frozenset(release))
+                return
             try:
                 with self._transaction():
-                    self._db.executemany(
-                        "INSERT OR REPLACE INTO accepted (copy_key, recipient, accepted_at) "
-                        "VALUES (?, ?, ?)",
-                        rows,
-                    )
+                    self._db.executemany(_UPSERT.format(values="(?, ?, ?)"), rows)
                     if prune:
                         self._db.execute(
                             "DELETE FROM accepted WHERE accepted_at < ?",
@@ -313,6 +397,44 @@ class Ledger:
                 raise LedgerError(f"cannot write the ledger: {exc}") from exc
             if prune:
                 self._pruned_at = moment
+
+    def _record_shared(self, rows: Sequence[tuple[str, str, float]], moment: float,
+                       prune: bool, release: frozenset[str] = frozenset()) -> None:
+        """PostgreSQL: the rows in autocommit INSERTs (one for up to ROWS_PER_STATEMENT: one
+        round trip, one commit), each deleting this ledger's claims of its keys in `release`:
+        a claim goes in the commit that records its acceptance. Then, when it is time, the
+        expired rows are deleted (a statement of its own: the acceptance is committed whether
+        or not pruning works)."""
+        try:
+            self._upsert(rows, release)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot write the ledger: {exc}") from exc
+        if not prune:
+            return
+        try:
+            self._db.execute("DELETE FROM accepted WHERE accepted_at < ?",
+                             (moment - self.retention.total_seconds(),))
+            self._db.execute(_FORGET_EXPIRED)
+        except sqlite3.Error as exc:
+            log.warning("ledger.prune_failed", error=str(exc))
+            return
+        self._pruned_at = moment
+
+    def _upsert(self, rows: Sequence[tuple[str, str, float]],
+                release: frozenset[str] = frozenset()) -> None:
+        """PostgreSQL: `rows` in as few autocommit statements as their number allows, each
+        deleting the claims (`release`) of the keys it records."""
+        for start in range(0, len(rows), ROWS_PER_STATEMENT):
+            chunk = rows[start:start + ROWS_PER_STATEMENT]
+            sql = _UPSERT.format(values=", ".join(["(?, ?, ?)"] * len(chunk)))
+            values: list[object] = [value for row in chunk for value in row]
+            keys = sorted({row[0] for row in chunk} & release)
+            if keys:
+                marks = ", ".join("?" * len(keys))  # placeholders only: keys are parameters
+                sql = ("WITH released AS (DELETE FROM relay_in_flight "  # noqa: S608
+                       f"WHERE holder = ? AND copy_key IN ({marks})) {sql}")
+                values = [self._holder, *keys, *values]
+            self._db.execute(sql, values)
 
     def prune(self, older_than: datetime) -> int:
         """Forget entries accepted before `older_than`; returns how many were removed."""
@@ -351,29 +473,67 @@ class Ledger:
         generation = self.journal.generation
         known = self._unfolded.setdefault(key, {})
         for recipient in recipients:
-            entry = _Entry(key, recipient, moment, generation)
+            self._noted += 1
+            entry = _Entry(key, recipient, moment, generation, self._noted)
             known[recipient] = entry
             self._to_fold.append(entry)
             self._open_in[generation] = self._open_in.get(generation, 0) + 1
         try:
             self.journal.append(key, recipients, moment)
         except OSError as exc:
-            self._fault(f"cannot write the acceptance journal: {exc}", key)
+            self._journal_fault(f"cannot write the acceptance journal: {exc}", key)
             return
         if self.journal.size >= self._rotate_bytes:
             try:
                 self._sealed.append(self.journal.rotate())
             except OSError as exc:
-                self._fault(f"cannot begin a new acceptance journal: {exc}", key)
+                self._journal_fault(f"cannot begin a new acceptance journal: {exc}", key)
+
+    def _journal_fault(self, detail: str, key: str) -> None:
+        """On SQLite the journal is the record: a fault. On PostgreSQL the shared table is, and
+        the journal only a fallback: a warning (`settle` reports the table's failure)."""
+        if self._shared:
+            log.warning("ledger.journal_failed", key=key, error=detail)
+        else:
+            self._fault(detail, key)
 
     async def settle(self) -> None:
-        """Make the journal durable (fsync) and start folding it into SQLite in the background.
-        Never raises: a failure is logged and reported."""
+        """SQLite: make the journal durable (fsync) and start folding it into the ledger in the
+        background. PostgreSQL: fold what was noted into the shared table now, and return once
+        it is committed (or failed: then the journal is fsync'd instead). Never raises: a
+        failure is logged and reported."""
+        if self._shared:
+            await self._settle_shared()
+            return
         try:
             await self.journal.sync()
         except OSError as exc:
             self._fault(f"cannot fsync the acceptance journal: {exc}", "")
         self._fold_soon()
+
+    async def _settle_shared(self) -> None:
+        """Wait until every acceptance noted so far is in PostgreSQL, `settle_timeout` at
+        most. Deliveries settling at the same moment share the fold (one INSERT, one commit,
+        for all of them). What is not committed (a failure, reported by `_fold`; no answer
+        in time; the ledger closed) is fsync'd in this node's journal instead, and the fold
+        goes on trying (the next acceptance's, or the next start's)."""
+        target, failures = self._noted, self._fold_failures
+        try:
+            async with asyncio.timeout(self._settle_timeout):
+                while self._folded_to < target and self._fold_failures == failures:
+                    self._fold_soon()
+                    folding = self._folding
+                    if folding is None:  # closed
+                        break
+                    await asyncio.shield(folding)
+        except TimeoutError:
+            self._fault("the shared ledger did not commit an acceptance within "
+                        f"{self._settle_timeout:g} s", "")
+        if self._folded_to < target:
+            try:
+                await self.journal.sync()
+            except OSError as exc:
+                self._fault(f"cannot fsync the acceptance journal: {exc}", "")
 
     def _fold_soon(self) -> None:
         if self._folding is None and self._to_fold and not self._closed:
@@ -386,15 +546,19 @@ class Ledger:
         try:
             while self._to_fold:
                 batch, self._to_fold = self._to_fold, []
+                rows = [(e.key, e.recipient, e.moment) for e in batch]
+                release = {e.key for e in batch} & self._claimed  # PostgreSQL: see _upsert
                 try:
-                    await self._worker.run(self._record_rows,
-                                           [(e.key, e.recipient, e.moment) for e in batch])
+                    await self._worker.run(self._record_rows, rows, release)
                 except (LedgerError, WorkerClosed) as exc:
                     self._to_fold[:0] = batch
+                    self._fold_failures += 1
                     self._fault(f"cannot fold accepted copies into the ledger: {exc}", "")
                     return
+                self._claimed.difference_update(release)
                 for entry in batch:
                     self._folded(entry)
+                self._folded_to = batch[-1].number
                 await self._delete_folded_journals()
         finally:
             self._folding = None
@@ -458,6 +622,73 @@ class Ledger:
         """The hand-over of copy `key` is over, however it went."""
         self._in_flight.discard(key)
 
+    @property
+    def shared(self) -> bool:
+        """The ledger is PostgreSQL's, shared by every node (claims are then `claim_shared`)."""
+        return self._shared
+
+    async def claim_shared(self, key: str) -> bool:
+        """PostgreSQL: mark copy `key` as being handed over by this node, for every node to
+        see; False if another holds it (its lease not expired). Raises LedgerError."""
+        try:
+            claimed = await self._worker.run(self._claim_row, key)
+        except WorkerClosed as exc:
+            raise LedgerError(f"cannot write the ledger: {exc}") from exc
+        if claimed:
+            self._claimed.add(key)
+            if self._renewing is None:
+                self._renewing = asyncio.ensure_future(self._renew())
+        return claimed
+
+    def _claim_row(self, key: str) -> bool:
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    _CLAIM, (key, self._holder, self._lease)).fetchone()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot write the ledger: {exc}") from exc
+        return row is not None
+
+    async def release_shared(self, keys: Sequence[str]) -> None:
+        """PostgreSQL: the hand-overs of `keys` are over: other nodes may take those not
+        accepted (a failed hand-over; nothing left to send). The claim of a copy accepted
+        goes in the statement that commits the acceptance (see `_upsert`); while that has
+        not succeeded the claim stays, renewed, so no other node sends the copy meanwhile.
+        Never raises (a row left behind expires)."""
+        held = [key for key in keys if key in self._claimed and key not in self._unfolded]
+        self._claimed.difference_update(held)
+        if not held:
+            return
+        try:
+            async with asyncio.timeout(self._settle_timeout):
+                await self._worker.run(self._release_rows, held)
+        except (sqlite3.Error, WorkerClosed, TimeoutError) as exc:
+            log.warning("ledger.release_failed", copies=len(held), error=str(exc))
+
+    def _release_rows(self, keys: Sequence[str]) -> None:
+        with self._lock:
+            marks = ", ".join("?" * len(keys))  # placeholders only: the keys are parameters
+            self._db.execute("DELETE FROM relay_in_flight WHERE holder = ? "  # noqa: S608
+                             f"AND copy_key IN ({marks})", (self._holder, *keys))
+
+    async def _renew(self) -> None:
+        """Extend this ledger's leases every third of the lease while it holds any."""
+        try:
+            while self._claimed and not self._closed:
+                await asyncio.sleep(self._lease / 3)
+                if not self._claimed or self._closed:
+                    break
+                try:
+                    await self._worker.run(self._renew_rows)
+                except (sqlite3.Error, WorkerClosed) as exc:
+                    log.warning("ledger.lease_not_renewed", error=str(exc))
+        finally:
+            self._renewing = None
+
+    def _renew_rows(self) -> None:
+        with self._lock:
+            self._db.execute(_RENEW, (self._lease, self._holder))
+
     def close(self) -> None:
         """Finish what the worker was asked to do (when it is the ledger's own), then close.
 
@@ -470,6 +701,12 @@ class Ledger:
             if self._closed:
                 return
             self._closed = True
+            renewing = self._renewing
+            if renewing is not None and not renewing.done():
+                try:  # close may run in another thread (the relay closes it in one)
+                    renewing.get_loop().call_soon_threadsafe(renewing.cancel)
+                except RuntimeError:  # its loop is closed already
+                    pass
             done = not self._unfolded and not self._to_fold
             try:
                 if done:
@@ -502,11 +739,15 @@ async def deliver_once(
     The acceptance is journalled right after `hand_over` returns, before anything else is
     awaited (`hand_over` must not await anything after the upstream's reply). Before the
     result is returned the journal is fsync'd; folding it into SQLite goes on in the
-    background. A copy whose key is being handed over at this moment (a client retrying while
-    its first attempt is still in flight) is TEMPORARY rather than sent a second time.
+    background (on PostgreSQL: the acceptance is committed to the shared table instead). A
+    copy whose key is being handed over at this moment (a client retrying while its first
+    attempt is still in flight: in this process, or on PostgreSQL on any node) is TEMPORARY
+    rather than sent a second time. On PostgreSQL the claims are released only once the
+    acceptances are committed, so that another node's retry cannot slip in between.
     """
     accepted: list[str] = []
     noted = False
+    held: list[str] = []  # PostgreSQL: claimed in relay_in_flight, released after settling
     try:
         for copy in copies:
             if not ledger.claim(copy.key):
@@ -514,10 +755,19 @@ async def deliver_once(
                 return DeliveryResult(Outcome.TEMPORARY, detail, tuple(accepted), Problem.BUSY)
             try:
                 try:
+                    claimed = not ledger.shared or await ledger.claim_shared(copy.key)
+                    if claimed and ledger.shared:
+                        held.append(copy.key)
                     done = await ledger.accepted_async(copy.key)
                 except LedgerError as exc:
                     return DeliveryResult(Outcome.TEMPORARY, str(exc), tuple(accepted),
                                           Problem.GATEWAY)
+                if not claimed and not set(copy.recipients) <= done:
+                    # Another node holds it (or a node that died holding it: until its lease
+                    # ends). A copy wholly accepted needs no claim: nothing more is sent.
+                    detail = "the same copy is being delivered by another node"
+                    return DeliveryResult(Outcome.TEMPORARY, detail, tuple(accepted),
+                                          Problem.BUSY)
                 accepted.extend(r for r in copy.recipients if r in done)
                 pending = tuple(r for r in copy.recipients if r not in done)
                 if not pending:
@@ -537,12 +787,14 @@ async def deliver_once(
     finally:
         if noted:
             await ledger.settle()
+        if held:
+            await ledger.release_shared(held)
 
 
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (the connection is autocommit)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: Connection) -> None:
         self._db = db
 
     def __enter__(self) -> None:
@@ -550,6 +802,11 @@ class _Transaction:
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _newer(version: int) -> LedgerError:
+    return LedgerError(f"the ledger was written by a newer casegate (schema {version}); "
+                       "upgrade this one")
 
 
 def _seconds(moment: datetime) -> float:

@@ -22,6 +22,7 @@ from pathlib import Path
 import structlog
 
 from transports.base import Copy, DeliveryResult, Outcome, Problem, Ready, wait_ready
+from transports.database import Database
 from transports.ledger import (
     DEFAULT_RETENTION,
     FaultReporter,
@@ -56,8 +57,9 @@ class MaildirOutbox:
         on_fault: FaultReporter | None = None,
     ) -> None:
         """`ledger`: the idempotency ledger to share; by default one in a file beside the
-        Maildir (`<path>-ledger.sqlite3`), opened at the first delivery, keeping entries for
-        `retention` and reporting what it cannot write down to `on_fault`."""
+        Maildir (`<path>-ledger.sqlite3`: SQLite whatever the stores' engine, the Maildir being
+        this node's own), opened at the first delivery, keeping entries for `retention` and
+        reporting what it cannot write down to `on_fault`."""
         self.path = path
         self._ledger = ledger
         self._own_ledger = ledger is None
@@ -96,7 +98,7 @@ class MaildirOutbox:
         async with self._opening:
             if self._ledger is None:
                 self._ledger = await asyncio.to_thread(
-                    Ledger, self.path.with_name(f"{self.path.name}-ledger.sqlite3"),
+                    Ledger, Database.open(self.path.parent), f"{self.path.name}-ledger.sqlite3",
                     retention=self._retention)
                 self._ledger.on_fault = self._on_fault
         return self._ledger

@@ -19,7 +19,9 @@ needs SMTPUTF8 (raw UTF-8 in its header) for an upstream without it is PERMANENT
 Recipients already accepted for a copy's key (the ledger remembers them) are skipped, so a
 client's retry after a partial success does not send anything twice. The acceptance is written
 down (`Ledger.note_accepted`: an append to the acceptance journal) as soon as the upstream's 250
-to the end of data is read, before anything else is awaited.
+to the end of data is read, before anything else is awaited; on PostgreSQL it is also committed
+to the ledger every node shares before the client is answered, and a copy one node is handing
+over is not sent by another (see transports/ledger.py).
 
 The reply to the end of data is waited for `data_done_timeout` (default 600 s, RFC 5321
 4.5.3.2.6; Postfix's `smtp_data_done_timeout`), not the per-command `timeout`: an upstream that

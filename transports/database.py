@@ -130,7 +130,13 @@ class Database:
             # new attempt at once: recovery within about connect_timeout.
             reconnect_timeout=settings.connect_timeout,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(settings.connect_timeout)),
-                    "application_name": f"casegate {node}"[:63]},
+                    "application_name": f"casegate {node}"[:63],
+                    # A server that stops answering mid-statement (a partition, a host gone)
+                    # fails the statement after about connect_timeout instead of the kernel's
+                    # many minutes: unacknowledged data, then idle probes.
+                    "tcp_user_timeout": max(1000, int(settings.connect_timeout * 1000)),
+                    "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                    "keepalives_count": 3},
             check=psycopg_pool.ConnectionPool.check_connection)
         pool.open(wait=False)
         return cls(data_dir=data_dir, url=settings.url, node=node, pool=pool)

@@ -247,6 +247,7 @@ _TYPES = (  # SQLite's column types in DDL, and PostgreSQL's for them
     (re.compile(r"\bREAL\b", re.I), "DOUBLE PRECISION"),
     (re.compile(r"\bWITHOUT\s+ROWID\b", re.I), ""),
 )
+_WITHOUT_ROWID = re.compile(r"\bWITHOUT\s+ROWID\b", re.I)  # a table option: dropped, not refused
 _SQLITE_ONLY = re.compile(r"\b(INSERT\s+OR\s+REPLACE|REPLACE\s+INTO|COLLATE|ROWID|GLOB|"
                           r"CREATE\s+TRIGGER)\b", re.I)
 
@@ -265,7 +266,7 @@ def translate(sql: str) -> Statement:
         if verb == "BEGIN":
             return Statement("begin-locked" if second in ("IMMEDIATE", "EXCLUSIVE") else "begin")
         return Statement("rollback" if verb == "ROLLBACK" else "commit")
-    if _SQLITE_ONLY.search(sql):
+    if _SQLITE_ONLY.search(_WITHOUT_ROWID.sub("", sql) if _DDL.match(sql) else sql):
         raise UnsupportedSql(f"SQLite-only SQL sent to PostgreSQL: {sql.strip()[:120]}")
     text = _placeholders(sql)
     if _INSERT_OR_IGNORE.match(text):

@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.audit.trail import AuditLog
+from transports.database import Database
 
 Recorder = Callable[[AuditLog, int, int], Awaitable[int]]
 
@@ -57,7 +58,7 @@ class Run:
 
 def run_once(directory: Path, recorder: Recorder, tasks: int, events: int) -> Run:
     """One fresh store, `tasks` concurrent tasks recording `events` events each."""
-    audit = AuditLog.open(directory, stream=io.StringIO())
+    audit = AuditLog.open(Database.open(directory), stream=io.StringIO())
 
     async def one(task: int) -> None:
         for i in range(events):

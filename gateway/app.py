@@ -239,7 +239,7 @@ class App:
             os.chmod(root, 0o700)
             database = open_database(config, root, database_url)
             try:
-                audit = AuditLog.open(root, rules=policy.rules, kind_grades=policy.grades,
+                audit = AuditLog.open(database, rules=policy.rules, kind_grades=policy.grades,
                                       checkpoint_every=config.audit.checkpoint_every,
                                       stream=event_stream or sys.stderr, external=external,
                                       external_seconds=config.audit.anchor_seconds)

@@ -18,6 +18,7 @@ from gateway.audit.alerts import STATE_FILE, Alerter, AlertSettings
 from gateway.audit.trail import AuditLog
 from gateway.config import AuditConfig, Config, ConfigError, UpstreamConfig
 from tests.sink import Sink, Step
+from transports.database import Database
 from transports.ledger import Ledger
 from transports.smtp_relay import SmtpRelay
 
@@ -39,7 +40,7 @@ class Clock:
 @pytest.fixture
 def audit(tmp_path: Path) -> Iterator[AuditLog]:
     """An audit log graded by the real policy."""
-    log = AuditLog.open(tmp_path, rules=POLICY.rules, kind_grades=POLICY.grades,
+    log = AuditLog.open(Database.open(tmp_path), rules=POLICY.rules, kind_grades=POLICY.grades,
                         stream=io.StringIO())
     yield log
     log.close()

@@ -143,7 +143,9 @@ def build_million(directory: Path, total: int) -> float:
 
 def _flush(db: sqlite3.Connection, batch: list[tuple[object, ...]],
            domains: list[tuple[str, int]], cases: list[tuple[str, int]]) -> None:
-    db.executemany("INSERT INTO audit_event VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", batch)
+    db.executemany("INSERT INTO audit_event (seq, time, kind, grade, rule, citation, sender, "
+                   "recipients, recipient_domains, case_numbers, decision_id, metadata, node, "
+                   "mac) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch)
     db.executemany("INSERT INTO audit_domain VALUES (?, ?)", domains)
     db.executemany("INSERT INTO audit_case VALUES (?, ?)", cases)
     batch.clear()

@@ -12,6 +12,7 @@ import threading
 import psycopg
 import pytest
 
+from gateway.audit.store import MAX_PARAMETERS
 from gateway.audit.trail import AUDIT_DB_FILE, AuditLog, EventFilter, StoredEvent
 from gateway.cli import main
 from tests.auditdb import point_cli_at
@@ -163,6 +164,27 @@ async def test_a_failed_commit_fails_every_caller_of_its_batch_and_stores_none(
     poison.remove()
     assert await log.record_async("relay", decision_id="after") == before + 1
     assert log.verify() is None
+    log.close()
+
+
+async def test_a_batch_too_large_for_one_statement_is_stored_whole(database: Database) -> None:
+    """More events queued than one statement takes (PostgreSQL inserts a batch in one
+    statement up to MAX_PARAMETERS, the rest table by table): one commit, one chain."""
+    log = AuditLog.open(database, stream=io.StringIO())
+    batches = batches_of(log)
+    writer = WriterHold(log)
+    held = await writer.hold()
+    count = MAX_PARAMETERS // 14 + 100
+    waiting = [asyncio.ensure_future(log.record_async("relay", decision_id=f"d-{n}",
+                                                     recipients=[f"p{n}@example.org"],
+                                                     case_numbers=["ZE26C00001"]))
+               for n in range(count)]
+    writer.release_soon()
+    seqs = await asyncio.gather(*waiting)
+    assert seqs == list(range(await held + 1, await held + 1 + count))
+    assert [len(batch) for batch in batches][-1] == count  # one commit
+    assert log.verify() is None
+    assert len(log.page(EventFilter(domain="example.org"), limit=count + 1)) == count
     log.close()
 
 

@@ -131,7 +131,8 @@ def refuse_unanchored(audit: AuditLog) -> None:
     that a gateway never writes a new head over the evidence of a truncation or rollback."""
     problems = audit.anchor_problems()
     if problems:
-        raise ConfigError(f"{problems[0][1]}: restore the newest audit.sqlite3 from your "
+        trail = "audit.sqlite3" if audit.store.database.is_sqlite else "database"
+        raise ConfigError(f"{problems[0][1]}: restore the newest {trail} from your "
                           "backup, or accept the trail as it stands with `casegate audit "
                           "reanchor --reason TEXT`")
 

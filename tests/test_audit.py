@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import stat
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.app import read_policy
+from gateway.audit.store import VERIFY_BATCH
 from gateway.audit.trail import AuditError, AuditLog, EventFilter, normalise_time
 from gateway.cli import main
 from gateway.config import Config
@@ -221,8 +223,14 @@ def test_processes_starting_together_share_one_key_and_one_chain(tmp_path: Path)
           "UPDATE audit_event SET seq = 4 WHERE seq = 5",
           "UPDATE audit_event SET seq = 5 WHERE seq = -1"], 4),  # reordered
         (["DELETE FROM audit_domain WHERE seq = 7"], 7),  # hidden from the domain filter
+        (["INSERT INTO audit_event (seq, time, kind, grade, rule, citation, sender, "
+          "recipients, recipient_domains, case_numbers, decision_id, metadata, mac, node) "
+          "SELECT -3, time, kind, grade, rule, citation, sender, recipients, "
+          "recipient_domains, case_numbers, 'forged', metadata, mac, node "
+          "FROM audit_event WHERE seq = 4"], 1),  # inserted before the first
     ],
-    ids=["altered", "regraded", "deleted", "deleted-last", "inserted", "reordered", "hidden"],
+    ids=["altered", "regraded", "deleted", "deleted-last", "inserted", "reordered", "hidden",
+         "inserted-first"],
 )
 def test_verify_names_the_first_broken_event(
     database: Database, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
@@ -363,3 +371,21 @@ def test_normalise_time_reads_dates_and_offsets() -> None:
     assert normalise_time("2026-03-01T10:00+01:00") == "2026-03-01T09:00:00.000000Z"
     with pytest.raises(ValueError, match="ISO-8601"):
         normalise_time("yesterday")
+
+
+@pytest.mark.parametrize("edited", [VERIFY_BATCH, VERIFY_BATCH + 1, VERIFY_BATCH + 150])
+async def test_verify_reads_in_batches_and_finds_an_edit_in_any(
+    database: Database, edited: int
+) -> None:
+    """A trail longer than one verify batch: intact, it verifies; an event edited on either
+    side of a batch boundary, or its side-table row, is named."""
+    log = AuditLog.open(database, stream=io.StringIO(), checkpoint_every=0)
+    await asyncio.gather(*(log.record_async("relay", recipients=[f"p{n}@example.org"],
+                                            decision_id=f"d-{n}")
+                           for n in range(VERIFY_BATCH + 200)))
+    assert log.store.verify() is None
+    tamper(database, f"DELETE FROM audit_domain WHERE seq = {edited}")
+    assert log.store.verify() == edited
+    tamper(database, f"UPDATE audit_event SET decision_id = 'x' WHERE seq = {edited - 1}")
+    assert log.store.verify() == edited - 1
+    log.close()

@@ -682,13 +682,13 @@ class AuditStore:
         limit = up_to if up_to is not None else sys.maxsize
         while expected <= limit:
             last = min(limit, expected - 1 + VERIFY_BATCH)
+            low = expected if expected > 1 else -sys.maxsize  # at first, rows below 1 too
             with self._lock:
                 rows = self._db.execute(
                     f"SELECT {_COLUMNS}, mac FROM audit_event WHERE seq >= ? AND seq <= ? "  # noqa: S608
-                    "ORDER BY seq", (expected, last)).fetchall()
+                    "ORDER BY seq", (low, last)).fetchall()
                 # The side tables' rows for the events read (read after them: on PostgreSQL an
-                # event and its side rows are committed together), from below 1 at first.
-                low = expected if expected > 1 else -sys.maxsize
+                # event and its side rows are committed together).
                 high = rows[-1][0] if rows else expected - 1
                 domains = _Grouped(iter(self._db.execute(
                     "SELECT seq, domain FROM audit_domain WHERE seq >= ? AND seq <= ? "

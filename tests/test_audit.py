@@ -389,3 +389,18 @@ async def test_verify_reads_in_batches_and_finds_an_edit_in_any(
     tamper(database, f"UPDATE audit_event SET decision_id = 'x' WHERE seq = {edited - 1}")
     assert log.store.verify() == edited - 1
     log.close()
+
+
+def test_counts_by_day_and_rule_and_graded_after(audit: AuditLog) -> None:
+    """The governance chart's counts (per day and rule, only events with a rule) and the
+    alerter's read of graded events after a sequence number, on either engine."""
+    fill(audit, 3)  # refusals, personal-address, graded high
+    audit.record("delivery", recipients=["clerk@justice.gov.uk"])
+    audit.record("refusal", rule="fax", grade="low")
+    day = audit.get(3).time[:10]  # type: ignore[union-attr]
+    assert audit.counts_by_day_and_rule(EventFilter()) == [
+        (day, "fax", 1), (day, "personal-address", 3)]
+    assert audit.counts_by_day_and_rule(EventFilter(grade="low")) == [(day, "fax", 1)]
+    assert [e.seq for e in audit.graded_after(3, {"high", "low"}, 10)] == [4, 5, 7]
+    assert [e.seq for e in audit.graded_after(0, {"high"}, 2)] == [3, 4]
+    assert audit.graded_after(0, set(), 10) == []

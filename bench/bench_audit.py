@@ -44,6 +44,7 @@ from gateway.stores.users import UserRole, UserStore
 from gateway.web.auth import AUTH, SESSION_COOKIE
 from gateway.web.pages import WebDeps
 from gateway.web.staff import install
+from transports.database import Database
 
 RULES = [
     "personal-address", "unverified-recipient", "editable-document", "lookalike-domain",
@@ -63,7 +64,8 @@ def timed(fn: Callable[[], object], repeat: int = 7) -> float:
 
 
 def bench_append(directory: Path, count: int) -> None:
-    audit = AuditLog.open(directory / "append", stream=io.StringIO(), checkpoint_every=1000)
+    audit = AuditLog.open(Database.open(directory / "append"), stream=io.StringIO(),
+                          checkpoint_every=1000)
     start = time.perf_counter()
     for i in range(count):
         audit.record("refusal", rule="personal-address", sender="jo.bloggs@cafcass.gov.uk",
@@ -94,7 +96,7 @@ def build_million(directory: Path, total: int) -> float:
     """Write `total` chained events in bulk; returns seconds taken."""
     start = time.perf_counter()
     key, _ = load_or_create_hmac_key(directory)
-    AuditLog.open(directory, key=key, stream=io.StringIO()).close()  # schema only
+    AuditLog.open(Database.open(directory), key=key, stream=io.StringIO()).close()  # schema only
     rng = random.Random(6)
     db = sqlite3.connect(directory / AUDIT_DB_FILE, isolation_level=None)
     db.execute("PRAGMA synchronous=OFF")
@@ -141,7 +143,9 @@ def build_million(directory: Path, total: int) -> float:
 
 def _flush(db: sqlite3.Connection, batch: list[tuple[object, ...]],
            domains: list[tuple[str, int]], cases: list[tuple[str, int]]) -> None:
-    db.executemany("INSERT INTO audit_event VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", batch)
+    db.executemany("INSERT INTO audit_event (seq, time, kind, grade, rule, citation, sender, "
+                   "recipients, recipient_domains, case_numbers, decision_id, metadata, node, "
+                   "mac) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch)
     db.executemany("INSERT INTO audit_domain VALUES (?, ?)", domains)
     db.executemany("INSERT INTO audit_case VALUES (?, ?)", cases)
     batch.clear()
@@ -221,7 +225,7 @@ def main() -> int:
         data.mkdir()
         built = build_million(data, args.events)
         print(f"built {args.events:,} chained events in {built:.1f} s")
-        audit = AuditLog.open(data, stream=io.StringIO())
+        audit = AuditLog.open(Database.open(data), stream=io.StringIO())
         bench_queries(audit)
         asyncio.run(bench_page(data, audit))
         start = time.perf_counter()

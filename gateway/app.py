@@ -131,7 +131,8 @@ def refuse_unanchored(audit: AuditLog) -> None:
     that a gateway never writes a new head over the evidence of a truncation or rollback."""
     problems = audit.anchor_problems()
     if problems:
-        raise ConfigError(f"{problems[0][1]}: restore the newest audit.sqlite3 from your "
+        trail = "audit.sqlite3" if audit.store.database.is_sqlite else "database"
+        raise ConfigError(f"{problems[0][1]}: restore the newest {trail} from your "
                           "backup, or accept the trail as it stands with `casegate audit "
                           "reanchor --reason TEXT`")
 
@@ -241,7 +242,7 @@ class App:
             os.chmod(root, 0o700)
             database = open_database(config, root, database_url)
             try:
-                audit = AuditLog.open(root, rules=policy.rules, kind_grades=policy.grades,
+                audit = AuditLog.open(database, rules=policy.rules, kind_grades=policy.grades,
                                       checkpoint_every=config.audit.checkpoint_every,
                                       stream=event_stream or sys.stderr, external=external,
                                       external_seconds=config.audit.anchor_seconds)

@@ -23,6 +23,7 @@ from gateway.web.pages import WebDeps
 from gateway.web.staff import install
 from tests.certs import ServerCert
 from tests.https import https_client, serve_https
+from transports.database import Database
 
 PASSWORD = "correct horse battery"
 GOVERNANCE = "gov.lead@cafcass.gov.uk"
@@ -40,7 +41,7 @@ class StaffWeb:
     _runner: web.AppRunner | None = field(init=False, default=None)
 
     async def __aenter__(self) -> StaffWeb:
-        self.audit = AuditLog.open(self.data_dir, rules=POLICY.rules,
+        self.audit = AuditLog.open(Database.open(self.data_dir), rules=POLICY.rules,
                                    kind_grades=POLICY.grades, stream=io.StringIO())
         self.users = UserStore(self.data_dir / "users.sqlite3")
         self.users.add(GOVERNANCE, PASSWORD, roles=(UserRole.STAFF, UserRole.GOVERNANCE))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 
 from gateway.app import read_policy
-from gateway.audit.trail import AUDIT_DB_FILE, AuditError, AuditLog, EventFilter, normalise_time
+from gateway.audit.store import VERIFY_BATCH
+from gateway.audit.trail import AuditError, AuditLog, EventFilter, normalise_time
 from gateway.cli import main
 from gateway.config import Config
+from tests.auditdb import point_cli_at, tamper
 from tests.tools import require_tool
+from transports.database import Database
 
 POLICY = read_policy(Config(), Path("."))  # the real policy data: rules, citations, grades
 
@@ -36,10 +39,11 @@ class Clock:
 
 
 @pytest.fixture
-def audit(tmp_path: Path) -> Iterator[AuditLog]:
-    """An audit log in a fresh data directory, writing its SIEM lines to a buffer."""
+def audit(database: Database) -> Iterator[AuditLog]:
+    """An audit log in a fresh data directory (and database), writing its SIEM lines to a
+    buffer."""
     log = AuditLog.open(
-        tmp_path, rules=POLICY.rules, kind_grades=POLICY.grades, clock=Clock(), stream=io.StringIO()
+        database, rules=POLICY.rules, kind_grades=POLICY.grades, clock=Clock(), stream=io.StringIO()
     )
     yield log
     log.close()
@@ -56,17 +60,6 @@ def fill(audit: AuditLog, count: int = 6) -> None:
             decision_id=f"d-{i}",
             stage="rcpt",
         )
-
-
-def tamper(tmp_path: Path, *statements: str) -> None:
-    """Edit the database file directly, as someone with write access but no key would."""
-    db = sqlite3.connect(tmp_path / AUDIT_DB_FILE)
-    db.execute("DROP TRIGGER audit_event_no_update")
-    db.execute("DROP TRIGGER audit_event_no_delete")
-    for sql in statements:
-        db.execute(sql)
-    db.commit()
-    db.close()
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -111,10 +104,10 @@ def test_metadata_never_holds_content(audit: AuditLog) -> None:
         audit.record("refusal\n")
 
 
-def test_siem_line_is_one_json_object_per_event(tmp_path: Path) -> None:
+def test_siem_line_is_one_json_object_per_event(database: Database) -> None:
     """A CR/LF in a value cannot forge a second log line: each event is exactly one JSON line."""
     stream = io.StringIO()
-    log = AuditLog.open(tmp_path, stream=stream)
+    log = AuditLog.open(database, stream=stream)
     log.record("auth-failure", sender="evil\r\n{\"kind\":\"forged\"}@x", client="203.0.113.9")
     log.close()
     lines = stream.getvalue().splitlines()
@@ -123,16 +116,17 @@ def test_siem_line_is_one_json_object_per_event(tmp_path: Path) -> None:
     assert events[-1]["kind"] == "auth-failure"
     assert events[-1]["metadata"] == {"client": "203.0.113.9"}
     assert "forged" not in [e["kind"] for e in events]
+    assert {e["node"] for e in events} == {"test-node"}
 
 
-def test_key_files_are_private_and_reused(tmp_path: Path) -> None:
+def test_key_files_are_private_and_reused(database: Database) -> None:
     """The keys are created once with mode 0600 and the same chain verifies after reopening."""
-    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    log = AuditLog.open(database, stream=io.StringIO())
     log.record("login", sender="a@cafcass.gov.uk")
     log.close()
     for name in ("audit.key", "audit-signing.pem"):
-        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
-    again = AuditLog.open(tmp_path, stream=io.StringIO())
+        assert stat.S_IMODE((database.data_dir / name).stat().st_mode) == 0o600
+    again = AuditLog.open(database, stream=io.StringIO())
     assert again.verify() is None
     assert [e.kind for e in again.iterate(EventFilter())] == [
         "key-created", "key-created", "login"]
@@ -165,10 +159,10 @@ def test_keyset_pages_cover_every_event_once(audit: AuditLog) -> None:
     assert seen == sorted(seen, reverse=True) and len(set(seen)) == 7
 
 
-def test_concurrent_appenders_do_not_fork_the_chain(tmp_path: Path) -> None:
-    """Two logs on the same file (as two processes) and several threads keep one chain."""
-    first = AuditLog.open(tmp_path, stream=io.StringIO())
-    second = AuditLog.open(tmp_path, stream=io.StringIO())
+def test_concurrent_appenders_do_not_fork_the_chain(database: Database) -> None:
+    """Two logs on the same database (as two processes) and several threads keep one chain."""
+    first = AuditLog.open(database, stream=io.StringIO())
+    second = AuditLog.open(database, stream=io.StringIO())
 
     def write(log: AuditLog) -> None:
         for _ in range(25):
@@ -189,7 +183,8 @@ WRITER = """
 import io, sys
 from pathlib import Path
 from gateway.audit.trail import AuditLog
-log = AuditLog.open(Path(sys.argv[1]), stream=io.StringIO())
+from transports.database import Database
+log = AuditLog.open(Database.open(Path(sys.argv[1])), stream=io.StringIO())
 for _ in range(40):
     log.record("delivery", sender="a@cafcass.gov.uk")
 log.close()
@@ -203,7 +198,7 @@ def test_processes_starting_together_share_one_key_and_one_chain(tmp_path: Path)
         for _ in range(3)
     ]
     assert [w.wait(timeout=60) for w in writers] == [0, 0, 0]
-    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    log = AuditLog.open(Database.open(tmp_path), stream=io.StringIO())
     assert log.verify() is None
     kinds = [e.kind for e in log.iterate(EventFilter())]
     assert kinds.count("delivery") == 120 and kinds.count("key-created") == 2
@@ -219,39 +214,50 @@ def test_processes_starting_together_share_one_key_and_one_chain(tmp_path: Path)
         (["DELETE FROM audit_event WHERE seq = 8"], 8),  # the last one: caught by checkpoints
         (["UPDATE audit_event SET seq = seq + 100 WHERE seq >= 5",
           "UPDATE audit_event SET seq = seq - 99 WHERE seq >= 105",
-          "INSERT INTO audit_event SELECT 5, time, kind, grade, rule, citation, sender, "
-          "recipients, recipient_domains, case_numbers, 'forged', metadata, mac "
+          "INSERT INTO audit_event (seq, time, kind, grade, rule, citation, sender, "
+          "recipients, recipient_domains, case_numbers, decision_id, metadata, mac, node) "
+          "SELECT 5, time, kind, grade, rule, citation, sender, recipients, "
+          "recipient_domains, case_numbers, 'forged', metadata, mac, node "
           "FROM audit_event WHERE seq = 4"], 5),  # inserted
         (["UPDATE audit_event SET seq = -1 WHERE seq = 4",
           "UPDATE audit_event SET seq = 4 WHERE seq = 5",
           "UPDATE audit_event SET seq = 5 WHERE seq = -1"], 4),  # reordered
         (["DELETE FROM audit_domain WHERE seq = 7"], 7),  # hidden from the domain filter
+        (["INSERT INTO audit_event (seq, time, kind, grade, rule, citation, sender, "
+          "recipients, recipient_domains, case_numbers, decision_id, metadata, mac, node) "
+          "SELECT -3, time, kind, grade, rule, citation, sender, recipients, "
+          "recipient_domains, case_numbers, 'forged', metadata, mac, node "
+          "FROM audit_event WHERE seq = 4"], 1),  # inserted before the first
     ],
-    ids=["altered", "regraded", "deleted", "deleted-last", "inserted", "reordered", "hidden"],
+    ids=["altered", "regraded", "deleted", "deleted-last", "inserted", "reordered", "hidden",
+         "inserted-first"],
 )
 def test_verify_names_the_first_broken_event(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], statements: list[str], broken: int
+    database: Database, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    statements: list[str], broken: int
 ) -> None:
     """`casegate audit verify` exits 1 naming the first broken sequence number."""
-    log = AuditLog.open(tmp_path, stream=io.StringIO(), checkpoint_every=4)
+    point_cli_at(database, monkeypatch)
+    data = str(database.data_dir)
+    log = AuditLog.open(database, stream=io.StringIO(), checkpoint_every=4)
     fill(log)  # seq 3..8; checkpoints at 4 and 8
     log.close()
-    code, out = cli(capsys, "audit", "verify", "--data", str(tmp_path))
+    code, out = cli(capsys, "audit", "verify", "--data", data)
     assert code == 0 and "intact" in out
-    tamper(tmp_path, *statements)
-    code, out = cli(capsys, "audit", "verify", "--data", str(tmp_path))
+    tamper(database, *statements)
+    code, out = cli(capsys, "audit", "verify", "--data", data)
     assert code == 1
     assert f"first broken sequence number: {broken}" in out
 
 
-def test_verify_catches_a_chain_rebuilt_with_the_stolen_key(tmp_path: Path) -> None:
+def test_verify_catches_a_chain_rebuilt_with_the_stolen_key(database: Database) -> None:
     """Rewriting the chain with the HMAC key still disagrees with the signed checkpoints."""
-    log = AuditLog.open(tmp_path, stream=io.StringIO(), checkpoint_every=4)
+    log = AuditLog.open(database, stream=io.StringIO(), checkpoint_every=4)
     fill(log)
     log.close()
-    tamper(tmp_path, "DELETE FROM audit_event WHERE seq >= 5",
+    tamper(database, "DELETE FROM audit_event WHERE seq >= 5",
            "DELETE FROM audit_domain WHERE seq >= 5", "DELETE FROM audit_case WHERE seq >= 5")
-    rebuilt = AuditLog.open(tmp_path, stream=io.StringIO(), checkpoint_every=0)
+    rebuilt = AuditLog.open(database, stream=io.StringIO(), checkpoint_every=0)
     rebuilt.record("delivery", sender="innocent@cafcass.gov.uk")
     for _ in range(3):
         rebuilt.record("delivery")
@@ -260,9 +266,13 @@ def test_verify_catches_a_chain_rebuilt_with_the_stolen_key(tmp_path: Path) -> N
     rebuilt.close()
 
 
-def test_list_json_csv_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`audit list` filters and prints JSON lines, CSV (formula-safe) and a table."""
-    log = AuditLog.open(tmp_path, rules=POLICY.rules, kind_grades=POLICY.grades,
+def test_list_json_csv_and_table(database: Database, capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`audit list` filters and prints JSON lines, CSV (formula-safe) and a table, each
+    naming the node that wrote the event."""
+    point_cli_at(database, monkeypatch)
+    tmp_path = database.data_dir
+    log = AuditLog.open(database, rules=POLICY.rules, kind_grades=POLICY.grades,
                         stream=io.StringIO())
     fill(log, 3)
     log.record("auth-failure", sender="=cmd|' /c calc'!A0@x.org")
@@ -274,24 +284,30 @@ def test_list_json_csv_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert {"seq", "time", "kind", "grade", "rule", "sender", "recipients",
             "case_numbers"} <= rows[0].keys()
     assert rows[0]["grade"] == "high" and rows[0]["case_numbers"] == ["ZE26C00001"]
+    assert rows[0]["node"] == "test-node"
     code, out = cli(capsys, "audit", "list", "--data", str(tmp_path), "--csv", "--kind",
                     "auth-failure")
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("seq,time,kind,grade")
-    assert ",'=cmd|" in lines[1]
+    assert ",'=cmd|" in lines[1] and lines[0].endswith(",node")
+    assert lines[1].endswith(",test-node")
     code, out = cli(capsys, "audit", "list", "--data", str(tmp_path), "--grade", "low",
                     "--domain", "gmail.com")
     assert code == 0 and "No events match." in out
     code, out = cli(capsys, "audit", "list", "--data", str(tmp_path), "--limit", "2")
     assert code == 0 and len(out.splitlines()) == 3 and "auth-failure" in out
+    assert out.splitlines()[0].endswith("NODE") and out.splitlines()[2].endswith("test-node")
 
 
-def test_list_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_list_refuses_bad_input(database: Database, capsys: pytest.CaptureFixture[str],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A bad date or a directory without a trail is exit 2 with one sentence."""
+    point_cli_at(database, monkeypatch)
+    tmp_path = database.data_dir
     assert main(["audit", "list", "--data", str(tmp_path)]) == 2
     assert "holds no audit trail" in capsys.readouterr().err
-    AuditLog.open(tmp_path, stream=io.StringIO()).close()
+    AuditLog.open(database, stream=io.StringIO()).close()
     assert main(["audit", "list", "--data", str(tmp_path), "--since", "last tuesday"]) == 2
     assert "not an ISO-8601" in capsys.readouterr().err
 
@@ -301,7 +317,7 @@ def test_checkpoint_export_verifies_elsewhere_and_fails_when_altered(
 ) -> None:
     """An exported checkpoint verifies with the public key alone and fails once edited."""
     data = tmp_path / "data"
-    log = AuditLog.open(data, stream=io.StringIO())
+    log = AuditLog.open(Database.open(data), stream=io.StringIO())
     fill(log, 3)
     log.close()
     export = tmp_path / "checkpoint.json"
@@ -329,7 +345,7 @@ def test_checkpoint_verify_with_the_private_key_says_which_key_it_wants(
 ) -> None:
     """Given the private signing key, --verify says so (exit 2); the command it suggests works."""
     data = tmp_path / "data"
-    log = AuditLog.open(data, stream=io.StringIO())
+    log = AuditLog.open(Database.open(data), stream=io.StringIO())
     fill(log, 1)
     log.close()
     export = tmp_path / "checkpoint.json"
@@ -355,3 +371,36 @@ def test_normalise_time_reads_dates_and_offsets() -> None:
     assert normalise_time("2026-03-01T10:00+01:00") == "2026-03-01T09:00:00.000000Z"
     with pytest.raises(ValueError, match="ISO-8601"):
         normalise_time("yesterday")
+
+
+@pytest.mark.parametrize("edited", [VERIFY_BATCH, VERIFY_BATCH + 1, VERIFY_BATCH + 150])
+async def test_verify_reads_in_batches_and_finds_an_edit_in_any(
+    database: Database, edited: int
+) -> None:
+    """A trail longer than one verify batch: intact, it verifies; an event edited on either
+    side of a batch boundary, or its side-table row, is named."""
+    log = AuditLog.open(database, stream=io.StringIO(), checkpoint_every=0)
+    await asyncio.gather(*(log.record_async("relay", recipients=[f"p{n}@example.org"],
+                                            decision_id=f"d-{n}")
+                           for n in range(VERIFY_BATCH + 200)))
+    assert log.store.verify() is None
+    tamper(database, f"DELETE FROM audit_domain WHERE seq = {edited}")
+    assert log.store.verify() == edited
+    tamper(database, f"UPDATE audit_event SET decision_id = 'x' WHERE seq = {edited - 1}")
+    assert log.store.verify() == edited - 1
+    log.close()
+
+
+def test_counts_by_day_and_rule_and_graded_after(audit: AuditLog) -> None:
+    """The governance chart's counts (per day and rule, only events with a rule) and the
+    alerter's read of graded events after a sequence number, on either engine."""
+    fill(audit, 3)  # refusals, personal-address, graded high
+    audit.record("delivery", recipients=["clerk@justice.gov.uk"])
+    audit.record("refusal", rule="fax", grade="low")
+    day = audit.get(3).time[:10]  # type: ignore[union-attr]
+    assert audit.counts_by_day_and_rule(EventFilter()) == [
+        (day, "fax", 1), (day, "personal-address", 3)]
+    assert audit.counts_by_day_and_rule(EventFilter(grade="low")) == [(day, "fax", 1)]
+    assert [e.seq for e in audit.graded_after(3, {"high", "low"}, 10)] == [4, 5, 7]
+    assert [e.seq for e in audit.graded_after(0, {"high"}, 2)] == [3, 4]
+    assert audit.graded_after(0, set(), 10) == []

@@ -40,7 +40,7 @@ class Clock:
 @pytest.fixture
 def audit(tmp_path: Path) -> Iterator[AuditLog]:
     """An audit log graded by the real policy."""
-    log = AuditLog.open(tmp_path, rules=POLICY.rules, kind_grades=POLICY.grades,
+    log = AuditLog.open(Database.open(tmp_path), rules=POLICY.rules, kind_grades=POLICY.grades,
                         stream=io.StringIO())
     yield log
     log.close()

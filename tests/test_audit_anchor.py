@@ -8,7 +8,6 @@ import io
 import json
 import shutil
 import socket
-import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from email import message_from_bytes
 from pathlib import Path
@@ -22,6 +21,7 @@ from gateway.audit.trail import AUDIT_DB_FILE, AuditLog, EventFilter
 from gateway.cli import main
 from gateway.config import AuditConfig, Config, ConfigError, UpstreamConfig
 from policies.events import EventKind
+from tests.auditdb import point_cli_at, tamper
 from tests.sink import Sink
 from transports.database import Database
 from transports.ledger import Ledger
@@ -63,11 +63,13 @@ def test_the_external_file_sees_a_rollback_of_the_whole_data_directory(
     each other, so the data directory alone cannot tell; the external file can."""
     data, outside = tmp_path / "data", tmp_path / "other-mount" / "anchors.jsonl"
     outside.parent.mkdir()
-    log = AuditLog.open(data, stream=io.StringIO(), external=[AppendFile(outside)])
+    log = AuditLog.open(Database.open(data), stream=io.StringIO(),
+                        external=[AppendFile(outside)])
     fill(log, 3)
     log.close()
     snapshot(data, tmp_path / "older")
-    log = AuditLog.open(data, stream=io.StringIO(), external=[AppendFile(outside)])
+    log = AuditLog.open(Database.open(data), stream=io.StringIO(),
+                        external=[AppendFile(outside)])
     fill(log, 3)
     log.close()
     lines = [json.loads(line) for line in outside.read_text().splitlines()]
@@ -86,11 +88,12 @@ def test_the_external_file_sees_a_rollback_of_the_whole_data_directory(
 
 
 def test_a_forged_line_in_the_external_file_is_reported(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    database: Database, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A line someone without the signing key wrote (a higher seq, say) is named."""
-    data, outside = tmp_path / "data", tmp_path / "anchors.jsonl"
-    log = AuditLog.open(data, stream=io.StringIO(), external=[AppendFile(outside)])
+    point_cli_at(database, monkeypatch)
+    data, outside = database.data_dir, database.data_dir / "anchors.jsonl"
+    log = AuditLog.open(database, stream=io.StringIO(), external=[AppendFile(outside)])
     fill(log, 2)
     log.close()
     written = outside.read_text().splitlines()
@@ -104,10 +107,10 @@ def test_a_forged_line_in_the_external_file_is_reported(
     assert "not a valid signed head" in out
 
 
-def test_each_checkpoint_goes_to_the_external_file(tmp_path: Path) -> None:
+def test_each_checkpoint_goes_to_the_external_file(database: Database) -> None:
     """Every signed checkpoint is appended; heads in between at most every anchor_seconds."""
-    outside = tmp_path / "anchors.jsonl"
-    log = AuditLog.open(tmp_path / "data", stream=io.StringIO(), checkpoint_every=3,
+    outside = database.data_dir / "anchors.jsonl"
+    log = AuditLog.open(database, stream=io.StringIO(), checkpoint_every=3,
                         external=[AppendFile(outside)], external_seconds=3600)
     fill(log, 7)  # events 3..9: checkpoints at 3, 6, 9
     log.close()
@@ -125,10 +128,11 @@ def syslog_socket() -> Iterator[socket.socket]:
         yield receiver
 
 
-def test_the_head_goes_to_syslog(tmp_path: Path, syslog_socket: socket.socket) -> None:
+def test_the_head_goes_to_syslog(database: Database, syslog_socket: socket.socket) -> None:
     """With a syslog target, the signed head arrives as one authpriv.info datagram."""
     port = syslog_socket.getsockname()[1]
-    log = AuditLog.open(tmp_path, stream=io.StringIO(), external=[Syslog(f"127.0.0.1:{port}")])
+    log = AuditLog.open(database, stream=io.StringIO(),
+                        external=[Syslog(f"127.0.0.1:{port}")])
     fill(log, 2)
     log.close()
     datagram = syslog_socket.recv(65536).decode()
@@ -152,7 +156,7 @@ def test_the_gateway_refuses_a_trail_cut_short_until_reanchored(
     assert code == 0, err
     older = tmp_path / "older.sqlite3"
     shutil.copyfile(data / AUDIT_DB_FILE, older)
-    log = AuditLog.open(data, stream=io.StringIO())
+    log = AuditLog.open(Database.open(data), stream=io.StringIO())
     fill(log, 4)
     log.close()
     shutil.copyfile(older, data / AUDIT_DB_FILE)
@@ -167,21 +171,28 @@ def test_the_gateway_refuses_a_trail_cut_short_until_reanchored(
     assert code == 0, err
     code, out, _ = cli(capsys, "audit", "verify", "--data", str(data))
     assert code == 0
-    log = AuditLog.open(data, stream=io.StringIO())
+    log = AuditLog.open(Database.open(data), stream=io.StringIO())
     (event,) = log.page(EventFilter(kind=EventKind.AUDIT_REANCHORED))
     log.close()
     assert event.grade == "high"
     assert event.metadata["previous_seq"] == 7 and event.metadata["found_seq"] == 3
 
 
-def test_a_deleted_head_file_is_reported(tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
-    """The head file removed (write access to the data directory): verify says so."""
-    log = AuditLog.open(tmp_path, stream=io.StringIO())
+def test_a_deleted_head_file_is_reported(database: Database,
+                                         capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head file removed (write access to the data directory): verify says so, run as
+    the node whose head file it was (on PostgreSQL each node anchors the trail in its own)."""
+    point_cli_at(database, monkeypatch)
+    tmp_path = database.data_dir
+    config = tmp_path / "casegate.toml"
+    config.write_text(f'[database]\nnode = "{database.node}"\n', encoding="utf-8")
+    log = AuditLog.open(database, stream=io.StringIO())
     fill(log, 2)
     log.close()
     (tmp_path / HEAD_FILE).unlink()
-    code, out, _ = cli(capsys, "audit", "verify", "--data", str(tmp_path))
+    code, out, _ = cli(capsys, "audit", "verify", "--config", str(config), "--data",
+                       str(tmp_path))
     assert code == 1 and "audit-head.json is missing" in out
 
 
@@ -200,7 +211,8 @@ async def test_checkpoints_are_mailed_to_governance(
 ) -> None:
     """The newest signed checkpoint is mailed once, as a JSON attachment that `audit checkpoint
     --verify` accepts against the trail."""
-    log = AuditLog.open(tmp_path / "data", stream=io.StringIO(), checkpoint_every=4)
+    log = AuditLog.open(Database.open(tmp_path / "data"), stream=io.StringIO(),
+                        checkpoint_every=4)
     settings = AlertSettings.from_config(
         Config(audit=AuditConfig(governance_address=GOVERNANCE_BOX)))
     assert settings is not None
@@ -230,23 +242,20 @@ async def test_checkpoints_are_mailed_to_governance(
 
 
 def test_a_trail_rewritten_with_the_keys_still_disagrees_with_older_external_lines(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    database: Database, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Someone holding the keys cuts the trail, rebuilds it and appends newer signed heads for
     it: the heads already in the append-only file still name the original events."""
-    data, outside = tmp_path / "data", tmp_path / "anchors.jsonl"
-    log = AuditLog.open(data, stream=io.StringIO(), external=[AppendFile(outside)])
+    point_cli_at(database, monkeypatch)
+    data, outside = database.data_dir, database.data_dir / "anchors.jsonl"
+    log = AuditLog.open(database, stream=io.StringIO(), external=[AppendFile(outside)])
     fill(log, 6)  # events 3..8
     log.close()
-    db = sqlite3.connect(data / AUDIT_DB_FILE)
-    db.execute("DROP TRIGGER audit_event_no_delete")
-    for table in ("audit_event", "audit_domain", "audit_case"):
-        db.execute(f"DELETE FROM {table} WHERE seq >= 5")
-    db.execute("DELETE FROM audit_meta WHERE name = 'head-anchored-since'")
-    db.commit()
-    db.close()
+    tamper(database, *(f"DELETE FROM {table} WHERE seq >= 5"
+                       for table in ("audit_event", "audit_domain", "audit_case")),
+           "DELETE FROM audit_meta WHERE name LIKE 'head-anchored-since%'")
     (data / HEAD_FILE).unlink()
-    rebuilt = AuditLog.open(data, stream=io.StringIO(), external=[AppendFile(outside)])
+    rebuilt = AuditLog.open(database, stream=io.StringIO(), external=[AppendFile(outside)])
     fill(rebuilt, 4)  # a different 5..8, chained and signed with the real keys
     rebuilt.close()
     code, _, _ = cli(capsys, "audit", "verify", "--data", str(data))

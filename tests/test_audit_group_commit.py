@@ -5,19 +5,19 @@ from __future__ import annotations
 import io
 import sqlite3
 import threading
-from pathlib import Path
 
 import pytest
 
 from gateway.audit.trail import AuditLog
+from transports.database import Database
 
 THREADS = 8
 EACH = 25
 
 
-def test_every_caller_gets_its_own_event_back_and_the_chain_holds(tmp_path: Path) -> None:
+def test_every_caller_gets_its_own_event_back_and_the_chain_holds(database: Database) -> None:
     """Many threads appending at once: each returned seq holds that caller's event, in one chain."""
-    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    log = AuditLog.open(database, stream=io.StringIO())
     start = log.store.head()[0]
     returned: dict[str, int] = {}
     guard = threading.Lock()
@@ -45,9 +45,9 @@ def test_every_caller_gets_its_own_event_back_and_the_chain_holds(tmp_path: Path
     log.close()
 
 
-def test_a_failed_commit_raises_in_the_caller(tmp_path: Path) -> None:
+def test_a_failed_commit_raises_in_the_caller(database: Database) -> None:
     """When the store cannot be written, append raises: the caller fails closed."""
-    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    log = AuditLog.open(database, stream=io.StringIO())
     log.store.close()
     with pytest.raises(sqlite3.ProgrammingError):
         log.store.append({"kind": "delivery"})

@@ -1,20 +1,27 @@
-"""What the audit chain signs, pinned: a fixed test vector, one direct edit per signed column, and
-truncation and rollback of `audit.sqlite3` caught by `casegate audit verify` (issue 18)."""
+"""What the audit chain signs, pinned: fixed test vectors (an event without a node, as written
+before nodes were recorded, and one with its node), one direct edit per signed column on both
+engines, and truncation and rollback of `audit.sqlite3` caught by `casegate audit verify`
+(issues 18 and 15)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from gateway.audit.store import _SCHEMA, canonical_json, chain_mac
+from gateway.audit import keys as auditkeys
+from gateway.audit.store import AuditStore, StoredEvent, canonical_json, chain_mac
 from gateway.audit.trail import AUDIT_DB_FILE, AuditLog
 from gateway.cli import main
 from policies.events import EventKind
+from tests.auditdb import point_cli_at, tamper
+from transports.database import Database, DatabaseSettings
 
 # A known key, previous mac and event; the exact bytes signed and the exact mac expected.
 VECTOR_KEY = bytes(range(32))
@@ -41,12 +48,46 @@ VECTOR_BYTES = (
     b'"sender":"jo.bloggs@cafcass.gov.uk","seq":7,"time":"2026-03-01T09:00:00.000000Z"}'
 )
 VECTOR_MAC = "1c5247b55a7724e241a55667d35383092de8d181f5e0e5224dadf06ce4657d14"
+# The same event written by node "mx1.cafcass.gov.uk": the node is signed, in key order.
+VECTOR_NODE = "mx1.cafcass.gov.uk"
+VECTOR_NODE_BYTES = (
+    b'{"case_numbers":["ZE26C00001"],"citation":"IA 3.2","decision_id":"d-1","grade":"high",'
+    b'"kind":"refusal","metadata":{"size":1234,"stage":"rcpt"},"node":"mx1.cafcass.gov.uk",'
+    b'"recipient_domains":["gmail.com","justice.gov.uk"],'
+    b'"recipients":["parent@gmail.com","court@justice.gov.uk"],"rule":"personal-address",'
+    b'"sender":"jo.bloggs@cafcass.gov.uk","seq":7,"time":"2026-03-01T09:00:00.000000Z"}'
+)
+VECTOR_NODE_MAC = "490fda27cd7afcb40f24bf1f27eb207b190631aedac0e8e86adca549ad33a89e"
+
+
+def stored(node: str) -> StoredEvent:
+    """The vector's event as read back from its row, written by `node`."""
+    fields = {**VECTOR_EVENT}
+    for name in ("recipients", "recipient_domains", "case_numbers"):
+        fields[name] = tuple(fields[name])
+    return StoredEvent(**fields, node=node)
 
 
 def test_the_chain_signs_exactly_these_bytes() -> None:
     """The canonical JSON of a known event, and its mac under a known key and previous mac."""
     assert canonical_json(VECTOR_EVENT) == VECTOR_BYTES
     assert chain_mac(VECTOR_KEY, VECTOR_PREVIOUS, VECTOR_EVENT).hex() == VECTOR_MAC
+
+
+def test_an_event_without_a_node_signs_what_it_always_did() -> None:
+    """An event with no node (written before nodes were kept) is signed without a node key:
+    the bytes and mac of the original vector, so that old trails still verify."""
+    assert stored("").chained() == VECTOR_EVENT
+    assert chain_mac(VECTOR_KEY, VECTOR_PREVIOUS, stored("").chained()).hex() == VECTOR_MAC
+    assert stored("").as_dict()["node"] == ""  # shown (empty) in exports all the same
+
+
+def test_an_event_with_a_node_signs_the_node() -> None:
+    """The node is under the mac: these exact bytes, this exact mac."""
+    chained = stored(VECTOR_NODE).chained()
+    assert canonical_json(chained) == VECTOR_NODE_BYTES
+    assert chain_mac(VECTOR_KEY, VECTOR_PREVIOUS, chained).hex() == VECTOR_NODE_MAC
+    assert stored(VECTOR_NODE).as_dict() == chained
 
 
 def fill(audit: AuditLog, count: int = 6) -> None:
@@ -63,26 +104,27 @@ def fill(audit: AuditLog, count: int = 6) -> None:
         )
 
 
-def tamper(data: Path, *statements: str) -> None:
-    """Edit audit.sqlite3 directly, as someone with write access to that file alone would."""
-    db = sqlite3.connect(data / AUDIT_DB_FILE)
-    db.execute("DROP TRIGGER IF EXISTS audit_event_no_update")
-    db.execute("DROP TRIGGER IF EXISTS audit_event_no_delete")
-    for sql in statements:
-        db.execute(sql)
-    db.commit()
-    db.close()
-
-
 def verify(capsys: pytest.CaptureFixture[str], data: Path) -> tuple[int, str]:
     code = main(["audit", "verify", "--data", str(data)])
     return code, capsys.readouterr().out
 
 
 @pytest.fixture
-def data(tmp_path: Path) -> Path:
-    """A data directory whose trail holds events 1..8, intact."""
-    log = AuditLog.open(tmp_path, stream=io.StringIO(), checkpoint_every=0)
+def data(database: Database, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data directory whose trail holds events 1..8, intact, on either engine (the CLI
+    pointed at it); `database.data_dir`."""
+    point_cli_at(database, monkeypatch)
+    log = AuditLog.open(database, stream=io.StringIO(), checkpoint_every=0)
+    fill(log)
+    log.close()
+    return database.data_dir
+
+
+@pytest.fixture
+def sqlite_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`data` in audit.sqlite3: for what only a file can undergo (copied back, removed)."""
+    monkeypatch.delenv("CASEGATE_DATABASE_URL", raising=False)
+    log = AuditLog.open(Database.open(tmp_path), stream=io.StringIO(), checkpoint_every=0)
     fill(log)
     log.close()
     return tmp_path
@@ -112,36 +154,63 @@ EDITS: list[tuple[str, list[str]]] = [
              "UPDATE audit_domain SET seq = 1005 WHERE seq = 5",
              "UPDATE audit_case SET seq = 1005 WHERE seq = 5"]),
     ("mac", ["UPDATE audit_event SET mac = zeroblob(32) WHERE seq = 5"]),
+    ("node", ["UPDATE audit_event SET node = 'elsewhere' WHERE seq = 5"]),
 ]
 
 
-def test_the_edits_cover_every_column() -> None:
+def columns(database: Database) -> set[str]:
+    """The columns of audit_event as the store creates (and migrates) it."""
+    AuditStore(database, VECTOR_KEY).close()
+    if database.is_sqlite:
+        with sqlite3.connect(database.data_dir / AUDIT_DB_FILE) as db:
+            return {row[1] for row in db.execute("PRAGMA table_info(audit_event)")}
+    with psycopg.connect(database.url) as conn:
+        return {row[0] for row in conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = 'audit_event'")}
+
+
+def test_the_edits_cover_every_column(database: Database) -> None:
     """Every column of audit_event has its edit below (a new column needs one too)."""
-    db = sqlite3.connect(":memory:")
-    db.executescript(_SCHEMA)  # the schema the store creates
-    columns = {row[1] for row in db.execute("PRAGMA table_info(audit_event)")}
-    db.close()
-    assert columns == {column for column, _ in EDITS}
+    assert columns(database) == {column for column, _ in EDITS}
+
+
+def test_the_database_refuses_update_and_delete(database: Database) -> None:
+    """The trail's own triggers refuse UPDATE and DELETE of an event, on either engine."""
+    log = AuditLog.open(database, stream=io.StringIO(), checkpoint_every=0)
+    fill(log, 1)
+    log.close()
+    db = database.connect(AUDIT_DB_FILE, autocommit=True)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute("UPDATE audit_event SET rule = 'fax' WHERE seq = 3")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute("DELETE FROM audit_event WHERE seq = 3")
+        assert db.execute("SELECT rule FROM audit_event WHERE seq = 3").fetchone()[0] == \
+            "personal-address"
+    finally:
+        db.close()
 
 
 @pytest.mark.parametrize(("column", "statements"), EDITS, ids=[c for c, _ in EDITS])
 def test_an_edit_to_any_signed_column_names_that_event(
-    data: Path, capsys: pytest.CaptureFixture[str], column: str, statements: list[str]
+    database: Database, data: Path, capsys: pytest.CaptureFixture[str], column: str,
+    statements: list[str]
 ) -> None:
     """One direct SQL edit of one column of event 5: `audit verify` exits 1 naming event 5."""
     assert verify(capsys, data)[0] == 0
-    tamper(data, *statements)
+    tamper(database, *statements)
     code, out = verify(capsys, data)
     assert code == 1, column
     assert "first broken sequence number: 5" in out, out
 
 
 def test_deleting_the_newest_rows_is_truncation(
-    data: Path, capsys: pytest.CaptureFixture[str]
+    database: Database, data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The last two events deleted from audit.sqlite3 alone: the chain left is valid, but the
+    """The last two events deleted from the database alone: the chain left is valid, but the
     signed head says 8 events were recorded."""
-    tamper(data, "DELETE FROM audit_event WHERE seq >= 7",
+    tamper(database, "DELETE FROM audit_event WHERE seq >= 7",
            "DELETE FROM audit_domain WHERE seq >= 7", "DELETE FROM audit_case WHERE seq >= 7")
     code, out = verify(capsys, data)
     assert code == 1
@@ -153,12 +222,12 @@ def test_putting_back_an_older_copy_is_rollback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An older copy of audit.sqlite3 put back over the newer one: verify says so."""
-    log = AuditLog.open(tmp_path, stream=io.StringIO(), checkpoint_every=0)
+    log = AuditLog.open(Database.open(tmp_path), stream=io.StringIO(), checkpoint_every=0)
     fill(log, 3)
     log.close()
     older = tmp_path / "older.sqlite3"
     shutil.copyfile(tmp_path / AUDIT_DB_FILE, older)
-    log = AuditLog.open(tmp_path, stream=io.StringIO(), checkpoint_every=0)
+    log = AuditLog.open(Database.open(tmp_path), stream=io.StringIO(), checkpoint_every=0)
     fill(log, 3)
     log.close()
     assert verify(capsys, tmp_path)[0] == 0
@@ -174,16 +243,16 @@ def test_an_older_copy_that_grew_again_is_still_rollback(
 ) -> None:
     """An older copy put back, then appended to past the anchored head by a process that does
     not check: the head file is kept as evidence, and the macs at its seq disagree."""
-    log = AuditLog.open(tmp_path, stream=io.StringIO(), checkpoint_every=0)
+    log = AuditLog.open(Database.open(tmp_path), stream=io.StringIO(), checkpoint_every=0)
     fill(log, 3)
     log.close()
     older = tmp_path / "older.sqlite3"
     shutil.copyfile(tmp_path / AUDIT_DB_FILE, older)
-    log = AuditLog.open(tmp_path, stream=io.StringIO(), checkpoint_every=0)
+    log = AuditLog.open(Database.open(tmp_path), stream=io.StringIO(), checkpoint_every=0)
     fill(log, 3)
     log.close()
     shutil.copyfile(older, tmp_path / AUDIT_DB_FILE)
-    grown = AuditLog.open(tmp_path, stream=io.StringIO(), checkpoint_every=0)
+    grown = AuditLog.open(Database.open(tmp_path), stream=io.StringIO(), checkpoint_every=0)
     fill(grown, 5)  # events 6..10: past the anchored 8
     grown.close()
     code, out = verify(capsys, tmp_path)
@@ -193,17 +262,17 @@ def test_an_older_copy_that_grew_again_is_still_rollback(
 
 
 def test_deleting_the_whole_database_is_truncation(
-    data: Path, capsys: pytest.CaptureFixture[str]
+    sqlite_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """audit.sqlite3 removed altogether: verify reports the 8 events the head says existed."""
-    (data / AUDIT_DB_FILE).unlink()
-    code, out = verify(capsys, data)
+    (sqlite_data / AUDIT_DB_FILE).unlink()
+    code, out = verify(capsys, sqlite_data)
     assert code == 1
     assert "holds 0 events" in out and "first broken sequence number: 1" in out
 
 
 def test_checkpoint_verify_checks_the_whole_chain_up_to_it(
-    data: Path, capsys: pytest.CaptureFixture[str]
+    database: Database, data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An exported checkpoint at 8 and a trail edited at 5 whose mac at 8 is unchanged: the
     checkpoint no longer "agrees"; it names event 5."""
@@ -212,7 +281,7 @@ def test_checkpoint_verify_checks_the_whole_chain_up_to_it(
     public = data / "audit.pub"
     public.write_text(json.loads(export.read_text())["public_key"])
     capsys.readouterr()
-    tamper(data, "UPDATE audit_event SET rule = 'fax' WHERE seq = 5")
+    tamper(database, "UPDATE audit_event SET rule = 'fax' WHERE seq = 5")
     code = main(["audit", "checkpoint", "--data", str(data), "--verify", str(export),
                  "--public-key", str(public)])
     out = capsys.readouterr().out
@@ -225,3 +294,54 @@ def test_an_intact_trail_agrees_with_its_head(data: Path, capsys: pytest.Capture
     """No edit: verify exits 0 and says the signed head was compared."""
     code, out = verify(capsys, data)
     assert code == 0 and "intact: 8 events" in out and "signed head" in out
+    assert "Events by node: test-node 8." in out
+
+
+# audit_event as casegate made it before nodes were kept (no schema version recorded).
+OLD_SCHEMA = (
+    "CREATE TABLE audit_event (seq INTEGER PRIMARY KEY, time TEXT NOT NULL, kind TEXT NOT NULL, "
+    "grade TEXT NOT NULL, rule TEXT NOT NULL, citation TEXT NOT NULL, sender TEXT NOT NULL, "
+    "recipients TEXT NOT NULL, recipient_domains TEXT NOT NULL, case_numbers TEXT NOT NULL, "
+    "decision_id TEXT NOT NULL, metadata TEXT NOT NULL, mac BLOB NOT NULL)",
+    "CREATE TABLE audit_domain (domain TEXT NOT NULL, seq INTEGER NOT NULL, "
+    "PRIMARY KEY (domain, seq)) WITHOUT ROWID",
+    "CREATE TABLE audit_case (case_number TEXT NOT NULL, seq INTEGER NOT NULL, "
+    "PRIMARY KEY (case_number, seq)) WITHOUT ROWID",
+    "CREATE TRIGGER audit_event_no_update BEFORE UPDATE ON audit_event "
+    "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
+)
+
+
+def test_a_trail_written_before_nodes_were_kept_still_verifies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An audit.sqlite3 of the old schema, its events chained without a node: it opens (the
+    node column added, empty), verifies, and goes on with events that name their node."""
+    monkeypatch.delenv("CASEGATE_DATABASE_URL", raising=False)
+    key, _ = auditkeys.load_hmac_key(tmp_path, may_create=True, why="")
+    auditkeys.load_signing_key(tmp_path, may_create=True, why="")
+    previous = bytes(32)
+    with contextlib.closing(sqlite3.connect(tmp_path / AUDIT_DB_FILE)) as db:
+        for statement in OLD_SCHEMA:
+            db.execute(statement)
+        for seq in (1, 2, 3):
+            event = {**VECTOR_EVENT, "seq": seq}
+            previous = chain_mac(key, previous, event)
+            db.execute("INSERT INTO audit_event VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", (
+                seq, event["time"], event["kind"], event["grade"], event["rule"],
+                event["citation"], event["sender"], json.dumps(event["recipients"]),
+                json.dumps(event["recipient_domains"]), json.dumps(event["case_numbers"]),
+                event["decision_id"], json.dumps(event["metadata"]), previous))
+            db.executemany("INSERT INTO audit_domain VALUES (?, ?)",
+                           [(domain, seq) for domain in event["recipient_domains"]])
+            db.execute("INSERT INTO audit_case VALUES (?, ?)", ("ZE26C00001", seq))
+        db.commit()
+    log = AuditLog.open(Database.open(tmp_path, DatabaseSettings(node="mx2")),
+                        stream=io.StringIO(), checkpoint_every=0)
+    assert log.verify() is None
+    assert log.record(EventKind.REFUSAL, sender="a@cafcass.gov.uk") == 4
+    assert [log.get(seq).node for seq in (3, 4)] == ["", "mx2"]  # type: ignore[union-attr]
+    log.close()
+    code, out = verify(capsys, tmp_path)
+    assert code == 0 and "intact: 4 events" in out
+    assert "Events by node: mx2 1, no node recorded 3." in out

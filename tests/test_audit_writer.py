@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import sqlite3
 import threading
-from pathlib import Path
 
+import psycopg
 import pytest
 
+from gateway.audit.store import MAX_PARAMETERS
 from gateway.audit.trail import AUDIT_DB_FILE, AuditLog, EventFilter, StoredEvent
 from gateway.cli import main
+from tests.auditdb import point_cli_at
+from transports.database import Database
 
 TASKS = 8
 EACH = 20
@@ -40,16 +44,16 @@ async def record_from_tasks(log: AuditLog) -> dict[str, int]:
 
 
 async def test_awaited_events_survive_reopening_and_audit_verify_passes(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    database: Database, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every awaited event is in the file after close and reopen; `audit verify` exits 0."""
-    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    log = AuditLog.open(database, stream=io.StringIO())
     start = log.store.head()[0]
     returned = await record_from_tasks(log)
     log.close()
 
     assert sorted(returned.values()) == list(range(start + 1, start + TASKS * EACH + 1))
-    reopened = AuditLog.open(tmp_path, stream=io.StringIO())
+    reopened = AuditLog.open(database, stream=io.StringIO())
     for decision_id, seq in returned.items():
         stored = reopened.get(seq)
         assert stored is not None and stored.decision_id == decision_id
@@ -57,16 +61,17 @@ async def test_awaited_events_survive_reopening_and_audit_verify_passes(
     assert len(reopened.page(EventFilter(domain="example.org"), limit=1000)) == TASKS * EACH
     assert len(reopened.page(EventFilter(case_number="ZE26C00001"), limit=1000)) == TASKS * EACH
     reopened.close()
-    assert main(["audit", "verify", "--data", str(tmp_path)]) == 0
+    point_cli_at(database, monkeypatch)
+    assert main(["audit", "verify", "--data", str(database.data_dir)]) == 0
     assert "broken" not in capsys.readouterr().out
 
 
 async def test_siem_lines_listeners_and_checkpoints_follow_the_chain_order(
-    tmp_path: Path,
+    database: Database,
 ) -> None:
     """One SIEM line per event in sequence order, each listener call, a checkpoint every N."""
     stream = io.StringIO()
-    log = AuditLog.open(tmp_path, stream=stream, checkpoint_every=16)
+    log = AuditLog.open(database, stream=stream, checkpoint_every=16)
     heard: list[int] = []
     log.listeners.append(lambda event: heard.append(event.seq))
     returned = await record_from_tasks(log)
@@ -106,21 +111,48 @@ class WriterHold:
         asyncio.get_running_loop().call_soon(self._release.set)
 
 
+class Poison:
+    """Another process makes the database refuse the event whose decision id is 'poison'."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        if database.is_sqlite:
+            with contextlib.closing(sqlite3.connect(database.data_dir / AUDIT_DB_FILE)) as db:
+                db.execute(
+                    "CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_event "
+                    "WHEN NEW.decision_id = 'poison' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+                db.commit()
+            return
+        with psycopg.connect(database.url) as conn:
+            conn.execute(
+                "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "RAISE EXCEPTION 'refused' USING ERRCODE = 'integrity_constraint_violation'; "
+                "END $$")
+            conn.execute(
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_event FOR EACH ROW "
+                "WHEN (NEW.decision_id = 'poison') EXECUTE FUNCTION refuse_poison()")
+
+    def remove(self) -> None:
+        if self._database.is_sqlite:
+            with contextlib.closing(sqlite3.connect(self._database.data_dir / AUDIT_DB_FILE)) \
+                    as db:
+                db.execute("DROP TRIGGER refuse_poison")
+                db.commit()
+            return
+        with psycopg.connect(self._database.url) as conn:
+            conn.execute("DROP TRIGGER refuse_poison ON audit_event")
+
+
 async def test_a_failed_commit_fails_every_caller_of_its_batch_and_stores_none(
-    tmp_path: Path,
+    database: Database,
 ) -> None:
     """A batch the database refuses raises in each of its callers; nothing of it is stored."""
-    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    log = AuditLog.open(database, stream=io.StringIO())
     writer = WriterHold(log)
     held = await writer.hold()
     before = log.store.head()[0]
 
-    other = sqlite3.connect(tmp_path / AUDIT_DB_FILE)  # another process refuses one event
-    other.execute(
-        "CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_event "
-        "WHEN NEW.decision_id = 'poison' BEGIN SELECT RAISE(ABORT, 'refused'); END"
-    )
-    other.commit()
+    poison = Poison(database)
     names = ["innocent-1", "poison", "innocent-2", "innocent-3"]
     batch = [asyncio.ensure_future(log.record_async("relay", decision_id=n)) for n in names]
     writer.release_soon()
@@ -129,17 +161,36 @@ async def test_a_failed_commit_fails_every_caller_of_its_batch_and_stores_none(
     assert await held == before
     assert all(isinstance(o, sqlite3.IntegrityError) for o in outcomes), outcomes
     assert log.store.head()[0] == before
-    other.execute("DROP TRIGGER refuse_poison")
-    other.commit()
-    other.close()
+    poison.remove()
     assert await log.record_async("relay", decision_id="after") == before + 1
     assert log.verify() is None
     log.close()
 
 
-async def test_a_cancelled_caller_leaves_the_rest_of_its_batch_answered(tmp_path: Path) -> None:
+async def test_a_batch_too_large_for_one_statement_is_stored_whole(database: Database) -> None:
+    """More events queued than one statement takes (PostgreSQL inserts a batch in one
+    statement up to MAX_PARAMETERS, the rest table by table): one commit, one chain."""
+    log = AuditLog.open(database, stream=io.StringIO())
+    batches = batches_of(log)
+    writer = WriterHold(log)
+    held = await writer.hold()
+    count = MAX_PARAMETERS // 14 + 100
+    waiting = [asyncio.ensure_future(log.record_async("relay", decision_id=f"d-{n}",
+                                                     recipients=[f"p{n}@example.org"],
+                                                     case_numbers=["ZE26C00001"]))
+               for n in range(count)]
+    writer.release_soon()
+    seqs = await asyncio.gather(*waiting)
+    assert seqs == list(range(await held + 1, await held + 1 + count))
+    assert [len(batch) for batch in batches][-1] == count  # one commit
+    assert log.verify() is None
+    assert len(log.page(EventFilter(domain="example.org"), limit=count + 1)) == count
+    log.close()
+
+
+async def test_a_cancelled_caller_leaves_the_rest_of_its_batch_answered(database: Database) -> None:
     """A task cancelled while waiting does not disturb the others; its event is still stored."""
-    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    log = AuditLog.open(database, stream=io.StringIO())
     writer = WriterHold(log)
     held = await writer.hold()
     batch = [asyncio.ensure_future(log.record_async("relay", decision_id=f"d-{i}"))
@@ -157,19 +208,19 @@ async def test_a_cancelled_caller_leaves_the_rest_of_its_batch_answered(tmp_path
     log.close()
 
 
-async def test_an_event_stream_that_cannot_be_written_fails_the_callers(tmp_path: Path) -> None:
+async def test_an_event_stream_that_cannot_be_written_fails_the_callers(database: Database) -> None:
     """When the SIEM line cannot be written the awaiting caller raises (fails closed)."""
     stream = io.StringIO()
-    log = AuditLog.open(tmp_path, stream=stream)
+    log = AuditLog.open(database, stream=stream)
     stream.close()
     with pytest.raises(ValueError, match="closed file"):
         await log.record_async("relay", decision_id="d-1")
     log.close()
 
 
-async def test_close_commits_what_is_queued_then_stops_the_writer(tmp_path: Path) -> None:
+async def test_close_commits_what_is_queued_then_stops_the_writer(database: Database) -> None:
     """close() stores events already queued, answers their callers and leaves no thread."""
-    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    log = AuditLog.open(database, stream=io.StringIO())
     assert len(writer_threads()) == 1  # started by the first append (the key-created events)
     pending = [asyncio.ensure_future(log.record_async("relay", decision_id=f"d-{i}"))
                for i in range(5)]
@@ -181,14 +232,14 @@ async def test_close_commits_what_is_queued_then_stops_the_writer(tmp_path: Path
         await log.record_async("relay")
     with pytest.raises(sqlite3.ProgrammingError):
         log.record("relay")
-    reopened = AuditLog.open(tmp_path, stream=io.StringIO())
+    reopened = AuditLog.open(database, stream=io.StringIO())
     assert [reopened.get(s).decision_id for s in seqs] == [f"d-{i}" for i in range(5)]  # type: ignore[union-attr]
     reopened.close()
 
 
-def test_sync_record_and_a_listener_that_records_is_refused(tmp_path: Path) -> None:
+def test_sync_record_and_a_listener_that_records_is_refused(database: Database) -> None:
     """record() still returns a committed seq; a listener may not record (it would deadlock)."""
-    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    log = AuditLog.open(database, stream=io.StringIO())
     refused: list[Exception] = []
 
     def records(event: StoredEvent) -> None:
@@ -239,9 +290,9 @@ def batches_of(log: AuditLog) -> list[list[str]]:
     return batches
 
 
-async def test_with_companions_in_flight_one_commit_serves_their_events(tmp_path: Path) -> None:
+async def test_with_companions_in_flight_one_commit_serves_their_events(database: Database) -> None:
     """The writer waits for the event a companion is about to record and commits both."""
-    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    log = AuditLog.open(database, stream=io.StringIO())
     batches = batches_of(log)
     hook = Companions(1)
     log.store.group_commits(hook, delay=LONG)
@@ -257,10 +308,10 @@ async def test_with_companions_in_flight_one_commit_serves_their_events(tmp_path
 
 @pytest.mark.parametrize("hook", [Companions(0), Companions(-3), Companions(RuntimeError("x")),
                                   None])
-async def test_alone_an_event_is_committed_at_once(tmp_path: Path,
+async def test_alone_an_event_is_committed_at_once(database: Database,
                                                    hook: Companions | None) -> None:
     """No companion (or a hook that fails, or none): nothing to wait for."""
-    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    log = AuditLog.open(database, stream=io.StringIO())
     batches = batches_of(log)
     log.store.group_commits(hook, delay=LONG)
     await asyncio.wait_for(log.record_async("relay", decision_id="alone"), 30)
@@ -268,22 +319,22 @@ async def test_alone_an_event_is_committed_at_once(tmp_path: Path,
     log.close()
 
 
-async def test_close_commits_an_event_held_for_companions_at_once(tmp_path: Path) -> None:
-    log = AuditLog.open(tmp_path, stream=io.StringIO())
+async def test_close_commits_an_event_held_for_companions_at_once(database: Database) -> None:
+    log = AuditLog.open(database, stream=io.StringIO())
     hook = Companions(5)
     log.store.group_commits(hook, delay=LONG)
     held = asyncio.ensure_future(log.record_async("relay", decision_id="held"))
     assert await asyncio.to_thread(hook.asked.wait, 30)
     await asyncio.wait_for(asyncio.to_thread(log.close), 30)
     seq = await held
-    reopened = AuditLog.open(tmp_path, stream=io.StringIO())
+    reopened = AuditLog.open(database, stream=io.StringIO())
     assert reopened.get(seq).decision_id == "held"  # type: ignore[union-attr]
     reopened.close()
 
 
-async def test_a_caller_blocked_in_record_is_not_kept_waiting(tmp_path: Path) -> None:
+async def test_a_caller_blocked_in_record_is_not_kept_waiting(database: Database) -> None:
     """`record` blocks its thread (a web handler's may be the event loop's): no delay."""
-    log = AuditLog.open(tmp_path, stream=io.StringIO())
+    log = AuditLog.open(database, stream=io.StringIO())
     batches = batches_of(log)
     log.store.group_commits(Companions(3), delay=LONG)
     await asyncio.wait_for(asyncio.to_thread(log.record, "relay", decision_id="blocked"), 30)
@@ -292,8 +343,8 @@ async def test_a_caller_blocked_in_record_is_not_kept_waiting(tmp_path: Path) ->
 
 
 async def test_a_blocked_caller_arriving_while_the_writer_waits_ends_the_wait(
-        tmp_path: Path) -> None:
-    log = AuditLog.open(tmp_path, stream=io.StringIO())
+        database: Database) -> None:
+    log = AuditLog.open(database, stream=io.StringIO())
     batches = batches_of(log)
     hook = Companions(5)
     log.store.group_commits(hook, delay=LONG)

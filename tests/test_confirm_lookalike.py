@@ -29,6 +29,7 @@ from policies.loader import EMBEDDED_FILES, Policy, parse_policy
 from policies.model import Action, Category, MessageFacts, Role, Snapshot, Verification
 from policies.recipients import classify_recipient
 from tests.test_engine import facts as engine_facts
+from transports.database import Database
 from verification.workflow import check_address
 
 CASES = tomllib.loads((Path(__file__).parent / "cases" / "confirm_lookalike.toml")
@@ -109,7 +110,7 @@ def run(capsys: pytest.CaptureFixture[str], data: Path, *argv: str) -> tuple[int
 
 
 def events(data: Path, kind: str) -> list[StoredEvent]:
-    audit = AuditLog.open(data, stream=io.StringIO())
+    audit = AuditLog.open(Database.open(data), stream=io.StringIO())
     try:
         return list(audit.iterate(EventFilter(kind=kind)))
     finally:

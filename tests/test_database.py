@@ -49,6 +49,9 @@ def test_sqlite_sql_is_translated_for_postgresql() -> None:
     assert translate("CREATE TABLE IF NOT EXISTS t (k TEXT, v REAL, PRIMARY KEY (k))\n"
                      "WITHOUT ROWID").text == \
         "CREATE TABLE IF NOT EXISTS t (k TEXT, v DOUBLE PRECISION, PRIMARY KEY (k))"
+    assert translate("CREATE TABLE IF NOT EXISTS t (a TEXT NOT NULL, b INTEGER NOT NULL, "
+                     "PRIMARY KEY (a, b)) WITHOUT ROWID").text.rstrip() == \
+        "CREATE TABLE IF NOT EXISTS t (a TEXT NOT NULL, b BIGINT NOT NULL, PRIMARY KEY (a, b))"
     assert translate("BEGIN IMMEDIATE").kind == "begin-locked"
     assert translate("BEGIN").kind == "begin"
     assert translate("PRAGMA journal_mode=WAL").kind == "nothing"

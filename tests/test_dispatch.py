@@ -16,6 +16,7 @@ from gateway.audit.trail import AuditLog, EventFilter, StoredEvent
 from gateway.printed.offices import Dispatch, DispatchError, DispatchRefused, DispatchStore
 from gateway.stores.offices import Dx, OfficeRegistry
 from policies.post import PostOptions
+from transports.database import Database
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -28,7 +29,7 @@ def post_options() -> PostOptions:
 @pytest.fixture
 def audit(tmp_path: Path) -> Iterator[AuditLog]:
     """A real audit trail in tmp_path, its JSON lines kept off the test output."""
-    log = AuditLog.open(tmp_path / "audit", clock=lambda: T0, stream=io.StringIO())
+    log = AuditLog.open(Database.open(tmp_path / "audit"), clock=lambda: T0, stream=io.StringIO())
     yield log
     log.close()
 

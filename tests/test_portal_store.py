@@ -11,6 +11,7 @@ import pytest
 
 from gateway.stores.portal import PORTAL_DB_FILE, CodeCheck, CopyState, PortalStore
 from transports.crypto import Keyring, seal
+from transports.database import Database
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -103,7 +104,7 @@ def test_sweep_destroys_expired_and_drops_interrupted_deliveries(
     from gateway.audit.trail import AuditLog
     from gateway.stores.portal import sweep_expired
 
-    audit = AuditLog.open(tmp_path / "audit", stream=io.StringIO())
+    audit = AuditLog.open(Database.open(tmp_path / "audit"), stream=io.StringIO())
     try:
         assert sweep_expired(store, audit, NOW + timedelta(days=4)) == ()
         assert store.get("c1") is not None  # pending, but young: a retry may reuse it

@@ -15,6 +15,7 @@ from gateway.audit.trail import AuditLog, EventFilter, StoredEvent
 from gateway.cli import main
 from gateway.printed.offices import DispatchStore
 from policies.post import PostOptions
+from transports.database import Database
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def data(tmp_path: Path) -> Path:
 
 def events(data: Path, prefix: str) -> list[StoredEvent]:
     """The audit events of `data` whose kind starts with `prefix`, oldest first."""
-    audit = AuditLog.open(data, stream=io.StringIO())
+    audit = AuditLog.open(Database.open(data), stream=io.StringIO())
     try:
         return [e for e in audit.iterate(EventFilter()) if e.kind.startswith(prefix)]
     finally:
@@ -283,7 +284,7 @@ def test_dispatch_overdue_lists_what_is_late(
     """`dispatch overdue` lists a dispatch whose expected arrival has passed, and no other."""
     assert main(["dispatch", "list", "--data", str(data)]) == 0  # creates the data directory
     assert capsys.readouterr().out == "No dispatches.\n"
-    audit = AuditLog.open(data, stream=io.StringIO())
+    audit = AuditLog.open(Database.open(data), stream=io.StringIO())
     options = _options()
     store = DispatchStore.open(data, options, audit)
     past = datetime(2020, 1, 6, 9, 0, tzinfo=UTC)

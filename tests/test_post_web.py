@@ -27,6 +27,7 @@ from tests.gateway_harness import STAFF, running_gateway
 from tests.https import https_client, serve_https
 from tests.sink import Sink
 from tests.staffweb import hidden
+from transports.database import Database
 
 PASSWORD = "correct horse battery"
 BUSINESS = "bs.officer@cafcass.gov.uk"
@@ -41,7 +42,7 @@ class PostWeb:
         self.base = ""
 
     async def start(self) -> None:
-        self.audit = AuditLog.open(self.data_dir, stream=io.StringIO())
+        self.audit = AuditLog.open(Database.open(self.data_dir), stream=io.StringIO())
         self.users = UserStore(self.data_dir / "users.sqlite3")
         self.users.add(BUSINESS, PASSWORD, roles=(UserRole.STAFF, UserRole.BUSINESS_SERVICES))
         text = resources.files("policies").joinpath("data/post.toml").read_text("utf-8")

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import structlog
 
 from gateway.audit.export import CheckpointError, read_checkpoint_document
-from gateway.audit.store import Checkpoint
+from gateway.audit.store import AUDIT_DB_FILE, Checkpoint
 
 HEAD_FILE = "audit-head.json"
 DEFAULT_EXTERNAL_SECONDS = 10.0
@@ -166,21 +166,25 @@ def read_external(path: Path, public_pem: str) -> list[Checkpoint]:
 
 
 def disagreement(anchor: Checkpoint, head_seq: int, mac_at: Callable[[int], bytes | None],
-                 source: str) -> tuple[int, str] | None:
+                 source: str, trail: str = AUDIT_DB_FILE) -> tuple[int, str] | None:
     """Whether the database (its last sequence number, its mac at a sequence number) holds
     less than, or something other than, what `anchor` (read from `source`) says it held.
+    `trail` names the database in the sentence (the file, or the PostgreSQL URL).
 
-    Returns (the first sequence number that is missing or may differ, one sentence), or None.
+    The anchored event must be in the chain with the anchored mac; events after it are fine
+    (on PostgreSQL other nodes append to the same chain, and this node's head file only
+    anchors what this node committed). Returns (the first sequence number that is missing or
+    may differ, one sentence), or None.
     """
     if anchor.seq > head_seq:
         return head_seq + 1, (
-            f"audit.sqlite3 holds {head_seq} events, but {source} (signed at {anchor.time}) "
+            f"{trail} holds {head_seq} events, but {source} (signed at {anchor.time}) "
             f"says {anchor.seq} had been recorded: the trail was cut short or an older copy "
-            "of audit.sqlite3 was put back")
+            f"of {trail} was put back")
     if anchor.seq > 0 and mac_at(anchor.seq) != anchor.mac:
         return anchor.seq, (
-            f"audit.sqlite3 disagrees with {source} (signed at {anchor.time}) at sequence "
-            f"number {anchor.seq}: an older or rewritten copy of audit.sqlite3 was put back")
+            f"{trail} disagrees with {source} (signed at {anchor.time}) at sequence "
+            f"number {anchor.seq}: an older or rewritten copy of {trail} was put back")
     return None
 
 

@@ -17,7 +17,7 @@ from gateway.audit.store import Checkpoint, StoredEvent
 
 CSV_COLUMNS = (
     "seq", "time", "kind", "grade", "rule", "citation", "sender", "recipients",
-    "recipient_domains", "case_numbers", "decision_id", "metadata",
+    "recipient_domains", "case_numbers", "decision_id", "metadata", "node",
 )
 CHECKPOINT_FORMAT = "casegate-audit-checkpoint/1"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -69,10 +69,14 @@ def printable(value: str) -> str:
 
 
 def table(events: Iterable[StoredEvent]) -> str:
-    """A plain text table for `casegate audit list`."""
-    header = ("SEQ", "TIME (UTC)", "KIND", "GRADE", "RULE", "SENDER", "RECIPIENTS", "CASES")
+    """A plain text table for `casegate audit list` (a NODE column when an event names the
+    node that wrote it)."""
+    shown = list(events)
+    nodes = any(e.node for e in shown)
+    header = ("SEQ", "TIME (UTC)", "KIND", "GRADE", "RULE", "SENDER", "RECIPIENTS", "CASES",
+              *(("NODE",) if nodes else ()))
     rows = [header]
-    for e in events:
+    for e in shown:
         rows.append(
             (
                 str(e.seq),
@@ -83,6 +87,7 @@ def table(events: Iterable[StoredEvent]) -> str:
                 e.sender or "-",
                 ", ".join(e.recipients) or "-",
                 ", ".join(e.case_numbers) or "-",
+                *((e.node or "-",) if nodes else ()),
             )
         )
     safe = [[printable(cell) for cell in row] for row in rows]

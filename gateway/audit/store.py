@@ -1,12 +1,20 @@
-"""The audit trail on disk: an append-only SQLite table whose rows form an HMAC-SHA256 chain.
+"""The audit trail on disk: an append-only table whose rows form an HMAC-SHA256 chain, in
+`audit.sqlite3` or in the PostgreSQL database several nodes share (`transports.database`).
 
 Each row n carries `mac_n = HMAC(key, mac_{n-1} || canonical JSON of event n)` (mac_0 is 32 zero
-bytes). Someone who can write the database file but does not hold the audit key cannot alter,
+bytes). Someone who can write the database but does not hold the audit key cannot alter,
 delete, insert or reorder a row without `verify()` naming the first sequence number that no
-longer fits. Writes run inside `BEGIN IMMEDIATE` and read the chain's head inside it, so
-appenders in several processes take turns and cannot fork the chain. Within one process a single
-writer thread appends: callers queue events and wait (`append`) or await (`append_async`) until
-the transaction holding theirs is committed, and events queued together share one transaction.
+longer fits. Writes run inside `BEGIN IMMEDIATE` (on PostgreSQL: the trail's advisory lock) and
+read the chain's head inside it, so appenders in several processes, or on several nodes, take
+turns and cannot fork the chain: one chain, one sequence. Within one process a single writer
+thread appends: callers queue events and wait (`append`) or await (`append_async`) until the
+transaction holding theirs is committed, and events queued together share one transaction.
+
+Each event names the node that wrote it (`[database] node`, the host name by default). The node
+is signed with the event, but only when it is not empty: the chain signs the canonical JSON of
+the event *without* a `node` key when the node is empty, so events written before nodes were
+recorded (and the pinned test vector) verify as they always did, and an event's node cannot be
+changed, nor removed, without the chain breaking there.
 
 `audit_meta` records what the trail's keys must match (fingerprints, never the keys) and since
 when its head is anchored outside this file (`gateway.audit.anchor`).
@@ -31,9 +39,12 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from transports.database import Connection, Database, PgConnection, migrate
+
+AUDIT_DB_FILE = "audit.sqlite3"  # on PostgreSQL: the name of the trail's write lock
+COMPONENT = "audit"
 GENESIS_MAC = bytes(32)
 # How long the writer waits for other callers' events when they are about to record some.
 GROUP_COMMIT_DELAY = 0.001  # seconds
@@ -84,33 +95,69 @@ CREATE TABLE IF NOT EXISTS audit_meta (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-CREATE TRIGGER IF NOT EXISTS audit_event_no_update BEFORE UPDATE ON audit_event
-BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_event_no_delete BEFORE DELETE ON audit_event
-BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 """
+# What each migration adds (transports.database.migrate). The first is idempotent, so that a
+# file made before schema versions were recorded is taken as it stands.
+MIGRATIONS: tuple[str, ...] = (
+    _SCHEMA,
+    "ALTER TABLE audit_event ADD COLUMN node TEXT NOT NULL DEFAULT ''",
+)
 
-_COLUMNS = (
-    "seq, time, kind, grade, rule, citation, sender, recipients, recipient_domains, "
-    "case_numbers, decision_id, metadata"
+# UPDATE and DELETE refused by the database itself (an accident, or a careless script; someone
+# who can drop these can also edit rows, which the chain catches).
+_SQLITE_TRIGGERS = (
+    "CREATE TRIGGER IF NOT EXISTS audit_event_no_update BEFORE UPDATE ON audit_event "
+    "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_event_no_delete BEFORE DELETE ON audit_event "
+    "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
+)
+_PG_APPEND_ONLY = (
+    "CREATE OR REPLACE FUNCTION audit_event_append_only() RETURNS trigger "
+    "LANGUAGE plpgsql AS $$ BEGIN "
+    "RAISE EXCEPTION 'the audit trail is append-only' USING ERRCODE = 'restrict_violation'; "
+    "END $$",
+    # PostgreSQL's own syntax (OR REPLACE: idempotent); the adapter refuses SQLite's.
+    "CREATE OR REPLACE TRIGGER audit_event_append_only BEFORE UPDATE OR DELETE ON audit_event "
+    "FOR EACH ROW EXECUTE FUNCTION audit_event_append_only()",
 )
 
 
-def peek(path: Path) -> tuple[int, dict[str, str]]:
-    """The last sequence number and the `audit_meta` rows of the trail in `path`, read without
-    a key and without creating anything ((0, {}) when the file does not exist)."""
-    if not path.exists():
-        return 0, {}
-    db = sqlite3.connect(path, timeout=30.0)
-    try:
+_COLUMNS = (
+    "seq, time, kind, grade, rule, citation, sender, recipients, recipient_domains, "
+    "case_numbers, decision_id, metadata, node"
+)
+_MAC = 13  # the index of `mac` in `SELECT {_COLUMNS}, mac`
+VERIFY_BATCH = 5000  # rows read at a time by `verify`
+MAX_PARAMETERS = 30_000  # in one statement (PostgreSQL takes up to 65,535)
+
+
+class NewerSchema(ValueError):
+    """The trail's tables were written by a newer casegate."""
+
+
+def peek(database: Database) -> tuple[int, dict[str, str]]:
+    """The last sequence number and the `audit_meta` rows of the trail in `database`, read
+    without a key and without creating anything ((0, {}) when there is no trail yet)."""
+    if database.is_sqlite:
+        path = database.data_dir / AUDIT_DB_FILE
+        if not path.exists():
+            return 0, {}
+        db: Connection = sqlite3.connect(path, timeout=30.0)
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    else:
+        db = database.connect(AUDIT_DB_FILE, autocommit=True)
+        tables = {row[0] for row in db.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = current_schema() AND table_name IN (?, ?)",
+            ("audit_event", "audit_meta"))}
+    try:
         head = 0
         if "audit_event" in tables:
             row = db.execute("SELECT MAX(seq) FROM audit_event").fetchone()
             head = int(row[0] or 0)
         meta: dict[str, str] = {}
         if "audit_meta" in tables:
-            meta = {name: value for name, value in db.execute("SELECT name, value FROM audit_meta")}
+            meta = {row[0]: row[1] for row in db.execute("SELECT name, value FROM audit_meta")}
         return head, meta
     finally:
         db.close()
@@ -166,7 +213,7 @@ class EventFilter:
         if self.case_number:
             clauses.append("seq IN (SELECT seq FROM audit_case WHERE case_number = ?)")
             params.append(self.case_number)
-        return (" AND ".join(clauses) or "1"), params
+        return (" AND ".join(clauses) or "1 = 1"), params
 
 
 @dataclass(frozen=True)
@@ -185,9 +232,20 @@ class StoredEvent:
     case_numbers: tuple[str, ...]
     decision_id: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    node: str = ""  # the node that wrote it ("" for events written before nodes were kept)
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON shape used in exports, the SIEM line and the chain."""
+        """The JSON shape used in exports and the SIEM line: every field, `node` included."""
+        return {**self.chained(), "node": self.node}
+
+    def chained(self) -> dict[str, Any]:
+        """The dict the chain signs: `node` only when not empty (see the module's docstring)."""
+        signed = self._fields()
+        if self.node:
+            signed["node"] = self.node
+        return signed
+
+    def _fields(self) -> dict[str, Any]:
         return {
             "seq": self.seq,
             "time": self.time,
@@ -221,6 +279,11 @@ class Checkpoint:
         )
 
 
+def _newer(version: int) -> NewerSchema:
+    return NewerSchema(f"the audit trail's tables are at schema version {version}, written by a "
+                       "newer casegate: upgrade casegate")
+
+
 def _row_to_event(row: Sequence[Any]) -> StoredEvent:
     return StoredEvent(
         seq=row[0],
@@ -235,6 +298,7 @@ def _row_to_event(row: Sequence[Any]) -> StoredEvent:
         case_numbers=tuple(json.loads(row[9])),
         decision_id=row[10],
         metadata=json.loads(row[11]),
+        node=row[12],
     )
 
 
@@ -253,6 +317,7 @@ def _dict_to_event(event: dict[str, Any]) -> StoredEvent:
         case_numbers=tuple(event["case_numbers"]),
         decision_id=event["decision_id"],
         metadata=event["metadata"],
+        node=event.get("node", ""),
     )
 
 
@@ -274,7 +339,8 @@ class _Pending:
 
 
 class AuditStore:
-    """The SQLite file `audit.sqlite3`: append, verify, query, count, checkpoints.
+    """The trail's tables (`audit.sqlite3`, or the shared PostgreSQL database): append, verify,
+    query, count, checkpoints.
 
     One writer thread (started by the first append, stopped by `close`) appends every event:
     it takes whatever has been queued since its last commit and stores it in one transaction,
@@ -282,8 +348,12 @@ class AuditStore:
     under a lock from the caller's thread.
     """
 
-    def __init__(self, path: Path, key: bytes) -> None:
-        self.path = path
+    def __init__(self, database: Database, key: bytes) -> None:
+        self.database = database
+        self.node = database.node  # written into each event this store appends
+        self.path = database.data_dir / AUDIT_DB_FILE  # the head file is kept beside it
+        # Where the events are, for messages: the file, or the database without its password.
+        self.location = str(self.path) if database.is_sqlite else database.describe()
         self._key = key
         self._lock = threading.Lock()  # the connection, and the order of the chain
         self._queued = threading.Condition()  # guards the four fields below
@@ -298,14 +368,39 @@ class AuditStore:
         self.commit_timer: Callable[[float], None] | None = None
         self._companions: Callable[[], int] | None = None  # see group_commits
         self._delay = 0.0
-        self._db = sqlite3.connect(
-            path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        with self._lock:
-            self._db.executescript(_SCHEMA)
+        self._db = database.connect(AUDIT_DB_FILE, autocommit=True, timeout=30.0)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            with self._lock:
+                migrate(self._db, COMPONENT, MIGRATIONS, _newer)
+                self._protect()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _protect(self) -> None:
+        """The triggers that refuse UPDATE and DELETE on audit_event (see `_SQLITE_TRIGGERS`)."""
+        if self.database.is_sqlite:
+            for statement in _SQLITE_TRIGGERS:
+                self._db.execute(statement)
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if isinstance(self._db, PgConnection):
+                self._db.lock("schema")  # nodes starting together replace it one at a time
+            present = self._db.execute(
+                "SELECT 1 FROM pg_trigger WHERE tgname = 'audit_event_append_only' "
+                "AND tgrelid = 'audit_event'::regclass").fetchone()
+            if present is None:
+                for statement in _PG_APPEND_ONLY:
+                    self._db.execute(statement)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         """Commit what is queued, stop the writer thread, close the connection."""
@@ -428,6 +523,8 @@ class AuditStore:
             for event in events:
                 seq += 1
                 full = {"seq": seq, **event}
+                if self.node:
+                    full["node"] = self.node
                 previous = chain_mac(self._key, previous, full)
                 rows.append((*_event_row(full), previous))
                 domains.extend((domain, seq) for domain in full["recipient_domains"])
@@ -447,8 +544,12 @@ class AuditStore:
         domains: Sequence[tuple[str, int]],
         cases: Sequence[tuple[str, int]],
     ) -> None:
+        if not self.database.is_sqlite and (
+                len(rows) * 14 + 2 * (len(domains) + len(cases)) <= MAX_PARAMETERS):
+            self._insert_at_once(rows, domains, cases)
+            return
         self._db.executemany(
-            f"INSERT INTO audit_event ({_COLUMNS}, mac) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+            f"INSERT INTO audit_event ({_COLUMNS}, mac) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
             rows,
         )
         if domains:  # each call lets the event loop's thread in before the writer goes on
@@ -459,6 +560,29 @@ class AuditStore:
             self._db.executemany(
                 "INSERT OR IGNORE INTO audit_case (case_number, seq) VALUES (?, ?)", cases
             )
+
+    def _insert_at_once(
+        self,
+        rows: Sequence[tuple[Any, ...]],
+        domains: Sequence[tuple[str, int]],
+        cases: Sequence[tuple[str, int]],
+    ) -> None:
+        """PostgreSQL: the batch's rows of all three tables in one statement, so that the trail's
+        lock, which every node waits for, is held for one round trip to the server instead of
+        one per table (with a savepoint around each). Only placeholders and constant names
+        are put into the SQL text."""
+        parts = [f"INSERT INTO audit_event ({_COLUMNS}, mac) "  # noqa: S608
+                 f"VALUES {_placeholders(14, len(rows))}"]
+        params: list[Any] = [value for row in rows for value in row]
+        for table, column, entries in (("audit_domain", "domain", domains),
+                                       ("audit_case", "case_number", cases)):
+            if entries:
+                parts.append(f"INSERT INTO {table} ({column}, seq) VALUES "  # noqa: S608
+                             f"{_placeholders(2, len(entries))} ON CONFLICT DO NOTHING")
+                params.extend(value for entry in entries for value in entry)
+        *first, last = parts
+        ctes = ", ".join(f"t{n} AS ({part})" for n, part in enumerate(first))
+        self._db.execute(f"WITH {ctes} {last}" if ctes else last, params)
 
     def head(self) -> tuple[int, bytes]:
         """The last sequence number and its mac ((0, genesis) when empty)."""
@@ -471,8 +595,9 @@ class AuditStore:
     def add_checkpoint(self, checkpoint: Checkpoint) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO audit_checkpoint (seq, time, mac, key_id, signature) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO audit_checkpoint (seq, time, mac, key_id, signature) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (seq) DO UPDATE SET time = excluded.time, "
+                "mac = excluded.mac, key_id = excluded.key_id, signature = excluded.signature",
                 (
                     checkpoint.seq,
                     checkpoint.time,
@@ -505,12 +630,13 @@ class AuditStore:
 
     def set_meta(self, values: dict[str, str], *, replace: bool = False) -> dict[str, str]:
         """Record `values` (keeping rows already there unless `replace`); the rows after."""
-        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        conflict = "DO UPDATE SET value = excluded.value" if replace else "DO NOTHING"
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(f"{verb} INTO audit_meta (name, value) VALUES (?, ?)",
-                                     list(values.items()))
+                self._db.executemany(
+                    f"INSERT INTO audit_meta (name, value) VALUES (?, ?) "  # noqa: S608
+                    f"ON CONFLICT (name) {conflict}", list(values.items()))
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
@@ -527,12 +653,12 @@ class AuditStore:
             ).fetchall()
         if not rows:
             return True
-        previous = rows[1][12] if len(rows) > 1 else GENESIS_MAC
+        previous = bytes(rows[1][_MAC]) if len(rows) > 1 else GENESIS_MAC
         try:
-            mac = chain_mac(self._key, previous, _row_to_event(rows[0]).as_dict())
+            mac = chain_mac(self._key, previous, _row_to_event(rows[0]).chained())
         except (ValueError, TypeError):
             return False
-        return isinstance(rows[0][12], bytes) and hmac.compare_digest(mac, rows[0][12])
+        return isinstance(rows[0][_MAC], bytes) and hmac.compare_digest(mac, rows[0][_MAC])
 
     def mac_at(self, seq: int) -> bytes | None:
         with self._lock:
@@ -548,29 +674,39 @@ class AuditStore:
         Catches an altered row (its mac no longer matches), a deleted or inserted row (the
         numbering skips or the next mac no longer matches) and reordered rows (the sequence
         number is inside the signed JSON). Side-table entries are checked against the rows.
+        Rows are read `VERIFY_BATCH` at a time; on PostgreSQL other nodes may append meanwhile:
+        the chain is checked up to the newest row found.
         """
         previous = GENESIS_MAC
         expected = 1
-        with self._lock:
-            domains = _Grouped(self._db.execute(
-                "SELECT seq, domain FROM audit_domain ORDER BY seq"))
-            cases = _Grouped(self._db.execute(
-                "SELECT seq, case_number FROM audit_case ORDER BY seq"))
-            limit = up_to if up_to is not None else sys.maxsize
-            cursor = self._db.execute(
-                f"SELECT {_COLUMNS}, mac FROM audit_event WHERE seq <= ? ORDER BY seq",  # noqa: S608
-                (limit,),
-            )
-            for row in cursor:
+        limit = up_to if up_to is not None else sys.maxsize
+        while expected <= limit:
+            last = min(limit, expected - 1 + VERIFY_BATCH)
+            low = expected if expected > 1 else -sys.maxsize  # at first, rows below 1 too
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT {_COLUMNS}, mac FROM audit_event WHERE seq >= ? AND seq <= ? "  # noqa: S608
+                    "ORDER BY seq", (low, last)).fetchall()
+                # The side tables' rows for the events read (read after them: on PostgreSQL an
+                # event and its side rows are committed together).
+                high = rows[-1][0] if rows else expected - 1
+                domains = _Grouped(iter(self._db.execute(
+                    "SELECT seq, domain FROM audit_domain WHERE seq >= ? AND seq <= ? "
+                    "ORDER BY seq", (low, high)).fetchall()))
+                cases = _Grouped(iter(self._db.execute(
+                    "SELECT seq, case_number FROM audit_case WHERE seq >= ? AND seq <= ? "
+                    "ORDER BY seq", (low, high)).fetchall()))
+            for row in rows:
                 seq = row[0]
                 if seq != expected:
                     return expected
                 try:
-                    event = _row_to_event(row).as_dict()
+                    event = _row_to_event(row).chained()
                     mac = chain_mac(self._key, previous, event)
                 except (ValueError, TypeError):
                     return seq
-                if not isinstance(row[12], bytes) or not hmac.compare_digest(mac, row[12]):
+                stored = row[_MAC]
+                if not isinstance(stored, bytes) or not hmac.compare_digest(mac, stored):
                     return seq
                 if domains.take(seq) != set(event["recipient_domains"]) or cases.take(
                     seq
@@ -578,10 +714,24 @@ class AuditStore:
                     return seq
                 previous = mac
                 expected += 1
-            if up_to is not None:
-                return expected if expected <= up_to else None
-            stray = [s for s in (domains.next_seq(), cases.next_seq()) if s is not None]
-            return min(stray) if stray else None
+            if expected <= last:  # fewer rows than asked for: the end of the chain
+                break
+        if up_to is not None:
+            return expected if expected <= up_to else None
+        with self._lock:  # side-table rows for no event: past the last one, or below 1
+            found = [self._db.execute(
+                f"SELECT MIN(seq) FROM {table} WHERE (seq >= ? OR seq < 1) AND NOT EXISTS "  # noqa: S608
+                f"(SELECT 1 FROM audit_event WHERE audit_event.seq = {table}.seq)",
+                (expected,)).fetchone()[0]
+                for table in ("audit_domain", "audit_case")]
+        stray = [s for s in found if s is not None]
+        return min(stray) if stray else None
+
+    def nodes(self) -> dict[str, int]:
+        """How many events each node wrote ("" for those written before nodes were kept)."""
+        with self._lock:
+            return {row[0]: int(row[1]) for row in self._db.execute(
+                "SELECT node, COUNT(*) FROM audit_event GROUP BY node ORDER BY node")}
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -683,7 +833,14 @@ def _event_row(event: dict[str, Any]) -> tuple[Any, ...]:
         *(canonical_json(event[name]).decode("utf-8") for name in LIST_FIELDS),
         event["decision_id"],
         canonical_json(event["metadata"]).decode("utf-8"),
+        event.get("node", ""),
     )
+
+
+def _placeholders(width: int, count: int) -> str:
+    """`count` rows of `width` placeholders each, for a multi-row VALUES."""
+    row = "(" + ",".join("?" * width) + ")"
+    return ",".join([row] * count)
 
 
 def _count(companions: Callable[[], int] | None) -> int:

@@ -23,7 +23,7 @@ credential. `record` refuses metadata keys that name such things and values that
 scalars or lists of strings. When the store cannot be written, `record` raises: callers fail
 closed (a 4xx at the SMTP front, a 500 page on the web).
 
-    audit = AuditLog.open(data_dir)
+    audit = AuditLog.open(Database.open(data_dir))   # the App passes its `database`
     seq = audit.record(EventKind.REFUSAL, rule="personal-address", sender="a@cafcass.gov.uk",
                        recipients=["x@gmail.com"], decision_id="d-1", stage="rcpt")
 """
@@ -53,11 +53,18 @@ from gateway.audit.anchor import (
     read_head,
 )
 from gateway.audit.export import checkpoint_document
-from gateway.audit.store import AuditStore, Checkpoint, EventFilter, StoredEvent, peek
+from gateway.audit.store import (
+    AUDIT_DB_FILE,
+    AuditStore,
+    Checkpoint,
+    EventFilter,
+    StoredEvent,
+    peek,
+)
 from policies.events import EventKind
 from policies.model import Rule
+from transports.database import Database
 
-AUDIT_DB_FILE = "audit.sqlite3"
 # audit_meta rows: what the keys must match, and since which event the head file anchors it
 HMAC_FINGERPRINT = "hmac-key-fingerprint"
 SIGNING_KEY_ID = "signing-key-id"
@@ -188,7 +195,7 @@ class AuditLog:
     @classmethod
     def open(
         cls,
-        data_dir: Path,
+        database: Database,
         *,
         key: bytes | None = None,
         rules: Mapping[str, Rule] | None = None,
@@ -199,7 +206,9 @@ class AuditLog:
         external: Sequence[ExternalTarget] = (),
         external_seconds: float = DEFAULT_EXTERNAL_SECONDS,
     ) -> AuditLog:
-        """Open the keys and the store in `data_dir`; the keys are created only for a new trail.
+        """Open the keys (in `database.data_dir`) and the store (in `database`: `audit.sqlite3`
+        there, or the PostgreSQL database the nodes share); the keys are created only for a new
+        trail. The head file (`audit-head.json`) is kept per node, in its data directory.
 
         `key` replaces the HMAC key file (e.g. a key held in a secrets manager). `rules` and
         `kind_grades` come from the policy (`Policy.rules`, its `[grades]` table): they grade
@@ -207,14 +216,16 @@ class AuditLog:
         receive the signed head (see `gateway.audit.anchor`). Raises `AuditKeyError` (one
         sentence) when a key is missing, unreadable or not the one the trail was made with.
         """
+        data_dir = database.data_dir
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = data_dir / AUDIT_DB_FILE
-        events, meta = peek(path)
+        where = (str(data_dir / AUDIT_DB_FILE) if database.is_sqlite
+                 else f"the audit trail in {database.describe()}")
+        events, meta = peek(database)
         head_file = data_dir / HEAD_FILE
         new_trail = events == 0 and not meta and not head_file.exists()
-        why = (f"{path} holds {events} chained events" if events else
+        why = (f"{where} holds {events} chained events" if events else
                f"{head_file} says events were recorded" if head_file.exists() else
-               f"{path} records the keys it was made with")
+               f"{where} records the keys it was made with")
         created: list[str] = []
         key_name = "the audit key given"
         if key is None:
@@ -227,7 +238,7 @@ class AuditLog:
         signing_key, made = auditkeys.load_signing_key(data_dir, may_create=new_trail, why=why)
         if made:
             created.append(auditkeys.SIGNING_KEY_FILE)
-        store = AuditStore(path, key)
+        store = AuditStore(database, key)
         try:
             _check_keys(store, key, key_name, signing_key, data_dir, events)
         except BaseException:
@@ -244,10 +255,11 @@ class AuditLog:
         )
         log.anchor = HeadAnchor(head_file, log._head_document, external, external_seconds)
         log.created_keys = tuple(created)
-        if ANCHORED_SINCE not in store.meta():
-            # A new trail, or one kept before heads were anchored: anchor it as it stands.
+        if log.anchored_since_name not in store.meta():
+            # A new trail, one kept before heads were anchored, or a new node: anchor it as it
+            # stands.
             seq, mac = store.head()
-            store.set_meta({ANCHORED_SINCE: str(seq)})
+            store.set_meta({log.anchored_since_name: str(seq)})
             if seq and not head_file.exists():
                 log.anchor.offer(seq, mac)
                 log.anchor.flush()
@@ -261,6 +273,14 @@ class AuditLog:
     def close(self) -> None:
         self.store.close()
         self.anchor.close()
+
+    @property
+    def anchored_since_name(self) -> str:
+        """The `audit_meta` row saying since which event this node's head file anchors the
+        trail: one per node on PostgreSQL (each keeps its own head file), as before on SQLite."""
+        if self.store.database.is_sqlite:
+            return ANCHORED_SINCE
+        return f"{ANCHORED_SINCE}@{self.store.node}"
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -441,10 +461,10 @@ class AuditLog:
         if head is not None:
             anchors.append((head, str(path)))
         elif not problems:
-            since = self.store.meta().get(ANCHORED_SINCE)
+            since = self.store.meta().get(self.anchored_since_name)
             if since is not None and seq > int(since or 0):
                 problems.append((int(since or 0) + 1, (
-                    f"{path} is missing, but {AUDIT_DB_FILE} has been anchored there since "
+                    f"{path} is missing, but {self._trail_name} has been anchored there since "
                     f"event {since}: it was deleted, so the trail may have been cut short")))
         for external in external_files:
             try:
@@ -455,7 +475,7 @@ class AuditLog:
             anchors.extend((head, str(external)) for head in found)
         told: set[str] = set()  # the first disagreement of each source says it
         for anchor, source in anchors:
-            problem = disagreement(anchor, seq, self.store.mac_at, source)
+            problem = disagreement(anchor, seq, self.store.mac_at, source, self._trail_name)
             if problem is not None and source not in told:
                 told.add(source)
                 problems.append(problem)
@@ -476,11 +496,16 @@ class AuditLog:
         found, _ = self.store.head()
         seq = self.record(EventKind.AUDIT_REANCHORED, grade="high", found_seq=found,
                           reason=reason, **previous)
-        self.store.set_meta({ANCHORED_SINCE: str(seq)}, replace=True)
+        self.store.set_meta({self.anchored_since_name: str(seq)}, replace=True)
         self.anchor.frozen = False
         self.anchor.offer(*self.store.head())
         self.anchor.flush()
         return seq
+
+    @property
+    def _trail_name(self) -> str:
+        """What holds the events, in messages: the file's name, or the database."""
+        return AUDIT_DB_FILE if self.store.database.is_sqlite else self.store.location
 
     def get(self, seq: int) -> StoredEvent | None:
         return self.store.get(seq)
@@ -511,7 +536,7 @@ def _check_keys(store: AuditStore, key: bytes, key_name: str,
     recorded = meta.get(HMAC_FINGERPRINT)
     if recorded is None and events and not store.head_mac_valid():
         raise auditkeys.AuditKeyError(
-            f"{key_name} is not the key the newest event in {store.path} was chained with "
+            f"{key_name} is not the key the newest event in {store.location} was chained with "
             f"(altered or replaced): {restore}")
     signing_path = data_dir / auditkeys.SIGNING_KEY_FILE
     key_id = auditkeys.key_id(signing_key.public_key())
@@ -524,11 +549,11 @@ def _check_keys(store: AuditStore, key: bytes, key_name: str,
         recorded, signed = meta[HMAC_FINGERPRINT], meta[SIGNING_KEY_ID]
     if recorded != fingerprint:
         raise auditkeys.AuditKeyError(
-            f"{key_name} is not the key {store.path} was chained with (its fingerprint "
+            f"{key_name} is not the key {store.location} was chained with (its fingerprint "
             f"differs: altered or replaced): {restore}")
     if signed != key_id:
         raise auditkeys.AuditKeyError(
-            f"{signing_path} is not the key that signed {store.path}'s checkpoints (altered or "
+            f"{signing_path} is not the key that signed {store.location}'s checkpoints (altered or "
             f"replaced): {restore}")
 
 

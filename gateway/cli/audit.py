@@ -10,7 +10,9 @@
     casegate audit reanchor --reason TEXT         accept the trail as it stands after a restore
 
 The audit commands open only the audit trail, never the policy: an auditor can verify a trail
-even when the policy files are broken or missing.
+even when the policy files are broken or missing. The trail is in the data directory, or in the
+PostgreSQL database `[database] url` (or CASEGATE_DATABASE_URL) names: there one chain holds the
+events of every node, and `verify` checks it whole and counts each node's events.
 """
 
 from __future__ import annotations
@@ -18,24 +20,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from gateway.app import open_database
 from gateway.audit.anchor import HEAD_FILE, disagreement
 from gateway.audit.export import (
     CheckpointError,
     checkpoint_document,
     csv_chunks,
     json_line,
+    printable,
     read_checkpoint_document,
     table,
 )
 from gateway.audit.keys import AuditKeyError
-from gateway.audit.store import StoredEvent
+from gateway.audit.store import StoredEvent, peek
 from gateway.audit.trail import AUDIT_DB_FILE, GRADES, AuditLog, EventFilter, normalise_time
 from gateway.cli.common import UsageError, add_common
 from gateway.config import DEFAULT_DATA_DIR, ConfigError, load_config
+from transports.database import Database
 
 MAX_DOCUMENT = 1024 * 1024
 
@@ -113,15 +119,70 @@ def data_dir(args: argparse.Namespace) -> Path:
     return root
 
 
-def open_existing(args: argparse.Namespace) -> AuditLog:
-    """The audit log of an existing data directory; never creates a new trail or key."""
-    root = data_dir(args)
-    if not (root / AUDIT_DB_FILE).is_file() and not (root / HEAD_FILE).is_file():
-        raise UsageError(f"{root}: holds no audit trail ({AUDIT_DB_FILE} is missing)")
+def database(args: argparse.Namespace, root: Path) -> Database:
+    """The stores' engine, as `App.open` chooses it: `[database]` of --config, overridden by
+    CASEGATE_DATABASE_URL; SQLite files in `root` when neither names a URL."""
     try:
-        return AuditLog.open(root, stream=sys.stderr)
-    except AuditKeyError as exc:
+        return open_database(load_config(args.config), root,
+                             os.environ.get("CASEGATE_DATABASE_URL") or None)
+    except (ConfigError, ValueError) as exc:
         raise UsageError(str(exc)) from None
+
+
+def holds_trail(engine: Database) -> bool:
+    """Whether there is a trail to open (without creating one)."""
+    root = engine.data_dir
+    if (root / HEAD_FILE).is_file():
+        return True
+    if engine.is_sqlite:
+        return (root / AUDIT_DB_FILE).is_file()
+    try:
+        events, meta = peek(engine)
+    except sqlite3.Error as exc:
+        raise UsageError(f"{engine.describe()}: cannot be read ({exc})") from None
+    return bool(events or meta)
+
+
+def open_existing(args: argparse.Namespace) -> AuditLog:
+    """The audit log of an existing data directory; never creates a new trail or key. Close
+    it with `close`."""
+    root = data_dir(args)
+    engine = database(args, root)
+    try:
+        if not holds_trail(engine):
+            where = root if engine.is_sqlite else engine.describe()
+            raise UsageError(f"{where}: holds no audit trail ({AUDIT_DB_FILE} is missing)"
+                             if engine.is_sqlite else f"{where}: holds no audit trail")
+        return AuditLog.open(engine, stream=sys.stderr)
+    except AuditKeyError as exc:
+        engine.close()
+        raise UsageError(str(exc)) from None
+    except sqlite3.Error as exc:
+        engine.close()
+        raise UsageError(f"{engine.describe()}: the audit trail cannot be read ({exc})") \
+            from None
+    except BaseException:
+        engine.close()
+        raise
+
+
+def close(audit: AuditLog) -> None:
+    """Close an audit log `open_existing` opened, and its database."""
+    try:
+        audit.close()
+    finally:
+        audit.store.database.close()
+
+
+def by_node(counts: dict[str, int]) -> str:
+    """`audit verify`'s line naming the nodes that wrote the events ("" when none is named)."""
+    named = {node: count for node, count in counts.items() if node}
+    if not named:
+        return ""
+    parts = [f"{printable(node)} {count}" for node, count in sorted(named.items())]
+    if counts.get("", 0):
+        parts.append(f"no node recorded {counts['']}")
+    return f"Events by node: {', '.join(parts)}."
 
 
 def anchor_files(args: argparse.Namespace) -> list[Path]:
@@ -145,8 +206,9 @@ def run_verify(args: argparse.Namespace) -> int:
         broken = audit.verify()
         problems = audit.anchor_problems(files)
         last, _ = audit.store.head()
+        nodes = by_node(audit.store.nodes())
     finally:
-        audit.close()
+        close(audit)
     if broken is not None or problems:
         print("The audit trail has been tampered with.")
         for _, sentence in problems:
@@ -156,6 +218,8 @@ def run_verify(args: argparse.Namespace) -> int:
         return 1
     anchored = " and its anchors" if files else " and its signed head"
     print(f"The audit trail is intact: {last} events, chain{anchored} verified.")
+    if nodes:
+        print(nodes)
     return 0
 
 
@@ -165,7 +229,7 @@ def run_reanchor(args: argparse.Namespace) -> int:
         problems = audit.anchor_problems(anchor_files(args))
         seq = audit.reanchor(args.reason.strip()[:200])
     finally:
-        audit.close()
+        close(audit)
     for _, sentence in problems:
         print(f"was: {sentence}.")
     print(f"The trail is anchored as it stands: event {seq} records the restore.")
@@ -209,7 +273,7 @@ def run_list(args: argparse.Namespace) -> int:
             rows = list(events)
             print(table(rows) if rows else "No events match.")
     finally:
-        audit.close()
+        close(audit)
     return 0
 
 
@@ -245,17 +309,23 @@ def verify_export(args: argparse.Namespace) -> int:
     print(f"The checkpoint is validly signed: sequence number {checkpoint.seq}, "
           f"{checkpoint.time}.")
     root = data_dir(args)
-    if not (root / AUDIT_DB_FILE).is_file():
-        return 0
+    engine = database(args, root)
+    try:
+        if not holds_trail(engine):
+            return 0
+    finally:
+        engine.close()
     audit = open_existing(args)
     try:
         # The whole chain up to the checkpoint, then the checkpoint's own mac: a trail edited
         # in the middle (or cut short before it) disagrees, not only one with another mac there.
         broken = audit.store.verify(up_to=checkpoint.seq)
         last, _ = audit.store.head()
-        problem = disagreement(checkpoint, last, audit.store.mac_at, str(args.verify))
+        problem = disagreement(checkpoint, last, audit.store.mac_at, str(args.verify),
+                               AUDIT_DB_FILE if audit.store.database.is_sqlite
+                               else audit.store.location)
     finally:
-        audit.close()
+        close(audit)
     if broken is not None or problem is not None:
         if problem is not None:
             print(f"{problem[1]}.")
@@ -277,7 +347,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         checkpoint = audit.checkpoint()
         document = checkpoint_document(checkpoint, audit.public_key_pem)
     finally:
-        audit.close()
+        close(audit)
     if args.export is not None:
         try:
             args.export.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

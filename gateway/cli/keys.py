@@ -38,7 +38,7 @@ from pathlib import Path
 from gateway.app import App
 from gateway.audit.keys import AuditKeyError
 from gateway.audit.trail import AuditLog, EventFilter
-from gateway.cli.audit import data_dir
+from gateway.cli.audit import data_dir, database
 from gateway.cli.common import UsageError, add_common, open_app
 from gateway.runtime.pidfile import PID_FILE, running_pid
 from gateway.stores.portalkeys import PORTAL_DB, KeyringError, PortalKeys, init_keyring
@@ -152,9 +152,11 @@ def init_keys(args: argparse.Namespace) -> int:
     """Make the audit keys (a new trail only) and the portal keyring (when missing and no
     stored copy needs the old one)."""
     root = data_dir(args)
+    engine = database(args, root)
     try:
-        audit = AuditLog.open(root, stream=sys.stderr)
+        audit = AuditLog.open(engine, stream=sys.stderr)
     except AuditKeyError as exc:
+        engine.close()
         raise UsageError(str(exc)) from None
     try:
         made = list(audit.created_keys)
@@ -172,6 +174,7 @@ def init_keys(args: argparse.Namespace) -> int:
             made.append(KEYS_FILE)
     finally:
         audit.close()
+        engine.close()
     print(f"Made {', '.join(sorted(made))} in {root}." if made
           else f"Nothing to make: {root} has its keys.")
     return 0

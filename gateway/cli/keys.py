@@ -35,15 +35,17 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.app import App
+from gateway.app import App, open_database
 from gateway.audit.keys import AuditKeyError
 from gateway.audit.trail import AuditLog, EventFilter
 from gateway.cli.audit import data_dir
 from gateway.cli.common import UsageError, add_common, open_app
+from gateway.config import ConfigError, load_config
 from gateway.runtime.pidfile import PID_FILE, running_pid
-from gateway.stores.portalkeys import PORTAL_DB, KeyringError, PortalKeys, init_keyring
+from gateway.stores.portalkeys import KeyringError, PortalKeys, init_keyring
 from policies.events import EventKind
 from transports.crypto import KEYS_FILE, Keyring
+from transports.database import Database
 from transports.dkim import DkimKeyError, key_path, make_key, txt_record, zone_line
 
 RELOAD_WAIT = 10.0  # seconds `rotate` waits for the running gateway to confirm the new key
@@ -106,7 +108,7 @@ def rotate_keys(args: argparse.Namespace) -> int:
         from_env = bool(os.environ.get("CASEGATE_PORTAL_KEYS"))
         if not from_env:
             rotated.save(app.data_dir / KEYS_FILE)
-            keys = PortalKeys(app.data_dir / PORTAL_DB)
+            keys = PortalKeys(app.database)
             try:
                 keys.record(rotated)
             finally:
@@ -163,10 +165,13 @@ def init_keys(args: argparse.Namespace) -> int:
         elif (root / KEYS_FILE).exists():
             print(f"{root / KEYS_FILE} exists: kept (casegate never replaces a keyring).")
         else:
+            database = _database(args, root)
             try:
-                keyring, forgotten = init_keyring(root, datetime.now(UTC))
+                keyring, forgotten = init_keyring(database, datetime.now(UTC))
             except KeyringError as exc:
                 raise UsageError(str(exc)) from None
+            finally:
+                database.close()
             audit.record(EventKind.KEY_CREATED, file=KEYS_FILE, key_id=keyring.current_id,
                          replaced_key_ids=sorted(forgotten))
             made.append(KEYS_FILE)
@@ -175,6 +180,15 @@ def init_keys(args: argparse.Namespace) -> int:
     print(f"Made {', '.join(sorted(made))} in {root}." if made
           else f"Nothing to make: {root} has its keys.")
     return 0
+
+
+def _database(args: argparse.Namespace, root: Path) -> Database:
+    """The stores' engine the config's `[database]` (or CASEGATE_DATABASE_URL) names."""
+    try:
+        return open_database(load_config(args.config), root,
+                             os.environ.get("CASEGATE_DATABASE_URL") or None)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def dkim_key(args: argparse.Namespace) -> int:

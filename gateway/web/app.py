@@ -88,7 +88,7 @@ def build_web_app(front: WebFront) -> web.Application:
             delivery=delivery)
         portal.install(web_app, deps)
         portal.sweep_while_running(web_app, deps)
-    alerts.attach(web_app, app.config, app.audit, stages.transport, app.data_dir)
+    alerts.attach(web_app, app.config, app.audit, stages.transport, app.database)
     web_app.on_response_prepare.append(_security_headers)
     return web_app
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.stores.portal import PORTAL_DB_FILE, CodeCheck, CopyState, PortalStore
+from gateway.web.portal import SharedWindowLimit
 from transports.crypto import Keyring, seal, unseal
 from transports.database import Database, DatabaseSettings
 
@@ -291,3 +292,28 @@ def test_wrong_codes_at_once_on_two_nodes_lock_at_the_same_count(
     assert answers.count(CodeCheck.COPY_LOCKED) >= 6  # the limit-th try, and every one after
     assert answers.count(CodeCheck.LOCKED) <= (limit - 1) // 5  # each burnt at its fifth
     assert one.is_locked("c1") and two.is_locked("c1")
+
+
+def test_requests_are_counted_per_client_and_window(store: PortalStore, database: Database
+                                                    ) -> None:
+    """The shared per-client count: by client and fixed window, the address kept hashed, old
+    windows dropped."""
+    client = "198.51.100.7"
+    assert [store.count_request(client, 60.0, NOW) for _ in range(3)] == [1, 2, 3]
+    assert store.count_request("203.0.113.9", 60.0, NOW) == 1
+    later = NOW + timedelta(minutes=5)
+    assert store.count_request(client, 60.0, later) == 1
+    db = database.connect(PORTAL_DB_FILE, autocommit=True)
+    rows = [tuple(row) for row in db.execute("SELECT client, slot, hits FROM portal_rate")]
+    db.close()
+    assert len(rows) == 1 and client not in rows[0]  # the older windows went
+
+
+async def test_a_client_flooding_two_nodes_is_limited_as_on_one(
+        two_nodes: tuple[PortalStore, PortalStore]) -> None:
+    """The portal's per-client limit, counted in the shared store: requests alternating
+    between the nodes are cut off at the same count."""
+    limits = [SharedWindowLimit(store, 3, 60.0, clock=lambda: NOW) for store in two_nodes]
+    answers = [await limits[i % 2].admit("198.51.100.7") for i in range(5)]
+    assert answers == [True, True, True, False, False]
+    assert await limits[1].admit("203.0.113.9")  # another client has its own count

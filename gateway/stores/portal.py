@@ -20,7 +20,9 @@ What it keeps, per copy (one copy = one message for one recipient):
   re-issuing it with a new link (`reissue`), which the recipient gets by email (both counts,
   per code and in total, are counted by the database, one atomic statement per wrong code,
   so that tries on every node count alike);
-- code requests (for the per-copy throttle) and portal sessions (token hashes only).
+- code requests (for the per-copy throttle) and portal sessions (token hashes only);
+- with several nodes, each client's portal requests per minute (`count_request`, the
+  client's address hashed), so that the per-client limit counts every node's requests.
 
 When a copy expires or is revoked its sessions and code go; when it expires (or is destroyed)
 its ciphertext and wrapped key are deleted too. Times are passed in by the caller (an injected
@@ -115,7 +117,15 @@ CREATE TABLE IF NOT EXISTS portal_session (
     signed_in INTEGER NOT NULL,
     expires REAL NOT NULL
 );
-""",)
+""", """
+CREATE TABLE IF NOT EXISTS portal_rate (
+    client TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    hits INTEGER NOT NULL,
+    PRIMARY KEY (client, slot)
+);
+CREATE INDEX IF NOT EXISTS portal_rate_slot ON portal_rate (slot);
+""")
 
 
 class CopyState(StrEnum):
@@ -262,10 +272,13 @@ class PortalStore:
         open_schema(database)
         self._db = database.connect(PORTAL_DB_FILE, timeout=10.0)
         self._db.execute("PRAGMA synchronous=FULL")  # SQLite's; nothing on PostgreSQL
+        # Counters alone, each one atomic statement (on PostgreSQL without the store's lock).
+        self._counter = database.connect(PORTAL_DB_FILE, autocommit=True, timeout=10.0)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._counter.close()
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -575,6 +588,23 @@ class PortalStore:
                                  (copy_id,))
                 self._forget_access(copy_id)
         return bool(changed)
+
+    # -- requests per client ----------------------------------------------------------
+
+    def count_request(self, client: str, window: float, now: datetime) -> int:
+        """Count one portal request from `client` in the current fixed window of `window`
+        seconds; answer the count so far, every node's. The client is kept hashed; windows
+        before the last are dropped as new ones start."""
+        slot = int(_ts(now) // window)
+        with self._lock:
+            row = self._counter.execute(  # fetchall: the statement finishes (SQLite)
+                "INSERT INTO portal_rate (client, slot, hits) VALUES (?, ?, 1) "
+                "ON CONFLICT (client, slot) DO UPDATE SET hits = portal_rate.hits + 1 "
+                "RETURNING hits", (token_hash(client), slot)).fetchall()
+            hits = int(row[0][0])
+            if hits == 1:
+                self._counter.execute("DELETE FROM portal_rate WHERE slot < ?", (slot - 1,))
+        return hits
 
     # -- sessions ----------------------------------------------------------------------
 

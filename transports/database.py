@@ -267,8 +267,8 @@ class Lease:
             keepalives_count=3, tcp_user_timeout=max(1000, int(timeout * 1000)))
         try:
             # ... and on the server's, which then ends the session and frees the lock.
-            for setting in ("tcp_keepalives_idle", "tcp_keepalives_interval"):
-                conn.execute(f"SET {setting} = {max(1, int(timeout))}")
+            conn.execute(f"SET tcp_keepalives_idle = {max(1, int(timeout))}")
+            conn.execute("SET tcp_keepalives_interval = 2")
             conn.execute("SET tcp_keepalives_count = 3")
         except psycopg.Error:
             conn.close()

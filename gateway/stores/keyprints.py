@@ -3,14 +3,15 @@
 For keys whose loss does not show by itself: the case registry's `case-index.key` hashes every
 recorded name, date and detail, and a new key would not fail anything: it would leave every
 recorded person, confidential detail and shield unrecognised, so protected mail would pass as
-unprotected (fail open). With several nodes on one PostgreSQL database each node has the key
-file (distributed by the operator) and the database holds its fingerprint: a node given
-another key, or none, is refused. `guard` refuses, with one sentence naming the file, a key that is
+unprotected (fail open). `guard` refuses, with one sentence naming the file, a key that is
 missing while the database holds data made with it, or whose fingerprint differs from the one
 recorded; otherwise it loads (or, for a database with nothing in it, makes) the key and records
-its fingerprint. The table holds HMAC(key, a fixed label), never the key. The check and the
-recording are one transaction under the store's write lock, so nodes starting together on an
-empty database agree on one key.
+its fingerprint. The table holds HMAC(key, a fixed label), never the key.
+
+With several nodes on one PostgreSQL database, each node has the key file (distributed by the
+operator) and the database holds its fingerprint: a node given another key, or none, is
+refused. The check and the recording are one transaction under the store's write lock, so
+nodes starting together on an empty database agree on one key.
 """
 
 from __future__ import annotations

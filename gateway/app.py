@@ -39,7 +39,7 @@ from gateway.config import (
 )
 from gateway.stores.keyprints import KeyFileError, guard
 from gateway.stores.offices import OfficeRegistry
-from gateway.stores.portal import PORTAL_DB_FILE, PortalStore
+from gateway.stores.portal import PortalStore
 from gateway.stores.portalkeys import KeyringError
 from gateway.stores.portalkeys import open_keyring as open_checked_keyring
 from gateway.stores.users import UserStore
@@ -97,12 +97,14 @@ def read_policy(config: Config, base_dir: Path) -> Policy:
         raise ConfigError(str(exc)) from None
 
 
-def open_keyring(data_dir: Path, text: str | None, audit: AuditLog | None = None) -> Keyring:
+def open_keyring(database: Database, text: str | None,
+                 audit: AuditLog | None = None) -> Keyring:
     """The portal keyring: from `text` (the environment, via the CLI) or the data directory,
-    checked against the fingerprints `portal.sqlite3` records (`gateway.stores.portalkeys`);
-    made only when the portal never had one (an audit event when `audit` is given)."""
+    checked against the fingerprints `portal.sqlite3` (or the shared database) records
+    (`gateway.stores.portalkeys`); made only when the portal never had one (an audit event
+    when `audit` is given)."""
     try:
-        keyring, created = open_checked_keyring(data_dir, text, datetime.now(UTC))
+        keyring, created = open_checked_keyring(database, text, datetime.now(UTC))
     except KeyringError as exc:
         raise ConfigError(str(exc)) from None
     if created and audit is not None:
@@ -148,11 +150,11 @@ def open_database(config: Config, data_dir: Path, url: str | None) -> Database:
         connect_timeout=section.connect_timeout))
 
 
-def open_cases(data_dir: Path) -> CaseStore:
+def open_cases(data_dir: Path, database: Database) -> CaseStore:
     """The case registry in `data_dir`, hashing under `case-index.key` (made on first use, and
     refused when `cases.sqlite3` holds data made with another: see gateway.stores.keyprints)."""
     try:
-        key = guard(data_dir / CASE_KEY_FILE, data_dir / CASES_DB_FILE, CASE_TABLES,
+        key = guard(data_dir / CASE_KEY_FILE, database, CASES_DB_FILE, CASE_TABLES,
                     lambda: load_or_create_case_key(data_dir))
     except (CaseKeyError, KeyFileError) as exc:
         raise ConfigError(str(exc)) from None
@@ -255,14 +257,14 @@ class App:
             try:
                 if check_anchors:
                     refuse_unanchored(audit)
-                keyring = open_keyring(root, portal_keys, audit)
+                keyring = open_keyring(database, portal_keys, audit)
             except BaseException:
                 audit.close()
                 raise
             registry = Registry(root / "casegate.sqlite3")
             users = UserStore(root / "casegate.sqlite3")
-            portal = PortalStore(root / PORTAL_DB_FILE)
-            cases = open_cases(root)
+            portal = PortalStore(database)
+            cases = open_cases(root, database)
             offices = OfficeRegistry.open(root, audit)
         except (OSError, sqlite3.Error) as exc:
             reason = os_reason(exc) if isinstance(exc, OSError) else str(exc)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.app import App
-from gateway.audit.alerts import STATE_FILE, Alerter, AlertSettings
+from gateway.audit.alerts import Alerter, AlertSettings
 from gateway.audit.anchor import HEAD_FILE, AppendFile, Syslog
 from gateway.audit.trail import AUDIT_DB_FILE, AuditLog, EventFilter
 from gateway.cli import main
@@ -216,7 +216,7 @@ async def test_checkpoints_are_mailed_to_governance(
     settings = AlertSettings.from_config(
         Config(audit=AuditConfig(governance_address=GOVERNANCE_BOX)))
     assert settings is not None
-    alerter = Alerter(log, relay, settings, tmp_path / STATE_FILE)
+    alerter = Alerter(log, relay, settings, Database.open(tmp_path))
     try:
         fill(log, 6)  # checkpoints at 4 and 8
         assert await alerter.send_checkpoint()

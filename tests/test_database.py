@@ -3,11 +3,13 @@ SQLite and on a real PostgreSQL server, and PostgreSQL's failures as the stores 
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.postgres import Cluster, require_server
@@ -172,6 +174,57 @@ def test_nodes_starting_together_migrate_once(two_nodes: tuple[Database, Databas
         thread.join(timeout=60)
     assert failures == []
     assert sorted(found) == [0, 2, 2, 2]
+
+
+def test_a_lease_is_held_by_one_node_and_taken_over_when_it_dies(
+        two_nodes: tuple[Database, Database], pg_url: str) -> None:
+    """One node holds the lease, the other cannot take it; when the holder's session dies
+    (its backend terminated, as when the node is killed), the other takes it over and the old
+    holder, finding its session gone, does not lead."""
+    one, two = two_nodes
+    first, second = one.lease("test"), two.lease("test")
+    try:
+        assert first.acquire()
+        assert not second.acquire()
+        assert first.acquire() and first.held  # still held: checked, not taken twice
+        assert not second.held
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            ended = admin.execute("SELECT pg_terminate_backend(%s, 10000)",
+                                  (first.pid,)).fetchone()
+        assert ended == (True,)
+        assert second.acquire()
+        assert not first.acquire()  # a new session of its own, but the lock is the other's
+        assert not first.held
+        second.release()
+        assert first.acquire()
+        assert not second.acquire()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_lease_is_always_held_on_sqlite(tmp_path: Path) -> None:
+    """One data directory, one node: it always leads."""
+    lease = Database.open(tmp_path).lease("test")
+    assert lease.acquire() and lease.held and lease.pid is None
+    lease.close()
+    assert lease.held
+
+
+def test_a_lease_on_an_unreachable_database_is_not_held(tmp_path: Path) -> None:
+    """No server: not leading (fail closed), and no exception for the caller's loop."""
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))  # a port nothing listens on
+    try:
+        database = Database.open(tmp_path, DatabaseSettings(
+            url=f"postgresql://casegate@127.0.0.1:{port.getsockname()[1]}/casegate",
+            connect_timeout=1))
+        lease = database.lease("test")
+        assert not lease.acquire() and not lease.held
+        lease.close()
+        database.close()
+    finally:
+        port.close()
 
 
 def test_database_down_is_an_operational_error_then_recovers(tmp_path: Path) -> None:

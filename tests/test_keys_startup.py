@@ -9,9 +9,12 @@ import base64
 import json
 import os
 import re
+import secrets
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,13 +24,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.cli import main
 from gateway.cli.serve import reload_keys
+from gateway.stores.keyprints import KeyFileError, guard
 from gateway.stores.portal import PORTAL_DB_FILE, PortalStore
+from gateway.stores.portalkeys import KeyringError, open_keyring
 from tests.gateway_harness import STAFF, running_gateway
 from tests.portalweb import protected_message
 from tests.sink import Sink
 from tests.test_serve import _read_banner
 from tests.test_serve_startup import FREE_PORTS, assert_one_sentence, serve
 from transports.crypto import KEYS_FILE, Keyring, seal
+from transports.database import Database, DatabaseSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
@@ -130,7 +136,7 @@ def test_a_damaged_key_stops_the_gateway_at_start_up(
 
 def test_a_keyring_without_the_key_of_a_stored_copy_stops_the_gateway(data: Path) -> None:
     """A copy sealed with a key the keyring (and the record) lacks: refused, naming the key."""
-    store = PortalStore(data / PORTAL_DB_FILE)
+    store = PortalStore(Database.open(data))
     other = Keyring.new()
     now = datetime.now(UTC)
     store.add_copy(copy_id="c1", link_token="t1", copy_key="k1", sender=STAFF, recipient=MUM,
@@ -169,7 +175,7 @@ def test_keys_init_replaces_a_lost_keyring_only_when_no_copy_needs_it(
     code, out, _ = cli(capsys, "audit", "list", "--data", str(data), "--kind", "key-created",
                        "--json")
     assert old.current_id in out  # replaced_key_ids names the lost key
-    store = PortalStore(data / PORTAL_DB_FILE)
+    store = PortalStore(Database.open(data))
     now = datetime.now(UTC)
     ring = Keyring.load(data / KEYS_FILE)
     store.add_copy(copy_id="c1", link_token="t1", copy_key="k1", sender=STAFF, recipient=MUM,
@@ -238,3 +244,119 @@ async def test_a_reloaded_keyring_seals_the_next_copy(tmp_path: Path, sink: Sink
         key_ids = sorted(c.key_id or "" for c in gw.app.portal.list())
         assert key_ids == sorted([old, rotated.current_id])
         assert {k.key_id for k in gw.app.keyring.keys} == {old, rotated.current_id}
+
+
+# -- the fingerprints in the database, on either engine and on two nodes --------------------
+
+CASE_KEY = "case-index.key"
+
+
+def load_or_make(path: Path) -> Callable[[], bytes]:
+    """A key file's loader that makes it when missing (as the case registry's does)."""
+    def load() -> bytes:
+        if not path.exists():
+            path.write_bytes(secrets.token_bytes(32))
+        return path.read_bytes()
+    return load
+
+
+def guarded(database: Database) -> bytes:
+    path = database.data_dir / CASE_KEY
+    return guard(path, database, "cases.sqlite3", ("case_person",), load_or_make(path))
+
+
+def stored_values(database: Database, table: str) -> list[str]:
+    db = database.connect(PORTAL_DB_FILE, autocommit=True)
+    rows = db.execute(f"SELECT * FROM {table}").fetchall()
+    db.close()
+    return [str(value) for row in rows for value in row]
+
+
+@pytest.fixture
+def two_nodes(pg_url: str, tmp_path: Path) -> Iterator[tuple[Database, Database]]:
+    """Two gateway nodes, each with a data directory of its own, on one PostgreSQL database."""
+    databases = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        databases.append(Database.open(tmp_path / name, DatabaseSettings(url=pg_url, node=name)))
+    yield databases[0], databases[1]
+    for database in databases:
+        database.close()
+
+
+def test_the_keyring_is_checked_against_the_recorded_fingerprints(database: Database) -> None:
+    """Made once, then the same; only fingerprints are stored; another keyring is refused."""
+    now = datetime.now(UTC)
+    keyring, created = open_keyring(database, None, now)
+    assert created
+    again, created = open_keyring(database, None, now)
+    assert not created and again.current_id == keyring.current_id
+    stored = stored_values(database, "portal_key_fingerprint")
+    secret = (database.data_dir / KEYS_FILE).read_text()
+    assert keyring.current_id in stored and not any(v in secret for v in stored if len(v) > 20)
+    Keyring.new(now).save(database.data_dir / KEYS_FILE)
+    with pytest.raises(KeyringError, match="lacks master key"):
+        open_keyring(database, None, now)
+
+
+def test_a_key_file_is_checked_against_its_recorded_fingerprint(database: Database) -> None:
+    """The case-index key: made and recorded once; the same key passes; a replaced one, or
+    none while its fingerprint is recorded, is refused."""
+    key = guarded(database)
+    assert guarded(database) == key
+    (database.data_dir / CASE_KEY).write_bytes(secrets.token_bytes(32))
+    with pytest.raises(KeyFileError, match="not the key"):
+        guarded(database)
+    (database.data_dir / CASE_KEY).unlink()
+    with pytest.raises(KeyFileError, match="is missing"):
+        guarded(database)
+
+
+def test_a_second_node_needs_the_first_nodes_keys(two_nodes: tuple[Database, Database]
+                                                  ) -> None:
+    """Keys stay in files on each node; the shared database holds their fingerprints, so a
+    node given no keys, or other keys, is refused, and one given the same keys starts."""
+    one, two = two_nodes
+    now = datetime.now(UTC)
+    keyring, _ = open_keyring(one, None, now)
+    case_key = guarded(one)
+    with pytest.raises(KeyringError, match="is missing"):
+        open_keyring(two, None, now)
+    with pytest.raises(KeyFileError, match="is missing"):
+        guarded(two)
+    Keyring.new(now).save(two.data_dir / KEYS_FILE)
+    with pytest.raises(KeyringError, match=f"lacks master key {keyring.current_id}"):
+        open_keyring(two, None, now)
+    for name in (KEYS_FILE, CASE_KEY):
+        shutil.copy(one.data_dir / name, two.data_dir / name)
+    shared, created = open_keyring(two, None, now)
+    assert not created and shared.current_id == keyring.current_id
+    assert guarded(two) == case_key
+
+
+def test_nodes_starting_together_agree_on_one_keyring(two_nodes: tuple[Database, Database]
+                                                      ) -> None:
+    """Two new nodes start at once on an empty database, each making keys: one records its
+    keys and starts, the other is refused (never sealing with keys the first cannot read)."""
+    start = threading.Barrier(2)
+    outcomes: dict[str, list[str]] = {}
+
+    def node_start(database: Database) -> None:
+        start.wait(timeout=30)
+        found = outcomes.setdefault(database.node, [])
+        for step in (lambda: open_keyring(database, None, datetime.now(UTC)),
+                     lambda: guarded(database)):
+            try:
+                step()
+                found.append("started")
+            except (KeyringError, KeyFileError):
+                found.append("refused")
+
+    threads = [threading.Thread(target=node_start, args=(node,)) for node in two_nodes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    keyrings = sorted(found[0] for found in outcomes.values())
+    case_keys = sorted(found[1] for found in outcomes.values())
+    assert keyrings == ["refused", "started"] and case_keys == ["refused", "started"]

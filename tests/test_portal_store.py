@@ -1,8 +1,11 @@
-"""The portal store: codes (six digits, ten minutes, single use, five tries), sessions, expiry."""
+"""The portal store: codes (six digits, ten minutes, single use, five tries), sessions, expiry;
+on SQLite and on PostgreSQL, and on two nodes sharing one PostgreSQL database."""
 
 from __future__ import annotations
 
 import io
+import sqlite3
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,21 +13,44 @@ from pathlib import Path
 import pytest
 
 from gateway.stores.portal import PORTAL_DB_FILE, CodeCheck, CopyState, PortalStore
-from transports.crypto import Keyring, seal
-from transports.database import Database
+from gateway.web.portal import SharedWindowLimit
+from transports.crypto import Keyring, seal, unseal
+from transports.database import Database, DatabaseSettings
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 
+def add_c1(store: PortalStore, keyring: Keyring | None = None) -> None:
+    sealed = seal(keyring or Keyring.new(), b"x", copy_id="c1", recipient="mum@example.org")
+    store.add_copy(copy_id="c1", link_token="link-1", copy_key="k1", sender="Jo@cafcass.gov.uk",
+                   recipient="mum@example.org", decision_id="d1", sealed=sealed, size=1,
+                   attachment_parts=[3, 5], now=NOW, expires=NOW + timedelta(days=30))
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[PortalStore]:
-    opened = PortalStore(tmp_path / PORTAL_DB_FILE)
-    sealed = seal(Keyring.new(), b"x", copy_id="c1", recipient="mum@example.org")
-    opened.add_copy(copy_id="c1", link_token="link-1", copy_key="k1", sender="Jo@cafcass.gov.uk",
-                    recipient="mum@example.org", decision_id="d1", sealed=sealed, size=1,
-                    attachment_parts=[3, 5], now=NOW, expires=NOW + timedelta(days=30))
+def store(database: Database) -> Iterator[PortalStore]:
+    opened = PortalStore(database)
+    add_c1(opened)
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def two_nodes(pg_url: str, tmp_path: Path) -> Iterator[tuple[PortalStore, PortalStore]]:
+    """The portal store of two gateway nodes sharing one PostgreSQL database."""
+    databases = [Database.open(tmp_path / name, DatabaseSettings(url=pg_url, node=name))
+                 for name in ("one", "two")]
+    stores = [PortalStore(database) for database in databases]
+    try:
+        yield stores[0], stores[1]
+    finally:
+        for store, database in zip(stores, databases, strict=True):
+            store.close()
+            database.close()
+
+
+def wrong_for(code: str) -> str:
+    return "000000" if code != "000000" else "111111"
 
 
 def test_pending_copy_is_invisible_until_activated(store: PortalStore) -> None:
@@ -74,12 +100,18 @@ def test_code_is_bound_to_its_copy(store: PortalStore) -> None:
     assert store.code_requests_since("c1", NOW - timedelta(hours=1)) == 2
 
 
-def test_sessions_are_stored_hashed_and_expire(store: PortalStore, tmp_path: Path) -> None:
+def test_sessions_are_stored_hashed_and_expire(store: PortalStore, database: Database,
+                                               tmp_path: Path) -> None:
     """Only the token's hash is stored; a session ends at its lifetime."""
     token, session = store.create_session("c1", signed_in=True, now=NOW, lifetime_seconds=60)
     assert store.session(token, NOW) == session
     assert store.session(token, NOW + timedelta(seconds=61)) is None
-    assert token.encode() not in (tmp_path / PORTAL_DB_FILE).read_bytes()
+    if database.is_sqlite:
+        assert token.encode() not in (tmp_path / PORTAL_DB_FILE).read_bytes()
+    db = database.connect(PORTAL_DB_FILE, autocommit=True)
+    stored = db.execute("SELECT token_hash, copy_id, csrf_token FROM portal_session").fetchall()
+    db.close()
+    assert len(stored) == 1 and token not in tuple(stored[0])
 
 
 def test_revoke_and_destroy(store: PortalStore) -> None:
@@ -132,3 +164,156 @@ def test_window_limit_counts_per_key_and_window() -> None:
         True, True, False, True]
     now[0] = 60.0
     assert limit.allow("a")
+
+
+def test_a_store_made_before_the_link_columns_is_upgraded(tmp_path: Path) -> None:
+    """A portal.sqlite3 made by a casegate before retried deliveries reused their copy (no
+    link columns, no schema version) opens: its delivered copies count as notified."""
+    old = sqlite3.connect(tmp_path / PORTAL_DB_FILE)
+    old.executescript("""
+        CREATE TABLE portal_copy (id TEXT PRIMARY KEY, link_hash TEXT NOT NULL UNIQUE,
+            copy_key TEXT NOT NULL, sender TEXT NOT NULL, recipient TEXT NOT NULL,
+            decision_id TEXT NOT NULL, created REAL NOT NULL, expires REAL NOT NULL,
+            state TEXT NOT NULL, revoked_at REAL, first_opened REAL, last_opened REAL,
+            views INTEGER NOT NULL DEFAULT 0, downloads INTEGER NOT NULL DEFAULT 0,
+            replies INTEGER NOT NULL DEFAULT 0, size INTEGER NOT NULL, key_id TEXT,
+            wrapped_key BLOB, ciphertext BLOB);
+        CREATE TABLE portal_code (copy_id TEXT PRIMARY KEY, salt BLOB NOT NULL,
+            code_hash BLOB NOT NULL, expires REAL NOT NULL, failures INTEGER NOT NULL DEFAULT 0);
+    """)
+    with old:
+        old.execute("INSERT INTO portal_copy (id, link_hash, copy_key, sender, recipient, "
+                    "decision_id, created, expires, state, size) VALUES "
+                    "('old', 'h', 'k0', 'a@cafcass.gov.uk', 'b@example.org', 'd0', ?, ?, "
+                    "'active', 1)", (NOW.timestamp(), NOW.timestamp() + 86400))
+    old.close()
+    database = Database.open(tmp_path)
+    store = PortalStore(database)
+    try:
+        reused = store.reusable("k0", "b@example.org")
+        assert reused is not None and reused.notified and reused.link is None
+        add_c1(store)  # the new columns are written
+        assert store.reusable("k1", "mum@example.org") is not None
+        code = store.issue_code("old", NOW)
+        assert store.check_code("old", code, NOW) is CodeCheck.ACCEPTED
+    finally:
+        store.close()
+    again = PortalStore(database)  # the upgrade is recorded: opening again changes nothing
+    assert [c.id for c in again.list()] == ["old"]
+    again.close()
+
+
+def test_a_copy_made_on_one_node_opens_on_the_other(
+        two_nodes: tuple[PortalStore, PortalStore]) -> None:
+    """Copy, attachments, code and session are in the shared database: node two serves a
+    link node one made, a code node one issued, a session node one opened."""
+    one, two = two_nodes
+    keyring = Keyring.new()
+    add_c1(one, keyring)
+    one.activate("c1")
+    opened = two.by_link("link-1")
+    assert opened is not None and opened.id == "c1" and opened.state is CopyState.ACTIVE
+    sealed = two.sealed("c1")
+    assert sealed is not None
+    assert unseal(keyring, sealed, copy_id="c1", recipient="mum@example.org") == b"x"
+    assert set(two.attachment_ids("c1")) == {3, 5}
+    code = one.issue_code("c1", NOW)
+    assert two.check_code("c1", code, NOW) is CodeCheck.ACCEPTED
+    assert one.check_code("c1", code, NOW) is CodeCheck.NO_CODE  # used: on every node
+    token, session = one.create_session("c1", signed_in=True, now=NOW, lifetime_seconds=60)
+    assert two.session(token, NOW) == session
+    two.record_view("c1", NOW)
+    viewed = one.get("c1")
+    assert viewed is not None and viewed.views == 1
+    assert one.revoke("c1", NOW)
+    assert two.session(token, NOW) is None
+
+
+def test_wrong_codes_on_two_nodes_count_as_one(two_nodes: tuple[PortalStore, PortalStore]
+                                              ) -> None:
+    """Tries alternate between the nodes: the fifth wrong try burns the code and the
+    max_wrong_codes-th in total locks the copy, exactly as on one node."""
+    one, two = two_nodes
+    add_c1(one)
+    one.activate("c1")
+    nodes = (one, two)
+    code = one.issue_code("c1", NOW)
+    tries = [nodes[i % 2].check_code("c1", wrong_for(code), NOW, max_wrong_codes=7)
+             for i in range(5)]
+    assert tries == [CodeCheck.WRONG] * 4 + [CodeCheck.LOCKED]
+    code = two.issue_code("c1", NOW)
+    tries = [nodes[i % 2].check_code("c1", wrong_for(code), NOW, max_wrong_codes=7)
+             for i in range(2)]
+    assert tries == [CodeCheck.WRONG, CodeCheck.COPY_LOCKED]  # the 7th wrong code in all
+    assert one.is_locked("c1") and two.is_locked("c1") and two.wrong_codes("c1") == 7
+    assert one.check_code("c1", code, NOW) is CodeCheck.COPY_LOCKED
+
+
+def test_wrong_codes_at_once_on_two_nodes_lock_at_the_same_count(
+        two_nodes: tuple[PortalStore, PortalStore]) -> None:
+    """Two nodes, three threads each, trying wrong codes at the same time (a new code when
+    there is none): exactly max_wrong_codes - 1 tries are answered before the copy locks, and
+    no code takes more than five wrong tries."""
+    one, two = two_nodes
+    add_c1(one)
+    one.activate("c1")
+    limit = 23
+    start = threading.Barrier(6)
+    answers: list[CodeCheck] = []
+    failures: list[BaseException] = []
+    mutex = threading.Lock()
+
+    def attacker(store: PortalStore) -> None:
+        try:
+            start.wait(timeout=30)
+            while True:
+                answer = store.check_code("c1", "999999", NOW, max_wrong_codes=limit)
+                if answer is CodeCheck.NO_CODE:
+                    store.issue_code("c1", NOW)  # as the recipient's "send me a code"
+                    continue
+                with mutex:
+                    answers.append(answer)
+                if answer is CodeCheck.COPY_LOCKED:
+                    return
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    code = one.issue_code("c1", NOW)
+    assert code != "999999" or one.check_code("c1", code, NOW) is CodeCheck.ACCEPTED
+    threads = [threading.Thread(target=attacker, args=(store,))
+               for store in (one, two) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == []
+    answered = [a for a in answers if a in (CodeCheck.WRONG, CodeCheck.LOCKED)]
+    assert len(answered) == limit - 1
+    assert answers.count(CodeCheck.COPY_LOCKED) >= 6  # the limit-th try, and every one after
+    assert answers.count(CodeCheck.LOCKED) <= (limit - 1) // 5  # each burnt at its fifth
+    assert one.is_locked("c1") and two.is_locked("c1")
+
+
+def test_requests_are_counted_per_client_and_window(store: PortalStore, database: Database
+                                                    ) -> None:
+    """The shared per-client count: by client and fixed window, the address kept hashed, old
+    windows dropped."""
+    client = "198.51.100.7"
+    assert [store.count_request(client, 60.0, NOW) for _ in range(3)] == [1, 2, 3]
+    assert store.count_request("203.0.113.9", 60.0, NOW) == 1
+    later = NOW + timedelta(minutes=5)
+    assert store.count_request(client, 60.0, later) == 1
+    db = database.connect(PORTAL_DB_FILE, autocommit=True)
+    rows = [tuple(row) for row in db.execute("SELECT client, slot, hits FROM portal_rate")]
+    db.close()
+    assert len(rows) == 1 and client not in rows[0]  # the older windows went
+
+
+async def test_a_client_flooding_two_nodes_is_limited_as_on_one(
+        two_nodes: tuple[PortalStore, PortalStore]) -> None:
+    """The portal's per-client limit, counted in the shared store: requests alternating
+    between the nodes are cut off at the same count."""
+    limits = [SharedWindowLimit(store, 3, 60.0, clock=lambda: NOW) for store in two_nodes]
+    answers = [await limits[i % 2].admit("198.51.100.7") for i in range(5)]
+    assert answers == [True, True, True, False, False]
+    assert await limits[1].admit("203.0.113.9")  # another client has its own count

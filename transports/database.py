@@ -30,6 +30,10 @@ psycopg pool per process. What differs is done in one place, here:
 * Results are read whole before the connection goes back to the pool; rows answer to `row[0]`
   and `row["name"]`, like `sqlite3.Row`.
 
+Work only one node may do at a time (mailing alerts) takes a `Lease` (`database.lease(name)`):
+held by one node's session on PostgreSQL, taken over by another when that session dies; always
+held on SQLite.
+
 A connection lost to a restart or fail-over of the database fails the statement in flight with
 `OperationalError` (a 4xx to the client); the pool checks connections before lending them and
 reconnects, so statements work again within about `connect_timeout` of the server's return: no
@@ -111,6 +115,7 @@ class Database:
     url: str = ""
     node: str = field(default_factory=socket.gethostname)
     pool: psycopg_pool.ConnectionPool | None = None
+    connect_timeout: float = 10.0
 
     @classmethod
     def open(cls, data_dir: Path, settings: DatabaseSettings | None = None) -> Database:
@@ -139,7 +144,8 @@ class Database:
                     "keepalives_count": 3},
             check=psycopg_pool.ConnectionPool.check_connection)
         pool.open(wait=False)
-        return cls(data_dir=data_dir, url=settings.url, node=node, pool=pool)
+        return cls(data_dir=data_dir, url=settings.url, node=node, pool=pool,
+                   connect_timeout=settings.connect_timeout)
 
     @property
     def is_sqlite(self) -> bool:
@@ -170,6 +176,10 @@ class Database:
             return
         PgConnection(self.pool, "ping", autocommit=True).execute("SELECT 1")
 
+    def lease(self, name: str) -> Lease:
+        """This node's claim to the work only one node may do at a time (see `Lease`)."""
+        return Lease(self, name)
+
     def close(self) -> None:
         if self.pool is not None:
             self.pool.close()
@@ -185,6 +195,98 @@ def lock_key(name: str) -> int:
     64-bit integer (PostgreSQL's bigint)."""
     return int.from_bytes(hashlib.sha256(f"casegate:{name}".encode()).digest()[:8], "big",
                           signed=True)
+
+
+class Lease:
+    """Work exactly one node does at a time (mailing alerts): the node whose session holds the
+    advisory lock `lease:<name>` leads.
+
+    On PostgreSQL the lock is session-level (`pg_try_advisory_lock`), on a connection of the
+    lease's own (not from the pool), kept open while the node runs. When the node dies, or its
+    connection breaks, PostgreSQL ends the session and the lock with it: the node stops leading
+    at its next `acquire`, and another node's next `acquire` takes over. On SQLite the lease is
+    always held: the data directory has one node.
+
+    `acquire` is called before each piece of the work: it checks the held lock's session (one
+    round trip) or tries to take the lock, and answers whether this node leads now. A database
+    it cannot reach is False (not leading), never an exception.
+    """
+
+    def __init__(self, database: Database, name: str) -> None:
+        self.name = name
+        self._database = database
+        self._key = lock_key(f"lease:{name}")
+        self._conn: psycopg.Connection[Any] | None = None
+        self._held = False
+        self._mutex = threading.Lock()
+
+    @property
+    def held(self) -> bool:
+        """Whether this node led at the last `acquire`."""
+        return self._database.is_sqlite or self._held
+
+    @property
+    def pid(self) -> int | None:
+        """The server process of the lease's session (None on SQLite or when unconnected)."""
+        conn = self._conn
+        return None if conn is None or conn.closed else conn.info.backend_pid
+
+    def acquire(self) -> bool:
+        """Whether this node leads now: the lock still held on a live session, or taken."""
+        if self._database.is_sqlite:
+            return True
+        with self._mutex:
+            try:
+                conn = self._connection()
+                if self._held:
+                    conn.execute("SELECT 1")
+                    return True
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
+            except psycopg.Error:
+                self._drop()  # lost: the session, and the lock with it, is gone or going
+                return False
+            self._held = bool(row and row[0])
+            return self._held
+
+    def release(self) -> None:
+        """Stop leading (another node's next `acquire` takes over) and close the session."""
+        with self._mutex:
+            if self._conn is not None and self._held and not self._conn.broken:
+                try:
+                    self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
+                except psycopg.Error:
+                    pass  # the session ends below, and the lock with it
+            self._drop()
+
+    close = release
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        """The lease's session, opened when there is none (or it broke)."""
+        if self._conn is not None and not self._conn.closed and not self._conn.broken:
+            return self._conn
+        self._drop()
+        timeout = self._database.connect_timeout
+        conn = psycopg.connect(
+            self._database.url, autocommit=True, connect_timeout=max(1, int(timeout)),
+            application_name=f"casegate {self._database.node} lease"[:63],
+            # A dead peer is noticed in about `timeout` on this side...
+            keepalives=1, keepalives_idle=max(1, int(timeout)), keepalives_interval=2,
+            keepalives_count=3, tcp_user_timeout=max(1000, int(timeout * 1000)))
+        try:
+            # ... and on the server's, which then ends the session and frees the lock.
+            conn.execute(f"SET tcp_keepalives_idle = {max(1, int(timeout))}")
+            conn.execute("SET tcp_keepalives_interval = 2")
+            conn.execute("SET tcp_keepalives_count = 3")
+        except psycopg.Error:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _drop(self) -> None:
+        conn, self._conn, self._held = self._conn, None, False
+        if conn is not None:
+            conn.close()
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------

@@ -12,10 +12,17 @@ chain's head that whoever can rewrite the data directory cannot reach (see docs/
 several were signed since the last mail, only the newest goes: it vouches for all before it.
 
 Progress is cursors (the last sequence number alerted, the last digested, the last checkpoint
-mailed) kept in
-`alerts.sqlite3` in the data directory, advanced only after the transport accepted the mail: an
+mailed, when the last digest went) kept in `alerts.sqlite3` in the data directory, or in the
+PostgreSQL database the nodes share, advanced only after the transport accepted the mail: an
 upstream outage delays alerts, it never loses them. On first start both cursors begin at the
 trail's current head (history is not mailed). The mail carries metadata only, like the trail.
+
+Exactly one node mails at a time: the one holding the "alerts" lease
+(`transports.database.Lease`, always held on SQLite). Every node runs the loop; the others
+try to take the lease every `LEASE_SECONDS`, and the one that takes it when the leader dies
+reads the cursors the leader left in the database and continues from there. Each mail is
+sent only after the lease was checked and the cursors read again, and a cursor only moves
+forward.
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ import asyncio
 import contextlib
 import json
 import re
-import sqlite3
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -33,7 +39,6 @@ from datetime import UTC, datetime, time, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
-from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -44,13 +49,19 @@ from gateway.audit.trail import GRADES, AuditLog
 from gateway.config import Config, ConfigError, public_url
 from policies.model import Rule
 from transports.base import Copy, Origin, Transport
+from transports.database import Database, OperationalError, migrate
 
 log = structlog.get_logger("casegate.alerts")
 
-STATE_FILE = "alerts.sqlite3"
+STATE_FILE = "alerts.sqlite3"  # on PostgreSQL: the name of the cursors' write lock
+COMPONENT = "alerts"  # its line in schema_version
+MIGRATIONS = ("CREATE TABLE IF NOT EXISTS alert_cursor (name TEXT PRIMARY KEY, seq INTEGER)",)
+LEASE = "alerts"  # the lease the mailing node holds
 MAX_EVENTS_PER_MAIL = 200
 MAX_EVENTS_PER_DIGEST = 50_000  # counted by rule; beyond this the governance view has them
 POLL_SECONDS = 60.0  # also catches events that other processes (the CLI) recorded
+SHARED_POLL_SECONDS = 10.0  # on PostgreSQL: events other nodes recorded, mailed this soon
+LEASE_SECONDS = 10.0  # a node not mailing tries to take over this often
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 _TIME = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 
@@ -92,29 +103,38 @@ class AlertSettings:
         )
 
 
-class Cursors:
-    """The two progress markers in `alerts.sqlite3`."""
+def _newer(version: int) -> Exception:
+    return OperationalError(f"the alert cursors are at schema version {version}, made by a "
+                            "newer casegate: upgrade casegate")
 
-    def __init__(self, path: Path) -> None:
+
+class Cursors:
+    """The progress markers in `alerts.sqlite3` (or the shared database): each only moves
+    forward, so a node that lost the lease cannot move one back."""
+
+    def __init__(self, database: Database) -> None:
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
-        with self._lock, self._db:
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS alert_cursor (name TEXT PRIMARY KEY, seq INTEGER)"
-            )
+        self._db = database.connect(STATE_FILE, autocommit=True, timeout=10.0)
+        migrate(self._db, COMPONENT, MIGRATIONS, _newer)
 
     def get(self, name: str, default: int) -> int:
-        with self._lock, self._db:
+        """The cursor `name`, set to `default` when there is none yet (the first node's)."""
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO alert_cursor (name, seq) VALUES (?, ?)",
+                             (name, default))
             row = self._db.execute("SELECT seq FROM alert_cursor WHERE name = ?",
                                    (name,)).fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO alert_cursor VALUES (?, ?)", (name, default))
-                return default
             return int(row[0])
 
+    def all(self) -> dict[str, int]:
+        with self._lock:
+            return {str(row[0]): int(row[1]) for row in self._db.execute(
+                "SELECT name, seq FROM alert_cursor")}
+
     def set(self, name: str, seq: int) -> None:
-        with self._lock, self._db:
-            self._db.execute("UPDATE alert_cursor SET seq = ? WHERE name = ?", (seq, name))
+        with self._lock:
+            self._db.execute("UPDATE alert_cursor SET seq = ? WHERE name = ? AND seq < ?",
+                             (seq, name, seq))
 
     def close(self) -> None:
         with self._lock:
@@ -173,21 +193,27 @@ class Alerter:
         audit: AuditLog,
         transport: Transport,
         settings: AlertSettings,
-        state_path: Path,
+        database: Database,
         *,
         clock: Callable[[], datetime] | None = None,
-        poll_seconds: float = POLL_SECONDS,
+        poll_seconds: float | None = None,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.audit = audit
         self.transport = transport
         self.settings = settings
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._poll = poll_seconds
-        self._cursors = Cursors(state_path)
+        self._poll = poll_seconds if poll_seconds is not None else \
+            POLL_SECONDS if database.is_sqlite else SHARED_POLL_SECONDS
+        self._lease_seconds = lease_seconds
+        self.lease = database.lease(LEASE)
+        self.leading = False  # as this node last found
+        self._cursors = Cursors(database)
         head = audit.store.head()[0]
         self.alerted = self._cursors.get("alert", head)
         self.digested = self._cursors.get("digest", head)
         self.checkpointed = self._cursors.get("checkpoint", 0)
+        self.digest_at = self._cursors.get("digest-at", int(self._clock().timestamp()))
         self._wake = asyncio.Event()
         self._sent = asyncio.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -198,8 +224,30 @@ class Alerter:
         if event.grade in self.settings.alert_grades and self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
+    async def lead(self) -> bool:
+        """Whether this node mails now (it holds the lease), with the cursors as the database
+        has them (another node may have moved them while it led)."""
+        leading = await asyncio.to_thread(self._take_lead)
+        if leading != self.leading:
+            log.info("alerts-leading" if leading else "alerts-not-leading", lease=LEASE)
+        self.leading = leading
+        return leading
+
+    def _take_lead(self) -> bool:
+        if not self.lease.acquire():
+            return False
+        cursors = self._cursors.all()
+        self.alerted = cursors.get("alert", self.alerted)
+        self.digested = cursors.get("digest", self.digested)
+        self.checkpointed = cursors.get("checkpoint", self.checkpointed)
+        self.digest_at = cursors.get("digest-at", self.digest_at)
+        return True
+
     async def send_alerts(self) -> int:
-        """Mail every alert-grade event not yet mailed; the number mailed (0 on failure)."""
+        """Mail every alert-grade event not yet mailed; the number mailed (0 on failure, or
+        when another node mails)."""
+        if not await self.lead():
+            return 0
         events = await asyncio.to_thread(self.audit.graded_after, self.alerted,
                                          self.settings.alert_grades, MAX_EVENTS_PER_MAIL)
         if not events:
@@ -222,7 +270,10 @@ class Alerter:
         return count
 
     async def send_digest(self) -> bool:
-        """Mail the digest of digest-grade events since the last one; False on failure."""
+        """Mail the digest of digest-grade events since the last one; False on failure (or
+        when another node mails)."""
+        if not await self.lead():
+            return False
         head, found = await asyncio.to_thread(self._digest_events)
         events = [e for e in found if e.seq <= head]
         now = self._clock()
@@ -238,14 +289,15 @@ class Alerter:
                                                                self.settings.public_url)]
         if not await self._deliver(f"digest-{self.digested}-{head}", subject, intro, body):
             return False
-        self.digested = head
+        self.digested, self.digest_at = head, int(now.timestamp())
         await asyncio.to_thread(self._cursors.set, "digest", head)
+        await asyncio.to_thread(self._cursors.set, "digest-at", self.digest_at)
         return True
 
     async def send_checkpoint(self) -> bool:
         """Mail the newest signed checkpoint when it is newer than the last one mailed; False
-        when there was none to send or the mail was not accepted."""
-        if not self.settings.mail_checkpoints:
+        when there was none to send, the mail was not accepted, or another node mails."""
+        if not self.settings.mail_checkpoints or not await self.lead():
             return False
         checkpoint = await asyncio.to_thread(self.audit.store.latest_checkpoint)
         if checkpoint is None or checkpoint.seq <= self.checkpointed:
@@ -305,23 +357,31 @@ class Alerter:
         today = datetime.combine(after.date(), self.settings.digest_time)
         return today if today > after else today + timedelta(days=1)
 
+    def digest_due(self) -> datetime:
+        """When the next digest is due: the first digest time after the last digest (any
+        node's), or after the first start."""
+        return self.next_digest(datetime.fromtimestamp(self.digest_at, UTC))
+
     async def run(self) -> None:
-        """Alerts at once, the digest daily, until cancelled."""
+        """Alerts at once, the digest daily, until cancelled; only while this node leads."""
         self._loop = asyncio.get_running_loop()
-        due = self.next_digest(self._clock())
         while True:
             self._wake.clear()
             now = self._clock()
+            due = now + timedelta(seconds=self._lease_seconds)
             try:
-                await self.send_alerts()
-                await self.send_checkpoint()
-                if now >= due and await self.send_digest():
-                    due = self.next_digest(now)
+                if await self.lead():
+                    await self.send_alerts()
+                    await self.send_checkpoint()
+                    if now >= self.digest_due():
+                        await self.send_digest()
+                    due = self.digest_due()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a store or transport bug: log it, try again next round
                 log.exception("alerts-failed")
-            wait = max(0.0, min(self._poll, (due - now).total_seconds()))
+            limit = self._poll if self.leading else self._lease_seconds
+            wait = max(0.0, min(limit, (due - now).total_seconds()))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait or self._poll):  # wait_for may swallow a cancel
                     await self._wake.wait()
@@ -329,6 +389,7 @@ class Alerter:
     def close(self) -> None:
         if self._notice in self.audit.listeners:
             self.audit.listeners.remove(self._notice)
+        self.lease.close()
         self._cursors.close()
 
 
@@ -343,9 +404,9 @@ ALERTS: web.AppKey[RunningAlerter] = web.AppKey("casegate-alerts", RunningAlerte
 
 
 def attach(web_app: web.Application, config: Config, audit: AuditLog, transport: Transport,
-           data_dir: Path) -> None:
-    """Run the alerter while the HTTP front runs, mailing through `transport`; it is reachable
-    as `web_app[ALERTS].alerter` while running."""
+           database: Database) -> None:
+    """Run the alerter while the HTTP front runs, mailing through `transport` while this node
+    holds the alerts lease; it is reachable as `web_app[ALERTS].alerter` while running."""
     settings = AlertSettings.from_config(config)
     if settings is None:
         return
@@ -353,7 +414,7 @@ def attach(web_app: web.Application, config: Config, audit: AuditLog, transport:
     web_app[ALERTS] = running
 
     async def alerting(_: web.Application) -> AsyncIterator[None]:
-        alerter = Alerter(audit, transport, settings, data_dir / STATE_FILE)
+        alerter = await asyncio.to_thread(Alerter, audit, transport, settings, database)
         running.alerter = alerter
         task = asyncio.create_task(alerter.run(), name="casegate-alerts")
         yield

@@ -41,7 +41,7 @@ from gateway.audit.trail import AuditLog, EventFilter
 from gateway.cli.audit import data_dir, database
 from gateway.cli.common import UsageError, add_common, open_app
 from gateway.runtime.pidfile import PID_FILE, running_pid
-from gateway.stores.portalkeys import PORTAL_DB, KeyringError, PortalKeys, init_keyring
+from gateway.stores.portalkeys import KeyringError, PortalKeys, init_keyring
 from policies.events import EventKind
 from transports.crypto import KEYS_FILE, Keyring
 from transports.dkim import DkimKeyError, key_path, make_key, txt_record, zone_line
@@ -106,7 +106,7 @@ def rotate_keys(args: argparse.Namespace) -> int:
         from_env = bool(os.environ.get("CASEGATE_PORTAL_KEYS"))
         if not from_env:
             rotated.save(app.data_dir / KEYS_FILE)
-            keys = PortalKeys(app.data_dir / PORTAL_DB)
+            keys = PortalKeys(app.database)
             try:
                 keys.record(rotated)
             finally:
@@ -166,7 +166,7 @@ def init_keys(args: argparse.Namespace) -> int:
             print(f"{root / KEYS_FILE} exists: kept (casegate never replaces a keyring).")
         else:
             try:
-                keyring, forgotten = init_keyring(root, datetime.now(UTC))
+                keyring, forgotten = init_keyring(engine, datetime.now(UTC))
             except KeyringError as exc:
                 raise UsageError(str(exc)) from None
             audit.record(EventKind.KEY_CREATED, file=KEYS_FILE, key_id=keyring.current_id,

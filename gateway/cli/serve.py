@@ -85,7 +85,8 @@ async def reload_keys(app: App, gateway: Gateway) -> None:
                     "which is read only at start: restart casegate to use a new keyring")
         return
     try:
-        keyring, _ = await asyncio.to_thread(open_keyring, app.data_dir, None, datetime.now(UTC))
+        keyring, _ = await asyncio.to_thread(open_keyring, app.database, None,
+                                               datetime.now(UTC))
     except KeyringError as exc:
         log.error("keys-not-reloaded", reason=str(exc), current=app.keyring.current_id)
         return

@@ -1,4 +1,6 @@
-"""The secure portal's storage (SQLite `portal.sqlite3` in the data directory).
+"""The secure portal's storage: `portal.sqlite3` in the data directory, or the tables of the
+PostgreSQL database every node shares (`transports.database`), so that any node serves any
+portal link, its codes and its sessions.
 
 What it keeps, per copy (one copy = one message for one recipient):
 
@@ -15,8 +17,12 @@ What it keeps, per copy (one copy = one message for one recipient):
 - at most one live one-time code: salted HMAC-SHA256 of the code, expiry, failed tries;
 - the wrong codes entered for the copy in total, over every code (`portal_lock`): at
   `portal.max_wrong_codes` the copy is locked, and only its sender can open it again, by
-  re-issuing it with a new link (`reissue`), which the recipient gets by email;
-- code requests (for the per-copy throttle) and portal sessions (token hashes only).
+  re-issuing it with a new link (`reissue`), which the recipient gets by email (both counts,
+  per code and in total, are counted by the database, one atomic statement per wrong code,
+  so that tries on every node count alike);
+- code requests (for the per-copy throttle) and portal sessions (token hashes only);
+- with several nodes, each client's portal requests per minute (`count_request`, the
+  client's address hashed), so that the per-client limit counts every node's requests.
 
 When a copy expires or is revoked its sessions and code go; when it expires (or is destroyed)
 its ciphertext and wrapped key are deleted too. Times are passed in by the caller (an injected
@@ -28,22 +34,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from policies.events import EventKind
 from transports.crypto import Sealed
+from transports.database import Connection, Database, OperationalError, migrate
 
 if TYPE_CHECKING:
     from gateway.audit.trail import AuditLog
 
-PORTAL_DB_FILE = "portal.sqlite3"
+PORTAL_DB_FILE = "portal.sqlite3"  # on PostgreSQL: the name of the portal's write lock
+COMPONENT = "portal"  # its line in schema_version
 CODE_DIGITS = 6
 CODE_LIFETIME_SECONDS = 10 * 60
 CODE_MAX_TRIES = 5
@@ -54,7 +61,10 @@ TOKEN_BYTES = 32
 # than most clients keep retrying.
 PENDING_GRACE = timedelta(days=5)
 
-_SCHEMA = """
+# Versioned (`transports.database.migrate`). The first is idempotent: a data directory made
+# before versions were recorded has these tables already (and gets the link columns from
+# `_upgrade_columns`).
+MIGRATIONS = ("""
 CREATE TABLE IF NOT EXISTS portal_copy (
     id TEXT PRIMARY KEY,
     link_hash TEXT NOT NULL UNIQUE,
@@ -74,7 +84,11 @@ CREATE TABLE IF NOT EXISTS portal_copy (
     size INTEGER NOT NULL,
     key_id TEXT,
     wrapped_key BLOB,
-    ciphertext BLOB
+    ciphertext BLOB,
+    link_key_id TEXT,
+    link_wrapped BLOB,
+    link_sealed BLOB,
+    notified REAL
 );
 CREATE INDEX IF NOT EXISTS portal_copy_key ON portal_copy (copy_key);
 CREATE INDEX IF NOT EXISTS portal_copy_sender ON portal_copy (sender);
@@ -103,7 +117,15 @@ CREATE TABLE IF NOT EXISTS portal_session (
     signed_in INTEGER NOT NULL,
     expires REAL NOT NULL
 );
-"""
+""", """
+CREATE TABLE IF NOT EXISTS portal_rate (
+    client TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    hits INTEGER NOT NULL,
+    PRIMARY KEY (client, slot)
+);
+CREATE INDEX IF NOT EXISTS portal_rate_slot ON portal_rate (slot);
+""")
 
 
 class CopyState(StrEnum):
@@ -193,7 +215,45 @@ class StoredDelivery:
     link: Sealed | None  # the link token, sealed (None for a copy made before it was kept)
 
 
-def _copy(row: tuple) -> PortalCopy:
+def _newer(version: int) -> Exception:
+    return OperationalError(f"the portal's tables are at schema version {version}, made by a "
+                            "newer casegate: upgrade casegate")
+
+
+def open_schema(database: Database) -> None:
+    """Create or bring up to date the portal's tables (every node may do it at once)."""
+    setup = database.connect(PORTAL_DB_FILE, autocommit=True, timeout=10.0)
+    try:
+        if database.is_sqlite:
+            # WAL: one fsync per commit; FULL: a copy whose notification went out is never lost.
+            setup.execute("PRAGMA journal_mode=WAL")
+        migrate(setup, COMPONENT, MIGRATIONS, _newer)
+        if database.is_sqlite:
+            _upgrade_columns(setup)
+    finally:
+        setup.close()
+
+
+def _upgrade_columns(db: Connection) -> None:
+    """Add the columns a retried delivery needs to a store made before them (SQLite only: no
+    such store was ever made on PostgreSQL); copies delivered then (active, revoked, expired)
+    had their notification accepted."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(portal_copy)")}
+        if "notified" not in columns:
+            for column in ("link_key_id TEXT", "link_wrapped BLOB", "link_sealed BLOB",
+                           "notified REAL"):
+                db.execute(f"ALTER TABLE portal_copy ADD COLUMN {column}")
+            db.execute("UPDATE portal_copy SET notified = created WHERE state != ?",
+                       (CopyState.PENDING.value,))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _copy(row: Any) -> PortalCopy:
     created, expires = _dt(row[4]), _dt(row[5])
     assert created is not None and expires is not None
     return PortalCopy(
@@ -207,31 +267,30 @@ def _copy(row: tuple) -> PortalCopy:
 class PortalStore:
     """Thread-safe (one lock); call heavy writes through `asyncio.to_thread`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, database: Database) -> None:
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
-        # WAL: one fsync per commit; FULL: a copy whose notification went out is never lost.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        with self._lock, self._db:
-            self._db.executescript(_SCHEMA)
-            self._migrate()
-
-    def _migrate(self) -> None:
-        """Add the columns a retried delivery needs to a store made before them; copies
-        delivered then (active, revoked, expired) had their notification accepted."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(portal_copy)")}
-        if "notified" in columns:
-            return
-        for column in ("link_key_id TEXT", "link_wrapped BLOB", "link_sealed BLOB",
-                       "notified REAL"):
-            self._db.execute(f"ALTER TABLE portal_copy ADD COLUMN {column}")
-        self._db.execute("UPDATE portal_copy SET notified = created WHERE state != ?",
-                         (CopyState.PENDING.value,))
+        open_schema(database)
+        self._db = database.connect(PORTAL_DB_FILE, timeout=10.0)
+        self._db.execute("PRAGMA synchronous=FULL")  # SQLite's; nothing on PostgreSQL
+        # Counters alone, each one atomic statement (on PostgreSQL without the store's lock).
+        self._counter = database.connect(PORTAL_DB_FILE, autocommit=True, timeout=10.0)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._counter.close()
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One transaction under the store's lock, committed when the block succeeds and
+        rolled back when it raises (`with sqlite3.Connection`, on either engine)."""
+        with self._lock:
+            try:
+                yield
+            except BaseException:
+                self._db.rollback()
+                raise
+            self._db.commit()
 
     # -- copies ------------------------------------------------------------------------
 
@@ -241,7 +300,7 @@ class PortalStore:
                  link: Sealed | None = None, state: str = CopyState.PENDING) -> None:
         """Store a sealed copy (PENDING unless `state` says otherwise), with its sealed link
         token and an opaque id for each attachment part."""
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute(
                 "INSERT INTO portal_copy (id, link_hash, copy_key, sender, recipient, "
                 "decision_id, created, expires, state, size, key_id, wrapped_key, ciphertext, "
@@ -254,27 +313,27 @@ class PortalStore:
                  link.ciphertext if link else None),
             )
             self._db.executemany(
-                "INSERT INTO portal_attachment VALUES (?, ?, ?)",
+                "INSERT INTO portal_attachment (id, copy_id, part) VALUES (?, ?, ?)",
                 [(secrets.token_urlsafe(16), copy_id, part) for part in attachment_parts],
             )
 
     def activate(self, copy_id: str) -> None:
         """Make a pending (or withdrawn) copy's link open it."""
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute("UPDATE portal_copy SET state = ? WHERE id = ? AND state = ?",
                              (CopyState.ACTIVE.value, copy_id, CopyState.PENDING.value))
 
     def withdraw(self, copy_id: str) -> None:
         """An active copy whose notification was not accepted: its link no longer opens it
         (PENDING) until a retry of the same message makes it active again."""
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute("UPDATE portal_copy SET state = ? WHERE id = ? AND state = ?",
                              (CopyState.PENDING.value, copy_id, CopyState.ACTIVE.value))
             self._forget_access(copy_id)
 
     def mark_notified(self, copy_id: str, now: datetime) -> None:
         """The copy's notification was accepted upstream: a retry sends nothing more."""
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute("UPDATE portal_copy SET notified = ? WHERE id = ?",
                              (_ts(now), copy_id))
 
@@ -298,7 +357,7 @@ class PortalStore:
 
     def discard(self, copy_id: str) -> None:
         """Delete a copy entirely (a pending copy whose notification was not accepted)."""
-        with self._lock, self._db:
+        with self._writing():
             for table, column in (("portal_attachment", "copy_id"), ("portal_code", "copy_id"),
                                   ("portal_session", "copy_id"), ("portal_copy", "id")):
                 self._db.execute(f"DELETE FROM {table} WHERE {column} = ?",  # noqa: S608
@@ -360,7 +419,7 @@ class PortalStore:
     # -- read status -------------------------------------------------------------------
 
     def record_view(self, copy_id: str, now: datetime) -> None:
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute(
                 "UPDATE portal_copy SET views = views + 1, last_opened = ?, "
                 "first_opened = COALESCE(first_opened, ?) WHERE id = ?",
@@ -373,7 +432,7 @@ class PortalStore:
         self._bump(copy_id, "replies")
 
     def _bump(self, copy_id: str, column: str) -> None:
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute(f"UPDATE portal_copy SET {column} = {column} + 1 WHERE id = ?",  # noqa: S608
                              (copy_id,))
 
@@ -381,7 +440,7 @@ class PortalStore:
 
     def revoke(self, copy_id: str, now: datetime) -> bool:
         """Withdraw an active copy; False when it was not active. Its sessions end."""
-        with self._lock, self._db:
+        with self._writing():
             changed = self._db.execute(
                 "UPDATE portal_copy SET state = ?, revoked_at = ? WHERE id = ? AND state = ?",
                 (CopyState.REVOKED.value, _ts(now), copy_id, CopyState.ACTIVE.value),
@@ -391,7 +450,7 @@ class PortalStore:
 
     def destroy(self, copy_id: str) -> bool:
         """Expire a copy now: ciphertext, wrapped key, attachments, code, sessions deleted."""
-        with self._lock, self._db:
+        with self._writing():
             changed = self._db.execute(
                 "UPDATE portal_copy SET state = ?, key_id = NULL, wrapped_key = NULL, "
                 "ciphertext = NULL WHERE id = ? AND state IN (?, ?)",
@@ -427,16 +486,19 @@ class PortalStore:
         """A fresh six-digit code (CSPRNG) replacing any other; only its salted hash is kept."""
         code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
         salt = secrets.token_bytes(16)
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute(
-                "INSERT OR REPLACE INTO portal_code VALUES (?, ?, ?, ?, 0)",
+                "INSERT INTO portal_code (copy_id, salt, code_hash, expires, failures) "
+                "VALUES (?, ?, ?, ?, 0) ON CONFLICT (copy_id) DO UPDATE SET "
+                "salt = excluded.salt, code_hash = excluded.code_hash, "
+                "expires = excluded.expires, failures = 0",
                 (copy_id, salt, _code_hash(salt, code), _ts(now) + CODE_LIFETIME_SECONDS))
-            self._db.execute("INSERT INTO portal_code_request VALUES (?, ?)",
+            self._db.execute("INSERT INTO portal_code_request (copy_id, at) VALUES (?, ?)",
                              (copy_id, _ts(now)))
         return code
 
     def code_requests_since(self, copy_id: str, since: datetime) -> int:
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute("DELETE FROM portal_code_request WHERE at < ?", (_ts(since),))
             return int(self._db.execute(
                 "SELECT COUNT(*) FROM portal_code_request WHERE copy_id = ? AND at >= ?",
@@ -445,32 +507,43 @@ class PortalStore:
     def check_code(self, copy_id: str, code: str, now: datetime, *,
                    max_wrong_codes: int = DEFAULT_MAX_WRONG_CODES) -> CodeCheck:
         """Compare in constant time; the right code is used up, the fifth wrong one burns it,
-        and the `max_wrong_codes`-th wrong one in total (over every code) locks the copy."""
-        with self._lock, self._db:
+        and the `max_wrong_codes`-th wrong one in total (over every code) locks the copy.
+
+        Every node may check codes for the copy at once: each change is one statement on the
+        code it read (its salt), and both counts are counted by the database, so a code is
+        used once and the copy locks at the same count however the tries are spread."""
+        with self._writing():
             if self._locked(copy_id):
                 return CodeCheck.COPY_LOCKED
             row = self._db.execute(
-                "SELECT salt, code_hash, expires, failures FROM portal_code WHERE copy_id = ?",
+                "SELECT salt, code_hash, expires FROM portal_code WHERE copy_id = ?",
                 (copy_id,)).fetchone()
             if row is None:
                 return CodeCheck.NO_CODE
-            salt, stored, expires, failures = bytes(row[0]), bytes(row[1]), row[2], row[3]
+            salt, stored, expires = bytes(row[0]), bytes(row[1]), row[2]
             if expires <= _ts(now):
-                self._db.execute("DELETE FROM portal_code WHERE copy_id = ?", (copy_id,))
+                self._db.execute("DELETE FROM portal_code WHERE copy_id = ? AND salt = ?",
+                                 (copy_id, salt))
                 return CodeCheck.NO_CODE
             if hmac.compare_digest(_code_hash(salt, code), stored):
-                self._db.execute("DELETE FROM portal_code WHERE copy_id = ?", (copy_id,))
-                return CodeCheck.ACCEPTED
+                used = self._db.execute(  # fetchall: the statement finishes (SQLite)
+                    "DELETE FROM portal_code WHERE copy_id = ? AND salt = ? RETURNING copy_id",
+                    (copy_id, salt)).fetchall()
+                return CodeCheck.ACCEPTED if used else CodeCheck.NO_CODE  # used meanwhile
             if self._wrong_code(copy_id) >= max_wrong_codes:
-                self._db.execute("UPDATE portal_lock SET locked_at = ? WHERE copy_id = ?",
-                                 (_ts(now), copy_id))
+                self._db.execute("UPDATE portal_lock SET locked_at = ? "
+                                 "WHERE copy_id = ? AND locked_at IS NULL", (_ts(now), copy_id))
                 self._forget_access(copy_id)
                 return CodeCheck.COPY_LOCKED
-            if failures + 1 >= CODE_MAX_TRIES:
-                self._db.execute("DELETE FROM portal_code WHERE copy_id = ?", (copy_id,))
+            tried = self._db.execute(
+                "UPDATE portal_code SET failures = failures + 1 WHERE copy_id = ? AND salt = ? "
+                "RETURNING failures", (copy_id, salt)).fetchall()
+            if not tried:
+                return CodeCheck.WRONG  # counted; the code was burnt or replaced meanwhile
+            if int(tried[0][0]) >= CODE_MAX_TRIES:
+                self._db.execute("DELETE FROM portal_code WHERE copy_id = ? AND salt = ?",
+                                 (copy_id, salt))
                 return CodeCheck.LOCKED
-            self._db.execute("UPDATE portal_code SET failures = failures + 1 WHERE copy_id = ?",
-                             (copy_id,))
             return CodeCheck.WRONG
 
     # -- the lock over every code -----------------------------------------------------
@@ -481,13 +554,13 @@ class PortalStore:
         return row is not None and row[0] is not None
 
     def _wrong_code(self, copy_id: str) -> int:
-        """Count one wrong code for the copy; the total so far (inside the caller's lock and
-        transaction)."""
-        self._db.execute(
+        """Count one wrong code for the copy; the total so far, every node's (one atomic
+        statement, inside the caller's lock and transaction)."""
+        row = self._db.execute(  # fetchall: the statement finishes (SQLite)
             "INSERT INTO portal_lock (copy_id, wrong_codes) VALUES (?, 1) "
-            "ON CONFLICT (copy_id) DO UPDATE SET wrong_codes = wrong_codes + 1", (copy_id,))
-        return int(self._db.execute("SELECT wrong_codes FROM portal_lock WHERE copy_id = ?",
-                                    (copy_id,)).fetchone()[0])
+            "ON CONFLICT (copy_id) DO UPDATE SET wrong_codes = portal_lock.wrong_codes + 1 "
+            "RETURNING wrong_codes", (copy_id,)).fetchall()
+        return int(row[0][0])
 
     def is_locked(self, copy_id: str) -> bool:
         """Whether too many wrong codes locked the copy (until its sender re-issues it)."""
@@ -505,7 +578,7 @@ class PortalStore:
         """A new link for an active copy: the old link stops working, the lock and the count
         of wrong codes are cleared, codes, code requests and sessions end. False when the copy
         is not active (withdrawn, expired, or not yet delivered)."""
-        with self._lock, self._db:
+        with self._writing():
             changed = self._db.execute(
                 "UPDATE portal_copy SET link_hash = ? WHERE id = ? AND state = ?",
                 (token_hash(link_token), copy_id, CopyState.ACTIVE.value)).rowcount
@@ -516,6 +589,23 @@ class PortalStore:
                 self._forget_access(copy_id)
         return bool(changed)
 
+    # -- requests per client ----------------------------------------------------------
+
+    def count_request(self, client: str, window: float, now: datetime) -> int:
+        """Count one portal request from `client` in the current fixed window of `window`
+        seconds; answer the count so far, every node's. The client is kept hashed; windows
+        before the last are dropped as new ones start."""
+        slot = int(_ts(now) // window)
+        with self._lock:
+            row = self._counter.execute(  # fetchall: the statement finishes (SQLite)
+                "INSERT INTO portal_rate (client, slot, hits) VALUES (?, ?, 1) "
+                "ON CONFLICT (client, slot) DO UPDATE SET hits = portal_rate.hits + 1 "
+                "RETURNING hits", (token_hash(client), slot)).fetchall()
+            hits = int(row[0][0])
+            if hits == 1:
+                self._counter.execute("DELETE FROM portal_rate WHERE slot < ?", (slot - 1,))
+        return hits
+
     # -- sessions ----------------------------------------------------------------------
 
     def create_session(self, copy_id: str, *, signed_in: bool, now: datetime,
@@ -525,9 +615,10 @@ class PortalStore:
         session = PortalSession(token_hash=token_hash(token), copy_id=copy_id,
                                 csrf_token=secrets.token_urlsafe(TOKEN_BYTES),
                                 signed_in=signed_in)
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute("DELETE FROM portal_session WHERE expires <= ?", (_ts(now),))
-            self._db.execute("INSERT INTO portal_session VALUES (?, ?, ?, ?, ?)",
+            self._db.execute("INSERT INTO portal_session (token_hash, copy_id, csrf_token, "
+                             "signed_in, expires) VALUES (?, ?, ?, ?, ?)",
                              (session.token_hash, copy_id, session.csrf_token, int(signed_in),
                               _ts(now) + lifetime_seconds))
         return token, session
@@ -545,7 +636,7 @@ class PortalStore:
                              signed_in=bool(row[3]))
 
     def end_session(self, token: str) -> None:
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute("DELETE FROM portal_session WHERE token_hash = ?",
                              (token_hash(token),))
 

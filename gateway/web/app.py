@@ -85,10 +85,11 @@ def build_web_app(front: WebFront) -> web.Application:
             store=app.portal, keyring=delivery.keyring, upstream=delivery.upstream,
             audit=app.audit, settings=delivery.settings, clock=lambda: delivery.clock(),
             metrics=stages.metrics, max_wrong_codes=app.config.portal.max_wrong_codes,
-            delivery=delivery)
+            delivery=delivery,
+            per_client=portal.client_limit(app.portal, shared=not app.database.is_sqlite))
         portal.install(web_app, deps)
         portal.sweep_while_running(web_app, deps)
-    alerts.attach(web_app, app.config, app.audit, stages.transport, app.data_dir)
+    alerts.attach(web_app, app.config, app.audit, stages.transport, app.database)
     web_app.on_response_prepare.append(_security_headers)
     return web_app
 

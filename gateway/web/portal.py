@@ -37,7 +37,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -118,6 +118,30 @@ class WindowLimit:
         self._counts[key] = (start, count + 1)
         return count < self.limit
 
+    async def admit(self, key: str) -> bool:
+        return self.allow(key)
+
+
+class SharedWindowLimit:
+    """`WindowLimit` counted in the portal store (fixed windows of the wall clock), so that a
+    client's requests to every node count: for several nodes on one PostgreSQL database."""
+
+    def __init__(self, store: PortalStore, limit: int, window: float,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.limit, self.window, self._store, self._clock = limit, window, store, clock
+
+    async def admit(self, key: str) -> bool:
+        hits = await asyncio.to_thread(self._store.count_request, key, self.window,
+                                       self._clock())
+        return hits <= self.limit
+
+
+def client_limit(store: PortalStore, *, shared: bool) -> WindowLimit | SharedWindowLimit:
+    """The per-client request limit: in this process (one node), or in the shared store."""
+    if shared:
+        return SharedWindowLimit(store, REQUESTS_PER_MINUTE, 60.0)
+    return WindowLimit(REQUESTS_PER_MINUTE, 60.0)
+
 
 @dataclass
 class PortalDeps:
@@ -129,7 +153,7 @@ class PortalDeps:
     audit: AuditLog
     settings: PortalSettings
     clock: Callable[[], datetime]
-    per_client: WindowLimit = field(
+    per_client: WindowLimit | SharedWindowLimit = field(
         default_factory=lambda: WindowLimit(REQUESTS_PER_MINUTE, 60.0))
     metrics: Metrics = field(default_factory=Metrics)  # the gateway's, for portal views
     max_wrong_codes: int = DEFAULT_MAX_WRONG_CODES  # in total per copy, then it is locked
@@ -211,7 +235,7 @@ def _page(request: web.Request, heading: str, text: str, status: int) -> web.Res
 async def _visit(request: web.Request) -> _Visit:
     """The copy this link opens, after the rate limit; withdrawn/expired/unknown end here."""
     deps = request.app[PORTAL]
-    if not deps.per_client.allow(_client(request)):
+    if not await deps.per_client.admit(_client(request)):
         raise _Raised(_page(request, "Too many requests", "Please wait a minute and try again.",
                             429))
     token = request.match_info["token"]

@@ -4,6 +4,7 @@ trusted balancer; an outsider connects from 127.0.0.2), SMTP and HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import smtplib
 import socket
@@ -532,3 +533,37 @@ async def test_plain_http_behind_the_balancer(tmp_path: Path, sink: Sink) -> Non
             "http.port"]
         said = await gw.run(_http, gw, v1(CLIENT_A) + request, OUTSIDER)
         assert said.split(b" ", 2)[1] == b"400"
+
+
+async def _until_closed(reader: asyncio.StreamReader) -> bytes:
+    """What the gateway still says before it closes (an abort reads as the end too)."""
+    try:
+        return await asyncio.wait_for(reader.read(), TIMEOUT)
+    except ConnectionResetError:
+        return b""
+
+
+async def test_stopping_cuts_connections_still_before_their_header_or_handshake(
+    tmp_path: Path, sink: Sink
+) -> None:
+    """A connection waiting for its header, or for the TLS handshake after it, does not keep
+    a stopping gateway waiting for the header timeout: it is cut."""
+    config = PROXY + "header_timeout = 600.0\n"
+    async with running_gateway(tmp_path, sink, implicit_tls=True, extra_config=config) as gw:
+        port = gw.gateway.tls_port or 0
+        silent, silent_writer = await asyncio.open_connection(gw.host, port)
+        handshaking, handshaking_writer = await asyncio.open_connection(gw.host, port)
+        tls = gw.client_context().wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(),
+                                           server_hostname=gw.host)
+        with pytest.raises(ssl.SSLWantReadError):
+            tls.do_handshake()
+        handshaking_writer.write(v1(CLIENT_A) + outgoing.read())  # header and ClientHello
+        # The ServerHello: the gateway took both connections (the silent one first) and is in
+        # the middle of the second's handshake.
+        assert await asyncio.wait_for(handshaking.read(1), TIMEOUT)
+    try:
+        assert await _until_closed(silent) == b""
+        await _until_closed(handshaking)  # (the rest of the ServerHello, then the end)
+    finally:
+        silent_writer.close()
+        handshaking_writer.close()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import ssl
 from asyncio import sslproto
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -295,6 +296,7 @@ def feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
         while view:
             buffer = memoryview(protocol.get_buffer(len(view)))
             size = min(len(buffer), len(view))
+            assert size > 0, "a buffered protocol offered no room"
             buffer[:size] = view[:size]
             protocol.buffer_updated(size)
             view = view[size:]
@@ -326,7 +328,8 @@ class ProxyListener:
 
     def __init__(self, factory: Callable[[], asyncio.BaseProtocol],
                  trusted: Sequence[IPNetwork], *, header_timeout: float,
-                 ssl_context: Any = None, refused: Refused | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None,
+                 refused: Refused | None = None) -> None:
         self.factory = factory
         self.trusted = tuple(trusted)
         self.header_timeout = header_timeout

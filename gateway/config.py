@@ -103,6 +103,17 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class ProxyConfig:
+    # Load balancers (IP addresses or CIDR networks) in front of the SMTP and HTTP listeners
+    # that send the PROXY protocol (HAProxy send-proxy or send-proxy-v2): a connection from
+    # one must begin with a PROXY header, whose client address the gateway then uses for
+    # everything (relay_from, limits, throttles, logs, audit); one from anywhere else is never
+    # read for a header. Empty: the PROXY protocol is off. Not the metrics listener.
+    trusted: tuple[str, ...] = ()
+    header_timeout: float = 5.0  # seconds a load balancer in trusted has to send the header
+
+
+@dataclass(frozen=True)
 class UpstreamConfig:
     host: str = ""  # empty: deliver into the outbox directory (Maildir) in the data directory
     port: int = 25  # the smarthost's port
@@ -199,6 +210,7 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
@@ -364,6 +376,15 @@ def cidr_list(values: tuple[str, ...]) -> str:
     return ""
 
 
+def network_list(values: tuple[str, ...]) -> str:
+    for value in values:
+        try:
+            ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            return f"has {value!r}, which is not an IP address or network (CIDR)"
+    return ""
+
+
 def fingerprint_list(values: tuple[str, ...]) -> str:
     for value in values:
         if not _FINGERPRINT.fullmatch(value.replace(":", "").replace(" ", "").lower()):
@@ -423,6 +444,8 @@ CHECKS: dict[str, Check] = {
     "http.host": listen_address,
     "http.port": port(zero="any free port"),
     "http.public_url": url_or_empty,
+    "proxy.trusted": network_list,
+    "proxy.header_timeout": positive,
     "upstream.host": host_or_empty,
     "upstream.port": port(),
     "upstream.timeout": positive,

@@ -146,15 +146,18 @@ class Harness:
 
 def write_config(path: Path, sink: Sink | None, extra_config: str = "", *,
                  metrics: dict[str, Any] | None = None, organisation: str | None = None,
-                 upstream: dict[str, Any] | None = None,
+                 upstream: dict[str, Any] | None = None, http: dict[str, Any] | None = None,
                  **smtp: Any) -> Path:
     """A config file: every port 0, the sink as upstream (plain SMTP on loopback); `metrics`
-    adds keys to the [metrics] section, `upstream` to the [upstream] one, `organisation` names
-    the agency, then `extra_config` (TOML sections of the test's own)."""
+    adds keys to the [metrics] section, `upstream` to the [upstream] one, `http` to the [http]
+    one, `organisation` names the agency, then `extra_config` (TOML sections of the test's
+    own)."""
     settings = {"port": 0, "tls_port": 0, "auth_failure_delay": 0.01, **smtp}
     lines = [f"organisation = {_toml(organisation)}"] if organisation is not None else []
     lines += ["[smtp]"] + [f"{key} = {_toml(value)}" for key, value in settings.items()]
-    lines += ["[http]", "port = 0", "[metrics]", "port = 0"]
+    lines += ["[http]", "port = 0"]
+    lines += [f"{key} = {_toml(value)}" for key, value in (http or {}).items()]
+    lines += ["[metrics]", "port = 0"]
     lines += [f"{key} = {_toml(value)}" for key, value in (metrics or {}).items()]
     if sink is not None:
         lines += ["[upstream]", f'host = "{sink.host}"', f"port = {sink.port}", 'tls = "none"']
@@ -180,11 +183,12 @@ async def running_gateway(tmp_path: Path, sink: Sink | None, *, implicit_tls: bo
                           metrics: dict[str, Any] | None = None,
                           upstream: dict[str, Any] | None = None,
                           organisation: str | None = None,
+                          http: dict[str, Any] | None = None,
                           **smtp: Any) -> AsyncIterator[Harness]:
     """Start the gateway (with staff accounts, one of them in governance too) and stop it,
     and its stores, at the end."""
     config = write_config(tmp_path / "casegate.toml", sink, extra_config, metrics=metrics,
-                          upstream=upstream, organisation=organisation, **smtp)
+                          upstream=upstream, organisation=organisation, http=http, **smtp)
     app = App.open(config, tmp_path / "data")
     try:
         app.users.add(STAFF, PASSWORD, send_as=(SEND_AS,))

@@ -28,6 +28,9 @@ COUNTERS: dict[str, str] = {
     "casegate_auth_failures_total": "Failed SMTP AUTH attempts.",
     "casegate_auth_lockouts_total": "Client addresses locked after repeated AUTH failures.",
     "casegate_smtp_connections_refused_total": "SMTP connections refused over a connection limit.",
+    "casegate_proxy_headers_refused_total":
+        "Connections from a trusted load balancer closed for a missing, malformed or slow "
+        "PROXY header.",
 }
 
 # What `generate_latest` writes for our names (all plain ASCII): the text format 0.0.4, which

@@ -1,7 +1,8 @@
 """The composition root of the running gateway: `start_gateway(app)` builds the ways out, the
 stages, the SMTP front (STARTTLS and implicit TLS), the HTTP(S) front and the metrics listener
 (plain HTTP, loopback by default) from the `App`, and binds every listener (port 0 picks a free
-port; the bound ports are on the returned `Gateway`).
+port; the bound ports are on the returned `Gateway`). With `proxy.trusted` set, the SMTP and
+HTTP listeners read the PROXY protocol from those load balancers (gateway/runtime/proxy.py).
 
 `Gateway.stop()` drains: it stops accepting, lets messages already in DATA finish (up to
 `drain_seconds`), then answers every connection still open `421 4.3.2` and closes it (a
@@ -16,10 +17,11 @@ import ipaddress
 import os
 import ssl
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -27,6 +29,8 @@ from aiohttp import web
 from gateway.app import OUTBOX_DIR, App
 from gateway.config import Config, StartupError, os_reason, public_url, read_bearer_token
 from gateway.observe.metrics import Metrics
+from gateway.runtime.proxy import IPNetwork as ProxyNetwork
+from gateway.runtime.proxy import ProxyListener, trusted_networks
 from gateway.smtp.aiosmtpd_private import handler_task, socket_transport
 from gateway.smtp.budget import BufferBudget
 from gateway.smtp.front import GatewaySMTP, IPNetwork, SubmissionHandler
@@ -62,6 +66,7 @@ class Gateway:
     _servers: list[asyncio.Server] = field(default_factory=list)
     _sessions: weakref.WeakSet[GatewaySMTP] = field(default_factory=weakref.WeakSet)
     _runners: list[web.AppRunner] = field(default_factory=list)
+    _proxies: list[ProxyListener] = field(default_factory=list)  # with proxy.trusted
     _stopped: bool = False
 
     def use_keyring(self, keyring: Keyring) -> None:
@@ -80,6 +85,8 @@ class Gateway:
         self._stopped = True
         for server in self._servers:
             server.close()
+        for proxy in self._proxies:
+            proxy.close()  # connections still before their PROXY header or TLS handshake
         stages = self.stages
         if stages.flight.count:
             log.info("draining", in_flight=stages.flight.count)
@@ -107,6 +114,8 @@ class Gateway:
             await server.wait_closed()
         for runner in self._runners:
             await runner.cleanup()
+        for proxy in self._proxies:
+            proxy.close()  # the HTTP listener closes with its runner
         if stages.encrypted is not None:
             await stages.encrypted.close()
         await stages.transport.close()
@@ -180,17 +189,18 @@ async def start_gateway(
         per_relay_peer=config.smtp.max_connections_per_relay_peer,
         unauthenticated=config.smtp.max_unauthenticated_connections,
     ))  # one for both SMTP ports
+    trusted = trusted_networks(config.proxy.trusted)  # load balancers sending PROXY headers
     try:
         gateway.smtp_port = await _listen_smtp(gateway, handler, limiter, config, context,
-                                               config.smtp.port, implicit=False)
+                                               config.smtp.port, trusted, implicit=False)
         if serve_implicit:
             gateway.tls_port = await _listen_smtp(gateway, handler, limiter, config, context,
-                                                  tls_port, implicit=True)
+                                                  tls_port, trusted, implicit=True)
         if http:
             front = WebFront(app=app, stages=stages, portal=delivery,
                              readiness=lambda: readiness_problems(stages))
             gateway.http_port = bound.http_port = await _listen_http(gateway, front, config,
-                                                                     context)
+                                                                     context, trusted)
         if serve_metrics:
             gateway.metrics_port = await _listen_metrics(gateway, config, bearer_token)
     except BaseException:
@@ -205,8 +215,8 @@ class _Bound:
 
 
 async def _listen_smtp(gateway: Gateway, handler: SubmissionHandler, limiter: ConnectionLimiter,
-                       config: Config, context: ssl.SSLContext, port: int, *,
-                       implicit: bool) -> int:
+                       config: Config, context: ssl.SSLContext, port: int,
+                       trusted: Sequence[ProxyNetwork], *, implicit: bool) -> int:
     loop = asyncio.get_running_loop()
     smtp = config.smtp
     size_limit = message_size_limit(smtp.max_message_size, handler.stages.app.policy)
@@ -230,24 +240,82 @@ async def _listen_smtp(gateway: Gateway, handler: SubmissionHandler, limiter: Co
         gateway._sessions.add(session)
         return session
 
-    with listening("smtp.tls_port" if implicit else "smtp.port", smtp.host, port):
-        server = await loop.create_server(factory, smtp.host, port,
-                                          ssl=context if implicit else None)
+    key = "smtp.tls_port" if implicit else "smtp.port"
+    tls = context if implicit else None
+    with listening(key, smtp.host, port):
+        if trusted:  # the socket is plain TCP: TLS starts after the PROXY header
+            server = await loop.create_server(
+                _proxied(gateway, config, trusted, key, factory, tls), smtp.host, port)
+        else:
+            server = await loop.create_server(factory, smtp.host, port, ssl=tls)
     gateway._servers.append(server)
     return int(server.sockets[0].getsockname()[1])
 
 
 async def _listen_http(gateway: Gateway, front: WebFront, config: Config,
-                       context: ssl.SSLContext) -> int:
+                       context: ssl.SSLContext, trusted: Sequence[ProxyNetwork]) -> int:
     gateway.web_app = build_web_app(front)
     runner = web.AppRunner(gateway.web_app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     gateway._runners.append(runner)
-    site = web.TCPSite(runner, config.http.host, config.http.port,
-                       ssl_context=context if config.http.tls else None)
+    tls = context if config.http.tls else None
+    if trusted:
+        assert runner.server is not None  # set up above
+        site = _ProxySite(runner, config.http.host, config.http.port,
+                          _proxied(gateway, config, trusted, "http.port", runner.server, tls))
+        with listening("http.port", config.http.host, config.http.port):
+            await site.start()
+        return site.bound_port
+    tcp_site = web.TCPSite(runner, config.http.host, config.http.port, ssl_context=tls)
     with listening("http.port", config.http.host, config.http.port):
-        await site.start()
+        await tcp_site.start()
     return int(runner.addresses[0][1])
+
+
+def _proxied(gateway: Gateway, config: Config, trusted: Sequence[ProxyNetwork], key: str,
+             factory: Callable[[], asyncio.BaseProtocol],
+             tls: ssl.SSLContext | None) -> ProxyListener:
+    """The protocol factory of the listener `key` names, reading the PROXY protocol from the
+    `trusted` load balancers before `factory`'s protocol (TLS, when given, after the header)."""
+    metrics = gateway.stages.metrics
+
+    def refused(peer: Any, reason: str) -> None:
+        balancer = peer[0] if isinstance(peer, tuple) and peer else ""
+        log.warning("proxy-header-refused", listener=key, balancer=balancer, reason=reason)
+        metrics.inc("casegate_proxy_headers_refused_total")
+
+    proxy = ProxyListener(factory, trusted, header_timeout=config.proxy.header_timeout,
+                          ssl_context=tls, refused=refused)
+    gateway._proxies.append(proxy)
+    return proxy
+
+
+class _ProxySite(web.BaseSite):
+    """aiohttp's TCP site with the PROXY protocol in front (`web.TCPSite` cannot wrap the
+    protocol factory): the runner stops it with its other sites, before closing connections."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int,
+                 listener: ProxyListener) -> None:
+        super().__init__(runner)
+        self.host, self.port, self.listener = host, port, listener
+        self.listening: asyncio.Server | None = None
+        self.bound_port = port
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.bound_port} (PROXY protocol)"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self.listening = await loop.create_server(self.listener, self.host, self.port)
+        self.bound_port = int(self.listening.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self.listening is not None:
+            self.listening.close()
+        self.listener.close()
+        await super().stop()
 
 
 async def _listen_metrics(gateway: Gateway, config: Config, bearer_token: bytes | None) -> int:

@@ -64,6 +64,8 @@ from verification.casework import Casework
 from verification.dns import make_resolver
 from verification.registry import Registry
 from verification.texts import Texts
+from verification.tokens import KEY_FILE as LINK_KEY_FILE
+from verification.tokens import KeyFileError as LinkKeyError
 from verification.tokens import LinkSigner, load_or_create_key
 from verification.workflow import Settings, Workflow
 
@@ -161,6 +163,17 @@ def open_cases(data_dir: Path, database: Database) -> CaseStore:
     return CaseStore(data_dir / CASES_DB_FILE, RecordKey(key))
 
 
+def open_link_key(data_dir: Path, database: Database) -> bytes:
+    """The key that signs verification links (`verification.key`), made on first use and
+    refused when the registry holds requests made with another (gateway.stores.keyprints):
+    every node must have the same one, or a link mailed by one fails on the other."""
+    try:
+        return guard(data_dir / LINK_KEY_FILE, database, "casegate.sqlite3",
+                     ("verification_requests",), lambda: load_or_create_key(data_dir))
+    except (LinkKeyError, KeyFileError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def resolve_data_dir(config: Config, config_path: Path | None, data_dir: Path | None) -> Path:
     """The data directory: `data_dir` (the --data flag) as given, else the config's `data_dir`,
     which when relative is taken from the config file's folder."""
@@ -211,6 +224,7 @@ class App:
     cases: CaseStore  # the case registry: people, confidential details, shields (issue 16)
     offices: OfficeRegistry  # the office directory: names, teams, DX (issue 17)
     database: Database  # SQLite files in data_dir, or the PostgreSQL the nodes share (issue 15)
+    link_key: bytes  # signs verification links (verification.key, checked: open_link_key)
     # The thread that reads and writes the registry and the relay ledger for the event loop,
     # for every message (a trip between threads serves every call queued meanwhile).
     worker: StoreWorker = field(default_factory=lambda: StoreWorker("casegate-stores"))
@@ -265,6 +279,7 @@ class App:
             users = UserStore(root / "casegate.sqlite3")
             portal = PortalStore(database)
             cases = open_cases(root, database)
+            link_key = open_link_key(root, database)
             offices = OfficeRegistry.open(root, audit)
         except (OSError, sqlite3.Error) as exc:
             reason = os_reason(exc) if isinstance(exc, OSError) else str(exc)
@@ -272,7 +287,7 @@ class App:
                               "be a directory casegate can write") from None
         return cls(config=config, data_dir=root, policy=policy, registry=registry, audit=audit,
                    users=users, portal=portal, keyring=keyring, cases=cases,
-                   offices=offices, database=database)
+                   offices=offices, database=database, link_key=link_key)
 
     def way_out(self) -> Transport:
         """The upstream smarthost when one is configured, else the outbox Maildir, signing what
@@ -335,7 +350,7 @@ class App:
             policy=self.policy,
             audit=self.audit,
             transport=transport,
-            signer=LinkSigner(load_or_create_key(self.data_dir)),
+            signer=LinkSigner(self.link_key),
             resolver=resolver or make_resolver(section.dns_servers, section.dns_port,
                                                section.dns_timeout),
             settings=workflow_settings(self.config),

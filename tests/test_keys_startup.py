@@ -116,6 +116,10 @@ FAILURES: list[tuple[str, Callable[[Path], None], tuple[str, ...]]] = [
     # a new case key would fail nothing: every recorded person would go unrecognised
     ("case-index.key", missing, ("case-index.key is missing", "restore case-index.key")),
     ("case-index.key", flipped_byte, ("case-index.key is not the key", "restore")),
+    # a new link key would break every link in the mail already sent (and on a second node,
+    # every link the first one mails)
+    ("verification.key", missing, ("verification.key is missing", "restore verification.key")),
+    ("verification.key", flipped_byte, ("verification.key is not the key", "restore")),
 ]
 
 

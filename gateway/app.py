@@ -255,8 +255,8 @@ class App:
             except BaseException:
                 audit.close()
                 raise
-            registry = Registry(root / "casegate.sqlite3")
-            users = UserStore(root / "casegate.sqlite3")
+            registry = Registry(database)
+            users = UserStore(database)
             portal = PortalStore(root / PORTAL_DB_FILE)
             cases = open_cases(root)
             offices = OfficeRegistry.open(root, audit)

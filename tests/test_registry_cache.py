@@ -1,14 +1,15 @@
-"""The registry keeps its snapshot between reads, and never serves one that is out of date."""
+"""The registry keeps its snapshot between reads, and never serves one that is out of date (on
+SQLite and on PostgreSQL: the `database` fixture)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from policies.model import Role, Snapshot, Verification
+from transports.database import Database
 from verification.registry import Registry
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -16,13 +17,8 @@ STAFF = "jo.bloggs@cafcass.gov.uk"
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "casegate.sqlite3"
-
-
-@pytest.fixture
-def registry(path: Path) -> Iterator[Registry]:
-    store = Registry(path)
+def registry(database: Database) -> Iterator[Registry]:
+    store = Registry(database)
     yield store
     store.close()
 
@@ -56,11 +52,11 @@ def test_own_writes_are_seen_at_once(registry: Registry) -> None:
     assert registry.staff_personal() == {STAFF: ("jo.b@gmail.com",)}
 
 
-def test_writes_by_another_connection_are_seen(registry: Registry, path: Path) -> None:
+def test_writes_by_another_connection_are_seen(registry: Registry, database: Database) -> None:
     """A write through another connection (another process: `casegate verify add`) is seen."""
     verify(registry, "mum@gmail.com")
     before = registry.active(NOW)
-    other = Registry(path)
+    other = Registry(database)
     try:
         verify(other, "dad@gmail.com")
         other.add_staff_personal(STAFF, "jo.b@gmail.com", NOW)

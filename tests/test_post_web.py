@@ -27,6 +27,7 @@ from tests.gateway_harness import STAFF, running_gateway
 from tests.https import https_client, serve_https
 from tests.sink import Sink
 from tests.staffweb import hidden
+from transports.database import Database
 
 PASSWORD = "correct horse battery"
 BUSINESS = "bs.officer@cafcass.gov.uk"
@@ -42,7 +43,8 @@ class PostWeb:
 
     async def start(self) -> None:
         self.audit = AuditLog.open(self.data_dir, stream=io.StringIO())
-        self.users = UserStore(self.data_dir / "users.sqlite3")
+        database = Database.open(self.data_dir)
+        self.users = UserStore(database)
         self.users.add(BUSINESS, PASSWORD, roles=(UserRole.STAFF, UserRole.BUSINESS_SERVICES))
         text = resources.files("policies").joinpath("data/post.toml").read_text("utf-8")
         options = PostOptions.from_table(tomllib.loads(text)["post"], "post.toml")
@@ -51,7 +53,7 @@ class PostWeb:
                          by="bs.officer@cafcass.gov.uk", now=datetime.now(UTC))
         app = web.Application()
         install_staff_pages(app, WebDeps(audit=self.audit, users=self.users,
-                                         data_dir=self.data_dir))
+                                         database=database))
         install_post(app, PostDeps(options=options, audit=self.audit, users=self.users,
                                    offices=self.offices))
         self.runner, self.base = await serve_https(app, self.cert)

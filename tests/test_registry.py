@@ -272,6 +272,7 @@ def test_a_verification_confirmed_on_one_node_is_in_force_on_the_other(
         Verification("clerk@smith-law.co.uk", None, Role.PROFESSIONAL),
         Verification("mum@gmail.com", "ZC12C00123", Role.PARTY))
     one.add_staff_personal(STAFF, "jo.b@gmail.com", NOW)
+    assert two.current(NOW)[1] == {STAFF: ("jo.b@gmail.com",)}
     assert two.staff_personal() == {STAFF: ("jo.b@gmail.com",)}
     assert one.active(NOW) == two.active(NOW)
     assert two.revoke("mum@gmail.com", by=STAFF, now=NOW) == 1

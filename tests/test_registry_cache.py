@@ -40,6 +40,17 @@ def test_unchanged_registry_gives_the_same_objects(registry: Registry) -> None:
     assert registry.staff_personal() is registry.staff_personal()
 
 
+def test_current_answers_both_as_the_two_calls(registry: Registry) -> None:
+    """`current` gives the very objects `active` and `staff_personal` give, and a write shows
+    in its next answer."""
+    verify(registry, "mum@gmail.com")
+    registry.add_staff_personal(STAFF, "jo.b@gmail.com", NOW)
+    verified, staff = registry.current(NOW)
+    assert verified is registry.active(NOW) and staff is registry.staff_personal()
+    registry.revoke("mum@gmail.com", by=STAFF, now=NOW)
+    assert registry.current(NOW)[0] == ()
+
+
 def test_own_writes_are_seen_at_once(registry: Registry) -> None:
     """An add, a revoke and a new personal address show in the very next read."""
     assert registry.active(NOW) == ()

@@ -315,21 +315,33 @@ class Registry:
         """
         moment = _iso(now)
         with self._lock:
+            return self._active(self._version(), moment)
+
+    def current(self, now: datetime) -> tuple[tuple[Verification, ...],
+                                               Mapping[str, tuple[str, ...]]]:
+        """(`active(now)`, `staff_personal()`) as of one version of the tables, checked once
+        (on PostgreSQL: one round trip to the server while nothing changed, not two)."""
+        moment = _iso(now)
+        with self._lock:
             version = self._version()
-            cache = self._active_cache
-            if cache is None or cache.version != version:
-                rows = self._db.execute(
-                    "SELECT address, case_number, role, expires_at FROM verified_recipients "
-                    "WHERE state = 'verified' ORDER BY id"
-                ).fetchall()
-                cache = _ActiveCache(version, tuple(
-                    (row["expires_at"], Verification(address=row["address"],
-                                                     case_number=row["case_number"],
-                                                     role=Role(row["role"])))
-                    for row in rows
-                ))
-                self._active_cache = cache
-            return cache.at(moment)
+            return self._active(version, moment), self._staff(version)
+
+    def _active(self, version: tuple[int, int], moment: str) -> tuple[Verification, ...]:
+        """`active` at `moment` (ISO), the rows as of `version`. Call with the lock held."""
+        cache = self._active_cache
+        if cache is None or cache.version != version:
+            rows = self._db.execute(
+                "SELECT address, case_number, role, expires_at FROM verified_recipients "
+                "WHERE state = 'verified' ORDER BY id"
+            ).fetchall()
+            cache = _ActiveCache(version, tuple(
+                (row["expires_at"], Verification(address=row["address"],
+                                                 case_number=row["case_number"],
+                                                 role=Role(row["role"])))
+                for row in rows
+            ))
+            self._active_cache = cache
+        return cache.at(moment)
 
     def lapse_due(self, now: datetime) -> list[RegistryEntry]:
         """Mark verifications past their `expires_at` as expired; returns those just marked."""
@@ -524,17 +536,20 @@ class Registry:
     def staff_personal(self) -> Mapping[str, tuple[str, ...]]:
         """Work address -> known personal addresses (kept while the database is unchanged)."""
         with self._lock:
-            version = self._version()
-            if self._staff_cache is not None and self._staff_cache[0] == version:
-                return self._staff_cache[1]
-            rows = self._db.execute("SELECT staff, personal FROM staff_personal").fetchall()
-            directory: dict[str, tuple[str, ...]] = {}
-            # sorted here, not by ORDER BY: PostgreSQL's collation may order text otherwise
-            for staff, personal in sorted((row["staff"], row["personal"]) for row in rows):
-                directory[staff] = (*directory.get(staff, ()), personal)
-            answer = MappingProxyType(directory)
-            self._staff_cache = (version, answer)
-            return answer
+            return self._staff(self._version())
+
+    def _staff(self, version: tuple[int, int]) -> Mapping[str, tuple[str, ...]]:
+        """`staff_personal`, as of `version`. Call with the lock held."""
+        if self._staff_cache is not None and self._staff_cache[0] == version:
+            return self._staff_cache[1]
+        rows = self._db.execute("SELECT staff, personal FROM staff_personal").fetchall()
+        directory: dict[str, tuple[str, ...]] = {}
+        # sorted here, not by ORDER BY: PostgreSQL's collation may order text otherwise
+        for staff, personal in sorted((row["staff"], row["personal"]) for row in rows):
+            directory[staff] = (*directory.get(staff, ()), personal)
+        answer = MappingProxyType(directory)
+        self._staff_cache = (version, answer)
+        return answer
 
     def cached(self, now: datetime) -> tuple[tuple[Verification, ...],
                                               Mapping[str, tuple[str, ...]]] | None:

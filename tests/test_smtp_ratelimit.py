@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.stores.throttle import AuthThrottle, Throttle
-from transports.database import Database, DatabaseSettings
+from transports.database import Database, DatabaseSettings, OperationalError
 
 
 class FakeClock:
@@ -129,3 +129,18 @@ async def test_a_success_on_one_node_clears_the_other(
     verdicts = await asyncio.gather(one.failed("192.0.2.1"), two.failed("192.0.2.1"))
     assert sorted(v[0].throttle for v in verdicts) == [Throttle.ANSWER, Throttle.ANSWER]
     assert not await one.locked("192.0.2.1")
+
+
+def test_a_database_that_cannot_be_reached_fails_closed(tmp_path: Path, pg_url: str) -> None:
+    """With the shared table out of reach, the throttle raises OperationalError (the front
+    answers 4xx): it never answers "not locked" nor forgets a failure unseen."""
+    engine = Database.open(tmp_path, DatabaseSettings(url=pg_url, node="one"))
+    throttle = AuthThrottle(max_failures=3, database=engine)
+    throttle.failure("192.0.2.1")
+    engine.close()  # the pool is gone: every statement now fails
+    with pytest.raises(OperationalError):
+        throttle.is_locked("192.0.2.1")
+    with pytest.raises(OperationalError):
+        throttle.failure("192.0.2.1")
+    with pytest.raises(OperationalError):
+        throttle.success("192.0.2.1")

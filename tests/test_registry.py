@@ -315,3 +315,16 @@ def test_two_nodes_confirming_one_request_at_once_verify_it_once(
         thread.join()
     assert sorted(result is None for result in results) == [False, True]
     assert len(one.entries()) == 1 and len(two.active(NOW)) == 1
+
+
+def test_a_lost_change_counter_comes_back_at_the_next_write(
+        two_nodes: tuple[Registry, Registry]) -> None:
+    """With the counter row gone (a table emptied by hand), the next write makes it again and
+    the other node's cache sees the change."""
+    one, two = two_nodes
+    raw = one.database.connect(FILE_NAME, autocommit=True)
+    raw.execute("DELETE FROM registry_changes")
+    raw.close()
+    assert two.active(NOW) == ()
+    one.add("mum@gmail.com", case_number=None, role=Role.PARTY, verified_by=STAFF, now=NOW)
+    assert [v.address for v in two.active(NOW)] == ["mum@gmail.com"]

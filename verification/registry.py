@@ -583,7 +583,8 @@ class Registry:
         (read before the rows it versions, so a cache is never newer-labelled than its rows).
         Call with the lock held."""
         if not self.database.is_sqlite:
-            return int(self._db.execute("SELECT counter FROM registry_changes").fetchone()[0]), 0
+            row = self._db.execute("SELECT counter FROM registry_changes WHERE id = 1").fetchone()
+            return (0 if row is None else int(row[0])), 0
         data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
         return int(data_version), self._db.total_changes
 
@@ -608,7 +609,10 @@ class Registry:
 
 
 
-_BUMP = "UPDATE registry_changes SET counter = counter + 1 WHERE id = 1"
+# An upsert, so that a counter row lost (a table emptied by hand, say) comes back at the next
+# write rather than leaving every cache believing nothing changes.
+_BUMP = ("INSERT INTO registry_changes (id, counter) VALUES (1, 1) "
+         "ON CONFLICT (id) DO UPDATE SET counter = registry_changes.counter + 1")
 
 
 def _iso(moment: datetime) -> str:

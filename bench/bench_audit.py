@@ -174,12 +174,13 @@ def bench_queries(audit: AuditLog) -> None:
 
 
 async def bench_page(directory: Path, audit: AuditLog) -> None:
-    users = UserStore(directory / "users.sqlite3")
+    database = Database.open(directory)
+    users = UserStore(database)
     users.add(GOVERNANCE, "correct horse battery", roles=(UserRole.GOVERNANCE,))
     app = web.Application()
     policy = read_policy(Config(), Path("."))
     audit.rules = policy.rules
-    install(app, WebDeps(audit=audit, users=users, data_dir=directory))
+    install(app, WebDeps(audit=audit, users=users, database=database))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -275,8 +275,8 @@ class App:
             except BaseException:
                 audit.close()
                 raise
-            registry = Registry(root / "casegate.sqlite3")
-            users = UserStore(root / "casegate.sqlite3")
+            registry = Registry(database)
+            users = UserStore(database)
             portal = PortalStore(database)
             cases = open_cases(root, database)
             link_key = open_link_key(root, database)
@@ -369,12 +369,9 @@ class App:
     def snapshot(self, now: datetime | None = None) -> Snapshot:
         """What the engine needs of the stores, read now."""
         moment = now or datetime.now(UTC)
-        return Snapshot(
-            now=moment,
-            verified=self.registry.active(moment),
-            staff_personal=self.registry.staff_personal(),
-            cases=self.cases.index(),
-        )
+        verified, staff_personal = self.registry.current(moment)
+        return Snapshot(now=moment, verified=verified, staff_personal=staff_personal,
+                        cases=self.cases.index())
 
     async def snapshot_async(self, now: datetime) -> Snapshot:
         """`snapshot(now)` for the event loop: read in the stores' thread (`worker`).
@@ -390,8 +387,8 @@ class App:
 
     def _snapshot_if_indexed(self, now: datetime) -> tuple[Snapshot, CaseIndex | None]:
         """The registry's part of the snapshot, and the case index if it is in memory."""
-        snapshot = Snapshot(now=now, verified=self.registry.active(now),
-                            staff_personal=self.registry.staff_personal())
+        verified, staff_personal = self.registry.current(now)  # one check of the version
+        snapshot = Snapshot(now=now, verified=verified, staff_personal=staff_personal)
         return snapshot, self.cases.cached()
 
     def snapshot_at_once(self, now: datetime) -> Snapshot | None:

@@ -131,7 +131,7 @@ class PortalWeb:
                                clock=self.clock, delivery=self.delivery)
         web_app = web.Application()
         install_staff(web_app, WebDeps(audit=self.app.audit, users=users,
-                                       data_dir=self.data_dir))
+                                       database=self.app.database))
         install_post(web_app, PostDeps(options=post_options(self.app), audit=self.app.audit,
                                        users=users, offices=self.app.offices))
         install_portal(web_app, self.deps)

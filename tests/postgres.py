@@ -83,3 +83,14 @@ class Cluster:
         name = url.rsplit("search_path%3D", 1)[-1]
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+KEY_FILES = ("*.key", "*.pem", "portal-keys.json")  # what every node of one installation shares
+
+
+def copy_keys(first: Path, other: Path) -> None:
+    """Give a new node the first node's key files, as an operator distributes them."""
+    other.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for pattern in KEY_FILES:
+        for key in first.glob(pattern):
+            shutil.copy2(key, other / key.name)

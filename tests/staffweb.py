@@ -1,7 +1,9 @@
 """The staff web pages on a real TLS socket (127.0.0.1, port 0) for the web tests.
 
-`StaffWeb` runs an aiohttp application with the login and governance pages, a real AuditLog and
-UserStore in a temporary data directory, and makes HTTPS clients that trust the test CA.
+`StaffWeb` runs an aiohttp application with the login and governance pages, a real AuditLog in a
+temporary data directory and a real UserStore (and session store) on `database` (SQLite files in
+the data directory when none is given), and makes HTTPS clients that trust the test CA. Two of
+them on one PostgreSQL database are two nodes.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ POLICY = read_policy(Config(), Path("."))  # the real policy data: rules, citati
 class StaffWeb:
     data_dir: Path
     cert: ServerCert
+    database: Database | None = None
     audit: AuditLog = field(init=False)
     users: UserStore = field(init=False)
     base: str = field(init=False, default="")
@@ -43,11 +46,13 @@ class StaffWeb:
     async def __aenter__(self) -> StaffWeb:
         self.audit = AuditLog.open(Database.open(self.data_dir), rules=POLICY.rules,
                                    kind_grades=POLICY.grades, stream=io.StringIO())
-        self.users = UserStore(self.data_dir / "users.sqlite3")
-        self.users.add(GOVERNANCE, PASSWORD, roles=(UserRole.STAFF, UserRole.GOVERNANCE))
-        self.users.add(PRACTITIONER, PASSWORD, roles=(UserRole.STAFF,))
+        database = self.database or Database.open(self.data_dir)
+        self.users = UserStore(database)
+        if self.users.get(GOVERNANCE) is None:  # a second node finds the accounts made
+            self.users.add(GOVERNANCE, PASSWORD, roles=(UserRole.STAFF, UserRole.GOVERNANCE))
+            self.users.add(PRACTITIONER, PASSWORD, roles=(UserRole.STAFF,))
         app = web.Application()
-        install(app, WebDeps(audit=self.audit, users=self.users, data_dir=self.data_dir))
+        install(app, WebDeps(audit=self.audit, users=self.users, database=database))
         self._runner, self.base = await serve_https(app, self.cert)
         return self
 

@@ -54,7 +54,7 @@ class CasesWeb:
         self.app.users.add(SAM, PASSWORD)
         web_app = web.Application()
         install_staff_pages(web_app, WebDeps(audit=self.app.audit, users=self.app.users,
-                                             data_dir=self.data_dir))
+                                             database=self.app.database))
         post.install(web_app, post.PostDeps(options=post_options(self.app),
                                             audit=self.app.audit, users=self.app.users,
                                             offices=self.app.offices))

@@ -19,6 +19,7 @@ from gateway.stores.users import UserError, UserStore
 from policies.header_signals import strip_subject_tags, subject_overrides
 from policies.model import Override, Role, Snapshot, Verdict, Verification
 from tests.test_engine_evaluate import NOW, _run, message
+from transports.database import Database
 
 TAG = "override"
 REASON = "the court asked for both siblings' reports together"
@@ -144,7 +145,7 @@ def test_rewrite_that_would_write_a_line_break_or_an_overlong_line_is_refused() 
 
 def test_manager_is_stored_checked_and_changed(tmp_path: Path) -> None:
     """`manager` is a normalised address, never the user's own, and can be set or cleared."""
-    store = UserStore(tmp_path / "users.sqlite3")
+    store = UserStore(Database.open(tmp_path))
     try:
         user = store.add("jo@cafcass.gov.uk", PASSWORD, manager="Boss@Cafcass.gov.uk")
         assert user.manager == "boss@cafcass.gov.uk"
@@ -160,8 +161,9 @@ def test_manager_is_stored_checked_and_changed(tmp_path: Path) -> None:
 
 
 def test_store_made_before_the_manager_column_gains_it(tmp_path: Path) -> None:
-    """An existing database without `manager` is migrated on opening; its accounts keep working."""
-    path = tmp_path / "users.sqlite3"
+    """An existing database without `manager` (nor a schema version) is migrated on opening;
+    its accounts keep working."""
+    path = tmp_path / "casegate.sqlite3"
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE staff_user (address TEXT PRIMARY KEY, password_hash TEXT NOT "
                    "NULL, roles TEXT NOT NULL, send_as TEXT NOT NULL, disabled INTEGER NOT NULL "
@@ -169,13 +171,17 @@ def test_store_made_before_the_manager_column_gains_it(tmp_path: Path) -> None:
         db.execute("INSERT INTO staff_user VALUES ('jo@cafcass.gov.uk', 'x', '[\"staff\"]', "
                    "'[]', 0, '2026-01-01')")
     db.close()
-    store = UserStore(path)
+    store = UserStore(Database.open(tmp_path))
     try:
         migrated = store.get("jo@cafcass.gov.uk")
         assert migrated is not None and migrated.manager == ""
         assert store.set_manager("jo@cafcass.gov.uk", "boss@cafcass.gov.uk").manager
     finally:
         store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM schema_version WHERE component = 'users'"
+                          ).fetchone() == (1,)
+    db.close()
 
 
 def test_cli_add_with_manager_and_set_manager(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ async def test_a_decision_on_the_loop_sees_another_process_verify(gw: Harness) -
     with pytest.raises(smtplib.SMTPDataError) as refused:
         await gw.run(gw.send, STAFF, rcpts, data)
     assert refused.value.smtp_code == 550 and gw.sink.messages == []
-    other = Registry(gw.app.registry.path)
+    other = Registry(gw.app.database)
     try:
         other.add("officer@cjsm.net", case_number=CASE, role=Role.PROFESSIONAL,
                   verified_by=STAFF, now=datetime.now(UTC))

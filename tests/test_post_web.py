@@ -42,8 +42,9 @@ class PostWeb:
         self.base = ""
 
     async def start(self) -> None:
-        self.audit = AuditLog.open(Database.open(self.data_dir), stream=io.StringIO())
-        self.users = UserStore(self.data_dir / "users.sqlite3")
+        database = Database.open(self.data_dir)
+        self.audit = AuditLog.open(database, stream=io.StringIO())
+        self.users = UserStore(database)
         self.users.add(BUSINESS, PASSWORD, roles=(UserRole.STAFF, UserRole.BUSINESS_SERVICES))
         text = resources.files("policies").joinpath("data/post.toml").read_text("utf-8")
         options = PostOptions.from_table(tomllib.loads(text)["post"], "post.toml")
@@ -52,7 +53,7 @@ class PostWeb:
                          by="bs.officer@cafcass.gov.uk", now=datetime.now(UTC))
         app = web.Application()
         install_staff_pages(app, WebDeps(audit=self.audit, users=self.users,
-                                         data_dir=self.data_dir))
+                                         database=database))
         install_post(app, PostDeps(options=options, audit=self.audit, users=self.users,
                                    offices=self.offices))
         self.runner, self.base = await serve_https(app, self.cert)

@@ -41,7 +41,7 @@ def test_cached_snapshot_is_the_one_a_read_gives(app: App) -> None:
     assert [v.address for v in cached.verified] == ["mum@example.org"]
 
 
-def test_any_write_or_expiry_is_seen(app: App, tmp_path: Path) -> None:
+def test_any_write_or_expiry_is_seen(app: App) -> None:
     """A write by this connection or another, and a verification that lapsed, are never missed."""
     verify(app.registry, "mum@example.org", expires_at=NOW + timedelta(hours=1))
     app.snapshot(NOW)
@@ -52,7 +52,7 @@ def test_any_write_or_expiry_is_seen(app: App, tmp_path: Path) -> None:
     verify(app.registry, "dad@example.org")  # this connection
     assert app.snapshot_at_once(later) is None
     app.snapshot(later)
-    other = Registry(tmp_path / "data" / "casegate.sqlite3")  # another, as the CLI's
+    other = Registry(app.database)  # another connection, as the CLI's
     try:
         other.add_staff_personal(STAFF, HOME, NOW)
     finally:
@@ -88,7 +88,7 @@ async def test_change_by_another_connection_is_seen_at_the_next_rcpt(
     async with running_gateway(tmp_path, sink) as gw:
         assert await gw.run(rcpt_codes, gw, HOME, 2) == [250, 250]
         assert gw.app.snapshot_at_once(datetime.now(UTC)) is not None  # the loop's path
-        other = Registry(gw.app.data_dir / "casegate.sqlite3")
+        other = Registry(gw.app.database)
         try:
             other.add_staff_personal(STAFF, HOME)
         finally:

@@ -1,4 +1,5 @@
-"""The registry of verified recipients and the staff personal directory, on a real SQLite file."""
+"""The registry of verified recipients and the staff personal directory, on a real SQLite file
+and on a real PostgreSQL database (the `database` fixture), and on two nodes sharing one."""
 
 from __future__ import annotations
 
@@ -11,15 +12,23 @@ from pathlib import Path
 import pytest
 
 from policies.model import Role, Snapshot, Verification
-from verification.registry import AlreadyVerified, Registry, RegistryError, State
+from transports.database import Database, DatabaseSettings, statements
+from verification.registry import (
+    _MIGRATIONS,
+    FILE_NAME,
+    AlreadyVerified,
+    Registry,
+    RegistryError,
+    State,
+)
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 STAFF = "jo.bloggs@cafcass.gov.uk"
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    store = Registry(tmp_path / "casegate.sqlite3")
+def registry(database: Database) -> Iterator[Registry]:
+    store = Registry(database)
     yield store
     store.close()
 
@@ -134,36 +143,64 @@ def test_staff_personal_directory(registry: Registry) -> None:
     }
 
 
-def test_data_survives_reopening_and_the_schema_is_versioned(tmp_path: Path) -> None:
-    """A registry reopened from its file has its rows, its schema version and WAL mode."""
-    path = tmp_path / "casegate.sqlite3"
-    first = Registry(path)
+def test_data_survives_reopening_and_the_schema_is_versioned(database: Database) -> None:
+    """A registry reopened has its rows and its schema version (and, on SQLite, WAL mode)."""
+    first = Registry(database)
     first.add("mum@gmail.com", case_number="ZC12C00123", role=Role.PARTY, verified_by=STAFF,
               now=NOW)
     first.close()
-    second = Registry(path)
+    second = Registry(database)
     try:
         version = second.schema_version()
         assert len(second.active(NOW)) == 1
     finally:
         second.close()
-    assert version >= 1
-    with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert version >= 3
+    raw = database.connect(FILE_NAME, autocommit=True)
+    try:
         assert raw.execute("SELECT version FROM schema_version WHERE component = 'registry'"
                            ).fetchone()[0] == version
-    raw.close()
+        if database.is_sqlite:
+            assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        raw.close()
 
 
-def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    """A file written by a newer casegate is not silently used."""
-    path = tmp_path / "casegate.sqlite3"
-    Registry(path).close()
-    with sqlite3.connect(path) as raw:
-        raw.execute("UPDATE schema_version SET version = 99 WHERE component = 'registry'")
+def test_a_newer_schema_is_refused(database: Database) -> None:
+    """Tables written by a newer casegate are not silently used."""
+    Registry(database).close()
+    raw = database.connect(FILE_NAME, autocommit=True)
+    raw.execute("UPDATE schema_version SET version = 99 WHERE component = 'registry'")
     raw.close()
     with pytest.raises(RegistryError, match="newer casegate"):
-        Registry(path)
+        Registry(database)
+
+
+def test_a_file_of_the_schema_before_several_nodes_is_brought_up(tmp_path: Path) -> None:
+    """An SQLite file made at registry schema 2 (before the change counter) gains it on opening
+    and keeps its rows; writes then bump the counter."""
+    with sqlite3.connect(tmp_path / FILE_NAME) as raw:
+        raw.execute("CREATE TABLE schema_version (component TEXT PRIMARY KEY, "
+                    "version INTEGER NOT NULL)")
+        raw.execute("INSERT INTO schema_version VALUES ('registry', 2)")
+        for script in _MIGRATIONS[:2]:
+            for statement in statements(script):
+                raw.execute(statement)
+        raw.execute("INSERT INTO verified_recipients (address, case_number, role, verified_by, "
+                    "verified_at, method, state) VALUES ('mum@gmail.com', 'ZC12C00123', "
+                    "'party', ?, ?, 'manual', 'verified')", (STAFF, NOW.isoformat()))
+    raw.close()
+    registry = Registry(Database.open(tmp_path))
+    try:
+        assert registry.schema_version() == 3
+        assert [v.address for v in registry.active(NOW)] == ["mum@gmail.com"]
+        registry.add("dad@gmail.com", case_number=None, role=Role.PARTY, verified_by=STAFF,
+                     now=NOW)
+    finally:
+        registry.close()
+    with sqlite3.connect(tmp_path / FILE_NAME) as raw:
+        assert raw.execute("SELECT counter FROM registry_changes").fetchone()[0] == 1
+    raw.close()
 
 
 def test_the_schema_rejects_an_unknown_role(registry: Registry) -> None:
@@ -196,3 +233,98 @@ def test_snapshot_from_the_registry_verifies_for_the_right_case(registry: Regist
                         staff_personal=registry.staff_personal())
     assert snapshot.is_verified("mum@gmail.com", ("ZC12C00123",))
     assert not snapshot.is_verified("mum@gmail.com", ("ZC12C00456",))
+
+
+# ---- two nodes on one PostgreSQL database (issue 15) --------------------------------------
+
+
+@pytest.fixture
+def two_nodes(tmp_path: Path, pg_url: str) -> Iterator[tuple[Registry, Registry]]:
+    """Two gateways' registries on one database, as two nodes have them."""
+    engines = [Database.open(tmp_path / node, DatabaseSettings(url=pg_url, node=node))
+               for node in ("one", "two")]
+    registries = [Registry(engine) for engine in engines]
+    try:
+        yield registries[0], registries[1]
+    finally:
+        for registry in registries:
+            registry.close()
+        for engine in engines:
+            engine.close()
+
+
+def test_a_verification_confirmed_on_one_node_is_in_force_on_the_other(
+        two_nodes: tuple[Registry, Registry]) -> None:
+    """Node two has the verifications cached; node one confirms a request: node two's very
+    next `active` has it, and a revocation on node two is gone from node one at once."""
+    one, two = two_nodes
+    two.add("clerk@smith-law.co.uk", case_number=None, role=Role.PROFESSIONAL,
+            verified_by=STAFF, now=NOW)
+    cached = two.active(NOW)
+    assert two.active(NOW) is cached and two.staff_personal() == {}
+    request = one.create_request(
+        "mum@gmail.com", case_number="ZC12C00123", role=Role.PARTY, name="Mary Smith",
+        requested_by=STAFF, channel="http", token_id="t" * 24, code_digest="d", now=NOW,
+        link_expires_at=NOW + timedelta(hours=1))
+    assert two.active(NOW) is cached  # a request is not a verification: the cache stands
+    assert one.confirm_request(request.id, now=NOW, method="code", expires_at=None) is not None
+    assert two.active(NOW) == (
+        Verification("clerk@smith-law.co.uk", None, Role.PROFESSIONAL),
+        Verification("mum@gmail.com", "ZC12C00123", Role.PARTY))
+    one.add_staff_personal(STAFF, "jo.b@gmail.com", NOW)
+    assert two.current(NOW)[1] == {STAFF: ("jo.b@gmail.com",)}
+    assert two.staff_personal() == {STAFF: ("jo.b@gmail.com",)}
+    assert one.active(NOW) == two.active(NOW)
+    assert two.revoke("mum@gmail.com", by=STAFF, now=NOW) == 1
+    assert one.active(NOW) == (Verification("clerk@smith-law.co.uk", None, Role.PROFESSIONAL),)
+
+
+def test_on_postgresql_the_event_loop_is_never_answered_from_memory(
+        two_nodes: tuple[Registry, Registry]) -> None:
+    """`cached` needs the server to know whether another node wrote, so on PostgreSQL it is
+    always None (the caller reads in a worker thread); the read it sends to is up to date."""
+    one, two = two_nodes
+    two.active(NOW)
+    two.staff_personal()
+    assert two.cached(NOW) is None
+    one.add("mum@gmail.com", case_number=None, role=Role.PARTY, verified_by=STAFF, now=NOW)
+    assert two.cached(NOW) is None
+    assert [v.address for v in two.active(NOW)] == ["mum@gmail.com"]
+
+
+def test_two_nodes_confirming_one_request_at_once_verify_it_once(
+        two_nodes: tuple[Registry, Registry]) -> None:
+    """The same link answered through both nodes at the same moment: exactly one wins."""
+    one, two = two_nodes
+    request = one.create_request(
+        "mum@gmail.com", case_number="ZC12C00123", role=Role.PARTY, name="Mary Smith",
+        requested_by=STAFF, channel="http", token_id="t" * 24, code_digest="d", now=NOW,
+        link_expires_at=NOW + timedelta(hours=1))
+    barrier = threading.Barrier(2)
+    results: list[object] = []
+
+    def confirm(registry: Registry) -> None:
+        barrier.wait()
+        results.append(registry.confirm_request(request.id, now=NOW, method="code",
+                                                expires_at=None))
+
+    threads = [threading.Thread(target=confirm, args=(r,)) for r in (one, two)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(result is None for result in results) == [False, True]
+    assert len(one.entries()) == 1 and len(two.active(NOW)) == 1
+
+
+def test_a_lost_change_counter_comes_back_at_the_next_write(
+        two_nodes: tuple[Registry, Registry]) -> None:
+    """With the counter row gone (a table emptied by hand), the next write makes it again and
+    the other node's cache sees the change."""
+    one, two = two_nodes
+    raw = one.database.connect(FILE_NAME, autocommit=True)
+    raw.execute("DELETE FROM registry_changes")
+    raw.close()
+    assert two.active(NOW) == ()
+    one.add("mum@gmail.com", case_number=None, role=Role.PARTY, verified_by=STAFF, now=NOW)
+    assert [v.address for v in two.active(NOW)] == ["mum@gmail.com"]

@@ -1,14 +1,15 @@
-"""The registry keeps its snapshot between reads, and never serves one that is out of date."""
+"""The registry keeps its snapshot between reads, and never serves one that is out of date (on
+SQLite and on PostgreSQL: the `database` fixture)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from policies.model import Role, Snapshot, Verification
+from transports.database import Database
 from verification.registry import Registry
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -16,13 +17,8 @@ STAFF = "jo.bloggs@cafcass.gov.uk"
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "casegate.sqlite3"
-
-
-@pytest.fixture
-def registry(path: Path) -> Iterator[Registry]:
-    store = Registry(path)
+def registry(database: Database) -> Iterator[Registry]:
+    store = Registry(database)
     yield store
     store.close()
 
@@ -44,6 +40,17 @@ def test_unchanged_registry_gives_the_same_objects(registry: Registry) -> None:
     assert registry.staff_personal() is registry.staff_personal()
 
 
+def test_current_answers_both_as_the_two_calls(registry: Registry) -> None:
+    """`current` gives the very objects `active` and `staff_personal` give, and a write shows
+    in its next answer."""
+    verify(registry, "mum@gmail.com")
+    registry.add_staff_personal(STAFF, "jo.b@gmail.com", NOW)
+    verified, staff = registry.current(NOW)
+    assert verified is registry.active(NOW) and staff is registry.staff_personal()
+    registry.revoke("mum@gmail.com", by=STAFF, now=NOW)
+    assert registry.current(NOW)[0] == ()
+
+
 def test_own_writes_are_seen_at_once(registry: Registry) -> None:
     """An add, a revoke and a new personal address show in the very next read."""
     assert registry.active(NOW) == ()
@@ -56,11 +63,11 @@ def test_own_writes_are_seen_at_once(registry: Registry) -> None:
     assert registry.staff_personal() == {STAFF: ("jo.b@gmail.com",)}
 
 
-def test_writes_by_another_connection_are_seen(registry: Registry, path: Path) -> None:
+def test_writes_by_another_connection_are_seen(registry: Registry, database: Database) -> None:
     """A write through another connection (another process: `casegate verify add`) is seen."""
     verify(registry, "mum@gmail.com")
     before = registry.active(NOW)
-    other = Registry(path)
+    other = Registry(database)
     try:
         verify(other, "dad@gmail.com")
         other.add_staff_personal(STAFF, "jo.b@gmail.com", NOW)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.stores.users import (
+    FILE_NAME,
     MIN_PASSWORD_CHARS,
     User,
     UserError,
@@ -20,13 +20,14 @@ from gateway.stores.users import (
     hash_password,
     verify_password,
 )
+from transports.database import Database
 
 PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[UserStore]:
-    users = UserStore(tmp_path / "users.sqlite3")
+def store(database: Database) -> Iterator[UserStore]:
+    users = UserStore(database)
     yield users
     users.close()
 
@@ -55,11 +56,12 @@ def test_add_and_authenticate(store: UserStore) -> None:
     assert added.may_send_as("Team@Cafcass.gov.uk") and not added.may_send_as("x@cafcass.gov.uk")
 
 
-def test_password_is_not_stored_in_clear(store: UserStore, tmp_path: Path) -> None:
-    """The database file holds a hash, never the password."""
+def test_password_is_not_stored_in_clear(store: UserStore, database: Database) -> None:
+    """The database holds a hash, never the password."""
     store.add("jo@cafcass.gov.uk", PASSWORD)
-    rows = sqlite3.connect(tmp_path / "users.sqlite3").execute(
-        "SELECT password_hash FROM staff_user").fetchall()
+    raw = database.connect(FILE_NAME, autocommit=True)
+    rows = raw.execute("SELECT password_hash FROM staff_user").fetchall()
+    raw.close()
     assert PASSWORD not in rows[0][0] and rows[0][0].startswith("scrypt$")
 
 

@@ -26,6 +26,7 @@ from tests.verifykit import (
     text_of,
     token_in,
 )
+from transports.database import Database
 from verification.registry import Registry, RequestState
 from verification.workflow import LinkState, Outcome
 
@@ -239,8 +240,8 @@ async def test_an_upstream_refusal_withdraws_the_request(tmp_path: Path) -> None
 
 def test_two_concurrent_confirmations_cannot_both_succeed(tmp_path: Path) -> None:
     """Two connections confirming the same request at once: exactly one wins."""
-    path = tmp_path / "casegate.sqlite3"
-    first, second = Registry(path), Registry(path)
+    database = Database.open(tmp_path)
+    first, second = Registry(database), Registry(database)
     try:
         request = first.create_request(
             RECIPIENT, case_number=CASE, role=Role.PARTY, name=RECIPIENT_NAME,

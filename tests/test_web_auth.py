@@ -1,7 +1,9 @@
-"""Staff sign-in over real HTTPS: cookies, CSRF, lockout, roles, headers, audit events."""
+"""Staff sign-in over real HTTPS: cookies, CSRF, lockout, roles, headers, audit events; the
+accounts and sessions on SQLite and on PostgreSQL (the `database` fixture), and on two nodes."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,16 +12,18 @@ import pytest
 from yarl import URL
 
 from gateway.audit.trail import EventFilter
-from gateway.stores.sessions import SessionStore
+from gateway.stores.sessions import SESSIONS_FILE, SessionStore
 from gateway.web.auth import SESSION_COOKIE, safe_next
 from tests.certs import ServerCert
 from tests.staffweb import GOVERNANCE, PRACTITIONER, StaffWeb, hidden
+from transports.database import Database, DatabaseSettings
 
 
 @pytest.fixture
-async def staff_web(tmp_path: Path, server_cert: ServerCert) -> AsyncIterator[StaffWeb]:
+async def staff_web(tmp_path: Path, server_cert: ServerCert,
+                    database: Database) -> AsyncIterator[StaffWeb]:
     """The staff pages on a real TLS socket with two accounts."""
-    async with StaffWeb(tmp_path / "data", server_cert) as running:
+    async with StaffWeb(tmp_path / "data", server_cert, database) as running:
         yield running
 
 
@@ -147,11 +151,11 @@ async def test_pages_carry_the_security_headers(staff_web: StaffWeb) -> None:
             assert css.status == 200 and css.content_type == "text/css"
 
 
-def test_sessions_end_when_idle_or_too_old(tmp_path: Path) -> None:
+def test_sessions_end_when_idle_or_too_old(database: Database) -> None:
     """A session ends after the idle time, and after its lifetime even when in use."""
     clock = [datetime(2026, 3, 2, 9, 0, tzinfo=UTC)]
-    store = SessionStore(tmp_path / "sessions.sqlite3", idle_seconds=600,
-                         lifetime_seconds=3600, clock=lambda: clock[0])
+    store = SessionStore(database, idle_seconds=600, lifetime_seconds=3600,
+                         clock=lambda: clock[0])
     idle = store.create(GOVERNANCE)
     busy = store.create(GOVERNANCE)
     for _ in range(7):  # busy is used every 9 minutes, idle never
@@ -179,3 +183,75 @@ def test_sessions_end_when_idle_or_too_old(tmp_path: Path) -> None:
 def test_next_only_goes_to_our_own_paths(given: str, expected: str) -> None:
     """The after-sign-in target is a same-site path, never another site (open redirect)."""
     assert safe_next(given) == expected
+
+
+def test_a_session_store_made_before_versioning_is_kept(tmp_path: Path) -> None:
+    """A web-sessions.sqlite3 written by casegate before schema versions keeps its sessions."""
+    before = SessionStore(Database.open(tmp_path))
+    token = before.create(GOVERNANCE)
+    before.close()
+    with sqlite3.connect(tmp_path / SESSIONS_FILE) as raw:
+        raw.execute("DROP TABLE schema_version")  # as the file was: the table, no version
+    raw.close()
+    after = SessionStore(Database.open(tmp_path))
+    try:
+        session = after.get(token)
+        assert session is not None and session.address == GOVERNANCE
+    finally:
+        after.close()
+
+
+# ---- two nodes on one PostgreSQL database (issue 15) --------------------------------------
+
+
+@pytest.fixture
+async def two_nodes(tmp_path: Path, server_cert: ServerCert,
+                    pg_url: str) -> AsyncIterator[tuple[StaffWeb, StaffWeb]]:
+    """The staff pages of two gateways sharing one database (their audit trails apart)."""
+    engines = [Database.open(tmp_path / node, DatabaseSettings(url=pg_url, node=node))
+               for node in ("one", "two")]
+    try:
+        async with StaffWeb(tmp_path / "one", server_cert, engines[0]) as one, \
+                StaffWeb(tmp_path / "two", server_cert, engines[1]) as two:
+            yield one, two
+    finally:
+        for engine in engines:
+            engine.close()
+
+
+async def test_a_session_made_on_one_node_is_good_on_the_other(
+        two_nodes: tuple[StaffWeb, StaffWeb]) -> None:
+    """Signed in through node one, the cookie opens the pages on node two; signed out on
+    node two, it opens nothing on node one."""
+    one, two = two_nodes
+    async with one.client() as client:
+        assert (await one.sign_in(client, GOVERNANCE)).status == 303
+        token = client.cookie_jar.filter_cookies(URL(one.base))[SESSION_COOKIE].value
+    async with two.client() as client:
+        client.cookie_jar.update_cookies({SESSION_COOKIE: token})
+        async with client.get("/governance", allow_redirects=False) as page:
+            assert page.status == 200 and "Signed in as" in await page.text()
+            csrf = hidden(await page.text(), "csrf_token")
+        async with client.post("/logout", data={"csrf_token": csrf},
+                               allow_redirects=False) as answer:
+            assert answer.status == 303
+    async with one.client() as client:
+        client.cookie_jar.update_cookies({SESSION_COOKIE: token})
+        async with client.get("/governance", allow_redirects=False) as page:
+            assert page.status == 303
+
+
+async def test_sign_in_failures_over_two_nodes_lock_out_at_the_same_count(
+        two_nodes: tuple[StaffWeb, StaffWeb]) -> None:
+    """Three wrong passwords through node one and two through node two make five: the right
+    password is then refused on both nodes, as after five on one."""
+    one, two = two_nodes
+    for node, tries in ((one, 3), (two, 2)):
+        async with node.client() as client:
+            for _ in range(tries):
+                answer = await node.sign_in(client, PRACTITIONER, "guess guess guess")
+                assert answer.status == 401
+    for node in (one, two):
+        async with node.client() as client:
+            assert (await node.sign_in(client, PRACTITIONER)).status == 429
+    assert len(two.audit.page(EventFilter(kind="login-lockout"))) == 1

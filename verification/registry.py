@@ -1,9 +1,15 @@
-"""The registry of verified recipients and the staff personal-address directory (SQLite).
+"""The registry of verified recipients and the staff personal-address directory.
 
-One connection per registry, shared by the threads of an asyncio server under a lock; the
-database runs in WAL mode so readers do not block the writer. The schema is created on open and
-carries a version (table `schema_version`), so later issues (the verification workflow) add
-migrations to `_MIGRATIONS` rather than editing the tables in place.
+One connection per registry (`casegate.sqlite3`, or the shared PostgreSQL database), shared by
+the threads of an asyncio server under a lock; on SQLite the file runs in WAL mode so readers do
+not block the writer. The schema is created on open and carries a version (table
+`schema_version`), so later issues (the verification workflow) add migrations to `_MIGRATIONS`
+rather than editing the tables in place.
+
+The verifications in force and the staff directory are kept in memory between reads, as of one
+version of the tables: on SQLite `PRAGMA data_version` and the connection's own changes; on
+PostgreSQL, where other nodes write too, the one-row counter `registry_changes`, bumped in the
+same transaction as every write to those tables, by every node.
 
 The engine never reads this module: the caller takes `active(now)` and `staff_personal()` into a
 `policies.model.Snapshot` before deciding.
@@ -13,17 +19,18 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from policies.model import Role, Verification
-from transports.database import migrate, schema_version
+from transports.database import Database, migrate, schema_version
 
 COMPONENT = "registry"
+FILE_NAME = "casegate.sqlite3"  # shared with the staff accounts (gateway/stores/users.py)
 
 # Each entry moves the schema one version up; never edit one that has shipped, add another.
 _MIGRATIONS: tuple[str, ...] = (
@@ -80,6 +87,15 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX verification_requests_one_pending
         ON verification_requests (address, COALESCE(case_number, ''))
         WHERE state = 'pending';
+    """,
+    # 3: several nodes (issue 15): the version of verified_recipients and staff_personal that
+    # every node's cache compares with its own, bumped by each write to them.
+    """
+    CREATE TABLE registry_changes (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        counter INTEGER NOT NULL
+    );
+    INSERT INTO registry_changes (id, counter) VALUES (1, 0);
     """,
 )
 
@@ -191,13 +207,13 @@ class _ActiveCache:
 
 
 class Registry:
-    """Verified recipients and staff personal addresses in one SQLite file."""
+    """Verified recipients and staff personal addresses: `casegate.sqlite3`, or the shared
+    PostgreSQL database."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, database: Database) -> None:
+        self.database = database
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                   timeout=10.0)
+        self._db = database.connect(FILE_NAME, autocommit=True, timeout=10.0)
         self._db.row_factory = sqlite3.Row
         self._active_cache: _ActiveCache | None = None
         self._staff_cache: tuple[tuple[int, int], Mapping[str, tuple[str, ...]]] | None = None
@@ -211,7 +227,8 @@ class Registry:
 
     def _migrate(self) -> None:
         migrate(self._db, COMPONENT, _MIGRATIONS, lambda version: RegistryError(
-            f"{self.path} was written by a newer casegate (registry schema {version})"))
+            f"{self.database.describe()} was written by a newer casegate "
+            f"(registry schema {version})"))
 
     def schema_version(self) -> int:
         with self._lock:
@@ -236,19 +253,16 @@ class Registry:
         case = normalise_case(case_number) if case_number is not None else None
         with self._lock:
             try:
-                cursor = self._db.execute(
+                [row] = self._write(
                     "INSERT INTO verified_recipients (address, case_number, role, name, "
                     "verified_by, verified_at, method, state, expires_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'verified', ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'verified', ?) RETURNING *",
                     (address, case, Role(role).value, name.strip(),
                      normalise_address(verified_by), _iso(now), method, _iso_or_none(expires_at)),
                 )
             except sqlite3.IntegrityError:
                 scope = f"case {case}" if case else "the whole organisation"
                 raise AlreadyVerified(f"{address} is already verified for {scope}") from None
-            row = self._db.execute(
-                "SELECT * FROM verified_recipients WHERE id = ?", (cursor.lastrowid,)
-            ).fetchone()
         return _entry(row)
 
     def revoke(
@@ -274,7 +288,7 @@ class Registry:
         elif organisation:
             query += " AND case_number IS NULL"
         with self._lock:
-            return self._db.execute(query, params).rowcount
+            return len(self._write(query + " RETURNING id", params))
 
     def entries(
         self, case_number: str | None = None, now: datetime | None = None
@@ -301,30 +315,42 @@ class Registry:
         """
         moment = _iso(now)
         with self._lock:
+            return self._active(self._version(), moment)
+
+    def current(self, now: datetime) -> tuple[tuple[Verification, ...],
+                                               Mapping[str, tuple[str, ...]]]:
+        """(`active(now)`, `staff_personal()`) as of one version of the tables, checked once
+        (on PostgreSQL: one round trip to the server while nothing changed, not two)."""
+        moment = _iso(now)
+        with self._lock:
             version = self._version()
-            cache = self._active_cache
-            if cache is None or cache.version != version:
-                rows = self._db.execute(
-                    "SELECT address, case_number, role, expires_at FROM verified_recipients "
-                    "WHERE state = 'verified' ORDER BY id"
-                ).fetchall()
-                cache = _ActiveCache(version, tuple(
-                    (row["expires_at"], Verification(address=row["address"],
-                                                     case_number=row["case_number"],
-                                                     role=Role(row["role"])))
-                    for row in rows
-                ))
-                self._active_cache = cache
-            return cache.at(moment)
+            return self._active(version, moment), self._staff(version)
+
+    def _active(self, version: tuple[int, int], moment: str) -> tuple[Verification, ...]:
+        """`active` at `moment` (ISO), the rows as of `version`. Call with the lock held."""
+        cache = self._active_cache
+        if cache is None or cache.version != version:
+            rows = self._db.execute(
+                "SELECT address, case_number, role, expires_at FROM verified_recipients "
+                "WHERE state = 'verified' ORDER BY id"
+            ).fetchall()
+            cache = _ActiveCache(version, tuple(
+                (row["expires_at"], Verification(address=row["address"],
+                                                 case_number=row["case_number"],
+                                                 role=Role(row["role"])))
+                for row in rows
+            ))
+            self._active_cache = cache
+        return cache.at(moment)
 
     def lapse_due(self, now: datetime) -> list[RegistryEntry]:
         """Mark verifications past their `expires_at` as expired; returns those just marked."""
         with self._lock:
-            rows = self._db.execute(
+            rows = self._write(
                 "UPDATE verified_recipients SET state = 'expired' WHERE state = 'verified' "
                 "AND expires_at IS NOT NULL AND expires_at <= ? RETURNING *",
                 (_iso(now),),
-            ).fetchall()
+            )
         return [_entry(row) for row in rows]
 
     def mark_bounced(self, address: str, *, now: datetime) -> int:
@@ -472,21 +498,19 @@ class Registry:
                 if request is None:
                     self._db.execute("ROLLBACK")
                     return None
-                cursor = self._db.execute(
+                row = self._db.execute(
                     "INSERT INTO verified_recipients (address, case_number, role, name, "
                     "verified_by, verified_at, method, state, expires_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'verified', ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'verified', ?) RETURNING *",
                     (request["address"], request["case_number"], request["role"],
                      request["name"], request["requested_by"], _iso(now), method,
                      _iso_or_none(expires_at)),
-                )
+                ).fetchone()
                 self._db.execute(
                     "UPDATE verification_requests SET state = 'verified', decided_at = ?, "
-                    "entry_id = ? WHERE id = ?", (_iso(now), cursor.lastrowid, request_id),
+                    "entry_id = ? WHERE id = ?", (_iso(now), row["id"], request_id),
                 )
-                row = self._db.execute(
-                    "SELECT * FROM verified_recipients WHERE id = ?", (cursor.lastrowid,)
-                ).fetchone()
+                self._db.execute(_BUMP)
                 self._db.execute("COMMIT")
             except sqlite3.IntegrityError:
                 self._db.execute("ROLLBACK")
@@ -502,27 +526,30 @@ class Registry:
         """Record a staff member's personal address; False when it was already recorded."""
         moment = now or datetime.now(UTC)
         with self._lock:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO staff_personal (staff, personal, added_at) VALUES (?, ?, ?)",
+            added = self._write(
+                "INSERT OR IGNORE INTO staff_personal (staff, personal, added_at) "
+                "VALUES (?, ?, ?) RETURNING staff",
                 (normalise_address(staff), normalise_address(personal), _iso(moment)),
             )
-            return cursor.rowcount == 1
+            return len(added) == 1
 
     def staff_personal(self) -> Mapping[str, tuple[str, ...]]:
         """Work address -> known personal addresses (kept while the database is unchanged)."""
         with self._lock:
-            version = self._version()
-            if self._staff_cache is not None and self._staff_cache[0] == version:
-                return self._staff_cache[1]
-            rows = self._db.execute(
-                "SELECT staff, personal FROM staff_personal ORDER BY staff, personal"
-            ).fetchall()
-            directory: dict[str, tuple[str, ...]] = {}
-            for row in rows:
-                directory[row["staff"]] = (*directory.get(row["staff"], ()), row["personal"])
-            answer = MappingProxyType(directory)
-            self._staff_cache = (version, answer)
-            return answer
+            return self._staff(self._version())
+
+    def _staff(self, version: tuple[int, int]) -> Mapping[str, tuple[str, ...]]:
+        """`staff_personal`, as of `version`. Call with the lock held."""
+        if self._staff_cache is not None and self._staff_cache[0] == version:
+            return self._staff_cache[1]
+        rows = self._db.execute("SELECT staff, personal FROM staff_personal").fetchall()
+        directory: dict[str, tuple[str, ...]] = {}
+        # sorted here, not by ORDER BY: PostgreSQL's collation may order text otherwise
+        for staff, personal in sorted((row["staff"], row["personal"]) for row in rows):
+            directory[staff] = (*directory.get(staff, ()), personal)
+        answer = MappingProxyType(directory)
+        self._staff_cache = (version, answer)
+        return answer
 
     def cached(self, now: datetime) -> tuple[tuple[Verification, ...],
                                               Mapping[str, tuple[str, ...]]] | None:
@@ -531,7 +558,12 @@ class Registry:
 
         Cheap enough for the event loop: one PRAGMA read, and never a wait for the lock (held by
         another thread, it is None). Same answers, same objects, as the two calls would give.
+        On PostgreSQL always None: whether another node wrote takes a round trip to the
+        server, which the event loop must not wait for (the caller reads in a worker thread,
+        where `active` checks the change counter and answers from memory when it is unchanged).
         """
+        if not self.database.is_sqlite:
+            return None
         if now.tzinfo is None or not self._lock.acquire(blocking=False):
             return None  # a naive time: `active` raises, as it should
         try:
@@ -545,16 +577,42 @@ class Registry:
             self._lock.release()
 
     def _version(self) -> tuple[int, int]:
-        """Changes whenever anything was written: `PRAGMA data_version` moves when another
-        connection (another process, `casegate verify` say) commits, `total_changes` when this
-        one writes. Call with the lock held."""
+        """Changes whenever anything was written. SQLite: `PRAGMA data_version` moves when
+        another connection (another process, `casegate verify` say) commits, `total_changes`
+        when this one writes. PostgreSQL: the change counter, which every node's writes bump
+        (read before the rows it versions, so a cache is never newer-labelled than its rows).
+        Call with the lock held."""
+        if not self.database.is_sqlite:
+            row = self._db.execute("SELECT counter FROM registry_changes WHERE id = 1").fetchone()
+            return (0 if row is None else int(row[0])), 0
         data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
         return int(data_version), self._db.total_changes
+
+    def _write(self, sql: str, parameters: Sequence[object]) -> list[Any]:
+        """One write to verified_recipients or staff_personal (`sql` ends in RETURNING) and, if
+        it changed a row, the bump of the change counter, in one transaction; the rows it
+        returned. Call with the lock held."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self._db.execute(sql, parameters).fetchall()
+            if rows:
+                self._db.execute(_BUMP)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return rows
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
+
+
+# An upsert, so that a counter row lost (a table emptied by hand, say) comes back at the next
+# write rather than leaving every cache believing nothing changes.
+_BUMP = ("INSERT INTO registry_changes (id, counter) VALUES (1, 1) "
+         "ON CONFLICT (id) DO UPDATE SET counter = registry_changes.counter + 1")
 
 
 def _iso(moment: datetime) -> str:

@@ -178,6 +178,8 @@ async def start_gateway(
         max_failures=config.smtp.auth_max_failures,
         lockout_seconds=config.smtp.auth_lockout_seconds,
         delay_step=config.smtp.auth_failure_delay,
+        database=app.database,  # on PostgreSQL counted across the nodes
+        scope="smtp",
     )
     handler = SubmissionHandler(stages, throttle, relay_networks(config.smtp.relay_from),
                                 config.smtp.max_recipients, pinned,

@@ -569,7 +569,7 @@ class GatewaySMTP(SMTP):
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
-        if self.handler.throttle.is_locked(self.peer_ip):
+        if await self.handler.throttle.locked(self.peer_ip):
             await self._lock_out()
             return
         await super().smtp_AUTH(arg)
@@ -588,7 +588,7 @@ class GatewaySMTP(SMTP):
             self.handler.stages.app.users.authenticate, credentials.login, credentials.password
         )
         if user is not None:
-            self.handler.throttle.success(self.peer_ip)
+            await self.handler.throttle.succeeded(self.peer_ip)
             self._authenticated()
             log.info("auth-success", user=user.address, peer=self.peer_ip)
             return AuthResult(success=True, auth_data=user)
@@ -596,7 +596,7 @@ class GatewaySMTP(SMTP):
 
     async def _auth_failed(self, login: bytes) -> AuthResult:
         stages = self.handler.stages
-        verdict = self.handler.throttle.failure(self.peer_ip)
+        [verdict] = await self.handler.throttle.failed(self.peer_ip)
         stages.metrics.inc("casegate_auth_failures_total")
         record = stages.record()
         await record(EventKind.AUTH_FAILURE, sender=login.decode("utf-8", "replace")[:200],

@@ -1,4 +1,5 @@
-"""Server-side staff sessions in SQLite (`web-sessions.sqlite3` in the data directory).
+"""Server-side staff sessions: `web-sessions.sqlite3` in the data directory, or the shared
+PostgreSQL database (then a session made through one node is good on every node).
 
 The browser holds only a random token; the table holds its SHA-256, so a copy of the database
 does not let anyone log in. A session ends at logout, after `idle_seconds` without use, or
@@ -9,27 +10,36 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+
+from transports.database import Database, migrate
 
 SESSIONS_FILE = "web-sessions.sqlite3"
+COMPONENT = "sessions"
 TOKEN_BYTES = 32
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS web_session (
-    token_hash TEXT PRIMARY KEY,
-    address TEXT NOT NULL,
-    csrf_token TEXT NOT NULL,
-    created REAL NOT NULL,
-    expires REAL NOT NULL,
-    idle_until REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS web_session_expires ON web_session (expires);
-"""
+# Each entry moves the schema one version up; never edit one that has shipped, add another.
+# The first is idempotent: SQLite files made before versioning have the table already.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS web_session (
+        token_hash TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        csrf_token TEXT NOT NULL,
+        created REAL NOT NULL,
+        expires REAL NOT NULL,
+        idle_until REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS web_session_expires ON web_session (expires);
+    """,
+)
+
+
+class SessionStoreError(Exception):
+    """The session tables cannot be used as they are (written by a newer casegate)."""
 
 
 def _hash(token: str) -> str:
@@ -47,7 +57,7 @@ class Session:
 class SessionStore:
     def __init__(
         self,
-        path: Path,
+        database: Database,
         *,
         idle_seconds: float = 30 * 60,
         lifetime_seconds: float = 8 * 3600,
@@ -57,9 +67,11 @@ class SessionStore:
         self.lifetime_seconds = lifetime_seconds
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
-        with self._lock, self._db:
-            self._db.executescript(_SCHEMA)
+        self._db = database.connect(SESSIONS_FILE, autocommit=True, timeout=10.0)
+        with self._lock:
+            migrate(self._db, COMPONENT, _MIGRATIONS, lambda version: SessionStoreError(
+                f"{database.describe()} was written by a newer casegate "
+                f"(sessions schema {version})"))
 
     def _now(self) -> float:
         return self._clock().timestamp()
@@ -68,20 +80,27 @@ class SessionStore:
         """A new session for `address`; returns the token for the cookie (never stored)."""
         token = secrets.token_urlsafe(TOKEN_BYTES)
         now = self._now()
-        with self._lock, self._db:
-            self._db.execute("DELETE FROM web_session WHERE expires <= ? OR idle_until <= ?",
-                             (now, now))
-            self._db.execute(
-                "INSERT INTO web_session VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    _hash(token),
-                    address,
-                    secrets.token_urlsafe(TOKEN_BYTES),
-                    now,
-                    now + self.lifetime_seconds,
-                    now + self.idle_seconds,
-                ),
-            )
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute("DELETE FROM web_session WHERE expires <= ? OR idle_until <= ?",
+                                 (now, now))
+                self._db.execute(
+                    "INSERT INTO web_session (token_hash, address, csrf_token, created, "
+                    "expires, idle_until) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        _hash(token),
+                        address,
+                        secrets.token_urlsafe(TOKEN_BYTES),
+                        now,
+                        now + self.lifetime_seconds,
+                        now + self.idle_seconds,
+                    ),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         return token
 
     def get(self, token: str) -> Session | None:
@@ -90,7 +109,7 @@ class SessionStore:
             return None
         now = self._now()
         key = _hash(token)
-        with self._lock, self._db:
+        with self._lock:
             row = self._db.execute(
                 "SELECT address, csrf_token, expires, idle_until FROM web_session "
                 "WHERE token_hash = ?",
@@ -108,7 +127,7 @@ class SessionStore:
         return Session(address=row[0], csrf_token=row[1])
 
     def delete(self, token: str) -> None:
-        with self._lock, self._db:
+        with self._lock:
             self._db.execute("DELETE FROM web_session WHERE token_hash = ?", (_hash(token),))
 
     def count(self) -> int:

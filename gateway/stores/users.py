@@ -4,9 +4,9 @@ Passwords are kept as scrypt hashes (memory-hard, stdlib `hashlib.scrypt`) with 
 account. `authenticate` takes the same time whether the address is unknown, disabled or the
 password wrong, and answers only "this user" or `None`, so nothing about accounts leaks through it.
 
-The store is one SQLite table in the data directory's database. It is safe to call from worker
-threads (`asyncio.to_thread`): every database access holds a lock, and the slow hash runs outside
-it.
+The store is one table, in the data directory's `casegate.sqlite3` or in the shared PostgreSQL
+database. It is safe to call from worker threads (`asyncio.to_thread`): every database access
+holds a lock, and the slow hash runs outside it.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
+
+from transports.database import Database, migrate
 
 # scrypt cost: 2**14 * 8 * 128 bytes = 16 MiB of memory and ~50 ms per check on one core.
 SCRYPT_N = 2**14
@@ -35,18 +36,25 @@ SALT_LENGTH = 16
 MAX_PASSWORD_BYTES = 1024  # longer input is refused before hashing (no hash-time amplification)
 MIN_PASSWORD_CHARS = 12
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS staff_user (
-    address TEXT PRIMARY KEY,
-    password_hash TEXT NOT NULL,
-    roles TEXT NOT NULL,
-    send_as TEXT NOT NULL,
-    disabled INTEGER NOT NULL DEFAULT 0,
-    created TEXT NOT NULL,
-    manager TEXT NOT NULL DEFAULT ''
-);
-"""
-# Columns added after the first release: a store made before gains them on opening.
+FILE_NAME = "casegate.sqlite3"  # shared with the registry (verification/registry.py)
+COMPONENT = "users"
+
+# Each entry moves the schema one version up; never edit one that has shipped, add another.
+# The first is idempotent: SQLite files made before versioning have the table already.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS staff_user (
+        address TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        roles TEXT NOT NULL,
+        send_as TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created TEXT NOT NULL,
+        manager TEXT NOT NULL DEFAULT ''
+    );
+    """,
+)
+# Columns added before the schema was versioned: an SQLite file made then gains them on opening.
 _ADDED_COLUMNS = {"manager": "ALTER TABLE staff_user ADD COLUMN manager TEXT NOT NULL DEFAULT ''"}
 _SELECT = "SELECT address, password_hash, roles, send_as, disabled, manager FROM staff_user"
 
@@ -124,17 +132,33 @@ _DUMMY_HASH = hash_password(secrets.token_urlsafe(24))
 
 
 class UserStore:
-    """Staff accounts in SQLite."""
+    """Staff accounts: `casegate.sqlite3`, or the shared PostgreSQL database."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, database: Database) -> None:
+        self.database = database
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
-        with self._lock, self._db:
-            self._db.executescript(_SCHEMA)
+        self._db = database.connect(FILE_NAME, autocommit=True, timeout=10.0)
+        with self._lock:
+            if database.is_sqlite:
+                self._add_columns()
+            migrate(self._db, COMPONENT, _MIGRATIONS, lambda version: UserError(
+                f"{database.describe()} was written by a newer casegate "
+                f"(users schema {version})"))
+
+    def _add_columns(self) -> None:
+        """An SQLite table made before a column was added gains it (PostgreSQL never had
+        such tables)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
             present = {row[1] for row in self._db.execute("PRAGMA table_info(staff_user)")}
-            for column, statement in _ADDED_COLUMNS.items():
-                if column not in present:
-                    self._db.execute(statement)
+            if present:  # the table exists (else the first migration makes it whole)
+                for column, statement in _ADDED_COLUMNS.items():
+                    if column not in present:
+                        self._db.execute(statement)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def add(
         self,
@@ -163,7 +187,7 @@ class UserStore:
             user.manager,
         )
         try:
-            with self._lock, self._db:
+            with self._lock:
                 self._db.execute(
                     "INSERT INTO staff_user"
                     " (address, password_hash, roles, send_as, created, manager)"
@@ -177,7 +201,7 @@ class UserStore:
     def disable(self, address: str) -> User:
         """Stop an account from authenticating; its history stays."""
         normalised = normalise_address(address)
-        with self._lock, self._db:
+        with self._lock:
             changed = self._db.execute(
                 "UPDATE staff_user SET disabled = 1 WHERE address = ?", (normalised,)
             ).rowcount
@@ -187,7 +211,7 @@ class UserStore:
         """Record (or, with "", clear) the manager told of this user's overrides."""
         normalised = normalise_address(address)
         value = _manager_of(normalised, manager) if manager else ""
-        with self._lock, self._db:
+        with self._lock:
             changed = self._db.execute(
                 "UPDATE staff_user SET manager = ? WHERE address = ?", (value, normalised)
             ).rowcount

@@ -74,9 +74,10 @@ def build_web_app(front: WebFront) -> web.Application:
     web_app[READINESS] = front.readiness
     web_app.router.add_get("/healthz", healthz)
     web_app.router.add_get("/readyz", readyz)
-    staff.install(web_app, WebDeps(audit=app.audit, users=app.users, data_dir=app.data_dir))
+    staff.install(web_app, WebDeps(audit=app.audit, users=app.users, database=app.database))
     post.install(web_app, post.PostDeps(options=post_options(app), audit=app.audit,
-                                        users=app.users, offices=app.offices))
+                                        users=app.users, offices=app.offices),
+                 throttle=post.api_throttle(app.database))
     verify.install(web_app, stages.workflow)
     cases.install(web_app, cases.CasesDeps(casework=app.casework(stages.clock)))
     if front.portal is not None:

@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.stores.sessions import SESSIONS_FILE, SessionStore
+from gateway.stores.sessions import SessionStore
 from gateway.stores.throttle import AuthThrottle, Throttle
 from gateway.stores.users import User
 from gateway.web.pages import HOME, PAGE_HEADERS, StaffSession, may_open, render
@@ -65,20 +65,18 @@ AUTH: web.AppKey[_Auth] = web.AppKey("casegate-web-auth", _Auth)
 
 def install(web_app: web.Application, deps: WebDeps) -> None:
     """Add /login and /logout and the session store to `web_app`."""
-    store = SessionStore(deps.data_dir / SESSIONS_FILE)
-    web_app[AUTH] = _Auth(
-        sessions=store,
-        users=deps.users,
-        audit=deps.audit,
-        # five failures per client or per account, then locked for 15 minutes
-        throttle=AuthThrottle(max_failures=5, free_failures=5, delay_step=0.0),
-    )
+    store = SessionStore(deps.database)
+    # five failures per client or per account, then locked for 15 minutes (on every node)
+    throttle = AuthThrottle(max_failures=5, free_failures=5, delay_step=0.0,
+                            database=deps.database, scope="web-signin")
+    web_app[AUTH] = _Auth(sessions=store, users=deps.users, audit=deps.audit, throttle=throttle)
     web_app.router.add_get("/login", login_form)
     web_app.router.add_post("/login", login_submit)
     web_app.router.add_post("/logout", logout)
 
     async def close_sessions(_: web.Application) -> None:
         store.close()
+        throttle.close()
 
     web_app.on_cleanup.append(close_sessions)
 
@@ -205,21 +203,20 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
                             error="The sign-in form expired. Please try again.")
     client = _client(request)
     keys = (f"client:{client}", f"account:{address}")
-    if any(auth.throttle.is_locked(k) for k in keys):
+    if await auth.throttle.locked(*keys):
         await auth.audit.record_async(EventKind.LOGIN_REFUSED, sender=address, client=client,
                                       reason="locked")
         return _signin_page(request, next_path, fresh, status=429, address=address,
                             error="Too many failed sign-ins. Wait 15 minutes and try again.")
     user = await asyncio.to_thread(auth.users.authenticate, address, password)
     if user is None:
-        locked = [auth.throttle.failure(k).throttle is Throttle.LOCK for k in keys]
+        locked = [v.throttle is Throttle.LOCK for v in await auth.throttle.failed(*keys)]
         await auth.audit.record_async(EventKind.LOGIN_FAILURE, sender=address, client=client)
         if any(locked):
             await auth.audit.record_async(EventKind.LOGIN_LOCKOUT, sender=address, client=client)
         return _signin_page(request, next_path, fresh, status=401, address=address,
                             error="The address or password is not right.")
-    for key in keys:
-        auth.throttle.success(key)
+    await auth.throttle.succeeded(*keys)
     token = await asyncio.to_thread(_rotated, auth.sessions,
                                     request.cookies.get(SESSION_COOKIE), user.address)
     await auth.audit.record_async(EventKind.LOGIN, sender=user.address, client=client)

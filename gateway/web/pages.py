@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp_jinja2
@@ -38,6 +37,7 @@ from gateway.stores.users import User
 if TYPE_CHECKING:
     from gateway.audit.trail import AuditLog
     from gateway.stores.users import UserStore
+    from transports.database import Database
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -244,4 +244,4 @@ class WebDeps:
 
     audit: AuditLog
     users: UserStore
-    data_dir: Path
+    database: Database  # the stores' engine: the web sessions are kept there

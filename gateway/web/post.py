@@ -48,6 +48,7 @@ from policies.post import (
 if TYPE_CHECKING:
     from gateway.audit.trail import AuditLog
     from gateway.stores.users import User, UserStore
+    from transports.database import Database
 
 MAX_BODY = 16 * 1024
 MAX_AUTH_HEADER = 4096
@@ -107,13 +108,20 @@ class _State:
 POST_STATE: web.AppKey[_State] = web.AppKey("casegate-post", _State)
 
 
+def api_throttle(database: Database | None = None) -> AuthThrottle:
+    """The API's sign-in throttle: five failures per client or per account, then locked for
+    15 minutes; counted across the nodes when `database` is PostgreSQL."""
+    return AuthThrottle(max_failures=5, free_failures=5, delay_step=0.0, database=database,
+                        scope="api")
+
+
 def install(
     web_app: web.Application, deps: PostDeps, *, throttle: AuthThrottle | None = None
 ) -> None:
     """Add `POST /api/post` and the `/post` form to `web_app`."""
     web_app[POST_STATE] = _State(
         deps=deps,
-        throttle=throttle or AuthThrottle(max_failures=5, free_failures=5, delay_step=0.0),
+        throttle=throttle or api_throttle(),
     )
     use_templates(web_app)
     add_staff_page(web_app, StaffPage(
@@ -169,7 +177,7 @@ async def basic_user(request: web.Request, state: _State) -> User:
     address = login.strip().lower()[:320]
     keys = (f"api-client:{client}", f"api-account:{address}")
     audit = state.deps.audit
-    if any(state.throttle.is_locked(k) for k in keys):
+    if await state.throttle.locked(*keys):
         await audit.record_async(EventKind.LOGIN_REFUSED, sender=address, client=client,
                                  channel="api", reason="locked")
         raise web.HTTPTooManyRequests(
@@ -178,15 +186,14 @@ async def basic_user(request: web.Request, state: _State) -> User:
         )
     user = await asyncio.to_thread(state.deps.users.authenticate, address, password)
     if user is None:
-        locked = [state.throttle.failure(k).throttle is Throttle.LOCK for k in keys]
+        locked = [v.throttle is Throttle.LOCK for v in await state.throttle.failed(*keys)]
         await audit.record_async(EventKind.LOGIN_FAILURE, sender=address, client=client,
                                  channel="api")
         if any(locked):
             await audit.record_async(EventKind.LOGIN_LOCKOUT, sender=address, client=client,
                                      channel="api")
         raise _unauthorised()
-    for key in keys:
-        state.throttle.success(key)
+    await state.throttle.succeeded(*keys)
     return user
 
 

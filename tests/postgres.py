@@ -85,7 +85,9 @@ class Cluster:
             conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
 
-KEY_FILES = ("*.key", "*.pem", "portal-keys.json")  # what every node of one installation shares
+# What every node of one installation shares (README, "More than one node"): the keys, and the
+# TLS certificate the clients were told to trust.
+KEY_FILES = ("*.key", "*.pem", "portal-keys.json", "tls.crt")
 
 
 def copy_keys(first: Path, other: Path) -> None:

@@ -34,6 +34,7 @@ class Served:
     smtp_port: int
     cert_file: str
     drain: asyncio.Task[None]
+    http_port: int = 0
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:
@@ -67,7 +68,8 @@ async def start_serve(config: Path, data: Path, database_url: str = "") -> Serve
         await process.wait()
         raise
     return Served(process, banner["smtp"]["port"], banner["files"]["certificate"],
-                  asyncio.ensure_future(_drain(process.stdout)))
+                  asyncio.ensure_future(_drain(process.stdout)),
+                  http_port=int(banner.get("http", {}).get("port", 0)))
 
 
 async def kill(served: Served) -> None:

@@ -116,6 +116,8 @@ _REPLY_LINE = re.compile(r"(\d{3})([ -]?)(.*)", re.DOTALL)
 
 def with_enhanced_codes(reply: str) -> str:
     """`reply` with an enhanced status code on every line that lacks one (2xx, 4xx, 5xx)."""
+    if "\r\n" not in reply and (reply[:1] == "3" or _HAS_ENHANCED.match(reply)):
+        return reply  # one line that needs none or has one (most replies): as it is
     lines = reply.split("\r\n")
     for i, line in enumerate(lines):
         match = _REPLY_LINE.fullmatch(line)
@@ -369,7 +371,8 @@ class GatewaySMTP(SMTP):
         text = status if isinstance(status, str) else status.decode("utf-8", "replace")
         self.handler.stages.metrics.reply_sent(text)
         explained = EXPLAINED_BY_RULE.get(text)
-        if text != self.greeting and not (self._verb in ("EHLO", "HELO") and text[:1] == "2"):
+        if not (self._verb in ("EHLO", "HELO") and text[:1] == "2") and not (
+                text.startswith("220 ") and text == self.greeting):
             text = with_enhanced_codes(text)
         audited, self.reply_audited = self.reply_audited, False  # the next reply is its own
         if explained is None and text[:1] in ("2", "3"):  # no refusal: nothing to audit
@@ -689,9 +692,10 @@ class SubmissionHandler:
     @fixed_signature  # aiosmtpd reads it on every new connection
     async def handle_EHLO(self, server: GatewaySMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
-        """aiosmtpd's EHLO lines plus ENHANCEDSTATUSCODES, PIPELINING and DSN."""
+        """aiosmtpd's EHLO lines plus ENHANCEDSTATUSCODES, PIPELINING and DSN, as one reply
+        (aiosmtpd pushes each item of the list apart: one write per line otherwise)."""
         session.host_name = hostname  # aiosmtpd leaves this to a handler with an EHLO hook
-        return [*responses[:-1], *EHLO_LINES, responses[-1]]
+        return ["\r\n".join([*responses[:-1], *EHLO_LINES, responses[-1]])]
 
     async def handle_MAIL(self, server: GatewaySMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:

@@ -6,6 +6,7 @@ wrapper that the abuse limits rely on."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,8 +15,10 @@ import pytest
 
 from gateway.smtp.aiosmtpd_private import LOOKED_UP, looked_up_names
 from gateway.smtp.front import GatewaySMTP, SubmissionHandler
+from gateway.smtp.limits import TOO_MANY_ERRORS, CommandBudget
 from tests.gateway_harness import Harness, running_gateway
 from tests.sink import Sink
+from tests.test_smtp_abuse_limits import Client
 
 
 @pytest.fixture
@@ -69,3 +72,39 @@ async def test_a_connection_knows_every_command_and_hook(gw: Harness) -> None:
     assert b"MAIL FROM: <address>" in replies[0][1] and b"AUTH <mechanism>" in replies[2][1]
     assert "ENHANCEDSTATUSCODES" in features and "DSN" in features
     assert "AUTH LOGIN PLAIN" in features or "AUTH PLAIN LOGIN" in features
+
+
+class _Extended(GatewaySMTP):
+    """A subclass with a command of its own and one that calls ours."""
+
+    async def smtp_XPING(self, arg: str | None) -> None:
+        await self.push("250 pong")
+
+    async def smtp_NOOP(self, arg: str | None) -> None:
+        await super().smtp_NOOP(arg)
+
+
+async def test_a_subclass_command_is_tracked_and_counted_once(gw: Harness) -> None:
+    """A subclass's own command goes through the command wrapper too, and a command of its that
+    calls ours is counted once against the budget: junk limit 2, error limit 2, so the 4th
+    NOOP's reply is followed by 421 4.7.0 and the close."""
+    assert hasattr(_Extended.smtp_XPING, "_tracks_verb")
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: _Extended(gw.gateway.handler, implicit_tls=False,
+                          budget=CommandBudget(junk_limit=2, error_limit=2)),
+        "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", server.sockets[0].getsockname()[1])
+    client = Client(reader, writer)
+    try:
+        assert (await client.reply()).startswith(b"220")
+        assert (await client.command(b"XPING")) == b"250 2.0.0 pong\r\n"
+        for _ in range(4):
+            assert (await client.command(b"NOOP")).startswith(b"250")
+        assert await client.reply() == TOO_MANY_ERRORS.encode() + b"\r\n"
+        assert await client.closed_by_server()
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()

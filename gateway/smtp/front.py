@@ -219,16 +219,19 @@ def _tracking(verb: str, method: _Command) -> _Command:
     async def command(server: GatewaySMTP, arg: str | None) -> None:
         await server._command(verb, method, arg)
 
+    command._tracks_verb = verb  # type: ignore[attr-defined]
     return command
 
 
 def _tracking_verbs(cls: type[GatewaySMTP]) -> type[GatewaySMTP]:
-    """Every command method of `cls` (its own and aiosmtpd's) wrapped once, for the class, by
-    `_tracking`: aiosmtpd's dispatch table, built per connection from `smtp_<VERB>` names,
-    then holds the wrapped methods, and nothing is wrapped per connection."""
+    """Every command method of `cls` (its own and aiosmtpd's, and a subclass's) wrapped once,
+    for the class, by `_tracking`: aiosmtpd's dispatch table, built per connection from
+    `smtp_<VERB>` names, then holds the wrapped methods, and nothing is wrapped per
+    connection."""
     for name in looked_up_names(cls):
-        if name.startswith("smtp_"):
-            setattr(cls, name, _tracking(name.removeprefix("smtp_"), getattr(cls, name)))
+        method = getattr(cls, name)
+        if name.startswith("smtp_") and not hasattr(method, "_tracks_verb"):
+            setattr(cls, name, _tracking(name.removeprefix("smtp_"), method))
     return cls
 
 
@@ -267,6 +270,10 @@ class GatewaySMTP(SMTP):
         self._unauthenticated_timeout = unauthenticated_timeout
         self._unauthenticated = False  # from outside relay_from and not (yet) authenticated
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _tracking_verbs(cls)  # a subclass's own commands too
+
     def __dir__(self) -> list[str]:
         """Only the names aiosmtpd looks up on each new connection (the commands and AUTH
         mechanisms; see gateway.smtp.aiosmtpd_private.looked_up_names)."""
@@ -279,6 +286,9 @@ class GatewaySMTP(SMTP):
         counted against the command budget when it makes no progress; and while it runs, its
         verb is noted for the replies it sends (`push`)."""
         if self._shut:  # cut off: commands already pipelined are not carried out
+            return
+        if self._verb:  # a subclass's command calling ours: counted and noted once, outside
+            await method(self, arg)
             return
         self._verb = verb
         if verb in JUNK_VERBS or (verb in ("EHLO", "HELO") and self.session is not None

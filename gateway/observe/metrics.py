@@ -11,7 +11,7 @@ outcome. No label ever holds an address, a subject or any other content.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Generic, Literal, TypeVar, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
@@ -52,6 +52,25 @@ MESSAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
+M = TypeVar("M", Counter, Histogram)
+
+
+class _Children(Generic[M]):
+    """The labelled children of one metric, each looked up once: `labels()` checks its
+    arguments and takes a lock on every call, and several are counted for every message. (The
+    labels are closed vocabularies, so the children are few.)"""
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *labels: str) -> M:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        return child
+
+
 def _counter(name: str, help_text: str, labels: tuple[str, ...],
              registry: CollectorRegistry) -> Counter:
     # prometheus_client adds the `_total` suffix itself.
@@ -66,28 +85,28 @@ class Metrics:
         registry = self.registry
         self._counters = {name: _counter(name, text, (), registry)
                           for name, text in COUNTERS.items()}
-        self._replies = _counter("casegate_smtp_replies_total",
-                                 "Replies the SMTP front sent, by 3-digit code.", ("code",),
-                                 registry)
-        self._decisions = _counter(
+        self._replies = _Children(_counter(
+            "casegate_smtp_replies_total", "Replies the SMTP front sent, by 3-digit code.",
+            ("code",), registry))
+        self._decisions = _Children(_counter(
             "casegate_decisions_total",
             "Recipients decided, by stage, action (plain, encrypt, block) and policy rule id.",
-            ("stage", "action", "rule"), registry)
-        self._relays = _counter(
+            ("stage", "action", "rule"), registry))
+        self._relays = _Children(_counter(
             "casegate_relay_outcomes_total",
             "Hand-overs of a message's copies, by transport and outcome.",
-            ("transport", "outcome"), registry)
-        self._portal_views = _counter("casegate_portal_views_total",
-                                      "Portal links opened, by what the page showed.",
-                                      ("outcome",), registry)
-        self._message_seconds = Histogram(
+            ("transport", "outcome"), registry))
+        self._portal_views = _Children(_counter("casegate_portal_views_total",
+                                                "Portal links opened, by what the page showed.",
+                                                ("outcome",), registry))
+        self._message_seconds = _Children(Histogram(
             "casegate_message_seconds",
             "Seconds from the end of DATA to the reply, by reply class (2xx, 4xx, 5xx).",
-            ("reply",), registry=registry, buckets=MESSAGE_BUCKETS)
-        self._delivery_seconds = Histogram(
+            ("reply",), registry=registry, buckets=MESSAGE_BUCKETS))
+        self._delivery_seconds = _Children(Histogram(
             "casegate_delivery_seconds",
             "Seconds a transport took to hand over a message's copies, by transport.",
-            ("transport",), registry=registry, buckets=MESSAGE_BUCKETS)
+            ("transport",), registry=registry, buckets=MESSAGE_BUCKETS))
         self._audit_commit_seconds = Histogram(
             "casegate_audit_commit_seconds",
             "Seconds the audit writer took to store and commit one batch of events.",
@@ -98,13 +117,13 @@ class Metrics:
         """Show every known label combination from the start, so a rate over the first
         scrapes (and an alert on "no delivery succeeded") has a series to work on."""
         for transport in get_args(TransportKind):
-            self._delivery_seconds.labels(transport)
+            self._delivery_seconds(transport)
             for outcome in Outcome:
-                self._relays.labels(transport, outcome.value)
+                self._relays(transport, outcome.value)
         for reply in ("2xx", "4xx", "5xx"):
-            self._message_seconds.labels(reply)
+            self._message_seconds(reply)
         for view in get_args(PortalView):
-            self._portal_views.labels(view)
+            self._portal_views(view)
 
     def inc(self, name: str, amount: int = 1) -> None:
         """Count one of the unlabelled `COUNTERS`."""
@@ -118,27 +137,27 @@ class Metrics:
         if last[3:4] == "-":
             return
         code = last[:3]
-        self._replies.labels(code if code.isdigit() and code[0] in "2345" else "other").inc()
+        self._replies(code if code.isdigit() and code[0] in "2345" else "other").inc()
 
     def decided(self, stage: Stage, action: Action, rule: str) -> None:
         """One recipient's decision; `rule` is a policy rule id (a closed set)."""
-        self._decisions.labels(stage, action.value, rule).inc()
+        self._decisions(stage, action.value, rule).inc()
 
     def relayed(self, transport: TransportKind, outcome: Outcome, seconds: float) -> None:
         """A transport's result for a message's copies, and how long it took."""
-        self._relays.labels(transport, outcome.value).inc()
-        self._delivery_seconds.labels(transport).observe(seconds)
+        self._relays(transport, outcome.value).inc()
+        self._delivery_seconds(transport).observe(seconds)
 
     def message_done(self, code: int, seconds: float) -> None:
         """The reply to a message's DATA, `seconds` after its end."""
-        self._message_seconds.labels(f"{code // 100}xx").observe(seconds)
+        self._message_seconds(f"{code // 100}xx").observe(seconds)
 
     def audit_committed(self, seconds: float) -> None:
         """One audit transaction (called from the audit writer thread: thread-safe)."""
         self._audit_commit_seconds.observe(seconds)
 
     def portal_viewed(self, outcome: PortalView) -> None:
-        self._portal_views.labels(outcome).inc()
+        self._portal_views(outcome).inc()
 
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value (0 when it has none yet), e.g. for tests."""

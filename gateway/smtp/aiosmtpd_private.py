@@ -11,6 +11,11 @@ attributes. What it does not cover is listed here, and reached only through this
 - `STREAM`: private attributes of the `asyncio.StreamReader` aiosmtpd reads a connection from
   (the standard library's, but aiosmtpd is why we need them: it sets the reader's limit to one
   command line and keeps the reader to itself).
+- `LOOKED_UP`: how aiosmtpd's `SMTP.__init__` finds a server's commands and AUTH mechanisms and
+  its handler's hooks, on every new connection: by name prefix, listing every attribute of both
+  (`dir`, and `inspect.getmembers`, which also reads each one, properties included), then reading
+  the EHLO hook's signature. That was most of a new connection's cost (issue 14);
+  `looked_up_names` and `fixed_signature` make it cheap without changing what is found.
 
 Checked against aiosmtpd 1.4.6. pyproject.toml bounds aiosmtpd below 1.5: these names are its
 internals, which a minor release may change. tests/test_dependency_internals.py checks each
@@ -21,8 +26,11 @@ there, naming it, instead of deep inside a connection.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from aiosmtpd.smtp import SMTP
 
@@ -52,10 +60,6 @@ HOOKS: tuple[Internal, ...] = (
 )
 
 ATTRIBUTES: tuple[Internal, ...] = (
-    Internal(
-        SMTP, "_smtp_methods", Kind.ATTRIBUTE, FRONT,
-        "the verb-to-method table aiosmtpd dispatches commands from: wrapping its entries "
-        "tells `push` which verb a reply answers (no public hook runs around each command)"),
     Internal(
         SMTP, "_tls_protocol", Kind.ATTRIBUTE, FRONT,
         "set once STARTTLS begins (aiosmtpd's own test before AUTH); the public "
@@ -98,13 +102,31 @@ STREAM: tuple[Internal, ...] = (
         "raises it for the whole message, and StreamReader has no public setter"),
 )
 
-Command = Callable[[str | None], Awaitable[None]]
+# The name prefixes aiosmtpd looks up on every new connection: the server's commands
+# (`smtp_<VERB>`) and AUTH mechanisms (`auth_<NAME>`), the handler's hooks (`handle_<VERB>`).
+LOOKED_UP = ("smtp_", "auth_", "handle_")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def wrap_commands(server: SMTP, wrap: Callable[[str, Command], Command]) -> None:
-    """Dispatch each command (verb) to `wrap(verb, method)` instead of aiosmtpd's method."""
-    table: dict[str, Command] = server._smtp_methods
-    server._smtp_methods = {verb: wrap(verb, method) for verb, method in table.items()}
+@functools.cache
+def _looked_up(cls: type) -> tuple[str, ...]:
+    return tuple(sorted(name for name in dir(cls) if name.startswith(LOOKED_UP)))
+
+
+def looked_up_names(cls: type) -> list[str]:
+    """What `dir` of an instance of `cls` may answer: its names that aiosmtpd looks up
+    (`LOOKED_UP`), found once per class. A server or handler class returns this from its
+    `__dir__`, so that aiosmtpd neither lists nor reads every other attribute (a third of a
+    millisecond per connection); commands, mechanisms and hooks are found as before."""
+    return list(_looked_up(cls))
+
+
+def fixed_signature(function: F) -> F:
+    """`function` with its signature computed now: aiosmtpd reads the EHLO hook's signature on
+    every new connection (to tell its old 4-argument form from the 5-argument one), and
+    `inspect.signature` takes a stored `__signature__` as it is."""
+    function.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
+    return function
 
 
 def set_idle_timeout(server: SMTP, seconds: float) -> None:

@@ -49,10 +49,11 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, sy
 from gateway.observe.logs import begin_message, bind_message, describe_error, message_done
 from gateway.smtp.aiosmtpd_private import (
     command_stream,
+    fixed_signature,
+    looked_up_names,
     pending_input,
     set_idle_timeout,
     starttls_begun,
-    wrap_commands,
 )
 from gateway.smtp.budget import FIRST_CLAIM, NO_ROOM, BufferBudget, Claim, declared_size
 from gateway.smtp.data import read_data
@@ -90,6 +91,7 @@ AUTH_LOCKED = "421 4.7.0 Too many failed logins from your address; try again lat
 DEFAULT_SIZE_LIMIT = 35 * 1024 * 1024
 IDENT = "ESMTP casegate"  # after the host name in the 220 greeting
 EHLO_KEYWORDS = ("ENHANCEDSTATUSCODES", "PIPELINING", "DSN")  # besides aiosmtpd's own
+EHLO_LINES = tuple(f"250-{keyword}" for keyword in EHLO_KEYWORDS)
 NEEDS_SMTPUTF8 = Reply.of(
     553, "5.6.7", "An internationalised (non-ASCII) address needs the SMTPUTF8 parameter on "
     "MAIL (RFC 6531).")
@@ -114,6 +116,8 @@ _REPLY_LINE = re.compile(r"(\d{3})([ -]?)(.*)", re.DOTALL)
 
 def with_enhanced_codes(reply: str) -> str:
     """`reply` with an enhanced status code on every line that lacks one (2xx, 4xx, 5xx)."""
+    if "\r\n" not in reply and (reply[:1] == "3" or _HAS_ENHANCED.match(reply)):
+        return reply  # one line that needs none or has one (most replies): as it is
     lines = reply.split("\r\n")
     for i, line in enumerate(lines):
         match = _REPLY_LINE.fullmatch(line)
@@ -204,6 +208,34 @@ class GatewayEnvelope(Envelope):
         return Dsn(self.dsn_ret, self.dsn_envid, tuple(self.dsn_notify), tuple(self.dsn_orcpt))
 
 
+_Command = Callable[["GatewaySMTP", str | None], Awaitable[None]]
+
+
+def _tracking(verb: str, method: _Command) -> _Command:
+    """`method` (the `smtp_<verb>` aiosmtpd dispatches `verb` to), run through
+    `GatewaySMTP._command`."""
+
+    @functools.wraps(method)  # keeps aiosmtpd's syntax attributes for HELP
+    async def command(server: GatewaySMTP, arg: str | None) -> None:
+        await server._command(verb, method, arg)
+
+    command._tracks_verb = verb  # type: ignore[attr-defined]
+    return command
+
+
+def _tracking_verbs(cls: type[GatewaySMTP]) -> type[GatewaySMTP]:
+    """Every command method of `cls` (its own and aiosmtpd's, and a subclass's) wrapped once,
+    for the class, by `_tracking`: aiosmtpd's dispatch table, built per connection from
+    `smtp_<VERB>` names, then holds the wrapped methods, and nothing is wrapped per
+    connection."""
+    for name in looked_up_names(cls):
+        method = getattr(cls, name)
+        if name.startswith("smtp_") and not hasattr(method, "_tracks_verb"):
+            setattr(cls, name, _tracking(name.removeprefix("smtp_"), method))
+    return cls
+
+
+@_tracking_verbs
 class GatewaySMTP(SMTP):
     """One SMTP connection. `implicit_tls`: the listening socket is TLS from the first byte.
 
@@ -237,26 +269,35 @@ class GatewaySMTP(SMTP):
         self._idle_timeout: float = kwargs.get("timeout", 300)  # aiosmtpd's default
         self._unauthenticated_timeout = unauthenticated_timeout
         self._unauthenticated = False  # from outside relay_from and not (yet) authenticated
-        wrap_commands(self, self._tracking_verb)
 
-    def _tracking_verb(self, verb: str, method: Callable[[str | None], Awaitable[None]]
-                       ) -> Callable[[str | None], Awaitable[None]]:
-        """`method`, noting while it runs which verb the replies it sends answer."""
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _tracking_verbs(cls)  # a subclass's own commands too
 
-        @functools.wraps(method)  # keeps aiosmtpd's syntax attributes for HELP
-        async def run(arg: str | None) -> None:
-            if self._shut:  # cut off: commands already pipelined are not carried out
-                return
-            self._verb = verb
-            if verb in JUNK_VERBS or (verb in ("EHLO", "HELO") and self.session is not None
-                                      and self.session.host_name is not None):
-                self._budget.junk_command()
-            try:
-                await method(arg)
-            finally:
-                self._verb = ""
+    def __dir__(self) -> list[str]:
+        """Only the names aiosmtpd looks up on each new connection (the commands and AUTH
+        mechanisms; see gateway.smtp.aiosmtpd_private.looked_up_names)."""
+        return looked_up_names(type(self))
 
-        return run
+    async def _command(self, verb: str, method: Callable[[GatewaySMTP, str | None],
+                                                         Awaitable[None]],
+                       arg: str | None) -> None:
+        """Every command (`_tracking_verbs`): not carried out once the connection is cut off;
+        counted against the command budget when it makes no progress; and while it runs, its
+        verb is noted for the replies it sends (`push`)."""
+        if self._shut:  # cut off: commands already pipelined are not carried out
+            return
+        if self._verb:  # a subclass's command calling ours: counted and noted once, outside
+            await method(self, arg)
+            return
+        self._verb = verb
+        if verb in JUNK_VERBS or (verb in ("EHLO", "HELO") and self.session is not None
+                                  and self.session.host_name is not None):
+            self._budget.junk_command()
+        try:
+            await method(self, arg)
+        finally:
+            self._verb = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None  # not the TLS layer that STARTTLS puts on top
@@ -340,7 +381,8 @@ class GatewaySMTP(SMTP):
         text = status if isinstance(status, str) else status.decode("utf-8", "replace")
         self.handler.stages.metrics.reply_sent(text)
         explained = EXPLAINED_BY_RULE.get(text)
-        if text != self.greeting and not (self._verb in ("EHLO", "HELO") and text[:1] == "2"):
+        if not (self._verb in ("EHLO", "HELO") and text[:1] == "2") and not (
+                text.startswith("220 ") and text == self.greeting):
             text = with_enhanced_codes(text)
         audited, self.reply_audited = self.reply_audited, False  # the next reply is its own
         if explained is None and text[:1] in ("2", "3"):  # no refusal: nothing to audit
@@ -630,6 +672,11 @@ class SubmissionHandler:
         self.relay_fingerprints = frozenset(relay_fingerprints)
         self.pending_events: set[asyncio.Future[bool]] = set()  # audits outliving a connection
 
+    def __dir__(self) -> list[str]:
+        """Only the names aiosmtpd looks up on each new connection (the hooks; see
+        gateway.smtp.aiosmtpd_private.looked_up_names)."""
+        return looked_up_names(type(self))
+
     def is_trusted_peer(self, server: GatewaySMTP) -> bool:
         """A trusted relay peer (e.g. an Exchange connector) needs no AUTH.
 
@@ -646,18 +693,15 @@ class SubmissionHandler:
 
     def is_relay_address(self, peer_ip: str) -> bool:
         """Whether `peer_ip` is inside `smtp.relay_from` (its certificate is not checked)."""
-        try:
-            address = ipaddress.ip_address(peer_ip)
-        except ValueError:
-            return False
-        return any(address in network for network in self.relay_from)
+        return inside(peer_ip, self.relay_from)
 
+    @fixed_signature  # aiosmtpd reads it on every new connection
     async def handle_EHLO(self, server: GatewaySMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
-        """aiosmtpd's EHLO lines plus ENHANCEDSTATUSCODES, PIPELINING and DSN."""
+        """aiosmtpd's EHLO lines plus ENHANCEDSTATUSCODES, PIPELINING and DSN, as one reply
+        (aiosmtpd pushes each item of the list apart: one write per line otherwise)."""
         session.host_name = hostname  # aiosmtpd leaves this to a handler with an EHLO hook
-        return [*responses[:-1], *(f"250-{keyword}" for keyword in EHLO_KEYWORDS),
-                responses[-1]]
+        return ["\r\n".join([*responses[:-1], *EHLO_LINES, responses[-1]])]
 
     async def handle_MAIL(self, server: GatewaySMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
@@ -742,6 +786,17 @@ class SubmissionHandler:
         """The reply line(s) for aiosmtpd, telling the server whether a stage audited it."""
         server.reply_audited = reply.audited
         return reply.render()
+
+
+@functools.lru_cache(maxsize=4096)
+def inside(peer_ip: str, networks: tuple[IPNetwork, ...]) -> bool:
+    """Whether `peer_ip` is inside one of `networks`; remembered for the last few thousand
+    client addresses (asked at every connection and every MAIL; parsing takes 5 to 10 us)."""
+    try:
+        address = ipaddress.ip_address(peer_ip)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 def _collected_credentials(server: SMTP, session: Session, envelope: Envelope,

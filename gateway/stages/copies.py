@@ -26,6 +26,7 @@ this interpreter is treated as unpatched, so no decoded value is ever written ba
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import re
@@ -90,6 +91,7 @@ class Trace:
                         format_datetime(when))
 
 
+@functools.lru_cache(maxsize=1024)  # the same few clients' addresses, message after message
 def _address_literal(peer: str) -> str:
     """`[192.0.2.1]` or `[IPv6:2001:db8::1]` (RFC 5321 4.1.3); `[unknown]` for no address."""
     try:

@@ -55,7 +55,7 @@ from bench.bench_postfix import (  # noqa: E402  (after the path is set)
 )
 
 PG_SCRIPT = ROOT / "scripts" / "pg-throwaway"
-KEY_FILES = ("*.key", "*.pem", "portal-keys.json")  # what every node of one installation shares
+KEY_FILES = ("*.key", "*.pem", "portal-keys.json", "tls.crt")  # what every node shares (README)
 TARGET = "case"  # a case number to a secure recipient: decided, audited, relayed plain
 
 

@@ -147,15 +147,22 @@ def open_database(config: Config, data_dir: Path, url: str | None) -> Database:
         connect_timeout=section.connect_timeout))
 
 
-def open_cases(data_dir: Path) -> CaseStore:
-    """The case registry in `data_dir`, hashing under `case-index.key` (made on first use, and
-    refused when `cases.sqlite3` holds data made with another: see gateway.stores.keyprints)."""
+def open_cases(database: Database) -> CaseStore:
+    """The case registry in `database`, hashing under `case-index.key` in its data directory
+    (made on first use, and refused when `cases.sqlite3` holds data made with another: see
+    gateway.stores.keyprints)."""
+    data_dir = database.data_dir
+    # TODO(issue 15): `guard` reads and records the key's fingerprint in the SQLite file
+    # `cases.sqlite3` only. On PostgreSQL that is a file of this node's own, not the shared
+    # tables: it refuses a key replaced on this node, but not a node given another key than
+    # the one the shared rows were hashed with. The key-fingerprint conversion (keyprints.py)
+    # is to check against `database` instead.
     try:
         key = guard(data_dir / CASE_KEY_FILE, data_dir / CASES_DB_FILE, CASE_TABLES,
                     lambda: load_or_create_case_key(data_dir))
     except (CaseKeyError, KeyFileError) as exc:
         raise ConfigError(str(exc)) from None
-    return CaseStore(data_dir / CASES_DB_FILE, RecordKey(key))
+    return CaseStore(database, RecordKey(key))
 
 
 def resolve_data_dir(config: Config, config_path: Path | None, data_dir: Path | None) -> Path:

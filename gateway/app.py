@@ -265,8 +265,8 @@ class App:
             registry = Registry(root / "casegate.sqlite3")
             users = UserStore(root / "casegate.sqlite3")
             portal = PortalStore(root / PORTAL_DB_FILE)
-            cases = open_cases(root)
-            offices = OfficeRegistry.open(root, audit)
+            cases = open_cases(database)
+            offices = OfficeRegistry(database, audit)
         except (OSError, sqlite3.Error) as exc:
             reason = os_reason(exc) if isinstance(exc, OSError) else str(exc)
             raise ConfigError(f"{root}: the data directory cannot be used ({reason}); it must "

@@ -1,8 +1,10 @@
-"""`casegate case` and `casegate verify add --name` against a real data directory."""
+"""`casegate case` and `casegate verify add --name` against a real data directory, with the
+stores' database on SQLite and on PostgreSQL (CASEGATE_DATABASE_URL, as an operator sets it)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ from gateway.app import App
 from gateway.audit.trail import EventFilter, StoredEvent
 from gateway.cli import main
 from policies.events import EventKind
+from transports.database import Database
 from verification.cases import CASES_DB_FILE
 
 STAFF = "jo.bloggs@cafcass.gov.uk"
@@ -30,17 +33,24 @@ def run(capsys: pytest.CaptureFixture[str], data: Path, *argv: str) -> tuple[int
     return code, captured.out, captured.err
 
 
+def opened(data: Path) -> App:
+    """The App on `data`, on the database the commands use (CASEGATE_DATABASE_URL)."""
+    return App.open(None, data, database_url=os.environ.get("CASEGATE_DATABASE_URL"))
+
+
 @pytest.fixture
-def data(tmp_path: Path) -> Path:
+def data(tmp_path: Path, database: Database, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A data directory with a staff account for STAFF (`--by` must name one)."""
+    if database.url:
+        monkeypatch.setenv("CASEGATE_DATABASE_URL", database.url)
     root = tmp_path / "data"
-    with App.open(None, root) as app:
+    with opened(root) as app:
         app.users.add(STAFF, "a long passphrase")
     return root
 
 
 def events(data: Path, kind: str = "") -> list[StoredEvent]:
-    with App.open(None, data) as app:
+    with opened(data) as app:
         return [e for e in app.audit.iterate(EventFilter(kind=kind))
                 if e.kind.startswith("case-")]
 
@@ -141,7 +151,7 @@ def test_bad_input_is_one_sentence_and_records_nothing(
     code, out, err = run(capsys, data, "case", *argv, "--by", STAFF)
     assert (code, out, err) == (2, "", f"casegate: {sentence}\n")
     assert events(data) == []
-    with App.open(None, data) as app:
+    with opened(data) as app:
         assert app.cases.cases() == []
 
 
@@ -162,7 +172,7 @@ def test_by_must_be_a_staff_account(data: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_a_disabled_account_cannot_record(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with App.open(None, data) as app:
+    with opened(data) as app:
         app.users.disable(STAFF)
     code, _, err = run(capsys, data, "case", "person", CASE, "--name", NAME, "--role", "child",
                        "--by", STAFF)
@@ -201,7 +211,7 @@ def test_verify_add_with_a_name_records_the_party(data: Path,
     assert (code, out) == (2, "")
     assert err == ("casegate: --name: give the person's full name (first and last name), not "
                    "one word\n")
-    with App.open(None, data) as app:
+    with opened(data) as app:
         people = app.cases.case(CASE).people
         assert [(p.person_id, p.initials, p.source) for p in people] == [
             ("P1", "G.W", "verification")]

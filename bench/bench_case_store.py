@@ -15,8 +15,8 @@ On PostgreSQL the store's tables must not exist yet: give a URL onto an empty da
 schema (`?options=-c%20search_path%3Dname`).
 
 Filling 110,000 rows one committed transaction each would take minutes of fsyncs, so the bulk
-is written through the public `add_person`/`add_detail` inside one transaction opened on the
-store's connection (the only use of a private attribute here).
+is written through the public `add_person`/`add_detail` inside one transaction
+(`CaseStore.bulk`).
 """
 
 from __future__ import annotations
@@ -92,12 +92,11 @@ def main() -> None:
             one_person = median_ms(lambda: person(store, rng, next(counter)), 200)
             one_detail = median_ms(lambda: detail(store, rng, next(counter)), 200)
             start = time.perf_counter()
-            store._db.execute("BEGIN")
-            for i in range(args.people):
-                person(store, rng, 10**6 + i)
-            for i in range(args.details):
-                detail(store, rng, 10**6 + i)
-            store._db.execute("COMMIT")
+            with store.bulk():
+                for i in range(args.people):
+                    person(store, rng, 10**6 + i)
+                for i in range(args.details):
+                    detail(store, rng, 10**6 + i)
             filled = time.perf_counter() - start
             people, details = args.people + 200, args.details + 200
 

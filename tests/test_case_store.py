@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -16,7 +17,8 @@ import pytest
 
 from gateway.app import App
 from policies.cases import DetailKind, PersonRole, RecordKey
-from transports.database import Database, DatabaseSettings
+from tests.postgres import Cluster, require_server
+from transports.database import Database, DatabaseSettings, OperationalError
 from verification.cases import (
     CASES_DB_FILE,
     KEY_FILE,
@@ -279,6 +281,29 @@ def test_every_kind_of_write_on_one_node_reaches_the_other(
     assert two.cases() == []
 
 
+def test_a_bulk_load_is_seen_by_the_other_node_when_it_commits(
+        two_nodes: tuple[CaseStore, CaseStore]) -> None:
+    """Writes in `bulk` are one transaction: node two sees none of them until it commits, then
+    all, and the one bump of the counter makes its cached index stale."""
+    one, two = two_nodes
+    before = two.index()
+    with one.bulk():
+        child(one)
+        address(one)
+        assert two.cached() is before and two.case(CASE).empty
+    assert two.cached() is None
+    after = two.index().match([f"{CHILD} lives at {ADDRESS}"])
+    assert [p.person_id for p in after.people] == ["P1"]
+    assert [d.detail_id for d in after.details] == ["D1"]
+
+
+def test_a_bulk_load_that_fails_leaves_nothing(store: CaseStore) -> None:
+    with pytest.raises(AlreadyRecorded), store.bulk():
+        child(store)
+        child(store)
+    assert store.case(CASE).empty and not store.index().match([CHILD])
+
+
 def test_a_write_while_the_index_is_built_is_not_kept_stale(
         two_nodes: tuple[CaseStore, CaseStore]) -> None:
     """An index built from rows read before another node's write is not kept as current: the
@@ -290,6 +315,41 @@ def test_a_write_while_the_index_is_built_is_not_kept_stale(
     address(one)
     assert two.cached() is None
     assert two.index().match([ADDRESS]).details
+
+
+def test_a_database_out_of_reach_fails_the_index_not_serves_a_stale_one(
+        tmp_path: Path) -> None:
+    """PostgreSQL stopped: `cached`, `index` and a write raise OperationalError (the message
+    waiting for them gets a temporary failure), rather than the index of before being used as
+    if current; when the server is back the same store answers again, with no restart."""
+    require_server()
+    cluster = Cluster.start()
+    database = Database.open(tmp_path, DatabaseSettings(url=cluster.url, connect_timeout=2))
+    try:
+        store = CaseStore(database, RecordKey(KEY))
+        child(store)
+        assert store.cached() is None and store.index().match([CHILD])
+        cluster.run("stop")
+        with pytest.raises(OperationalError):
+            store.cached()
+        with pytest.raises(OperationalError):
+            store.index()
+        with pytest.raises(OperationalError):
+            address(store)
+        cluster.run("restart")
+        deadline = time.monotonic() + 60  # the pool's reconnection back-off, bounded
+        while True:
+            try:
+                database.ping()
+                break
+            except OperationalError:
+                assert time.monotonic() < deadline, "no recovery after the server returned"
+        assert store.index().match([CHILD]).people[0].person_id == "P1"
+        assert address(store) == 1
+        store.close()
+    finally:
+        database.close()
+        cluster.stop()
 
 
 def test_cached_never_waits_for_the_lock(store: CaseStore) -> None:

@@ -478,9 +478,8 @@ class CaseStore:
         as they are (one autocommitted statement, or with `transaction` one BEGIN IMMEDIATE),
         `PRAGMA data_version` and `total_changes` telling the caches."""
         with self._lock:
-            if self._db.in_transaction:  # inside one opened on the connection (a bulk load)
+            if self._db.in_transaction:  # inside `bulk`'s transaction: it counts once
                 yield
-                self._count()
                 return
             if self._sqlite and not transaction:
                 yield
@@ -493,6 +492,24 @@ class CaseStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Many writes in one transaction (loading a registry; the benchmark): one commit and,
+        on PostgreSQL, one bump of the change counter, not one per row (each bump is a new
+        version of the counter's row, and in one transaction their chain grows with every
+        write). Another thread's write meanwhile joins the transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            with self._lock:
+                self._count()
+                self._db.execute("COMMIT")
+        except BaseException:
+            with self._lock:
+                self._db.execute("ROLLBACK")
+            raise
 
     def _count(self) -> None:
         """Bump the change counter (PostgreSQL), in the write's transaction."""

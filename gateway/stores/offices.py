@@ -132,6 +132,7 @@ class OfficeRegistry:
         self.audit = audit
         self._lock = threading.Lock()
         self._db = database.connect(OFFICES_DB_FILE, autocommit=True)
+        self._sqlite = database.is_sqlite
         # The order teams were added in: SQLite's rowid, a column of its own on PostgreSQL.
         self._team_order = "rowid" if database.is_sqlite else "position"
         if database.is_sqlite:
@@ -220,8 +221,9 @@ class OfficeRegistry:
             teams = self._db.execute(
                 f"SELECT office, team FROM office_team ORDER BY {self._team_order}"  # noqa: S608
             ).fetchall()
-        # By lower-cased code points whatever the database's collation (as SQLite orders them).
-        rows = sorted(rows, key=lambda row: str(row[0]).lower())
+        if not self._sqlite:  # PostgreSQL's collation may order other than SQLite's
+            # lower-cased bytes (spaces, punctuation): by lower-cased code points, as SQLite
+            rows = sorted(rows, key=lambda row: str(row[0]).lower())
         by_office: dict[str, list[str]] = {}
         for office, team in teams:
             by_office.setdefault(str(office).casefold(), []).append(str(team))

@@ -304,6 +304,26 @@ def test_a_bulk_load_that_fails_leaves_nothing(store: CaseStore) -> None:
     assert store.case(CASE).empty and not store.index().match([CHILD])
 
 
+async def test_two_gateways_on_one_database_share_the_case_registry(
+        pg_url: str, tmp_path: Path) -> None:
+    """Two Apps (nodes) on one PostgreSQL, given the same case-index.key as the operator
+    distributes it: a person recorded through node one is in node two's very next message
+    snapshot (the path a message takes: `snapshot_async`), and the removal too."""
+    one_dir, two_dir = tmp_path / "one", tmp_path / "two"
+    with App.open(None, one_dir, database_url=pg_url) as one:
+        two_dir.mkdir(mode=0o700)
+        (two_dir / KEY_FILE).write_bytes((one_dir / KEY_FILE).read_bytes())
+        os.chmod(two_dir / KEY_FILE, 0o600)
+        with App.open(None, two_dir, database_url=pg_url) as two:
+            assert not (await two.snapshot_async(NOW)).cases.match([CHILD])
+            person = one.cases.add_person(CASE, name=CHILD, role=PersonRole.CHILD,
+                                          date_of_birth=None, by=STAFF, now=NOW)
+            matched = (await two.snapshot_async(NOW)).cases.match([f"About {CHILD}."])
+            assert [p.person_id for p in matched.people] == [person.person_id]
+            one.cases.remove_person(CASE, person.id, by=STAFF, now=NOW)
+            assert not (await two.snapshot_async(NOW)).cases.match([CHILD])
+
+
 def test_a_write_while_the_index_is_built_is_not_kept_stale(
         two_nodes: tuple[CaseStore, CaseStore]) -> None:
     """An index built from rows read before another node's write is not kept as current: the

@@ -1,6 +1,7 @@
 """The case registry's store at the size issue 16 asks for: 100,000 people, 10,000 details.
 
 Run: .venv/bin/python bench/bench_case_store.py [--people N] [--details N] [--runs N]
+         [--database-url postgresql://...]   (default: SQLite in a temporary directory)
 
 Prints
 - the time to record one person or detail through the public API (each its own committed
@@ -8,11 +9,14 @@ Prints
 - the time `CaseStore.index()` takes to read every entry and build the CaseIndex after a change
   (what the first message after a change waits for, in the stores' thread), median of N;
 - the time of `index()` and `cached()` while nothing changed (every other message);
-- the size of the database file.
+- the size of the database file (on PostgreSQL: of the three tables with their indexes).
+
+On PostgreSQL the store's tables must not exist yet: give a URL onto an empty database or
+schema (`?options=-c%20search_path%3Dname`).
 
 Filling 110,000 rows one committed transaction each would take minutes of fsyncs, so the bulk
-is written through the public `add_person`/`add_detail` inside one transaction opened on the
-store's connection (the only use of a private attribute here).
+is written through the public `add_person`/`add_detail` inside one transaction
+(`CaseStore.bulk`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from policies.cases import DetailKind, PersonRole, RecordKey
+from transports.database import Database, DatabaseSettings
 from verification.cases import CASES_DB_FILE, CaseStore
 
 STAFF = "jo.bloggs@cafcass.gov.uk"
@@ -74,22 +79,24 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=100_000)
     parser.add_argument("--details", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--database-url", default="",
+                        help="a PostgreSQL URL (default: SQLite in a temporary directory)")
     args = parser.parse_args()
     rng = random.Random(16)
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / CASES_DB_FILE
-        store = CaseStore(path, RecordKey(bytes(range(32))))
+        database = Database.open(Path(directory), DatabaseSettings(url=args.database_url))
+        store = CaseStore(database, RecordKey(bytes(range(32))))
         try:
             counter = iter(range(10**9))
             one_person = median_ms(lambda: person(store, rng, next(counter)), 200)
             one_detail = median_ms(lambda: detail(store, rng, next(counter)), 200)
             start = time.perf_counter()
-            store._db.execute("BEGIN")
-            for i in range(args.people):
-                person(store, rng, 10**6 + i)
-            for i in range(args.details):
-                detail(store, rng, 10**6 + i)
-            store._db.execute("COMMIT")
+            with store.bulk():
+                for i in range(args.people):
+                    person(store, rng, 10**6 + i)
+                for i in range(args.details):
+                    detail(store, rng, 10**6 + i)
             filled = time.perf_counter() - start
             people, details = args.people + 200, args.details + 200
 
@@ -102,9 +109,14 @@ def main() -> None:
             kept = median_ms(store.index, 1000)
             cached = median_ms(store.cached, 1000)
             probe = store.index().match(["Nothing to see here, from Ellie in payroll."])
+            size = 0 if database.is_sqlite else int(store._db.execute(
+                "SELECT sum(pg_total_relation_size(t::regclass)) FROM unnest(ARRAY["
+                "'case_people', 'case_details', 'case_shields']) AS t").fetchone()[0])
         finally:
             store.close()  # checkpoints the WAL into the database file
-        size = path.stat().st_size
+            database.close()
+        size = size or path.stat().st_size
+    print(f"engine {database.engine}")
     print(f"people {people:,}, confidential details {details:,}")
     print(f"record one person (committed)      {one_person:8.2f} ms  (median of 200)")
     print(f"record one detail (committed)      {one_detail:8.2f} ms  (median of 200)")

@@ -152,15 +152,17 @@ def open_database(config: Config, data_dir: Path, url: str | None) -> Database:
         connect_timeout=section.connect_timeout))
 
 
-def open_cases(data_dir: Path, database: Database) -> CaseStore:
-    """The case registry in `data_dir`, hashing under `case-index.key` (made on first use, and
-    refused when `cases.sqlite3` holds data made with another: see gateway.stores.keyprints)."""
+def open_cases(database: Database) -> CaseStore:
+    """The case registry in `database`, hashing under `case-index.key` in its data directory
+    (made on first use, and refused when the store holds data made with another, or records
+    another key's fingerprint: see gateway.stores.keyprints)."""
+    data_dir = database.data_dir
     try:
         key = guard(data_dir / CASE_KEY_FILE, database, CASES_DB_FILE, CASE_TABLES,
                     lambda: load_or_create_case_key(data_dir))
     except (CaseKeyError, KeyFileError) as exc:
         raise ConfigError(str(exc)) from None
-    return CaseStore(data_dir / CASES_DB_FILE, RecordKey(key))
+    return CaseStore(database, RecordKey(key))
 
 
 def open_link_key(data_dir: Path, database: Database) -> bytes:
@@ -278,9 +280,9 @@ class App:
             registry = Registry(database)
             users = UserStore(database)
             portal = PortalStore(database)
-            cases = open_cases(root, database)
+            cases = open_cases(database)
             link_key = open_link_key(root, database)
-            offices = OfficeRegistry.open(root, audit)
+            offices = OfficeRegistry(database, audit)
         except (OSError, sqlite3.Error) as exc:
             reason = os_reason(exc) if isinstance(exc, OSError) else str(exc)
             raise ConfigError(f"{root}: the data directory cannot be used ({reason}); it must "

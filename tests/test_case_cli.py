@@ -1,19 +1,23 @@
-"""`casegate case` and `casegate verify add --name` against a real data directory."""
+"""`casegate case` and `casegate verify add --name` against a real data directory, with the
+stores' database on SQLite and on PostgreSQL (CASEGATE_DATABASE_URL, as an operator sets it)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from gateway.app import App
 from gateway.audit.trail import EventFilter, StoredEvent
 from gateway.cli import main
 from policies.events import EventKind
+from transports.database import Database
 from verification.cases import CASES_DB_FILE
 
 STAFF = "jo.bloggs@cafcass.gov.uk"
@@ -30,17 +34,24 @@ def run(capsys: pytest.CaptureFixture[str], data: Path, *argv: str) -> tuple[int
     return code, captured.out, captured.err
 
 
+def opened(data: Path) -> App:
+    """The App on `data`, on the database the commands use (CASEGATE_DATABASE_URL)."""
+    return App.open(None, data, database_url=os.environ.get("CASEGATE_DATABASE_URL"))
+
+
 @pytest.fixture
-def data(tmp_path: Path) -> Path:
+def data(tmp_path: Path, database: Database, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A data directory with a staff account for STAFF (`--by` must name one)."""
+    if database.url:
+        monkeypatch.setenv("CASEGATE_DATABASE_URL", database.url)
     root = tmp_path / "data"
-    with App.open(None, root) as app:
+    with opened(root) as app:
         app.users.add(STAFF, "a long passphrase")
     return root
 
 
 def events(data: Path, kind: str = "") -> list[StoredEvent]:
-    with App.open(None, data) as app:
+    with opened(data) as app:
         return [e for e in app.audit.iterate(EventFilter(kind=kind))
                 if e.kind.startswith("case-")]
 
@@ -141,7 +152,7 @@ def test_bad_input_is_one_sentence_and_records_nothing(
     code, out, err = run(capsys, data, "case", *argv, "--by", STAFF)
     assert (code, out, err) == (2, "", f"casegate: {sentence}\n")
     assert events(data) == []
-    with App.open(None, data) as app:
+    with opened(data) as app:
         assert app.cases.cases() == []
 
 
@@ -162,7 +173,7 @@ def test_by_must_be_a_staff_account(data: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_a_disabled_account_cannot_record(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with App.open(None, data) as app:
+    with opened(data) as app:
         app.users.disable(STAFF)
     code, _, err = run(capsys, data, "case", "person", CASE, "--name", NAME, "--role", "child",
                        "--by", STAFF)
@@ -201,7 +212,7 @@ def test_verify_add_with_a_name_records_the_party(data: Path,
     assert (code, out) == (2, "")
     assert err == ("casegate: --name: give the person's full name (first and last name), not "
                    "one word\n")
-    with App.open(None, data) as app:
+    with opened(data) as app:
         people = app.cases.case(CASE).people
         assert [(p.person_id, p.initials, p.source) for p in people] == [
             ("P1", "G.W", "verification")]
@@ -213,14 +224,21 @@ def test_verify_add_with_a_name_records_the_party(data: Path,
 
 
 def test_the_installed_command_and_the_files_it_leaves(data: Path) -> None:
-    """The real `casegate` entry point in a subprocess; the registry file holds no name."""
+    """The real `casegate` entry point in a subprocess; the registry (its file, or its rows in
+    PostgreSQL) holds no name."""
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "case", "person", CASE, "--name", NAME, "--role",
          "child", "--dob", "2017-03-04", "--by", STAFF, "--data", str(data), "--json"],
         capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["id"] == "P1"
-    stored = b"".join(p.read_bytes() for p in data.glob(f"{CASES_DB_FILE}*")).lower()
+    url = os.environ.get("CASEGATE_DATABASE_URL")
+    if url:  # every row of the case tables, as the database holds them
+        with psycopg.connect(url) as db:
+            stored = repr([db.execute(f"SELECT * FROM {table}").fetchall()
+                           for table in ("case_people", "case_details")]).encode().lower()
+    else:
+        stored = b"".join(p.read_bytes() for p in data.glob(f"{CASES_DB_FILE}*")).lower()
     assert stored and b"ellie" not in stored and b"whitfield" not in stored
     assert b"2017-03-04" not in stored
     assert (data / "case-index.key").stat().st_mode & 0o777 == 0o600

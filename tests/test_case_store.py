@@ -1,12 +1,14 @@
 """The case registry's store (verification/cases.py): keyed hashes only, kept across reopening,
-one CaseIndex per database version, and its key file."""
+one CaseIndex per database version, and its key file. The store's tests run on SQLite and on
+PostgreSQL (the `database` fixture); two nodes on one PostgreSQL see each other's changes."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -14,7 +16,10 @@ from pathlib import Path
 import pytest
 
 from gateway.app import App
+from gateway.config import Config
 from policies.cases import DetailKind, PersonRole, RecordKey
+from tests.postgres import Cluster, copy_keys, require_server
+from transports.database import Database, DatabaseSettings, OperationalError
 from verification.cases import (
     CASES_DB_FILE,
     KEY_FILE,
@@ -42,15 +47,25 @@ KEY = bytes(range(32))
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / CASES_DB_FILE
+def store(database: Database) -> Iterator[CaseStore]:
+    opened = CaseStore(database, RecordKey(KEY))
+    yield opened
+    opened.close()
 
 
 @pytest.fixture
-def store(path: Path) -> Iterator[CaseStore]:
-    opened = CaseStore(path, RecordKey(KEY))
-    yield opened
-    opened.close()
+def two_nodes(pg_url: str, tmp_path: Path) -> Iterator[tuple[CaseStore, CaseStore]]:
+    """The case registry of two gateway nodes (data directories of their own) sharing one
+    PostgreSQL database."""
+    databases = [Database.open(tmp_path / node, DatabaseSettings(url=pg_url, node=node))
+                 for node in ("one", "two")]
+    stores = [CaseStore(database, RecordKey(KEY)) for database in databases]
+    try:
+        yield stores[0], stores[1]
+    finally:
+        for opened, database in zip(stores, databases, strict=True):
+            opened.close()
+            database.close()
 
 
 def child(store: CaseStore, name: str = CHILD, case: str = CASE,
@@ -70,21 +85,35 @@ def file_bytes(directory: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(directory.glob(f"{CASES_DB_FILE}*")))
 
 
+def stored_bytes(store: CaseStore) -> bytes:
+    """What the store keeps: on SQLite every byte of its files, on PostgreSQL every value of
+    its tables (the server's files are not ours to read)."""
+    if store.database.is_sqlite:
+        return file_bytes(store.database.data_dir)
+    values = [value for table in ("case_people", "case_details", "case_shields")
+              for row in store._db.execute(f"SELECT * FROM {table}").fetchall()
+              for value in row]
+    return b"\0".join(v if isinstance(v, bytes) else str(v).encode() for v in values)
+
+
 # -- what is stored ----------------------------------------------------------------------------
 
 
-def test_the_file_holds_hashes_never_names_dates_or_texts(store: CaseStore, path: Path) -> None:
+def test_the_file_holds_hashes_never_names_dates_or_texts(store: CaseStore) -> None:
     """Neither while open (WAL included) nor after closing does any file of the store hold a
-    name, a date of birth or a detail's text, in any case or spacing."""
+    name, a date of birth or a detail's text, in any case or spacing (on PostgreSQL: no value
+    of its tables)."""
     child(store)
     address(store)
     store.add_person(CASE, name="Gareth Whitfield", role=PersonRole.PARTY,
                      date_of_birth=date(1985, 12, 1), by=STAFF, now=NOW)
     secrets = [b"ellie", b"whitfield", b"gareth", b"larkspur", b"ls1", b"4ab", b"2017-03-04",
                b"1985-12-01", b"leeds"]
-    assert not [s for s in secrets if s in file_bytes(path.parent).lower()]
+    assert not [s for s in secrets if s in stored_bytes(store).lower()]
+    if not store.database.is_sqlite:
+        return
     store.close()
-    raw = file_bytes(path.parent).lower()
+    raw = file_bytes(store.database.data_dir).lower()
     assert raw  # the database exists
     assert not [s for s in secrets if s in raw]
 
@@ -103,15 +132,15 @@ def test_what_staff_see_is_initials_role_kind_and_who(store: CaseStore) -> None:
     assert record.shield is None and not record.empty
 
 
-def test_entries_survive_reopening(path: Path) -> None:
+def test_entries_survive_reopening(database: Database) -> None:
     """People, details and a shield written by one store are there for the next, and the
     schema is not migrated twice."""
-    first = CaseStore(path, RecordKey(KEY))
+    first = CaseStore(database, RecordKey(KEY))
     child(first)
     address(first)
     first.shield(CASE, access=[STAFF], by=STAFF, now=NOW)
     first.close()
-    again = CaseStore(path, RecordKey(KEY))
+    again = CaseStore(database, RecordKey(KEY))
     try:
         record = again.case(CASE)
         assert [p.person_id for p in record.people] == ["P1"]
@@ -123,7 +152,7 @@ def test_entries_survive_reopening(path: Path) -> None:
         again.close()
 
 
-def test_removal_keeps_who_and_when_but_erases_the_hashes(store: CaseStore, path: Path) -> None:
+def test_removal_keeps_who_and_when_but_erases_the_hashes(store: CaseStore) -> None:
     """A removed person or detail stays listed with --removed, matches nothing any more, and
     its hashes are gone from the row."""
     person, detail = child(store), address(store)
@@ -201,10 +230,10 @@ def test_the_index_is_kept_while_nothing_changes(store: CaseStore) -> None:
     assert second.match([ADDRESS]).details[0].detail_id == "D1"
 
 
-def test_a_write_by_another_connection_is_seen(store: CaseStore, path: Path) -> None:
+def test_a_write_by_another_connection_is_seen(store: CaseStore, database: Database) -> None:
     """Another process (`casegate case person`) recording a person: the next index has them."""
     before = store.index()
-    other = CaseStore(path, RecordKey(KEY))
+    other = CaseStore(database, RecordKey(KEY))
     try:
         child(other)
     finally:
@@ -213,6 +242,136 @@ def test_a_write_by_another_connection_is_seen(store: CaseStore, path: Path) -> 
     after = store.index()
     assert after is not before
     assert after.match(["Ellie Whitfield"]).people[0].person_id == "P1"
+
+
+def test_a_person_recorded_on_one_node_is_matched_on_the_other_at_once(
+        two_nodes: tuple[CaseStore, CaseStore]) -> None:
+    """Node two has built and cached its index; a person recorded through node one is in node
+    two's very next index (its cached one is stale at once), and so is the removal."""
+    one, two = two_nodes
+    before = two.index()
+    assert two.cached() is before and not before.match([CHILD])
+    person = child(one)
+    assert two.cached() is None
+    after = two.index()
+    assert after.match([f"About {CHILD}."]).people[0].person_id == f"P{person}"
+    assert two.cached() is after
+    one.remove_person(CASE, person, by=STAFF, now=NOW)
+    assert two.cached() is None and not two.index().match([CHILD])
+
+
+def test_every_kind_of_write_on_one_node_reaches_the_other(
+        two_nodes: tuple[CaseStore, CaseStore]) -> None:
+    """Details, shields, their removal and a refused duplicate: node two's index follows node
+    one's writes; a write that changed nothing (refused) leaves node two's index in force."""
+    one, two = two_nodes
+    detail = address(one)
+    assert two.index().match([ADDRESS]).details[0].detail_id == f"D{detail}"
+    kept = two.index()
+    with pytest.raises(AlreadyRecorded):
+        address(one)
+    assert two.cached() is kept
+    one.shield(CASE, access=[STAFF], by=STAFF, now=NOW)
+    shielded = two.index().shielded(CASE)
+    assert shielded is not None and shielded.access == (STAFF,)
+    one.unshield(CASE, by=STAFF, now=NOW)
+    one.remove_detail(CASE, detail, by=STAFF, now=NOW)
+    index = two.index()
+    assert index.shielded(CASE) is None and not index.match([ADDRESS])
+    assert [p.person_id for p in two.case(CASE, removed=True).people] == []
+    assert two.cases() == []
+
+
+def test_a_bulk_load_is_seen_by_the_other_node_when_it_commits(
+        two_nodes: tuple[CaseStore, CaseStore]) -> None:
+    """Writes in `bulk` are one transaction: node two sees none of them until it commits, then
+    all, and the one bump of the counter makes its cached index stale."""
+    one, two = two_nodes
+    before = two.index()
+    with one.bulk():
+        child(one)
+        address(one)
+        assert two.cached() is before and two.case(CASE).empty
+    assert two.cached() is None
+    after = two.index().match([f"{CHILD} lives at {ADDRESS}"])
+    assert [p.person_id for p in after.people] == ["P1"]
+    assert [d.detail_id for d in after.details] == ["D1"]
+
+
+def test_a_bulk_load_that_fails_leaves_nothing(store: CaseStore) -> None:
+    with pytest.raises(AlreadyRecorded), store.bulk():
+        child(store)
+        child(store)
+    assert store.case(CASE).empty and not store.index().match([CHILD])
+
+
+async def test_two_gateways_on_one_database_share_the_case_registry(
+        pg_url: str, tmp_path: Path) -> None:
+    """Two Apps (nodes) on one PostgreSQL, given the same keys as the operator distributes
+    them: a person recorded through node one is in node two's very next message
+    snapshot (the path a message takes: `snapshot_async`), and the removal too."""
+    one_dir, two_dir = tmp_path / "one", tmp_path / "two"
+    def named(node: str) -> Callable[[Config], Config]:  # each node its own name
+        return lambda config: replace(config, database=replace(config.database, node=node))
+
+    with App.open(None, one_dir, database_url=pg_url, adjust=named("one")) as one:
+        copy_keys(one_dir, two_dir)
+        with App.open(None, two_dir, database_url=pg_url, adjust=named("two")) as two:
+            assert not (await two.snapshot_async(NOW)).cases.match([CHILD])
+            person = one.cases.add_person(CASE, name=CHILD, role=PersonRole.CHILD,
+                                          date_of_birth=None, by=STAFF, now=NOW)
+            matched = (await two.snapshot_async(NOW)).cases.match([f"About {CHILD}."])
+            assert [p.person_id for p in matched.people] == [person.person_id]
+            one.cases.remove_person(CASE, person.id, by=STAFF, now=NOW)
+            assert not (await two.snapshot_async(NOW)).cases.match([CHILD])
+
+
+def test_a_write_while_the_index_is_built_is_not_kept_stale(
+        two_nodes: tuple[CaseStore, CaseStore]) -> None:
+    """An index built from rows read before another node's write is not kept as current: the
+    next call reads again and has the write."""
+    one, two = two_nodes
+    child(one)
+    built = two.index()
+    assert built.match([CHILD])
+    address(one)
+    assert two.cached() is None
+    assert two.index().match([ADDRESS]).details
+
+
+def test_a_database_out_of_reach_fails_the_index_not_serves_a_stale_one(
+        tmp_path: Path) -> None:
+    """PostgreSQL stopped: `cached`, `index` and a write raise OperationalError (the message
+    waiting for them gets a temporary failure), rather than the index of before being used as
+    if current; when the server is back the same store answers again, with no restart."""
+    require_server()
+    cluster = Cluster.start()
+    database = Database.open(tmp_path, DatabaseSettings(url=cluster.url, connect_timeout=2))
+    try:
+        store = CaseStore(database, RecordKey(KEY))
+        child(store)
+        assert store.cached() is None and store.index().match([CHILD])
+        cluster.run("stop")
+        with pytest.raises(OperationalError):
+            store.cached()
+        with pytest.raises(OperationalError):
+            store.index()
+        with pytest.raises(OperationalError):
+            address(store)
+        cluster.run("restart")
+        deadline = time.monotonic() + 60  # the pool's reconnection back-off, bounded
+        while True:
+            try:
+                database.ping()
+                break
+            except OperationalError:
+                assert time.monotonic() < deadline, "no recovery after the server returned"
+        assert store.index().match([CHILD]).people[0].person_id == "P1"
+        assert address(store) == 1
+        store.close()
+    finally:
+        database.close()
+        cluster.stop()
 
 
 def test_cached_never_waits_for_the_lock(store: CaseStore) -> None:
@@ -236,10 +395,11 @@ def test_cached_never_waits_for_the_lock(store: CaseStore) -> None:
     assert store.cached() is not None
 
 
-def test_the_app_snapshot_carries_the_index(tmp_path: Path) -> None:
+def test_the_app_snapshot_carries_the_index(tmp_path: Path, database: Database) -> None:
     """`App.snapshot` puts the case index in `Snapshot.cases`; `snapshot_at_once` gives the same
-    object once read, and None after a change until the next read."""
-    with App.open(None, tmp_path / "data") as app:
+    object once read, and None after a change until the next read (on PostgreSQL always None:
+    another node may have written, and the event loop does not wait on the network)."""
+    with App.open(None, tmp_path / "data", database_url=database.url or None) as app:
         assert not app.snapshot(NOW).cases.match([CHILD])
         app.cases.add_person(CASE, name=CHILD, role=PersonRole.CHILD, date_of_birth=None,
                              by=STAFF, now=NOW)
@@ -247,7 +407,11 @@ def test_the_app_snapshot_carries_the_index(tmp_path: Path) -> None:
         read = app.snapshot(NOW)
         assert read.cases.match([f"About {CHILD}."]).case_numbers == (CASE,)
         cached = app.snapshot_at_once(NOW)
-        assert cached is not None and cached.cases is read.cases
+        if database.is_sqlite:
+            assert cached is not None and cached.cases is read.cases
+        else:
+            assert cached is None
+            assert app.snapshot(NOW).cases is read.cases  # the index itself is kept
 
 
 # -- the key -----------------------------------------------------------------------------------
@@ -273,11 +437,11 @@ def test_a_key_file_that_cannot_be_used_is_refused(tmp_path: Path, mode: int, co
         load_or_create_key(tmp_path)
 
 
-def test_another_key_matches_nothing(store: CaseStore, path: Path) -> None:
+def test_another_key_matches_nothing(store: CaseStore, database: Database) -> None:
     """The hashes are keyed: a store opened with another key recognises nobody (so a copy of
     the database without the key file reveals nothing)."""
     child(store)
-    other = CaseStore(path, RecordKey(bytes(32)))
+    other = CaseStore(database, RecordKey(bytes(32)))
     try:
         assert len(other.case(CASE).people) == 1
         assert not other.index().match([CHILD])
@@ -358,10 +522,11 @@ def test_bad_entry_ids(text: str) -> None:
         parse_entry_id(text, "P")
 
 
-async def test_a_rebuild_does_not_hold_up_the_stores_worker(tmp_path: Path) -> None:
+async def test_a_rebuild_does_not_hold_up_the_stores_worker(tmp_path: Path,
+                                                            database: Database) -> None:
     """After a change the next message's snapshot waits for the index to be rebuilt, but in a
     thread of its own: the stores' worker (every other message, the relay ledger) goes on."""
-    with App.open(None, tmp_path / "data") as app:
+    with App.open(None, tmp_path / "data", database_url=database.url or None) as app:
         app.cases.add_person(CASE, name=CHILD, role=PersonRole.CHILD, date_of_birth=None,
                              by=STAFF, now=NOW)
         app.cases._building.acquire()  # a rebuild under way in another thread

@@ -1,4 +1,6 @@
-"""Paper between offices (RRP 4.9, 4.10): record, receive, overdue, responsibility, audit."""
+"""Paper between offices (RRP 4.9, 4.10): record, receive, overdue, responsibility, audit.
+On SQLite and on PostgreSQL (the `database` fixture); two nodes on one PostgreSQL list the
+same dispatches."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from gateway.audit.trail import AuditLog, EventFilter, StoredEvent
 from gateway.printed.offices import Dispatch, DispatchError, DispatchRefused, DispatchStore
 from gateway.stores.offices import Dx, OfficeRegistry
 from policies.post import PostOptions
-from transports.database import Database
+from transports.database import Database, DatabaseSettings
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -35,9 +37,9 @@ def audit(tmp_path: Path) -> Iterator[AuditLog]:
 
 
 @pytest.fixture
-def store(tmp_path: Path, audit: AuditLog) -> Iterator[DispatchStore]:
-    """A dispatch store on a real SQLite file."""
-    opened = DispatchStore.open(tmp_path, post_options(), audit)
+def store(database: Database, audit: AuditLog) -> Iterator[DispatchStore]:
+    """A dispatch store on a real SQLite file, or a real PostgreSQL."""
+    opened = DispatchStore(database, post_options(), audit)
     yield opened
     opened.close()
 
@@ -159,11 +161,11 @@ def test_a_dispatch_the_post_options_refuse_is_a_recorded_refusal(
     assert event.metadata["method"] == changes["method"]
 
 
-def test_offices_are_named_by_their_teams(tmp_path: Path, audit: AuditLog) -> None:
+def test_offices_are_named_by_their_teams(database: Database, audit: AuditLog) -> None:
     """With the office directory, a team names its office: DX from Bloomsbury's Legal Team to
     Warrington's team is allowed and recorded between the offices; the receiving team signs;
     a team of an office without DX is refused DX."""
-    offices = OfficeRegistry.open(tmp_path, audit)
+    offices = OfficeRegistry(database, audit)
     options = post_options()
     offices.add("Bloomsbury", options=options, teams=["Legal Team"], by="bs@cafcass.gov.uk",
                 now=T0)
@@ -171,7 +173,7 @@ def test_offices_are_named_by_their_teams(tmp_path: Path, audit: AuditLog) -> No
                 by="bs@cafcass.gov.uk", now=T0)
     offices.add("Coventry", options=options, teams=["South Team"], dx=Dx.NONE,
                 by="bs@cafcass.gov.uk", now=T0)
-    store = DispatchStore.open(tmp_path, options, audit, offices=offices)
+    store = DispatchStore(database, options, audit, offices=offices)
     try:
         sent = record(store, from_office="legal team", to_office="Digitisation Team",
                       method="dx", tracking_reference="")
@@ -212,13 +214,49 @@ def test_only_the_receiving_office_signs_once(store: DispatchStore, audit: Audit
     assert len(dispatch_events(audit)) == 2
 
 
-def test_dispatches_survive_reopening(tmp_path: Path, audit: AuditLog) -> None:
+def test_dispatches_survive_reopening(database: Database, audit: AuditLog) -> None:
     """The store is a real file: a dispatch recorded before a restart is still there after."""
-    first = DispatchStore.open(tmp_path, post_options(), audit)
+    first = DispatchStore(database, post_options(), audit)
     sent = record(first, method="hand-delivery", tracking_reference="")
     first.close()
-    again = DispatchStore.open(tmp_path, post_options(), audit)
+    again = DispatchStore(database, post_options(), audit)
     try:
         assert again.get(sent.id) == sent
     finally:
         again.close()
+
+
+def test_a_dispatch_recorded_on_one_node_is_listed_on_the_other(
+        pg_url: str, tmp_path: Path) -> None:
+    """Two gateway nodes on one PostgreSQL, each with its own data directory:
+    a dispatch recorded through node one is listed (newest first, by office) and received
+    through node two, and node one then sees it received."""
+    nodes = [Database.open(tmp_path / node, DatabaseSettings(url=pg_url, node=node))
+             for node in ("one", "two")]
+    for node in ("one", "two"):  # each its own trail here (the shared one: test_audit_nodes)
+        (tmp_path / node / "audit").mkdir(parents=True)
+    audits = [AuditLog.open(Database.open(tmp_path / node / "audit"), clock=lambda: T0,
+                            stream=io.StringIO()) for node in ("one", "two")]
+    one, two = (DispatchStore(database, post_options(), audit)
+                for database, audit in zip(nodes, audits, strict=True))
+    try:
+        first = record(one)
+        second = record(two, from_office="Bloomsbury", to_office="Warrington", method="dx",
+                        tracking_reference="")
+        third = record(one, file_reference="ZC12C00999")
+        assert [d.id for d in two.dispatches()] == [third.id, second.id, first.id]
+        assert [d.id for d in one.dispatches()] == [third.id, second.id, first.id]
+        assert two.get(first.id) == first
+        assert [d.id for d in two.dispatches(office="COVENTRY")] == [third.id, first.id]
+        two.receive(first.id, office="bloomsbury", by="b@cafcass.gov.uk", location="Registry",
+                    now=T0 + timedelta(hours=2))
+        assert [d.id for d in one.dispatches(open_only=True)] == [third.id, second.id]
+        assert one.get(first.id).responsible_office == "Bloomsbury"
+        assert [d.id for d in one.overdue(T0 + timedelta(days=2))] == [second.id, third.id]
+    finally:
+        one.close()
+        two.close()
+        for audit in audits:
+            audit.close()
+        for database in nodes:
+            database.close()

@@ -1,9 +1,11 @@
-"""`casegate post` and `casegate dispatch`: the contract's output, exit codes and audit trail."""
+"""`casegate post` and `casegate dispatch`: the contract's output, exit codes and audit trail.
+Each runs with the stores' database on SQLite and on PostgreSQL (CASEGATE_DATABASE_URL)."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import tomllib
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -15,21 +17,28 @@ from gateway.audit.trail import AuditLog, EventFilter, StoredEvent
 from gateway.cli import main
 from gateway.printed.offices import DispatchStore
 from policies.post import PostOptions
-from transports.database import Database
+from transports.database import Database, DatabaseSettings
 
 
 @pytest.fixture
-def data(tmp_path: Path) -> Path:
+def data(tmp_path: Path, database: Database, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The data directory; with the PostgreSQL `database`, every command is given its URL as
+    an operator would (CASEGATE_DATABASE_URL)."""
+    if database.url:
+        monkeypatch.setenv("CASEGATE_DATABASE_URL", database.url)
     return tmp_path / "data"
 
 
 def events(data: Path, prefix: str) -> list[StoredEvent]:
     """The audit events of `data` whose kind starts with `prefix`, oldest first."""
-    audit = AuditLog.open(Database.open(data), stream=io.StringIO())
+    engine = Database.open(data, DatabaseSettings(url=os.environ.get("CASEGATE_DATABASE_URL",
+                                                                     "")))
+    audit = AuditLog.open(engine, stream=io.StringIO())
     try:
         return [e for e in audit.iterate(EventFilter()) if e.kind.startswith(prefix)]
     finally:
         audit.close()
+        engine.close()
 
 
 def post_json(capsys: pytest.CaptureFixture[str], data: Path, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
@@ -280,13 +289,14 @@ def test_offices_add_needs_a_staff_address(
 
 
 def test_dispatch_overdue_lists_what_is_late(
-        data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        data: Path, database: Database, capsys: pytest.CaptureFixture[str]) -> None:
     """`dispatch overdue` lists a dispatch whose expected arrival has passed, and no other."""
     assert main(["dispatch", "list", "--data", str(data)]) == 0  # creates the data directory
     assert capsys.readouterr().out == "No dispatches.\n"
-    audit = AuditLog.open(Database.open(data), stream=io.StringIO())
+    engine = Database.open(data, DatabaseSettings(url=database.url))
+    audit = AuditLog.open(engine, stream=io.StringIO())
     options = _options()
-    store = DispatchStore.open(data, options, audit)
+    store = DispatchStore(engine, options, audit)
     past = datetime(2020, 1, 6, 9, 0, tzinfo=UTC)
     late = store.record(file_reference="ZC12C00001", from_office="Leeds", to_office="York",
                         method="hand-delivery", expected_at=past + timedelta(hours=3),
@@ -295,6 +305,7 @@ def test_dispatch_overdue_lists_what_is_late(
                  method="hand-delivery", expected_at=datetime(2999, 1, 1, tzinfo=UTC),
                  by="a@cafcass.gov.uk", now=past)
     store.close()
+    engine.close()
     audit.close()
     assert main(["dispatch", "overdue", "--data", str(data), "--json"]) == 0
     overdue = json.loads(capsys.readouterr().out)

@@ -1,4 +1,5 @@
-"""The postal decision over real HTTPS: the staff API (Basic auth) and the staff form."""
+"""The postal decision over real HTTPS: the staff API (Basic auth) and the staff form (the
+office directory on SQLite and on PostgreSQL: the `database` fixture)."""
 
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ BUSINESS = "bs.officer@cafcass.gov.uk"
 class PostWeb:
     """The staff pages and the postal routes on 127.0.0.1, port 0, over TLS."""
 
-    def __init__(self, data_dir: Path, cert: ServerCert) -> None:
+    def __init__(self, data_dir: Path, cert: ServerCert, database: Database) -> None:
         self.data_dir = data_dir
         self.cert = cert
+        self.database = database
         self.base = ""
 
     async def start(self) -> None:
@@ -48,7 +50,7 @@ class PostWeb:
         self.users.add(BUSINESS, PASSWORD, roles=(UserRole.STAFF, UserRole.BUSINESS_SERVICES))
         text = resources.files("policies").joinpath("data/post.toml").read_text("utf-8")
         options = PostOptions.from_table(tomllib.loads(text)["post"], "post.toml")
-        self.offices = OfficeRegistry.open(self.data_dir, self.audit)
+        self.offices = OfficeRegistry(self.database, self.audit)
         self.offices.add("Bloomsbury", options=options, teams=["Legal Team"],
                          by="bs.officer@cafcass.gov.uk", now=datetime.now(UTC))
         app = web.Application()
@@ -72,9 +74,10 @@ class PostWeb:
 
 
 @pytest.fixture
-async def post_web(tmp_path: Path, server_cert: ServerCert) -> AsyncIterator[PostWeb]:
+async def post_web(tmp_path: Path, server_cert: ServerCert,
+                   database: Database) -> AsyncIterator[PostWeb]:
     """The postal routes on a real TLS socket, stopped at the end."""
-    running = PostWeb(tmp_path / "data", server_cert)
+    running = PostWeb(tmp_path / "data", server_cert, database)
     await running.start()
     try:
         yield running

@@ -1,21 +1,25 @@
-"""The case registry (issue 16): people of a case, confidential details, shielded cases (SQLite).
+"""The case registry (issue 16): people of a case, confidential details, shielded cases.
 
 Staff record who belongs to a case (IA 3.3: names identify), what about it is confidential and
 who may receive it (RRP 2.2), and which cases are shielded and who may handle them (RRP 5.1,
 5.2). The gateway then recognises mail about the case even when it names no case number.
 
 Privacy of the registry itself (issue 16, item 5): names, dates of birth and detail texts never
-reach SQLite. They are hashed here with `policies.cases.RecordKey` (HMAC-SHA256 of the
+reach the database. They are hashed here with `policies.cases.RecordKey` (HMAC-SHA256 of the
 normalised form, under the key in `case-index.key`, 32 random bytes in the data directory, mode
 0600, made on first use) and only the hashes are stored, with what a person needs to recognise
 an entry: initials, role or kind, an id (`P7`, `D3`), who recorded it and when. Removing an entry
-keeps that record and who removed it, and erases its hashes (`secure_delete` overwrites them).
+keeps that record and who removed it, and erases its hashes (on SQLite `secure_delete` overwrites
+them in the file; PostgreSQL has no equivalent: see `CaseStore.__init__`).
 
 The engine never reads this module: `CaseStore.index()` hands out an immutable
 `policies.cases.CaseIndex`, built once per database version and kept while nothing changes (as
-`Registry.active` does), and `cached()` answers from memory without waiting, for the event loop.
-The store has a file of its own (`cases.sqlite3`) so that nothing else written there can be
-mistaken for registry content, and so that writes elsewhere never make it rebuild the index.
+`Registry.active` does), and `cached()` answers from memory without waiting for the store's lock.
+On SQLite the store has a file of its own (`cases.sqlite3`) so that nothing else written there
+can be mistaken for registry content, and so that writes elsewhere never make it rebuild the
+index; the version is `PRAGMA data_version`. On PostgreSQL, which several nodes share, the
+version is a one-row change counter (`case_changes`) bumped in the same transaction as every
+write, so a person recorded through one node is in every node's next index.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import secrets
 import sqlite3
 import threading
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -44,7 +50,7 @@ from policies.cases import (
     ShieldedCase,
     tokens,
 )
-from transports.database import migrate, schema_version
+from transports.database import Database, migrate, schema_version
 
 CASES_DB_FILE = "cases.sqlite3"
 KEY_FILE = "case-index.key"
@@ -105,6 +111,67 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE UNIQUE INDEX case_shields_one ON case_shields (case_number)
         WHERE removed_at IS NULL;
+    """,
+)
+
+
+# The same tables on PostgreSQL (its own list: it never had SQLite's first version). There a
+# btree entry holds at most about 2,700 bytes, and a 500-character detail is up to 250 hashes of
+# 32 bytes, so the "once" indexes hold the SHA-256 of the hashes, not the hashes themselves.
+# `case_changes` is the change counter the nodes' cached indexes are checked against: every
+# write transaction adds one to it (SQLite's `PRAGMA data_version` has no PostgreSQL form).
+_PG_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE case_people (
+        id INTEGER PRIMARY KEY,
+        case_number TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('child', 'party', 'other')),
+        name_hashes BLOB,
+        dob_hash BLOB,
+        initials TEXT NOT NULL,
+        source TEXT NOT NULL,
+        recorded_by TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        removed_by TEXT,
+        removed_at TEXT,
+        CHECK ((removed_at IS NULL) = (name_hashes IS NOT NULL))
+    );
+    CREATE INDEX case_people_case ON case_people (case_number);
+    CREATE UNIQUE INDEX case_people_once
+        ON case_people (case_number, sha256(name_hashes), COALESCE(dob_hash, '\\x'::bytea))
+        WHERE removed_at IS NULL;
+    CREATE TABLE case_details (
+        id INTEGER PRIMARY KEY,
+        case_number TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN
+            ('address', 'school', 'nursery', 'gp', 'placement', 'other')),
+        text_hashes BLOB,
+        may_go_to TEXT NOT NULL,
+        recorded_by TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        removed_by TEXT,
+        removed_at TEXT,
+        CHECK ((removed_at IS NULL) = (text_hashes IS NOT NULL))
+    );
+    CREATE INDEX case_details_case ON case_details (case_number);
+    CREATE UNIQUE INDEX case_details_once ON case_details (case_number, sha256(text_hashes))
+        WHERE removed_at IS NULL;
+    CREATE TABLE case_shields (
+        id INTEGER PRIMARY KEY,
+        case_number TEXT NOT NULL,
+        access TEXT NOT NULL,
+        recorded_by TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        removed_by TEXT,
+        removed_at TEXT
+    );
+    CREATE UNIQUE INDEX case_shields_one ON case_shields (case_number)
+        WHERE removed_at IS NULL;
+    CREATE TABLE case_changes (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        counter INTEGER NOT NULL
+    );
+    INSERT INTO case_changes (id, counter) VALUES (1, 0);
     """,
 )
 
@@ -361,34 +428,93 @@ def load_or_create_key(data_dir: Path) -> bytes:
 
 
 class CaseStore:
-    """People, confidential details and shields of cases, as keyed hashes, in one SQLite file.
+    """People, confidential details and shields of cases, as keyed hashes, in the database.
 
-    One connection, shared by threads under a lock (WAL: readers do not block the writer).
-    Every method but `cached` may wait for the lock or the disk: call them off the event loop.
+    One connection, shared by threads under a lock (on SQLite WAL: readers do not block the
+    writer). Every method may wait for the lock or the database: call them off the event loop
+    (`cached` never waits for the lock, but on PostgreSQL it reads the change counter).
     """
 
-    def __init__(self, path: Path, key: RecordKey) -> None:
-        self.path = path
+    def __init__(self, database: Database, key: RecordKey) -> None:
+        self.database = database
         self.key = key
+        self.where = database.describe() if not database.is_sqlite else str(
+            database.data_dir / CASES_DB_FILE)
+        self._sqlite = database.is_sqlite
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                   timeout=10.0)
-        self._db.row_factory = sqlite3.Row
+        self._db = database.connect(CASES_DB_FILE, autocommit=True, timeout=10.0)
+        if isinstance(self._db, sqlite3.Connection):
+            self._db.row_factory = sqlite3.Row  # PostgreSQL's rows answer to names already
         self._index: tuple[tuple[int, int], CaseIndex] | None = None
         self._building = threading.Lock()  # one thread builds the index at a time
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA busy_timeout=10000")
-            self._db.execute("PRAGMA secure_delete=ON")  # erased hashes are overwritten
+            if self._sqlite:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA busy_timeout=10000")
+                self._db.execute("PRAGMA secure_delete=ON")  # erased hashes are overwritten
+            # PostgreSQL has no secure_delete: an UPDATE that erases the hashes writes a new row
+            # version, and the old one (hashes included) stays in the table's pages until VACUUM
+            # reuses the space and in the WAL and its archives for as long as they are kept;
+            # VACUUM makes the space reusable, it does not overwrite it. The hashes are keyed
+            # (useless without case-index.key, which is never in the database), but an operator
+            # who needs them gone from the disk must rely on the server's storage (encryption at
+            # rest, retention of WAL archives and backups), not on casegate.
             self._migrate()
 
     def _migrate(self) -> None:
-        migrate(self._db, COMPONENT, _MIGRATIONS, lambda version: CaseError(
-            f"{self.path} was written by a newer casegate (case registry schema {version})"))
+        migrate(self._db, COMPONENT, _MIGRATIONS if self._sqlite else _PG_MIGRATIONS,
+                lambda version: CaseError(
+                    f"{self.where} was written by a newer casegate (case registry schema "
+                    f"{version})"))
 
     def schema_version(self) -> int:
         with self._lock:
             return schema_version(self._db, COMPONENT)
+
+    @contextmanager
+    def _writing(self, *, transaction: bool = False) -> Iterator[None]:
+        """One write, with the lock held: on PostgreSQL a transaction that also bumps the change
+        counter (every node's cached index is checked against it); on SQLite the statements
+        as they are (one autocommitted statement, or with `transaction` one BEGIN IMMEDIATE),
+        `PRAGMA data_version` and `total_changes` telling the caches."""
+        with self._lock:
+            if self._db.in_transaction:  # inside `bulk`'s transaction: it counts once
+                yield
+                return
+            if self._sqlite and not transaction:
+                yield
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._count()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Many writes in one transaction (loading a registry; the benchmark): one commit and,
+        on PostgreSQL, one bump of the change counter, not one per row (each bump is a new
+        version of the counter's row, and in one transaction their chain grows with every
+        write). Another thread's write meanwhile joins the transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            with self._lock:
+                self._count()
+                self._db.execute("COMMIT")
+        except BaseException:
+            with self._lock:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def _count(self) -> None:
+        """Bump the change counter (PostgreSQL), in the write's transaction."""
+        if not self._sqlite:
+            self._db.execute("UPDATE case_changes SET counter = counter + 1 WHERE id = 1")
 
     # -- people ----------------------------------------------------------------------------
 
@@ -404,7 +530,9 @@ class CaseStore:
             raise CaseError("give the person's full name (first and last name), not one "
                             "word") from None
         dob = _joined((self.key.date_of_birth(date_of_birth),)) if date_of_birth else None
-        with self._lock:
+        with self._writing():
+            if not self._sqlite:
+                self._person_once(case, _joined(hashes), dob)  # see _person_once
             try:
                 row = self._db.execute(
                     "INSERT INTO case_people (case_number, role, name_hashes, dob_hash, "
@@ -413,19 +541,30 @@ class CaseStore:
                     (case, PersonRole(role).value, _joined(hashes), dob, initials_of(cleaned),
                      source, by.strip().lower(), _iso(now))).fetchone()
             except sqlite3.IntegrityError:
-                same = self._db.execute(
-                    "SELECT id FROM case_people WHERE case_number = ? AND name_hashes = ? "
-                    "AND COALESCE(dob_hash, x'') = ? AND removed_at IS NULL",
-                    (case, _joined(hashes), dob or b"")).fetchone()
+                self._person_once(case, _joined(hashes), dob)
                 raise AlreadyRecorded(f"that person is already recorded for case {case} as "
-                                f"P{same['id'] if same else '?'}") from None
+                                      "P?") from None
         return _person(row)
+
+    def _person_once(self, case: str, name_hashes: bytes, dob: bytes | None) -> None:
+        """AlreadyRecorded when the person is in force for the case. On PostgreSQL this is
+        asked before the INSERT (the write lock held), because a refused INSERT spends a number
+        of the identity column and the next person would skip one (P1, P3); on SQLite, after
+        the unique index refused it."""
+        born = "dob_hash IS NULL" if dob is None else "dob_hash = ?"
+        same = self._db.execute(
+            "SELECT id FROM case_people WHERE case_number = ? AND name_hashes = ? "  # noqa: S608
+            f"AND {born} AND removed_at IS NULL",
+            (case, name_hashes) + ((dob,) if dob is not None else ())).fetchone()
+        if same is not None:
+            raise AlreadyRecorded(f"that person is already recorded for case {case} as "
+                                  f"P{same['id']}")
 
     def remove_person(self, case_number: str, person_id: int, *, by: str,
                       now: datetime) -> PersonEntry:
         """Take a person off a case: the record of the entry stays, its hashes are erased."""
         case = normalise_case(case_number)
-        with self._lock:
+        with self._writing():
             row = self._db.execute(
                 "UPDATE case_people SET name_hashes = NULL, dob_hash = NULL, removed_by = ?, "
                 "removed_at = ? WHERE id = ? AND case_number = ? AND removed_at IS NULL "
@@ -446,7 +585,9 @@ class CaseStore:
             hashes = self.key.detail(cleaned)
         except ValueError:
             raise CaseError("give the text of the confidential detail") from None
-        with self._lock:
+        with self._writing():
+            if not self._sqlite:
+                self._detail_once(case, _joined(hashes))  # as _person_once
             try:
                 row = self._db.execute(
                     "INSERT INTO case_details (case_number, kind, text_hashes, may_go_to, "
@@ -454,19 +595,25 @@ class CaseStore:
                     (case, DetailKind(kind).value, _joined(hashes), json.dumps(list(allowed)),
                      by.strip().lower(), _iso(now))).fetchone()
             except sqlite3.IntegrityError:
-                same = self._db.execute(
-                    "SELECT id FROM case_details WHERE case_number = ? AND text_hashes = ? "
-                    "AND removed_at IS NULL", (case, _joined(hashes))).fetchone()
+                self._detail_once(case, _joined(hashes))
                 raise AlreadyRecorded(f"that detail is already recorded for case {case} as "
-                                f"D{same['id'] if same else '?'}; remove it first to change "
-                                "who it may go to") from None
+                                      "D?; remove it first to change who it may go to") from None
         return _detail(row)
+
+    def _detail_once(self, case: str, text_hashes: bytes) -> None:
+        """AlreadyRecorded when the detail is in force for the case (see `_person_once`)."""
+        same = self._db.execute(
+            "SELECT id FROM case_details WHERE case_number = ? AND text_hashes = ? "
+            "AND removed_at IS NULL", (case, text_hashes)).fetchone()
+        if same is not None:
+            raise AlreadyRecorded(f"that detail is already recorded for case {case} as "
+                                  f"D{same['id']}; remove it first to change who it may go to")
 
     def remove_detail(self, case_number: str, detail_id: int, *, by: str,
                       now: datetime) -> DetailEntry:
         """Take a confidential detail off a case: its record stays, its hashes are erased."""
         case = normalise_case(case_number)
-        with self._lock:
+        with self._writing():
             row = self._db.execute(
                 "UPDATE case_details SET text_hashes = NULL, removed_by = ?, removed_at = ? "
                 "WHERE id = ? AND case_number = ? AND removed_at IS NULL RETURNING *",
@@ -487,27 +634,21 @@ class CaseStore:
             raise CaseError("a shielded case needs at least one member of staff with access "
                             "(--access)")
         moment, who = _iso(now), by.strip().lower()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                old = self._db.execute(
-                    "UPDATE case_shields SET removed_by = ?, removed_at = ? "
-                    "WHERE case_number = ? AND removed_at IS NULL RETURNING *",
-                    (who, moment, case)).fetchone()
-                row = self._db.execute(
-                    "INSERT INTO case_shields (case_number, access, recorded_by, recorded_at) "
-                    "VALUES (?, ?, ?, ?) RETURNING *",
-                    (case, json.dumps(list(staff)), who, moment)).fetchone()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._writing(transaction=True):
+            old = self._db.execute(
+                "UPDATE case_shields SET removed_by = ?, removed_at = ? "
+                "WHERE case_number = ? AND removed_at IS NULL RETURNING *",
+                (who, moment, case)).fetchone()
+            row = self._db.execute(
+                "INSERT INTO case_shields (case_number, access, recorded_by, recorded_at) "
+                "VALUES (?, ?, ?, ?) RETURNING *",
+                (case, json.dumps(list(staff)), who, moment)).fetchone()
         return _shield(row), (_shield(old) if old is not None else None)
 
     def unshield(self, case_number: str, *, by: str, now: datetime) -> ShieldEntry:
         """Lift a case's shield; CaseError when it is not shielded."""
         case = normalise_case(case_number)
-        with self._lock:
+        with self._writing():
             row = self._db.execute(
                 "UPDATE case_shields SET removed_by = ?, removed_at = ? "
                 "WHERE case_number = ? AND removed_at IS NULL RETURNING *",
@@ -545,7 +686,8 @@ class CaseStore:
         return _shield(row) if row is not None else None
 
     def cases(self) -> list[CaseSummary]:
-        """Every case with something in force, by case number."""
+        """Every case with something in force, by case number (in code-point order, whatever
+        the database's collation)."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT case_number, SUM(person) AS people, SUM(detail) AS details, "
@@ -556,9 +698,10 @@ class CaseStore:
                 "  WHERE removed_at IS NULL"
                 " UNION ALL SELECT case_number, 0, 0, 1 FROM case_shields"
                 "  WHERE removed_at IS NULL"
-                ") GROUP BY case_number ORDER BY case_number").fetchall()
-        return [CaseSummary(r["case_number"], int(r["people"]), int(r["details"]),
-                            bool(r["shields"])) for r in rows]
+                ") AS entries GROUP BY case_number ORDER BY case_number").fetchall()
+        return sorted((CaseSummary(r["case_number"], int(r["people"]), int(r["details"]),
+                                   bool(r["shields"])) for r in rows),
+                      key=lambda summary: summary.case_number)
 
     def index(self) -> CaseIndex:
         """What the engine matches against: every entry in force, as one immutable CaseIndex.
@@ -584,22 +727,8 @@ class CaseStore:
     def _build(self) -> CaseIndex:
         """Read every entry in force and build the index (with `_building` held)."""
         with self._lock:
-            version = self._version()
-            rows = self._db.cursor()
-            rows.row_factory = None  # plain tuples: 100,000 of them are read here
-            rows.execute("BEGIN")  # one read transaction: the three tables as of one moment
-            try:
-                people = rows.execute(
-                    "SELECT id, case_number, role, name_hashes, dob_hash, initials "
-                    "FROM case_people WHERE removed_at IS NULL ORDER BY id").fetchall()
-                details = rows.execute(
-                    "SELECT id, case_number, kind, text_hashes, may_go_to FROM case_details "
-                    "WHERE removed_at IS NULL ORDER BY id").fetchall()
-                shields = rows.execute(
-                    "SELECT case_number, access FROM case_shields WHERE removed_at IS NULL "
-                    "ORDER BY case_number").fetchall()
-            finally:
-                rows.execute("COMMIT")
+            version, people, details, shields = (
+                self._read_sqlite() if self._sqlite else self._read_postgresql())
         roles = {r.value: r for r in PersonRole}
         kinds = {k.value: k for k in DetailKind}
         index = CaseIndex.build(
@@ -615,13 +744,51 @@ class CaseStore:
         )
         with self._lock:
             # Kept only if nothing was written while it was built (else the next call rebuilds).
-            if self._version() == version:
+            if version is not None and self._version() == version:
                 self._index = (version, index)
         return index
 
+    def _read_sqlite(self) -> _Entries:
+        """The entries in force, the three tables as of one moment (one read transaction)."""
+        assert isinstance(self._db, sqlite3.Connection)
+        version = self._version()
+        rows = self._db.cursor()
+        rows.row_factory = None  # plain tuples: 100,000 of them are read here
+        rows.execute("BEGIN")
+        try:
+            return (version, rows.execute(_PEOPLE).fetchall(), rows.execute(_DETAILS).fetchall(),
+                    rows.execute(_SHIELDS).fetchall())
+        finally:
+            rows.execute("COMMIT")
+
+    def _read_postgresql(self) -> _Entries:
+        """The entries in force as of one counter value. Each statement of a READ COMMITTED
+        transaction sees the latest commits, so the counter is read before and after the
+        tables: unchanged, no write committed in between (every write bumps it in its own
+        transaction) and the rows are that version's; changed, they are read again, and after
+        a few tries used once without being kept (version None), as SQLite's build is when a
+        write lands meanwhile."""
+        version: tuple[int, int] | None = None
+        for _ in range(3):
+            self._db.execute("BEGIN")  # one pooled connection for the reads
+            try:
+                before = self._version()
+                people = self._db.execute(_PEOPLE).fetchall()
+                details = self._db.execute(_DETAILS).fetchall()
+                shields = self._db.execute(_SHIELDS).fetchall()
+                after = self._version()
+            finally:
+                self._db.execute("COMMIT")
+            if before == after:
+                version = before
+                break
+        return version, people, details, shields
+
     def cached(self) -> CaseIndex | None:
         """`index()` when it can be answered from memory at once, else None (then call `index`
-        off the event loop). One PRAGMA read, and never a wait for the lock."""
+        off the event loop). Never a wait for the lock; on SQLite one PRAGMA read, on
+        PostgreSQL one read of the change counter (a round trip to the server: call it off
+        the event loop there, as `App.snapshot_async` does, in the stores' worker)."""
         if not self._lock.acquire(blocking=False):
             return None
         try:
@@ -632,14 +799,31 @@ class CaseStore:
             self._lock.release()
 
     def _version(self) -> tuple[int, int]:
-        """Changes whenever anything was written: `PRAGMA data_version` when another connection
-        (another process) commits, `total_changes` when this one writes. With the lock held."""
-        data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
-        return int(data_version), self._db.total_changes
+        """Changes whenever anything was written. On SQLite `PRAGMA data_version` moves when
+        another connection (another process) commits, `total_changes` when this one writes; on
+        PostgreSQL the change counter every write transaction bumps, whichever node wrote.
+        With the lock held."""
+        if self._sqlite:
+            data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            return int(data_version), self._db.total_changes
+        row = self._db.execute("SELECT counter FROM case_changes WHERE id = 1").fetchone()
+        if row is None:
+            raise sqlite3.OperationalError("the case registry's change counter is missing")
+        return int(row[0]), 0
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+_PEOPLE = ("SELECT id, case_number, role, name_hashes, dob_hash, initials "
+           "FROM case_people WHERE removed_at IS NULL ORDER BY id")
+_DETAILS = ("SELECT id, case_number, kind, text_hashes, may_go_to FROM case_details "
+            "WHERE removed_at IS NULL ORDER BY id")
+_SHIELDS = ("SELECT case_number, access FROM case_shields WHERE removed_at IS NULL "
+            "ORDER BY case_number")
+# The rows an index is built from, and the version they are of (None: not one version).
+_Entries = tuple[tuple[int, int] | None, list[Any], list[Any], list[Any]]
 
 
 def normalise_case(case_number: str) -> str:

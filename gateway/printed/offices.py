@@ -12,16 +12,20 @@ allow is a decided refusal (`DispatchRefused`, with the rule and citation), reco
 "dispatch-refused" audit event; bad input (`DispatchError`) records nothing. Offices are named as
 staff know them, an office or one of its teams: the office directory (`OfficeRegistry`) says
 which office that is, and the dispatch records the office. The clock is always passed in.
+
+The rows are in the stores' database (on SQLite `offices.sqlite3`, beside the office directory;
+on PostgreSQL the tables every node shares, so a dispatch recorded through one node is listed by
+all). Dispatches are ordered by their `id`, given in the order they are recorded (SQLite's
+AUTOINCREMENT, PostgreSQL's identity column), never by rowid; offices are compared
+case-insensitively with `lower()`, which both engines have.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.stores.offices import immediate_transaction
@@ -36,6 +40,7 @@ from policies.post import (
     PostOptions,
     decide_post,
 )
+from transports.database import Connection, Database, migrate
 
 if TYPE_CHECKING:
     from gateway.audit.trail import AuditLog
@@ -47,23 +52,30 @@ CITATION = "RRP 4.9; RRP 4.10"
 MAX_TEXT = {"file_reference": 64, "office": 80, "tracking_reference": 64, "by": 254,
             "location": 200}
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS dispatches (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    file_reference TEXT NOT NULL,
-    from_office TEXT NOT NULL,
-    to_office TEXT NOT NULL,
-    method TEXT NOT NULL,
-    tracking_reference TEXT NOT NULL,
-    expected_at TEXT NOT NULL,
-    dispatched_at TEXT NOT NULL,
-    dispatched_by TEXT NOT NULL,
-    received_at TEXT,
-    received_by TEXT,
-    location TEXT
-);
-CREATE INDEX IF NOT EXISTS dispatches_open ON dispatches (received_at, expected_at);
-"""
+COMPONENT = "dispatches"
+
+# Versioned schema (transports.database.migrate). The first version is the schema casegate
+# always made (IF NOT EXISTS: a data directory made before versions were recorded takes it as
+# it is); on PostgreSQL `id` becomes an identity column (transports.database.translate).
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS dispatches (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        file_reference TEXT NOT NULL,
+        from_office TEXT NOT NULL,
+        to_office TEXT NOT NULL,
+        method TEXT NOT NULL,
+        tracking_reference TEXT NOT NULL,
+        expected_at TEXT NOT NULL,
+        dispatched_at TEXT NOT NULL,
+        dispatched_by TEXT NOT NULL,
+        received_at TEXT,
+        received_by TEXT,
+        location TEXT
+    );
+    CREATE INDEX IF NOT EXISTS dispatches_open ON dispatches (received_at, expected_at);
+    """,
+)
 
 
 class DispatchError(ValueError):
@@ -127,22 +139,20 @@ class Dispatch:
 
 
 class DispatchStore:
-    """The dispatches, in SQLite; every change is also an audit event."""
+    """The dispatches, in the stores' database; every change is also an audit event."""
 
-    def __init__(self, path: Path, options: PostOptions, audit: AuditLog,
+    def __init__(self, database: Database, options: PostOptions, audit: AuditLog,
                  offices: OfficeRegistry | None = None) -> None:
         self.options = options
         self.audit = audit
         self.offices = offices
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-
-    @classmethod
-    def open(cls, data_dir: Path, options: PostOptions, audit: AuditLog,
-             offices: OfficeRegistry | None = None) -> DispatchStore:
-        return cls(data_dir / DISPATCH_DB_FILE, options, audit, offices)
+        self._db = database.connect(DISPATCH_DB_FILE, autocommit=True)
+        if database.is_sqlite:
+            self._db.execute("PRAGMA journal_mode=WAL")
+        migrate(self._db, COMPONENT, _MIGRATIONS, lambda version: DispatchError(
+            "schema", f"{database.describe()}: the dispatches were written by a newer casegate "
+            f"(schema {version})"))
 
     def directory(self) -> OfficeDirectory:
         """The office directory now (none without a registry: the policy's names alone)."""
@@ -152,7 +162,7 @@ class DispatchStore:
         with self._lock:
             self._db.close()
 
-    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+    def _transaction(self) -> AbstractContextManager[Connection]:
         return immediate_transaction(self._db, self._lock)
 
     # -- steps ------------------------------------------------------------------------------
@@ -202,14 +212,14 @@ class DispatchStore:
                 f"{self.options.methods[method].label} is tracked: give its tracking reference.",
             )
         with self._transaction() as db:
-            cursor = db.execute(
+            row = db.execute(
                 "INSERT INTO dispatches (file_reference, from_office, to_office, method, "
                 "tracking_reference, expected_at, dispatched_at, dispatched_by) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (file_reference, from_office, to_office, method, tracking_reference,
                  _iso(expected_at), _iso(now), by),
-            )
-            dispatch = self._get(db, int(cursor.lastrowid or 0))
+            ).fetchone()
+            dispatch = self._get(db, int(row[0]))
             self._audit(EventKind.DISPATCH_RECORDED, dispatch)
         return dispatch
 
@@ -254,7 +264,7 @@ class DispatchStore:
             clauses.append("received_at IS NULL")
         if office.strip():
             name = self.directory().resolve(office, self.options).name
-            clauses.append("(from_office = ? COLLATE NOCASE OR to_office = ? COLLATE NOCASE)")
+            clauses.append("(lower(from_office) = lower(?) OR lower(to_office) = lower(?))")
             params += [name, name]
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
@@ -290,7 +300,7 @@ class DispatchStore:
         except PostInputError as exc:
             raise DispatchError(exc.field, str(exc)) from None
 
-    def _get(self, db: sqlite3.Connection, dispatch_id: int) -> Dispatch:
+    def _get(self, db: Connection, dispatch_id: int) -> Dispatch:
         row = db.execute("SELECT * FROM dispatches WHERE id = ?", (dispatch_id,)).fetchone()
         if row is None:
             raise DispatchError("id", f"There is no dispatch {dispatch_id}.")

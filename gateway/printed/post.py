@@ -75,6 +75,6 @@ def _event(decision: PostDecision, item: PostItem, sender: str, options: PostOpt
 
 
 def open_dispatches(app: App) -> DispatchStore:
-    """The store of paper movements between offices, in the app's data directory, naming
-    offices through the app's office directory."""
-    return DispatchStore.open(app.data_dir, post_options(app), app.audit, offices=app.offices)
+    """The store of paper movements between offices, in the app's database, naming offices
+    through the app's office directory."""
+    return DispatchStore(app.database, post_options(app), app.audit, offices=app.offices)

@@ -13,26 +13,31 @@ so the directory can take DX away from an office or give it more names, never gi
 policy does not. An office the directory does not know is still an office: it has the DX the
 policy gives its name.
 
-The rows are in SQLite (`offices.sqlite3` in the data directory, beside the dispatches). Every
-change is an audit event written in the same transaction (when the audit trail cannot be
-written, nothing changes). Reads and writes block: on the event loop, call them in a worker
-thread (`asyncio.to_thread`), as every store here is called.
+The rows are in the stores' database (on SQLite `offices.sqlite3` in the data directory,
+beside the dispatches). Every change is an audit event written in the same transaction (when
+the audit trail cannot be written, nothing changes). Reads and writes block: on the event loop,
+call them in a worker thread (`asyncio.to_thread`), as every store here is called.
+
+Names are case-insensitive and kept as typed. On SQLite the key columns are `COLLATE NOCASE`
+(as they always were); on PostgreSQL each table has a unique index on `lower()` of its name,
+and every lookup compares `lower(name) = lower(?)`, which means the same on both (SQLite's
+lower() and NOCASE both fold ASCII letters). Teams are listed in the order they were added:
+SQLite's rowid, PostgreSQL's `position` column.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from policies.events import EventKind
 from policies.post import MAX_OFFICE_NAME, Office, OfficeDirectory, PostOptions
+from transports.database import Connection, Database, migrate
 
 if TYPE_CHECKING:
     from gateway.audit.trail import AuditLog
@@ -41,19 +46,44 @@ OFFICES_DB_FILE = "offices.sqlite3"
 MAX_TEAMS = 50
 DX_CITATION = "App. 2, Post options (DX)"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS office (
-    name TEXT PRIMARY KEY COLLATE NOCASE,
-    dx_outgoing INTEGER NOT NULL,
-    dx_incoming INTEGER NOT NULL,
-    added_at TEXT NOT NULL,
-    added_by TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS office_team (
-    team TEXT PRIMARY KEY COLLATE NOCASE,
-    office TEXT NOT NULL REFERENCES office (name)
-);
-"""
+COMPONENT = "offices"
+
+# Versioned schemas (transports.database.migrate), one list per engine. SQLite's first version
+# is the schema casegate always made (IF NOT EXISTS: a data directory made before versions
+# were recorded takes it as it is).
+_SQLITE_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS office (
+        name TEXT PRIMARY KEY COLLATE NOCASE,
+        dx_outgoing INTEGER NOT NULL,
+        dx_incoming INTEGER NOT NULL,
+        added_at TEXT NOT NULL,
+        added_by TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS office_team (
+        team TEXT PRIMARY KEY COLLATE NOCASE,
+        office TEXT NOT NULL REFERENCES office (name)
+    );
+    """,
+)
+_PG_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE office (
+        name TEXT PRIMARY KEY,                -- as typed
+        dx_outgoing INTEGER NOT NULL,
+        dx_incoming INTEGER NOT NULL,
+        added_at TEXT NOT NULL,
+        added_by TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX office_name_key ON office (lower(name));
+    CREATE TABLE office_team (
+        position INTEGER PRIMARY KEY,         -- the order teams were added in
+        team TEXT NOT NULL,                   -- as typed
+        office TEXT NOT NULL REFERENCES office (name)
+    );
+    CREATE UNIQUE INDEX office_team_key ON office_team (lower(team));
+    """,
+)
 
 
 class Dx(StrEnum):
@@ -96,24 +126,28 @@ class Recorded:
 
 
 class OfficeRegistry:
-    """The offices, in SQLite; every change is also an audit event."""
+    """The offices, in the stores' database; every change is also an audit event."""
 
-    def __init__(self, path: Path, audit: AuditLog) -> None:
+    def __init__(self, database: Database, audit: AuditLog) -> None:
         self.audit = audit
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-
-    @classmethod
-    def open(cls, data_dir: Path, audit: AuditLog) -> OfficeRegistry:
-        return cls(data_dir / OFFICES_DB_FILE, audit)
+        self._db = database.connect(OFFICES_DB_FILE, autocommit=True)
+        self._sqlite = database.is_sqlite
+        # The order teams were added in: SQLite's rowid, a column of its own on PostgreSQL.
+        self._team_order = "rowid" if database.is_sqlite else "position"
+        if database.is_sqlite:
+            self._db.execute("PRAGMA journal_mode=WAL")
+        migrate(self._db, COMPONENT,
+                _SQLITE_MIGRATIONS if database.is_sqlite else _PG_MIGRATIONS,
+                lambda version: OfficeError("schema", (
+                    f"{database.describe()}: the office directory was written by a newer "
+                    f"casegate (schema {version})")))
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+    def _transaction(self) -> AbstractContextManager[Connection]:
         return immediate_transaction(self._db, self._lock)
 
     # -- writing ------------------------------------------------------------------------------
@@ -158,10 +192,10 @@ class OfficeRegistry:
                 db.execute(
                     "INSERT INTO office (name, dx_outgoing, dx_incoming, added_at, added_by) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (name, chosen.outgoing, chosen.incoming, _iso(now), by))
+                    (name, int(chosen.outgoing), int(chosen.incoming), _iso(now), by))
             elif dx is not None:
                 db.execute("UPDATE office SET dx_outgoing = ?, dx_incoming = ? WHERE name = ?",
-                           (dx.outgoing, dx.incoming, office_name))
+                           (int(dx.outgoing), int(dx.incoming), office_name))
             db.executemany("INSERT INTO office_team (team, office) VALUES (?, ?)",
                            [(t, office_name) for t in new_teams])
             office = self._office(db, office_name)
@@ -182,10 +216,14 @@ class OfficeRegistry:
         """Every registered office with its teams, by name."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT name, dx_outgoing, dx_incoming FROM office ORDER BY name COLLATE NOCASE"
+                "SELECT name, dx_outgoing, dx_incoming FROM office ORDER BY lower(name)"
             ).fetchall()
             teams = self._db.execute(
-                "SELECT office, team FROM office_team ORDER BY rowid").fetchall()
+                f"SELECT office, team FROM office_team ORDER BY {self._team_order}"  # noqa: S608
+            ).fetchall()
+        if not self._sqlite:  # PostgreSQL's collation may order other than SQLite's
+            # lower-cased bytes (spaces, punctuation): by lower-cased code points, as SQLite
+            rows = sorted(rows, key=lambda row: str(row[0]).lower())
         by_office: dict[str, list[str]] = {}
         for office, team in teams:
             by_office.setdefault(str(office).casefold(), []).append(str(team))
@@ -199,21 +237,24 @@ class OfficeRegistry:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _office(self, db: sqlite3.Connection, name: str) -> Office | None:
-        row = db.execute("SELECT name, dx_outgoing, dx_incoming FROM office WHERE name = ?",
-                         (name,)).fetchone()
+    def _office(self, db: Connection, name: str) -> Office | None:
+        row = db.execute("SELECT name, dx_outgoing, dx_incoming FROM office "
+                         "WHERE lower(name) = lower(?)", (name,)).fetchone()
         if row is None:
             return None
-        teams = db.execute("SELECT team FROM office_team WHERE office = ? ORDER BY rowid",
-                           (row[0],)).fetchall()
+        teams = db.execute(
+            f"SELECT team FROM office_team WHERE office = ? ORDER BY {self._team_order}",  # noqa: S608
+            (row[0],)).fetchall()
         return Office(name=str(row[0]), teams=tuple(str(t[0]) for t in teams),
                       dx_outgoing=bool(row[1]), dx_incoming=bool(row[2]), registered=True)
 
-    def _free(self, db: sqlite3.Connection, text: str, field_name: str,
+    def _free(self, db: Connection, text: str, field_name: str,
               owner: str | None) -> None:
         """`text` is not already the name or a team of an office other than `owner`."""
-        office = db.execute("SELECT name FROM office WHERE name = ?", (text,)).fetchone()
-        team = db.execute("SELECT office FROM office_team WHERE team = ?", (text,)).fetchone()
+        office = db.execute("SELECT name FROM office WHERE lower(name) = lower(?)",
+                            (text,)).fetchone()
+        team = db.execute("SELECT office FROM office_team WHERE lower(team) = lower(?)",
+                          (text,)).fetchone()
         for found, what in ((office, "an office"), (team, "a team of")):
             if found is None:
                 continue
@@ -262,8 +303,7 @@ def _iso(moment: datetime) -> str:
 
 
 @contextmanager
-def immediate_transaction(db: sqlite3.Connection,
-                          lock: threading.Lock) -> Iterator[sqlite3.Connection]:
+def immediate_transaction(db: Connection, lock: threading.Lock) -> Iterator[Connection]:
     """One `BEGIN IMMEDIATE` transaction on `db` while holding `lock`: committed at the end,
     rolled back on any error. The office directory and the dispatch log share it."""
     with lock:

@@ -130,6 +130,19 @@ def test_the_delivery_report_takes_the_full_parse() -> None:
     _assert_same(raw)
 
 
+@pytest.mark.parametrize(("body", "skeleton"), [
+    (b"one\r\ntwo\r\n", True),
+    (b"one\rtwo\n\r\n", False),  # as many CRs as LFs, but a bare CR and a bare LF
+    (b"one\r\r\n\n", False),
+    (b"one\r\ntwo\r", False),
+])
+def test_only_a_message_crlf_throughout_is_read_from_its_skeleton(body: bytes,
+                                                                  skeleton: bool) -> None:
+    raw = b"From: a@b.example\r\n" + MULTIPART + b"\r\n--b1\r\n\r\n" + body + b"--b1--\r\n"
+    assert (mime.parse_skeleton(raw, email_policy.for_one_message()) is not None) == skeleton
+    _assert_same(raw)
+
+
 # --- generated messages -------------------------------------------------------------------
 
 BODY_LINES = [

@@ -419,7 +419,7 @@ def shape(pattern: re.Pattern[str], broken: bool = False) -> tuple[bytes, int | 
         if not body:
             return None
         width = high if high <= MAX_WIDTH and not broken else None
-        expression = translator.gap.join(part for part in (prefix, body, suffix) if part)
+        expression = prefix + body + suffix
         return expression.encode("ascii"), width
     except Exception:  # _Untranslatable, or a parse tree of a shape this does not know
         return None
@@ -479,33 +479,18 @@ class _Translator:
         raise _Untranslatable
 
     def sequence(self, items: Any) -> str:
-        return self.gap.join(part for part in (self.item(op, av) for op, av in items) if part)
+        return "".join(self.item(op, av) for op, av in items)
 
     def item(self, op: Any, av: Any) -> str:
         p = self.p
-        if op is p.LITERAL:
-            return _escape(av)
-        if op is p.NOT_LITERAL:
-            if av == ord("?") or av > 0x7F:
-                raise _Untranslatable
-            return f"[^{_escape(av)}]"
-        if op is p.ANY:
-            return r"[\x00-\xff]" if self.flags & re.DOTALL else r"[^\n]"
-        if op is p.IN:
-            if av and av[0][0] is p.NEGATE:
-                inside = "".join(self.member(m_op, m_av) for m_op, m_av in av[1:])
-                if "?" in _chars(inside):
-                    raise _Untranslatable
-                return f"[^{inside}]"
-            return "[" + "".join(self.member(m_op, m_av) for m_op, m_av in av) + "]"
+        if op in (p.LITERAL, p.NOT_LITERAL, p.ANY, p.IN):
+            return self.character(op, av) + self.gap  # a break may follow any character
         if op in (p.MAX_REPEAT, p.MIN_REPEAT, p.POSSESSIVE_REPEAT):
             low, high, sub = av
             inner = self.sequence(sub)
             if not inner:
                 return ""
             top = "" if high is p.MAXREPEAT or high >= p.MAXREPEAT else str(high)
-            if self.gap:
-                return f"(?:{inner}{self.gap}){{{low},{top}}}"
             return f"(?:{inner}){{{low},{top}}}"
         if op is p.SUBPATTERN:
             group, add_flags, del_flags, sub = av
@@ -526,6 +511,25 @@ class _Translator:
         if op in (p.ASSERT, p.ASSERT_NOT, p.AT):
             return ""  # dropped: the shape matches more, never less
         raise _Untranslatable
+
+
+    def character(self, op: Any, av: Any) -> str:
+        """One character: a LITERAL, NOT_LITERAL, ANY or IN item."""
+        p = self.p
+        if op is p.LITERAL:
+            return _escape(av)
+        if op is p.NOT_LITERAL:
+            if av == ord("?") or av > 0x7F:
+                raise _Untranslatable
+            return f"[^{_escape(av)}]"
+        if op is p.ANY:
+            return r"[\x00-\xff]" if self.flags & re.DOTALL else r"[^\n]"
+        if av and av[0][0] is p.NEGATE:
+            inside = "".join(self.member(m_op, m_av) for m_op, m_av in av[1:])
+            if "?" in _chars(inside):
+                raise _Untranslatable
+            return f"[^{inside}]"
+        return "[" + "".join(self.member(m_op, m_av) for m_op, m_av in av) + "]"
 
 
 def _escape(code: int) -> str:

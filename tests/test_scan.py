@@ -25,6 +25,7 @@ from policies.identifiers import (
     identifier_kinds,
     scan_text,
 )
+from tests import caseregistry
 from tests.fixtures_content import default_rules
 
 RULES = ContentRules()
@@ -295,4 +296,6 @@ def test_warming_compiles_every_database_a_message_needs() -> None:
                      b"case ZC12C\r\n00123 and 07700 900461"):
             raw = b"From: a@b.example\r\nSubject: s\r\n\r\n" + body + b"\r\n"
             content.classify_message(raw, rules, lambda: 0.0)
+            # With a case registry, the dates its matcher reads are gated by a scan too.
+            content.classify_message(raw, rules, lambda: 0.0, cases=caseregistry.index())
     assert len(scan._DATABASES) == compiled

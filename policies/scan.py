@@ -400,7 +400,9 @@ def shape(pattern: re.Pattern[str], broken: bool = False) -> tuple[bytes, int | 
     characters (unbounded: a gate). It occurs in a text wherever the shape occurs in the text's
     `normalise.joined` view: a character of the view is one of the text, a removed run is
     allowed between two, and a space made of a run is one of the run's blanks with the rest of
-    the run before or after it."""
+    the run before or after it. (The run is allowed after each character, which is between
+    any two; none is needed between the boundary character and the first, since a run's last
+    blank or line break is a boundary character of a broken shape itself.)"""
     try:
         parser = importlib.import_module("re._parser")  # the stdlib's own parser (private)
         low, high = parser.parse(pattern.pattern, pattern.flags).getwidth()

@@ -129,6 +129,8 @@ def warm(rules: ContentRules) -> None:
     identifiers.scan_text("warm 1", patterns, _gates(rules), patterns)
     identifiers.scan_text("warm 1", patterns)
     identifiers.scan_text("warm 1", (), _DATE_GATE)
+    scan.crlf_throughout(b"warm\r\n")  # and the line-end checks' (policies/mime, normalise)
+    scan.has_lone_cr(b"warm\r\n")
 
 
 def _classify(raw: bytes, rules: ContentRules, clock: Clock, *,

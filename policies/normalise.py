@@ -32,13 +32,14 @@ import unicodedata
 
 from confusable_homoglyphs import confusables
 
+from policies import scan
+
 # ASCII: tab and the vertical blanks become a space, a carriage return a line break, and the
 # other C0 controls and DEL are removed. Bytes translation runs at C speed.
 _ASCII_DELETE = bytes([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
 _ASCII_TABLE = bytes.maketrans(b"\t\x0b\x0c\r", b"   \n")
 _ASCII_DELETE_CR = _ASCII_DELETE + b"\r"  # for text whose every CR is in a CRLF
 _ASCII_ODD = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
-_LONE_CR = re.compile(r"\r(?!\n)")  # found at C speed: the regex skips to each CR
 _ASCII_STR_TABLE = {**dict.fromkeys(_ASCII_DELETE), **{byte: chr(to) for byte, to in zip(
     b"\t\x0b\x0c\r", b"   \n", strict=True)}}
 
@@ -101,10 +102,14 @@ def _confusable_latin() -> dict[int, str]:
 
 def fold(text: str) -> str:
     """The text as the recognisers read it (see the module's docstring). Not lower-cased."""
-    if text.isascii() and "\r" in text and _LONE_CR.search(text) is None:
-        # Every carriage return ends a CRLF line: the translation removes them with the other
-        # odd characters, in one pass at C speed (replacing each CRLF costs three times that).
-        return text.encode("ascii").translate(_ASCII_TABLE, _ASCII_DELETE_CR).decode("ascii")
+    if text.isascii() and "\r" in text:
+        data = text.encode("ascii")
+        if not scan.has_lone_cr(data):
+            # Every carriage return ends a CRLF line: the translation removes them with the
+            # other odd characters, in one pass at C speed (replacing each CRLF costs three
+            # times that).
+            return data.translate(_ASCII_TABLE, _ASCII_DELETE_CR).decode("ascii")
+        del data
     if "\r" in text:
         text = text.replace("\r\n", "\n")
     if text.isascii():

@@ -290,7 +290,7 @@ def test_warming_compiles_every_database_a_message_needs() -> None:
 
     rules = default_rules()  # a fresh policy: patterns no database was compiled for yet
     content.warm(rules)
-    compiled = len(scan._DATABASES)
+    compiled = len(scan._DATABASES), len(scan._LINE_END_DATABASES)
     with scan.use_engine(scan.HYPERSCAN):
         for body in (b"no digits here", b"DOB 01/02/2010, NHS 943 476\r\n5919",
                      b"case ZC12C\r\n00123 and 07700 900461"):
@@ -298,4 +298,27 @@ def test_warming_compiles_every_database_a_message_needs() -> None:
             content.classify_message(raw, rules, lambda: 0.0)
             # With a case registry, the dates its matcher reads are gated by a scan too.
             content.classify_message(raw, rules, lambda: 0.0, cases=caseregistry.index())
-    assert len(scan._DATABASES) == compiled
+    assert (len(scan._DATABASES), len(scan._LINE_END_DATABASES)) == compiled
+
+
+line_ends = st.lists(st.sampled_from(["a", "\r", "\n", "\r\n", "\r\r\n", "\n\r", " "]),
+                     max_size=30).map(lambda pieces: "".join(pieces).encode("ascii"))
+
+
+@pytest.mark.parametrize("engine", scan.available())
+@given(line_ends)
+def test_the_line_end_checks_are_their_definitions(engine: str, data: bytes) -> None:
+    """`crlf_throughout` and `has_lone_cr` (policies/mime.py and policies/normalise.py ask them
+    of every message) answer alike under each engine, as their definitions do."""
+    with scan.use_engine(engine):
+        assert scan.crlf_throughout(data) == (
+            data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n"))
+        assert scan.has_lone_cr(data) == (re.search(rb"\r(?!\n)", data) is not None)
+
+
+@pytest.mark.parametrize("engine", scan.available())
+def test_the_line_end_checks_read_the_ends_of_the_data(engine: str) -> None:
+    with scan.use_engine(engine):
+        assert scan.crlf_throughout(b"") and scan.crlf_throughout(b"a\r\nb\r\n")
+        assert not scan.crlf_throughout(b"\na\r\n") and not scan.crlf_throughout(b"a\r\n\r")
+        assert scan.has_lone_cr(b"a\r") and not scan.has_lone_cr(b"a\r\n")

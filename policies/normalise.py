@@ -107,8 +107,9 @@ def fold(text: str) -> str:
         if not scan.has_lone_cr(data):
             # Every carriage return ends a CRLF line: the translation removes them with the
             # other odd characters, in one pass at C speed (replacing each CRLF costs three
-            # times that).
-            return data.translate(_ASCII_TABLE, _ASCII_DELETE_CR).decode("ascii")
+            # times that). Rebound, so that the encoded copy is let go before the decoding.
+            data = data.translate(_ASCII_TABLE, _ASCII_DELETE_CR)
+            return data.decode("ascii")
         del data
     if "\r" in text:
         text = text.replace("\r\n", "\n")

@@ -130,7 +130,7 @@ def warm(rules: ContentRules) -> None:
     identifiers.scan_text("warm 1", patterns)
     identifiers.scan_text("warm 1", (), _DATE_GATE)
     scan.crlf_throughout(b"warm\r\n")  # and the line-end checks' (policies/mime, normalise)
-    scan.has_lone_cr(b"warm\r\n")
+    scan.lone_cr_and_controls(b"warm\r\n")
 
 
 def _classify(raw: bytes, rules: ContentRules, clock: Clock, *,

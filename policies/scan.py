@@ -368,15 +368,18 @@ def _compile(patterns: tuple[re.Pattern[str], ...], gates: tuple[re.Pattern[str]
 
 # --- line ends, for the parsers ---------------------------------------------------------------
 #
-# Whether a message is CRLF throughout (policies/mime.py) and whether a text holds a CR that is
-# not part of a CRLF (policies/normalise.py) are asked of every byte of a message. Python's
-# tools take three passes for the first (two counts and a search) and a search that stops at
-# every CR for the second; one native scan for what is not a CRLF takes a third of the time.
-# The pure-Python engine answers the same with those passes.
+# Whether a message is CRLF throughout (policies/mime.py), and whether a text holds a CR that is
+# not part of a CRLF or another control character (policies/normalise.py), are asked of every
+# byte of a message. Python's tools take two counts and a search for the first, a search that
+# stops at every CR and a translation for the second; one native scan for what is not a CRLF
+# (or is a control) takes a third of the time. The pure-Python engine answers with those.
 
 _NOT_CRLF = (rb"\r[^\n]", rb"\r\z", rb"[^\r]\n", rb"\A\n")  # a lone CR; a lone LF
+_CONTROL = rb"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]"  # a C0 control but CR and LF, or DEL
+_LONE_CR_OR_CONTROL = (*_NOT_CRLF[:2], _CONTROL)
 _LONE_CR_BYTES = re.compile(rb"\r(?!\n)")
-_LINE_END_DATABASES: dict[int, tuple[Any, threading.local]] = {}
+_CONTROL_BYTES = bytes([*range(0x00, 0x0A), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+_LINE_END_DATABASES: dict[tuple[bytes, ...], tuple[Any, threading.local]] = {}
 _LINE_END_LOCK = threading.Lock()
 
 
@@ -385,41 +388,43 @@ def crlf_throughout(data: bytes) -> bool:
     if _engine == RE or _hs is None:
         return (data.count(b"\r") == data.count(b"\n")
                 and _LONE_CR_BYTES.search(data) is None)
-    return not _line_end_seen(data, len(_NOT_CRLF))
+    return not _line_end_seen(data, _NOT_CRLF)
 
 
-def has_lone_cr(data: bytes) -> bool:
-    """Whether a CR in `data` is not followed by an LF."""
+def lone_cr_and_controls(data: bytes) -> tuple[bool, bool]:
+    """Whether a CR in `data` is not followed by an LF; whether it holds a C0 control
+    character other than CR and LF, or DEL."""
     if _engine == RE or _hs is None:
-        return _LONE_CR_BYTES.search(data) is not None
-    return _line_end_seen(data, 2)
+        return (_LONE_CR_BYTES.search(data) is not None,
+                len(data.translate(None, _CONTROL_BYTES)) != len(data))
+    seen = _line_end_seen(data, _LONE_CR_OR_CONTROL)
+    return bool(seen & {0, 1}), 2 in seen
 
 
-def _line_end_seen(data: bytes, shapes: int) -> bool:
-    """Whether one of the first `shapes` of _NOT_CRLF occurs in `data`."""
+def _line_end_seen(data: bytes, shapes: tuple[bytes, ...]) -> set[int]:
+    """Which of `shapes` (their indexes) occur in `data`."""
     database, local = _line_end_database(shapes)
     scratch = getattr(local, "scratch", None)
     if scratch is None:
         scratch = local.scratch = _hs.Scratch(database)
-    seen: list[int] = []
+    seen: set[int] = set()
 
     def on_match(ident: int, _start: int, _end: int, _flags: int, _context: object) -> None:
-        seen.append(ident)  # at most once per shape (HS_FLAG_SINGLEMATCH)
+        seen.add(ident)  # at most once per shape (HS_FLAG_SINGLEMATCH)
 
     database.scan(data, match_event_handler=on_match, scratch=scratch)
-    return bool(seen)
+    return seen
 
 
-def _line_end_database(shapes: int) -> tuple[Any, threading.local]:
+def _line_end_database(shapes: tuple[bytes, ...]) -> tuple[Any, threading.local]:
     built = _LINE_END_DATABASES.get(shapes)
     if built is None:
         with _LINE_END_LOCK:
             built = _LINE_END_DATABASES.get(shapes)
             if built is None:
                 database = _hs.Database(mode=_hs.HS_MODE_BLOCK)
-                database.compile(expressions=list(_NOT_CRLF[:shapes]),
-                                 ids=list(range(shapes)),
-                                 flags=[_hs.HS_FLAG_SINGLEMATCH] * shapes)
+                database.compile(expressions=list(shapes), ids=list(range(len(shapes))),
+                                 flags=[_hs.HS_FLAG_SINGLEMATCH] * len(shapes))
                 built = _LINE_END_DATABASES[shapes] = (database, threading.local())
     return built
 

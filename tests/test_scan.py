@@ -301,19 +301,22 @@ def test_warming_compiles_every_database_a_message_needs() -> None:
     assert (len(scan._DATABASES), len(scan._LINE_END_DATABASES)) == compiled
 
 
-line_ends = st.lists(st.sampled_from(["a", "\r", "\n", "\r\n", "\r\r\n", "\n\r", " "]),
+line_ends = st.lists(st.sampled_from(["a", "\r", "\n", "\r\n", "\r\r\n", "\n\r", " ", "\t",
+                                     "\x00", "\x7f", "\x1f", "\x0b"]),
                      max_size=30).map(lambda pieces: "".join(pieces).encode("ascii"))
 
 
 @pytest.mark.parametrize("engine", scan.available())
 @given(line_ends)
 def test_the_line_end_checks_are_their_definitions(engine: str, data: bytes) -> None:
-    """`crlf_throughout` and `has_lone_cr` (policies/mime.py and policies/normalise.py ask them
+    """`crlf_throughout` and `lone_cr_and_controls` (policies/mime.py and normalise.py ask them
     of every message) answer alike under each engine, as their definitions do."""
     with scan.use_engine(engine):
         assert scan.crlf_throughout(data) == (
             data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n"))
-        assert scan.has_lone_cr(data) == (re.search(rb"\r(?!\n)", data) is not None)
+        assert scan.lone_cr_and_controls(data) == (
+            re.search(rb"\r(?!\n)", data) is not None,
+            re.search(rb"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]", data) is not None)
 
 
 @pytest.mark.parametrize("engine", scan.available())
@@ -321,4 +324,6 @@ def test_the_line_end_checks_read_the_ends_of_the_data(engine: str) -> None:
     with scan.use_engine(engine):
         assert scan.crlf_throughout(b"") and scan.crlf_throughout(b"a\r\nb\r\n")
         assert not scan.crlf_throughout(b"\na\r\n") and not scan.crlf_throughout(b"a\r\n\r")
-        assert scan.has_lone_cr(b"a\r") and not scan.has_lone_cr(b"a\r\n")
+        assert scan.lone_cr_and_controls(b"a\r") == (True, False)
+        assert scan.lone_cr_and_controls(b"a\r\n\t") == (False, True)
+        assert scan.lone_cr_and_controls(b"\x00\x7f\r\r\n") == (True, True)

@@ -577,7 +577,6 @@ class _Translator:
             return ""  # dropped: the shape matches more, never less
         raise _Untranslatable
 
-
     def character(self, op: Any, av: Any) -> str:
         """One character: a LITERAL, NOT_LITERAL, ANY or IN item."""
         p = self.p

@@ -129,8 +129,7 @@ def warm(rules: ContentRules) -> None:
     identifiers.scan_text("warm 1", patterns, _gates(rules), patterns)
     identifiers.scan_text("warm 1", patterns)
     identifiers.scan_text("warm 1", (), _DATE_GATE)
-    scan.crlf_throughout(b"warm\r\n")  # and the line-end checks' (policies/mime, normalise)
-    scan.lone_cr_and_controls(b"warm\r\n")
+    scan.warm_line_ends()  # and the line-end checks' (policies/mime.py, normalise.py)
 
 
 def _classify(raw: bytes, rules: ContentRules, clock: Clock, *,

@@ -372,7 +372,9 @@ def _compile(patterns: tuple[re.Pattern[str], ...], gates: tuple[re.Pattern[str]
 # not part of a CRLF or another control character (policies/normalise.py), are asked of every
 # byte of a message. Python's tools take two counts and a search for the first, a search that
 # stops at every CR and a translation for the second; one native scan for what is not a CRLF
-# (or is a control) takes a third of the time. The pure-Python engine answers with those.
+# (or is a control) takes a third of the time. The pure-Python engine answers with those, and
+# so does the native one for data shorter than NATIVE_LINE_ENDS (a native call costs a few
+# microseconds, the passes over a short message less).
 
 _NOT_CRLF = (rb"\r[^\n]", rb"\r\z", rb"[^\r]\n", rb"\A\n")  # a lone CR; a lone LF
 _CONTROL = rb"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]"  # a C0 control but CR and LF, or DEL
@@ -381,11 +383,12 @@ _LONE_CR_BYTES = re.compile(rb"\r(?!\n)")
 _CONTROL_BYTES = bytes([*range(0x00, 0x0A), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 _LINE_END_DATABASES: dict[tuple[bytes, ...], tuple[Any, threading.local]] = {}
 _LINE_END_LOCK = threading.Lock()
+NATIVE_LINE_ENDS = 8192  # bytes
 
 
 def crlf_throughout(data: bytes) -> bool:
     """Whether every CR in `data` is followed by an LF, and every LF follows a CR."""
-    if _engine == RE or _hs is None:
+    if _engine == RE or _hs is None or len(data) < NATIVE_LINE_ENDS:
         return (data.count(b"\r") == data.count(b"\n")
                 and _LONE_CR_BYTES.search(data) is None)
     return not _line_end_seen(data, _NOT_CRLF)
@@ -394,11 +397,18 @@ def crlf_throughout(data: bytes) -> bool:
 def lone_cr_and_controls(data: bytes) -> tuple[bool, bool]:
     """Whether a CR in `data` is not followed by an LF; whether it holds a C0 control
     character other than CR and LF, or DEL."""
-    if _engine == RE or _hs is None:
+    if _engine == RE or _hs is None or len(data) < NATIVE_LINE_ENDS:
         return (_LONE_CR_BYTES.search(data) is not None,
                 len(data.translate(None, _CONTROL_BYTES)) != len(data))
     seen = _line_end_seen(data, _LONE_CR_OR_CONTROL)
     return bool(seen & {0, 1}), 2 in seen
+
+
+def warm_line_ends() -> None:
+    """Compile the line-end checks' databases (the first long message does otherwise)."""
+    if _hs is not None:
+        _line_end_database(_NOT_CRLF)
+        _line_end_database(_LONE_CR_OR_CONTROL)
 
 
 def _line_end_seen(data: bytes, shapes: tuple[bytes, ...]) -> set[int]:

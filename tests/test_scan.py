@@ -293,7 +293,8 @@ def test_warming_compiles_every_database_a_message_needs() -> None:
     compiled = len(scan._DATABASES), len(scan._LINE_END_DATABASES)
     with scan.use_engine(scan.HYPERSCAN):
         for body in (b"no digits here", b"DOB 01/02/2010, NHS 943 476\r\n5919",
-                     b"case ZC12C\r\n00123 and 07700 900461"):
+                     b"case ZC12C\r\n00123 and 07700 900461",
+                     b"a long letter\r\n" * (scan.NATIVE_LINE_ENDS // 10)):
             raw = b"From: a@b.example\r\nSubject: s\r\n\r\n" + body + b"\r\n"
             content.classify_message(raw, rules, lambda: 0.0)
             # With a case registry, the dates its matcher reads are gated by a scan too.
@@ -310,20 +311,25 @@ line_ends = st.lists(st.sampled_from(["a", "\r", "\n", "\r\n", "\r\r\n", "\n\r",
 @given(line_ends)
 def test_the_line_end_checks_are_their_definitions(engine: str, data: bytes) -> None:
     """`crlf_throughout` and `lone_cr_and_controls` (policies/mime.py and normalise.py ask them
-    of every message) answer alike under each engine, as their definitions do."""
+    of every message) answer alike under each engine, as their definitions do; the native one
+    reads data from NATIVE_LINE_ENDS bytes on (padded here, which changes no answer)."""
+    crlf = data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n")
+    lone_cr_and_controls = (re.search(rb"\r(?!\n)", data) is not None,
+                            re.search(rb"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]", data) is not None)
+    pad = b"x" * scan.NATIVE_LINE_ENDS
     with scan.use_engine(engine):
-        assert scan.crlf_throughout(data) == (
-            data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n"))
-        assert scan.lone_cr_and_controls(data) == (
-            re.search(rb"\r(?!\n)", data) is not None,
-            re.search(rb"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]", data) is not None)
+        for padded in (data, pad + data, data + pad):
+            assert scan.crlf_throughout(padded) == crlf
+            assert scan.lone_cr_and_controls(padded) == lone_cr_and_controls
 
 
 @pytest.mark.parametrize("engine", scan.available())
 def test_the_line_end_checks_read_the_ends_of_the_data(engine: str) -> None:
+    long = b"x" * scan.NATIVE_LINE_ENDS
     with scan.use_engine(engine):
-        assert scan.crlf_throughout(b"") and scan.crlf_throughout(b"a\r\nb\r\n")
-        assert not scan.crlf_throughout(b"\na\r\n") and not scan.crlf_throughout(b"a\r\n\r")
-        assert scan.lone_cr_and_controls(b"a\r") == (True, False)
-        assert scan.lone_cr_and_controls(b"a\r\n\t") == (False, True)
-        assert scan.lone_cr_and_controls(b"\x00\x7f\r\r\n") == (True, True)
+        assert scan.crlf_throughout(b"") and scan.crlf_throughout(long + b"a\r\nb\r\n")
+        assert not scan.crlf_throughout(b"\n" + long + b"\r\n")
+        assert not scan.crlf_throughout(long + b"a\r\n\r")
+        assert scan.lone_cr_and_controls(long + b"a\r") == (True, False)
+        assert scan.lone_cr_and_controls(long + b"a\r\n\t") == (False, True)
+        assert scan.lone_cr_and_controls(b"\x00\x7f\r\r\n" + long) == (True, True)

@@ -18,7 +18,6 @@ import ahocorasick
 from policies import scan
 from policies.errors import PolicyError
 from policies.identifiers import (
-    DATES,
     IDENTIFIER_PATTERNS,
     compile_case_number_pattern,
     compile_case_number_search,
@@ -358,7 +357,7 @@ class ContentRules:
             self.case_number_search, *IDENTIFIER_PATTERNS, self.date_of_birth_regex))
         object.__setattr__(self, "scan_gates", (
             *(pattern for pattern, _ in self.keyword_matcher.patterns),
-            *self.agency_checks.gate.words, DATES, QUOTE_WORDS))
+            *self.agency_checks.gate.words, QUOTE_WORDS))
 
     @property
     def information_type_ids(self) -> tuple[str, ...]:

@@ -366,6 +366,79 @@ def _compile(patterns: tuple[re.Pattern[str], ...], gates: tuple[re.Pattern[str]
     return _Native(database, ids, widths, tuple(_broken_key(p) for p in broken))
 
 
+# --- line ends, for the parsers ---------------------------------------------------------------
+#
+# Whether a message is CRLF throughout (policies/mime.py), and whether a text holds a CR that is
+# not part of a CRLF or another control character (policies/normalise.py), are asked of every
+# byte of a message. Python's tools take two counts and a search for the first, a search that
+# stops at every CR and a translation for the second; one native scan for what is not a CRLF
+# (or is a control) takes a third of the time. The pure-Python engine answers with those, and
+# so does the native one for data shorter than NATIVE_LINE_ENDS (a native call costs a few
+# microseconds, the passes over a short message less).
+
+_NOT_CRLF = (rb"\r[^\n]", rb"\r\z", rb"[^\r]\n", rb"\A\n")  # a lone CR; a lone LF
+_CONTROL = rb"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]"  # a C0 control but CR and LF, or DEL
+_LONE_CR_OR_CONTROL = (*_NOT_CRLF[:2], _CONTROL)
+_LONE_CR_BYTES = re.compile(rb"\r(?!\n)")
+_CONTROL_BYTES = bytes([*range(0x00, 0x0A), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+_LINE_END_DATABASES: dict[tuple[bytes, ...], tuple[Any, threading.local]] = {}
+_LINE_END_LOCK = threading.Lock()
+NATIVE_LINE_ENDS = 8192  # bytes
+
+
+def crlf_throughout(data: bytes) -> bool:
+    """Whether every CR in `data` is followed by an LF, and every LF follows a CR."""
+    if _engine == RE or _hs is None or len(data) < NATIVE_LINE_ENDS:
+        return (data.count(b"\r") == data.count(b"\n")
+                and _LONE_CR_BYTES.search(data) is None)
+    return not _line_end_seen(data, _NOT_CRLF)
+
+
+def lone_cr_and_controls(data: bytes) -> tuple[bool, bool]:
+    """Whether a CR in `data` is not followed by an LF; whether it holds a C0 control
+    character other than CR and LF, or DEL."""
+    if _engine == RE or _hs is None or len(data) < NATIVE_LINE_ENDS:
+        return (_LONE_CR_BYTES.search(data) is not None,
+                len(data.translate(None, _CONTROL_BYTES)) != len(data))
+    seen = _line_end_seen(data, _LONE_CR_OR_CONTROL)
+    return bool(seen & {0, 1}), 2 in seen
+
+
+def warm_line_ends() -> None:
+    """Compile the line-end checks' databases (the first long message does otherwise)."""
+    if _hs is not None:
+        _line_end_database(_NOT_CRLF)
+        _line_end_database(_LONE_CR_OR_CONTROL)
+
+
+def _line_end_seen(data: bytes, shapes: tuple[bytes, ...]) -> set[int]:
+    """Which of `shapes` (their indexes) occur in `data`."""
+    database, local = _line_end_database(shapes)
+    scratch = getattr(local, "scratch", None)
+    if scratch is None:
+        scratch = local.scratch = _hs.Scratch(database)
+    seen: set[int] = set()
+
+    def on_match(ident: int, _start: int, _end: int, _flags: int, _context: object) -> None:
+        seen.add(ident)  # at most once per shape (HS_FLAG_SINGLEMATCH)
+
+    database.scan(data, match_event_handler=on_match, scratch=scratch)
+    return seen
+
+
+def _line_end_database(shapes: tuple[bytes, ...]) -> tuple[Any, threading.local]:
+    built = _LINE_END_DATABASES.get(shapes)
+    if built is None:
+        with _LINE_END_LOCK:
+            built = _LINE_END_DATABASES.get(shapes)
+            if built is None:
+                database = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+                database.compile(expressions=list(shapes), ids=list(range(len(shapes))),
+                                 flags=[_hs.HS_FLAG_SINGLEMATCH] * len(shapes))
+                built = _LINE_END_DATABASES[shapes] = (database, threading.local())
+    return built
+
+
 # --- from an exact pattern to its shape -------------------------------------------------------
 
 _SPACE_CLASS = r"\t\n\x0b\x0c\r\x1c-\x1f "  # what Python's \s matches in ASCII
@@ -400,7 +473,9 @@ def shape(pattern: re.Pattern[str], broken: bool = False) -> tuple[bytes, int | 
     characters (unbounded: a gate). It occurs in a text wherever the shape occurs in the text's
     `normalise.joined` view: a character of the view is one of the text, a removed run is
     allowed between two, and a space made of a run is one of the run's blanks with the rest of
-    the run before or after it."""
+    the run before or after it. (The run is allowed after each character, which is between
+    any two; none is needed between the boundary character and the first, since a run's last
+    blank or line break is a boundary character of a broken shape itself.)"""
     try:
         parser = importlib.import_module("re._parser")  # the stdlib's own parser (private)
         low, high = parser.parse(pattern.pattern, pattern.flags).getwidth()
@@ -419,7 +494,7 @@ def shape(pattern: re.Pattern[str], broken: bool = False) -> tuple[bytes, int | 
         if not body:
             return None
         width = high if high <= MAX_WIDTH and not broken else None
-        expression = translator.gap.join(part for part in (prefix, body, suffix) if part)
+        expression = prefix + body + suffix
         return expression.encode("ascii"), width
     except Exception:  # _Untranslatable, or a parse tree of a shape this does not know
         return None
@@ -479,33 +554,18 @@ class _Translator:
         raise _Untranslatable
 
     def sequence(self, items: Any) -> str:
-        return self.gap.join(part for part in (self.item(op, av) for op, av in items) if part)
+        return "".join(self.item(op, av) for op, av in items)
 
     def item(self, op: Any, av: Any) -> str:
         p = self.p
-        if op is p.LITERAL:
-            return _escape(av)
-        if op is p.NOT_LITERAL:
-            if av == ord("?") or av > 0x7F:
-                raise _Untranslatable
-            return f"[^{_escape(av)}]"
-        if op is p.ANY:
-            return r"[\x00-\xff]" if self.flags & re.DOTALL else r"[^\n]"
-        if op is p.IN:
-            if av and av[0][0] is p.NEGATE:
-                inside = "".join(self.member(m_op, m_av) for m_op, m_av in av[1:])
-                if "?" in _chars(inside):
-                    raise _Untranslatable
-                return f"[^{inside}]"
-            return "[" + "".join(self.member(m_op, m_av) for m_op, m_av in av) + "]"
+        if op in (p.LITERAL, p.NOT_LITERAL, p.ANY, p.IN):
+            return self.character(op, av) + self.gap  # a break may follow any character
         if op in (p.MAX_REPEAT, p.MIN_REPEAT, p.POSSESSIVE_REPEAT):
             low, high, sub = av
             inner = self.sequence(sub)
             if not inner:
                 return ""
             top = "" if high is p.MAXREPEAT or high >= p.MAXREPEAT else str(high)
-            if self.gap:
-                return f"(?:{inner}{self.gap}){{{low},{top}}}"
             return f"(?:{inner}){{{low},{top}}}"
         if op is p.SUBPATTERN:
             group, add_flags, del_flags, sub = av
@@ -526,6 +586,24 @@ class _Translator:
         if op in (p.ASSERT, p.ASSERT_NOT, p.AT):
             return ""  # dropped: the shape matches more, never less
         raise _Untranslatable
+
+    def character(self, op: Any, av: Any) -> str:
+        """One character: a LITERAL, NOT_LITERAL, ANY or IN item."""
+        p = self.p
+        if op is p.LITERAL:
+            return _escape(av)
+        if op is p.NOT_LITERAL:
+            if av == ord("?") or av > 0x7F:
+                raise _Untranslatable
+            return f"[^{_escape(av)}]"
+        if op is p.ANY:
+            return r"[\x00-\xff]" if self.flags & re.DOTALL else r"[^\n]"
+        if av and av[0][0] is p.NEGATE:
+            inside = "".join(self.member(m_op, m_av) for m_op, m_av in av[1:])
+            if "?" in _chars(inside):
+                raise _Untranslatable
+            return f"[^{inside}]"
+        return "[" + "".join(self.member(m_op, m_av) for m_op, m_av in av) + "]"
 
 
 def _escape(code: int) -> str:

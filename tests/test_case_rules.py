@@ -59,9 +59,11 @@ def _check_decision(row: dict[str, Any], decision: Decision) -> None:
         assert refused and all(expect["note"] in rd.reason for rd in refused)
 
 
+@pytest.mark.usefixtures("each_scan_engine")
 @pytest.mark.parametrize("row", ROWS, ids=_ids(ROWS))
 def test_engine(row: dict[str, Any]) -> None:
-    """policies.engine.evaluate on the row's bytes, with the registry built as a CaseIndex."""
+    """policies.engine.evaluate on the row's bytes, with the registry built as a CaseIndex,
+    under each scan engine (the dates the registry's matcher reads are gated by the scan)."""
     decision = evaluate(caseregistry.message(row), caseregistry.sender(row), row["recipients"],
                         POLICY, caseregistry.snapshot(row, INDEX), time.monotonic)
     _check_decision(row, decision)

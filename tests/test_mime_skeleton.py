@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policies import email_policy, mime
+from policies import email_policy, mime, scan
 from policies.content import _classify, _parse_whole
 from policies.model import MessageFacts
 from tests import (
@@ -128,6 +128,22 @@ def test_the_delivery_report_takes_the_full_parse() -> None:
            b"Final-Recipient: rfc822; y\r\nnot a field\r\n\r\nAction: failed\r\n--r--\r\n")
     assert mime.parse_skeleton(raw, email_policy.for_one_message()) is None
     _assert_same(raw)
+
+
+@pytest.mark.parametrize(("body", "skeleton"), [
+    (b"one\r\ntwo\r\n", True),
+    (b"one\rtwo\n\r\n", False),  # as many CRs as LFs, but a bare CR and a bare LF
+    (b"one\r\r\n\n", False),
+    (b"one\r\ntwo\r", False),
+])
+@pytest.mark.parametrize("engine", scan.available())
+def test_only_a_message_crlf_throughout_is_read_from_its_skeleton(body: bytes, skeleton: bool,
+                                                                  engine: str) -> None:
+    """Under each scan engine (`scan.crlf_throughout` says which messages are CRLF throughout)."""
+    raw = b"From: a@b.example\r\n" + MULTIPART + b"\r\n--b1\r\n\r\n" + body + b"--b1--\r\n"
+    with scan.use_engine(engine):
+        assert (mime.parse_skeleton(raw, email_policy.for_one_message()) is not None) == skeleton
+        _assert_same(raw)
 
 
 # --- generated messages -------------------------------------------------------------------

@@ -55,8 +55,24 @@ def fullwidth(text: str) -> str:
     ("one\r\ntwo\u2028three\rfour", "one\ntwo\nthree\nfour"),
     ("tab\there", "tab here"),
     (f"{RLO}321{VS16}", "321"),
+    ("one\r\ntwo\r\n", "one\ntwo\n"),  # ASCII, CRLF throughout: one translation
+    ("a\r\n\tb\x00c\x7f\r\n", "a\n bc\n"),
+    ("a\r\r\nb\rc\r\n", "a\n\nb\nc\n"),  # a lone CR: a line break of its own
+    ("end\r", "end\n"),
 ])
 def test_fold(text: str, expected: str) -> None:
+    assert fold(text) == expected
+
+
+@given(st.text(alphabet=st.sampled_from(["a", "1", " ", "\r", "\n", "\t", "\x0b", "\x00",
+                                         "\x7f", "\x1f"])))
+def test_fold_of_ascii_text_replaces_crlf_then_translates(text: str) -> None:
+    """For ASCII text, folding is: each CRLF becomes LF, then tab and the vertical blanks become
+    a space, a CR a line break, and the other C0 controls and DEL go (whichever way `fold`
+    takes to it)."""
+    expected = text.replace("\r\n", "\n").translate(
+        {**dict.fromkeys([*range(0x09), *range(0x0e, 0x20), 0x7f]),
+         **{ord(c): to for c, to in zip("\t\x0b\x0c\r", "   \n", strict=True)}})
     assert fold(text) == expected
 
 

@@ -25,6 +25,7 @@ from policies.identifiers import (
     identifier_kinds,
     scan_text,
 )
+from tests import caseregistry
 from tests.fixtures_content import default_rules
 
 RULES = ContentRules()
@@ -289,10 +290,46 @@ def test_warming_compiles_every_database_a_message_needs() -> None:
 
     rules = default_rules()  # a fresh policy: patterns no database was compiled for yet
     content.warm(rules)
-    compiled = len(scan._DATABASES)
+    compiled = len(scan._DATABASES), len(scan._LINE_END_DATABASES)
     with scan.use_engine(scan.HYPERSCAN):
         for body in (b"no digits here", b"DOB 01/02/2010, NHS 943 476\r\n5919",
-                     b"case ZC12C\r\n00123 and 07700 900461"):
+                     b"case ZC12C\r\n00123 and 07700 900461",
+                     b"a long letter\r\n" * (scan.NATIVE_LINE_ENDS // 10)):
             raw = b"From: a@b.example\r\nSubject: s\r\n\r\n" + body + b"\r\n"
             content.classify_message(raw, rules, lambda: 0.0)
-    assert len(scan._DATABASES) == compiled
+            # With a case registry, the dates its matcher reads are gated by a scan too.
+            content.classify_message(raw, rules, lambda: 0.0, cases=caseregistry.index())
+    assert (len(scan._DATABASES), len(scan._LINE_END_DATABASES)) == compiled
+
+
+line_ends = st.lists(st.sampled_from(["a", "\r", "\n", "\r\n", "\r\r\n", "\n\r", " ", "\t",
+                                     "\x00", "\x7f", "\x1f", "\x0b"]),
+                     max_size=30).map(lambda pieces: "".join(pieces).encode("ascii"))
+
+
+@pytest.mark.parametrize("engine", scan.available())
+@given(line_ends)
+def test_the_line_end_checks_are_their_definitions(engine: str, data: bytes) -> None:
+    """`crlf_throughout` and `lone_cr_and_controls` (policies/mime.py and normalise.py ask them
+    of every message) answer alike under each engine, as their definitions do; the native one
+    reads data from NATIVE_LINE_ENDS bytes on (padded here, which changes no answer)."""
+    crlf = data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n")
+    lone_cr_and_controls = (re.search(rb"\r(?!\n)", data) is not None,
+                            re.search(rb"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]", data) is not None)
+    pad = b"x" * scan.NATIVE_LINE_ENDS
+    with scan.use_engine(engine):
+        for padded in (data, pad + data, data + pad):
+            assert scan.crlf_throughout(padded) == crlf
+            assert scan.lone_cr_and_controls(padded) == lone_cr_and_controls
+
+
+@pytest.mark.parametrize("engine", scan.available())
+def test_the_line_end_checks_read_the_ends_of_the_data(engine: str) -> None:
+    long = b"x" * scan.NATIVE_LINE_ENDS
+    with scan.use_engine(engine):
+        assert scan.crlf_throughout(b"") and scan.crlf_throughout(long + b"a\r\nb\r\n")
+        assert not scan.crlf_throughout(b"\n" + long + b"\r\n")
+        assert not scan.crlf_throughout(long + b"a\r\n\r")
+        assert scan.lone_cr_and_controls(long + b"a\r") == (True, False)
+        assert scan.lone_cr_and_controls(long + b"a\r\n\t") == (False, True)
+        assert scan.lone_cr_and_controls(b"\x00\x7f\r\r\n" + long) == (True, True)

@@ -425,7 +425,7 @@ def all_stores(app: App) -> None:
     """Open (so migrate) the stores that `App.open` leaves to the code that uses them, and
     close them again: `casegate db migrate` and `db copy`."""
     if app.config.upstream.host:
-        app.way_out()  # the relay ledger
+        asyncio.run(app.way_out().close())  # the relay ledger, opened and closed
 
 
 def delivery_fault_event(audit: AuditLog, detail: str, decision_id: str = "") -> None:

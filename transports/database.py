@@ -684,16 +684,16 @@ def tables_with_rows(url: str) -> list[str]:
 
 def copy_sqlite_files(files: Sequence[Path], url: str) -> list[Copied]:
     """Copy every table of the SQLite `files` into the PostgreSQL schema `url` connects to, in
-    one transaction: the tables must exist there (the stores made them) and be empty (what
-    opening the stores wrote is removed first). Rows keep their ids; identity columns continue
+    one transaction: the tables must exist there (the stores made them); what opening the
+    stores wrote into the tables filled here is removed first. Rows keep their ids; identity columns continue
     after the highest. Tables are filled parents first (foreign keys)."""
-    sources: dict[str, Path] = {}
+    sources: dict[str, list[Path]] = {}  # a table in several files (key_fingerprint): rows of all
     for path in files:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
             for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
                                       "AND name NOT LIKE 'sqlite_%'"):
                 if name != "schema_version":
-                    sources[name] = path
+                    sources.setdefault(name, []).append(path)
     copied: list[Copied] = []
     with psycopg.connect(url) as conn:  # one transaction: all or nothing
         present = _target_tables(conn)
@@ -702,12 +702,13 @@ def copy_sqlite_files(files: Sequence[Path], url: str) -> list[Copied]:
             raise ValueError(f"the target has no table {', '.join(missing)}: is it the same "
                              "casegate version as the one that wrote the data directory?")
         order = _parents_first(conn, list(present))
+        # What opening the stores wrote into the tables about to be filled goes; tables only
+        # PostgreSQL has (the change counters) keep the rows their migrations gave them.
         conn.execute(psycopg.sql.SQL("TRUNCATE {}").format(psycopg.sql.SQL(", ").join(
-            psycopg.sql.Identifier(name) for name in present if name != "schema_version")))
+            psycopg.sql.Identifier(name) for name in sorted(sources))))
         for name in order:
-            if name in sources:
-                copied.append(Copied(name, _copy_table(sources[name], conn, name,
-                                                       present[name])))
+            for path in sources.get(name, ()):
+                copied.append(Copied(name, _copy_table(path, conn, name, present[name])))
     return copied
 
 
@@ -742,6 +743,7 @@ def _parents_first(conn: psycopg.Connection[Any], names: list[str]) -> list[str]
 
 def _copy_table(path: Path, conn: psycopg.Connection[Any], name: str,
                 target_columns: list[str]) -> int:
+    """Copy table `name` of the SQLite file `path` into the target: its number of rows."""
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         columns = [row[1] for row in db.execute(f"PRAGMA table_info({_quoted(name)})")]
         extra = sorted(set(columns) - set(target_columns))
@@ -759,12 +761,15 @@ def _copy_table(path: Path, conn: psycopg.Connection[Any], name: str,
             for row in db.execute(query):
                 copy.write_row(row)
                 rows += 1
-    for column in target_columns:  # identity columns continue after the copied ids
+    identity = [row[0] for row in conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+        "current_schema() AND table_name = %s AND is_identity = 'YES'", (name,))]
+    for column in identity:  # identity columns continue after the copied ids
         conn.execute(psycopg.sql.SQL(
             "SELECT setval(pg_get_serial_sequence(%s, %s), max({column})) FROM {table} "
-            "WHERE pg_get_serial_sequence(%s, %s) IS NOT NULL HAVING max({column}) IS NOT NULL"
+            "HAVING max({column}) IS NOT NULL"
         ).format(column=psycopg.sql.Identifier(column), table=psycopg.sql.Identifier(name)),
-            (name, column, name, column))
+            (name, column))
     return rows
 
 

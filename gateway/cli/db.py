@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from gateway.app import App, all_stores
+from gateway.app import OUTBOX_DIR, App, all_stores
 from gateway.cli.common import UsageError, add_common, open_app
 from gateway.config import ConfigError
 from transports.database import (
@@ -29,6 +29,8 @@ from transports.database import (
     schema_versions,
     tables_with_rows,
 )
+
+OUTBOX_LEDGER = f"{OUTBOX_DIR}-ledger.sqlite3"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -82,7 +84,8 @@ def run_copy(args: argparse.Namespace) -> int:
             all_stores(app)
         with _open(args, source, target, check_anchors=False) as app:
             all_stores(app)
-        files = sorted(source.glob("*.sqlite3"))
+        # The outbox's ledger stays beside its Maildir, on the node, whatever the engine.
+        files = sorted(f for f in source.glob("*.sqlite3") if f.name != OUTBOX_LEDGER)
         copied = copy_sqlite_files(files, target)
     except Error as exc:
         raise UsageError(f"{redact(target)}: {exc}") from None

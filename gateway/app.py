@@ -255,6 +255,7 @@ class App:
         policy = read_policy(config, base_dir)
         content.warm(policy.content)  # the first message does not pay the scan's compile
         external = anchor_targets(config, base_dir)
+        database: Database | None = None
         try:
             root.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(root, 0o700)
@@ -285,6 +286,13 @@ class App:
             offices = OfficeRegistry(database, audit)
         except (OSError, sqlite3.Error) as exc:
             reason = os_reason(exc) if isinstance(exc, OSError) else str(exc)
+            if database is not None and not database.is_sqlite \
+                    and isinstance(exc, sqlite3.Error):
+                database.close()
+                raise ConfigError(f"the database {database.describe()} cannot be used "
+                                  f"({reason}): check [database] url (or "
+                                  "CASEGATE_DATABASE_URL) and that the server is up and takes "
+                                  "this node's connections") from None
             raise ConfigError(f"{root}: the data directory cannot be used ({reason}); it must "
                               "be a directory casegate can write") from None
         return cls(config=config, data_dir=root, policy=policy, registry=registry, audit=audit,

@@ -6,6 +6,7 @@ relay journal is not folded."""
 from __future__ import annotations
 
 import json
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -90,3 +91,20 @@ def test_copy_refuses_an_unfolded_journal_and_a_non_postgresql_target(
     (data / "relay-ledger.sqlite3.journal.1").write_text("x")
     code, _, err = run(capsys, "db", "copy", "--from", f"sqlite:{data}", "--to", pg_url)
     assert code == 2 and "not yet in the ledger" in err
+
+
+def test_a_database_that_cannot_be_reached_is_one_sentence(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No server at the URL: exit 2, a sentence naming the database (password hidden) and
+    what to check, not "the data directory cannot be used"."""
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "casegate.toml"
+    config.write_text(f'[database]\nurl = "postgresql://casegate:secret@127.0.0.1:{port}/x"\n'
+                      "connect_timeout = 1\n")
+    code, _, err = run(capsys, "db", "migrate", "--config", str(config), "--data",
+                       str(tmp_path / "data"))
+    assert code == 2
+    assert f"the database postgresql://casegate:***@127.0.0.1:{port}/x cannot be used" in err
+    assert "secret" not in err and "data directory" not in err

@@ -685,9 +685,10 @@ def tables_with_rows(url: str) -> list[str]:
 def copy_sqlite_files(files: Sequence[Path], url: str) -> list[Copied]:
     """Copy every table of the SQLite `files` into the PostgreSQL schema `url` connects to, in
     one transaction: the tables must exist there (the stores made them); what opening the
-    stores wrote into the tables filled here is removed first. Rows keep their ids; identity columns continue
-    after the highest. Tables are filled parents first (foreign keys)."""
-    sources: dict[str, list[Path]] = {}  # a table in several files (key_fingerprint): rows of all
+    stores wrote into the tables filled here is removed first. Rows keep their ids; identity
+    columns continue after the highest. Tables are filled parents first (foreign keys); a
+    table several files hold (key_fingerprint) gets the rows of each."""
+    sources: dict[str, list[Path]] = {}
     for path in files:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
             for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "

@@ -14,6 +14,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -22,6 +23,7 @@ import psycopg
 import pytest
 
 from tests.tools import in_ci
+from transports.database import Database, OperationalError
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "pg-throwaway"
@@ -96,3 +98,15 @@ def copy_keys(first: Path, other: Path) -> None:
     for pattern in KEY_FILES:
         for key in first.glob(pattern):
             shutil.copy2(key, other / key.name)
+
+
+def wait_for_recovery(database: Database, seconds: float = 60) -> None:
+    """Once a stopped server is started again: until `database` answers (the pool reconnects
+    with a back-off bounded by connect_timeout), failing after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            database.ping()
+            return
+        except OperationalError:
+            assert time.monotonic() < deadline, "no recovery after the server returned"

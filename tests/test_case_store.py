@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -18,7 +17,7 @@ import pytest
 from gateway.app import App
 from gateway.config import Config
 from policies.cases import DetailKind, PersonRole, RecordKey
-from tests.postgres import Cluster, copy_keys, require_server
+from tests.postgres import Cluster, copy_keys, require_server, wait_for_recovery
 from transports.database import Database, DatabaseSettings, OperationalError
 from verification.cases import (
     CASES_DB_FILE,
@@ -359,13 +358,7 @@ def test_a_database_out_of_reach_fails_the_index_not_serves_a_stale_one(
         with pytest.raises(OperationalError):
             address(store)
         cluster.run("restart")
-        deadline = time.monotonic() + 60  # the pool's reconnection back-off, bounded
-        while True:
-            try:
-                database.ping()
-                break
-            except OperationalError:
-                assert time.monotonic() < deadline, "no recovery after the server returned"
+        wait_for_recovery(database)
         assert store.index().match([CHILD]).people[0].person_id == "P1"
         assert address(store) == 1
         store.close()

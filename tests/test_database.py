@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.postgres import Cluster, require_server
+from tests.postgres import Cluster, require_server, wait_for_recovery
 from transports.database import (
     Database,
     DatabaseSettings,
@@ -243,13 +242,7 @@ def test_database_down_is_an_operational_error_then_recovers(tmp_path: Path) -> 
         with pytest.raises(OperationalError):
             database.ping()
         cluster.run("restart")
-        deadline = time.monotonic() + 60  # the pool's reconnection back-off, bounded
-        while True:
-            try:
-                database.ping()
-                break
-            except OperationalError:
-                assert time.monotonic() < deadline, "no recovery after the server returned"
+        wait_for_recovery(database)
         db.execute("INSERT INTO item (name) VALUES (?)", ("after",))
         assert [r[0] for r in db.execute("SELECT name FROM item ORDER BY id")] == \
             ["before", "after"]

@@ -179,27 +179,9 @@ def test_addresses_and_networks_are_taken(tmp_path: Path) -> None:
 
 # -- SMTP behind the balancer -----------------------------------------------------------------
 
-def _smtp(gw: Harness, port: int, *, starttls: bool = True, login: str | None = STAFF,
-          password: str = PASSWORD) -> smtplib.SMTP:
-    """An smtplib client on `port` (the balancer's): EHLO, STARTTLS, EHLO, AUTH as asked."""
-    client = smtplib.SMTP(gw.host, port, timeout=TIMEOUT, local_hostname="client.test")
-    try:
-        client.ehlo()
-        if starttls:
-            client.starttls(context=gw.client_context())
-            client.ehlo()
-        if login is not None:
-            client.user, client.password = login, password
-            client.auth("PLAIN", client.auth_plain)
-    except BaseException:
-        client.close()
-        raise
-    return client
-
-
 def _relay(gw: Harness, port: int) -> dict[str, tuple[int, bytes]]:
     """One message without AUTH or TLS, as a relay peer (an Exchange connector) sends it."""
-    with _smtp(gw, port, starttls=False, login=None) as client:
+    with gw.connect(port=port, tls=False, login=None) as client:
         return client.sendmail(OTHER_STAFF, [COLLEAGUE], message(sender=OTHER_STAFF))
 
 
@@ -274,12 +256,12 @@ async def test_auth_throttle_audit_and_logs_see_the_real_client(
             Balancer(gw.gateway.smtp_port, v1(CLIENT_B)) as lb_b:
         for _ in range(2):
             with pytest.raises(smtplib.SMTPAuthenticationError):
-                await gw.run(_smtp, gw, lb_a.port, password="not the password")
+                await gw.run(gw.connect, port=lb_a.port, password="not the password")
         with pytest.raises(smtplib.SMTPException) as locked:
-            await gw.run(_smtp, gw, lb_a.port)
+            await gw.run(gw.connect, port=lb_a.port)
         assert "421" in str(locked.value)
         with capture_logs() as logs:
-            client = await gw.run(_smtp, gw, lb_b.port)
+            client = await gw.run(gw.connect, port=lb_b.port)
             await gw.run(client.quit)
         assert _peers(gw, "auth-failure") == [CLIENT_A[0]] * 2
         assert _peers(gw, "auth-lockout") == [CLIENT_A[0]]
@@ -293,12 +275,12 @@ async def test_connection_limits_count_the_real_client(tmp_path: Path, sink: Sin
                                extra_config=PROXY) as gw, \
             Balancer(gw.gateway.smtp_port, v1(CLIENT_A)) as lb_a, \
             Balancer(gw.gateway.smtp_port, v1(CLIENT_B)) as lb_b:
-        first = await gw.run(_smtp, gw, lb_a.port, starttls=False, login=None)
+        first = await gw.run(gw.connect, port=lb_a.port, tls=False, login=None)
         try:
             with pytest.raises(smtplib.SMTPConnectError) as refused:
-                await gw.run(_smtp, gw, lb_a.port, starttls=False, login=None)
+                await gw.run(gw.connect, port=lb_a.port, tls=False, login=None)
             assert refused.value.smtp_code == 421
-            other = await gw.run(_smtp, gw, lb_b.port, starttls=False, login=None)
+            other = await gw.run(gw.connect, port=lb_b.port, tls=False, login=None)
             assert (await gw.run(other.noop))[0] == 250
             await gw.run(other.quit)
         finally:
@@ -451,7 +433,7 @@ async def test_starttls_after_a_proxy_header(tmp_path: Path, sink: Sink) -> None
             Balancer(gw.gateway.smtp_port, v1(CLIENT_6)) as lb:
 
         def send() -> dict[str, tuple[int, bytes]]:
-            with _smtp(gw, lb.port) as client:
+            with gw.connect(port=lb.port) as client:
                 return client.sendmail(STAFF, [COLLEAGUE], message())
 
         with capture_logs() as logs:

@@ -61,11 +61,10 @@ MAX_NAME = 200  # characters of a person's name
 MAX_DETAIL = 500  # characters of a confidential detail
 MAX_RECIPIENTS = 50  # addresses or domains a detail may go to; staff on an access list
 
-# Each entry moves the schema one version up; never edit one that has shipped, add another.
-# Hashes are RecordKey's 32-byte HMAC-SHA256 digests, one per normalised token, concatenated in
-# order (a BLOB); NULL once the entry is removed.
-_MIGRATIONS: tuple[str, ...] = (
-    """
+# The tables, the same on both engines (DDL types are translated for PostgreSQL). Hashes are
+# RecordKey's 32-byte HMAC-SHA256 digests, one per normalised token, concatenated in order (a
+# BLOB); NULL once the entry is removed.
+_TABLES = """
     CREATE TABLE case_people (
         id INTEGER PRIMARY KEY,               -- shown as P<id>
         case_number TEXT NOT NULL,
@@ -81,9 +80,6 @@ _MIGRATIONS: tuple[str, ...] = (
         CHECK ((removed_at IS NULL) = (name_hashes IS NOT NULL))
     );
     CREATE INDEX case_people_case ON case_people (case_number);
-    CREATE UNIQUE INDEX case_people_once
-        ON case_people (case_number, name_hashes, COALESCE(dob_hash, x''))
-        WHERE removed_at IS NULL;
     CREATE TABLE case_details (
         id INTEGER PRIMARY KEY,               -- shown as D<id>
         case_number TEXT NOT NULL,
@@ -98,8 +94,6 @@ _MIGRATIONS: tuple[str, ...] = (
         CHECK ((removed_at IS NULL) = (text_hashes IS NOT NULL))
     );
     CREATE INDEX case_details_case ON case_details (case_number);
-    CREATE UNIQUE INDEX case_details_once ON case_details (case_number, text_hashes)
-        WHERE removed_at IS NULL;
     CREATE TABLE case_shields (
         id INTEGER PRIMARY KEY,
         case_number TEXT NOT NULL,
@@ -111,69 +105,38 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE UNIQUE INDEX case_shields_one ON case_shields (case_number)
         WHERE removed_at IS NULL;
+"""
+
+# Each entry moves the schema one version up; never change what one does once it has shipped,
+# add another. SQLite: the "same entry twice" indexes on the hashes themselves.
+_MIGRATIONS: tuple[str, ...] = (
+    _TABLES + """
+    CREATE UNIQUE INDEX case_people_once
+        ON case_people (case_number, name_hashes, COALESCE(dob_hash, x''))
+        WHERE removed_at IS NULL;
+    CREATE UNIQUE INDEX case_details_once ON case_details (case_number, text_hashes)
+        WHERE removed_at IS NULL;
     """,
 )
 
-
-# The same tables on PostgreSQL (its own list: it never had SQLite's first version). There a
-# btree entry holds at most about 2,700 bytes, and a 500-character detail is up to 250 hashes of
-# 32 bytes, so the "once" indexes hold the SHA-256 of the hashes, not the hashes themselves.
-# `case_changes` is the change counter the nodes' cached indexes are checked against: every
-# write transaction adds one to it (SQLite's `PRAGMA data_version` has no PostgreSQL form).
-_PG_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE case_people (
-        id INTEGER PRIMARY KEY,
-        case_number TEXT NOT NULL,
-        role TEXT NOT NULL CHECK (role IN ('child', 'party', 'other')),
-        name_hashes BLOB,
-        dob_hash BLOB,
-        initials TEXT NOT NULL,
-        source TEXT NOT NULL,
-        recorded_by TEXT NOT NULL,
-        recorded_at TEXT NOT NULL,
-        removed_by TEXT,
-        removed_at TEXT,
-        CHECK ((removed_at IS NULL) = (name_hashes IS NOT NULL))
-    );
-    CREATE INDEX case_people_case ON case_people (case_number);
+# PostgreSQL (its own list: it never had SQLite's first version). There a btree entry holds at
+# most about 2,700 bytes, and a 500-character detail is up to 250 hashes of 32 bytes, so the
+# "once" indexes hold the SHA-256 of the hashes, not the hashes themselves. `case_changes` is
+# the change counter the nodes' cached indexes are checked against: every write transaction
+# adds one to it (SQLite's `PRAGMA data_version` has no PostgreSQL form).
+_PG_ONCE_AND_CHANGES = """
     CREATE UNIQUE INDEX case_people_once
         ON case_people (case_number, sha256(name_hashes), COALESCE(dob_hash, '\\x'::bytea))
         WHERE removed_at IS NULL;
-    CREATE TABLE case_details (
-        id INTEGER PRIMARY KEY,
-        case_number TEXT NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN
-            ('address', 'school', 'nursery', 'gp', 'placement', 'other')),
-        text_hashes BLOB,
-        may_go_to TEXT NOT NULL,
-        recorded_by TEXT NOT NULL,
-        recorded_at TEXT NOT NULL,
-        removed_by TEXT,
-        removed_at TEXT,
-        CHECK ((removed_at IS NULL) = (text_hashes IS NOT NULL))
-    );
-    CREATE INDEX case_details_case ON case_details (case_number);
     CREATE UNIQUE INDEX case_details_once ON case_details (case_number, sha256(text_hashes))
-        WHERE removed_at IS NULL;
-    CREATE TABLE case_shields (
-        id INTEGER PRIMARY KEY,
-        case_number TEXT NOT NULL,
-        access TEXT NOT NULL,
-        recorded_by TEXT NOT NULL,
-        recorded_at TEXT NOT NULL,
-        removed_by TEXT,
-        removed_at TEXT
-    );
-    CREATE UNIQUE INDEX case_shields_one ON case_shields (case_number)
         WHERE removed_at IS NULL;
     CREATE TABLE case_changes (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         counter INTEGER NOT NULL
     );
     INSERT INTO case_changes (id, counter) VALUES (1, 0);
-    """,
-)
+"""
+_PG_MIGRATIONS: tuple[str, ...] = (_TABLES + _PG_ONCE_AND_CHANGES,)
 
 
 class CaseError(Exception):

@@ -82,6 +82,19 @@ def pg_url(pg_cluster: Cluster) -> Iterator[str]:
         pg_cluster.drop(url)
 
 
+@pytest.fixture
+def pg_nodes(pg_url: str, tmp_path: Path) -> Iterator[tuple[Database, Database]]:
+    """Two gateway nodes' engines, "one" and "two" (data directories tmp_path/one and
+    tmp_path/two), on one PostgreSQL database; closed after the test."""
+    nodes = [Database.open(tmp_path / name, DatabaseSettings(url=pg_url, node=name))
+             for name in ("one", "two")]
+    try:
+        yield nodes[0], nodes[1]
+    finally:
+        for node in nodes:
+            node.close()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """The stores' engine, once on SQLite (files in tmp_path) and once on PostgreSQL (a

@@ -53,18 +53,15 @@ def store(database: Database) -> Iterator[CaseStore]:
 
 
 @pytest.fixture
-def two_nodes(pg_url: str, tmp_path: Path) -> Iterator[tuple[CaseStore, CaseStore]]:
+def two_nodes(pg_nodes: tuple[Database, Database]) -> Iterator[tuple[CaseStore, CaseStore]]:
     """The case registry of two gateway nodes (data directories of their own) sharing one
     PostgreSQL database."""
-    databases = [Database.open(tmp_path / node, DatabaseSettings(url=pg_url, node=node))
-                 for node in ("one", "two")]
-    stores = [CaseStore(database, RecordKey(KEY)) for database in databases]
+    stores = [CaseStore(database, RecordKey(KEY)) for database in pg_nodes]
     try:
         yield stores[0], stores[1]
     finally:
-        for opened, database in zip(stores, databases, strict=True):
+        for opened in stores:
             opened.close()
-            database.close()
 
 
 def child(store: CaseStore, name: str = CHILD, case: str = CASE,

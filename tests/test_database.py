@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -121,20 +120,9 @@ def test_implicit_transactions_as_sqlite3(database: Database) -> None:
         conn.close()
 
 
-@pytest.fixture
-def two_nodes(pg_url: str, tmp_path: Path) -> Iterator[tuple[Database, Database]]:
-    nodes = tuple(Database.open(tmp_path, DatabaseSettings(url=pg_url, node=name))
-                  for name in ("one", "two"))
-    try:
-        yield nodes  # type: ignore[misc]
-    finally:
-        for node in nodes:
-            node.close()
-
-
-def test_a_store_lock_serialises_writers_across_nodes(two_nodes: tuple[Database, Database]
+def test_a_store_lock_serialises_writers_across_nodes(pg_nodes: tuple[Database, Database]
                                                       ) -> None:
-    one, two = two_nodes
+    one, two = pg_nodes
     first = one.connect("items.sqlite3", autocommit=True)
     migrate(first, "items", MIGRATIONS, newer)
     second = two.connect("items.sqlite3", autocommit=True, timeout=0.2)
@@ -149,8 +137,8 @@ def test_a_store_lock_serialises_writers_across_nodes(two_nodes: tuple[Database,
     second.execute("COMMIT")
 
 
-def test_nodes_starting_together_migrate_once(two_nodes: tuple[Database, Database]) -> None:
-    one, two = two_nodes
+def test_nodes_starting_together_migrate_once(pg_nodes: tuple[Database, Database]) -> None:
+    one, two = pg_nodes
     start = threading.Barrier(4)
     found: list[int] = []
     failures: list[BaseException] = []
@@ -176,11 +164,11 @@ def test_nodes_starting_together_migrate_once(two_nodes: tuple[Database, Databas
 
 
 def test_a_lease_is_held_by_one_node_and_taken_over_when_it_dies(
-        two_nodes: tuple[Database, Database], pg_url: str) -> None:
+        pg_nodes: tuple[Database, Database], pg_url: str) -> None:
     """One node holds the lease, the other cannot take it; when the holder's session dies
     (its backend terminated, as when the node is killed), the other takes it over and the old
     holder, finding its session gone, does not lead."""
-    one, two = two_nodes
+    one, two = pg_nodes
     first, second = one.lease("test"), two.lease("test")
     try:
         assert first.acquire()

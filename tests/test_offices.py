@@ -18,7 +18,7 @@ from gateway.audit.trail import AuditLog, EventFilter
 from gateway.printed.offices import DispatchStore
 from gateway.stores.offices import OFFICES_DB_FILE, Dx, OfficeError, OfficeRegistry
 from policies.post import PostOptions
-from transports.database import Database, DatabaseSettings, schema_versions
+from transports.database import Database, schema_versions
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 BY = "bs.manager@cafcass.gov.uk"
@@ -145,13 +145,11 @@ def test_a_directory_made_before_schema_versions_opens_as_it_was(tmp_path: Path,
         db.close()
 
 
-def test_an_office_added_on_one_node_names_it_on_the_other(pg_url: str, tmp_path: Path,
-                                                           audit: AuditLog) -> None:
+def test_an_office_added_on_one_node_names_it_on_the_other(
+        pg_nodes: tuple[Database, Database], audit: AuditLog) -> None:
     """Two nodes on one PostgreSQL: an office and its team added through node one are known,
     in any case, to node two, which cannot add the same name again in another case."""
-    nodes = [Database.open(tmp_path / node, DatabaseSettings(url=pg_url, node=node))
-             for node in ("one", "two")]
-    one, two = (OfficeRegistry(database, audit) for database in nodes)
+    one, two = (OfficeRegistry(database, audit) for database in pg_nodes)
     try:
         one.add("Bloomsbury", options=OPTIONS, teams=["Legal Team"], by=BY, now=T0)
         assert two.directory().resolve("LEGAL TEAM", OPTIONS).name == "Bloomsbury"
@@ -162,5 +160,3 @@ def test_an_office_added_on_one_node_names_it_on_the_other(pg_url: str, tmp_path
     finally:
         one.close()
         two.close()
-        for database in nodes:
-            database.close()

@@ -15,7 +15,7 @@ import pytest
 from gateway.stores.portal import PORTAL_DB_FILE, CodeCheck, CopyState, PortalStore
 from gateway.web.portal import SharedWindowLimit
 from transports.crypto import Keyring, seal, unseal
-from transports.database import Database, DatabaseSettings
+from transports.database import Database
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -36,17 +36,14 @@ def store(database: Database) -> Iterator[PortalStore]:
 
 
 @pytest.fixture
-def two_nodes(pg_url: str, tmp_path: Path) -> Iterator[tuple[PortalStore, PortalStore]]:
+def two_nodes(pg_nodes: tuple[Database, Database]) -> Iterator[tuple[PortalStore, PortalStore]]:
     """The portal store of two gateway nodes sharing one PostgreSQL database."""
-    databases = [Database.open(tmp_path / name, DatabaseSettings(url=pg_url, node=name))
-                 for name in ("one", "two")]
-    stores = [PortalStore(database) for database in databases]
+    stores = [PortalStore(database) for database in pg_nodes]
     try:
         yield stores[0], stores[1]
     finally:
-        for store, database in zip(stores, databases, strict=True):
+        for store in stores:
             store.close()
-            database.close()
 
 
 def wrong_for(code: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from policies.model import Role, Snapshot, Verification
-from transports.database import Database, DatabaseSettings, statements
+from transports.database import Database, statements
 from verification.registry import (
     _MIGRATIONS,
     FILE_NAME,
@@ -239,18 +239,14 @@ def test_snapshot_from_the_registry_verifies_for_the_right_case(registry: Regist
 
 
 @pytest.fixture
-def two_nodes(tmp_path: Path, pg_url: str) -> Iterator[tuple[Registry, Registry]]:
+def two_nodes(pg_nodes: tuple[Database, Database]) -> Iterator[tuple[Registry, Registry]]:
     """Two gateways' registries on one database, as two nodes have them."""
-    engines = [Database.open(tmp_path / node, DatabaseSettings(url=pg_url, node=node))
-               for node in ("one", "two")]
-    registries = [Registry(engine) for engine in engines]
+    registries = [Registry(engine) for engine in pg_nodes]
     try:
         yield registries[0], registries[1]
     finally:
         for registry in registries:
             registry.close()
-        for engine in engines:
-            engine.close()
 
 
 def test_a_verification_confirmed_on_one_node_is_in_force_on_the_other(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,32 +65,20 @@ async def test_the_event_loop_methods_answer_as_the_plain_ones(database: Databas
 # ---- two nodes on one PostgreSQL database (issue 15) --------------------------------------
 
 
-@pytest.fixture
-def two_nodes(tmp_path: Path, pg_url: str) -> Iterator[tuple[Database, Database]]:
-    """Two gateways' engines on one database, as two nodes have them."""
-    engines = [Database.open(tmp_path / node, DatabaseSettings(url=pg_url, node=node))
-               for node in ("one", "two")]
-    try:
-        yield engines[0], engines[1]
-    finally:
-        for engine in engines:
-            engine.close()
-
-
 def test_failures_spread_over_two_nodes_lock_at_the_same_count(
-        two_nodes: tuple[Database, Database]) -> None:
+        pg_nodes: tuple[Database, Database]) -> None:
     """Failures from one client alternating between the nodes lock it at the fifth, on both;
     the other scope (web sign-in) and other clients are untouched."""
     clock = FakeClock()
     one, two = (AuthThrottle(max_failures=5, lockout_seconds=60, free_failures=2,
                              delay_step=0.5, clock=clock, database=engine)
-                for engine in two_nodes)
+                for engine in pg_nodes)
     verdicts = [(one if i % 2 == 0 else two).failure("192.0.2.1") for i in range(5)]
     assert [v.delay for v in verdicts[:4]] == [0.0, 0.0, 0.5, 1.0]
     assert verdicts[4].throttle is Throttle.LOCK
     assert one.is_locked("192.0.2.1") and two.is_locked("192.0.2.1")
     assert not two.is_locked("192.0.2.2")
-    web = AuthThrottle(max_failures=5, clock=clock, database=two_nodes[0], scope="web-signin")
+    web = AuthThrottle(max_failures=5, clock=clock, database=pg_nodes[0], scope="web-signin")
     assert not web.is_locked("192.0.2.1")
     clock.now += 61
     assert not one.is_locked("192.0.2.1") and not two.is_locked("192.0.2.1")
@@ -99,10 +86,10 @@ def test_failures_spread_over_two_nodes_lock_at_the_same_count(
 
 
 def test_failures_at_the_same_moment_on_two_nodes_are_all_counted(
-        two_nodes: tuple[Database, Database]) -> None:
+        pg_nodes: tuple[Database, Database]) -> None:
     """Twenty failures sent at once through two nodes (ten threads each) count twenty: each
     failure is one atomic statement, so none is lost to a race."""
-    one, two = (AuthThrottle(max_failures=100, database=engine) for engine in two_nodes)
+    one, two = (AuthThrottle(max_failures=100, database=engine) for engine in pg_nodes)
     barrier = threading.Barrier(20)
     counts: list[float] = []
 
@@ -120,9 +107,9 @@ def test_failures_at_the_same_moment_on_two_nodes_are_all_counted(
 
 
 async def test_a_success_on_one_node_clears_the_other(
-        two_nodes: tuple[Database, Database]) -> None:
+        pg_nodes: tuple[Database, Database]) -> None:
     """A correct login through node two forgets the failures counted through node one."""
-    one, two = (AuthThrottle(max_failures=3, database=engine) for engine in two_nodes)
+    one, two = (AuthThrottle(max_failures=3, database=engine) for engine in pg_nodes)
     await one.failed("192.0.2.1")
     await one.failed("192.0.2.1")
     await two.succeeded("192.0.2.1")

@@ -16,7 +16,7 @@ from gateway.stores.sessions import SESSIONS_FILE, SessionStore
 from gateway.web.auth import SESSION_COOKIE, safe_next
 from tests.certs import ServerCert
 from tests.staffweb import GOVERNANCE, PRACTITIONER, StaffWeb, hidden
-from transports.database import Database, DatabaseSettings
+from transports.database import Database
 
 
 @pytest.fixture
@@ -205,18 +205,12 @@ def test_a_session_store_made_before_versioning_is_kept(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def two_nodes(tmp_path: Path, server_cert: ServerCert,
-                    pg_url: str) -> AsyncIterator[tuple[StaffWeb, StaffWeb]]:
+async def two_nodes(tmp_path: Path, server_cert: ServerCert, pg_nodes: tuple[Database, Database]
+                    ) -> AsyncIterator[tuple[StaffWeb, StaffWeb]]:
     """The staff pages of two gateways sharing one database (their audit trails apart)."""
-    engines = [Database.open(tmp_path / node, DatabaseSettings(url=pg_url, node=node))
-               for node in ("one", "two")]
-    try:
-        async with StaffWeb(tmp_path / "one", server_cert, engines[0]) as one, \
-                StaffWeb(tmp_path / "two", server_cert, engines[1]) as two:
-            yield one, two
-    finally:
-        for engine in engines:
-            engine.close()
+    async with StaffWeb(tmp_path / "one", server_cert, pg_nodes[0]) as one, \
+            StaffWeb(tmp_path / "two", server_cert, pg_nodes[1]) as two:
+        yield one, two
 
 
 async def test_a_session_made_on_one_node_is_good_on_the_other(

@@ -367,22 +367,17 @@ def address_or_empty(value: str) -> str:
     return f"{value!r} is not an email address"
 
 
-def cidr_list(values: tuple[str, ...]) -> str:
-    for value in values:
-        try:
-            ipaddress.ip_network(value.strip(), strict=False)
-        except ValueError:
-            return f"has {value!r}, which is not an address range (CIDR)"
-    return ""
-
-
-def network_list(values: tuple[str, ...]) -> str:
-    for value in values:
-        try:
-            ipaddress.ip_network(value.strip(), strict=False)
-        except ValueError:
-            return f"has {value!r}, which is not an IP address or network (CIDR)"
-    return ""
+def network_list(what: str) -> Check:
+    """A list of IP networks (CIDR; an address alone is a network of one); `what` names an
+    entry in the sentence about a bad one."""
+    def check(values: tuple[str, ...]) -> str:
+        for value in values:
+            try:
+                ipaddress.ip_network(value.strip(), strict=False)
+            except ValueError:
+                return f"has {value!r}, which is not {what}"
+        return ""
+    return check
 
 
 def fingerprint_list(values: tuple[str, ...]) -> str:
@@ -437,14 +432,14 @@ CHECKS: dict[str, Check] = {
     "smtp.max_buffered_bytes": positive,
     "smtp.max_recipients": positive,
     "smtp.idle_timeout": positive,
-    "smtp.relay_from": cidr_list,
+    "smtp.relay_from": network_list("an address range (CIDR)"),
     "smtp.relay_client_cert_fingerprints": fingerprint_list,
     "smtp.auth_max_failures": positive,
     "smtp.unauthenticated_idle_timeout": positive,
     "http.host": listen_address,
     "http.port": port(zero="any free port"),
     "http.public_url": url_or_empty,
-    "proxy.trusted": network_list,
+    "proxy.trusted": network_list("an IP address or network (CIDR)"),
     "proxy.header_timeout": positive,
     "upstream.host": host_or_empty,
     "upstream.port": port(),

@@ -191,15 +191,20 @@ def _peer(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> 
     return (str(address), port)
 
 
-def trusted_networks(entries: Iterable[str]) -> tuple[IPNetwork, ...]:
-    """`proxy.trusted` read: addresses or networks (CIDR); a bad entry is a ValueError."""
-    networks = []
+def networks(entries: Iterable[str], what: str) -> tuple[IPNetwork, ...]:
+    """Addresses or networks (CIDR) read; a bad entry is a ValueError naming it as not `what`."""
+    parsed = []
     for entry in entries:
         try:
-            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            parsed.append(ipaddress.ip_network(entry.strip(), strict=False))
         except ValueError:
-            raise ValueError(f"'{entry}' is not an IP address or network (CIDR)") from None
-    return tuple(networks)
+            raise ValueError(f"'{entry}' is not {what}") from None
+    return tuple(parsed)
+
+
+def trusted_networks(entries: Iterable[str]) -> tuple[IPNetwork, ...]:
+    """`proxy.trusted` read: addresses or networks (CIDR); a bad entry is a ValueError."""
+    return networks(entries, "an IP address or network (CIDR)")
 
 
 def is_trusted(peer: Any, trusted: Sequence[IPNetwork]) -> bool:

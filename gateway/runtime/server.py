@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import os
 import ssl
 import weakref
@@ -30,7 +29,7 @@ from gateway.app import OUTBOX_DIR, App
 from gateway.config import Config, StartupError, os_reason, public_url, read_bearer_token
 from gateway.observe.metrics import Metrics
 from gateway.runtime.proxy import IPNetwork as ProxyNetwork
-from gateway.runtime.proxy import ProxyListener, trusted_networks
+from gateway.runtime.proxy import ProxyListener, networks, trusted_networks
 from gateway.smtp.aiosmtpd_private import handler_task, socket_transport
 from gateway.smtp.budget import BufferBudget
 from gateway.smtp.front import GatewaySMTP, IPNetwork, SubmissionHandler
@@ -125,13 +124,7 @@ class Gateway:
 
 def relay_networks(cidrs: Sequence[str]) -> tuple[IPNetwork, ...]:
     """Parse the trusted relay peers; a bad entry is a ValueError naming it."""
-    networks = []
-    for cidr in cidrs:
-        try:
-            networks.append(ipaddress.ip_network(cidr.strip(), strict=False))
-        except ValueError:
-            raise ValueError(f"'{cidr}' is not an address range (CIDR)") from None
-    return tuple(networks)
+    return networks(cidrs, "an address range (CIDR)")
 
 
 async def start_gateway(

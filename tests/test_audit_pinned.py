@@ -120,13 +120,18 @@ def data(database: Database, monkeypatch: pytest.MonkeyPatch) -> Path:
     return database.data_dir
 
 
+def add_events(data: Path, count: int) -> None:
+    """Open the trail in the SQLite data directory `data`, add `count` events, close it."""
+    log = AuditLog.open(Database.open(data), stream=io.StringIO(), checkpoint_every=0)
+    fill(log, count)
+    log.close()
+
+
 @pytest.fixture
 def sqlite_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """`data` in audit.sqlite3: for what only a file can undergo (copied back, removed)."""
     monkeypatch.delenv("CASEGATE_DATABASE_URL", raising=False)
-    log = AuditLog.open(Database.open(tmp_path), stream=io.StringIO(), checkpoint_every=0)
-    fill(log)
-    log.close()
+    add_events(tmp_path, 6)
     return tmp_path
 
 
@@ -222,14 +227,10 @@ def test_putting_back_an_older_copy_is_rollback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An older copy of audit.sqlite3 put back over the newer one: verify says so."""
-    log = AuditLog.open(Database.open(tmp_path), stream=io.StringIO(), checkpoint_every=0)
-    fill(log, 3)
-    log.close()
+    add_events(tmp_path, 3)
     older = tmp_path / "older.sqlite3"
     shutil.copyfile(tmp_path / AUDIT_DB_FILE, older)
-    log = AuditLog.open(Database.open(tmp_path), stream=io.StringIO(), checkpoint_every=0)
-    fill(log, 3)
-    log.close()
+    add_events(tmp_path, 3)
     assert verify(capsys, tmp_path)[0] == 0
     shutil.copyfile(older, tmp_path / AUDIT_DB_FILE)
     code, out = verify(capsys, tmp_path)
@@ -243,18 +244,12 @@ def test_an_older_copy_that_grew_again_is_still_rollback(
 ) -> None:
     """An older copy put back, then appended to past the anchored head by a process that does
     not check: the head file is kept as evidence, and the macs at its seq disagree."""
-    log = AuditLog.open(Database.open(tmp_path), stream=io.StringIO(), checkpoint_every=0)
-    fill(log, 3)
-    log.close()
+    add_events(tmp_path, 3)
     older = tmp_path / "older.sqlite3"
     shutil.copyfile(tmp_path / AUDIT_DB_FILE, older)
-    log = AuditLog.open(Database.open(tmp_path), stream=io.StringIO(), checkpoint_every=0)
-    fill(log, 3)
-    log.close()
+    add_events(tmp_path, 3)
     shutil.copyfile(older, tmp_path / AUDIT_DB_FILE)
-    grown = AuditLog.open(Database.open(tmp_path), stream=io.StringIO(), checkpoint_every=0)
-    fill(grown, 5)  # events 6..10: past the anchored 8
-    grown.close()
+    add_events(tmp_path, 5)  # events 6..10: past the anchored 8
     code, out = verify(capsys, tmp_path)
     assert code == 1
     assert "disagrees with" in out and "at sequence number 8" in out

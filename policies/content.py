@@ -45,7 +45,7 @@ from policies.content_rules import (
     Limits,
     Markings,
 )
-from policies.errors import MessageError
+from policies.errors import MessageError, TakesLonger
 from policies.model import Attachment, MessageFacts
 
 __all__ = [
@@ -103,16 +103,22 @@ class _Reading:
 
 
 def classify_message(raw: bytes, rules: ContentRules, clock: Clock,
-                     cases: CaseIndex = CaseIndex.EMPTY) -> MessageFacts:
-    """Classify one message. Raises MessageError only for empty input; never otherwise.
+                     cases: CaseIndex = CaseIndex.EMPTY, *, quick: bool = False) -> MessageFacts:
+    """Classify one message. Raises MessageError only for empty input; never otherwise, but
+    for `quick` (below).
 
     `cases` is the case registry's index (Snapshot.cases): its people and confidential details
-    are looked for in the same texts as every other recogniser reads.
+    are looked for in the same texts as every other recogniser reads. `quick` asks for a
+    reading that takes no time beyond the text's own length: TakesLonger is raised, before
+    any of it is read, by a file that would need a reader of its own (a PDF, an Office
+    document, an archive, an attached message; see `_QUICK_KINDS`).
     """
     if not raw:
         raise MessageError("the message is empty")
     try:
-        return _classify(raw, rules, clock, cases=cases)
+        return _classify(raw, rules, clock, cases=cases, quick=quick)
+    except TakesLonger:
+        raise
     except Exception:
         # The stdlib parser and header registry have raised on hostile input before; whatever
         # happens, the answer is a protected, malformed message (fail closed).
@@ -134,7 +140,7 @@ def warm(rules: ContentRules) -> None:
 
 def _classify(raw: bytes, rules: ContentRules, clock: Clock, *,
               single_part: bool = True, cases: CaseIndex = CaseIndex.EMPTY,
-              skeleton: bool = True) -> MessageFacts:
+              skeleton: bool = True, quick: bool = False) -> MessageFacts:
     """`single_part=False` turns the single-part path off, `skeleton=False` the parse from the
     message's skeleton (policies.mime.parse_skeleton): tests compare the paths."""
     reading = _Reading()
@@ -149,7 +155,7 @@ def _classify(raw: bytes, rules: ContentRules, clock: Clock, *,
         message = (_parse(raw) if skeleton
                    else _parse_whole(raw, email_policy.for_one_message()))
         if isinstance(message, EmailMessage):
-            _read_parts(message, rules, clock, reading)
+            _read_parts(message, rules, clock, reading, quick)
     if not isinstance(message, EmailMessage):  # policy.default always builds EmailMessage
         return _unparseable(raw)
     return _facts(message, raw, rules, reading, cases)
@@ -270,9 +276,9 @@ def _unparseable(raw: bytes) -> MessageFacts:
 # --- reading the parts ---------------------------------------------------------------------
 
 def _read_parts(message: EmailMessage, rules: ContentRules, clock: Clock,
-                reading: _Reading) -> None:
+                reading: _Reading, quick: bool = False) -> None:
     not_after = clock() + rules.limits.message_seconds
-    _Reader(rules, clock, reading, containers.Budget(rules.limits, clock)).message(
+    _Reader(rules, clock, reading, containers.Budget(rules.limits, clock), quick).message(
         message, 0, not_after)
 
 
@@ -301,6 +307,10 @@ def _inline(part: EmailMessage) -> bool:
     return part.get("Content-ID") is not None and part.get_content_disposition() != "attachment"
 
 
+# What a quick reading reads (`classify_message`'s `quick`): files read in one pass over their
+# own bytes (an image is not read at all, nor a file of no known type).
+_QUICK_KINDS = frozenset({filetypes.TEXT, filetypes.HTML, filetypes.EMPTY, filetypes.UNKNOWN})
+
 # Containers opened by policies.containers; an .eml is read here, with the same MIME walk.
 _CONTAINER_READERS = {
     filetypes.ZIP: containers.zip_members,
@@ -319,6 +329,7 @@ class _Reader:
     clock: Clock
     reading: _Reading
     budget: containers.Budget
+    quick: bool = False  # raise TakesLonger at a file that needs a reader of its own
 
     def message(self, message: EmailMessage, depth: int, deadline: float,
                 author: str = "") -> None:
@@ -374,6 +385,8 @@ class _Reader:
         Attachment comes before those of the files it holds."""
         limits = self.rules.limits
         kind = filetypes.detect_type(data, name)
+        if self.quick and kind not in _QUICK_KINDS and not filetypes.is_image(kind):
+            raise TakesLonger(kind)
         at = len(self.reading.attachments)
         if name:
             self.reading.texts.append(_Text(_Source.ATTACHMENT_NAME, name, author))

@@ -67,9 +67,13 @@ def evaluate(
     snapshot: Snapshot,
     clock: Callable[[], float],
     multiple_external: MultipleExternal | str = MultipleExternal.SPLIT,
+    *,
+    quick: bool = False,
 ) -> Decision:
-    """Classify the message's content, then decide for every recipient."""
-    facts = classify_message(raw, policy.content, clock, snapshot.cases)
+    """Classify the message's content, then decide for every recipient. With `quick`, a
+    message holding a file that needs a reader of its own raises TakesLonger instead (see
+    `classify_message`): the gateway decides the rest on its event loop."""
+    facts = classify_message(raw, policy.content, clock, snapshot.cases, quick=quick)
     return decide(facts, sender, recipients, policy, snapshot, multiple_external)
 
 

@@ -1,4 +1,5 @@
-"""Where the policy decision runs: on the loop for small plain text, else in a worker thread.
+"""Where the policy decision runs: on the loop for a small message with nothing that needs a
+reader of its own, else in a worker thread.
 
 Both run the same `policies.engine.evaluate`; these tests pin which messages take the loop and
 that a decision made there still sees what another process wrote to the registry.
@@ -7,45 +8,67 @@ that a decision made there still sees what another process wrote to the registry
 from __future__ import annotations
 
 import smtplib
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.stages import decision
 from gateway.stages import message as reply_text
-from gateway.stages.decision import INLINE_DECISION_BYTES, is_small_plain_text
-from gateway.stages.message import Submission
-from policies.model import Role
+from gateway.stages.decision import INLINE_DECISION_BYTES
+from policies.engine import evaluate
+from policies.model import Decision, Role
+from tests.fixtures_content import build_message, make_pdf
 from tests.gateway_harness import STAFF, Harness, message, running_gateway
 from tests.sink import Sink
 from verification.registry import Registry
 
 CASE = "FD24P01234"
-HEAD = b"From: a@cafcass.gov.uk\r\nSubject: x\r\n"
 
 
-def submitted(raw: bytes) -> Submission:
-    return Submission(sender=STAFF, recipients=("a@cafcass.gov.uk",), raw=raw, user=None,
-                      peer="127.0.0.1")
+def from_staff(body: str, attachments: list[tuple[str, str, bytes]]) -> bytes:
+    return build_message(body, attachments=attachments, sender=f"Jo Smith <{STAFF}>")
 
 
-@pytest.mark.parametrize(("raw", "small_plain"), [
-    (HEAD + b"\r\nhello\r\n", True),  # no Content-Type: text/plain
-    (HEAD + b"Content-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n", True),
-    (HEAD + b"Content-Type:\r\n TEXT/Plain\r\n\r\nhello\r\n", True),
-    (HEAD + b"Content-Type: text/html\r\n\r\n<p>hello</p>\r\n", False),
-    (HEAD + b"Content-Type: text/plainx\r\n\r\nhello\r\n", False),
-    (HEAD + b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n", False),
-    (HEAD + b"Content-Type: application/pdf\r\n\r\n%PDF-1.7\r\n", False),
-    (HEAD + b"Content-Type: text/plain\r\nContent-Type: multipart/mixed\r\n\r\nx\r\n", False),
-    (HEAD + b"\r\n" + b"x" * INLINE_DECISION_BYTES, False),  # too large
-])
-def test_which_messages_are_decided_on_the_loop(raw: bytes, small_plain: bool) -> None:
-    """Only one text/plain part within the size limit; anything else goes to a thread."""
-    assert is_small_plain_text(submitted(raw)) is small_plain
+def csv_message(rows: int) -> bytes:
+    return from_staff("See the table.", [
+        ("t.csv", "text/csv", b"14/03/2025,020 7946 0018,1200.50\r\n" * rows)])
+
+
+WHERE = [
+    ("plain text", message(), ["loop"]),
+    ("a CSV attachment", csv_message(20), ["loop"]),
+    ("a PDF attachment", from_staff("x", [
+        ("r.pdf", "application/pdf", make_pdf(["Please call me."]))]), ["loop", "worker"]),
+    ("a PDF sent as CSV", from_staff("x", [
+        ("t.csv", "text/csv", make_pdf(["Please call me."]))]), ["loop", "worker"]),
+    ("too large to read on the loop", csv_message(INLINE_DECISION_BYTES // 30), ["worker"]),
+]
+
+
+@pytest.mark.parametrize(("what", "raw", "readings"), WHERE, ids=[w[0] for w in WHERE])
+async def test_which_messages_are_decided_on_the_loop(
+        gw: Harness, monkeypatch: pytest.MonkeyPatch, what: str, raw: bytes,
+        readings: list[str]) -> None:
+    """A small message is read on the loop unless it holds a file that needs its own reader
+    (by what it is, not its declared type): that one, and any larger one, in a worker thread.
+    The real `engine.evaluate` runs each time; the test only notes the thread."""
+    loop_thread = threading.current_thread()
+    seen: list[str] = []
+
+    def noted(*args: Any, **kwargs: Any) -> Decision:
+        seen.append("loop" if threading.current_thread() is loop_thread else "worker")
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(decision.engine, "evaluate", noted)
+    assert await gw.run(gw.send, STAFF, ["a@cafcass.gov.uk"], raw) == {}, what
+    assert seen == readings
+    assert len(gw.sink.messages) == 1
 
 
 @pytest.fixture
@@ -58,7 +81,6 @@ async def test_a_decision_on_the_loop_sees_another_process_verify(gw: Harness) -
     """Refused while unverified; verified by another connection (as the CLI does); sent."""
     rcpts = ["officer@cjsm.net"]
     data = message(to=rcpts, body=f"About case {CASE}: the hearing is on Monday.")
-    assert is_small_plain_text(submitted(data))
     with pytest.raises(smtplib.SMTPDataError) as refused:
         await gw.run(gw.send, STAFF, rcpts, data)
     assert refused.value.smtp_code == 550 and gw.sink.messages == []

@@ -201,31 +201,39 @@ class PortalDelivery:
     async def _active_copy(self, copy: Copy, recipient: str,
                            decision_id: str) -> tuple[str, str, datetime, str] | None:
         """The copy to notify of, active: (id, link token, expiry, key id); the one a previous
-        attempt made when there is one, else a new one. None when it was already notified."""
-        before = await asyncio.to_thread(self.store.reusable, copy.key, recipient)
+        attempt made when there is one, else a new one. None when it was already notified.
+        One trip to a worker thread for all of it (sealing and the store's statements): each
+        trip costs the event loop more than sealing a small message does."""
+        return await asyncio.to_thread(self._active_copy_now, copy, recipient, decision_id,
+                                       self.clock())
+
+    def _active_copy_now(self, copy: Copy, recipient: str, decision_id: str,
+                         now: datetime) -> tuple[str, str, datetime, str] | None:
+        """`_active_copy`, in the worker thread."""
+        before = self.store.reusable(copy.key, recipient)
         if before is not None and (before.notified or before.state in ("revoked", "expired")):
             return None
         if before is not None and before.link is not None:
             try:
-                token = await asyncio.to_thread(unseal, self.keyring, before.link,
-                                                copy_id=_link_id(before.id), recipient=recipient)
+                token = unseal(self.keyring, before.link, copy_id=_link_id(before.id),
+                               recipient=recipient)
             except CryptoError:  # its key is gone: the copy cannot be read either
                 log.warning("portal-copy-not-reusable", copy_id=before.id)
             else:
-                await asyncio.to_thread(self.store.activate, before.id)
+                self.store.activate(before.id)
                 return before.id, token.decode("ascii"), before.expires, before.link.key_id
         if before is not None:  # it cannot be notified again: a new copy replaces it
-            await asyncio.to_thread(self.store.discard, before.id)
+            self.store.discard(before.id)
         copy_id = secrets.token_hex(16)
         link_token = secrets.token_urlsafe(32)
-        now = self.clock()
         expires = now + self.settings.expiry
-        parts, sealed = await asyncio.to_thread(_parts_and_sealed, self.keyring, copy.data,
-                                                copy_id, recipient)
-        link = await asyncio.to_thread(seal, self.keyring, link_token.encode("ascii"),
-                                       copy_id=_link_id(copy_id), recipient=recipient)
-        await asyncio.to_thread(
-            self.store.add_copy, copy_id=copy_id, link_token=link_token, copy_key=copy.key,
+        # The numbering's parse is over before the ciphertext exists: the two never add up.
+        parts = attachment_parts(copy.data)
+        sealed = seal(self.keyring, copy.data, copy_id=copy_id, recipient=recipient)
+        link = seal(self.keyring, link_token.encode("ascii"), copy_id=_link_id(copy_id),
+                    recipient=recipient)
+        self.store.add_copy(
+            copy_id=copy_id, link_token=link_token, copy_key=copy.key,
             sender=copy.mail_from, recipient=recipient, decision_id=decision_id,
             sealed=sealed, size=len(copy.data), attachment_parts=parts, now=now,
             expires=expires, link=link, state="active")
@@ -250,14 +258,6 @@ class PortalDelivery:
                     mail_from=copy.mail_from, recipients=(recipient,),
                     data=mail_bytes(copy.mail_from, recipient, subject, body, self.clock()),
                     origin=Origin.AUTHORED)
-
-
-def _parts_and_sealed(keyring: Keyring, data: bytes, copy_id: str,
-                      recipient: str) -> tuple[list[int], Sealed]:
-    """The copy's attachment part numbers, then the copy sealed (in a worker thread): the
-    numbering's parse is over before the ciphertext exists, so the two never add up."""
-    parts = attachment_parts(data)
-    return parts, seal(keyring, data, copy_id=copy_id, recipient=recipient)
 
 
 # -- the other mails the portal sends -----------------------------------------------------

@@ -15,14 +15,15 @@ from policies.model import Action, Decision, Snapshot, Verdict
 
 # A message up to this size is decided on the event loop first (only the registry's snapshot
 # is read in the stores' thread): its classification is a MIME parse and a few scans of at most
-# this much text (about a millisecond), unless it holds a file that needs a reader of its own
-# (a PDF, an Office document, an archive: `policies.errors.TakesLonger`), whose reading can take
-# up to the content budget's seconds. That message, and any larger one, is decided in a worker
-# thread. A worker thread costs more than the reading itself for small messages: the native
-# scan lets go of the interpreter's lock for every match it reports, and under load each
-# hand-back waits for the event loop's thread (2.6 ms more CPU per 1 KB message with a CSV
-# attachment, measured with bench/bench_postfix.py).
-INLINE_DECISION_BYTES = 64 * 1024
+# this much text, unless it holds a file that needs a reader of its own (a PDF, an Office
+# document, an archive: `policies.errors.TakesLonger`), whose reading can take up to the
+# content budget's seconds. That message, and any larger one, is decided in a worker thread.
+# Measured at 100 KB (bench/bench_evaluate.py's bodies): prose 0.5 ms, a digit-heavy CSV table
+# 1.4 ms, accented prose 4.4 ms of the loop's time. A worker thread costs more than that for
+# such messages: the native scan lets go of the interpreter's lock for every match it
+# reports, and under load each hand-back waits for the event loop's thread (a 1 KB message
+# with a CSV attachment took 2.6 ms more CPU that way, measured with bench/bench_postfix.py).
+INLINE_DECISION_BYTES = 128 * 1024
 
 
 async def decide(stages: Stages, submission: Submission) -> Decision:

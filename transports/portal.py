@@ -37,7 +37,6 @@ from email import message_from_bytes
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.policy import SMTP as SMTP_POLICY
-from email.policy import default as default_policy
 from email.utils import format_datetime, make_msgid
 from importlib import resources
 from string import Template
@@ -46,6 +45,7 @@ from typing import Protocol
 import structlog
 
 from policies import mime
+from policies.email_policy import for_one_message
 from policies.events import EventKind
 from transports.base import (
     Copy,
@@ -439,7 +439,7 @@ class ReadableMessage:
 
 def read_message(data: bytes) -> ReadableMessage:
     """Parse a copy once; malformed parts are shown as attachments, never executed."""
-    message = message_from_bytes(data, policy=default_policy)
+    message = message_from_bytes(data, policy=for_one_message())
     text_part = _body(message, "plain")
     html_part = _body(message, "html")
     attachments: list[AttachmentInfo] = []
@@ -471,7 +471,7 @@ def attachment_parts(data: bytes) -> list[int]:
         return read_message(data).attachment_parts()
     if _one_text_part(data):
         return []
-    message = mime.parse_skeleton(data, default_policy, bodies=False)
+    message = mime.parse_skeleton(data, for_one_message(), bodies=False)
     if message is None:  # a delivery report: the full parse
         return read_message(data).attachment_parts()
     bodies = (_body(message, "plain"), _body(message, "html"))
@@ -502,7 +502,7 @@ def attachment(data: bytes, part: int) -> tuple[AttachmentInfo, bytes] | None:
     info = next((a for a in read_message(data).attachments if a.part == part), None)
     if info is None:
         return None
-    message = message_from_bytes(data, policy=default_policy)
+    message = message_from_bytes(data, policy=for_one_message())
     for number, leaf in enumerate(message.walk()):
         if number == part:
             payload = leaf.get_payload(decode=True)

@@ -11,12 +11,13 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from email import message_from_bytes
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.app import App
 from gateway.audit.alerts import Alerter, AlertSettings
-from gateway.audit.anchor import HEAD_FILE, AppendFile, Syslog
+from gateway.audit.anchor import HEAD_FILE, AppendFile, HeadAnchor, Syslog
 from gateway.audit.trail import AUDIT_DB_FILE, AuditLog, EventFilter
 from gateway.cli import main
 from gateway.config import AuditConfig, Config, ConfigError, UpstreamConfig
@@ -281,3 +282,26 @@ def test_the_config_names_the_external_targets(tmp_path: Path,
     config.write_text('[audit]\nanchor_syslog = "nowhere"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"'audit\.anchor_syslog'"):
         App.open(config, tmp_path / "data")
+
+
+def test_the_head_file_is_replaced_at_most_every_head_seconds(tmp_path: Path) -> None:
+    """Heads offered within `head_seconds` of the last write wait (the newest wins); `close`
+    writes the newest at once. A head file replaced per commit group cost 0.2 to 0.5 ms of
+    CPU per message under load (issue 14)."""
+    signed: list[int] = []
+
+    def sign(seq: int, mac: bytes) -> dict[str, Any]:
+        signed.append(seq)
+        return {"seq": seq, "mac": mac.hex()}
+
+    path = tmp_path / HEAD_FILE
+    anchor = HeadAnchor(path, sign, head_seconds=3600)
+    anchor.offer(1, b"\x01" * 32)
+    anchor.flush()  # returns once the head offered is in the file
+    assert json.loads(path.read_text())["seq"] == 1
+    anchor.offer(2, b"\x02" * 32)
+    anchor.offer(3, b"\x03" * 32)
+    assert json.loads(path.read_text())["seq"] == 1  # within the hour: not yet
+    anchor.close()
+    assert json.loads(path.read_text())["seq"] == 3
+    assert signed == [1, 3]  # 2 was skipped, never signed nor written

@@ -60,6 +60,21 @@ def test_pending_copy_is_invisible_until_activated(store: PortalStore) -> None:
     assert set(store.attachment_ids("c1")) == {3, 5}
 
 
+def test_notified_is_committed_unsynced_and_the_store_goes_back_to_full(
+        store: PortalStore, database: Database) -> None:
+    """"notified" alone is committed without waiting for the disk (it can be worked out again
+    from the relay's ledger); every other write still is synced (SQLite synchronous=FULL)."""
+    store.activate("c1")
+    store.mark_notified("c1", NOW)
+    again = store.reusable("k1", "mum@example.org")
+    assert again is not None and again.notified
+    if database.is_sqlite:
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        with pytest.raises(sqlite3.IntegrityError), store._writing(synced=False):
+            store._db.execute("INSERT INTO portal_copy (id) VALUES (NULL)")
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # after a failure too
+
+
 def test_codes_are_six_digits_and_single_use(store: PortalStore) -> None:
     """Each code is six digits; the right one works once."""
     codes = {store.issue_code("c1", NOW) for _ in range(20)}

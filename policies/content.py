@@ -357,7 +357,7 @@ class _Reader:
         for leaf in tree.leaves:
             part = leaf.part
             part_author = authors.get(id(part), author)
-            payload = part.get_payload(decode=True)
+            payload = mime.decoded_payload(part)
             defects = mime.defect_codes(part)  # decoding records base64 defects
             part.set_payload("")  # read once: only the headers are needed from here on (memory)
             data = payload if isinstance(payload, bytes) else b""

@@ -4,9 +4,10 @@ The gateway runs in-process under tracemalloc; the upstream is `tests.discard_si
 process of its own and the client sends a message built before measuring, over a plain socket
 (a trusted relay peer), so the traced peak is the gateway's alone. SQLite's own allocations
 (the portal's store) are not traced: its high-water mark is read from the library itself and
-added. Reading, deciding, copying, sealing, storing and relaying the message stay within 3x
-its size, all of it; the policy's evaluation (one at a time gateway-wide:
-`Stages.evaluations`), measured by itself on the same bytes, within 2x beside the message.
+added. Reading, deciding, copying, sealing, storing and relaying the message stay within
+2.5x its size, all of it (issue 14 asks for 3x); the policy's evaluation (one at a time
+gateway-wide: `Stages.evaluations`), measured by itself on the same bytes, within 1x beside
+the message.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ CASE = "FD24P01234"
 MUM = "mum@example.org"
 COLLEAGUE = "colleague@cafcass.gov.uk"
 SLACK = 1024 * 1024  # the gateway's own fixed overhead for one message (logs, events, ...)
+BOUND = 2.5  # issue 14 asks for 3x at most; what the gateway holds, measured: 2.1x and 2.3x
 
 # The SQLite library Python's sqlite3 module uses (looked up through the module itself).
 _SQLITE = ctypes.CDLL(_sqlite3.__file__)
@@ -102,9 +104,9 @@ async def peak_of(gw: Harness, to: str, subject: str) -> tuple[int, int, int]:
 
 @pytest.mark.parametrize(("to", "subject"), [(COLLEAGUE, "Office move"),
                                               (MUM, f"Report {CASE}")], ids=["plain", "portal"])
-async def test_one_message_costs_at_most_three_times_its_size(
+async def test_one_message_costs_at_most_two_and_a_half_times_its_size(
         tmp_path: Path, traced: None, to: str, subject: str) -> None:
-    """Plain relay and the portal path (sealed and stored in SQLite): within 3x, all of it."""
+    """Plain relay and the portal path (sealed and stored in SQLite): within 2.5x, all of it."""
     async with DiscardSink() as sink:
         upstream = (f'[upstream]\nhost = "{sink.host}"\nport = {sink.port}\ntls = "none"\n'
                     "timeout = 60.0\n")
@@ -114,5 +116,5 @@ async def test_one_message_costs_at_most_three_times_its_size(
             gw.verify(MUM, CASE)
             await peak_of(gw, to, subject)  # first use: caches, pools, lazy imports
             whole, evaluation, size = await peak_of(gw, to, subject)
-    assert evaluation <= 2 * size, evaluation / size
-    assert whole <= 3 * size + SLACK, (whole / size, evaluation / size)
+    assert evaluation <= size, evaluation / size  # 0.75x: the attachment decoded
+    assert whole <= BOUND * size + SLACK, (whole / size, evaluation / size)  # 2.1x, 2.3x

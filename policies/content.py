@@ -152,10 +152,11 @@ def _classify(raw: bytes, rules: ContentRules, clock: Clock, *,
         message = body.message
         reading.texts.extend(_body_texts(body.message, body.data))
     else:
-        message = (_parse(raw) if skeleton
+        deferred: dict[Message, mime.Body] = {}  # bodies read from `raw` as they are reached
+        message = (_parse(raw, deferred) if skeleton
                    else _parse_whole(raw, email_policy.for_one_message()))
         if isinstance(message, EmailMessage):
-            _read_parts(message, rules, clock, reading, quick)
+            _read_parts(message, rules, clock, reading, quick, deferred)
     if not isinstance(message, EmailMessage):  # policy.default always builds EmailMessage
         return _unparseable(raw)
     return _facts(message, raw, rules, reading, cases)
@@ -164,16 +165,18 @@ def _classify(raw: bytes, rules: ContentRules, clock: Clock, *,
 _FEED_BYTES = 65536
 
 
-def _parse(raw: bytes) -> Message:
+def _parse(raw: bytes, deferred: dict[Message, mime.Body] | None = None) -> Message:
     """The stdlib parse of `raw`: from its skeleton when the message allows (policies.mime:
     the same tree, headers, defects and bodies, found without feeding the parser every body
-    line), else fed in slices of bytes.
+    line), else fed in slices of bytes. With `deferred`, the bodies the skeleton's parse
+    leaves in `raw` (`mime.parse_skeleton`) are put there, each to be read by
+    `mime.decoded_payload` when its part is.
 
     The same parser `BytesParser.parsebytes` drives, but without its copy of the whole message
     as a str in a StringIO (four bytes a character): the parse peaks near 3x the message, not 8x.
     """
     policy = email_policy.for_one_message()
-    fast = mime.parse_skeleton(raw, policy)
+    fast = mime.parse_skeleton(raw, policy, deferred=deferred)
     if fast is not None:
         return fast
     return _parse_whole(raw, policy)
@@ -276,10 +279,11 @@ def _unparseable(raw: bytes) -> MessageFacts:
 # --- reading the parts ---------------------------------------------------------------------
 
 def _read_parts(message: EmailMessage, rules: ContentRules, clock: Clock,
-                reading: _Reading, quick: bool = False) -> None:
+                reading: _Reading, quick: bool = False,
+                deferred: dict[Message, mime.Body] | None = None) -> None:
     not_after = clock() + rules.limits.message_seconds
-    _Reader(rules, clock, reading, containers.Budget(rules.limits, clock), quick).message(
-        message, 0, not_after)
+    _Reader(rules, clock, reading, containers.Budget(rules.limits, clock), quick,
+            {} if deferred is None else deferred).message(message, 0, not_after)
 
 
 def _is_body(part: EmailMessage) -> bool:
@@ -330,6 +334,8 @@ class _Reader:
     reading: _Reading
     budget: containers.Budget
     quick: bool = False  # raise TakesLonger at a file that needs a reader of its own
+    # Bodies the parse left in the message's bytes, by part (`_parse`): each read once, here.
+    deferred: dict[Message, mime.Body] = field(default_factory=dict)
 
     def message(self, message: EmailMessage, depth: int, deadline: float,
                 author: str = "") -> None:
@@ -357,7 +363,7 @@ class _Reader:
         for leaf in tree.leaves:
             part = leaf.part
             part_author = authors.get(id(part), author)
-            payload = part.get_payload(decode=True)
+            payload = mime.decoded_payload(part, self.deferred.pop(part, None))
             defects = mime.defect_codes(part)  # decoding records base64 defects
             part.set_payload("")  # read once: only the headers are needed from here on (memory)
             data = payload if isinstance(payload, bytes) else b""
@@ -454,7 +460,7 @@ class _Reader:
     def eml(self, data: bytes, depth: int, deadline: float) -> None:
         """An RFC 5322 message attached as a file: read like the message itself, one deeper."""
         self.budget.enter(depth + 1)
-        message = _parse(data)
+        message = _parse(data, self.deferred)
         if not isinstance(message, EmailMessage):
             raise containers.Unopened(containers.DAMAGED)
         author = restricted.message_author(message)  # who wrote the attached .eml

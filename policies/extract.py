@@ -12,6 +12,7 @@ been attached itself, within the container budgets (DESIGN ruling 22).
 
 from __future__ import annotations
 
+import codecs
 import html
 import io
 import math
@@ -104,8 +105,32 @@ def extract_text(kind: str, data: bytes, limits: Limits, clock: Clock, *,
 
 # --- plain text and HTML ------------------------------------------------------------------
 
+_DECODE_BYTES = 1024 * 1024  # what `_utf8_within` decodes at a time
+
+
 def _text(_kind: str, data: bytes, budget: _Budget) -> Extraction:
-    return Extraction(budget.take(data.decode("utf-8", errors="replace")), readable=True)
+    return Extraction(budget.take(_utf8_within(data, budget)), readable=True)
+
+
+def _utf8_within(data: bytes, budget: _Budget) -> str:
+    """`data.decode("utf-8", errors="replace")`, or `_OverBudget` as soon as it is seen to
+    hold more characters than the budget has left: a file far over the budget is not decoded
+    whole first (its text beside its bytes, issue 14)."""
+    left = budget.limits.max_text_chars - budget.chars
+    if len(data) <= left:  # never more characters than bytes
+        return data.decode("utf-8", errors="replace")
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pieces: list[str] = []
+    count = 0
+    with memoryview(data) as view:
+        for start in range(0, len(view), _DECODE_BYTES):
+            piece = decoder.decode(view[start:start + _DECODE_BYTES])
+            count += len(piece)
+            if count > left:
+                raise _OverBudget("characters")
+            pieces.append(piece)
+    pieces.append(decoder.decode(b"", final=True))
+    return "".join(pieces)
 
 
 def _html(_kind: str, data: bytes, budget: _Budget) -> Extraction:

@@ -11,6 +11,7 @@ depth budget; one nested deeper is not read, and reported in `Tree.too_deep_mess
 
 from __future__ import annotations
 
+import binascii
 import email.feedparser
 import email.policy
 import re
@@ -50,6 +51,63 @@ def _transfer_encoding(part: EmailMessage) -> str:
     """The part's Content-Transfer-Encoding, lower-cased; 7bit when absent (RFC 2045)."""
     header = part.get("Content-Transfer-Encoding")
     return "7bit" if header is None else str(header).strip().lower()
+
+
+# A base64 body the strict decoder takes as it is once its line breaks are gone: the alphabet,
+# then at most two padding characters at the very end (and line breaks anywhere but inside the
+# padding).
+_STRICT_BASE64 = re.compile(r"[A-Za-z0-9+/\r\n]*={0,2}[\r\n]*")
+_STRICT_BASE64_BYTES = re.compile(_STRICT_BASE64.pattern.encode("ascii"))
+
+
+@dataclass(frozen=True)
+class Body:
+    """A part's body left in the message's bytes by the parse (`parse_skeleton`'s `deferred`):
+    `data[start:end]`, which the parse would have set as its payload."""
+
+    data: bytes
+    start: int
+    end: int
+
+    def text(self) -> str:
+        """The payload the parse would have set (the bytes as ASCII, 8-bit as surrogates)."""
+        with memoryview(self.data) as view:  # no bytes copy of the body before its text
+            return str(view[self.start:self.end], "ascii", "surrogateescape")
+
+    def strict_base64(self) -> bool:
+        """Whether the body is what `_STRICT_BASE64` and `decoded_payload` take as it is."""
+        data, start, end = self.data, self.start, self.end
+        return (_STRICT_BASE64_BYTES.fullmatch(data, start, end) is not None
+                and (end - start - data.count(b"\r", start, end)
+                     - data.count(b"\n", start, end)) % 4 == 0)
+
+
+def decoded_payload(part: Message, body: Body | None = None) -> object:
+    """`part.get_payload(decode=True)`, the same value and the same defects recorded, without
+    the stdlib's copies of a base64 body (issue 14, point 4); `body`, the part's body when the
+    parse left it in the message's bytes, is its payload (set on the part unless decoded here).
+
+    For base64 the stdlib holds the body as text, as bytes, as a list of its lines and joined
+    again before it decodes (five times the body, 4x the message's size for one large
+    attachment). A body of ASCII text that is valid base64 once its line breaks are dropped
+    (which is what the stdlib's first, strict, attempt decodes, and the only case in which it
+    records no defect) is decoded straight from the text, or the message's bytes, here:
+    `binascii.a2b_base64` skips the line breaks itself. Any other body goes to the stdlib.
+    """
+    cte = str(part.get("content-transfer-encoding", "")).lower()  # as get_payload reads it
+    if body is not None:
+        if cte == "base64" and body.strict_base64():
+            with memoryview(body.data) as view:
+                return binascii.a2b_base64(view[body.start:body.end])
+        part.set_payload(body.text())
+    # The text as stored: `get_payload()` would first encode all of it to UTF-8 (a copy) to
+    # look for surrogates, of which ASCII text has none.
+    payload = getattr(part, "_payload", None)
+    if (cte == "base64" and isinstance(payload, str) and payload.isascii()
+            and _STRICT_BASE64.fullmatch(payload) is not None
+            and (len(payload) - payload.count("\r") - payload.count("\n")) % 4 == 0):
+        return binascii.a2b_base64(payload)
+    return part.get_payload(decode=True)
 
 
 @dataclass(frozen=True)
@@ -146,11 +204,16 @@ _HEADER_LINE = re.compile(r"^(From |[\041-\071\073-\176]*:|[\t ])")
 
 
 def parse_skeleton(data: bytes, policy: email.policy.EmailPolicy[EmailMessage],
-                   bodies: bool = True) -> Message | None:
+                   bodies: bool = True,
+                   deferred: dict[Message, Body] | None = None) -> Message | None:
     """The stdlib parse of `data` (`email.feedparser` with `policy`), from its skeleton (see
     above), or None when `data` is not CRLF throughout and CRLF-terminated. With `bodies`
     false the bodies keep their tokens: the tree and its headers without the content, for
-    callers that only number the parts (transports/portal.py)."""
+    callers that only number the parts (transports/portal.py).
+
+    With `deferred`, a part whose whole body is one run of lines keeps its token as payload
+    and its `Body` is put in `deferred` instead: the caller reads it, by `decoded_payload`,
+    from `data` (a large attachment is then never held as text too, issue 14)."""
     if not data.endswith(b"\r\n") or not scan.crlf_throughout(data):
         return None
     runs: list[tuple[int, int]] = []
@@ -160,16 +223,23 @@ def parse_skeleton(data: bytes, policy: email.policy.EmailPolicy[EmailMessage],
     if any(part.get_content_type() == "message/delivery-status" for part in message.walk()):
         return None  # its body is blocks of fields, each after a blank line: the full parse
     if bodies:
-        def text(match: re.Match[str]) -> str:
+        def body(match: re.Match[str]) -> Body:
             start, end = runs[int(match.group(1))]
             if not match.group(2):
                 end -= 2  # the parser took the last line end before a boundary off the body
-            return data[start:end].decode("ascii", "surrogateescape")
+            return Body(data, start, end)
+
+        def text(match: re.Match[str]) -> str:
+            return body(match).text()
 
         for part in message.walk():
             payload = part.get_payload()
             if isinstance(payload, str) and _TOKEN in payload:
-                part.set_payload(_TOKEN_LINE.sub(text, payload))  # as the parser sets it
+                whole = _TOKEN_LINE.fullmatch(payload) if deferred is not None else None
+                if deferred is not None and whole is not None:
+                    deferred[part] = body(whole)
+                else:
+                    part.set_payload(_TOKEN_LINE.sub(text, payload))  # as the parser sets it
             for name in ("preamble", "epilogue"):
                 value = getattr(part, name)
                 if isinstance(value, str) and _TOKEN in value:

@@ -10,12 +10,16 @@ import pytest
 
 from transports.crypto import (
     KEYS_FILE,
+    PIECE_BYTES,
     CryptoError,
     Keyring,
     MissingKeyError,
+    Sealed,
     TamperedError,
     seal,
+    sealing,
     unseal,
+    written,
 )
 
 MESSAGE = b"Subject: report\r\n\r\nPoppy's hearing is on Tuesday.\r\n"
@@ -101,3 +105,19 @@ def test_keyring_from_environment_text_round_trips() -> None:
     """The JSON form (what $CASEGATE_PORTAL_KEYS holds) reads back to the same keyring."""
     ring = Keyring.new().rotated()
     assert Keyring.from_text(ring.to_text()) == ring
+
+
+@pytest.mark.parametrize("size", [0, 1, PIECE_BYTES - 1, PIECE_BYTES, 2 * PIECE_BYTES + 7])
+def test_a_copy_sealed_a_piece_at_a_time_opens_as_one_sealed_whole(size: int) -> None:
+    """`sealing` stores what `seal` would (its pieces add up to `size`), and `unseal` opens it
+    for the same copy and recipient only."""
+    keyring = Keyring.new()
+    plaintext = os.urandom(size)
+    made = sealing(keyring, plaintext, copy_id="c1", recipient="Mum@example.org")
+    ciphertext = bytes(written(made))
+    assert len(ciphertext) == made.size == len(seal(keyring, plaintext, copy_id="c1",
+                                                     recipient="m@example.org").ciphertext)
+    stored = Sealed(key_id=made.key_id, wrapped_key=made.wrapped_key, ciphertext=ciphertext)
+    assert unseal(keyring, stored, copy_id="c1", recipient="mum@example.org") == plaintext
+    with pytest.raises(TamperedError):
+        unseal(keyring, stored, copy_id="c2", recipient="mum@example.org")

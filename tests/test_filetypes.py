@@ -131,6 +131,20 @@ def test_text_over_character_budget_is_unreadable() -> None:
     assert extract_text("docx", make_docx([["short"]]), limits, SteppingClock()).readable
 
 
+@pytest.mark.parametrize("text", ["a" * 99, "a" * 100, "a" * 101, "é" * 100, "é" * 101,
+                                  "€" * 60 + "\udcff", "😀" * 100, "😀" * 101, "x\u00e9" * 51])
+def test_a_text_file_is_read_within_the_character_budget(text: str) -> None:
+    """A text file within the budget reads as its whole decoding, one over it is unreadable,
+    counted in characters however many bytes each takes (also when its bytes are far more
+    than the budget: it is then decoded a piece at a time, never whole)."""
+    data = text.encode("utf-8", "surrogatepass")  # a lone surrogate: bytes UTF-8 refuses
+    limits = default_rules(max_text_chars=100).limits
+    result = extract_text("text", data, limits, SteppingClock())
+    whole = data.decode("utf-8", errors="replace")
+    assert result.readable == (len(whole) <= 100)
+    assert result.text == (whole if len(whole) <= 100 else "")
+
+
 def test_odt_text_is_extracted() -> None:
     """OpenDocument text is read from content.xml."""
     result = extract_text("odt", make_odt("DOB 01/02/2014"), default_rules().limits,

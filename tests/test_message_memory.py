@@ -2,14 +2,19 @@
 
 The gateway runs in-process under tracemalloc; the upstream is `tests.discard_sink` in a
 process of its own and the client sends a message built before measuring, over a plain socket
-(a trusted relay peer), so the traced peak is the gateway's alone. The policy's evaluation
-(one at a time gateway-wide: `Stages.evaluations`) is measured by itself on the same bytes;
-beyond it, reading, copying, sealing and relaying the message stay within 3x its size.
+(a trusted relay peer), so the traced peak is the gateway's alone. SQLite's own allocations
+(the portal's store) are not traced: its high-water mark is read from the library itself and
+added. Reading, deciding, copying, sealing, storing and relaying the message stay within
+2.5x its size, all of it (issue 14 asks for 3x); the policy's evaluation (one at a time
+gateway-wide: `Stages.evaluations`), measured by itself on the same bytes, within 1x beside
+the message.
 """
 
 from __future__ import annotations
 
+import _sqlite3
 import base64
+import ctypes
 import gc
 import os
 import tracemalloc
@@ -28,6 +33,24 @@ CASE = "FD24P01234"
 MUM = "mum@example.org"
 COLLEAGUE = "colleague@cafcass.gov.uk"
 SLACK = 1024 * 1024  # the gateway's own fixed overhead for one message (logs, events, ...)
+BOUND = 2.5  # issue 14 asks for 3x at most; what the gateway holds, measured: 2.1x and 2.3x
+
+# The SQLite library Python's sqlite3 module uses (looked up through the module itself).
+_SQLITE = ctypes.CDLL(_sqlite3.__file__)
+_SQLITE.sqlite3_memory_used.restype = ctypes.c_int64
+_SQLITE.sqlite3_memory_highwater.restype = ctypes.c_int64
+_SQLITE.sqlite3_memory_highwater.argtypes = (ctypes.c_int,)
+
+
+def sqlite_peak_from_now() -> int:
+    """SQLite's memory in use now, its high-water mark reset to it."""
+    used = int(_SQLITE.sqlite3_memory_used())
+    _SQLITE.sqlite3_memory_highwater(1)
+    return used
+
+
+def sqlite_peak_above(start: int) -> int:
+    return int(_SQLITE.sqlite3_memory_highwater(0)) - start
 
 
 def large_message(to: str, subject: str) -> bytes:
@@ -61,15 +84,16 @@ def relay(gw: Harness, to: str, wire: bytes) -> int:
 
 
 async def peak_of(gw: Harness, to: str, subject: str) -> tuple[int, int, int]:
-    """(peak above the start while the gateway takes the message, the evaluation's own peak
-    on the same bytes, the message's size)."""
+    """(peak above the start while the gateway takes the message, Python's and SQLite's
+    added, the evaluation's own peak on the same bytes, the message's size)."""
     data = large_message(to, subject)
     wire = data.replace(b"\r\n.", b"\r\n..") + b".\r\n"
     gc.collect()
     start = tracemalloc.get_traced_memory()[0]
     tracemalloc.reset_peak()
+    stored = sqlite_peak_from_now()
     assert await gw.run(relay, gw, to, wire) == 250
-    whole = tracemalloc.get_traced_memory()[1] - start
+    whole = tracemalloc.get_traced_memory()[1] - start + sqlite_peak_above(stored)
     submission = Submission(sender=STAFF, recipients=(to,), raw=data, user=None, peer="127.0.0.1")
     gc.collect()
     start = tracemalloc.get_traced_memory()[0]
@@ -80,9 +104,9 @@ async def peak_of(gw: Harness, to: str, subject: str) -> tuple[int, int, int]:
 
 @pytest.mark.parametrize(("to", "subject"), [(COLLEAGUE, "Office move"),
                                               (MUM, f"Report {CASE}")], ids=["plain", "portal"])
-async def test_one_message_costs_at_most_three_times_its_size_beyond_the_evaluation(
+async def test_one_message_costs_at_most_two_and_a_half_times_its_size(
         tmp_path: Path, traced: None, to: str, subject: str) -> None:
-    """Plain relay and the portal path: the peak is the evaluation's, else within 3x."""
+    """Plain relay and the portal path (sealed and stored in SQLite): within 2.5x, all of it."""
     async with DiscardSink() as sink:
         upstream = (f'[upstream]\nhost = "{sink.host}"\nport = {sink.port}\ntls = "none"\n'
                     "timeout = 60.0\n")
@@ -92,4 +116,5 @@ async def test_one_message_costs_at_most_three_times_its_size_beyond_the_evaluat
             gw.verify(MUM, CASE)
             await peak_of(gw, to, subject)  # first use: caches, pools, lazy imports
             whole, evaluation, size = await peak_of(gw, to, subject)
-    assert whole <= max(size + evaluation, 3 * size) + SLACK, (whole / size, evaluation / size)
+    assert evaluation <= size, evaluation / size  # 0.75x: the attachment decoded
+    assert whole <= BOUND * size + SLACK, (whole / size, evaluation / size)  # 2.1x, 2.3x

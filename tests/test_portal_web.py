@@ -271,8 +271,9 @@ async def test_expiry_destroys_the_copy_and_its_key(portal: PortalWeb) -> None:
         assert page.status == 410 and "expired" in await page.text()
     assert portal.store.sealed(copy.id) is None
     with sqlite3.connect(portal.data_dir / PORTAL_DB_FILE) as db:
-        row = db.execute("SELECT wrapped_key, ciphertext, key_id FROM portal_copy").fetchone()
-    assert row == (None, None, None)
+        row = db.execute("SELECT wrapped_key, key_id FROM portal_copy").fetchone()
+        contents = db.execute("SELECT COUNT(*) FROM portal_content").fetchone()[0]
+    assert row == (None, None) and contents == 0
     assert "portal-expiry" in _kinds(portal)
 
 
@@ -280,10 +281,10 @@ async def test_tampered_copy_gives_a_clear_error(portal: PortalWeb) -> None:
     """A changed ciphertext byte is detected: an error page, never garbage."""
     token = await portal.deliver(protected_message())
     with sqlite3.connect(portal.data_dir / PORTAL_DB_FILE) as db:
-        (blob,) = db.execute("SELECT ciphertext FROM portal_copy").fetchone()
+        (blob,) = db.execute("SELECT ciphertext FROM portal_content").fetchone()
         changed = bytearray(blob)
         changed[40] ^= 1
-        db.execute("UPDATE portal_copy SET ciphertext = ?", (bytes(changed),))
+        db.execute("UPDATE portal_content SET ciphertext = ?", (bytes(changed),))
     async with portal.client() as client:
         await portal.sign_in(client, token)
         async with client.get(f"/portal/{token}") as page:

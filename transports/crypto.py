@@ -29,16 +29,19 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 KEYS_FILE = "portal-keys.json"
 KEY_BYTES = 32
 NONCE_BYTES = 12
+PIECE_BYTES = 1024 * 1024  # what `sealing` encrypts at a time
 _WRAP_LABEL = b"casegate-portal-wrap-v1"
 _DATA_LABEL = b"casegate-portal-data-v1"
 _FINGERPRINT_LABEL = b"casegate-portal-key-fingerprint-v1"
@@ -73,6 +76,20 @@ class Sealed:
     key_id: str
     wrapped_key: bytes  # nonce + AES-GCM(master key, data key)
     ciphertext: bytes | bytearray  # nonce + AES-GCM(data key, plaintext)
+
+
+@dataclass(frozen=True)
+class Sealing:
+    """One copy being sealed, for a store that writes the ciphertext as it is made (`sealing`):
+    the same `Sealed` once written, but never whole in memory (issue 14, point 4).
+
+    `pieces` yields, once, the bytes of `Sealed.ciphertext` in order (the nonce, the
+    ciphertext a piece at a time, the tag); `size` is their total length."""
+
+    key_id: str
+    wrapped_key: bytes
+    size: int
+    pieces: Iterator[bytes]
 
 
 @dataclass(frozen=True)
@@ -200,6 +217,46 @@ def seal(keyring: Keyring, plaintext: bytes, *, copy_id: str, recipient: str) ->
 
 
 _TAG_BYTES = 16
+
+
+def sealing(keyring: Keyring, plaintext: bytes, *, copy_id: str, recipient: str) -> Sealing:
+    """`seal`, with the ciphertext made a piece at a time as the store writes it: what it
+    stores is exactly what `seal` would have (AES-256-GCM with the same associated data, the
+    nonce first and the tag last), and `unseal` opens it."""
+    master = keyring.current
+    data_key = AESGCM.generate_key(256)
+    data_nonce = secrets.token_bytes(NONCE_BYTES)
+    associated = _associated(_DATA_LABEL, master.key_id, copy_id, recipient)
+    wrap_nonce = secrets.token_bytes(NONCE_BYTES)
+    wrapped = AESGCM(master.key).encrypt(
+        wrap_nonce, data_key, _associated(_WRAP_LABEL, master.key_id, copy_id, recipient))
+
+    def pieces() -> Iterator[bytes]:
+        encryptor = Cipher(algorithms.AES(data_key), modes.GCM(data_nonce)).encryptor()
+        encryptor.authenticate_additional_data(associated)
+        yield data_nonce
+        with memoryview(plaintext) as view:
+            for start in range(0, len(view), PIECE_BYTES):
+                yield encryptor.update(view[start:start + PIECE_BYTES])
+        encryptor.finalize()
+        yield encryptor.tag
+
+    return Sealing(key_id=master.key_id, wrapped_key=wrap_nonce + wrapped,
+                   size=NONCE_BYTES + len(plaintext) + _TAG_BYTES, pieces=pieces())
+
+
+def written(sealed: Sealed | Sealing) -> bytes | bytearray:
+    """The whole ciphertext of `sealed`, for a store that cannot write it a piece at a time."""
+    if isinstance(sealed, Sealed):
+        return sealed.ciphertext
+    out = bytearray(sealed.size)
+    at = 0
+    for piece in sealed.pieces:
+        out[at:at + len(piece)] = piece
+        at += len(piece)
+    if at != sealed.size:
+        raise CryptoError("the sealed copy is not the size it was to be")
+    return out
 
 
 def _encrypted(aead: AESGCM, nonce: bytes, plaintext: bytes,

@@ -57,7 +57,7 @@ from transports.base import (
     Transport,
     wait_ready,
 )
-from transports.crypto import CryptoError, Keyring, Sealed, seal, unseal
+from transports.crypto import CryptoError, Keyring, Sealed, Sealing, seal, sealing, unseal
 from transports.plaintext import fill_and_flow
 
 log = structlog.get_logger("casegate.portal")
@@ -74,7 +74,7 @@ class CopyStore(Protocol):
     """What delivery needs of the portal store (gateway.stores.portal.PortalStore)."""
 
     def add_copy(self, *, copy_id: str, link_token: str, copy_key: str, sender: str,
-                 recipient: str, decision_id: str, sealed: Sealed, size: int,
+                 recipient: str, decision_id: str, sealed: Sealed | Sealing, size: int,
                  attachment_parts: Sequence[int], now: datetime, expires: datetime,
                  link: Sealed | None = None, state: str = "pending") -> None: ...
 
@@ -227,9 +227,11 @@ class PortalDelivery:
         copy_id = secrets.token_hex(16)
         link_token = secrets.token_urlsafe(32)
         expires = now + self.settings.expiry
-        # The numbering's parse is over before the ciphertext exists: the two never add up.
+        # The numbering's parse is over before the ciphertext exists, and the copy is sealed
+        # as the store writes it, a piece at a time: the ciphertext is never whole in memory
+        # beside the copy (issue 14, point 4).
         parts = attachment_parts(copy.data)
-        sealed = seal(self.keyring, copy.data, copy_id=copy_id, recipient=recipient)
+        sealed = sealing(self.keyring, copy.data, copy_id=copy_id, recipient=recipient)
         link = seal(self.keyring, link_token.encode("ascii"), copy_id=_link_id(copy_id),
                     recipient=recipient)
         self.store.add_copy(

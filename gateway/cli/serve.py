@@ -27,6 +27,7 @@ from gateway.app import OUTBOX_DIR, App, dkim_signer
 from gateway.cli.common import UsageError, add_common, open_app
 from gateway.config import Config, check_values, read_bearer_token
 from gateway.observe.logs import STDOUT, configure_logging
+from gateway.runtime.memory import return_large_buffers
 from gateway.runtime.pidfile import holding
 from gateway.runtime.server import Gateway, relay_networks, start_gateway
 from gateway.stores.portalkeys import KeyringError, open_keyring
@@ -56,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    return_large_buffers()  # a freed message buffer is not kept by the process (issue 14)
     try:
         app = open_app(args, event_stream=STDOUT,
                        adjust=lambda config: with_flags(config, args))

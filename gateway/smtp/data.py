@@ -53,9 +53,9 @@ async def read_data(reader: asyncio.StreamReader, size_limit: int, line_limit: i
     no more than it holds is buffered: it grows as the data turns out larger, and when it
     cannot the data is read to its end and dropped, and the error is NO_ROOM (452 4.3.1).
 
-    A 20 MB message is held at most twice at any moment (issue 3): the data as read and one
-    copy being made of it (the "." line and a leading dot left out, then the unstuffed text),
-    each copy replacing the one before.
+    A 20 MB message is held at most twice at any moment (issue 3): the data as read, in the
+    pieces it was read in, and the one copy made of it (the "." line and a leading dot left
+    out), which the unstuffed text replaces only when a line needs it.
     """
     # StreamReader.readuntil refuses to buffer more than its limit, which aiosmtpd sets to one
     # command line; raise it for the length of the data and put it back afterwards.
@@ -64,17 +64,40 @@ async def read_data(reader: asyncio.StreamReader, size_limit: int, line_limit: i
         stuffed = await _read_stuffed(reader, wire_limit, claim)
     if isinstance(stuffed, str):
         return Received(error=stuffed)
-    end = len(stuffed) - len(_CHUNK_END)  # the "." line; its CRLF before ends the last line
-    if _has_long_line(stuffed, line_limit, end):
-        return Received(error=TOO_LONG)
-    start = 1 if end > 0 and stuffed.startswith(b".") else 0  # the first line's first "."
-    with memoryview(stuffed) as view:
-        content = bytes(view[start:end])
+    end = sum(map(len, stuffed)) - len(_CHUNK_END)  # the "." line; its CRLF ends the last line
+    start = 1 if end > 0 and stuffed[0].startswith(b".") else 0  # the first line's first "."
+    content = _joined(stuffed, start, end)
     del stuffed  # before the next copy
+    # Lines as sent: the first one with the "." left out, when it had one.
+    if _has_long_line(content, line_limit, len(content)) or (
+            start and _first_line_length(content) + start > line_limit):
+        return Received(error=TOO_LONG)
     content = content.replace(b"\r\n.", b"\r\n")  # the same object when no line needs it
     if header_too_large(content):
         return Received(error=HEADER_TOO_LARGE)
     return Received(content=content)
+
+
+def _joined(pieces: list[bytes], start: int, end: int) -> bytes:
+    """Octets `start` to `end` of `pieces` put end to end, copied once: usually two pieces,
+    the first octet or two (read one at a time) and the rest of the message."""
+    views: list[memoryview] = []
+    at = 0
+    for piece in pieces:
+        low, high = max(start - at, 0), min(end - at, len(piece))
+        if low < high:
+            views.append(memoryview(piece)[low:high])
+        at += len(piece)
+    joined = b"".join(views)
+    for view in views:
+        view.release()
+    return joined
+
+
+def _first_line_length(data: bytes) -> int:
+    """The octets of the first line of `data`, its CRLF included."""
+    found = data.find(b"\r\n")
+    return len(data) if found == -1 else found + 2
 
 
 def header_too_large(content: bytes, limit: int = MAX_HEADER_BYTES) -> bool:
@@ -85,7 +108,7 @@ def header_too_large(content: bytes, limit: int = MAX_HEADER_BYTES) -> bool:
 
 
 async def _read_stuffed(reader: asyncio.StreamReader, size_limit: int,
-                        claim: Claim | None = None) -> bytes | bytearray | str:
+                        claim: Claim | None = None) -> list[bytes] | str:
     """The data as sent, ending in the "." line; TOO_MUCH when it was over `size_limit`
     octets, NO_ROOM when `claim` could not grow to hold it.
 
@@ -93,10 +116,10 @@ async def _read_stuffed(reader: asyncio.StreamReader, size_limit: int,
     was read so far ends in part of that (at first, and after a piece dropped for the size
     limit) the stream is read a byte at a time until the part is completed or broken; then
     the rest is asked for in one piece up to the whole end line, which cannot straddle what
-    was read before. The first piece (usually the whole message) is kept as it is; later
-    pieces are added to one buffer.
+    was read before. The pieces are kept as they were read (not added to one buffer: that
+    would be a copy of the message beside the piece it came in).
     """
-    stuffed: bytes | bytearray = b""
+    stuffed: list[bytes] = []
     size = 0
     no_room = False  # the claim could not grow: the rest is read and dropped
     partial = b"\r\n"  # the end line's part already read: at first, the DATA command's CRLF
@@ -123,7 +146,7 @@ async def _read_stuffed(reader: asyncio.StreamReader, size_limit: int,
             # reading.
             over = size + exc.consumed > size_limit
             piece = await reader.read(exc.consumed)
-            stuffed = b""
+            stuffed = []
             size = (max(size, size_limit) if over else size) + len(piece)
             partial = _end_line_part(piece[-len(END_OF_DATA):])
             continue
@@ -131,13 +154,10 @@ async def _read_stuffed(reader: asyncio.StreamReader, size_limit: int,
             raise ConnectionResetError("connection closed during DATA") from None
         size += len(piece)
         if size > size_limit or no_room:
-            stuffed = b""
-        elif not stuffed:
-            stuffed = piece
+            stuffed = []
         else:
-            if isinstance(stuffed, bytes):
-                stuffed = bytearray(stuffed)
-            stuffed += piece
+            stuffed.append(piece)
+        del piece
         if partial == END_OF_DATA:
             return TOO_MUCH if size > size_limit else NO_ROOM if no_room else stuffed
 

@@ -90,7 +90,7 @@ def message_size_limit(configured: int, policy: Policy) -> int:
 
 def check_line_endings(raw: bytes) -> Reply | None:
     """Bare CR, bare LF and NUL are refused (SMTP smuggling; SECURITY.md items 1 and 2)."""
-    if not raw.strip():
+    if not raw or raw.isspace():  # (not `raw.strip()`: a copy of the whole message)
         return Reply.of(554, "5.6.0", "Message refused: it is empty.")
     crlf = raw.count(b"\r\n")
     if b"\x00" in raw or raw.count(b"\r") != crlf or raw.count(b"\n") != crlf:

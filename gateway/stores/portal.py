@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -43,7 +44,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from policies.events import EventKind
-from transports.crypto import Sealed
+from transports.crypto import Sealed, Sealing, written
 from transports.database import Connection, Database, OperationalError, migrate
 
 if TYPE_CHECKING:
@@ -125,6 +126,14 @@ CREATE TABLE IF NOT EXISTS portal_rate (
     PRIMARY KEY (client, slot)
 );
 CREATE INDEX IF NOT EXISTS portal_rate_slot ON portal_rate (slot);
+""", """
+CREATE TABLE IF NOT EXISTS portal_content (
+    copy_id TEXT PRIMARY KEY,
+    ciphertext BLOB NOT NULL
+);
+INSERT INTO portal_content (copy_id, ciphertext)
+    SELECT id, ciphertext FROM portal_copy WHERE ciphertext IS NOT NULL;
+UPDATE portal_copy SET ciphertext = NULL WHERE ciphertext IS NOT NULL;
 """)
 
 
@@ -308,27 +317,49 @@ class PortalStore:
     # -- copies ------------------------------------------------------------------------
 
     def add_copy(self, *, copy_id: str, link_token: str, copy_key: str, sender: str,
-                 recipient: str, decision_id: str, sealed: Sealed, size: int,
+                 recipient: str, decision_id: str, sealed: Sealed | Sealing, size: int,
                  attachment_parts: Iterable[int], now: datetime, expires: datetime,
                  link: Sealed | None = None, state: str = CopyState.PENDING) -> None:
         """Store a sealed copy (PENDING unless `state` says otherwise), with its sealed link
-        token and an opaque id for each attachment part."""
+        token and an opaque id for each attachment part.
+
+        The ciphertext has a table of its own (`portal_content`): the copy's row changes with
+        its state and read status, and SQLite rewrites a whole row, blobs and all, on every
+        change of it. A `Sealing` is written to SQLite a piece at a time as it is made, so the
+        ciphertext is never whole in memory, nor copied by the statement that stores it."""
         with self._writing():
             self._db.execute(
                 "INSERT INTO portal_copy (id, link_hash, copy_key, sender, recipient, "
-                "decision_id, created, expires, state, size, key_id, wrapped_key, ciphertext, "
+                "decision_id, created, expires, state, size, key_id, wrapped_key, "
                 "link_key_id, link_wrapped, link_sealed) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (copy_id, token_hash(link_token), copy_key, sender.lower(), recipient.lower(),
                  decision_id, _ts(now), _ts(expires), CopyState(state).value, size,
-                 sealed.key_id, sealed.wrapped_key, sealed.ciphertext,
+                 sealed.key_id, sealed.wrapped_key,
                  link.key_id if link else None, link.wrapped_key if link else None,
                  link.ciphertext if link else None),
             )
+            self._add_content(copy_id, sealed)
             self._db.executemany(
                 "INSERT INTO portal_attachment (id, copy_id, part) VALUES (?, ?, ?)",
                 [(secrets.token_urlsafe(16), copy_id, part) for part in attachment_parts],
             )
+
+    def _add_content(self, copy_id: str, sealed: Sealed | Sealing) -> None:
+        """The copy's ciphertext, in the transaction under way."""
+        if isinstance(sealed, Sealing) and isinstance(self._db, sqlite3.Connection):
+            row = self._db.execute(
+                "INSERT INTO portal_content (copy_id, ciphertext) VALUES (?, zeroblob(?))",
+                (copy_id, sealed.size)).lastrowid
+            assert row is not None
+            with self._db.blobopen("portal_content", "ciphertext", row) as blob:
+                for piece in sealed.pieces:
+                    blob.write(piece)  # past the zeroblob's size raises: nothing half written
+                if blob.tell() != sealed.size:
+                    raise OperationalError("the sealed copy is not the size it was to be")
+            return
+        self._db.execute("INSERT INTO portal_content (copy_id, ciphertext) VALUES (?, ?)",
+                         (copy_id, written(sealed)))
 
     def activate(self, copy_id: str) -> None:
         """Make a pending (or withdrawn) copy's link open it."""
@@ -375,7 +406,8 @@ class PortalStore:
     def discard(self, copy_id: str) -> None:
         """Delete a copy entirely (a pending copy whose notification was not accepted)."""
         with self._writing():
-            for table, column in (("portal_attachment", "copy_id"), ("portal_code", "copy_id"),
+            for table, column in (("portal_content", "copy_id"),
+                                  ("portal_attachment", "copy_id"), ("portal_code", "copy_id"),
                                   ("portal_session", "copy_id"), ("portal_copy", "id")):
                 self._db.execute(f"DELETE FROM {table} WHERE {column} = ?",  # noqa: S608
                                  (copy_id,))
@@ -412,8 +444,9 @@ class PortalStore:
         """The sealed message of a live copy (None once destroyed)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT key_id, wrapped_key, ciphertext FROM portal_copy WHERE id = ?",
-                (copy_id,)).fetchone()
+                "SELECT portal_copy.key_id, portal_copy.wrapped_key, portal_content.ciphertext "
+                "FROM portal_copy JOIN portal_content ON portal_content.copy_id = portal_copy.id "
+                "WHERE portal_copy.id = ?", (copy_id,)).fetchone()
         if row is None or row[2] is None:
             return None
         return Sealed(key_id=row[0], wrapped_key=bytes(row[1]), ciphertext=bytes(row[2]))
@@ -469,11 +502,13 @@ class PortalStore:
         """Expire a copy now: ciphertext, wrapped key, attachments, code, sessions deleted."""
         with self._writing():
             changed = self._db.execute(
-                "UPDATE portal_copy SET state = ?, key_id = NULL, wrapped_key = NULL, "
-                "ciphertext = NULL WHERE id = ? AND state IN (?, ?)",
+                "UPDATE portal_copy SET state = ?, key_id = NULL, wrapped_key = NULL "
+                "WHERE id = ? AND state IN (?, ?)",
                 (CopyState.EXPIRED.value, copy_id, CopyState.ACTIVE.value,
                  CopyState.REVOKED.value),
             ).rowcount
+            if changed:
+                self._db.execute("DELETE FROM portal_content WHERE copy_id = ?", (copy_id,))
             self._db.execute("DELETE FROM portal_attachment WHERE copy_id = ?", (copy_id,))
             self._forget_access(copy_id)
         return bool(changed)

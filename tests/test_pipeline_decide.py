@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from gateway.stages import decision
 from gateway.stages import message as reply_text
-from gateway.stages.decision import INLINE_DECISION_BYTES
+from gateway.stages.decision import INLINE_DECISION_BYTES, INLINE_DECISION_DELIMITERS
 from policies.engine import evaluate
 from policies.model import Decision, Role
 from tests.fixtures_content import build_message, make_pdf
@@ -48,6 +48,9 @@ WHERE = [
     ("a PDF sent as CSV", from_staff("x", [
         ("t.csv", "text/csv", make_pdf(["Please call me."]))]), ["loop", "worker"]),
     ("too large to read on the loop", csv_message(INLINE_DECISION_BYTES // 30), ["worker"]),
+    ("too many parts to read on the loop", from_staff("x", [
+        (f"t{n}.txt", "text/plain", b"hello") for n in range(INLINE_DECISION_DELIMITERS)]),
+     ["worker"]),
 ]
 
 

@@ -206,14 +206,20 @@ def _associated(label: bytes, key_id: str, copy_id: str, recipient: str) -> byte
 def seal(keyring: Keyring, plaintext: bytes, *, copy_id: str, recipient: str) -> Sealed:
     """Encrypt one copy under a fresh data key, wrapped by the current master key."""
     master = keyring.current
-    data_key = AESGCM.generate_key(256)
+    data_key, wrapped_key = _data_key(master, copy_id, recipient)
     data_nonce = secrets.token_bytes(NONCE_BYTES)
     ciphertext = _encrypted(AESGCM(data_key), data_nonce, plaintext,
                             _associated(_DATA_LABEL, master.key_id, copy_id, recipient))
+    return Sealed(key_id=master.key_id, wrapped_key=wrapped_key, ciphertext=ciphertext)
+
+
+def _data_key(master: MasterKey, copy_id: str, recipient: str) -> tuple[bytes, bytes]:
+    """A fresh data key for one copy, and it wrapped by `master` (the nonce first)."""
+    data_key = AESGCM.generate_key(256)
     wrap_nonce = secrets.token_bytes(NONCE_BYTES)
     wrapped = AESGCM(master.key).encrypt(
         wrap_nonce, data_key, _associated(_WRAP_LABEL, master.key_id, copy_id, recipient))
-    return Sealed(key_id=master.key_id, wrapped_key=wrap_nonce + wrapped, ciphertext=ciphertext)
+    return data_key, wrap_nonce + wrapped
 
 
 _TAG_BYTES = 16
@@ -224,12 +230,9 @@ def sealing(keyring: Keyring, plaintext: bytes, *, copy_id: str, recipient: str)
     stores is exactly what `seal` would have (AES-256-GCM with the same associated data, the
     nonce first and the tag last), and `unseal` opens it."""
     master = keyring.current
-    data_key = AESGCM.generate_key(256)
+    data_key, wrapped_key = _data_key(master, copy_id, recipient)
     data_nonce = secrets.token_bytes(NONCE_BYTES)
     associated = _associated(_DATA_LABEL, master.key_id, copy_id, recipient)
-    wrap_nonce = secrets.token_bytes(NONCE_BYTES)
-    wrapped = AESGCM(master.key).encrypt(
-        wrap_nonce, data_key, _associated(_WRAP_LABEL, master.key_id, copy_id, recipient))
 
     def pieces() -> Iterator[bytes]:
         encryptor = Cipher(algorithms.AES(data_key), modes.GCM(data_nonce)).encryptor()
@@ -241,7 +244,7 @@ def sealing(keyring: Keyring, plaintext: bytes, *, copy_id: str, recipient: str)
         encryptor.finalize()
         yield encryptor.tag
 
-    return Sealing(key_id=master.key_id, wrapped_key=wrap_nonce + wrapped,
+    return Sealing(key_id=master.key_id, wrapped_key=wrapped_key,
                    size=NONCE_BYTES + len(plaintext) + _TAG_BYTES, pieces=pieces())
 
 

@@ -280,7 +280,6 @@ class PortalStore:
         self._lock = threading.Lock()
         open_schema(database)
         self._db = database.connect(PORTAL_DB_FILE, timeout=10.0)
-        self._sqlite = database.is_sqlite
         self._db.execute("PRAGMA synchronous=FULL")  # SQLite's; nothing on PostgreSQL
         # Counters alone, each one atomic statement (on PostgreSQL without the store's lock).
         self._counter = database.connect(PORTAL_DB_FILE, autocommit=True, timeout=10.0)
@@ -300,7 +299,7 @@ class PortalStore:
         durable too). For what can be worked out again after a crash: on this VM an fsync
         costs about half a millisecond of CPU."""
         with self._lock:
-            relaxed = not synced and self._sqlite
+            relaxed = not synced and isinstance(self._db, sqlite3.Connection)
             if relaxed:
                 self._db.execute("PRAGMA synchronous=NORMAL")
             try:

@@ -24,7 +24,7 @@ from gateway.app import App
 from policies.model import Role
 from tests.gateway_harness import PASSWORD, STAFF, message, write_config
 from tests.https import https_client
-from tests.portalweb import SECRET_BODY, protected_message, text_of
+from tests.portalweb import CODE, SECRET_BODY, protected_message, text_of
 from tests.postgres import Cluster, copy_keys, require_server
 from tests.servekit import ENV, Served, kill, start_serve, submit, terminate
 from tests.sink import Sink
@@ -35,7 +35,6 @@ MUM = "mum@example.org"
 COLLEAGUE = "colleague@cafcass.gov.uk"
 OTHER = "other.colleague@cafcass.gov.uk"
 LINK = re.compile(r"https://[^\s]+(/portal/[A-Za-z0-9_\-]+)")
-CODE = re.compile(r"^\s+(\d{6})\s*$", re.MULTILINE)
 
 
 def node_config(tmp_path: Path, sink: Sink, name: str) -> Path:

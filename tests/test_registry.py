@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from policies.model import Role, Snapshot, Verification
+from tests.verifykit import confirm_at_once
 from transports.database import Database, statements
 from verification.registry import (
     _MIGRATIONS,
@@ -296,19 +297,7 @@ def test_two_nodes_confirming_one_request_at_once_verify_it_once(
         "mum@gmail.com", case_number="ZC12C00123", role=Role.PARTY, name="Mary Smith",
         requested_by=STAFF, channel="http", token_id="t" * 24, code_digest="d", now=NOW,
         link_expires_at=NOW + timedelta(hours=1))
-    barrier = threading.Barrier(2)
-    results: list[object] = []
-
-    def confirm(registry: Registry) -> None:
-        barrier.wait()
-        results.append(registry.confirm_request(request.id, now=NOW, method="code",
-                                                expires_at=None))
-
-    threads = [threading.Thread(target=confirm, args=(r,)) for r in (one, two)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = confirm_at_once((one, two), request.id, NOW, "code")
     assert sorted(result is None for result in results) == [False, True]
     assert len(one.entries()) == 1 and len(two.active(NOW)) == 1
 

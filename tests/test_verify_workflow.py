@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +19,7 @@ from tests.verifykit import (
     START,
     VerifyKit,
     code_in,
+    confirm_at_once,
     kinds,
     serve_example_domains,
     subject_of,
@@ -247,19 +247,7 @@ def test_two_concurrent_confirmations_cannot_both_succeed(tmp_path: Path) -> Non
             RECIPIENT, case_number=CASE, role=Role.PARTY, name=RECIPIENT_NAME,
             requested_by=STAFF, channel="cli", token_id="t" * 24, code_digest="d", now=START,
             link_expires_at=START + timedelta(hours=1))
-        barrier = threading.Barrier(2)
-        results: list[object] = []
-
-        def confirm(registry: Registry) -> None:
-            barrier.wait()
-            results.append(registry.confirm_request(request.id, now=START, method="test",
-                                                    expires_at=None))
-
-        threads = [threading.Thread(target=confirm, args=(r,)) for r in (first, second)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
+        results = confirm_at_once((first, second), request.id, START, "test")
         assert sorted(r is not None for r in results) == [False, True]
         assert len(first.entries()) == 1
         assert first.requests()[0].state is RequestState.VERIFIED

@@ -17,7 +17,8 @@ import asyncio
 import contextlib
 import io
 import re
-from collections.abc import AsyncIterator, Iterable
+import threading
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
@@ -32,6 +33,7 @@ from tests.gateway_harness import STAFF, write_config
 from tests.sink import Received, Sink
 from transports.base import Transport
 from verification.dns import make_resolver
+from verification.registry import Registry
 from verification.workflow import Ask, Workflow
 
 RECIPIENT = "jane.doe@example.org"
@@ -193,3 +195,23 @@ def code_in(text: str) -> str:
 
 def kinds(events: Iterable[StoredEvent]) -> list[str]:
     return [e.kind for e in events]
+
+
+def confirm_at_once(registries: Sequence[Registry], request_id: int, now: datetime,
+                    method: str) -> list[object]:
+    """Each registry confirms the same request, all at the same moment (a barrier); their
+    answers, in the order they came (a registry on each node, or two connections)."""
+    barrier = threading.Barrier(len(registries))
+    results: list[object] = []
+
+    def confirm(registry: Registry) -> None:
+        barrier.wait()
+        results.append(registry.confirm_request(request_id, now=now, method=method,
+                                                expires_at=None))
+
+    threads = [threading.Thread(target=confirm, args=(r,)) for r in registries]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results

@@ -150,7 +150,10 @@ def _classify(raw: bytes, rules: ContentRules, clock: Clock, *,
         reading.malformed.append("too-large")
     elif single_part and (body := _single_text_part(raw)) is not None:
         message = body.message
-        reading.texts.extend(_body_texts(body.message, body.data))
+        text = _decode(body.data, message.get_content_charset())
+        del body  # a quoted-printable body's decoded bytes: let go before the text is read
+        reading.texts.extend(_body_texts(message, text))
+        del text  # held by `reading` alone: let go there once folded (`_facts`)
     else:
         deferred: dict[Message, mime.Body] = {}  # bodies read from `raw` as they are reached
         message = (_parse(raw, deferred) if skeleton
@@ -292,8 +295,8 @@ def _is_body(part: EmailMessage) -> bool:
             and not part.get_filename())
 
 
-def _body_texts(part: EmailMessage, data: bytes | memoryview) -> Iterator[_Text]:
-    text = _decode(data, part.get_content_charset())
+def _body_texts(part: EmailMessage, text: str) -> Iterator[_Text]:
+    """The texts of a body part, decoded already (`_decode`)."""
     if part.get_content_type() == "text/html":
         yield _Text(_Source.BODY, extract.html_to_text(text))
     yield _Text(_Source.BODY, text)  # HTML markup too: attribute values and hidden text leave
@@ -373,7 +376,9 @@ class _Reader:
                 raise containers.Unopened(containers.DAMAGED)
             self.reading.malformed.extend(defects)
             if _is_body(part):
-                texts = [replace(t, author=part_author) for t in _body_texts(part, data)]
+                text = _decode(data, part.get_content_charset())
+                del payload, data  # the decoded bytes: let go before the text is read
+                texts = [replace(t, author=part_author) for t in _body_texts(part, text)]
                 if depth:
                     self.budget.take_text(sum(len(t.text) for t in texts))
                 self.reading.texts.extend(texts)

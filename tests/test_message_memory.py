@@ -17,6 +17,7 @@ import base64
 import ctypes
 import gc
 import os
+import quopri
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,10 @@ import pytest
 
 from gateway.stages.decision import decide
 from gateway.stages.message import Submission
+from policies.content import classify_message
+from policies.content_rules import ContentRules
 from tests.discard_sink import DiscardSink
+from tests.fixtures_content import SteppingClock, default_rules
 from tests.gateway_harness import STAFF, Harness, running_gateway
 
 SIZE = 8 * 1024 * 1024
@@ -33,6 +37,7 @@ CASE = "FD24P01234"
 MUM = "mum@example.org"
 COLLEAGUE = "colleague@cafcass.gov.uk"
 SLACK = 1024 * 1024  # the gateway's own fixed overhead for one message (logs, events, ...)
+RULES: ContentRules = default_rules()
 BOUND = 2.5  # issue 14 asks for 3x at most; what the gateway holds, measured: 2.1x and 2.3x
 
 # The SQLite library Python's sqlite3 module uses (looked up through the module itself).
@@ -118,3 +123,35 @@ async def test_one_message_costs_at_most_two_and_a_half_times_its_size(
             whole, evaluation, size = await peak_of(gw, to, subject)
     assert evaluation <= size, evaluation / size  # 0.75x: the attachment decoded
     assert whole <= BOUND * size + SLACK, (whole / size, evaluation / size)  # 2.1x, 2.3x
+
+
+def quoted_printable_message(html: bool) -> bytes:
+    """About SIZE bytes: one quoted-printable body, prose (a "=" on every line) or a table."""
+    if html:
+        row = "<tr><td>Visit 12/03/2024</td><td>Room 4 = 01632 960 123</td></tr>\n"
+        text = "<table>\n" + row * (SIZE // len(row)) + "</table>\n"
+    else:
+        line = "The family meeting went well = the children are settled at school now.\n"
+        text = line * (SIZE // len(line))
+    kind = "html" if html else "plain"
+    head = (f"From: {STAFF}\r\nTo: {COLLEAGUE}\r\nSubject: Notes\r\nMIME-Version: 1.0\r\n"
+            f"Content-Type: text/{kind}; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n").encode()
+    return head + quopri.encodestring(text.encode()).replace(b"\n", b"\r\n")
+
+
+@pytest.mark.parametrize(("html", "bound"), [(False, 2.2), (True, 2.9)], ids=["text", "html"])
+def test_a_decoded_body_is_let_go_before_its_text_is_read(traced: None, html: bool,
+                                                          bound: float) -> None:
+    """A quoted-printable body's decoded bytes are not held while its text is folded and
+    scanned, and an HTML body's text is taken out a piece at a time: beside the message, the
+    classification holds 1.94x (text; 2.81x before) and 2.65x (HTML; 3.62x before)."""
+    raw = quoted_printable_message(html)
+    classify_message(raw, RULES, SteppingClock())  # first use: the scan databases
+    gc.collect()
+    start = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    facts = classify_message(raw, RULES, SteppingClock())
+    peak = tracemalloc.get_traced_memory()[1] - start
+    assert not facts.malformed
+    assert peak <= bound * len(raw), peak / len(raw)

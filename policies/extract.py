@@ -174,9 +174,10 @@ HTML_PIECE = 1 << 18  # characters of markup `html_to_text` reads at a time, at 
 
 def _html_pieces(markup: str) -> Iterator[str]:
     """`markup` in pieces of at least HTML_PIECE characters, each but the last ending just
-    after a ">" that does not end "-->". No tag (it holds no ">"), comment mark or character
-    reference (it holds no "<" or ">") lies across such a cut once the comment marks are
-    replaced, so the pieces give the same text as the whole would."""
+    after a ">" that does not end "-->": no tag (it holds no ">") or comment mark lies across
+    such a cut, and the ">" is still there once the comment marks are replaced. A character
+    reference can (the tags removed on either side may join one: "&am<b>p;"): `html_to_text`
+    carries the end of a piece's text where one may go on into the next (`_reference_start`)."""
     start = 0
     while len(markup) - start > HTML_PIECE:
         end = markup.find(">", start + HTML_PIECE)

@@ -222,6 +222,12 @@ def test_html_to_text_a_piece_at_a_time_reads_as_the_whole(markup: str, piece: i
     assert got == expected
 
 
+def test_the_character_reference_pattern_is_html_unescapes_own() -> None:
+    """Where a piece's text is cut depends on reading references exactly as `html.unescape`
+    does: should Python change its pattern, this says so."""
+    assert extract._REFERENCE.pattern == html._charref.pattern  # type: ignore[attr-defined]
+
+
 def test_long_html_is_read_within_twice_its_size() -> None:
     """A long table's text is found holding less than twice the markup (4.3x read whole; 1.4x
     measured a piece at a time), and it is the same text."""

@@ -19,7 +19,7 @@ import math
 import re
 import struct
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
@@ -105,7 +105,7 @@ def extract_text(kind: str, data: bytes, limits: Limits, clock: Clock, *,
 
 # --- plain text and HTML ------------------------------------------------------------------
 
-_DECODE_BYTES = 1024 * 1024  # what `_utf8_within` decodes at a time
+_DECODE_BYTES = 1024 * 1024  # what `_utf8_pieces` decodes at a time
 
 
 def _text(_kind: str, data: bytes, budget: _Budget) -> Extraction:
@@ -119,22 +119,34 @@ def _utf8_within(data: bytes, budget: _Budget) -> str:
     left = budget.limits.max_text_chars - budget.chars
     if len(data) <= left:  # never more characters than bytes
         return data.decode("utf-8", errors="replace")
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     pieces: list[str] = []
     count = 0
-    with memoryview(data) as view:
-        for start in range(0, len(view), _DECODE_BYTES):
-            piece = decoder.decode(view[start:start + _DECODE_BYTES])
-            count += len(piece)
-            if count > left:
-                raise _OverBudget("characters")
-            pieces.append(piece)
-    pieces.append(decoder.decode(b"", final=True))
+    for piece in _utf8_pieces(data):
+        count += len(piece)
+        if count > left:
+            raise _OverBudget("characters")
+        pieces.append(piece)
     return "".join(pieces)
 
 
+def _utf8_pieces(data: bytes) -> Iterator[str]:
+    """`data.decode("utf-8", errors="replace")`, _DECODE_BYTES at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    with memoryview(data) as view:
+        for start in range(0, len(view), _DECODE_BYTES):
+            yield decoder.decode(view[start:start + _DECODE_BYTES])
+    yield decoder.decode(b"", final=True)
+
+
 def _html(_kind: str, data: bytes, budget: _Budget) -> Extraction:
-    return Extraction(budget.take(html_to_text(data.decode("utf-8", errors="replace"))), True)
+    """An HTML file's text, decoded and taken out a piece at a time: one far over the character
+    budget is found so before it is decoded whole."""
+    chunks = (piece[start:start + HTML_PIECE] for piece in _utf8_pieces(data)
+              for start in range(0, len(piece), HTML_PIECE))
+    texts: list[str] = []
+    for text in _html_texts(_html_pieces(chunks)):
+        texts.append(budget.take(text))
+    return Extraction("".join(texts), readable=True)
 
 
 _TAG = re.compile(r"<\s*(/?)\s*([a-zA-Z0-9]*)[^<>]*>")  # never spans a "<": linear
@@ -158,36 +170,51 @@ def html_to_text(markup: str) -> str:
     whole, each substitution's list of pieces (one string per tag and between tags) held
     about 4.3x the markup at its peak; a piece at a time it is the text and one piece's work.
     """
-    texts: list[str] = []
-    pending = ""  # the end of the text so far, where a character reference may go on
-    for piece in _html_pieces(markup):
+    chunks = (markup[start:start + HTML_PIECE] for start in range(0, len(markup), HTML_PIECE))
+    return "".join(_html_texts(_html_pieces(chunks)))
+
+
+HTML_PIECE = 1 << 18  # characters of markup `html_to_text` hands on at a time
+
+
+def _html_texts(pieces: Iterable[str]) -> Iterator[str]:
+    """The text of each piece of markup (`_html_pieces`), in order: joined, the text of the
+    whole. The end of a piece's text where a character reference may go on (`_reference_start`)
+    is held back and read with the next piece's."""
+    pending = ""
+    for piece in pieces:
         text = pending + _TAG.sub(_tag_break, _COMMENT_MARKS.sub(" ", piece))
         cut = _reference_start(text)
-        texts.append(html.unescape(text[:cut]))
+        yield html.unescape(text[:cut])
         pending = text[cut:]
-    texts.append(html.unescape(pending))
-    return "".join(texts)
+    yield html.unescape(pending)
 
 
-HTML_PIECE = 1 << 18  # characters of markup `html_to_text` reads at a time, at least
-
-
-def _html_pieces(markup: str) -> Iterator[str]:
-    """`markup` in pieces of at least HTML_PIECE characters, each but the last ending just
-    after a ">" that does not end "-->": no tag (it holds no ">") or comment mark lies across
-    such a cut, and the ">" is still there once the comment marks are replaced. A character
-    reference can (the tags removed on either side may join one: "&am<b>p;"): `html_to_text`
-    carries the end of a piece's text where one may go on into the next (`_reference_start`)."""
-    start = 0
-    while len(markup) - start > HTML_PIECE:
-        end = markup.find(">", start + HTML_PIECE)
-        while end != -1 and markup[end - 2:end] == "--":
-            end = markup.find(">", end + 1)
+def _html_pieces(chunks: Iterable[str]) -> Iterator[str]:
+    """The markup given in `chunks`, cut again so that each piece but the last ends just after
+    a ">" that does not end "-->" (the last such ">" of a chunk): no tag (it holds no ">") or
+    comment mark lies across such a cut, and the ">" is still there once the comment marks are
+    replaced. A character reference can (the tags removed on either side may join one:
+    "&am<b>p;"): `_html_texts` carries it over."""
+    held: list[str] = []  # the markup since the last cut
+    before = ""  # its last two characters
+    for chunk in chunks:
+        end = chunk.rfind(">")
+        while end != -1 and _two_before(before, chunk, end) == "--":
+            end = chunk.rfind(">", 0, end)
         if end == -1:
-            break
-        yield markup[start:end + 1]
-        start = end + 1
-    yield markup[start:] if start else markup
+            held.append(chunk)
+        else:
+            held.append(chunk[:end + 1])
+            yield "".join(held)
+            held = [chunk[end + 1:]]
+        before = (before + chunk[-2:])[-2:]
+    yield "".join(held)
+
+
+def _two_before(before: str, chunk: str, end: int) -> str:
+    """The two characters before chunk[end], `before` being the two before the chunk."""
+    return chunk[end - 2:end] if end >= 2 else (before + chunk[:end])[-2:]
 
 
 # What `html.unescape` reads as a character reference (its own pattern).

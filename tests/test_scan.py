@@ -233,16 +233,21 @@ broken_texts = st.lists(st.sampled_from([*PIECES, *BREAKS, *BREAKS]), max_size=4
 
 @NATIVE
 @given(broken_texts)
-def test_a_joined_view_skipped_would_have_found_nothing(text: str) -> None:
+def test_a_joined_view_skipped_would_have_found_nothing_new(text: str) -> None:
     """The joined view is made only when the text's scan saw a shape with line breaks inside
-    (`Found.joined_may_match`): when it did not, the view holds no candidate of any pattern."""
+    (`Found.joined_may_match`): when it did not, every case number and identifier kind the
+    view holds is one the text holds as it is."""
     patterns = PATTERNS[:5]
     found = scan.search(text, patterns, identifiers.anchored_finditer, scan.HYPERSCAN,
                         broken=patterns)
     if found.joined_may_match():
         return
     whole = normalise.joined(text)
-    assert [list(p.finditer(whole)) for p in patterns] == [[]] * len(patterns)
+    numbers, kinds = decisions(text)
+    in_view, kinds_in_view = decisions(whole)
+    assert set(in_view) <= set(numbers)
+    assert kinds_in_view <= kinds
+    assert not list(CUES.finditer(whole)) or list(CUES.finditer(text))
 
 
 @NATIVE
@@ -255,6 +260,30 @@ def test_an_identifier_broken_over_lines_opens_the_joined_view() -> None:
     found = scan.search(postfix, PATTERNS[:5], identifiers.anchored_finditer, scan.HYPERSCAN,
                         broken=PATTERNS[:5])
     assert not found.joined_may_match()
+
+
+@NATIVE
+@pytest.mark.parametrize(("text", "opens"), [
+    # whole on its line, with more than its width of other characters before it
+    ("Case ZC12C00123: notes for the file.\nThe visit went well.\n", False),
+    ("Our reference is ZC12C00123\nThe visit went well.\n", False),
+    ("The hearing (ZC12 C00123) is listed.", False),
+    # broken over two lines
+    ("Our reference is ZC12\nC00123 for the file.", True),
+    ("Our reference is ZC12C0\n  0123 for the file.", True),
+    ("the NHS number 943 476\n5919 is on file", True),
+    # whole, but alone on its line: the last line break is too close to tell (made anyway)
+    ("Case number:\nZC12C00123\n", True),
+    # a run of blanks longer than the look back: cannot tell, so made
+    ("ZC12\n" + " " * 5000 + "C00123", True),
+    # a date-of-birth cue: the view may bring a date close enough, so always made
+    ("Date of birth\n\n\n14/03/2015", True),
+])
+def test_a_broken_shape_opens_the_view_only_with_a_line_break_inside(text: str,
+                                                                      opens: bool) -> None:
+    found = scan.search(text, PATTERNS[:5], identifiers.anchored_finditer, scan.HYPERSCAN,
+                        broken=PATTERNS[:5])
+    assert found.joined_may_match() is opens
 
 
 POSTCODE_PIECES = ["ab1", "1st", "sw1a", "1aa", "ls14ab", " ", "\n", "March", "mar", "2015",

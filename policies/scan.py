@@ -412,8 +412,8 @@ def _break_inside(text: str, end: int, width: int, boundary_after: bool) -> bool
     break.
     """
     lasts = [end - 1] if boundary_after else [end]  # just after the pattern's last character
-    if boundary_after and end == len(text):
-        lasts.append(end)  # the boundary may be the end of the text
+    if boundary_after and end >= len(text) - 1:
+        lasts.append(end)  # the boundary may be the end of the text (or a last line break)
     for last in lasts:
         start = max(0, last - _LOOK_BACK)
         before = text[start:last]

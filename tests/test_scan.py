@@ -268,6 +268,9 @@ def test_an_identifier_broken_over_lines_opens_the_joined_view() -> None:
     ("Case ZC12C00123: notes for the file.\nThe visit went well.\n", False),
     ("Our reference is ZC12C00123\nThe visit went well.\n", False),
     ("The hearing (ZC12 C00123) is listed.", False),
+    ("The hearing is listed under ZC12C00123", False),
+    # whole, the text's last characters: its last line break may be the pattern's (made)
+    ("The hearing is listed under ZC12C00123\n", True),
     # broken over two lines
     ("Our reference is ZC12\nC00123 for the file.", True),
     ("Our reference is ZC12C0\n  0123 for the file.", True),

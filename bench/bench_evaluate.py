@@ -8,6 +8,7 @@ message in a worker thread) on these messages, to one internal and one outside r
 
 * ordinary prose (`bench/bench_gateway.py`'s), 10 KB, 100 KB, 2 MB and 20 MB;
 * the same prose with a date, a phone number and a reference after every paragraph;
+* the same prose with a case number on its first line, 100 KB and 2 MB;
 * digit-heavy mail: a letter full of dates, phone numbers and references, with a CSV table
   attached (dates, times, phone numbers, amounts, references on every row), 1 KB, 100 KB, 2 MB;
 * Postfix's `smtp-source -l` body (every line starts with a digit), 1 KB, 100 KB, 2 MB: the
@@ -50,6 +51,7 @@ DIGITS = b"Call 020 7946 0018 about the visit on 14/03/2025 (ref. 4471).\r\n"
 KINDS: dict[str, tuple[str, ...]] = {
     "prose": ("10 KB", "100 KB", "2 MB", "20 MB"),
     "prose with digits": ("10 KB", "100 KB", "2 MB"),
+    "prose with a case number": ("100 KB", "2 MB"),
     "digit-heavy + CSV": ("1 KB", "100 KB", "2 MB"),
     "smtp-source -l": ("1 KB", "100 KB", "2 MB"),
 }
@@ -61,6 +63,12 @@ SENDER = "jo.smith@cafcass.gov.uk"
 def with_digits(raw: bytes, prose: bytes) -> bytes:
     """The same message with a line holding digits after every paragraph of prose."""
     return raw.replace(prose, prose + DIGITS)
+
+
+def with_case_number(raw: bytes) -> bytes:
+    """The same message with a case number, whole, on the first line of its text."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head + b"\r\n\r\nCase ZC12C00123: notes for the file.\r\n" + body
 
 
 LETTER = (b"Dear Ms Patel,\r\n\r\nFurther to our call on 03/11/2025 at 14:30, the contact "
@@ -189,6 +197,8 @@ def messages(no_big: bool) -> tuple[list[tuple[str, str, Path]], str, Path]:
                 raw = make_message(size)
             elif kind == "prose with digits":
                 raw = with_digits(make_message(size), PROSE)
+            elif kind == "prose with a case number":
+                raw = with_case_number(make_message(size))
             elif kind == "digit-heavy + CSV":
                 raw = digit_heavy(size)
             else:

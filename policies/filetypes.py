@@ -166,6 +166,10 @@ def _looks_like_message(data: bytes, filename: str) -> bool:
     if filename.lower().endswith(".eml"):
         return True
     head = data[:_TEXT_SAMPLE]
+    newline = head.find(b"\n")
+    first = (head if newline < 0 else head[:newline]).removesuffix(b"\r")
+    if first[:1] not in (b" ", b"\t") and not _HEADER_LINE.fullmatch(first):
+        return False  # (a CSV's or a letter's first line: the search below tries every byte)
     end = re.search(rb"\r?\n\r?\n", head)
     if end is None:
         return False

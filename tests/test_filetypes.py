@@ -40,6 +40,15 @@ from tests.fixtures_content import (
     (b"\x7fELF\x02\x01\x01" + b"\x00" * 50, "report.pdf", "unknown"),
     (bytes(range(256)) * 4, "", "unknown"),
     (b"", "empty.pdf", "empty"),
+    # a message saved as a file: a header block with From and a field every client writes
+    (b"From: a@example.org\r\nSubject: notes\r\n\r\nHello", "saved.txt", "eml"),
+    (b"Received: by x\n\tfor y\nFrom: a@example.org\nDate: today\n\nHi", "", "eml"),
+    (b" folded: first\nFrom: a@example.org\nDate: today\n\nHi", "", "eml"),
+    (b"Subject: only a subject\r\n\r\nHello", "", "text"),
+    (b"From: a@example.org\r\nnot a field\r\nDate: today\r\n\r\nHi", "", "text"),
+    (b"From: a@example.org\r\nDate: today", "", "text"),  # no end to the header block
+    (b"date,time,phone\r\n2024-01-02,09:30,0161 496 0000\r\n\r\nFrom: a\r\n", "", "text"),
+    (b"plain words", "old.EML", "eml"),
 ])
 def test_detect_type_reads_the_bytes_not_the_name(data: bytes, name: str, expected: str) -> None:
     """The type comes from the bytes; the name only picks among OLE2's formats."""

@@ -35,12 +35,12 @@ from confusable_homoglyphs import confusables
 from policies import scan
 
 # ASCII: tab and the vertical blanks become a space, a carriage return a line break, and the
-# other C0 controls and DEL are removed. Bytes translation runs at C speed.
+# other C0 controls and DEL are removed. str.translate runs at C speed on ASCII text.
 _ASCII_DELETE = bytes([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
-_ASCII_TABLE = bytes.maketrans(b"\t\x0b\x0c\r", b"   \n")
 _ASCII_ODD = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 _ASCII_STR_TABLE = {**dict.fromkeys(_ASCII_DELETE), **{byte: chr(to) for byte, to in zip(
     b"\t\x0b\x0c\r", b"   \n", strict=True)}}
+_ASCII_CRLF_TABLE = {**_ASCII_STR_TABLE, ord("\r"): None}  # text whose every CR ends a CRLF
 
 # Removed outright besides Unicode category Cf: variation selectors, the combining grapheme
 # joiner and the Hangul fillers, which render as nothing.
@@ -107,16 +107,17 @@ def fold(text: str) -> str:
         del data
         if not lone_cr:
             # Every CR ends a CRLF: deleting them all is a third of the time of replacing each
-            # CRLF (and holds one copy of the text, as that does).
-            text = text.replace("\r", "")
-            if not controls:
-                return text
+            # CRLF (and holds one copy of the text, as that does); with the other controls,
+            # in the same pass (a tab on every line: 2x the text beside it, not 4x).
+            return text.translate(_ASCII_CRLF_TABLE) if controls else text.replace("\r", "")
     if "\r" in text:
         text = text.replace("\r\n", "\n")
     if text.isascii():
         if not _has_ascii_odd(text):
             return text
-        return text.encode("ascii").translate(_ASCII_TABLE, _ASCII_DELETE).decode("ascii")
+        # str.translate maps ASCII to ASCII at C speed, into one new string (the bytes'
+        # translate took twice the time and held two more copies)
+        return text.translate(_ASCII_STR_TABLE)
     text = unicodedata.normalize("NFKC", text)
     table = _table()
     # The few distinct characters of a text are found at C speed; only they are searched for.

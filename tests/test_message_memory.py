@@ -174,3 +174,21 @@ def test_a_case_number_whole_on_its_line_makes_no_joined_view(traced: None) -> N
     peak = tracemalloc.get_traced_memory()[1] - start
     assert facts.case_numbers == (CASE,)
     assert peak <= 2.2 * len(raw), peak / len(raw)
+
+
+def test_a_text_with_a_tab_on_every_line_is_folded_in_one_pass(traced: None) -> None:
+    """A table pasted as text (tab-separated, CRLF line ends) is folded in one translation:
+    beside the message, 2.00x measured (3.94x when its carriage returns were removed, then
+    its tabs translated in bytes)."""
+    line = "12/03/2024\t09:30\tvisit at home\t01632 960 123\tnotes\n"
+    raw = (f"From: {STAFF}\r\nTo: {COLLEAGUE}\r\nSubject: Visits\r\nMIME-Version: 1.0\r\n"
+           "Content-Type: text/plain; charset=utf-8\r\n\r\n").encode() + (
+               line * (SIZE // len(line))).replace("\n", "\r\n").encode()
+    classify_message(raw, RULES, SteppingClock())  # first use: the scan databases
+    gc.collect()
+    start = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    facts = classify_message(raw, RULES, SteppingClock())
+    peak = tracemalloc.get_traced_memory()[1] - start
+    assert not facts.malformed
+    assert peak <= 2.2 * len(raw), peak / len(raw)

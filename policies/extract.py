@@ -160,7 +160,7 @@ def _tag_break(match: re.Match[str]) -> str:
     return "\n" if match.group(2).lower() in _BLOCK_TAGS else ""
 
 
-def html_to_text(markup: str) -> str:
+def html_to_text(markup: str, *, crlf: bool = False) -> str:
     """The text of an HTML document, comments included (they are sent too), tags removed.
 
     Deliberately not a full parser: linear on hostile input. The caller scans the markup as
@@ -169,8 +169,12 @@ def html_to_text(markup: str) -> str:
     A long document is read a piece at a time (`_html_pieces`), with the same result: done
     whole, each substitution's list of pieces (one string per tag and between tags) held
     about 4.3x the markup at its peak; a piece at a time it is the text and one piece's work.
+    With `crlf`, each LF of the markup is read as a CRLF, a piece at a time: the text of
+    markup whose line breaks were all CRLF, from that markup with its CRs removed.
     """
     chunks = (markup[start:start + HTML_PIECE] for start in range(0, len(markup), HTML_PIECE))
+    if crlf:
+        chunks = (chunk.replace("\n", "\r\n") for chunk in chunks)
     return "".join(_html_texts(_html_pieces(chunks)))
 
 

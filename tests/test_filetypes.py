@@ -231,6 +231,27 @@ def test_html_to_text_a_piece_at_a_time_reads_as_the_whole(markup: str, piece: i
     assert got == expected
 
 
+@given(st.lists(st.one_of(_MARKUP_BITS, st.sampled_from(["&#13;", "&#x0d;\r\n"])),
+                max_size=60).map("".join), st.integers(1, 24))
+def test_html_to_text_of_markup_without_its_crs_reads_each_lf_as_crlf(markup: str,
+                                                                      piece: int) -> None:
+    """With `crlf`, the markup with its CRs removed gives the text of the markup with each of
+    its line breaks a CRLF, a "&#13;" before one included (a CR before the CRLF's)."""
+    lines = markup.replace("\r", "")
+    try:
+        expected: str | type[ValueError] = whole_html_to_text(lines.replace("\n", "\r\n"))
+    except ValueError:  # a numeric reference of more digits than int() takes: malformed
+        expected = ValueError
+    saved, extract.HTML_PIECE = extract.HTML_PIECE, piece
+    try:
+        got: str | type[ValueError] = html_to_text(lines, crlf=True)
+    except ValueError:
+        got = ValueError
+    finally:
+        extract.HTML_PIECE = saved
+    assert got == expected
+
+
 def test_the_character_reference_pattern_is_html_unescapes_own() -> None:
     """Where a piece's text is cut depends on reading references exactly as `html.unescape`
     does: should Python change its pattern, this says so."""

@@ -130,6 +130,20 @@ def fold(text: str) -> str:
     return text
 
 
+def fold_crlf_text(text: str) -> str | None:
+    """`fold(text)` when the text is ASCII, with every line break a CRLF and no other control
+    character: fold then only turns each CRLF into LF, so that the text is the result with
+    each LF made CRLF again. None for any other text (`fold` it)."""
+    if not text.isascii() or text.count("\r") != text.count("\n"):
+        return None
+    data = text.encode("ascii")
+    lone_cr, controls = scan.lone_cr_and_controls(data)  # with the counts: CRLF throughout
+    del data
+    if lone_cr or controls:
+        return None
+    return text.replace("\r", "")
+
+
 _CHECK_SLICE = 1 << 18  # characters of ASCII text checked at a time
 
 

@@ -2,17 +2,20 @@
 
 Most mail is one text/plain or text/html body; `policies.content` reads such a message's body
 without the stdlib's line-by-line parse. These properties compare the two paths on generated
-messages, hostile ones included, and the sliced normalisation with the whole one.
+messages, hostile ones included, the sliced normalisation with the whole one, and an HTML body
+read from its folded markup with the markup as decoded.
 """
 
 from __future__ import annotations
 
 import re
+from email.message import EmailMessage
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policies.content import _classify, _single_text_part
+from policies import extract, normalise
+from policies.content import _body_texts, _classify, _scan, _single_text_part
 from policies.content_rules import (
     CueMatcher,
     InformationTypeCues,
@@ -99,6 +102,32 @@ def test_plain_and_quoted_printable_bodies_take_the_single_part_path() -> None:
     multipart = b"From: a@cafcass.gov.uk\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n"
     assert _single_text_part(multipart + b"--x\r\n\r\nhi\r\n--x--\r\n") is None
     assert _single_text_part(b"From: a@cafcass.gov.uk\nSubject: bare LF\n\nhi\n") is None
+
+
+CRLF_HTML_BITS = ["<p>", "</p>", "<b>", "<td>", "<!--", "-->", ">", "<", "&", "&#13;", "&#x0d;",
+                  "&amp;", "&nbsp;", "&#90;", "ZC12", "C00123", " ", "\r\n",
+                  '<img alt="DOB 01/02/2014">']
+HTML_MARKUP = st.one_of(  # CRLF throughout, ASCII and no other control; or anything
+    st.lists(st.sampled_from(CRLF_HTML_BITS), max_size=40).map("".join),
+    st.lists(st.sampled_from([*CRLF_HTML_BITS, "\r", "\n", "\t", "\x00", "é", "\u200b"]),
+             max_size=40).map("".join))
+
+
+@SETTINGS
+@given(HTML_MARKUP)
+def test_an_html_body_gives_the_texts_of_its_markup_as_decoded(markup: str) -> None:
+    """An HTML body's texts, once folded, are its markup's text and its markup, whether they
+    are read from the markup as decoded or (CRLF throughout) from it folded; folded already,
+    the markup comes with the scan that `_facts` would make of it."""
+    part = EmailMessage()
+    part["Content-Type"] = "text/html"
+    text, markup_text = _body_texts(part, markup, RULES)
+    assert normalise.fold(text.text) == normalise.fold(extract.html_to_text(markup))
+    if markup_text.found is None:
+        assert markup_text.text == markup
+    else:
+        assert markup_text.text == normalise.fold(markup)
+        assert markup_text.found == _scan(markup_text.text, RULES)
 
 
 MATCHER = CueMatcher.build((

@@ -28,6 +28,7 @@ from gateway.stages.decision import decide
 from gateway.stages.message import Submission
 from policies.content import classify_message
 from policies.content_rules import ContentRules
+from policies.model import MessageFacts
 from tests.discard_sink import DiscardSink
 from tests.fixtures_content import SteppingClock, default_rules
 from tests.gateway_harness import STAFF, Harness, running_gateway
@@ -140,19 +141,15 @@ def quoted_printable_message(html: bool) -> bytes:
     return head + quopri.encodestring(text.encode()).replace(b"\n", b"\r\n")
 
 
-@pytest.mark.parametrize(("html", "bound"), [(False, 2.2), (True, 2.9)], ids=["text", "html"])
+@pytest.mark.parametrize(("html", "bound"), [(False, 2.2), (True, 2.5)], ids=["text", "html"])
 def test_a_decoded_body_is_let_go_before_its_text_is_read(traced: None, html: bool,
                                                           bound: float) -> None:
     """A quoted-printable body's decoded bytes are not held while its text is folded and
-    scanned, and an HTML body's text is taken out a piece at a time: beside the message, the
-    classification holds 1.94x (text; 2.81x before) and 2.65x (HTML; 3.62x before)."""
+    scanned, and an HTML body's text is taken out a piece at a time, of its markup folded
+    and scanned already: beside the message, the classification holds 1.94x (text; 2.81x
+    before) and 2.29x (HTML; 3.62x before the piece at a time, 2.59x before the folding)."""
     raw = quoted_printable_message(html)
-    classify_message(raw, RULES, SteppingClock())  # first use: the scan databases
-    gc.collect()
-    start = tracemalloc.get_traced_memory()[0]
-    tracemalloc.reset_peak()
-    facts = classify_message(raw, RULES, SteppingClock())
-    peak = tracemalloc.get_traced_memory()[1] - start
+    facts, peak = classification_peak(raw)
     assert not facts.malformed
     assert peak <= bound * len(raw), peak / len(raw)
 
@@ -166,12 +163,7 @@ def test_a_case_number_whole_on_its_line_makes_no_joined_view(traced: None) -> N
     raw = (f"From: {STAFF}\r\nTo: {COLLEAGUE}\r\nSubject: Notes\r\nMIME-Version: 1.0\r\n"
            "Content-Type: text/plain; charset=utf-8\r\n\r\n").encode() + text.replace(
                "\n", "\r\n").encode()
-    classify_message(raw, RULES, SteppingClock())  # first use: the scan databases
-    gc.collect()
-    start = tracemalloc.get_traced_memory()[0]
-    tracemalloc.reset_peak()
-    facts = classify_message(raw, RULES, SteppingClock())
-    peak = tracemalloc.get_traced_memory()[1] - start
+    facts, peak = classification_peak(raw)
     assert facts.case_numbers == (CASE,)
     assert peak <= 2.2 * len(raw), peak / len(raw)
 
@@ -184,11 +176,36 @@ def test_a_text_with_a_tab_on_every_line_is_folded_in_one_pass(traced: None) -> 
     raw = (f"From: {STAFF}\r\nTo: {COLLEAGUE}\r\nSubject: Visits\r\nMIME-Version: 1.0\r\n"
            "Content-Type: text/plain; charset=utf-8\r\n\r\n").encode() + (
                line * (SIZE // len(line))).replace("\n", "\r\n").encode()
-    classify_message(raw, RULES, SteppingClock())  # first use: the scan databases
+    facts, peak = classification_peak(raw)
+    assert not facts.malformed
+    assert peak <= 2.2 * len(raw), peak / len(raw)
+
+
+def test_an_html_body_is_folded_and_scanned_before_its_text_is_taken_out(traced: None) -> None:
+    """A 7bit HTML body (a table, CRLF throughout) is folded first, its CRs all that go, and
+    its decoded markup let go; the folded markup is scanned before its text (0.64x the
+    markup) is taken out of it. Beside the message, the classification holds 2.29x measured
+    (3.29x with the message; 2.64x when the decoded markup was held until the text was
+    folded, and the folded markup scanned beside the text). The case number is whole in the
+    text only."""
+    row = ("<tr><td>Visit 12/03/2024</td><td>Room 4, 01632 960 123</td>"
+           "<td>notes &amp; plan</td></tr>\n")
+    markup = (f"<html><body><p>Case <b>{CASE[:4]}</b>{CASE[4:]}: notes for the file.</p>"
+              "<table>\n" + row * (SIZE // len(row)) + "</table></body></html>\n")
+    raw = (f"From: {STAFF}\r\nTo: {COLLEAGUE}\r\nSubject: Notes\r\nMIME-Version: 1.0\r\n"
+           "Content-Type: text/html; charset=utf-8\r\n\r\n").encode() + markup.replace(
+               "\n", "\r\n").encode()
+    facts, peak = classification_peak(raw)
+    assert facts.case_numbers == (CASE,)
+    assert peak <= 2.4 * len(raw), peak / len(raw)
+
+
+def classification_peak(raw: bytes) -> tuple[MessageFacts, int]:
+    """`classify_message` of `raw` (after a first call, for the scan databases), and its
+    traced peak beyond what was in use before it."""
+    classify_message(raw, RULES, SteppingClock())
     gc.collect()
     start = tracemalloc.get_traced_memory()[0]
     tracemalloc.reset_peak()
     facts = classify_message(raw, RULES, SteppingClock())
-    peak = tracemalloc.get_traced_memory()[1] - start
-    assert not facts.malformed
-    assert peak <= 2.2 * len(raw), peak / len(raw)
+    return facts, tracemalloc.get_traced_memory()[1] - start

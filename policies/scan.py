@@ -81,6 +81,7 @@ MAX_ENDS = 50_000  # ends of one shape in one text beyond which the exact search
 # more, the joined view is made without looking.
 MAX_BROKEN_ENDS = 64
 _LOOK_BACK = 4096  # characters before a broken shape's end that `_break_inside` reads
+_REACH = 256  # characters before a line break that `_across` joins and reads
 
 _engine: str = HYPERSCAN if _hs is not None else RE
 
@@ -167,7 +168,7 @@ class Found:
             own = native.own_widths.get(key)
             if ends and (own is None or len(ends) > MAX_BROKEN_ENDS):
                 return True
-            if own is not None and any(_break_inside(self.text, end, *own) for end in ends):
+            if own is not None and any(_break_inside(self.text, end, own) for end in ends):
                 return True
         return False
 
@@ -282,14 +283,14 @@ class _Native:
 
     def __init__(self, database: Any, ids: list[int], widths: dict[int, int | None],
                  broken: tuple[int, ...],
-                 own_widths: dict[int, tuple[int, bool]] | None = None) -> None:
+                 own_widths: dict[int, _Own] | None = None) -> None:
         self.database = database
         self.ids = ids  # Hyperscan's expression id -> the key of its pattern
         self.keys = frozenset(ids)
         self.widths = widths
         self.broken = broken
-        # A broken shape's key -> its pattern's widest match, and whether the shape ends with
-        # a boundary character (`_break_inside`); not there: unbounded, or wider than MAX_WIDTH
+        # A broken shape's key -> what `_break_inside` needs of its pattern; not there:
+        # unbounded, or wider than MAX_WIDTH
         self.own_widths = own_widths or {}
         self.local = threading.local()
         self._unknown: dict[int, tuple[int, ...]] = {}
@@ -364,7 +365,7 @@ def _compile(patterns: tuple[re.Pattern[str], ...], gates: tuple[re.Pattern[str]
     flags: list[int] = []
     ids: list[int] = []
     widths: dict[int, int | None] = {}
-    own_widths: dict[int, tuple[int, bool]] = {}
+    own_widths: dict[int, _Own] = {}
     gate_keys = {_key(g) for g in gates}
     wanted = [*((p, _key(p), False) for p in dict.fromkeys((*patterns, *gates)).keys()),
               *((p, _broken_key(p), True) for p in broken)]
@@ -382,7 +383,8 @@ def _compile(patterns: tuple[re.Pattern[str], ...], gates: tuple[re.Pattern[str]
         # without SINGLEMATCH Hyperscan scans prose a third faster with them: 7.9 against
         # 12.7 ms for 2 MB, measured 2026-12-07)
         if is_broken and translated.own_width is not None:
-            own_widths[key] = (translated.own_width, translated.boundary_after)
+            own_widths[key] = _Own(pattern, translated.own_width, translated.boundary_after,
+                                   translated.ends_blank)
         try:  # each alone first, so that one the compiler refuses falls back alone
             _hs.Database(mode=_hs.HS_MODE_BLOCK).compile(expressions=[expression], flags=flag)
         except _hs.error:
@@ -398,30 +400,74 @@ def _compile(patterns: tuple[re.Pattern[str], ...], gates: tuple[re.Pattern[str]
     return _Native(database, ids, widths, tuple(_broken_key(p) for p in broken), own_widths)
 
 
-def _break_inside(text: str, end: int, width: int, boundary_after: bool) -> bool:
-    """Whether the match of a broken shape that ends at `end` may hold a line break between
-    two of its characters (False only when it certainly does not), for a pattern at most
-    `width` characters wide whose shape ends with a boundary character if `boundary_after`.
+@dataclass(frozen=True)
+class _Own:
+    """A broken shape's pattern, as `_break_inside` reads it."""
+
+    pattern: re.Pattern[str]
+    width: int  # its widest match
+    boundary_after: bool  # its shape ends with a boundary character (or the text's end)
+    ends_blank: bool  # a match of it may end with a blank or a line break (True: unsure)
+
+
+def _break_inside(text: str, end: int, own: _Own) -> bool:
+    """Whether a match of the pattern in the text's joined view may hold a line break that
+    the view removed, where the broken shape's match ends at `end` (False only when it
+    certainly does not).
 
     Hyperscan reports every end of the shape: one where the pattern's last character is
     followed by nothing more (or only by its boundary character) among them, for each match.
     After the last line break inside such a match come blanks of its run and then at most
-    `width` characters of the pattern's own. So when the last line break before the pattern's
-    last character is followed by more than `width` characters besides those blanks, no line
-    break is inside. Only _LOOK_BACK characters are read; what they cannot settle counts as a
-    break.
+    `width` characters of the pattern's own; before the run, at most `width` more. So when the
+    last line break before the pattern's last character is followed by more than `width`
+    characters besides those blanks, no line break is inside. When it is not, the pattern
+    itself is tried across that run, joined as `normalise.joined` joins it (`_across`). Only
+    _LOOK_BACK characters are read; what they cannot settle counts as a break.
     """
-    lasts = [end - 1] if boundary_after else [end]  # just after the pattern's last character
-    if boundary_after and end >= len(text) - 1:
+    lasts = [end - 1] if own.boundary_after else [end]  # just after the pattern's last character
+    if own.boundary_after and end >= len(text) - 1:
         lasts.append(end)  # the boundary may be the end of the text (or a last line break)
     for last in lasts:
         start = max(0, last - _LOOK_BACK)
         before = text[start:last]
         newline = before.rfind("\n")
-        own = before[newline + 1:].lstrip(" ")  # after the last line break, but its blanks
-        if len(own) <= width and (newline >= 0 or start > 0):
+        after = before[newline + 1:].lstrip(" ")  # after the last line break, but its blanks
+        if len(after) > own.width or (newline < 0 and start == 0):
+            continue  # no line break within the match
+        if not after and not own.ends_blank:
+            continue  # a run after the pattern's last character: another end has it without
+        if newline < 0 or not after or _across(text, start + newline, last - len(after), own):
             return True
     return False
+
+
+def _across(text: str, newline: int, resumed: int, own: _Own) -> bool:
+    """Whether the pattern matches across the run of blanks and line breaks that holds the
+    line break at `newline` and ends at `resumed`, in the view joined as `normalise.joined`
+    joins it (True also when the _REACH characters before the run cannot settle it)."""
+    back = max(0, newline - _REACH)
+    run_start = back + len(text[back:newline].rstrip(" \n"))
+    joined = _RUN.sub(_glue, text[back:run_start])  # the earlier runs in reach, joined too
+    if back > 0 and len(joined) <= own.width + 1:
+        return True  # mostly runs: one cut by the reach might be within the match
+    left = joined[-(own.width + 1):]  # the pattern's characters before the run, and one more
+    run = text[run_start:resumed]
+    view = left + _glue_of(run) + text[resumed:resumed + own.width + 16]
+    return any((found := own.pattern.match(view, at)) is not None and found.end() > len(left)
+               for at in range(len(left)))
+
+
+# A run of blanks and line breaks as `normalise.joined` finds it, and what it makes of it: a
+# space when a blank is at either end of it, else nothing (the tests compare the two).
+_RUN = re.compile(r" *\n[ \n]*")
+
+
+def _glue_of(run: str) -> str:
+    return "" if run.strip(" ") == run else " "
+
+
+def _glue(run: re.Match[str]) -> str:
+    return _glue_of(run.group())
 
 
 # --- line ends, for the parsers ---------------------------------------------------------------
@@ -544,6 +590,7 @@ class _Shape:
     width: int | None  # `shape`'s
     own_width: int | None  # the widest match of the pattern (None: wider than MAX_WIDTH)
     boundary_after: bool  # the expression ends with a boundary character (or the text's end)
+    ends_blank: bool  # a match may end with a blank or a line break (True: unsure)
 
 
 def _shape(pattern: re.Pattern[str], broken: bool) -> _Shape | None:
@@ -569,9 +616,47 @@ def _shape(pattern: re.Pattern[str], broken: bool) -> _Shape | None:
         width = high if high <= MAX_WIDTH and not broken else None
         expression = prefix + body + suffix
         return _Shape(expression.encode("ascii"), width,
-                      widest if widest <= MAX_WIDTH else None, bool(suffix))
+                      widest if widest <= MAX_WIDTH else None, bool(suffix),
+                      _ends_blank(parser, parser.parse(written.pattern, written.flags)))
     except Exception:  # _Untranslatable, or a parse tree of a shape this does not know
         return None
+
+
+def _ends_blank(p: Any, items: Any) -> bool:
+    """Whether a match of the parsed `items` may end with a blank or a line break (True when
+    this reading cannot tell)."""
+    for op, av in reversed(list(items)):
+        if op in (p.ASSERT, p.ASSERT_NOT, p.AT):
+            continue  # takes no character
+        if op is p.LITERAL:
+            return av in (0x20, 0x0A)
+        if op is p.IN:
+            return _class_blank(p, av)
+        if op in (p.MAX_REPEAT, p.MIN_REPEAT, p.POSSESSIVE_REPEAT):
+            inner, may_be_empty = av[2], av[0] == 0 or av[2].getwidth()[0] == 0
+        elif op is p.SUBPATTERN:
+            inner, may_be_empty = av[3], av[3].getwidth()[0] == 0
+        else:  # a branch, a back-reference, any character: unsure
+            return True
+        if _ends_blank(p, inner):
+            return True
+        if not may_be_empty:
+            return False
+    return True  # the whole may be empty: what comes before it is unknown here
+
+
+def _class_blank(p: Any, members: Any) -> bool:
+    """Whether a character class holds a blank or a line break (True when unsure)."""
+    for op, av in members:
+        if op is p.LITERAL and av in (0x20, 0x0A):
+            return True
+        if op is p.RANGE and (av[0] <= 0x20 <= av[1] or av[0] <= 0x0A <= av[1]):
+            return True
+        if op is p.CATEGORY and av is not p.CATEGORY_DIGIT and av is not p.CATEGORY_WORD:
+            return True  # a space category, or a negated one
+        if op not in (p.LITERAL, p.RANGE, p.CATEGORY):
+            return True  # a negated class
+    return False
 
 
 class _Translator:

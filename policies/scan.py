@@ -601,8 +601,9 @@ def _shape(pattern: re.Pattern[str], broken: bool) -> _Shape | None:
         if low < 1:
             return None
         written = _WIDER.get(pattern, pattern)
-        items = list(parser.parse(written.pattern, written.flags))
-        widest = max(high, parser.parse(written.pattern, written.flags).getwidth()[1])
+        tree = parser.parse(written.pattern, written.flags)
+        items = list(tree)
+        widest = max(high, tree.getwidth()[1])
         translator = _Translator(parser, written.flags, _BREAK if broken else "")
         prefix = suffix = ""
         if items and items[0][0] is parser.ASSERT_NOT and items[0][1][0] == -1:
@@ -617,7 +618,7 @@ def _shape(pattern: re.Pattern[str], broken: bool) -> _Shape | None:
         expression = prefix + body + suffix
         return _Shape(expression.encode("ascii"), width,
                       widest if widest <= MAX_WIDTH else None, bool(suffix),
-                      _ends_blank(parser, parser.parse(written.pattern, written.flags)))
+                      _ends_blank(parser, tree))
     except Exception:  # _Untranslatable, or a parse tree of a shape this does not know
         return None
 

@@ -162,10 +162,7 @@ def test_a_case_number_whole_on_its_line_makes_no_joined_view(traced: None,
     broken over two lines, is not read a second time with its line breaks joined: beside the
     message, 2.00x measured (2.97x when any case number made the joined view)."""
     line = "The family meeting on 12/03/2024 went well; ring 01632 960 123 most evenings.\n"
-    text = first + line * (SIZE // len(line))
-    raw = (f"From: {STAFF}\r\nTo: {COLLEAGUE}\r\nSubject: Notes\r\nMIME-Version: 1.0\r\n"
-           "Content-Type: text/plain; charset=utf-8\r\n\r\n").encode() + text.replace(
-               "\n", "\r\n").encode()
+    raw = one_body_message("text/plain", first + line * (SIZE // len(line)))
     facts, peak = classification_peak(raw)
     assert facts.case_numbers == (CASE,)
     assert peak <= 2.2 * len(raw), peak / len(raw)
@@ -176,9 +173,7 @@ def test_a_text_with_a_tab_on_every_line_is_folded_in_one_pass(traced: None) -> 
     beside the message, 2.00x measured (3.94x when its carriage returns were removed, then
     its tabs translated in bytes)."""
     line = "12/03/2024\t09:30\tvisit at home\t01632 960 123\tnotes\n"
-    raw = (f"From: {STAFF}\r\nTo: {COLLEAGUE}\r\nSubject: Visits\r\nMIME-Version: 1.0\r\n"
-           "Content-Type: text/plain; charset=utf-8\r\n\r\n").encode() + (
-               line * (SIZE // len(line))).replace("\n", "\r\n").encode()
+    raw = one_body_message("text/plain", line * (SIZE // len(line)))
     facts, peak = classification_peak(raw)
     assert not facts.malformed
     assert peak <= 2.2 * len(raw), peak / len(raw)
@@ -195,12 +190,17 @@ def test_an_html_body_is_folded_and_scanned_before_its_text_is_taken_out(traced:
            "<td>notes &amp; plan</td></tr>\n")
     markup = (f"<html><body><p>Case <b>{CASE[:4]}</b>{CASE[4:]}: notes for the file.</p>"
               "<table>\n" + row * (SIZE // len(row)) + "</table></body></html>\n")
-    raw = (f"From: {STAFF}\r\nTo: {COLLEAGUE}\r\nSubject: Notes\r\nMIME-Version: 1.0\r\n"
-           "Content-Type: text/html; charset=utf-8\r\n\r\n").encode() + markup.replace(
-               "\n", "\r\n").encode()
+    raw = one_body_message("text/html", markup)
     facts, peak = classification_peak(raw)
     assert facts.case_numbers == (CASE,)
     assert peak <= 2.4 * len(raw), peak / len(raw)
+
+
+def one_body_message(content_type: str, text: str) -> bytes:
+    """A message whose one body is `text` (7bit, its line ends made CRLF)."""
+    head = (f"From: {STAFF}\r\nTo: {COLLEAGUE}\r\nSubject: Notes\r\nMIME-Version: 1.0\r\n"
+            f"Content-Type: {content_type}; charset=utf-8\r\n\r\n")
+    return head.encode() + text.replace("\n", "\r\n").encode()
 
 
 def classification_peak(raw: bytes) -> tuple[MessageFacts, int]:

@@ -165,7 +165,7 @@ class Found:
             if key not in native.keys or key in self._unsure:
                 return True  # no shape, or too many ends to tell apart
             ends = self._ends.get(key, ())
-            own = native.own_widths.get(key)
+            own = native.own_patterns.get(key)
             if ends and (own is None or len(ends) > MAX_BROKEN_ENDS):
                 return True
             if own is not None and any(_break_inside(self.text, end, own) for end in ends):
@@ -283,7 +283,7 @@ class _Native:
 
     def __init__(self, database: Any, ids: list[int], widths: dict[int, int | None],
                  broken: tuple[int, ...],
-                 own_widths: dict[int, _Own] | None = None) -> None:
+                 own_patterns: dict[int, _Own] | None = None) -> None:
         self.database = database
         self.ids = ids  # Hyperscan's expression id -> the key of its pattern
         self.keys = frozenset(ids)
@@ -291,7 +291,7 @@ class _Native:
         self.broken = broken
         # A broken shape's key -> what `_break_inside` needs of its pattern; not there:
         # unbounded, or wider than MAX_WIDTH
-        self.own_widths = own_widths or {}
+        self.own_patterns = own_patterns or {}
         self.local = threading.local()
         self._unknown: dict[int, tuple[int, ...]] = {}
 
@@ -365,7 +365,7 @@ def _compile(patterns: tuple[re.Pattern[str], ...], gates: tuple[re.Pattern[str]
     flags: list[int] = []
     ids: list[int] = []
     widths: dict[int, int | None] = {}
-    own_widths: dict[int, _Own] = {}
+    own_patterns: dict[int, _Own] = {}
     gate_keys = {_key(g) for g in gates}
     wanted = [*((p, _key(p), False) for p in dict.fromkeys((*patterns, *gates)).keys()),
               *((p, _broken_key(p), True) for p in broken)]
@@ -383,7 +383,7 @@ def _compile(patterns: tuple[re.Pattern[str], ...], gates: tuple[re.Pattern[str]
         # without SINGLEMATCH Hyperscan scans prose a third faster with them: 7.9 against
         # 12.7 ms for 2 MB, measured 2026-12-07)
         if is_broken and translated.own_width is not None:
-            own_widths[key] = _Own(pattern, translated.own_width, translated.boundary_after,
+            own_patterns[key] = _Own(pattern, translated.own_width, translated.boundary_after,
                                    translated.ends_blank)
         try:  # each alone first, so that one the compiler refuses falls back alone
             _hs.Database(mode=_hs.HS_MODE_BLOCK).compile(expressions=[expression], flags=flag)
@@ -397,7 +397,7 @@ def _compile(patterns: tuple[re.Pattern[str], ...], gates: tuple[re.Pattern[str]
         return None
     database = _hs.Database(mode=_hs.HS_MODE_BLOCK)
     database.compile(expressions=expressions, ids=list(range(len(ids))), flags=flags)
-    return _Native(database, ids, widths, tuple(_broken_key(p) for p in broken), own_widths)
+    return _Native(database, ids, widths, tuple(_broken_key(p) for p in broken), own_patterns)
 
 
 @dataclass(frozen=True)

@@ -102,9 +102,7 @@ def _confusable_latin() -> dict[int, str]:
 def fold(text: str) -> str:
     """The text as the recognisers read it (see the module's docstring). Not lower-cased."""
     if text.isascii() and "\r" in text:
-        data = text.encode("ascii")
-        lone_cr, controls = scan.lone_cr_and_controls(data)  # one native pass
-        del data
+        lone_cr, controls = _line_ends(text)
         if not lone_cr:
             # Every CR ends a CRLF: deleting them all is a third of the time of replacing each
             # CRLF (and holds one copy of the text, as that does); with the other controls,
@@ -136,12 +134,15 @@ def fold_crlf_text(text: str) -> str | None:
     each LF made CRLF again. None for any other text (`fold` it)."""
     if not text.isascii() or text.count("\r") != text.count("\n"):
         return None
-    data = text.encode("ascii")
-    lone_cr, controls = scan.lone_cr_and_controls(data)  # with the counts: CRLF throughout
-    del data
-    if lone_cr or controls:
+    if any(_line_ends(text)):  # with the counts: CRLF throughout
         return None
     return text.replace("\r", "")
+
+
+def _line_ends(text: str) -> tuple[bool, bool]:
+    """For ASCII text: whether a CR in it is not followed by an LF, and whether it holds
+    another C0 control or DEL (one native pass over its bytes, let go on return)."""
+    return scan.lone_cr_and_controls(text.encode("ascii"))
 
 
 _CHECK_SLICE = 1 << 18  # characters of ASCII text checked at a time
@@ -161,9 +162,6 @@ def _has_ascii_odd(text: str) -> bool:
 _ASCII_ODD_BYTES = bytes([*range(0x00, 0x0A), *range(0x0B, 0x20), 0x7F])  # _ASCII_ODD's
 
 
-_LINE_BREAK = re.compile(r" *\n[ \n]*")  # folded text has no tabs
-
-
 def joined(folded: str) -> str:
     """Folded text with the line breaks inside tokens removed: a break with no blank beside it
     joins the two lines, one with blanks beside it becomes a single space."""
@@ -171,5 +169,4 @@ def joined(folded: str) -> str:
         return folded
     if " \n" not in folded and "\n " not in folded:
         return folded.replace("\n", "")  # the usual case, at C speed
-    return _LINE_BREAK.sub(lambda run: "" if run.group().strip(" ") == run.group() else " ",
-                           folded)
+    return scan.join_runs(folded)  # (folded text has no tabs)

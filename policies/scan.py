@@ -447,7 +447,7 @@ def _across(text: str, newline: int, resumed: int, own: _Own) -> bool:
     joins it (True also when the _REACH characters before the run cannot settle it)."""
     back = max(0, newline - _REACH)
     run_start = back + len(text[back:newline].rstrip(" \n"))
-    joined = _RUN.sub(_glue, text[back:run_start])  # the earlier runs in reach, joined too
+    joined = join_runs(text[back:run_start])  # the earlier runs in reach, joined too
     if back > 0 and len(joined) <= own.width + 1:
         return True  # mostly runs: one cut by the reach might be within the match
     left = joined[-(own.width + 1):]  # the pattern's characters before the run, and one more
@@ -457,17 +457,18 @@ def _across(text: str, newline: int, resumed: int, own: _Own) -> bool:
                for at in range(len(left)))
 
 
-# A run of blanks and line breaks as `normalise.joined` finds it, and what it makes of it: a
-# space when a blank is at either end of it, else nothing (the tests compare the two).
+# A run of blanks and line breaks, and what `normalise.joined` makes of it: a space when a
+# blank is at either end of it, else nothing. Here, since normalise imports this module.
 _RUN = re.compile(r" *\n[ \n]*")
+
+
+def join_runs(text: str) -> str:
+    """Every run of blanks and line breaks in `text` joined (`normalise.joined`'s rule)."""
+    return _RUN.sub(lambda run: _glue_of(run.group()), text)
 
 
 def _glue_of(run: str) -> str:
     return "" if run.strip(" ") == run else " "
-
-
-def _glue(run: re.Match[str]) -> str:
-    return _glue_of(run.group())
 
 
 # --- line ends, for the parsers ---------------------------------------------------------------

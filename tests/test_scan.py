@@ -375,6 +375,6 @@ def test_the_line_end_checks_read_the_ends_of_the_data(engine: str) -> None:
 
 @given(st.text(alphabet=st.sampled_from(["a", "1", " ", "\n", "-"])))
 def test_the_scan_joins_a_run_as_the_joined_view_does(text: str) -> None:
-    """`Found.joined_may_match` joins the runs near a broken shape's end itself (policies/scan.py
-    cannot import normalise, which imports it): the same as `normalise.joined`."""
-    assert scan._RUN.sub(scan._glue, text) == normalise.joined(text)
+    """`Found.joined_may_match` joins the runs near a broken shape's end with the rule the
+    joined view uses (`scan.join_runs`): the same as `normalise.joined`, fast paths and all."""
+    assert scan.join_runs(text) == normalise.joined(text)

@@ -267,9 +267,15 @@ def _member_is_digit(op: Any, av: Any, parser: Any) -> bool:
 
 # The lookbehind sits after the first digit, so that the pattern starts with a digit class and
 # the regex engine skips ahead to the next digit instead of trying every position (same matches).
-_NHS = re.compile(r"(\d(?<![\d-]\d)\d\d)([ -]?)(\d{3})\2(\d{4})(?![\d-])")
-# The same, its lookbehind at the start, for the scan engine's shape (policies/scan.py).
-scan.shape_as(_NHS, re.compile(r"(?<![\d-])\d{3}([ -]?)\d{3}\1\d{4}(?![\d-])"))
+# Spaced, the same separator twice; but a line break stands for a space, since a mail client
+# that wraps a line at a space may drop the space: "943 476\n5919" is "943 476 5919" to the
+# reader, and the joined view ("943 4765919") would not show it. (A break with a blank beside
+# it is a space in the joined view already.)
+_NHS = re.compile(r"\d(?<![\d-]\d)\d\d(?:[ \n]\d{3}[ \n]|-\d{3}-|\d{3})\d{4}(?![\d-])")
+# Wider, its lookbehind at the start, for the scan engine's shape (policies/scan.py): any two
+# separators, which Hyperscan scans as fast as the one pattern without line breaks.
+scan.shape_as(_NHS, re.compile(r"(?<![\d-])\d{3}[ \n-]?\d{3}[ \n-]?\d{4}(?![\d-])"))
+_NHS_SEPARATORS = str.maketrans("", "", " \n-")
 
 
 def nhs_number_valid(digits: str) -> bool:
@@ -286,9 +292,10 @@ def nhs_number_valid(digits: str) -> bool:
 
 
 def has_nhs_number(text: str, found: scan.Found | None = None) -> bool:
-    """Whether the text holds a valid NHS number, spaced 3-3-4 (space or hyphen) or not."""
+    """Whether the text holds a valid NHS number, spaced 3-3-4 (space or hyphen, a line break
+    for a space) or not."""
     return _any_valid((found or scan_text(text, (_NHS,))).matches(_NHS),
-                      lambda m: nhs_number_valid(m.group(1) + m.group(3) + m.group(4)))
+                      lambda m: nhs_number_valid(m.group().translate(_NHS_SEPARATORS)))
 
 
 # --- National Insurance number: HMRC prefix rules ---------------------------------------

@@ -68,6 +68,15 @@ def test_identifiers_give_kinds_and_reasons() -> None:
     assert facts.protected_reasons == ("date-of-birth", "nhs-number", "ni-number", "pnc-id")
 
 
+def test_an_nhs_number_wrapped_at_a_space_is_found() -> None:
+    """A client that wraps a long line at a space and drops the space ("943 476\\r\\n5919")
+    leaves an NHS number the reader still sees; so does casegate, in plain text and in HTML."""
+    plain = classify(build_message("Please find the child's NHS number 943 476\r\n5919 below."))
+    assert plain.identifiers == ("nhs-number",) and plain.protected
+    html = classify(build_message(None, html="<p>NHS number 943\r\n476 5919</p>"))
+    assert html.identifiers == ("nhs-number",)
+
+
 def test_html_only_body_is_read() -> None:
     """An HTML-only message is read as text, across inline tags and in attributes."""
     raw = build_message(None, html="<html><body><p>Case <b>ZC12</b>C00123</p>"

@@ -80,9 +80,17 @@ def test_nhs_number_check_digit(digits: str, valid: bool) -> None:
     ("phone 01943 476 5919", False),  # part of a longer number
     ("943 4765 919", False),  # not 3-3-4
     ("943 476-5919", False),  # mixed separators
+    # wrapped at one of its spaces by a mail client that dropped the space (folded text)
+    ("NHS 943 476\n5919 on file", True),
+    ("NHS 943\n476 5919 on file", True),
+    ("NHS 943\n476\n5919 on file", True),
+    ("943 476\n5918", False),  # the check digit still counts
+    ("943 476\n\n5919", False),  # a paragraph between them
+    ("943-476\n5919", False),  # a hyphen and a space
 ])
 def test_nhs_number_in_text(text: str, found: bool) -> None:
-    """An NHS number is found spaced 3-3-4 or unspaced, only with a valid check digit."""
+    """An NHS number is found spaced 3-3-4 or unspaced, only with a valid check digit; a line
+    break stands for a space."""
     assert has_nhs_number(text) is found
 
 

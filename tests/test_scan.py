@@ -276,7 +276,8 @@ def test_an_identifier_broken_over_lines_opens_the_joined_view() -> None:
     ("Our reference is ZC12 \n  C00123 for the file.", True),  # a run with blanks: a space
     ("the NHS number 943 476 \n5919 is on file", True),
     # broken, but not whole in the view either: the run becomes a space the pattern does not
-    # take there, or nothing where it needs the same separator as before
+    # take there, or nothing where it needs the same separator as before (an NHS number
+    # wrapped at a space is found in the text itself: its line break stands for the space)
     ("Our reference is ZC12C0\n  0123 for the file.", False),
     ("the NHS number 943 476\n5919 is on file", False),
     # whole, alone on its line: nothing before the run joins it

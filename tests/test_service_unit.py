@@ -49,6 +49,20 @@ def test_the_unit_is_hardened_and_names_this_installation(
     assert "@" not in "".join(service.values()).replace("@system-service", "")
 
 
+@pytest.mark.parametrize(("config", "seconds"), [
+    ("[smtp]\ndrain_seconds = 45\n", 75),  # into the outbox: nothing is handed over
+    ("[smtp]\ndrain_seconds = 45\n[upstream]\nhost = \"smarthost.example\"\n", 675),
+    ("[upstream]\nhost = \"smarthost.example\"\ndata_done_timeout = 120.5\n", 181),
+])
+def test_systemd_waits_for_the_drain_and_the_upstreams_reply(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, config: str, seconds: int) -> None:
+    """A hand-over killed while it waits for the upstream's reply leaves its acceptance
+    unrecorded (the client's retry could deliver twice): the unit waits for the drain, the
+    reply to the end of data, and 30 seconds more."""
+    service = parse(unit_text(capsys, tmp_path, config))["Service"]
+    assert service["TimeoutStopSec"] == f"{seconds}s"
+
+
 def test_port_25_keeps_only_the_bind_capability(capsys: pytest.CaptureFixture[str],
                                                 tmp_path: Path) -> None:
     """A config listening on port 25 gets CAP_NET_BIND_SERVICE and no other capability."""

@@ -24,7 +24,7 @@ from gateway.config import Config, ConfigError, load_config
 
 DEFAULT_CONFIG = Path("/etc/casegate/casegate.toml")
 DEFAULT_USER = "casegate"
-STOP_MARGIN_SECONDS = 30  # beyond smtp.drain_seconds: closing the stores and the listeners
+STOP_MARGIN_SECONDS = 30  # beyond the drain and the hand-overs: closing the stores and listeners
 PRIVILEGED_PORTS = range(1, 1024)
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _NO_CAPABILITIES = "CapabilityBoundingSet=\nAmbientCapabilities=\n"
@@ -67,6 +67,15 @@ def casegate_command() -> str:
     return str(script) if script.is_file() else f"{sys.executable} -m gateway"
 
 
+def stop_timeout(config: Config) -> int:
+    """How long systemd waits after SIGTERM before it kills: the drain, then a hand-over that
+    sent its end of data waiting for the upstream's reply (up to `upstream.data_done_timeout`;
+    killed meanwhile, the acceptance would go unrecorded and the client's retry could deliver
+    a second copy), then the margin for closing the stores and the listeners."""
+    handing_over = config.upstream.data_done_timeout if config.upstream.host else 0.0
+    return math.ceil(config.smtp.drain_seconds + handing_over) + STOP_MARGIN_SECONDS
+
+
 def render_unit(config: Config, config_path: Path, data_dir: Path, user: str,
                 casegate: str) -> str:
     """The shipped unit with the paths filled in, and CAP_NET_BIND_SERVICE only when a port
@@ -80,7 +89,7 @@ def render_unit(config: Config, config_path: Path, data_dir: Path, user: str,
     if any(port in PRIVILEGED_PORTS for port in ports):
         text = text.replace(_NO_CAPABILITIES, "").replace(
             _BIND_CAPABILITY, _BIND_CAPABILITY.replace("#", ""))
-    stop_seconds = math.ceil(config.smtp.drain_seconds) + STOP_MARGIN_SECONDS
+    stop_seconds = stop_timeout(config)
     for name, value in (("@USER@", user), ("@CASEGATE@", casegate),
                         ("@CONFIG@", str(config_path)), ("@DATA_DIR@", str(data_dir)),
                         ("@STOP_SECONDS@", f"{stop_seconds}s")):

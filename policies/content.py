@@ -633,20 +633,35 @@ def _scan(text: str, rules: ContentRules) -> scan.Found:
                                  patterns if identifiers.has_digit(text) else ())
 
 
-def _identifier_views(texts: list[_Text],
-                      scans: list[scan.Found]) -> Iterator[tuple[str, scan.Found | None]]:
+def _identifier_views(texts: list[_Text], scans: list[scan.Found],
+                      patterns: tuple[re.Pattern[str], ...]
+                      ) -> Iterator[tuple[str, scan.Found | None]]:
     """Each text with its scan, and again with its line breaks removed when it has any
     (normalise.joined; scanned when read): an identifier broken over two lines is whole in
     the second, one ending a line in the first. The joined view is made only when the scan
     of the text saw an identifier's shape with line breaks inside (`Found.joined_may_match`).
+    A body's or text file's quoted lines are read once more without their quote marks, and
+    joined likewise (`normalise.quoted`): a mail client that wraps a quoted line starts the
+    next with the marks again, so an identifier wrapped there is whole in neither view of the
+    text itself. `patterns` are the identifier patterns, for the views' own scans.
     """
     for piece, found in zip(texts, scans, strict=True):
-        yield piece.text, found
-        if not identifiers.has_digit(piece.text) or not found.joined_may_match():
-            continue  # every identifier holds a digit: the joined view would find nothing
-        whole = normalise.joined(piece.text)
-        if whole is not piece.text:
-            yield whole, None
+        yield from _views(piece.text, found)
+        if piece.source not in (_Source.BODY, _Source.ATTACHMENT_TEXT):
+            continue
+        quoted = normalise.quoted(piece.text)
+        if identifiers.has_digit(quoted):
+            yield from _views(quoted, identifiers.scan_text(quoted, patterns, (), patterns))
+
+
+def _views(text: str, found: scan.Found) -> Iterator[tuple[str, scan.Found | None]]:
+    """The text with its scan, then its joined view when that may hold more."""
+    yield text, found
+    if not identifiers.has_digit(text) or not found.joined_may_match():
+        return  # every identifier holds a digit: the joined view would find nothing
+    whole = normalise.joined(text)
+    if whole is not text:
+        yield whole, None
 
 
 def _identifiers(texts: list[_Text], rules: ContentRules,
@@ -656,7 +671,7 @@ def _identifiers(texts: list[_Text], rules: ContentRules,
     numbers: dict[str, None] = {}
     kinds: set[str] = set()
     patterns = _identifier_patterns(rules)
-    for text, scanned in _identifier_views(texts, scans):
+    for text, scanned in _identifier_views(texts, scans, patterns):
         found = scanned or identifiers.scan_text(text, patterns)
         for number in identifiers.find_case_numbers(text, rules.case_number_search,
                                                     rules.case_number_regex, found):

@@ -170,3 +170,24 @@ def joined(folded: str) -> str:
     if " \n" not in folded and "\n " not in folded:
         return folded.replace("\n", "")  # the usual case, at C speed
     return scan.join_runs(folded)  # (folded text has no tabs)
+
+
+# A quoted line of a plain-text reply: "> ", nested ("> > ", ">>") or indented (folded text has
+# no tabs), then the line itself; found from the line break before it (a literal: the regex
+# engine skips to each), the first line of a text alone. (policies/restricted.py reads
+# quoting with the same marks.)
+_QUOTED_LINE = re.compile(r"\n *(?:> ?)+([^\n]*)")
+_QUOTED_FIRST_LINE = re.compile(r" *(?:> ?)+([^\n]*)")
+
+
+def quoted(folded: str) -> str:
+    """The quoted lines of a folded text, their quote marks removed, one line after another
+    ("" when it has none). A mail client that wraps a quoted line starts the new line with the
+    marks again, so an identifier wrapped there ("> NHS 943 476" / "> 5919") is whole in
+    neither the text nor its joined view; it is in this text, or in its joined view. A line
+    break stands between two blocks of quoted lines, as between lines."""
+    if ">" not in folded:
+        return ""  # at C speed: most texts
+    first = _QUOTED_FIRST_LINE.match(folded)
+    lines = _QUOTED_LINE.findall(folded)  # each line's text, at C speed
+    return "\n".join([first.group(1), *lines] if first is not None else lines)

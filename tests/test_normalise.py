@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from gateway.cli import main
 from policies.content import classify_message
-from policies.normalise import fold, fold_crlf_text, joined
+from policies.normalise import fold, fold_crlf_text, joined, quoted
 from tests.fixtures_content import default_rules
 from tests.gateway_harness import STAFF, Harness, running_gateway
 from tests.sink import Sink
@@ -101,6 +101,17 @@ def test_joined(text: str, expected: str) -> None:
     assert joined(text) == expected
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("no quote here", ""),
+    ("a > b and 3 > 2", ""),  # a mark only where a line starts
+    ("> Case ZC12\n> C00123 is listed", "Case ZC12\nC00123 is listed"),
+    ("Jo wrote:\n> one\n>> two\n > > three\n  >four\nmine\n> five", "one\ntwo\nthree\nfour\nfive"),
+    (">\n> \n", "\n"),
+])
+def test_quoted_lines_without_their_marks(text: str, expected: str) -> None:
+    assert quoted(text) == expected
+
+
 def facts_of(body: str, subject: str = "Update") -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(case numbers, identifier kinds) the classifier finds in a plain text message."""
     message = EmailMessage(policy=email.policy.SMTP)
@@ -131,6 +142,12 @@ def facts_of(body: str, subject: str = "Update") -> tuple[tuple[str, ...], tuple
     (f"DOB: {fullwidth('03/04/2015')}", (), ("date-of-birth",)),
     ("born 3\u00a0April\u00a02015", (), ("date-of-birth",)),
     ("born 3 Ap\nril 2015", (), ("date-of-birth",)),
+    # Wrapped by a mail client: at a space it dropped, and in a quoted reply.
+    ("NHS 943 476\n5919 on file", (), ("nhs-number",)),
+    ("Jo wrote:\n> Case ZC12\n> C00123 is listed.", ("ZC12C00123",), ()),
+    ("Jo wrote:\n> the case ZC12C0\n> 0123 is listed.", ("ZC12C00123",), ()),
+    ("Jo wrote:\n>> NHS 943 476\n>> 5919 on file", (), ("nhs-number",)),
+    ("Jo wrote:\n> > NHS 943\n> > 476 5919 on file", (), ("nhs-number",)),
     # Look-alikes that must stay unrecognised: no case number was written.
     ("Room ZC12 is free at 10:00", (), ()),
     ("The invoice ZC12C0012 is short of a digit", (), ()),

@@ -9,6 +9,8 @@ message in a worker thread) on these messages, to one internal and one outside r
 * ordinary prose (`bench/bench_gateway.py`'s), 10 KB, 100 KB, 2 MB and 20 MB;
 * the same prose with a date, a phone number and a reference after every paragraph;
 * the same prose with a case number on its first line, 100 KB and 2 MB;
+* a plain-text reply quoting the prose with digits ("> " before every line), 100 KB and 2 MB:
+  its quoted lines are read once more without their marks;
 * digit-heavy mail: a letter full of dates, phone numbers and references, with a CSV table
   attached (dates, times, phone numbers, amounts, references on every row), 1 KB, 100 KB, 2 MB;
 * Postfix's `smtp-source -l` body (every line starts with a digit), 1 KB, 100 KB, 2 MB: the
@@ -52,6 +54,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "prose": ("10 KB", "100 KB", "2 MB", "20 MB"),
     "prose with digits": ("10 KB", "100 KB", "2 MB"),
     "prose with a case number": ("100 KB", "2 MB"),
+    "reply quoting prose with digits": ("100 KB", "2 MB"),
     "digit-heavy + CSV": ("1 KB", "100 KB", "2 MB"),
     "smtp-source -l": ("1 KB", "100 KB", "2 MB"),
 }
@@ -83,6 +86,14 @@ def csv_row(i: int) -> bytes:
     return (f"{1 + i % 28:02d}/{1 + i % 12:02d}/2025,{8 + i % 10:02d}:{i % 60:02d},"
             f"0161 496 {i % 10000:04d},SR/2025/{i % 100000:05d},{(i * 37) % 10000}.{i % 100:02d},"
             f"{1 + i % 7}.5,M{1 + i % 40} {i % 10}AB\r\n").encode()
+
+
+def quoting(raw: bytes) -> bytes:
+    """A plain-text reply to the message: a line of its own, then the message's text quoted
+    as mail clients quote it, "> " before every line."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    quoted = b"\r\n".join(b"> " + line for line in body.split(b"\r\n"))
+    return head + b"\r\n\r\nThanks, see below.\r\n\r\nOn Monday Jo wrote:\r\n" + quoted
 
 
 def digit_heavy(size: int) -> bytes:
@@ -199,6 +210,8 @@ def messages(no_big: bool) -> tuple[list[tuple[str, str, Path]], str, Path]:
                 raw = with_digits(make_message(size), PROSE)
             elif kind == "prose with a case number":
                 raw = with_case_number(make_message(size))
+            elif kind == "reply quoting prose with digits":
+                raw = quoting(with_digits(make_message(size), PROSE))
             elif kind == "digit-heavy + CSV":
                 raw = digit_heavy(size)
             else:

@@ -13,10 +13,10 @@ holds while it decides. With `--baseline CHECKOUT` (another commit's checkout, e
 `git worktree add /tmp/base HEAD~2`) each shape is also measured there, in the same run.
 
 Shapes: a text/plain body (7bit, with a case number whole on its first line, a
-tab-separated table, and quoted-printable); a text/html body (7bit, and
-quoted-printable); multipart/alternative (text and HTML); a base64 HTML attachment; a base64
-CSV attachment; a forwarded message (message/rfc822) with a text body. The text is prose
-with dates and phone numbers; the HTML a table of them.
+tab-separated table, quoted-printable, and a reply quoting the text with "> "); a text/html
+body (7bit, and quoted-printable); multipart/alternative (text and HTML); a base64 HTML
+attachment; a base64 CSV attachment; a forwarded message (message/rfc822) with a text body.
+The text is prose with dates and phone numbers; the HTML a table of them.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ PROSE = ("The family meeting on 12/03/2024 went well; the children are settled a
          "their father can be reached on 01632 960 123 = most evenings.\n")
 CSV = "2024-03-12,09:30,01632 960 123,ZC12C00123,250.00,visit at home\n"
 ROW = "<tr><td>Visit 12/03/2024</td><td>Room 4, 01632 960 123</td><td>notes &amp; plan</td></tr>\n"
-SHAPES = ("text", "text-case", "text-tabs", "text-qp", "html", "html-qp", "alternative",
-          "html-attachment", "csv-attachment", "forwarded")
+SHAPES = ("text", "text-case", "text-tabs", "text-qp", "reply", "html", "html-qp",
+          "alternative", "html-attachment", "csv-attachment", "forwarded")
 CASE_LINE = "Case ZC12C00123: notes for the file.\n"  # a case number, whole on its line
 TAB_ROW = "12/03/2024\t09:30\tvisit at home\t01632 960 123\tnotes\n"  # a pasted table
 
@@ -90,6 +90,9 @@ def message(shape: str, size: int) -> bytes:
                                    _crlf(TAB_ROW * (size // len(TAB_ROW)))),
         "text-qp": lambda: _part("text/plain; charset=utf-8", _qp(_text(size)),
                                  "quoted-printable"),
+        "reply": lambda: _part("text/plain; charset=utf-8", _crlf(
+            "Thanks, see below.\n\nOn Monday Jo wrote:\n"
+            + "".join("> " + line for line in _text(size).splitlines(keepends=True)))),
         "html": lambda: _part("text/html; charset=utf-8", _crlf(_html(size))),
         "html-qp": lambda: _part("text/html; charset=utf-8", _qp(_html(size)),
                                  "quoted-printable"),

@@ -82,6 +82,18 @@ def test_words_matches_the_reference_on_the_corpus_and_random_texts() -> None:
         assert restricted.words(ascii_only) == reference_words(ascii_only), ascii_only
 
 
+@pytest.mark.parametrize("slice_size", [1, 2, 3, 5, 17, 64])
+def test_words_dropping_plurals_a_slice_at_a_time_is_one_pass(
+        monkeypatch: pytest.MonkeyPatch, slice_size: int) -> None:
+    """`_ascii_words` drops plurals a slice at a time, cut after a space: with slices far
+    shorter than the texts, every cut (in a word, after "s", at the end) gives the same."""
+    monkeypatch.setattr(restricted, "_WORDS_SLICE", slice_size)
+    texts = [*random_texts(11, 800), "cats dogs", "cats  ", " boss buses its Ks", "s s s"]
+    for text in texts:
+        ascii_only = text.encode("ascii", "ignore").decode("ascii")
+        assert restricted.words(ascii_only) == reference_words(ascii_only), ascii_only
+
+
 def long_padded(seed: int, size: int) -> str:
     """Corpus texts in a seeded order, written by `words`, until `size` characters."""
     r = random.Random(seed)

@@ -122,6 +122,8 @@ def _ascii_words(text: str) -> str:
     while b"  " in data:
         data = data.replace(b"  ", b" ")
     data = data.strip(b" ")
+    if len(data) <= _WORDS_SLICE:  # a line, a heading: most calls
+        return _PLURAL_BYTES.sub(b"", data).decode("ascii")
     pieces: list[str] = []
     start = 0
     while start < len(data):

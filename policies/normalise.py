@@ -174,8 +174,7 @@ def joined(folded: str) -> str:
 
 # A quoted line of a plain-text reply: "> ", nested ("> > ", ">>") or indented (folded text has
 # no tabs), then the line itself; found from the line break before it (a literal: the regex
-# engine skips to each), the first line of a text alone. (policies/restricted.py reads
-# quoting with the same marks.)
+# engine skips to each), the first line of a text alone.
 _QUOTED_LINE = re.compile(r"\n *(?:> ?)+([^\n]*)")
 _QUOTED_FIRST_LINE = re.compile(r" *(?:> ?)+([^\n]*)")
 

@@ -457,7 +457,6 @@ _FROM_LINE = re.compile(r"[ \t>]*\**[ \t]*from\**[ \t]*:\**[ \t]*(.*)", re.I)
 _HEADER_LINE = re.compile(r"[ \t>]*\**[ \t]*(sent|date|to|cc|subject)\**[ \t]*:\**[ \t]*(.*)",
                           re.I)
 _WROTE = re.compile(r"[ \t>]*on\b.{0,300}\bwrote:?[ \t]*", re.I)
-_QUOTE = re.compile(r"^[ \t]*(?:>[ \t]?)+", re.M)
 
 
 @dataclass(frozen=True)
@@ -671,8 +670,9 @@ def _agency_signals(piece: Segment, marks: AgencyCheckMarks, own: bool,
     text = f"{piece.subject}\n{piece.text}" if piece.subject else piece.text
     if _blank(text):
         return []
-    if ">" in text:
-        text = _QUOTE.sub("", text)  # "> " quoting
+    # Quote marks ("> ") are left in: the record fields' pattern skips them at a line's start,
+    # and `words` makes them spaces (a copy of the text without them was one more copy of a
+    # long quoted reply; tests/test_restricted_fast.py compares).
     text = _without_choices(text)  # "trace / no trace" boxes
     fields: set[str] = set()  # record fields filled in
     answered = 0  # filled in with an outcome ("Result: No trace")

@@ -196,20 +196,21 @@ def test_an_html_body_is_folded_and_scanned_before_its_text_is_taken_out(traced:
     assert peak <= 2.4 * len(raw), peak / len(raw)
 
 
-def test_a_quoted_reply_drops_its_plurals_a_slice_at_a_time(traced: None) -> None:
+def test_a_quoted_reply_is_not_copied_for_its_words(traced: None) -> None:
     """A plain-text reply quoting a long text ("> " on every line) is read by the agency-check
-    reader as another author's words (`restricted.words`), whose plural pass held every piece
-    between two matches as an object of its own: 7.23x beside the message measured, 4.93x
-    with the pass a slice at a time. Still above the 3x of issue 14 in all: the quoted
-    segment, its copy without the marks and the words are each a copy of the text. The case
-    number and the NHS number wrapped in the quote are found (`normalise.quoted`)."""
+    reader as another author's words (`restricted.words`). Its plural pass held every piece
+    between two matches as an object of its own, and the text was copied without its quote
+    marks first: 7.23x beside the message measured, 3.95x with the pass a slice at a time and
+    the marks left in. Still above the 3x of issue 14 in all: the quoted segment and its words
+    are each a copy of the text. The case number and the NHS number wrapped in the quote are
+    found (`normalise.quoted`)."""
     line = "The family meeting on 12/03/2024 went well; the children are settled at school.\n"
     text = (f"Thanks, see below.\n\nOn Monday Jo wrote:\n> Case {CASE[:4]}\n> {CASE[4:]} and"
             " NHS 943 476\n> 5919\n" + "".join("> " + line for _ in range(SIZE // len(line))))
     raw = one_body_message("text/plain", text)
     facts, peak = classification_peak(raw)
     assert facts.case_numbers == (CASE,) and facts.identifiers == ("nhs-number",)
-    assert peak <= 5.2 * len(raw), peak / len(raw)
+    assert peak <= 4.2 * len(raw), peak / len(raw)
 
 
 def one_body_message(content_type: str, text: str) -> bytes:

@@ -94,6 +94,21 @@ def test_words_dropping_plurals_a_slice_at_a_time_is_one_pass(
         assert restricted.words(ascii_only) == reference_words(ascii_only), ascii_only
 
 
+@pytest.mark.parametrize("mark", ["> ", ">", "> > ", ">> ", "  > "])
+def test_quote_marks_change_no_agency_signal(mark: str) -> None:
+    """A text quoted in a reply gives the signals it gives unquoted: the record fields skip
+    the marks at a line's start and `words` makes them spaces, so no copy of a long quoted
+    text without its marks is made (issue 14: a quoted reply's memory)."""
+    for text in [*corpus_texts(), *random_texts(5, 300)]:
+        quoted = "\n".join(mark + line for line in text.split("\n"))
+        for author in (restricted.OWN, "someone@example.org"):
+            for phrases in (True, False):
+                expected = restricted._agency_signals(
+                    restricted.Segment(author, "", text), MARKS, True, phrases)
+                assert restricted._agency_signals(
+                    restricted.Segment(author, "", quoted), MARKS, True, phrases) == expected
+
+
 def long_padded(seed: int, size: int) -> str:
     """Corpus texts in a seeded order, written by `words`, until `size` characters."""
     r = random.Random(seed)

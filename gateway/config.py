@@ -53,7 +53,7 @@ class SmtpConfig:
     hostname: str = "casegate.localhost"  # name in the greeting and on the generated certificate
     max_message_size: int = 35 * 1024 * 1024  # bytes; announced in EHLO, enforced while reading
     max_recipients: int = 100  # per message; more get 452
-    idle_timeout: float = 300.0  # seconds a client may stay silent
+    idle_timeout: float = 300.0  # seconds a client may stay silent (then 421 4.4.2, closed)
     relay_from: tuple[str, ...] = ()  # trusted relay peers (CIDR), e.g. an Exchange connector
     relay_client_cert_fingerprints: tuple[str, ...] = ()  # optional: sha256 hex of peer certs
     relay_client_ca_file: str = ""  # CAs for relay peers' client certs (default: the system's)

@@ -241,15 +241,17 @@ async def test_relay_peers_are_not_unauthenticated_connections(tmp_path: Path,
 
 
 async def test_silence_before_auth_is_cut_short(tmp_path: Path, sink: Sink) -> None:
-    """A client that has not authenticated is closed after `unauthenticated_idle_timeout`; one
-    that has logged in, idle for longer than that, is still served (`idle_timeout`)."""
+    """A client that has not authenticated is told 421 4.4.2 and closed after
+    `unauthenticated_idle_timeout`; one that has logged in, idle for longer than that, is
+    still served (`idle_timeout`)."""
     # 2 s, not less: the timer also runs while the staff client's password is checked.
     async with running_gateway(tmp_path, sink, unauthenticated_idle_timeout=2.0,
                                idle_timeout=60.0) as gw, _clients(gw) as connect:
         staff = await gw.run(gw.connect)
         try:
             silent = await _greeted(connect)  # opened after staff's last command
-            assert await silent.closed_by_server()  # after 2 s of silence
+            assert (await silent.reply()).startswith(b"421 4.4.2 ")  # after 2 s of silence
+            assert await silent.closed_by_server()
             assert (await gw.run(staff.noop))[0] == 250  # silent for longer, still served
         finally:
             await gw.run(staff.quit)

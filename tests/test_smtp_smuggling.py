@@ -124,13 +124,14 @@ async def test_failure_while_deciding_is_451_and_nothing_leaves(gw: Harness) -> 
 
 
 async def test_idle_client_is_disconnected(tmp_path: Path, sink: Sink) -> None:
-    """A client that says nothing is disconnected after smtp.idle_timeout."""
+    """A client that says nothing is told 421 4.4.2 and disconnected after smtp.idle_timeout."""
     async with running_gateway(tmp_path, sink, idle_timeout=0.3) as gw:
 
         def wait_for_close() -> bytes:
             with socket.create_connection((gw.host, gw.gateway.smtp_port), timeout=10) as conn:
-                greeting = conn.recv(1024)
-                assert greeting.startswith(b"220 ")
-                return conn.recv(1024)  # blocks until the gateway closes the connection
+                reader = conn.makefile("rb")
+                assert reader.readline().startswith(b"220 ")
+                return reader.read()  # blocks until the gateway closes the connection
 
-        assert await gw.run(wait_for_close) == b""
+        assert await gw.run(wait_for_close) == (
+            b"421 4.4.2 Idle for too long; closing the connection\r\n")

@@ -53,6 +53,11 @@ HOOKS: tuple[Internal, ...] = (
         "route (documented as the way to a custom Envelope, though its name is private)",
         params=("self",)),
     Internal(
+        SMTP, "_timeout_cb", Kind.HOOK, FRONT,
+        "the idle timer's callback: ours answers 421 4.4.2 before aiosmtpd closes the "
+        "connection, which it does without a word (there is no public timeout hook)",
+        params=("self",)),
+    Internal(
         SMTP, "_getaddr", Kind.HOOK, FRONT,
         "reads the path of MAIL and RCPT: ours refuses source routes and comments, which "
         "aiosmtpd's parser drops silently (SECURITY.md 8); there is no public parsing hook",

@@ -99,6 +99,9 @@ NOT_UTF8 = Reply.of(553, "5.6.7", "The address is not valid UTF-8.")
 # The gateway is stopping (RFC 3463 4.3.2: system not accepting network messages; RFC 5321
 # 3.8: a server that must shut down answers 421 before it closes).
 SHUTTING_DOWN = "421 4.3.2 Service shutting down; try again later"
+# Silent for longer than the idle timeout (RFC 3463 4.4.2: bad connection; Postfix says the
+# same before it closes, where aiosmtpd closes without a word).
+IDLE_TOO_LONG = "421 4.4.2 Idle for too long; closing the connection"
 
 # RFC 2034: every reply but the greeting and the EHLO/HELO answer carries an enhanced status
 # code. aiosmtpd's own replies ("221 Bye", "500 Error: bad syntax", HELP, ...) get these,
@@ -241,7 +244,7 @@ class GatewaySMTP(SMTP):
 
     What it needs of aiosmtpd beyond the public API goes through gateway.smtp.aiosmtpd_private,
     which lists the private methods overridden here (`_handle_client`, `_create_envelope`,
-    `_getaddr`).
+    `_getaddr`, `_timeout_cb`).
     """
 
     def __init__(self, handler: SubmissionHandler, *, implicit_tls: bool,
@@ -360,6 +363,14 @@ class GatewaySMTP(SMTP):
         log.info("connection-shut-down", peer=self.peer_ip)
         transport.write(SHUTTING_DOWN.encode("ascii") + b"\r\n")
         transport.close()
+
+    def _timeout_cb(self) -> None:
+        """aiosmtpd's idle timer ran out: the client is told why before the close."""
+        transport = self.transport
+        if (not self._shut and isinstance(transport, asyncio.WriteTransport)
+                and not transport.is_closing()):
+            transport.write(IDLE_TOO_LONG.encode("ascii") + b"\r\n")
+        super()._timeout_cb()
 
     def _create_envelope(self) -> GatewayEnvelope:
         return GatewayEnvelope()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -135,3 +136,43 @@ async def test_idle_client_is_disconnected(tmp_path: Path, sink: Sink) -> None:
 
         assert await gw.run(wait_for_close) == (
             b"421 4.4.2 Idle for too long; closing the connection\r\n")
+
+
+async def test_the_idle_timer_does_not_run_while_the_gateway_works(tmp_path: Path,
+                                                                    sink: Sink) -> None:
+    """The idle timeout is the client's silence, not the gateway's work: an upstream that
+    answers the end of data later than `smtp.idle_timeout` still gets the client its 250."""
+    async with running_gateway(tmp_path, sink, idle_timeout=0.5) as gw:
+        sink.late_reply(delay=1.5, times=1)  # three times the idle timeout
+        assert await gw.run(gw.send, STAFF, ["colleague@cafcass.gov.uk"],
+                            message(to=["colleague@cafcass.gov.uk"])) == {}
+
+
+async def test_a_client_sending_its_data_slowly_is_not_idle(tmp_path: Path,
+                                                             sink: Sink) -> None:
+    """Each piece of a message's data starts the idle timer again: a message that takes
+    longer than `smtp.idle_timeout` to arrive, a piece at a time, is taken; a client that
+    falls silent in the middle of its data is told 421 4.4.2 and closed."""
+    async with running_gateway(tmp_path, sink, idle_timeout=1.0) as gw:
+
+        def send_slowly(stall: bool) -> bytes:
+            data = message(to=["colleague@cafcass.gov.uk"],
+                           body="\r\n".join(f"Note {n} of the visit." for n in range(25)))
+            with gw.connect() as client:
+                assert client.mail(STAFF)[0] == 250
+                assert client.rcpt("colleague@cafcass.gov.uk")[0] == 250
+                assert client.docmd("DATA")[0] == 354
+                for line in data.splitlines(keepends=True)[:-1]:
+                    client.send(line)
+                    time.sleep(0.1)  # the client's pace: 3 s for the whole, 0.1 s between
+                if stall:
+                    return client.sock.recv(1024)  # says nothing more: the gateway ends it
+                client.send(data.splitlines(keepends=True)[-1] + b".\r\n")
+                code, _ = client.getreply()
+                return str(code).encode()
+
+        assert await gw.run(send_slowly, False) == b"250"
+        assert await gw.run(send_slowly, True) == (
+            b"421 4.4.2 Idle for too long; closing the connection\r\n")
+    assert len(sink.messages) == 1
+

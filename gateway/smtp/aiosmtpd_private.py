@@ -134,6 +134,13 @@ def fixed_signature(function: F) -> F:
     return function
 
 
+def restart_idle_timer(server: SMTP, seconds: float | None = None) -> None:
+    """The connection is closed after `seconds` (default: its idle timeout) from now without a
+    command; nothing when the connection is already lost."""
+    if server.transport is not None:
+        server._reset_timeout(seconds)
+
+
 def set_idle_timeout(server: SMTP, seconds: float) -> None:
     """From now on the connection is closed after `seconds` without a command."""
     server._timeout_duration = seconds

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -52,11 +53,12 @@ from gateway.smtp.aiosmtpd_private import (
     fixed_signature,
     looked_up_names,
     pending_input,
+    restart_idle_timer,
     set_idle_timeout,
     starttls_begun,
 )
 from gateway.smtp.budget import FIRST_CLAIM, NO_ROOM, BufferBudget, Claim, declared_size
-from gateway.smtp.data import read_data
+from gateway.smtp.data import Received, read_data
 from gateway.smtp.limits import (
     JUNK_VERBS,
     TOO_MANY_CONNECTIONS,
@@ -272,6 +274,7 @@ class GatewaySMTP(SMTP):
         self._idle_timeout: float = kwargs.get("timeout", 300)  # aiosmtpd's default
         self._unauthenticated_timeout = unauthenticated_timeout
         self._unauthenticated = False  # from outside relay_from and not (yet) authenticated
+        self._receiving = False  # a message's data is being received
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -363,6 +366,14 @@ class GatewaySMTP(SMTP):
         log.info("connection-shut-down", peer=self.peer_ip)
         transport.write(SHUTTING_DOWN.encode("ascii") + b"\r\n")
         transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes from the client. While it sends a message's data each piece starts the idle
+        timer again: idle is the client's silence (aiosmtpd starts it again at a command only,
+        so a message that took longer than the idle timeout to arrive was cut off)."""
+        super().data_received(data)
+        if self._receiving:
+            restart_idle_timer(self)
 
     def _timeout_cb(self) -> None:
         """aiosmtpd's idle timer ran out: the client is told why before the close."""
@@ -563,12 +574,31 @@ class GatewaySMTP(SMTP):
                 claim.release()
 
     async def _data(self, claim: Claim | None) -> None:
-        """The 354, the data, and the reply to it (the message held under `claim`)."""
+        """The 354, the data, and the reply to it (the message held under `claim`).
+
+        The idle timer runs while the data arrives (each piece starts it again) and not while
+        the gateway decides and delivers: the client is waiting for the reply then, and the
+        gateway's own timeouts bound that (the upstream's `data_done_timeout` is longer than
+        the idle timeout by default). It starts again once the reply is sent."""
         assert self.envelope is not None
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        received = await read_data(command_stream(self),
-                                   self.data_size_limit or DEFAULT_SIZE_LIMIT,
-                                   self.line_length_limit, claim)
+        self._receiving = True
+        try:
+            received = await read_data(command_stream(self),
+                                       self.data_size_limit or DEFAULT_SIZE_LIMIT,
+                                       self.line_length_limit, claim)
+        finally:
+            self._receiving = False
+        restart_idle_timer(self, math.inf)  # the gateway's turn
+        try:
+            await self._answer(received)
+        finally:
+            restart_idle_timer(self)  # the client's turn
+
+    async def _answer(self, received: Received) -> None:
+        """The reply to a message's data: the refusal of what could not be read, else the
+        pipeline's (gateway.stages)."""
+        assert self.envelope is not None
         if received.error:
             refused = self.envelope
             self.envelope = GatewayEnvelope()  # the next MAIL starts afresh

@@ -144,8 +144,7 @@ def restart_idle_timer(server: SMTP, seconds: float | None = None) -> None:
 def set_idle_timeout(server: SMTP, seconds: float) -> None:
     """From now on the connection is closed after `seconds` without a command."""
     server._timeout_duration = seconds
-    if server.transport is not None:  # connected: restart the running timer at once
-        server._reset_timeout()
+    restart_idle_timer(server)  # connected: the running timer at once
 
 
 def starttls_begun(server: SMTP) -> bool:

@@ -360,12 +360,10 @@ class GatewaySMTP(SMTP):
         and its handler is cancelled when the connection is lost (fail closed).
         """
         self._shut = True
-        transport = self.transport
-        if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
-            return
-        log.info("connection-shut-down", peer=self.peer_ip)
-        transport.write(SHUTTING_DOWN.encode("ascii") + b"\r\n")
-        transport.close()
+        if self._last_word(SHUTTING_DOWN):
+            log.info("connection-shut-down", peer=self.peer_ip)
+            assert self.transport is not None
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         """Bytes from the client. While it sends a message's data each piece starts the idle
@@ -377,11 +375,18 @@ class GatewaySMTP(SMTP):
 
     def _timeout_cb(self) -> None:
         """aiosmtpd's idle timer ran out: the client is told why before the close."""
-        transport = self.transport
-        if (not self._shut and isinstance(transport, asyncio.WriteTransport)
-                and not transport.is_closing()):
-            transport.write(IDLE_TOO_LONG.encode("ascii") + b"\r\n")
+        if not self._shut:
+            self._last_word(IDLE_TOO_LONG)
         super()._timeout_cb()
+
+    def _last_word(self, reply: str) -> bool:
+        """Write `reply` straight to the transport, before it is closed (no await: nothing
+        goes out between them); False when the connection is closing or gone."""
+        transport = self.transport
+        if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
+            return False
+        transport.write(reply.encode("ascii") + b"\r\n")
+        return True
 
     def _create_envelope(self) -> GatewayEnvelope:
         return GatewayEnvelope()

@@ -16,7 +16,13 @@ from gateway.smtp.aiosmtpd_private import command_stream
 from tests.certs import ServerCert
 from tests.sink import Sink, Step
 from transports.base import NotReady
-from transports.smtp_data_writer import SLICE, dot_stuff, has_unsafe_bytes, send_data
+from transports.smtp_data_writer import (
+    END_OF_DATA,
+    SLICE,
+    dot_stuff,
+    has_unsafe_bytes,
+    send_data,
+)
 
 DOTTY = [
     b"Subject: s\r\n\r\nplain\r\n",
@@ -272,3 +278,27 @@ async def test_sending_holds_a_bounded_part_of_the_content() -> None:
         server.close()
         await server.wait_closed()
         await asyncio.gather(*sessions)
+
+
+@pytest.mark.parametrize("size", [100, 2 * SLICE + 7])
+async def test_a_reply_is_expected_before_the_end_of_data_is_written(
+        sink: Sink, client: aiosmtplib.SMTP, size: int) -> None:
+    """aiosmtplib drops a reply that arrives while none is expected. The end-of-data line is
+    written only once the read of the reply has begun, whatever order an event loop runs its
+    callbacks and reads its sockets in (a short message wrote it in the same step that
+    started the read, and under uvloop its reply came before the read began)."""
+    protocol = client.protocol
+    assert protocol is not None
+    expected_at_end: list[bool] = []
+    write = protocol.write
+
+    def watched(data: bytes) -> None:
+        if data == END_OF_DATA or data.endswith(b"\r\n" + END_OF_DATA):
+            expected_at_end.append(protocol._response_pending)  # aiosmtplib's own flag
+        write(data)
+
+    protocol.write = watched  # type: ignore[method-assign]
+    lines = b"x" * 70 + b"\r\n"
+    response = await transaction(client, b"Subject: s\r\n\r\n" + lines * (size // len(lines)))
+    assert response.code == 250
+    assert expected_at_end == [True]

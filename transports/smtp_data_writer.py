@@ -20,8 +20,11 @@ each named in transports/aiosmtplib_private.py. The caller must hold the connect
 the transaction (the relay's pool lends each to one copy at a time).
 
 The upstream's reply cannot be missed: aiosmtplib drops what arrives while no reply is expected,
-and `read_response` marks a reply as expected when it starts; it is started before the first
-octet of the content is written, and its first step runs before the loop next polls the socket.
+and `read_response` marks a reply as expected when its first step runs. So it is started, and
+given that step (one `asyncio.sleep(0)`: a loop runs callbacks in the order they were scheduled),
+before the first octet of the content is written. Nothing then depends on whether the loop runs
+its ready callbacks or polls its sockets first (uvloop polls first: without the yield, a short
+message's reply came before the read began, and waited out the reply timeout).
 A reply that comes while the content is still going out (an upstream refusing early, or closing)
 ends the transaction at once: the rest is not written, because the upstream would read it as
 commands, and the connection is closed.
@@ -86,10 +89,11 @@ async def send_data(smtp: aiosmtplib.SMTP, data: bytes,
     protocol = smtp.protocol
     if protocol is None:
         raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-    # Started before the first write: see the module's docstring.
+    # Started, and expecting a reply, before the first write: see the module's docstring.
     reply = asyncio.ensure_future(protocol.read_response())
     finished = False
     try:
+        await asyncio.sleep(0)
         sent_all = await _write_content(protocol, stuffed, reply, timeout, ready)
         del stuffed
         try:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import random
 import re
 import threading
+from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies import cases, identifiers, normalise, restricted, scan
@@ -248,6 +249,37 @@ def test_a_joined_view_skipped_would_have_found_nothing_new(text: str) -> None:
     assert set(in_view) <= set(numbers)
     assert kinds_in_view <= kinds
     assert not list(CUES.finditer(whole)) or list(CUES.finditer(text))
+
+
+# Identifiers and cues with a run of blanks and line breaks (or a blank) after any character.
+WORDS = ["DOB", "D.O.B", "date of birth", "born", "birth date", "birthdate", "ZC12C00123",
+         "943 476 5919", "9434765919", "QQ 12 34 56 A", "AB123456C", "01/0012345Z", "12/345Z"]
+RUNS = ["", "", "", "", " ", "\n", " \n", "\n ", "  \n", "\n  ", "\n\n", " \n \n", "\n \n"]
+broken_words = st.sampled_from(WORDS).flatmap(
+    lambda word: st.lists(st.sampled_from(RUNS), min_size=len(word), max_size=len(word)).map(
+        lambda runs: "".join(c + run for c, run in zip(word, runs, strict=True))))
+FILLER = st.sampled_from(["", " ", "\n", " \n", "x", "7", "-", "/", ":", "Case "])
+words_broken_anywhere = st.lists(st.one_of(broken_words, FILLER), max_size=8).map("".join)
+
+
+@NATIVE
+@settings(max_examples=1500)  # a miss needs a word, a run inside it and the right case
+@given(words_broken_anywhere, st.sampled_from([str, str.lower, str.upper]))
+def test_what_the_joined_view_adds_is_seen_by_a_broken_shape(text: str, case: Any) -> None:
+    """A broken shape reports an end wherever its pattern matches in the text's joined view
+    and not in the text (a cue: wherever it matches in the view at all): the shapes allow only
+    a removed run after a character that cannot be a blank."""
+    text = case(text)
+    patterns = PATTERNS[:5]
+    found = scan.search(text, patterns, identifiers.anchored_finditer, scan.HYPERSCAN,
+                        broken=patterns)
+    view = normalise.joined(text)
+    for pattern in patterns:
+        in_view = {m.group() for m in pattern.finditer(view)}
+        added = in_view if pattern is CUES else in_view - {m.group()
+                                                           for m in pattern.finditer(text)}
+        if added:
+            assert found._ends.get(scan._broken_key(pattern)), (pattern.pattern, added)
 
 
 @NATIVE

@@ -269,12 +269,13 @@ def _member_is_digit(op: Any, av: Any, parser: Any) -> bool:
 # the regex engine skips ahead to the next digit instead of trying every position (same matches).
 # Spaced, the same separator twice; but a line break stands for a space, since a mail client
 # that wraps a line at a space may drop the space: "943 476\n5919" is "943 476 5919" to the
-# reader, and the joined view ("943 4765919") would not show it. (A break with a blank beside
-# it is a space in the joined view already.)
-_NHS = re.compile(r"\d(?<![\d-]\d)\d\d(?:[ \n]\d{3}[ \n]|-\d{3}-|\d{3})\d{4}(?![\d-])")
-# Wider, its lookbehind at the start, for the scan engine's shape (policies/scan.py): any two
-# separators, which Hyperscan scans as fast as the one pattern without line breaks.
-scan.shape_as(_NHS, re.compile(r"(?<![\d-])\d{3}[ \n-]?\d{3}[ \n-]?\d{4}(?![\d-])"))
+# reader, and the joined view ("943 4765919") would not show it. So does a line break after a
+# space (the client kept the space at the line's end, as format=flowed does), for a number
+# wrapped twice, once each way ("943 \n476\n5919": the joined view reads "943 4765919").
+_NHS = re.compile(r"\d(?<![\d-]\d)\d\d(?:(?: ?\n| )\d{3}(?: ?\n| )|-\d{3}-|\d{3})\d{4}(?![\d-])")
+# Wider, its lookbehind at the start, for the scan engine's shape (policies/scan.py): up to two
+# separators twice, which Hyperscan scans as fast as the one pattern without line breaks.
+scan.shape_as(_NHS, re.compile(r"(?<![\d-])\d{3}[ \n-]{0,2}\d{3}[ \n-]{0,2}\d{4}(?![\d-])"))
 _NHS_SEPARATORS = str.maketrans("", "", " \n-")
 
 
@@ -293,7 +294,7 @@ def nhs_number_valid(digits: str) -> bool:
 
 def has_nhs_number(text: str, found: scan.Found | None = None) -> bool:
     """Whether the text holds a valid NHS number, spaced 3-3-4 (space or hyphen, a line break
-    for a space) or not."""
+    with or without a space before it for a space) or not."""
     return _any_valid((found or scan_text(text, (_NHS,))).matches(_NHS),
                       lambda m: nhs_number_valid(m.group().translate(_NHS_SEPARATORS)))
 

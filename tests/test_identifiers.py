@@ -84,13 +84,21 @@ def test_nhs_number_check_digit(digits: str, valid: bool) -> None:
     ("NHS 943 476\n5919 on file", True),
     ("NHS 943\n476 5919 on file", True),
     ("NHS 943\n476\n5919 on file", True),
+    # or kept it at the end of the line (as format=flowed does), at one break and not the other
+    ("NHS 943 \n476\n5919 on file", True),
+    ("NHS 943\n476 \n5919 on file", True),
+    ("NHS 943 \n476 5919 on file", True),
     ("943 476\n5918", False),  # the check digit still counts
+    ("943 \n476\n5918", False),
+    ("943  476 5919", False),  # two spaces are not a separator
+    ("943 \n\n476 5919", False),  # a paragraph between them
+    ("943 \n476-5919", False),  # a space and a hyphen
     ("943 476\n\n5919", False),  # a paragraph between them
     ("943-476\n5919", False),  # a hyphen and a space
 ])
 def test_nhs_number_in_text(text: str, found: bool) -> None:
     """An NHS number is found spaced 3-3-4 or unspaced, only with a valid check digit; a line
-    break stands for a space."""
+    break, with or without a space before it, stands for a space."""
     assert has_nhs_number(text) is found
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
@@ -15,7 +16,7 @@ from tests.portalweb import PortalWeb, protected_message
 from tests.portalweb import text_of as portal_text
 from tests.sink import Sink
 from tests.verifykit import RECIPIENT, VerifyKit, text_of
-from transports.plaintext import WIDTH, fill_and_flow
+from transports.plaintext import WIDTH, fill_and_flow, is_prose
 from verification.texts import Texts
 from verification.workflow import Outcome
 
@@ -120,3 +121,46 @@ async def test_the_portal_notification_received_upstream_is_wrapped(
     assert _overlong(text, link) == [] and f"\n{link}\n" in text.replace("\r\n", "\n")
     assert any("is emailed to this address. Enter the code to read the message" in p
                for p in _paragraphs(text))
+
+
+def reference_fill_and_flow(template: Template, values: dict[str, str]) -> str:
+    """`fill_and_flow` as first written: the template read and every paragraph wrapped on
+    every call."""
+    kind, lines, prose = type(template), [], []
+
+    def flush() -> None:
+        if prose:
+            filled = kind(" ".join(prose)).substitute(values)
+            lines.extend(textwrap.wrap(filled, WIDTH, break_long_words=False,
+                                       break_on_hyphens=False) or [""])
+            prose.clear()
+
+    for line in template.template.splitlines():
+        if is_prose(line):
+            prose.append(line.strip())
+            continue
+        flush()
+        lines.append(kind(line).substitute(values) if line.strip() else "")
+    flush()
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("package", "name"), BUILT_IN)
+@pytest.mark.parametrize("value", ["", "x", LONG_NAME, LONG_LINK, "two  spaces", "a $ sign"])
+def test_a_template_read_once_fills_as_one_read_each_time(package: str, name: str,
+                                                           value: str) -> None:
+    """The blocks of a template are read (and those naming no value wrapped) once; the mail
+    is the one reading the template for each mail made, twice in a row too."""
+    source = resources.files(package).joinpath("templates", name).read_text("utf-8")
+    template = Template(source.partition("\n\n")[2] if package == "verification" else source)
+    values = {key: value for key in template.get_identifiers()}
+    expected = reference_fill_and_flow(template, values)
+    assert fill_and_flow(template, values) == expected
+    assert fill_and_flow(template, values) == expected
+
+
+def test_a_template_with_a_stray_dollar_is_an_error_every_time() -> None:
+    template = Template("Costs are $ 5 each.\n\nThanks.\n")
+    for _ in range(2):
+        with pytest.raises(ValueError, match="Invalid placeholder"):
+            fill_and_flow(template, {})

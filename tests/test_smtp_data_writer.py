@@ -15,6 +15,7 @@ from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 from gateway.smtp.aiosmtpd_private import command_stream
 from tests.certs import ServerCert
 from tests.sink import Sink, Step
+from transports.aiosmtplib_private import reply_expected
 from transports.base import NotReady
 from transports.smtp_data_writer import (
     END_OF_DATA,
@@ -294,7 +295,7 @@ async def test_a_reply_is_expected_before_the_end_of_data_is_written(
 
     def watched(data: bytes) -> None:
         if data == END_OF_DATA or data.endswith(b"\r\n" + END_OF_DATA):
-            expected_at_end.append(protocol._response_pending)  # aiosmtplib's own flag
+            expected_at_end.append(reply_expected(protocol))
         write(data)
 
     protocol.write = watched  # type: ignore[method-assign]

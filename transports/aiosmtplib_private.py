@@ -5,15 +5,16 @@ its errors, `SMTPResponse` and `SMTPStatus`. Only `transports/smtp_data_writer.p
 it writes a copy's DATA content itself, because `SMTP.data()` holds about five times the message
 in memory while sending it (issue 3). For that it needs the connection's protocol object, which
 is not exported and not documented, and one of its private methods. They are listed in
-`INTERNALS` and reached only through this module.
+`INTERNALS` and reached only through this module. One test reads one private attribute more
+(`_response_pending`: whether a reply is expected), listed here too.
 
 Checked against aiosmtplib 5.1.3. pyproject.toml bounds aiosmtplib below 6: the one private
-name, `_drain_helper`, has been there unchanged since 1.1.3 (asyncio's own flow-control
-contract, copied from the standard library), and aiosmtplib ships security fixes in minor and
-patch releases (5.1.1, 5.1.2) that casegate should not be held back from. What a release could
-still change underneath is caught by tests/test_dependency_internals.py, which checks every
-name listed here on the installed aiosmtplib, and by tests/test_smtp_data_writer.py, which
-checks the behaviour against real servers.
+name the gateway uses, `_drain_helper`, has been there unchanged since 1.1.3 (asyncio's own
+flow-control contract, copied from the standard library), and aiosmtplib ships security
+fixes in minor and patch releases (5.1.1, 5.1.2) that casegate should not be held back from.
+What a release could still change underneath is caught by tests/test_dependency_internals.py,
+which checks every name listed here on the installed aiosmtplib, and by
+tests/test_smtp_data_writer.py, which checks the behaviour against real servers.
 
 `Internal` and `Kind` describe such a name for any library; gateway/smtp/aiosmtpd_private.py
 lists aiosmtpd's with them.
@@ -76,6 +77,10 @@ INTERNALS: tuple[Internal, ...] = (
         "waits until the transport has room for the next slice: the flow-control waiter "
         "behind `StreamWriter.drain()`, which aiosmtplib's protocol has but does not expose",
         params=("self",), is_async=True),
+    Internal(
+        SMTPProtocol, "_response_pending", Kind.ATTRIBUTE, "tests/test_smtp_data_writer.py",
+        "whether a reply is expected (a reply that comes while none is, is dropped): the test "
+        "that the read of the reply has begun whenever the end of data is written"),
 )
 
 
@@ -83,3 +88,8 @@ def room_to_write(protocol: SMTPProtocol) -> Awaitable[None]:
     """Done once the transport's buffer is back under its low-water mark (at once when it
     is not paused); raises ConnectionResetError once the connection is lost."""
     return protocol._drain_helper()
+
+
+def reply_expected(protocol: SMTPProtocol) -> bool:
+    """Whether the protocol would take a reply arriving now (else aiosmtplib drops it)."""
+    return bool(protocol._response_pending)

@@ -583,9 +583,10 @@ def shape(pattern: re.Pattern[str], broken: bool = False) -> tuple[bytes, int | 
     allowed between two, and a space made of a run is one of the run's blanks with the rest of
     the run before or after it. So after a character that cannot be a blank only a removed run
     is allowed (one with a line break at both ends), and any run before and after one that can
-    be: fewer characters that may start a run make the scan faster (digit-heavy text: 0.35 ->
-    0.31 ms a 100 KB message). (None is needed between the boundary character and the first,
-    since a run's last blank or line break is a boundary character of a broken shape itself.)"""
+    be: fewer characters that may start a run make the scan faster (the native pass over a
+    100 KB digit-heavy letter and its CSV: 0.35 -> 0.31 ms). (None is needed between the
+    boundary character and the first, since a run's last blank or line break is a boundary
+    character of a broken shape itself.)"""
     translated = _shape(pattern, broken)
     return None if translated is None else (translated.expression, translated.width)
 

@@ -91,8 +91,6 @@ class _Text:
     source: str
     text: str
     author: str = ""  # the From of the attached message it is in; "" if none (restricted.py)
-    # The scan of `text` when it was folded and scanned as it was read (`_folded_html_texts`)
-    found: scan.Found | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -152,11 +150,9 @@ def _classify(raw: bytes, rules: ContentRules, clock: Clock, *,
         reading.malformed.append("too-large")
     elif single_part and (body := _single_text_part(raw)) is not None:
         message = body.message
-        text = _decode(body.data, message.get_content_charset())
-        del body  # a quoted-printable body's decoded bytes: let go before the text is read
-        texts = _body_texts(message, text, rules)
-        del text  # held by `texts` alone, then by `reading`: let go once folded
-        reading.texts.extend(texts)
+        read = _BodyRead.of(message, body)
+        del body  # its view of the message's bytes
+        reading.texts.extend(read.texts())
     else:
         deferred: dict[Message, mime.Body] = {}  # bodies read from `raw` as they are reached
         message = (_parse(raw, deferred) if skeleton
@@ -199,10 +195,35 @@ def _parse_whole(raw: bytes, policy: email.policy.EmailPolicy[EmailMessage]) -> 
 
 @dataclass(frozen=True)
 class _SinglePart:
-    """A message whose whole content is one text body, and that body, decoded."""
+    """A message whose whole content is one text body, and that body."""
 
     message: EmailMessage  # the headers; the stdlib parse of the message minus its body
-    data: bytes | memoryview  # the body after its transfer encoding is undone
+    body: memoryview  # the body as sent, in the message's bytes
+    quoted_printable: bool  # else 7bit, 8bit or binary: the body is its content as it is
+
+    @property
+    def data(self) -> bytes | memoryview:
+        """The body after its transfer encoding is undone (a2b_qp: what quopri.decodestring
+        calls)."""
+        return binascii.a2b_qp(self.body) if self.quoted_printable else self.body
+
+    def slices(self) -> Iterator[bytes | memoryview]:
+        """`data` a slice at a time (`extract.HTML_PIECE` bytes or so): a quoted-printable
+        body is decoded a slice of whole lines at a time (an encoded line, soft line break
+        and all, decodes alone), so that it is never whole in memory decoded."""
+        if not self.quoted_printable:
+            yield from extract.byte_slices(self.body)
+            return
+        body, start = self.body, 0
+        while start < len(body):
+            cut = bytes(body[start + extract.HTML_PIECE:start + extract.HTML_PIECE + _QP_LINE])
+            end = cut.find(b"\n")
+            end = len(body) if end == -1 else start + extract.HTML_PIECE + end + 1
+            yield binascii.a2b_qp(body[start:end])
+            start = end
+
+
+_QP_LINE = 1024  # bytes looked through for a line's end past a slice (RFC 2045: 76 a line)
 
 
 # Transfer encodings the single-part path undoes itself, as `Message.get_payload(decode=True)`
@@ -235,9 +256,9 @@ def _single_text_part(raw: bytes) -> _SinglePart | None:
     # The same expression `Message.get_payload(decode=True)` uses to choose the decoding.
     encoding = str(message.get("content-transfer-encoding", "")).lower()
     if encoding.strip() in _PLAIN_ENCODINGS and encoding == encoding.strip():
-        return _SinglePart(message, body)
+        return _SinglePart(message, body, quoted_printable=False)
     if encoding == "quoted-printable":
-        return _SinglePart(message, binascii.a2b_qp(body))  # what quopri.decodestring calls
+        return _SinglePart(message, body, quoted_printable=True)
     return None
 
 
@@ -298,34 +319,33 @@ def _is_body(part: EmailMessage) -> bool:
             and not part.get_filename())
 
 
-def _body_texts(part: EmailMessage, text: str, rules: ContentRules) -> Iterator[_Text]:
-    """The texts of a body part, decoded already (`_decode`). The caller holds no other
-    reference to `text`: an HTML body's markup may be let go here once folded."""
-    if part.get_content_type() != "text/html":
-        yield _Text(_Source.BODY, text)
-        return
-    folded = normalise.fold_crlf_text(text)
-    if folded is None:
-        yield _Text(_Source.BODY, extract.html_to_text(text))
-        yield _Text(_Source.BODY, text)  # the markup too: attribute values and hidden text leave
-        return
-    del text
-    yield from _folded_html_texts(folded, rules)
+@dataclass
+class _BodyRead:
+    """A body part read from its decoded bytes: a plain text decoded, or an HTML body's text
+    and tags taken out a piece at a time (`extract.html_text_and_tags`). The caller lets go
+    of the bytes before `texts` joins the pieces, so that the markup is never whole in memory
+    and the bytes are not held beside the joined text."""
 
+    plain: str | None
+    html: extract.HtmlPieces | None
 
-def _folded_html_texts(folded: str, rules: ContentRules) -> Iterator[_Text]:
-    """An HTML body's text and its markup, from the markup folded already: ASCII markup with
-    every line break a CRLF, which folding turns into LF and changes in nothing else
-    (`normalise.fold_crlf_text`). The text is the original markup's, each LF read as the CRLF
-    it was (`extract.html_to_text`'s `crlf`).
+    @classmethod
+    def of(cls, part: EmailMessage, data: bytes | memoryview | _SinglePart) -> _BodyRead:
+        charset = part.get_content_charset()
+        if part.get_content_type() != "text/html":
+            return cls(_decode(data.data if isinstance(data, _SinglePart) else data, charset),
+                       None)
+        slices = data.slices() if isinstance(data, _SinglePart) else extract.byte_slices(data)
+        return cls(None, extract.html_text_and_tags(slices, charset or "utf-8"))
 
-    So the decoded markup is let go once folded, not held beside its folded copy and its
-    text; and the folded markup is scanned (`_scan`, which copies it) before its text is
-    taken out, not beside that text. Beside the message, at most the markup and twice its
-    text are held: 2.29x for a table (bench/bench_message_shapes.py), 2.64x before."""
-    found = _scan(folded, rules)
-    yield _Text(_Source.BODY, extract.html_to_text(folded, crlf=True))
-    yield _Text(_Source.BODY, folded, found=found)  # attribute values and hidden text leave too
+    def texts(self) -> list[_Text]:
+        """The body's texts (HTML: its text, then its tags: attribute values and the like
+        leave too), each held here no longer."""
+        if self.html is None:
+            plain, self.plain = self.plain or "", None
+            return [_Text(_Source.BODY, plain)]
+        text, tags = self.html.joined()
+        return [_Text(_Source.BODY, text), _Text(_Source.BODY, tags)]
 
 
 def _decode(data: bytes | memoryview, charset: str | None) -> str:
@@ -402,11 +422,9 @@ class _Reader:
                 raise containers.Unopened(containers.DAMAGED)
             self.reading.malformed.extend(defects)
             if _is_body(part):
-                text = _decode(data, part.get_content_charset())
-                del payload, data  # the decoded bytes: let go before the text is read
-                read = _body_texts(part, text, self.rules)
-                del text  # held by `read` alone: an HTML body's markup is let go once folded
-                texts = [replace(t, author=part_author) for t in read]
+                read = _BodyRead.of(part, data)
+                del payload, data  # the decoded bytes: let go before the text is joined
+                texts = [replace(t, author=part_author) for t in read.texts()]
                 if depth:
                     self.budget.take_text(sum(len(t.text) for t in texts))
                 self.reading.texts.extend(texts)
@@ -512,8 +530,7 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
     reading.texts.reverse()
     while reading.texts:  # each original let go once folded: a long body is not held twice
         piece = reading.texts.pop()
-        if piece.found is None:  # else folded and scanned already
-            piece = replace(piece, text=normalise.fold(piece.text))
+        piece = replace(piece, text=normalise.fold(piece.text))
         texts.append(piece)
         del piece
     malformed = list(reading.malformed)
@@ -529,7 +546,7 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
     # information types' keywords, and which words of the agency-check phrases are in it
     # (policies/scan.py).
     gate = rules.agency_checks.gate
-    scans = [t.found if t.found is not None else _scan(t.text, rules) for t in texts]
+    scans = [_scan(t.text, rules) for t in texts]
     information_type, cue_reason = _information_type(rules, explicit.information_type, texts,
                                                      scans)
     found = restricted.scan((restricted.Unit(t.source, t.text, t.author,

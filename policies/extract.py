@@ -149,45 +149,99 @@ def _html(_kind: str, data: bytes, budget: _Budget) -> Extraction:
     return Extraction("".join(texts), readable=True)
 
 
-_TAG = re.compile(r"<\s*(/?)\s*([a-zA-Z0-9]*)[^<>]*>")  # never spans a "<": linear
-_COMMENT_MARKS = re.compile(r"<!--|-->")
+# A tag (group 1): from a "<" to the next ">", with no "<" between (linear); its name (group 2)
+# the letters and digits after "<", blanks and a "/". A block tag separates words, so it
+# becomes a line break; an inline one (b, span, a) does not: "ZC12<b>C00123".
+_TAG = re.compile(r"(<\s*/?\s*([a-zA-Z0-9]*)[^<>]*>)")
 _BLOCK_TAGS = frozenset({"p", "div", "br", "li", "tr", "td", "th", "table", "h1", "h2", "h3",
                          "h4", "h5", "h6", "blockquote", "pre", "hr", "title", "body"})
+_COMMENT_MARKS = re.compile(r"<!--|-->")
 
 
-def _tag_break(match: re.Match[str]) -> str:
-    """A block tag separates words; an inline one (b, span, a) does not: "ZC12<b>C00123"."""
-    return "\n" if match.group(2).lower() in _BLOCK_TAGS else ""
+def _without_tags(markup: str, tags: list[str] | None = None) -> str:
+    """The markup with each tag a line break (a block tag) or nothing; with `tags`, the tags
+    themselves added to it, one a line. One split, then the names looked at in a list: a
+    substitution calling back for each tag took most of the time of an HTML body."""
+    parts = _TAG.split(markup)  # text, tag, name, text, tag, name, ..., text
+    if tags is not None:
+        tags.append("\n".join(parts[1::3]))
+    pieces = parts[0::3]
+    joined = [""] * (2 * len(pieces) - 1)
+    joined[0::2] = pieces
+    joined[1::2] = ["\n" if name.lower() in _BLOCK_TAGS else "" for name in parts[2::3]]
+    return "".join(joined)
 
 
-def html_to_text(markup: str, *, crlf: bool = False) -> str:
+def html_to_text(markup: str) -> str:
     """The text of an HTML document, comments included (they are sent too), tags removed.
 
-    Deliberately not a full parser: linear on hostile input. The caller scans the markup as
-    well, so attribute values are not missed.
+    Deliberately not a full parser: linear on hostile input. The caller scans the tags as well
+    (`html_text_and_tags`), so attribute values are not missed.
 
     A long document is read a piece at a time (`_html_pieces`), with the same result: done
     whole, each substitution's list of pieces (one string per tag and between tags) held
     about 4.3x the markup at its peak; a piece at a time it is the text and one piece's work.
-    With `crlf`, each LF of the markup is read as a CRLF, a piece at a time: the text of
-    markup whose line breaks were all CRLF, from that markup with its CRs removed.
     """
     chunks = (markup[start:start + HTML_PIECE] for start in range(0, len(markup), HTML_PIECE))
-    if crlf:
-        chunks = (chunk.replace("\n", "\r\n") for chunk in chunks)
     return "".join(_html_texts(_html_pieces(chunks)))
 
 
-HTML_PIECE = 1 << 18  # characters of markup `html_to_text` hands on at a time
+HTML_PIECE = 1 << 16  # characters of markup `html_to_text` hands on at a time
 
 
-def _html_texts(pieces: Iterable[str]) -> Iterator[str]:
+@dataclass
+class HtmlPieces:
+    """An HTML document's text and its tags, in pieces not yet joined (`html_text_and_tags`)."""
+
+    text: list[str]
+    tags: list[str]
+
+    def joined(self) -> tuple[str, str]:
+        """The text (`html_to_text`'s) and the tags, each piece let go once joined."""
+        text = "".join(self.text)
+        self.text.clear()
+        tags = "\n".join(piece for piece in self.tags if piece)
+        self.tags.clear()
+        return text, tags
+
+
+def html_text_and_tags(slices: Iterable[bytes | memoryview], encoding: str) -> HtmlPieces:
+    """The text of an HTML document's bytes, given in slices (`html_to_text` of them decoded,
+    with errors replaced), and its tags (every tag `html_to_text` removes, one a line,
+    comment marks left out: what the markup holds beside its text, attribute values first),
+    read a piece at a time, so that the markup is never whole in memory. They come in pieces,
+    for the caller to join once it has let go of the bytes. An unknown encoding is read as
+    UTF-8."""
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    except LookupError:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    tags: list[str] = []
+
+    def chunks() -> Iterator[str]:
+        for piece in slices:
+            yield decoder.decode(piece)
+        yield decoder.decode(b"", final=True)
+
+    text = list(_html_texts(_html_pieces(chunks()), tags))
+    return HtmlPieces(text, tags)
+
+
+def byte_slices(data: bytes | memoryview) -> Iterator[memoryview]:
+    """`data` HTML_PIECE bytes at a time, without copying it."""
+    with memoryview(data) as view:
+        for start in range(0, len(view), HTML_PIECE):
+            yield view[start:start + HTML_PIECE]
+
+
+def _html_texts(pieces: Iterable[str], tags: list[str] | None = None) -> Iterator[str]:
     """The text of each piece of markup (`_html_pieces`), in order: joined, the text of the
     whole. The end of a piece's text where a character reference may go on (`_reference_start`)
-    is held back and read with the next piece's."""
+    is held back and read with the next piece's. With `tags`, each piece's tags (one a line)
+    are added to it."""
     pending = ""
     for piece in pieces:
-        text = pending + _TAG.sub(_tag_break, _COMMENT_MARKS.sub(" ", piece))
+        text = pending + _without_tags(_COMMENT_MARKS.sub(" ", piece), tags)
         cut = _reference_start(text)
         yield html.unescape(text[:cut])
         pending = text[cut:]

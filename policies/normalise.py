@@ -128,17 +128,6 @@ def fold(text: str) -> str:
     return text
 
 
-def fold_crlf_text(text: str) -> str | None:
-    """`fold(text)` when the text is ASCII, with every line break a CRLF and no other control
-    character: fold then only turns each CRLF into LF, so that the text is the result with
-    each LF made CRLF again. None for any other text (`fold` it)."""
-    if not text.isascii() or text.count("\r") != text.count("\n"):
-        return None
-    if any(_line_ends(text)):  # with the counts: CRLF throughout
-        return None
-    return text.replace("\r", "")
-
-
 def _line_ends(text: str) -> tuple[bool, bool]:
     """For ASCII text: whether a CR in it is not followed by an LF, and whether it holds
     another C0 control or DEL (one native pass over its bytes, let go on return)."""

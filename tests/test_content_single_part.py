@@ -2,8 +2,8 @@
 
 Most mail is one text/plain or text/html body; `policies.content` reads such a message's body
 without the stdlib's line-by-line parse. These properties compare the two paths on generated
-messages, hostile ones included, the sliced normalisation with the whole one, and an HTML body
-read from its folded markup with the markup as decoded.
+messages, hostile ones included, and an HTML body's text and tags, read a piece at a time from
+its bytes, with those of its markup as decoded.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from email.message import EmailMessage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policies import extract, normalise
-from policies.content import _body_texts, _classify, _scan, _single_text_part
+from policies import extract
+from policies.content import _BodyRead, _classify, _single_text_part
 from policies.content_rules import (
     CueMatcher,
     InformationTypeCues,
@@ -24,6 +24,7 @@ from policies.content_rules import (
     spaced_words,
 )
 from tests.fixtures_content import SteppingClock, default_rules
+from tests.html_reference import whole_tags
 
 RULES = default_rules()
 SETTINGS = settings(max_examples=400, deadline=None,
@@ -104,30 +105,43 @@ def test_plain_and_quoted_printable_bodies_take_the_single_part_path() -> None:
     assert _single_text_part(b"From: a@cafcass.gov.uk\nSubject: bare LF\n\nhi\n") is None
 
 
-CRLF_HTML_BITS = ["<p>", "</p>", "<b>", "<td>", "<!--", "-->", ">", "<", "&", "&#13;", "&#x0d;",
-                  "&amp;", "&nbsp;", "&#90;", "ZC12", "C00123", " ", "\r\n",
-                  '<img alt="DOB 01/02/2014">']
-HTML_MARKUP = st.one_of(  # CRLF throughout, ASCII and no other control; or anything
-    st.lists(st.sampled_from(CRLF_HTML_BITS), max_size=40).map("".join),
-    st.lists(st.sampled_from([*CRLF_HTML_BITS, "\r", "\n", "\t", "\x00", "é", "\u200b"]),
-             max_size=40).map("".join))
+QP_BITS = ["caf=C3=A9", "=3D", "=\r\n", "=\n", "\r\n", "\n", "=", "==", "=4", "= ", " ", "x" * 90,
+           "plan", "<p>", "</p>", "&amp;"]
 
 
 @SETTINGS
-@given(HTML_MARKUP)
-def test_an_html_body_gives_the_texts_of_its_markup_as_decoded(markup: str) -> None:
-    """An HTML body's texts, once folded, are its markup's text and its markup, whether they
-    are read from the markup as decoded or (CRLF throughout) from it folded; folded already,
-    the markup comes with the scan that `_facts` would make of it."""
+@given(st.lists(st.sampled_from(QP_BITS), max_size=40).map("".join), st.integers(1, 40))
+def test_a_quoted_printable_body_decoded_a_slice_at_a_time_is_decoded_whole(
+        body: str, piece: int) -> None:
+    """A quoted-printable body decoded a slice of whole lines at a time (slices of 1 to 40
+    bytes, lines of up to 90) is the body decoded whole, soft line breaks and stray "="
+    included."""
+    head = (b"From: a@cafcass.gov.uk\r\nContent-Type: text/html\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n")
+    part = _single_text_part(head + body.encode())
+    assert part is not None
+    saved, extract.HTML_PIECE = extract.HTML_PIECE, piece
+    try:
+        assert b"".join(part.slices()) == part.data
+    finally:
+        extract.HTML_PIECE = saved
+
+
+HTML_BITS = ["<p>", "</p>", "<b>", "<td>", "<!--", "-->", ">", "<", "&", "&#13;", "&#x0d;",
+             "&amp;", "&nbsp;", "&#90;", "ZC12", "C00123", " ", "\r\n", "\r", "\n", "\t",
+             "\x00", "é", "\u200b", '<img alt="DOB 01/02/2014">']
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from(HTML_BITS), max_size=40).map("".join))
+def test_an_html_body_gives_its_text_and_its_tags(markup: str) -> None:
+    """An HTML body's texts are the text of its markup as decoded, and the tags that text
+    leaves out (attribute values with them), read from its bytes a piece at a time."""
     part = EmailMessage()
-    part["Content-Type"] = "text/html"
-    text, markup_text = _body_texts(part, markup, RULES)
-    assert normalise.fold(text.text) == normalise.fold(extract.html_to_text(markup))
-    if markup_text.found is None:
-        assert markup_text.text == markup
-    else:
-        assert markup_text.text == normalise.fold(markup)
-        assert markup_text.found == _scan(markup_text.text, RULES)
+    part["Content-Type"] = "text/html; charset=utf-8"
+    text, tags = _BodyRead.of(part, markup.encode()).texts()
+    assert text.text == extract.html_to_text(markup)
+    assert tags.text == whole_tags(markup)
 
 
 MATCHER = CueMatcher.build((

@@ -21,6 +21,7 @@ from tests.fixtures_content import (
     make_pdf,
     make_zip_bomb_docx,
 )
+from tests.html_reference import whole_html_to_text, whole_tags
 
 
 @pytest.mark.parametrize(("data", "name", "expected"), [
@@ -200,18 +201,14 @@ def test_html_to_text_keeps_comment_text_and_entities() -> None:
     assert text.split() == ["Case", "ZC12C00123", "next", "DOB", "01/02/2014", "ZX"]
 
 
-def whole_html_to_text(markup: str) -> str:
-    """What `html_to_text` gives, done over the whole markup at once (as it was before it
-    read long documents a piece at a time)."""
-    stripped = extract._TAG.sub(extract._tag_break, extract._COMMENT_MARKS.sub(" ", markup))
-    return html.unescape(stripped)
-
-
 # The characters and marks where a cut between pieces could change the text: tags, comment
 # marks, ">" after "--", character references begun and not ended, and digits that go on.
 _MARKUP_BITS = st.sampled_from(["<", ">", "<!--", "-->", "--", "-", "!", "/", "&", "&#", "&#x",
                                 "&amp", "&amp;", "&lt", "&#65;", "&#x4a", ";", "1", "9", "F",
-                                "a", "p", "td", "b", " ", "\n", "\r\n", "é", "<td>", "</b>"])
+                                "a", "p", "td", "b", " ", "\n", "\r\n", "é", "<td>", "</b>",
+                                # tag names in any case, after blanks of any kind, or not quite
+                                "TD", "Div", "H6", "h7", "br/", "pre1", "\u2003", "\u0130",
+                                "\u212a"])
 
 
 @given(st.lists(_MARKUP_BITS, max_size=60).map("".join), st.integers(1, 24))
@@ -231,25 +228,36 @@ def test_html_to_text_a_piece_at_a_time_reads_as_the_whole(markup: str, piece: i
     assert got == expected
 
 
-@given(st.lists(st.one_of(_MARKUP_BITS, st.sampled_from(["&#13;", "&#x0d;\r\n"])),
-                max_size=60).map("".join), st.integers(1, 24))
-def test_html_to_text_of_markup_without_its_crs_reads_each_lf_as_crlf(markup: str,
-                                                                      piece: int) -> None:
-    """With `crlf`, the markup with its CRs removed gives the text of the markup with each of
-    its line breaks a CRLF, a "&#13;" before one included (a CR before the CRLF's)."""
-    lines = markup.replace("\r", "")
+@given(st.lists(st.one_of(_MARKUP_BITS, st.sampled_from(["\xa0", "\u20ac", "<a title=\"é\">"]),
+                          st.just("\udcff")), max_size=60).map("".join), st.integers(1, 24))
+def test_html_text_and_tags_a_piece_at_a_time_read_as_the_whole(markup: str,
+                                                                 piece: int) -> None:
+    """An HTML body's bytes, decoded and read a piece at a time (pieces of 1 to 24 bytes, so
+    that characters of several bytes are cut too; an invalid byte replaced), give the text of
+    the whole markup decoded, and every tag that text leaves out."""
+    data = markup.encode("utf-8", "surrogateescape")  # "\udcff": the invalid byte 0xff
+    decoded = data.decode("utf-8", "replace")
     try:
-        expected: str | type[ValueError] = whole_html_to_text(lines.replace("\n", "\r\n"))
+        expected: tuple[str, str] | type[ValueError] = (whole_html_to_text(decoded),
+                                                        whole_tags(decoded))
     except ValueError:  # a numeric reference of more digits than int() takes: malformed
         expected = ValueError
     saved, extract.HTML_PIECE = extract.HTML_PIECE, piece
     try:
-        got: str | type[ValueError] = html_to_text(lines, crlf=True)
+        got: tuple[str, str] | type[ValueError] = extract.html_text_and_tags(
+            extract.byte_slices(data), "utf-8").joined()
     except ValueError:
         got = ValueError
     finally:
         extract.HTML_PIECE = saved
     assert got == expected
+
+
+def test_html_text_and_tags_of_an_unknown_charset_read_as_utf8() -> None:
+    data = '<p title="né">Café</p>'.encode()
+    text, tags = extract.html_text_and_tags(extract.byte_slices(data),
+                                            "x-no-such-charset").joined()
+    assert (text, tags) == ("\nCafé\n", '<p title="né">\n</p>')
 
 
 def test_the_character_reference_pattern_is_html_unescapes_own() -> None:

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from gateway.cli import main
 from policies.content import classify_message
-from policies.normalise import fold, fold_crlf_text, joined, quoted
+from policies.normalise import fold, joined, quoted
 from tests.fixtures_content import default_rules
 from tests.gateway_harness import STAFF, Harness, running_gateway
 from tests.sink import Sink
@@ -74,20 +74,6 @@ def test_fold_of_ascii_text_replaces_crlf_then_translates(text: str) -> None:
         {**dict.fromkeys([*range(0x09), *range(0x0e, 0x20), 0x7f]),
          **{ord(c): to for c, to in zip("\t\x0b\x0c\r", "   \n", strict=True)}})
     assert fold(text) == expected
-
-
-@given(st.lists(st.sampled_from(["a", "1", " ", "\r\n", "\r\n", "\r", "\n", "\t", "\x00",
-                                 "é"])).map("".join))
-def test_fold_crlf_text_is_fold_for_crlf_ascii_text_and_only_for_it(text: str) -> None:
-    """For ASCII text with every line break a CRLF and no other control character, it is
-    `fold(text)`, and the text again with each LF made CRLF; for any other text, None."""
-    folded = fold_crlf_text(text)
-    crlf = text.replace("\r\n", "")
-    if text.isascii() and not any(c in crlf for c in "\r\n\t\x00"):
-        assert folded == fold(text)
-        assert folded is not None and folded.replace("\n", "\r\n") == text
-    else:
-        assert folded is None
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -175,8 +175,8 @@ def _without_tags(markup: str, tags: list[str] | None = None) -> str:
 def html_to_text(markup: str) -> str:
     """The text of an HTML document, comments included (they are sent too), tags removed.
 
-    Deliberately not a full parser: linear on hostile input. The caller scans the tags as well
-    (`html_text_and_tags`), so attribute values are not missed.
+    Deliberately not a full parser: linear on hostile input. An email's HTML body is read with
+    its tags as well (`html_text_and_tags`), so attribute values are not missed there.
 
     A long document is read a piece at a time (`_html_pieces`), with the same result: done
     whole, each substitution's list of pieces (one string per tag and between tags) held

@@ -131,11 +131,28 @@ def _utf8_within(data: bytes, budget: _Budget) -> str:
 
 def _utf8_pieces(data: bytes) -> Iterator[str]:
     """`data.decode("utf-8", errors="replace")`, _DECODE_BYTES at a time."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    with memoryview(data) as view:
-        for start in range(0, len(view), _DECODE_BYTES):
-            yield decoder.decode(view[start:start + _DECODE_BYTES])
+    return decoded_pieces(byte_slices(data, _DECODE_BYTES), "utf-8")
+
+
+def decoded_pieces(slices: Iterable[bytes | memoryview], encoding: str) -> Iterator[str]:
+    """The slices of some bytes decoded one after another, errors replaced: joined, the bytes
+    decoded whole (a character cut between two slices is read whole). An unknown encoding is
+    read as UTF-8."""
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    except LookupError:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for piece in slices:
+        yield decoder.decode(piece)
     yield decoder.decode(b"", final=True)
+
+
+def byte_slices(data: bytes | memoryview, size: int | None = None) -> Iterator[memoryview]:
+    """`data` `size` bytes at a time (HTML_PIECE when not given), without copying it."""
+    size = size or HTML_PIECE
+    with memoryview(data) as view:
+        for start in range(0, len(view), size):
+            yield view[start:start + size]
 
 
 def _html(_kind: str, data: bytes, budget: _Budget) -> Extraction:
@@ -186,7 +203,7 @@ def html_to_text(markup: str) -> str:
     return "".join(_html_texts(_html_pieces(chunks)))
 
 
-HTML_PIECE = 1 << 16  # characters of markup `html_to_text` hands on at a time
+HTML_PIECE = 1 << 16  # characters of markup `html_to_text` hands on at a time (an HTML body: bytes)
 
 
 @dataclass
@@ -212,26 +229,9 @@ def html_text_and_tags(slices: Iterable[bytes | memoryview], encoding: str) -> H
     read a piece at a time, so that the markup is never whole in memory. They come in pieces,
     for the caller to join once it has let go of the bytes. An unknown encoding is read as
     UTF-8."""
-    try:
-        decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
-    except LookupError:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     tags: list[str] = []
-
-    def chunks() -> Iterator[str]:
-        for piece in slices:
-            yield decoder.decode(piece)
-        yield decoder.decode(b"", final=True)
-
-    text = list(_html_texts(_html_pieces(chunks()), tags))
+    text = list(_html_texts(_html_pieces(decoded_pieces(slices, encoding)), tags))
     return HtmlPieces(text, tags)
-
-
-def byte_slices(data: bytes | memoryview) -> Iterator[memoryview]:
-    """`data` HTML_PIECE bytes at a time, without copying it."""
-    with memoryview(data) as view:
-        for start in range(0, len(view), HTML_PIECE):
-            yield view[start:start + HTML_PIECE]
 
 
 def _html_texts(pieces: Iterable[str], tags: list[str] | None = None) -> Iterator[str]:

@@ -132,11 +132,37 @@ def test_signals_of_one_text(source: str, text: str, author: str,
      [(OWN, "", "Top"), (UNKNOWN, "Note", "inside")]),
     ("From: the start of a sentence, not a header\nplain text", [
         (OWN, "", "From: the start of a sentence, not a header\nplain text")]),
+    # a header block as long as it may be: eight lines after "From:"
+    ("Top\nFrom: A <a@x.org>\nSent: 1\nTo: 2\nCc: 3\nDate: 4\nTo: 5\nCc: 6\nSent: 7\n"
+     "Subject: S\ninside\nmore", [(OWN, "", "Top"), ("a@x.org", "S", "inside\nmore")]),
 ])
 def test_segments_cut_out_forwards_and_quotes(body: str,
                                               expected: list[tuple[str, str, str]]) -> None:
     """Inline forwards and quoted replies become segments with their author and subject."""
     assert [(s.author, s.subject, s.text.strip()) for s in restricted.segments(body)] == expected
+
+
+SEGMENT_LINES = ["From: A <a@x.org>", "Sent: today", "To: me", "Subject: S", "Date: Mon",
+                 "On Tue, C <c@w.org> wrote:", "> quoted", ">> From: B <b@y.org>", "plain",
+                 "wrote", "from", "", " ", "Cc: you", "> Subject: T", "x" * 1000,
+                 "From: A <a@x.org> " + "x" * 982, "From: A <a@x.org> " + "x" * 981]
+
+
+@given(st.lists(st.sampled_from(SEGMENT_LINES), max_size=40),
+       st.sampled_from(["", "\n", "\n\n"]))
+def test_segments_are_stretches_of_the_body_as_its_lines_cut(lines: list[str],
+                                                             end: str) -> None:
+    """`segments` reads each piece where it lies in the body (a long quoted reply is not
+    copied): the same pieces, authors and subjects as cutting the body's lines and joining
+    them again (`_segments_by_line`, the walk it replaced), forwards' header blocks near the
+    text's end and lines of 1,000 characters (never a header) included. (A body with no
+    forward or quote is one piece, the body itself: its last line breaks are not cut off.)"""
+    body = "\n".join(lines) + end
+    found = restricted.segments(body, "me@cafcass.gov.uk")
+    assert [(s.author, s.subject, s.text.rstrip("\n")) for s in found] == [
+        (s.author, s.subject, s.text.rstrip("\n"))
+        for s in restricted._segments_by_line(body, "me@cafcass.gov.uk")]
+    assert all(s.body is body for s in found)  # stretches, not copies
 
 
 def facts(*signals: TextSignal, information_type: str = "general",
@@ -286,11 +312,26 @@ def test_an_eml_file_attached_carries_its_author() -> None:
                                  "Name: A"]), max_size=40))
 def test_record_fields_found_from_colons_are_the_pattern_s_own(lines: list[str]) -> None:
     """restricted._sub_fields tries the field pattern only on lines with a colon: the same
-    result as the pattern's own sub over the whole text."""
+    result as the pattern's own sub over the whole text; given the text as a stretch of a
+    longer one (a segment of a body), or as one stretch a line, the same again."""
     fields = default_rules().agency_checks._fields
     text = "\n".join(lines)
 
     def value(match: re.Match[str]) -> str:
         return match.group(2)
 
-    assert restricted._sub_fields(fields, value, text) == fields.sub(value, text, count=200)
+    expected = fields.sub(value, text, count=200)
+    body = f"Offence: before\n{text}\nResult: after"
+    start = len("Offence: before\n")
+    assert joined(restricted._sub_fields(fields, value, [(body, start, start + len(text))])) \
+        == expected
+    by_line, at = [], start
+    for line in lines:
+        by_line.append((body, at, at + len(line) + 1))
+        at += len(line) + 1
+    by_line[-1:] = [(body, by_line[-1][1], by_line[-1][2] - 1)] if by_line else []
+    assert joined(restricted._sub_fields(fields, value, by_line)) == expected
+
+
+def joined(spans: list[restricted.Span]) -> str:
+    return "".join(text[start:end] for text, start, end in spans)

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from email import message_from_bytes
 from functools import cache
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -92,6 +93,32 @@ def test_words_dropping_plurals_a_slice_at_a_time_is_one_pass(
     for text in texts:
         ascii_only = text.encode("ascii", "ignore").decode("ascii")
         assert restricted.words(ascii_only) == reference_words(ascii_only), ascii_only
+
+
+@pytest.mark.parametrize("slice_size", [1, 2, 5, 17, 1 << 16])
+def test_words_of_stretches_cut_anywhere_are_words_of_the_text(
+        monkeypatch: pytest.MonkeyPatch, slice_size: int) -> None:
+    """A long text's words are written from the stretches it is read in (a segment of a body,
+    a subject before it, a record field's value in place of its line), a slice at a time, as
+    pieces that are never joined: joined, they are `words` of the text, wherever the stretches
+    and the slices are cut (in a word, in a run of blanks, beside "&" or a plural "s", in
+    non-ASCII text); and the padded text read from the pieces (`_Padded`) is, slice by slice,
+    the padded text joined."""
+    monkeypatch.setattr(restricted, "_WORDS_SLICE", slice_size)
+    r = random.Random(slice_size)
+    for text in [*random_texts(13, 400), "cats dogs", "  cats  ", "s", "", "\u212a&s"]:
+        cuts = sorted(r.sample(range(len(text) + 1), min(len(text) + 1, r.randrange(4))))
+        ends = [0, *cuts, len(text)]
+        host = f"<{text}>"  # each stretch read within a longer string
+        spans = [(host, 1 + a, 1 + b) for a, b in pairwise(ends)]
+        pieces = restricted._words_pieces(spans)
+        assert "".join(pieces) == reference_words(text), (text, cuts)
+        padded = restricted._Padded([" ", *pieces, " "])
+        whole = f" {reference_words(text)} "
+        assert len(padded) == len(whole)
+        for _ in range(20):
+            a, b = sorted(r.randrange(len(whole) + 2) for _ in range(2))
+            assert padded[a:b] == whole[a:b]
 
 
 @pytest.mark.parametrize("mark", ["> ", ">", "> > ", ">> ", "  > "])
@@ -174,6 +201,10 @@ def test_signals_of_long_texts_do_not_depend_on_the_slice(slice_size: int,
         == expected
 
 
+def joined(spans: list[restricted.Span]) -> str:
+    return "".join(text[start:end] for text, start, end in spans)
+
+
 def field_lines(seed: int, count: int) -> Iterator[str]:
     """Lines that are, nearly are, or are not record fields: labels in any case, after quote
     and list marks, with non-ASCII look-alikes (the Kelvin sign, the long s) and without."""
@@ -200,9 +231,10 @@ def test_skipping_lines_no_label_starts_changes_no_field_found() -> None:
 
     changed = 0
     for text in texts:
-        expected = restricted._sub_fields(MARKS._fields, value_only, text)
-        assert restricted._sub_fields(MARKS._fields, value_only, text,
-                                      MARKS._field_starts) == expected
+        whole = [(text, 0, len(text))]
+        expected = joined(restricted._sub_fields(MARKS._fields, value_only, whole))
+        assert joined(restricted._sub_fields(MARKS._fields, value_only, whole,
+                                             MARKS._field_starts)) == expected
         changed += expected != text
     assert changed > 100
 

@@ -225,7 +225,9 @@ def test_a_phrase_gate_needs_every_long_word_of_a_phrase() -> None:
 @given(st.lists(st.sampled_from(["a", "bc", "\n", "\r", "\r\n", " ", "\x0b", "\u2028", ""]),
                 max_size=40).map("".join))
 def test_first_lines_are_those_of_splitlines(size: int, text: str) -> None:
-    assert list(restricted._first_lines(text, size)) == text.splitlines()
+    assert list(restricted._first_lines((text, 0, len(text)), size)) == text.splitlines()
+    body = f"x\n{text}\ny"  # a stretch of a longer text: its own lines only
+    assert list(restricted._first_lines((body, 2, 2 + len(text)), size)) == text.splitlines()
 
 
 BREAKS = ["\n", " \n", "\n ", "  \n\n ", "\n\n"]

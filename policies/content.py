@@ -529,10 +529,10 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
     texts = [_Text(_Source.SUBJECT, normalise.fold(" ".join(headers.get("Subject"))))]
     reading.texts.reverse()
     while reading.texts:  # each original let go once folded: a long body is not held twice
-        piece = reading.texts.pop()
-        piece = replace(piece, text=normalise.fold(piece.text))
-        texts.append(piece)
-        del piece
+        parts = normalise.fold_parts(reading.texts[-1].text)
+        piece = replace(reading.texts.pop(), text="")  # the original let go before the join
+        texts.append(replace(piece, text="".join(parts)))
+        del parts, piece
     malformed = list(reading.malformed)
     if headers.has_line_break():
         malformed.append("header-line-break")

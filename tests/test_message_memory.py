@@ -180,6 +180,19 @@ def test_a_text_with_a_tab_on_every_line_is_folded_in_one_pass(traced: None) -> 
     assert peak <= 2.2 * len(raw), peak / len(raw)
 
 
+def test_a_text_with_a_tab_and_an_accented_letter_on_every_line_is_folded_by_slices(
+        traced: None) -> None:
+    """Text with a character other than ASCII is folded a slice of lines at a time, its
+    original let go before the folded slices are joined: beside the message, 2.00x measured
+    (3.87x when it was folded whole: the CRLFs replaced, then the tabs translated, each a copy
+    beside the original)."""
+    line = "12/03/2024\t09:30\tvisite chez Zo\u00eb\t01632 960 123\tnotes\n"
+    raw = one_body_message("text/plain", line * (SIZE // len(line)))
+    facts, peak = classification_peak(raw)
+    assert not facts.malformed
+    assert peak <= 2.2 * len(raw), peak / len(raw)
+
+
 def test_an_html_body_is_never_whole_in_memory(traced: None) -> None:
     """A 7bit HTML body (a table) is decoded and read a piece at a time: its text, and its
     tags for their attribute values, are all that is kept of it; the markup is never whole in

@@ -15,12 +15,14 @@ import time
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.cli import main
+from policies import normalise
 from policies.content import classify_message
 from policies.normalise import fold, joined, quoted
 from tests.fixtures_content import default_rules
@@ -74,6 +76,26 @@ def test_fold_of_ascii_text_replaces_crlf_then_translates(text: str) -> None:
         {**dict.fromkeys([*range(0x09), *range(0x0e, 0x20), 0x7f]),
          **{ord(c): to for c, to in zip("\t\x0b\x0c\r", "   \n", strict=True)}})
     assert fold(text) == expected
+
+
+# Characters whose folding depends on what is beside them (combining marks, jamo, halfwidth
+# voiced marks, CRLF), and ones the table changes.
+FOLD_PIECES = ["a", "\u00e9", "e\u0301", "\u0301", "\u0345", "\n", "\r", "\r\n", "\t", "\x0b",
+               "\x00", " ", "1", "\u1100", "\u1161", "\u11a8", "\ufb01", "\uff11", "\u200b",
+               "\u00a0", "\u2028", "\u0421", "\uff76", "\uff9e", "\u03a3", "\u2013"]
+
+
+@pytest.mark.parametrize("slice_size", [1, 2, 3, 7, 1 << 18])
+@given(st.lists(st.sampled_from(FOLD_PIECES), max_size=60).map("".join))
+def test_folding_a_slice_of_lines_at_a_time_is_folding_the_whole(slice_size: int,
+                                                                 text: str) -> None:
+    """Text with a character other than ASCII is folded a slice of lines at a time (so that
+    the text, its folded parts and the folded text are never held at once): the parts joined
+    are the whole text folded at once, whatever the slice."""
+    with mock.patch.object(normalise, "_FOLD_SLICE", slice_size):
+        parts = normalise.fold_parts(text)
+    assert "".join(parts) == (normalise._fold_other(text) if not text.isascii() else fold(text))
+    assert all(part.endswith("\n") for part in parts[:-1])
 
 
 @pytest.mark.parametrize(("text", "expected"), [

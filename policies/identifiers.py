@@ -104,10 +104,12 @@ _ASCII_DIGITS = "0123456789"
 
 
 def has_digit(text: str) -> bool:
-    """Whether the text holds a decimal digit (what `\\d` matches), found at C speed for ASCII."""
-    if text.isascii():
-        return any(digit in text for digit in _ASCII_DIGITS)
-    return _DIGIT.search(text) is not None
+    """Whether the text holds a decimal digit (what `\\d` matches), found at C speed: an ASCII
+    one by `in`, another from the text's distinct non-ASCII characters (a regex walked each
+    character of such a text in the interpreter: 70 ms for 2 MB of prose without a digit)."""
+    if any(digit in text for digit in _ASCII_DIGITS):
+        return True
+    return not text.isascii() and any(_DIGIT.match(char) for char in scan.other_characters(text))
 
 
 # --- searching only near digits -------------------------------------------------------------

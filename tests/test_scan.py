@@ -12,6 +12,7 @@ import random
 import re
 import threading
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -219,6 +220,19 @@ def test_a_phrase_gate_needs_every_long_word_of_a_phrase() -> None:
     present = {"please", "attached"}
     assert not gate.open(lambda w: w.pattern in present)
     assert gate.open(lambda w: w.pattern in {"trace"})
+
+
+@pytest.mark.parametrize("size", [1, 3, 1 << 18])
+@given(st.one_of(st.text(max_size=60), st.lists(st.sampled_from(
+    ["a", "1", "\udc80", "\u212a", "\u00e9", "\u0663", "\u00a0", "\U0001d7d8"])).map("".join)))
+def test_other_characters_are_the_text_s_non_ascii_ones(size: int, text: str) -> None:
+    """The distinct non-ASCII characters, read from the text's bytes a slice at a time, are
+    the text's own (lone surrogates included); and whether the pure-Python engine is needed,
+    found from them, is what the regex over the whole text said."""
+    with mock.patch.object(scan, "_OTHERS_SLICE", size):
+        assert scan.other_characters(text) == {char for char in text if not char.isascii()}
+    assert scan._needs_python(text) == (not text.isascii()
+                                        and scan._RISKY.search(text) is not None)
 
 
 @pytest.mark.parametrize("size", [1, 2, 5, 4096])

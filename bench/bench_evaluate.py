@@ -9,6 +9,9 @@ message in a worker thread) on these messages, to one internal and one outside r
 * ordinary prose (`bench/bench_gateway.py`'s), 10 KB, 100 KB, 2 MB and 20 MB;
 * the same prose with a date, a phone number and a reference after every paragraph;
 * the same prose with a case number on its first line, 100 KB and 2 MB;
+* the prose as Outlook writes it: UTF-8, with a typographic dash and apostrophe in every
+  paragraph and an accented name (text with a character other than ASCII is read on another
+  path), 100 KB and 2 MB;
 * a plain-text reply quoting the prose with digits ("> " before every line), 100 KB and 2 MB:
   its quoted lines are read once more without their marks;
 * digit-heavy mail: a letter full of dates, phone numbers and references, with a CSV table
@@ -54,6 +57,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "prose": ("10 KB", "100 KB", "2 MB", "20 MB"),
     "prose with digits": ("10 KB", "100 KB", "2 MB"),
     "prose with a case number": ("100 KB", "2 MB"),
+    "prose as Outlook writes it": ("100 KB", "2 MB"),
     "reply quoting prose with digits": ("100 KB", "2 MB"),
     "digit-heavy + CSV": ("1 KB", "100 KB", "2 MB"),
     "smtp-source -l": ("1 KB", "100 KB", "2 MB"),
@@ -72,6 +76,17 @@ def with_case_number(raw: bytes) -> bytes:
     """The same message with a case number, whole, on the first line of its text."""
     head, _, body = raw.partition(b"\r\n\r\n")
     return head + b"\r\n\r\nCase ZC12C00123: notes for the file.\r\n" + body
+
+
+def as_outlook_writes(raw: bytes) -> bytes:
+    """The same message in UTF-8, with a dash and an apostrophe as Outlook types them (– ’)
+    and an accented name in every paragraph: most mail holds a character other than ASCII."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    head = (head.replace(b"charset=us-ascii", b"charset=utf-8")
+            + b"\r\nContent-Transfer-Encoding: 8bit")
+    body = body.replace(b"; ", " \u2013 ".encode()).replace(
+        b"Thursday", "Thursday (Zo\u00eb\u2019s team)".encode())
+    return head + b"\r\n\r\n" + body
 
 
 LETTER = (b"Dear Ms Patel,\r\n\r\nFurther to our call on 03/11/2025 at 14:30, the contact "
@@ -210,6 +225,8 @@ def messages(no_big: bool) -> tuple[list[tuple[str, str, Path]], str, Path]:
                 raw = with_digits(make_message(size), PROSE)
             elif kind == "prose with a case number":
                 raw = with_case_number(make_message(size))
+            elif kind == "prose as Outlook writes it":
+                raw = as_outlook_writes(make_message(size))
             elif kind == "reply quoting prose with digits":
                 raw = quoting(with_digits(make_message(size), PROSE))
             elif kind == "digit-heavy + CSV":

@@ -15,6 +15,7 @@ raise, except empty input.
 from __future__ import annotations
 
 import binascii
+import codecs
 import email
 import email.feedparser
 import email.parser
@@ -91,6 +92,7 @@ class _Text:
     source: str
     text: str
     author: str = ""  # the From of the attached message it is in; "" if none (restricted.py)
+    folded: bool = False  # folded as it was read (`normalise.fold_pieces`)
 
 
 @dataclass
@@ -321,38 +323,57 @@ def _is_body(part: EmailMessage) -> bool:
 
 @dataclass
 class _BodyRead:
-    """A body part read from its decoded bytes: a plain text decoded, or an HTML body's text
-    and tags taken out a piece at a time (`extract.html_text_and_tags`). The caller lets go
-    of the bytes before `texts` joins the pieces, so that the markup is never whole in memory
+    """A body part read from its decoded bytes: a plain text decoded (ASCII: whole, at C
+    speed; other text decoded and folded a slice at a time, `normalise.fold_pieces`, since
+    decoded whole it may take two or four bytes a character), or an HTML body's text and
+    tags taken out a piece at a time (`extract.html_text_and_tags`). The caller lets go of
+    the bytes before `texts` joins the pieces, so that the markup is never whole in memory
     and the bytes are not held beside the joined text."""
 
     plain: str | None
     html: extract.HtmlPieces | None
+    folded: bool = False  # `plain` folded already
 
     @classmethod
     def of(cls, part: EmailMessage, data: bytes | memoryview | _SinglePart) -> _BodyRead:
-        charset = part.get_content_charset()
+        encoding = part.get_content_charset() or "utf-8"
         if part.get_content_type() != "text/html":
-            return cls(_decode(data.data if isinstance(data, _SinglePart) else data, charset),
-                       None)
+            ascii_text = _ascii_text(data, encoding)
+            if ascii_text is not None:
+                return cls(ascii_text, None)
         slices = data.slices() if isinstance(data, _SinglePart) else extract.byte_slices(data)
-        return cls(None, extract.html_text_and_tags(slices, charset or "utf-8"))
+        if part.get_content_type() != "text/html":
+            return cls(normalise.fold_pieces(extract.decoded_pieces(slices, encoding)), None,
+                       folded=True)
+        return cls(None, extract.html_text_and_tags(slices, encoding))
 
     def texts(self) -> list[_Text]:
         """The body's texts (HTML: its text, then its tags: attribute values and the like
         leave too), each held here no longer."""
         if self.html is None:
             plain, self.plain = self.plain or "", None
-            return [_Text(_Source.BODY, plain)]
+            return [_Text(_Source.BODY, plain, folded=self.folded)]
         text, tags = self.html.joined()
         return [_Text(_Source.BODY, text), _Text(_Source.BODY, tags)]
 
 
-def _decode(data: bytes | memoryview, charset: str | None) -> str:
+def _ascii_text(data: bytes | memoryview | _SinglePart, encoding: str) -> str | None:
+    """The body's text when its bytes (not quoted-printable) are ASCII in a charset that
+    reads ASCII as ASCII; else None."""
+    if isinstance(data, _SinglePart):
+        if data.quoted_printable:
+            return None
+        data = data.body
     try:
-        return str(data, charset or "utf-8", errors="replace")
-    except LookupError:  # an unknown charset name: read what we can
-        return str(data, "utf-8", errors="replace")
+        if codecs.lookup(encoding).name not in _ASCII_CHARSETS:
+            return None
+        return str(data, "ascii")
+    except (LookupError, UnicodeDecodeError):
+        return None
+
+
+# Charsets (as `codecs.lookup` names them) in which ASCII bytes are the ASCII characters.
+_ASCII_CHARSETS = frozenset({"ascii", "utf-8", "iso8859-1", "cp1252", "iso8859-15"})
 
 
 def _inline(part: EmailMessage) -> bool:
@@ -529,7 +550,9 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
     texts = [_Text(_Source.SUBJECT, normalise.fold(" ".join(headers.get("Subject"))))]
     reading.texts.reverse()
     while reading.texts:  # each original let go once folded: a long body is not held twice
-        parts = normalise.fold_parts(reading.texts[-1].text)
+        last = reading.texts[-1]
+        parts = [last.text] if last.folded else normalise.fold_parts(last.text)
+        del last
         piece = replace(reading.texts.pop(), text="")  # the original let go before the join
         texts.append(replace(piece, text="".join(parts)))
         del parts, piece

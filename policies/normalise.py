@@ -13,7 +13,10 @@ search:
 * letters and digits of other scripts that look like Latin ones (Unicode's confusables, from
   confusable-homoglyphs) become the Latin letter or ASCII digit, and decimal digits of every
   script become ASCII digits;
-* every kind of space becomes " ", every line or paragraph separator "\\n", every dash "-".
+* every kind of space becomes " ", every line or paragraph separator "\\n", every dash "-",
+  and the typographic quotes Outlook writes (‘ ’ “ ”) the ASCII ones (' "): the case matcher
+  reads apostrophes alike already, and most mail's text is then held one byte a character,
+  not two (Python keeps a string with one character past U+00FF at two bytes each).
 
 `joined` then removes the line breaks inside tokens of folded text, for the identifier
 searches: a token broken over two lines is whole again there. Searching both the
@@ -29,7 +32,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from confusable_homoglyphs import confusables
 
@@ -38,7 +41,6 @@ from policies import scan
 # ASCII: tab and the vertical blanks become a space, a carriage return a line break, and the
 # other C0 controls and DEL are removed. str.translate runs at C speed on ASCII text.
 _ASCII_DELETE = bytes([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
-_ASCII_ODD = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 _ASCII_STR_TABLE = {**dict.fromkeys(_ASCII_DELETE), **{byte: chr(to) for byte, to in zip(
     b"\t\x0b\x0c\r", b"   \n", strict=True)}}
 _ASCII_CRLF_TABLE = {**_ASCII_STR_TABLE, ord("\r"): None}  # text whose every CR ends a CRLF
@@ -51,6 +53,7 @@ _INVISIBLE_EXTRA = (
 )
 _LINE_SEPARATORS = (0x0085, 0x2028, 0x2029)
 _EXTRA_DASHES = (0x2212, 0x2043, 0xFE63, 0xFF0D)  # minus sign, hyphen bullet, small/fullwidth
+_QUOTES = {0x2018: "'", 0x2019: "'", 0x201C: '"', 0x201D: '"'}
 
 
 @functools.cache
@@ -71,6 +74,7 @@ def _table() -> dict[int, str]:
     table.update(dict.fromkeys([*_INVISIBLE_EXTRA, *range(0xE0000, 0xE0080)], ""))
     table.update(dict.fromkeys(_LINE_SEPARATORS, "\n"))
     table.update(dict.fromkeys(_EXTRA_DASHES, "-"))
+    table.update(_QUOTES)
     for code, latin in _confusable_latin().items():
         table.setdefault(code, latin)
     return table
@@ -122,11 +126,29 @@ def fold_parts(text: str) -> list[str]:
             # in the same pass (a tab on every line: 2x the text beside it, not 4x).
             return [text.translate(_ASCII_CRLF_TABLE) if controls else text.replace("\r", "")]
         text = text.replace("\r\n", "\n")
-    if not _has_ascii_odd(text):
+    if not _holds_any(text, _ASCII_ODD_BYTES):
         return [text]
     # str.translate maps ASCII to ASCII at C speed, into one new string (the bytes'
     # translate took twice the time and held two more copies)
     return [text.translate(_ASCII_STR_TABLE)]
+
+
+def fold_pieces(pieces: Iterable[str]) -> str:
+    """`fold` of the pieces' text, one after another (a body as it is decoded, a slice at a
+    time), folded a slice of whole lines at a time as they come: the text is never whole
+    before it is folded (a body of two-byte characters, decoded whole, was twice its bytes
+    beside them)."""
+    parts: list[str] = []
+    line: list[str] = []  # the pieces since the last line break
+    for piece in pieces:
+        cut = piece.rfind("\n") + 1
+        if not cut:
+            line.append(piece)
+            continue
+        parts += fold_parts("".join([*line, piece[:cut]]))
+        line = [piece[cut:]]
+    parts += fold_parts("".join(line))
+    return "".join(parts)
 
 
 _FOLD_SLICE = 1 << 18  # characters of non-ASCII text folded at a time (then to a line's end)
@@ -144,21 +166,33 @@ def _line_slices(text: str) -> Iterator[tuple[int, int]]:
 
 
 def _fold_other(text: str) -> str:
-    """`fold` of text with a character other than ASCII."""
+    """`fold` of text with a character other than ASCII. What it holds (the characters to
+    change, tabs, other controls) is found at C speed, since a regex or a set walks each
+    character of such a text in the interpreter (a curly apostrophe and a dash on every line
+    were classified at 25 MB/s)."""
     if "\r" in text:
         text = text.replace("\r\n", "\n")
     text = unicodedata.normalize("NFKC", text)
+    tabs = "\t" in text
+    controls = _holds_any(text, _CONTROL_BYTES)
     table = _table()
-    # The few distinct characters of a text are found at C speed; only they are searched for.
-    changed = sorted(char for char in set(text) if ord(char) in table)
-    if changed:
+    changed = sorted(char for char in scan.other_characters(text) if ord(char) in table)
+    if len(changed) <= _REPLACED_ONE_BY_ONE:  # each a str.replace: C speed
+        for char in changed:
+            text = text.replace(char, table[ord(char)])
+    else:  # runs of them, each translated
         pattern = re.compile("[" + "".join(re.escape(char) for char in changed) + "]+")
         text = pattern.sub(lambda match: match.group().translate(table), text)
-    if "\t" in text:  # a pasted table: at C speed (translate reads a dict for each character
-        text = text.replace("\t", " ")  # of non-ASCII text: 20 MB/s)
-    if _ASCII_ODD.search(text) is not None:
+    if tabs:  # a pasted table (translate reads a dict for each character of such a text)
+        text = text.replace("\t", " ")
+    if controls:
         text = text.translate(_ASCII_STR_TABLE)
     return text
+
+
+# A text with at most this many distinct characters to change has each replaced in turn (the
+# changes are ASCII, so no replacement makes another); with more, one regex finds them all.
+_REPLACED_ONE_BY_ONE = 8
 
 
 def _line_ends(text: str) -> tuple[bool, bool]:
@@ -167,21 +201,25 @@ def _line_ends(text: str) -> tuple[bool, bool]:
     return scan.lone_cr_and_controls(text.encode("ascii"))
 
 
-_CHECK_SLICE = 1 << 18  # characters of ASCII text checked at a time
+_CHECK_SLICE = 1 << 18  # characters of text `_holds_any` checks at a time
 
 
-def _has_ascii_odd(text: str) -> bool:
-    """`_ASCII_ODD.search(text) is not None` for ASCII text, at C speed: a slice at a time is
-    encoded and its odd bytes deleted (bytes.translate); a shorter result holds one. (The regex
-    tries every position in the interpreter's engine: about 20 ms for 2 MB.)"""
+def _holds_any(text: str, wanted: bytes) -> bool:
+    """Whether the text holds one of the ASCII characters `wanted`, at C speed: a slice at a
+    time is encoded and those bytes deleted (bytes.translate); a shorter result held one (no
+    other character's UTF-8 bytes are ASCII). (A regex tries every position in the
+    interpreter's engine: about 20 ms for 2 MB of ASCII text, more for other text.)"""
     for start in range(0, len(text), _CHECK_SLICE):
-        chunk = text[start:start + _CHECK_SLICE].encode("ascii")
-        if len(chunk.translate(None, _ASCII_ODD_BYTES)) != len(chunk):
+        chunk = text[start:start + _CHECK_SLICE].encode("utf-8", "surrogatepass")
+        if len(chunk.translate(None, wanted)) != len(chunk):
             return True
     return False
 
 
-_ASCII_ODD_BYTES = bytes([*range(0x00, 0x0A), *range(0x0B, 0x20), 0x7F])  # _ASCII_ODD's
+# C0 controls but LF, and DEL: what `fold` changes in ASCII text; and those but tab
+_ASCII_ODD_BYTES = bytes([*range(0x00, 0x0A), *range(0x0B, 0x20), 0x7F])
+_CONTROL_BYTES = _ASCII_ODD_BYTES.replace(b"\t", b"")
+
 
 
 def joined(folded: str) -> str:

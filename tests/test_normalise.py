@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import email.policy
 import json
+import re
 import smtplib
 import time
+import unicodedata
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
+from itertools import pairwise
 from pathlib import Path
 from unittest import mock
 
@@ -82,7 +85,7 @@ def test_fold_of_ascii_text_replaces_crlf_then_translates(text: str) -> None:
 # voiced marks, CRLF), and ones the table changes.
 FOLD_PIECES = ["a", "\u00e9", "e\u0301", "\u0301", "\u0345", "\n", "\r", "\r\n", "\t", "\x0b",
                "\x00", " ", "1", "\u1100", "\u1161", "\u11a8", "\ufb01", "\uff11", "\u200b",
-               "\u00a0", "\u2028", "\u0421", "\uff76", "\uff9e", "\u03a3", "\u2013"]
+               "\u00a0", "\u2028", "\u0421", "\uff76", "\uff9e", "\u03a3", "\u2013", "\udc80"]
 
 
 @pytest.mark.parametrize("slice_size", [1, 2, 3, 7, 1 << 18])
@@ -96,6 +99,44 @@ def test_folding_a_slice_of_lines_at_a_time_is_folding_the_whole(slice_size: int
         parts = normalise.fold_parts(text)
     assert "".join(parts) == (normalise._fold_other(text) if not text.isascii() else fold(text))
     assert all(part.endswith("\n") for part in parts[:-1])
+
+
+@given(st.lists(st.sampled_from(FOLD_PIECES), max_size=60).map("".join),
+       st.lists(st.integers(min_value=0, max_value=60), max_size=6))
+def test_folding_a_text_as_it_is_decoded_is_folding_it_whole(text: str,
+                                                             cuts: list[int]) -> None:
+    """A body decoded a slice at a time is folded a slice of lines at a time as it comes
+    (`fold_pieces`): wherever the decoded pieces are cut (between a CR and its LF, inside a
+    combining sequence, with no line break for several pieces), the same as folding the text
+    whole."""
+    ends = [0, *sorted(min(cut, len(text)) for cut in cuts), len(text)]
+    pieces = [text[start:end] for start, end in pairwise(ends)]
+    assert normalise.fold_pieces(pieces) == fold(text)
+
+
+def reference_fold(text: str) -> str:
+    """`fold` of non-ASCII text as first written: a regex and `set` over the whole text."""
+    text = unicodedata.normalize("NFKC", text.replace("\r\n", "\n"))
+    table = normalise._table()
+    changed = sorted(char for char in set(text) if ord(char) in table)
+    if changed:
+        pattern = re.compile("[" + "".join(re.escape(char) for char in changed) + "]+")
+        text = pattern.sub(lambda match: match.group().translate(table), text)
+    if re.search(r"[\x00-\x09\x0b-\x1f\x7f]", text) is not None:
+        text = text.translate(normalise._ASCII_STR_TABLE)
+    return text
+
+
+@pytest.mark.parametrize("one_by_one", [0, 8, 1000])
+@given(st.one_of(st.lists(st.sampled_from(FOLD_PIECES), max_size=60).map("".join),
+                 st.text(max_size=80)))
+def test_folding_non_ascii_text_finds_what_to_change_at_c_speed(one_by_one: int,
+                                                                text: str) -> None:
+    """What non-ASCII text holds (the characters to change, tabs, other controls) is found
+    from its bytes, and the characters changed one `replace` at a time when few: the same as
+    the regex and `set` over the text it replaced, with few or many such characters."""
+    with mock.patch.object(normalise, "_REPLACED_ONE_BY_ONE", one_by_one):
+        assert normalise._fold_other(text) == reference_fold(text)
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -92,7 +92,7 @@ class _Text:
     source: str
     text: str
     author: str = ""  # the From of the attached message it is in; "" if none (restricted.py)
-    folded: bool = False  # folded as it was read (`normalise.fold_pieces`)
+    folded: bool = False  # folded as it was read (`normalise.folded_parts`)
 
 
 @dataclass
@@ -323,38 +323,39 @@ def _is_body(part: EmailMessage) -> bool:
 
 @dataclass
 class _BodyRead:
-    """A body part read from its decoded bytes: a plain text decoded (ASCII: whole, at C
-    speed; other text decoded and folded a slice at a time, `normalise.fold_pieces`, since
-    decoded whole it may take two or four bytes a character), or an HTML body's text and
-    tags taken out a piece at a time (`extract.html_text_and_tags`). The caller lets go of
-    the bytes before `texts` joins the pieces, so that the markup is never whole in memory
-    and the bytes are not held beside the joined text."""
+    """A body part read from its decoded bytes: a plain text (ASCII: decoded whole, at C
+    speed; other text decoded and folded a slice at a time, `normalise.folded_parts`, since
+    decoded whole it may take two or four bytes a character), or an HTML body's text (folded
+    likewise) and tags, taken out a piece at a time (`extract.html_text_and_tags`). The
+    caller lets go of the bytes before `texts` joins the pieces, so that neither the markup
+    nor the text unfolded is ever whole in memory, and the bytes are not held beside the
+    joined text."""
 
-    plain: str | None
-    html: extract.HtmlPieces | None
-    folded: bool = False  # `plain` folded already
+    pieces: extract.TextPieces  # the text (folded when `folded`), and an HTML body's tags
+    html: bool
+    folded: bool
 
     @classmethod
     def of(cls, part: EmailMessage, data: bytes | memoryview | _SinglePart) -> _BodyRead:
         encoding = part.get_content_charset() or "utf-8"
-        if part.get_content_type() != "text/html":
+        html = part.get_content_type() == "text/html"
+        if not html:
             ascii_text = _ascii_text(data, encoding)
-            if ascii_text is not None:
-                return cls(ascii_text, None)
+            if ascii_text is not None:  # folded with the other texts, at C speed
+                return cls(extract.TextPieces([ascii_text], []), html, folded=False)
         slices = data.slices() if isinstance(data, _SinglePart) else extract.byte_slices(data)
-        if part.get_content_type() != "text/html":
-            return cls(normalise.fold_pieces(extract.decoded_pieces(slices, encoding)), None,
-                       folded=True)
-        return cls(None, extract.html_text_and_tags(slices, encoding))
+        if not html:
+            text = normalise.folded_parts(extract.decoded_pieces(slices, encoding))
+            return cls(extract.TextPieces(text, []), html, folded=True)
+        return cls(extract.html_text_and_tags(slices, encoding, keep=normalise.folded_parts),
+                   html, folded=True)
 
     def texts(self) -> list[_Text]:
         """The body's texts (HTML: its text, then its tags: attribute values and the like
-        leave too), each held here no longer."""
-        if self.html is None:
-            plain, self.plain = self.plain or "", None
-            return [_Text(_Source.BODY, plain, folded=self.folded)]
-        text, tags = self.html.joined()
-        return [_Text(_Source.BODY, text), _Text(_Source.BODY, tags)]
+        leave too), each piece let go once joined."""
+        text, tags = self.pieces.joined()
+        body = _Text(_Source.BODY, text, folded=self.folded)
+        return [body, _Text(_Source.BODY, tags)] if self.html else [body]
 
 
 def _ascii_text(data: bytes | memoryview | _SinglePart, encoding: str) -> str | None:
@@ -365,10 +366,14 @@ def _ascii_text(data: bytes | memoryview | _SinglePart, encoding: str) -> str | 
             return None
         data = data.body
     try:
-        if codecs.lookup(encoding).name not in _ASCII_CHARSETS:
-            return None
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        name = "utf-8"  # an unknown charset is read as UTF-8
+    if name not in _ASCII_CHARSETS:
+        return None
+    try:
         return str(data, "ascii")
-    except (LookupError, UnicodeDecodeError):
+    except UnicodeDecodeError:
         return None
 
 

@@ -207,14 +207,15 @@ HTML_PIECE = 1 << 16  # characters of markup `html_to_text` hands on at a time (
 
 
 @dataclass
-class HtmlPieces:
-    """An HTML document's text and its tags, in pieces not yet joined (`html_text_and_tags`)."""
+class TextPieces:
+    """A document's text, and an HTML document's tags (`html_text_and_tags`), in pieces not
+    yet joined."""
 
     text: list[str]
     tags: list[str]
 
     def joined(self) -> tuple[str, str]:
-        """The text (`html_to_text`'s) and the tags, each piece let go once joined."""
+        """The text (of HTML: `html_to_text`'s) and the tags, each piece let go once joined."""
         text = "".join(self.text)
         self.text.clear()
         tags = "\n".join(piece for piece in self.tags if piece)
@@ -222,16 +223,18 @@ class HtmlPieces:
         return text, tags
 
 
-def html_text_and_tags(slices: Iterable[bytes | memoryview], encoding: str) -> HtmlPieces:
+def html_text_and_tags(slices: Iterable[bytes | memoryview], encoding: str,
+                       keep: Callable[[Iterable[str]], list[str]] = list) -> TextPieces:
     """The text of an HTML document's bytes, given in slices (`html_to_text` of them decoded,
     with errors replaced), and its tags (every tag `html_to_text` removes, one a line,
     comment marks left out: what the markup holds beside its text, attribute values first),
     read a piece at a time, so that the markup is never whole in memory. They come in pieces,
-    for the caller to join once it has let go of the bytes. An unknown encoding is read as
+    for the caller to join once it has let go of the bytes; the text's pieces as `keep`
+    writes them as they come (the classifier's: folded). An unknown encoding is read as
     UTF-8."""
     tags: list[str] = []
-    text = list(_html_texts(_html_pieces(decoded_pieces(slices, encoding)), tags))
-    return HtmlPieces(text, tags)
+    text = keep(_html_texts(_html_pieces(decoded_pieces(slices, encoding)), tags))
+    return TextPieces(text, tags)
 
 
 def _html_texts(pieces: Iterable[str], tags: list[str] | None = None) -> Iterator[str]:

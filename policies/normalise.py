@@ -133,11 +133,11 @@ def fold_parts(text: str) -> list[str]:
     return [text.translate(_ASCII_STR_TABLE)]
 
 
-def fold_pieces(pieces: Iterable[str]) -> str:
-    """`fold` of the pieces' text, one after another (a body as it is decoded, a slice at a
-    time), folded a slice of whole lines at a time as they come: the text is never whole
-    before it is folded (a body of two-byte characters, decoded whole, was twice its bytes
-    beside them)."""
+def folded_parts(pieces: Iterable[str]) -> list[str]:
+    """`fold_parts` of the pieces' text, one after another (a body as it is decoded, a slice
+    at a time), folded a slice of whole lines at a time as they come: joined, the parts are
+    `fold` of the text joined, and the text is never whole before it is folded (a body of
+    two-byte characters, decoded whole, was twice its bytes beside them)."""
     parts: list[str] = []
     line: list[str] = []  # the pieces since the last line break
     for piece in pieces:
@@ -148,7 +148,7 @@ def fold_pieces(pieces: Iterable[str]) -> str:
         parts += fold_parts("".join([*line, piece[:cut]]))
         line = [piece[cut:]]
     parts += fold_parts("".join(line))
-    return "".join(parts)
+    return parts
 
 
 _FOLD_SLICE = 1 << 18  # characters of non-ASCII text folded at a time (then to a line's end)

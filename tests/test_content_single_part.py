@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from email.message import EmailMessage
+from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policies import extract
+from policies import extract, normalise
 from policies.content import _BodyRead, _classify, _single_text_part
 from policies.content_rules import (
     CueMatcher,
@@ -135,13 +136,32 @@ HTML_BITS = ["<p>", "</p>", "<b>", "<td>", "<!--", "-->", ">", "<", "&", "&#13;"
 @SETTINGS
 @given(st.lists(st.sampled_from(HTML_BITS), max_size=40).map("".join))
 def test_an_html_body_gives_its_text_and_its_tags(markup: str) -> None:
-    """An HTML body's texts are the text of its markup as decoded, and the tags that text
-    leaves out (attribute values with them), read from its bytes a piece at a time."""
+    """An HTML body's texts are the text of its markup as decoded, folded as it comes, and
+    the tags that text leaves out (attribute values with them), read from its bytes a piece
+    at a time."""
     part = EmailMessage()
     part["Content-Type"] = "text/html; charset=utf-8"
     text, tags = _BodyRead.of(part, markup.encode()).texts()
-    assert text.text == extract.html_to_text(markup)
+    assert text.folded and text.text == normalise.fold(extract.html_to_text(markup))
     assert tags.text == whole_tags(markup)
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from(HTML_BITS), max_size=40).map("".join),
+       st.sampled_from(["utf-8", "iso-8859-1", "utf-16", "x-no-such-charset"]))
+def test_a_plain_body_gives_its_text_decoded_and_folded(text: str, charset: str) -> None:
+    """A plain body's text is its bytes decoded (errors replaced; an unknown charset read as
+    UTF-8), ASCII whole, other text folded a slice at a time as it is decoded: the same
+    text, folded, as decoding it whole."""
+    part = EmailMessage()
+    part["Content-Type"] = f"text/plain; charset={charset}"
+    codec = "utf-8" if charset == "x-no-such-charset" else charset
+    data = text.encode(codec, errors="replace")
+    with mock.patch.object(extract, "HTML_PIECE", 3):  # slices of 3 bytes
+        (read,) = _BodyRead.of(part, data).texts()
+    decoded = str(data, codec, errors="replace")
+    assert (normalise.fold(read.text) if not read.folded else read.text) == normalise.fold(decoded)
+    assert read.folded == (not decoded.isascii() or codec == "utf-16")
 
 
 MATCHER = CueMatcher.build((

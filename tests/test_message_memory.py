@@ -207,6 +207,21 @@ def test_a_body_of_two_byte_characters_is_never_whole_before_it_is_folded(
     assert peak <= 2.2 * len(raw), peak / len(raw)
 
 
+def test_an_html_body_of_two_byte_characters_is_folded_as_its_text_comes(
+        traced: None) -> None:
+    """An HTML body's text with Outlook's dashes and apostrophes is folded a piece at a time
+    as it is taken out of the markup, never whole unfolded: beside the message, 1.83x
+    measured (3.60x when its text was joined, two bytes a character, then folded; 7.96x
+    before the folding went by slices)."""
+    row = ("<p>The family meeting on 12/03/2024 went well \u2013 the children\u2019s school is "
+           "near Zo\u00eb\u2019s.</p>\n")
+    raw = one_body_message("text/html",
+                           "<html><body>" + row * (SIZE // len(row)) + "</body></html>")
+    facts, peak = classification_peak(raw)
+    assert not facts.malformed
+    assert peak <= 2.0 * len(raw), peak / len(raw)
+
+
 def test_an_html_body_is_never_whole_in_memory(traced: None) -> None:
     """A 7bit HTML body (a table) is decoded and read a piece at a time: its text, and its
     tags for their attribute values, are all that is kept of it; the markup is never whole in

@@ -106,12 +106,12 @@ def test_folding_a_slice_of_lines_at_a_time_is_folding_the_whole(slice_size: int
 def test_folding_a_text_as_it_is_decoded_is_folding_it_whole(text: str,
                                                              cuts: list[int]) -> None:
     """A body decoded a slice at a time is folded a slice of lines at a time as it comes
-    (`fold_pieces`): wherever the decoded pieces are cut (between a CR and its LF, inside a
+    (`folded_parts`): wherever the decoded pieces are cut (between a CR and its LF, inside a
     combining sequence, with no line break for several pieces), the same as folding the text
     whole."""
     ends = [0, *sorted(min(cut, len(text)) for cut in cuts), len(text)]
     pieces = [text[start:end] for start, end in pairwise(ends)]
-    assert normalise.fold_pieces(pieces) == fold(text)
+    assert "".join(normalise.folded_parts(pieces)) == fold(text)
 
 
 def reference_fold(text: str) -> str:

@@ -13,9 +13,11 @@ holds while it decides. With `--baseline CHECKOUT` (another commit's checkout, e
 `git worktree add /tmp/base HEAD~2`) each shape is also measured there, in the same run.
 
 Shapes: a text/plain body (7bit, with a case number whole on its first line, a
-tab-separated table, quoted-printable, and a reply quoting the text with "> "); a text/html
-body (7bit, and quoted-printable); multipart/alternative (text and HTML); a base64 HTML
-attachment; a base64 CSV attachment; a forwarded message (message/rfc822) with a text body.
+tab-separated table, quoted-printable, 8bit UTF-8 with Outlook's dash and apostrophe and an
+accented name on every line, and a reply quoting the text with "> "); a text/html body (7bit,
+quoted-printable, and 8bit UTF-8 as Outlook writes it); multipart/alternative (text and
+HTML); a base64 HTML attachment; a base64 CSV attachment; a forwarded message
+(message/rfc822) with a text body.
 The text is prose with dates and phone numbers; the HTML a table of them.
 """
 
@@ -40,10 +42,20 @@ PROSE = ("The family meeting on 12/03/2024 went well; the children are settled a
          "their father can be reached on 01632 960 123 = most evenings.\n")
 CSV = "2024-03-12,09:30,01632 960 123,ZC12C00123,250.00,visit at home\n"
 ROW = "<tr><td>Visit 12/03/2024</td><td>Room 4, 01632 960 123</td><td>notes &amp; plan</td></tr>\n"
-SHAPES = ("text", "text-case", "text-tabs", "text-qp", "reply", "html", "html-qp",
-          "alternative", "html-attachment", "csv-attachment", "forwarded")
+SHAPES = ("text", "text-case", "text-tabs", "text-qp", "text-outlook", "reply", "html",
+          "html-qp", "html-outlook", "alternative", "html-attachment", "csv-attachment",
+          "forwarded")
 CASE_LINE = "Case ZC12C00123: notes for the file.\n"  # a case number, whole on its line
 TAB_ROW = "12/03/2024\t09:30\tvisit at home\t01632 960 123\tnotes\n"  # a pasted table
+# What Outlook types for a dash and an apostrophe (past U+00FF: Python holds such text at two
+# bytes a character), and an accented name
+OUTLOOK = {"; ": " \u2013 ", "children": "Zo\u00eb\u2019s children"}
+
+
+def _outlook(text: str) -> str:
+    for plain, typed in OUTLOOK.items():
+        text = text.replace(plain, typed)
+    return text
 
 
 def _text(size: int) -> str:
@@ -90,12 +102,17 @@ def message(shape: str, size: int) -> bytes:
                                    _crlf(TAB_ROW * (size // len(TAB_ROW)))),
         "text-qp": lambda: _part("text/plain; charset=utf-8", _qp(_text(size)),
                                  "quoted-printable"),
+        "text-outlook": lambda: _part("text/plain; charset=utf-8",
+                                      _crlf(_outlook(_text(size))), "8bit"),
         "reply": lambda: _part("text/plain; charset=utf-8", _crlf(
             "Thanks, see below.\n\nOn Monday Jo wrote:\n"
             + "".join("> " + line for line in _text(size).splitlines(keepends=True)))),
         "html": lambda: _part("text/html; charset=utf-8", _crlf(_html(size))),
         "html-qp": lambda: _part("text/html; charset=utf-8", _qp(_html(size)),
                                  "quoted-printable"),
+        "html-outlook": lambda: _part("text/html; charset=utf-8",
+                                      _crlf(_outlook(_html(size).replace("notes", "children"))),
+                                      "8bit"),
         "alternative": lambda: _multipart(
             "alternative", _part("text/plain", _crlf(_text(size // 2))),
             _part("text/html", _crlf(_html(size // 2)))),

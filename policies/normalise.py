@@ -117,7 +117,7 @@ def fold_parts(text: str) -> list[str]:
     fold it whole; Unicode normalisation of a slice is its part of the whole's, since a line
     break neither combines nor reorders with what is around it)."""
     if not text.isascii():
-        return [_fold_other(text[start:end]) for start, end in _line_slices(text)]
+        return [_fold_other(text[start:end]) for start, end in line_slices(text, _FOLD_SLICE)]
     if "\r" in text:
         lone_cr, controls = _line_ends(text)
         if not lone_cr:
@@ -154,12 +154,13 @@ def folded_parts(pieces: Iterable[str]) -> list[str]:
 _FOLD_SLICE = 1 << 18  # characters of non-ASCII text folded at a time (then to a line's end)
 
 
-def _line_slices(text: str) -> Iterator[tuple[int, int]]:
-    """(start, end) of slices of about `_FOLD_SLICE` characters, each ending after a line
-    break (the last at the text's end)."""
+def line_slices(text: str, size: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of slices of about `size` characters, each ending after a line break (the
+    last at the text's end): what is read a character or a combining sequence at a time
+    (Unicode normalisation, case folding) reads each slice as its part of the whole."""
     start = 0
     while start < len(text):
-        end = text.find("\n", start + _FOLD_SLICE - 1)
+        end = text.find("\n", start + size - 1)
         end = len(text) if end == -1 else end + 1
         yield start, end
         start = end

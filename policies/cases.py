@@ -41,14 +41,14 @@ import hmac
 import operator
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 from typing import ClassVar
 
 from policies import identifiers
-from policies.normalise import fold
+from policies.normalise import fold, line_slices
 
 
 class PersonRole(StrEnum):
@@ -97,8 +97,21 @@ POSSESSIVE = "'s"
 def normalise(text: str, *, folded: bool = False) -> str:
     """The text as the matcher compares it: folded (`policies.normalise.fold`, unless the
     caller says it already is), case-folded, accents removed, apostrophes unified, UK postcodes
-    spaced canonically."""
-    text = (text if folded else fold(text)).casefold()
+    spaced canonically. A long text a slice of lines at a time: each step a copy of the whole
+    text, it held 4 times a long ASCII text and 12 times one with an accented letter."""
+    text = text if folded else fold(text)
+    if len(text) <= _NORMALISE_SLICE:
+        return _normalised(text)
+    return "".join([_normalised(text[start:end])
+                    for start, end in line_slices(text, _NORMALISE_SLICE)])
+
+
+_NORMALISE_SLICE = 1 << 16  # characters of a text normalised at a time
+
+
+def _normalised(text: str) -> str:
+    """`normalise` of folded text."""
+    text = text.casefold()
     if not text.isascii():
         text = _COMBINING.sub("", unicodedata.normalize("NFKD", text.translate(_APOSTROPHES)
                                                         .translate(_LETTERS)))
@@ -337,6 +350,13 @@ class CaseIndex:
             self._details.setdefault(detail.text, []).append(i)
             self._detail_lengths.setdefault(detail.text[0], set()).add(len(detail.text))
             self._flags[detail.text[0]] = self._flags.get(detail.text[0], 0) | _DETAIL_START
+        # Tokens a window of a text holds on each side of its own (`_token_windows`): a name
+        # form or a detail that begins by its first or after its last, and the first names
+        # a relationship word names and those close to them (`_scan_window`).
+        longest = max((n for lengths in (*self._name_lengths.values(),
+                                         *self._detail_lengths.values()) for n in lengths),
+                      default=1)
+        self._margin = longest + PAIR_WINDOW + 2
 
     @property
     def is_empty(self) -> bool:
@@ -379,52 +399,69 @@ class CaseIndex:
 
     def _scan(self, text: str, found: _Found, dob_cues: re.Pattern[str] | None,
               dated: bool = True) -> None:
+        """One text, read a window of tokens at a time (`_token_windows`): the tokens of a long
+        text, each a string of its own, were many times the text."""
         assert self._key is not None
         normalised = normalise(text, folded=True)
-        pairs = _GAP_TOKEN.findall(normalised)
-        if not pairs:
-            return
-        words = list(map(_SECOND, pairs))
-        if "'" in normalised:
-            words = [w if "'" not in w or w == POSSESSIVE else w.replace("'", "") for w in words]
         # Each distinct word is hashed once (and remembered across messages by RecordKey).
-        token_hash = self._key.token
-        flags = self._flags
         hashes: dict[str, bytes] = {}
         flagged: dict[str, int] = {}
-        for word in set(words):
+        for window in _token_windows(normalised, self._margin):
+            self._hash_words(window.words, hashes, flagged)
+            self._scan_window(window, found, hashes, flagged)
+        if self._dobs and dated and identifiers.has_digit(normalised):
+            self._scan_dates(normalised, found, dob_cues, hashes)
+
+    def _hash_words(self, words: list[str], hashes: dict[str, bytes],
+                    flagged: dict[str, int]) -> None:
+        """The hash of each word not seen before, and the index's flags of those it has."""
+        assert self._key is not None
+        token_hash = self._key.token
+        flags = self._flags
+        for word in set(words).difference(hashes):
             h = hashes[word] = token_hash(word)
             bits = flags.get(h, 0)
             if bits:
                 flagged[word] = bits
-        gaps = _Gaps(pairs)
+
+    def _scan_window(self, window: _Window, found: _Found, hashes: dict[str, bytes],
+                     flagged: dict[str, int]) -> None:
+        """What starts in the window's own tokens: the names, details and first names there,
+        and the first names its relationship words name. The tokens around them are read for
+        what they need (a name form begun before, a first name near a relationship word), so
+        that the windows find together what one pass over all the tokens found."""
+        assert self._key is not None
+        words, own_from, own_to = window.words, window.own_from, window.own_to
+        gaps = _Gaps(window.gaps)
         in_full_name: set[int] = set()
         own: set[int] = set()
         firsts: dict[int, bytes] = {}  # position -> hash of first names not in a full name
         for i in [i for i, w in enumerate(words) if w in flagged]:
             bits = flagged[words[i]]
             h = hashes[words[i]]
+            reported = own_from <= i < own_to
             if bits & _NAME_START:
-                self._full_names(words, i, h, hashes, gaps, found, in_full_name, own)
-            if bits & _DETAIL_START:
+                self._full_names(words, i, h, hashes, gaps, found, in_full_name, own, reported)
+            if bits & _DETAIL_START and reported:
                 for n in self._detail_lengths[h]:
                     if i + n <= len(words):
                         form = tuple(hashes[w] for w in words[i:i + n])
                         found.details.update(self._details.get(form, ()))
             if bits & _FIRST_NAME and i not in own:
                 firsts[i] = h
-                found.first_seen.setdefault(h, False)
+                if reported:
+                    found.first_seen.setdefault(h, False)
         for i in in_full_name:
             firsts.pop(i, None)
         # Relationship words, and the first names they name.
-        for j in [j for j, w in enumerate(words) if w in RELATIONSHIP_WORDS]:
+        for j in [j for j in range(own_from, own_to) if words[j] in RELATIONSHIP_WORDS]:
             for i in _named_by_relation(words, j, gaps):
                 word = words[i]
                 if flagged.get(word, 0) & _FIRST_NAME and i not in own:
                     h = hashes[word]
                 elif i == j - 1 and len(word) > 2 and word.endswith("s"):
-                    h = token_hash(word[:-1])  # "Ellies mum"
-                    if not flags.get(h, 0) & _FIRST_NAME:
+                    h = self._key.token(word[:-1])  # "Ellies mum"
+                    if not self._flags.get(h, 0) & _FIRST_NAME:
                         continue
                 else:
                     continue
@@ -435,13 +472,12 @@ class CaseIndex:
                     if g is not None and g != h and gaps.within(min(i, k), abs(i - k) + 1,
                                                                 _COMMA):
                         found.pairs.add((h, g) if h < g else (g, h))
-        if self._dobs and dated and identifiers.has_digit(normalised):
-            self._scan_dates(normalised, found, dob_cues, hashes)
 
     def _full_names(self, words: list[str], i: int, h: bytes, hashes: dict[str, bytes],
-                    gaps: _Gaps, found: _Found, in_full_name: set[int], own: set[int]) -> None:
+                    gaps: _Gaps, found: _Found, in_full_name: set[int], own: set[int],
+                    reported: bool) -> None:
         """The name forms that start at word i (within one sentence; "last, first" may have
-        its comma)."""
+        its comma); `reported` False: only where they lie (a window's token before its own)."""
         for n in self._name_lengths[h]:
             if i + n > len(words):
                 continue
@@ -450,7 +486,7 @@ class CaseIndex:
             if people and gaps.within(i, n, _COMMA if form in self._reversed else _SAME):
                 if form in found.ignored:
                     own.update(range(i, i + n))
-                else:
+                elif reported:
                     found.full.append(tuple(people))
                 in_full_name.update(range(i, i + n))
 
@@ -556,6 +592,7 @@ class CaseIndex:
                    for p in self._case_people[case])
 
 
+_FIRST = operator.itemgetter(0)
 _SECOND = operator.itemgetter(1)
 _NAME_START = 1
 _DETAIL_START = 2
@@ -577,16 +614,67 @@ class _Found:
     dob_any: set[int] = field(default_factory=set)
 
 
+@dataclass
+class _Window:
+    """Consecutive tokens of a text, the separator before each, and which of them are the
+    window's own (`own_from` to `own_to`): the others are there to be read around them."""
+
+    gaps: list[str]
+    words: list[str]
+    own_from: int
+    own_to: int
+
+
+def _token_windows(normalised: str, margin: int) -> Iterator[_Window]:
+    """The tokens of a normalised text (`_GAP_TOKEN`, apostrophes inside a word dropped as
+    `_words` does) in windows: each window's own tokens follow the last one's, with `margin`
+    tokens on each side (fewer at the text's ends). The tokens of a long text, each a string
+    and a separator in a pair, were 27 times the text (a 2 MB message of case notes); a window
+    holds about `_WINDOW_TOKENS`."""
+    gaps: list[str] = []
+    words: list[str] = []
+    own_from = 0
+    for more_gaps, more_words in _token_slices(normalised):
+        gaps += more_gaps
+        words += more_words
+        if len(words) - own_from >= _WINDOW_TOKENS + margin:
+            own_to = len(words) - margin
+            yield _Window(gaps, words, own_from, own_to)
+            drop = max(0, own_to - margin)
+            gaps, words, own_from = gaps[drop:], words[drop:], own_to - drop
+    yield _Window(gaps, words, own_from, len(words))
+
+
+def _token_slices(normalised: str) -> Iterator[tuple[list[str], list[str]]]:
+    """(separators, tokens) of a normalised text, a slice of about `_TOKEN_SLICE` characters
+    at a time. A slice ends at a blank after a letter or digit, where a token has just ended
+    and the separator after it begins: no token or separator lies across a cut."""
+    start = 0
+    while start < len(normalised):
+        cut = _TOKEN_END.search(normalised, start + _TOKEN_SLICE)
+        end = len(normalised) if cut is None else cut.start()
+        pairs = _GAP_TOKEN.findall(normalised, start, end)
+        words = [w if "'" not in w or w == POSSESSIVE else w.replace("'", "")
+                 for w in map(_SECOND, pairs)]
+        yield list(map(_FIRST, pairs)), words
+        start = end
+
+
+_TOKEN_SLICE = 1 << 16  # characters of normalised text read for tokens at a time
+_WINDOW_TOKENS = 1 << 13  # tokens of its own a window holds (and its margins)
+_TOKEN_END = re.compile(r"(?<=[^\W_])\s")
+
+
 class _Gaps:
     """The kind of separator before each token, worked out only where asked."""
 
-    def __init__(self, pairs: list[tuple[str, str]]) -> None:
-        self._pairs = pairs
+    def __init__(self, gaps: list[str]) -> None:
+        self._gaps = gaps
         self._kinds: dict[str, int] = {}
 
     def before(self, i: int) -> int:
         """The separator between token i - 1 and token i."""
-        gap = self._pairs[i][0]
+        gap = self._gaps[i]
         kind = self._kinds.get(gap)
         if kind is None:
             kind = self._kinds[gap] = _gap_kind(gap)

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Any
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from policies import cases
 from policies.cases import (
     CaseIndex,
     CaseMatches,
@@ -150,3 +154,31 @@ def test_matching_is_one_pass_whatever_the_number_of_people() -> None:
         counts.append(key.token.cache_info().misses)  # type: ignore[attr-defined]
         assert [p.person_id for p in found.people] == ["P1"]
     assert counts[0] == counts[1] == len(set(tokens(text)))
+
+
+# Pieces of case mail: the table's texts, the registry's names and details word by word, and
+# what stands between them (relationship words, commas, sentence ends, blank lines).
+WINDOW_PIECES = [*(row["text"] for row in TABLE["match"]),
+                 *(w for p in TABLE["person"] for w in p["name"].split()),
+                 *(w for d in TABLE["detail"] for w in d["text"].split()),
+                 "mum", "brother", "sister of", "'s", "and", ",", ".", "\n", "\n\n",
+                 "born 03/04/2015", "DOB: 14/02/2012"]
+
+
+@pytest.mark.parametrize(("window", "text_slice"), [(1, 1), (2, 5), (3, 64), (7, 1 << 16)])
+@settings(max_examples=400)
+@given(st.lists(st.sampled_from(WINDOW_PIECES), max_size=80).map(" ".join))
+def test_a_long_text_read_a_window_of_tokens_at_a_time_matches_as_one_pass(
+        window: int, text_slice: int, text: str) -> None:
+    """The tokens of a text are read in windows (each with the tokens around it that a name, a
+    detail or a relationship word needs), so that a long text's tokens are never all held at
+    once: what the windows find together, however small, is what one window over all of them
+    finds: the same names, details, first names, pairs and dates of birth."""
+    folded = fold(text)
+    whole = cases._Found()
+    INDEX._scan(folded, whole, CUES)
+    windowed = cases._Found()
+    with mock.patch.object(cases, "_WINDOW_TOKENS", window), \
+            mock.patch.object(cases, "_TOKEN_SLICE", text_slice):
+        INDEX._scan(folded, windowed, CUES)
+    assert windowed == whole

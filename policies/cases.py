@@ -403,26 +403,32 @@ class CaseIndex:
         text, each a string of its own, were many times the text."""
         assert self._key is not None
         normalised = normalise(text, folded=True)
-        # Each distinct word is hashed once (and remembered across messages by RecordKey).
-        hashes: dict[str, bytes] = {}
+        # The words the index flags, with their flags and hashes: all that is kept of the
+        # text's words from one window to the next (the hashes of all of them, as many as a
+        # long text of names has distinct words, were 3x a 1 MB one).
         flagged: dict[str, int] = {}
+        flagged_hashes: dict[str, bytes] = {}
         for window in _token_windows(normalised, self._margin):
-            self._hash_words(window.words, hashes, flagged)
+            hashes = self._hash_words(window.words, flagged, flagged_hashes)
             self._scan_window(window, found, hashes, flagged)
         if self._dobs and dated and identifiers.has_digit(normalised):
-            self._scan_dates(normalised, found, dob_cues, hashes)
+            self._scan_dates(normalised, found, dob_cues, flagged_hashes)
 
-    def _hash_words(self, words: list[str], hashes: dict[str, bytes],
-                    flagged: dict[str, int]) -> None:
-        """The hash of each word not seen before, and the index's flags of those it has."""
+    def _hash_words(self, words: list[str], flagged: dict[str, int],
+                    flagged_hashes: dict[str, bytes]) -> dict[str, bytes]:
+        """The hash of each distinct word (remembered across messages by RecordKey), and the
+        flags and hashes of those the index flags."""
         assert self._key is not None
         token_hash = self._key.token
         flags = self._flags
-        for word in set(words).difference(hashes):
+        hashes: dict[str, bytes] = {}
+        for word in set(words):
             h = hashes[word] = token_hash(word)
             bits = flags.get(h, 0)
             if bits:
                 flagged[word] = bits
+                flagged_hashes[word] = h
+        return hashes
 
     def _scan_window(self, window: _Window, found: _Found, hashes: dict[str, bytes],
                      flagged: dict[str, int]) -> None:
@@ -493,7 +499,8 @@ class CaseIndex:
     def _scan_dates(self, text: str, found: _Found, dob_cues: re.Pattern[str] | None,
                     hashes: dict[str, bytes]) -> None:
         """Recorded dates of birth, in any format the date finder reads: after a cue, and next
-        to the first name of a person born then."""
+        to the first name of a person born then. `hashes` are those of the text's words that
+        the index flags: a first name is one of them."""
         assert self._key is not None
         present: set[bytes] | None = None
         for match in identifiers.find_dates(text):
@@ -650,18 +657,20 @@ def _token_slices(normalised: str) -> Iterator[tuple[list[str], list[str]]]:
     at a time. A slice ends at a blank after a letter or digit, where a token has just ended
     and the separator after it begins: no token or separator lies across a cut."""
     start = 0
+    apostrophes = "'" in normalised
     while start < len(normalised):
         cut = _TOKEN_END.search(normalised, start + _TOKEN_SLICE)
         end = len(normalised) if cut is None else cut.start()
         pairs = _GAP_TOKEN.findall(normalised, start, end)
-        words = [w if "'" not in w or w == POSSESSIVE else w.replace("'", "")
-                 for w in map(_SECOND, pairs)]
+        words = list(map(_SECOND, pairs))
+        if apostrophes:
+            words = [w if "'" not in w or w == POSSESSIVE else w.replace("'", "") for w in words]
         yield list(map(_FIRST, pairs)), words
         start = end
 
 
-_TOKEN_SLICE = 1 << 16  # characters of normalised text read for tokens at a time
-_WINDOW_TOKENS = 1 << 13  # tokens of its own a window holds (and its margins)
+_TOKEN_SLICE = 1 << 14  # characters of normalised text read for tokens at a time
+_WINDOW_TOKENS = 1 << 11  # tokens of its own a window holds (and its margins)
 _TOKEN_END = re.compile(r"(?<=[^\W_])\s")
 
 

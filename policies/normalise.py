@@ -198,9 +198,12 @@ def quoted_windows(folded: str, size: int, overlap: int) -> Iterator[str]:
     if ">" not in folded:
         return  # at C speed: most texts
     tail: str | None = None  # the end of the windows so far, whole lines
-    for start, end in _stretches(folded, size):
+    start = 0
+    while start < len(folded):
+        end = _stretch_end(folded, start, size, len(tail or ""))
         lines = _QUOTED_LINE.findall(folded, start, end)  # each line's text, at C speed
         first = _QUOTED_FIRST_LINE.match(folded, 0, end) if start == 0 else None
+        start = end
         if first is not None:
             lines.insert(0, first.group(1))
         if not lines:
@@ -213,22 +216,23 @@ def quoted_windows(folded: str, size: int, overlap: int) -> Iterator[str]:
         tail = window[_tail_start(window, overlap):]
 
 
-def _stretches(text: str, size: int) -> Iterator[tuple[int, int]]:
-    """(start, end) of stretches of whole lines of `text`, `size` characters or a little more
-    each (at least one line), or fewer when that many hold more than `size // 64` lines: each
-    ends at a line break or the text's end, where the next starts (so `_QUOTED_LINE` finds its
-    lines from the line break before each). A line found is an object of its own, about 60
-    bytes besides its text: in a stretch of short lines those would be many times its size."""
+def _stretch_end(text: str, start: int, size: int, repeated: int) -> int:
+    """Where the stretch of whole lines of `text` from `start` ends (so that `_QUOTED_LINE`
+    finds its lines from the line break before each): at the first line break `size` or more
+    characters on, or before, so that it holds at most `size // 64` lines (a line found is an
+    object of its own, about 60 bytes besides its text: in a stretch of short lines those would
+    be many times its size); but never before `repeated` characters on, the length of what
+    its window repeats of the windows before it. (The repeat holds at least `overlap`
+    characters that are not blanks: after a long run of blank lines, all of it. Each stretch
+    as long as its repeat, the windows hold about twice the text in all, not the text once
+    for every window.)"""
     most_lines = max(size // 64, 1)
-    start = 0
-    while start < len(text):
-        reach = max(size, 1)
-        end = _line_break_from(text, start + reach)
-        while (lines := text.count("\n", start + 1, end) + 1) > most_lines:
-            reach = reach * most_lines // lines  # smaller each time: lines > most_lines
-            end = _line_break_from(text, start + max(reach, 1))
-        yield start, end
-        start = end
+    reach = max(size, 1)
+    end = _line_break_from(text, start + reach)
+    while reach > repeated and (lines := text.count("\n", start + 1, end) + 1) > most_lines:
+        reach = max(reach * most_lines // lines, repeated)  # smaller: lines > most_lines
+        end = _line_break_from(text, start + max(reach, 1))
+    return max(end, _line_break_from(text, start + repeated))
 
 
 def _line_break_from(text: str, at: int) -> int:
@@ -240,8 +244,8 @@ def _line_break_from(text: str, at: int) -> int:
 def _tail_start(text: str, overlap: int) -> int:
     """The start of the last line of `text` from which to its end the text holds at least
     `overlap` characters that are neither a blank nor a line break (0: it holds fewer).
-    Counted a slice of `overlap` characters at a time from the end, at C speed, then a line at
-    a time in the slice where the count is reached."""
+    Counted a slice of `overlap` characters at a time from the end, at C speed, then halving
+    the slice where the count is reached (each count at C speed: not a line at a time)."""
     end, found = len(text), 0
     while True:
         if end == 0:
@@ -251,10 +255,15 @@ def _tail_start(text: str, overlap: int) -> int:
             break
         found += _blank_free(text[start:end])
         end = start
-    line = text.rfind("\n", start, end)
-    while line >= 0 and found + _blank_free(text[line + 1:end]) < overlap:
-        line = text.rfind("\n", start, line)
-    return line + 1 if line >= 0 else text.rfind("\n", 0, start) + 1
+    # The last place in the slice from which the count is reached, then its line's start.
+    low, high = start, end
+    while low < high:
+        middle = (low + high + 1) // 2
+        if found + _blank_free(text[middle:end]) >= overlap:
+            low = middle
+        else:
+            high = middle - 1
+    return text.rfind("\n", 0, low) + 1
 
 
 def _blank_free(text: str) -> int:

@@ -219,20 +219,19 @@ def quoted_windows(folded: str, size: int, overlap: int) -> Iterator[str]:
 def _stretch_end(text: str, start: int, size: int, repeated: int) -> int:
     """Where the stretch of whole lines of `text` from `start` ends (so that `_QUOTED_LINE`
     finds its lines from the line break before each): at the first line break `size` or more
-    characters on, or before, so that it holds at most `size // 64` lines (a line found is an
+    characters on; or before, so that it holds at most `size // 64` lines (a line found is an
     object of its own, about 60 bytes besides its text: in a stretch of short lines those would
-    be many times its size); but never before `repeated` characters on, the length of what
-    its window repeats of the windows before it. (The repeat holds at least `overlap`
-    characters that are not blanks: after a long run of blank lines, all of it. Each stretch
-    as long as its repeat, the windows hold about twice the text in all, not the text once
-    for every window.)"""
+    be many times its size), but not before `repeated` characters on, the length of what its
+    window repeats of the windows before it. (The repeat holds at least `overlap` characters
+    that are not blanks: after a long run of blank lines, all of it; a window for every few
+    lines of it would read the run again and again.)"""
     most_lines = max(size // 64, 1)
     reach = max(size, 1)
     end = _line_break_from(text, start + reach)
     while reach > repeated and (lines := text.count("\n", start + 1, end) + 1) > most_lines:
-        reach = max(reach * most_lines // lines, repeated)  # smaller: lines > most_lines
-        end = _line_break_from(text, start + max(reach, 1))
-    return max(end, _line_break_from(text, start + repeated))
+        reach = max(reach * most_lines // lines, repeated, 1)  # smaller: lines > most_lines
+        end = _line_break_from(text, start + reach)
+    return end
 
 
 def _line_break_from(text: str, at: int) -> int:

@@ -200,9 +200,14 @@ def identifiers_of(text: str, window: int) -> tuple[set[str], set[str]]:
 def glued_edges(text: str, size: int) -> bool:
     """Whether a window is cut from the quoted view where the joined view glues the lines on
     either side of the cut together (a run of line breaks with no blank at either end): a
-    window may find more there, as its first or last token is cut short."""
+    window may find more there, as its first or last token is cut short. (True as well when
+    a window but the first is found in the view twice: where it was cut is unknown. With the
+    policy's overlap, a window repeats all before it or holds prose found nowhere else.)"""
     whole = quoted(text)
-    placed = spans(list(quoted_windows(text, size, OVERLAP or 0)), whole)
+    windows = list(quoted_windows(text, size, OVERLAP or 0))
+    if any(whole.count(window) > 1 for window in windows[1:]):
+        return True
+    placed = spans(windows, whole)
     edges = [*(start - 1 for start, _ in placed if start > 0),
              *(end for _, end in placed if end < len(whole))]
     for edge in edges:

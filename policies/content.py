@@ -20,6 +20,7 @@ import email
 import email.feedparser
 import email.parser
 import email.policy
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -678,25 +679,69 @@ def _scan(text: str, rules: ContentRules) -> scan.Found:
                                  patterns if identifiers.has_digit(text) else ())
 
 
+# The quoted view of a text is read a window of about this many characters of the text at a
+# time (normalise.quoted_windows): whole, an 8 MiB reply's quoted lines, their bytes for the
+# scan and their joined view held 2.3x the message beside it; a window at a time, 0.4x
+# (issue 14, point 4).
+_QUOTED_WINDOW = 1 << 20
+# The least a window repeats of the one before, in characters that are neither a blank nor a
+# line break: far more than any identifier, or a cue and the date after it, spans.
+_OVERLAP_FLOOR = 4096
+
+
 def _identifier_views(texts: list[_Text], scans: list[scan.Found],
-                      patterns: tuple[re.Pattern[str], ...]
+                      patterns: tuple[re.Pattern[str], ...], window: int = _QUOTED_WINDOW
                       ) -> Iterator[tuple[str, scan.Found | None]]:
     """Each text with its scan, and again with its line breaks removed when it has any
     (normalise.joined; scanned when read): an identifier broken over two lines is whole in
     the second, one ending a line in the first. The joined view is made only when the scan
     of the text saw an identifier's shape with line breaks inside (`Found.joined_may_match`).
     A body's or text file's quoted lines are read once more without their quote marks, and
-    joined likewise (`normalise.quoted`): a mail client that wraps a quoted line starts the
-    next with the marks again, so an identifier wrapped there is whole in neither view of the
-    text itself. `patterns` are the identifier patterns, for the views' own scans.
+    joined likewise (`_quoted`, a window of about `window` characters of the text at a time):
+    a mail client that wraps a quoted line starts the next with the marks again, so an
+    identifier wrapped there is whole in neither view of the text itself. `patterns` are the
+    identifier patterns, for the views' own scans.
     """
+    overlap = _quoted_overlap(patterns)
     for piece, found in zip(texts, scans, strict=True):
         yield from _views(piece.text, found)
         if piece.source not in (_Source.BODY, _Source.ATTACHMENT_TEXT):
             continue
-        quoted = normalise.quoted(piece.text)
-        if identifiers.has_digit(quoted):
-            yield from _views(quoted, identifiers.scan_text(quoted, patterns, (), patterns))
+        for quoted in _quoted(piece.text, window, overlap):
+            if identifiers.has_digit(quoted):
+                yield from _views(quoted, identifiers.scan_text(quoted, patterns, (), patterns))
+
+
+def _quoted(text: str, window: int, overlap: int | None) -> Iterator[str]:
+    """The text's quoted lines without their marks (normalise.quoted), a window at a time
+    (normalise.quoted_windows); whole when `overlap` is None (`_quoted_overlap`)."""
+    if overlap is None:
+        yield normalise.quoted(text)
+    else:
+        yield from normalise.quoted_windows(text, window, overlap)
+
+
+@functools.lru_cache(maxsize=16)
+def _quoted_overlap(patterns: tuple[re.Pattern[str], ...]) -> int | None:
+    """How much of the windows before it each window of a quoted view repeats, in characters
+    that are neither a blank nor a line break (None: the view is read whole).
+
+    A match holds at most W such characters: the most any pattern's does (`scan.solid_width`),
+    with `identifiers.DOB_REACH` added for a cue and the date after it. One that ends in a
+    window's own lines lies whole in the window when the window repeats W of them, in the
+    window's joined view as in the whole view's: nothing found in the whole view is missed.
+    (Case numbers and kinds are collected in a dict and a set: one found in two windows counts
+    once.) A window can only find more, where it is cut from the text around it: at its very
+    start, where the whole view had a character before it (glued on in the joined view), and
+    at its very end, where it had one after it. It repeats three times W, so that a match
+    added at its start cannot hide one that only it would find. When a pattern's W is
+    unbounded (or unknown), the view is read whole, as a window could miss a match.
+    """
+    widths = [scan.solid_width(pattern) for pattern in patterns]
+    if any(width is None for width in widths):
+        return None
+    reach = max((width or 0 for width in widths), default=0) + identifiers.DOB_REACH
+    return max(_OVERLAP_FLOOR, 3 * reach)
 
 
 def _views(text: str, found: scan.Found) -> Iterator[tuple[str, scan.Found | None]]:
@@ -709,14 +754,16 @@ def _views(text: str, found: scan.Found) -> Iterator[tuple[str, scan.Found | Non
         yield whole, None
 
 
-def _identifiers(texts: list[_Text], rules: ContentRules,
-                 scans: list[scan.Found]) -> tuple[tuple[str, ...], set[str]]:
+def _identifiers(texts: list[_Text], rules: ContentRules, scans: list[scan.Found],
+                 window: int = _QUOTED_WINDOW) -> tuple[tuple[str, ...], set[str]]:
     """The case numbers and the identifier kinds in the texts, from the candidates one pass
-    of the scan engine (policies/scan.py) over each view of each text found."""
+    of the scan engine (policies/scan.py) over each view of each text found (`window`: for
+    the quoted views, `_identifier_views`). Numbers in a dict and kinds in a set: one found
+    again in the next window of a quoted view counts once."""
     numbers: dict[str, None] = {}
     kinds: set[str] = set()
     patterns = _identifier_patterns(rules)
-    for text, scanned in _identifier_views(texts, scans, patterns):
+    for text, scanned in _identifier_views(texts, scans, patterns, window):
         found = scanned or identifiers.scan_text(text, patterns)
         for number in identifiers.find_case_numbers(text, rules.case_number_search,
                                                     rules.case_number_regex, found):

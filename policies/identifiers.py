@@ -529,6 +529,10 @@ def _lower_case_finder(cues: re.Pattern[str]) -> re.Pattern[str] | None:
 # Characters a date may span, at most, as `_DATE_PATTERN` is searched after a cue (its white
 # space runs are unbounded; a date spread wider than this is not read as one).
 _LONGEST_DATE = 256
+# Characters after a cue's end that `has_date_of_birth` reads: where a date may start, and the
+# date. A window of text that holds a cue and this many characters after it decides as the
+# whole text does (content's quoted view is read a window at a time).
+DOB_REACH = DOB_WINDOW + _LONGEST_DATE
 
 
 IDENTIFIER_PATTERNS = (_NHS, _NINO, _PNC)  # what `identifier_kinds` needs scanned, and the cues

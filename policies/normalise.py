@@ -251,3 +251,91 @@ def quoted(folded: str) -> str:
     first = _QUOTED_FIRST_LINE.match(folded)
     lines = _QUOTED_LINE.findall(folded)  # each line's text, at C speed
     return "\n".join([first.group(1), *lines] if first is not None else lines)
+
+
+def quoted_windows(folded: str, size: int, overlap: int) -> Iterator[str]:
+    """`quoted(folded)` a window at a time, so that a long reply's quoted text is never whole
+    in memory (issue 14, point 4): each window holds the quoted lines of a stretch of about
+    `size` characters of the text (whole lines: it ends at the first line break `size` or more
+    characters after its start), without their marks and one after another as `quoted` has
+    them, after the fewest last lines of the windows before it that hold at least `overlap`
+    characters that are neither a blank nor a line break (all of them, when they hold fewer;
+    the last, when `overlap` is 0). So every window is a run of whole lines of
+    `quoted(folded)`, and a match that holds at most `overlap` such characters and ends in a
+    window's own lines lies whole in that window; the joined view only removes or collapses
+    blanks and line breaks, so likewise in it. A text without a quoted line gives nothing; one
+    of at most `size` characters in at most `size // 64` lines, one window: `quoted(folded)`.
+    """
+    if ">" not in folded:
+        return  # at C speed: most texts
+    tail: str | None = None  # the end of the windows so far, whole lines
+    start = 0
+    while start < len(folded):
+        end = _stretch_end(folded, start, size, len(tail or ""))
+        lines = _QUOTED_LINE.findall(folded, start, end)  # each line's text, at C speed
+        first = _QUOTED_FIRST_LINE.match(folded, 0, end) if start == 0 else None
+        start = end
+        if first is not None:
+            lines.insert(0, first.group(1))
+        if not lines:
+            continue
+        if tail is not None:
+            lines.insert(0, tail)
+        window = "\n".join(lines)
+        del lines
+        yield window
+        tail = window[_tail_start(window, overlap):]
+
+
+def _stretch_end(text: str, start: int, size: int, repeated: int) -> int:
+    """Where the stretch of whole lines of `text` from `start` ends (so that `_QUOTED_LINE`
+    finds its lines from the line break before each): at the first line break `size` or more
+    characters on; or before, so that it holds at most `size // 64` lines (a line found is an
+    object of its own, about 60 bytes besides its text: in a stretch of short lines those would
+    be many times its size), but not before `repeated` characters on, the length of what its
+    window repeats of the windows before it. (The repeat holds at least `overlap` characters
+    that are not blanks: after a long run of blank lines, all of it; a window for every few
+    lines of it would read the run again and again.)"""
+    most_lines = max(size // 64, 1)
+    reach = max(size, 1)
+    end = _line_break_from(text, start + reach)
+    while reach > repeated and (lines := text.count("\n", start + 1, end) + 1) > most_lines:
+        reach = max(reach * most_lines // lines, repeated, 1)  # smaller: lines > most_lines
+        end = _line_break_from(text, start + reach)
+    return end
+
+
+def _line_break_from(text: str, at: int) -> int:
+    """The first line break at or after `at`, or the text's end."""
+    found = text.find("\n", at)
+    return len(text) if found < 0 else found
+
+
+def _tail_start(text: str, overlap: int) -> int:
+    """The start of the last line of `text` from which to its end the text holds at least
+    `overlap` characters that are neither a blank nor a line break (0: it holds fewer).
+    Counted a slice of `overlap` characters at a time from the end, at C speed, then halving
+    the slice where the count is reached (each count at C speed: not a line at a time)."""
+    end, found = len(text), 0
+    while True:
+        if end == 0:
+            return 0
+        start = max(0, end - max(overlap, 1))
+        if found + _blank_free(text[start:end]) >= overlap:
+            break
+        found += _blank_free(text[start:end])
+        end = start
+    # The last place in the slice from which the count is reached, then its line's start.
+    low, high = start, end
+    while low < high:
+        middle = (low + high + 1) // 2
+        if found + _blank_free(text[middle:end]) >= overlap:
+            low = middle
+        else:
+            high = middle - 1
+    return text.rfind("\n", 0, low) + 1
+
+
+def _blank_free(text: str) -> int:
+    """How many characters of `text` are neither a blank nor a line break."""
+    return len(text) - text.count(" ") - text.count("\n")

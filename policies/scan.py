@@ -818,3 +818,111 @@ def _chars(members: str) -> set[str]:
         return {chr(c) for c in range(0x80) if re.fullmatch(f"[{members}]", chr(c))}
     except re.error:
         return {"?"}
+
+
+# --- how much of a text before a match a window must hold --------------------------------------
+#
+# A long text can be read a window at a time, each window repeating the end of the one before
+# (normalise.quoted_windows). Counted in characters that are neither a blank nor a line break,
+# the repeat is bounded even for a pattern with `\s+` in it (the date-of-birth cues); and the
+# joined view (`join_runs`) only removes or collapses blanks and line breaks, so the count is
+# the same in it.
+
+
+class _Unbounded(Exception):
+    """A match may span any number of characters that are not blanks."""
+
+
+def solid_width(pattern: re.Pattern[str]) -> int | None:
+    """The most characters other than a blank (" ") or a line break that a match of `pattern`
+    spans, what its lookarounds read included, in folded text (where `\\s` matches only those
+    two). None when a window of whole lines that holds that many such characters before the
+    window's own text might still miss a match ending there: the count is unbounded, the
+    pattern may start with a blank (the blanks could lie before the window) or looks behind
+    for something that must be there (at a window's start nothing is), or this reading does
+    not know a part of it. (A negative lookbehind at a window's start sees nothing, as it
+    would see a line break: it adds a match there, if anything, never hides one.)"""
+    try:
+        parser = importlib.import_module("re._parser")  # the stdlib's own parser (private)
+        items = parser.parse(pattern.pattern, pattern.flags)
+        reader = _Solid(parser)
+        if reader.may_start_blank(items):
+            return None
+        return reader.width(items)
+    except Exception:  # _Unbounded, or a parse tree of a shape this does not know
+        return None
+
+
+class _Solid:
+    """`solid_width`'s reading of a parse tree (re._parser's items)."""
+
+    def __init__(self, parser: Any) -> None:
+        self.p = parser
+        self.groups: dict[int, int] = {}
+
+    def width(self, items: Any) -> int:
+        return sum(self.item(op, av) for op, av in items)
+
+    def item(self, op: Any, av: Any) -> int:
+        p = self.p
+        if op in (p.LITERAL, p.NOT_LITERAL, p.ANY, p.IN):
+            return 0 if self.blank_only(op, av) else 1
+        if op is p.AT:
+            return 0
+        if op in (p.MAX_REPEAT, p.MIN_REPEAT, p.POSSESSIVE_REPEAT):
+            _low, high, sub = av
+            inner = self.width(sub)
+            if inner and (high is p.MAXREPEAT or high >= p.MAXREPEAT):
+                raise _Unbounded
+            return high * inner
+        if op is p.SUBPATTERN:
+            group, _add, _del, sub = av
+            inner = self.width(sub)
+            if group is not None:
+                self.groups[group] = inner
+            return inner
+        if op is p.ATOMIC_GROUP:
+            return self.width(av)
+        if op is p.BRANCH:
+            return max(self.width(branch) for branch in av[1])
+        if op is p.GROUPREF:
+            return self.groups[av]
+        if op is p.ASSERT_NOT or (op is p.ASSERT and av[0] == 1):
+            return self.width(av[1])
+        raise _Unbounded  # a positive lookbehind, a conditional group, what this does not know
+
+    def blank_only(self, op: Any, av: Any) -> bool:
+        """Whether a one-character item matches only a blank or a line break."""
+        p = self.p
+        if op is p.LITERAL:
+            return bool(av in (0x20, 0x0A))
+        if op is not p.IN or not av:
+            return False
+        return all((m_op is p.LITERAL and m_av in (0x20, 0x0A))
+                   or (m_op is p.CATEGORY and m_av is p.CATEGORY_SPACE) for m_op, m_av in av)
+
+    def may_start_blank(self, items: Any) -> bool:
+        """Whether a match of the parsed `items` may start with a blank or a line break (True
+        when this reading cannot tell)."""
+        p = self.p
+        for op, av in items:
+            if op in (p.ASSERT, p.ASSERT_NOT, p.AT):
+                continue  # takes no character
+            if op is p.LITERAL:
+                return bool(av in (0x20, 0x0A))
+            if op is p.IN:
+                return _class_blank(p, av)
+            if op in (p.MAX_REPEAT, p.MIN_REPEAT, p.POSSESSIVE_REPEAT):
+                subs, may_be_empty = [av[2]], av[0] == 0 or av[2].getwidth()[0] == 0
+            elif op is p.SUBPATTERN:
+                subs, may_be_empty = [av[3]], av[3].getwidth()[0] == 0
+            elif op is p.BRANCH:
+                subs = list(av[1])
+                may_be_empty = any(sub.getwidth()[0] == 0 for sub in subs)
+            else:  # any character, a class of all but one, a back-reference: unsure
+                return True
+            if any(self.may_start_blank(sub) for sub in subs):
+                return True
+            if not may_be_empty:
+                return False
+        return True  # the whole may be empty: what comes after it is unknown here

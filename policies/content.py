@@ -366,16 +366,22 @@ def _ascii_text(data: bytes | memoryview | _SinglePart, encoding: str) -> str | 
         if data.quoted_printable:
             return None
         data = data.body
-    try:
-        name = codecs.lookup(encoding).name
-    except LookupError:
-        name = "utf-8"  # an unknown charset is read as UTF-8
-    if name not in _ASCII_CHARSETS:
+    if not _reads_ascii_as_ascii(encoding):
         return None
     try:
         return str(data, "ascii")
     except UnicodeDecodeError:
         return None
+
+
+@functools.lru_cache(maxsize=64)
+def _reads_ascii_as_ascii(encoding: str) -> bool:
+    """Whether a charset reads ASCII bytes as the ASCII characters (an unknown one is read as
+    UTF-8, which does)."""
+    try:
+        return codecs.lookup(encoding).name in _ASCII_CHARSETS
+    except LookupError:
+        return True
 
 
 # Charsets (as `codecs.lookup` names them) in which ASCII bytes are the ASCII characters.
@@ -556,12 +562,13 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
     texts = [_Text(_Source.SUBJECT, normalise.fold(" ".join(headers.get("Subject"))))]
     reading.texts.reverse()
     while reading.texts:  # each original let go once folded: a long body is not held twice
-        last = reading.texts[-1]
-        parts = [last.text] if last.folded else normalise.fold_parts(last.text)
-        del last
-        piece = replace(reading.texts.pop(), text="")  # the original let go before the join
-        texts.append(replace(piece, text="".join(parts)))
-        del parts, piece
+        if reading.texts[-1].folded:
+            texts.append(reading.texts.pop())
+            continue
+        parts = normalise.fold_parts(reading.texts[-1].text)
+        source, author = reading.texts[-1].source, reading.texts.pop().author  # let go, then:
+        texts.append(_Text(source, "".join(parts), author, folded=True))
+        del parts
     malformed = list(reading.malformed)
     if headers.has_line_break():
         malformed.append("header-line-break")

@@ -566,7 +566,9 @@ def _facts(message: EmailMessage, raw: bytes, rules: ContentRules,
             texts.append(reading.texts.pop())
             continue
         parts = normalise.fold_parts(reading.texts[-1].text)
-        source, author = reading.texts[-1].source, reading.texts.pop().author  # let go, then:
+        original = reading.texts.pop()
+        source, author = original.source, original.author
+        del original  # let go before the parts are joined
         texts.append(_Text(source, "".join(parts), author, folded=True))
         del parts
     malformed = list(reading.malformed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from unittest import mock
 
 import pytest
 from hypothesis import given
@@ -100,6 +101,21 @@ DATE_PIECES = ["3", "03", "14", "2015", "15", "123", "/", "-", ".", ",", " ", " 
 def test_dates_found_where_they_can_start_are_those_of_a_full_search(text: str) -> None:
     """Dates tried only at digit runs and month names before them: the same matches."""
     found = [(m.span(), m.group(0)) for m in identifiers.find_dates(text)]
+    assert found == [(m.span(), m.group(0)) for m in identifiers._DATE_PATTERN.finditer(text)]
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 13])
+@given(st.lists(st.sampled_from([*DATE_PIECES, "      ", "\n\n\n\n", "03/04/2015", "1-2-15",
+                                  "2015-1-3", "3rd Jan 2015", "Jan 3, 2015", "Sep.  14\n2015",
+                                  "14TH  march 2016", "december\x1c1, 1999"]), max_size=40)
+       .map("".join))
+def test_dates_found_a_slice_at_a_time_are_those_of_a_full_search(size: int,
+                                                                  text: str) -> None:
+    """Where a date may start is read a slice of the text at a time, each reading on past its
+    end by what a start needs (blanks however many, after a month name): with slices of 1 to
+    13 characters, the same matches as a full search."""
+    with mock.patch.object(identifiers, "_SCAN_SLICE", size):
+        found = [(m.span(), m.group(0)) for m in identifiers.find_dates(text)]
     assert found == [(m.span(), m.group(0)) for m in identifiers._DATE_PATTERN.finditer(text)]
 
 

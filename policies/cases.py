@@ -310,6 +310,7 @@ class CaseIndex:
         self._first_cases: dict[bytes, set[int]] = {}
         self._details: dict[tuple[bytes, ...], list[int]] = {}
         self._detail_lengths: dict[bytes, set[int]] = {}
+        self._detail_pairs: set[tuple[bytes, ...]] = set()  # the first two tokens of each
         self._dobs: dict[bytes, list[int]] = {}
         # What a token's hash may start or be: bit flags, one lookup per distinct token.
         self._flags: dict[bytes, int] = {}
@@ -349,6 +350,7 @@ class CaseIndex:
             self._case_id(detail.case_number)
             self._details.setdefault(detail.text, []).append(i)
             self._detail_lengths.setdefault(detail.text[0], set()).add(len(detail.text))
+            self._detail_pairs.add(detail.text[:2])
             self._flags[detail.text[0]] = self._flags.get(detail.text[0], 0) | _DETAIL_START
         # Tokens a window of a text holds on each side of its own (`_token_windows`): a name
         # form or a detail that begins by its first or after its last, and the first names
@@ -449,8 +451,11 @@ class CaseIndex:
             if bits & _NAME_START:
                 self._full_names(words, i, h, hashes, gaps, found, in_full_name, own, reported)
             if bits & _DETAIL_START and reported:
+                # A detail of two tokens or more is looked for only where its first two are
+                # (a table's numbers start many addresses: "14", "2").
+                pair = tuple(hashes[w] for w in words[i:i + 2])
                 for n in self._detail_lengths[h]:
-                    if i + n <= len(words):
+                    if i + n <= len(words) and (n == 1 or pair in self._detail_pairs):
                         form = tuple(hashes[w] for w in words[i:i + n])
                         found.details.update(self._details.get(form, ()))
             if bits & _FIRST_NAME and i not in own:

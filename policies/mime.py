@@ -233,7 +233,13 @@ def parse_skeleton(data: bytes, policy: email.policy.EmailPolicy[EmailMessage],
             return body(match).text()
 
         for part in message.walk():
-            payload = part.get_payload()
+            try:
+                payload = part.get_payload()
+            except UnicodeEncodeError:
+                # A token in a payload that also holds 8-bit bytes (a message that opens with
+                # a blank line, its headers then read as body): the stdlib cannot re-encode
+                # it, so the message takes the full parse.
+                return None
             if isinstance(payload, str) and _TOKEN in payload:
                 whole = _TOKEN_LINE.fullmatch(payload) if deferred is not None else None
                 if deferred is not None and whole is not None:

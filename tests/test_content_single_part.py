@@ -93,6 +93,16 @@ def test_single_part_path_gives_the_full_parse_answer(raw: bytes) -> None:
     assert fast == full
 
 
+def test_a_message_opening_with_a_blank_line_and_eight_bit_text_is_parsed() -> None:
+    """Its headers are read as body, and the skeleton's token beside 8-bit bytes made the
+    stdlib's `get_payload` raise, so the message was unparseable (found by the property test
+    above, run without CI's fixed examples): it now takes the full parse."""
+    raw = b"\r\nSubject: caf\xc3\xa9 eight-bit value\r\n\r\nDear parent,\r\n"
+    facts = _classify(raw, RULES, SteppingClock())
+    assert "unparseable" not in facts.malformed
+    assert facts == _classify(raw, RULES, SteppingClock(), single_part=False)
+
+
 def test_plain_and_quoted_printable_bodies_take_the_single_part_path() -> None:
     """The common shapes really are read without the full parse (the property above is not
     vacuous), and a multipart message is not."""

@@ -464,15 +464,16 @@ def _date_starts(text: str) -> list[int]:
     (`_DATE_CLASSES`), a slice at a time: a regex or a step of Python for every run of digits
     was most of the time of the case registry's dates in a table of numbers."""
     starts: list[int] = []
-    for offset in range(0, len(text), _SCAN_SLICE):
-        # A slice reads on past its end by what a start needs to be told (a date's first
-        # number and what follows it; a month name's ".", blanks however many, and a digit),
-        # and a character before it for the lookbehind; each start is taken from the slice
-        # it lies in.
-        low, stop = max(0, offset - 1), min(len(text), offset + _SCAN_SLICE)
-        more = _NOT_BLANK_OR_DOT.search(text, stop)
-        classes = text[low:len(text) if more is None else more.start() + 6].encode(
-            "ascii").translate(_DATE_CLASSES)
+    offset = 0
+    while offset < len(text):
+        # A slice ends where a run of blanks and dots ends (a month name's ".", the blanks
+        # after it, however many, are its own), and reads a few characters past that end, what
+        # a start before it needs to be told (a date's first number and what follows it), and
+        # one before its start for the lookbehind. Each start is taken from the slice it lies in.
+        more = _NOT_BLANK_OR_DOT.search(text, offset + _SCAN_SLICE)
+        stop = len(text) if more is None else more.start()
+        low = max(0, offset - 1)
+        classes = text[low:stop + 6].encode("ascii").translate(_DATE_CLASSES)
         end = stop - low
         for m in _NUMBER_START.finditer(classes, offset - low):  # (no endpos: it reads on)
             if m.start() >= end:
@@ -484,6 +485,7 @@ def _date_starts(text: str) -> list[int]:
             word_end = low + m.start() + 1  # after the month name's last letter
             names = _MONTHS_BY_ENDING.get(text[max(0, word_end - 3):word_end].lower(), ())
             starts += [word_end - len(n) for n in names if len(n) <= word_end]
+        offset = stop
     return sorted(set(starts))
 
 

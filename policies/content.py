@@ -339,17 +339,15 @@ class _BodyRead:
     @classmethod
     def of(cls, part: EmailMessage, data: bytes | memoryview | _SinglePart) -> _BodyRead:
         encoding = part.get_content_charset() or "utf-8"
-        html = part.get_content_type() == "text/html"
-        if not html:
-            ascii_text = _ascii_text(data, encoding)
-            if ascii_text is not None:  # folded with the other texts, at C speed
-                return cls(extract.TextPieces([ascii_text], []), html, folded=False)
         slices = data.slices() if isinstance(data, _SinglePart) else extract.byte_slices(data)
-        if not html:
-            text = normalise.folded_parts(extract.decoded_pieces(slices, encoding))
-            return cls(extract.TextPieces(text, []), html, folded=True)
-        return cls(extract.html_text_and_tags(slices, encoding, keep=normalise.folded_parts),
-                   html, folded=True)
+        if part.get_content_type() == "text/html":
+            return cls(extract.html_text_and_tags(slices, encoding, keep=normalise.folded_parts),
+                       html=True, folded=True)
+        ascii_text = _ascii_text(data, encoding)
+        if ascii_text is not None:  # folded with the other texts, at C speed
+            return cls(extract.TextPieces([ascii_text], []), html=False, folded=False)
+        text = normalise.folded_parts(extract.decoded_pieces(slices, encoding))
+        return cls(extract.TextPieces(text, []), html=False, folded=True)
 
     def texts(self) -> list[_Text]:
         """The body's texts (HTML: its text, then its tags: attribute values and the like

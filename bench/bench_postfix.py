@@ -1,7 +1,7 @@
 """Benchmark: casegate measured with Postfix's own load tools, against a bare relay (issue 14).
 
     .venv/bin/python bench/bench_postfix.py [--quick] [--runs 3] [--persistent]
-        [--size "1 KB"]... [--no-memory | --memory-only]
+        [--size "1 KB"]... [--no-memory | --memory-only] [--case-people N] [--case-details N]
 
 Postfix's `smtp-source` (SESSIONS parallel sessions, one message per connection; `--persistent`
 passes its `-d`: many messages per connection) sends through each target into Postfix's
@@ -20,6 +20,11 @@ Targets, measured in the same run on the same bodies:
 Bodies: smtp-source's own `-l` bodies (every line starts with a number), ordinary prose, and a
 covering note with a digit-heavy CSV attachment (base64: dates, phone numbers, amounts); about
 1 KB, 100 KB and 2 MB each.
+
+casegate holds a case registry as a deployment does (`CaseRegistry`: 100,000 generated people
+with dates of birth and 10,000 confidential details by default), so the matcher reads every
+message against it; none of it is named in the bodies. `--case-people 0` measures with an empty
+registry, as the rounds before the ninth did.
 
 Every recipient is numbered per message (smtp-source `-N`) and every file body carries a token of
 its own: casegate (rightly) hands the same bytes to the same recipient only once. The numbered
@@ -70,9 +75,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_gateway import PROSE, seed_registry  # noqa: E402  (after the path is set)
+from bench.bench_cases import families  # noqa: E402  (after the path is set)
+from bench.bench_gateway import PROSE, seed_registry  # noqa: E402
 from gateway.app import App  # noqa: E402
 from policies.model import Role  # noqa: E402
+from verification.cases import AlreadyRecorded  # noqa: E402
 
 SMTP_SOURCE = Path("/usr/sbin/smtp-source")
 SMTP_SINK = Path("/usr/sbin/smtp-sink")
@@ -272,11 +279,46 @@ def casegate(*args: str, stdin: str = "") -> str:
     return done.stdout.decode()
 
 
+@dataclass(frozen=True)
+class CaseRegistry:
+    """The case registry the gateway recognises people and details by (issue 16): generated
+    families (bench_cases.py's: children, parents, dates of birth, addresses, schools), as a
+    deployment holds them. The matcher reads every message against it, so its cost is in
+    the measured path; none of its names, dates or details is in the benchmark's bodies, so
+    the decisions stay the ones each target means. 0 people: the empty registry earlier
+    rounds measured with."""
+
+    people: int = 100_000
+    details: int = 10_000
+
+    def record(self, app: App, now: datetime) -> None:
+        """Record them through the case store, in one transaction."""
+        if not self.people:
+            return
+        with app.cases.bulk():
+            for family in families(random.Random(16), self.people, self.details):
+                for name, role, born in family.people:
+                    with contextlib.suppress(AlreadyRecorded):  # generated twice in one case
+                        app.cases.add_person(family.number, name=name, role=role,
+                                             date_of_birth=born, by=SENDER, now=now)
+                for kind, text in family.details:
+                    with contextlib.suppress(AlreadyRecorded):
+                        app.cases.add_detail(family.number, text=text, kind=kind,
+                                             may_go_to=["solicitor@lawfirm.example"],
+                                             by=SENDER, now=now)
+
+    def __str__(self) -> str:
+        return (f"a case registry of {self.people:,} people and {self.details:,} confidential "
+                "details" if self.people else "an empty case registry")
+
+
 def prepare_casegate(home: Path, upstream: int, numbered: int,
-                     extra_config: str = "") -> tuple[Path, Path]:
+                     extra_config: str = "", registry: CaseRegistry | None = None,
+                     ) -> tuple[Path, Path]:
     """A config and a data directory: a trusted relay peer on loopback, upstream `upstream`
-    without TLS, the staff sender, and the recipients verified (1..numbered, as -N numbers
-    them); `extra_config` is appended to the config (bench_nodes.py's `[database]`).
+    without TLS, the staff sender, the recipients verified (1..numbered, as -N numbers them),
+    and `registry`'s people and details in the case registry (none without it);
+    `extra_config` is appended to the config (bench_nodes.py's `[database]`).
     Returns (config, data)."""
     home.mkdir(parents=True)
     config, data = home / "casegate.toml", home / "data"
@@ -312,6 +354,8 @@ def prepare_casegate(home: Path, upstream: int, numbered: int,
                              verified_by=SENDER, now=now)
             app.registry.add(f"{n}{OUTSIDE}", case_number=CASE, role=Role.PARTY,
                              verified_by=SENDER, now=now)
+        if registry is not None:
+            registry.record(app, now)
     finally:
         app.close()
     return config, data
@@ -583,13 +627,14 @@ def cell_rate(rate: float, bare: float, cpu: float | None) -> str:
 
 
 def throughput(scratch: Path, runs: int, scale: float, persistent: bool, sizes: list[str],
-               started: list[Process]) -> tuple[list[str], list[str]]:
+               started: list[Process], registry: CaseRegistry) -> tuple[list[str], list[str]]:
     """The table rows (medians) and one line per load as measured."""
     counts = {name: max(SESSIONS, int(COUNTS[name] * scale)) for name in sizes}
     sink = Sink("smtp-sink", scratch, started)
     print(f"preparing casegate ({max(counts.values())} numbered recipients verified) ...",
           flush=True)
-    config, data = prepare_casegate(scratch / "casegate", sink.port, max(counts.values()))
+    config, data = prepare_casegate(scratch / "casegate", sink.port, max(counts.values()),
+                                    registry=registry)
     bare = start_bare_relay(sink.port, scratch, started)
     gateway = start_casegate("casegate", config, data, scratch, started)
     bodies = Bodies(scratch)
@@ -629,13 +674,14 @@ def throughput(scratch: Path, runs: int, scale: float, persistent: bool, sizes: 
     return rows, lines
 
 
-def memory(scratch: Path, started: list[Process]) -> list[Peak]:
+def memory(scratch: Path, started: list[Process], registry: CaseRegistry) -> list[Peak]:
     """Peaks with a slow upstream: ten 20 MB messages (casegate, bare relay); one 35 MB (portal)."""
     slow = ("-w", str(SLOW_UPSTREAM_SECONDS))
     peaks = []
     bodies = Bodies(scratch)
     sink = Sink("slow smtp-sink", scratch, started, slow)
-    config, data = prepare_casegate(scratch / "casegate-memory", sink.port, 2 * SESSIONS)
+    config, data = prepare_casegate(scratch / "casegate-memory", sink.port, 2 * SESSIONS,
+                                    registry=registry)
     gateway = start_casegate("casegate (memory)", config, data, scratch, started)
     peaks.append(peak_memory("casegate, ten 20 MB messages, secure recipient, no case data",
                              gateway, sink, "plain", BIG, SESSIONS, bodies))
@@ -660,7 +706,12 @@ def main() -> int:
     parser.add_argument("--size", action="append", choices=list(SIZES),
                         help="measure only this message size (repeatable; default: all)")
     parser.add_argument("--memory-only", action="store_true", help="only the memory peaks")
+    parser.add_argument("--case-people", type=int, default=CaseRegistry.people,
+                        help="people in casegate's case registry (0: an empty registry)")
+    parser.add_argument("--case-details", type=int, default=CaseRegistry.details,
+                        help="confidential details in it")
     args = parser.parse_args()
+    registry = CaseRegistry(args.case_people, args.case_details)
     runs = args.runs or (1 if args.quick else 3)
     ensure_postfix_tools()
     began = time.monotonic()
@@ -670,10 +721,10 @@ def main() -> int:
     try:
         rows, lines = ([], []) if args.memory_only else throughput(
             scratch, runs, 0.25 if args.quick else 1.0, args.persistent,
-            args.size or list(SIZES), started)
+            args.size or list(SIZES), started, registry)
         for process in started:
             process.stop()
-        peaks = [] if args.no_memory else memory(scratch, started)
+        peaks = [] if args.no_memory else memory(scratch, started, registry)
     finally:
         for process in reversed(started):
             process.stop()
@@ -681,9 +732,9 @@ def main() -> int:
     minutes = (time.monotonic() - began) / 60
     mode = "persistent connections (-d)" if args.persistent else "one message per connection"
     if rows:
-        print_throughput(rows, runs, mode, minutes, args.quick, args.persistent)
+        print_throughput(rows, runs, mode, minutes, args.quick, args.persistent, registry)
     if peaks:
-        print_memory(peaks)
+        print_memory(peaks, registry)
     if lines:
         print("\nEach load as measured:\n")
         print("\n".join(f"    {line}" for line in lines))
@@ -691,13 +742,13 @@ def main() -> int:
 
 
 def print_throughput(rows: list[str], runs: int, mode: str, minutes: float, quick: bool,
-                     persistent: bool) -> None:
+                     persistent: bool, registry: CaseRegistry) -> None:
     print(f"\n### Against Postfix's smtp-source and smtp-sink ({machine()})\n")
     print(f"`bench/bench_postfix.py{' --quick' if quick else ''}"
           f"{' --persistent' if persistent else ''}`: smtp-source, {SESSIONS} sessions, "
           f"{mode}, into smtp-sink; median of {runs} run(s); every message counted at the sink. "
           "msg/s (ratio to the bare relay in the same run; CPU ms per message of the relay "
-          f"process). The whole run took {minutes:.1f} minutes.\n")
+          f"process); casegate with {registry}. The whole run took {minutes:.1f} minutes.\n")
     print("| message | body | messages | Postfix (ceiling) | bare relay | casegate, no case data, "
           "secure recipient | casegate, case number, secure recipient | casegate, case number, "
           "verified outside recipient (portal) | portal / no case data |")
@@ -705,7 +756,7 @@ def print_throughput(rows: list[str], runs: int, mode: str, minutes: float, quic
     print("\n".join(rows))
 
 
-def print_memory(peaks: list[Peak]) -> None:
+def print_memory(peaks: list[Peak], registry: CaseRegistry) -> None:
     print(f"\n| peak memory above idle RSS (VmHWM), {machine()} | peak | in flight | ratio | "
           "delivered |")
     print("|---|---|---|---|---|")
@@ -716,7 +767,7 @@ def print_memory(peaks: list[Peak]) -> None:
         for reply in p.replies:
             print(f"\n{p.what}: {reply}")
     print(f"\n(CSV-attachment bodies; the upstream is smtp-sink -w {SLOW_UPSTREAM_SECONDS}, "
-          "which waits that long before it answers DATA.)")
+          f"which waits that long before it answers DATA; casegate with {registry}.)")
 
 
 if __name__ == "__main__":

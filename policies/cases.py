@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import itertools
 import operator
 import re
 import unicodedata
@@ -276,9 +277,16 @@ PAIR_WINDOW = 8  # two first names of one case count within this many words of e
 
 
 def _gap_kind(gap: str) -> int:
-    if _HARD.search(gap):
+    """The kind of a separator as `_GAP_TOKEN` reads it, or as `_ascii_gaps_and_words` writes
+    it (white space as letters; a letter never stands in a separator the regex reads)."""
+    if "U" in gap:
+        gap = gap[gap.rindex("U") + 1:]  # "_" ends what the regex takes for the separator
+    if _GAP_HARD.search(gap):
         return _BREAK
     return _COMMA if "," in gap else _SAME
+
+
+_GAP_HARD = re.compile(r"[.!?;:]|[\nN][\sNW]*[\nN]")  # _HARD, in both ways of writing a separator
 
 
 class CaseIndex:
@@ -666,12 +674,68 @@ def _token_slices(normalised: str) -> Iterator[tuple[list[str], list[str]]]:
     while start < len(normalised):
         cut = _TOKEN_END.search(normalised, start + _TOKEN_SLICE)
         end = len(normalised) if cut is None else cut.start()
-        pairs = _GAP_TOKEN.findall(normalised, start, end)
-        words = list(map(_SECOND, pairs))
-        if apostrophes:
-            words = [w if "'" not in w or w == POSSESSIVE else w.replace("'", "") for w in words]
-        yield list(map(_FIRST, pairs)), words
+        part = normalised[start:end]
+        if part.isascii():
+            yield _ascii_gaps_and_words(part)
+        else:
+            pairs = _GAP_TOKEN.findall(part)
+            words = list(map(_SECOND, pairs))
+            if apostrophes:
+                words = [w if "'" not in w or w == POSSESSIVE else w.replace("'", "")
+                         for w in words]
+            yield list(map(_FIRST, pairs)), words
         start = end
+
+
+def _ascii_gaps_and_words(text: str) -> tuple[list[str], list[str]]:
+    """`_GAP_TOKEN.findall(text)` of ASCII text as (separators, tokens), apostrophes inside a
+    word dropped, at C speed: the regex took most of the matcher's time on long texts (a step
+    of its engine for each character). Runs of letters, digits and apostrophes are the words
+    (`str.split` of the text with every other character made a blank), and the runs between
+    them the separators (the same, letters, digits and apostrophes made blanks); white space
+    in a separator is written as a letter, a line break "N", other white space "W", and "_"
+    as "U" (`_gap_kind` reads them so). A word with an apostrophe is read by the regex."""
+    words = text.translate(_ASCII_WORDS).split()
+    gaps = text.translate(_ASCII_SEPARATORS).split()
+    if text[:1] in _WORD_CHARACTERS:
+        gaps.insert(0, "")  # the first word has nothing before it
+    del gaps[len(words):]  # nor does anything follow the last
+    if "'" in text:
+        return _apostrophe_words(gaps, words)
+    return gaps, words
+
+
+def _apostrophe_words(gaps: list[str], runs: list[str]) -> tuple[list[str], list[str]]:
+    """The tokens of runs of letters, digits and apostrophes (and the separator before each
+    run): a run with an apostrophe read by `_TOKEN` ("ellie's" is "ellie" and "'s", "o'brien"
+    "obrien", "'" nothing). Its first token has the separator before the run when it starts
+    the run, and nothing before it otherwise, as `_GAP_TOKEN` reads them; the others nothing."""
+    marked = list(itertools.compress(range(len(runs)),
+                                     map(operator.contains, runs, itertools.repeat("'"))))
+    if not marked:
+        return gaps, runs
+    out_gaps: list[str] = []
+    out_words: list[str] = []
+    done = 0
+    for i in marked:
+        out_gaps += gaps[done:i]
+        out_words += runs[done:i]
+        found = _TOKEN.findall(runs[i])
+        if found:
+            out_gaps.append(gaps[i] if _TOKEN.match(runs[i]) else "")
+            out_gaps += [""] * (len(found) - 1)
+            out_words += [w if w == POSSESSIVE else w.replace("'", "") for w in found]
+        done = i + 1
+    out_gaps += gaps[done:]
+    out_words += runs[done:]
+    return out_gaps, out_words
+
+
+_WORD_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789'")
+_ASCII_WORDS = str.maketrans({c: " " for c in map(chr, range(128)) if c not in _WORD_CHARACTERS})
+_ASCII_SEPARATORS = str.maketrans(
+    {c: " " if c in _WORD_CHARACTERS else "N" if c == "\n" else "W" if c.isspace()
+     else "U" if c == "_" else c for c in map(chr, range(128))})
 
 
 _TOKEN_SLICE = 1 << 14  # characters of normalised text read for tokens at a time

@@ -182,3 +182,22 @@ def test_a_long_text_read_a_window_of_tokens_at_a_time_matches_as_one_pass(
             mock.patch.object(cases, "_TOKEN_SLICE", text_slice):
         INDEX._scan(folded, windowed, CUES)
     assert windowed == whole
+
+
+# ASCII text dense in what the regex reads with care: apostrophes (a possessive, one inside a
+# word, one alone), "_" (a word character, but not a token's), sentence ends, commas, blank lines
+# and white space of every kind.
+ASCII_PIECES = ["ellie", "s", "x1", "Z", "'", "'s", "''", "o'brien", "s'", "_", ",", ".", ";",
+                " ", "  ", "\n", "\n\n", " \n \n", "\t", "\x0b", "\x1c", "-", "/", "(", "7"]
+
+
+@settings(max_examples=2000)
+@given(st.lists(st.sampled_from(ASCII_PIECES), max_size=40).map("".join))
+def test_ascii_text_is_read_into_tokens_as_the_regex_reads_it(text: str) -> None:
+    """`_ascii_gaps_and_words` (str.split at C speed) gives the tokens `_GAP_TOKEN` gives, with
+    apostrophes inside a word dropped, and the same kind of separator before each."""
+    pairs = cases._GAP_TOKEN.findall(text)
+    expected = [(cases._gap_kind(gap), word if "'" not in word or word == cases.POSSESSIVE
+                 else word.replace("'", "")) for gap, word in pairs]
+    gaps, words = cases._ascii_gaps_and_words(text)
+    assert list(zip(map(cases._gap_kind, gaps), words, strict=True)) == expected

@@ -535,24 +535,37 @@ class CaseIndex:
         """Recorded dates of birth, in any format the date finder reads: after a cue, and next
         to the first name of a person born then. `hashes` are those of the text's words that
         the index flags: a first name is one of them."""
-        assert self._key is not None
-        present: set[bytes] | None = None
+        born: dict[str, _Born | None] = {}  # a date as written -> who was born then
+        present = set(hashes.values())
         for match in identifiers.find_dates(text):
-            value = identifiers.date_of(match)
-            if value is None:
+            written = match.group()
+            if written in born:
+                people = born[written]
+            else:
+                if len(born) >= _DATES_REMEMBERED:
+                    born.clear()
+                people = born[written] = self._born_on(match, present)
+                if people is not None:
+                    found.dob_any.update(people.all)
+            if people is None:
                 continue
-            people = self._dobs.get(self._key.date_of_birth(value))
-            if not people:
-                continue
-            found.dob_any.update(people)
             if dob_cues is not None and identifiers.cue_before(text, match.start(), dob_cues):
-                found.dob_cued.append(tuple(people))
-            if present is None:
-                present = set(hashes.values())
-            named = [p for p in people if self.people[p].name[0] in present]
-            if named:
+                found.dob_cued.append(people.all)
+            if people.named:
                 near = {hashes.get(w) for w in _words_near(text, match.start(), match.end())}
-                found.dob_near.update(p for p in named if self.people[p].name[0] in near)
+                found.dob_near.update(p for p in people.named if self.people[p].name[0] in near)
+
+    def _born_on(self, match: re.Match[str], present: set[bytes]) -> _Born | None:
+        """The people born on the date of a `find_dates` match, and those of them whose first
+        name is `present` (hashed), or None (no such date, or nobody born then)."""
+        assert self._key is not None
+        value = identifiers.date_of(match)
+        if value is None:
+            return None
+        people = self._dobs.get(self._key.date_of_birth(value))
+        if not people:
+            return None
+        return _Born(tuple(people), [p for p in people if self.people[p].name[0] in present])
 
     # -- from what was seen to what it means ----------------------------------------------
 
@@ -655,6 +668,22 @@ class _Found:
     dob_cued: list[tuple[int, ...]] = field(default_factory=list)
     dob_near: set[int] = field(default_factory=set)
     dob_any: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _Born:
+    """The people born on a date (indexes into the index's people), and those of them whose
+    first name is in the text."""
+
+    all: tuple[int, ...]
+    named: list[int]
+
+
+# Dates a text's scan remembers, as written, then forgets (in a table of payments each of a few
+# hundred dates was worked out again on every row). The same text is the same date: `date_of`
+# reads the groups of a match, and the date pattern parts a given text into groups one way only
+# (its forms do not share a text: digits and separators, or a month name).
+_DATES_REMEMBERED = 1 << 12
 
 
 @dataclass

@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import itertools
 import operator
 import re
 import unicodedata
@@ -276,9 +277,16 @@ PAIR_WINDOW = 8  # two first names of one case count within this many words of e
 
 
 def _gap_kind(gap: str) -> int:
-    if _HARD.search(gap):
+    """The kind of a separator as `_GAP_TOKEN` reads it, or as `_ascii_gaps_and_words` writes
+    it (white space as letters; a letter never stands in a separator the regex reads)."""
+    if "U" in gap:
+        gap = gap[gap.rindex("U") + 1:]  # "_" ends what the regex takes for the separator
+    if _GAP_HARD.search(gap):
         return _BREAK
     return _COMMA if "," in gap else _SAME
+
+
+_GAP_HARD = re.compile(r"[.!?;:]|[\nN][\sNW]*[\nN]")  # _HARD, in both ways of writing a separator
 
 
 class CaseIndex:
@@ -352,6 +360,10 @@ class CaseIndex:
             self._detail_lengths.setdefault(detail.text[0], set()).add(len(detail.text))
             self._detail_pairs.add(detail.text[:2])
             self._flags[detail.text[0]] = self._flags.get(detail.text[0], 0) | _DETAIL_START
+            if len(detail.text) == 1:
+                self._flags[detail.text[0]] |= _DETAIL_ONE
+            else:
+                self._flags[detail.text[1]] = self._flags.get(detail.text[1], 0) | _DETAIL_SECOND
         # Tokens a window of a text holds on each side of its own (`_token_windows`): a name
         # form or a detail that begins by its first or after its last, and the first names
         # a relationship word names and those close to them (`_scan_window`).
@@ -405,35 +417,37 @@ class CaseIndex:
         text, each a string of its own, were many times the text."""
         assert self._key is not None
         normalised = normalise(text, folded=True)
-        # The words the index flags, with their flags and hashes: all that is kept of the
-        # text's words from one window to the next (the hashes of all of them, as many as a
-        # long text of names has distinct words, were 3x a 1 MB one).
-        flagged: dict[str, int] = {}
-        flagged_hashes: dict[str, bytes] = {}
+        seen = _Seen()
         for window in _token_windows(normalised, self._margin):
-            hashes = self._hash_words(window.words, flagged, flagged_hashes)
-            self._scan_window(window, found, hashes, flagged)
+            distinct = self._hash_words(window.words, seen)
+            self._scan_window(window, found, seen, distinct)
         if self._dobs and dated and identifiers.has_digit(normalised):
-            self._scan_dates(normalised, found, dob_cues, flagged_hashes)
+            self._scan_dates(normalised, found, dob_cues, seen.hashes)
 
-    def _hash_words(self, words: list[str], flagged: dict[str, int],
-                    flagged_hashes: dict[str, bytes]) -> dict[str, bytes]:
-        """The hash of each distinct word (remembered across messages by RecordKey), and the
-        flags and hashes of those the index flags."""
+    def _hash_words(self, words: list[str], seen: _Seen) -> set[str]:
+        """The window's distinct words; those not seen in the text's last window or flagged in
+        an earlier one are hashed (remembered across messages by RecordKey) and, when the index
+        flags them, kept in `seen`. Hashed a window at a time, the words common to every window
+        of a long text were hashed again in each, a step of Python for each."""
         assert self._key is not None
-        token_hash = self._key.token
-        flags = self._flags
-        hashes: dict[str, bytes] = {}
-        for word in set(words):
-            h = hashes[word] = token_hash(word)
-            bits = flags.get(h, 0)
-            if bits:
-                flagged[word] = bits
-                flagged_hashes[word] = h
-        return hashes
+        distinct = set(words)
+        new = list(distinct.difference(seen.flags, seen.recent))
+        seen.recent = distinct
+        hashes = list(map(self._key.token, new))
+        bits = list(map(self._flags.get, hashes, itertools.repeat(0)))
+        for word, h, flags in itertools.compress(zip(new, hashes, bits, strict=True), bits):
+            seen.flags[word] = flags
+            seen.hashes[word] = h
+            if flags & (_NAME_START | _DETAIL_ONE):
+                seen.starts.add(word)
+            if flags & _DETAIL_START:
+                seen.detail_starts.add(word)
+            if flags & _DETAIL_SECOND:
+                seen.detail_seconds.add(word)
+        return distinct
 
-    def _scan_window(self, window: _Window, found: _Found, hashes: dict[str, bytes],
-                     flagged: dict[str, int]) -> None:
+    def _scan_window(self, window: _Window, found: _Found, seen: _Seen,
+                     distinct: set[str]) -> None:
         """What starts in the window's own tokens: the names, details and first names there,
         and the first names its relationship words name. The tokens around them are read for
         what they need (a name form begun before, a first name near a relationship word), so
@@ -441,23 +455,18 @@ class CaseIndex:
         assert self._key is not None
         words, own_from, own_to = window.words, window.own_from, window.own_to
         gaps = _Gaps(window.gaps)
+        flagged, hashes = seen.flags, seen.hashes
         in_full_name: set[int] = set()
         own: set[int] = set()
         firsts: dict[int, bytes] = {}  # position -> hash of first names not in a full name
-        for i in [i for i, w in enumerate(words) if w in flagged]:
+        for i in _starts(words, distinct, seen):
             bits = flagged[words[i]]
             h = hashes[words[i]]
             reported = own_from <= i < own_to
             if bits & _NAME_START:
-                self._full_names(words, i, h, hashes, gaps, found, in_full_name, own, reported)
+                self._full_names(words, i, h, gaps, found, in_full_name, own, reported)
             if bits & _DETAIL_START and reported:
-                # A detail of two tokens or more is looked for only where its first two are
-                # (a table's numbers start many addresses: "14", "2").
-                pair = tuple(hashes[w] for w in words[i:i + 2])
-                for n in self._detail_lengths[h]:
-                    if i + n <= len(words) and (n == 1 or pair in self._detail_pairs):
-                        form = tuple(hashes[w] for w in words[i:i + n])
-                        found.details.update(self._details.get(form, ()))
+                self._details_at(words, i, h, hashes, found)
             if bits & _FIRST_NAME and i not in own:
                 firsts[i] = h
                 if reported:
@@ -465,7 +474,11 @@ class CaseIndex:
         for i in in_full_name:
             firsts.pop(i, None)
         # Relationship words, and the first names they name.
-        for j in [j for j in range(own_from, own_to) if words[j] in RELATIONSHIP_WORDS]:
+        if RELATIONSHIP_WORDS.isdisjoint(distinct):
+            return
+        for j in itertools.compress(range(own_from, own_to),
+                                    map(RELATIONSHIP_WORDS.__contains__,
+                                        itertools.islice(words, own_from, own_to))):
             for i in _named_by_relation(words, j, gaps):
                 word = words[i]
                 if flagged.get(word, 0) & _FIRST_NAME and i not in own:
@@ -484,15 +497,17 @@ class CaseIndex:
                                                                 _COMMA):
                         found.pairs.add((h, g) if h < g else (g, h))
 
-    def _full_names(self, words: list[str], i: int, h: bytes, hashes: dict[str, bytes],
-                    gaps: _Gaps, found: _Found, in_full_name: set[int], own: set[int],
-                    reported: bool) -> None:
+    def _full_names(self, words: list[str], i: int, h: bytes, gaps: _Gaps, found: _Found,
+                    in_full_name: set[int], own: set[int], reported: bool) -> None:
         """The name forms that start at word i (within one sentence; "last, first" may have
         its comma); `reported` False: only where they lie (a window's token before its own)."""
-        for n in self._name_lengths[h]:
+        assert self._key is not None
+        lengths = self._name_lengths[h]
+        following = list(map(self._key.token, words[i + 1:i + max(lengths)]))
+        for n in lengths:
             if i + n > len(words):
                 continue
-            form = tuple(hashes[w] for w in words[i:i + n])
+            form = (h, *following[:n - 1])
             people = self._names.get(form)
             if people and gaps.within(i, n, _COMMA if form in self._reversed else _SAME):
                 if form in found.ignored:
@@ -501,29 +516,56 @@ class CaseIndex:
                     found.full.append(tuple(people))
                 in_full_name.update(range(i, i + n))
 
+    def _details_at(self, words: list[str], i: int, h: bytes, hashes: dict[str, bytes],
+                    found: _Found) -> None:
+        """The details that start at word i. One of two tokens or more is looked for only where
+        its first two are (a table's numbers start many addresses: "14", "2")."""
+        assert self._key is not None
+        second = hashes.get(words[i + 1]) if i + 1 < len(words) else None
+        for n in self._detail_lengths[h]:
+            if n == 1:
+                found.details.update(self._details.get((h,), ()))
+            elif (i + n <= len(words) and second is not None
+                  and (h, second) in self._detail_pairs):
+                form = (h, second, *map(self._key.token, words[i + 2:i + n]))
+                found.details.update(self._details.get(form, ()))
+
     def _scan_dates(self, text: str, found: _Found, dob_cues: re.Pattern[str] | None,
                     hashes: dict[str, bytes]) -> None:
         """Recorded dates of birth, in any format the date finder reads: after a cue, and next
         to the first name of a person born then. `hashes` are those of the text's words that
         the index flags: a first name is one of them."""
-        assert self._key is not None
-        present: set[bytes] | None = None
+        born: dict[str, _Born | None] = {}  # a date as written -> who was born then
+        present = set(hashes.values())
         for match in identifiers.find_dates(text):
-            value = identifiers.date_of(match)
-            if value is None:
+            written = match.group()
+            if written in born:
+                people = born[written]
+            else:
+                if len(born) >= _DATES_REMEMBERED:
+                    born.clear()
+                people = born[written] = self._born_on(match, present)
+                if people is not None:
+                    found.dob_any.update(people.all)
+            if people is None:
                 continue
-            people = self._dobs.get(self._key.date_of_birth(value))
-            if not people:
-                continue
-            found.dob_any.update(people)
             if dob_cues is not None and identifiers.cue_before(text, match.start(), dob_cues):
-                found.dob_cued.append(tuple(people))
-            if present is None:
-                present = set(hashes.values())
-            named = [p for p in people if self.people[p].name[0] in present]
-            if named:
+                found.dob_cued.append(people.all)
+            if people.named:
                 near = {hashes.get(w) for w in _words_near(text, match.start(), match.end())}
-                found.dob_near.update(p for p in named if self.people[p].name[0] in near)
+                found.dob_near.update(p for p in people.named if self.people[p].name[0] in near)
+
+    def _born_on(self, match: re.Match[str], present: set[bytes]) -> _Born | None:
+        """The people born on the date of a `find_dates` match, and those of them whose first
+        name is `present` (hashed), or None (no such date, or nobody born then)."""
+        assert self._key is not None
+        value = identifiers.date_of(match)
+        if value is None:
+            return None
+        people = self._dobs.get(self._key.date_of_birth(value))
+        if not people:
+            return None
+        return _Born(tuple(people), [p for p in people if self.people[p].name[0] in present])
 
     # -- from what was seen to what it means ----------------------------------------------
 
@@ -609,6 +651,8 @@ _SECOND = operator.itemgetter(1)
 _NAME_START = 1
 _DETAIL_START = 2
 _FIRST_NAME = 4
+_DETAIL_ONE = 8  # a detail of this one token
+_DETAIL_SECOND = 16  # the second token of a detail of two or more
 
 
 @dataclass
@@ -624,6 +668,53 @@ class _Found:
     dob_cued: list[tuple[int, ...]] = field(default_factory=list)
     dob_near: set[int] = field(default_factory=set)
     dob_any: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _Born:
+    """The people born on a date (indexes into the index's people), and those of them whose
+    first name is in the text."""
+
+    all: tuple[int, ...]
+    named: list[int]
+
+
+# Dates a text's scan remembers, as written, then forgets (in a table of payments each of a few
+# hundred dates was worked out again on every row). The same text is the same date: `date_of`
+# reads the groups of a match, and the date pattern parts a given text into groups one way only
+# (its forms do not share a text: digits and separators, or a month name).
+_DATES_REMEMBERED = 1 << 12
+
+
+@dataclass
+class _Seen:
+    """What is known of a text's words as its windows are read: the words the index flags,
+    with their flags and hashes (all that is kept of them from one window to the next: the
+    hashes of all of them, as many as a long text of names has distinct words, were 3x a 1 MB
+    one), grouped by what they may start, and the last window's distinct words (hashed)."""
+
+    flags: dict[str, int] = field(default_factory=dict)
+    hashes: dict[str, bytes] = field(default_factory=dict)
+    starts: set[str] = field(default_factory=set)  # a name, or a detail of one token
+    detail_starts: set[str] = field(default_factory=set)
+    detail_seconds: set[str] = field(default_factory=set)
+    recent: set[str] = field(default_factory=set)
+
+
+def _starts(words: list[str], distinct: set[str], seen: _Seen) -> list[int]:
+    """The positions, in order, of the words that may start a name, a first name or a detail:
+    found at C speed (a step of Python for each flagged token was most of the matcher's time on
+    a table of numbers, which start many addresses). A word that starts only details of two
+    tokens or more counts where the word after it is the second token of one."""
+    found: list[int] = []
+    if not seen.starts.isdisjoint(distinct):
+        found = list(itertools.compress(range(len(words)), map(seen.starts.__contains__, words)))
+    if not seen.detail_starts.isdisjoint(distinct):
+        pairs = itertools.compress(range(len(words) - 1), map(
+            operator.and_, map(seen.detail_starts.__contains__, words),
+            map(seen.detail_seconds.__contains__, itertools.islice(words, 1, None))))
+        found = sorted({*found, *pairs})
+    return found
 
 
 @dataclass
@@ -666,12 +757,68 @@ def _token_slices(normalised: str) -> Iterator[tuple[list[str], list[str]]]:
     while start < len(normalised):
         cut = _TOKEN_END.search(normalised, start + _TOKEN_SLICE)
         end = len(normalised) if cut is None else cut.start()
-        pairs = _GAP_TOKEN.findall(normalised, start, end)
-        words = list(map(_SECOND, pairs))
-        if apostrophes:
-            words = [w if "'" not in w or w == POSSESSIVE else w.replace("'", "") for w in words]
-        yield list(map(_FIRST, pairs)), words
+        part = normalised[start:end]
+        if part.isascii():
+            yield _ascii_gaps_and_words(part)
+        else:
+            pairs = _GAP_TOKEN.findall(part)
+            words = list(map(_SECOND, pairs))
+            if apostrophes:
+                words = [w if "'" not in w or w == POSSESSIVE else w.replace("'", "")
+                         for w in words]
+            yield list(map(_FIRST, pairs)), words
         start = end
+
+
+def _ascii_gaps_and_words(text: str) -> tuple[list[str], list[str]]:
+    """`_GAP_TOKEN.findall(text)` of ASCII text as (separators, tokens), apostrophes inside a
+    word dropped, at C speed: the regex took most of the matcher's time on long texts (a step
+    of its engine for each character). Runs of letters, digits and apostrophes are the words
+    (`str.split` of the text with every other character made a blank), and the runs between
+    them the separators (the same, letters, digits and apostrophes made blanks); white space
+    in a separator is written as a letter, a line break "N", other white space "W", and "_"
+    as "U" (`_gap_kind` reads them so). A word with an apostrophe is read by the regex."""
+    words = text.translate(_ASCII_WORDS).split()
+    gaps = text.translate(_ASCII_SEPARATORS).split()
+    if text[:1] in _WORD_CHARACTERS:
+        gaps.insert(0, "")  # the first word has nothing before it
+    del gaps[len(words):]  # nor does anything follow the last
+    if "'" in text:
+        return _apostrophe_words(gaps, words)
+    return gaps, words
+
+
+def _apostrophe_words(gaps: list[str], runs: list[str]) -> tuple[list[str], list[str]]:
+    """The tokens of runs of letters, digits and apostrophes (and the separator before each
+    run): a run with an apostrophe read by `_TOKEN` ("ellie's" is "ellie" and "'s", "o'brien"
+    "obrien", "'" nothing). Its first token has the separator before the run when it starts
+    the run, and nothing before it otherwise, as `_GAP_TOKEN` reads them; the others nothing."""
+    marked = list(itertools.compress(range(len(runs)),
+                                     map(operator.contains, runs, itertools.repeat("'"))))
+    if not marked:
+        return gaps, runs
+    out_gaps: list[str] = []
+    out_words: list[str] = []
+    done = 0
+    for i in marked:
+        out_gaps += gaps[done:i]
+        out_words += runs[done:i]
+        found = _TOKEN.findall(runs[i])
+        if found:
+            out_gaps.append(gaps[i] if _TOKEN.match(runs[i]) else "")
+            out_gaps += [""] * (len(found) - 1)
+            out_words += [w if w == POSSESSIVE else w.replace("'", "") for w in found]
+        done = i + 1
+    out_gaps += gaps[done:]
+    out_words += runs[done:]
+    return out_gaps, out_words
+
+
+_WORD_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789'")
+_ASCII_WORDS = str.maketrans({c: " " for c in map(chr, range(128)) if c not in _WORD_CHARACTERS})
+_ASCII_SEPARATORS = str.maketrans(
+    {c: " " if c in _WORD_CHARACTERS else "N" if c == "\n" else "W" if c.isspace()
+     else "U" if c == "_" else c for c in map(chr, range(128))})
 
 
 _TOKEN_SLICE = 1 << 14  # characters of normalised text read for tokens at a time

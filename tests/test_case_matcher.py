@@ -23,6 +23,7 @@ from policies.cases import (
 from policies.content_rules import ContentRules
 from policies.identifiers import compile_cues
 from policies.normalise import fold
+from tests import case_matcher_reference as reference
 from tests.caseregistry import KEY, TABLE, index
 
 # Every test here runs under each scan engine (policies/scan.py).
@@ -182,3 +183,88 @@ def test_a_long_text_read_a_window_of_tokens_at_a_time_matches_as_one_pass(
             mock.patch.object(cases, "_TOKEN_SLICE", text_slice):
         INDEX._scan(folded, windowed, CUES)
     assert windowed == whole
+
+
+# ASCII text dense in what the regex reads with care: apostrophes (a possessive, one inside a
+# word, one alone), "_" (a word character, but not a token's), sentence ends, commas, blank lines
+# and white space of every kind.
+ASCII_PIECES = ["ellie", "s", "x1", "Z", "'", "'s", "''", "o'brien", "s'", "_", ",", ".", ";",
+                " ", "  ", "\n", "\n\n", " \n \n", "\t", "\x0b", "\x1c", "-", "/", "(", "7"]
+
+
+@settings(max_examples=2000)
+@given(st.lists(st.sampled_from(ASCII_PIECES), max_size=40).map("".join))
+def test_ascii_text_is_read_into_tokens_as_the_regex_reads_it(text: str) -> None:
+    """`_ascii_gaps_and_words` (str.split at C speed) gives the tokens `_GAP_TOKEN` gives, with
+    apostrophes inside a word dropped, and the same kind of separator before each."""
+    pairs = cases._GAP_TOKEN.findall(text)
+    expected = [(cases._gap_kind(gap), word if "'" not in word or word == cases.POSSESSIVE
+                 else word.replace("'", "")) for gap, word in pairs]
+    gaps, words = cases._ascii_gaps_and_words(text)
+    assert list(zip(map(cases._gap_kind, gaps), words, strict=True)) == expected
+
+
+# A registry whose names, first names, details and dates of birth overlap as badly as they can:
+# first names in several cases, a surname that is a first name and a detail's word, a name with
+# a number in it, a detail inside another, a detail of one word, one date of birth in two cases.
+DENSE_PEOPLE = [*TABLE["person"],
+                {"case": "ZC12C00321", "role": "child", "name": "Ellie Jones", "dob": "2015-04-03"},
+                {"case": "ZC12C00123", "role": "child", "name": "Jack Robinson",
+                 "dob": "2016-09-01"},
+                {"case": "ZC12C00654", "role": "party", "name": "Mark Leeds"},
+                {"case": "ZC12C00654", "role": "child", "name": "Robinson Ellies 14"},
+                {"case": "ZC12C00321", "role": "party", "name": "Sarah Jones", "dob": "1986-11-20"}]
+DENSE_DETAILS = [*TABLE["detail"],
+                 {"case": "ZC12C00321", "kind": "address", "text": "14 Acacia Avenue"},
+                 {"case": "ZC12C00654", "kind": "school", "text": "Meadowbank"},
+                 {"case": "ZC12C00654", "kind": "other", "text": "2 14 Robinson"}]
+
+
+def _dense(index_class: Any) -> Any:
+    return index_class.build(
+        KEY,
+        (CasePerson(p["case"], f"P{n}", PersonRole(p["role"]), KEY.name(p["name"]),
+                    KEY.date_of_birth(date.fromisoformat(p["dob"])) if "dob" in p else None,
+                    "") for n, p in enumerate(DENSE_PEOPLE, start=1)),
+        (cases.ConfidentialDetail(d["case"], f"D{n}", cases.DetailKind(d["kind"]),
+                                  KEY.detail(d["text"]), ())
+         for n, d in enumerate(DENSE_DETAILS, start=1)),
+        ())
+
+
+DENSE = _dense(CaseIndex)
+REFERENCE = _dense(reference.ReferenceIndex)
+DENSE_PIECES = [
+    *(w for p in DENSE_PEOPLE for w in p["name"].split()), *(p["name"] for p in DENSE_PEOPLE),
+    *(w for d in DENSE_DETAILS for w in d["text"].split()), *(d["text"] for d in DENSE_DETAILS),
+    "Ellies", "Marks", "mum", "brother", "sister", "father", "carer", "of", "to", "and", "her",
+    "'s", "'", "’s", "_", ",", ".", ";", "\n", "\n\n", "  ", "-", "ls14ab", "LS1  4AB", "hg12ab",
+    "03/04/2015", "3/4/15", "3rd April 2015", "2015-04-03", "April 3, 2015", "20.11.1986",
+    "20 Nov 1986", "01/09/2016", "1st Sept. 2016", "31/02/2015", "20/01/2012", "14", "2",
+    "DOB", "DOB:", "D.O.B", "born", "born on", "date of birth", "Zoë", "Éllie", "the", "at",
+    "12345", "10am", "2026",
+]
+
+
+@pytest.mark.parametrize("window", [3, 1 << 11])
+@settings(max_examples=600)
+@given(texts=st.lists(st.lists(st.sampled_from(DENSE_PIECES), max_size=60).map(" ".join),
+                      min_size=1, max_size=3),
+       sender=st.sampled_from(["", "Mark Robinson", "Jones, Sarah", "Ellie"]),
+       dated=st.booleans())
+def test_the_matcher_answers_as_it_did_before_it_was_made_faster(
+        window: int, texts: list[str], sender: str, dated: bool) -> None:
+    """On text dense with names, first names, relationship words, possessives, details,
+    postcodes, dates and cues, read against a registry where all of them overlap, the matcher
+    finds what the frozen copy of it before it was made faster finds
+    (tests/case_matcher_reference.py): the same raw hits and the same answer."""
+    folded = [fold(t) for t in texts]
+    flags = [dated] * len(folded)
+    with mock.patch.object(cases, "_WINDOW_TOKENS", window):
+        assert DENSE.match(folded, dob_cues=CUES, sender_name=sender, dated=flags) \
+            == REFERENCE.match(folded, dob_cues=CUES, sender_name=sender, dated=flags)
+        for text in folded:
+            new, old = cases._Found(), reference._Found()
+            DENSE._scan(text, new, CUES, dated)
+            REFERENCE._scan(text, old, CUES, dated)
+            assert vars(new) == vars(old)

@@ -456,25 +456,31 @@ def find_dates(text: str) -> Iterator[re.Match[str]]:
             end = match.end()
 
 
-def _date_starts(text: str) -> list[int]:
+def _date_starts(text: str) -> Iterator[int]:
     """Where a date may start in ASCII text, in increasing order: a run of digits that a
     separator, an ordinal's two letters or white space follows as a date's first number's
     would, and the month names that could lead, through an optional "." and white space, to
     a run of digits. Found at C speed over the text's characters written as their classes
     (`_DATE_CLASSES`), a slice at a time: a regex or a step of Python for every run of digits
-    was most of the time of the case registry's dates in a table of numbers."""
-    starts: list[int] = []
+    was most of the time of the case registry's dates in a table of numbers. Given a slice at
+    a time too: the starts of a whole text, as a list and a set of numbers, held 0.8 times a
+    text of case notes (the registry's matcher, 1 MB: 3.11x the message beside it -> 3.93x)
+    and 16 times one of dates."""
+    last = -1
     offset = 0
     while offset < len(text):
         # A slice ends where a run of blanks and dots ends (a month name's ".", the blanks
         # after it, however many, are its own), and reads a few characters past that end, what
         # a start before it needs to be told (a date's first number and what follows it), and
-        # one before its start for the lookbehind. Each start is taken from the slice it lies in.
-        more = _NOT_BLANK_OR_DOT.search(text, offset + _SCAN_SLICE)
+        # one before its start for the lookbehind. Each start is taken from the slice it lies
+        # in; a month name cut by the slice's start is found from the slice after it, and
+        # starts before the slice only in its letters, where the slice before found none.
+        more = _NOT_BLANK_OR_DOT.search(text, offset + _DATE_SLICE)
         stop = len(text) if more is None else more.start()
         low = max(0, offset - 1)
         classes = text[low:stop + 6].encode("ascii").translate(_DATE_CLASSES)
         end = stop - low
+        starts: list[int] = []
         for m in _NUMBER_START.finditer(classes, offset - low):  # (no endpos: it reads on)
             if m.start() >= end:
                 break
@@ -485,10 +491,15 @@ def _date_starts(text: str) -> list[int]:
             word_end = low + m.start()  # after the month name's last letter
             names = _MONTHS_BY_ENDING.get(text[max(0, word_end - 3):word_end].lower(), ())
             starts += [word_end - len(n) for n in names if len(n) <= word_end]
+        del classes
+        for start in sorted(set(starts)):
+            if start > last:  # (a "/" just at a slice's end is read by both slices)
+                yield start
+                last = start
         offset = stop
-    return sorted(set(starts))
 
 
+_DATE_SLICE = 1 << 14  # characters `_date_starts` reads at a time (at most half as many starts)
 # Each ASCII character as its class for `_date_starts`: a digit "0", a letter "a", white space
 # " " (what `\s` matches), "-" itself, "/" and "." as "/", anything else "#".
 _DATE_CLASSES = bytes(

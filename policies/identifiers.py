@@ -480,26 +480,29 @@ def _date_starts(text: str) -> Iterator[int]:
         low = max(0, offset - 1)
         classes = text[low:stop + 6].encode("ascii").translate(_DATE_CLASSES)
         end = stop - low
-        starts: list[int] = []
-        for m in _NUMBER_START.finditer(classes, offset - low):  # (no endpos: it reads on)
-            if m.start() >= end:
-                break
-            starts.append(low + m.start())
+        # (finditer without an end: a match reads on past it; those starting past it dropped)
+        starts = [low + p for p in map(_MATCH_START, _NUMBER_START.finditer(classes, offset - low))
+                  if p < end]
+        months: list[int] = []
         for m in _BEFORE_A_NUMBER.finditer(classes, offset - low):
             if m.start() - 1 >= end:
                 break
             word_end = low + m.start()  # after the month name's last letter
             names = _MONTHS_BY_ENDING.get(text[max(0, word_end - 3):word_end].lower(), ())
-            starts += [word_end - len(n) for n in names if len(n) <= word_end]
+            months += [word_end - len(n) for n in names if len(n) <= word_end]
         del classes
-        for start in sorted(set(starts)):
-            if start > last:  # (a "/" just at a slice's end is read by both slices)
-                yield start
-                last = start
+        if months:
+            starts = sorted({*starts, *months})
+        if starts and starts[0] <= last:  # (a "/" just at a slice's end is read by both)
+            starts = [start for start in starts if start > last]
+        if starts:
+            last = starts[-1]
+            yield from starts
         offset = stop
 
 
 _DATE_SLICE = 1 << 14  # characters `_date_starts` reads at a time (at most half as many starts)
+_MATCH_START = re.Match.start
 # Each ASCII character as its class for `_date_starts`: a digit "0", a letter "a", white space
 # " " (what `\s` matches), "-" itself, "/" and "." as "/", anything else "#".
 _DATE_CLASSES = bytes(

@@ -116,9 +116,22 @@ def _normalised(text: str) -> str:
     if not text.isascii():
         text = _COMBINING.sub("", unicodedata.normalize("NFKD", text.translate(_APOSTROPHES)
                                                         .translate(_LETTERS)))
-    if identifiers.has_digit(text):
+    if identifiers.has_digit(text) and _letter_then_digit(text):
         text = _POSTCODE.sub(r"\1 \2", text)
     return text
+
+
+def _letter_then_digit(text: str) -> bool:
+    """Whether an ASCII letter stands just before a digit somewhere in the (case-folded)
+    text, as in every postcode `_POSTCODE` finds: found at C speed over the characters written
+    as their classes. The substitution tries its lookbehind at every character, whatever the
+    text: 37 ms for a 2 MB table of numbers, which holds no postcode (this check: about 2)."""
+    return b"a0" in text.encode("ascii", "replace").translate(_LETTER_DIGIT_CLASSES)
+
+
+# A lower-case ASCII letter as "a", a digit as "0", anything else as " " (`_letter_then_digit`).
+_LETTER_DIGIT_CLASSES = bytes(
+    0x61 if 0x61 <= c <= 0x7A else 0x30 if 0x30 <= c <= 0x39 else 0x20 for c in range(256))
 
 
 def tokens(text: str, *, folded: bool = False) -> list[str]:

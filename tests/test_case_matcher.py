@@ -268,3 +268,15 @@ def test_the_matcher_answers_as_it_did_before_it_was_made_faster(
             DENSE._scan(text, new, CUES, dated)
             REFERENCE._scan(text, old, CUES, dated)
             assert vars(new) == vars(old)
+
+
+@settings(max_examples=1000)
+@given(st.text(alphabet="ab LS14Ab12cd3é\u212a,.-\n'_9", max_size=40))
+def test_postcodes_are_spaced_only_where_a_letter_stands_before_a_digit(text: str) -> None:
+    """The postcode substitution is skipped where no ASCII letter stands just before a digit
+    (every postcode has one): the same normalised text as substituting everywhere."""
+    folded = text.casefold()
+    expected = cases._POSTCODE.sub(r"\1 \2", folded) if folded.isascii() else None
+    if expected is not None:
+        assert cases._normalised(text) == expected
+    assert cases._letter_then_digit(folded) or cases._POSTCODE.search(folded) is None

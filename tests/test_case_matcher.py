@@ -246,21 +246,27 @@ DENSE_PIECES = [
 ]
 
 
-@pytest.mark.parametrize("window", [3, 1 << 11])
+@pytest.mark.parametrize(("window", "piece", "joiner"),
+                         [(3, 5, " "), (1 << 11, 1 << 16, " "), (7, 11, "")])
 @settings(max_examples=600)
-@given(texts=st.lists(st.lists(st.sampled_from(DENSE_PIECES), max_size=60).map(" ".join),
-                      min_size=1, max_size=3),
+@given(pieces=st.lists(st.lists(st.sampled_from(DENSE_PIECES), max_size=60), min_size=1,
+                       max_size=3),
        sender=st.sampled_from(["", "Mark Robinson", "Jones, Sarah", "Ellie"]),
        dated=st.booleans())
 def test_the_matcher_answers_as_it_did_before_it_was_made_faster(
-        window: int, texts: list[str], sender: str, dated: bool) -> None:
+        window: int, piece: int, joiner: str, pieces: list[list[str]], sender: str,
+        dated: bool) -> None:
     """On text dense with names, first names, relationship words, possessives, details,
     postcodes, dates and cues, read against a registry where all of them overlap, the matcher
     finds what the frozen copy of it before it was made faster finds
-    (tests/case_matcher_reference.py): the same raw hits and the same answer."""
-    folded = [fold(t) for t in texts]
+    (tests/case_matcher_reference.py): the same raw hits and the same answer; with windows of
+    a few tokens and the text normalised a few characters at a time too (`piece`), and with
+    the pieces run together (no blank between them: the dates' neighbourhoods then begin at
+    other characters)."""
+    folded = [fold(joiner.join(p)) for p in pieces]
     flags = [dated] * len(folded)
-    with mock.patch.object(cases, "_WINDOW_TOKENS", window):
+    with mock.patch.object(cases, "_WINDOW_TOKENS", window), \
+            mock.patch.object(cases, "_NORMALISE_SLICE", piece):
         assert DENSE.match(folded, dob_cues=CUES, sender_name=sender, dated=flags) \
             == REFERENCE.match(folded, dob_cues=CUES, sender_name=sender, dated=flags)
         for text in folded:
@@ -268,6 +274,23 @@ def test_the_matcher_answers_as_it_did_before_it_was_made_faster(
             DENSE._scan(text, new, CUES, dated)
             REFERENCE._scan(text, old, CUES, dated)
             assert vars(new) == vars(old)
+
+
+@pytest.mark.parametrize("text", [
+    "01/09/2016ls14ab the Jack",  # a postcode glued to the date is not spaced: Jack is near
+    "Jack, DOB 01/09/2016 hg12ab ls14ab.",
+    "x" * 95 + "ls14ab born 01/09/2016 Jack",  # a postcode where the stretch before is cut
+    "hg12ab" * 30 + " DOB: 20 Nov 1986 (Sarah)",
+])
+def test_a_date_is_read_in_what_the_whole_text_normalised_holds_around_it(text: str) -> None:
+    """A date found in the folded text is read for its cue and its neighbouring words in the
+    normalised text around it (`_ascii_around`): what the matcher before it read in the whole
+    normalised text."""
+    new, old = cases._Found(), reference._Found()
+    DENSE._scan(fold(text), new, CUES)
+    REFERENCE._scan(fold(text), old, CUES)
+    assert vars(new) == vars(old)
+    assert new.dob_any
 
 
 @settings(max_examples=1000)

@@ -700,7 +700,8 @@ def _identifier_views(texts: list[_Text], scans: list[scan.Found],
                       patterns: tuple[re.Pattern[str], ...], window: int = _QUOTED_WINDOW
                       ) -> Iterator[tuple[str, scan.Found | None]]:
     """Each text with its scan, and again with its line breaks removed when it has any
-    (normalise.joined; scanned when read): an identifier broken over two lines is whole in
+    (normalise.joined; scanned when read; a window of about a quarter of `window` characters
+    of the text at a time, `_joined_views`): an identifier broken over two lines is whole in
     the second, one ending a line in the first. The joined view is made only when the scan
     of the text saw an identifier's shape with line breaks inside (`Found.joined_may_match`).
     A body's or text file's quoted lines are read once more without their quote marks, and
@@ -711,12 +712,15 @@ def _identifier_views(texts: list[_Text], scans: list[scan.Found],
     """
     overlap = _quoted_overlap(patterns)
     for piece, found in zip(texts, scans, strict=True):
-        yield from _views(piece.text, found)
+        yield piece.text, found
+        yield from _joined_views(piece.text, found, overlap, max(1, window // 4))
         if piece.source not in (_Source.BODY, _Source.ATTACHMENT_TEXT):
             continue
         for quoted in _quoted(piece.text, window, overlap):
             if identifiers.has_digit(quoted):
-                yield from _views(quoted, identifiers.scan_text(quoted, patterns, (), patterns))
+                found = identifiers.scan_text(quoted, patterns, (), patterns)
+                yield quoted, found
+                yield from _joined_views(quoted, found, None, window)
 
 
 def _quoted(text: str, window: int, overlap: int | None) -> Iterator[str]:
@@ -751,14 +755,21 @@ def _quoted_overlap(patterns: tuple[re.Pattern[str], ...]) -> int | None:
     return max(_OVERLAP_FLOOR, 3 * reach)
 
 
-def _views(text: str, found: scan.Found) -> Iterator[tuple[str, scan.Found | None]]:
-    """The text with its scan, then its joined view when that may hold more."""
-    yield text, found
-    if not identifiers.has_digit(text) or not found.joined_may_match():
+def _joined_views(text: str, found: scan.Found, overlap: int | None, window: int
+                  ) -> Iterator[tuple[str, scan.Found | None]]:
+    """The text's joined view, when it may hold more than the text: whole, or a window of
+    about `window` characters of the text at a time (`normalise.text_windows`, each window
+    repeating `overlap`: see `_quoted_overlap`; None: whole). Joined whole, a text with
+    blanks beside its line breaks (format=flowed, case notes) held 2.5 times itself for a
+    moment, and its joined view and that view's bytes for the scan twice (1 MB of case
+    notes: 3.79x the message beside it)."""
+    if not identifiers.has_digit(text) or not found.joined_may_match() or "\n" not in text:
         return  # every identifier holds a digit: the joined view would find nothing
-    whole = normalise.joined(text)
-    if whole is not text:
-        yield whole, None
+    parts = [text] if overlap is None else normalise.text_windows(text, window, overlap)
+    for part in parts:
+        whole = normalise.joined(part)
+        if whole is not part:
+            yield whole, None
 
 
 def _identifiers(texts: list[_Text], rules: ContentRules, scans: list[scan.Found],

@@ -287,6 +287,40 @@ def quoted_windows(folded: str, size: int, overlap: int) -> Iterator[str]:
         tail = window[_tail_start(window, overlap):]
 
 
+def text_windows(folded: str, size: int, overlap: int) -> Iterator[str]:
+    """The text a window at a time, as `quoted_windows` gives the quoted lines, for its joined
+    view (`joined`) to be read a window at a time: each window is a run of whole lines of the
+    text, its own from where the window before it ended to the first line break `size` or more
+    characters on (or as far on as it repeats, at least: a long run of blank lines is not read
+    a window for every few lines of it), after the fewest last lines before it that hold at
+    least `overlap` characters that are neither a blank nor a line break (all of them, when
+    they hold fewer). A match of the joined view that holds at most `overlap` such characters
+    and ends in a window's own lines lies whole in that window's joined view; a window can
+    find more than the whole view only where it is cut from the text around it. A text of at
+    most `size` characters is one window, the text itself."""
+    if len(folded) <= size:
+        yield folded
+        return
+    start = repeat = 0
+    while start < len(folded):
+        end = _line_break_from(folded, start + max(size, start - repeat, 1))
+        yield folded[repeat:end]
+        start, repeat = end, _repeat_start(folded, end, overlap)
+
+
+def _repeat_start(text: str, end: int, overlap: int) -> int:
+    """The start of the last line of `text[:end]` from which to `end` it holds at least
+    `overlap` characters that are neither a blank nor a line break (0: it holds fewer); read
+    from a stretch before `end` that grows until it holds the answer."""
+    reach = 4 * overlap + 1024
+    while True:
+        low = max(0, end - reach)
+        found = _tail_start(text[low:end], overlap)
+        if found > 0 or low == 0:
+            return low + found
+        reach *= 4
+
+
 def _stretch_end(text: str, start: int, size: int, repeated: int) -> int:
     """Where the stretch of whole lines of `text` from `start` ends (so that `_QUOTED_LINE`
     finds its lines from the line break before each): at the first line break `size` or more

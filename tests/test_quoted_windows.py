@@ -203,8 +203,11 @@ def glued_edges(text: str, size: int) -> bool:
     window may find more there, as its first or last token is cut short. (True as well when
     a window but the first is found in the view twice: where it was cut is unknown. With the
     policy's overlap, a window repeats all before it or holds prose found nowhere else.)"""
-    whole = quoted(text)
-    windows = list(quoted_windows(text, size, OVERLAP or 0))
+    return cut_where_glued(quoted(text), list(quoted_windows(text, size, OVERLAP or 0)))
+
+
+def cut_where_glued(whole: str, windows: list[str]) -> bool:
+    """`glued_edges` of windows of the text `whole`."""
     if any(whole.count(window) > 1 for window in windows[1:]):
         return True
     placed = spans(windows, whole)
@@ -280,3 +283,51 @@ def test_an_unbounded_case_number_pattern_reads_the_quoted_view_whole() -> None:
     texts = [content._Text(content._Source.BODY, folded)]
     numbers, _ = content._identifiers(texts, rules, [content._scan(folded, rules)], 1)
     assert "ZC" + digits in numbers
+
+
+# --- the text's own joined view, a window at a time -----------------------------------------
+
+@st.composite
+def bodies(draw: st.DrawFn) -> str:
+    """A body that quotes nothing: identifiers wrapped over lines between prose of up to
+    1,800 characters (each line unlike any other), half of them with a blank at the end of
+    every line (format=flowed)."""
+    lines: list[str] = []
+    for _ in range(draw(st.integers(1, 10))):
+        filler = FILLER * draw(st.sampled_from([0, 1, 10, 30]))
+        lines.extend(f"{filler[at:at + 600].strip()} {tag(len(lines))}"
+                     for at in range(0, len(filler), 600))
+        lines.extend(draw(st.sampled_from(SNIPPETS)))
+    if draw(st.booleans()):
+        lines = [line + " " for line in lines]
+    return "\n".join(lines)
+
+
+@settings(max_examples=200)
+@given(bodies(), st.integers(1, 64))
+def test_the_joined_view_read_in_windows_finds_all_the_whole_view_finds(text: str,
+                                                                         size: int) -> None:
+    """A text's own joined view read a window of a few characters of it at a time
+    (`normalise.text_windows`, a quarter of the quoted view's windows): every case number and
+    identifier kind the whole joined view finds is found; no other, unless a window was cut
+    where the joined view glues two lines together."""
+    whole = identifiers_of(text, WHOLE)
+    windowed = identifiers_of(text, size)
+    assert whole[0] <= windowed[0] and whole[1] <= windowed[1], (whole, windowed)
+    folded = normalise.fold(text)
+    if not cut_where_glued(folded, list(normalise.text_windows(folded, max(1, size // 4),
+                                                                OVERLAP or 0))):
+        assert windowed == whole
+
+
+def test_a_long_text_is_one_window_per_stretch_and_a_short_one_is_itself() -> None:
+    """Windows are runs of whole lines repeating at least the overlap before them; a text no
+    longer than a window is the one window."""
+    short = "a\nb 12\n"
+    assert list(normalise.text_windows(short, 100, 8)) == [short]
+    text = "".join(f"{tag(number)} 12 34\n" for number in range(500))
+    windows = list(normalise.text_windows(text, 300, 50))
+    placed = spans(windows, text)
+    assert len(windows) > 10
+    for (start, _), (_, before) in zip(placed[1:], placed, strict=False):
+        assert blank_free(text[start:before]) >= 50

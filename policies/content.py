@@ -718,9 +718,9 @@ def _identifier_views(texts: list[_Text], scans: list[scan.Found],
             continue
         for quoted in _quoted(piece.text, window, overlap):
             if identifiers.has_digit(quoted):
-                found = identifiers.scan_text(quoted, patterns, (), patterns)
-                yield quoted, found
-                yield from _joined_views(quoted, found, None, window)
+                scanned = identifiers.scan_text(quoted, patterns, (), patterns)
+                yield quoted, scanned
+                yield from _joined_views(quoted, scanned, None, window)
 
 
 def _quoted(text: str, window: int, overlap: int | None) -> Iterator[str]:
@@ -764,7 +764,7 @@ def _joined_views(text: str, found: scan.Found, overlap: int | None, window: int
     moment, and its joined view and that view's bytes for the scan twice (1 MB of case
     notes: 3.79x the message beside it)."""
     if not identifiers.has_digit(text) or not found.joined_may_match() or "\n" not in text:
-        return  # every identifier holds a digit: the joined view would find nothing
+        return  # every identifier holds a digit; without a line break the view is the text
     parts = [text] if overlap is None else normalise.text_windows(text, window, overlap)
     for part in parts:
         whole = normalise.joined(part)

@@ -114,12 +114,8 @@ def _normalised_pieces(folded: str) -> Iterator[str]:
     (`CaseIndex._scan`). Normalising a piece is normalising that stretch of the whole: case
     folding, decomposition and the apostrophes go a character at a time, and a postcode that
     a blank parts is spaced already (its substitution changes nothing)."""
-    start = 0
-    while start < len(folded):
-        cut = _TOKEN_END.search(folded, start + _NORMALISE_SLICE)
-        end = len(folded) if cut is None else cut.start()
+    for start, end in _token_cuts(folded, _NORMALISE_SLICE):
         yield _normalised(folded[start:end])
-        start = end
 
 
 _NORMALISE_SLICE = 1 << 16  # characters of a text normalised at a time
@@ -794,11 +790,8 @@ def _token_slices(normalised: str) -> Iterator[tuple[list[str], list[str]]]:
     """(separators, tokens) of a normalised text, a slice of about `_TOKEN_SLICE` characters
     at a time. A slice ends at a blank after a letter or digit, where a token has just ended
     and the separator after it begins: no token or separator lies across a cut."""
-    start = 0
     apostrophes = "'" in normalised
-    while start < len(normalised):
-        cut = _TOKEN_END.search(normalised, start + _TOKEN_SLICE)
-        end = len(normalised) if cut is None else cut.start()
+    for start, end in _token_cuts(normalised, _TOKEN_SLICE):
         part = normalised[start:end]
         if part.isascii():
             yield _ascii_gaps_and_words(part)
@@ -809,6 +802,17 @@ def _token_slices(normalised: str) -> Iterator[tuple[list[str], list[str]]]:
                 words = [w if "'" not in w or w == POSSESSIVE else w.replace("'", "")
                          for w in words]
             yield list(map(_FIRST, pairs)), words
+
+
+def _token_cuts(text: str, size: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of slices of about `size` characters of the text, each ending at a blank
+    after a letter or digit (the last at the text's end): where a token has just ended and
+    the separator after it begins, so that no token or separator lies across a cut."""
+    start = 0
+    while start < len(text):
+        cut = _TOKEN_END.search(text, start + size)
+        end = len(text) if cut is None else cut.start()
+        yield start, end
         start = end
 
 

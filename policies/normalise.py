@@ -202,19 +202,13 @@ def _line_ends(text: str) -> tuple[bool, bool]:
     return scan.lone_cr_and_controls(text.encode("ascii"))
 
 
-_CHECK_SLICE = 1 << 18  # characters of text `_holds_any` checks at a time
-
-
 def _holds_any(text: str, wanted: bytes) -> bool:
     """Whether the text holds one of the ASCII characters `wanted`, at C speed: a slice at a
     time is encoded and those bytes deleted (bytes.translate); a shorter result held one (no
     other character's UTF-8 bytes are ASCII). (A regex tries every position in the
     interpreter's engine: about 20 ms for 2 MB of ASCII text, more for other text.)"""
-    for start in range(0, len(text), _CHECK_SLICE):
-        chunk = text[start:start + _CHECK_SLICE].encode("utf-8", "surrogatepass")
-        if len(chunk.translate(None, wanted)) != len(chunk):
-            return True
-    return False
+    return any(len(chunk.translate(None, wanted)) != len(chunk)
+               for chunk in scan.utf8_slices(text))
 
 
 # C0 controls but LF, and DEL: what `fold` changes in ASCII text; and those but tab
@@ -305,20 +299,7 @@ def text_windows(folded: str, size: int, overlap: int) -> Iterator[str]:
     while start < len(folded):
         end = _line_break_from(folded, start + max(size, start - repeat, 1))
         yield folded[repeat:end]
-        start, repeat = end, _repeat_start(folded, end, overlap)
-
-
-def _repeat_start(text: str, end: int, overlap: int) -> int:
-    """The start of the last line of `text[:end]` from which to `end` it holds at least
-    `overlap` characters that are neither a blank nor a line break (0: it holds fewer); read
-    from a stretch before `end` that grows until it holds the answer."""
-    reach = 4 * overlap + 1024
-    while True:
-        low = max(0, end - reach)
-        found = _tail_start(text[low:end], overlap)
-        if found > 0 or low == 0:
-            return low + found
-        reach *= 4
+        start, repeat = end, _tail_start(folded, overlap, end)
 
 
 def _stretch_end(text: str, start: int, size: int, repeated: int) -> int:
@@ -345,12 +326,13 @@ def _line_break_from(text: str, at: int) -> int:
     return len(text) if found < 0 else found
 
 
-def _tail_start(text: str, overlap: int) -> int:
-    """The start of the last line of `text` from which to its end the text holds at least
-    `overlap` characters that are neither a blank nor a line break (0: it holds fewer).
-    Counted a slice of `overlap` characters at a time from the end, at C speed, then halving
-    the slice where the count is reached (each count at C speed: not a line at a time)."""
-    end, found = len(text), 0
+def _tail_start(text: str, overlap: int, end: int | None = None) -> int:
+    """The start of the last line of `text[:end]` (all of it when `end` is None) from which
+    to `end` it holds at least `overlap` characters that are neither a blank nor a line break
+    (0: it holds fewer). Counted a slice of `overlap` characters at a time from `end`, at C
+    speed, then halving the slice where the count is reached (each count at C speed: not a
+    line at a time)."""
+    end, found = len(text) if end is None else end, 0
     while True:
         if end == 0:
             return 0

@@ -282,13 +282,20 @@ def other_characters(text: str) -> set[str]:
     time encoded, its ASCII bytes deleted (a character's UTF-8 bytes other than ASCII are
     never ASCII), and what remains decoded."""
     found: set[str] = set()
-    for start in range(0, len(text), _OTHERS_SLICE):
-        data = text[start:start + _OTHERS_SLICE].encode("utf-8", "surrogatepass")
+    for data in utf8_slices(text):
         found.update(data.translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass"))
     return found
 
 
-_OTHERS_SLICE = 1 << 18  # characters `other_characters` encodes at a time
+def utf8_slices(text: str) -> Iterator[bytes]:
+    """The text's UTF-8 bytes (lone surrogates kept), a slice of `_UTF8_SLICE` characters at
+    a time: what is asked of every byte at C speed (`bytes.translate`) without the text's
+    bytes whole beside it."""
+    for start in range(0, len(text), _UTF8_SLICE):
+        yield text[start:start + _UTF8_SLICE].encode("utf-8", "surrogatepass")
+
+
+_UTF8_SLICE = 1 << 18
 _ASCII_BYTES = bytes(range(0x80))
 
 

@@ -229,7 +229,7 @@ def test_other_characters_are_the_text_s_non_ascii_ones(size: int, text: str) ->
     """The distinct non-ASCII characters, read from the text's bytes a slice at a time, are
     the text's own (lone surrogates included); and whether the pure-Python engine is needed,
     found from them, is what the regex over the whole text said."""
-    with mock.patch.object(scan, "_OTHERS_SLICE", size):
+    with mock.patch.object(scan, "_UTF8_SLICE", size):
         assert scan.other_characters(text) == {char for char in text if not char.isascii()}
     assert scan._needs_python(text) == (not text.isascii()
                                         and scan._RISKY.search(text) is not None)

@@ -457,42 +457,50 @@ def find_dates(text: str) -> Iterator[re.Match[str]]:
 
 
 def _date_starts(text: str) -> Iterator[int]:
-    """Where a date may start in ASCII text, in increasing order: a run of digits that a
-    separator, an ordinal's two letters or white space follows as a date's first number's
-    would, and the month names that could lead, through an optional "." and white space, to
-    a run of digits. Found at C speed over the text's characters written as their classes
-    (`_DATE_CLASSES`), a slice at a time: a regex or a step of Python for every run of digits
-    was most of the time of the case registry's dates in a table of numbers. Given a slice at
-    a time too: the starts of a whole text, as a list and a set of numbers, held 0.8 times a
-    text of case notes (the registry's matcher, 1 MB: 3.11x the message beside it -> 3.93x)
-    and 16 times one of dates."""
+    """Where a date may start in ASCII text, in increasing order: the first digit of a run of
+    digits that the rest of a date's shape follows, and the month names before a day and a
+    year. Found at C speed over the text's characters written as their classes
+    (`_DATE_CLASSES`), a slice at a time. Each start is a place where the shape of a whole
+    date begins (`_DATE_SHAPE`): a table's every number that a
+    separator or a blank followed was a start, and a step of Python in the date pattern (a
+    table of payments: three starts a row, one of them a date). Given a slice at a time too:
+    the starts of a whole text, as a list and a set of numbers, held 0.8 times a text of case
+    notes (the registry's matcher, 1 MB: 3.11x the message beside it -> 3.93x) and 16 times
+    one of dates."""
     last = -1
     offset = 0
     while offset < len(text):
         # A slice ends where a run of blanks and dots ends (a month name's ".", the blanks
-        # after it, however many, are its own), and reads a few characters past that end, what
-        # a start before it needs to be told (a date's first number and what follows it), and
-        # one before its start for the lookbehind. Each start is taken from the slice it lies
-        # in; a month name cut by the slice's start is found from the slice after it, and
-        # starts before the slice only in its letters, where the slice before found none.
+        # after it, however many, are its own), and reads `_DATE_READ_ON` characters past that
+        # end, what a start before it needs to be told (a date's numbers, an ordinal and a
+        # month's first letter), and one before its start for the lookbehinds. A shape that
+        # runs on past what is read, in blanks however many, counts as a date's
+        # (`_DATE_CLASSES`' patterns take the end of what is read as they would its next
+        # part). Each start is taken from the slice its first digit lies in: a month name
+        # before a day in this slice may lie in the slice before, where nothing started after
+        # its first letter (only letters, a "." and blanks lie between it and the day).
         more = _NOT_BLANK_OR_DOT.search(text, offset + _DATE_SLICE)
         stop = len(text) if more is None else more.start()
         low = max(0, offset - 1)
-        classes = text[low:stop + 6].encode("ascii").translate(_DATE_CLASSES)
-        end = stop - low
+        classes = text[low:stop + _DATE_READ_ON].encode("ascii").translate(_DATE_CLASSES)
         # (finditer without an end: a match reads on past it; those starting past it dropped)
-        starts = [low + p for p in map(_MATCH_START, _NUMBER_START.finditer(classes, offset - low))
-                  if p < end]
-        months: list[int] = []
-        for m in _BEFORE_A_NUMBER.finditer(classes, offset - low):
-            if m.start() - 1 >= end:
+        starts: list[int] = []
+        months = False
+        for found in _DATE_SHAPE.finditer(classes, offset - low):
+            at = low + found.start()
+            if at >= stop:
                 break
-            word_end = low + m.start()  # after the month name's last letter
+            if found.lastindex != _DAY_ONLY:
+                starts.append(at)
+                if found.lastindex is None:
+                    continue
+            word_end = _month_end(text, at)
             names = _MONTHS_BY_ENDING.get(text[max(0, word_end - 3):word_end].lower(), ())
-            months += [word_end - len(n) for n in names if len(n) <= word_end]
+            starts += [word_end - len(n) for n in names if len(n) <= word_end]
+            months = True
         del classes
-        if months:
-            starts = sorted({*starts, *months})
+        if months:  # (a month name lies before its day, and maybe before an earlier start)
+            starts = sorted(set(starts))
         if starts and starts[0] <= last:  # (a "/" just at a slice's end is read by both)
             starts = [start for start in starts if start > last]
         if starts:
@@ -501,20 +509,41 @@ def _date_starts(text: str) -> Iterator[int]:
         offset = stop
 
 
+def _month_end(text: str, day: int) -> int:
+    """Where a month name would end before the day at `day`: back over the white space
+    before the day (one character at least), and a "." just before it."""
+    at = day - 1
+    while at > 0 and text[at - 1].isspace():
+        at -= 1
+    if at > 0 and text[at - 1] == ".":
+        at -= 1
+    return at
+
+
 _DATE_SLICE = 1 << 14  # characters `_date_starts` reads at a time (at most half as many starts)
-_MATCH_START = re.Match.start
+_DATE_READ_ON = 16  # characters read past a slice's end: a date's first two numbers and more
 # Each ASCII character as its class for `_date_starts`: a digit "0", a letter "a", white space
-# " " (what `\s` matches), "-" itself, "/" and "." as "/", anything else "#".
+# " " (what `\s` matches), "-" itself, "/" and "." as "/", anything else "#" (a comma too).
 _DATE_CLASSES = bytes(
     0x30 if chr(c).isdigit() else 0x61 if chr(c).isalpha() else 0x20 if chr(c).isspace()
     else c if chr(c) == "-" else 0x2F if chr(c) in "/." else 0x23 for c in range(256))
-# A date's first number: one or two digits and a separator, an ordinal or a blank; or four
-# digits and "-"; not after a letter or a digit (the date pattern's lookbehind). It and the next
-# pattern start with a character they find (the regex engine skips to it at C speed; a
-# lookbehind first was tried at every character: a quarter of the matcher's time on dates).
-_NUMBER_START = re.compile(rb"0(?<![a0]0)(?:0(?:00-|[-/]|(?:aa)? )|[-/]|(?:aa)? )")
-# After a month name's last letter, an optional "." and white space, then a digit.
-_BEFORE_A_NUMBER = re.compile(rb"(?:/(?<=a/) | (?<=a )) *(?=0)")
+# Where a date's shape begins, as classes: the first digit of a date, not after a letter or a
+# digit (the date pattern's lookbehind), that the rest of a date follows ("3/4/15" and
+# "03.04.2015", "2015-4-3", or "3rd" then blanks and a letter, a month name's first); and a
+# day after a month name (its first digit, after white space) that an ordinal, a comma, blanks
+# and a year's four digits may follow ("Sept. 3rd, 2015"), from where `_month_end` reads back
+# to the name's last letter. An empty group says a day is one: the first (a date may start
+# there too) or the second (only a day). In blanks to the end of what is read, the rest of
+# either may still follow. A match consumes the first digit only, so that a shape that is not
+# a date does not hide one that begins inside it; a day has two digits at most, so a second is
+# taken for good (`?+`: each try at a table's every number was half again as long). It starts
+# with the character it finds (the regex engine skips to it at C speed; a lookbehind first
+# was tried at every character).
+_DATE_AT = rb"(?=0?+(?:[-/]0{1,2}[-/]00|(?:aa)? +(?:a|\Z))|000-0)"
+_DAY_AT = rb"(?<= 0)(?=0?+(?:aa)?#? +(?:0000|0{0,3}\Z))"
+_DATE_SHAPE = re.compile(
+    rb"0(?<![a0]0)(?:" + _DATE_AT + rb"(?:" + _DAY_AT + rb"())?|" + _DAY_AT + rb"())")
+_DAY_ONLY = 2  # the group that says a match is a day after a month name only
 _NOT_BLANK_OR_DOT = re.compile(r"[^\s.]")
 
 

@@ -120,6 +120,33 @@ def test_dates_found_a_slice_at_a_time_are_those_of_a_full_search(size: int,
     assert found == [(m.span(), m.group(0)) for m in identifiers._DATE_PATTERN.finditer(text)]
 
 
+@pytest.mark.parametrize("date", ["13th" + " " * 40 + "March 2015",
+                                  "Sept. 13th," + " " * 40 + "2015", "Jan 3" + "\n" * 30 + "2015"])
+def test_a_date_whose_blanks_run_past_what_a_slice_reads_is_found(date: str) -> None:
+    """A slice reads a few characters past its end: where a date's day (and ordinal) lies
+    across that end and its blanks run on past what is read, it may still be a date, and is
+    tried. Every place of the day against the slice's end, for slices of 1 to 13 characters."""
+    for pad in range(16):
+        text = "x" * pad + " " + date + " and 3 more"
+        expected = [m.span() for m in identifiers._DATE_PATTERN.finditer(text)]
+        assert len(expected) == 1
+        for size in range(1, 14):
+            with mock.patch.object(identifiers, "_DATE_SLICE", size):
+                assert [m.span() for m in identifiers.find_dates(text)] == expected, (pad, size)
+
+
+def test_a_table_of_numbers_has_a_place_a_date_may_start_only_at_its_dates() -> None:
+    """Each date-like start is a step of Python, so the places tried are those where a whole
+    date's shape begins: in a table of payments, the dates only, not every number that a
+    separator or a blank follows (its amounts' "." and its last column's line break)."""
+    rows = "".join(f"2026-0{m}-1{m},13:0{m},INV-24591{m},0161 496 979{m},07700 90043{m},"
+                   f"{m}1.5{m},34.30,5{m}.81,3{m}\n" for m in range(1, 10)).rstrip()
+    starts = list(identifiers._date_starts(rows))
+    assert [rows[s:s + 10] for s in starts] == [f"2026-0{m}-1{m}" for m in range(1, 10)]
+    assert [m.group() for m in identifiers.find_dates(rows)] \
+        == [m.group() for m in identifiers._DATE_PATTERN.finditer(rows)]
+
+
 @given(st.lists(st.sampled_from([*DATE_PIECES, "\u00e9", "\u0663", "\u017fept"]), max_size=30)
        .map("".join))
 def test_dates_in_non_ascii_text_are_searched_in_full(text: str) -> None:

@@ -161,6 +161,7 @@ def _words(normalised: str) -> list[str]:
 # --- keyed hashing -----------------------------------------------------------------------
 
 _TOKEN_DOMAIN = b"token\x00"
+_SHA256_BLOCK = 64  # bytes: SHA-256's block, what HMAC pads its key to
 _DOB_DOMAIN = b"dob\x00"
 _LRU_TOKENS = 1 << 16  # distinct tokens remembered across messages (about 10 MB at most)
 
@@ -172,13 +173,26 @@ class RecordKey:
         if len(key) != 32:
             raise ValueError("a record key is 32 bytes")
         self._key = key
+        # HMAC's two keyed SHA-256 states, made once (RFC 2104: the key padded to the block
+        # and XORed with 0x36 inside, 0x5c outside), the token domain already in the inner
+        # one: a token's HMAC is then two copies and two digests. `hmac.digest` set the key
+        # up again for every token (OpenSSL 3: 1.7 us a token, 0.6 us this way); a table of
+        # numbers has tens of thousands of tokens a message that no earlier one had.
+        padded = key.ljust(_SHA256_BLOCK, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded) + _TOKEN_DOMAIN)
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
         self.token: Callable[[str], bytes] = functools.lru_cache(maxsize=_LRU_TOKENS)(
             self._token)
         self.date_of_birth: Callable[[date], bytes] = functools.lru_cache(maxsize=4096)(
             self._date_of_birth)
 
     def _token(self, token: str) -> bytes:
-        return hmac.digest(self._key, _TOKEN_DOMAIN + token.encode("utf-8"), hashlib.sha256)
+        """HMAC-SHA256(key, _TOKEN_DOMAIN + token), from the keyed states made once."""
+        inner = self._inner.copy()
+        inner.update(token.encode("utf-8"))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
     def name(self, full_name: str) -> tuple[bytes, ...]:
         """One keyed hash per normalised name token, in order."""

@@ -3,6 +3,8 @@ tests/cases/case_registry.toml, the keyed hashing the store relies on, and what 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import date
 from typing import Any
 from unittest import mock
@@ -105,6 +107,16 @@ def test_record_key_is_keyed_and_refuses_what_it_cannot_hash() -> None:
         KEY.detail(" ,. ")
     with pytest.raises(ValueError):
         RecordKey(b"short")
+
+
+@given(st.binary(min_size=32, max_size=32), st.text(max_size=40))
+@settings(max_examples=200, deadline=None)
+def test_a_token_hash_is_hmac_sha256_over_its_domain(key: bytes, token: str) -> None:
+    """A token's hash, made from keyed states set up once, is HMAC-SHA256 of the token
+    domain and the token's UTF-8 bytes: what the store holds from before (and what
+    `hmac.digest` gives) is still what the matcher looks up."""
+    expected = hmac.digest(key, b"token\x00" + token.encode("utf-8"), hashlib.sha256)
+    assert RecordKey(key).token(token) == expected
 
 
 def test_tokens_split_possessives_and_drop_punctuation() -> None:

@@ -308,10 +308,22 @@ def test_a_date_is_read_in_what_the_whole_text_normalised_holds_around_it(text: 
 @settings(max_examples=1000)
 @given(st.text(alphabet="ab LS14Ab12cd3é\u212a,.-\n'_9", max_size=40))
 def test_postcodes_are_spaced_only_where_a_letter_stands_before_a_digit(text: str) -> None:
-    """The postcode substitution is skipped where no ASCII letter stands just before a digit
-    (every postcode has one): the same normalised text as substituting everywhere."""
+    """The postcode pattern is tried only where an ASCII letter stands just before a digit
+    (every postcode has one in its first three characters): the same normalised text as
+    substituting everywhere."""
     folded = text.casefold()
-    expected = cases._POSTCODE.sub(r"\1 \2", folded) if folded.isascii() else None
-    if expected is not None:
-        assert cases._normalised(text) == expected
-    assert cases._letter_then_digit(folded) or cases._POSTCODE.search(folded) is None
+    assert cases._spaced_postcodes(folded) == cases._POSTCODE.sub(r"\1 \2", folded)
+    if folded.isascii():
+        assert cases._normalised(text) == cases._POSTCODE.sub(r"\1 \2", folded)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.sampled_from(["ls14ab", "ls1 4ab", "sw1a1aa", "zc12c00123", "b1", "a11aa",
+                                 " ", "\n", "x", "_", "9", "é"]), max_size=30).map("".join),
+       st.integers(min_value=0, max_value=600))
+def test_postcodes_in_a_long_text_are_spaced_as_by_substituting_everywhere(
+        text: str, prose: int) -> None:
+    """In long text with few places a postcode may start, each is tried on its own (and in
+    text with many, the whole text is substituted): the same text either way."""
+    long = "the case notes " * prose + text + " and more" * (prose // 3)
+    assert cases._spaced_postcodes(long) == cases._POSTCODE.sub(r"\1 \2", long)

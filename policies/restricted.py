@@ -191,9 +191,9 @@ _WORDS_SLICE = 1 << 14
 
 
 class _Padded:
-    """" " + `words` + " " of a long text, as the pieces `_words_pieces` wrote, read as one
-    string (its length and slices) by `_hits` and `_handed_over`: joined, the pieces and the
-    text would be held at once, twice a long quoted reply."""
+    """" " + `words` + " " of a long text, as the parts `_padded_parts` gave, read as one
+    string (its length and slices) by `_handed_over`: joined, the parts and the text would be
+    held at once, twice a long quoted reply."""
 
     def __init__(self, pieces: list[str]) -> None:
         self._pieces = pieces
@@ -215,23 +215,20 @@ class _Padded:
 
 
 def _padded_words(spans: Iterable[Span]) -> str | _Padded:
-    """" " + `words` of the spans' text + " ", as `_hits` searches it."""
-    pieces = [" ", *_words_pieces(spans), " "]
-    return "".join(pieces) if sum(map(len, pieces)) <= _WORDS_SLICE else _Padded(pieces)
+    """" " + `words` of the spans' text + " ", held (`_handed_over` reads it where it likes):
+    joined when short, else the parts read as one string."""
+    parts = list(_padded_parts(spans))
+    return "".join(parts) if sum(map(len, parts)) <= _WORDS_SLICE else _Padded(parts)
 
 
 def _padded_parts(spans: Iterable[Span]) -> Iterator[str]:
-    """`_padded_words` as parts given one after another as they are written (joined, they are
-    the padded text), for `_parts_hits` to read without the padded text ever whole."""
-    held = " "  # the padding before the first word, then the last piece written
-    first = True
-    for piece in _words_stream(spans):
-        if first:
-            held += piece
-            first = False
-        else:
-            yield held
-            held = piece
+    """" " + `words` of the spans' text + " ", as parts given one after another as they are
+    written, for `_parts_hits` to read without the padded text ever whole."""
+    pieces = _words_stream(spans)
+    held = " " + next(pieces, "")  # the padding, then the last piece written
+    for piece in pieces:
+        yield held
+        held = piece
     yield held + " "
 
 
@@ -404,16 +401,10 @@ class PhraseGate:
 _HITS_SLICE = 1 << 14  # characters of text given to the automaton at a time
 
 
-def _hits(automaton: Any, padded: str | _Padded) -> Iterator[tuple[int, int, str, frozenset[str]]]:
+def _hits(automaton: Any, padded: str) -> Iterator[tuple[int, int, str, frozenset[str]]]:
     """(start, end, phrase, groups) of every phrase in a padded text; start/end exclude the
-    padding spaces, so `padded[start:end] == phrase`. A long text is read in slices
-    (`_parts_hits`)."""
-    size = len(padded)
-    if size <= _HITS_SLICE:
-        yield from _parts_hits(automaton, [padded[0:size]])  # (a str: itself)
-        return
-    yield from _parts_hits(automaton, (padded[at:at + _HITS_SLICE]
-                                       for at in range(0, size, _HITS_SLICE)))
+    padding spaces, so `padded[start:end] == phrase` (`_parts_hits` of the one part)."""
+    return _parts_hits(automaton, (padded,))
 
 
 def _parts_hits(automaton: Any, parts: Iterable[str]

@@ -489,14 +489,13 @@ def _date_starts(text: str) -> Iterator[int]:
             at = low + found.start()
             if at >= stop:
                 break
-            if found.lastindex != _DAY_ONLY:
+            if found.lastindex != _DAY_ONLY:  # a date may start here
                 starts.append(at)
-                if found.lastindex is None:
-                    continue
-            word_end = _month_end(text, at)
-            names = _MONTHS_BY_ENDING.get(text[max(0, word_end - 3):word_end].lower(), ())
-            starts += [word_end - len(n) for n in names if len(n) <= word_end]
-            months = True
+            if found.lastindex is not None:  # a day after a month name: the name's start
+                word_end = _month_end(text, at)
+                names = _MONTHS_BY_ENDING.get(text[max(0, word_end - 3):word_end].lower(), ())
+                starts += [word_end - len(n) for n in names if len(n) <= word_end]
+                months = True
         del classes
         if months:  # (a month name lies before its day, and maybe before an earlier start)
             starts = sorted(set(starts))

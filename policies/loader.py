@@ -106,6 +106,9 @@ class Policy:
     # issue 13: the lists policies/restricted.py weighs signals against (check agencies, the
     # legal team, the instructed lawyers), and the instructed lawyers legal advice may go to
     restricted: Sources = field(default_factory=Sources)
+    # (source, TOML text) of each document, as given to `parse_policy`: what builds the same
+    # Policy again (a classifier process does, gateway/stages/classifiers.py)
+    documents: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def rule(self, rule_id: str) -> Rule:
         """The rule with this id; a KeyError names it when the policy has no such rule."""
@@ -322,6 +325,7 @@ def parse_policy(documents: Sequence[tuple[str, str]]) -> Policy:
     root.done()
     return Policy(
         sources=tuple(source for source, _ in documents),
+        documents=tuple((source, text) for source, text in documents),
         rules=MappingProxyType(rules),
         information_types=MappingProxyType(information_types),
         internal_domains=internal,

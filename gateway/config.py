@@ -135,6 +135,14 @@ class PolicyConfig:
     files: tuple[str, ...] = ()
     # What to do with protected mail to several external recipients: "split" or "refuse".
     multiple_external: MultipleExternal = MultipleExternal.SPLIT
+    # Processes that classify messages beside the gateway, on the machine's other cores (a
+    # message from classifier_min_bytes to classifier_max_bytes); 0: every message is
+    # classified in the gateway process. Each holds its own index of the case registry.
+    classifier_processes: int = 0
+    # A smaller message is classified in the gateway process: sending it costs more than that.
+    classifier_min_bytes: int = 16 * 1024
+    # A larger one too: sent to a process, it would be one more copy of itself in memory.
+    classifier_max_bytes: int = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -238,7 +246,17 @@ def load_config(path: Path | None) -> Config:
     _check_metrics(config.metrics, str(path))
     _check_dkim(config.dkim, str(path))
     _check_buffers(config.smtp, str(path))
+    _check_classifiers(config.policy, str(path))
     return replace(config, source=str(path))
+
+
+def _check_classifiers(policy: PolicyConfig, source: str) -> None:
+    """The sizes sent to the classifier processes must be a range."""
+    if policy.classifier_min_bytes > policy.classifier_max_bytes:
+        raise ConfigError(
+            f"{source}: 'policy.classifier_min_bytes' ({policy.classifier_min_bytes}) is larger "
+            f"than 'policy.classifier_max_bytes' ({policy.classifier_max_bytes}): no message "
+            "would be sent to the classifier processes")
 
 
 def _check_buffers(smtp: SmtpConfig, source: str) -> None:
@@ -326,6 +344,15 @@ def port(*, zero: str = "") -> Check:
         return (f"must be a port number from 1 to 65535 (0: {zero})" if zero
                 else "must be a port number from 1 to 65535")
     return check
+
+
+def process_count(value: int) -> str:
+    """A count of processes to start (0: none); negative values are refused on reading."""
+    return "" if value <= MAX_CLASSIFIER_PROCESSES else (
+        f"must be from 0 to {MAX_CLASSIFIER_PROCESSES}")
+
+
+MAX_CLASSIFIER_PROCESSES = 64
 
 
 def positive(value: float) -> str:
@@ -436,6 +463,9 @@ CHECKS: dict[str, Check] = {
     "smtp.relay_client_cert_fingerprints": fingerprint_list,
     "smtp.auth_max_failures": positive,
     "smtp.unauthenticated_idle_timeout": positive,
+    "policy.classifier_processes": process_count,
+    "policy.classifier_min_bytes": positive,
+    "policy.classifier_max_bytes": positive,
     "http.host": listen_address,
     "http.port": port(zero="any free port"),
     "http.public_url": url_or_empty,

@@ -123,11 +123,18 @@ def _smtp_problem(row: dict[str, Any], code: int, reply: str, got: list[Any]) ->
     return None
 
 
-async def test_smtp_front(tmp_path: Path, sink: Sink) -> None:
+# Every message classified in a classifier process (gateway/stages/classifiers.py), which
+# reads the registry the test records after it started.
+IN_A_PROCESS = "[policy]\nclassifier_processes = 1\nclassifier_min_bytes = 1\n"
+
+
+@pytest.mark.parametrize("extra_config", ["", IN_A_PROCESS], ids=["in-gateway", "in-a-process"])
+async def test_smtp_front(tmp_path: Path, sink: Sink, extra_config: str) -> None:
     """Every row through the real gateway: a row the engine delivers reaches the upstream sink
     for each recipient; a refused one gets 550 citing each rule that refused it, and nothing
-    reaches the sink. The registry is recorded in the gateway's own store."""
-    async with running_gateway(tmp_path, sink) as gw:
+    reaches the sink. The registry is recorded in the gateway's own store. The same, with
+    every message classified in a classifier process."""
+    async with running_gateway(tmp_path, sink, extra_config=extra_config) as gw:
         caseregistry.record(gw.app.cases)
         problems: dict[str, str] = {}
         for row in ROWS:

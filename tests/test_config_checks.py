@@ -40,6 +40,11 @@ BAD_VALUES = [
     ("[smtp]\nmax_unauthenticated_connections = -2",
      "'smtp.max_unauthenticated_connections' must not be negative"),
     ("[portal]\nmax_wrong_codes = 0", "'portal.max_wrong_codes' must be more than 0"),
+    ("[policy]\nclassifier_processes = -1", "'policy.classifier_processes' must not be negative"),
+    ("[policy]\nclassifier_processes = 65", "'policy.classifier_processes' must be from 0 to 64"),
+    ("[policy]\nclassifier_min_bytes = 0", "'policy.classifier_min_bytes' must be more than 0"),
+    ("[policy]\nclassifier_min_bytes = 2000\nclassifier_max_bytes = 1000",
+     "'policy.classifier_min_bytes' (2000) is larger than 'policy.classifier_max_bytes' (1000)"),
 ]
 
 

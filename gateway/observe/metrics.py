@@ -28,6 +28,10 @@ COUNTERS: dict[str, str] = {
     "casegate_auth_failures_total": "Failed SMTP AUTH attempts.",
     "casegate_auth_lockouts_total": "Client addresses locked after repeated AUTH failures.",
     "casegate_smtp_connections_refused_total": "SMTP connections refused over a connection limit.",
+    "casegate_classified_in_processes_total":
+        "Messages classified in a classifier process ([policy] classifier_processes).",
+    "casegate_classifier_failures_total":
+        "Messages answered 451 because a classifier process died while reading them.",
     "casegate_proxy_headers_refused_total":
         "Connections from a trusted load balancer closed for a missing, malformed or slow "
         "PROXY header.",

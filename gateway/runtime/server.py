@@ -35,6 +35,7 @@ from gateway.smtp.budget import BufferBudget
 from gateway.smtp.front import GatewaySMTP, IPNetwork, SubmissionHandler
 from gateway.smtp.limits import CommandBudget, ConnectionLimiter, ConnectionLimits
 from gateway.smtp.tls import CertificatePair, ensure_certificate, normalise_fingerprint
+from gateway.stages.classifiers import Classifiers
 from gateway.stages.context import Stages
 from gateway.stages.pipeline import message_size_limit
 from gateway.stores.throttle import AuthThrottle
@@ -115,11 +116,22 @@ class Gateway:
             await runner.cleanup()
         for proxy in self._proxies:
             proxy.close()  # the HTTP listener closes with its runner
+        if stages.classifiers is not None:
+            await stages.classifiers.close()
         if stages.encrypted is not None:
             await stages.encrypted.close()
         await stages.transport.close()
         stages.app.audit.store.group_commits(None)
         stages.app.audit.store.commit_timer = None
+
+
+def classifiers(config: Config, app: App) -> Classifiers | None:
+    """The classifier processes `[policy]` asks for (started by `start_gateway`), or None."""
+    section = config.policy
+    if not section.classifier_processes:
+        return None
+    return Classifiers(app, section.classifier_processes, section.classifier_min_bytes,
+                       section.classifier_max_bytes)
 
 
 def relay_networks(cidrs: Sequence[str]) -> tuple[IPNetwork, ...]:
@@ -158,7 +170,7 @@ async def start_gateway(
     # when a test replaces it.
     workflow = app.workflow(way_out, clock=lambda: stages.clock())
     stages = Stages(app=app, transport=way_out, encrypted=encrypted, metrics=Metrics(),
-                    workflow=workflow)
+                    workflow=workflow, classifiers=classifiers(config, app))
     # The portal reads the stages' clock, even when a test replaces it.
     delivery = app.portal_delivery(
         way_out, lambda: public_url(config, bound.http_port),
@@ -178,6 +190,12 @@ async def start_gateway(
                                 config.smtp.max_recipients, pinned,
                                 buffers=BufferBudget(config.smtp.max_buffered_bytes))
     gateway = Gateway(stages=stages, handler=handler, certificate=certificate)
+    try:
+        if stages.classifiers is not None:
+            await stages.classifiers.start()
+    except BaseException:
+        await gateway.stop(drain_seconds=0)
+        raise
     limiter = ConnectionLimiter(ConnectionLimits(
         total=config.smtp.max_connections,
         per_client=config.smtp.max_connections_per_client,

@@ -22,6 +22,7 @@ import structlog
 
 from gateway.app import App
 from gateway.observe.metrics import Metrics
+from gateway.stages.classifiers import Classifiers
 from policies.events import EventKind
 from policies.model import Snapshot
 from transports.base import Transport
@@ -95,6 +96,9 @@ class Stages:
     # One policy evaluation at a time: they hold the GIL, so running several at once finishes
     # none sooner, makes them fight the event loop for it, and multiplies their peak memory.
     evaluations: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    # Processes that classify messages of some sizes on the machine's other cores; None: the
+    # gateway classifies every message itself ([policy] classifier_processes = 0).
+    classifiers: Classifiers | None = None
 
     def record(self) -> Record:
         """A fresh `Record` for one message or one command."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from gateway.stages.classifiers import ClassifierUnavailable
 from gateway.stages.context import Record, Stages
 from gateway.stages.message import Reply, Submission
 from policies import engine
@@ -31,10 +32,12 @@ INLINE_DECISION_DELIMITERS = 32
 
 
 async def decide(stages: Stages, submission: Submission) -> Decision:
-    """The policy decision: on the loop for a small message that holds no file needing a
-    reader of its own, with the registry's snapshot read in the stores' thread
-    (`App.snapshot_async`); anything else in a worker thread altogether, so the event loop
-    stays responsive, one message at a time (`Stages.evaluations`). The snapshot the
+    """The policy decision: in a classifier process for a message of the sizes sent there
+    (`Stages.classifiers`, gateway/stages/classifiers.py; decided here from its facts); else
+    on the loop for a small message that holds no file needing a reader of its own, with the
+    registry's snapshot read in the stores' thread (`App.snapshot_async`); anything else in a
+    worker thread altogether, so the event loop stays responsive, one message at a time
+    (`Stages.evaluations`). The snapshot the
     transaction's RCPTs read is used instead while it is fresh (`TransactionSnapshot`): no
     second trip to the stores."""
     app = stages.app
@@ -46,6 +49,20 @@ async def decide(stages: Stages, submission: Submission) -> Decision:
             snapshot, time.monotonic, app.config.policy.multiple_external, quick=quick,
         )
 
+    classifiers = stages.classifiers
+    if classifiers is not None and classifiers.takes(submission.raw):
+        try:
+            facts = await classifiers.classify(submission.raw)
+        except ClassifierUnavailable:
+            stages.metrics.inc("casegate_classifier_failures_total")
+            raise  # 451: the client sends it again
+        stages.metrics.inc("casegate_classified_in_processes_total")
+        # The transaction's snapshot while it is fresh, as below: what the registry held at
+        # most a second ago (`TransactionSnapshot`).
+        held = submission.snapshots.fresh() if submission.snapshots else None
+        return engine.decide(facts, submission.sender, submission.recipients, app.policy,
+                             held or await app.snapshot_async(now),
+                             app.config.policy.multiple_external)
     if (len(submission.raw) <= INLINE_DECISION_BYTES
             and submission.raw.count(b"\n--") <= INLINE_DECISION_DELIMITERS):
         held = submission.snapshots.fresh() if submission.snapshots else None

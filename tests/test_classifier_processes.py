@@ -1,0 +1,148 @@
+"""Classifier processes (gateway/stages/classifiers.py): messages classified on another core,
+through the real gateway and a real upstream sink. The case-registry table's rows go through
+them in tests/test_case_rules.py; here, what is particular to the processes: the registry they
+read, a process that dies, one that cannot start, and the sizes they take."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from gateway.app import App
+from gateway.audit.store import EventFilter
+from gateway.config import StartupError
+from gateway.runtime.server import start_gateway
+from policies.cases import PersonRole
+from tests.gateway_harness import STAFF, Harness, message, running_gateway, write_config
+from tests.sink import Sink
+
+OUTSIDE = "school.office@example.org"  # not secure, verified in each test
+SECURE = "desk@cps.gsi.gov.uk"
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+def _config(min_bytes: int = 1, max_bytes: int = 4 * 1024 * 1024) -> str:
+    return (f"[policy]\nclassifier_processes = 1\nclassifier_min_bytes = {min_bytes}\n"
+            f"classifier_max_bytes = {max_bytes}\n")
+
+
+def _naming(name: str, padding: int = 0) -> bytes:
+    """A message to the outside recipient that names a person, padded to a size."""
+    body = f"I will see {name} on Tuesday about the contact arrangements.\r\n"
+    body += "Notes follow.\r\n" * (padding // 15)
+    return message(to=(OUTSIDE,), body=body)
+
+
+def _send(gw: Harness, raw: bytes, recipient: str = OUTSIDE) -> int:
+    """Submit; the code of the reply to the data (250, or the refusal's)."""
+    try:
+        gw.send(STAFF, [recipient], raw)
+    except smtplib.SMTPDataError as refused:
+        return refused.smtp_code
+    return 250
+
+
+def _decisions(gw: Harness) -> list[tuple[list[str], list[str]]]:
+    """Each decision on record: its actions, and the registry's people it names."""
+    return [(e.metadata["actions"], e.metadata.get("case_people", []))
+            for e in gw.app.audit.iterate(EventFilter()) if e.kind == "decision"]
+
+
+def _classifier_processes() -> list[int]:
+    """This test process's children that are classifier processes (and not yet reaped)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text().rpartition(")")[2].split()
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, NotADirectoryError):
+            continue
+        if int(stat[1]) == os.getpid() and b"gateway.stages.classifiers" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def _counted(gw: Harness, name: str) -> float:
+    value = gw.gateway.stages.metrics.registry.get_sample_value(name)
+    return 0.0 if value is None else value
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+async def test_a_person_recorded_while_the_gateway_runs_is_recognised(
+        tmp_path: Path, sink: Sink, engine: str, request: pytest.FixtureRequest) -> None:
+    """The process reads the registry as it is when the message comes: a child's name goes
+    to a verified outside address in plain text before the child is recorded, and through
+    the portal after, naming the recorded child. On SQLite and on PostgreSQL (the process
+    opens the registry where the gateway's is). The processes stop with the gateway."""
+    database = ""
+    if engine == "postgresql":
+        database = f'[database]\nurl = "{request.getfixturevalue("pg_url")}"\n'
+    async with running_gateway(tmp_path, sink, extra_config=_config() + database) as gw:
+        gw.verify(OUTSIDE)
+        raw = _naming("Ellie Armitage")
+        assert await gw.run(_send, gw, raw) == 250
+        gw.app.cases.add_person("ZC12C00123", name="Ellie Armitage", role=PersonRole.CHILD,
+                                date_of_birth=None, by=STAFF, now=NOW)
+        assert await gw.run(_send, gw, raw) == 250
+        assert _decisions(gw) == [(["plain"], []),
+                                  (["encrypt"], ["ZC12C00123:P1:child:full-name"])]
+        assert _counted(gw, "casegate_classified_in_processes_total") == 2
+    assert _classifier_processes() == []
+
+
+async def test_a_process_that_dies_costs_one_451_and_the_next_message_is_read(
+        tmp_path: Path, sink: Sink) -> None:
+    """Killed between messages, the process's pool is broken: the next message gets 451 (the
+    client keeps it), nothing leaves, and the one after is read by a new process."""
+    async with running_gateway(tmp_path, sink, extra_config=_config()) as gw:
+        # (each its own message: the ledger would take a resent one as delivered already)
+        first, second, third = (message(to=(SECURE,), body=f"Message {n}.") for n in range(3))
+        assert await gw.run(_send, gw, first, SECURE) == 250
+        classifiers = gw.gateway.stages.classifiers
+        assert classifiers is not None
+        started = classifiers.pids()
+        assert started == _classifier_processes() and len(started) == 1
+        os.kill(started[0], signal.SIGKILL)
+        assert await gw.run(_send, gw, second, SECURE) == 451
+        assert await gw.run(_send, gw, third, SECURE) == 250
+        assert classifiers.pids() != started
+        assert [m.data.count(b"Message 0.") + 2 * m.data.count(b"Message 2.")
+                for m in sink.messages] == [1, 2]
+        assert _counted(gw, "casegate_classifier_failures_total") == 1
+
+
+async def test_only_the_sizes_asked_for_go_to_a_process(tmp_path: Path, sink: Sink) -> None:
+    """Below classifier_min_bytes and above classifier_max_bytes the gateway classifies the
+    message itself, with the same answer."""
+    async with running_gateway(tmp_path, sink, extra_config=_config(4096, 8192)) as gw:
+        gw.verify(OUTSIDE)
+        gw.app.cases.add_person("ZC12C00123", name="Ellie Armitage", role=PersonRole.CHILD,
+                                date_of_birth=None, by=STAFF, now=NOW)
+        for padding in (0, 5000, 20000):
+            raw = _naming("Ellie Armitage", padding)
+            assert await gw.run(_send, gw, raw) == 250
+        assert _decisions(gw) == [(["encrypt"], ["ZC12C00123:P1:child:full-name"])] * 3
+        assert _counted(gw, "casegate_classified_in_processes_total") == 1
+
+
+async def test_a_process_that_cannot_start_stops_the_start(tmp_path: Path) -> None:
+    """A process that cannot open the registry (its key was replaced after the gateway read
+    it) is a StartupError that says how to go on without the processes, and no server is
+    left listening."""
+    config = write_config(tmp_path / "casegate.toml", None, _config())
+    app = App.open(config, tmp_path / "data")
+    try:
+        app.cases.add_person("ZC12C00123", name="Ellie Armitage", role=PersonRole.CHILD,
+                             date_of_birth=None, by=STAFF, now=NOW)
+        key = app.data_dir / "case-index.key"
+        key.write_bytes(bytes(32))
+        with pytest.raises(StartupError, match="classifier_processes = 0"):
+            await start_gateway(app)
+        assert _classifier_processes() == []
+    finally:
+        app.close()

@@ -43,7 +43,7 @@ def test_the_unit_is_hardened_and_names_this_installation(
     for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "PrivateTmp": "yes",
                        "ProtectHome": "yes", "CapabilityBoundingSet": "",
                        "AmbientCapabilities": "", "Restart": "on-failure",
-                       "KillSignal": "SIGTERM"}.items():
+                       "KillSignal": "SIGTERM", "KillMode": "mixed"}.items():
         assert service[key] == value, key
     assert int(service["TimeoutStopSec"].removesuffix("s")) > 45
     assert "@" not in "".join(service.values()).replace("@system-service", "")

@@ -195,22 +195,46 @@ class Process:
                 self.popen.wait(STOP_SECONDS)
 
     def cpu_seconds(self) -> float:
-        """utime + stime of the process and its reaped children (all threads)."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        """utime + stime of the process and its reaped children (all threads), and of its
+        children still running (casegate's classifier processes)."""
+        stat = _stat(self.pid)
         ticks = sum(int(stat[i]) for i in (11, 12, 13, 14))  # fields 14-17 of proc(5)
+        ticks += sum(int(_stat(child)[i]) for child in self.children() for i in (11, 12))
         return ticks / os.sysconf("SC_CLK_TCK")
 
+    def children(self) -> list[int]:
+        """The process's children now running."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, IndexError):
+                    if int(_stat(int(entry.name))[1]) == self.pid:  # field 4: the parent
+                        found.append(int(entry.name))
+        return found
+
     def memory_kb(self, field_name: str) -> int:
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        found = re.search(rf"^{field_name}:\s+(\d+) kB", status, re.M)
-        if not found:
-            raise BenchError(f"no {field_name} in /proc/{self.pid}/status")
-        return int(found.group(1))
+        """A field of /proc/PID/status, summed over the process and its running children
+        (for VmHWM, each one's own peak: at most what they held at once)."""
+        total = 0
+        for pid in (self.pid, *self.children()):
+            status = Path(f"/proc/{pid}/status").read_text()
+            found = re.search(rf"^{field_name}:\s+(\d+) kB", status, re.M)
+            if not found:
+                raise BenchError(f"no {field_name} in /proc/{pid}/status")
+            total += int(found.group(1))
+        return total
 
     def reset_peak(self) -> int:
-        """Reset VmHWM to the current RSS (clear_refs 5) and return that RSS in bytes."""
-        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        """Reset VmHWM to the current RSS (clear_refs 5), of the process and its children,
+        and return that RSS in bytes."""
+        for pid in (self.pid, *self.children()):
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
         return self.memory_kb("VmRSS") * 1024
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command's name (field 3 onwards)."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
 
 
 def launch(name: str, argv: list[str], scratch: Path, started: list[Process],
@@ -627,14 +651,15 @@ def cell_rate(rate: float, bare: float, cpu: float | None) -> str:
 
 
 def throughput(scratch: Path, runs: int, scale: float, persistent: bool, sizes: list[str],
-               started: list[Process], registry: CaseRegistry) -> tuple[list[str], list[str]]:
+               started: list[Process], registry: CaseRegistry,
+               extra_config: str = "") -> tuple[list[str], list[str]]:
     """The table rows (medians) and one line per load as measured."""
     counts = {name: max(SESSIONS, int(COUNTS[name] * scale)) for name in sizes}
     sink = Sink("smtp-sink", scratch, started)
     print(f"preparing casegate ({max(counts.values())} numbered recipients verified) ...",
           flush=True)
     config, data = prepare_casegate(scratch / "casegate", sink.port, max(counts.values()),
-                                    registry=registry)
+                                    extra_config, registry=registry)
     bare = start_bare_relay(sink.port, scratch, started)
     gateway = start_casegate("casegate", config, data, scratch, started)
     bodies = Bodies(scratch)
@@ -674,14 +699,15 @@ def throughput(scratch: Path, runs: int, scale: float, persistent: bool, sizes: 
     return rows, lines
 
 
-def memory(scratch: Path, started: list[Process], registry: CaseRegistry) -> list[Peak]:
+def memory(scratch: Path, started: list[Process], registry: CaseRegistry,
+           extra_config: str = "") -> list[Peak]:
     """Peaks with a slow upstream: ten 20 MB messages (casegate, bare relay); one 35 MB (portal)."""
     slow = ("-w", str(SLOW_UPSTREAM_SECONDS))
     peaks = []
     bodies = Bodies(scratch)
     sink = Sink("slow smtp-sink", scratch, started, slow)
     config, data = prepare_casegate(scratch / "casegate-memory", sink.port, 2 * SESSIONS,
-                                    registry=registry)
+                                    extra_config, registry=registry)
     gateway = start_casegate("casegate (memory)", config, data, scratch, started)
     peaks.append(peak_memory("casegate, ten 20 MB messages, secure recipient, no case data",
                              gateway, sink, "plain", BIG, SESSIONS, bodies))
@@ -710,8 +736,12 @@ def main() -> int:
                         help="people in casegate's case registry (0: an empty registry)")
     parser.add_argument("--case-details", type=int, default=CaseRegistry.details,
                         help="confidential details in it")
+    parser.add_argument("--classifier-processes", type=int, default=0,
+                        help="casegate's [policy] classifier_processes (0: none)")
     args = parser.parse_args()
     registry = CaseRegistry(args.case_people, args.case_details)
+    extra_config = (f"[policy]\nclassifier_processes = {args.classifier_processes}\n"
+                    if args.classifier_processes else "")
     runs = args.runs or (1 if args.quick else 3)
     ensure_postfix_tools()
     began = time.monotonic()
@@ -721,10 +751,10 @@ def main() -> int:
     try:
         rows, lines = ([], []) if args.memory_only else throughput(
             scratch, runs, 0.25 if args.quick else 1.0, args.persistent,
-            args.size or list(SIZES), started, registry)
+            args.size or list(SIZES), started, registry, extra_config)
         for process in started:
             process.stop()
-        peaks = [] if args.no_memory else memory(scratch, started, registry)
+        peaks = [] if args.no_memory else memory(scratch, started, registry, extra_config)
     finally:
         for process in reversed(started):
             process.stop()
@@ -732,9 +762,10 @@ def main() -> int:
     minutes = (time.monotonic() - began) / 60
     mode = "persistent connections (-d)" if args.persistent else "one message per connection"
     if rows:
-        print_throughput(rows, runs, mode, minutes, args.quick, args.persistent, registry)
+        print_throughput(rows, runs, mode, minutes, args.quick, args.persistent, registry,
+                         args.classifier_processes)
     if peaks:
-        print_memory(peaks, registry)
+        print_memory(peaks, registry, args.classifier_processes)
     if lines:
         print("\nEach load as measured:\n")
         print("\n".join(f"    {line}" for line in lines))
@@ -742,13 +773,14 @@ def main() -> int:
 
 
 def print_throughput(rows: list[str], runs: int, mode: str, minutes: float, quick: bool,
-                     persistent: bool, registry: CaseRegistry) -> None:
+                     persistent: bool, registry: CaseRegistry, processes: int) -> None:
     print(f"\n### Against Postfix's smtp-source and smtp-sink ({machine()})\n")
     print(f"`bench/bench_postfix.py{' --quick' if quick else ''}"
           f"{' --persistent' if persistent else ''}`: smtp-source, {SESSIONS} sessions, "
           f"{mode}, into smtp-sink; median of {runs} run(s); every message counted at the sink. "
           "msg/s (ratio to the bare relay in the same run; CPU ms per message of the relay "
-          f"process); casegate with {registry}. The whole run took {minutes:.1f} minutes.\n")
+          f"process and its classifier processes); casegate with {registry}"
+          f"{with_processes(processes)}. The whole run took {minutes:.1f} minutes.\n")
     print("| message | body | messages | Postfix (ceiling) | bare relay | casegate, no case data, "
           "secure recipient | casegate, case number, secure recipient | casegate, case number, "
           "verified outside recipient (portal) | portal / no case data |")
@@ -756,7 +788,11 @@ def print_throughput(rows: list[str], runs: int, mode: str, minutes: float, quic
     print("\n".join(rows))
 
 
-def print_memory(peaks: list[Peak], registry: CaseRegistry) -> None:
+def with_processes(processes: int) -> str:
+    return f" and {processes} classifier process(es)" if processes else ""
+
+
+def print_memory(peaks: list[Peak], registry: CaseRegistry, processes: int) -> None:
     print(f"\n| peak memory above idle RSS (VmHWM), {machine()} | peak | in flight | ratio | "
           "delivered |")
     print("|---|---|---|---|---|")
@@ -767,7 +803,8 @@ def print_memory(peaks: list[Peak], registry: CaseRegistry) -> None:
         for reply in p.replies:
             print(f"\n{p.what}: {reply}")
     print(f"\n(CSV-attachment bodies; the upstream is smtp-sink -w {SLOW_UPSTREAM_SECONDS}, "
-          f"which waits that long before it answers DATA; casegate with {registry}.)")
+          f"which waits that long before it answers DATA; casegate with {registry}"
+          f"{with_processes(processes)}; casegate's peak adds its classifier processes' own.)")
 
 
 if __name__ == "__main__":

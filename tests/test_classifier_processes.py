@@ -116,6 +116,24 @@ async def test_a_process_that_dies_costs_one_451_and_the_next_message_is_read(
         assert _counted(gw, "casegate_classifier_failures_total") == 1
 
 
+async def test_a_process_that_stops_answering_is_replaced(tmp_path: Path, sink: Sink) -> None:
+    """A process that does not answer in time (stopped here with SIGSTOP) is stuck: its
+    message gets 451 and nothing leaves, and the process is killed and replaced, so the next
+    message is read."""
+    async with running_gateway(tmp_path, sink, extra_config=_config()) as gw:
+        classifiers = gw.gateway.stages.classifiers
+        assert classifiers is not None
+        classifiers.stuck_seconds = 1.0
+        stuck = classifiers.pids()
+        os.kill(stuck[0], signal.SIGSTOP)
+        first, second = (message(to=(SECURE,), body=f"Message {n}.") for n in range(2))
+        assert await gw.run(_send, gw, first, SECURE) == 451
+        assert await gw.run(_send, gw, second, SECURE) == 250
+        assert classifiers.pids() != stuck and stuck[0] not in _classifier_processes()
+        assert [m.data.count(b"Message 1.") for m in sink.messages] == [1]
+        assert _counted(gw, "casegate_classifier_failures_total") == 1
+
+
 async def test_only_the_sizes_asked_for_go_to_a_process(tmp_path: Path, sink: Sink) -> None:
     """Below classifier_min_bytes and above classifier_max_bytes the gateway classifies the
     message itself, with the same answer."""

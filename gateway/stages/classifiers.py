@@ -98,7 +98,8 @@ class Classifiers:
         # directory).
         self._start = pickle.dumps((app.policy.documents, app.config, str(app.data_dir),
                                     app.database.url))
-        self._seconds = app.policy.content.limits.message_seconds + HARD_SECONDS
+        # A process that has not answered a message after this long is stuck.
+        self.stuck_seconds = app.policy.content.limits.message_seconds + HARD_SECONDS
         self._idle: asyncio.Queue[_Process] = asyncio.Queue()
         self._all: set[_Process] = set()
         self._starting: set[asyncio.Task[None]] = set()
@@ -146,7 +147,7 @@ class Classifiers:
 
     async def _read(self, process: _Process, raw: bytes) -> MessageFacts:
         try:
-            answer = await asyncio.wait_for(process.call(raw), self._seconds)
+            answer = await asyncio.wait_for(process.call(raw), self.stuck_seconds)
         except (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError) as exc:
             why = "got stuck" if isinstance(exc, TimeoutError) else "died"
             log.error("classifier-process-failed", pid=process.pid, why=why, size=len(raw),
@@ -229,7 +230,8 @@ class _Process:
         stdin, stdout = self.child.stdin, self.child.stdout
         assert stdin is not None and stdout is not None
         async with self._busy:
-            stdin.writelines((_LENGTH.pack(len(data)), data))
+            stdin.write(_LENGTH.pack(len(data)))
+            stdin.write(data)  # (writelines would join the two: a copy of the message)
             await stdin.drain()
             size = _LENGTH.unpack(await stdout.readexactly(_LENGTH.size))[0]
             return pickle.loads(await stdout.readexactly(size))  # noqa: S301 - our own child

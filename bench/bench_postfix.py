@@ -224,6 +224,13 @@ class Process:
             total += int(found.group(1))
         return total
 
+    @staticmethod
+    def rss_mib(pid: int) -> float:
+        """The resident memory of one process, in MiB."""
+        status = Path(f"/proc/{pid}/status").read_text()
+        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+        return int(found.group(1)) / 1024 if found else 0.0
+
     def reset_peak(self) -> int:
         """Reset VmHWM to the current RSS (clear_refs 5), of the process and its children,
         and return that RSS in bytes."""
@@ -662,6 +669,10 @@ def throughput(scratch: Path, runs: int, scale: float, persistent: bool, sizes: 
                                     extra_config, registry=registry)
     bare = start_bare_relay(sink.port, scratch, started)
     gateway = start_casegate("casegate", config, data, scratch, started)
+    children = [Process.rss_mib(pid) for pid in gateway.children()]
+    print(f"casegate started: {Process.rss_mib(gateway.pid):.0f} MiB resident, and "
+          f"{len(children)} child process(es) of {', '.join(f'{c:.0f}' for c in children)} MiB",
+          flush=True)
     bodies = Bodies(scratch)
     relays: dict[str, tuple[int, Process | None]] = {
         "postfix": (sink.port, None), "bare": (bare.port, bare),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import smtplib
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,7 +18,12 @@ from gateway.app import App
 from gateway.audit.store import EventFilter
 from gateway.config import StartupError
 from gateway.runtime.server import start_gateway
+from gateway.stages.classifiers import Classifiers
 from policies.cases import PersonRole
+from policies.content import classify_message
+from tests import caseregistry
+from tests.corpus_checks import corpus
+from tests.fixtures_content import TOP_HEADERS, build_message, make_pdf, multipart
 from tests.gateway_harness import STAFF, Harness, message, running_gateway, write_config
 from tests.sink import Sink
 
@@ -164,3 +170,49 @@ async def test_a_process_that_cannot_start_stops_the_start(tmp_path: Path) -> No
         assert _classifier_processes() == []
     finally:
         app.close()
+
+
+def _hostile() -> list[bytes]:
+    """Messages the MIME reader must refuse or read with care."""
+    return [
+        TOP_HEADERS + multipart("b1", [b"Content-Type: text/plain\r\n\r\nDOB 01/02/2015"])
+        .replace(b"--b1--", b"--b2--"),  # never closed
+        TOP_HEADERS + b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n"
+        b"\r\n!!!not base64 at all!!!\r\n",
+        TOP_HEADERS + b"Content-Type: text/plain\r\nContent-Transfer-Encoding: x-made-up\r\n"
+        b"\r\nNHS 943 476 5919\r\n",
+        b"\r\n\r\nno headers at all\r\n",
+        b"\x00\xff\xfe" * 100,
+        build_message("Born 3rd March 2015, see the attached.",
+                      attachments=[("report.pdf", "application/pdf",
+                                    make_pdf(["Case ZC12C00123: Ellie Armitage"]))]),
+        build_message("Accented: Zoë’s contact – “Tuesday”, NI AB 12 34 56 C."),
+    ]
+
+
+async def test_a_process_finds_what_the_gateway_finds(tmp_path: Path) -> None:
+    """The facts a classifier process reads from a message are those the gateway reads
+    itself, for the agency-check corpus, the case-registry table's messages (the registry
+    recorded) and hostile MIME."""
+    config = write_config(tmp_path / "casegate.toml", None)
+    app = App.open(config, tmp_path / "data")
+    classifiers = Classifiers(app, 1, 1, 1 << 30)
+    try:
+        caseregistry.record(app.cases)
+        await classifiers.start()
+        messages = [sample.raw for sample in corpus(7, negatives=40, positives=20)]
+        messages += [caseregistry.message(row) for row in caseregistry.TABLE["message"]]
+        messages += _hostile()
+        index = app.cases.index()
+        read = []
+        for raw in messages:
+            itself = classify_message(raw, app.policy.content, time.monotonic, index)
+            assert await classifiers.classify(raw) == itself, raw[:200]
+            read.append(itself)
+        # (what was compared holds what matters: people the registry names, malformed MIME)
+        assert sum(bool(facts.case_people) for facts in read) > 5
+        assert sum(bool(facts.malformed) for facts in read) >= 4
+    finally:
+        await classifiers.close()
+        app.close()
+    assert _classifier_processes() == []

@@ -213,13 +213,19 @@ class _Process:
         process = cls(child)
         try:
             answer = await asyncio.wait_for(process.call(start), START_SECONDS)
-        except (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError):
+        except TimeoutError:
+            answer = f"no answer in {START_SECONDS:.0f} s"
+        except (OSError, EOFError, asyncio.IncompleteReadError):
             answer = None
+        except BaseException:  # cancelled (the gateway stops): no process is left behind
+            process.kill()
+            await asyncio.shield(child.wait())
+            raise
         if answer != ("ready", child.pid):
             process.kill()
             await child.wait()
-            reason = str(answer) if isinstance(answer, BaseException) else (
-                f"it exited ({child.returncode}); see its output above")
+            reason = (str(answer) if isinstance(answer, BaseException | str)
+                      else f"it exited ({child.returncode}); see its output above")
             raise StartupError(f"a classifier process could not start: {reason}; set "
                                "[policy] classifier_processes = 0 to classify in the gateway "
                                "process")

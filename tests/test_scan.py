@@ -403,11 +403,13 @@ def test_the_line_end_checks_are_their_definitions(engine: str, data: bytes) -> 
     crlf = data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n")
     lone_cr_and_controls = (re.search(rb"\r(?!\n)", data) is not None,
                             re.search(rb"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]", data) is not None)
+    unsafe = re.search(rb"\r(?!\n)|(?<!\r)\n|\x00", data) is not None
     pad = b"x" * scan.NATIVE_LINE_ENDS
     with scan.use_engine(engine):
         for padded in (data, pad + data, data + pad):
             assert scan.crlf_throughout(padded) == crlf
             assert scan.lone_cr_and_controls(padded) == lone_cr_and_controls
+            assert scan.unsafe_line_ends(padded) == unsafe
 
 
 @pytest.mark.parametrize("engine", scan.available())
@@ -420,6 +422,9 @@ def test_the_line_end_checks_read_the_ends_of_the_data(engine: str) -> None:
         assert scan.lone_cr_and_controls(long + b"a\r") == (True, False)
         assert scan.lone_cr_and_controls(long + b"a\r\n\t") == (False, True)
         assert scan.lone_cr_and_controls(b"\x00\x7f\r\r\n" + long) == (True, True)
+        assert not scan.unsafe_line_ends(long + b"a\r\n")
+        assert scan.unsafe_line_ends(b"\n" + long) and scan.unsafe_line_ends(long + b"\r")
+        assert scan.unsafe_line_ends(long + b"\x00\r\n")
 
 
 @given(st.text(alphabet=st.sampled_from(["a", "1", " ", "\n", "-"])))

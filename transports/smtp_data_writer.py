@@ -39,6 +39,7 @@ import aiosmtplib
 from aiosmtplib import SMTPResponse
 from aiosmtplib.protocol import SMTPProtocol
 
+from policies import scan
 from transports.aiosmtplib_private import room_to_write
 from transports.base import NotReady, Ready
 
@@ -47,9 +48,9 @@ SLICE = 256 * 1024  # octets handed to the transport at a time
 
 
 def has_unsafe_bytes(data: bytes) -> bool:
-    """A CR not followed by LF, an LF not preceded by CR, or a NUL (counted at C speed)."""
-    crlf = data.count(b"\r\n")
-    return b"\x00" in data or data.count(b"\r") != crlf or data.count(b"\n") != crlf
+    """A CR not followed by LF, an LF not preceded by CR, or a NUL (one native pass:
+    `policies.scan.unsafe_line_ends`)."""
+    return scan.unsafe_line_ends(data)
 
 
 def dot_stuff(data: bytes) -> bytes:

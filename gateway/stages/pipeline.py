@@ -24,6 +24,7 @@ import structlog
 from gateway.observe.logs import describe_error
 from gateway.stages.context import Record, Stages
 from gateway.stages.message import TRY_LATER, Reply, Submission
+from policies import scan
 from policies.events import EventKind
 from policies.loader import Policy
 
@@ -92,8 +93,7 @@ def check_line_endings(raw: bytes) -> Reply | None:
     """Bare CR, bare LF and NUL are refused (SMTP smuggling; SECURITY.md items 1 and 2)."""
     if not raw or raw.isspace():  # (not `raw.strip()`: a copy of the whole message)
         return Reply.of(554, "5.6.0", "Message refused: it is empty.")
-    crlf = raw.count(b"\r\n")
-    if b"\x00" in raw or raw.count(b"\r") != crlf or raw.count(b"\n") != crlf:
+    if scan.unsafe_line_ends(raw):
         return Reply.of(554, "5.6.0", "Message refused: bare CR or LF line endings, or NUL "
                         "characters. Lines must end with CRLF.")
     return None

@@ -122,6 +122,30 @@ async def test_a_process_that_dies_costs_one_451_and_the_next_message_is_read(
         assert _counted(gw, "casegate_classifier_failures_total") == 1
 
 
+async def test_while_no_process_can_start_each_message_gets_451(tmp_path: Path,
+                                                                  sink: Sink) -> None:
+    """A process killed while its replacement cannot start (the registry's key was replaced
+    meanwhile): every message gets 451 and tries to start one again; once the key is back, a
+    message starts one and the next is read."""
+    async with running_gateway(tmp_path, sink, extra_config=_config()) as gw:
+        classifiers = gw.gateway.stages.classifiers
+        assert classifiers is not None
+        key = gw.app.data_dir / "case-index.key"
+        kept = key.read_bytes()
+        key.write_bytes(bytes(32))
+        os.kill(classifiers.pids()[0], signal.SIGKILL)
+        raws = [message(to=(SECURE,), body=f"Message {n}.") for n in range(5)]
+        assert [await gw.run(_send, gw, raw, SECURE) for raw in raws[:3]] == [451] * 3
+        await classifiers.settled()  # the last start tried with the wrong key has failed
+        key.write_bytes(kept)
+        assert classifiers.pids() == []
+        assert await gw.run(_send, gw, raws[3], SECURE) == 451  # and starts one
+        assert await gw.run(_send, gw, raws[4], SECURE) == 250
+        assert len(classifiers.pids()) == 1
+        assert [m.data.count(b"Message 4.") for m in sink.messages] == [1]
+        assert _counted(gw, "casegate_classifier_failures_total") == 4
+
+
 async def test_a_process_that_stops_answering_is_replaced(tmp_path: Path, sink: Sink) -> None:
     """A process that does not answer in time (stopped here with SIGSTOP) is stuck: its
     message gets 451 and nothing leaves, and the process is killed and replaced, so the next

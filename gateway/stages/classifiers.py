@@ -45,7 +45,9 @@ never a lost or doubled one:
 - A process that has not answered after `HARD_SECONDS` beyond the policy's time for a message
   (`[content.limits] message_seconds`, which the classification keeps to itself) is stuck: it is
   killed and replaced. A thread cannot be stopped so.
-- A process that cannot start stops the gateway's start (StartupError, with its reason).
+- A process that cannot start stops the gateway's start (StartupError, with its reason). One
+  that cannot start later, in place of another, is logged; while none is running, each message
+  gets its 451 and has another start tried.
 """
 
 from __future__ import annotations
@@ -100,7 +102,9 @@ class Classifiers:
                                     app.database.url))
         # A process that has not answered a message after this long is stuck.
         self.stuck_seconds = app.policy.content.limits.message_seconds + HARD_SECONDS
-        self._idle: asyncio.Queue[_Process] = asyncio.Queue()
+        # Processes ready for a message; None wakes a waiting message when none could start.
+        self._idle: asyncio.Queue[_Process | None] = asyncio.Queue()
+        self._waiting = 0  # messages waiting for an idle process
         self._all: set[_Process] = set()
         self._starting: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -136,11 +140,22 @@ class Classifiers:
 
     async def classify(self, raw: bytes) -> MessageFacts:
         """The message's facts, read in the next idle process (waiting for one).
-        ClassifierUnavailable when that process died or got stuck meanwhile; another is
-        started in its place."""
+        ClassifierUnavailable when that process died or got stuck meanwhile (another is
+        started in its place), or when none is running (one is started for the next
+        message)."""
         if self._closed:
             raise ClassifierUnavailable("the classifier processes are stopped")
-        process = await self._idle.get()
+        if not self._all and not self._starting:  # every restart failed: try once more
+            self._start_another()
+            raise ClassifierUnavailable("no classifier process is running; try again later")
+        self._waiting += 1
+        try:
+            process = await self._idle.get()
+        finally:
+            self._waiting -= 1
+        if process is None:
+            raise ClassifierUnavailable("no classifier process could be started; try again "
+                                        "later")
         # Shielded: a caller that goes away (its client left) does not leave a process with
         # an answer nobody reads, which the next message would be given.
         return await asyncio.shield(self._read(process, raw))
@@ -148,10 +163,10 @@ class Classifiers:
     async def _read(self, process: _Process, raw: bytes) -> MessageFacts:
         try:
             answer = await asyncio.wait_for(process.call(raw), self.stuck_seconds)
-        except (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError) as exc:
+        except Exception as exc:  # where the process stands in the exchange is unknown now
             why = "got stuck" if isinstance(exc, TimeoutError) else "died"
             log.error("classifier-process-failed", pid=process.pid, why=why, size=len(raw),
-                      returncode=process.returncode)
+                      returncode=process.returncode, error=type(exc).__name__)
             self._replace(process)
             raise ClassifierUnavailable(f"a classifier process {why} while it read the "
                                         "message; try again later") from None
@@ -166,18 +181,29 @@ class Classifiers:
         """Kill a process that failed, and start another in its place (in the background)."""
         self._all.discard(process)
         process.kill()
+        self._start_another()
+
+    def _start_another(self) -> None:
         if self._closed:
             return
 
         async def again() -> None:
             try:
                 self._idle.put_nowait(await self._spawn())
-            except StartupError as exc:  # the next message waits; the log says why
+            except Exception as exc:  # the log says why; the next message tries again
                 log.error("classifier-process-not-restarted", reason=str(exc))
+                if not self._all:  # nothing will serve the messages waiting: a 451 each
+                    for _ in range(self._waiting):
+                        self._idle.put_nowait(None)
 
         task = asyncio.ensure_future(again())
         self._starting.add(task)
         task.add_done_callback(self._starting.discard)
+
+    async def settled(self) -> None:
+        """Wait until no process is being started in the background (after a failure)."""
+        while self._starting:
+            await asyncio.gather(*self._starting, return_exceptions=True)
 
     async def close(self) -> None:
         """Stop the processes (a message being read is answered first)."""
@@ -269,7 +295,7 @@ def serve(frames_in: BinaryIO, frames_out: BinaryIO) -> None:
     try:
         classify = _started(*pickle.loads(start))  # noqa: S301 - from the gateway that started it
     except Exception as exc:  # its reason goes back to the gateway, which stops its start
-        _write_frame(frames_out, exc)
+        _write_frame(frames_out, RuntimeError(str(exc)))
         return
     _write_frame(frames_out, ("ready", os.getpid()))
     while (raw := _read_frame(frames_in)) is not None:

@@ -215,21 +215,7 @@ class Process:
     def memory_kb(self, field_name: str) -> int:
         """A field of /proc/PID/status, summed over the process and its running children
         (for VmHWM, each one's own peak: at most what they held at once)."""
-        total = 0
-        for pid in (self.pid, *self.children()):
-            status = Path(f"/proc/{pid}/status").read_text()
-            found = re.search(rf"^{field_name}:\s+(\d+) kB", status, re.M)
-            if not found:
-                raise BenchError(f"no {field_name} in /proc/{pid}/status")
-            total += int(found.group(1))
-        return total
-
-    @staticmethod
-    def rss_mib(pid: int) -> float:
-        """The resident memory of one process, in MiB."""
-        status = Path(f"/proc/{pid}/status").read_text()
-        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-        return int(found.group(1)) / 1024 if found else 0.0
+        return sum(_status_kb(pid, field_name) for pid in (self.pid, *self.children()))
 
     def reset_peak(self) -> int:
         """Reset VmHWM to the current RSS (clear_refs 5), of the process and its children,
@@ -237,6 +223,15 @@ class Process:
         for pid in (self.pid, *self.children()):
             Path(f"/proc/{pid}/clear_refs").write_text("5")
         return self.memory_kb("VmRSS") * 1024
+
+
+def _status_kb(pid: int, field_name: str) -> int:
+    """A field of /proc/PID/status, in kB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(rf"^{field_name}:\s+(\d+) kB", status, re.M)
+    if not found:
+        raise BenchError(f"no {field_name} in /proc/{pid}/status")
+    return int(found.group(1))
 
 
 def _stat(pid: int) -> list[str]:
@@ -669,10 +664,10 @@ def throughput(scratch: Path, runs: int, scale: float, persistent: bool, sizes: 
                                     extra_config, registry=registry)
     bare = start_bare_relay(sink.port, scratch, started)
     gateway = start_casegate("casegate", config, data, scratch, started)
-    children = [Process.rss_mib(pid) for pid in gateway.children()]
-    print(f"casegate started: {Process.rss_mib(gateway.pid):.0f} MiB resident, and "
-          f"{len(children)} child process(es) of {', '.join(f'{c:.0f}' for c in children)} MiB",
-          flush=True)
+    children = [_status_kb(pid, "VmRSS") / 1024 for pid in gateway.children()]
+    print(f"casegate started: {_status_kb(gateway.pid, 'VmRSS') / 1024:.0f} MiB resident"
+          + (f", its {len(children)} classifier processes "
+             f"{', '.join(f'{c:.0f}' for c in children)} MiB" if children else ""), flush=True)
     bodies = Bodies(scratch)
     relays: dict[str, tuple[int, Process | None]] = {
         "postfix": (sink.port, None), "bare": (bare.port, bare),

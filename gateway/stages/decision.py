@@ -37,11 +37,13 @@ async def decide(stages: Stages, submission: Submission) -> Decision:
     on the loop for a small message that holds no file needing a reader of its own, with the
     registry's snapshot read in the stores' thread (`App.snapshot_async`); anything else in a
     worker thread altogether, so the event loop stays responsive, one message at a time
-    (`Stages.evaluations`). The snapshot the
-    transaction's RCPTs read is used instead while it is fresh (`TransactionSnapshot`): no
-    second trip to the stores."""
+    (`Stages.evaluations`). Each way, the snapshot the transaction's RCPTs read is used while
+    it is fresh (`TransactionSnapshot`): no second trip to the stores."""
     app = stages.app
     now = stages.clock()
+
+    def held() -> Snapshot | None:
+        return submission.snapshots.fresh() if submission.snapshots else None
 
     def evaluate(snapshot: Snapshot, quick: bool = False) -> Decision:
         return engine.evaluate(
@@ -57,22 +59,18 @@ async def decide(stages: Stages, submission: Submission) -> Decision:
             stages.metrics.inc("casegate_classifier_failures_total")
             raise  # 451: the client sends it again
         stages.metrics.inc("casegate_classified_in_processes_total")
-        # The transaction's snapshot while it is fresh, as below: what the registry held at
-        # most a second ago (`TransactionSnapshot`).
-        held = submission.snapshots.fresh() if submission.snapshots else None
         return engine.decide(facts, submission.sender, submission.recipients, app.policy,
-                             held or await app.snapshot_async(now),
+                             held() or await app.snapshot_async(now),
                              app.config.policy.multiple_external)
     if (len(submission.raw) <= INLINE_DECISION_BYTES
             and submission.raw.count(b"\n--") <= INLINE_DECISION_DELIMITERS):
-        held = submission.snapshots.fresh() if submission.snapshots else None
         try:
-            return evaluate(held or await app.snapshot_async(now), quick=True)
+            return evaluate(held() or await app.snapshot_async(now), quick=True)
         except TakesLonger:
             pass  # read again in a worker thread
     async with stages.evaluations:
-        held = submission.snapshots.fresh() if submission.snapshots else None
-        return await asyncio.to_thread(lambda: evaluate(held or app.snapshot(now)))
+        snapshot = held()
+        return await asyncio.to_thread(lambda: evaluate(snapshot or app.snapshot(now)))
 
 
 async def record_decision(stages: Stages, record: Record, decision: Decision,

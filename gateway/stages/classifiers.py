@@ -40,8 +40,8 @@ the interpreter lock they take), against 0.1 ms for these pipes (scratch `ipc.py
 Failure, always a 451 for the message (fail closed: the client keeps it and sends it again),
 never a lost or doubled one:
 - A process that dies (killed, out of memory, a crash in a native reader) fails the message it
-  was reading, and another process is started in its place. In the gateway process, the same
-  crash would stop the gateway.
+  was reading (or, dead between messages, the next one it is given), and another process is
+  started in its place. In the gateway process, the same crash would stop the gateway.
 - A process that has not answered after `HARD_SECONDS` beyond the policy's time for a message
   (`[content.limits] message_seconds`, which the classification keeps to itself) is stuck: it is
   killed and replaced. A thread cannot be stopped so.

@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from gateway.app import App
@@ -71,6 +72,13 @@ def _classifier_processes() -> list[int]:
         if int(stat[1]) == os.getpid() and b"gateway.stages.classifiers" in command:
             found.append(int(entry.name))
     return found
+
+
+async def _readiness(gw: Harness) -> tuple[int, str]:
+    """/readyz on the metrics listener, which says what is wrong."""
+    async with aiohttp.ClientSession() as session, session.get(
+            f"http://127.0.0.1:{gw.gateway.metrics_port}/readyz") as response:
+        return response.status, await response.text()
 
 
 def _counted(gw: Harness, name: str) -> float:
@@ -139,9 +147,11 @@ async def test_while_no_process_can_start_each_message_gets_451(tmp_path: Path,
         await classifiers.settled()  # the last start tried with the wrong key has failed
         key.write_bytes(kept)
         assert classifiers.pids() == []
+        assert await _readiness(gw) == (503, "not ready: no classifier process running\n")
         assert await gw.run(_send, gw, raws[3], SECURE) == 451  # and starts one
         assert await gw.run(_send, gw, raws[4], SECURE) == 250
         assert len(classifiers.pids()) == 1
+        assert await _readiness(gw) == (200, "ready\n")
         assert [m.data.count(b"Message 4.") for m in sink.messages] == [1]
         assert _counted(gw, "casegate_classifier_failures_total") == 4
 

@@ -357,10 +357,12 @@ def listening(key: str, host: str, port: int) -> Iterator[None]:
 
 
 async def readiness_problems(stages: Stages) -> list[str]:
-    """Stores open, the database answering (PostgreSQL), and the upstream reachable or the
-    outbox writable."""
+    """Stores open, the database answering (PostgreSQL), the upstream reachable or the
+    outbox writable, and, when there are to be classifier processes, one running."""
     problems: list[str] = []
     app = stages.app
+    if stages.classifiers is not None and not stages.classifiers.pids():
+        problems.append("no classifier process running")
     if not app.database.is_sqlite:
         try:
             await asyncio.to_thread(app.database.ping)

@@ -47,7 +47,7 @@ never a lost or doubled one:
   killed and replaced. A thread cannot be stopped so.
 - A process that cannot start stops the gateway's start (StartupError, with its reason). One
   that cannot start later, in place of another, is logged; while none is running, each message
-  gets its 451 and has another start tried.
+  gets its 451 and has another start tried, and the gateway is not ready (/readyz).
 """
 
 from __future__ import annotations

@@ -88,7 +88,9 @@ class Policy:
     Compared and hashed by identity: one Policy is built at start-up and shared.
     """
 
-    sources: tuple[str, ...]
+    # (source, TOML text) of each document, as given to `parse_policy`: what builds the same
+    # Policy again (a classifier process does, gateway/stages/classifiers.py)
+    documents: tuple[tuple[str, str], ...] = field(repr=False)
     rules: Mapping[str, Rule]
     information_types: Mapping[str, InformationType]
     internal_domains: tuple[str, ...]
@@ -106,9 +108,10 @@ class Policy:
     # issue 13: the lists policies/restricted.py weighs signals against (check agencies, the
     # legal team, the instructed lawyers), and the instructed lawyers legal advice may go to
     restricted: Sources = field(default_factory=Sources)
-    # (source, TOML text) of each document, as given to `parse_policy`: what builds the same
-    # Policy again (a classifier process does, gateway/stages/classifiers.py)
-    documents: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Where each document came from, in the order applied."""
+        return tuple(source for source, _ in self.documents)
 
     def rule(self, rule_id: str) -> Rule:
         """The rule with this id; a KeyError names it when the policy has no such rule."""
@@ -324,7 +327,6 @@ def parse_policy(documents: Sequence[tuple[str, str]]) -> Policy:
     root.read.update({"content", "post"})  # validated above by their own modules
     root.done()
     return Policy(
-        sources=tuple(source for source, _ in documents),
         documents=tuple((source, text) for source, text in documents),
         rules=MappingProxyType(rules),
         information_types=MappingProxyType(information_types),

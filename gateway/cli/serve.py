@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import signal
 from dataclasses import replace
@@ -23,7 +22,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from gateway.app import OUTBOX_DIR, App, dkim_signer
+from gateway.app import OUTBOX_DIR, App, dkim_signer, settle_heap
 from gateway.cli.common import UsageError, add_common, open_app
 from gateway.config import Config, check_values, read_bearer_token
 from gateway.observe.logs import STDOUT, configure_logging
@@ -97,14 +96,6 @@ async def reload_keys(app: App, gateway: Gateway) -> None:
     log.info("keys-reloaded", current=keyring.current_id, previous=previous)
     await app.audit.record_async(EventKind.KEY_RELOADED, key_id=keyring.current_id,
                                  previous_key_id=previous)
-
-
-def settle_heap() -> None:
-    """Move what start-up built (policy, patterns, keys, caches) out of the garbage collector's
-    way: it lives as long as the process, and each full collection would scan it again (tens of
-    milliseconds of pause with a large registry)."""
-    gc.collect()
-    gc.freeze()
 
 
 def with_flags(config: Config, args: argparse.Namespace) -> Config:

@@ -190,12 +190,6 @@ async def start_gateway(
                                 config.smtp.max_recipients, pinned,
                                 buffers=BufferBudget(config.smtp.max_buffered_bytes))
     gateway = Gateway(stages=stages, handler=handler, certificate=certificate)
-    try:
-        if stages.classifiers is not None:
-            await stages.classifiers.start()
-    except BaseException:
-        await gateway.stop(drain_seconds=0)
-        raise
     limiter = ConnectionLimiter(ConnectionLimits(
         total=config.smtp.max_connections,
         per_client=config.smtp.max_connections_per_client,
@@ -204,6 +198,8 @@ async def start_gateway(
     ))  # one for both SMTP ports
     trusted = trusted_networks(config.proxy.trusted)  # load balancers sending PROXY headers
     try:
+        if stages.classifiers is not None:  # ready before the first message can come
+            await stages.classifiers.start()
         gateway.smtp_port = await _listen_smtp(gateway, handler, limiter, config, context,
                                                config.smtp.port, trusted, implicit=False)
         if serve_implicit:

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import pickle
 import signal
@@ -68,7 +67,7 @@ from typing import Any, BinaryIO
 import structlog
 
 import gateway
-from gateway.app import App, open_cases, open_database
+from gateway.app import App, open_cases, open_database, settle_heap
 from gateway.config import Config, StartupError
 from policies import content
 from policies.loader import parse_policy
@@ -217,12 +216,12 @@ class Classifiers:
 
 
 class _Process:
-    """One classifier process and its two pipes; one call at a time."""
+    """One classifier process and its two pipes. One call at a time: `Classifiers` hands a
+    process to one message at a time (its idle queue), and starts it before that."""
 
     def __init__(self, child: asyncio.subprocess.Process) -> None:
         self.child = child
         self.pid = child.pid
-        self._busy = asyncio.Lock()
 
     @property
     def returncode(self) -> int | None:
@@ -261,12 +260,11 @@ class _Process:
         """Send one frame, and read and unpickle the one answering it."""
         stdin, stdout = self.child.stdin, self.child.stdout
         assert stdin is not None and stdout is not None
-        async with self._busy:
-            stdin.write(_LENGTH.pack(len(data)))
-            stdin.write(data)  # (writelines would join the two: a copy of the message)
-            await stdin.drain()
-            size = _LENGTH.unpack(await stdout.readexactly(_LENGTH.size))[0]
-            return pickle.loads(await stdout.readexactly(size))  # noqa: S301 - our own child
+        stdin.write(_LENGTH.pack(len(data)))
+        stdin.write(data)  # (writelines would join the two: a copy of the message)
+        await stdin.drain()
+        size = _LENGTH.unpack(await stdout.readexactly(_LENGTH.size))[0]
+        return pickle.loads(await stdout.readexactly(size))  # noqa: S301 - our own child
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -310,14 +308,13 @@ def serve(frames_in: BinaryIO, frames_out: BinaryIO) -> None:
 def _started(documents: tuple[tuple[str, str], ...], config: Config, data_dir: str,
              database_url: str) -> Callable[[bytes], MessageFacts]:
     """The policy's content rules, the registry and its index, the scan engine's databases;
-    then what start-up built is moved out of the garbage collector's way (as the gateway does,
-    gateway.cli.serve.settle_heap). Returns what reads one message."""
+    then what start-up built is moved out of the garbage collector's way (`settle_heap`, as
+    the gateway does). Returns what reads one message."""
     rules = parse_policy(documents).content
     content.warm(rules)
     cases = open_cases(open_database(config, Path(data_dir), database_url))
     cases.index()
-    gc.collect()
-    gc.freeze()
+    settle_heap()
 
     def classify(raw: bytes) -> MessageFacts:
         return content.classify_message(raw, rules, time.monotonic, cases.index())

@@ -27,6 +27,13 @@ def add_c1(store: PortalStore, keyring: Keyring | None = None) -> None:
                    attachment_parts=[3, 5], now=NOW, expires=NOW + timedelta(days=30))
 
 
+def add_c2(store: PortalStore) -> None:
+    sealed = seal(Keyring.new(), b"y", copy_id="c2", recipient="dad@example.org")
+    store.add_copy(copy_id="c2", link_token="link-2", copy_key="k2", sender="jo@cafcass.gov.uk",
+                   recipient="dad@example.org", decision_id="d2", sealed=sealed, size=1,
+                   attachment_parts=[], now=NOW, expires=NOW + timedelta(days=30))
+
+
 @pytest.fixture
 def store(database: Database) -> Iterator[PortalStore]:
     opened = PortalStore(database)
@@ -73,6 +80,64 @@ def test_notified_is_committed_unsynced_and_the_store_goes_back_to_full(
         with pytest.raises(sqlite3.IntegrityError), store._writing(synced=False):
             store._db.execute("INSERT INTO portal_copy (id) VALUES (NULL)")
         assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # after a failure too
+
+
+def test_a_group_commit_syncs_the_threads_writes_once_as_it_ends(
+        store: PortalStore, database: Database) -> None:
+    """Inside `group_commit` this thread's synced writes commit without waiting for the disk
+    (synchronous=NORMAL), and leaving it makes them durable with one synced write; another
+    thread's writes meanwhile are synced each, and a block that wrote nothing writes nothing
+    more. On PostgreSQL every commit is durable and nothing changes."""
+    statements: list[str] = []
+    if database.is_sqlite:
+        store._db.set_trace_callback(statements.append)
+    with store.group_commit():
+        store.activate("c1")
+        add_c2(store)
+        inside = len(statements)
+        other = threading.Thread(target=store.withdraw, args=("c1",))
+        other.start()
+        other.join()
+        by_other = statements[inside:]
+    first_block = len(statements)
+    with store.group_commit():
+        assert store.reusable("k2", "dad@example.org") is not None
+    if database.is_sqlite:
+        store._db.set_trace_callback(None)
+        relaxed = [s for s in statements[:inside] if s.startswith("PRAGMA synchronous")]
+        assert relaxed == ["PRAGMA synchronous=NORMAL", "PRAGMA synchronous=FULL"] * 2
+        assert not any(s.startswith("PRAGMA synchronous") for s in by_other)
+        syncs = [s for s in statements if s.startswith("PRAGMA user_version =")]
+        assert syncs == ["PRAGMA user_version = 0"]
+        # as the first block ended, after every write in it
+        assert inside + len(by_other) <= statements.index(syncs[0]) < first_block
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+    again = PortalStore(database)  # committed: another connection reads them
+    try:
+        assert again.reusable("k2", "dad@example.org") is not None
+        first = again.reusable("k1", "mum@example.org")
+        assert first is not None and first.state is CopyState.PENDING  # withdrawn
+    finally:
+        again.close()
+
+
+def test_a_group_commit_whose_sync_fails_raises(tmp_path: Path) -> None:
+    """When the one synced write at the end fails (here: the file is locked by another
+    writer), leaving the block raises: its writes may not be counted on as durable, and the
+    portal delivery answers their messages 4xx (transports/worker.py)."""
+    database = Database(data_dir=tmp_path)
+    store = PortalStore(database)
+    other = sqlite3.connect(tmp_path / PORTAL_DB_FILE, isolation_level=None)
+    try:
+        store._db.execute("PRAGMA busy_timeout = 20")
+        with pytest.raises(sqlite3.OperationalError, match="locked"), store.group_commit():
+            add_c1(store)
+            other.execute("BEGIN IMMEDIATE")  # a writer holds the file as the block ends
+        other.execute("ROLLBACK")
+        assert store.reusable("k1", "mum@example.org") is not None  # committed, not synced
+    finally:
+        other.close()
+        store.close()
 
 
 def test_codes_are_six_digits_and_single_use(store: PortalStore) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -83,3 +85,78 @@ async def test_close_runs_what_was_asked_then_refuses(worker: StoreWorker) -> No
     with pytest.raises(WorkerClosed):
         await worker.run(lambda: "too late")
     worker.close()  # a second close does nothing
+
+
+async def holding(worker: StoreWorker, gate: threading.Event) -> asyncio.Future[bool]:
+    """A call that holds the worker's thread until `gate` is set, once it is running: a batch
+    of its own, and the calls asked for meanwhile make the next one."""
+    running = threading.Event()
+
+    def hold() -> bool:
+        running.set()
+        return gate.wait()
+
+    held = asyncio.ensure_future(worker.run(hold))
+    await asyncio.to_thread(running.wait)
+    return held
+
+
+async def test_a_batch_runs_inside_the_batch_context_and_is_answered_after_it() -> None:
+    """With a `batch` context (a store's group commit), the calls asked for together run
+    inside one entry of it, and none of their callers is answered before it is left."""
+    seen: list[str] = []
+    answered_inside: list[bool] = []
+    futures: list[asyncio.Future[str]] = []
+
+    @contextlib.contextmanager
+    def batch() -> Iterator[None]:
+        seen.append("enter")
+        yield
+        answered_inside.append(any(f.done() for f in futures))
+        seen.append("leave")
+
+    worker = StoreWorker("test-worker", batch=batch)
+    gate = threading.Event()
+    blocker = await holding(worker, gate)  # the first batch: this call alone
+    futures += [asyncio.ensure_future(worker.run(seen.append, f"call {n}")) for n in range(3)]
+    await asyncio.sleep(0)  # all queued while the thread is held: the second batch
+    gate.set()
+    try:
+        assert await blocker is True
+        await asyncio.gather(*futures)
+    finally:
+        await asyncio.to_thread(worker.close)
+    assert seen == ["enter", "leave", "enter", "call 0", "call 1", "call 2", "leave"]
+    assert answered_inside == [False, False]
+
+
+async def test_when_the_batch_context_fails_every_call_of_the_batch_fails_with_it() -> None:
+    """A batch context that raises as it is left (its commit failed) hands its exception to
+    every call of the batch that had succeeded; a call that raised keeps its own; the next
+    batch runs as usual."""
+    fails = [False, True, False]  # the first batch, the second, the third
+
+    @contextlib.contextmanager
+    def batch() -> Iterator[None]:
+        yield
+        if fails.pop(0):
+            raise OSError("fsync failed")
+
+    def fail() -> None:
+        raise ValueError("no such row")
+
+    worker = StoreWorker("test-worker", batch=batch)
+    gate = threading.Event()
+    first = await holding(worker, gate)
+    second = [asyncio.ensure_future(worker.run(lambda: "written")),
+              asyncio.ensure_future(worker.run(fail))]
+    await asyncio.sleep(0)
+    gate.set()
+    try:
+        assert await first is True
+        written, failed = await asyncio.gather(*second, return_exceptions=True)
+        assert await worker.run(lambda: "later") == "later"
+    finally:
+        await asyncio.to_thread(worker.close)
+    assert isinstance(written, OSError) and str(written) == "fsync failed"
+    assert isinstance(failed, ValueError)

@@ -9,14 +9,20 @@ Under load the thread is rarely idle: calls asked for while it runs (or waits fo
 taken together, and their callers are woken with one call into their loop, so many calls share
 each trip between threads, which is what costs (the audit store's writer commits the same way).
 A call that raises gives its exception to its caller alone.
+
+A store whose writes may share one trip to the disk gives the worker a `batch` context: every
+batch of calls runs inside it, and no caller is answered before it is left (its group commit:
+the portal store makes a batch's copies durable with one fsync, gateway/stores/portal.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -35,10 +41,16 @@ class _Call:
 
 
 class StoreWorker:
-    """Runs blocking calls in one thread of its own, started by the first call."""
+    """Runs blocking calls in one thread of its own, started by the first call.
 
-    def __init__(self, name: str) -> None:
+    With `batch`, each batch of calls runs inside `batch()`, and is answered once it is left;
+    when entering or leaving it raises, every call of the batch that did not raise itself
+    gets that exception (what they wrote cannot be counted on)."""
+
+    def __init__(self, name: str,
+                 batch: Callable[[], AbstractContextManager[object]] | None = None) -> None:
         self.name = name
+        self._batch = batch or contextlib.nullcontext
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._lock = threading.Lock()  # guards the two fields below, and the queue's last item
         self._thread: threading.Thread | None = None
@@ -77,14 +89,9 @@ class StoreWorker:
             batch = [self._queue.get()]  # waits for the next call
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            ran = self._run(batch)
             settled: dict[asyncio.AbstractEventLoop, list[tuple[_Call, Any, bool]]] = {}
-            for call in batch:
-                if call is None:  # closed: it came last
-                    continue
-                try:
-                    outcome, failed = call.work(), False
-                except BaseException as exc:  # the caller gets it, the worker goes on
-                    outcome, failed = exc, True
+            for call, outcome, failed in ran:
                 settled.setdefault(call.loop, []).append((call, outcome, failed))
             for loop, answers in settled.items():
                 try:
@@ -93,6 +100,25 @@ class StoreWorker:
                     pass
             if None in batch:
                 return
+
+    def _run(self, batch: list[_Call | None]) -> list[tuple[_Call, Any, bool]]:
+        """Run the batch's calls in order, inside the worker's `batch` context: each call's
+        (call, outcome, failed)."""
+        calls = [call for call in batch if call is not None]  # None: closed, it came last
+        ran: list[tuple[_Call, Any, bool]] = []
+        if not calls:
+            return ran
+        try:
+            with self._batch():
+                for call in calls:
+                    try:
+                        ran.append((call, call.work(), False))
+                    except BaseException as exc:  # the caller gets it, the worker goes on
+                        ran.append((call, exc, True))
+        except BaseException as exc:  # the batch's context failed: no call's answer holds
+            raised = {id(call): outcome for call, outcome, failed in ran if failed}
+            return [(call, raised.get(id(call), exc), True) for call in calls]
+        return ran
 
 
 def _settle(answers: list[tuple[_Call, Any, bool]]) -> None:

@@ -81,6 +81,16 @@ def test_fold_of_ascii_text_replaces_crlf_then_translates(text: str) -> None:
     assert fold(text) == expected
 
 
+@pytest.mark.parametrize("over", [False, True])
+def test_ascii_text_with_crlf_folds_alike_on_either_side_of_the_bytes_path(over: bool) -> None:
+    """ASCII text whose every CR ends a CRLF has its CRs deleted from its bytes up to
+    `_BYTES_FOLD_MAX` characters, and by str.replace past it: the same folded text."""
+    line = "Call 0161 496 0732 on 03/11/2025.\r\n"
+    text = line * (normalise._BYTES_FOLD_MAX // len(line) + over)
+    assert (len(text) > normalise._BYTES_FOLD_MAX) == over
+    assert normalise.fold_parts(text) == [text.replace("\r\n", "\n")]
+
+
 # Characters whose folding depends on what is beside them (combining marks, jamo, halfwidth
 # voiced marks, CRLF), and ones the table changes.
 FOLD_PIECES = ["a", "\u00e9", "e\u0301", "\u0301", "\u0345", "\n", "\r", "\r\n", "\t", "\x0b",

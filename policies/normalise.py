@@ -110,10 +110,10 @@ def fold(text: str) -> str:
 
 
 # The longest ASCII text whose CRs are deleted from its bytes (`fold_parts`), which holds one
-# more copy of it for a moment: at most 256 KiB, within the fixed overhead the gateway is
+# more copy of it for a moment: at most 64 KiB, well within the fixed overhead the gateway is
 # allowed for a message (tests/test_message_memory.py, SLACK: 1 MiB). A longer text takes
 # str.replace, which holds no copy beside the text and the result.
-_BYTES_FOLD_MAX = 1 << 18
+_BYTES_FOLD_MAX = 1 << 16
 
 
 def fold_parts(text: str) -> list[str]:

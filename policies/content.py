@@ -138,6 +138,7 @@ def warm(rules: ContentRules) -> None:
     identifiers.scan_text("warm 1", patterns, _gates(rules), patterns)
     identifiers.scan_text("warm 1", patterns)
     identifiers.scan_text("warm 1", (), _DATE_GATE)
+    identifiers.warm_dates()  # where the registry's matcher tries dates
     scan.warm_line_ends()  # and the line-end checks' (policies/mime.py, normalise.py)
 
 

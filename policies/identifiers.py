@@ -481,17 +481,18 @@ def _date_starts(text: str) -> Iterator[int]:
         more = _NOT_BLANK_OR_DOT.search(text, offset + _DATE_SLICE)
         stop = len(text) if more is None else more.start()
         low = max(0, offset - 1)
-        classes = text[low:stop + _DATE_READ_ON].encode("ascii").translate(_DATE_CLASSES)
+        classes = _run_starts(text[low:stop + _DATE_READ_ON].encode("ascii")
+                              .translate(_DATE_CLASSES))
         # (finditer without an end: a match reads on past it; those starting past it dropped)
         starts: list[int] = []
         months = False
-        for found in _DATE_SHAPE.finditer(classes, offset - low):
-            at = low + found.start()
+        for place, may_start, day in _date_shapes(classes, offset - low):
+            at = low + place
             if at >= stop:
                 break
-            if found.lastindex != _DAY_ONLY:  # a date may start here
+            if may_start:  # a date may start here
                 starts.append(at)
-            if found.lastindex is not None:  # a day after a month name: the name's start
+            if day:  # a day after a month name: the name's start
                 word_end = _month_end(text, at)
                 names = _MONTHS_BY_ENDING.get(text[max(0, word_end - 3):word_end].lower(), ())
                 starts += [word_end - len(n) for n in names if len(n) <= word_end]
@@ -505,6 +506,41 @@ def _date_starts(text: str) -> Iterator[int]:
             last = starts[-1]
             yield from starts
         offset = stop
+
+
+def _date_shapes(classes: bytes, pos: int) -> Iterator[tuple[int, bool, bool]]:
+    """Where `_DATE_SHAPE` matches in `classes` from `pos`: (place, a date may start there,
+    a day after a month name lies there). The scan engine, when it is native, finds where the
+    two shapes of `_DATE_SHAPES_NATIVE` start, and their lookbehinds are read here; else the
+    regex engine tries `_DATE_SHAPE` at every run's first digit. (Each match is one character
+    long: the matches of `finditer` are those of `match` at every place from `pos`.)"""
+    places = scan.shape_starts(classes, _DATE_SHAPES_NATIVE)
+    if places is None:
+        for found in _DATE_SHAPE.finditer(classes, pos):
+            yield found.start(), found.lastindex != _DAY_ONLY, found.lastindex is not None
+        return
+    for place, shapes in places:
+        if place < pos:
+            continue
+        before = classes[place - 1] if place else 0
+        may_start = bool(shapes & 1) and before != _LETTER  # (?<!a0)
+        day = bool(shapes & 2) and before == _BLANK  # (?<= 0)
+        if may_start or day:
+            yield place, may_start, day
+
+
+_LETTER, _BLANK = ord("a"), ord(" ")
+
+
+def warm_dates() -> None:
+    """Compile the scan engine's database for where dates may start (`_date_shapes`)."""
+    scan.shape_starts(b"0/0/0D", _DATE_SHAPES_NATIVE)
+
+
+def _run_starts(classes: bytes) -> bytes:
+    """The classes with every digit ("0") but the first of its run made "D", at C speed: each
+    "00" becomes "0D" (left to right, so a run reads "0D0D..."), then each "D0" "DD"."""
+    return classes.replace(b"00", b"0D").replace(b"D0", b"DD")
 
 
 def _month_end(text: str, day: int) -> int:
@@ -522,6 +558,7 @@ _DATE_SLICE = 1 << 14  # characters `_date_starts` reads at a time (at most half
 _DATE_READ_ON = 16  # characters read past a slice's end: a date's first two numbers and more
 # Each ASCII character as its class for `_date_starts`: a digit "0", a letter "a", white space
 # " " (what `\s` matches), "-" itself, "/" and "." as "/", anything else "#" (a comma too).
+# Then every digit but the first of its run becomes "D" (`_RUN_STARTS`).
 _DATE_CLASSES = bytes(
     0x30 if chr(c).isdigit() else 0x61 if chr(c).isalpha() else 0x20 if chr(c).isspace()
     else c if chr(c) == "-" else 0x2F if chr(c) in "/." else 0x23 for c in range(256))
@@ -537,11 +574,21 @@ _DATE_CLASSES = bytes(
 # taken for good (`?+`: without it, 59 ms against 42 over a 2 MB table's classes). It starts
 # with the character it finds (the regex engine skips to it at C speed; a lookbehind first
 # was tried at every character).
-_DATE_AT = rb"(?=0?+(?:[-/]0{1,2}[-/]00|(?:aa)? +(?:a|\Z))|000-0)"
-_DAY_AT = rb"(?<= 0)(?=0?+(?:aa)?#? +(?:0000|0{0,3}\Z))"
+# Written over the classes with each run of digits as "0" then "D"s: the regex engine skips to
+# the first digit of a run and is tried there only (a table of payments is nearly all digits).
+_DATE_AT = rb"(?=D?+(?:[-/]0D?[-/]0D|(?:aa)? +(?:a|\Z))|DDD-0)"
+_DAY_AT = rb"(?<= 0)(?=D?+(?:aa)?#? +(?:0DDD|(?:0D{0,2})?\Z))"
 _DATE_SHAPE = re.compile(
-    rb"0(?<![a0]0)(?:" + _DATE_AT + rb"(?:" + _DAY_AT + rb"())?|" + _DAY_AT + rb"())")
+    rb"0(?<!a0)(?:" + _DATE_AT + rb"(?:" + _DAY_AT + rb"())?|" + _DAY_AT + rb"())")
 _DAY_ONLY = 2  # the group that says a match is a day after a month name only
+# The same two shapes for the scan engine, which has no lookaround: a date's and a day's, from
+# a run's first digit. Possessive or not, each matches where `_DATE_SHAPE`'s does (what may
+# follow "D?" never begins with a "D"); their lookbehinds are read by `_date_shapes`. Hyperscan
+# finds where they start in one pass: where a date may start in 75 KB of a table of payments
+# (CSV, 16,686 runs of digits) in 1.5 ms, against 2.3 ms for the regex engine trying
+# `_DATE_SHAPE` at every run, and 2.8 ms at every digit before the runs were marked.
+_DATE_SHAPES_NATIVE = (rb"0(?:D?(?:[-/]0D?[-/]0D|(?:aa)? +(?:a|\z))|DDD-0)",
+                       rb"0D?(?:aa)?#? +(?:0DDD|(?:0D{0,2})?\z)")
 _NOT_BLANK_OR_DOT = re.compile(r"[^\s.]")
 
 

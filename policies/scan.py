@@ -511,8 +511,8 @@ _LONE_CR_OR_CONTROL = (*_NOT_CRLF[:2], _CONTROL)
 _NOT_CRLF_OR_NUL = (*_NOT_CRLF, rb"\x00")
 _LONE_CR_BYTES = re.compile(rb"\r(?!\n)")
 _CONTROL_BYTES = bytes([*range(0x00, 0x0A), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
-_LINE_END_DATABASES: dict[tuple[bytes, ...], tuple[Any, threading.local]] = {}
-_LINE_END_LOCK = threading.Lock()
+_SMALL_DATABASES: dict[tuple[tuple[bytes, ...], int], tuple[Any, threading.local]] = {}
+_SMALL_LOCK = threading.Lock()
 NATIVE_LINE_ENDS = 8192  # bytes
 
 
@@ -547,14 +547,36 @@ def lone_cr_and_controls(data: bytes) -> tuple[bool, bool]:
 def warm_line_ends() -> None:
     """Compile the line-end checks' databases (the first long message does otherwise)."""
     if _hs is not None:
-        _line_end_database(_NOT_CRLF)
-        _line_end_database(_LONE_CR_OR_CONTROL)
-        _line_end_database(_NOT_CRLF_OR_NUL)
+        _small_database(_NOT_CRLF)
+        _small_database(_LONE_CR_OR_CONTROL)
+        _small_database(_NOT_CRLF_OR_NUL)
+
+
+def shape_starts(data: bytes, shapes: tuple[bytes, ...]) -> list[tuple[int, int]] | None:
+    """Where matches of `shapes` (Hyperscan expressions over bytes) start in `data`: each
+    place, in increasing order, with the shapes that match from there as bits (bit i: shape
+    i; a match's leftmost start, HS_FLAG_SOM_LEFTMOST). None when the scan engine is
+    Python's: the caller searches `data` itself. (For a shape that Python's regex engine
+    would try at nearly every byte, a table's digits: the places it matches, in one pass.)"""
+    if _engine == RE or _hs is None:
+        return None
+    database, local = _small_database(shapes, _hs.HS_FLAG_SOM_LEFTMOST)
+    scratch = getattr(local, "scratch", None)
+    if scratch is None:
+        scratch = local.scratch = _hs.Scratch(database)
+    found: dict[int, int] = {}
+    get = found.get
+
+    def on_match(ident: int, start: int, _end: int, _flags: int, _context: object) -> None:
+        found[start] = get(start, 0) | 1 << ident
+
+    database.scan(data, match_event_handler=on_match, scratch=scratch)
+    return sorted(found.items())
 
 
 def _line_end_seen(data: bytes, shapes: tuple[bytes, ...]) -> set[int]:
     """Which of `shapes` (their indexes) occur in `data`."""
-    database, local = _line_end_database(shapes)
+    database, local = _small_database(shapes)
     scratch = getattr(local, "scratch", None)
     if scratch is None:
         scratch = local.scratch = _hs.Scratch(database)
@@ -567,16 +589,20 @@ def _line_end_seen(data: bytes, shapes: tuple[bytes, ...]) -> set[int]:
     return seen
 
 
-def _line_end_database(shapes: tuple[bytes, ...]) -> tuple[Any, threading.local]:
-    built = _LINE_END_DATABASES.get(shapes)
+def _small_database(shapes: tuple[bytes, ...],
+                       flag: int | None = None) -> tuple[Any, threading.local]:
+    """The compiled database of `shapes`, each with `flag` (HS_FLAG_SINGLEMATCH unless
+    given), and its scratch space per thread; compiled once."""
+    flag = _hs.HS_FLAG_SINGLEMATCH if flag is None else flag
+    built = _SMALL_DATABASES.get((shapes, flag))
     if built is None:
-        with _LINE_END_LOCK:
-            built = _LINE_END_DATABASES.get(shapes)
+        with _SMALL_LOCK:
+            built = _SMALL_DATABASES.get((shapes, flag))
             if built is None:
                 database = _hs.Database(mode=_hs.HS_MODE_BLOCK)
                 database.compile(expressions=list(shapes), ids=list(range(len(shapes))),
-                                 flags=[_hs.HS_FLAG_SINGLEMATCH] * len(shapes))
-                built = _LINE_END_DATABASES[shapes] = (database, threading.local())
+                                 flags=[flag] * len(shapes))
+                built = _SMALL_DATABASES[shapes, flag] = (database, threading.local())
     return built
 
 

@@ -377,7 +377,7 @@ def test_warming_compiles_every_database_a_message_needs() -> None:
 
     rules = default_rules()  # a fresh policy: patterns no database was compiled for yet
     content.warm(rules)
-    compiled = len(scan._DATABASES), len(scan._LINE_END_DATABASES)
+    compiled = len(scan._DATABASES), len(scan._SMALL_DATABASES)
     with scan.use_engine(scan.HYPERSCAN):
         for body in (b"no digits here", b"DOB 01/02/2010, NHS 943 476\r\n5919",
                      b"case ZC12C\r\n00123 and 07700 900461",
@@ -386,7 +386,7 @@ def test_warming_compiles_every_database_a_message_needs() -> None:
             content.classify_message(raw, rules, lambda: 0.0)
             # With a case registry, the dates its matcher reads are gated by a scan too.
             content.classify_message(raw, rules, lambda: 0.0, cases=caseregistry.index())
-    assert (len(scan._DATABASES), len(scan._LINE_END_DATABASES)) == compiled
+    assert (len(scan._DATABASES), len(scan._SMALL_DATABASES)) == compiled
 
 
 line_ends = st.lists(st.sampled_from(["a", "\r", "\n", "\r\n", "\r\r\n", "\n\r", " ", "\t",

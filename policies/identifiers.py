@@ -558,7 +558,7 @@ _DATE_SLICE = 1 << 14  # characters `_date_starts` reads at a time (at most half
 _DATE_READ_ON = 16  # characters read past a slice's end: a date's first two numbers and more
 # Each ASCII character as its class for `_date_starts`: a digit "0", a letter "a", white space
 # " " (what `\s` matches), "-" itself, "/" and "." as "/", anything else "#" (a comma too).
-# Then every digit but the first of its run becomes "D" (`_RUN_STARTS`).
+# Then every digit but the first of its run becomes "D" (`_run_starts`).
 _DATE_CLASSES = bytes(
     0x30 if chr(c).isdigit() else 0x61 if chr(c).isalpha() else 0x20 if chr(c).isspace()
     else c if chr(c) == "-" else 0x2F if chr(c) in "/." else 0x23 for c in range(256))

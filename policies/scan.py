@@ -590,7 +590,7 @@ def _line_end_seen(data: bytes, shapes: tuple[bytes, ...]) -> set[int]:
 
 
 def _small_database(shapes: tuple[bytes, ...],
-                       flag: int | None = None) -> tuple[Any, threading.local]:
+                    flag: int | None = None) -> tuple[Any, threading.local]:
     """The compiled database of `shapes`, each with `flag` (HS_FLAG_SINGLEMATCH unless
     given), and its scratch space per thread; compiled once."""
     flag = _hs.HS_FLAG_SINGLEMATCH if flag is None else flag

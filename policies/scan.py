@@ -560,10 +560,7 @@ def shape_starts(data: bytes, shapes: tuple[bytes, ...]) -> list[tuple[int, int]
     would try at nearly every byte, a table's digits: the places it matches, in one pass.)"""
     if _engine == RE or _hs is None:
         return None
-    database, local = _small_database(shapes, _hs.HS_FLAG_SOM_LEFTMOST)
-    scratch = getattr(local, "scratch", None)
-    if scratch is None:
-        scratch = local.scratch = _hs.Scratch(database)
+    database, scratch = _small_scan(shapes, _hs.HS_FLAG_SOM_LEFTMOST)
     found: dict[int, int] = {}
     get = found.get
 
@@ -576,10 +573,7 @@ def shape_starts(data: bytes, shapes: tuple[bytes, ...]) -> list[tuple[int, int]
 
 def _line_end_seen(data: bytes, shapes: tuple[bytes, ...]) -> set[int]:
     """Which of `shapes` (their indexes) occur in `data`."""
-    database, local = _small_database(shapes)
-    scratch = getattr(local, "scratch", None)
-    if scratch is None:
-        scratch = local.scratch = _hs.Scratch(database)
+    database, scratch = _small_scan(shapes)
     seen: set[int] = set()
 
     def on_match(ident: int, _start: int, _end: int, _flags: int, _context: object) -> None:
@@ -587,6 +581,15 @@ def _line_end_seen(data: bytes, shapes: tuple[bytes, ...]) -> set[int]:
 
     database.scan(data, match_event_handler=on_match, scratch=scratch)
     return seen
+
+
+def _small_scan(shapes: tuple[bytes, ...], flag: int | None = None) -> tuple[Any, Any]:
+    """`_small_database`'s database of `shapes`, and this thread's scratch space for it."""
+    database, local = _small_database(shapes, flag)
+    scratch = getattr(local, "scratch", None)
+    if scratch is None:
+        scratch = local.scratch = _hs.Scratch(database)
+    return database, scratch
 
 
 def _small_database(shapes: tuple[bytes, ...],
